@@ -1,0 +1,66 @@
+package roost_test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// module is this repository's module path.
+const module = "roost.dev/roost"
+
+// allowed lists, for each package prefix, the only roost packages it may
+// depend on. The rule that matters most: envd runs inside sandboxes and must
+// never pull in host-side code.
+var allowed = map[string][]string{
+	module + "/envd":     {module + "/envd", module + "/gen"},
+	module + "/cmd/envd": {module + "/envd", module + "/gen"},
+	module + "/gen":      {module + "/gen"},
+}
+
+func TestDependencyDirection(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-f", `{{.ImportPath}}{{range .Deps}} {{.}}{{end}}`, "./...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	checked := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		pkg, deps := fields[0], fields[1:]
+		rules := rulesFor(pkg)
+		if rules == nil {
+			continue
+		}
+		checked++
+		for _, d := range deps {
+			if !strings.HasPrefix(d, module+"/") && d != module {
+				continue
+			}
+			if !hasPrefix(d, rules) {
+				t.Errorf("%s imports %s; it may only import %v", pkg, d, rules)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no package matched a rule: the test is not checking anything")
+	}
+}
+
+func rulesFor(pkg string) []string {
+	best := ""
+	for prefix := range allowed {
+		if (pkg == prefix || strings.HasPrefix(pkg, prefix+"/")) && len(prefix) > len(best) {
+			best = prefix
+		}
+	}
+	return allowed[best]
+}
+
+func hasPrefix(pkg string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if pkg == p || strings.HasPrefix(pkg, p+"/") {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,7 @@
+// Package metrics samples the resource use envd reports on GET /metrics:
+// CPU, memory and disk of the machine (or sandbox) it runs in, read from
+// /proc and statfs. It keeps the previous CPU sample so that each report
+// covers the time since the last one.
+//
+// It does not enforce limits or export Prometheus metrics.
+package metrics
