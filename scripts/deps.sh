@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what building and testing roost needs on Debian/Ubuntu, and
+# nothing that is already there. Safe to run repeatedly. Needs root.
+set -euo pipefail
+
+GO_VERSION=1.26.8
+want_pkgs=(make gcc git ca-certificates curl iproute2 procps nodejs npm)
+
+missing=()
+for p in "${want_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Go: roost needs $GO_VERSION or newer. Distributions ship older ones, so
+# when it is missing, bootstrap with the distribution's Go and let it fetch
+# the toolchain module from the Go module proxy.
+have_go() {
+  command -v go >/dev/null 2>&1 || return 1
+  local v; v=$(go env GOVERSION 2>/dev/null | sed 's/^go//')
+  [ "$(printf '%s\n%s\n' "$GO_VERSION" "$v" | sort -V | head -n1)" = "$GO_VERSION" ]
+}
+export PATH=/usr/local/go/bin:$PATH
+if ! have_go; then
+  echo "deps: installing Go $GO_VERSION"
+  command -v go >/dev/null 2>&1 || { apt-get update -q; apt-get install -y -q --no-install-recommends golang-go; }
+  mod="golang.org/toolchain@v0.0.1-go${GO_VERSION}.linux-$(dpkg --print-architecture)"
+  dir=$(cd /tmp && GOFLAGS=-modcacherw go mod download -json "$mod" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -d "$dir" ] || { echo "deps: could not download $mod" >&2; exit 1; }
+  rm -rf /usr/local/go && cp -a "$dir" /usr/local/go
+  chmod -R a+rX /usr/local/go
+  chmod a+x /usr/local/go/bin/* /usr/local/go/pkg/tool/*/*
+  have_go || { echo "deps: Go $GO_VERSION still not usable" >&2; exit 1; }
+fi
+echo "deps: ok ($(go version))"
