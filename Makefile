@@ -42,7 +42,7 @@ test-e2b: envd
 
 bench: envd
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem ./envd/...
-	$(GO) run ./cmd/envdbench -envd bin/envd
+	$(GO) run ./bench/envd -envd bin/envd
 
 clean:
 	rm -rf bin .bin

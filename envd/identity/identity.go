@@ -92,15 +92,19 @@ func (u User) Resolve(path string) (string, error) {
 	if strings.IndexByte(path, 0) >= 0 {
 		return "", fmt.Errorf("%w: contains a NUL byte", ErrBadPath)
 	}
+	home := u.Home
+	if !filepath.IsAbs(home) || strings.IndexByte(home, 0) >= 0 {
+		home = "/" // a broken passwd entry must not make paths relative
+	}
 	switch {
 	case path == "":
 		return "", fmt.Errorf("%w: empty", ErrBadPath)
 	case path == "~":
-		path = u.Home
+		path = home
 	case strings.HasPrefix(path, "~/"):
-		path = filepath.Join(u.Home, path[2:])
+		path = filepath.Join(home, path[2:])
 	case !filepath.IsAbs(path):
-		path = filepath.Join(u.Home, path)
+		path = filepath.Join(home, path)
 	}
 	return filepath.Clean(path), nil
 }

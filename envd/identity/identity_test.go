@@ -53,11 +53,12 @@ func TestLookup(t *testing.T) {
 
 func FuzzResolve(f *testing.F) {
 	for _, s := range []string{"", "/", "~", "~/a", "a/../../b", "\x00", "//..//.", "~/../.."} {
-		f.Add(s)
+		f.Add(s, "/home/user")
 	}
-	u := User{Home: "/home/user"}
-	f.Fuzz(func(t *testing.T, p string) {
-		got, err := u.Resolve(p)
+	f.Add("0", "/\x00")
+	f.Add("x", "relative")
+	f.Fuzz(func(t *testing.T, p string, home string) {
+		got, err := User{Home: home}.Resolve(p)
 		if err != nil {
 			return
 		}

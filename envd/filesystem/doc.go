@@ -1,0 +1,28 @@
+// Package filesystem serves the filesystem.Filesystem Connect service of
+// envd: Stat, ListDir, MakeDir, Move and Remove on paths inside the sandbox,
+// the WatchDir event stream, and polling watchers (CreateWatcher,
+// GetWatcherEvents, RemoveWatcher), wire-compatible with E2B's envd.
+//
+// Paths are resolved with identity.User.Resolve against the requesting user
+// (auth.Guard.ConnectUser): relative paths and "~" name the user's home. Like
+// E2B's envd, the operations run with envd's own privileges (usually root)
+// and directories envd creates for a user are chowned to that user; the
+// package does not confine paths or enforce per-user permissions.
+//
+// Entries follow E2B's conventions: a symlink is described by Lstat (name,
+// size, permissions string "L...", modified time) but reports the type and
+// permission bits of its resolved target, with symlink_target set to the
+// fully resolved path. A dangling or cyclic link reports FILE_TYPE_SYMLINK
+// and its literal target.
+//
+// Watching is built on fsnotify (inotify on Linux). Recursive watches add a
+// watch per directory, including directories created later; the contents of
+// a directory that appears inside a recursive watch are reported as CREATE
+// events, which may duplicate an event inotify also delivers. Events are
+// queued in a bounded buffer; a client that falls behind gets
+// resource_exhausted instead of a silent gap.
+//
+// It does not serve file contents (the /files endpoints do), decide who the
+// requesting user is (auth does), or register itself on an HTTP mux (the
+// server package does).
+package filesystem

@@ -1,0 +1,21 @@
+// Package portforward makes servers that listen only on loopback inside a
+// sandbox reachable on the sandbox's external IPv4 addresses, so the control
+// plane's proxy, which dials the sandbox's own address, can reach them. It is
+// the job `socat` does in other systems, done in Go.
+//
+// A Forwarder polls /proc/net/tcp and /proc/net/tcp6. For each port on which
+// only loopback addresses (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104) listen, it
+// listens on the same port on every external IPv4 address and splices each
+// accepted connection to the loopback server, keeping TCP half-closes. When
+// the loopback server goes away, the forward and its connections are closed.
+// Ports that a wildcard or non-loopback socket already serves are reported by
+// Ports but not forwarded.
+//
+// A forwarding listener holds its port on the external addresses, so a
+// server that binds the wildcard address on a port that is still forwarded
+// fails with EADDRINUSE until the scan after the loopback server left (at most
+// about one interval).
+//
+// It does not authorize traffic (the proxy and the sandbox's network rules
+// do), forward UDP, or choose which address the proxy dials.
+package portforward
