@@ -1,0 +1,45 @@
+// Command envd is roost's in-sandbox agent. See package envd.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"roost.dev/roost/envd/server"
+)
+
+func main() {
+	var (
+		cfg     server.Config
+		level   = new(slog.LevelVar)
+		version = flag.Bool("version", false, "print the version and exit")
+	)
+	flag.StringVar(&cfg.Addr, "addr", ":49983", "listen address")
+	flag.StringVar(&cfg.DefaultUser, "user", "", "default user for requests that name none (default: the user envd runs as)")
+	flag.BoolVar(&cfg.ForwardPorts, "forward-ports", false, "forward servers listening only on loopback to the external addresses (inside a sandbox)")
+	flag.BoolVar(&cfg.SetClock, "set-clock", false, "let /init set the system clock (inside a VM)")
+	flag.TextVar(level, "log-level", level, "log level: debug, info, warn, error")
+	flag.Parse()
+	if *version {
+		fmt.Println(server.Version)
+		return
+	}
+
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	srv, err := server.New(cfg, log)
+	if err != nil {
+		log.Error("envd failed to start", "err", err)
+		os.Exit(1)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := srv.Serve(ctx); err != nil {
+		log.Error("envd stopped", "err", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,207 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"roost.dev/roost/envd/auth"
+	"roost.dev/roost/envd/defaults"
+	"roost.dev/roost/envd/files"
+	"roost.dev/roost/envd/filesystem"
+	"roost.dev/roost/envd/identity"
+	"roost.dev/roost/envd/metrics"
+	"roost.dev/roost/envd/portforward"
+	"roost.dev/roost/envd/process"
+	"roost.dev/roost/gen/filesystem/filesystemconnect"
+	"roost.dev/roost/gen/process/processconnect"
+)
+
+// Version is envd's version as E2B clients compare it; SDK features are
+// gated on it, and 0.5.7 is the newest gate the SDK knows.
+const Version = "0.5.7"
+
+// Config configures a Server.
+type Config struct {
+	// Addr is the listen address; default ":49983".
+	Addr string
+	// DefaultUser runs requests that name no user until /init sets one;
+	// default the user envd runs as.
+	DefaultUser string
+	// ForwardPorts makes loopback-only servers reachable on the external
+	// addresses. Off by default: on a developer's host it would expose them.
+	ForwardPorts bool
+	// SetClock lets /init set the system clock from its timestamp, which a
+	// VM resumed from a snapshot needs. Off by default, for the same reason.
+	SetClock bool
+	// Disk is the filesystem whose usage /metrics reports; default "/".
+	Disk string
+}
+
+// Server is a running envd.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	defaults *defaults.Set
+	guard    *auth.Guard
+	process  *process.Service
+	fs       *filesystem.Service
+	ports    *portforward.Forwarder
+	sampler  *metrics.Sampler
+	handler  http.Handler
+}
+
+// New builds a Server; Serve starts it.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = ":49983"
+	}
+	if cfg.Disk == "" {
+		cfg.Disk = "/"
+	}
+	if cfg.DefaultUser == "" {
+		me, err := identity.Current()
+		if err != nil {
+			return nil, err
+		}
+		cfg.DefaultUser = me.Name
+	}
+	if _, err := identity.Lookup(cfg.DefaultUser); err != nil {
+		return nil, fmt.Errorf("default user: %w", err)
+	}
+	s := &Server{cfg: cfg, log: log, defaults: defaults.New(cfg.DefaultUser), sampler: metrics.NewSampler("/proc", cfg.Disk)}
+	s.guard = auth.NewGuard(s.defaults)
+	s.process = process.New(s.guard, log.With("service", "process"))
+	s.fs = filesystem.New(s.guard, log.With("service", "filesystem"))
+	var exclude []uint16
+	if _, port, err := net.SplitHostPort(cfg.Addr); err == nil {
+		if p, err := strconv.ParseUint(port, 10, 16); err == nil {
+			exclude = append(exclude, uint16(p))
+		}
+	}
+	s.ports = portforward.New(portforward.Config{Exclude: exclude}, log.With("service", "portforward"))
+
+	mux := http.NewServeMux()
+	mux.Handle(processconnect.NewProcessHandler(s.process))
+	mux.Handle(filesystemconnect.NewFilesystemHandler(s.fs))
+	mux.Handle("/files", files.New(s.guard, log.With("service", "files")))
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	mux.HandleFunc("POST /init", s.init)
+	mux.HandleFunc("GET /envs", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.defaults.Envs()) })
+	mux.HandleFunc("GET /metrics", s.metrics)
+	mux.HandleFunc("GET /ports", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.ports.Ports()) })
+	s.handler = s.guard.Wrap(mux)
+	return s, nil
+}
+
+// Handler is envd's whole HTTP surface, access check included.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve listens on the configured address and serves until ctx ends, then
+// shuts down, giving open requests a few seconds, and stops every process.
+func (s *Server) Serve(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return s.ServeListener(ctx, ln)
+}
+
+// ServeListener is Serve on a listener the caller opened.
+func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler:           s.handler,
+		Protocols:         protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	var wg sync.WaitGroup
+	fwdCtx, stopFwd := context.WithCancel(context.WithoutCancel(ctx))
+	if s.cfg.ForwardPorts {
+		wg.Go(func() {
+			if err := s.ports.Run(fwdCtx); err != nil && !errors.Is(err, context.Canceled) {
+				s.log.Error("port forwarder stopped", "err", err)
+			}
+		})
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	s.log.Info("envd listening", "addr", ln.Addr().String(), "version", Version, "forward_ports", s.cfg.ForwardPorts)
+
+	var err error
+	select {
+	case err = <-served:
+	case <-ctx.Done():
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		err = srv.Shutdown(shutdownCtx)
+	}
+	stopFwd()
+	wg.Wait()
+	s.fs.Close()
+	s.process.Close()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// initRequest is the body of POST /init.
+type initRequest struct {
+	defaults.Init
+	// Timestamp is the control plane's clock; a VM restored from a snapshot
+	// has a stale one.
+	Timestamp *time.Time `json:"timestamp"`
+}
+
+func (s *Server) init(w http.ResponseWriter, r *http.Request) {
+	var req initRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err := dec.Decode(&req); err != nil {
+		auth.WriteError(w, http.StatusBadRequest, "invalid init body: "+err.Error())
+		return
+	}
+	if req.DefaultUser != "" {
+		if _, err := identity.Lookup(req.DefaultUser); err != nil {
+			auth.WriteError(w, http.StatusBadRequest, "defaultUser: "+err.Error())
+			return
+		}
+	}
+	s.defaults.Apply(req.Init)
+	if req.Timestamp != nil && s.cfg.SetClock {
+		if skew := time.Since(*req.Timestamp); skew > time.Second || skew < -time.Second {
+			tv := unix.NsecToTimeval(req.Timestamp.UnixNano())
+			if err := unix.Settimeofday(&tv); err != nil {
+				s.log.Warn("set clock failed", "err", err)
+			}
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
+	rep, err := s.sampler.Sample()
+	if err != nil {
+		auth.WriteError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeJSON(w, rep)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
