@@ -206,8 +206,9 @@ func endEvent(st *os.ProcessState, waitErr error) *rpc.ProcessEvent_EndEvent {
 		end.Exited = st.Exited()
 		end.Status = st.String()
 	}
-	var exitErr *exec.ExitError
-	if waitErr != nil && !errors.As(waitErr, &exitErr) {
+	// Clients show error as the reason a command failed ("exit status 3",
+	// "signal: killed"); a clean exit has none.
+	if waitErr != nil {
 		msg := waitErr.Error()
 		end.Error = &msg
 	}

@@ -241,7 +241,7 @@ func (s *Service) List(ctx context.Context, req *connect.Request[rpc.ListRequest
 
 // Update resizes a process's PTY.
 func (s *Service) Update(ctx context.Context, req *connect.Request[rpc.UpdateRequest]) (*connect.Response[rpc.UpdateResponse], error) {
-	p, err := s.find(req.Msg.GetProcess())
+	p, err := s.findRunning(req.Msg.GetProcess())
 	if err != nil {
 		return nil, err
 	}
@@ -260,7 +260,7 @@ func (s *Service) Update(ctx context.Context, req *connect.Request[rpc.UpdateReq
 
 // SendInput writes one chunk of input.
 func (s *Service) SendInput(ctx context.Context, req *connect.Request[rpc.SendInputRequest]) (*connect.Response[rpc.SendInputResponse], error) {
-	p, err := s.find(req.Msg.GetProcess())
+	p, err := s.findRunning(req.Msg.GetProcess())
 	if err != nil {
 		return nil, err
 	}
@@ -279,7 +279,7 @@ func (s *Service) StreamInput(ctx context.Context, stream *connect.ClientStream[
 			if p != nil {
 				return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("stream already started"))
 			}
-			found, err := s.find(ev.Start.GetProcess())
+			found, err := s.findRunning(ev.Start.GetProcess())
 			if err != nil {
 				return nil, err
 			}
@@ -320,7 +320,7 @@ func (s *Service) SendSignal(ctx context.Context, req *connect.Request[rpc.SendS
 	default:
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("unsupported signal %v", req.Msg.GetSignal()))
 	}
-	p, err := s.find(req.Msg.GetProcess())
+	p, err := s.findRunning(req.Msg.GetProcess())
 	if err != nil {
 		return nil, err
 	}
@@ -332,7 +332,7 @@ func (s *Service) SendSignal(ctx context.Context, req *connect.Request[rpc.SendS
 
 // CloseStdin closes a process's stdin so it reads EOF.
 func (s *Service) CloseStdin(ctx context.Context, req *connect.Request[rpc.CloseStdinRequest]) (*connect.Response[rpc.CloseStdinResponse], error) {
-	p, err := s.find(req.Msg.GetProcess())
+	p, err := s.findRunning(req.Msg.GetProcess())
 	if err != nil {
 		return nil, err
 	}
@@ -341,6 +341,20 @@ func (s *Service) CloseStdin(ctx context.Context, req *connect.Request[rpc.Close
 	}
 	p.closeStdin()
 	return connect.NewResponse(&rpc.CloseStdinResponse{}), nil
+}
+
+// findRunning resolves a selector to a running process. A process that has
+// finished is not_found here, as clients expect (kill of an ended command
+// reports false); Connect still reaches it through find.
+func (s *Service) findRunning(sel *rpc.ProcessSelector) (*proc, error) {
+	p, err := s.find(sel)
+	if err != nil {
+		return nil, err
+	}
+	if p.out.ended() {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("process %d has exited", p.pid))
+	}
+	return p, nil
 }
 
 // find resolves a selector to a process, running or recently finished.
@@ -366,12 +380,14 @@ func (s *Service) find(sel *rpc.ProcessSelector) (*proc, error) {
 // procError maps a process operation's error to a Connect error.
 func procError(err error) error {
 	switch {
-	case errors.Is(err, errExited), errors.Is(err, errNoStdin), errors.Is(err, errNoPTY):
+	case errors.Is(err, errExited):
+		return connect.NewError(connect.CodeNotFound, err)
+	case errors.Is(err, errNoStdin), errors.Is(err, errNoPTY):
 		return connect.NewError(connect.CodeFailedPrecondition, err)
 	case errors.Is(err, syscall.EPIPE), errors.Is(err, os.ErrClosed):
 		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("process no longer reads its input: %w", err))
 	case errors.Is(err, syscall.ESRCH):
-		return connect.NewError(connect.CodeFailedPrecondition, errExited)
+		return connect.NewError(connect.CodeNotFound, errExited)
 	default:
 		return connect.NewError(connect.CodeInternal, err)
 	}

@@ -119,7 +119,7 @@ func TestStartPipes(t *testing.T) {
 			if got := r.stderr.String(); got != "err\n" {
 				t.Errorf("stderr %q", got)
 			}
-			if r.end.GetExitCode() != 3 || !r.end.GetExited() || r.end.GetStatus() != "exit status 3" {
+			if r.end.GetExitCode() != 3 || !r.end.GetExited() || r.end.GetStatus() != "exit status 3" || r.end.GetError() != "exit status 3" {
 				t.Errorf("end %+v", r.end)
 			}
 		})
@@ -294,7 +294,7 @@ func TestStdinSendStreamClose(t *testing.T) {
 	_, err := c.SendInput(ctx, connect.NewRequest(&rpc.SendInputRequest{
 		Process: pidSel(pid), Input: &rpc.ProcessInput{Input: &rpc.ProcessInput_Stdin{Stdin: []byte("x")}},
 	}))
-	if connect.CodeOf(err) != connect.CodeFailedPrecondition {
+	if connect.CodeOf(err) != connect.CodeNotFound {
 		t.Errorf("input after exit: %v", err)
 	}
 }
@@ -380,7 +380,7 @@ func TestSigtermAndTagAndList(t *testing.T) {
 	if late.err != nil || late.pid != pid || late.end.GetStatus() != "signal: terminated" {
 		t.Fatalf("late connect: %+v err %v", late, late.err)
 	}
-	if _, err := c.SendSignal(ctx, connect.NewRequest(&rpc.SendSignalRequest{Process: sel, Signal: rpc.Signal_SIGNAL_SIGKILL})); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+	if _, err := c.SendSignal(ctx, connect.NewRequest(&rpc.SendSignalRequest{Process: sel, Signal: rpc.Signal_SIGNAL_SIGKILL})); connect.CodeOf(err) != connect.CodeNotFound {
 		t.Errorf("signal to a finished process: %v", err)
 	}
 }
