@@ -20,6 +20,7 @@ import (
 
 	"roost.dev/roost/envd/auth"
 	"roost.dev/roost/envd/defaults"
+	"roost.dev/roost/envd/filesystem"
 	"roost.dev/roost/envd/identity"
 )
 
@@ -140,6 +141,15 @@ func (e *testEnv) postForm(t testing.TB, q url.Values, parts ...formPart) *http.
 	return e.do(t, http.MethodPost, q, http.Header{"Content-Type": {ct}}, bytes.NewReader(body))
 }
 
+// postFormWith is postForm with extra request headers.
+func (e *testEnv) postFormWith(t testing.TB, hdr http.Header, parts ...formPart) *http.Response {
+	t.Helper()
+	body, ct := buildForm(t, parts...)
+	hdr = hdr.Clone()
+	hdr.Set("Content-Type", ct)
+	return e.do(t, http.MethodPost, nil, hdr, bytes.NewReader(body))
+}
+
 func readBody(t testing.TB, resp *http.Response) []byte {
 	t.Helper()
 	b, err := io.ReadAll(resp.Body)
@@ -214,7 +224,7 @@ func noTemps(t testing.TB, dir string) {
 func findTemps(dir string) []string {
 	var left []string
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && strings.HasPrefix(d.Name(), tempPrefix) {
+		if err == nil && strings.HasPrefix(d.Name(), filesystem.TempFilePrefix) {
 			left = append(left, p)
 		}
 		return nil

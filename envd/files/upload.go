@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"roost.dev/roost/envd/filesystem"
 	"roost.dev/roost/envd/identity"
 )
 
@@ -22,11 +23,17 @@ const (
 	formField = "file"
 )
 
+// metadataHeader starts the request headers that carry file metadata, as
+// the E2B SDKs send it: "X-Metadata-<key>: <value>" stores <value> under
+// <key>, lowercased, on every file of the request.
+const metadataHeader = "X-Metadata-"
+
 // entry is one written file in the upload response.
 type entry struct {
-	Path string `json:"path"`
-	Name string `json:"name"`
-	Type string `json:"type"`
+	Path     string            `json:"path"`
+	Name     string            `json:"name"`
+	Type     string            `json:"type"`
+	Metadata map[string]string `json:"metadata,omitempty"`
 }
 
 // upload serves POST. A returned error means nothing has been written to
@@ -37,6 +44,10 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	rawPath := r.URL.Query().Get("path")
+	md, err := requestMetadata(r.Header)
+	if err != nil {
+		return err
+	}
 
 	ct := r.Header.Get("Content-Type")
 	mediaType, _, err := mime.ParseMediaType(ct)
@@ -64,7 +75,7 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) error {
 
 	cp := newCopier()
 	defer cp.release()
-	b := &batch{user: u, cp: cp}
+	b := &batch{user: u, cp: cp, metadata: md, log: h.log}
 	defer b.abort()
 	if mediaType == mediaOctetStream {
 		dst, err := u.Resolve(rawPath)
@@ -95,6 +106,31 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(http.StatusOK)
 	_ = json.NewEncoder(w).Encode(entries)
 	return nil
+}
+
+// requestMetadata collects the X-Metadata-* headers. Keys are lowercased
+// (header names are case-insensitive, and HTTP/2 and fetch send them in
+// lower case anyway); a header sent twice counts with its first value; an
+// empty key is ignored. All as in E2B's envd.
+func requestMetadata(h http.Header) (map[string]string, error) {
+	var md map[string]string
+	for name, values := range h {
+		if len(name) < len(metadataHeader) || !strings.EqualFold(name[:len(metadataHeader)], metadataHeader) || len(values) == 0 {
+			continue
+		}
+		key := strings.ToLower(name[len(metadataHeader):])
+		if key == "" {
+			continue
+		}
+		if md == nil {
+			md = map[string]string{}
+		}
+		md[key] = values[0]
+	}
+	if err := filesystem.ValidateMetadata(md); err != nil {
+		return nil, badRequest("invalid %s* header: %v", metadataHeader, err)
+	}
+	return md, nil
 }
 
 // readForm stages every part named "file". With a path query parameter the

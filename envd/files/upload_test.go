@@ -6,14 +6,22 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"mime/multipart"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"roost.dev/roost/envd/filesystem"
 )
 
 func gzipped(t testing.TB, data []byte) []byte {
@@ -35,7 +43,7 @@ func TestUploadMultipartSingle(t *testing.T) {
 	for _, filename := range []string{dst, "local-name.txt"} {
 		resp := e.postForm(t, url.Values{"path": {dst}}, formPart{filename: filename, data: []byte("payload " + filename)})
 		got := wantEntries(t, resp)
-		if len(got) != 1 || got[0] != (entry{Path: dst, Name: "single.txt", Type: "file"}) {
+		if len(got) != 1 || !reflect.DeepEqual(got[0], entry{Path: dst, Name: "single.txt", Type: "file"}) {
 			t.Fatalf("entries %+v", got)
 		}
 		wantFile(t, dst, []byte("payload "+filename))
@@ -66,7 +74,7 @@ func TestUploadMultipartSeveral(t *testing.T) {
 	}
 	for i, f := range files {
 		want, _ := e.user.Resolve(f.path)
-		if got[i] != (entry{Path: want, Name: f.name, Type: "file"}) {
+		if !reflect.DeepEqual(got[i], entry{Path: want, Name: f.name, Type: "file"}) {
 			t.Errorf("entry %d = %+v, want path %s", i, got[i], want)
 		}
 		wantFile(t, want, []byte(fmt.Sprintf("content %d", i)))
@@ -80,7 +88,7 @@ func TestUploadOctetStream(t *testing.T) {
 
 	dst := e.path("plain/file.bin")
 	got := wantEntries(t, e.postOctet(t, url.Values{"path": {dst}}, nil, bytes.NewReader(data)))
-	if len(got) != 1 || got[0] != (entry{Path: dst, Name: "file.bin", Type: "file"}) {
+	if len(got) != 1 || !reflect.DeepEqual(got[0], entry{Path: dst, Name: "file.bin", Type: "file"}) {
 		t.Fatalf("entries %+v", got)
 	}
 	wantFile(t, dst, data)
@@ -339,7 +347,7 @@ func TestUploadNoSpace(t *testing.T) {
 	big := bytes.Repeat([]byte("z"), 1<<20)
 
 	msg := wantError(t, e.postOctet(t, url.Values{"path": {existing}}, nil, bytes.NewReader(big)), http.StatusInsufficientStorage)
-	if !strings.Contains(msg, "disk space") || !strings.Contains(msg, existing) || strings.Contains(msg, tempPrefix) {
+	if !strings.Contains(msg, "disk space") || !strings.Contains(msg, existing) || strings.Contains(msg, filesystem.TempFilePrefix) {
 		t.Errorf("message %q", msg)
 	}
 	wantError(t, e.postForm(t, nil, formPart{filename: filepath.Join(mnt, "new/file"), data: big}), http.StatusInsufficientStorage)
@@ -403,5 +411,192 @@ func TestUploadPermissionDenied(t *testing.T) {
 		}
 		wantError(t, e.postForm(t, nil, formPart{filename: dst, data: []byte("x")}), http.StatusForbidden)
 	}
+	noTemps(t, e.dir)
+}
+
+// inotifyLog records the inotify events in one directory, as "OP name".
+type inotifyLog struct {
+	dir  string
+	fsw  *fsnotify.Watcher
+	done chan []string
+}
+
+func watchInotify(t *testing.T, dir string) *inotifyLog {
+	t.Helper()
+	fsw, err := fsnotify.NewWatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fsw.Close() })
+	if err := fsw.Add(dir); err != nil {
+		t.Fatal(err)
+	}
+	l := &inotifyLog{dir: dir, fsw: fsw, done: make(chan []string, 1)}
+	go func() {
+		var seen []string
+		errs := fsw.Errors
+		for {
+			select {
+			case ev, ok := <-fsw.Events:
+				if !ok {
+					l.done <- seen
+					return
+				}
+				name := filepath.Base(ev.Name)
+				if name == ".marker" {
+					l.done <- seen
+					return
+				}
+				for _, op := range []fsnotify.Op{fsnotify.Create, fsnotify.Write, fsnotify.Remove, fsnotify.Rename, fsnotify.Chmod} {
+					if ev.Has(op) {
+						seen = append(seen, op.String()+" "+name)
+					}
+				}
+			case err, ok := <-errs:
+				if !ok {
+					errs = nil
+					continue
+				}
+				seen = append(seen, "ERROR "+err.Error()) // fails the caller's checks
+			}
+		}
+	}()
+	return l
+}
+
+// events returns what was seen so far: inotify keeps order, so once a
+// marker file's event arrives, every earlier change has been reported.
+func (l *inotifyLog) events(t *testing.T) []string {
+	t.Helper()
+	writeFile(t, filepath.Join(l.dir, ".marker"), nil, 0o644)
+	select {
+	case seen := <-l.done:
+		return seen
+	case <-time.After(20 * time.Second):
+		t.Fatal("no inotify event for the marker file")
+		return nil
+	}
+}
+
+// TestUploadNewFileInPlace: a destination that does not exist is written
+// under its own name, so a watcher sees CREATE and WRITE for it and nothing
+// else, as with E2B's envd.
+func TestUploadNewFileInPlace(t *testing.T) {
+	e := newTestEnv(t)
+	for _, tc := range []struct {
+		name string
+		post func(dst string) *http.Response
+	}{
+		{"octet-stream", func(dst string) *http.Response {
+			return e.postOctet(t, url.Values{"path": {dst}}, nil, strings.NewReader("in place"))
+		}},
+		{"multipart", func(dst string) *http.Response {
+			return e.postForm(t, nil, formPart{filename: dst, data: []byte("in place")})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := e.path(tc.name)
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			l := watchInotify(t, dir)
+			dst := filepath.Join(dir, "new.txt")
+			wantEntries(t, tc.post(dst))
+			wantFile(t, dst, []byte("in place"))
+			seen := l.events(t)
+			if len(seen) < 2 || seen[0] != "CREATE new.txt" || seen[1] != "WRITE new.txt" {
+				t.Errorf("events %v, want CREATE new.txt, WRITE new.txt first", seen)
+			}
+			for _, ev := range seen {
+				if !strings.HasSuffix(ev, " new.txt") || strings.HasPrefix(ev, "REMOVE") || strings.HasPrefix(ev, "RENAME") {
+					t.Errorf("event %q: want only CREATE, WRITE and CHMOD of new.txt", ev)
+				}
+			}
+		})
+	}
+}
+
+// TestUploadReplaceIsAtomic: an existing destination is replaced by
+// renaming a finished temporary file over it, never truncated in place.
+func TestUploadReplaceIsAtomic(t *testing.T) {
+	e := newTestEnv(t)
+	dst := e.path("existing.txt")
+	writeFile(t, dst, []byte("old"), 0o644)
+	before, err := os.Stat(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := watchInotify(t, e.dir)
+	wantEntries(t, e.postOctet(t, url.Values{"path": {dst}}, nil, strings.NewReader("new")))
+	wantFile(t, dst, []byte("new"))
+	seen := l.events(t)
+	after, err := os.Stat(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if os.SameFile(before, after) {
+		t.Error("the destination was rewritten in place, not replaced")
+	}
+	for _, ev := range seen {
+		if ev == "WRITE existing.txt" {
+			t.Errorf("events %v: the destination itself was written", seen)
+		}
+	}
+	if !slices.Contains(seen, "CREATE existing.txt") {
+		t.Errorf("events %v: no rename onto the destination", seen)
+	}
+	noTemps(t, e.dir)
+}
+
+// TestUploadAbortKeepsOthersFiles: a failed request removes the file it
+// created, but not a file someone else has put in its place since.
+func TestUploadAbortKeepsOthersFiles(t *testing.T) {
+	e := newTestEnv(t)
+	for _, replaced := range []bool{false, true} {
+		dst := e.path(fmt.Sprintf("created-%v.txt", replaced))
+		cp := newCopier()
+		b := &batch{user: e.user, cp: cp, log: slog.New(slog.DiscardHandler)}
+		if err := b.add(dst, strings.NewReader("ours")); err != nil {
+			t.Fatal(err)
+		}
+		wantFile(t, dst, []byte("ours"))
+		if replaced {
+			other := e.path("other")
+			writeFile(t, other, []byte("theirs"), 0o644)
+			if err := os.Rename(other, dst); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b.abort()
+		b.abort()
+		cp.release()
+		if replaced {
+			wantFile(t, dst, []byte("theirs"))
+		} else {
+			wantMissing(t, dst)
+		}
+	}
+}
+
+// TestUploadFailureKeepsOldAndRemovesNew: in one failed request, a new
+// file is removed again and an existing one keeps its old content.
+func TestUploadFailureKeepsOldAndRemovesNew(t *testing.T) {
+	e := newTestEnv(t)
+	existing, fresh := e.path("existing.txt"), e.path("fresh.txt")
+	writeFile(t, existing, []byte("keep me"), 0o644)
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	w, _ := mw.CreateFormFile("file", fresh)
+	w.Write([]byte("new file"))
+	w, _ = mw.CreateFormFile("file", existing)
+	w.Write([]byte("new content"))
+	w, _ = mw.CreateFormFile("file", e.path("third.txt"))
+	w.Write(bytes.Repeat([]byte("3"), 1<<20))
+	// No closing boundary: the body ends inside the third part.
+	resp := e.do(t, http.MethodPost, nil, http.Header{"Content-Type": {mw.FormDataContentType()}}, &buf)
+	wantError(t, resp, http.StatusBadRequest)
+	wantFile(t, existing, []byte("keep me"))
+	wantMissing(t, fresh)
+	wantMissing(t, e.path("third.txt"))
 	noTemps(t, e.dir)
 }

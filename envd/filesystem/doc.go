@@ -13,14 +13,18 @@
 // size, permissions string "L...", modified time) but reports the type and
 // permission bits of its resolved target, with symlink_target set to the
 // fully resolved path. A dangling or cyclic link reports FILE_TYPE_SYMLINK
-// and its literal target.
+// and its literal target. EntryInfo.metadata holds the file's user.e2b.<key>
+// extended attributes; ReadMetadata, WriteMetadata and ValidateMetadata own
+// that format, and package files uses them to store upload metadata.
 //
 // Watching is built on fsnotify (inotify on Linux). Recursive watches add a
 // watch per directory, including directories created later; the contents of
 // a directory that appears inside a recursive watch are reported as CREATE
 // events, which may duplicate an event inotify also delivers. Events are
 // queued in a bounded buffer; a client that falls behind gets
-// resource_exhausted instead of a silent gap.
+// resource_exhausted instead of a silent gap. Names starting with
+// TempFilePrefix (the temporary files of uploads that replace a file) are
+// never reported, so an upload shows only under its destination's name.
 //
 // It does not serve file contents (the /files endpoints do), decide who the
 // requesting user is (auth does), or register itself on an HTTP mux (the

@@ -107,7 +107,7 @@ func (n *names) entryFrom(path string, fi fs.FileInfo) *rpc.EntryInfo {
 	}
 	// Metadata lives in xattrs, which only a file (not a symlink) can
 	// carry; a symlink reports its target's, like its type.
-	if md := readMetadata(path); len(md) > 0 {
+	if md := ReadMetadata(path); len(md) > 0 {
 		e.Metadata = md
 	}
 	return e

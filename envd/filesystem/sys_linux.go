@@ -2,20 +2,18 @@ package filesystem
 
 import (
 	"bytes"
+	"fmt"
+	"os"
 	"strings"
 	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 )
 
-// metadataPrefix namespaces the user metadata E2B keeps in extended
-// attributes and reports in EntryInfo.metadata.
-const metadataPrefix = "user.e2b."
-
-// readMetadata returns the user.e2b.* extended attributes of path (following
+// ReadMetadata returns the user.e2b.* extended attributes of path (following
 // symlinks), best effort: a filesystem without xattrs, or a value that is not
 // UTF-8 (a proto string must be), yields nothing rather than an error.
-func readMetadata(path string) map[string]string {
+func ReadMetadata(path string) map[string]string {
 	sz, err := unix.Listxattr(path, nil)
 	if err != nil || sz <= 0 {
 		return nil
@@ -47,6 +45,64 @@ func readMetadata(path string) map[string]string {
 		out[key] = string(val[:vsz])
 	}
 	return out
+}
+
+// WriteMetadata makes md the metadata of the open file f: it sets a
+// user.e2b.<key> extended attribute for each entry and removes the other
+// user.e2b.* attributes f has. md must pass ValidateMetadata. A filesystem
+// without user xattrs fails with an error matching errors.ErrUnsupported.
+func WriteMetadata(f *os.File, md map[string]string) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("write metadata: %w", err)
+	}
+	var werr error
+	err = rc.Control(func(fd uintptr) { werr = writeMetadata(int(fd), md) })
+	if err != nil {
+		return fmt.Errorf("write metadata: %w", err)
+	}
+	return werr
+}
+
+func writeMetadata(fd int, md map[string]string) error {
+	names, err := flistxattr(fd)
+	if err != nil {
+		return fmt.Errorf("list metadata: %w", err)
+	}
+	for _, name := range names {
+		key, ok := strings.CutPrefix(name, metadataPrefix)
+		if _, keep := md[key]; !ok || keep {
+			continue
+		}
+		if err := unix.Fremovexattr(fd, name); err != nil && err != unix.ENODATA {
+			return fmt.Errorf("remove metadata key %q: %w", key, err)
+		}
+	}
+	for k, v := range md {
+		if err := unix.Fsetxattr(fd, metadataPrefix+k, []byte(v), 0); err != nil {
+			return fmt.Errorf("set metadata key %q: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// flistxattr returns the names of fd's extended attributes.
+func flistxattr(fd int) ([]string, error) {
+	for {
+		sz, err := unix.Flistxattr(fd, nil)
+		if err != nil || sz == 0 {
+			return nil, err
+		}
+		buf := make([]byte, sz)
+		n, err := unix.Flistxattr(fd, buf)
+		if err == unix.ERANGE {
+			continue // an attribute was added in between
+		}
+		if err != nil {
+			return nil, err
+		}
+		return strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00"), nil
+	}
 }
 
 // onNetworkMount reports whether path lives on NFS, SMB/CIFS or FUSE, where

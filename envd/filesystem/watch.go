@@ -244,7 +244,11 @@ func (w *watch) handle(ev fsnotify.Event) error {
 }
 
 // deliver queues one event without blocking; false means the buffer is full.
+// Events for an upload's temporary file are dropped (see TempFilePrefix).
 func (w *watch) deliver(path string, typ rpc.EventType) bool {
+	if strings.HasPrefix(filepath.Base(path), TempFilePrefix) {
+		return true
+	}
 	name, err := filepath.Rel(w.root, path)
 	if err != nil {
 		name = path // cannot happen: fsnotify reports paths under root

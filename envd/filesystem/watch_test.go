@@ -424,3 +424,24 @@ func TestCloseStopsWatchers(t *testing.T) {
 	_, err := e.clients[0].GetWatcherEvents(context.Background(), connect.NewRequest(&rpc.GetWatcherEventsRequest{WatcherId: "w"}))
 	wantCode(t, err, connect.CodeNotFound)
 }
+
+// TestWatchDirIgnoresTempFiles: an upload that replaces a file via a
+// temporary file shows up only under the destination's name.
+func TestWatchDirIgnoresTempFiles(t *testing.T) {
+	e := newEnv(t)
+	e.each(t, func(t *testing.T, c filesystemconnect.FilesystemClient, dir string) {
+		s := watchDir(t, c, &rpc.WatchDirRequest{Path: dir, Recursive: true}, nil)
+		tmp := filepath.Join(dir, TempFilePrefix+"abc")
+		writeFile(t, tmp, "data", 0o644)
+		must(t, os.Chmod(tmp, 0o600))
+		must(t, os.Rename(tmp, filepath.Join(dir, "dst")))
+		s.expect(t, evCreate, "dst")
+		writeFile(t, filepath.Join(dir, "marker"), "", 0o644)
+		s.expect(t, evCreate, "marker")
+		for _, ev := range s.seen {
+			if strings.Contains(ev, TempFilePrefix) {
+				t.Errorf("event %q for a temporary file", ev)
+			}
+		}
+	})
+}

@@ -43,7 +43,9 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ns := "roost-test-" + strings.ToLower(rand.Text()[:10])
+	// Not "roost-": the agent prunes namespaces with that prefix, and its
+	// tests may run at the same time as this one.
+	ns := "pftest-" + strings.ToLower(rand.Text()[:10])
 	ip(t, "netns", "add", ns)
 	t.Cleanup(func() {
 		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {

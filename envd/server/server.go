@@ -26,9 +26,13 @@ import (
 	"roost.dev/roost/gen/process/processconnect"
 )
 
-// Version is envd's version as E2B clients compare it; SDK features are
-// gated on it, and 0.5.7 is the newest gate the SDK knows.
-const Version = "0.5.7"
+// Version is envd's version as E2B clients compare it. The SDKs gate
+// features on it; e2b 2.51.0 (JS) knows these gates, and envd has every
+// feature behind them: 0.3.0 stdin off, 0.4.0 default user, 0.5.2
+// closeStdin, 0.5.7 octet-stream uploads, 0.6.2 upload metadata
+// (X-Metadata-* headers), 0.6.3 includeEntry and 0.6.4 allowNetworkMounts
+// on watches. Raise it only together with the feature a newer gate needs.
+const Version = "0.6.4"
 
 // Config configures a Server.
 type Config struct {
