@@ -1,0 +1,220 @@
+package cgroup
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"roost.dev/roost/runtime"
+)
+
+// defaultRoot is where systemd and most distributions mount cgroups.
+const defaultRoot = "/sys/fs/cgroup"
+
+// v1Controllers are the v1 controllers this package uses, in the order
+// their directories are created.
+var v1Controllers = []string{"memory", "cpu", "cpuacct", "pids", "freezer"}
+
+// v2Controllers are the v2 controllers a group needs for its limits; Detect
+// prefers v2 only when the root offers all of them.
+var v2Controllers = []string{"memory", "cpu", "pids"}
+
+// Hierarchy is the cgroup layout of a host as Detect found it. It is
+// immutable and safe for concurrent use.
+type Hierarchy struct {
+	version int
+	// v2 is the cgroup2 mount holding the groups on a v2 hierarchy, or the
+	// hybrid unified tree where groups are mirrored for cgroup.kill on a
+	// v1 hierarchy ("" when there is none).
+	v2 string
+	// v1 maps each v1 controller in use to its mount point; co-mounted
+	// controllers (cpu,cpuacct) share one. Nil on v2.
+	v1 map[string]string
+	// useKill says whether Kill may use cgroup.kill where a group has one.
+	// Tests turn it off to exercise the freeze-and-signal path.
+	useKill bool
+}
+
+// Detect finds the host's cgroup hierarchy under /sys/fs/cgroup: v2 when
+// it is a cgroup2 mount offering the memory, cpu and pids controllers, else
+// v1 with the controllers of memory, cpu, cpuacct, pids and freezer that
+// are mounted. It fails with runtime.ErrUnavailable when neither works.
+func Detect() (*Hierarchy, error) {
+	return detect(defaultRoot, true)
+}
+
+// DetectAt is Detect for a hierarchy mounted at root. A cgroup2 mount there
+// is used as v2 even when it lacks controllers: groups, procs, freeze, thaw
+// and kill work, and setting a limit whose controller is missing fails with
+// runtime.ErrUnsupported. Otherwise root is searched for v1 mounts.
+func DetectAt(root string) (*Hierarchy, error) {
+	return detect(filepath.Clean(root), false)
+}
+
+func detect(root string, needControllers bool) (*Hierarchy, error) {
+	isV2, err := isCgroup2(root)
+	if err != nil {
+		return nil, fmt.Errorf("detect cgroups at %s: %w", root, err)
+	}
+	var v2Problem string
+	if isV2 {
+		missing, err := missingControllers(root, v2Controllers)
+		if err != nil {
+			return nil, fmt.Errorf("detect cgroups at %s: %w", root, err)
+		}
+		if !needControllers || len(missing) == 0 {
+			return &Hierarchy{version: 2, v2: root, useKill: true}, nil
+		}
+		v2Problem = fmt.Sprintf("cgroup v2 at %s lacks the %s controllers", root, strings.Join(missing, ", "))
+	}
+
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("detect cgroups: %w", err)
+	}
+	defer f.Close()
+	mounts, err := parseMountinfo(f)
+	if err != nil {
+		return nil, fmt.Errorf("detect cgroups: %w", err)
+	}
+	v1 := v1Mounts(mounts, root)
+	if len(v1) == 0 {
+		if v2Problem == "" {
+			v2Problem = fmt.Sprintf("%s is not a cgroup2 mount", root)
+		}
+		return nil, fmt.Errorf("detect cgroups: %s and no cgroup v1 controller (%s) is mounted under it: %w",
+			v2Problem, strings.Join(v1Controllers, ", "), runtime.ErrUnavailable)
+	}
+	h := &Hierarchy{version: 1, v1: v1, useKill: true}
+	unified := filepath.Join(root, "unified")
+	if ok, _ := isCgroup2(unified); ok && writable(unified) {
+		h.v2 = unified
+	}
+	return h, nil
+}
+
+// Version is 1 or 2.
+func (h *Hierarchy) Version() int { return h.version }
+
+// String describes the layout for logs, e.g. "cgroup v1 (memory, cpu,
+// cpuacct, pids, freezer; cgroup.kill via /sys/fs/cgroup/unified)".
+func (h *Hierarchy) String() string {
+	if h.version == 2 {
+		return "cgroup v2 at " + h.v2
+	}
+	var have []string
+	for _, c := range v1Controllers {
+		if _, ok := h.v1[c]; ok {
+			have = append(have, c)
+		}
+	}
+	s := "cgroup v1 (" + strings.Join(have, ", ")
+	if h.v2 != "" {
+		s += "; cgroup.kill via " + h.v2
+	}
+	return s + ")"
+}
+
+// missingControllers reports which of want the cgroup2 root does not offer.
+func missingControllers(root string, want []string) ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(root, "cgroup.controllers"))
+	if err != nil {
+		return nil, err
+	}
+	have := strings.Fields(string(b))
+	var missing []string
+	for _, c := range want {
+		if !slices.Contains(have, c) {
+			missing = append(missing, c)
+		}
+	}
+	return missing, nil
+}
+
+// mount is one line of /proc/self/mountinfo, as far as this package cares.
+type mount struct {
+	point  string
+	fstype string
+	super  []string // super options; for cgroup v1 they name the controllers
+}
+
+// parseMountinfo reads the format of proc(5) /proc/<pid>/mountinfo.
+func parseMountinfo(r io.Reader) ([]mount, error) {
+	var out []mount
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" {
+			continue
+		}
+		before, after, ok := strings.Cut(line, " - ")
+		if !ok {
+			return nil, fmt.Errorf("parse mountinfo line %q: no separator", line)
+		}
+		pre := strings.Fields(before)
+		post := strings.Fields(after)
+		if len(pre) < 5 || len(post) < 1 {
+			return nil, fmt.Errorf("parse mountinfo line %q: too few fields", line)
+		}
+		m := mount{point: unescapeOctal(pre[4]), fstype: post[0]}
+		if len(post) >= 3 {
+			m.super = strings.Split(post[2], ",")
+		}
+		out = append(out, m)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read mountinfo: %w", err)
+	}
+	return out, nil
+}
+
+// unescapeOctal undoes the \ooo escapes the kernel writes for spaces,
+// tabs, newlines and backslashes in mount points.
+func unescapeOctal(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// v1Mounts maps each controller this package uses to the first cgroup v1
+// mount under root that carries it.
+func v1Mounts(mounts []mount, root string) map[string]string {
+	out := map[string]string{}
+	for _, m := range mounts {
+		if m.fstype != "cgroup" || !under(m.point, root) {
+			continue
+		}
+		for _, c := range v1Controllers {
+			if _, seen := out[c]; !seen && slices.Contains(m.super, c) {
+				out[c] = m.point
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// under reports whether path is root or inside it.
+func under(path, root string) bool {
+	return path == root || strings.HasPrefix(path, strings.TrimSuffix(root, "/")+"/")
+}
