@@ -1,0 +1,129 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+)
+
+// Error categories. Drivers wrap them; the agent maps them once, at its
+// edge, to Connect codes.
+var (
+	ErrNotFound    = errors.New("not found")
+	ErrConflict    = errors.New("conflict")
+	ErrUnsupported = errors.New("unsupported")
+	ErrInvalid     = errors.New("invalid")
+	ErrUnavailable = errors.New("unavailable")
+)
+
+// Runtime creates, runs and destroys sandboxes with one isolation
+// technology. Every method takes the sandbox ID after ctx and is safe for
+// concurrent use on different sandboxes; calls for the same sandbox are
+// serialised by the manager. A sandbox outlives the ctx that created it:
+// ctx bounds only the call.
+type Runtime interface {
+	// Name is the driver's name as flags and the API show it.
+	Name() string
+	// Capabilities are static: what the driver can do on any host.
+	Capabilities() Capabilities
+	// Probe says whether this host can run the driver, and if not, why.
+	// A missing binary or device is an unavailable Availability, not an error.
+	Probe(ctx context.Context) Availability
+	// Create starts a sandbox and returns once its init runs; it does not
+	// wait for envd (the manager does). On failure everything the call
+	// acquired is released.
+	Create(ctx context.Context, spec Spec) (Instance, error)
+	// Destroy stops the sandbox and removes everything the driver made for
+	// it. Destroying an unknown sandbox returns ErrNotFound.
+	Destroy(ctx context.Context, id string) error
+	// Recover re-adopts a sandbox that was running before the agent
+	// restarted, from the state the driver persisted under spec.StateDir.
+	// It returns ErrNotFound when the sandbox is gone (after cleaning up
+	// what remains of it). Safe to call twice.
+	Recover(ctx context.Context, spec Spec) (Instance, error)
+	// Prune removes whatever the driver left on the host for sandboxes not
+	// in keep (mounts, cgroups, processes, files), logging each removal.
+	// The manager calls it at start-up, after recovering the sandboxes it
+	// knows.
+	Prune(ctx context.Context, keep []string) error
+	// Stats reports a running sandbox's resource use.
+	Stats(ctx context.Context, id string) (Stats, error)
+}
+
+// Pauser is implemented by drivers that can freeze a sandbox in place.
+type Pauser interface {
+	Pause(ctx context.Context, id string) error
+	Resume(ctx context.Context, id string) error
+}
+
+// Capabilities describe a driver.
+type Capabilities struct {
+	Pause    bool `json:"pause"`
+	Snapshot bool `json:"snapshot"`
+	// VM is true when a sandbox has its own kernel.
+	VM bool `json:"vm"`
+}
+
+// Availability is Probe's answer.
+type Availability struct {
+	Available bool   `json:"available"`
+	Reason    string `json:"reason,omitempty"` // why not, for humans
+}
+
+// Spec is everything a driver needs to start a sandbox.
+type Spec struct {
+	ID string
+	// StateDir is the sandbox's own directory; the driver keeps its
+	// layers and its state record there. The manager removes it after
+	// Destroy.
+	StateDir string
+	// RootFS is the template's root filesystem tree (read-only to drivers).
+	RootFS string
+	// Envd is the envd binary to inject; templates never bake it in.
+	Envd string
+	// Env is the environment envd starts with; the manager sends the
+	// sandbox's own variables later, through envd's /init.
+	Env      map[string]string
+	Hostname string
+	Limits   Limits
+	Network  Network
+}
+
+// Limits bound a sandbox's resources. Zero means the driver's default.
+type Limits struct {
+	VCPUs    int
+	MemoryMB int
+	DiskMB   int
+	// Pids caps the number of tasks (processes and threads).
+	Pids int
+}
+
+// Network is the plumbing the manager prepared for a sandbox.
+type Network struct {
+	// Netns is the path of the sandbox's network namespace.
+	Netns string
+	// Interface is the sandbox-side interface inside Netns.
+	Interface string
+	// Address is the sandbox's address, reachable from the host.
+	Address netip.Prefix
+	Gateway netip.Addr
+}
+
+// Instance is a running sandbox as its driver reports it.
+type Instance struct {
+	ID string
+	// Envd is where the sandbox's envd listens, reachable from the host.
+	Envd netip.AddrPort
+	// Pid is the sandbox's init (or VMM) process on the host.
+	Pid     int
+	Started time.Time
+}
+
+// Stats is a sandbox's resource use.
+type Stats struct {
+	CPUUsage    time.Duration // cumulative CPU time
+	MemoryBytes uint64
+	MemoryLimit uint64
+	Pids        int
+}
