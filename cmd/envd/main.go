@@ -22,6 +22,7 @@ func main() {
 	flag.StringVar(&cfg.Addr, "addr", ":49983", "listen address")
 	flag.StringVar(&cfg.DefaultUser, "user", "", "default user for requests that name none (default: the user envd runs as)")
 	flag.BoolVar(&cfg.ForwardPorts, "forward-ports", false, "forward servers listening only on loopback to the external addresses (inside a sandbox)")
+	flag.IntVar(&cfg.ReserveThreads, "reserve-threads", 0, "OS threads to create at start and keep (inside a sandbox with a pids limit)")
 	flag.BoolVar(&cfg.SetClock, "set-clock", false, "let /init set the system clock (inside a VM)")
 	flag.TextVar(level, "log-level", level, "log level: debug, info, warn, error")
 	flag.Parse()

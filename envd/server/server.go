@@ -49,6 +49,9 @@ type Config struct {
 	SetClock bool
 	// Disk is the filesystem whose usage /metrics reports; default "/".
 	Disk string
+	// ReserveThreads is how many OS threads envd makes at start and keeps,
+	// so that it survives a sandbox whose pids limit is exhausted. 0 = none.
+	ReserveThreads int
 }
 
 // Server is a running envd.
@@ -83,6 +86,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("default user: %w", err)
 	}
 	s := &Server{cfg: cfg, log: log, defaults: defaults.New(cfg.DefaultUser), sampler: metrics.NewSampler("/proc", cfg.Disk)}
+	if cfg.ReserveThreads > 0 {
+		reserveThreads(cfg.ReserveThreads)
+	}
 	s.guard = auth.NewGuard(s.defaults)
 	s.process = process.New(s.guard, log.With("service", "process"))
 	s.fs = filesystem.New(s.guard, log.With("service", "filesystem"))
