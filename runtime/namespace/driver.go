@@ -1,0 +1,322 @@
+package namespace
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"roost.dev/roost/cgroup"
+	"roost.dev/roost/runtime"
+)
+
+// Defaults for limits a Spec leaves at zero.
+const (
+	DefaultVCPUs    = 2
+	DefaultMemoryMB = 512
+	DefaultDiskMB   = 2048
+	DefaultPids     = 4096
+	// EnvdPort is where envd listens inside every sandbox.
+	EnvdPort = 49983
+	// pidsHeadroom is added to a sandbox's pids limit for its init and
+	// envd (threads count as tasks), so the user gets the limit they asked
+	// for and envd keeps its reserved threads.
+	pidsHeadroom = 48
+	// envdThreads is how many threads envd reserves at start.
+	envdThreads = 24
+	// startTimeout bounds how long the init may take to set up.
+	startTimeout = 30 * time.Second
+)
+
+// Config configures the driver.
+type Config struct {
+	// DataDir holds the driver's shared state (the idmapped template
+	// mounts); default /var/lib/roost/runtime/namespace.
+	DataDir string
+}
+
+// Driver runs namespace sandboxes.
+type Driver struct {
+	cfg  Config
+	log  *slog.Logger
+	cgrp *cgroup.Hierarchy
+
+	mu      sync.Mutex // guards handles, lowers and userns
+	handles map[string]*handle
+	lowers  map[string]string // template rootfs → idmapped mount
+	userns  *os.File
+}
+
+var (
+	_ runtime.Runtime = (*Driver)(nil)
+	_ runtime.Pauser  = (*Driver)(nil)
+)
+
+// New returns a driver. It fails when the host has no usable cgroups.
+func New(cfg Config, log *slog.Logger) (*Driver, error) {
+	if cfg.DataDir == "" {
+		cfg.DataDir = "/var/lib/roost/runtime/namespace"
+	}
+	h, err := cgroup.Detect()
+	if err != nil {
+		return nil, fmt.Errorf("namespace runtime: %w", err)
+	}
+	return &Driver{cfg: cfg, log: log, cgrp: h, handles: map[string]*handle{}, lowers: map[string]string{}}, nil
+}
+
+// Name implements runtime.Runtime.
+func (d *Driver) Name() string { return "namespace" }
+
+// Capabilities implements runtime.Runtime.
+func (d *Driver) Capabilities() runtime.Capabilities {
+	return runtime.Capabilities{Pause: true}
+}
+
+// Probe implements runtime.Runtime.
+func (d *Driver) Probe(ctx context.Context) runtime.Availability {
+	return Probe()
+}
+
+// Probe says whether this host can run namespace sandboxes.
+func Probe() runtime.Availability {
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "must run as root")
+	}
+	if b, err := os.ReadFile("/proc/sys/user/max_user_namespaces"); err != nil || strings.TrimSpace(string(b)) == "0" {
+		missing = append(missing, "user namespaces are disabled (user.max_user_namespaces)")
+	}
+	if b, err := os.ReadFile("/proc/filesystems"); err != nil || !strings.Contains(string(b), "overlay") {
+		missing = append(missing, "the kernel has no overlayfs")
+	}
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		missing = append(missing, "mkfs.ext4 not found (install e2fsprogs)")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		missing = append(missing, "no /dev/loop-control (loop devices)")
+	}
+	if _, err := cgroup.Detect(); err != nil {
+		missing = append(missing, err.Error())
+	}
+	if len(missing) > 0 {
+		return runtime.Availability{Reason: strings.Join(missing, "; ")}
+	}
+	return runtime.Availability{Available: true}
+}
+
+// handle is one sandbox the driver runs.
+type handle struct {
+	rec    record
+	group  *cgroup.Group
+	exited chan struct{} // closed when the init exits; nil for re-adopted sandboxes
+	log    *slog.Logger
+}
+
+func (d *Driver) get(id string) (*handle, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	h, ok := d.handles[id]
+	if !ok {
+		return nil, fmt.Errorf("sandbox %s: %w", id, runtime.ErrNotFound)
+	}
+	return h, nil
+}
+
+// Create implements runtime.Runtime.
+func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (inst runtime.Instance, err error) {
+	if err := validate(spec); err != nil {
+		return runtime.Instance{}, err
+	}
+	d.mu.Lock()
+	if _, ok := d.handles[spec.ID]; ok {
+		d.mu.Unlock()
+		return runtime.Instance{}, fmt.Errorf("sandbox %s: %w", spec.ID, runtime.ErrConflict)
+	}
+	d.handles[spec.ID] = nil // reserve the ID while we build
+	d.mu.Unlock()
+
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+			d.mu.Lock()
+			delete(d.handles, spec.ID)
+			d.mu.Unlock()
+		}
+	}()
+	log := d.log.With("sandbox", spec.ID)
+	lim := withDefaults(spec.Limits)
+
+	lower, err := d.lower(spec.RootFS)
+	if err != nil {
+		return runtime.Instance{}, err
+	}
+	if err := os.MkdirAll(spec.StateDir, 0o711); err != nil {
+		return runtime.Instance{}, fmt.Errorf("state dir: %w", err)
+	}
+	if err := d.traversable(spec.StateDir); err != nil {
+		return runtime.Instance{}, err
+	}
+	image, disk, rootfs := paths(spec.StateDir)
+	if err := makeDisk(image, lim.DiskMB); err != nil {
+		return runtime.Instance{}, err
+	}
+	undo = append(undo, func() { os.Remove(image) })
+	if err := mountDisk(image, disk); err != nil {
+		return runtime.Instance{}, err
+	}
+	undo = append(undo, func() { _ = unmount(disk) })
+	if err := mountOverlay(spec.ID, lower, disk, rootfs); err != nil {
+		return runtime.Instance{}, err
+	}
+	undo = append(undo, func() { _ = unmount(rootfs) })
+
+	group, err := d.cgrp.Create(cgroupName(spec.ID), cgroup.Limits{
+		CPUs:        float64(lim.VCPUs),
+		MemoryBytes: int64(lim.MemoryMB) << 20,
+		Pids:        int64(lim.Pids + pidsHeadroom),
+	})
+	if err != nil {
+		return runtime.Instance{}, fmt.Errorf("cgroup: %w", err)
+	}
+	undo = append(undo, func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = group.Delete(cctx)
+	})
+
+	cfg := initConfig{
+		RootFS:   rootfs,
+		Hostname: spec.Hostname,
+		Resolv:   hostResolv(),
+		Env:      spec.Env,
+		EnvdArgs: []string{"-addr", fmt.Sprintf("0.0.0.0:%d", EnvdPort), "-forward-ports", "-reserve-threads", fmt.Sprint(envdThreads)},
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname = spec.ID
+	}
+	pid, exited, err := d.startInit(ctx, spec, group, cfg)
+	if err != nil {
+		return runtime.Instance{}, err
+	}
+	start, err := processStart(pid)
+	if err != nil {
+		return runtime.Instance{}, fmt.Errorf("read init start time: %w", err)
+	}
+	h := &handle{
+		rec: record{
+			Version: stateVersion, ID: spec.ID, Pid: pid, PidStart: start, Cgroup: group.Name(),
+			EnvdAddr: netip.AddrPortFrom(spec.Network.Address.Addr(), EnvdPort).String(),
+			Started:  time.Now().UTC(), StateDir: spec.StateDir, LowerPath: lower,
+		},
+		group: group, exited: exited, log: log,
+	}
+	if err := h.rec.save(); err != nil {
+		return runtime.Instance{}, err
+	}
+	d.mu.Lock()
+	d.handles[spec.ID] = h
+	d.mu.Unlock()
+	log.Info("sandbox started", "pid", pid, "envd", h.rec.EnvdAddr)
+	return h.instance(), nil
+}
+
+func (h *handle) instance() runtime.Instance {
+	addr, _ := netip.ParseAddrPort(h.rec.EnvdAddr)
+	return runtime.Instance{ID: h.rec.ID, Envd: addr, Pid: h.rec.Pid, Started: h.rec.Started}
+}
+
+func validate(spec runtime.Spec) error {
+	switch {
+	case spec.ID == "" || strings.ContainsAny(spec.ID, "/\x00") || spec.ID == "." || spec.ID == "..":
+		return fmt.Errorf("sandbox id %q: %w", spec.ID, runtime.ErrInvalid)
+	case spec.StateDir == "":
+		return fmt.Errorf("no state dir: %w", runtime.ErrInvalid)
+	case spec.Network.Netns == "" || !spec.Network.Address.IsValid():
+		return fmt.Errorf("no network: %w", runtime.ErrInvalid)
+	case spec.Limits.VCPUs < 0 || spec.Limits.MemoryMB < 0 || spec.Limits.DiskMB < 0 || spec.Limits.Pids < 0:
+		return fmt.Errorf("negative limits: %w", runtime.ErrInvalid)
+	}
+	if st, err := os.Stat(spec.RootFS); err != nil || !st.IsDir() {
+		return fmt.Errorf("template root %s is not a directory: %w", spec.RootFS, runtime.ErrInvalid)
+	}
+	if st, err := os.Stat(spec.Envd); err != nil || st.IsDir() {
+		return fmt.Errorf("envd binary %s: %w", spec.Envd, runtime.ErrInvalid)
+	}
+	return nil
+}
+
+func withDefaults(l runtime.Limits) runtime.Limits {
+	if l.VCPUs == 0 {
+		l.VCPUs = DefaultVCPUs
+	}
+	if l.MemoryMB == 0 {
+		l.MemoryMB = DefaultMemoryMB
+	}
+	if l.DiskMB == 0 {
+		l.DiskMB = DefaultDiskMB
+	}
+	if l.Pids == 0 {
+		l.Pids = DefaultPids
+	}
+	return l
+}
+
+func paths(stateDir string) (image, disk, rootfs string) {
+	return filepath.Join(stateDir, "disk.img"), filepath.Join(stateDir, "disk"), filepath.Join(stateDir, "rootfs")
+}
+
+func cgroupName(id string) string { return "roost/" + id }
+
+// traversable lets the sandbox's root (an unprivileged host user) walk
+// down to dir, to reach its root filesystem: directories on the way get
+// search permission for others, which reveals no names.
+func (d *Driver) traversable(dir string) error {
+	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		if err != nil {
+			return fmt.Errorf("state dir: %w", err)
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			if err := os.Chmod(p, st.Mode().Perm()|0o001); err != nil {
+				return fmt.Errorf("make %s traversable: %w", p, err)
+			}
+			d.log.Debug("made directory traversable for sandbox root", "dir", p)
+		}
+		if p == "/" {
+			return nil
+		}
+	}
+}
+
+// lower returns the idmapped mount of a template tree, making it once.
+func (d *Driver) lower(rootfs string) (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if p, ok := d.lowers[rootfs]; ok {
+		return p, nil
+	}
+	target := filepath.Join(d.cfg.DataDir, "lower", lowerKey(rootfs))
+	if !isMounted(target) {
+		if d.userns == nil {
+			ns, err := newUserns()
+			if err != nil {
+				return "", err
+			}
+			d.userns = ns
+		}
+		if err := mountLower(rootfs, target, d.userns); err != nil {
+			return "", err
+		}
+	}
+	d.lowers[rootfs] = target
+	return target, nil
+}

@@ -1,0 +1,361 @@
+package namespace
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	goruntime "runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"roost.dev/roost/cgroup"
+	"roost.dev/roost/runtime"
+)
+
+// startInit launches the sandbox's init in new namespaces inside the
+// sandbox's network namespace, places it in its cgroup, hands it its
+// config, and waits for it to report that envd runs. The init is not tied
+// to the agent: it outlives a crash or restart of the agent.
+func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, group *cgroup.Group, cfg initConfig) (int, chan struct{}, error) {
+	// The init runs as the sandbox's root, an unprivileged host user that
+	// may not traverse the directories holding this binary or envd: it gets
+	// both as open files. The sandbox's root it must reach by path, in its
+	// own mount namespace, so Create made that path traversable.
+	selfPath, err := os.Executable()
+	if err != nil {
+		return 0, nil, err
+	}
+	self, err := os.Open(selfPath)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer self.Close()
+	envd, err := os.Open(spec.Envd)
+	if err != nil {
+		return 0, nil, fmt.Errorf("open envd: %w", err)
+	}
+	defer envd.Close()
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return 0, nil, err
+	}
+	defer cfgR.Close()
+	defer cfgW.Close()
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return 0, nil, err
+	}
+	defer statusR.Close()
+	defer statusW.Close()
+	logf, err := os.OpenFile(spec.StateDir+"/init.log", os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer logf.Close()
+
+	cmd := exec.Command(fmt.Sprintf("/proc/self/fd/%d", fdSelf))
+	cmd.Args = []string{"roost-init", spec.ID}
+	cmd.Env = []string{initEnv + "=" + modeInit}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{cfgR, statusW, envd, self} // fds 3 to 6
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:                 syscall.CLONE_NEWUSER | syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
+		UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: HostIDBase, Size: IDRange}},
+		GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: HostIDBase, Size: IDRange}},
+		GidMappingsEnableSetgroups: true,
+		// Become the sandbox's root before exec: the agent's own uid is not
+		// mapped in the new namespace, and an unmapped process keeps no
+		// capabilities across exec.
+		Credential: &syscall.Credential{Uid: 0, Gid: 0},
+		Setsid:     true,
+	}
+	if err := startInNetns(spec.Network.Netns, cmd); err != nil {
+		return 0, nil, fmt.Errorf("start init: %w", err)
+	}
+	pid := cmd.Process.Pid
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait() // reap the init if it ends while this agent runs
+		close(exited)
+	}()
+	kill := func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+	statusW.Close()
+	cfgR.Close()
+	if err := group.AddProc(pid); err != nil {
+		kill()
+		return 0, nil, fmt.Errorf("join cgroup: %w", err)
+	}
+	if err := json.NewEncoder(cfgW).Encode(cfg); err != nil {
+		kill()
+		return 0, nil, fmt.Errorf("send init config: %w", err)
+	}
+	cfgW.Close()
+
+	type answer struct {
+		line string
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		line, err := bufio.NewReader(statusR).ReadString('\n')
+		got <- answer{strings.TrimSpace(line), err}
+	}()
+	timer := time.NewTimer(startTimeout)
+	defer timer.Stop()
+	select {
+	case a := <-got:
+		if a.line == "ok" {
+			return pid, exited, nil
+		}
+		kill()
+		msg := strings.TrimPrefix(a.line, "error: ")
+		if msg == "" {
+			msg = "init exited during setup: " + tail(spec.StateDir+"/init.log")
+		}
+		return 0, nil, fmt.Errorf("sandbox init: %s", msg)
+	case <-ctx.Done():
+		kill()
+		return 0, nil, ctx.Err()
+	case <-timer.C:
+		kill()
+		return 0, nil, fmt.Errorf("sandbox init did not report within %v", startTimeout)
+	}
+}
+
+// startInNetns starts cmd from a thread that has joined the network
+// namespace at path; the child inherits the thread's namespace. The thread
+// stays locked and is discarded when its goroutine ends, so no other
+// goroutine ever runs in the sandbox's namespace.
+func startInNetns(path string, cmd *exec.Cmd) error {
+	errc := make(chan error, 1)
+	go func() {
+		goruntime.LockOSThread() // never unlocked: the thread dies with this goroutine
+		ns, err := os.Open(path)
+		if err != nil {
+			errc <- fmt.Errorf("open netns: %w", err)
+			return
+		}
+		defer ns.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("join netns: %w", err)
+			return
+		}
+		errc <- cmd.Start()
+	}()
+	return <-errc
+}
+
+func tail(path string) string {
+	b, _ := os.ReadFile(path)
+	s := strings.TrimSpace(string(b))
+	if len(s) > 2000 {
+		s = s[len(s)-2000:]
+	}
+	return s
+}
+
+// Destroy implements runtime.Runtime.
+func (d *Driver) Destroy(ctx context.Context, id string) error {
+	h, err := d.get(id)
+	if err != nil {
+		return err
+	}
+	if h == nil {
+		return fmt.Errorf("sandbox %s is being created: %w", id, runtime.ErrConflict)
+	}
+	if err := d.teardown(ctx, h.rec, h.group); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	delete(d.handles, id)
+	d.mu.Unlock()
+	h.log.Info("sandbox destroyed")
+	return nil
+}
+
+// teardown kills a sandbox's processes and removes its mounts, cgroup and
+// files. Every step tolerates what an earlier, interrupted teardown left.
+func (d *Driver) teardown(ctx context.Context, rec record, group *cgroup.Group) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	var errs []error
+	if group == nil {
+		if g, err := d.cgrp.Load(cgroupName(rec.ID)); err == nil {
+			group = g
+		}
+	}
+	if group != nil {
+		if err := group.Delete(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("delete cgroup: %w", err))
+		}
+	} else if rec.alive() {
+		_ = unix.Kill(rec.Pid, unix.SIGKILL)
+	}
+	image, disk, rootfs := paths(rec.StateDir)
+	for _, m := range []string{rootfs, disk} {
+		if err := unmount(m); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, p := range []string{image, rec.StateDir + "/" + recordFile} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	_ = os.Remove(rootfs)
+	_ = os.Remove(disk)
+	return errors.Join(errs...)
+}
+
+// Recover implements runtime.Runtime.
+func (d *Driver) Recover(ctx context.Context, spec runtime.Spec) (runtime.Instance, error) {
+	if h, err := d.get(spec.ID); err == nil && h != nil {
+		return h.instance(), nil // already adopted
+	}
+	log := d.log.With("sandbox", spec.ID)
+	rec, err := loadRecord(spec.StateDir)
+	if err != nil {
+		log.Info("sandbox not recoverable, cleaning up", "reason", err.Error())
+		_ = d.teardown(ctx, record{ID: spec.ID, StateDir: spec.StateDir}, nil)
+		return runtime.Instance{}, fmt.Errorf("sandbox %s: %w", spec.ID, runtime.ErrNotFound)
+	}
+	group, gerr := d.cgrp.Load(rec.Cgroup)
+	if !rec.alive() || gerr != nil {
+		log.Info("sandbox init gone, cleaning up", "pid", rec.Pid)
+		_ = d.teardown(ctx, rec, nil)
+		return runtime.Instance{}, fmt.Errorf("sandbox %s: %w", spec.ID, runtime.ErrNotFound)
+	}
+	d.mu.Lock()
+	d.lowers[spec.RootFS] = rec.LowerPath
+	h := &handle{rec: rec, group: group, log: log}
+	d.handles[spec.ID] = h
+	d.mu.Unlock()
+	log.Info("sandbox re-adopted", "pid", rec.Pid)
+	return h.instance(), nil
+}
+
+// Prune implements runtime.Runtime.
+func (d *Driver) Prune(ctx context.Context, keep []string) error {
+	d.mu.Lock()
+	known := func(id string) bool {
+		_, ok := d.handles[id]
+		return ok || slices.Contains(keep, id)
+	}
+	d.mu.Unlock()
+	var errs []error
+	ms, err := mounts()
+	if err != nil {
+		return fmt.Errorf("read mounts: %w", err)
+	}
+	for _, m := range ms {
+		id, ok := strings.CutPrefix(m.source, "roost-")
+		if m.fstype != "overlay" || !ok || known(id) {
+			continue
+		}
+		stateDir := strings.TrimSuffix(m.target, "/rootfs")
+		d.log.Info("removing leftover sandbox mounts", "sandbox", id, "dir", stateDir)
+		if err := d.teardown(ctx, record{ID: id, StateDir: stateDir}, nil); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := d.pruneLowers(ms); err != nil {
+		errs = append(errs, err)
+	}
+	groups, err := d.cgrp.List("roost")
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("list cgroups: %w", err))...)
+	}
+	for _, id := range groups {
+		if known(id) {
+			continue
+		}
+		d.log.Info("removing leftover sandbox cgroup", "sandbox", id)
+		if g, err := d.cgrp.Load(cgroupName(id)); err == nil {
+			if err := g.Delete(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// pruneLowers unmounts idmapped template mounts no sandbox uses any more,
+// so a removed template's tree is not kept busy.
+func (d *Driver) pruneLowers(ms []mountInfo) error {
+	d.mu.Lock()
+	inUse := map[string]bool{}
+	for _, h := range d.handles {
+		if h != nil {
+			inUse[h.rec.LowerPath] = true
+		}
+	}
+	d.mu.Unlock()
+	// Overlays still mounted name their lower layer in their options, but
+	// mountinfo's source field does not; a lower that backs a running
+	// sandbox the driver does not know about is kept through keep above.
+	prefix := filepath.Join(d.cfg.DataDir, "lower") + "/"
+	var errs []error
+	for _, m := range ms {
+		if !strings.HasPrefix(m.target, prefix) || inUse[m.target] {
+			continue
+		}
+		d.log.Info("unmounting unused template mount", "path", m.target)
+		if err := unmount(m.target); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		d.mu.Lock()
+		for k, v := range d.lowers {
+			if v == m.target {
+				delete(d.lowers, k)
+			}
+		}
+		d.mu.Unlock()
+		_ = os.Remove(m.target)
+	}
+	return errors.Join(errs...)
+}
+
+// Stats implements runtime.Runtime.
+func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
+	h, err := d.get(id)
+	if err != nil || h == nil {
+		return runtime.Stats{}, fmt.Errorf("sandbox %s: %w", id, runtime.ErrNotFound)
+	}
+	st, err := h.group.Stats()
+	if err != nil {
+		return runtime.Stats{}, err
+	}
+	return runtime.Stats{CPUUsage: st.CPUUsage, MemoryBytes: st.MemoryBytes, MemoryLimit: st.MemoryLimit, Pids: st.Pids}, nil
+}
+
+// Pause implements runtime.Pauser: the cgroup freezer stops every process
+// in the sandbox where it is.
+func (d *Driver) Pause(ctx context.Context, id string) error {
+	h, err := d.get(id)
+	if err != nil || h == nil {
+		return fmt.Errorf("sandbox %s: %w", id, runtime.ErrNotFound)
+	}
+	return h.group.Freeze(ctx)
+}
+
+// Resume implements runtime.Pauser.
+func (d *Driver) Resume(ctx context.Context, id string) error {
+	h, err := d.get(id)
+	if err != nil || h == nil {
+		return fmt.Errorf("sandbox %s: %w", id, runtime.ErrNotFound)
+	}
+	return h.group.Thaw(ctx)
+}

@@ -1,0 +1,333 @@
+package namespace
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The driver re-executes its own binary for work that must happen inside
+// new namespaces. initEnv selects the mode; MaybeRunInit dispatches on it.
+const (
+	initEnv  = "ROOST_NAMESPACE_INIT"
+	modeInit = "init" // a sandbox's PID 1
+	modeHold = "hold" // hold a user namespace open until stdin closes
+)
+
+// File descriptors the driver passes to a sandbox init.
+const (
+	fdConfig = 3 // the initConfig, as JSON; EOF releases the init
+	fdStatus = 4 // the init writes "ok" or an error here, then closes it
+	fdEnvd   = 5 // the envd binary, executed through /proc
+	fdSelf   = 6 // this binary, which the init is exec'd from
+)
+
+// initConfig tells a sandbox init how to set the sandbox up.
+type initConfig struct {
+	RootFS   string            `json:"rootfs"` // host path of the merged overlay, for the driver
+	Hostname string            `json:"hostname"`
+	Resolv   string            `json:"resolv"` // /etc/resolv.conf contents
+	Env      map[string]string `json:"env"`
+	EnvdArgs []string          `json:"envdArgs"`
+}
+
+// MaybeRunInit runs the driver's re-executed modes and exits; in any other
+// process it returns at once. Programs that use the driver (cmd/roost, and
+// tests through TestMain) call it first thing in main.
+func MaybeRunInit() {
+	switch os.Getenv(initEnv) {
+	case "":
+		return
+	case modeHold:
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
+	case modeInit:
+		runInit()
+	default:
+		fmt.Fprintf(os.Stderr, "roost: unknown %s mode %q\n", initEnv, os.Getenv(initEnv))
+		os.Exit(2)
+	}
+}
+
+func runInit() {
+	status := os.NewFile(fdStatus, "status")
+	cfg, err := setupSandbox()
+	if err != nil {
+		fmt.Fprintf(status, "error: %v\n", err)
+		os.Exit(1)
+	}
+	envd, err := startEnvd(cfg)
+	if err != nil {
+		fmt.Fprintf(status, "error: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Fprintln(status, "ok")
+	status.Close()
+	superviseForever(cfg, envd)
+}
+
+// setupSandbox builds the sandbox's filesystem view and pivots into it.
+func setupSandbox() (initConfig, error) {
+	var cfg initConfig
+	for _, fd := range []int{fdConfig, fdStatus, fdEnvd, fdSelf} {
+		unix.CloseOnExec(fd)
+	}
+	// Blocks until the driver has placed this process in its cgroup.
+	if err := json.NewDecoder(os.NewFile(fdConfig, "config")).Decode(&cfg); err != nil {
+		return cfg, fmt.Errorf("read config: %w", err)
+	}
+	// Now in the sandbox's cgroup: make it the root of our cgroup view.
+	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+		return cfg, fmt.Errorf("unshare cgroup namespace: %w", err)
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return cfg, fmt.Errorf("make mounts private: %w", err)
+	}
+	unix.Close(fdSelf)
+	// The path, not a descriptor from the driver: a descriptor would point
+	// into the host's mount namespace, where this process may not mount.
+	root := cfg.RootFS
+	// The overlay came from the host's namespace and is locked here;
+	// pivot_root needs a mount of our own, so bind the root onto itself.
+	if err := unix.Mount(root, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return cfg, fmt.Errorf("bind sandbox root: %w", err)
+	}
+	if err := mountSpecial(root); err != nil {
+		return cfg, err
+	}
+	if err := writeIdentityFiles(root, cfg); err != nil {
+		return cfg, err
+	}
+	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+		return cfg, fmt.Errorf("set hostname: %w", err)
+	}
+	if err := pivot(root); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+func mountSpecial(root string) error {
+	type m struct {
+		source, target, fstype string
+		flags                  uintptr
+		data                   string
+	}
+	const nsd = unix.MS_NOSUID | unix.MS_NODEV
+	steps := []m{
+		{"proc", "proc", "proc", nsd | unix.MS_NOEXEC, ""},
+		{"tmpfs", "dev", "tmpfs", unix.MS_NOSUID | unix.MS_STRICTATIME, "mode=755,size=65536k"},
+	}
+	for _, s := range steps {
+		if err := mountAt(root, s.source, s.target, s.fstype, s.flags, s.data); err != nil {
+			return err
+		}
+	}
+	// Device nodes cannot be made in a user namespace; bind the host's.
+	for _, dev := range []string{"null", "zero", "full", "random", "urandom", "tty"} {
+		target := filepath.Join(root, "dev", dev)
+		if err := os.WriteFile(target, nil, 0o666); err != nil {
+			return fmt.Errorf("create /dev/%s: %w", dev, err)
+		}
+		if err := unix.Mount("/dev/"+dev, target, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind /dev/%s: %w", dev, err)
+		}
+	}
+	for _, dir := range []string{"pts", "shm", "mqueue"} {
+		if err := os.Mkdir(filepath.Join(root, "dev", dir), 0o755); err != nil {
+			return err
+		}
+	}
+	more := []m{
+		{"devpts", "dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"},
+		{"shm", "dev/shm", "tmpfs", nsd, "mode=1777,size=65536k"},
+		{"mqueue", "dev/mqueue", "mqueue", nsd | unix.MS_NOEXEC, ""},
+	}
+	for _, s := range more {
+		if err := mountAt(root, s.source, s.target, s.fstype, s.flags, s.data); err != nil {
+			return err
+		}
+	}
+	links := map[string]string{"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2", "core": "/proc/kcore"}
+	for name, target := range links {
+		if err := os.Symlink(target, filepath.Join(root, "dev", name)); err != nil {
+			return err
+		}
+	}
+	// sysfs belongs to the host's network namespace owner and cannot be
+	// mounted afresh here; a read-only bind of the host's is what tools read.
+	sys := filepath.Join(root, "sys")
+	if err := os.MkdirAll(sys, 0o555); err != nil {
+		return err
+	}
+	if err := unix.Mount("/sys", sys, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind /sys: %w", err)
+	}
+	if err := unix.Mount("", sys, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|nsd|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("remount /sys read-only: %w", err)
+	}
+	for _, dir := range []string{"tmp", "var/tmp"} {
+		p := filepath.Join(root, dir)
+		if err := os.MkdirAll(p, 0o1777); err != nil {
+			return err
+		}
+		if err := os.Chmod(p, 0o1777|os.ModeSticky); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func mountAt(root, source, target, fstype string, flags uintptr, data string) error {
+	p := filepath.Join(root, target)
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount(source, p, fstype, flags, data); err != nil {
+		return fmt.Errorf("mount %s on /%s: %w", fstype, target, err)
+	}
+	return nil
+}
+
+// writeIdentityFiles gives the sandbox its hostname, hosts and resolver.
+// They land in the sandbox's own upper layer.
+func writeIdentityFiles(root string, cfg initConfig) error {
+	files := map[string]string{
+		"etc/hostname":    cfg.Hostname + "\n",
+		"etc/hosts":       "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" + cfg.Hostname + "\n",
+		"etc/resolv.conf": cfg.Resolv,
+	}
+	for name, body := range files {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		_ = os.Remove(p) // it may be a symlink (e.g. to systemd-resolved's file)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			return fmt.Errorf("write /%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// pivot makes the current directory the filesystem root and drops the
+// host's from view.
+func pivot(root string) error {
+	if err := unix.Chdir(root); err != nil {
+		return err
+	}
+	// pivot_root(".", ".") stacks the old root on top of the new one;
+	// detaching "." then leaves only the new root.
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach old root: %w", err)
+	}
+	return unix.Chdir("/")
+}
+
+// envdPath runs the envd binary the driver opened for us; it exists on the
+// host, never in the sandbox's tree.
+const envdPath = "/proc/1/fd/5"
+
+func startEnvd(cfg initConfig) (int, error) {
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "USER=root"}
+	keys := make([]string, 0, len(cfg.Env))
+	for k := range cfg.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		env = append(env, k+"="+cfg.Env[k])
+	}
+	pid, err := syscall.ForkExec(envdPath, append([]string{"envd"}, cfg.EnvdArgs...), &syscall.ProcAttr{
+		Dir:   "/",
+		Env:   env,
+		Files: []uintptr{devNull(), 2, 2},
+		Sys:   &syscall.SysProcAttr{Setsid: true},
+	})
+	if err != nil {
+		return 0, fmt.Errorf("start envd: %w", err)
+	}
+	return pid, nil
+}
+
+func devNull() uintptr {
+	f, err := os.Open("/dev/null")
+	if err != nil {
+		return 0
+	}
+	return f.Fd()
+}
+
+// superviseForever reaps every process that ends in the sandbox and
+// restarts envd when it dies. On SIGTERM it takes the sandbox down.
+func superviseForever(cfg initConfig, envd int) {
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, unix.SIGTERM, unix.SIGINT)
+	signal.Ignore(unix.SIGHUP, unix.SIGPIPE)
+	go func() {
+		<-term
+		_ = unix.Kill(-1, unix.SIGKILL)
+		os.Exit(0)
+	}()
+	backoff := 50 * time.Millisecond
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, 0, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if errors.Is(err, unix.ECHILD) {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		if pid != envd {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "roost init: envd exited (%s); restarting\n", describe(ws))
+		time.Sleep(backoff)
+		backoff = min(backoff*2, 5*time.Second)
+		if next, err := startEnvd(cfg); err == nil {
+			envd = next
+		} else {
+			fmt.Fprintf(os.Stderr, "roost init: %v\n", err)
+		}
+	}
+}
+
+func describe(ws unix.WaitStatus) string {
+	if ws.Signaled() {
+		return "signal " + ws.Signal().String()
+	}
+	return fmt.Sprintf("exit status %d", ws.ExitStatus())
+}
+
+// hostResolv is the host's resolver configuration without loopback
+// nameservers, which mean nothing inside a sandbox's network namespace.
+func hostResolv() string {
+	b, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		return ""
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "nameserver" && (strings.HasPrefix(f[1], "127.") || f[1] == "::1") {
+			continue
+		}
+		out = append(out, line)
+	}
+	return strings.TrimRight(strings.Join(out, "\n"), "\n") + "\n"
+}

@@ -1,0 +1,182 @@
+package namespace_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"roost.dev/roost/runtime"
+	"roost.dev/roost/runtime/namespace"
+	"roost.dev/roost/runtime/runtimetest"
+	"roost.dev/roost/template/templatetest"
+)
+
+func TestMain(m *testing.M) {
+	namespace.MaybeRunInit() // the driver re-executes this binary as sandbox init
+	os.Exit(m.Run())
+}
+
+func newDriver(t *testing.T) *namespace.Driver { return newDriverB(t) }
+
+func newDriverB(t testing.TB) *namespace.Driver {
+	t.Helper()
+	runtimetest.RequireRoot(t)
+	if av := namespace.Probe(); !av.Available {
+		t.Skipf("namespace runtime unavailable: %s", av.Reason)
+	}
+	d, err := namespace.New(namespace.Config{DataDir: filepath.Join(templatetest.CacheDir(), "runtime", "namespace")}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestConformance(t *testing.T) {
+	d := newDriver(t)
+	runtimetest.Run(t, d, runtimetest.Network(t))
+}
+
+func TestIsolation(t *testing.T) {
+	d := newDriver(t)
+	nw := runtimetest.Network(t)
+	sb := runtimetest.Start(t, d, nw, runtimetest.Options{})
+
+	t.Run("host processes invisible", func(t *testing.T) {
+		out := sb.MustExec(t, "ls /proc | grep -c '^[0-9]'")
+		if n, _ := strconv.Atoi(strings.TrimSpace(out)); n == 0 || n > 10 {
+			t.Errorf("sandbox sees %d processes", n)
+		}
+		if out := sb.MustExec(t, "cat /proc/1/cmdline | tr '\\0' ' '"); !strings.HasPrefix(out, "roost-init") {
+			t.Errorf("pid 1 is %q, want the sandbox init", out)
+		}
+	})
+	t.Run("root is not host root", func(t *testing.T) {
+		out := strings.Fields(sb.MustExec(t, "cat /proc/self/uid_map"))
+		if len(out) != 3 || out[0] != "0" || out[1] != strconv.Itoa(namespace.HostIDBase) {
+			t.Errorf("uid_map %v", out)
+		}
+		// Files created inside belong to the mapped range on the host.
+		sb.MustExec(t, "touch /root/owned")
+		if r, _ := sb.Exec(context.Background(), "echo x > /proc/sys/kernel/hostname"); r.ExitCode == 0 {
+			t.Error("sandbox root changed a host sysctl")
+		}
+	})
+	t.Run("template files belong to sandbox root", func(t *testing.T) {
+		if got := strings.TrimSpace(sb.MustExec(t, "stat -c %u:%g /etc/passwd /usr/bin/sudo | sort -u")); got != "0:0" {
+			t.Errorf("owners %q", got)
+		}
+		sb.MustExec(t, "echo 'roost' >> /etc/motd && useradd -m probeuser && id probeuser")
+	})
+	t.Run("minimal dev", func(t *testing.T) {
+		sb.MustExec(t, "test -c /dev/null && test -c /dev/urandom && test -c /dev/zero && test -c /dev/full && test -e /dev/ptmx && test -d /dev/shm && head -c 8 /dev/urandom | wc -c")
+		sb.MustExec(t, "script -qc 'tty' /dev/null | grep -q /dev/pts/")
+	})
+	t.Run("host services unreachable", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "0.0.0.0:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+		port := ln.Addr().(*net.TCPAddr).Port
+		gw := sb.Spec.Network.Gateway.String()
+		script := fmt.Sprintf("timeout 2 bash -c 'echo > /dev/tcp/%s/%d' && echo reached", gw, port)
+		if r, _ := sb.Exec(context.Background(), script); strings.Contains(r.Stdout, "reached") {
+			t.Errorf("sandbox reached a host listener at %s:%d", gw, port)
+		}
+	})
+	t.Run("other sandboxes invisible", func(t *testing.T) {
+		other := runtimetest.Start(t, d, nw, runtimetest.Options{})
+		other.MustExec(t, "echo secret > /tmp/other-secret")
+		if r, _ := sb.Exec(context.Background(), "test -e /tmp/other-secret"); r.ExitCode == 0 {
+			t.Error("a sandbox sees another's files")
+		}
+		script := fmt.Sprintf("timeout 2 bash -c 'echo > /dev/tcp/%s/%d' && echo reached", other.Instance.Envd.Addr(), other.Instance.Envd.Port())
+		if r, _ := sb.Exec(context.Background(), script); strings.Contains(r.Stdout, "reached") {
+			t.Error("a sandbox reached another sandbox's envd")
+		}
+	})
+}
+
+func TestLimits(t *testing.T) {
+	d := newDriver(t)
+	net := runtimetest.Network(t)
+	sb := runtimetest.Start(t, d, net, runtimetest.Options{Limits: runtime.Limits{MemoryMB: 128, Pids: 64, DiskMB: 300}})
+	ctx := context.Background()
+
+	t.Run("memory hog is OOM-killed inside", func(t *testing.T) {
+		r, err := sb.Exec(ctx, "python3 -c 'b = bytearray(512 << 20); print(len(b))'")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.ExitCode == 0 {
+			t.Fatalf("512 MiB allocation in a 128 MiB sandbox succeeded: %q", r.Stdout)
+		}
+		sb.MustExec(t, "true") // envd survived
+	})
+	t.Run("fork bomb hits pids.max", func(t *testing.T) {
+		r, err := sb.Exec(ctx, "for i in $(seq 200); do sleep 5 & done 2>&1; wait")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(r.Stdout+r.Stderr, "Resource temporarily unavailable") {
+			t.Errorf("200 processes under pids.max=64 did not fail: %q %q", r.Stdout, r.Stderr)
+		}
+		sb.MustExec(t, "pkill sleep || true")
+	})
+	t.Run("disk fills with ENOSPC", func(t *testing.T) {
+		r, err := sb.Exec(ctx, "dd if=/dev/zero of=/tmp/fill bs=1M count=400 2>&1; rm -f /tmp/fill")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(r.Stdout, "No space left on device") {
+			t.Errorf("writing 400 MiB into a 300 MiB disk: %q", r.Stdout)
+		}
+	})
+}
+
+func TestRecover(t *testing.T) {
+	d := newDriver(t)
+	net := runtimetest.Network(t)
+	sb := runtimetest.Start(t, d, net, runtimetest.Options{})
+	sb.MustExec(t, "echo kept > /root/state; nohup sleep 1000 >/dev/null 2>&1 &")
+
+	// A second driver stands for the agent after a restart.
+	again := newDriver(t)
+	inst, err := again.Recover(context.Background(), sb.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inst.Pid != sb.Instance.Pid || inst.Envd != sb.Instance.Envd {
+		t.Errorf("recovered %+v, had %+v", inst, sb.Instance)
+	}
+	if _, err := again.Recover(context.Background(), sb.Spec); err != nil {
+		t.Errorf("second recover: %v", err)
+	}
+	if got := strings.TrimSpace(sb.MustExec(t, "cat /root/state; pgrep -c sleep")); got != "kept\n1" {
+		t.Errorf("state after recovery: %q", got)
+	}
+	if err := again.Destroy(context.Background(), sb.Spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Recovering a sandbox that is gone cleans up and says not found.
+	if _, err := again.Recover(context.Background(), sb.Spec); err == nil {
+		t.Error("recovered a destroyed sandbox")
+	}
+	_ = time.Second
+}

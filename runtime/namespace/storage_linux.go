@@ -1,0 +1,247 @@
+package namespace
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// HostIDBase is the host uid and gid that root inside every namespace
+// sandbox maps to; sandbox IDs 0..IDRange-1 map to HostIDBase onwards.
+const (
+	HostIDBase = 1 << 30
+	IDRange    = 65536
+)
+
+// mountLower makes the template tree at rootfs visible at target through
+// an idmapped mount, so that files owned by uid 0 on disk belong to the
+// sandbox's root (HostIDBase on the host). One such mount serves every
+// sandbox of a template, since all share the mapping.
+func mountLower(rootfs, target string, userns *os.File) error {
+	if err := os.MkdirAll(target, 0o700); err != nil {
+		return err
+	}
+	tree, err := unix.OpenTree(unix.AT_FDCWD, rootfs, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return fmt.Errorf("open_tree %s: %w", rootfs, err)
+	}
+	defer unix.Close(tree)
+	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP | unix.MOUNT_ATTR_RDONLY, Userns_fd: uint64(userns.Fd())}
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, attr); err != nil {
+		return fmt.Errorf("idmap %s: %w", rootfs, err)
+	}
+	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("move_mount %s: %w", target, err)
+	}
+	return nil
+}
+
+// lowerKey names the idmapped mount of a template tree.
+func lowerKey(rootfs string) string {
+	sum := sha256.Sum256([]byte(rootfs))
+	return hex.EncodeToString(sum[:8])
+}
+
+// makeDisk creates the sandbox's writable layer: a sparse ext4 image of
+// sizeMB, without a journal (the layer dies with the sandbox), whose root
+// belongs to the sandbox's root.
+func makeDisk(image string, sizeMB int) error {
+	f, err := os.OpenFile(image, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("create disk image: %w", err)
+	}
+	err = f.Truncate(int64(sizeMB) << 20)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("size disk image: %w", err)
+	}
+	owner := fmt.Sprintf("root_owner=%d:%d,lazy_itable_init=1", HostIDBase, HostIDBase)
+	out, err := exec.Command("mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", owner, image).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("mkfs.ext4: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// mountDisk attaches image to a free loop device and mounts it at target.
+// The loop device detaches by itself when the mount goes away.
+func mountDisk(image, target string) error {
+	if err := os.MkdirAll(target, 0o700); err != nil {
+		return err
+	}
+	img, err := os.OpenFile(image, os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open disk image: %w", err)
+	}
+	defer img.Close()
+	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open loop-control: %w", err)
+	}
+	defer ctl.Close()
+	for attempt := 0; ; attempt++ {
+		n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
+		if err != nil {
+			return fmt.Errorf("find free loop device: %w", err)
+		}
+		dev := "/dev/loop" + strconv.Itoa(n)
+		loop, err := os.OpenFile(dev, os.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open %s: %w", dev, err)
+		}
+		cfg := &unix.LoopConfig{Fd: uint32(img.Fd())}
+		cfg.Info.Flags = unix.LO_FLAGS_AUTOCLEAR
+		copy(cfg.Info.File_name[:], "roost:"+image)
+		err = unix.IoctlLoopConfigure(int(loop.Fd()), cfg)
+		if errors.Is(err, unix.EBUSY) && attempt < 20 {
+			loop.Close() // another attacher won the race for this device
+			continue
+		}
+		if err != nil {
+			loop.Close()
+			return fmt.Errorf("configure %s: %w", dev, err)
+		}
+		err = unix.Mount(dev, target, "ext4", unix.MS_NOSUID|unix.MS_NODEV, "")
+		loop.Close() // the mount holds the device now; autoclear frees it on unmount
+		if err != nil {
+			return fmt.Errorf("mount %s: %w", dev, err)
+		}
+		return nil
+	}
+}
+
+// mountOverlay mounts the sandbox's root: lower is the idmapped template,
+// upper and work live on the disk. The source name marks the mount as this
+// sandbox's, so Prune can find it after a crash.
+func mountOverlay(id, lower, disk, target string) error {
+	upper, work := filepath.Join(disk, "upper"), filepath.Join(disk, "work")
+	for _, dir := range []string{upper, work, target} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	for _, dir := range []string{upper, work} {
+		if err := os.Chown(dir, HostIDBase, HostIDBase); err != nil {
+			return err
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)
+	if err := unix.Mount(overlaySource(id), target, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("mount overlay: %w", err)
+	}
+	return nil
+}
+
+func overlaySource(id string) string { return "roost-" + id }
+
+// unmount detaches target if it is mounted; a missing or unmounted target
+// is not an error.
+func unmount(target string) error {
+	err := unix.Unmount(target, unix.MNT_DETACH)
+	if err == nil || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	return fmt.Errorf("unmount %s: %w", target, err)
+}
+
+// mountInfo is one line of /proc/self/mountinfo, the fields roost needs.
+type mountInfo struct {
+	target, fstype, source string
+}
+
+func mounts() ([]mountInfo, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []mountInfo
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// id parent major:minor root target options [optional...] - fstype source superopts
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		if !ok {
+			continue
+		}
+		a, b := strings.Fields(pre), strings.Fields(post)
+		if len(a) < 5 || len(b) < 2 {
+			continue
+		}
+		out = append(out, mountInfo{target: unescapeMount(a[4]), fstype: b[0], source: unescapeMount(b[1])})
+	}
+	return out, sc.Err()
+}
+
+// unescapeMount undoes the octal escapes (\040 for space) of mountinfo.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isMounted(target string) bool {
+	ms, err := mounts()
+	if err != nil {
+		return false
+	}
+	for _, m := range ms {
+		if m.target == target {
+			return true
+		}
+	}
+	return false
+}
+
+// newUserns returns a handle on a user namespace with the sandbox mapping,
+// for idmapped mounts. The process that made it is gone; the open file
+// keeps the namespace alive.
+func newUserns() (*os.File, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self)
+	cmd.Env = []string{initEnv + "=" + modeHold}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: HostIDBase, Size: IDRange}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: HostIDBase, Size: IDRange}},
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start user namespace holder: %w", err)
+	}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/user", cmd.Process.Pid))
+	stdin.Close()
+	_ = cmd.Wait()
+	if err != nil {
+		return nil, fmt.Errorf("open user namespace: %w", err)
+	}
+	return f, nil
+}

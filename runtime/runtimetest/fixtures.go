@@ -1,0 +1,211 @@
+package runtimetest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"roost.dev/roost/network"
+	"roost.dev/roost/runtime"
+	"roost.dev/roost/template/templatetest"
+)
+
+// RequireRoot skips t unless it runs as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("sandboxes need root")
+	}
+}
+
+var (
+	envdOnce sync.Once
+	envdPath string
+	envdErr  error
+)
+
+// Envd builds envd (static) once per test binary, into the test cache, and
+// returns its path. Concurrent test binaries each build and rename into
+// place, so none sees a half-written binary.
+func Envd(t testing.TB) string {
+	t.Helper()
+	envdOnce.Do(func() {
+		root, err := repoRoot()
+		if err != nil {
+			envdErr = err
+			return
+		}
+		dir := filepath.Join(templatetest.CacheDir(), "bin")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			envdErr = err
+			return
+		}
+		tmp, err := os.CreateTemp(dir, ".envd-")
+		if err != nil {
+			envdErr = err
+			return
+		}
+		tmp.Close()
+		cmd := exec.Command("go", "build", "-o", tmp.Name(), "./cmd/envd")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			os.Remove(tmp.Name())
+			envdErr = fmt.Errorf("build envd: %v: %s", err, out)
+			return
+		}
+		envdPath = filepath.Join(dir, "envd")
+		envdErr = os.Rename(tmp.Name(), envdPath)
+	})
+	if envdErr != nil {
+		t.Fatal(envdErr)
+	}
+	return envdPath
+}
+
+func repoRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Dir(strings.TrimSpace(string(out))), nil
+}
+
+// Network returns a network manager for tests; its leftovers are pruned
+// when the test ends.
+func Network(t testing.TB) *network.Manager {
+	t.Helper()
+	m, err := network.New(network.Config{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("network: %v", err)
+	}
+	return m
+}
+
+// ID returns a fresh sandbox ID.
+func ID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return "t" + hex.EncodeToString(b)
+}
+
+// Sandbox is one sandbox a test started, with what it needs to reach it.
+type Sandbox struct {
+	Spec     runtime.Spec
+	Instance runtime.Instance
+	Slot     int
+	Envd     string // http://addr:port
+
+	rt     runtime.Runtime
+	net    *network.Manager
+	closed bool
+}
+
+// Options adjust a test sandbox.
+type Options struct {
+	Limits   runtime.Limits
+	Internet bool
+}
+
+// Start creates a sandbox with rt and waits until its envd answers. The
+// sandbox and its network are destroyed when the test ends.
+func Start(t testing.TB, rt runtime.Runtime, net *network.Manager, opts Options) *Sandbox {
+	t.Helper()
+	sb := StartBare(t, rt, net, opts)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		_ = sb.Close(ctx)
+	})
+	return sb
+}
+
+// StartBare is Start without the cleanup: the caller calls Close.
+func StartBare(t testing.TB, rt runtime.Runtime, net *network.Manager, opts Options) *Sandbox {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tpl := templatetest.Base(t)
+	id := ID()
+	slot, err := net.Acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw, err := net.Setup(ctx, id, slot, opts.Internet)
+	if err != nil {
+		net.Release(slot)
+		t.Fatal(err)
+	}
+	stateDir := filepath.Join(t.TempDir(), id)
+	spec := runtime.Spec{
+		ID: id, StateDir: stateDir, RootFS: tpl.RootFS, Envd: Envd(t), Hostname: id,
+		Limits: opts.Limits, Network: nw,
+	}
+	sb := &Sandbox{Spec: spec, Slot: slot, rt: rt, net: net}
+	inst, err := rt.Create(ctx, spec)
+	if err != nil {
+		sb.Close(ctx)
+		t.Fatalf("create: %v", err)
+	}
+	sb.Instance, sb.Envd = inst, "http://"+inst.Envd.String()
+	if err := WaitHealthy(ctx, sb.Envd); err != nil {
+		log := readFile(filepath.Join(stateDir, "init.log"))
+		sb.Close(ctx)
+		t.Fatalf("envd: %v (init log: %s)", err, log)
+	}
+	return sb
+}
+
+// Close destroys the sandbox and its network. Safe to call twice.
+func (s *Sandbox) Close(ctx context.Context) error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	err := s.rt.Destroy(ctx, s.Spec.ID)
+	if errors.Is(err, runtime.ErrNotFound) {
+		err = nil
+	}
+	if terr := s.net.Teardown(ctx, s.Spec.ID, s.Slot); terr != nil && err == nil {
+		err = terr
+	}
+	s.net.Release(s.Slot)
+	return err
+}
+
+// WaitHealthy polls envd's /health until it answers 204.
+func WaitHealthy(ctx context.Context, base string) error {
+	client := &http.Client{Timeout: time.Second}
+	for {
+		resp, err := client.Get(base + "/health")
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusNoContent {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("envd at %s not healthy: %v (last error %v)", base, ctx.Err(), err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+func readFile(p string) string {
+	b, _ := os.ReadFile(p)
+	return string(b)
+}
