@@ -6,14 +6,17 @@ GOFLAGS   ?=
 TOOLS     := $(GO) build -modfile=tools/go.mod -o .bin/
 BENCHTIME ?= 2s
 
-.PHONY: all build envd generate check-generated lint test test-go test-e2b bench clean
+.PHONY: all build envd roost generate check-generated lint test test-go test-e2b bench clean
 
 all: build
 
-build: envd
+build: envd roost
 
 envd:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/envd ./cmd/envd
+
+roost:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/roost ./cmd/roost
 
 .bin/buf .bin/protoc-gen-go .bin/protoc-gen-connect-go: tools/go.mod tools/go.sum
 	$(TOOLS) github.com/bufbuild/buf/cmd/buf \
@@ -34,14 +37,18 @@ lint:
 
 test: check-generated lint test-go test-e2b
 
+# -p 1: packages that need root share host-wide state (the nftables table,
+# netns and cgroup names with the roost prefix, network slots), and their
+# start-up pruning must not race another package's sandboxes.
 test-go:
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -timeout 20m -p 1 ./...
 
 test-e2b: envd
 	bash test/e2b/run.sh
 
 bench: envd
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem ./envd/...
+	$(GO) test -run '^$$' -bench . -benchtime 100x -p 1 ./runtime/namespace ./agent
 	$(GO) run ./bench/envd -envd bin/envd
 
 clean:

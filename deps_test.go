@@ -10,12 +10,24 @@ import (
 const module = "roost.dev/roost"
 
 // allowed lists, for each package prefix, the only roost packages it may
-// depend on. The rule that matters most: envd runs inside sandboxes and must
-// never pull in host-side code.
+// depend on, directly or not: "p" allows exactly p, "p/..." allows p and
+// everything below it. The rules that matter most: envd runs inside
+// sandboxes and must never pull in host-side code; the agent drives
+// runtimes only through the runtime interfaces, never a driver (cmd/roost
+// wires drivers in), and knows nothing of the control plane; drivers never
+// import the agent or the control plane.
 var allowed = map[string][]string{
-	module + "/envd":     {module + "/envd", module + "/gen"},
-	module + "/cmd/envd": {module + "/envd", module + "/gen"},
-	module + "/gen":      {module + "/gen"},
+	module + "/envd":     {module + "/envd/...", module + "/gen/..."},
+	module + "/cmd/envd": {module + "/envd/...", module + "/gen/..."},
+	module + "/gen":      {module + "/gen/..."},
+	module + "/agent": {module + "/agent/...", module + "/runtime", module + "/network/...",
+		module + "/template/...", module + "/cgroup/...", module + "/gen/..."},
+	module + "/runtime": {module + "/runtime/...", module + "/cgroup/...", module + "/network/...",
+		module + "/template/...", module + "/gen/..."},
+	// Flags and wiring only: it may assemble everything host-side (add the
+	// control plane here), but nothing that runs inside a sandbox.
+	module + "/cmd/roost": {module + "/agent/...", module + "/runtime/...", module + "/network/...",
+		module + "/template/...", module + "/cgroup/...", module + "/gen/..."},
 }
 
 func TestDependencyDirection(t *testing.T) {
@@ -56,9 +68,13 @@ func rulesFor(pkg string) []string {
 	return allowed[best]
 }
 
-func hasPrefix(pkg string, prefixes []string) bool {
-	for _, p := range prefixes {
-		if pkg == p || strings.HasPrefix(pkg, p+"/") {
+func hasPrefix(pkg string, patterns []string) bool {
+	for _, p := range patterns {
+		if base, tree := strings.CutSuffix(p, "/..."); tree {
+			if pkg == base || strings.HasPrefix(pkg, base+"/") {
+				return true
+			}
+		} else if pkg == p {
 			return true
 		}
 	}

@@ -1,0 +1,300 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"time"
+
+	"roost.dev/roost/runtime"
+	"roost.dev/roost/template"
+)
+
+// Create starts a sandbox and returns it once its envd is healthy and has
+// taken /init. Errors wrap the runtime categories: ErrInvalid for a bad
+// request, ErrNotFound for an unknown template, ErrExists for a taken ID,
+// ErrCapacity when the host is full. A failed create leaves nothing behind.
+//
+// ctx bounds the create only; the sandbox then lives until it is destroyed
+// or its timeout passes. A Destroy of a sandbox still starting cancels the
+// create.
+func (m *Manager) Create(ctx context.Context, req CreateRequest) (Sandbox, error) {
+	req, err := req.normalize(m.host)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	if req.ID == "" {
+		req.ID = newID()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	now := m.cfg.Now()
+	sb := &sandbox{
+		dir:    m.sandboxDir(req.ID),
+		cancel: cancel,
+		rec: record{
+			ID: req.ID, Template: req.Template, State: StateStarting, Slot: -1,
+			Metadata: req.Metadata, Internet: !req.DenyInternet, AutoPause: req.AutoPause,
+			EnvdToken: req.EnvdToken, TimeoutSecs: int64(req.Timeout / time.Second),
+			Started: now, StateChanged: now,
+		},
+	}
+	sb.op.Lock()
+	defer sb.op.Unlock()
+	if err := m.register(sb); err != nil {
+		return Sandbox{}, err
+	}
+	begin := time.Now()
+	phases, err := m.start(ctx, sb, req)
+	sb.mu.Lock()
+	sb.cancel = nil
+	sb.mu.Unlock()
+	if err != nil {
+		m.unregister(sb)
+		return Sandbox{}, fmt.Errorf("create sandbox %s: %w", req.ID, err)
+	}
+	rec := sb.snapshot()
+	m.log.Info("sandbox created", "sandbox", rec.ID, "template", rec.Template, "slot", rec.Slot,
+		"envd", rec.Envd.String(), "duration", time.Since(begin), "phases", phases)
+	return rec.view(), nil
+}
+
+// register adds a new sandbox under its ID, or fails with ErrExists.
+func (m *Manager) register(sb *sandbox) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	id := sb.rec.ID
+	if _, ok := m.sandboxes[id]; ok {
+		return fmt.Errorf("sandbox %s: %w", id, ErrExists)
+	}
+	// A directory no sandbox claims belongs to a record this agent left
+	// alone (another version) or could not clean up; never reuse it.
+	if _, err := os.Lstat(sb.dir); !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("sandbox %s: state directory exists: %w", id, ErrExists)
+	}
+	m.sandboxes[id] = sb
+	return nil
+}
+
+func (m *Manager) unregister(sb *sandbox) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.sandboxes[sb.rec.ID] == sb {
+		delete(m.sandboxes, sb.rec.ID)
+	}
+}
+
+// createPhases is how long each step of a create took, for the log.
+type createPhases struct {
+	Template, Network, Runtime, Envd, Init time.Duration
+}
+
+func (p createPhases) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.Duration("template", p.Template), slog.Duration("network", p.Network),
+		slog.Duration("runtime", p.Runtime), slog.Duration("envd", p.Envd), slog.Duration("init", p.Init))
+}
+
+// start acquires, in order, a network slot, the state directory, the
+// network, and the runtime's sandbox, then brings envd up. On failure it
+// releases what it acquired, in reverse, exactly once.
+func (m *Manager) start(ctx context.Context, sb *sandbox, req CreateRequest) (phases createPhases, err error) {
+	id := req.ID
+	log := m.log.With("sandbox", id)
+	var undo []func(context.Context)
+	defer func() {
+		if err == nil {
+			return
+		}
+		if len(undo) == 0 {
+			return
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i](cctx)
+		}
+		log.Info("sandbox create unwound", "steps", len(undo), "err", err)
+	}()
+
+	lap := time.Now()
+	since := func(d *time.Duration) {
+		now := time.Now()
+		*d, lap = now.Sub(lap), now
+	}
+	tpl, err := m.resolveTemplate(ctx, req.Template)
+	if err != nil {
+		return phases, err
+	}
+	since(&phases.Template)
+	slot, err := m.net.Acquire()
+	if err != nil {
+		return phases, fmt.Errorf("acquire network slot: %w: %w", ErrCapacity, err)
+	}
+	undo = append(undo, func(context.Context) { m.net.Release(slot) })
+
+	if err := os.Mkdir(sb.dir, 0o700); err != nil {
+		return phases, fmt.Errorf("state directory: %w", err)
+	}
+	undo = append(undo, func(context.Context) {
+		if err := removeStateDir(sb.dir); err != nil {
+			log.Error("sandbox state directory left behind", "dir", sb.dir, "err", err)
+		}
+	})
+	spec := runtime.Spec{
+		ID: id, StateDir: sb.dir, RootFS: tpl.RootFS, Envd: m.cfg.Envd,
+		Env: tpl.Env, Hostname: id, Limits: req.Limits,
+	}
+	// Recorded before anything exists outside the agent, so a crash from
+	// here on is cleaned up by the next agent rather than leaked.
+	if err := sb.update(func(r *record) { r.Slot, r.Spec = slot, spec }); err != nil {
+		return phases, err
+	}
+
+	netw, err := m.net.Setup(ctx, id, slot, !req.DenyInternet)
+	if err != nil {
+		return phases, fmt.Errorf("set up network: %w", err)
+	}
+	since(&phases.Network)
+	undo = append(undo, func(ctx context.Context) {
+		if err := m.net.Teardown(ctx, id, slot); err != nil {
+			log.Error("sandbox network teardown failed", "slot", slot, "err", err)
+		}
+	})
+	spec.Network = netw
+
+	inst, err := m.rt.Create(ctx, spec)
+	if err != nil {
+		return phases, fmt.Errorf("%s runtime: %w", m.rt.Name(), err)
+	}
+	since(&phases.Runtime)
+	undo = append(undo, func(ctx context.Context) {
+		if err := m.rt.Destroy(ctx, id); err != nil && !errGone(err) {
+			log.Error("sandbox runtime destroy failed", "err", err)
+		}
+	})
+	// Persisted with the running state below; until then a crash leaves
+	// a starting record, which the next agent removes (with the runtime's
+	// help: it finds its own state in the state dir).
+	sb.mu.Lock()
+	sb.rec.Spec, sb.rec.Envd, sb.rec.Pid = spec, inst.Envd, inst.Pid
+	sb.mu.Unlock()
+
+	if err := m.envd.waitHealthy(ctx, inst.Envd, m.cfg.EnvdTimeout); err != nil {
+		return phases, err
+	}
+	since(&phases.Envd)
+	init := envdInit{
+		EnvVars: req.EnvVars, DefaultUser: tpl.DefaultUser, DefaultWorkdir: tpl.Workdir,
+		Timestamp: m.cfg.Now().UTC(),
+	}
+	if req.EnvdToken != "" {
+		init.AccessToken = &req.EnvdToken
+	}
+	if err := m.envd.init(ctx, inst.Envd, init); err != nil {
+		return phases, err
+	}
+	now := m.cfg.Now()
+	sb.mu.Lock()
+	sb.rec.EndAt = now.Add(req.Timeout)
+	sb.mu.Unlock()
+	err = sb.setStateLocked(StateRunning, now, "")
+	since(&phases.Init)
+	return phases, err
+}
+
+// resolveTemplate finds a template; `base` is built when missing.
+func (m *Manager) resolveTemplate(ctx context.Context, name string) (template.Template, error) {
+	t, err := m.templates.Get(name)
+	if err == nil {
+		return t, nil
+	}
+	if name != DefaultTemplate || !errors.Is(err, runtime.ErrNotFound) {
+		return template.Template{}, err // it names the template
+	}
+	return m.ensureBase(ctx)
+}
+
+// baseBuild is one build of the base template, shared by every create
+// that waits for it.
+type baseBuild struct {
+	done chan struct{} // closed when tpl and err are set
+	tpl  template.Template
+	err  error
+}
+
+// ensureBase builds the base template once, however many creates ask for
+// it. The build belongs to the manager, not to a request: a client that
+// gives up does not cancel a build that takes minutes, so its retry finds
+// it further along.
+func (m *Manager) ensureBase(ctx context.Context) (template.Template, error) {
+	m.baseMu.Lock()
+	b := m.base
+	if b == nil {
+		b = &baseBuild{done: make(chan struct{})}
+		m.base = b
+		m.wg.Go(func() {
+			defer close(b.done)
+			m.log.Info("base template build started")
+			w := &lineLogger{log: m.log}
+			b.tpl, b.err = m.templates.EnsureBase(m.ctx, w)
+			w.flush()
+			if b.err != nil {
+				m.log.Error("base template build failed", "err", b.err)
+			} else {
+				m.log.Info("base template build finished", "rootfs", b.tpl.RootFS)
+			}
+			m.baseMu.Lock()
+			m.base = nil
+			m.baseMu.Unlock()
+		})
+	}
+	m.baseMu.Unlock()
+	select {
+	case <-b.done:
+		if b.err != nil {
+			return template.Template{}, fmt.Errorf("build base template: %w", b.err)
+		}
+		return b.tpl, nil
+	case <-ctx.Done():
+		return template.Template{}, fmt.Errorf("wait for base template: %w", ctx.Err())
+	}
+}
+
+// lineLogger logs a build's progress output line by line.
+type lineLogger struct {
+	log *slog.Logger
+	buf bytes.Buffer
+}
+
+func (w *lineLogger) Write(p []byte) (int, error) {
+	w.buf.Write(p)
+	for {
+		line, err := w.buf.ReadBytes('\n')
+		if err != nil {
+			// An incomplete line waits for the rest.
+			rest := bytes.Clone(line)
+			w.buf.Reset()
+			w.buf.Write(rest)
+			return len(p), nil
+		}
+		w.emit(line)
+	}
+}
+
+func (w *lineLogger) flush() {
+	if w.buf.Len() > 0 {
+		w.emit(w.buf.Bytes())
+		w.buf.Reset()
+	}
+}
+
+func (w *lineLogger) emit(line []byte) {
+	if line = bytes.TrimSpace(line); len(line) > 0 {
+		w.log.Info("base template build progress", "line", string(line))
+	}
+}

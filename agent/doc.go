@@ -1,0 +1,19 @@
+// Package agent is the host agent: it owns the sandboxes on one host.
+//
+// The Manager runs each sandbox's state machine (starting → running ⇄
+// paused → stopped, error on failure) on top of a runtime.Runtime, the
+// network package's slots and the template store; it waits for envd to be
+// healthy and initialises it before a create returns, reaps sandboxes whose
+// timeout passed, persists a versioned record per sandbox under
+// <data>/sandboxes/<id>/sandbox.json, and at start-up re-adopts the
+// sandboxes a previous agent left running and removes what a crash left
+// half-made. The Server exposes the Manager as the Connect service
+// roost.hostagent.v1.HostAgent and proxies /proxy/{id}/{port}/... to
+// sandbox ports, behind an optional bearer token.
+//
+// The agent never stops sandboxes when it exits: they live as long as the
+// host, and the next agent adopts them. It does not pick or construct a
+// runtime driver (cmd/roost wires one in), does not build network plumbing
+// or templates itself, and knows nothing of the control plane, which calls
+// it over RPC.
+package agent

@@ -1,0 +1,63 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"connectrpc.com/connect"
+
+	"roost.dev/roost/runtime"
+)
+
+// Refinements of the runtime categories that the edge maps to more precise
+// codes. Both still match their parent category with errors.Is.
+var (
+	// ErrExists: a sandbox with the requested ID already exists.
+	ErrExists = fmt.Errorf("already exists: %w", runtime.ErrConflict)
+	// ErrCapacity: the host has no room for another sandbox.
+	ErrCapacity = fmt.Errorf("host is full: %w", runtime.ErrUnavailable)
+	// ErrPaused: the sandbox is paused, so its ports do not answer.
+	ErrPaused = fmt.Errorf("sandbox is paused: %w", runtime.ErrConflict)
+)
+
+// connectCode is the one place error categories become Connect codes.
+func connectCode(err error) connect.Code {
+	var ce *connect.Error
+	switch {
+	case errors.As(err, &ce):
+		return ce.Code()
+	case errors.Is(err, ErrExists):
+		return connect.CodeAlreadyExists
+	case errors.Is(err, ErrCapacity):
+		return connect.CodeResourceExhausted
+	case errors.Is(err, runtime.ErrNotFound):
+		return connect.CodeNotFound
+	case errors.Is(err, runtime.ErrConflict):
+		return connect.CodeFailedPrecondition
+	case errors.Is(err, runtime.ErrInvalid):
+		return connect.CodeInvalidArgument
+	case errors.Is(err, runtime.ErrUnsupported):
+		return connect.CodeUnimplemented
+	case errors.Is(err, runtime.ErrUnavailable):
+		return connect.CodeUnavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.CodeDeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		return connect.CodeCanceled
+	default:
+		return connect.CodeInternal
+	}
+}
+
+// connectError wraps err for a Connect handler; nil stays nil.
+func connectError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return err
+	}
+	return connect.NewError(connectCode(err), err)
+}

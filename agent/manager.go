@@ -1,0 +1,393 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"roost.dev/roost/network"
+	"roost.dev/roost/runtime"
+	"roost.dev/roost/template"
+)
+
+// Config configures a Manager.
+type Config struct {
+	// DataDir is roost's data directory; sandboxes live under
+	// <DataDir>/sandboxes. Required.
+	DataDir string
+	// Envd is the envd binary injected into every sandbox. Required.
+	Envd string
+	// Version is roost's version, as host info reports it.
+	Version string
+	// EnvdTimeout bounds the wait for a new sandbox's envd to answer
+	// /health; default 30 s.
+	EnvdTimeout time.Duration
+	// ReapInterval is how often the reaper looks for sandboxes past their
+	// end; default 1 s.
+	ReapInterval time.Duration
+	// Now is the clock; default time.Now. Tests at the edge replace it.
+	Now func() time.Time
+	// SkipPrune skips the start-up sweep of roost objects (network
+	// namespaces, links, firewall elements, mounts, cgroups) that belong to
+	// no sandbox of this agent. The sweep is host-wide, so set SkipPrune
+	// when something else on the host makes such objects too: another
+	// agent with its own data dir, or tests running in parallel.
+	SkipPrune bool
+}
+
+// Timeouts for operations that must finish once begun, whatever happens to
+// the request that started them.
+const (
+	cleanupTimeout = 60 * time.Second
+	opTimeout      = 60 * time.Second
+	recoverHealth  = 2 * time.Second
+)
+
+// Manager owns the sandboxes of one host. Its methods are safe for
+// concurrent use: calls for one sandbox are serialised, calls for
+// different sandboxes run in parallel. Sandboxes outlive the Manager: Close
+// stops its background work and leaves them running for the next agent.
+type Manager struct {
+	cfg       Config
+	rt        runtime.Runtime
+	net       *network.Manager
+	templates *template.Store
+	log       *slog.Logger
+	host      hostLimits
+	started   time.Time
+	envdVer   string
+	envd      *envdClient
+
+	ctx    context.Context // the manager's lifetime; cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the reaper and template builds
+
+	mu        sync.Mutex // guards sandboxes
+	sandboxes map[string]*sandbox
+
+	baseMu sync.Mutex // guards base
+	base   *baseBuild // the base template build in flight, if any
+}
+
+// sandbox is one sandbox the manager knows.
+type sandbox struct {
+	dir string // its state directory
+
+	// op serialises operations that change the sandbox (create, destroy,
+	// pause, resume, set timeout); held for the whole operation.
+	op sync.Mutex
+
+	mu     sync.Mutex // guards rec and cancel
+	rec    record
+	cancel context.CancelFunc // cancels an in-flight create; nil otherwise
+}
+
+func (sb *sandbox) snapshot() record {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	return sb.rec.clone()
+}
+
+// update changes the in-memory record under its lock and persists it.
+// Callers hold sb.op, which orders the writes.
+func (sb *sandbox) update(change func(*record)) error {
+	sb.mu.Lock()
+	change(&sb.rec)
+	rec := sb.rec.clone()
+	sb.mu.Unlock()
+	return writeRecord(sb.dir, rec)
+}
+
+// setStateLocked moves the sandbox to state to (callers hold sb.op) and
+// persists it. An illegal transition wraps runtime.ErrConflict.
+func (sb *sandbox) setStateLocked(to State, now time.Time, msg string) error {
+	sb.mu.Lock()
+	from := sb.rec.State
+	sb.mu.Unlock()
+	if err := checkTransition(from, to); err != nil {
+		return err
+	}
+	return sb.update(func(r *record) {
+		r.State, r.StateChanged, r.Error = to, now, msg
+	})
+}
+
+// New starts a Manager: it re-adopts the sandboxes a previous agent left
+// on this host, cleans up what a crash left half-made, and starts the
+// reaper. ctx bounds only the start-up work.
+func New(ctx context.Context, cfg Config, rt runtime.Runtime, nw *network.Manager, templates *template.Store, log *slog.Logger) (*Manager, error) {
+	if cfg.DataDir == "" || cfg.Envd == "" {
+		return nil, fmt.Errorf("agent: data dir and envd are required: %w", runtime.ErrInvalid)
+	}
+	if cfg.EnvdTimeout == 0 {
+		cfg.EnvdTimeout = 30 * time.Second
+	}
+	if cfg.ReapInterval == 0 {
+		cfg.ReapInterval = time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "sandboxes"), 0o700); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	host, err := probeHost()
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	m := &Manager{
+		cfg: cfg, rt: rt, net: nw, templates: templates, log: log, host: host,
+		started: cfg.Now(), envd: newEnvdClient(), ctx: mctx, cancel: cancel,
+		sandboxes: map[string]*sandbox{},
+	}
+	m.envdVer = envdVersion(ctx, cfg.Envd)
+	if err := m.recover(ctx); err != nil {
+		cancel()
+		return nil, err
+	}
+	m.wg.Go(m.reapLoop)
+	log.Info("agent manager started", "runtime", rt.Name(), "sandboxes", len(m.sandboxes), "data_dir", cfg.DataDir)
+	return m, nil
+}
+
+// Close stops the reaper and any template build and waits for them. It
+// leaves every sandbox running.
+func (m *Manager) Close() {
+	m.cancel()
+	m.wg.Wait()
+	m.envd.close()
+}
+
+func (m *Manager) sandboxDir(id string) string {
+	return filepath.Join(m.cfg.DataDir, "sandboxes", id)
+}
+
+func (m *Manager) lookup(id string) (*sandbox, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sb, ok := m.sandboxes[id]
+	if !ok {
+		return nil, fmt.Errorf("sandbox %s: %w", id, runtime.ErrNotFound)
+	}
+	return sb, nil
+}
+
+// Sandbox is a sandbox as the manager reports it.
+type Sandbox struct {
+	ID        string
+	Template  string
+	State     State
+	Error     string
+	Limits    runtime.Limits
+	Metadata  map[string]string
+	Internet  bool
+	AutoPause bool
+	Timeout   time.Duration
+	Started   time.Time
+	EndAt     time.Time
+	// Envd is where the sandbox's envd listens, reachable from this host.
+	Envd netip.AddrPort
+}
+
+func (r record) view() Sandbox {
+	return Sandbox{
+		ID: r.ID, Template: r.Template, State: r.State, Error: r.Error,
+		Limits: r.Spec.Limits, Metadata: maps.Clone(r.Metadata), Internet: r.Internet,
+		AutoPause: r.AutoPause, Timeout: r.timeout(), Started: r.Started, EndAt: r.EndAt, Envd: r.Envd,
+	}
+}
+
+// Get returns one sandbox, or an error wrapping runtime.ErrNotFound.
+func (m *Manager) Get(id string) (Sandbox, error) {
+	sb, err := m.lookup(id)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	return sb.snapshot().view(), nil
+}
+
+// List returns the sandboxes in any of states (all when none are given),
+// ordered by start time.
+func (m *Manager) List(states ...State) []Sandbox {
+	m.mu.Lock()
+	all := slices.Collect(maps.Values(m.sandboxes))
+	m.mu.Unlock()
+	out := make([]Sandbox, 0, len(all))
+	for _, sb := range all {
+		v := sb.snapshot().view()
+		if len(states) == 0 || slices.Contains(states, v.State) {
+			out = append(out, v)
+		}
+	}
+	slices.SortFunc(out, func(a, b Sandbox) int {
+		if c := a.Started.Compare(b.Started); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out
+}
+
+// proxyTarget returns the address of a running sandbox for the proxy.
+func (m *Manager) proxyTarget(id string) (netip.Addr, error) {
+	sb, err := m.lookup(id)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	sb.mu.Lock()
+	state, addr := sb.rec.State, sb.rec.Envd.Addr()
+	sb.mu.Unlock()
+	switch state {
+	case StateRunning:
+		return addr, nil
+	case StatePaused:
+		return netip.Addr{}, fmt.Errorf("sandbox %s: %w", id, ErrPaused)
+	default:
+		return netip.Addr{}, fmt.Errorf("sandbox %s is %s: %w", id, state, runtime.ErrUnavailable)
+	}
+}
+
+// HostInfo describes the host and what its sandboxes use.
+type HostInfo struct {
+	Hostname     string
+	Runtime      string
+	Capabilities runtime.Capabilities
+	Probe        runtime.Availability
+	CPUs         int
+	MemoryMB     int64
+	// MaxSandboxes is how many sandboxes the host can run at once.
+	MaxSandboxes int
+	Usage        Usage
+	Version      string
+	EnvdVersion  string
+	Kernel       string
+	Started      time.Time
+}
+
+// Usage sums the sandboxes of a host.
+type Usage struct {
+	Sandboxes, Running, Paused int
+	VCPUs                      int
+	MemoryMB, DiskMB           int64
+}
+
+// HostInfo reports the host. ctx bounds the runtime's probe.
+func (m *Manager) HostInfo(ctx context.Context) HostInfo {
+	hostname, _ := os.Hostname()
+	var u Usage
+	for _, s := range m.List() {
+		u.Sandboxes++
+		switch s.State {
+		case StateRunning:
+			u.Running++
+		case StatePaused:
+			u.Paused++
+		}
+		u.VCPUs += s.Limits.VCPUs
+		u.MemoryMB += int64(s.Limits.MemoryMB)
+		u.DiskMB += int64(s.Limits.DiskMB)
+	}
+	return HostInfo{
+		Hostname: hostname, Runtime: m.rt.Name(), Capabilities: m.rt.Capabilities(), Probe: m.rt.Probe(ctx),
+		CPUs: m.host.CPUs, MemoryMB: m.host.MemoryMB, MaxSandboxes: m.net.Capacity(), Usage: u,
+		Version: m.cfg.Version, EnvdVersion: m.envdVer, Kernel: kernelRelease(), Started: m.started,
+	}
+}
+
+// Templates lists the host's templates.
+func (m *Manager) Templates() ([]template.Template, error) {
+	return m.templates.List()
+}
+
+func probeHost() (hostLimits, error) {
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return hostLimits{}, fmt.Errorf("sysinfo: %w", err)
+	}
+	return hostLimits{
+		CPUs:     goruntime.NumCPU(),
+		MemoryMB: int64(si.Totalram) * int64(si.Unit) >> 20,
+	}, nil
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// removeStateDir deletes a sandbox's directory, unless something is still
+// mounted below it: deleting through a live mount would destroy whatever
+// the mount shows, so that is left for a human (or the runtime's Prune).
+func removeStateDir(dir string) error {
+	mounted, err := mountedBelow(dir)
+	if err != nil {
+		return err
+	}
+	if len(mounted) > 0 {
+		return fmt.Errorf("remove %s: still mounted: %s", dir, strings.Join(mounted, ", "))
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove state dir: %w", err)
+	}
+	return nil
+}
+
+// mountedBelow lists the mount points at or below dir in this mount
+// namespace.
+func mountedBelow(dir string) ([]string, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("read mounts: %w", err)
+	}
+	dir = filepath.Clean(dir)
+	var out []string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescapeMountPath(f[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	return out, nil
+}
+
+// unescapeMountPath undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMountPath(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
+			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
+			i += 3
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isOctal(c byte) bool { return c >= '0' && c <= '7' }
+
+// errGone reports whether err says the runtime no longer has the sandbox.
+func errGone(err error) bool { return errors.Is(err, runtime.ErrNotFound) }

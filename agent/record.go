@@ -1,0 +1,126 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"roost.dev/roost/runtime"
+)
+
+// recordVersion is bumped whenever record changes incompatibly. An agent
+// leaves records of another version alone rather than misread them.
+const recordVersion = 1
+
+// recordFile is the name of a sandbox's record inside its state directory.
+const recordFile = "sandbox.json"
+
+// errRecordVersion marks a record written by an agent of another version.
+var errRecordVersion = errors.New("unsupported sandbox record version")
+
+// record is everything the agent knows about one sandbox, persisted so a
+// restarted agent can re-adopt it.
+type record struct {
+	Version  int    `json:"version"`
+	ID       string `json:"id"`
+	Template string `json:"template"`
+	State    State  `json:"state"`
+	Error    string `json:"error,omitempty"`
+	// Slot is the network slot the sandbox holds.
+	Slot int `json:"slot"`
+	// Spec is what the runtime was given; Recover needs it again.
+	Spec         runtime.Spec      `json:"spec"`
+	Metadata     map[string]string `json:"metadata,omitempty"`
+	Internet     bool              `json:"internet"`
+	AutoPause    bool              `json:"autoPause,omitempty"`
+	EnvdToken    string            `json:"envdToken,omitempty"`
+	Envd         netip.AddrPort    `json:"envd"`
+	Pid          int               `json:"pid,omitempty"`
+	TimeoutSecs  int64             `json:"timeoutSeconds"`
+	Started      time.Time         `json:"started"`
+	EndAt        time.Time         `json:"endAt"`
+	StateChanged time.Time         `json:"stateChanged"`
+}
+
+func (r record) timeout() time.Duration { return time.Duration(r.TimeoutSecs) * time.Second }
+
+// clone returns a copy that shares no maps with r.
+func (r record) clone() record {
+	r.Metadata = maps.Clone(r.Metadata)
+	r.Spec.Env = maps.Clone(r.Spec.Env)
+	return r
+}
+
+// writeRecord stores rec in dir atomically: a reader (or a crash) sees the
+// old record or the new one, never a mix.
+func writeRecord(dir string, rec record) error {
+	rec.Version = recordVersion
+	b, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode sandbox record: %w", err)
+	}
+	path := filepath.Join(dir, recordFile)
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write sandbox record: %w", err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write sandbox record: %w", err)
+	}
+	// The rename is durable only once the directory is.
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+	return nil
+}
+
+// recordHeader is the part of a record every version keeps, so an agent
+// can keep its hands off a sandbox whose record it cannot read.
+type recordHeader struct {
+	Version int    `json:"version"`
+	ID      string `json:"id"`
+	Slot    *int   `json:"slot"`
+}
+
+// readRecord loads dir's record. A record of another version returns its
+// header and an error wrapping errRecordVersion; a missing record wraps
+// fs.ErrNotExist.
+func readRecord(dir string) (record, recordHeader, error) {
+	b, err := os.ReadFile(filepath.Join(dir, recordFile))
+	if err != nil {
+		return record{}, recordHeader{}, fmt.Errorf("read sandbox record: %w", err)
+	}
+	var h recordHeader
+	if err := json.Unmarshal(b, &h); err != nil {
+		return record{}, recordHeader{}, fmt.Errorf("parse sandbox record: %w", err)
+	}
+	if h.Version != recordVersion {
+		return record{}, h, fmt.Errorf("%w %d (this agent reads %d)", errRecordVersion, h.Version, recordVersion)
+	}
+	var rec record
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return record{}, h, fmt.Errorf("parse sandbox record: %w", err)
+	}
+	if rec.ID == "" || rec.Slot < 0 || rec.State == 0 {
+		return record{}, h, errors.New("parse sandbox record: missing id, slot or state")
+	}
+	return rec, h, nil
+}

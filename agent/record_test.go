@@ -1,0 +1,158 @@
+package agent
+
+import (
+	"errors"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"roost.dev/roost/runtime"
+)
+
+func sampleRecord() record {
+	at := time.Date(2025, 3, 4, 5, 6, 7, 8, time.UTC)
+	return record{
+		Version: recordVersion, ID: "abc123", Template: "base", State: StatePaused, Error: "",
+		Slot: 17,
+		Spec: runtime.Spec{
+			ID: "abc123", StateDir: "/var/lib/roost/sandboxes/abc123", RootFS: "/var/lib/roost/templates/base/rootfs",
+			Envd: "/usr/local/bin/envd", Env: map[string]string{"PATH": "/usr/bin"}, Hostname: "abc123",
+			Limits: runtime.Limits{VCPUs: 2, MemoryMB: 512, DiskMB: 2048, Pids: 100},
+			Network: runtime.Network{
+				Netns: "/run/netns/roost-abc123", Interface: "eth0",
+				Address: netip.MustParsePrefix("10.201.0.70/30"), Gateway: netip.MustParseAddr("10.201.0.69"),
+			},
+		},
+		Metadata: map[string]string{"user": "ada"}, Internet: true, AutoPause: true, EnvdToken: "tok",
+		Envd: netip.MustParseAddrPort("10.201.0.70:49983"), Pid: 4242, TimeoutSecs: 300,
+		Started: at, EndAt: at.Add(5 * time.Minute), StateChanged: at.Add(time.Minute),
+	}
+}
+
+func TestRecordRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	want := sampleRecord()
+	if err := writeRecord(dir, want); err != nil {
+		t.Fatal(err)
+	}
+	got, hdr, err := readRecord(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
+	}
+	if hdr.ID != want.ID || hdr.Slot == nil || *hdr.Slot != want.Slot {
+		t.Errorf("header = %+v", hdr)
+	}
+	// Overwriting replaces the record and leaves no temporary file.
+	want.State, want.Error = StateError, "boom"
+	if err := writeRecord(dir, want); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := readRecord(dir); got.State != StateError || got.Error != "boom" {
+		t.Errorf("after overwrite: %s %q", got.State, got.Error)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 || entries[0].Name() != recordFile {
+		t.Errorf("dir holds %v, want only %s", entries, recordFile)
+	}
+	if st, _ := os.Stat(filepath.Join(dir, recordFile)); st.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600 (it holds the envd token)", st.Mode().Perm())
+	}
+}
+
+func TestRecordVersion(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		check      func(t *testing.T, hdr recordHeader, err error)
+	}{
+		{"newer version", `{"version": 2, "id": "abc", "slot": 9, "somethingNew": true}`, func(t *testing.T, hdr recordHeader, err error) {
+			if !errors.Is(err, errRecordVersion) {
+				t.Errorf("err = %v, want errRecordVersion", err)
+			}
+			if hdr.ID != "abc" || hdr.Slot == nil || *hdr.Slot != 9 {
+				t.Errorf("header = %+v, want id and slot kept", hdr)
+			}
+		}},
+		{"no version", `{"id": "abc", "slot": 9, "state": "running"}`, func(t *testing.T, _ recordHeader, err error) {
+			if !errors.Is(err, errRecordVersion) {
+				t.Errorf("err = %v, want errRecordVersion", err)
+			}
+		}},
+		{"corrupt", `{"version": 1, "id": `, func(t *testing.T, _ recordHeader, err error) {
+			if err == nil || errors.Is(err, errRecordVersion) {
+				t.Errorf("err = %v, want a parse error", err)
+			}
+		}},
+		{"missing state", `{"version": 1, "id": "abc", "slot": 3}`, func(t *testing.T, _ recordHeader, err error) {
+			if err == nil {
+				t.Error("record without a state accepted")
+			}
+		}},
+		{"unknown state", `{"version": 1, "id": "abc", "slot": 3, "state": "sleeping"}`, func(t *testing.T, _ recordHeader, err error) {
+			if err == nil {
+				t.Error("record with an unknown state accepted")
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, recordFile), []byte(tc.body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, hdr, err := readRecord(dir)
+			tc.check(t, hdr, err)
+		})
+	}
+	if _, _, err := readRecord(t.TempDir()); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing record: %v, want fs.ErrNotExist", err)
+	}
+}
+
+func TestRecordCloneSharesNoMaps(t *testing.T) {
+	r := sampleRecord()
+	c := r.clone()
+	c.Metadata["user"] = "grace"
+	c.Spec.Env["PATH"] = "/bin"
+	if r.Metadata["user"] != "ada" || r.Spec.Env["PATH"] != "/usr/bin" {
+		t.Error("clone shares maps with the original")
+	}
+}
+
+func TestUnescapeMountPath(t *testing.T) {
+	for in, want := range map[string]string{
+		`/var/lib/roost`:         "/var/lib/roost",
+		`/mnt/with\040space`:     "/mnt/with space",
+		`/a\134b`:                `/a\b`,
+		`/trailing\04`:           `/trailing\04`,
+		`/tab\011and\012newline`: "/tab\tand\nnewline",
+		`/not\999octal`:          `/not\999octal`,
+	} {
+		if got := unescapeMountPath(in); got != want {
+			t.Errorf("unescapeMountPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestRemoveStateDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "sb")
+	if err := os.MkdirAll(filepath.Join(dir, "upper", "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := removeStateDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("dir still there: %v", err)
+	}
+	// A directory with a mount below it is refused. /proc is mounted
+	// everywhere, so refusing "/" shows the check without mounting.
+	if mounted, err := mountedBelow("/"); err != nil || len(mounted) == 0 {
+		t.Fatalf("mountedBelow(/) = %v, %v", mounted, err)
+	}
+}

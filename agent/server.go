@@ -1,0 +1,136 @@
+package agent
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"roost.dev/roost/gen/hostagent/v1/hostagentv1connect"
+)
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	// Token, when set, is required as "Authorization: Bearer <token>" (or
+	// "Roost-Agent-Token: <token>", which leaves a client's own
+	// Authorization header to the sandbox) on every request but /health.
+	Token string
+}
+
+// TokenHeader carries the agent token without taking the Authorization
+// header, which proxied requests may need for the sandbox's own server.
+const TokenHeader = "Roost-Agent-Token"
+
+// Server is the agent's HTTP surface: the HostAgent Connect service,
+// /proxy/{id}/{port}/..., and /health.
+type Server struct {
+	cfg     ServerConfig
+	log     *slog.Logger
+	proxy   *proxy
+	handler http.Handler
+}
+
+// NewServer builds the HTTP surface over m.
+func NewServer(m *Manager, cfg ServerConfig, log *slog.Logger) *Server {
+	return newServer(&service{m: m}, m, cfg, log)
+}
+
+func newServer(svc hostagentv1connect.HostAgentHandler, res resolver, cfg ServerConfig, log *slog.Logger) *Server {
+	s := &Server{cfg: cfg, log: log, proxy: newProxy(res, log.With("component", "proxy"))}
+	mux := http.NewServeMux()
+	mux.Handle(hostagentv1connect.NewHostAgentHandler(svc))
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	s.handler = s.authorize(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Proxied paths bypass the mux, which would clean them ("//",
+		// "..") and so change what the sandbox's server receives.
+		if strings.HasPrefix(r.URL.Path, proxyPrefix) {
+			s.proxy.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	}))
+	return s
+}
+
+// Handler is the whole HTTP surface, authorization included.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// authorize requires the configured token on everything but /health, and
+// strips it before the request goes on (so it never reaches a sandbox).
+func (s *Server) authorize(next http.Handler) http.Handler {
+	if s.cfg.Token == "" {
+		return next
+	}
+	want := []byte(s.cfg.Token)
+	errs := connect.NewErrorWriter()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		header, got := TokenHeader, r.Header.Get(TokenHeader)
+		if got == "" {
+			header = "Authorization"
+			got, _ = strings.CutPrefix(r.Header.Get(header), "Bearer ")
+		}
+		if got == "" || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
+			err := errors.New("missing or invalid agent token")
+			if strings.HasPrefix(r.URL.Path, proxyPrefix) || !errs.IsSupported(r) {
+				writeProxyError(w, http.StatusUnauthorized, err)
+				return
+			}
+			_ = errs.Write(w, r, connect.NewError(connect.CodeUnauthenticated, err))
+			return
+		}
+		r.Header.Del(header)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Serve serves on ln until ctx ends, then shuts the server down, giving
+// open requests a few seconds. Sandboxes keep running.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler:           s.handler,
+		Protocols:         protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	var wg sync.WaitGroup
+	served := make(chan error, 1)
+	wg.Go(func() { served <- srv.Serve(ln) })
+	s.log.Info("agent listening", "addr", ln.Addr().String(), "auth", s.cfg.Token != "")
+
+	var err error
+	select {
+	case err = <-served:
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		err = srv.Shutdown(sctx)
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = srv.Close()
+		}
+	}
+	wg.Wait()
+	s.proxy.close()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	if err != nil {
+		return fmt.Errorf("agent server: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,190 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	hostagentv1 "roost.dev/roost/gen/hostagent/v1"
+	"roost.dev/roost/gen/hostagent/v1/hostagentv1connect"
+	"roost.dev/roost/runtime"
+)
+
+// service is the HostAgent Connect service over a Manager: conversion
+// between wire and Go types, and error codes, nothing more.
+type service struct {
+	m *Manager
+}
+
+var _ hostagentv1connect.HostAgentHandler = (*service)(nil)
+
+func (s *service) CreateSandbox(ctx context.Context, req *connect.Request[hostagentv1.CreateSandboxRequest]) (*connect.Response[hostagentv1.CreateSandboxResponse], error) {
+	r := req.Msg
+	sb, err := s.m.Create(ctx, CreateRequest{
+		ID:           r.GetSandboxId(),
+		Template:     r.GetTemplate(),
+		Limits:       runtime.Limits{VCPUs: int(r.GetVcpus()), MemoryMB: int(r.GetMemoryMb()), DiskMB: int(r.GetDiskMb())},
+		Timeout:      seconds(r.GetTimeoutSeconds()),
+		EnvVars:      r.GetEnvVars(),
+		Metadata:     r.GetMetadata(),
+		DenyInternet: r.AllowInternet != nil && !r.GetAllowInternet(),
+		AutoPause:    r.GetAutoPause(),
+		EnvdToken:    r.GetEnvdAccessToken(),
+	})
+	if err != nil {
+		return nil, connectError(err)
+	}
+	return connect.NewResponse(&hostagentv1.CreateSandboxResponse{Sandbox: toProto(sb)}), nil
+}
+
+func (s *service) DestroySandbox(ctx context.Context, req *connect.Request[hostagentv1.DestroySandboxRequest]) (*connect.Response[hostagentv1.DestroySandboxResponse], error) {
+	if err := s.m.Destroy(ctx, req.Msg.GetSandboxId()); err != nil {
+		return nil, connectError(err)
+	}
+	return connect.NewResponse(&hostagentv1.DestroySandboxResponse{}), nil
+}
+
+func (s *service) PauseSandbox(ctx context.Context, req *connect.Request[hostagentv1.PauseSandboxRequest]) (*connect.Response[hostagentv1.PauseSandboxResponse], error) {
+	sb, err := s.m.Pause(ctx, req.Msg.GetSandboxId())
+	if err != nil {
+		return nil, connectError(err)
+	}
+	return connect.NewResponse(&hostagentv1.PauseSandboxResponse{Sandbox: toProto(sb)}), nil
+}
+
+func (s *service) ResumeSandbox(ctx context.Context, req *connect.Request[hostagentv1.ResumeSandboxRequest]) (*connect.Response[hostagentv1.ResumeSandboxResponse], error) {
+	var timeout time.Duration
+	if req.Msg.TimeoutSeconds != nil {
+		timeout = seconds(req.Msg.GetTimeoutSeconds())
+		if timeout == 0 {
+			return nil, connectError(checkTimeout(0))
+		}
+	}
+	sb, err := s.m.Resume(ctx, req.Msg.GetSandboxId(), timeout)
+	if err != nil {
+		return nil, connectError(err)
+	}
+	return connect.NewResponse(&hostagentv1.ResumeSandboxResponse{Sandbox: toProto(sb)}), nil
+}
+
+func (s *service) ListSandboxes(ctx context.Context, req *connect.Request[hostagentv1.ListSandboxesRequest]) (*connect.Response[hostagentv1.ListSandboxesResponse], error) {
+	var states []State
+	for _, st := range req.Msg.GetStates() {
+		state, ok := fromProtoState[st]
+		if !ok {
+			return nil, connectError(fmt.Errorf("state %s: %w", st, runtime.ErrInvalid))
+		}
+		states = append(states, state)
+	}
+	out := &hostagentv1.ListSandboxesResponse{}
+	for _, sb := range s.m.List(states...) {
+		out.Sandboxes = append(out.Sandboxes, toProto(sb))
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (s *service) GetSandbox(ctx context.Context, req *connect.Request[hostagentv1.GetSandboxRequest]) (*connect.Response[hostagentv1.GetSandboxResponse], error) {
+	sb, err := s.m.Get(req.Msg.GetSandboxId())
+	if err != nil {
+		return nil, connectError(err)
+	}
+	return connect.NewResponse(&hostagentv1.GetSandboxResponse{Sandbox: toProto(sb)}), nil
+}
+
+func (s *service) SetTimeout(ctx context.Context, req *connect.Request[hostagentv1.SetTimeoutRequest]) (*connect.Response[hostagentv1.SetTimeoutResponse], error) {
+	sb, err := s.m.SetTimeout(req.Msg.GetSandboxId(), seconds(req.Msg.GetTimeoutSeconds()))
+	if err != nil {
+		return nil, connectError(err)
+	}
+	return connect.NewResponse(&hostagentv1.SetTimeoutResponse{Sandbox: toProto(sb)}), nil
+}
+
+func (s *service) GetHostInfo(ctx context.Context, req *connect.Request[hostagentv1.GetHostInfoRequest]) (*connect.Response[hostagentv1.GetHostInfoResponse], error) {
+	h := s.m.HostInfo(ctx)
+	return connect.NewResponse(&hostagentv1.GetHostInfoResponse{Host: &hostagentv1.HostInfo{
+		Hostname: h.Hostname,
+		Runtime:  h.Runtime,
+		Capabilities: &hostagentv1.Capabilities{
+			Pause: h.Capabilities.Pause, Snapshot: h.Capabilities.Snapshot, Vm: h.Capabilities.VM,
+		},
+		Probe: &hostagentv1.Probe{Available: h.Probe.Available, Reason: h.Probe.Reason},
+		Capacity: &hostagentv1.Capacity{
+			Cpus: int32(h.CPUs), MemoryMb: h.MemoryMB, MaxSandboxes: int32(h.MaxSandboxes),
+		},
+		Usage: &hostagentv1.Usage{
+			Sandboxes: int32(h.Usage.Sandboxes), Running: int32(h.Usage.Running), Paused: int32(h.Usage.Paused),
+			Vcpus: int32(h.Usage.VCPUs), MemoryMb: h.Usage.MemoryMB, DiskMb: h.Usage.DiskMB,
+		},
+		Versions:  &hostagentv1.Versions{Roost: h.Version, Envd: h.EnvdVersion, Kernel: h.Kernel},
+		StartedAt: timestamppb.New(h.Started),
+	}}), nil
+}
+
+func (s *service) ListTemplates(ctx context.Context, req *connect.Request[hostagentv1.ListTemplatesRequest]) (*connect.Response[hostagentv1.ListTemplatesResponse], error) {
+	ts, err := s.m.Templates()
+	if err != nil {
+		return nil, connectError(err)
+	}
+	out := &hostagentv1.ListTemplatesResponse{}
+	for _, t := range ts {
+		out.Templates = append(out.Templates, &hostagentv1.Template{
+			Name: t.Name, Source: t.Source, SizeBytes: t.SizeBytes, Created: timestamppb.New(t.Created),
+			DefaultUser: t.DefaultUser, Workdir: t.Workdir,
+		})
+	}
+	return connect.NewResponse(out), nil
+}
+
+// seconds converts a wire timeout, saturating rather than overflowing.
+func seconds(n int64) time.Duration {
+	const maxSeconds = int64(1<<63-1) / int64(time.Second)
+	if n > maxSeconds {
+		n = maxSeconds
+	}
+	if n < -maxSeconds {
+		n = -maxSeconds
+	}
+	return time.Duration(n) * time.Second
+}
+
+var toProtoState = map[State]hostagentv1.SandboxState{
+	StateStarting: hostagentv1.SandboxState_SANDBOX_STATE_STARTING,
+	StateRunning:  hostagentv1.SandboxState_SANDBOX_STATE_RUNNING,
+	StatePaused:   hostagentv1.SandboxState_SANDBOX_STATE_PAUSED,
+	StateStopped:  hostagentv1.SandboxState_SANDBOX_STATE_STOPPED,
+	StateError:    hostagentv1.SandboxState_SANDBOX_STATE_ERROR,
+}
+
+var fromProtoState = func() map[hostagentv1.SandboxState]State {
+	m := map[hostagentv1.SandboxState]State{}
+	for k, v := range toProtoState {
+		m[v] = k
+	}
+	return m
+}()
+
+func toProto(sb Sandbox) *hostagentv1.Sandbox {
+	out := &hostagentv1.Sandbox{
+		SandboxId: sb.ID,
+		Template:  sb.Template,
+		State:     toProtoState[sb.State],
+		Limits: &hostagentv1.Limits{
+			Vcpus: int32(sb.Limits.VCPUs), MemoryMb: int32(sb.Limits.MemoryMB), DiskMb: int32(sb.Limits.DiskMB),
+		},
+		Metadata:      sb.Metadata,
+		StartedAt:     timestamppb.New(sb.Started),
+		Error:         sb.Error,
+		AllowInternet: sb.Internet,
+		AutoPause:     sb.AutoPause,
+	}
+	if !sb.EndAt.IsZero() {
+		out.EndAt = timestamppb.New(sb.EndAt)
+	}
+	if sb.Envd.IsValid() {
+		out.EnvdAddress = sb.Envd.String()
+	}
+	return out
+}

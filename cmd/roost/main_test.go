@@ -1,0 +1,36 @@
+package main
+
+import "testing"
+
+func TestIsLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:7070": true,
+		"127.1.2.3:7070": true,
+		"[::1]:7070":     true,
+		"localhost:7070": true,
+		"0.0.0.0:7070":   false,
+		":7070":          false,
+		"[::]:7070":      false,
+		"10.0.0.5:7070":  false,
+		"example.com:80": false,
+		"127.0.0.1":      false, // no port: not a listen address
+	} {
+		if got := isLoopback(addr); got != want {
+			t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+func TestHumanBytes(t *testing.T) {
+	for n, want := range map[int64]string{
+		0:         "0 B",
+		1023:      "1023 B",
+		1024:      "1.0 KiB",
+		203743232: "194.3 MiB",
+		3 << 30:   "3.0 GiB",
+	} {
+		if got := humanBytes(n); got != want {
+			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
