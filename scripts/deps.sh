@@ -4,7 +4,7 @@
 set -euo pipefail
 
 GO_VERSION=1.26.8
-want_pkgs=(make gcc git ca-certificates curl iproute2 procps nodejs npm)
+want_pkgs=(make gcc git ca-certificates curl iproute2 procps util-linux e2fsprogs debootstrap nodejs npm)
 
 missing=()
 for p in "${want_pkgs[@]}"; do
