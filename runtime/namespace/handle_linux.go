@@ -277,12 +277,13 @@ func (d *Driver) Prune(ctx context.Context, keep []string) error {
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("list cgroups: %w", err))...)
 	}
-	for _, id := range groups {
+	for _, name := range groups {
+		id := strings.TrimPrefix(name, "roost/")
 		if known(id) {
 			continue
 		}
 		d.log.Info("removing leftover sandbox cgroup", "sandbox", id)
-		if g, err := d.cgrp.Load(cgroupName(id)); err == nil {
+		if g, err := d.cgrp.Load(name); err == nil {
 			if err := g.Delete(ctx); err != nil {
 				errs = append(errs, err)
 			}

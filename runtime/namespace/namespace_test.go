@@ -2,9 +2,10 @@ package namespace_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"net"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"roost.dev/roost/cgroup"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/namespace"
 	"roost.dev/roost/runtime/runtimetest"
@@ -167,6 +169,21 @@ func TestRecover(t *testing.T) {
 	}
 	if _, err := again.Recover(context.Background(), sb.Spec); err != nil {
 		t.Errorf("second recover: %v", err)
+	}
+	// The start-up sweep keeps what was re-adopted, and removes leftovers.
+	h, err := cgroup.Detect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stray := "roost/" + runtimetest.ID()
+	if _, err := h.Create(stray, cgroup.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := again.Prune(context.Background(), []string{sb.Spec.ID}); err != nil {
+		t.Fatalf("prune: %v", err)
+	}
+	if _, err := h.Load(stray); !errors.Is(err, runtime.ErrNotFound) {
+		t.Errorf("stray cgroup %s survived prune: %v", stray, err)
 	}
 	if got := strings.TrimSpace(sb.MustExec(t, "cat /root/state; pgrep -c sleep")); got != "kept\n1" {
 		t.Errorf("state after recovery: %q", got)
