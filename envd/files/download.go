@@ -56,7 +56,7 @@ func (h *Handler) download(w http.ResponseWriter, r *http.Request) error {
 	if cd := mime.FormatMediaType("attachment", map[string]string{"filename": name}); cd != "" {
 		hdr.Set("Content-Disposition", cd)
 	}
-	if wantsGzip(r) {
+	if wantsGzip(r) && compressible(f) {
 		h.serveGzip(w, r, f, fi, name)
 		return nil
 	}
@@ -119,6 +119,36 @@ var gzipWriters = sync.Pool{New: func() any {
 	gw, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
 	return gw
 }}
+
+// sampleSize is how much of a file compressible tries to compress.
+const sampleSize = 64 << 10
+
+// compressible reports whether gzip would shrink f, judged by compressing
+// its first bytes: archives, images and random data come out no smaller,
+// and compressing them would only cap the download at the compressor's
+// speed (a few hundred MB/s) for nothing.
+func compressible(f *os.File) bool {
+	buf := getBuf()
+	defer putBuf(buf)
+	n, _ := f.ReadAt((*buf)[:sampleSize], 0)
+	if n < 512 {
+		return true // too little to judge, and too little to matter
+	}
+	var out countingWriter
+	gw := gzipWriters.Get().(*gzip.Writer)
+	gw.Reset(&out)
+	_, _ = gw.Write((*buf)[:n])
+	_ = gw.Close()
+	gzipWriters.Put(gw)
+	return out.n < int64(n)*9/10
+}
+
+type countingWriter struct{ n int64 }
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	return len(p), nil
+}
 
 // contentType is the type by extension, else sniffed from the first bytes.
 func contentType(name string, f *os.File) string {

@@ -3,6 +3,7 @@ package files
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/rand"
 	"io"
 	"mime"
 	"net/http"
@@ -224,6 +225,16 @@ func TestDownloadGzip(t *testing.T) {
 			}
 		})
 	}
+	t.Run("incompressible data is sent as is", func(t *testing.T) {
+		random := make([]byte, 256<<10)
+		rand.Read(random)
+		p := e.path("random.bin")
+		writeFile(t, p, random, 0o644)
+		resp := e.get(t, p, http.Header{"Accept-Encoding": {"gzip"}})
+		if body := readBody(t, resp); resp.Header.Get("Content-Encoding") != "" || !bytes.Equal(body, random) {
+			t.Fatalf("Content-Encoding %q, %d bytes", resp.Header.Get("Content-Encoding"), len(body))
+		}
+	})
 	t.Run("sniffed type", func(t *testing.T) {
 		p := e.path("noext")
 		writeFile(t, p, []byte("<html><body>hi</body></html>"), 0o644)
