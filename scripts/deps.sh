@@ -4,12 +4,18 @@
 set -euo pipefail
 
 GO_VERSION=1.26.8
-want_pkgs=(make gcc git ca-certificates curl iproute2 procps util-linux e2fsprogs debootstrap nodejs npm)
-
+# command → the Debian package that provides it. Commands are checked, not
+# packages: a machine may have them from elsewhere (Node.js often is).
+declare -A want=(
+  [make]=make [gcc]=gcc [git]=git [curl]=curl [ip]=iproute2 [ps]=procps
+  [unshare]=util-linux [mkfs.ext4]=e2fsprogs [debootstrap]=debootstrap
+  [node]=nodejs [npm]=npm
+)
 missing=()
-for p in "${want_pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+for cmd in "${!want[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")
 done
+[ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
