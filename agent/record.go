@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net/netip"
 	"os"
@@ -123,4 +124,26 @@ func readRecord(dir string) (record, recordHeader, error) {
 		return record{}, h, errors.New("parse sandbox record: missing id, slot or state")
 	}
 	return rec, h, nil
+}
+
+// SandboxesUsing lists the sandboxes recorded under dataDir that were made
+// from template name, so that tools can refuse to remove a template whose
+// tree running sandboxes still read. It reads records only; no agent needs
+// to run.
+func SandboxesUsing(dataDir, name string) ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(dataDir, "sandboxes"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, e := range ents {
+		rec, _, err := readRecord(filepath.Join(dataDir, "sandboxes", e.Name()))
+		if err == nil && rec.Template == name {
+			ids = append(ids, rec.ID)
+		}
+	}
+	return ids, nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -154,5 +155,29 @@ func TestRemoveStateDir(t *testing.T) {
 	// everywhere, so refusing "/" shows the check without mounting.
 	if mounted, err := mountedBelow("/"); err != nil || len(mounted) == 0 {
 		t.Fatalf("mountedBelow(/) = %v, %v", mounted, err)
+	}
+}
+
+func TestSandboxesUsing(t *testing.T) {
+	data := t.TempDir()
+	if ids, err := SandboxesUsing(data, "base"); err != nil || len(ids) != 0 {
+		t.Fatalf("empty data dir: %v %v", ids, err)
+	}
+	for _, tc := range []struct{ id, tpl string }{{"a1", "base"}, {"b2", "other"}, {"c3", "base"}} {
+		rec := sampleRecord()
+		rec.ID, rec.Template = tc.id, tc.tpl
+		dir := filepath.Join(data, "sandboxes", tc.id)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := writeRecord(dir, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.MkdirAll(filepath.Join(data, "sandboxes", "no-record"), 0o700)
+	ids, err := SandboxesUsing(data, "base")
+	slices.Sort(ids)
+	if err != nil || !slices.Equal(ids, []string{"a1", "c3"}) {
+		t.Fatalf("got %v, %v", ids, err)
 	}
 }

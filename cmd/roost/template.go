@@ -6,10 +6,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
+	"roost.dev/roost/agent"
 	"roost.dev/roost/template"
 )
 
@@ -46,14 +48,7 @@ func newTemplateCmd() *cobra.Command {
 			}
 			return w.Flush()
 		},
-	}, &cobra.Command{
-		Use:   "rm NAME",
-		Short: "Remove a template",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return store().Remove(args[0])
-		},
-	}, &cobra.Command{
+	}, newTemplateRmCmd(&dataDir, store), &cobra.Command{
 		Use:   "import NAME FILE|-",
 		Short: "Import a template from a root filesystem tarball (e.g. docker export output); - reads stdin",
 		Args:  cobra.ExactArgs(2),
@@ -90,6 +85,27 @@ func newTemplateCmd() *cobra.Command {
 			return nil
 		},
 	})
+	return cmd
+}
+
+func newTemplateRmCmd(dataDir *string, store func() *template.Store) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "rm NAME",
+		Short: "Remove a template (refused while sandboxes made from it exist, unless --force)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			users, err := agent.SandboxesUsing(*dataDir, args[0])
+			if err != nil {
+				return err
+			}
+			if len(users) > 0 && !force {
+				return fmt.Errorf("template %s is used by %d sandbox(es) (%s): destroy them first, or pass --force", args[0], len(users), strings.Join(users, ", "))
+			}
+			return store().Remove(args[0])
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "remove even while sandboxes use it (their files change under them)")
 	return cmd
 }
 
