@@ -49,6 +49,7 @@ type Port struct {
 type Forwarder struct {
 	interval time.Duration
 	procRoot string
+	sockDiag bool // ask the kernel over netlink instead of reading procRoot
 	exclude  map[uint16]bool
 	log      *slog.Logger
 
@@ -69,6 +70,9 @@ func New(cfg Config, log *slog.Logger) *Forwarder {
 	if cfg.Interval <= 0 {
 		cfg.Interval = defaultInterval
 	}
+	// The live system is asked over sock_diag; a ProcRoot given by a test
+	// is read as files.
+	sockDiag := cfg.ProcRoot == ""
 	if cfg.ProcRoot == "" {
 		cfg.ProcRoot = "/proc"
 	}
@@ -82,6 +86,7 @@ func New(cfg Config, log *slog.Logger) *Forwarder {
 	return &Forwarder{
 		interval:     cfg.Interval,
 		procRoot:     cfg.ProcRoot,
+		sockDiag:     sockDiag,
 		exclude:      exclude,
 		log:          log,
 		forwards:     map[netip.AddrPort]*forward{},
@@ -137,8 +142,20 @@ func (f *Forwarder) scanSafe(ctx context.Context) {
 	f.scan(ctx)
 }
 
+// listeners returns the listening TCP sockets, from sock_diag when the
+// forwarder watches the live system (falling back to /proc if the kernel
+// lacks it), else from the proc tables under procRoot.
+func (f *Forwarder) listeners() ([]netip.AddrPort, error) {
+	if f.sockDiag {
+		if socks, err := diagListeners(); err == nil {
+			return socks, nil
+		}
+	}
+	return readListeners(f.procRoot)
+}
+
 func (f *Forwarder) scan(ctx context.Context) {
-	socks, err := readListeners(f.procRoot)
+	socks, err := f.listeners()
 	if err == nil {
 		var ext []netip.Addr
 		ext, err = externalAddrs()

@@ -1,0 +1,60 @@
+package portforward
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+)
+
+// sock_diag and /proc must agree on the listening sockets of this host.
+func TestDiagMatchesProc(t *testing.T) {
+	ln4, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln4.Close()
+	ln6, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skip("no IPv6 loopback")
+	}
+	defer ln6.Close()
+	diag, err := diagListeners()
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc, err := readListeners("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sortAP := func(s []netip.AddrPort) []netip.AddrPort {
+		s = slices.Clone(s)
+		slices.SortFunc(s, func(a, b netip.AddrPort) int { return a.Compare(b) })
+		return slices.Compact(s)
+	}
+	d, p := sortAP(diag), sortAP(proc)
+	for _, want := range []string{ln4.Addr().String(), ln6.Addr().String()} {
+		if !slices.Contains(d, netip.MustParseAddrPort(want)) {
+			t.Errorf("sock_diag misses %s: %v", want, d)
+		}
+	}
+	if !slices.Equal(d, p) {
+		t.Errorf("sock_diag %v\n/proc %v", d, p)
+	}
+}
+
+func BenchmarkListenersDiag(b *testing.B) {
+	for b.Loop() {
+		if _, err := diagListeners(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkListenersProc(b *testing.B) {
+	for b.Loop() {
+		if _, err := readListeners("/proc"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
