@@ -26,6 +26,7 @@ func main() {
 	flag.BoolVar(&cfg.SetClock, "set-clock", false, "let /init set the system clock (inside a VM)")
 	flag.TextVar(level, "log-level", level, "log level: debug, info, warn, error")
 	flag.Parse()
+	setProcessName()
 	if *version {
 		fmt.Println(server.Version)
 		return
