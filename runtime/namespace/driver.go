@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -29,7 +30,7 @@ const (
 	// for and envd keeps its reserved threads.
 	pidsHeadroom = 48
 	// envdThreads is how many threads envd reserves at start.
-	envdThreads = 24
+	envdThreads = 12
 	// startTimeout bounds how long the init may take to set up.
 	startTimeout = 30 * time.Second
 )
@@ -67,6 +68,7 @@ func New(cfg Config, log *slog.Logger) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("namespace runtime: %w", err)
 	}
+	raisePidMax(log)
 	return &Driver{cfg: cfg, log: log, cgrp: h, handles: map[string]*handle{}, lowers: map[string]string{}}, nil
 }
 
@@ -275,6 +277,28 @@ func paths(stateDir string) (image, disk, rootfs string) {
 }
 
 func cgroupName(id string) string { return "roost/" + id }
+
+// minPidMax is the kernel.pid_max the driver wants: each sandbox holds a few
+// dozen tasks (threads count), and the common default of 32768 would cap a
+// host at several hundred sandboxes.
+const minPidMax = 4 << 20
+
+func raisePidMax(log *slog.Logger) {
+	const path = "/proc/sys/kernel/pid_max"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	cur, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || cur >= minPidMax {
+		return
+	}
+	if err := os.WriteFile(path, []byte(strconv.Itoa(minPidMax)), 0o644); err != nil {
+		log.Warn("could not raise kernel.pid_max; sandbox density is limited", "pid_max", cur, "err", err)
+		return
+	}
+	log.Info("raised kernel.pid_max for sandbox density", "from", cur, "to", minPidMax)
+}
 
 // traversable lets the sandbox's root (an unprivileged host user) walk
 // down to dir, to reach its root filesystem: directories on the way get

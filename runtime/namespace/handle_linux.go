@@ -64,7 +64,9 @@ func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, group *cgroup
 
 	cmd := exec.Command(fmt.Sprintf("/proc/self/fd/%d", fdSelf))
 	cmd.Args = []string{"roost-init", spec.ID}
-	cmd.Env = []string{initEnv + "=" + modeInit}
+	// One P is plenty for an init that mostly sleeps in wait4, and keeps
+	// its thread count (which counts against pids limits) low.
+	cmd.Env = []string{initEnv + "=" + modeInit, "GOMAXPROCS=1"}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{cfgR, statusW, envd, self} // fds 3 to 6
 	cmd.SysProcAttr = &syscall.SysProcAttr{
