@@ -276,3 +276,19 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestScanIntervalFollowsActivity(t *testing.T) {
+	f := New(Config{Interval: 100 * time.Millisecond, IdleInterval: time.Second}, nil)
+	now := time.Now()
+	f.lastActive.Store(now.Add(-2 * activeWindow).UnixNano())
+	if got := f.nextInterval(now); got != time.Second {
+		t.Errorf("idle: %v, want the idle interval", got)
+	}
+	f.Kick()
+	if got := f.nextInterval(time.Now()); got != 100*time.Millisecond {
+		t.Errorf("after a kick: %v, want the active interval", got)
+	}
+	if got := New(Config{}, nil); got.interval != defaultInterval || got.idleInterval != defaultIdleInterval {
+		t.Errorf("defaults: %v %v", got.interval, got.idleInterval)
+	}
+}

@@ -109,7 +109,12 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	mux.HandleFunc("GET /envs", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.defaults.Envs()) })
 	mux.HandleFunc("GET /metrics", s.metrics)
 	mux.HandleFunc("GET /ports", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.ports.Ports()) })
-	s.handler = s.guard.Wrap(mux)
+	s.handler = s.guard.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/health" {
+			s.ports.Kick() // a request may start a server: look for it promptly
+		}
+		mux.ServeHTTP(w, r)
+	}))
 	return s, nil
 }
 
