@@ -21,13 +21,16 @@ var allowed = map[string][]string{
 	module + "/cmd/envd": {module + "/envd/...", module + "/gen/..."},
 	module + "/gen":      {module + "/gen/..."},
 	module + "/agent": {module + "/agent/...", module + "/runtime", module + "/network/...",
-		module + "/template/...", module + "/cgroup/...", module + "/gen/..."},
+		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/..."},
+	// The control plane's sandbox proxy talks to agents over HTTP only:
+	// no agent, driver or control-plane code, just the error categories.
+	module + "/proxy": {module + "/proxy", module + "/runtime"},
 	module + "/runtime": {module + "/runtime/...", module + "/cgroup/...", module + "/network/...",
-		module + "/template/...", module + "/gen/..."},
+		module + "/template/...", module + "/mountinfo", module + "/gen/..."},
 	// Flags and wiring only: it may assemble everything host-side (add the
 	// control plane here), but nothing that runs inside a sandbox.
 	module + "/cmd/roost": {module + "/agent/...", module + "/runtime/...", module + "/network/...",
-		module + "/template/...", module + "/cgroup/...", module + "/gen/..."},
+		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/..."},
 }
 
 func TestDependencyDirection(t *testing.T) {

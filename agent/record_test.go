@@ -125,21 +125,6 @@ func TestRecordCloneSharesNoMaps(t *testing.T) {
 	}
 }
 
-func TestUnescapeMountPath(t *testing.T) {
-	for in, want := range map[string]string{
-		`/var/lib/roost`:         "/var/lib/roost",
-		`/mnt/with\040space`:     "/mnt/with space",
-		`/a\134b`:                `/a\b`,
-		`/trailing\04`:           `/trailing\04`,
-		`/tab\011and\012newline`: "/tab\tand\nnewline",
-		`/not\999octal`:          `/not\999octal`,
-	} {
-		if got := unescapeMountPath(in); got != want {
-			t.Errorf("unescapeMountPath(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestRemoveStateDir(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "sb")
 	if err := os.MkdirAll(filepath.Join(dir, "upper", "x"), 0o700); err != nil {

@@ -1,13 +1,11 @@
 package cgroup
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
+	"roost.dev/roost/mountinfo"
 	"slices"
-	"strconv"
 	"strings"
 
 	"roost.dev/roost/runtime"
@@ -73,12 +71,7 @@ func detect(root string, needControllers bool) (*Hierarchy, error) {
 		v2Problem = fmt.Sprintf("cgroup v2 at %s lacks the %s controllers", root, strings.Join(missing, ", "))
 	}
 
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("detect cgroups: %w", err)
-	}
-	defer f.Close()
-	mounts, err := parseMountinfo(f)
+	mounts, err := mountinfo.Read()
 	if err != nil {
 		return nil, fmt.Errorf("detect cgroups: %w", err)
 	}
@@ -136,75 +129,17 @@ func missingControllers(root string, want []string) ([]string, error) {
 	return missing, nil
 }
 
-// mount is one line of /proc/self/mountinfo, as far as this package cares.
-type mount struct {
-	point  string
-	fstype string
-	super  []string // super options; for cgroup v1 they name the controllers
-}
-
-// parseMountinfo reads the format of proc(5) /proc/<pid>/mountinfo.
-func parseMountinfo(r io.Reader) ([]mount, error) {
-	var out []mount
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
-			continue
-		}
-		before, after, ok := strings.Cut(line, " - ")
-		if !ok {
-			return nil, fmt.Errorf("parse mountinfo line %q: no separator", line)
-		}
-		pre := strings.Fields(before)
-		post := strings.Fields(after)
-		if len(pre) < 5 || len(post) < 1 {
-			return nil, fmt.Errorf("parse mountinfo line %q: too few fields", line)
-		}
-		m := mount{point: unescapeOctal(pre[4]), fstype: post[0]}
-		if len(post) >= 3 {
-			m.super = strings.Split(post[2], ",")
-		}
-		out = append(out, m)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read mountinfo: %w", err)
-	}
-	return out, nil
-}
-
-// unescapeOctal undoes the \ooo escapes the kernel writes for spaces,
-// tabs, newlines and backslashes in mount points.
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
 // v1Mounts maps each controller this package uses to the first cgroup v1
 // mount under root that carries it.
-func v1Mounts(mounts []mount, root string) map[string]string {
+func v1Mounts(mounts []mountinfo.Mount, root string) map[string]string {
 	out := map[string]string{}
 	for _, m := range mounts {
-		if m.fstype != "cgroup" || !under(m.point, root) {
+		if m.FSType != "cgroup" || !under(m.Target, root) {
 			continue
 		}
 		for _, c := range v1Controllers {
-			if _, seen := out[c]; !seen && slices.Contains(m.super, c) {
-				out[c] = m.point
+			if _, seen := out[c]; !seen && slices.Contains(m.SuperOptions, c) {
+				out[c] = m.Target
 			}
 		}
 	}

@@ -1,13 +1,12 @@
 package template
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
+	"roost.dev/roost/mountinfo"
 	"strings"
 	"syscall"
 
@@ -209,43 +208,16 @@ func checkNoMounts(path string) error {
 	if real, err := filepath.EvalSymlinks(abs); err == nil {
 		abs = real
 	}
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := mountinfo.Read()
 	if err != nil {
-		return fmt.Errorf("read mounts: %w", err)
+		return err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMount(fields[4])
-		if mp == abs || strings.HasPrefix(mp, abs+"/") {
-			return fmt.Errorf("%s is mounted inside %s: %w", mp, abs, runtime.ErrConflict)
+	for _, m := range mounts {
+		if m.Target == abs || strings.HasPrefix(m.Target, abs+"/") {
+			return fmt.Errorf("%s is mounted inside %s: %w", m.Target, abs, runtime.ErrConflict)
 		}
 	}
-	return sc.Err()
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return nil
 }
 
 // treeSize is the disk space the tree at root uses: allocated blocks,

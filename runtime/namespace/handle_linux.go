@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"roost.dev/roost/mountinfo"
 	goruntime "runtime"
 	"slices"
 	"strings"
@@ -257,16 +258,16 @@ func (d *Driver) Prune(ctx context.Context, keep []string) error {
 	}
 	d.mu.Unlock()
 	var errs []error
-	ms, err := mounts()
+	ms, err := mountinfo.Read()
 	if err != nil {
 		return fmt.Errorf("read mounts: %w", err)
 	}
 	for _, m := range ms {
-		id, ok := strings.CutPrefix(m.source, "roost-")
-		if m.fstype != "overlay" || !ok || known(id) {
+		id, ok := strings.CutPrefix(m.Source, "roost-")
+		if m.FSType != "overlay" || !ok || known(id) {
 			continue
 		}
-		stateDir := strings.TrimSuffix(m.target, "/rootfs")
+		stateDir := strings.TrimSuffix(m.Target, "/rootfs")
 		d.log.Info("removing leftover sandbox mounts", "sandbox", id, "dir", stateDir)
 		if err := d.teardown(ctx, record{ID: id, StateDir: stateDir}, nil); err != nil {
 			errs = append(errs, err)
@@ -296,7 +297,7 @@ func (d *Driver) Prune(ctx context.Context, keep []string) error {
 
 // pruneLowers unmounts idmapped template mounts no sandbox uses any more,
 // so a removed template's tree is not kept busy.
-func (d *Driver) pruneLowers(ms []mountInfo) error {
+func (d *Driver) pruneLowers(ms []mountinfo.Mount) error {
 	d.mu.Lock()
 	inUse := map[string]bool{}
 	for _, h := range d.handles {
@@ -311,22 +312,22 @@ func (d *Driver) pruneLowers(ms []mountInfo) error {
 	prefix := filepath.Join(d.cfg.DataDir, "lower") + "/"
 	var errs []error
 	for _, m := range ms {
-		if !strings.HasPrefix(m.target, prefix) || inUse[m.target] {
+		if !strings.HasPrefix(m.Target, prefix) || inUse[m.Target] {
 			continue
 		}
-		d.log.Info("unmounting unused template mount", "path", m.target)
-		if err := unmount(m.target); err != nil {
+		d.log.Info("unmounting unused template mount", "path", m.Target)
+		if err := unmount(m.Target); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		d.mu.Lock()
 		for k, v := range d.lowers {
-			if v == m.target {
+			if v == m.Target {
 				delete(d.lowers, k)
 			}
 		}
 		d.mu.Unlock()
-		_ = os.Remove(m.target)
+		_ = os.Remove(m.Target)
 	}
 	return errors.Join(errs...)
 }

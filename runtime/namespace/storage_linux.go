@@ -1,7 +1,6 @@
 package namespace
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -9,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"roost.dev/roost/mountinfo"
 	"strconv"
 	"strings"
 	"syscall"
@@ -154,61 +154,13 @@ func unmount(target string) error {
 	return fmt.Errorf("unmount %s: %w", target, err)
 }
 
-// mountInfo is one line of /proc/self/mountinfo, the fields roost needs.
-type mountInfo struct {
-	target, fstype, source string
-}
-
-func mounts() ([]mountInfo, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []mountInfo
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// id parent major:minor root target options [optional...] - fstype source superopts
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		a, b := strings.Fields(pre), strings.Fields(post)
-		if len(a) < 5 || len(b) < 2 {
-			continue
-		}
-		out = append(out, mountInfo{target: unescapeMount(a[4]), fstype: b[0], source: unescapeMount(b[1])})
-	}
-	return out, sc.Err()
-}
-
-// unescapeMount undoes the octal escapes (\040 for space) of mountinfo.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
 func isMounted(target string) bool {
-	ms, err := mounts()
+	ms, err := mountinfo.Read()
 	if err != nil {
 		return false
 	}
 	for _, m := range ms {
-		if m.target == target {
+		if m.Target == target {
 			return true
 		}
 	}
