@@ -1,0 +1,26 @@
+// Package store holds the control plane's state: teams and their API keys,
+// hosts (agents) and their one-time registration tokens, and sandboxes.
+// The control plane itself is stateless; everything it knows lives here.
+//
+// One interface, [Store], has one SQL implementation that runs on two
+// databases: SQLite (pure Go, modernc.org/sqlite; the embedded default) and
+// PostgreSQL (pgx). Both share one set of goose migrations, embedded in the
+// binary, and one set of query texts ($1-style placeholders work on both).
+// The few places where the dialects differ are the fields of the dialect
+// type (open.go): row locking for read-modify-write and the classification
+// of constraint errors. [Open] runs the migrations up. PostgreSQL is reached
+// through a small database/sql adapter over pgx (pgdriver.go) until the
+// module carries what pgx's own stdlib package needs.
+//
+// Secrets: API keys and registration tokens are stored only as SHA-256
+// hashes; the caller hashes ([HashKey]) and the plaintext never reaches the
+// database. An agent's bearer token is stored as given, because the control
+// plane must present it to the agent.
+//
+// Errors are the categories of roost.dev/roost/runtime (ErrNotFound,
+// ErrConflict, ErrInvalid), re-exported here, so the API maps every layer's
+// errors to HTTP statuses in one place.
+//
+// The store does not schedule, reconcile, enforce timeouts or authenticate
+// requests; it records what the control plane decides.
+package store

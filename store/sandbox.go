@@ -1,0 +1,355 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const sandboxColumns = `id, team_id, host_id, template_id, alias, client_id, state, vcpus, memory_mb, disk_mb,
+	env_vars, envd_version, envd_access_token, traffic_access_token, allow_public_traffic, allow_internet,
+	auto_pause, timeout_secs, started_at, end_at, created_at, updated_at, error`
+
+// sandboxArgs are s's values in sandboxColumns order.
+func sandboxArgs(s *Sandbox) ([]any, error) {
+	env := s.EnvVars
+	if env == nil {
+		env = map[string]string{}
+	}
+	envJSON, err := json.Marshal(env)
+	if err != nil {
+		return nil, fmt.Errorf("encode env vars: %w", err)
+	}
+	return []any{s.ID, s.TeamID, s.HostID, s.TemplateID, s.Alias, s.ClientID, string(s.State), s.VCPUs,
+		s.MemoryMB, s.DiskMB, string(envJSON), s.EnvdVersion, s.EnvdAccessToken, s.TrafficAccessToken,
+		s.AllowPublicTraffic, s.AllowInternet, s.AutoPause, s.TimeoutSecs, nanos(s.StartedAt), nanos(s.EndAt),
+		s.CreatedAt.UnixNano(), s.UpdatedAt.UnixNano(), s.Error}, nil
+}
+
+func scanSandbox(row interface{ Scan(...any) error }) (Sandbox, error) {
+	var s Sandbox
+	var env string
+	var started, end, created, updated sql.NullInt64
+	err := row.Scan(&s.ID, &s.TeamID, &s.HostID, &s.TemplateID, &s.Alias, &s.ClientID, &s.State, &s.VCPUs,
+		&s.MemoryMB, &s.DiskMB, &env, &s.EnvdVersion, &s.EnvdAccessToken, &s.TrafficAccessToken,
+		&s.AllowPublicTraffic, &s.AllowInternet, &s.AutoPause, &s.TimeoutSecs, &started, &end,
+		&created, &updated, &s.Error)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	if err := json.Unmarshal([]byte(env), &s.EnvVars); err != nil {
+		return Sandbox{}, fmt.Errorf("decode env vars of %s: %w", s.ID, err)
+	}
+	if s.EnvVars == nil {
+		s.EnvVars = map[string]string{}
+	}
+	s.Metadata = map[string]string{}
+	s.StartedAt, s.EndAt = fromNanos(started), fromNanos(end)
+	s.CreatedAt, s.UpdatedAt = fromNanos(created), fromNanos(updated)
+	return s, nil
+}
+
+func validState(st SandboxState) bool {
+	switch st {
+	case SandboxStarting, SandboxRunning, SandboxPaused, SandboxStopped, SandboxLost, SandboxError:
+		return true
+	}
+	return false
+}
+
+func (s *sqlStore) CreateSandbox(ctx context.Context, sb Sandbox) error {
+	if sb.ID == "" || sb.TeamID == "" || !validState(sb.State) {
+		return fmt.Errorf("create sandbox %q: missing id or team, or state %q: %w", sb.ID, sb.State, ErrInvalid)
+	}
+	now := time.Now()
+	if sb.CreatedAt.IsZero() {
+		sb.CreatedAt = now
+	}
+	if sb.UpdatedAt.IsZero() {
+		sb.UpdatedAt = now
+	}
+	args, err := sandboxArgs(&sb)
+	if err != nil {
+		return fmt.Errorf("create sandbox %s: %w", sb.ID, err)
+	}
+	return s.inTx(ctx, "create sandbox "+sb.ID, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO sandboxes (`+sandboxColumns+`) VALUES (`+placeholders(1, len(args))+`)`, args...); err != nil {
+			return s.classify(err, "insert")
+		}
+		return insertMetadata(ctx, tx, sb.ID, sb.Metadata)
+	})
+}
+
+// inTx runs fn in a write transaction and commits when it returns nil.
+func (s *sqlStore) inTx(ctx context.Context, what string, fn func(*sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("%s: begin: %w", what, err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("%s: commit: %w", what, err)
+	}
+	return nil
+}
+
+func insertMetadata(ctx context.Context, q querier, id string, md map[string]string) error {
+	for _, k := range slices.Sorted(maps.Keys(md)) {
+		if _, err := q.ExecContext(ctx, `INSERT INTO sandbox_metadata (sandbox_id, key, value) VALUES ($1, $2, $3)`,
+			id, k, md[k]); err != nil {
+			return fmt.Errorf("insert metadata %q: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// placeholders returns "$from, ..., $(from+n-1)".
+func placeholders(from, n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("$" + strconv.Itoa(from+i))
+	}
+	return b.String()
+}
+
+// loadMetadata fills in the Metadata of sbs.
+func loadMetadata(ctx context.Context, q querier, sbs []Sandbox) error {
+	if len(sbs) == 0 {
+		return nil
+	}
+	idx := make(map[string]int, len(sbs))
+	args := make([]any, len(sbs))
+	for i := range sbs {
+		idx[sbs[i].ID] = i
+		args[i] = sbs[i].ID
+	}
+	rows, err := q.QueryContext(ctx, `SELECT sandbox_id, key, value FROM sandbox_metadata
+		WHERE sandbox_id IN (`+placeholders(1, len(args))+`)`, args...)
+	if err != nil {
+		return fmt.Errorf("load metadata: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, k, v string
+		if err := rows.Scan(&id, &k, &v); err != nil {
+			return fmt.Errorf("load metadata: %w", err)
+		}
+		sbs[idx[id]].Metadata[k] = v
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("load metadata: %w", err)
+	}
+	return nil
+}
+
+// getSandbox reads one sandbox with its metadata; where is a condition on
+// columns with placeholders from $1; suffix may lock the row.
+func getSandbox(ctx context.Context, q querier, what, where, suffix string, args ...any) (Sandbox, error) {
+	sb, err := scanSandbox(q.QueryRowContext(ctx, `SELECT `+sandboxColumns+` FROM sandboxes WHERE `+where+suffix, args...))
+	if err != nil {
+		return Sandbox{}, notFound(err, what)
+	}
+	one := []Sandbox{sb}
+	if err := loadMetadata(ctx, q, one); err != nil {
+		return Sandbox{}, fmt.Errorf("%s: %w", what, err)
+	}
+	return one[0], nil
+}
+
+func (s *sqlStore) GetSandbox(ctx context.Context, teamID, id string) (Sandbox, error) {
+	return getSandbox(ctx, s.r, "get sandbox "+id, "team_id = $1 AND id = $2", "", teamID, id)
+}
+
+func (s *sqlStore) LookupSandbox(ctx context.Context, id string) (Sandbox, error) {
+	return getSandbox(ctx, s.r, "lookup sandbox "+id, "id = $1", "", id)
+}
+
+// pageToken is a position in the (created_at, id) order.
+type pageToken struct {
+	created int64
+	id      string
+}
+
+func (p pageToken) String() string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(p.created, 10) + "." + p.id))
+}
+
+func parsePageToken(s string) (pageToken, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return pageToken{}, fmt.Errorf("page token: %w", ErrInvalid)
+	}
+	ns, id, ok := strings.Cut(string(raw), ".")
+	n, err := strconv.ParseInt(ns, 10, 64)
+	if !ok || err != nil || id == "" {
+		return pageToken{}, fmt.Errorf("page token: %w", ErrInvalid)
+	}
+	return pageToken{created: n, id: id}, nil
+}
+
+func (s *sqlStore) ListSandboxes(ctx context.Context, f SandboxFilter) ([]Sandbox, string, error) {
+	limit := f.Limit
+	switch {
+	case limit <= 0:
+		limit = DefaultPageSize
+	case limit > MaxPageSize:
+		limit = MaxPageSize
+	}
+	var where []string
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if f.TeamID != "" {
+		where = append(where, "team_id = "+arg(f.TeamID))
+	}
+	if f.HostID != "" {
+		where = append(where, "host_id = "+arg(f.HostID))
+	}
+	if len(f.States) > 0 {
+		ph := make([]string, len(f.States))
+		for i, st := range f.States {
+			ph[i] = arg(string(st))
+		}
+		where = append(where, "state IN ("+strings.Join(ph, ", ")+")")
+	}
+	for _, k := range slices.Sorted(maps.Keys(f.Metadata)) {
+		where = append(where, "EXISTS (SELECT 1 FROM sandbox_metadata m WHERE m.sandbox_id = sandboxes.id AND m.key = "+
+			arg(k)+" AND m.value = "+arg(f.Metadata[k])+")")
+	}
+	if f.NextToken != "" {
+		p, err := parsePageToken(f.NextToken)
+		if err != nil {
+			return nil, "", fmt.Errorf("list sandboxes: %w", err)
+		}
+		where = append(where, "(created_at > "+arg(p.created)+" OR (created_at = "+arg(p.created)+" AND id > "+arg(p.id)+"))")
+	}
+	q := `SELECT ` + sandboxColumns + ` FROM sandboxes`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	// One row more than the page tells whether there is a next page.
+	q += " ORDER BY created_at, id LIMIT " + arg(limit+1)
+	sbs, err := s.querySandboxes(ctx, q, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("list sandboxes: %w", err)
+	}
+	next := ""
+	if len(sbs) > limit {
+		sbs = sbs[:limit]
+		last := sbs[limit-1]
+		next = pageToken{created: last.CreatedAt.UnixNano(), id: last.ID}.String()
+	}
+	if err := loadMetadata(ctx, s.r, sbs); err != nil {
+		return nil, "", fmt.Errorf("list sandboxes: %w", err)
+	}
+	return sbs, next, nil
+}
+
+// querySandboxes runs a SELECT of sandboxColumns, without metadata.
+func (s *sqlStore) querySandboxes(ctx context.Context, q string, args ...any) ([]Sandbox, error) {
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var sbs []Sandbox
+	for rows.Next() {
+		sb, err := scanSandbox(rows)
+		if err != nil {
+			return nil, err
+		}
+		sbs = append(sbs, sb)
+	}
+	return sbs, rows.Err()
+}
+
+func (s *sqlStore) UpdateSandbox(ctx context.Context, id string, fn func(*Sandbox) error) (Sandbox, error) {
+	var out Sandbox
+	err := s.inTx(ctx, "update sandbox "+id, func(tx *sql.Tx) error {
+		sb, err := getSandbox(ctx, tx, "read", "id = $1", s.d.forUpdate, id)
+		if err != nil {
+			return err
+		}
+		before := maps.Clone(sb.Metadata)
+		if err := fn(&sb); err != nil {
+			return err
+		}
+		if sb.ID != id || !validState(sb.State) || sb.TeamID == "" {
+			return fmt.Errorf("changed id or team, or state %q: %w", sb.State, ErrInvalid)
+		}
+		sb.UpdatedAt = time.Now()
+		args, err := sandboxArgs(&sb)
+		if err != nil {
+			return err
+		}
+		cols := strings.Split(sandboxColumns, ",")
+		set := make([]string, 0, len(cols)-1)
+		for i, c := range cols[1:] { // every column but id, which is $1
+			set = append(set, strings.TrimSpace(c)+" = $"+strconv.Itoa(i+2))
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE sandboxes SET `+strings.Join(set, ", ")+` WHERE id = $1`, args...); err != nil {
+			return s.classify(err, "write")
+		}
+		if !maps.Equal(before, sb.Metadata) {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM sandbox_metadata WHERE sandbox_id = $1`, id); err != nil {
+				return fmt.Errorf("replace metadata: %w", err)
+			}
+			if err := insertMetadata(ctx, tx, id, sb.Metadata); err != nil {
+				return err
+			}
+		}
+		if sb.Metadata == nil {
+			sb.Metadata = map[string]string{}
+		}
+		if sb.EnvVars == nil {
+			sb.EnvVars = map[string]string{}
+		}
+		out = sb
+		return nil
+	})
+	if err != nil {
+		return Sandbox{}, err
+	}
+	out.UpdatedAt = out.UpdatedAt.UTC()
+	return out, nil
+}
+
+func (s *sqlStore) DeleteSandbox(ctx context.Context, id string) error {
+	// Metadata goes with it (ON DELETE CASCADE).
+	res, err := s.w.ExecContext(ctx, `DELETE FROM sandboxes WHERE id = $1`, id)
+	return one(res, err, "delete sandbox "+id)
+}
+
+func (s *sqlStore) ExpiredSandboxes(ctx context.Context, now time.Time, states ...SandboxState) ([]Sandbox, error) {
+	args := []any{now.UnixNano()}
+	q := `SELECT ` + sandboxColumns + ` FROM sandboxes WHERE end_at IS NOT NULL AND end_at <= $1`
+	if len(states) > 0 {
+		for _, st := range states {
+			args = append(args, string(st))
+		}
+		q += ` AND state IN (` + placeholders(2, len(states)) + `)`
+	}
+	sbs, err := s.querySandboxes(ctx, q+` ORDER BY end_at, id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("expired sandboxes: %w", err)
+	}
+	if err := loadMetadata(ctx, s.r, sbs); err != nil {
+		return nil, fmt.Errorf("expired sandboxes: %w", err)
+	}
+	return sbs, nil
+}

@@ -1,0 +1,300 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// sqlStore implements Store on SQLite or PostgreSQL. Query texts are
+// shared; d holds the differences.
+type sqlStore struct {
+	w   *sql.DB // writes and read-modify-write transactions
+	r   *sql.DB // plain reads; the same pool as w on PostgreSQL
+	d   dialect
+	log *slog.Logger
+}
+
+var _ Store = (*sqlStore)(nil)
+
+// querier is what *sql.DB and *sql.Tx share.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func (s *sqlStore) Close() error {
+	err := s.w.Close()
+	if s.r != s.w {
+		err = errors.Join(err, s.r.Close())
+	}
+	return err
+}
+
+// nanos is how a time is stored: UTC nanoseconds since the epoch, NULL for
+// the zero time. Integers sort and compare the same on both databases,
+// which RFC 3339 text with varying fractional digits would not.
+func nanos(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixNano()
+}
+
+// fromNanos reverses nanos.
+func fromNanos(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return time.Unix(0, n.Int64).UTC()
+}
+
+// orNow returns t, or the current time when t is zero.
+func orNow(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Now()
+	}
+	return t
+}
+
+// classify turns a constraint violation into a category; what names the
+// object for the message.
+func (s *sqlStore) classify(err error, what string) error {
+	switch s.d.constraint(err) {
+	case "unique":
+		return fmt.Errorf("%s: %w", what, ErrConflict)
+	case "foreign_key":
+		return fmt.Errorf("%s: referenced team: %w", what, ErrNotFound)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// one checks that an UPDATE or DELETE touched a row.
+func one(res sql.Result, err error, what string) error {
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	return nil
+}
+
+// notFound maps sql.ErrNoRows to ErrNotFound.
+func notFound(err error, what string) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// Teams and API keys.
+
+func (s *sqlStore) CreateTeam(ctx context.Context, t Team) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO teams (id, name, created_at) VALUES ($1, $2, $3)`,
+		t.ID, t.Name, orNow(t.CreatedAt).UnixNano())
+	if err != nil {
+		return s.classify(err, "create team "+t.ID)
+	}
+	return nil
+}
+
+func (s *sqlStore) GetTeam(ctx context.Context, id string) (Team, error) {
+	var t Team
+	var created sql.NullInt64
+	err := s.r.QueryRowContext(ctx, `SELECT id, name, created_at FROM teams WHERE id = $1`, id).
+		Scan(&t.ID, &t.Name, &created)
+	if err != nil {
+		return Team{}, notFound(err, "get team "+id)
+	}
+	t.CreatedAt = fromNanos(created)
+	return t, nil
+}
+
+const apiKeyColumns = `id, team_id, name, hash, prefix, created_at, last_used_at`
+
+func scanAPIKey(row interface{ Scan(...any) error }) (APIKey, error) {
+	var k APIKey
+	var created, used sql.NullInt64
+	if err := row.Scan(&k.ID, &k.TeamID, &k.Name, &k.Hash, &k.Prefix, &created, &used); err != nil {
+		return APIKey{}, err
+	}
+	k.CreatedAt = fromNanos(created)
+	if used.Valid {
+		t := fromNanos(used)
+		k.LastUsedAt = &t
+	}
+	return k, nil
+}
+
+func (s *sqlStore) CreateAPIKey(ctx context.Context, k APIKey) error {
+	if len(k.Hash) == 0 {
+		return fmt.Errorf("create api key %s: empty hash: %w", k.ID, ErrInvalid)
+	}
+	var used any
+	if k.LastUsedAt != nil {
+		used = nanos(*k.LastUsedAt)
+	}
+	_, err := s.w.ExecContext(ctx, `INSERT INTO api_keys (`+apiKeyColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		k.ID, k.TeamID, k.Name, k.Hash, k.Prefix, orNow(k.CreatedAt).UnixNano(), used)
+	if err != nil {
+		return s.classify(err, "create api key "+k.ID)
+	}
+	return nil
+}
+
+func (s *sqlStore) APIKeyByHash(ctx context.Context, hash []byte) (APIKey, error) {
+	k, err := scanAPIKey(s.r.QueryRowContext(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE hash = $1`, hash))
+	if err != nil {
+		return APIKey{}, notFound(err, "api key by hash")
+	}
+	return k, nil
+}
+
+func (s *sqlStore) ListAPIKeys(ctx context.Context, teamID string) ([]APIKey, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE team_id = $1 ORDER BY created_at, id`, teamID)
+	if err != nil {
+		return nil, fmt.Errorf("list api keys: %w", err)
+	}
+	defer rows.Close()
+	var keys []APIKey
+	for rows.Next() {
+		k, err := scanAPIKey(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list api keys: %w", err)
+		}
+		keys = append(keys, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list api keys: %w", err)
+	}
+	return keys, nil
+}
+
+func (s *sqlStore) DeleteAPIKey(ctx context.Context, teamID, id string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM api_keys WHERE team_id = $1 AND id = $2`, teamID, id)
+	return one(res, err, "delete api key "+id)
+}
+
+func (s *sqlStore) TouchAPIKey(ctx context.Context, id string, at time.Time) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE api_keys SET last_used_at = $1 WHERE id = $2`, orNow(at).UnixNano(), id)
+	return one(res, err, "touch api key "+id)
+}
+
+// Registration tokens.
+
+func (s *sqlStore) CreateRegistrationToken(ctx context.Context, hash []byte, expires time.Time) error {
+	if len(hash) == 0 || expires.IsZero() {
+		return fmt.Errorf("create registration token: empty hash or expiry: %w", ErrInvalid)
+	}
+	_, err := s.w.ExecContext(ctx, `INSERT INTO registration_tokens (hash, expires_at) VALUES ($1, $2)`,
+		hash, expires.UnixNano())
+	if err != nil {
+		return s.classify(err, "create registration token")
+	}
+	return nil
+}
+
+func (s *sqlStore) ConsumeRegistrationToken(ctx context.Context, hash []byte, now time.Time) error {
+	// One conditional UPDATE: the database decides which racer wins.
+	n := orNow(now).UnixNano()
+	res, err := s.w.ExecContext(ctx, `UPDATE registration_tokens SET used_at = $1
+		WHERE hash = $2 AND used_at IS NULL AND expires_at > $3`, n, hash, n)
+	return one(res, err, "consume registration token")
+}
+
+// Hosts.
+
+const hostColumns = `id, name, url, token, runtime, capabilities, cpus, memory_mb, max_sandboxes,
+	state, registered_at, last_heartbeat, used_sandboxes, used_vcpus, used_memory_mb`
+
+func scanHost(row interface{ Scan(...any) error }) (Host, error) {
+	var h Host
+	var caps sql.NullString
+	var registered, heartbeat sql.NullInt64
+	err := row.Scan(&h.ID, &h.Name, &h.URL, &h.Token, &h.Runtime, &caps, &h.CPUs, &h.MemoryMB, &h.MaxSandboxes,
+		&h.State, &registered, &heartbeat, &h.Usage.Sandboxes, &h.Usage.VCPUs, &h.Usage.MemoryMB)
+	if err != nil {
+		return Host{}, err
+	}
+	if caps.Valid {
+		h.Capabilities = []byte(caps.String)
+	}
+	h.RegisteredAt = fromNanos(registered)
+	h.LastHeartbeat = fromNanos(heartbeat)
+	return h, nil
+}
+
+func (s *sqlStore) UpsertHost(ctx context.Context, h Host) error {
+	if h.ID == "" || h.State == "" {
+		return fmt.Errorf("upsert host %q: empty id or state: %w", h.ID, ErrInvalid)
+	}
+	var caps any
+	if len(h.Capabilities) > 0 {
+		caps = string(h.Capabilities)
+	}
+	_, err := s.w.ExecContext(ctx, `INSERT INTO hosts (`+hostColumns+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+		ON CONFLICT (id) DO UPDATE SET name = excluded.name, url = excluded.url, token = excluded.token,
+			runtime = excluded.runtime, capabilities = excluded.capabilities, cpus = excluded.cpus,
+			memory_mb = excluded.memory_mb, max_sandboxes = excluded.max_sandboxes, state = excluded.state`,
+		h.ID, h.Name, h.URL, h.Token, h.Runtime, caps, h.CPUs, h.MemoryMB, h.MaxSandboxes,
+		string(h.State), orNow(h.RegisteredAt).UnixNano(), nanos(h.LastHeartbeat),
+		h.Usage.Sandboxes, h.Usage.VCPUs, h.Usage.MemoryMB)
+	if err != nil {
+		return fmt.Errorf("upsert host %s: %w", h.ID, err)
+	}
+	return nil
+}
+
+func (s *sqlStore) GetHost(ctx context.Context, id string) (Host, error) {
+	h, err := scanHost(s.r.QueryRowContext(ctx, `SELECT `+hostColumns+` FROM hosts WHERE id = $1`, id))
+	if err != nil {
+		return Host{}, notFound(err, "get host "+id)
+	}
+	return h, nil
+}
+
+func (s *sqlStore) ListHosts(ctx context.Context) ([]Host, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+hostColumns+` FROM hosts ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("list hosts: %w", err)
+	}
+	defer rows.Close()
+	var hosts []Host
+	for rows.Next() {
+		h, err := scanHost(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list hosts: %w", err)
+		}
+		hosts = append(hosts, h)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list hosts: %w", err)
+	}
+	return hosts, nil
+}
+
+func (s *sqlStore) Heartbeat(ctx context.Context, id string, at time.Time, u HostUsage) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE hosts SET last_heartbeat = $1, used_sandboxes = $2, used_vcpus = $3,
+		used_memory_mb = $4 WHERE id = $5`, orNow(at).UnixNano(), u.Sandboxes, u.VCPUs, u.MemoryMB, id)
+	return one(res, err, "heartbeat host "+id)
+}
+
+func (s *sqlStore) SetHostState(ctx context.Context, id string, state HostState) error {
+	switch state {
+	case HostReady, HostDraining, HostDown:
+	default:
+		return fmt.Errorf("set host %s state %q: %w", id, state, ErrInvalid)
+	}
+	res, err := s.w.ExecContext(ctx, `UPDATE hosts SET state = $1 WHERE id = $2`, string(state), id)
+	return one(res, err, "set host state "+id)
+}

@@ -1,0 +1,208 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"time"
+
+	"roost.dev/roost/runtime"
+)
+
+// Error categories. They are the runtime package's values, not copies, so
+// errors.Is(err, runtime.ErrNotFound) holds for a store error too and the
+// API maps both layers with one table.
+var (
+	ErrNotFound = runtime.ErrNotFound // unknown, another team's, expired or used
+	ErrConflict = runtime.ErrConflict // the ID (or key hash) is taken
+	ErrInvalid  = runtime.ErrInvalid  // a malformed argument, e.g. a bad page token
+)
+
+// Store is the control plane's state. All methods are safe for concurrent
+// use by many goroutines and by several control-plane processes sharing one
+// PostgreSQL database. Times are stored as UTC with nanosecond precision and
+// returned in UTC.
+type Store interface {
+	// Close releases the database connections.
+	Close() error
+
+	CreateTeam(ctx context.Context, t Team) error // ErrConflict on a duplicate ID
+	GetTeam(ctx context.Context, id string) (Team, error)
+
+	// CreateAPIKey stores a key; k.Hash is HashKey(plaintext). ErrConflict
+	// on a duplicate ID or hash, ErrNotFound when the team does not exist.
+	CreateAPIKey(ctx context.Context, k APIKey) error
+	// APIKeyByHash finds the key whose Hash equals hash (authentication).
+	APIKeyByHash(ctx context.Context, hash []byte) (APIKey, error)
+	ListAPIKeys(ctx context.Context, teamID string) ([]APIKey, error) // oldest first
+	DeleteAPIKey(ctx context.Context, teamID, id string) error        // another team's key → ErrNotFound
+	TouchAPIKey(ctx context.Context, id string, at time.Time) error   // records LastUsedAt
+
+	// CreateRegistrationToken stores a one-time agent registration token by
+	// its hash.
+	CreateRegistrationToken(ctx context.Context, hash []byte, expires time.Time) error
+	// ConsumeRegistrationToken marks the token used. It succeeds exactly
+	// once per token, however many callers race; an unknown, expired or
+	// already used token is ErrNotFound.
+	ConsumeRegistrationToken(ctx context.Context, hash []byte, now time.Time) error
+
+	// UpsertHost inserts a host or replaces its fields; on an update
+	// RegisteredAt keeps its first value and Usage/LastHeartbeat are kept.
+	UpsertHost(ctx context.Context, h Host) error
+	GetHost(ctx context.Context, id string) (Host, error)
+	ListHosts(ctx context.Context) ([]Host, error) // ordered by ID
+	// Heartbeat records that the host was alive at `at` with this usage.
+	Heartbeat(ctx context.Context, id string, at time.Time, usage HostUsage) error
+	SetHostState(ctx context.Context, id string, state HostState) error
+
+	// CreateSandbox stores a new sandbox with its metadata. ErrConflict on
+	// a duplicate ID, ErrNotFound when the team does not exist. A zero
+	// CreatedAt/UpdatedAt is set to now.
+	CreateSandbox(ctx context.Context, s Sandbox) error
+	// GetSandbox returns a sandbox of the team; another team's is ErrNotFound.
+	GetSandbox(ctx context.Context, teamID, id string) (Sandbox, error)
+	// LookupSandbox returns a sandbox whatever its team (the proxy and the
+	// reconciler use it; never expose it to an API caller unscoped).
+	LookupSandbox(ctx context.Context, id string) (Sandbox, error)
+	// ListSandboxes returns one page, ordered by (CreatedAt, ID), and the
+	// token of the next page ("" on the last). The token is opaque and
+	// stays valid while rows change: it names a position, not an offset.
+	// A malformed token is ErrInvalid.
+	ListSandboxes(ctx context.Context, f SandboxFilter) ([]Sandbox, string, error)
+	// UpdateSandbox reads the sandbox, calls fn on it and writes the result,
+	// all in one transaction, so concurrent updates never lose a write. An
+	// error from fn aborts and is returned as is. fn may run while a write
+	// lock is held: it must be quick and must not call the Store. fn must
+	// not change the ID. UpdatedAt is set to now.
+	UpdateSandbox(ctx context.Context, id string, fn func(*Sandbox) error) (Sandbox, error)
+	DeleteSandbox(ctx context.Context, id string) error
+	// ExpiredSandboxes returns the sandboxes whose EndAt is at or before
+	// now and whose state is one of states (any state when none are
+	// given), soonest-expired first.
+	ExpiredSandboxes(ctx context.Context, now time.Time, states ...SandboxState) ([]Sandbox, error)
+}
+
+// HashKey is how API keys and registration tokens are stored: SHA-256 of
+// the plaintext.
+func HashKey(plaintext string) []byte {
+	h := sha256.Sum256([]byte(plaintext))
+	return h[:]
+}
+
+// Team owns API keys and sandboxes.
+type Team struct {
+	ID        string
+	Name      string
+	CreatedAt time.Time // zero → now
+}
+
+// APIKey authenticates API calls for one team.
+type APIKey struct {
+	ID     string
+	TeamID string
+	Name   string
+	Hash   []byte // HashKey(plaintext); the plaintext is never stored
+	// Prefix is the first characters of the plaintext, shown to humans so
+	// they can tell keys apart.
+	Prefix     string
+	CreatedAt  time.Time  // zero → now
+	LastUsedAt *time.Time // nil until first used
+}
+
+// HostState is a host's scheduling state.
+type HostState string
+
+const (
+	HostReady    HostState = "ready"    // accepts new sandboxes
+	HostDraining HostState = "draining" // keeps its sandboxes, takes no new ones
+	HostDown     HostState = "down"     // stopped heartbeating
+)
+
+// Host is a registered agent.
+type Host struct {
+	ID   string
+	Name string
+	URL  string // the agent's base URL
+	// Token is the bearer token the control plane presents to the agent;
+	// stored as given because it is needed in plaintext.
+	Token        string
+	Runtime      string
+	Capabilities json.RawMessage // the runtime's capabilities as JSON; may be nil
+	CPUs         int
+	MemoryMB     int64
+	MaxSandboxes int
+	State        HostState
+	RegisteredAt time.Time // zero → now; kept on later upserts
+	// LastHeartbeat is zero until the first heartbeat.
+	LastHeartbeat time.Time
+	Usage         HostUsage
+}
+
+// HostUsage is what a host reports in a heartbeat.
+type HostUsage struct {
+	Sandboxes int
+	VCPUs     int
+	MemoryMB  int64
+}
+
+// SandboxState is a sandbox's lifecycle state as the control plane knows it.
+type SandboxState string
+
+const (
+	SandboxStarting SandboxState = "starting"
+	SandboxRunning  SandboxState = "running"
+	SandboxPaused   SandboxState = "paused"
+	SandboxStopped  SandboxState = "stopped"
+	SandboxLost     SandboxState = "lost"  // its host lost it or went down
+	SandboxError    SandboxState = "error" // see Sandbox.Error
+)
+
+// Sandbox is one sandbox's record.
+type Sandbox struct {
+	ID         string
+	TeamID     string
+	HostID     string
+	TemplateID string
+	Alias      string
+	ClientID   string
+	State      SandboxState
+	VCPUs      int
+	MemoryMB   int64
+	DiskMB     int64
+	// Metadata is the user's key/value labels; ListSandboxes filters on it.
+	// Never nil when read back.
+	Metadata map[string]string
+	// EnvVars are the creation-time environment, kept to resume the
+	// sandbox. Never nil when read back.
+	EnvVars            map[string]string
+	EnvdVersion        string
+	EnvdAccessToken    string
+	TrafficAccessToken string
+	AllowPublicTraffic bool
+	AllowInternet      bool
+	AutoPause          bool
+	TimeoutSecs        int64
+	StartedAt          time.Time // zero until started
+	EndAt              time.Time // when the timeout fires; zero = never
+	CreatedAt          time.Time // zero → now
+	UpdatedAt          time.Time // set by the store
+	Error              string    // why State is SandboxError
+}
+
+// SandboxFilter selects sandboxes for ListSandboxes. Zero fields match
+// everything.
+type SandboxFilter struct {
+	TeamID   string
+	States   []SandboxState    // any of these
+	Metadata map[string]string // all of these pairs
+	HostID   string
+	// Limit is the page size: default 100, at most 1000.
+	Limit     int
+	NextToken string // from the previous page; "" for the first
+}
+
+// Page size bounds for ListSandboxes.
+const (
+	DefaultPageSize = 100
+	MaxPageSize     = 1000
+)

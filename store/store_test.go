@@ -1,0 +1,663 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// base is a fixed instant, so tests compare times without a wall clock.
+var base = time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)
+
+// backend opens fresh, empty databases of one kind.
+type backend struct {
+	name string
+	// url returns the URL of a new empty database, removed at cleanup.
+	url func(t *testing.T) string
+}
+
+func backends(t *testing.T) []backend {
+	bs := []backend{{name: "sqlite", url: func(t *testing.T) string {
+		return "sqlite://" + filepath.Join(t.TempDir(), "roost.db")
+	}}}
+	if pg := os.Getenv("ROOST_TEST_POSTGRES"); pg != "" {
+		bs = append(bs, backend{name: "postgres", url: func(t *testing.T) string { return pgSchema(t, pg) }})
+	} else {
+		t.Log("ROOST_TEST_POSTGRES not set: PostgreSQL not tested")
+	}
+	return bs
+}
+
+// pgSchema creates a schema of its own for one test and returns a URL
+// that uses it; the schema is dropped at cleanup.
+func pgSchema(t *testing.T, pgURL string) string {
+	t.Helper()
+	var b [6]byte
+	rand.Read(b[:])
+	schema := "roost_test_" + hex.EncodeToString(b[:])
+	admin, err := sql.Open("pgx", pgURL)
+	if err != nil {
+		t.Fatalf("open postgres: %v", err)
+	}
+	ctx := context.Background()
+	if _, err := admin.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
+		admin.Close()
+		t.Fatalf("create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		defer admin.Close()
+		if _, err := admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	sep := "?"
+	if strings.Contains(pgURL, "?") {
+		sep = "&"
+	}
+	return pgURL + sep + "search_path=" + schema
+}
+
+func testLog(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// eachDB runs fn as a parallel subtest against a fresh store of every
+// backend.
+func eachDB(t *testing.T, fn func(t *testing.T, s Store)) {
+	t.Parallel()
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			s, err := Open(context.Background(), b.url(t), testLog(t))
+			if err != nil {
+				t.Fatalf("open: %v", err)
+			}
+			t.Cleanup(func() { s.Close() })
+			fn(t, s)
+		})
+	}
+}
+
+func mustTeam(t *testing.T, s Store, id string) {
+	t.Helper()
+	if err := s.CreateTeam(context.Background(), Team{ID: id, Name: "team " + id, CreatedAt: base}); err != nil {
+		t.Fatalf("create team %s: %v", id, err)
+	}
+}
+
+func TestOpenMigratesAndReopens(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			url := b.url(t)
+			var logs strings.Builder
+			log := slog.New(slog.NewTextHandler(&logs, nil))
+			s, err := Open(ctx, url, log)
+			if err != nil {
+				t.Fatalf("open empty database: %v", err)
+			}
+			if n := strings.Count(logs.String(), "store migration applied"); n == 0 {
+				t.Fatalf("first open applied no migration; logs:\n%s", logs.String())
+			}
+			mustTeam(t, s, "t1")
+			if err := s.Close(); err != nil {
+				t.Fatalf("close: %v", err)
+			}
+			// Re-opening applies nothing and keeps the data.
+			logs.Reset()
+			s, err = Open(ctx, url, log)
+			if err != nil {
+				t.Fatalf("re-open: %v", err)
+			}
+			if strings.Contains(logs.String(), "store migration applied") {
+				t.Fatalf("re-open applied migrations again:\n%s", logs.String())
+			}
+			defer s.Close()
+			got, err := s.GetTeam(ctx, "t1")
+			if err != nil || got.Name != "team t1" || !got.CreatedAt.Equal(base) {
+				t.Fatalf("team after re-open = %+v, %v", got, err)
+			}
+		})
+	}
+}
+
+func TestOpenRejects(t *testing.T) {
+	t.Parallel()
+	for _, url := range []string{"mysql://x", "sqlite://", ":memory:", "sqlite:///tmp/a?b"} {
+		if s, err := Open(context.Background(), url, nil); !errors.Is(err, ErrInvalid) {
+			if s != nil {
+				s.Close()
+			}
+			t.Errorf("Open(%q) = %v, want ErrInvalid", url, err)
+		}
+	}
+}
+
+func TestTeamsAndAPIKeys(t *testing.T) {
+	eachDB(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		mustTeam(t, s, "a")
+		mustTeam(t, s, "b")
+		if err := s.CreateTeam(ctx, Team{ID: "a"}); !errors.Is(err, ErrConflict) {
+			t.Fatalf("duplicate team: %v, want ErrConflict", err)
+		}
+		if _, err := s.GetTeam(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("unknown team: %v, want ErrNotFound", err)
+		}
+		keys := []APIKey{
+			{ID: "k1", TeamID: "a", Name: "first", Hash: HashKey("roost_secret1"), Prefix: "roost_se", CreatedAt: base},
+			{ID: "k2", TeamID: "a", Name: "second", Hash: HashKey("roost_secret2"), Prefix: "roost_se", CreatedAt: base.Add(time.Second)},
+			{ID: "k3", TeamID: "b", Name: "other", Hash: HashKey("roost_secret3"), Prefix: "roost_se", CreatedAt: base},
+		}
+		for _, k := range keys {
+			if err := s.CreateAPIKey(ctx, k); err != nil {
+				t.Fatalf("create key %s: %v", k.ID, err)
+			}
+		}
+		errCases := []struct {
+			name string
+			key  APIKey
+			want error
+		}{
+			{"duplicate id", APIKey{ID: "k1", TeamID: "a", Hash: HashKey("x")}, ErrConflict},
+			{"duplicate hash", APIKey{ID: "k9", TeamID: "a", Hash: HashKey("roost_secret1")}, ErrConflict},
+			{"unknown team", APIKey{ID: "k8", TeamID: "zz", Hash: HashKey("y")}, ErrNotFound},
+			{"no hash", APIKey{ID: "k7", TeamID: "a"}, ErrInvalid},
+		}
+		for _, c := range errCases {
+			if err := s.CreateAPIKey(ctx, c.key); !errors.Is(err, c.want) {
+				t.Errorf("%s: %v, want %v", c.name, err, c.want)
+			}
+		}
+		got, err := s.APIKeyByHash(ctx, HashKey("roost_secret2"))
+		if err != nil || got.ID != "k2" || got.TeamID != "a" || got.Name != "second" || got.LastUsedAt != nil ||
+			!got.CreatedAt.Equal(keys[1].CreatedAt) || string(got.Hash) != string(keys[1].Hash) {
+			t.Fatalf("key by hash = %+v, %v", got, err)
+		}
+		if _, err := s.APIKeyByHash(ctx, HashKey("wrong")); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("unknown hash: %v", err)
+		}
+		list, err := s.ListAPIKeys(ctx, "a")
+		if err != nil || len(list) != 2 || list[0].ID != "k1" || list[1].ID != "k2" {
+			t.Fatalf("list keys of a = %+v, %v", list, err)
+		}
+		used := base.Add(time.Hour)
+		if err := s.TouchAPIKey(ctx, "k1", used); err != nil {
+			t.Fatalf("touch: %v", err)
+		}
+		if got, _ := s.APIKeyByHash(ctx, HashKey("roost_secret1")); got.LastUsedAt == nil || !got.LastUsedAt.Equal(used) {
+			t.Fatalf("last used = %v, want %v", got.LastUsedAt, used)
+		}
+		if err := s.TouchAPIKey(ctx, "nope", used); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("touch unknown: %v", err)
+		}
+		if err := s.DeleteAPIKey(ctx, "b", "k1"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("delete another team's key: %v, want ErrNotFound", err)
+		}
+		if err := s.DeleteAPIKey(ctx, "a", "k1"); err != nil {
+			t.Fatalf("delete: %v", err)
+		}
+		if _, err := s.APIKeyByHash(ctx, HashKey("roost_secret1")); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("deleted key still authenticates: %v", err)
+		}
+	})
+}
+
+func TestRegistrationToken(t *testing.T) {
+	eachDB(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		tok := HashKey("register-me")
+		if err := s.CreateRegistrationToken(ctx, tok, base.Add(time.Hour)); err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		if err := s.CreateRegistrationToken(ctx, tok, base.Add(time.Hour)); !errors.Is(err, ErrConflict) {
+			t.Fatalf("duplicate token: %v, want ErrConflict", err)
+		}
+		const n = 16
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		for i := range n {
+			wg.Go(func() { errs[i] = s.ConsumeRegistrationToken(ctx, tok, base) })
+		}
+		wg.Wait()
+		ok := 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				ok++
+			case !errors.Is(err, ErrNotFound):
+				t.Errorf("consume: unexpected error %v", err)
+			}
+		}
+		if ok != 1 {
+			t.Fatalf("%d of %d concurrent consumers succeeded, want exactly 1", ok, n)
+		}
+
+		expiring := HashKey("expiring")
+		if err := s.CreateRegistrationToken(ctx, expiring, base.Add(time.Minute)); err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		cases := []struct {
+			name string
+			hash []byte
+			now  time.Time
+		}{
+			{"unknown", HashKey("never issued"), base},
+			{"at expiry", expiring, base.Add(time.Minute)},
+			{"after expiry", expiring, base.Add(time.Hour)},
+		}
+		for _, c := range cases {
+			if err := s.ConsumeRegistrationToken(ctx, c.hash, c.now); !errors.Is(err, ErrNotFound) {
+				t.Errorf("%s: %v, want ErrNotFound", c.name, err)
+			}
+		}
+		if err := s.ConsumeRegistrationToken(ctx, expiring, base.Add(time.Minute-1)); err != nil {
+			t.Fatalf("consume just before expiry: %v", err)
+		}
+	})
+}
+
+func TestHosts(t *testing.T) {
+	eachDB(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		h := Host{ID: "h2", Name: "two", URL: "http://127.0.0.1:5008", Token: "agent-token", Runtime: "namespace",
+			Capabilities: []byte(`{"pause":true}`), CPUs: 8, MemoryMB: 16384, MaxSandboxes: 50, State: HostReady,
+			RegisteredAt: base}
+		if err := s.UpsertHost(ctx, h); err != nil {
+			t.Fatalf("upsert: %v", err)
+		}
+		if err := s.UpsertHost(ctx, Host{ID: "h1", Name: "one", State: HostDraining, RegisteredAt: base}); err != nil {
+			t.Fatalf("upsert: %v", err)
+		}
+		got, err := s.GetHost(ctx, "h2")
+		if err != nil || got.Token != h.Token || string(got.Capabilities) != `{"pause":true}` || got.CPUs != 8 ||
+			got.MemoryMB != 16384 || got.MaxSandboxes != 50 || got.State != HostReady || !got.RegisteredAt.Equal(base) ||
+			!got.LastHeartbeat.IsZero() {
+			t.Fatalf("get host = %+v, %v", got, err)
+		}
+		// A re-registration changes the fields but keeps RegisteredAt.
+		h.URL, h.CPUs, h.RegisteredAt = "http://127.0.0.1:6000", 4, base.Add(time.Hour)
+		if err := s.UpsertHost(ctx, h); err != nil {
+			t.Fatalf("upsert again: %v", err)
+		}
+		beat := base.Add(2 * time.Hour)
+		usage := HostUsage{Sandboxes: 3, VCPUs: 6, MemoryMB: 3072}
+		if err := s.Heartbeat(ctx, "h2", beat, usage); err != nil {
+			t.Fatalf("heartbeat: %v", err)
+		}
+		if err := s.SetHostState(ctx, "h2", HostDown); err != nil {
+			t.Fatalf("set state: %v", err)
+		}
+		got, _ = s.GetHost(ctx, "h2")
+		if got.URL != h.URL || got.CPUs != 4 || !got.RegisteredAt.Equal(base) || !got.LastHeartbeat.Equal(beat) ||
+			got.Usage != usage || got.State != HostDown {
+			t.Fatalf("host after updates = %+v", got)
+		}
+		hosts, err := s.ListHosts(ctx)
+		if err != nil || len(hosts) != 2 || hosts[0].ID != "h1" || hosts[1].ID != "h2" {
+			t.Fatalf("list hosts = %+v, %v", hosts, err)
+		}
+		errCases := []struct {
+			name string
+			err  error
+			want error
+		}{
+			{"heartbeat unknown", s.Heartbeat(ctx, "nope", beat, usage), ErrNotFound},
+			{"state unknown host", s.SetHostState(ctx, "nope", HostReady), ErrNotFound},
+			{"bad state", s.SetHostState(ctx, "h1", "sleepy"), ErrInvalid},
+			{"get unknown", func() error { _, err := s.GetHost(ctx, "nope"); return err }(), ErrNotFound},
+			{"upsert without state", s.UpsertHost(ctx, Host{ID: "h3"}), ErrInvalid},
+		}
+		for _, c := range errCases {
+			if !errors.Is(c.err, c.want) {
+				t.Errorf("%s: %v, want %v", c.name, c.err, c.want)
+			}
+		}
+	})
+}
+
+func newSandbox(id, team string, i int) Sandbox {
+	return Sandbox{
+		ID: id, TeamID: team, HostID: "h1", TemplateID: "base", Alias: "base", ClientID: "h1", State: SandboxRunning,
+		VCPUs: 2, MemoryMB: 512, DiskMB: 1024, Metadata: map[string]string{"n": fmt.Sprint(i)},
+		EnvVars: map[string]string{"FOO": "bar"}, EnvdVersion: "0.5.7", EnvdAccessToken: "envd-" + id,
+		TrafficAccessToken: "traffic-" + id, AllowPublicTraffic: true, AllowInternet: true, TimeoutSecs: 300,
+		StartedAt: base, EndAt: base.Add(300 * time.Second), CreatedAt: base.Add(time.Duration(i) * time.Millisecond),
+	}
+}
+
+func TestSandboxCRUD(t *testing.T) {
+	eachDB(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		mustTeam(t, s, "a")
+		mustTeam(t, s, "b")
+		want := newSandbox("sbx1", "a", 0)
+		want.Metadata = map[string]string{"user": "ann", "env": "dev"}
+		want.AutoPause, want.AllowInternet = true, false
+		if err := s.CreateSandbox(ctx, want); err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		got, err := s.GetSandbox(ctx, "a", "sbx1")
+		if err != nil {
+			t.Fatalf("get: %v", err)
+		}
+		want.UpdatedAt = got.UpdatedAt
+		if !sameSandbox(got, want) {
+			t.Fatalf("get =\n%+v\nwant\n%+v", got, want)
+		}
+		if got, err := s.LookupSandbox(ctx, "sbx1"); err != nil || !sameSandbox(got, want) {
+			t.Fatalf("lookup = %+v, %v", got, err)
+		}
+		errCases := []struct {
+			name string
+			err  error
+			want error
+		}{
+			{"other team", func() error { _, err := s.GetSandbox(ctx, "b", "sbx1"); return err }(), ErrNotFound},
+			{"unknown", func() error { _, err := s.LookupSandbox(ctx, "nope"); return err }(), ErrNotFound},
+			{"duplicate id", s.CreateSandbox(ctx, newSandbox("sbx1", "b", 1)), ErrConflict},
+			{"unknown team", s.CreateSandbox(ctx, newSandbox("sbx2", "zz", 1)), ErrNotFound},
+			{"bad state", s.CreateSandbox(ctx, Sandbox{ID: "sbx3", TeamID: "a", State: "dancing"}), ErrInvalid},
+			{"delete unknown", s.DeleteSandbox(ctx, "nope"), ErrNotFound},
+		}
+		for _, c := range errCases {
+			if !errors.Is(c.err, c.want) {
+				t.Errorf("%s: %v, want %v", c.name, c.err, c.want)
+			}
+		}
+		// A sandbox with nil maps reads back with empty ones.
+		bare := Sandbox{ID: "sbx4", TeamID: "a", State: SandboxStarting}
+		if err := s.CreateSandbox(ctx, bare); err != nil {
+			t.Fatalf("create bare: %v", err)
+		}
+		if got, err := s.GetSandbox(ctx, "a", "sbx4"); err != nil || got.Metadata == nil || got.EnvVars == nil ||
+			!got.StartedAt.IsZero() || !got.EndAt.IsZero() || got.CreatedAt.IsZero() {
+			t.Fatalf("bare sandbox = %+v, %v", got, err)
+		}
+		if err := s.DeleteSandbox(ctx, "sbx1"); err != nil {
+			t.Fatalf("delete: %v", err)
+		}
+		if _, err := s.GetSandbox(ctx, "a", "sbx1"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("get after delete: %v", err)
+		}
+		// The metadata went with it: the same ID can be created afresh.
+		if err := s.CreateSandbox(ctx, newSandbox("sbx1", "a", 0)); err != nil {
+			t.Fatalf("re-create: %v", err)
+		}
+		if got, _ := s.GetSandbox(ctx, "a", "sbx1"); len(got.Metadata) != 1 {
+			t.Fatalf("metadata after re-create = %v", got.Metadata)
+		}
+	})
+}
+
+// sameSandbox compares two sandboxes, times by instant.
+func sameSandbox(a, b Sandbox) bool {
+	times := func(s *Sandbox) []time.Time { return []time.Time{s.StartedAt, s.EndAt, s.CreatedAt, s.UpdatedAt} }
+	ta, tb := times(&a), times(&b)
+	for i := range ta {
+		if !ta[i].Equal(tb[i]) {
+			return false
+		}
+	}
+	a.StartedAt, a.EndAt, a.CreatedAt, a.UpdatedAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	b.StartedAt, b.EndAt, b.CreatedAt, b.UpdatedAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	return fmt.Sprintf("%v", a) == fmt.Sprintf("%v", b) // maps print sorted
+}
+
+func ids(sbs []Sandbox) []string {
+	out := make([]string, len(sbs))
+	for i, s := range sbs {
+		out[i] = s.ID
+	}
+	return out
+}
+
+func TestListSandboxes(t *testing.T) {
+	eachDB(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		mustTeam(t, s, "a")
+		mustTeam(t, s, "b")
+		// 25 sandboxes of team a: states cycle running/paused/stopped,
+		// metadata parity=even|odd and n=i; two share a creation time to
+		// exercise the ID tie-break. Team b has one on host h2.
+		var all []string
+		for i := range 25 {
+			sb := newSandbox(fmt.Sprintf("a%02d", i), "a", i)
+			sb.State = []SandboxState{SandboxRunning, SandboxPaused, SandboxStopped}[i%3]
+			sb.Metadata["parity"] = []string{"even", "odd"}[i%2]
+			if i == 11 {
+				sb.CreatedAt = base.Add(10 * time.Millisecond)
+			}
+			if err := s.CreateSandbox(ctx, sb); err != nil {
+				t.Fatalf("create: %v", err)
+			}
+			all = append(all, sb.ID)
+		}
+		other := newSandbox("b00", "b", 5)
+		other.HostID = "h2"
+		if err := s.CreateSandbox(ctx, other); err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		cases := []struct {
+			name string
+			f    SandboxFilter
+			want []string
+		}{
+			{"team b", SandboxFilter{TeamID: "b"}, []string{"b00"}},
+			{"host h2", SandboxFilter{HostID: "h2"}, []string{"b00"}},
+			{"paused", SandboxFilter{TeamID: "a", States: []SandboxState{SandboxPaused}},
+				[]string{"a01", "a04", "a07", "a10", "a13", "a16", "a19", "a22"}},
+			{"running or stopped, odd", SandboxFilter{TeamID: "a", States: []SandboxState{SandboxRunning, SandboxStopped},
+				Metadata: map[string]string{"parity": "odd"}}, []string{"a03", "a05", "a09", "a11", "a15", "a17", "a21", "a23"}},
+			{"two pairs", SandboxFilter{TeamID: "a", Metadata: map[string]string{"parity": "even", "n": "12"}}, []string{"a12"}},
+			{"pairs conflict", SandboxFilter{TeamID: "a", Metadata: map[string]string{"parity": "odd", "n": "12"}}, nil},
+			{"unknown key", SandboxFilter{TeamID: "a", Metadata: map[string]string{"nope": "x"}}, nil},
+			{"other team's metadata", SandboxFilter{TeamID: "b", Metadata: map[string]string{"parity": "even"}}, nil},
+		}
+		for _, c := range cases {
+			got, next, err := s.ListSandboxes(ctx, c.f)
+			if err != nil || next != "" || !slices.Equal(ids(got), c.want) {
+				t.Errorf("%s: got %v next %q err %v, want %v", c.name, ids(got), next, err, c.want)
+			}
+		}
+
+		// Three pages of 10, 10 and 5: every sandbox once, in order.
+		var seen []string
+		var tokens []string
+		token := ""
+		for page := 0; ; page++ {
+			got, next, err := s.ListSandboxes(ctx, SandboxFilter{TeamID: "a", Limit: 10, NextToken: token})
+			if err != nil {
+				t.Fatalf("page %d: %v", page, err)
+			}
+			for _, sb := range got {
+				if sb.Metadata["n"] == "" || sb.EnvVars["FOO"] != "bar" {
+					t.Fatalf("page %d: %s lacks metadata or env: %+v", page, sb.ID, sb)
+				}
+			}
+			seen = append(seen, ids(got)...)
+			if next == "" {
+				if page != 2 {
+					t.Fatalf("last page is %d, want 2", page)
+				}
+				break
+			}
+			tokens = append(tokens, next)
+			token = next
+		}
+		want := slices.Clone(all)
+		// a11 shares a10's creation time and sorts after it by ID, then a12.
+		if !slices.Equal(seen, want) {
+			t.Fatalf("pages = %v, want %v", seen, want)
+		}
+		// A token names a position: re-using it gives the same page, and it
+		// survives a deletion before it and an insertion after it.
+		if err := s.DeleteSandbox(ctx, "a03"); err != nil {
+			t.Fatalf("delete: %v", err)
+		}
+		if err := s.CreateSandbox(ctx, newSandbox("a99", "a", 99)); err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		got, _, err := s.ListSandboxes(ctx, SandboxFilter{TeamID: "a", Limit: 10, NextToken: tokens[0]})
+		if err != nil || !slices.Equal(ids(got), all[10:20]) {
+			t.Fatalf("page 2 again = %v, %v; want %v", ids(got), err, all[10:20])
+		}
+		// Limits: the default and the cap.
+		if got, _, err := s.ListSandboxes(ctx, SandboxFilter{Limit: 5000}); err != nil || len(got) != 26 {
+			t.Fatalf("limit 5000 → %d sandboxes, %v", len(got), err)
+		}
+		for _, bad := range []string{"!!!", "bm90LWEtdG9rZW4", "MTIz", "eC55"} {
+			if _, _, err := s.ListSandboxes(ctx, SandboxFilter{NextToken: bad}); !errors.Is(err, ErrInvalid) {
+				t.Errorf("token %q: %v, want ErrInvalid", bad, err)
+			}
+		}
+	})
+}
+
+func TestUpdateSandbox(t *testing.T) {
+	eachDB(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		mustTeam(t, s, "a")
+		if err := s.CreateSandbox(ctx, newSandbox("sbx", "a", 0)); err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		// Concurrent read-modify-writes lose nothing.
+		const workers, each = 8, 10
+		var wg sync.WaitGroup
+		errs := make(chan error, workers*each)
+		for range workers {
+			wg.Go(func() {
+				for range each {
+					_, err := s.UpdateSandbox(ctx, "sbx", func(sb *Sandbox) error {
+						sb.TimeoutSecs++
+						return nil
+					})
+					if err != nil {
+						errs <- err
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Errorf("update: %v", err)
+		}
+		got, _ := s.LookupSandbox(ctx, "sbx")
+		if want := int64(300 + workers*each); got.TimeoutSecs != want {
+			t.Fatalf("timeout after %d concurrent increments = %d, want %d", workers*each, got.TimeoutSecs, want)
+		}
+
+		// fn's error aborts the whole update.
+		boom := errors.New("boom")
+		if _, err := s.UpdateSandbox(ctx, "sbx", func(sb *Sandbox) error {
+			sb.State = SandboxPaused
+			sb.Metadata["x"] = "y"
+			return boom
+		}); !errors.Is(err, boom) {
+			t.Fatalf("aborted update: %v, want boom", err)
+		}
+		if got, _ := s.LookupSandbox(ctx, "sbx"); got.State != SandboxRunning || got.Metadata["x"] != "" {
+			t.Fatalf("aborted update was written: %+v", got)
+		}
+
+		end := base.Add(time.Hour)
+		upd, err := s.UpdateSandbox(ctx, "sbx", func(sb *Sandbox) error {
+			sb.State, sb.EndAt, sb.Error = SandboxPaused, end, ""
+			sb.Metadata = map[string]string{"new": "1"}
+			return nil
+		})
+		if err != nil || upd.State != SandboxPaused || !upd.EndAt.Equal(end) || upd.Metadata["new"] != "1" {
+			t.Fatalf("update = %+v, %v", upd, err)
+		}
+		got, _ = s.LookupSandbox(ctx, "sbx")
+		if !sameSandbox(got, upd) {
+			t.Fatalf("stored\n%+v\nreturned\n%+v", got, upd)
+		}
+		if found, _, _ := s.ListSandboxes(ctx, SandboxFilter{Metadata: map[string]string{"n": "0"}}); len(found) != 0 {
+			t.Fatalf("old metadata still matches: %v", ids(found))
+		}
+
+		errCases := []struct {
+			name string
+			id   string
+			fn   func(*Sandbox) error
+			want error
+		}{
+			{"unknown", "nope", func(*Sandbox) error { return nil }, ErrNotFound},
+			{"change id", "sbx", func(sb *Sandbox) error { sb.ID = "other"; return nil }, ErrInvalid},
+			{"bad state", "sbx", func(sb *Sandbox) error { sb.State = ""; return nil }, ErrInvalid},
+		}
+		for _, c := range errCases {
+			if _, err := s.UpdateSandbox(ctx, c.id, c.fn); !errors.Is(err, c.want) {
+				t.Errorf("%s: %v, want %v", c.name, err, c.want)
+			}
+		}
+	})
+}
+
+func TestExpiredSandboxes(t *testing.T) {
+	eachDB(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		mustTeam(t, s, "a")
+		for i, c := range []struct {
+			id    string
+			state SandboxState
+			end   time.Duration // after base; 0 = never
+		}{
+			{"e1", SandboxRunning, time.Minute},
+			{"e2", SandboxRunning, 2 * time.Minute},
+			{"e3", SandboxPaused, 30 * time.Second},
+			{"e4", SandboxRunning, time.Hour},
+			{"e5", SandboxRunning, 0},
+		} {
+			sb := newSandbox(c.id, "a", i)
+			sb.State, sb.EndAt = c.state, time.Time{}
+			if c.end != 0 {
+				sb.EndAt = base.Add(c.end)
+			}
+			if err := s.CreateSandbox(ctx, sb); err != nil {
+				t.Fatalf("create: %v", err)
+			}
+		}
+		cases := []struct {
+			name   string
+			now    time.Time
+			states []SandboxState
+			want   []string
+		}{
+			{"none yet", base, nil, nil},
+			{"running at 2m (inclusive)", base.Add(2 * time.Minute), []SandboxState{SandboxRunning}, []string{"e1", "e2"}},
+			{"any state at 2m", base.Add(2 * time.Minute), nil, []string{"e3", "e1", "e2"}},
+			{"running or paused much later", base.Add(24 * time.Hour), []SandboxState{SandboxRunning, SandboxPaused},
+				[]string{"e3", "e1", "e2", "e4"}},
+			{"stopped", base.Add(24 * time.Hour), []SandboxState{SandboxStopped}, nil},
+		}
+		for _, c := range cases {
+			got, err := s.ExpiredSandboxes(ctx, c.now, c.states...)
+			if err != nil || !slices.Equal(ids(got), c.want) {
+				t.Errorf("%s: got %v, %v; want %v", c.name, ids(got), err, c.want)
+			}
+		}
+	})
+}
