@@ -1,0 +1,29 @@
+// Package proxy is the control plane's reverse proxy: it carries all
+// sandbox traffic (envd's port 49983 and any user port) to the host agent
+// that runs the sandbox.
+//
+// A request names its sandbox and port in one of three ways (see Match):
+// the Host header {port}-{sandboxID}.{domain}, the headers E2b-Sandbox-Id
+// and E2b-Sandbox-Port (what E2B SDKs send when E2B_SANDBOX_URL is set), or
+// the path /proxy/{sandboxID}/{port}/.... The proxy resolves the sandbox to
+// its agent through a Resolver, checks the traffic token of private user
+// ports, and forwards to {agent}/proxy/{id}/{port}{path}, keeping the path's
+// escaping, a trailing slash, the query and the client's Host header exactly
+// as sent. For the path form it rewrites Location headers so that browsers
+// stay under the /proxy/{id}/{port} prefix. Responses stream unbuffered;
+// WebSocket upgrades pass through. While a sandbox server that has just
+// started refuses connections (the agent answers 502), idempotent requests
+// are retried with backoff for a short while.
+//
+// Proxy traffic runs on the package's own HTTP/1.1 transport and connection
+// pool, never on the RPC transport the control plane uses to drive agents,
+// so a flood of proxied bytes cannot queue behind (or in front of) PTY and
+// exec streams.
+//
+// The package does not authenticate envd requests (envd checks its own
+// X-Access-Token), does not know how sandboxes are placed or stored (the
+// Resolver does), does not serve non-proxy traffic (the caller routes with
+// Match), and does not run an http.Server (the caller sets its timeouts).
+// It imports no agent or runtime driver code: only roost.dev/roost/runtime
+// for error categories.
+package proxy

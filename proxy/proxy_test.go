@@ -1,0 +1,534 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"roost.dev/roost/runtime"
+)
+
+const sbx = "abc123"
+
+// newRequest builds a request for form: Host, headers, or path.
+func newRequest(t testing.TB, s *stack, form Form, id string, port int, method, pathQuery, body string) *http.Request {
+	t.Helper()
+	target := s.srv.URL + pathQuery
+	if form == FormPath {
+		target = s.srv.URL + "/proxy/" + id + "/" + strconv.Itoa(port) + pathQuery
+	}
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, target, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch form {
+	case FormHost:
+		req.Host = fmt.Sprintf("%d-%s.localhost:%s", port, id, req.URL.Port())
+	case FormHeader:
+		req.Header.Set(HeaderSandboxID, id)
+		req.Header.Set(HeaderSandboxPort, strconv.Itoa(port))
+	}
+	return req
+}
+
+func TestRoutingForms(t *testing.T) {
+	s := newStack(t, Config{})
+	_, port := newBackend(t)
+	s.add(sbx, nil)
+	c := client()
+	for _, form := range []Form{FormHost, FormHeader, FormPath} {
+		for _, tc := range []struct{ method, pathQuery, body string }{
+			{"GET", "/", ""},
+			{"GET", "/a/b", ""},
+			{"GET", "/a/b/", ""},
+			{"GET", "/a%2Fb%20c/d%3F/", ""},
+			{"GET", "//double//slash//", ""},
+			{"GET", "/q?x=1&y=%20z&x=2&e=%26", ""},
+			{"GET", "/empty?", ""},
+			{"GET", "/semi?a=1;b=2&c=%zz", ""},
+			{"POST", "/post/", `{"hello":"world"}`},
+			{"PUT", "/put?x=1", "payload"},
+			{"DELETE", "/thing/1", ""},
+		} {
+			name := form.String() + " " + tc.method + " " + tc.pathQuery
+			req := newRequest(t, s, form, sbx, port, tc.method, tc.pathQuery, tc.body)
+			req.Header.Set("Authorization", "Bearer user")
+			req.Header.Set("X-Forwarded-For", "6.6.6.6") // not trusted: the proxy is the edge
+			resp, body := do(t, c, req)
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("%s: status %d: %s", name, resp.StatusCode, body)
+				continue
+			}
+			var e echo
+			if err := json.Unmarshal(body, &e); err != nil {
+				t.Fatalf("%s: %v: %s", name, err, body)
+			}
+			wantURI := tc.pathQuery
+			if e.Method != tc.method || e.URI != wantURI || e.Body != tc.body {
+				t.Errorf("%s: backend saw %s %s %q", name, e.Method, e.URI, e.Body)
+			}
+			if e.Host != req.Host {
+				t.Errorf("%s: backend saw Host %q, want the client's %q", name, e.Host, req.Host)
+			}
+			if e.Headers["X-Forwarded-For"] != "127.0.0.1" || e.Headers["X-Forwarded-Host"] != req.Host ||
+				e.Headers["X-Forwarded-Proto"] != "http" || e.Headers["Authorization"] != "Bearer user" {
+				t.Errorf("%s: forwarded headers %v", name, e.Headers)
+			}
+			if _, ok := e.Headers[agentTokenHeader]; ok {
+				t.Errorf("%s: agent token reached the sandbox", name)
+			}
+			wantPrefix := ""
+			if form == FormPath {
+				wantPrefix = "/proxy/" + sbx + "/" + strconv.Itoa(port)
+			}
+			if e.Headers["X-Forwarded-Prefix"] != wantPrefix {
+				t.Errorf("%s: X-Forwarded-Prefix %q, want %q", name, e.Headers["X-Forwarded-Prefix"], wantPrefix)
+			}
+		}
+	}
+}
+
+func TestPathFormRedirects(t *testing.T) {
+	s := newStack(t, Config{})
+	_, port := newBackend(t)
+	s.add(sbx, nil)
+	prefix := "/proxy/" + sbx + "/" + strconv.Itoa(port)
+	for _, tc := range []struct{ path, want string }{
+		{"/dir", prefix + "/dir/"},     // root-relative, as python3 -m http.server
+		{"/dir?x=1", prefix + "/dir/"}, // http.server drops the query; we only prefix
+		{"/absolute", "http://" + strings.TrimPrefix(s.srv.URL, "http://") + prefix + "/dir/"},
+		{"", prefix + "/"}, // the bare prefix gets its slash, from the proxy itself
+	} {
+		resp, body := do(t, client(), newRequest(t, s, FormPath, sbx, port, "GET", tc.path, ""))
+		if resp.StatusCode/100 != 3 || resp.Header.Get("Location") != tc.want {
+			t.Errorf("GET %s: %d Location %q, want %q (%s)", tc.path, resp.StatusCode, resp.Header.Get("Location"), tc.want, body)
+		}
+	}
+	// A browser follows: exactly one redirect, then the listing.
+	for _, path := range []string{"/dir", "/absolute"} {
+		hops := 0
+		c := &http.Client{CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			hops++
+			if len(via) > 3 {
+				return errors.New("redirect loop")
+			}
+			return nil
+		}}
+		resp, body := do(t, c, newRequest(t, s, FormPath, sbx, port, "GET", path, ""))
+		if resp.StatusCode != http.StatusOK || string(body) != "listing" || hops != 1 ||
+			resp.Request.URL.Path != prefix+"/dir/" {
+			t.Errorf("follow %s: %d %q after %d hops at %s", path, resp.StatusCode, body, hops, resp.Request.URL)
+		}
+	}
+	// The Host form needs no rewriting: the sandbox's own redirect stands.
+	resp, _ := do(t, client(), newRequest(t, s, FormHost, sbx, port, "GET", "/dir", ""))
+	if loc := resp.Header.Get("Location"); loc != "/dir/" {
+		t.Errorf("host form Location %q, want /dir/", loc)
+	}
+}
+
+func TestWebSocket(t *testing.T) {
+	s := newStack(t, Config{})
+	ws := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, msg, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if err := c.Write(r.Context(), typ, msg); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(ws.Close)
+	port := portOf(t, ws.Listener.Addr())
+	s.add(sbx, nil)
+	base := "ws" + strings.TrimPrefix(s.srv.URL, "http")
+	for _, tc := range []struct {
+		name string
+		url  string
+		opts *websocket.DialOptions
+	}{
+		{"path", fmt.Sprintf("%s/proxy/%s/%d/ws", base, sbx, port), nil},
+		{"header", base + "/ws", &websocket.DialOptions{HTTPHeader: http.Header{
+			HeaderSandboxID: {sbx}, HeaderSandboxPort: {strconv.Itoa(port)}}}},
+		{"host", base + "/ws", &websocket.DialOptions{Host: fmt.Sprintf("%d-%s.localhost", port, sbx)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, _, err := websocket.Dial(ctx, tc.url, tc.opts)
+			if err != nil {
+				t.Fatalf("dial: %v", err)
+			}
+			defer c.CloseNow()
+			for i := range 3 {
+				want := fmt.Sprintf("hello %d", i)
+				if err := c.Write(ctx, websocket.MessageText, []byte(want)); err != nil {
+					t.Fatal(err)
+				}
+				_, got, err := c.Read(ctx)
+				if err != nil || string(got) != want {
+					t.Fatalf("echo %q, %v; want %q", got, err, want)
+				}
+			}
+			c.Close(websocket.StatusNormalClosure, "")
+		})
+	}
+}
+
+// TestStreaming: the first event arrives while the handler is still
+// running (it waits for the client to have read it), so nothing buffers.
+func TestStreaming(t *testing.T) {
+	s := newStack(t, Config{})
+	release := make(chan struct{})
+	sse := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, "data: second\n\n")
+	}))
+	t.Cleanup(sse.Close)
+	s.add(sbx, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // a deadlock guard, not a measurement
+	defer cancel()
+	req := newRequest(t, s, FormHeader, sbx, portOf(t, sse.Listener.Addr()), "GET", "/events", "")
+	resp, err := client().Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	line, err := br.ReadString('\n')
+	if err != nil || line != "data: first\n" {
+		t.Fatalf("first event %q, %v (buffered?)", line, err)
+	}
+	close(release)
+	rest, err := io.ReadAll(br)
+	if err != nil || string(rest) != "\ndata: second\n\n" {
+		t.Fatalf("rest %q, %v", rest, err)
+	}
+}
+
+// TestDialRetry: the sandbox's server starts listening 500 ms after the
+// first request reached the agent; the GET waits for it and succeeds.
+func TestDialRetry(t *testing.T) {
+	s := newStack(t, Config{DialRetry: 10 * time.Second})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := portOf(t, ln.Addr())
+	ln.Close() // refused until the server starts
+	s.add(sbx, nil)
+
+	var once sync.Once
+	started := make(chan struct{})
+	var srv *http.Server
+	s.agent.onProxy = func() {
+		once.Do(func() {
+			time.AfterFunc(500*time.Millisecond, func() {
+				defer close(started)
+				ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+				if err != nil {
+					t.Errorf("listen again: %v", err)
+					return
+				}
+				srv = &http.Server{Handler: http.HandlerFunc(backendHandler), ReadHeaderTimeout: 5 * time.Second}
+				go srv.Serve(ln)
+			})
+		})
+	}
+	t.Cleanup(func() {
+		<-started
+		if srv != nil {
+			srv.Close()
+		}
+	})
+	resp, body := do(t, client(), newRequest(t, s, FormPath, sbx, port, "GET", "/small", ""))
+	if resp.StatusCode != http.StatusOK || string(body) != "ok" {
+		t.Fatalf("GET: %d %s", resp.StatusCode, body)
+	}
+	if n := s.agent.requests.Load(); n < 2 {
+		t.Errorf("agent saw %d requests, want retries", n)
+	}
+
+	// A request with a body is never retried: it may have had an effect.
+	ln, _ = net.Listen("tcp", "127.0.0.1:0")
+	closed := portOf(t, ln.Addr())
+	ln.Close()
+	before := s.agent.requests.Load()
+	resp, _ = do(t, client(), newRequest(t, s, FormPath, sbx, closed, "POST", "/x", "body"))
+	if resp.StatusCode != http.StatusBadGateway || s.agent.requests.Load() != before+1 {
+		t.Errorf("POST to a closed port: %d after %d agent requests", resp.StatusCode, s.agent.requests.Load()-before)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	var resumed []string
+	var mu sync.Mutex
+	s := newStack(t, Config{DialRetry: -1})
+	_, port := newBackend(t)
+	s.proxy.envdPort = port // this backend plays envd
+	_, userPort := newBackend(t)
+	s.add(sbx, nil)
+	s.add("paused", func(t *Target) { t.Paused = true })
+	s.add("private", func(t *Target) { t.PublicTraffic, t.TrafficToken = false, "traffic" })
+	s.add("notoken", func(t *Target) { t.PublicTraffic = false })
+	down, _ := url.Parse("http://127.0.0.1:1")
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	down.Host = ln.Addr().String()
+	ln.Close()
+	s.add("hostdown", func(t *Target) { t.AgentURL = down })
+	s.res.mu.Lock()
+	s.res.targets["broken"] = Target{SandboxID: "broken"}
+	s.res.mu.Unlock()
+
+	type hdr = map[string]string
+	for _, tc := range []struct {
+		name    string
+		id      string
+		port    int
+		headers hdr
+		status  int
+	}{
+		{"unknown", "nosuch", userPort, nil, 404},
+		{"paused", "paused", userPort, nil, 409},
+		{"host down", "hostdown", userPort, nil, 502},
+		{"no agent address", "broken", userPort, nil, 502},
+		{"private without token", "private", userPort, nil, 403},
+		{"private with wrong token", "private", userPort, hdr{HeaderTrafficToken: "nope"}, 403},
+		{"private with token", "private", userPort, hdr{HeaderTrafficToken: "traffic"}, 200},
+		{"private envd without token", "private", port, nil, 200},
+		{"private envd with token", "private", port, hdr{HeaderTrafficToken: "traffic"}, 200},
+		{"private without a token set", "notoken", userPort, hdr{HeaderTrafficToken: ""}, 403},
+		{"public without token", sbx, userPort, nil, 200},
+	} {
+		for _, form := range []Form{FormHost, FormHeader, FormPath} {
+			req := newRequest(t, s, form, tc.id, tc.port, "GET", "/e", "")
+			for k, v := range tc.headers {
+				req.Header.Set(k, v)
+			}
+			resp, body := do(t, client(), req)
+			if resp.StatusCode != tc.status {
+				t.Errorf("%s (%s): %d %s, want %d", tc.name, form, resp.StatusCode, body, tc.status)
+				continue
+			}
+			if tc.status != 200 {
+				var eb errorBody
+				if err := json.Unmarshal(body, &eb); err != nil || eb.Code != tc.status || eb.Message == "" {
+					t.Errorf("%s (%s): body %s", tc.name, form, body)
+				}
+				continue
+			}
+			var e echo
+			_ = json.Unmarshal(body, &e)
+			if _, ok := e.Headers[HeaderTrafficToken]; ok {
+				t.Errorf("%s (%s): traffic token reached the sandbox", tc.name, form)
+			}
+		}
+	}
+
+	// Not sandbox traffic at all.
+	resp, body := do(t, client(), mustRequest(t, "GET", s.srv.URL+"/v2/sandboxes"))
+	if resp.StatusCode != 404 || !strings.Contains(string(body), `"code":404`) {
+		t.Errorf("unmatched: %d %s", resp.StatusCode, body)
+	}
+
+	// With AutoResume, a paused sandbox is resumed, then served.
+	var resumeErr error
+	var s2 *stack
+	s2 = newStack(t, Config{AutoResume: func(ctx context.Context, id string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		resumed = append(resumed, id)
+		if resumeErr != nil {
+			return resumeErr
+		}
+		s2.add(id, nil)
+		return nil
+	}})
+	s2.add("paused", func(t *Target) { t.Paused = true })
+	resp, body = do(t, client(), newRequest(t, s2, FormPath, "paused", userPort, "GET", "/e", ""))
+	if resp.StatusCode != 200 || len(resumed) != 1 {
+		t.Errorf("auto-resume: %d %s, resumed %v", resp.StatusCode, body, resumed)
+	}
+	// A private port is checked before resuming: no token, no resume.
+	s2.add("pp", func(t *Target) { t.Paused, t.PublicTraffic, t.TrafficToken = true, false, "x" })
+	resp, _ = do(t, client(), newRequest(t, s2, FormPath, "pp", userPort, "GET", "/e", ""))
+	if resp.StatusCode != 403 || len(resumed) != 1 {
+		t.Errorf("private paused: %d, resumed %v", resp.StatusCode, resumed)
+	}
+	// A failing resume is classified: its host is down, 502.
+	mu.Lock()
+	resumeErr = fmt.Errorf("agent: %w", runtime.ErrUnavailable)
+	mu.Unlock()
+	s2.add("paused", func(t *Target) { t.Paused = true })
+	s2.proxy.Evict("paused")
+	resp, _ = do(t, client(), newRequest(t, s2, FormPath, "paused", userPort, "GET", "/e", ""))
+	if resp.StatusCode != 502 {
+		t.Errorf("failed resume: %d, want 502", resp.StatusCode)
+	}
+}
+
+func mustRequest(t testing.TB, method, u string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+func TestErrorStatus(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want int
+	}{
+		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, 502},
+		{fmt.Errorf("round trip: %w", context.DeadlineExceeded), 504},
+		{&net.OpError{Op: "read", Err: timeoutErr{}}, 504},
+		{io.ErrUnexpectedEOF, 502},
+	} {
+		if got := errorStatus(tc.err); got != tc.want {
+			t.Errorf("errorStatus(%v) = %d, want %d", tc.err, got, tc.want)
+		}
+	}
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+func TestEvict(t *testing.T) {
+	s := newStack(t, Config{})
+	_, port := newBackend(t)
+	s.add(sbx, nil)
+	get := func() int {
+		resp, _ := do(t, client(), newRequest(t, s, FormHost, sbx, port, "GET", "/e", ""))
+		return resp.StatusCode
+	}
+	for range 3 {
+		if st := get(); st != 200 {
+			t.Fatalf("status %d", st)
+		}
+	}
+	if n := s.res.calls.Load(); n != 1 || !s.proxy.cached(sbx) {
+		t.Fatalf("resolved %d times, cached %v; want once, cached", n, s.proxy.cached(sbx))
+	}
+	s.proxy.Evict(sbx)
+	if s.proxy.cached(sbx) {
+		t.Fatal("still cached after Evict")
+	}
+	get()
+	if n := s.res.calls.Load(); n != 2 {
+		t.Fatalf("resolved %d times after Evict, want 2", n)
+	}
+	// Destroy: the store forgets it, the control plane evicts, the proxy 404s.
+	s.res.remove(sbx)
+	s.proxy.Evict(sbx)
+	if st := get(); st != 404 {
+		t.Fatalf("after destroy: %d, want 404", st)
+	}
+	// A dead agent evicts by itself, so the next request resolves afresh.
+	s.add("moving", nil)
+	if resp, _ := do(t, client(), newRequest(t, s, FormHost, "moving", port, "GET", "/e", "")); resp.StatusCode != 200 {
+		t.Fatalf("moving: %d", resp.StatusCode)
+	}
+	s.agent.Close()
+	if resp, _ := do(t, client(), newRequest(t, s, FormHost, "moving", port, "GET", "/e", "")); resp.StatusCode != 502 || s.proxy.cached("moving") {
+		t.Fatalf("agent gone: %d, cached %v", resp.StatusCode, s.proxy.cached("moving"))
+	}
+}
+
+// TestConcurrent runs many requests over several sandboxes while they are
+// evicted, for the race detector.
+func TestConcurrent(t *testing.T) {
+	s := newStack(t, Config{})
+	_, port := newBackend(t)
+	ids := []string{"s1", "s2", "s3", "s4"}
+	for _, id := range ids {
+		s.add(id, nil)
+	}
+	c := client()
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := range 32 {
+		wg.Go(func() {
+			for i := range 25 {
+				id := ids[(g+i)%len(ids)]
+				if i%7 == 0 {
+					s.proxy.Evict(id)
+				}
+				form := []Form{FormHost, FormHeader, FormPath}[i%3]
+				req := newRequest(t, s, form, id, port, "POST", fmt.Sprintf("/c/%d/%d?i=%d", g, i, i), "x")
+				resp, err := c.Do(req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				var e echo
+				err = json.NewDecoder(resp.Body).Decode(&e)
+				resp.Body.Close()
+				if want := fmt.Sprintf("/c/%d/%d?i=%d", g, i, i); err != nil || resp.StatusCode != 200 || e.URI != want {
+					errs <- fmt.Errorf("%s %s: %d %q %v", id, want, resp.StatusCode, e.URI, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// TestClientGone: a client that left gets no answer written (and no error
+// logged above debug).
+func TestClientGone(t *testing.T) {
+	s := newStack(t, Config{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	t.Cleanup(slow.Close)
+	s.add(sbx, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	req := httptest.NewRequestWithContext(ctx, "GET", fmt.Sprintf("/proxy/%s/%d/", sbx, portOf(t, slow.Listener.Addr())), nil)
+	rec := httptest.NewRecorder()
+	s.agent.onProxy = cancel // the client leaves once the agent has the request
+	s.proxy.ServeHTTP(rec, req)
+	if rec.Body.Len() != 0 || rec.Header().Get("Content-Type") != "" {
+		t.Errorf("answered a gone client: %d %q", rec.Code, rec.Body.String())
+	}
+}
