@@ -64,26 +64,7 @@ func runAgent(ctx context.Context, o *agentOptions) error {
 	if o.token == "" && !isLoopback(o.listen) {
 		return fmt.Errorf("--listen %s is not a loopback address: set --token (or $%s) so only the control plane can use the agent", o.listen, tokenEnv)
 	}
-	envd, err := findEnvd(o.envd)
-	if err != nil {
-		return err
-	}
-	dataDir, err := filepath.Abs(o.dataDir)
-	if err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
-	rt, err := newRuntime(ctx, o.runtime, dataDir, log)
-	if err != nil {
-		return err
-	}
-	nw, err := network.New(network.Config{}, log.With("component", "network"))
-	if err != nil {
-		return fmt.Errorf("network: %w", err)
-	}
-	templates := template.NewStore(filepath.Join(dataDir, "templates"), log)
-	m, err := agent.New(ctx, agent.Config{
-		DataDir: dataDir, Envd: envd, Version: buildVersion(), SkipPrune: o.noPrune,
-	}, rt, nw, templates, log.With("component", "manager"))
+	m, err := openManager(ctx, o.dataDir, o.runtime, o.envd, o.noPrune, log)
 	if err != nil {
 		return err
 	}
@@ -95,6 +76,32 @@ func runAgent(ctx context.Context, o *agentOptions) error {
 	err = agent.NewServer(m, agent.ServerConfig{Token: o.token}, log.With("component", "server")).Serve(ctx, ln)
 	log.Info("agent stopped; sandboxes keep running", "sandboxes", len(m.List()))
 	return err
+}
+
+// openManager builds the host's sandbox manager: the runtime driver, the
+// network, the template store, and the sandboxes recovered from dataDir.
+// `roost agent` serves it over RPC; `roost up` also drives it in-process.
+func openManager(ctx context.Context, dataDir, runtimeName, envdFlag string, noPrune bool, log *slog.Logger) (*agent.Manager, error) {
+	envd, err := findEnvd(envdFlag)
+	if err != nil {
+		return nil, err
+	}
+	dataDir, err = filepath.Abs(dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	rt, err := newRuntime(ctx, runtimeName, dataDir, log)
+	if err != nil {
+		return nil, err
+	}
+	nw, err := network.New(network.Config{}, log.With("component", "network"))
+	if err != nil {
+		return nil, fmt.Errorf("network: %w", err)
+	}
+	templates := template.NewStore(filepath.Join(dataDir, "templates"), log)
+	return agent.New(ctx, agent.Config{
+		DataDir: dataDir, Envd: envd, Version: buildVersion(), SkipPrune: noPrune,
+	}, rt, nw, templates, log.With("component", "manager"))
 }
 
 // newRuntime constructs the runtime driver named by --runtime and checks
