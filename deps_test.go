@@ -25,12 +25,19 @@ var allowed = map[string][]string{
 	// The control plane's sandbox proxy talks to agents over HTTP only:
 	// no agent, driver or control-plane code, just the error categories.
 	module + "/proxy": {module + "/proxy", module + "/runtime"},
+	// The control plane drives agents over their Connect API only: no agent
+	// or runtime driver code, just the error categories of runtime.
+	module + "/controlplane": {module + "/controlplane", module + "/store", module + "/proxy", module + "/runtime",
+		module + "/gen/..."},
 	module + "/runtime": {module + "/runtime/...", module + "/cgroup/...", module + "/network/...",
 		module + "/template/...", module + "/mountinfo", module + "/gen/..."},
 	// Flags and wiring only: it may assemble everything host-side (add the
 	// control plane here), but nothing that runs inside a sandbox.
 	module + "/cmd/roost": {module + "/agent/...", module + "/runtime/...", module + "/network/...",
-		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/..."},
+		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/...",
+		module + "/client", module + "/controlplane", module + "/store", module + "/proxy"},
+	// The Go client speaks the public wire contracts only.
+	module + "/client": {module + "/client", module + "/gen/..."},
 }
 
 func TestDependencyDirection(t *testing.T) {

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -27,6 +28,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := newRootCmd().ExecuteContext(ctx)
 	stop()
+	var code exitCode
+	if errors.As(err, &code) {
+		os.Exit(int(code) & 0xff) // the remote command's own exit code
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "roost:", err)
 		os.Exit(1)
@@ -40,7 +45,8 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newAgentCmd(), newTemplateCmd(), newVersionCmd())
+	root.AddCommand(newAgentCmd(), newTemplateCmd(), newVersionCmd(),
+		newUpCmd(), newSandboxCmd(), newExecCmd(), newShellCmd(), newCpCmd(), newPortsCmd())
 	return root
 }
 

@@ -34,3 +34,21 @@ func TestHumanBytes(t *testing.T) {
 		}
 	}
 }
+
+func TestPairs(t *testing.T) {
+	got, err := pairs([]string{"a=1", "b=x=y", "c="})
+	if err != nil || len(got) != 3 || got["a"] != "1" || got["b"] != "x=y" || got["c"] != "" {
+		t.Fatalf("pairs: %v %v", got, err)
+	}
+	for _, bad := range []string{"novalue", "=v"} {
+		if _, err := pairs([]string{bad}); err == nil {
+			t.Errorf("pairs(%q) accepted", bad)
+		}
+	}
+	if got, err := pairs(nil); got != nil || err != nil {
+		t.Errorf("pairs(nil) = %v, %v", got, err)
+	}
+	if s := joinPairs(map[string]string{"b": "2", "a": "1"}); s != "a=1,b=2" {
+		t.Errorf("joinPairs: %q", s)
+	}
+}

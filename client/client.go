@@ -1,0 +1,199 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Client talks to one roost control plane.
+type Client struct {
+	baseURL string
+	apiKey  string
+	http    *http.Client
+}
+
+// New returns a client for the control plane at baseURL (e.g.
+// http://127.0.0.1:3000) authenticating with apiKey.
+func New(baseURL, apiKey string) *Client {
+	return &Client{baseURL: strings.TrimRight(baseURL, "/"), apiKey: apiKey, http: &http.Client{}}
+}
+
+// Sandbox is a sandbox as the API describes it.
+type Sandbox struct {
+	ID              string            `json:"sandboxID"`
+	TemplateID      string            `json:"templateID"`
+	Alias           string            `json:"alias,omitempty"`
+	ClientID        string            `json:"clientID"`
+	State           string            `json:"state,omitempty"`
+	CPUCount        int               `json:"cpuCount,omitempty"`
+	MemoryMB        int               `json:"memoryMB,omitempty"`
+	DiskSizeMB      int               `json:"diskSizeMB,omitempty"`
+	StartedAt       time.Time         `json:"startedAt"`
+	EndAt           time.Time         `json:"endAt"`
+	EnvdVersion     string            `json:"envdVersion"`
+	EnvdAccessToken string            `json:"envdAccessToken,omitempty"`
+	Domain          string            `json:"domain,omitempty"`
+	Metadata        map[string]string `json:"metadata,omitempty"`
+}
+
+// Error is an error answer of the API.
+type Error struct {
+	Status  int    `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%d: %s", e.Status, e.Message) }
+
+// CreateOptions describe a new sandbox. Zero values take the server's
+// defaults.
+type CreateOptions struct {
+	Template      string
+	Timeout       time.Duration
+	Metadata      map[string]string
+	Env           map[string]string
+	AllowInternet *bool
+	AutoPause     bool
+}
+
+// Create starts a sandbox and returns it once it is ready.
+func (c *Client) Create(ctx context.Context, o CreateOptions) (Sandbox, error) {
+	body := map[string]any{"templateID": o.Template, "metadata": o.Metadata, "envVars": o.Env, "autoPause": o.AutoPause}
+	if o.Template == "" {
+		body["templateID"] = "base"
+	}
+	if o.Timeout > 0 {
+		body["timeout"] = int(o.Timeout.Round(time.Second) / time.Second)
+	}
+	if o.AllowInternet != nil {
+		body["allow_internet_access"] = *o.AllowInternet
+	}
+	var sb Sandbox
+	_, err := c.do(ctx, http.MethodPost, "/v2/sandboxes", body, &sb)
+	return sb, err
+}
+
+// ListOptions filter List.
+type ListOptions struct {
+	States   []string // "running", "paused"; empty means both
+	Metadata map[string]string
+}
+
+// List returns every sandbox that matches, following pagination.
+func (c *Client) List(ctx context.Context, o ListOptions) ([]Sandbox, error) {
+	q := url.Values{}
+	if len(o.States) > 0 {
+		q.Set("state", strings.Join(o.States, ","))
+	}
+	if len(o.Metadata) > 0 {
+		md := url.Values{}
+		for k, v := range o.Metadata {
+			md.Set(k, v)
+		}
+		q.Set("metadata", md.Encode())
+	}
+	var all []Sandbox
+	for {
+		var page []Sandbox
+		h, err := c.do(ctx, http.MethodGet, "/v2/sandboxes?"+q.Encode(), nil, &page)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		next := h.Get("X-Next-Token")
+		if next == "" || len(page) == 0 {
+			return all, nil
+		}
+		q.Set("nextToken", next)
+	}
+}
+
+// Get returns one sandbox, with its envd access token.
+func (c *Client) Get(ctx context.Context, id string) (Sandbox, error) {
+	var sb Sandbox
+	_, err := c.do(ctx, http.MethodGet, "/sandboxes/"+url.PathEscape(id), nil, &sb)
+	return sb, err
+}
+
+// Kill destroys a sandbox.
+func (c *Client) Kill(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/sandboxes/"+url.PathEscape(id), nil, nil)
+	return err
+}
+
+// SetTimeout sets how long from now the sandbox lives.
+func (c *Client) SetTimeout(ctx context.Context, id string, d time.Duration) error {
+	_, err := c.do(ctx, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/timeout", map[string]int{"timeout": int(d / time.Second)}, nil)
+	return err
+}
+
+// Pause freezes a sandbox; Resume brings it back.
+func (c *Client) Pause(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/pause", nil, nil)
+	return err
+}
+
+// Resume resumes a paused sandbox (a running one just gets the timeout) and
+// returns it.
+func (c *Client) Resume(ctx context.Context, id string, timeout time.Duration) (Sandbox, error) {
+	body := map[string]int{}
+	if timeout > 0 {
+		body["timeout"] = int(timeout / time.Second)
+	}
+	var sb Sandbox
+	_, err := c.do(ctx, http.MethodPost, "/v2/sandboxes/"+url.PathEscape(id)+"/connect", body, &sb)
+	return sb, err
+}
+
+// do sends one API request; out, when non-nil, receives the JSON answer.
+func (c *Client) do(ctx context.Context, method, path string, in, out any) (http.Header, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.baseURL+path, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("X-API-Key", c.apiKey)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return nil, readError(resp)
+	}
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			return nil, fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+		}
+	}
+	return resp.Header, nil
+}
+
+func readError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	e := &Error{Status: resp.StatusCode}
+	if json.Unmarshal(b, e) != nil || e.Message == "" {
+		e.Message = strings.TrimSpace(string(b))
+		if e.Message == "" {
+			e.Message = http.StatusText(resp.StatusCode)
+		}
+	}
+	e.Status = resp.StatusCode
+	return e
+}

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"roost.dev/roost/agent"
+	"roost.dev/roost/controlplane"
+	"roost.dev/roost/store"
+)
+
+type upOptions struct {
+	dataDir string
+	listen  string
+	runtime string
+	envd    string
+	domain  string
+	noPrune bool
+	level   slog.LevelVar
+}
+
+func newUpCmd() *cobra.Command {
+	var o upOptions
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run the whole stack in one process: control plane, proxy and a host agent",
+		Long: `Run roost on this machine: the control plane (E2B-compatible REST API and
+sandbox proxy) on --listen, with SQLite in the data directory, and one host
+agent with the best runtime this host supports. On first start it creates an
+API key and stores it in <data-dir>/api-key (mode 0600); $` + apiKeyEnv + ` sets
+the key instead. Ctrl-C stops roost; sandboxes keep running and are picked up
+by the next start.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return runUp(cmd.Context(), &o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.dataDir, "data-dir", "/var/lib/roost", "data directory (database, templates, sandboxes)")
+	f.StringVar(&o.listen, "listen", "127.0.0.1:3000", "API and proxy listen address")
+	f.StringVar(&o.runtime, "runtime", "auto", "runtime driver: namespace, or auto")
+	f.StringVar(&o.envd, "envd", "", "envd binary injected into sandboxes (default: envd beside the roost executable)")
+	f.StringVar(&o.domain, "domain", "localhost", "domain of sandbox hosts: {port}-{sandboxID}.{domain}")
+	f.BoolVar(&o.noPrune, "no-prune", false, "skip the start-up sweep of roost leftovers that no sandbox of this host owns (set it when another agent shares this host)")
+	f.TextVar(&o.level, "log-level", &o.level, "log level: debug, info, warn, error")
+	return cmd
+}
+
+func runUp(ctx context.Context, o *upOptions) error {
+	log := newLogger(true, &o.level)
+	dataDir, err := filepath.Abs(o.dataDir)
+	if err != nil {
+		return err
+	}
+	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, log)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+
+	// The agent serves on a private loopback port with a fresh token; the
+	// control plane reaches it like any remote agent.
+	agentToken := randomHex(24)
+	agentLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	agentSrv := agent.NewServer(m, agent.ServerConfig{Token: agentToken}, log.With("component", "agent-server"))
+
+	var wg sync.WaitGroup
+	runCtx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	errs := make(chan error, 3)
+	wg.Go(func() { errs <- agentSrv.Serve(runCtx, agentLn) })
+
+	if err := os.MkdirAll(filepath.Join(dataDir, "db"), 0o700); err != nil {
+		return err
+	}
+	st, err := store.Open(ctx, "sqlite://"+filepath.Join(dataDir, "db", "roost.db"), log.With("component", "store"))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	publicURL := "http://" + o.listen
+	cp, err := controlplane.New(controlplane.Config{Domain: o.domain, PublicURL: publicURL}, st, log.With("component", "controlplane"))
+	if err != nil {
+		return err
+	}
+	defer cp.Close()
+	if err := cp.AddHost(ctx, store.Host{ID: "local", URL: "http://" + agentLn.Addr().String(), Token: agentToken}); err != nil {
+		return err
+	}
+	key, created, err := ensureAPIKey(ctx, cp, st, dataDir)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler: cp.Handler(), Protocols: protocols,
+		ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	wg.Go(func() { _ = cp.Run(runCtx) })
+	wg.Go(func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs <- err
+		}
+	})
+	printBanner(os.Stdout, publicURL, key, created, dataDir)
+
+	select {
+	case <-ctx.Done():
+	case err = <-errs:
+	}
+	shutdownCtx, done := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer done()
+	_ = srv.Shutdown(shutdownCtx)
+	log.Info("roost stopped; sandboxes keep running", "sandboxes", len(m.List()))
+	return err
+}
+
+// ensureAPIKey returns the key clients use: $ROOST_API_KEY, else the one
+// stored in the data directory, else a new one (created reports that). A
+// key from the environment or the file that the database does not know (a
+// new database) is added to the local team.
+func ensureAPIKey(ctx context.Context, cp *controlplane.Server, st store.Store, dataDir string) (key string, created bool, err error) {
+	path := filepath.Join(dataDir, apiKeyFile)
+	key = os.Getenv(apiKeyEnv)
+	if key == "" {
+		if b, err := os.ReadFile(path); err == nil {
+			key = strings.TrimSpace(string(b))
+		}
+	}
+	if key == "" {
+		if key, err = cp.CreateTeamWithKey(ctx, "local"); err != nil {
+			return "", false, err
+		}
+		if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+			return "", false, fmt.Errorf("store api key: %w", err)
+		}
+		return key, true, nil
+	}
+	if _, err := st.APIKeyByHash(ctx, store.HashKey(key)); err == nil {
+		return key, false, nil
+	}
+	const team = "team_local"
+	if _, err := st.GetTeam(ctx, team); err != nil {
+		if err := st.CreateTeam(ctx, store.Team{ID: team, Name: "local"}); err != nil {
+			return "", false, err
+		}
+	}
+	k := store.APIKey{ID: "key_" + randomHex(8), TeamID: team, Name: "local", Hash: store.HashKey(key), Prefix: key[:min(len(key), 12)]}
+	if err := st.CreateAPIKey(ctx, k); err != nil {
+		return "", false, err
+	}
+	return key, false, nil
+}
+
+func printBanner(w io.Writer, url, key string, created bool, dataDir string) {
+	fmt.Fprintf(w, "roost is up: %s\n\n", url)
+	if created {
+		fmt.Fprintf(w, "A new API key was made and stored in %s (mode 0600).\n", filepath.Join(dataDir, apiKeyFile))
+	}
+	fmt.Fprintf(w, "Use it from the E2B SDKs:\n\n  export E2B_API_URL=%s\n  export E2B_SANDBOX_URL=%s\n  export E2B_API_KEY=%s\n\n", url, url, key)
+	fmt.Fprintf(w, "or from the roost CLI:\n\n  export ROOST_API_URL=%s\n  export ROOST_API_KEY=%s\n  roost sandbox create\n\n", url, key)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

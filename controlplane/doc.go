@@ -1,0 +1,30 @@
+// Package controlplane is the core of `roost server`: the E2B-compatible
+// REST API, API-key authentication, scheduling sandboxes onto host agents,
+// enforcing sandbox timeouts and reconciling the store with what the agents
+// really run. All sandbox traffic (envd and user ports) is handed to the
+// sandbox proxy (roost.dev/roost/proxy) on the same listener.
+//
+// The control plane is stateless: every fact lives in the store
+// (roost.dev/roost/store), so a restart, or several control planes on one
+// PostgreSQL database, lose nothing. The only in-memory state is caches
+// (agent clients, the proxy's targets) and the reconciler's count of
+// unanswered rounds per host.
+//
+// Sandbox lifecycle as the API sees it: a create is recorded (state
+// starting) before the agent is called, then marked running, or deleted
+// when the agent fails. A sandbox whose host no longer has it, or whose
+// host stopped answering, becomes "lost": the record is kept so the API
+// does not pretend it still runs. Lost sandboxes are hidden from lists
+// (which show running and paused ones, as E2B's do), GET shows them with
+// state "lost", and DELETE removes the record.
+//
+// The package talks to agents only over their Connect API, on its own HTTP
+// transport, never through agent code; it imports no runtime driver. It
+// does not serve TLS, run the http.Server, or start agents (cmd/roost does).
+// Agents on other machines register with a one-time token
+// (POST /v1/hosts/register) and heartbeat with their own token; an
+// in-process agent is added with AddHost. Not done yet: roost's own /v1
+// endpoints for exec, files, PTY, ports, templates and API keys, and
+// marking hosts down from missed heartbeats (the reconciler marks a host
+// down when its agent stops answering, which covers the same failure).
+package controlplane

@@ -1,0 +1,110 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+
+	"roost.dev/roost/runtime"
+	"roost.dev/roost/store"
+)
+
+// envdPort is envd's port inside every sandbox.
+const envdPort = 49983
+
+// envdReport is envd's GET /metrics body (sizes in bytes, ts in Unix
+// seconds).
+type envdReport struct {
+	Timestamp  int64   `json:"ts"`
+	CPUCount   int     `json:"cpu_count"`
+	CPUUsedPct float64 `json:"cpu_used_pct"`
+	MemTotal   uint64  `json:"mem_total"`
+	MemUsed    uint64  `json:"mem_used"`
+	DiskUsed   uint64  `json:"disk_used"`
+	DiskTotal  uint64  `json:"disk_total"`
+}
+
+// metricJSON is E2B's SandboxMetric.
+type metricJSON struct {
+	Timestamp     time.Time `json:"timestamp"`
+	TimestampUnix int64     `json:"timestampUnix"`
+	CPUCount      int       `json:"cpuCount"`
+	CPUUsedPct    float64   `json:"cpuUsedPct"`
+	MemUsed       uint64    `json:"memUsed"`
+	MemTotal      uint64    `json:"memTotal"`
+	DiskUsed      uint64    `json:"diskUsed"`
+	DiskTotal     uint64    `json:"diskTotal"`
+}
+
+// metricsTimeout bounds one metrics sample.
+const metricsTimeout = 10 * time.Second
+
+// sandboxMetrics is GET /sandboxes/{id}/metrics. roost keeps no history:
+// the answer is one sample taken now from the sandbox's envd, or none
+// while the sandbox is paused. start and end are accepted and ignored.
+func (s *Server) sandboxMetrics(w http.ResponseWriter, r *http.Request, key store.APIKey) {
+	sb, err := s.teamSandbox(r, key)
+	if err == nil {
+		err = usable(sb)
+	}
+	if err != nil {
+		s.fail(w, r, "sandbox metrics", err)
+		return
+	}
+	if sb.State == store.SandboxPaused {
+		writeJSON(w, http.StatusOK, []metricJSON{})
+		return
+	}
+	rep, err := s.sampleMetrics(r.Context(), sb)
+	if err != nil {
+		s.fail(w, r, "sandbox metrics", err)
+		return
+	}
+	ts := time.Unix(rep.Timestamp, 0).UTC()
+	writeJSON(w, http.StatusOK, []metricJSON{{
+		Timestamp: ts, TimestampUnix: rep.Timestamp, CPUCount: rep.CPUCount, CPUUsedPct: rep.CPUUsedPct,
+		MemUsed: rep.MemUsed, MemTotal: rep.MemTotal, DiskUsed: rep.DiskUsed, DiskTotal: rep.DiskTotal,
+	}})
+}
+
+// sampleMetrics asks the sandbox's envd for a sample, through its agent's
+// proxy, on the RPC transport (a small control request, not user traffic).
+func (s *Server) sampleMetrics(ctx context.Context, sb store.Sandbox) (envdReport, error) {
+	h, err := s.hostOf(ctx, sb)
+	if err != nil {
+		return envdReport{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, metricsTimeout)
+	defer cancel()
+	u, err := url.JoinPath(h.URL, "proxy", sb.ID, fmt.Sprint(envdPort), "metrics")
+	if err != nil {
+		return envdReport{}, fmt.Errorf("metrics url of host %s: %v: %w", h.ID, err, runtime.ErrUnavailable)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return envdReport{}, fmt.Errorf("metrics request: %v: %w", err, runtime.ErrUnavailable)
+	}
+	if h.Token != "" {
+		req.Header.Set(agentTokenHeader, h.Token)
+	}
+	if sb.EnvdAccessToken != "" {
+		req.Header.Set("X-Access-Token", sb.EnvdAccessToken)
+	}
+	resp, err := s.agents.client.Do(req)
+	if err != nil {
+		return envdReport{}, fmt.Errorf("sample metrics of %s: %v: %w", sb.ID, err, runtime.ErrUnavailable)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return envdReport{}, fmt.Errorf("sample metrics of %s: envd answered %s: %w", sb.ID, resp.Status, runtime.ErrUnavailable)
+	}
+	var rep envdReport
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxBodyBytes)).Decode(&rep); err != nil {
+		return envdReport{}, fmt.Errorf("decode metrics of %s: %v: %w", sb.ID, err, runtime.ErrUnavailable)
+	}
+	return rep, nil
+}

@@ -1,0 +1,293 @@
+package controlplane
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"roost.dev/roost/runtime"
+	"roost.dev/roost/store"
+)
+
+// Request limits.
+const (
+	maxBodyBytes   = 1 << 20
+	defaultTimeout = 300 * time.Second
+	// maxTimeout is the agent's limit too.
+	maxTimeout = 24 * time.Hour
+	// maxVCPUs and maxMemoryMB only reject absurd values early; the agent
+	// checks requests against the host it runs on.
+	maxVCPUs       = 1024
+	maxMemoryMB    = 1 << 24
+	defaultTmpl    = "base"
+	maxMetadataLen = 64 << 10
+)
+
+// createRequest is POST /v2/sandboxes's body (E2B's NewSandbox) with
+// roost's optional resource fields. Pointers tell "absent" from zero.
+type createRequest struct {
+	TemplateID          string            `json:"templateID"`
+	Timeout             *int64            `json:"timeout"`
+	Metadata            map[string]string `json:"metadata"`
+	EnvVars             map[string]string `json:"envVars"`
+	AutoPause           bool              `json:"autoPause"`
+	Secure              *bool             `json:"secure"`
+	AllowInternetAccess *bool             `json:"allow_internet_access"`
+	Network             *struct {
+		AllowPublicTraffic *bool `json:"allowPublicTraffic"`
+	} `json:"network"`
+	// Roost extensions; zero means the agent's default.
+	CPUCount int64 `json:"cpuCount"`
+	MemoryMB int64 `json:"memoryMB"`
+	DiskMB   int64 `json:"diskSizeMB"`
+}
+
+// createParams is a validated createRequest.
+type createParams struct {
+	Template      string
+	Timeout       time.Duration
+	Metadata      map[string]string
+	EnvVars       map[string]string
+	AutoPause     bool
+	Secure        bool // envd requires an access token
+	AllowInternet bool
+	PublicTraffic bool
+	VCPUs         int32
+	MemoryMB      int32
+	DiskMB        int32
+}
+
+// parseCreate decodes and validates a create body. Errors wrap
+// runtime.ErrInvalid.
+func parseCreate(body io.Reader) (createParams, error) {
+	var req createRequest
+	if err := decodeJSON(body, &req); err != nil && !errors.Is(err, io.EOF) { // an empty body is {}
+		return createParams{}, err
+	}
+	p := createParams{
+		Template: req.TemplateID, Metadata: req.Metadata, EnvVars: req.EnvVars, AutoPause: req.AutoPause,
+		Secure: true, AllowInternet: true, PublicTraffic: true,
+	}
+	if p.Template == "" {
+		p.Template = defaultTmpl
+	}
+	if !validTemplate(p.Template) {
+		return createParams{}, fmt.Errorf("templateID %q: 1-63 characters of [a-zA-Z0-9._-]: %w", p.Template, runtime.ErrInvalid)
+	}
+	var err error
+	if p.Timeout, err = parseTimeout(req.Timeout, defaultTimeout); err != nil {
+		return createParams{}, err
+	}
+	if req.Secure != nil {
+		p.Secure = *req.Secure
+	}
+	if req.AllowInternetAccess != nil {
+		p.AllowInternet = *req.AllowInternetAccess
+	}
+	if req.Network != nil && req.Network.AllowPublicTraffic != nil {
+		p.PublicTraffic = *req.Network.AllowPublicTraffic
+	}
+	if size := mapSize(p.Metadata); size > maxMetadataLen {
+		return createParams{}, fmt.Errorf("metadata of %d bytes: at most %d: %w", size, maxMetadataLen, runtime.ErrInvalid)
+	}
+	for k, v := range p.EnvVars {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
+			return createParams{}, fmt.Errorf("env var %q: names must be non-empty without '=' or NUL, values without NUL: %w", k, runtime.ErrInvalid)
+		}
+	}
+	for _, r := range []struct {
+		name string
+		v    int64
+		max  int64
+		dst  *int32
+	}{{"cpuCount", req.CPUCount, maxVCPUs, &p.VCPUs}, {"memoryMB", req.MemoryMB, maxMemoryMB, &p.MemoryMB}, {"diskSizeMB", req.DiskMB, maxMemoryMB, &p.DiskMB}} {
+		if r.v < 0 || r.v > r.max {
+			return createParams{}, fmt.Errorf("%s %d: must be between 0 (default) and %d: %w", r.name, r.v, r.max, runtime.ErrInvalid)
+		}
+		*r.dst = int32(r.v)
+	}
+	return p, nil
+}
+
+func mapSize(m map[string]string) int {
+	n := 0
+	for k, v := range m {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// validTemplate accepts template names the agent can look up.
+func validTemplate(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '.' && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// parseTimeout turns E2B's timeout in seconds into a duration; absent
+// takes def.
+func parseTimeout(secs *int64, def time.Duration) (time.Duration, error) {
+	if secs == nil {
+		return def, nil
+	}
+	if *secs < 1 || *secs > int64(maxTimeout/time.Second) {
+		return 0, fmt.Errorf("timeout %d: must be between 1 and %d seconds: %w", *secs, int64(maxTimeout/time.Second), runtime.ErrInvalid)
+	}
+	return time.Duration(*secs) * time.Second, nil
+}
+
+// timeoutRequest is the body of POST /sandboxes/{id}/timeout and
+// POST /v2/sandboxes/{id}/connect.
+type timeoutRequest struct {
+	Timeout *int64 `json:"timeout"`
+}
+
+// parseTimeoutBody decodes a {timeout} body. An empty body or an absent
+// timeout takes def; def 0 makes the timeout required.
+func parseTimeoutBody(body io.Reader, def time.Duration) (time.Duration, error) {
+	var req timeoutRequest
+	if err := decodeJSON(body, &req); err != nil && !errors.Is(err, io.EOF) {
+		return 0, err
+	}
+	if req.Timeout == nil && def == 0 {
+		return 0, fmt.Errorf("timeout is required: %w", runtime.ErrInvalid)
+	}
+	return parseTimeout(req.Timeout, def)
+}
+
+// decodeJSON decodes one JSON object of at most maxBodyBytes. An empty
+// body is io.EOF (wrapped); anything malformed wraps runtime.ErrInvalid.
+func decodeJSON(body io.Reader, v any) error {
+	dec := json.NewDecoder(io.LimitReader(body, maxBodyBytes))
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("empty body: %w", err)
+		}
+		return fmt.Errorf("decode body: %v: %w", err, runtime.ErrInvalid)
+	}
+	return nil
+}
+
+// parseMetadataQuery parses E2B's metadata filter: the query parameter's
+// value is itself a URL-encoded query, "k=v&k2=v2". Every key must be
+// non-empty and appear once.
+func parseMetadataQuery(s string) (map[string]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	if len(s) > maxMetadataLen {
+		return nil, fmt.Errorf("metadata filter of %d bytes: at most %d: %w", len(s), maxMetadataLen, runtime.ErrInvalid)
+	}
+	vals, err := url.ParseQuery(s)
+	if err != nil {
+		return nil, fmt.Errorf("metadata filter %q: %v: %w", s, err, runtime.ErrInvalid)
+	}
+	md := make(map[string]string, len(vals))
+	for k, vs := range vals {
+		if k == "" || len(vs) != 1 {
+			return nil, fmt.Errorf("metadata filter %q: each key non-empty and once: %w", s, runtime.ErrInvalid)
+		}
+		md[k] = vs[0]
+	}
+	return md, nil
+}
+
+// parseStates parses the list's state filter: a comma-separated (or
+// repeated) list of "running" and "paused". None means both.
+func parseStates(values []string) ([]store.SandboxState, error) {
+	var states []store.SandboxState
+	seen := map[store.SandboxState]bool{}
+	for _, v := range values {
+		for s := range strings.SplitSeq(v, ",") {
+			st := store.SandboxState(strings.TrimSpace(s))
+			switch st {
+			case "":
+				continue
+			case store.SandboxRunning, store.SandboxPaused:
+			default:
+				return nil, fmt.Errorf("state %q: must be running or paused: %w", s, runtime.ErrInvalid)
+			}
+			if !seen[st] {
+				seen[st] = true
+				states = append(states, st)
+			}
+		}
+	}
+	if len(states) == 0 {
+		states = []store.SandboxState{store.SandboxRunning, store.SandboxPaused}
+	}
+	return states, nil
+}
+
+// listQuery is GET /v2/sandboxes's query, parsed.
+type listQuery struct {
+	States    []store.SandboxState
+	Metadata  map[string]string
+	Limit     int
+	NextToken string
+}
+
+func parseListQuery(q url.Values) (listQuery, error) {
+	var lq listQuery
+	var err error
+	if lq.States, err = parseStates(q["state"]); err != nil {
+		return listQuery{}, err
+	}
+	if lq.Metadata, err = parseMetadataQuery(q.Get("metadata")); err != nil {
+		return listQuery{}, err
+	}
+	if l := q.Get("limit"); l != "" {
+		n, ok := parsePositive(l)
+		if !ok || n > store.MaxPageSize {
+			return listQuery{}, fmt.Errorf("limit %q: must be between 1 and %d: %w", l, store.MaxPageSize, runtime.ErrInvalid)
+		}
+		lq.Limit = n
+	}
+	lq.NextToken = q.Get("nextToken")
+	return lq, nil
+}
+
+// parsePositive parses a small positive decimal.
+func parsePositive(s string) (int, bool) {
+	if s == "" || len(s) > 7 {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	return n, n > 0
+}
+
+// httpStatus maps an error category to an HTTP status, in one place.
+func httpStatus(err error) int {
+	switch {
+	case errors.Is(err, runtime.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, runtime.ErrInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, runtime.ErrConflict):
+		return http.StatusConflict
+	case errors.Is(err, runtime.ErrUnsupported):
+		return http.StatusNotImplemented
+	case errors.Is(err, runtime.ErrUnavailable):
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}

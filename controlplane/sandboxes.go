@@ -1,0 +1,464 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+
+	hostagentv1 "roost.dev/roost/gen/hostagent/v1"
+	"roost.dev/roost/runtime"
+	"roost.dev/roost/store"
+)
+
+// sandboxJSON is E2B's Sandbox: what create and connect return.
+type sandboxJSON struct {
+	SandboxID          string  `json:"sandboxID"`
+	TemplateID         string  `json:"templateID"`
+	Alias              string  `json:"alias,omitempty"`
+	ClientID           string  `json:"clientID"`
+	EnvdVersion        string  `json:"envdVersion"`
+	EnvdAccessToken    *string `json:"envdAccessToken"`
+	TrafficAccessToken *string `json:"trafficAccessToken"`
+	Domain             string  `json:"domain"`
+}
+
+// listedJSON is E2B's ListedSandbox; GET /sandboxes/{id} adds the
+// detail fields.
+type listedJSON struct {
+	SandboxID   string            `json:"sandboxID"`
+	TemplateID  string            `json:"templateID"`
+	Alias       string            `json:"alias,omitempty"`
+	ClientID    string            `json:"clientID"`
+	StartedAt   time.Time         `json:"startedAt"`
+	EndAt       time.Time         `json:"endAt"`
+	State       string            `json:"state"`
+	CPUCount    int               `json:"cpuCount"`
+	MemoryMB    int64             `json:"memoryMB"`
+	DiskSizeMB  int64             `json:"diskSizeMB"`
+	EnvdVersion string            `json:"envdVersion"`
+	Metadata    map[string]string `json:"metadata"`
+}
+
+type detailJSON struct {
+	listedJSON
+	Domain          string  `json:"domain"`
+	EnvdAccessToken *string `json:"envdAccessToken"`
+}
+
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func (s *Server) sandboxView(sb store.Sandbox) sandboxJSON {
+	return sandboxJSON{
+		SandboxID: sb.ID, TemplateID: sb.TemplateID, Alias: sb.Alias, ClientID: sb.ClientID,
+		EnvdVersion: sb.EnvdVersion, EnvdAccessToken: optional(sb.EnvdAccessToken),
+		TrafficAccessToken: optional(sb.TrafficAccessToken), Domain: s.cfg.Domain,
+	}
+}
+
+func listedView(sb store.Sandbox) listedJSON {
+	return listedJSON{
+		SandboxID: sb.ID, TemplateID: sb.TemplateID, Alias: sb.Alias, ClientID: sb.ClientID,
+		StartedAt: sb.StartedAt, EndAt: sb.EndAt, State: string(sb.State), CPUCount: sb.VCPUs,
+		MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskMB, EnvdVersion: sb.EnvdVersion, Metadata: sb.Metadata,
+	}
+}
+
+// createSandbox is POST /v2/sandboxes. The record is stored (starting)
+// before the agent is called, so a crash in between leaves a trace the
+// reconciler finds, and deleted again when the agent refuses.
+func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store.APIKey) {
+	p, err := parseCreate(r.Body)
+	if err != nil {
+		s.fail(w, r, "create sandbox", err)
+		return
+	}
+	ctx := r.Context()
+	host, err := s.schedule(ctx)
+	if err != nil {
+		s.fail(w, r, "create sandbox", err)
+		return
+	}
+	now := time.Now().UTC()
+	sb := store.Sandbox{
+		ID: newSandboxID(), TeamID: key.TeamID, HostID: host.ID, TemplateID: p.Template, ClientID: host.ID,
+		State: store.SandboxStarting, Metadata: p.Metadata, EnvVars: p.EnvVars, EnvdVersion: envdVersion,
+		TrafficAccessToken: newToken(), AllowPublicTraffic: p.PublicTraffic, AllowInternet: p.AllowInternet,
+		AutoPause: p.AutoPause, TimeoutSecs: int64(p.Timeout / time.Second), EndAt: now.Add(p.Timeout),
+	}
+	if p.Secure {
+		sb.EnvdAccessToken = newToken()
+	}
+	if err := s.store.CreateSandbox(ctx, sb); err != nil {
+		s.fail(w, r, "create sandbox", err)
+		return
+	}
+	log := s.log.With("sandbox", sb.ID, "host", host.ID)
+	// The agent call and what follows must finish even if the client
+	// goes: otherwise the sandbox runs with a record stuck in starting.
+	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), createTimeout)
+	defer cancel()
+	allowInternet := p.AllowInternet
+	resp, err := s.agents.For(host).CreateSandbox(octx, connect.NewRequest(&hostagentv1.CreateSandboxRequest{
+		SandboxId: sb.ID, Template: p.Template, Vcpus: p.VCPUs, MemoryMb: p.MemoryMB, DiskMb: p.DiskMB,
+		TimeoutSeconds: sb.TimeoutSecs, EnvVars: p.EnvVars, Metadata: p.Metadata, AllowInternet: &allowInternet,
+		EnvdAccessToken: sb.EnvdAccessToken, AutoPause: p.AutoPause,
+	}))
+	if err != nil {
+		err = agentError("create sandbox", err)
+		if errors.Is(err, runtime.ErrNotFound) {
+			err = fmt.Errorf("template %q not found: %w", p.Template, err)
+		}
+		if derr := s.store.DeleteSandbox(octx, sb.ID); derr != nil {
+			log.Error("delete failed sandbox record", "err", derr)
+		}
+		s.fail(w, r, "create sandbox", err)
+		return
+	}
+	got := resp.Msg.GetSandbox()
+	sb, err = s.store.UpdateSandbox(octx, sb.ID, func(cur *store.Sandbox) error {
+		if cur.State != store.SandboxStarting {
+			return fmt.Errorf("sandbox %s became %s while starting: %w", cur.ID, cur.State, runtime.ErrConflict)
+		}
+		cur.State = store.SandboxRunning
+		cur.VCPUs = int(got.GetLimits().GetVcpus())
+		cur.MemoryMB = int64(got.GetLimits().GetMemoryMb())
+		cur.DiskMB = int64(got.GetLimits().GetDiskMb())
+		cur.StartedAt = time.Now().UTC()
+		if ts := got.GetStartedAt(); ts != nil {
+			cur.StartedAt = ts.AsTime().UTC()
+		}
+		return nil
+	})
+	if err != nil {
+		s.fail(w, r, "create sandbox", err)
+		return
+	}
+	log.Info("sandbox created", "template", p.Template, "timeout", p.Timeout)
+	writeJSON(w, http.StatusCreated, s.sandboxView(sb))
+}
+
+// schedule picks a ready host with room: the one with the fewest active
+// sandboxes, then the most memory, then the lowest ID. No host is
+// ErrUnavailable (503).
+func (s *Server) schedule(ctx context.Context) (store.Host, error) {
+	hosts, err := s.store.ListHosts(ctx)
+	if err != nil {
+		return store.Host{}, fmt.Errorf("schedule: %w", err)
+	}
+	var best store.Host
+	bestCount, found := 0, false
+	for _, h := range hosts { // ordered by ID: the tie-break
+		if h.State != store.HostReady {
+			continue
+		}
+		n, err := s.activeSandboxes(ctx, h.ID)
+		if err != nil {
+			return store.Host{}, fmt.Errorf("schedule: %w", err)
+		}
+		if h.MaxSandboxes > 0 && n >= h.MaxSandboxes {
+			continue
+		}
+		if !found || n < bestCount || (n == bestCount && h.MemoryMB > best.MemoryMB) {
+			best, bestCount, found = h, n, true
+		}
+	}
+	if !found {
+		return store.Host{}, fmt.Errorf("no host has room for a sandbox: %w", runtime.ErrUnavailable)
+	}
+	return best, nil
+}
+
+// activeStates are the states that hold a slot on a host.
+var activeStates = []store.SandboxState{store.SandboxStarting, store.SandboxRunning, store.SandboxPaused}
+
+// activeSandboxes counts the host's sandboxes that hold a slot.
+func (s *Server) activeSandboxes(ctx context.Context, hostID string) (int, error) {
+	n := 0
+	f := store.SandboxFilter{HostID: hostID, States: activeStates, Limit: store.MaxPageSize}
+	for {
+		page, next, err := s.store.ListSandboxes(ctx, f)
+		if err != nil {
+			return 0, fmt.Errorf("count sandboxes of host %s: %w", hostID, err)
+		}
+		n += len(page)
+		if next == "" {
+			return n, nil
+		}
+		f.NextToken = next
+	}
+}
+
+// listSandboxes is GET /v2/sandboxes.
+func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request, key store.APIKey) {
+	q, err := parseListQuery(r.URL.Query())
+	if err != nil {
+		s.fail(w, r, "list sandboxes", err)
+		return
+	}
+	page, next, err := s.store.ListSandboxes(r.Context(), store.SandboxFilter{
+		TeamID: key.TeamID, States: q.States, Metadata: q.Metadata, Limit: q.Limit, NextToken: q.NextToken,
+	})
+	if err != nil {
+		s.fail(w, r, "list sandboxes", err)
+		return
+	}
+	out := make([]listedJSON, 0, len(page))
+	for _, sb := range page {
+		out = append(out, listedView(sb))
+	}
+	if next != "" {
+		w.Header().Set("X-Next-Token", next)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// teamSandbox loads the path's sandbox of the caller's team; another
+// team's is not found.
+func (s *Server) teamSandbox(r *http.Request, key store.APIKey) (store.Sandbox, error) {
+	id := r.PathValue("id")
+	sb, err := s.store.GetSandbox(r.Context(), key.TeamID, id)
+	if errors.Is(err, runtime.ErrNotFound) {
+		return store.Sandbox{}, fmt.Errorf("sandbox %q not found: %w", id, runtime.ErrNotFound)
+	}
+	return sb, err
+}
+
+// getSandbox is GET /sandboxes/{id}.
+func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request, key store.APIKey) {
+	sb, err := s.teamSandbox(r, key)
+	if err != nil {
+		s.fail(w, r, "get sandbox", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, detailJSON{listedJSON: listedView(sb), Domain: s.cfg.Domain,
+		EnvdAccessToken: optional(sb.EnvdAccessToken)})
+}
+
+// hostOf returns the sandbox's host and its agent client.
+func (s *Server) hostOf(ctx context.Context, sb store.Sandbox) (store.Host, error) {
+	h, err := s.store.GetHost(ctx, sb.HostID)
+	if err != nil {
+		return store.Host{}, fmt.Errorf("host %s of sandbox %s: %v: %w", sb.HostID, sb.ID, err, runtime.ErrUnavailable)
+	}
+	return h, nil
+}
+
+// opContext detaches an agent operation from its request, bounded: once
+// the agent is asked to act, the store must learn the outcome.
+func opContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), rpcTimeout)
+}
+
+// deleteSandbox is DELETE /sandboxes/{id}.
+func (s *Server) deleteSandbox(w http.ResponseWriter, r *http.Request, key store.APIKey) {
+	sb, err := s.teamSandbox(r, key)
+	if err != nil {
+		s.fail(w, r, "delete sandbox", err)
+		return
+	}
+	ctx, cancel := opContext(r.Context())
+	defer cancel()
+	if err := s.destroy(ctx, sb); err != nil {
+		s.fail(w, r, "delete sandbox", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// destroy destroys a sandbox on its agent (one the agent no longer has is
+// fine; a lost one is not asked for) and deletes its record.
+func (s *Server) destroy(ctx context.Context, sb store.Sandbox) error {
+	s.proxy.Evict(sb.ID)
+	if sb.State != store.SandboxLost {
+		h, err := s.hostOf(ctx, sb)
+		if err != nil {
+			return err
+		}
+		_, err = s.agents.For(h).DestroySandbox(ctx, connect.NewRequest(&hostagentv1.DestroySandboxRequest{SandboxId: sb.ID}))
+		if err = agentError("destroy sandbox", err); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+			return err
+		}
+	}
+	if err := s.store.DeleteSandbox(ctx, sb.ID); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+		return fmt.Errorf("delete sandbox %s: %w", sb.ID, err)
+	}
+	s.proxy.Evict(sb.ID)
+	s.log.Info("sandbox destroyed", "sandbox", sb.ID, "host", sb.HostID)
+	return nil
+}
+
+// usable refuses sandboxes the API cannot act on.
+func usable(sb store.Sandbox) error {
+	switch sb.State {
+	case store.SandboxRunning, store.SandboxPaused:
+		return nil
+	}
+	return fmt.Errorf("sandbox %s is %s: %w", sb.ID, sb.State, runtime.ErrConflict)
+}
+
+// setTimeout is POST /sandboxes/{id}/timeout: the sandbox now ends
+// timeout seconds from now.
+func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request, key store.APIKey) {
+	d, err := parseTimeoutBody(r.Body, 0)
+	if err != nil {
+		s.fail(w, r, "set timeout", err)
+		return
+	}
+	sb, err := s.teamSandbox(r, key)
+	if err == nil {
+		err = usable(sb)
+	}
+	if err != nil {
+		s.fail(w, r, "set timeout", err)
+		return
+	}
+	ctx, cancel := opContext(r.Context())
+	defer cancel()
+	if err := s.extend(ctx, sb, d, true); err != nil {
+		s.fail(w, r, "set timeout", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// extend moves the sandbox's end to now+d on the agent and in the store;
+// unless exact, an end already later is kept.
+func (s *Server) extend(ctx context.Context, sb store.Sandbox, d time.Duration, exact bool) error {
+	end := time.Now().UTC().Add(d)
+	if !exact && sb.EndAt.After(end) {
+		return nil
+	}
+	h, err := s.hostOf(ctx, sb)
+	if err != nil {
+		return err
+	}
+	if _, err := s.agents.For(h).SetTimeout(ctx, connect.NewRequest(&hostagentv1.SetTimeoutRequest{
+		SandboxId: sb.ID, TimeoutSeconds: int64(d / time.Second)})); err != nil {
+		return agentError("set timeout", err)
+	}
+	_, err = s.store.UpdateSandbox(ctx, sb.ID, func(cur *store.Sandbox) error {
+		cur.EndAt = end
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("set timeout of sandbox %s: %w", sb.ID, err)
+	}
+	return nil
+}
+
+// pauseSandbox is POST /sandboxes/{id}/pause: 409 when already paused.
+func (s *Server) pauseSandbox(w http.ResponseWriter, r *http.Request, key store.APIKey) {
+	sb, err := s.teamSandbox(r, key)
+	if err == nil && sb.State == store.SandboxPaused {
+		err = fmt.Errorf("sandbox %s is already paused: %w", sb.ID, runtime.ErrConflict)
+	}
+	if err == nil {
+		err = usable(sb)
+	}
+	if err != nil {
+		s.fail(w, r, "pause sandbox", err)
+		return
+	}
+	ctx, cancel := opContext(r.Context())
+	defer cancel()
+	if err := s.pause(ctx, sb); err != nil {
+		s.fail(w, r, "pause sandbox", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// pause pauses a running sandbox on its agent and records it paused.
+// An agent that reports it already paused (its own reaper paused it) is
+// success.
+func (s *Server) pause(ctx context.Context, sb store.Sandbox) error {
+	h, err := s.hostOf(ctx, sb)
+	if err != nil {
+		return err
+	}
+	_, err = s.agents.For(h).PauseSandbox(ctx, connect.NewRequest(&hostagentv1.PauseSandboxRequest{SandboxId: sb.ID}))
+	if err = agentError("pause sandbox", err); err != nil && !errors.Is(err, runtime.ErrConflict) {
+		return err
+	}
+	if err != nil { // failed_precondition: make sure it is paused, not gone
+		g, gerr := s.agents.For(h).GetSandbox(ctx, connect.NewRequest(&hostagentv1.GetSandboxRequest{SandboxId: sb.ID}))
+		if gerr != nil {
+			return agentError("get sandbox", gerr)
+		}
+		if g.Msg.GetSandbox().GetState() != hostagentv1.SandboxState_SANDBOX_STATE_PAUSED {
+			return err
+		}
+	}
+	s.proxy.Evict(sb.ID)
+	_, err = s.store.UpdateSandbox(ctx, sb.ID, func(cur *store.Sandbox) error {
+		cur.State = store.SandboxPaused
+		return nil
+	})
+	s.proxy.Evict(sb.ID)
+	if err != nil {
+		return fmt.Errorf("record sandbox %s paused: %w", sb.ID, err)
+	}
+	s.log.Info("sandbox paused", "sandbox", sb.ID)
+	return nil
+}
+
+// connectSandbox is POST /v2/sandboxes/{id}/connect: a running sandbox's
+// timeout is extended (200); a paused one is resumed (201).
+func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request, key store.APIKey) {
+	sb, err := s.teamSandbox(r, key)
+	if err == nil {
+		err = usable(sb)
+	}
+	if err != nil {
+		s.fail(w, r, "connect sandbox", err)
+		return
+	}
+	d, err := parseTimeoutBody(r.Body, time.Duration(sb.TimeoutSecs)*time.Second)
+	if err != nil {
+		s.fail(w, r, "connect sandbox", err)
+		return
+	}
+	ctx, cancel := opContext(r.Context())
+	defer cancel()
+	if sb.State == store.SandboxRunning {
+		if err := s.extend(ctx, sb, d, false); err != nil {
+			s.fail(w, r, "connect sandbox", err)
+			return
+		}
+		writeJSON(w, http.StatusOK, s.sandboxView(sb))
+		return
+	}
+	h, err := s.hostOf(ctx, sb)
+	if err != nil {
+		s.fail(w, r, "connect sandbox", err)
+		return
+	}
+	secs := int64(d / time.Second)
+	if _, err := s.agents.For(h).ResumeSandbox(ctx, connect.NewRequest(&hostagentv1.ResumeSandboxRequest{
+		SandboxId: sb.ID, TimeoutSeconds: &secs})); err != nil {
+		s.fail(w, r, "connect sandbox", agentError("resume sandbox", err))
+		return
+	}
+	id := sb.ID
+	sb, err = s.store.UpdateSandbox(ctx, id, func(cur *store.Sandbox) error {
+		cur.State = store.SandboxRunning
+		cur.EndAt = time.Now().UTC().Add(d)
+		return nil
+	})
+	s.proxy.Evict(id)
+	if err != nil {
+		s.fail(w, r, "connect sandbox", fmt.Errorf("record sandbox resumed: %w", err))
+		return
+	}
+	s.log.Info("sandbox resumed", "sandbox", sb.ID)
+	writeJSON(w, http.StatusCreated, s.sandboxView(sb))
+}

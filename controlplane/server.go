@@ -1,0 +1,321 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	hostagentv1 "roost.dev/roost/gen/hostagent/v1"
+	"roost.dev/roost/proxy"
+	"roost.dev/roost/runtime"
+	"roost.dev/roost/store"
+)
+
+// Config configures a Server. Zero values take the defaults.
+type Config struct {
+	// Domain of sandbox hostnames {port}-{sandboxID}.{domain}, returned to
+	// clients as a sandbox's domain. Default "localhost".
+	Domain string
+	// PublicURL is where clients reach this server, e.g.
+	// "http://127.0.0.1:3000". Informational: logged at start.
+	PublicURL string
+	// TimeoutInterval is how often expired sandboxes are looked for.
+	// Default 1 s.
+	TimeoutInterval time.Duration
+	// ReconcileInterval is how often every host's sandboxes are compared
+	// with the store. Default 10 s.
+	ReconcileInterval time.Duration
+	// DownAfter is how many consecutive unanswered reconcile rounds mark a
+	// host down and its sandboxes lost. Default 3.
+	DownAfter int
+}
+
+// envdVersion is reported for every sandbox: the envd API roost's envd
+// implements (the SDK needs >= 0.5.7).
+const envdVersion = "0.6.4"
+
+// Server is the control plane. Its HTTP handlers and methods are safe for
+// concurrent use; Run owns the background loops.
+type Server struct {
+	cfg    Config
+	store  store.Store
+	log    *slog.Logger
+	agents *agents
+	proxy  *proxy.Proxy
+	mux    *http.ServeMux
+
+	closeOnce sync.Once
+}
+
+// New returns a Server over st. It starts nothing: serve Handler, and call
+// Run for the background loops.
+func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
+	if st == nil {
+		return nil, fmt.Errorf("new control plane: no store: %w", runtime.ErrInvalid)
+	}
+	if cfg.Domain == "" {
+		cfg.Domain = "localhost"
+	}
+	cfg.Domain = strings.Trim(strings.ToLower(cfg.Domain), ".")
+	if cfg.TimeoutInterval <= 0 {
+		cfg.TimeoutInterval = time.Second
+	}
+	if cfg.ReconcileInterval <= 0 {
+		cfg.ReconcileInterval = 10 * time.Second
+	}
+	if cfg.DownAfter <= 0 {
+		cfg.DownAfter = 3
+	}
+	s := &Server{cfg: cfg, store: st, log: log, agents: newAgents()}
+	s.proxy = proxy.New(proxy.Config{Domain: cfg.Domain}, resolver{s}, log.With("component", "proxy"))
+	s.mux = s.routes()
+	return s, nil
+}
+
+// Handler serves the REST API and, for every request the proxy matches
+// (sandbox Host, E2b-Sandbox-Id headers or /proxy/ path), sandbox traffic.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := s.proxy.Match(r); ok {
+			s.proxy.ServeHTTP(w, r)
+			return
+		}
+		s.mux.ServeHTTP(w, r)
+	})
+}
+
+// Close releases idle connections to agents. It does not close the store,
+// which the caller owns.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		s.proxy.Close()
+		s.agents.Close()
+	})
+}
+
+func (s *Server) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	api := func(pattern string, h func(http.ResponseWriter, *http.Request, store.APIKey)) {
+		mux.Handle(pattern, s.authenticate(h))
+	}
+	api("POST /v2/sandboxes", s.createSandbox)
+	api("GET /v2/sandboxes", s.listSandboxes)
+	api("GET /sandboxes/{id}", s.getSandbox)
+	api("DELETE /sandboxes/{id}", s.deleteSandbox)
+	api("POST /sandboxes/{id}/timeout", s.setTimeout)
+	api("POST /sandboxes/{id}/pause", s.pauseSandbox)
+	api("POST /v2/sandboxes/{id}/connect", s.connectSandbox)
+	api("GET /sandboxes/{id}/metrics", s.sandboxMetrics)
+	mux.HandleFunc("POST /v1/hosts/register", s.registerHost)
+	mux.HandleFunc("POST /v1/hosts/{id}/heartbeat", s.hostHeartbeat)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no route for "+r.Method+" "+r.URL.Path)
+	})
+	return mux
+}
+
+// maxKeyLen bounds what is hashed and looked up as an API key.
+const maxKeyLen = 256
+
+// authenticate resolves X-API-Key to its team, or answers 401.
+func (s *Server) authenticate(h func(http.ResponseWriter, *http.Request, store.APIKey)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := r.Header.Get("X-API-Key")
+		if key == "" {
+			writeError(w, http.StatusUnauthorized, "missing X-API-Key header")
+			return
+		}
+		if len(key) > maxKeyLen {
+			writeError(w, http.StatusUnauthorized, "invalid API key")
+			return
+		}
+		k, err := s.store.APIKeyByHash(r.Context(), store.HashKey(key))
+		if errors.Is(err, runtime.ErrNotFound) {
+			writeError(w, http.StatusUnauthorized, "invalid API key")
+			return
+		}
+		if err != nil {
+			s.fail(w, r, "authenticate", err)
+			return
+		}
+		h(w, r, k)
+	})
+}
+
+// fail answers err with its category's status; unexpected errors are
+// logged and their text is not shown.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, op string, err error) {
+	if r.Context().Err() != nil {
+		return // the client is gone
+	}
+	status := httpStatus(err)
+	msg := err.Error()
+	switch {
+	case status == http.StatusInternalServerError:
+		s.log.Error("api request failed", "op", op, "method", r.Method, "path", r.URL.Path, "err", err)
+		msg = "internal error"
+	case status >= 500:
+		s.log.Warn("api request unavailable", "op", op, "status", status, "err", err)
+	default:
+		s.log.Debug("api request refused", "op", op, "status", status, "err", err)
+	}
+	writeError(w, status, msg)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeError writes E2B's error body; the SDKs read the code in it.
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	}{status, msg})
+}
+
+// CreateTeamWithKey creates a team named teamName and an API key for it,
+// and returns the key's plaintext, which is stored only hashed: show it
+// once. `roost up` calls it on first start.
+func (s *Server) CreateTeamWithKey(ctx context.Context, teamName string) (string, error) {
+	team := store.Team{ID: "team_" + randomString(10), Name: teamName}
+	if err := s.store.CreateTeam(ctx, team); err != nil {
+		return "", fmt.Errorf("create team %q: %w", teamName, err)
+	}
+	key, prefix := newAPIKey()
+	k := store.APIKey{ID: "key_" + randomString(10), TeamID: team.ID, Name: "default", Hash: store.HashKey(key), Prefix: prefix}
+	if err := s.store.CreateAPIKey(ctx, k); err != nil {
+		return "", fmt.Errorf("create api key of team %q: %w", teamName, err)
+	}
+	return key, nil
+}
+
+// AddHost registers an agent the caller trusts (`roost up`'s in-process
+// agent): it asks the agent for its capacity, fills in what h leaves
+// zero, and stores the host as ready. h.ID, h.URL and h.Token are
+// required; an agent that does not answer is an error.
+func (s *Server) AddHost(ctx context.Context, h store.Host) error {
+	if h.ID == "" || h.URL == "" {
+		return fmt.Errorf("add host: id and url are required: %w", runtime.ErrInvalid)
+	}
+	if _, err := url.Parse(h.URL); err != nil {
+		return fmt.Errorf("add host %s: url: %v: %w", h.ID, err, runtime.ErrInvalid)
+	}
+	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	resp, err := s.agents.For(h).GetHostInfo(ctx, connect.NewRequest(&hostagentv1.GetHostInfoRequest{}))
+	if err != nil {
+		return fmt.Errorf("add host %s: %w", h.ID, agentError("host info", err))
+	}
+	info := resp.Msg.GetHost()
+	if h.Name == "" {
+		h.Name = info.GetHostname()
+	}
+	if h.Runtime == "" {
+		h.Runtime = info.GetRuntime()
+	}
+	if h.CPUs == 0 {
+		h.CPUs = int(info.GetCapacity().GetCpus())
+	}
+	if h.MemoryMB == 0 {
+		h.MemoryMB = info.GetCapacity().GetMemoryMb()
+	}
+	if h.MaxSandboxes == 0 {
+		h.MaxSandboxes = int(info.GetCapacity().GetMaxSandboxes())
+	}
+	if h.Capabilities == nil {
+		if b, err := json.Marshal(info.GetCapabilities()); err == nil {
+			h.Capabilities = b
+		}
+	}
+	h.State = store.HostReady
+	if err := s.store.UpsertHost(ctx, h); err != nil {
+		return fmt.Errorf("add host %s: %w", h.ID, err)
+	}
+	s.log.Info("host added", "host", h.ID, "url", h.URL, "runtime", h.Runtime, "max_sandboxes", h.MaxSandboxes)
+	return nil
+}
+
+// Run runs the background loops (timeouts, reconciler) and returns nil
+// once ctx ends and they have stopped: the loops log their failures and
+// carry on, so nothing makes Run fail today. Call it once.
+func (s *Server) Run(ctx context.Context) error {
+	s.log.Info("control plane running", "public_url", s.cfg.PublicURL, "domain", s.cfg.Domain)
+	var wg sync.WaitGroup
+	wg.Go(func() { s.loop(ctx, "timeouts", s.cfg.TimeoutInterval, s.enforceTimeouts) })
+	rec := &reconciler{s: s, misses: map[string]int{}}
+	wg.Go(func() { s.loop(ctx, "reconcile", s.cfg.ReconcileInterval, rec.round) })
+	wg.Wait()
+	return nil
+}
+
+// loop calls fn every interval until ctx ends; a panic in fn is logged
+// and the loop goes on.
+func (s *Server) loop(ctx context.Context, name string, interval time.Duration, fn func(context.Context)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					s.log.Error("background loop panicked", "loop", name, "panic", p, "stack", string(debug.Stack()))
+				}
+			}()
+			fn(ctx)
+		}()
+	}
+}
+
+// resolver finds sandboxes' agents for the proxy, from the store alone.
+type resolver struct{ s *Server }
+
+func (r resolver) Resolve(ctx context.Context, id string) (proxy.Target, error) {
+	sb, err := r.s.store.LookupSandbox(ctx, id)
+	if err != nil {
+		return proxy.Target{}, err
+	}
+	switch sb.State {
+	case store.SandboxRunning, store.SandboxPaused, store.SandboxStarting:
+	case store.SandboxLost, store.SandboxError:
+		return proxy.Target{}, fmt.Errorf("sandbox %s is %s: %w", id, sb.State, runtime.ErrUnavailable)
+	default:
+		return proxy.Target{}, fmt.Errorf("sandbox %s is %s: %w", id, sb.State, runtime.ErrNotFound)
+	}
+	h, err := r.s.store.GetHost(ctx, sb.HostID)
+	if err != nil {
+		return proxy.Target{}, fmt.Errorf("host of sandbox %s: %v: %w", id, err, runtime.ErrUnavailable)
+	}
+	if h.State == store.HostDown {
+		return proxy.Target{}, fmt.Errorf("host %s of sandbox %s is down: %w", h.ID, id, runtime.ErrUnavailable)
+	}
+	u, err := url.Parse(h.URL)
+	if err != nil {
+		return proxy.Target{}, fmt.Errorf("host %s url: %v: %w", h.ID, err, runtime.ErrUnavailable)
+	}
+	return proxy.Target{
+		SandboxID: id, Paused: sb.State == store.SandboxPaused, AgentURL: u, AgentToken: h.Token,
+		TrafficToken: sb.TrafficAccessToken, PublicTraffic: sb.AllowPublicTraffic,
+	}, nil
+}

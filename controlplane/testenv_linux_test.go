@@ -1,0 +1,232 @@
+package controlplane_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"roost.dev/roost/agent"
+	"roost.dev/roost/controlplane"
+	"roost.dev/roost/network"
+	"roost.dev/roost/runtime/namespace"
+	"roost.dev/roost/runtime/runtimetest"
+	"roost.dev/roost/store"
+	"roost.dev/roost/template/templatetest"
+)
+
+func TestMain(m *testing.M) {
+	namespace.MaybeRunInit() // the driver re-executes this binary as sandbox init
+	os.Exit(m.Run())
+}
+
+const agentToken = "controlplane-test-agent-token"
+
+// testenv is the whole stack in-process on loopback: a SQLite store, one
+// real agent (namespace runtime, cached base template) on its own port,
+// and the control plane on another.
+type testenv struct {
+	t     *testing.T
+	store store.Store
+	cp    *controlplane.Server
+	agent *agent.Manager
+	// agentSrv serves the agent; closing it makes the host unreachable.
+	agentSrv *httptest.Server
+	url      string // the control plane's base URL
+	key      string // an API key of team "test"
+}
+
+func newTestenv(t *testing.T, cfg controlplane.Config) *testenv {
+	t.Helper()
+	runtimetest.RequireRoot(t)
+	if a := namespace.Probe(); !a.Available {
+		t.Skipf("namespace runtime unavailable: %s", a.Reason)
+	}
+	templatetest.Base(t) // builds the base template on first use; cached after
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dataDir := t.TempDir()
+
+	m := startAgent(t, dataDir, runtimetest.Envd(t), log.With("component", "agent"))
+	agentSrv := httptest.NewServer(agent.NewServer(m, agent.ServerConfig{Token: agentToken}, log).Handler())
+	t.Cleanup(func() {
+		// Last: whatever the test left runs on this agent.
+		dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer dcancel()
+		for _, sb := range m.List() {
+			if err := m.Destroy(dctx, sb.ID); err != nil {
+				t.Errorf("cleanup: destroy %s: %v", sb.ID, err)
+			}
+		}
+		agentSrv.Close()
+		m.Close()
+		unmountBelow(t, dataDir)
+	})
+
+	st, err := store.Open(ctx, "sqlite://"+filepath.Join(t.TempDir(), "roost.db"), log.With("component", "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	cp, err := controlplane.New(cfg, st, log.With("component", "controlplane"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.AddHost(ctx, store.Host{ID: "host1", URL: agentSrv.URL, Token: agentToken}); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(cp.Handler())
+	runCtx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = cp.Run(runCtx) })
+	t.Cleanup(func() {
+		stop()
+		wg.Wait()
+		srv.Close()
+		cp.Close()
+	})
+	key, err := cp.CreateTeamWithKey(ctx, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testenv{t: t, store: st, cp: cp, agent: m, agentSrv: agentSrv, url: srv.URL, key: key}
+}
+
+// startAgent wires a Manager the way cmd/roost does. Other packages' tests
+// create sandboxes on this host at the same time with their own network
+// managers, so this one uses a random window of 32 slots and reserves the
+// rest.
+func startAgent(t *testing.T, dataDir, envd string, log *slog.Logger) *agent.Manager {
+	t.Helper()
+	rt, err := namespace.New(namespace.Config{DataDir: filepath.Join(dataDir, "runtime", "namespace")}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw, err := network.New(network.Config{}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := rand.Int(rand.Reader, big.NewInt(14000))
+	lo := 2000 + int(n.Int64())
+	for s := 1; s <= nw.Capacity(); s++ {
+		if s < lo || s >= lo+32 {
+			if err := nw.Reserve(s); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	m, err := agent.New(ctx, agent.Config{DataDir: dataDir, Envd: envd, Version: "test", SkipPrune: true},
+		rt, nw, templatetest.Store(t), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// unmountBelow detaches every mount at or below dir, deepest first.
+func unmountBelow(t *testing.T, dir string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	var mounts []string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			mounts = append(mounts, f[4])
+		}
+	}
+	for i := len(mounts) - 1; i >= 0; i-- {
+		if err := unix.Unmount(mounts[i], unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", mounts[i], err)
+		}
+	}
+}
+
+// response is an answer read whole.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// do sends a request to the control plane; body is JSON-encoded unless
+// nil. hdr is pairs of header name and value.
+func (e *testenv) do(method, path, key string, body any, hdr ...string) response {
+	e.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, e.url+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("X-API-Key", key)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return response{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// want fails the test unless the answer has the status; a JSON error body
+// must carry the same code.
+func (r response) want(t *testing.T, status int) response {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status %d, want %d; body %s", r.status, status, r.body)
+	}
+	if status >= 400 {
+		var e struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+		}
+		if err := json.Unmarshal(r.body, &e); err != nil || e.Code != status || e.Message == "" {
+			t.Fatalf("error body %s: want {code: %d, message}", r.body, status)
+		}
+	}
+	return r
+}
+
+func (r response) decode(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.body, v); err != nil {
+		t.Fatalf("decode %s: %v", r.body, err)
+	}
+}
