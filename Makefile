@@ -6,7 +6,7 @@ GOFLAGS   ?=
 TOOLS     := $(GO) build -modfile=tools/go.mod -o .bin/
 BENCHTIME ?= 2s
 
-.PHONY: all build envd roost generate check-generated lint test test-go test-e2b bench clean
+.PHONY: all build envd roost generate check-generated lint test test-go test-e2b test-e2b-stack bench clean
 
 all: build
 
@@ -35,7 +35,7 @@ lint:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); exit 1; }
 
-test: check-generated lint test-go test-e2b
+test: check-generated lint test-go test-e2b test-e2b-stack
 
 # -p 1: packages that need root share host-wide state (the nftables table,
 # netns and cgroup names with the roost prefix, network slots), and their
@@ -45,6 +45,10 @@ test-go:
 
 test-e2b: envd
 	bash test/e2b/run.sh
+
+# The E2B SDK against `roost up` (the whole stack); skips unless root.
+test-e2b-stack: build
+	bash test/e2b/run-stack.sh
 
 # Benchmarks against real components; numbers in the output. DENSITY is how
 # many idle sandboxes the density run starts (1000 on a 24 GiB host takes a
