@@ -169,10 +169,21 @@ func (p *proxy) fail(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	status := proxyErrorStatus(err)
+	var op *net.OpError
+	if status == http.StatusBadGateway && errors.As(err, &op) && op.Op == "dial" {
+		// Nothing listens yet: the control plane's proxy may retry.
+		w.Header().Set(DialErrorHeader, "dial")
+	}
 	t, _ := r.Context().Value(targetKey{}).(proxyTarget)
 	p.log.Debug("proxy request failed", "target", t.addr.String(), "status", status, "err", err)
 	writeProxyError(w, status, err)
 }
+
+// DialErrorHeader marks a 502 that means the sandbox's port refused the
+// connection (a server that is still starting), as opposed to a 502 from
+// the sandbox's own server. The control plane's proxy retries on it; it
+// names the same header (the two processes share only this wire fact).
+const DialErrorHeader = "Roost-Proxy-Error"
 
 func proxyErrorStatus(err error) int {
 	var ne net.Error

@@ -266,6 +266,11 @@ func TestProxyErrors(t *testing.T) {
 			if err := json.Unmarshal(b, &body); err != nil || body.Code != tc.status || body.Message == "" {
 				t.Errorf("body %s: want JSON {code: %d, message}", b, tc.status)
 			}
+			// Only a refused connection is marked retryable for the
+			// control plane's proxy.
+			if got, want := resp.Header.Get(DialErrorHeader), map[bool]string{true: "dial"}[tc.name == "nothing listening"]; got != want {
+				t.Errorf("%s: %q, want %q", DialErrorHeader, got, want)
+			}
 		})
 	}
 }

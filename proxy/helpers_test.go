@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,7 +26,7 @@ const agentToken = "agent-secret"
 // testAgent implements the host agent's side of the contract, the edge of
 // this package: /proxy/{id}/{port}/{rest...} with its token in
 // Roost-Agent-Token, forwarded to 127.0.0.1:{port}/{rest} with escaping,
-// query and Host untouched; 502 JSON with Cache-Control: no-store when the
+// query and Host untouched; 502 JSON marked with the dial-error header when the
 // port refuses the connection. (The real agent needs a runtime to own a
 // sandbox before it proxies to it.)
 type testAgent struct {
@@ -56,6 +57,10 @@ func newTestAgent(t testing.TB) *testAgent {
 		BufferPool:    newBufferPool(),
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			var op *net.OpError
+			if errors.As(err, &op) && op.Op == "dial" {
+				w.Header().Set(agentDialHeader, "dial") // as the agent marks it
+			}
 			writeError(w, http.StatusBadGateway, err.Error())
 		},
 		ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelDebug),

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
-	"mime"
 	"net"
 	"net/http"
 	"time"
@@ -104,16 +103,15 @@ func retryable(req *http.Request) bool {
 	return req.Body == nil || req.Body == http.NoBody
 }
 
-// agentDialFailure says whether resp is the agent's own answer that it
-// could not connect to the sandbox's port: 502 with the agent's JSON error
-// body and Cache-Control: no-store. A sandbox server's own 502 rarely
-// looks like that, and retrying an idempotent request on it is harmless.
+// agentDialHeader is the agent's mark on a 502 that means nothing listens
+// on the sandbox's port yet (agent.DialErrorHeader; the two processes share
+// only this wire fact).
+const agentDialHeader = "Roost-Proxy-Error"
+
+// agentDialFailure says whether resp is the agent's answer that it could not
+// connect to the sandbox's port, which a retry may cure.
 func agentDialFailure(resp *http.Response) bool {
-	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("Cache-Control") != "no-store" {
-		return false
-	}
-	mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	return err == nil && mt == "application/json"
+	return resp.StatusCode == http.StatusBadGateway && resp.Header.Get(agentDialHeader) == "dial"
 }
 
 // errorStatus classifies a failed round trip to an agent: a timeout is 504,
