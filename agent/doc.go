@@ -9,11 +9,15 @@
 // sandboxes a previous agent left running and removes what a crash left
 // half-made. The Server exposes the Manager as the Connect service
 // roost.hostagent.v1.HostAgent and proxies /proxy/{id}/{port}/... to
-// sandbox ports, behind an optional bearer token.
+// sandbox ports, behind an optional bearer token. The Registrar joins a
+// control plane: it registers once with a one-time registration token,
+// keeps the accepted host ID and token in <data>/registration.json (so a
+// restarted agent only heartbeats), and heartbeats its usage every 5 s.
 //
 // The agent never stops sandboxes when it exits: they live as long as the
 // host, and the next agent adopts them. It does not pick or construct a
 // runtime driver (cmd/roost wires one in), does not build network plumbing
-// or templates itself, and knows nothing of the control plane, which calls
-// it over RPC.
+// or templates itself, and knows nothing of the control plane's code: it
+// speaks the control plane's HTTP JSON host endpoints, and is called back
+// over RPC.
 package agent

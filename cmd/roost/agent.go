@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
 
@@ -31,6 +33,12 @@ type agentOptions struct {
 	token   string
 	noPrune bool
 	level   slog.LevelVar
+
+	// Registration with a control plane (roost server).
+	server            string
+	registrationToken string
+	advertise         string
+	name              string
 }
 
 func newAgentCmd() *cobra.Command {
@@ -53,18 +61,38 @@ agent on the same --data-dir re-adopts them.`,
 	f.StringVar(&o.token, "token", "", "require 'Authorization: Bearer TOKEN' on RPC and /proxy (default $"+tokenEnv+")")
 	f.BoolVar(&o.noPrune, "no-prune", false, "skip the start-up sweep of roost network namespaces, links, mounts and cgroups that no sandbox of this agent owns (set it when another agent shares this host)")
 	f.TextVar(&o.level, "log-level", &o.level, "log level: debug, info, warn, error")
+	f.StringVar(&o.server, "server", "", "control plane (roost server) URL to register with and heartbeat to, e.g. http://10.0.0.1:3000")
+	f.StringVar(&o.registrationToken, "registration-token", "", "one-time registration token from 'roost server token' (default $"+registrationTokenEnv+"); needed on first start only")
+	f.StringVar(&o.advertise, "advertise", "", "URL the control plane reaches this agent at (default http://<--listen>)")
+	f.StringVar(&o.name, "name", "", "host name shown by the control plane (default: the hostname)")
 	return cmd
 }
+
+// registrationTokenEnv supplies --registration-token.
+const registrationTokenEnv = "ROOST_REGISTRATION_TOKEN"
 
 func runAgent(ctx context.Context, o *agentOptions) error {
 	log := newLogger(true, &o.level)
 	if o.token == "" {
 		o.token = os.Getenv(tokenEnv)
 	}
+	dataDir, err := filepath.Abs(o.dataDir)
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if o.server != "" && o.token == "" {
+		// The control plane needs a token to call the agent: reuse the one
+		// registered before, else make one (stored when registered).
+		if reg, err := agent.ReadRegistration(agent.RegistrationPath(dataDir)); err == nil && reg.Server == strings.TrimSuffix(o.server, "/") {
+			o.token = reg.Token
+		} else {
+			o.token = randomHex(24)
+		}
+	}
 	if o.token == "" && !isLoopback(o.listen) {
 		return fmt.Errorf("--listen %s is not a loopback address: set --token (or $%s) so only the control plane can use the agent", o.listen, tokenEnv)
 	}
-	m, err := openManager(ctx, o.dataDir, o.runtime, o.envd, o.noPrune, log)
+	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, log)
 	if err != nil {
 		return err
 	}
@@ -73,9 +101,54 @@ func runAgent(ctx context.Context, o *agentOptions) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	err = agent.NewServer(m, agent.ServerConfig{Token: o.token}, log.With("component", "server")).Serve(ctx, ln)
+	srv := agent.NewServer(m, agent.ServerConfig{Token: o.token}, log.With("component", "server"))
+	if o.server == "" {
+		err = srv.Serve(ctx, ln)
+	} else {
+		err = serveRegistered(ctx, o, dataDir, m, srv, ln, log)
+	}
 	log.Info("agent stopped; sandboxes keep running", "sandboxes", len(m.List()))
 	return err
+}
+
+// serveRegistered serves the agent while it registers with the control
+// plane and heartbeats; a refused registration stops the agent.
+func serveRegistered(ctx context.Context, o *agentOptions, dataDir string, m *agent.Manager, srv *agent.Server, ln net.Listener, log *slog.Logger) error {
+	if o.registrationToken == "" {
+		o.registrationToken = os.Getenv(registrationTokenEnv)
+	}
+	advertise := o.advertise
+	if advertise == "" {
+		host, _, err := net.SplitHostPort(ln.Addr().String())
+		if a, perr := netip.ParseAddr(host); err != nil || perr != nil || a.IsUnspecified() {
+			_ = ln.Close()
+			return fmt.Errorf("--listen %s has no single address the control plane can reach: set --advertise", o.listen)
+		}
+		advertise = "http://" + ln.Addr().String()
+	}
+	reg, err := agent.NewRegistrar(agent.RegistrarConfig{
+		ServerURL: o.server, RegistrationToken: o.registrationToken, AdvertiseURL: advertise, Token: o.token,
+		Name: o.name, StateFile: agent.RegistrationPath(dataDir),
+	}, m, log.With("component", "registrar"))
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	var serveErr, regErr error
+	wg.Go(func() {
+		serveErr = srv.Serve(runCtx, ln)
+		cancel()
+	})
+	wg.Go(func() {
+		if regErr = reg.Run(runCtx); regErr != nil {
+			cancel()
+		}
+	})
+	wg.Wait()
+	return errors.Join(regErr, serveErr)
 }
 
 // openManager builds the host's sandbox manager: the runtime driver, the

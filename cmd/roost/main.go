@@ -1,5 +1,6 @@
-// Command roost is roost's single binary: the host agent (`roost agent`)
-// and template management (`roost template ...`), with more to come.
+// Command roost is roost's single binary: the control plane (`roost
+// server`), the host agent (`roost agent`), both in one process (`roost
+// up`), template management and the CLI.
 package main
 
 import (
@@ -46,7 +47,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newAgentCmd(), newTemplateCmd(), newVersionCmd(),
-		newUpCmd(), newSandboxCmd(), newExecCmd(), newShellCmd(), newCpCmd(), newPortsCmd())
+		newUpCmd(), newServerCmd(), newSandboxCmd(), newExecCmd(), newShellCmd(), newCpCmd(), newPortsCmd())
 	return root
 }
 

@@ -88,10 +88,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 	errs := make(chan error, 3)
 	wg.Go(func() { errs <- agentSrv.Serve(runCtx, agentLn) })
 
-	if err := os.MkdirAll(filepath.Join(dataDir, "db"), 0o700); err != nil {
-		return err
-	}
-	st, err := store.Open(ctx, "sqlite://"+filepath.Join(dataDir, "db", "roost.db"), log.With("component", "store"))
+	st, err := openStore(ctx, "", dataDir, log)
 	if err != nil {
 		return err
 	}
@@ -114,14 +111,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	srv := &http.Server{
-		Handler: cp.Handler(), Protocols: protocols,
-		ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := newHTTPServer(cp.Handler(), log)
 	wg.Go(func() { _ = cp.Run(runCtx) })
 	wg.Go(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"roost.dev/roost/controlplane"
+	"roost.dev/roost/store"
+)
+
+type serverOptions struct {
+	dataDir     string
+	databaseURL string
+	listen      string
+	publicURL   string
+	domain      string
+	reconcile   time.Duration
+	downAfter   int
+	tokenTTL    time.Duration
+	level       slog.LevelVar
+}
+
+func newServerCmd() *cobra.Command {
+	var o serverOptions
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the control plane: the REST API and sandbox proxy for the hosts that register",
+		Long: `Run the control plane alone: the E2B-compatible REST API and the sandbox
+proxy on --listen, its state in --database-url (SQLite in the data directory
+by default, or postgres://...). Host agents join it with a one-time
+registration token ('roost server token'):
+
+  roost agent --server http://THIS:3000 --registration-token TOKEN --advertise http://AGENT:7070
+
+On first start it creates an API key and stores it in <data-dir>/api-key
+(mode 0600); $` + apiKeyEnv + ` sets the key instead. Ctrl-C stops it; the
+sandboxes run on the hosts and keep running.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return runServer(cmd.Context(), &o) },
+	}
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&o.dataDir, "data-dir", "/var/lib/roost", "data directory (SQLite database, API key)")
+	pf.StringVar(&o.databaseURL, "database-url", "", "database: sqlite:///path or postgres://... (default SQLite in <data-dir>/db/roost.db)")
+	pf.TextVar(&o.level, "log-level", &o.level, "log level: debug, info, warn, error")
+	f := cmd.Flags()
+	f.StringVar(&o.listen, "listen", "127.0.0.1:3000", "API and proxy listen address")
+	f.StringVar(&o.publicURL, "public-url", "", "URL clients reach the API at (default http://<--listen>)")
+	f.StringVar(&o.domain, "domain", "localhost", "domain of sandbox hosts: {port}-{sandboxID}.{domain}")
+	f.DurationVar(&o.reconcile, "reconcile-interval", 10*time.Second, "how often every host's sandboxes are checked against the database")
+	f.IntVar(&o.downAfter, "down-after", 3, "unanswered reconcile rounds after which a host is down and its sandboxes lost")
+
+	token := &cobra.Command{
+		Use:   "token",
+		Short: "Create a one-time registration token for a host agent and print it",
+		Long: `Create a one-time registration token in the control plane's database and
+print it. An agent presents it once, on its first start:
+roost agent --server URL --registration-token TOKEN.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runServerToken(cmd.Context(), &o, cmd.OutOrStdout())
+		},
+	}
+	token.Flags().DurationVar(&o.tokenTTL, "ttl", time.Hour, "how long the token can be used")
+	cmd.AddCommand(token)
+	return cmd
+}
+
+func runServer(ctx context.Context, o *serverOptions) error {
+	log := newLogger(true, &o.level)
+	dataDir, err := filepath.Abs(o.dataDir)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, o.databaseURL, dataDir, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	publicURL := o.publicURL
+	if publicURL == "" {
+		publicURL = "http://" + o.listen
+	}
+	cp, err := controlplane.New(controlplane.Config{
+		Domain: o.domain, PublicURL: publicURL, ReconcileInterval: o.reconcile, DownAfter: o.downAfter,
+	}, st, log.With("component", "controlplane"))
+	if err != nil {
+		return err
+	}
+	defer cp.Close()
+	key, created, err := ensureAPIKey(ctx, cp, st, dataDir)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := newHTTPServer(cp.Handler(), log)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	errs := make(chan error, 1)
+	wg.Go(func() { _ = cp.Run(runCtx) })
+	wg.Go(func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs <- err
+		}
+	})
+	printBanner(os.Stdout, publicURL, key, created, dataDir)
+	fmt.Fprintf(os.Stdout, "Add a host: make a registration token with\n\n  roost server token --data-dir %s\n\n"+
+		"and start its agent with\n\n  roost agent --server %s --registration-token TOKEN --advertise http://AGENT-ADDRESS:7070\n\n",
+		dataDir, publicURL)
+
+	select {
+	case <-ctx.Done():
+	case err = <-errs:
+	}
+	shutdownCtx, done := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer done()
+	_ = srv.Shutdown(shutdownCtx)
+	log.Info("control plane stopped")
+	return err
+}
+
+func runServerToken(ctx context.Context, o *serverOptions, w io.Writer) error {
+	log := newLogger(false, &o.level)
+	dataDir, err := filepath.Abs(o.dataDir)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, o.databaseURL, dataDir, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	cp, err := controlplane.New(controlplane.Config{}, st, log)
+	if err != nil {
+		return err
+	}
+	defer cp.Close()
+	tok, err := cp.CreateRegistrationToken(ctx, o.tokenTTL)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, tok)
+	return err
+}
+
+// openStore opens databaseURL, or, when it is empty, SQLite in
+// <dataDir>/db/roost.db.
+func openStore(ctx context.Context, databaseURL, dataDir string, log *slog.Logger) (store.Store, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if databaseURL == "" {
+		if err := os.MkdirAll(filepath.Join(dataDir, "db"), 0o700); err != nil {
+			return nil, fmt.Errorf("database dir: %w", err)
+		}
+		databaseURL = "sqlite://" + filepath.Join(dataDir, "db", "roost.db")
+	}
+	return store.Open(ctx, databaseURL, log.With("component", "store"))
+}
+
+// newHTTPServer is the control plane's HTTP server: HTTP/1.1 and h2c,
+// with header and idle timeouts (streams and WebSockets have no body
+// timeout).
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	return &http.Server{
+		Handler: h, Protocols: protocols,
+		ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
