@@ -58,6 +58,7 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem ./envd/...
 	$(GO) test -run '^$$' -bench 'CreateReady|BareUnshare' -benchtime 200x ./runtime/namespace
 	$(GO) test -run '^$$' -bench AgentCreate -benchtime 100x ./agent
+	$(GO) test -run '^$$' -bench 'CreateREST|ExecTrueREST' -benchtime 100x ./controlplane
 	ROOST_DENSITY=$(DENSITY) $(GO) test -run '^$$' -bench Density -benchtime 1x -timeout 60m ./runtime/namespace
 	$(GO) run ./bench/envd -envd bin/envd
 

@@ -23,8 +23,19 @@
 // does not serve TLS, run the http.Server, or start agents (cmd/roost does).
 // Agents on other machines register with a one-time token
 // (POST /v1/hosts/register) and heartbeat with their own token; an
-// in-process agent is added with AddHost. Not done yet: roost's own /v1
-// endpoints for exec, files, PTY, ports, templates and API keys, and
-// marking hosts down from missed heartbeats (the reconciler marks a host
-// down when its agent stops answering, which covers the same failure).
+// in-process agent is added with AddHost.
+//
+// roost's own /v1 sandbox endpoints reach the sandbox's envd the way the
+// metrics endpoint does, through its agent's /proxy/{id}/49983/ path on
+// the RPC transport: POST /v1/sandboxes/{id}/exec runs a command to its
+// end (envd's Process.Start; the timeout is envd's Connect deadline, so
+// envd kills the command; output is capped per stream), GET and PUT
+// /v1/sandboxes/{id}/files stream a file from and to envd's /files, and
+// GET /v1/sandboxes/{id}/ports lists envd's /ports. A paused sandbox is
+// 409 and a lost one 502, as the proxy answers them.
+//
+// Not done yet: streaming exec and PTY over WebSocket, file listing,
+// templates, hosts and API-key endpoints, and marking hosts down from
+// missed heartbeats (the reconciler marks a host down when its agent stops
+// answering, which covers the same failure).
 package controlplane

@@ -6,15 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"time"
 
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/store"
 )
-
-// envdPort is envd's port inside every sandbox.
-const envdPort = 49983
 
 // envdReport is envd's GET /metrics body (sizes in bytes, ts in Unix
 // seconds).
@@ -74,25 +70,15 @@ func (s *Server) sandboxMetrics(w http.ResponseWriter, r *http.Request, key stor
 // sampleMetrics asks the sandbox's envd for a sample, through its agent's
 // proxy, on the RPC transport (a small control request, not user traffic).
 func (s *Server) sampleMetrics(ctx context.Context, sb store.Sandbox) (envdReport, error) {
-	h, err := s.hostOf(ctx, sb)
+	t, err := s.envdOf(ctx, sb)
 	if err != nil {
 		return envdReport{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, metricsTimeout)
 	defer cancel()
-	u, err := url.JoinPath(h.URL, "proxy", sb.ID, fmt.Sprint(envdPort), "metrics")
+	req, err := t.request(ctx, http.MethodGet, "/metrics", nil, nil)
 	if err != nil {
-		return envdReport{}, fmt.Errorf("metrics url of host %s: %v: %w", h.ID, err, runtime.ErrUnavailable)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return envdReport{}, fmt.Errorf("metrics request: %v: %w", err, runtime.ErrUnavailable)
-	}
-	if h.Token != "" {
-		req.Header.Set(agentTokenHeader, h.Token)
-	}
-	if sb.EnvdAccessToken != "" {
-		req.Header.Set("X-Access-Token", sb.EnvdAccessToken)
+		return envdReport{}, err
 	}
 	resp, err := s.agents.client.Do(req)
 	if err != nil {

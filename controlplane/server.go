@@ -38,6 +38,10 @@ type Config struct {
 	// DownAfter is how many consecutive unanswered reconcile rounds mark a
 	// host down and its sandboxes lost. Default 3.
 	DownAfter int
+	// ExecOutputLimit is how many bytes of each of stdout and stderr an
+	// exec answer holds (the rest is dropped and the answer says so).
+	// Default 16 MiB.
+	ExecOutputLimit int
 }
 
 // envdVersion is reported for every sandbox: the envd API roost's envd
@@ -53,6 +57,8 @@ type Server struct {
 	agents *agents
 	proxy  *proxy.Proxy
 	mux    *http.ServeMux
+	// execClient calls envd's Process.Start on the agents' RPC transport.
+	execClient *http.Client
 
 	closeOnce sync.Once
 }
@@ -76,7 +82,11 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	if cfg.DownAfter <= 0 {
 		cfg.DownAfter = 3
 	}
+	if cfg.ExecOutputLimit <= 0 {
+		cfg.ExecOutputLimit = defaultExecOutput
+	}
 	s := &Server{cfg: cfg, store: st, log: log, agents: newAgents()}
+	s.execClient = &http.Client{Transport: graceTransport{next: s.agents.transport}}
 	s.proxy = proxy.New(proxy.Config{Domain: cfg.Domain}, resolver{s}, log.With("component", "proxy"))
 	s.mux = s.routes()
 	return s, nil
@@ -119,6 +129,10 @@ func (s *Server) routes() *http.ServeMux {
 	api("POST /sandboxes/{id}/pause", s.pauseSandbox)
 	api("POST /v2/sandboxes/{id}/connect", s.connectSandbox)
 	api("GET /sandboxes/{id}/metrics", s.sandboxMetrics)
+	api("POST /v1/sandboxes/{id}/exec", s.execSandbox)
+	api("GET /v1/sandboxes/{id}/files", s.downloadFile)
+	api("PUT /v1/sandboxes/{id}/files", s.uploadFile)
+	api("GET /v1/sandboxes/{id}/ports", s.sandboxPorts)
 	mux.HandleFunc("POST /v1/hosts/register", s.registerHost)
 	mux.HandleFunc("POST /v1/hosts/{id}/heartbeat", s.hostHeartbeat)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -39,7 +39,7 @@ const agentToken = "controlplane-test-agent-token"
 // real agent (namespace runtime, cached base template) on its own port,
 // and the control plane on another.
 type testenv struct {
-	t     *testing.T
+	t     testing.TB
 	store store.Store
 	cp    *controlplane.Server
 	agent *agent.Manager
@@ -49,14 +49,18 @@ type testenv struct {
 	key      string // an API key of team "test"
 }
 
-func newTestenv(t *testing.T, cfg controlplane.Config) *testenv {
+func newTestenv(t testing.TB, cfg controlplane.Config) *testenv {
 	t.Helper()
 	runtimetest.RequireRoot(t)
 	if a := namespace.Probe(); !a.Available {
 		t.Skipf("namespace runtime unavailable: %s", a.Reason)
 	}
 	templatetest.Base(t) // builds the base template on first use; cached after
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	level := slog.LevelDebug
+	if _, bench := t.(*testing.B); bench {
+		level = slog.LevelWarn // benchmarks measure; debug logging would cost time
+	}
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: level}))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dataDir := t.TempDir()
@@ -110,7 +114,7 @@ func newTestenv(t *testing.T, cfg controlplane.Config) *testenv {
 // create sandboxes on this host at the same time with their own network
 // managers, so this one uses a random window of 32 slots and reserves the
 // rest.
-func startAgent(t *testing.T, dataDir, envd string, log *slog.Logger) *agent.Manager {
+func startAgent(t testing.TB, dataDir, envd string, log *slog.Logger) *agent.Manager {
 	t.Helper()
 	rt, err := namespace.New(namespace.Config{DataDir: filepath.Join(dataDir, "runtime", "namespace")}, log)
 	if err != nil {
@@ -140,7 +144,7 @@ func startAgent(t *testing.T, dataDir, envd string, log *slog.Logger) *agent.Man
 }
 
 // unmountBelow detaches every mount at or below dir, deepest first.
-func unmountBelow(t *testing.T, dir string) {
+func unmountBelow(t testing.TB, dir string) {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		t.Error(err)
@@ -207,7 +211,7 @@ func (e *testenv) do(method, path, key string, body any, hdr ...string) response
 
 // want fails the test unless the answer has the status; a JSON error body
 // must carry the same code.
-func (r response) want(t *testing.T, status int) response {
+func (r response) want(t testing.TB, status int) response {
 	t.Helper()
 	if r.status != status {
 		t.Fatalf("status %d, want %d; body %s", r.status, status, r.body)
@@ -224,7 +228,7 @@ func (r response) want(t *testing.T, status int) response {
 	return r
 }
 
-func (r response) decode(t *testing.T, v any) {
+func (r response) decode(t testing.TB, v any) {
 	t.Helper()
 	if err := json.Unmarshal(r.body, v); err != nil {
 		t.Fatalf("decode %s: %v", r.body, err)

@@ -1,0 +1,112 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+
+	"roost.dev/roost/runtime"
+	"roost.dev/roost/store"
+)
+
+// envdPort is envd's port inside every sandbox.
+const envdPort = 49983
+
+// envdTarget is how the control plane reaches one sandbox's envd: through
+// its agent's /proxy/{id}/49983/ path, with the agent's token and the
+// sandbox's envd access token, on the RPC transport.
+type envdTarget struct {
+	sandboxID string
+	base      string // URL of envd's root through the agent
+	header    http.Header
+}
+
+// envdOf resolves sb's envd through its host. A host that is down, or a
+// record the host cannot serve, is ErrUnavailable.
+func (s *Server) envdOf(ctx context.Context, sb store.Sandbox) (envdTarget, error) {
+	h, err := s.hostOf(ctx, sb)
+	if err != nil {
+		return envdTarget{}, err
+	}
+	if h.State == store.HostDown {
+		return envdTarget{}, fmt.Errorf("host %s of sandbox %s is down: %w", h.ID, sb.ID, runtime.ErrUnavailable)
+	}
+	base, err := url.JoinPath(h.URL, "proxy", sb.ID, fmt.Sprint(envdPort))
+	if err != nil {
+		return envdTarget{}, fmt.Errorf("envd url of sandbox %s on host %s: %v: %w", sb.ID, h.ID, err, runtime.ErrUnavailable)
+	}
+	hdr := http.Header{}
+	if h.Token != "" {
+		hdr.Set(agentTokenHeader, h.Token)
+	}
+	if sb.EnvdAccessToken != "" {
+		hdr.Set("X-Access-Token", sb.EnvdAccessToken)
+	}
+	return envdTarget{sandboxID: sb.ID, base: base, header: hdr}, nil
+}
+
+// request builds a request to envd's path (e.g. "/files") with query q.
+func (t envdTarget) request(ctx context.Context, method, path string, q url.Values, body io.Reader) (*http.Request, error) {
+	u := t.base + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, fmt.Errorf("envd request %s %s: %v: %w", method, path, err, runtime.ErrUnavailable)
+	}
+	for k, v := range t.header {
+		req.Header[k] = v
+	}
+	return req, nil
+}
+
+// basicUser is envd's user selector: "Authorization: Basic base64(user:)".
+func basicUser(user string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"))
+}
+
+// running refuses sandboxes whose envd cannot be reached, the way the
+// proxy does: paused or starting → ErrConflict (409), lost or failed →
+// ErrUnavailable (502).
+func running(sb store.Sandbox) error {
+	switch sb.State {
+	case store.SandboxRunning:
+		return nil
+	case store.SandboxLost, store.SandboxError:
+		return fmt.Errorf("sandbox %s is %s: %w", sb.ID, sb.State, runtime.ErrUnavailable)
+	}
+	return fmt.Errorf("sandbox %s is %s: %w", sb.ID, sb.State, runtime.ErrConflict)
+}
+
+// runningSandbox loads the path's sandbox of the caller's team and its
+// envd, or fails.
+func (s *Server) runningSandbox(r *http.Request, key store.APIKey) (store.Sandbox, envdTarget, error) {
+	sb, err := s.teamSandbox(r, key)
+	if err == nil {
+		err = running(sb)
+	}
+	if err != nil {
+		return store.Sandbox{}, envdTarget{}, err
+	}
+	t, err := s.envdOf(r.Context(), sb)
+	return sb, t, err
+}
+
+// failEnvd answers errors of the /v1 sandbox endpoints: like fail, except
+// that an unreachable sandbox is 502, as the proxy answers it.
+func (s *Server) failEnvd(w http.ResponseWriter, r *http.Request, op string, err error) {
+	if errors.Is(err, runtime.ErrUnavailable) {
+		if r.Context().Err() != nil {
+			return
+		}
+		s.log.Warn("api request unavailable", "op", op, "status", http.StatusBadGateway, "err", err)
+		writeError(w, http.StatusBadGateway, err.Error())
+		return
+	}
+	s.fail(w, r, op, err)
+}
