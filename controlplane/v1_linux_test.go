@@ -243,3 +243,20 @@ func TestV1(t *testing.T) {
 
 	e.do("DELETE", "/sandboxes/"+id, e.key, nil).want(t, http.StatusNoContent)
 }
+
+// TestExecAfterRefusals runs commands between refused ones, through the
+// whole path (control plane → agent proxy → envd), many times: refused
+// streams once left a broken pooled connection in the agent's proxy that a
+// later command picked up.
+func TestExecAfterRefusals(t *testing.T) {
+	e := newTestenv(t, controlplane.Config{})
+	id := e.create(t, map[string]any{"templateID": "base", "timeout": 300}).SandboxID
+	execPath := "/v1/sandboxes/" + id + "/exec"
+	for i := range 150 {
+		e.do("POST", execPath, e.key, map[string]any{"cmd": "true", "cwd": "/no/such/dir"}).want(t, http.StatusBadRequest)
+		e.do("POST", execPath, e.key, map[string]any{"args": []string{"/no/such/program"}}).want(t, http.StatusBadRequest)
+		if got := e.exec(t, id, map[string]any{"cmd": "echo started"}); got.Stdout != "started\n" {
+			t.Fatalf("iteration %d: %+v", i, got)
+		}
+	}
+}
