@@ -102,37 +102,12 @@ func runServer(ctx context.Context, o *serverOptions) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	srv := newHTTPServer(cp.Handler(), log)
-
-	runCtx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() {
-		cancel()
-		wg.Wait()
-	}()
-	errs := make(chan error, 1)
-	wg.Go(func() { _ = cp.Run(runCtx) })
-	wg.Go(func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errs <- err
-		}
+	err = serveControlPlane(ctx, cp, o.listen, log, nil, func() {
+		printBanner(os.Stdout, publicURL, key, created, dataDir)
+		fmt.Fprintf(os.Stdout, "Add a host: make a registration token with\n\n  roost server token --data-dir %s\n\n"+
+			"and start its agent with\n\n  roost agent --server %s --registration-token TOKEN --advertise http://AGENT-ADDRESS:7070\n\n",
+			dataDir, publicURL)
 	})
-	printBanner(os.Stdout, publicURL, key, created, dataDir)
-	fmt.Fprintf(os.Stdout, "Add a host: make a registration token with\n\n  roost server token --data-dir %s\n\n"+
-		"and start its agent with\n\n  roost agent --server %s --registration-token TOKEN --advertise http://AGENT-ADDRESS:7070\n\n",
-		dataDir, publicURL)
-
-	select {
-	case <-ctx.Done():
-	case err = <-errs:
-	}
-	shutdownCtx, done := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer done()
-	_ = srv.Shutdown(shutdownCtx)
 	log.Info("control plane stopped")
 	return err
 }
@@ -179,6 +154,41 @@ func openStore(ctx context.Context, databaseURL, dataDir string, log *slog.Logge
 // newHTTPServer is the control plane's HTTP server: HTTP/1.1 and h2c,
 // with header and idle timeouts (streams and WebSockets have no body
 // timeout).
+// serveControlPlane serves cp's API and proxy on listen and runs its
+// background loops until ctx ends, serving fails, or an error arrives on
+// fail (the caller's other servers); then it shuts the server down. ready
+// runs once the listener is open.
+func serveControlPlane(ctx context.Context, cp *controlplane.Server, listen string, log *slog.Logger, fail <-chan error, ready func()) error {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := newHTTPServer(cp.Handler(), log)
+	runCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	errs := make(chan error, 1)
+	wg.Go(func() { _ = cp.Run(runCtx) })
+	wg.Go(func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs <- err
+		}
+	})
+	ready()
+	select {
+	case <-ctx.Done():
+	case err = <-errs:
+	case err = <-fail:
+	}
+	shutdownCtx, done := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer done()
+	_ = srv.Shutdown(shutdownCtx)
+	return err
+}
+
 func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)

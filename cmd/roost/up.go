@@ -4,17 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -85,7 +82,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 		cancel()
 		wg.Wait()
 	}()
-	errs := make(chan error, 3)
+	errs := make(chan error, 1)
 	wg.Go(func() { errs <- agentSrv.Serve(runCtx, agentLn) })
 
 	st, err := openStore(ctx, "", dataDir, log)
@@ -107,26 +104,9 @@ func runUp(ctx context.Context, o *upOptions) error {
 		return err
 	}
 
-	ln, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	srv := newHTTPServer(cp.Handler(), log)
-	wg.Go(func() { _ = cp.Run(runCtx) })
-	wg.Go(func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errs <- err
-		}
+	err = serveControlPlane(ctx, cp, o.listen, log, errs, func() {
+		printBanner(os.Stdout, publicURL, key, created, dataDir)
 	})
-	printBanner(os.Stdout, publicURL, key, created, dataDir)
-
-	select {
-	case <-ctx.Done():
-	case err = <-errs:
-	}
-	shutdownCtx, done := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer done()
-	_ = srv.Shutdown(shutdownCtx)
 	log.Info("roost stopped; sandboxes keep running", "sandboxes", len(m.List()))
 	return err
 }
