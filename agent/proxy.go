@@ -70,7 +70,7 @@ func newProxy(r resolver, log *slog.Logger) *proxy {
 		Transport:     p.transport,
 		FlushInterval: -1,
 		ErrorHandler:  p.fail,
-		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return p
 }
@@ -115,7 +115,19 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := proxyTarget{addr: netip.AddrPortFrom(addr, port), rawPath: rest}
+	enableFullDuplex(w)
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), targetKey{}, t)))
+}
+
+// enableFullDuplex lets a proxied request's body keep flowing upstream
+// after the response has begun. Without it Go's HTTP/1 server, on the
+// first response write, drains and closes whatever of the request body the
+// transport has not yet copied (the final chunk of a streamed Connect
+// request, say); the transport's copy then fails and it closes the
+// upstream connection in the middle of the response. HTTP/2 is full
+// duplex already and answers ErrNotSupported, which is fine.
+func enableFullDuplex(w http.ResponseWriter) {
+	_ = http.NewResponseController(w).EnableFullDuplex()
 }
 
 // resolveStatus maps a resolver error to the proxy's answer.

@@ -435,3 +435,47 @@ func bearer(token string) connect.UnaryInterceptorFunc {
 		}
 	}
 }
+
+// TestProxyFullDuplex: a request body that keeps streaming after the
+// response has begun reaches the sandbox's server (the client sends its
+// second line only after reading the answer to its first). Go's HTTP/1
+// server would otherwise drain and close the rest of the body on the first
+// response write, under the transport copying it to the sandbox.
+func TestProxyFullDuplex(t *testing.T) {
+	agentSrv := startAgentHTTP(t, "")
+	port := backendPort(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		br := bufio.NewReader(r.Body)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			_, _ = io.WriteString(w, "echo "+line)
+			w.(http.Flusher).Flush()
+		}
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) // a deadlock guard, not a measurement
+	defer cancel()
+	pr, pw := io.Pipe()
+	context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) }) // unblocks the client's body writer
+	req, err := http.NewRequestWithContext(ctx, "POST", fmt.Sprintf("%s/proxy/sb1/%d/duplex", agentSrv.URL, port), pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _, _ = io.WriteString(pw, "one\n") }()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if line, err := br.ReadString('\n'); err != nil || line != "echo one\n" {
+		t.Fatalf("first echo %q, %v", line, err)
+	}
+	_, _ = io.WriteString(pw, "two\n")
+	pw.Close()
+	if rest, err := io.ReadAll(br); err != nil || string(rest) != "echo two\n" {
+		t.Fatalf("rest %q, %v", rest, err)
+	}
+}

@@ -52,14 +52,6 @@ func newAgents() *agents {
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
 		ResponseHeaderTimeout: 0, // creates can take minutes; contexts bound calls
-		// A new connection per call. With pooled connections, about one
-		// envd stream in several hundred failed with "incomplete envelope"
-		// after earlier streams were closed before their end (refused
-		// commands): the agent's proxy read from a connection that had
-		// been closed under it (TestExecAfterRefusals reproduces it; the
-		// root cause in the pooled path is not found yet). Agents are on
-		// loopback or a LAN: a connection costs far less than a call.
-		DisableKeepAlives: true,
 	}
 	return &agents{transport: tr, client: &http.Client{Transport: tr}, clients: map[string]agentClient{}}
 }

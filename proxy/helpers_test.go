@@ -89,6 +89,7 @@ func newTestAgent(t testing.TB) *testAgent {
 		if a.onProxy != nil {
 			a.onProxy()
 		}
+		_ = http.NewResponseController(w).EnableFullDuplex() // as the agent does
 		rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), agentTarget{}, agentTarget{parts[1], rest})))
 	}))
 	t.Cleanup(a.Close)

@@ -176,6 +176,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// Without full duplex, Go's HTTP/1 server drains and closes the
+	// rest of the request body when the response starts, under the
+	// transport still copying it upstream, which then closes the agent
+	// connection mid-response. HTTP/2 answers ErrNotSupported: it is
+	// full duplex already.
+	_ = http.NewResponseController(w).EnableFullDuplex()
 	t.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, routeKey{}, route)))
 }
 
@@ -239,7 +245,7 @@ func (p *Proxy) newTarget(res Target) *target {
 		FlushInterval:  -1, // SSE, Connect streams, long polls: every write goes out at once
 		ModifyResponse: modifyResponse,
 		ErrorHandler:   func(w http.ResponseWriter, r *http.Request, err error) { p.proxyFailed(w, r, t, err) },
-		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 	}
 	return t
 }

@@ -532,3 +532,65 @@ func TestClientGone(t *testing.T) {
 		t.Errorf("answered a gone client: %d %q", rec.Code, rec.Body.String())
 	}
 }
+
+// TestFullDuplex: the request body keeps flowing after the response has
+// begun (the client sends its second line only after reading the answer to
+// its first). Go's HTTP/1 server would otherwise drain and close the rest
+// of the body on the first response write, under the transport copying it
+// to the agent; with a body still streaming that deadlocks, and with a
+// body's last bytes in flight it cut the response (Connect streams through
+// the proxy ended with "unexpected EOF").
+func TestFullDuplex(t *testing.T) {
+	s := newStack(t, Config{})
+	s.add(sbx, nil)
+	duplex := httptest.NewServer(http.HandlerFunc(duplexEcho))
+	t.Cleanup(duplex.Close)
+	port := portOf(t, duplex.Listener.Addr())
+	for _, form := range []Form{FormHost, FormHeader, FormPath} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // a deadlock guard, not a measurement
+		pr, pw := io.Pipe()
+		context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) }) // unblocks the client's body writer
+		req := newRequest(t, s, form, sbx, port, "POST", "/duplex", "")
+		req.Body, req.ContentLength, req.GetBody = pr, -1, nil
+		done := make(chan error, 1)
+		go func() { done <- exchangeLines(pw, req.WithContext(ctx)) }()
+		if err := <-done; err != nil {
+			t.Errorf("form %v: %v", form, err)
+		}
+		cancel()
+	}
+}
+
+// duplexEcho answers each line of the request body as it arrives.
+func duplexEcho(w http.ResponseWriter, r *http.Request) {
+	_ = http.NewResponseController(w).EnableFullDuplex()
+	br := bufio.NewReader(r.Body)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		_, _ = io.WriteString(w, "echo "+line)
+		w.(http.Flusher).Flush()
+	}
+}
+
+// exchangeLines sends "one", waits for its echo, then sends "two".
+func exchangeLines(pw *io.PipeWriter, req *http.Request) error {
+	go func() { _, _ = io.WriteString(pw, "one\n") }()
+	resp, err := client().Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if line, err := br.ReadString('\n'); err != nil || line != "echo one\n" {
+		return fmt.Errorf("first echo %q, %v", line, err)
+	}
+	_, _ = io.WriteString(pw, "two\n")
+	pw.Close()
+	if rest, err := io.ReadAll(br); err != nil || string(rest) != "echo two\n" {
+		return fmt.Errorf("rest %q, %v", rest, err)
+	}
+	return nil
+}
