@@ -65,12 +65,14 @@ func (m *Manager) destroyLocked(ctx context.Context, sb *sandbox, reason string)
 	sb.mu.Lock()
 	sb.rec.State, sb.rec.StateChanged = StateStopped, m.cfg.Now()
 	sb.mu.Unlock()
-	m.unregister(sb)
+	// The files go before the record: once Get says a sandbox is gone,
+	// nothing of it is left.
 	if err := removeStateDir(sb.dir); err != nil {
 		// The sandbox is gone; only files remain, and the next start-up
 		// tries again.
 		log.Error("sandbox state directory left behind", "dir", sb.dir, "err", err)
 	}
+	m.unregister(sb)
 	log.Info("sandbox destroyed", "reason", reason, "template", rec.Template)
 	return nil
 }

@@ -34,11 +34,18 @@ type resolver interface {
 // responses. Redirects are not rewritten: the caller (the control plane's
 // proxy) knows its own prefix.
 type proxy struct {
-	resolve   resolver
-	transport *http.Transport
-	rp        *httputil.ReverseProxy
-	log       *slog.Logger
+	resolve resolver
+	// user carries traffic to the sandbox's own servers, envd traffic to
+	// envd: separate pools, so that a flood of user traffic (a dev
+	// server's polling, a notebook's WebSockets) never holds the
+	// connections that terminals, commands and files need.
+	user, envd *http.Transport
+	rp         *httputil.ReverseProxy
+	log        *slog.Logger
 }
+
+// envdPort is envd's port in every sandbox (the E2B wire contract).
+const envdPort = "49983"
 
 // proxyTarget is what the handler resolved, handed to Rewrite.
 type proxyTarget struct {
@@ -48,26 +55,24 @@ type proxyTarget struct {
 
 type targetKey struct{}
 
-func newProxy(r resolver, log *slog.Logger) *proxy {
-	p := &proxy{
-		resolve: r,
-		log:     log,
-		// Its own transport and pool: proxy traffic never shares
-		// connections with envd control calls.
-		transport: &http.Transport{
-			Proxy:                 nil,
-			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:          1024,
-			MaxIdleConnsPerHost:   64,
-			IdleConnTimeout:       90 * time.Second,
-			ExpectContinueTimeout: time.Second,
-			// Bodies pass through as the server encoded them.
-			DisableCompression: true,
-		},
+func newSandboxTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		// Bodies pass through as the server encoded them.
+		DisableCompression: true,
 	}
+}
+
+func newProxy(r resolver, log *slog.Logger) *proxy {
+	p := &proxy{resolve: r, log: log, user: newSandboxTransport(), envd: newSandboxTransport()}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:       p.rewrite,
-		Transport:     p.transport,
+		Transport:     p,
 		FlushInterval: -1,
 		ErrorHandler:  p.fail,
 		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -75,7 +80,18 @@ func newProxy(r resolver, log *slog.Logger) *proxy {
 	return p
 }
 
-func (p *proxy) close() { p.transport.CloseIdleConnections() }
+// RoundTrip sends a rewritten request on its port's transport.
+func (p *proxy) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Port() == envdPort {
+		return p.envd.RoundTrip(req)
+	}
+	return p.user.RoundTrip(req)
+}
+
+func (p *proxy) close() {
+	p.user.CloseIdleConnections()
+	p.envd.CloseIdleConnections()
+}
 
 // parseProxyPath splits an escaped /proxy/{id}/{port}/{rest...} path.
 // rest keeps its escaping and always starts with "/".

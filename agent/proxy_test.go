@@ -280,7 +280,7 @@ func TestProxyTimeout(t *testing.T) {
 	defer p.close()
 	// The edge: a sandbox server that never answers, and a proxy that
 	// waits only briefly for response headers.
-	p.transport.ResponseHeaderTimeout = 50 * time.Millisecond
+	p.user.ResponseHeaderTimeout = 50 * time.Millisecond
 	port := backendPort(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
 	srv := httptest.NewServer(p)
 	defer srv.Close()
@@ -477,5 +477,29 @@ func TestProxyFullDuplex(t *testing.T) {
 	pw.Close()
 	if rest, err := io.ReadAll(br); err != nil || string(rest) != "echo two\n" {
 		t.Fatalf("rest %q, %v", rest, err)
+	}
+}
+
+// TestProxyEnvdPool: envd's port and the sandbox's own ports are dialled
+// from separate pools.
+func TestProxyEnvdPool(t *testing.T) {
+	p := newProxy(testResolver, testLogger(t))
+	defer p.close()
+	dialled := map[string]string{}
+	refuse := func(pool string) func(context.Context, string, string) (net.Conn, error) {
+		return func(_ context.Context, _, addr string) (net.Conn, error) {
+			dialled[addr] = pool
+			return nil, errors.New("refused by the test")
+		}
+	}
+	p.user.DialContext, p.envd.DialContext = refuse("user"), refuse("envd")
+	for _, u := range []string{"http://127.0.0.2:49983/health", "http://127.0.0.2:8000/"} {
+		req, _ := http.NewRequest("GET", u, nil)
+		if _, err := p.RoundTrip(req); err == nil {
+			t.Fatalf("%s: dial was not refused", u)
+		}
+	}
+	if dialled["127.0.0.2:49983"] != "envd" || dialled["127.0.0.2:8000"] != "user" {
+		t.Fatalf("dialled %v", dialled)
 	}
 }
