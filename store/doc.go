@@ -9,8 +9,7 @@
 // The few places where the dialects differ are the fields of the dialect
 // type (open.go): row locking for read-modify-write and the classification
 // of constraint errors. [Open] runs the migrations up. PostgreSQL is reached
-// through a small database/sql adapter over pgx (pgdriver.go) until the
-// module carries what pgx's own stdlib package needs.
+// through pgx's database/sql driver (github.com/jackc/pgx/v5/stdlib).
 //
 // Secrets: API keys and registration tokens are stored only as SHA-256
 // hashes; the caller hashes ([HashKey]) and the plaintext never reaches the

@@ -181,12 +181,15 @@ type Sandbox struct {
 	AllowPublicTraffic bool
 	AllowInternet      bool
 	AutoPause          bool
-	TimeoutSecs        int64
-	StartedAt          time.Time // zero until started
-	EndAt              time.Time // when the timeout fires; zero = never
-	CreatedAt          time.Time // zero → now
-	UpdatedAt          time.Time // set by the store
-	Error              string    // why State is SandboxError
+	// AutoResume: traffic to the sandbox while paused resumes it (only
+	// meaningful with AutoPause).
+	AutoResume  bool
+	TimeoutSecs int64
+	StartedAt   time.Time // zero until started
+	EndAt       time.Time // when the timeout fires; zero = never
+	CreatedAt   time.Time // zero → now
+	UpdatedAt   time.Time // set by the store
+	Error       string    // why State is SandboxError
 }
 
 // SandboxFilter selects sandboxes for ListSandboxes. Zero fields match
