@@ -32,6 +32,8 @@ const agentToken = "agent-secret"
 type testAgent struct {
 	*httptest.Server
 	requests atomic.Int64
+	mu       sync.Mutex // guards remotes
+	remotes  []string   // the proxy's address of each request, in order
 	onProxy  func() // called on every proxied request, when set
 }
 
@@ -67,6 +69,9 @@ func newTestAgent(t testing.TB) *testAgent {
 	}
 	a.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a.requests.Add(1)
+		a.mu.Lock()
+		a.remotes = append(a.remotes, r.RemoteAddr)
+		a.mu.Unlock()
 		if r.Header.Get(agentTokenHeader) != agentToken {
 			writeError(w, http.StatusUnauthorized, "missing or invalid agent token")
 			return

@@ -27,6 +27,10 @@ type Target struct {
 	SandboxID string
 	// Paused: the sandbox exists but does not run; its ports do not answer.
 	Paused bool
+	// AutoResume: a request to the sandbox while Paused resumes it through
+	// Config.AutoResume and is then served; without it a paused sandbox
+	// answers 409.
+	AutoResume bool
 	// AgentURL is the host agent's base URL (scheme, host, optional path).
 	AgentURL *url.URL
 	// AgentToken is sent to the agent as Roost-Agent-Token; empty sends none.
@@ -57,29 +61,49 @@ type Config struct {
 	// reports the sandbox's port refused the connection (a server just
 	// starting). Default 3s; negative disables retries.
 	DialRetry time.Duration
-	// AutoResume, when set, resumes a paused sandbox before its request is
-	// proxied; nil answers 409. It runs on the request's context.
+	// AutoResume resumes a paused sandbox whose Target has AutoResume
+	// before its request is proxied; nil answers 409 to every paused
+	// sandbox. The proxy calls it once at a time per sandbox, however many
+	// requests wait (they share its outcome), on a context detached from
+	// any one request and bounded by ResumeTimeout. It must return once
+	// the sandbox resolves as running, or with an error (answered 502; one
+	// wrapping runtime.ErrNotFound 404).
 	AutoResume func(ctx context.Context, sandboxID string) error
+	// ResumeTimeout bounds one AutoResume call. Default 2 minutes.
+	ResumeTimeout time.Duration
 }
 
 // Proxy forwards sandbox traffic to host agents. It is an http.Handler and
 // safe for concurrent use.
 type Proxy struct {
-	domain     string
-	envdPort   int
-	autoResume func(context.Context, string) error
-	resolver   Resolver
-	log        *slog.Logger
-	transport  *http.Transport
+	domain        string
+	envdPort      int
+	autoResume    func(context.Context, string) error
+	resumeTimeout time.Duration
+	resolver      Resolver
+	log           *slog.Logger
+	// user carries traffic to the sandboxes' own servers, envd traffic
+	// to envd: separate pools, so that a flood of user traffic never
+	// holds the connections terminals, commands and files need.
+	user, envd *http.Transport
 	rt         http.RoundTripper
 	buffers    *bufferPool
 
-	mu sync.Mutex // guards targets and epoch
+	mu sync.Mutex // guards targets, epoch and resuming
 	// targets caches resolved, running sandboxes and their ReverseProxy.
 	targets map[string]*target
 	// epoch counts evictions, so that a resolve racing an Evict does not
 	// cache what was just evicted.
 	epoch uint64
+	// resuming holds the resume in flight of each sandbox: requests that
+	// find it paused meanwhile wait for it instead of starting another.
+	resuming map[string]*resumeCall
+}
+
+// resumeCall is one AutoResume call that several requests may wait for.
+type resumeCall struct {
+	done chan struct{} // closed when err is set
+	err  error
 }
 
 // target is a cached, resolved sandbox with its ReverseProxy.
@@ -104,23 +128,46 @@ func New(cfg Config, r Resolver, log *slog.Logger) *Proxy {
 	if cfg.DialRetry == 0 {
 		cfg.DialRetry = 3 * time.Second
 	}
-	tr := newTransport()
+	if cfg.ResumeTimeout <= 0 {
+		cfg.ResumeTimeout = 2 * time.Minute
+	}
+	user, envd := newTransport(), newTransport()
 	return &Proxy{
-		domain:     strings.Trim(strings.ToLower(cfg.Domain), "."),
-		envdPort:   cfg.EnvdPort,
-		autoResume: cfg.AutoResume,
-		resolver:   r,
-		log:        log,
-		transport:  tr,
-		rt:         &retryTransport{base: tr, window: cfg.DialRetry},
-		buffers:    newBufferPool(),
-		targets:    make(map[string]*target),
+		domain:        strings.Trim(strings.ToLower(cfg.Domain), "."),
+		envdPort:      cfg.EnvdPort,
+		autoResume:    cfg.AutoResume,
+		resumeTimeout: cfg.ResumeTimeout,
+		resolver:      r,
+		log:           log,
+		user:          user,
+		envd:          envd,
+		rt:            &retryTransport{base: portTransport{envdPort: cfg.EnvdPort, envd: envd, user: user}, window: cfg.DialRetry},
+		buffers:       newBufferPool(),
+		targets:       make(map[string]*target),
+		resuming:      make(map[string]*resumeCall),
 	}
 }
 
 // Close closes the proxy's idle connections to agents. Requests in flight
 // continue; the caller's http.Server owns them.
-func (p *Proxy) Close() { p.transport.CloseIdleConnections() }
+func (p *Proxy) Close() {
+	p.user.CloseIdleConnections()
+	p.envd.CloseIdleConnections()
+}
+
+// portTransport sends a request for envd's port on the envd pool and any
+// other on the user pool.
+type portTransport struct {
+	envdPort   int
+	envd, user http.RoundTripper
+}
+
+func (t portTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if route, _ := req.Context().Value(routeKey{}).(Route); route.Port == t.envdPort {
+		return t.envd.RoundTrip(req)
+	}
+	return t.user.RoundTrip(req)
+}
 
 // Evict drops what the proxy remembers of a sandbox, so its next request
 // resolves it again. Call it when a sandbox is destroyed, paused or moved.
@@ -171,7 +218,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if t.Paused {
-		if t, err = p.resume(ctx, route.SandboxID); err != nil {
+		if t, err = p.resume(ctx, t.Target); err != nil {
 			p.resolveFailed(w, r, route, err)
 			return
 		}
@@ -185,25 +232,80 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, routeKey{}, route)))
 }
 
-// resume resumes a paused sandbox when AutoResume is set, and resolves it
-// again.
-func (p *Proxy) resume(ctx context.Context, id string) (*target, error) {
-	if p.autoResume == nil {
+// resume resumes a paused sandbox that has auto-resume, and resolves it
+// again. Concurrent requests to one sandbox share one AutoResume call; a
+// request whose client leaves stops waiting, the resume goes on.
+func (p *Proxy) resume(ctx context.Context, paused Target) (*target, error) {
+	id := paused.SandboxID
+	if p.autoResume == nil || !paused.AutoResume {
 		return nil, fmt.Errorf("sandbox %s is paused: %w", id, runtime.ErrConflict)
 	}
-	if err := p.autoResume(ctx, id); err != nil {
-		return nil, fmt.Errorf("resume sandbox %s: %w", id, err)
+	p.mu.Lock()
+	c, leader := p.resuming[id], false
+	if c == nil {
+		c, leader = &resumeCall{done: make(chan struct{})}, true
+		p.resuming[id] = c
 	}
-	p.Evict(id)
+	p.mu.Unlock()
+	if leader {
+		p.runResume(ctx, id, c)
+	} else {
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if c.err != nil {
+		return nil, &resumeError{id: id, err: c.err}
+	}
 	t, err := p.target(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	if t.Paused {
-		return nil, fmt.Errorf("sandbox %s is still paused after resume: %w", id, runtime.ErrConflict)
+		p.log.Warn("proxy auto-resume left the sandbox paused", "sandbox", id)
+		return nil, &resumeError{id: id, err: errors.New("still paused after resume")}
 	}
 	return t, nil
 }
+
+// runResume makes c's AutoResume call and publishes its outcome, also if
+// it panics. A request that saw the sandbox paused just before another
+// resume finished would resume it again: the store is asked first.
+func (p *Proxy) runResume(ctx context.Context, id string, c *resumeCall) {
+	c.err = errors.New("resume did not finish")
+	defer func() {
+		p.mu.Lock()
+		delete(p.resuming, id)
+		delete(p.targets, id)
+		p.epoch++
+		p.mu.Unlock()
+		close(c.done)
+	}()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.resumeTimeout)
+	defer cancel()
+	if cur, err := p.resolver.Resolve(ctx, id); err == nil && !cur.Paused {
+		c.err = nil
+		return
+	}
+	start := time.Now()
+	c.err = p.autoResume(ctx, id)
+	if c.err != nil {
+		p.log.Warn("proxy auto-resume failed", "sandbox", id, "err", c.err)
+		return
+	}
+	p.log.Info("proxy auto-resumed sandbox", "sandbox", id, "took", time.Since(start))
+}
+
+// resumeError is a failed auto-resume: 502, or 404 when the sandbox is gone.
+type resumeError struct {
+	id  string
+	err error
+}
+
+func (e *resumeError) Error() string { return "auto-resume sandbox " + e.id + ": " + e.err.Error() }
+func (e *resumeError) Unwrap() error { return e.err }
 
 // target returns the cached target of a sandbox, or resolves it. Paused
 // sandboxes are never cached: their next request must see them resumed.
@@ -335,9 +437,13 @@ func (p *Proxy) resolveFailed(w http.ResponseWriter, r *http.Request, route Rout
 		p.log.Debug("proxy client gone", "sandbox", route.SandboxID, "err", err)
 		return
 	}
+	var rerr *resumeError
 	switch {
 	case errors.Is(err, runtime.ErrNotFound):
 		writeError(w, http.StatusNotFound, "sandbox "+route.SandboxID+" not found")
+	case errors.As(err, &rerr):
+		// Logged once, where it failed.
+		writeError(w, http.StatusBadGateway, "sandbox "+route.SandboxID+" is paused and could not be resumed")
 	case errors.Is(err, runtime.ErrConflict):
 		writeError(w, http.StatusConflict, "sandbox "+route.SandboxID+" is paused")
 	default:

@@ -293,8 +293,6 @@ func TestDialRetry(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
-	var resumed []string
-	var mu sync.Mutex
 	s := newStack(t, Config{DialRetry: -1})
 	_, port := newBackend(t)
 	s.proxy.envdPort = port // this backend plays envd
@@ -362,40 +360,121 @@ func TestErrors(t *testing.T) {
 	if resp.StatusCode != 404 || !strings.Contains(string(body), `"code":404`) {
 		t.Errorf("unmatched: %d %s", resp.StatusCode, body)
 	}
+}
 
-	// With AutoResume, a paused sandbox is resumed, then served.
-	var resumeErr error
-	var s2 *stack
-	s2 = newStack(t, Config{AutoResume: func(ctx context.Context, id string) error {
+// TestAutoResume: a paused sandbox with auto-resume is resumed once however
+// many requests arrive, then served; one without it answers 409; a failing
+// resume answers every waiting request 502.
+func TestAutoResume(t *testing.T) {
+	_, port := newBackend(t)
+	var (
+		mu        sync.Mutex // guards resumed and resumeErr
+		resumed   []string
+		resumeErr error
+	)
+	release := make(chan struct{}) // closed: resumes finish
+	var s *stack
+	s = newStack(t, Config{AutoResume: func(ctx context.Context, id string) error {
 		mu.Lock()
-		defer mu.Unlock()
 		resumed = append(resumed, id)
-		if resumeErr != nil {
-			return resumeErr
+		err := resumeErr
+		mu.Unlock()
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		s2.add(id, nil)
+		if err != nil {
+			return err
+		}
+		s.add(id, func(t *Target) { t.AutoResume = true })
 		return nil
 	}})
-	s2.add("paused", func(t *Target) { t.Paused = true })
-	resp, body = do(t, client(), newRequest(t, s2, FormPath, "paused", userPort, "GET", "/e", ""))
-	if resp.StatusCode != 200 || len(resumed) != 1 {
-		t.Errorf("auto-resume: %d %s, resumed %v", resp.StatusCode, body, resumed)
+	resumes := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), resumed...)
+	}
+	paused := func(t *Target) { t.Paused, t.AutoResume = true, true }
+	s.add("sleepy", paused)
+	s.add("manual", func(t *Target) { t.Paused = true })
+	s.add("private", func(t *Target) { paused(t); t.PublicTraffic, t.TrafficToken = false, "x" })
+
+	// Many requests, in every form, to one paused sandbox: one resume,
+	// and every request served once it is done.
+	const n = 24
+	type result struct {
+		status int
+		body   string
+	}
+	results := make(chan result, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			req := newRequest(t, s, []Form{FormHost, FormHeader, FormPath}[i%3], "sleepy", port, "GET", "/small", "")
+			resp, err := client().Do(req)
+			if err != nil {
+				results <- result{0, err.Error()}
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			results <- result{resp.StatusCode, string(b)}
+		})
+	}
+	// Let the requests pile up behind the first resume, then finish it.
+	for deadline := time.Now().Add(10 * time.Second); len(resumes()) == 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	close(results)
+	for r := range results {
+		if r.status != http.StatusOK || r.body != "ok" {
+			t.Errorf("request to a resumed sandbox: %d %s", r.status, r.body)
+		}
+	}
+	if got := resumes(); len(got) != 1 || got[0] != "sleepy" {
+		t.Fatalf("resumes %v, want one of sleepy", got)
+	}
+	if !s.proxy.cached("sleepy") {
+		t.Error("a resumed sandbox is not cached")
+	}
+
+	// Without auto-resume, a paused sandbox answers 409 and is not resumed.
+	resp, body := do(t, client(), newRequest(t, s, FormPath, "manual", port, "GET", "/small", ""))
+	if resp.StatusCode != http.StatusConflict || len(resumes()) != 1 {
+		t.Errorf("paused without auto-resume: %d %s, resumes %v", resp.StatusCode, body, resumes())
 	}
 	// A private port is checked before resuming: no token, no resume.
-	s2.add("pp", func(t *Target) { t.Paused, t.PublicTraffic, t.TrafficToken = true, false, "x" })
-	resp, _ = do(t, client(), newRequest(t, s2, FormPath, "pp", userPort, "GET", "/e", ""))
-	if resp.StatusCode != 403 || len(resumed) != 1 {
-		t.Errorf("private paused: %d, resumed %v", resp.StatusCode, resumed)
+	resp, _ = do(t, client(), newRequest(t, s, FormPath, "private", port, "GET", "/small", ""))
+	if resp.StatusCode != http.StatusForbidden || len(resumes()) != 1 {
+		t.Errorf("private paused: %d, resumes %v", resp.StatusCode, resumes())
 	}
-	// A failing resume is classified: its host is down, 502.
+
+	// A failing resume answers 502 with a message to every waiting
+	// request, and the next request tries again.
 	mu.Lock()
 	resumeErr = fmt.Errorf("agent: %w", runtime.ErrUnavailable)
 	mu.Unlock()
-	s2.add("paused", func(t *Target) { t.Paused = true })
-	s2.proxy.Evict("paused")
-	resp, _ = do(t, client(), newRequest(t, s2, FormPath, "paused", userPort, "GET", "/e", ""))
-	if resp.StatusCode != 502 {
-		t.Errorf("failed resume: %d, want 502", resp.StatusCode)
+	s.add("broken", paused)
+	var fwg sync.WaitGroup
+	for range 4 {
+		fwg.Go(func() {
+			resp, body := do(t, client(), newRequest(t, s, FormHeader, "broken", port, "GET", "/small", ""))
+			var eb errorBody
+			if resp.StatusCode != http.StatusBadGateway || json.Unmarshal(body, &eb) != nil || eb.Code != 502 ||
+				!strings.Contains(eb.Message, "resume") {
+				t.Errorf("failed resume: %d %s, want 502 with a message", resp.StatusCode, body)
+			}
+		})
+	}
+	fwg.Wait()
+	before := len(resumes())
+	do(t, client(), newRequest(t, s, FormHeader, "broken", port, "GET", "/small", ""))
+	if got := len(resumes()); got != before+1 {
+		t.Errorf("resumes after failures: %d then %d", before, got)
 	}
 }
 
@@ -593,4 +672,26 @@ func exchangeLines(pw *io.PipeWriter, req *http.Request) error {
 		return fmt.Errorf("rest %q, %v", rest, err)
 	}
 	return nil
+}
+
+// TestEnvdPool: requests for envd's port and for the sandbox's own ports
+// reach the agent on separate connections, each kept alive in its pool.
+func TestEnvdPool(t *testing.T) {
+	_, envdPort := newBackend(t)
+	_, userPort := newBackend(t)
+	s := newStack(t, Config{EnvdPort: envdPort})
+	s.add(sbx, nil)
+	c := client()
+	for _, port := range []int{userPort, userPort, envdPort, envdPort, userPort} {
+		resp, body := do(t, c, newRequest(t, s, FormHeader, sbx, port, "GET", "/small", ""))
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("port %d: %d %s", port, resp.StatusCode, body)
+		}
+	}
+	s.agent.mu.Lock()
+	r := s.agent.remotes
+	s.agent.mu.Unlock()
+	if len(r) != 5 || r[0] != r[1] || r[2] != r[3] || r[4] != r[0] || r[2] == r[0] {
+		t.Fatalf("agent saw the proxy from %v: want user, user, envd, envd, user on two kept-alive connections", r)
+	}
 }
