@@ -11,6 +11,7 @@ import (
 
 	"roost.dev/roost/controlplane"
 	"roost.dev/roost/runtime"
+	"roost.dev/roost/store/storetest"
 )
 
 // created is the create (and connect) response.
@@ -56,7 +57,12 @@ func (e *testenv) get(t *testing.T, id string) listed {
 }
 
 func TestAPI(t *testing.T) {
-	e := newTestenv(t, controlplane.Config{})
+	storetest.Run(t, func(t *testing.T, dbURL string) {
+		testAPI(t, newTestenvDB(t, controlplane.Config{}, dbURL))
+	})
+}
+
+func testAPI(t *testing.T, e *testenv) {
 	other, err := e.cp.CreateTeamWithKey(t.Context(), "other")
 	if err != nil {
 		t.Fatal(err)
@@ -280,7 +286,12 @@ func TestAPI(t *testing.T) {
 }
 
 func TestCreateTeamWithKey(t *testing.T) {
-	e := newTestenv(t, controlplane.Config{})
+	storetest.Run(t, func(t *testing.T, dbURL string) {
+		testCreateTeamWithKey(t, newTestenvDB(t, controlplane.Config{}, dbURL))
+	})
+}
+
+func testCreateTeamWithKey(t *testing.T, e *testenv) {
 	k2, err := e.cp.CreateTeamWithKey(t.Context(), "second")
 	if err != nil || k2 == e.key {
 		t.Fatalf("second key %q, %v", k2, err)
@@ -309,7 +320,12 @@ func (e *testenv) waitState(t *testing.T, id, state string) {
 }
 
 func TestReconcile(t *testing.T) {
-	e := newTestenv(t, controlplane.Config{ReconcileInterval: 100 * time.Millisecond})
+	storetest.Run(t, func(t *testing.T, dbURL string) {
+		testReconcile(t, newTestenvDB(t, controlplane.Config{ReconcileInterval: 100 * time.Millisecond}, dbURL))
+	})
+}
+
+func testReconcile(t *testing.T, e *testenv) {
 	gone := e.create(t, nil).SandboxID
 	kept := e.create(t, nil).SandboxID
 	paused := e.create(t, map[string]any{"timeout": 60}).SandboxID
@@ -348,7 +364,12 @@ func TestReconcile(t *testing.T) {
 }
 
 func TestHosts(t *testing.T) {
-	e := newTestenv(t, controlplane.Config{})
+	storetest.Run(t, func(t *testing.T, dbURL string) {
+		testHosts(t, newTestenvDB(t, controlplane.Config{}, dbURL))
+	})
+}
+
+func testHosts(t *testing.T, e *testenv) {
 	tok, err := e.cp.CreateRegistrationToken(t.Context(), time.Minute)
 	if err != nil {
 		t.Fatal(err)

@@ -36,6 +36,7 @@ type createRequest struct {
 	Metadata            map[string]string `json:"metadata"`
 	EnvVars             map[string]string `json:"envVars"`
 	AutoPause           bool              `json:"autoPause"`
+	AutoResume          *autoResumeConfig `json:"autoResume"`
 	Secure              *bool             `json:"secure"`
 	AllowInternetAccess *bool             `json:"allow_internet_access"`
 	Network             *struct {
@@ -47,6 +48,11 @@ type createRequest struct {
 	DiskMB   int64 `json:"diskSizeMB"`
 }
 
+// autoResumeConfig is E2B's SandboxAutoResumeConfig.
+type autoResumeConfig struct {
+	Enabled bool `json:"enabled"`
+}
+
 // createParams is a validated createRequest.
 type createParams struct {
 	Template      string
@@ -54,6 +60,7 @@ type createParams struct {
 	Metadata      map[string]string
 	EnvVars       map[string]string
 	AutoPause     bool
+	AutoResume    bool // traffic resumes it while paused; needs AutoPause
 	Secure        bool // envd requires an access token
 	AllowInternet bool
 	PublicTraffic bool
@@ -82,6 +89,13 @@ func parseCreate(body io.Reader) (createParams, error) {
 	var err error
 	if p.Timeout, err = parseTimeout(req.Timeout, defaultTimeout); err != nil {
 		return createParams{}, err
+	}
+	if req.AutoResume != nil {
+		p.AutoResume = req.AutoResume.Enabled
+	}
+	if p.AutoResume && !p.AutoPause {
+		// A sandbox killed on timeout has nothing to resume.
+		return createParams{}, fmt.Errorf("autoResume.enabled requires autoPause: true: %w", runtime.ErrInvalid)
 	}
 	if req.Secure != nil {
 		p.Secure = *req.Secure

@@ -41,6 +41,14 @@ type listedJSON struct {
 	DiskSizeMB  int64             `json:"diskSizeMB"`
 	EnvdVersion string            `json:"envdVersion"`
 	Metadata    map[string]string `json:"metadata"`
+	Lifecycle   lifecycleJSON     `json:"lifecycle"`
+}
+
+// lifecycleJSON is E2B's SandboxLifecycle: what happens on timeout, and
+// whether traffic resumes the sandbox while paused.
+type lifecycleJSON struct {
+	OnTimeout  string `json:"onTimeout"` // "pause" or "kill"
+	AutoResume bool   `json:"autoResume"`
 }
 
 type detailJSON struct {
@@ -69,7 +77,16 @@ func listedView(sb store.Sandbox) listedJSON {
 		SandboxID: sb.ID, TemplateID: sb.TemplateID, Alias: sb.Alias, ClientID: sb.ClientID,
 		StartedAt: sb.StartedAt, EndAt: sb.EndAt, State: string(sb.State), CPUCount: sb.VCPUs,
 		MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskMB, EnvdVersion: sb.EnvdVersion, Metadata: sb.Metadata,
+		Lifecycle: lifecycleView(sb),
 	}
+}
+
+func lifecycleView(sb store.Sandbox) lifecycleJSON {
+	l := lifecycleJSON{OnTimeout: "kill", AutoResume: sb.AutoResume}
+	if sb.AutoPause {
+		l.OnTimeout = "pause"
+	}
+	return l
 }
 
 // createSandbox is POST /v2/sandboxes. The record is stored (starting)
@@ -92,7 +109,7 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store
 		ID: newSandboxID(), TeamID: key.TeamID, HostID: host.ID, TemplateID: p.Template, ClientID: host.ID,
 		State: store.SandboxStarting, Metadata: p.Metadata, EnvVars: p.EnvVars, EnvdVersion: envdVersion,
 		TrafficAccessToken: newToken(), AllowPublicTraffic: p.PublicTraffic, AllowInternet: p.AllowInternet,
-		AutoPause: p.AutoPause, TimeoutSecs: int64(p.Timeout / time.Second), EndAt: now.Add(p.Timeout),
+		AutoPause: p.AutoPause, AutoResume: p.AutoResume, TimeoutSecs: int64(p.Timeout / time.Second), EndAt: now.Add(p.Timeout),
 	}
 	if p.Secure {
 		sb.EnvdAccessToken = newToken()
@@ -437,16 +454,24 @@ func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request, key stor
 		writeJSON(w, http.StatusOK, s.sandboxView(sb))
 		return
 	}
-	h, err := s.hostOf(ctx, sb)
-	if err != nil {
+	if sb, err = s.resume(ctx, sb, d); err != nil {
 		s.fail(w, r, "connect sandbox", err)
 		return
+	}
+	writeJSON(w, http.StatusCreated, s.sandboxView(sb))
+}
+
+// resume resumes a paused sandbox on its agent for d and records it
+// running. Connect and the proxy's auto-resume both come here.
+func (s *Server) resume(ctx context.Context, sb store.Sandbox, d time.Duration) (store.Sandbox, error) {
+	h, err := s.hostOf(ctx, sb)
+	if err != nil {
+		return store.Sandbox{}, err
 	}
 	secs := int64(d / time.Second)
 	if _, err := s.agents.For(h).ResumeSandbox(ctx, connect.NewRequest(&hostagentv1.ResumeSandboxRequest{
 		SandboxId: sb.ID, TimeoutSeconds: &secs})); err != nil {
-		s.fail(w, r, "connect sandbox", agentError("resume sandbox", err))
-		return
+		return store.Sandbox{}, agentError("resume sandbox", err)
 	}
 	id := sb.ID
 	sb, err = s.store.UpdateSandbox(ctx, id, func(cur *store.Sandbox) error {
@@ -456,9 +481,33 @@ func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request, key stor
 	})
 	s.proxy.Evict(id)
 	if err != nil {
-		s.fail(w, r, "connect sandbox", fmt.Errorf("record sandbox resumed: %w", err))
-		return
+		return store.Sandbox{}, fmt.Errorf("record sandbox %s resumed: %w", id, err)
 	}
-	s.log.Info("sandbox resumed", "sandbox", sb.ID)
-	writeJSON(w, http.StatusCreated, s.sandboxView(sb))
+	s.log.Info("sandbox resumed", "sandbox", id)
+	return sb, nil
+}
+
+// autoResume is the proxy's AutoResume: traffic reached a paused sandbox
+// created with autoResume. It resumes for the sandbox's own timeout, as
+// E2B does. The proxy calls it once at a time per sandbox, on a bounded
+// context of its own.
+func (s *Server) autoResume(ctx context.Context, id string) error {
+	sb, err := s.store.LookupSandbox(ctx, id)
+	if err != nil {
+		return err
+	}
+	switch {
+	case sb.State == store.SandboxRunning:
+		return nil // resumed meanwhile, by connect
+	case sb.State != store.SandboxPaused:
+		return fmt.Errorf("sandbox %s is %s: %w", id, sb.State, runtime.ErrConflict)
+	case !sb.AutoResume:
+		return fmt.Errorf("sandbox %s is paused without auto-resume: %w", id, runtime.ErrConflict)
+	}
+	d := time.Duration(sb.TimeoutSecs) * time.Second
+	if d <= 0 {
+		d = defaultTimeout
+	}
+	_, err = s.resume(ctx, sb, d)
+	return err
 }

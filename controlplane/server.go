@@ -87,7 +87,7 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, store: st, log: log, agents: newAgents()}
 	s.execClient = &http.Client{Transport: graceTransport{next: s.agents.transport}}
-	s.proxy = proxy.New(proxy.Config{Domain: cfg.Domain}, resolver{s}, log.With("component", "proxy"))
+	s.proxy = proxy.New(proxy.Config{Domain: cfg.Domain, AutoResume: s.autoResume}, resolver{s}, log.With("component", "proxy"))
 	s.mux = s.routes()
 	return s, nil
 }
@@ -130,9 +130,17 @@ func (s *Server) routes() *http.ServeMux {
 	api("POST /v2/sandboxes/{id}/connect", s.connectSandbox)
 	api("GET /sandboxes/{id}/metrics", s.sandboxMetrics)
 	api("POST /v1/sandboxes/{id}/exec", s.execSandbox)
+	api("GET /v1/sandboxes/{id}/exec/stream", s.execStream)
+	api("GET /v1/sandboxes/{id}/pty", s.ptySession)
 	api("GET /v1/sandboxes/{id}/files", s.downloadFile)
 	api("PUT /v1/sandboxes/{id}/files", s.uploadFile)
 	api("GET /v1/sandboxes/{id}/ports", s.sandboxPorts)
+	api("GET /v1/templates", s.listTemplates)
+	api("GET /v1/hosts", s.listHosts)
+	api("GET /v1/api-keys", s.listAPIKeys)
+	api("POST /v1/api-keys", s.createAPIKey)
+	api("DELETE /v1/api-keys/{id}", s.deleteAPIKey)
+	mux.HandleFunc("GET /openapi.yaml", serveOpenAPI)
 	mux.HandleFunc("POST /v1/hosts/register", s.registerHost)
 	mux.HandleFunc("POST /v1/hosts/{id}/heartbeat", s.hostHeartbeat)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -165,8 +173,24 @@ func (s *Server) authenticate(h func(http.ResponseWriter, *http.Request, store.A
 			s.fail(w, r, "authenticate", err)
 			return
 		}
+		s.touch(r.Context(), k)
 		h(w, r, k)
 	})
+}
+
+// keyTouchEvery is how stale a key's LastUsedAt may get: a write per
+// request would make every API call a store write.
+const keyTouchEvery = time.Minute
+
+// touch records that k was used, at most once per keyTouchEvery.
+func (s *Server) touch(ctx context.Context, k store.APIKey) {
+	now := time.Now()
+	if k.LastUsedAt != nil && now.Sub(*k.LastUsedAt) < keyTouchEvery {
+		return
+	}
+	if err := s.store.TouchAPIKey(ctx, k.ID, now); err != nil && ctx.Err() == nil {
+		s.log.Warn("record api key use", "key", k.ID, "err", err)
+	}
 }
 
 // fail answers err with its category's status; unexpected errors are
@@ -329,7 +353,7 @@ func (r resolver) Resolve(ctx context.Context, id string) (proxy.Target, error) 
 		return proxy.Target{}, fmt.Errorf("host %s url: %v: %w", h.ID, err, runtime.ErrUnavailable)
 	}
 	return proxy.Target{
-		SandboxID: id, Paused: sb.State == store.SandboxPaused, AgentURL: u, AgentToken: h.Token,
+		SandboxID: id, Paused: sb.State == store.SandboxPaused, AutoResume: sb.AutoResume, AgentURL: u, AgentToken: h.Token,
 		TrafficToken: sb.TrafficAccessToken, PublicTraffic: sb.AllowPublicTraffic,
 	}, nil
 }

@@ -25,19 +25,21 @@ import (
 	"roost.dev/roost/runtime/namespace"
 	"roost.dev/roost/runtime/runtimetest"
 	"roost.dev/roost/store"
+	"roost.dev/roost/store/storetest"
 	"roost.dev/roost/template/templatetest"
 )
 
 func TestMain(m *testing.M) {
 	namespace.MaybeRunInit() // the driver re-executes this binary as sandbox init
+	maybeRunLoadServer()     // a copy of this binary serves the PTY load test's traffic
 	os.Exit(m.Run())
 }
 
 const agentToken = "controlplane-test-agent-token"
 
-// testenv is the whole stack in-process on loopback: a SQLite store, one
-// real agent (namespace runtime, cached base template) on its own port,
-// and the control plane on another.
+// testenv is the whole stack in-process on loopback: a store (SQLite or
+// PostgreSQL), one real agent (namespace runtime, cached base template) on
+// its own port, and the control plane on another.
 type testenv struct {
 	t     testing.TB
 	store store.Store
@@ -49,7 +51,22 @@ type testenv struct {
 	key      string // an API key of team "test"
 }
 
+// newTestenv starts the stack on a fresh SQLite store.
 func newTestenv(t testing.TB, cfg controlplane.Config) *testenv {
+	t.Helper()
+	return newTestenvDB(t, cfg, storetest.SQLiteURL(t))
+}
+
+// newTestenvDB starts the stack on the store at dbURL, which must be a
+// fresh, empty database (storetest hands out such URLs). A test that
+// checks what the control plane keeps runs on every database with
+// storetest.Run:
+//
+//	storetest.Run(t, func(t *testing.T, dbURL string) {
+//		e := newTestenvDB(t, cfg, dbURL)
+//		...
+//	})
+func newTestenvDB(t testing.TB, cfg controlplane.Config, dbURL string) *testenv {
 	t.Helper()
 	runtimetest.RequireRoot(t)
 	if a := namespace.Probe(); !a.Available {
@@ -81,7 +98,7 @@ func newTestenv(t testing.TB, cfg controlplane.Config) *testenv {
 		unmountBelow(t, dataDir)
 	})
 
-	st, err := store.Open(ctx, "sqlite://"+filepath.Join(t.TempDir(), "roost.db"), log.With("component", "store"))
+	st, err := store.Open(ctx, dbURL, log.With("component", "store"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"roost.dev/roost/controlplane"
 	"roost.dev/roost/store"
+	"roost.dev/roost/store/storetest"
 )
 
 // execResult is the exec answer.
@@ -61,7 +62,12 @@ func (e *testenv) raw(t *testing.T, method, path, key string, body io.Reader) re
 const testOutputLimit = 1 << 20
 
 func TestV1(t *testing.T) {
-	e := newTestenv(t, controlplane.Config{ExecOutputLimit: testOutputLimit})
+	storetest.Run(t, func(t *testing.T, dbURL string) {
+		testV1(t, newTestenvDB(t, controlplane.Config{ExecOutputLimit: testOutputLimit}, dbURL))
+	})
+}
+
+func testV1(t *testing.T, e *testenv) {
 	other, err := e.cp.CreateTeamWithKey(t.Context(), "other")
 	if err != nil {
 		t.Fatal(err)

@@ -56,6 +56,9 @@ type execRequest struct {
 	Cwd     string            `json:"cwd"`
 	User    string            `json:"user"`
 	Timeout *float64          `json:"timeout"` // seconds; absent or 0: 60
+	// Stdin keeps the command's stdin open for the client to write
+	// (the streaming endpoint only).
+	Stdin bool `json:"stdin"`
 }
 
 // execResponse is the exec answer. Output is JSON text: bytes that are
@@ -75,8 +78,8 @@ type execResponse struct {
 }
 
 // parseExec validates an exec body into envd's StartRequest and the
-// command's deadline.
-func parseExec(body io.Reader) (*rpc.StartRequest, string, time.Duration, error) {
+// command's deadline. Only a streaming exec can write to stdin.
+func parseExec(body io.Reader, streaming bool) (*rpc.StartRequest, string, time.Duration, error) {
 	var req execRequest
 	if err := decodeJSON(body, &req); err != nil {
 		if errors.Is(err, io.EOF) {
@@ -106,7 +109,10 @@ func parseExec(body io.Reader) (*rpc.StartRequest, string, time.Duration, error)
 		}
 		d = time.Duration(t * float64(time.Second))
 	}
-	stdin := false
+	if req.Stdin && !streaming {
+		return nil, "", 0, fmt.Errorf("exec: stdin needs the streaming endpoint (GET .../exec/stream): %w", runtime.ErrInvalid)
+	}
+	stdin := req.Stdin
 	return &rpc.StartRequest{Process: cfg, Stdin: &stdin}, req.User, d, nil
 }
 
@@ -115,7 +121,7 @@ func parseExec(body io.Reader) (*rpc.StartRequest, string, time.Duration, error)
 // timeout is sent to envd as the call's deadline (Connect-Timeout-Ms),
 // and envd kills the process when it passes.
 func (s *Server) execSandbox(w http.ResponseWriter, r *http.Request, key store.APIKey) {
-	start, user, timeout, err := parseExec(r.Body)
+	start, user, timeout, err := parseExec(r.Body, false)
 	if err != nil {
 		s.failEnvd(w, r, "exec", err)
 		return

@@ -1,0 +1,257 @@
+package controlplane_test
+
+import (
+	"bytes"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"roost.dev/roost/controlplane"
+)
+
+// apiKeyEntry is one listed API key.
+type apiKeyEntry struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Mask       string     `json:"mask"`
+	CreatedAt  time.Time  `json:"createdAt"`
+	LastUsedAt *time.Time `json:"lastUsedAt"`
+	Key        string     `json:"key"` // only in the create answer
+}
+
+type hostEntry struct {
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	URL      string `json:"url"`
+	State    string `json:"state"`
+	Runtime  string `json:"runtime"`
+	Capacity struct {
+		CPUs         int   `json:"cpus"`
+		MemoryMB     int64 `json:"memoryMB"`
+		MaxSandboxes int   `json:"maxSandboxes"`
+	} `json:"capacity"`
+	Usage struct {
+		Sandboxes int   `json:"sandboxes"`
+		VCPUs     int   `json:"vcpus"`
+		MemoryMB  int64 `json:"memoryMB"`
+	} `json:"usage"`
+	RegisteredAt  time.Time  `json:"registeredAt"`
+	LastHeartbeat *time.Time `json:"lastHeartbeat"`
+	Sandboxes     int        `json:"sandboxes"`
+}
+
+type templateEntry struct {
+	Name      string   `json:"name"`
+	SizeBytes int64    `json:"sizeBytes"`
+	Hosts     []string `json:"hosts"`
+}
+
+func (e *testenv) hosts(t *testing.T) map[string]hostEntry {
+	t.Helper()
+	r := e.do("GET", "/v1/hosts", e.key, nil).want(t, http.StatusOK)
+	if bytes.Contains(r.body, []byte(agentToken)) || bytes.Contains(bytes.ToLower(r.body), []byte(`"token"`)) {
+		t.Fatalf("host listing shows a token: %s", r.body)
+	}
+	var hs []hostEntry
+	r.decode(t, &hs)
+	out := map[string]hostEntry{}
+	for _, h := range hs {
+		out[h.ID] = h
+	}
+	return out
+}
+
+func (e *testenv) templates(t *testing.T) map[string]templateEntry {
+	t.Helper()
+	var ts []templateEntry
+	e.do("GET", "/v1/templates", e.key, nil).want(t, http.StatusOK).decode(t, &ts)
+	out := map[string]templateEntry{}
+	for _, tt := range ts {
+		out[tt.Name] = tt
+	}
+	return out
+}
+
+func (e *testenv) apiKeys(t *testing.T, key string) []apiKeyEntry {
+	t.Helper()
+	r := e.do("GET", "/v1/api-keys", key, nil).want(t, http.StatusOK)
+	// Only these fields, whatever the key: never a hash or the key itself.
+	var raw []map[string]any
+	r.decode(t, &raw)
+	for _, k := range raw {
+		if got := slices.Sorted(maps.Keys(k)); !slices.Equal(got, []string{"createdAt", "id", "lastUsedAt", "mask", "name"}) {
+			t.Fatalf("listed key has fields %v", got)
+		}
+	}
+	if bytes.Contains(r.body, []byte(key)) {
+		t.Fatalf("key listing shows the key: %s", r.body)
+	}
+	var keys []apiKeyEntry
+	r.decode(t, &keys)
+	return keys
+}
+
+func TestV1Admin(t *testing.T) {
+	e := newTestenv(t, controlplane.Config{})
+
+	t.Run("Templates", func(t *testing.T) {
+		base, ok := e.templates(t)["base"]
+		if !ok || base.SizeBytes <= 0 || !slices.Equal(base.Hosts, []string{"host1"}) {
+			t.Fatalf("base template %+v (listed %v)", base, ok)
+		}
+		e.do("GET", "/v1/templates", "", nil).want(t, http.StatusUnauthorized)
+	})
+
+	t.Run("Hosts", func(t *testing.T) {
+		h, ok := e.hosts(t)["host1"]
+		if !ok || h.URL != e.agentSrv.URL || h.State != "ready" || h.Runtime == "" || h.Capacity.CPUs <= 0 ||
+			h.Capacity.MemoryMB <= 0 || h.RegisteredAt.IsZero() || h.LastHeartbeat != nil || h.Sandboxes != 0 {
+			t.Fatalf("host1 %+v (listed %v)", h, ok)
+		}
+		id := e.create(t, map[string]any{"templateID": "base", "timeout": 120}).SandboxID
+		if n := e.hosts(t)["host1"].Sandboxes; n != 1 {
+			t.Errorf("host1 has %d sandboxes after a create, want 1", n)
+		}
+		e.do("DELETE", "/sandboxes/"+id, e.key, nil).want(t, http.StatusNoContent)
+		if n := e.hosts(t)["host1"].Sandboxes; n != 0 {
+			t.Errorf("host1 has %d sandboxes after the delete, want 0", n)
+		}
+		e.do("GET", "/v1/hosts", "", nil).want(t, http.StatusUnauthorized)
+	})
+
+	// Registered last: the hosts added here would take new sandboxes.
+	t.Run("RegisteredHosts", func(t *testing.T) {
+		register := func(name, url string) string {
+			tok, err := e.cp.CreateRegistrationToken(t.Context(), time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got struct {
+				HostID string `json:"hostID"`
+			}
+			e.do("POST", "/v1/hosts/register", "", map[string]any{"registrationToken": tok, "name": name, "url": url,
+				"token": agentToken, "runtime": "namespace", "cpus": 2, "memoryMB": 1024, "maxSandboxes": 3,
+			}).want(t, http.StatusCreated).decode(t, &got)
+			return got.HostID
+		}
+		// A second host served by the same agent, and one nobody serves.
+		second := register("second", e.agentSrv.URL)
+		gone := register("gone", "http://127.0.0.1:1")
+		e.do("POST", "/v1/hosts/"+second+"/heartbeat", "", map[string]any{"sandboxes": 1, "vcpus": 2, "memoryMB": 512},
+			"Authorization", "Bearer "+agentToken).want(t, http.StatusNoContent)
+
+		hs := e.hosts(t)
+		h := hs[second]
+		if h.Name != "second" || h.State != "ready" || h.Capacity.MaxSandboxes != 3 || h.LastHeartbeat == nil ||
+			h.Usage.Sandboxes != 1 || h.Usage.VCPUs != 2 || h.Usage.MemoryMB != 512 {
+			t.Errorf("second host %+v", h)
+		}
+		if _, ok := hs[gone]; !ok || len(hs) != 3 {
+			t.Errorf("hosts %v: want host1, %s and %s", slices.Sorted(maps.Keys(hs)), second, gone)
+		}
+		// The unreachable host is left out, not an error.
+		want := []string{"host1", second}
+		slices.Sort(want)
+		if base := e.templates(t)["base"]; !slices.Equal(base.Hosts, want) {
+			t.Errorf("base is on %v, want %v", base.Hosts, want)
+		}
+	})
+
+	t.Run("APIKeys", func(t *testing.T) {
+		keys := e.apiKeys(t, e.key)
+		if len(keys) != 1 || keys[0].Name != "default" || keys[0].Mask != e.key[:12]+"..." || keys[0].CreatedAt.IsZero() {
+			t.Fatalf("keys %+v", keys)
+		}
+		first := keys[0]
+
+		var made apiKeyEntry
+		e.do("POST", "/v1/api-keys", e.key, map[string]any{"name": "ci runner"}).want(t, http.StatusCreated).decode(t, &made)
+		if !strings.HasPrefix(made.Key, "roost_") || made.ID == "" || made.ID == first.ID || made.Name != "ci runner" ||
+			made.Mask != made.Key[:12]+"..." || made.CreatedAt.IsZero() || made.LastUsedAt != nil {
+			t.Fatalf("created key %+v", made)
+		}
+
+		// Both are listed, oldest first, the new key without its plaintext;
+		// the key that listed them is marked used.
+		keys = e.apiKeys(t, made.Key)
+		if len(keys) != 2 || keys[0].ID != first.ID || keys[1].ID != made.ID || keys[1].Key != "" ||
+			keys[1].LastUsedAt == nil || keys[1].LastUsedAt.Before(made.CreatedAt.Add(-time.Second)) {
+			t.Fatalf("keys %+v", keys)
+		}
+		// The new key works for everything, and may delete itself.
+		e.do("GET", "/v2/sandboxes", made.Key, nil).want(t, http.StatusOK)
+		e.do("DELETE", "/v1/api-keys/"+made.ID, made.Key, nil).want(t, http.StatusNoContent)
+		e.do("GET", "/v1/api-keys", made.Key, nil).want(t, http.StatusUnauthorized)
+		e.do("DELETE", "/v1/api-keys/"+made.ID, e.key, nil).want(t, http.StatusNotFound)
+		if keys = e.apiKeys(t, e.key); len(keys) != 1 || keys[0].ID != first.ID {
+			t.Fatalf("keys after the delete %+v", keys)
+		}
+
+		// A key made by one key and deleted by another.
+		var second apiKeyEntry
+		e.do("POST", "/v1/api-keys", e.key, map[string]any{"name": "ünïcode ✓"}).want(t, http.StatusCreated).decode(t, &second)
+		e.do("DELETE", "/v1/api-keys/"+second.ID, e.key, nil).want(t, http.StatusNoContent)
+		e.do("GET", "/v2/sandboxes", second.Key, nil).want(t, http.StatusUnauthorized)
+	})
+
+	t.Run("OtherTeam", func(t *testing.T) {
+		other, err := e.cp.CreateTeamWithKey(t.Context(), "other")
+		if err != nil {
+			t.Fatal(err)
+		}
+		theirs := e.apiKeys(t, other)
+		if len(theirs) != 1 {
+			t.Fatalf("other team's keys %+v", theirs)
+		}
+		for _, k := range e.apiKeys(t, e.key) {
+			if k.ID == theirs[0].ID {
+				t.Fatalf("another team's key %s is listed", k.ID)
+			}
+		}
+		e.do("DELETE", "/v1/api-keys/"+theirs[0].ID, e.key, nil).want(t, http.StatusNotFound)
+		e.do("GET", "/v1/api-keys", other, nil).want(t, http.StatusOK) // still works
+	})
+
+	t.Run("BadInput", func(t *testing.T) {
+		for _, tc := range []struct {
+			name, body string
+		}{
+			{"malformed", `{"name": `},
+			{"not an object", `["x"]`},
+			{"wrong type", `{"name": 3}`},
+			{"empty body", ``},
+			{"no name", `{}`},
+			{"empty name", `{"name": ""}`},
+			{"long name", `{"name": "` + strings.Repeat("n", 129) + `"}`},
+			{"control character", `{"name": "a\u0000b"}`},
+			{"newline", `{"name": "a\nb"}`},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				e.raw(t, "POST", "/v1/api-keys", e.key, strings.NewReader(tc.body)).want(t, http.StatusBadRequest)
+			})
+		}
+		e.do("POST", "/v1/api-keys", "", map[string]any{"name": "x"}).want(t, http.StatusUnauthorized)
+		e.do("POST", "/v1/api-keys", "roost_wrong", map[string]any{"name": "x"}).want(t, http.StatusUnauthorized)
+		e.do("DELETE", "/v1/api-keys/key_nosuchkey", e.key, nil).want(t, http.StatusNotFound)
+		e.do("DELETE", "/v1/api-keys/"+strings.Repeat("%2F", 100), e.key, nil).want(t, http.StatusNotFound)
+		// Other methods fall through to the catch-all: 404 with E2B's body.
+		e.do("DELETE", "/v1/api-keys", e.key, nil).want(t, http.StatusNotFound)
+		e.do("PUT", "/v1/templates", e.key, nil).want(t, http.StatusNotFound)
+		if keys := e.apiKeys(t, e.key); len(keys) != 1 {
+			t.Fatalf("refused requests made keys: %+v", keys)
+		}
+	})
+
+	t.Run("OpenAPI", func(t *testing.T) {
+		r := e.do("GET", "/openapi.yaml", "", nil).want(t, http.StatusOK)
+		if ct := r.header.Get("Content-Type"); ct != "application/yaml" {
+			t.Errorf("content type %q", ct)
+		}
+		if !bytes.HasPrefix(r.body, []byte("openapi: 3.0.")) || !bytes.Contains(r.body, []byte("\n  /v1/api-keys:\n")) {
+			t.Errorf("served document starts %q", r.body[:min(len(r.body), 40)])
+		}
+	})
+}
