@@ -71,9 +71,11 @@ func newSandboxTransport() *http.Transport {
 func newProxy(r resolver, log *slog.Logger) *proxy {
 	p := &proxy{resolve: r, log: log, user: newSandboxTransport(), envd: newSandboxTransport()}
 	p.rp = &httputil.ReverseProxy{
-		Rewrite:       p.rewrite,
-		Transport:     p,
-		FlushInterval: -1,
+		Rewrite:   p.rewrite,
+		Transport: p,
+		// Zero: streamed responses (unknown length, SSE) are flushed at
+		// every write by ReverseProxy's own rule; others go out buffered.
+		FlushInterval: 0,
 		ErrorHandler:  p.fail,
 		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

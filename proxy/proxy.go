@@ -341,10 +341,14 @@ func (p *Proxy) target(ctx context.Context, id string) (*target, error) {
 func (p *Proxy) newTarget(res Target) *target {
 	t := &target{Target: res, basePath: strings.TrimSuffix(res.AgentURL.EscapedPath(), "/")}
 	t.rp = &httputil.ReverseProxy{
-		Rewrite:        t.rewrite,
-		Transport:      p.rt,
-		BufferPool:     p.buffers,
-		FlushInterval:  -1, // SSE, Connect streams, long polls: every write goes out at once
+		Rewrite:    t.rewrite,
+		Transport:  p.rt,
+		BufferPool: p.buffers,
+		// Zero: ReverseProxy flushes every write of a response of unknown
+		// length (Connect streams, chunked long polls) and of SSE at once,
+		// and lets a response of known length go out in full buffers: a
+		// write syscall per response, not one per header and chunk.
+		FlushInterval:  0,
 		ModifyResponse: modifyResponse,
 		ErrorHandler:   func(w http.ResponseWriter, r *http.Request, err error) { p.proxyFailed(w, r, t, err) },
 		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
