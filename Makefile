@@ -4,7 +4,6 @@
 GO        ?= go
 GOFLAGS   ?=
 TOOLS     := $(GO) build -modfile=tools/go.mod -o .bin/
-BENCHTIME ?= 2s
 
 .PHONY: all build envd roost generate check-generated lint test test-go test-e2b test-e2b-stack bench clean
 
@@ -50,17 +49,16 @@ test-e2b: envd
 test-e2b-stack: build
 	bash test/e2b/run-stack.sh
 
-# Benchmarks against real components; numbers in the output. DENSITY is how
-# many idle sandboxes the density run starts (1000 on a 24 GiB host takes a
-# few minutes).
-DENSITY ?= 200
+# Benchmarks against real components, each beside a baseline measured in
+# the same run: writes bench/results.md and bench/charts/*.png (needs root).
+# QUICK=1 is a smoke run for CI (about 2 minutes); the full run takes
+# about 7 on 2 cores. DENSITY is how many idle sandboxes the density run
+# starts (default 200, quick 20; 1000 takes a few minutes more).
+QUICK   ?=
+DENSITY ?=
+
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem ./envd/...
-	$(GO) test -run '^$$' -bench 'CreateReady|BareUnshare' -benchtime 200x ./runtime/namespace
-	$(GO) test -run '^$$' -bench AgentCreate -benchtime 100x ./agent
-	$(GO) test -run '^$$' -bench 'CreateREST|ExecTrueREST' -benchtime 100x ./controlplane
-	ROOST_DENSITY=$(DENSITY) $(GO) test -run '^$$' -bench Density -benchtime 1x -timeout 60m ./runtime/namespace
-	$(GO) run ./bench/envd -envd bin/envd
+	$(GO) run ./bench/run $(if $(QUICK),-quick) $(if $(DENSITY),-density $(DENSITY))
 
 clean:
 	rm -rf bin .bin

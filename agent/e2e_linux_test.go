@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"roost.dev/roost/agent"
+	"roost.dev/roost/bench/samples"
 	hostagentv1 "roost.dev/roost/gen/hostagent/v1"
 	"roost.dev/roost/gen/hostagent/v1/hostagentv1connect"
 	rpc "roost.dev/roost/gen/process"
@@ -602,6 +603,9 @@ func BenchmarkAgentCreate(b *testing.B) {
 	}
 	reportPercentiles(b, "create", creates)
 	reportPercentiles(b, "destroy", destroys)
+	if err := samples.Durations("agent-create", creates); err != nil {
+		b.Error(err)
+	}
 }
 
 func reportPercentiles(b *testing.B, name string, ds []time.Duration) {

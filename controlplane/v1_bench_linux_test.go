@@ -1,23 +1,48 @@
 package controlplane_test
 
 import (
+	"context"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"roost.dev/roost/bench/samples"
 	"roost.dev/roost/controlplane"
 )
 
-// reportLatency reports the p50 and p99 of lat in milliseconds.
-func reportLatency(b *testing.B, lat []time.Duration) {
+// reportLatency reports the p50 and p99 of lat in milliseconds and, for
+// the bench harness, writes the samples as name.
+func reportLatency(b *testing.B, name string, lat []time.Duration) {
 	if len(lat) == 0 {
 		return
 	}
+	if err := samples.Durations(name, lat); err != nil {
+		b.Error(err)
+	}
 	slices.Sort(lat)
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
-	b.ReportMetric(ms(lat[min(len(lat)-1, len(lat)*99/100)]), "p99-ms")
+	msOf := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	b.ReportMetric(msOf(lat[len(lat)/2]), "p50-ms")
+	b.ReportMetric(msOf(lat[min(len(lat)-1, len(lat)*99/100)]), "p99-ms")
+}
+
+// benchDuration is how long the fixed-time benchmarks run: the Go duration
+// in $ROOST_BENCH_DURATION, default 60s (`make bench QUICK=1` sets 10s).
+func benchDuration() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("ROOST_BENCH_DURATION")); err == nil && d > 0 {
+		return d
+	}
+	return time.Minute
 }
 
 // BenchmarkCreateREST measures POST /v2/sandboxes → 201 with a ready
@@ -43,7 +68,7 @@ func BenchmarkCreateREST(b *testing.B) {
 		b.StartTimer()
 	}
 	b.StopTimer()
-	reportLatency(b, lat)
+	reportLatency(b, "create-rest", lat)
 }
 
 // BenchmarkExecTrueREST measures POST /v1/sandboxes/{id}/exec running
@@ -70,6 +95,242 @@ func BenchmarkExecTrueREST(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	reportLatency(b, lat)
+	reportLatency(b, "exec-rest", lat)
 	e.do("DELETE", "/sandboxes/"+c.SandboxID, e.key, nil).want(b, http.StatusNoContent)
+}
+
+// createWorkers is how many clients create and destroy sandboxes at once
+// in BenchmarkCreateThroughput: twice the cores of the reference machine,
+// well inside the test agent's 32 network slots.
+const createWorkers = 4
+
+// BenchmarkCreateThroughput measures sustained sandbox creation through the
+// REST API: createWorkers clients each create a sandbox (POST /v2/sandboxes,
+// ready on 201) and delete it, in a loop, for benchDuration; creates/s
+// counts completed creates. The baseline, run right after with the same
+// concurrency for a sixth of the time, is bare `unshare`s of the same
+// namespaces. b.N is ignored; run with -benchtime 1x.
+func BenchmarkCreateThroughput(b *testing.B) {
+	e := newTestenv(b, controlplane.Config{})
+	body := map[string]any{"templateID": "base", "timeout": 300}
+	dur := benchDuration()
+	cycle := func() error {
+		r := e.do("POST", "/v2/sandboxes", e.key, body)
+		if r.status != http.StatusCreated {
+			return fmt.Errorf("create: %d %s", r.status, r.body)
+		}
+		var c created
+		r.decode(b, &c)
+		if r := e.do("DELETE", "/sandboxes/"+c.SandboxID, e.key, nil); r.status != http.StatusNoContent {
+			return fmt.Errorf("delete: %d %s", r.status, r.body)
+		}
+		return nil
+	}
+	unshare := func() error {
+		out, err := exec.Command("unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount", "--uts",
+			"--ipc", "--net", "--cgroup", "true").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("unshare: %v: %s", err, out)
+		}
+		return nil
+	}
+	if err := cycle(); err != nil { // warm caches and pools
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		n, elapsed := runFor(b, createWorkers, dur, cycle)
+		b.ReportMetric(float64(n)/elapsed.Seconds(), "creates/s")
+		b.ReportMetric(float64(n), "creates")
+		n, elapsed = runFor(b, createWorkers, max(dur/6, 2*time.Second), unshare)
+		b.ReportMetric(float64(n)/elapsed.Seconds(), "baseline-creates/s")
+	}
+}
+
+// runFor calls f from workers goroutines until d has passed and returns
+// how many calls succeeded and how long they took; a failed call fails b.
+func runFor(b *testing.B, workers int, d time.Duration, f func() error) (int, time.Duration) {
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(d)
+	for range workers {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				if err := f(); err != nil {
+					b.Error(err)
+					return
+				}
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return int(n.Load()), time.Since(start)
+}
+
+// proxyClients is the number of concurrent keep-alive clients of
+// BenchmarkProxySandbox's load.
+const proxyClients = 16
+
+// BenchmarkProxySandbox sends the same load of small GETs to servers in a
+// real sandbox through the control plane's proxy (path form: control plane
+// → agent → sandbox) and directly to the sandbox's address from the host,
+// in the same run, and reports requests/s and p50/p99 of each. Two servers:
+// envd's /health (Go, keep-alive: the proxy's own cost shows) and python3's
+// http.server (HTTP/1.0, a connection per request, slow itself). Each load
+// runs for a sixth of benchDuration (at least 2s). b.N is ignored; run with
+// -benchtime 1x.
+func BenchmarkProxySandbox(b *testing.B) {
+	e := newTestenv(b, controlplane.Config{})
+	var c created
+	e.do("POST", "/v2/sandboxes", e.key, map[string]any{"templateID": "base", "timeout": 900}).
+		want(b, http.StatusCreated).decode(b, &c)
+	id := c.SandboxID
+	b.Cleanup(func() { e.do("DELETE", "/sandboxes/"+id, e.key, nil) })
+	sb, err := e.agent.Get(id)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ip := sb.Envd.Addr().String()
+	e.do("POST", "/v1/sandboxes/"+id+"/exec", e.key, map[string]any{"cmd": "mkdir -p /tmp/www && " +
+		"echo hello > /tmp/www/hello.txt && cd /tmp/www && " +
+		"nohup python3 -m http.server 8000 </dev/null >/dev/null 2>&1 &"}).want(b, http.StatusOK)
+	servers := []struct{ name, direct, proxied string }{
+		{"envd", fmt.Sprintf("http://%s/health", net.JoinHostPort(ip, "49983")), fmt.Sprintf("%s/proxy/%s/49983/health", e.url, id)},
+		{"python", fmt.Sprintf("http://%s/hello.txt", net.JoinHostPort(ip, "8000")), fmt.Sprintf("%s/proxy/%s/8000/hello.txt", e.url, id)},
+	}
+	for _, s := range servers {
+		if err := waitOK(s.direct, 30*time.Second); err != nil {
+			b.Fatal(err)
+		}
+		if err := waitOK(s.proxied, 30*time.Second); err != nil {
+			b.Fatal(err)
+		}
+	}
+	d := max(benchDuration()/6, 2*time.Second)
+	for b.Loop() {
+		for _, s := range servers {
+			for _, leg := range []struct{ name, url string }{{"direct", s.direct}, {"proxy", s.proxied}} {
+				client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: proxyClients}}
+				load(client, leg.url, time.Second) // warm the connection pool
+				cpu0 := processCPU()
+				busy0, total0 := hostCPU()
+				rate, lat, failed := load(client, leg.url, d)
+				cpu := processCPU() - cpu0
+				busy1, total1 := hostCPU()
+				client.CloseIdleConnections()
+				// Where the cores went: this process (load generator, control
+				// plane, agent) per request, and the host's busy share.
+				b.ReportMetric(float64(cpu.Microseconds())/max(1, rate*d.Seconds()), s.name+"-"+leg.name+"-cpu-us/req")
+				b.ReportMetric(100*float64(busy1-busy0)/float64(max(1, total1-total0)), s.name+"-"+leg.name+"-host-busy-pct")
+				if failed > 0 {
+					b.Errorf("%s %s: %d requests failed", s.name, leg.name, failed)
+				}
+				b.ReportMetric(rate, s.name+"-"+leg.name+"-req/s")
+				reportPercentiles(b, s.name+"-"+leg.name, lat)
+				if err := samples.Durations("proxy-"+s.name+"-"+leg.name, lat); err != nil {
+					b.Error(err)
+				}
+			}
+		}
+	}
+}
+
+// load sends GETs of u from proxyClients goroutines sharing client until d
+// has passed and returns the rate of successful requests, the latency of
+// each, and how many failed.
+func load(client *http.Client, u string, d time.Duration) (float64, []time.Duration, int) {
+	var mu sync.Mutex
+	var all []time.Duration
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(d)
+	for range proxyClients {
+		wg.Go(func() {
+			var lat []time.Duration
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				resp, err := client.Get(u)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode/100 != 2 {
+					failed.Add(1)
+					continue
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return float64(len(all)) / time.Since(start).Seconds(), all, int(failed.Load())
+}
+
+// reportPercentiles reports the p50 and p99 of lat as name-p50-ms and
+// name-p99-ms.
+func reportPercentiles(b *testing.B, name string, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	s := slices.Clone(lat)
+	slices.Sort(s)
+	msOf := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	b.ReportMetric(msOf(s[len(s)/2]), name+"-p50-ms")
+	b.ReportMetric(msOf(s[min(len(s)-1, len(s)*99/100)]), name+"-p99-ms")
+}
+
+// waitOK polls u until it answers 2xx.
+func waitOK(u string, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode/100 == 2 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s never answered 2xx: %v", u, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// hostCPU returns the host's busy and total CPU time in clock ticks, from
+// the first line of /proc/stat (idle and iowait are not busy).
+func hostCPU() (busy, total uint64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	for i, f := range strings.Fields(line)[1:] {
+		v, _ := strconv.ParseUint(f, 10, 64)
+		total += v
+		if i != 3 && i != 4 {
+			busy += v
+		}
+	}
+	return busy, total
 }

@@ -12,6 +12,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"roost.dev/roost/bench/samples"
 	"roost.dev/roost/envd/auth"
 	"roost.dev/roost/envd/defaults"
 	"roost.dev/roost/envd/process"
@@ -45,6 +46,9 @@ func BenchmarkStartTrue(b *testing.B) {
 			b.Fatal(err)
 		}
 		times = append(times, time.Since(t0))
+	}
+	if err := samples.Durations("envd-start-true-inproc", times); err != nil {
+		b.Error(err)
 	}
 	slices.Sort(times)
 	b.ReportMetric(float64(times[len(times)/2].Microseconds())/1000, "p50-ms")

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"roost.dev/roost/bench/samples"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/runtimetest"
 	"roost.dev/roost/template/templatetest"
@@ -54,7 +55,7 @@ func BenchmarkCreateReady(b *testing.B) {
 		net.Release(slot)
 		b.StartTimer()
 	}
-	report(b, times)
+	report(b, "create-ready", times)
 }
 
 // BenchmarkBareUnshare is the baseline: a process in the same set of new
@@ -69,10 +70,15 @@ func BenchmarkBareUnshare(b *testing.B) {
 		}
 		times = append(times, time.Since(t0))
 	}
-	report(b, times)
+	report(b, "bare-unshare", times)
 }
 
-func report(b *testing.B, times []time.Duration) {
+// report reports p50 and p99 and writes the samples as name for the
+// bench harness.
+func report(b *testing.B, name string, times []time.Duration) {
+	if err := samples.Durations(name, times); err != nil {
+		b.Error(err)
+	}
 	slices.Sort(times)
 	b.ReportMetric(float64(times[len(times)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(times[min(len(times)-1, len(times)*99/100)].Microseconds())/1000, "p99-ms")

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// ref names one reported number: a benchmark (without its -GOMAXPROCS
+// suffix, or a harness name: Local, E2B) and the unit it was reported in.
+type ref struct{ bench, unit string }
+
+// target is a goal from the issues. Rel targets apply to the ratio roost /
+// baseline, the others to roost's value; AtMost says which way is better.
+type target struct {
+	text   string
+	value  float64
+	atMost bool
+	rel    bool
+}
+
+// rowSpec is one line of the results table.
+type rowSpec struct {
+	metric   string
+	value    ref
+	unit     string // display unit of value and baseline
+	base     ref    // zero: no baseline
+	baseNote string // what the baseline is
+	target   *target
+}
+
+func atMost(v float64, text string) *target  { return &target{text: text, value: v, atMost: true} }
+func atLeast(v float64, text string) *target { return &target{text: text, value: v} }
+
+// rows is the table, in order. Every target of the earlier issues has a
+// row; the test checks each appears in the report.
+var rows = []rowSpec{
+	{metric: "envd idle RSS", value: ref{"BenchmarkEnvdBinary", "rss-MiB"}, unit: "MiB", target: atMost(15, "≤ 15 MiB")},
+	{metric: "envd Start /bin/true → end, p50", value: ref{"BenchmarkEnvdBinary", "start-p50-ms"}, unit: "ms",
+		base: ref{"BenchmarkEnvdBinary", "baseline-start-p50-ms"}, baseNote: "local fork+exec", target: atMost(2, "≤ 2 ms")},
+	{metric: "envd Start /bin/true → end, p99", value: ref{"BenchmarkEnvdBinary", "start-p99-ms"}, unit: "ms",
+		base: ref{"BenchmarkEnvdBinary", "baseline-start-p99-ms"}, baseNote: "local fork+exec"},
+	{metric: "envd /files upload", value: ref{"BenchmarkEnvdBinary", "upload-MB/s"}, unit: "MB/s",
+		base: ref{"BenchmarkEnvdBinary", "copy-MB/s"}, baseNote: "local file copy", target: atLeast(500, "≥ 500 MB/s")},
+	{metric: "envd /files download", value: ref{"BenchmarkEnvdBinary", "download-MB/s"}, unit: "MB/s",
+		base: ref{"BenchmarkEnvdBinary", "copy-MB/s"}, baseNote: "local file copy", target: atLeast(500, "≥ 500 MB/s")},
+	{metric: "namespace create → envd healthy, p50", value: ref{"BenchmarkCreateReady", "p50-ms"}, unit: "ms",
+		base: ref{"BenchmarkBareUnshare", "p50-ms"}, baseNote: "bare unshare", target: atMost(50, "≤ 50 ms")},
+	{metric: "namespace create → envd healthy, p99", value: ref{"BenchmarkCreateReady", "p99-ms"}, unit: "ms",
+		base: ref{"BenchmarkBareUnshare", "p99-ms"}, baseNote: "bare unshare", target: atMost(150, "≤ 150 ms")},
+	{metric: "agent create (slot, network, runtime, envd, /init), p50", value: ref{"BenchmarkAgentCreate", "create-p50-ms"}, unit: "ms",
+		base: ref{"BenchmarkBareUnshare", "p50-ms"}, baseNote: "bare unshare"},
+	{metric: "POST /v2/sandboxes → 201 ready, p50", value: ref{"BenchmarkCreateREST", "p50-ms"}, unit: "ms",
+		base: ref{"BenchmarkBareUnshare", "p50-ms"}, baseNote: "bare unshare", target: atMost(80, "≤ 80 ms")},
+	{metric: "POST /v2/sandboxes → 201 ready, p99", value: ref{"BenchmarkCreateREST", "p99-ms"}, unit: "ms",
+		base: ref{"BenchmarkBareUnshare", "p99-ms"}, baseNote: "bare unshare"},
+	{metric: "concurrent creates (4 clients, create + delete via REST)", value: ref{"BenchmarkCreateThroughput", "creates/s"}, unit: "/s",
+		base: ref{"BenchmarkCreateThroughput", "baseline-creates/s"}, baseNote: "bare unshare, 4 at once"},
+	{metric: "exec `true` via REST, p50", value: ref{"BenchmarkExecTrueREST", "p50-ms"}, unit: "ms",
+		base: ref{"Local", "fork-exec-p50-ms"}, baseNote: "local fork+exec", target: atMost(5, "≤ 5 ms")},
+	{metric: "exec `true` via REST, p99", value: ref{"BenchmarkExecTrueREST", "p99-ms"}, unit: "ms",
+		base: ref{"Local", "fork-exec-p99-ms"}, baseNote: "local fork+exec"},
+	{metric: "exec `true` via E2B SDK (commands.run, bash -l), p50", value: ref{"E2B", "p50-ms"}, unit: "ms",
+		base: ref{"Local", "fork-exec-p50-ms"}, baseNote: "local fork+exec"},
+	{metric: "exec `true` via E2B SDK (commands.run, bash -l), p99", value: ref{"E2B", "p99-ms"}, unit: "ms",
+		base: ref{"Local", "fork-exec-p99-ms"}, baseNote: "local fork+exec"},
+	{metric: "PTY keystroke echo idle, p50", value: ref{"BenchmarkPTYEcho", "idle-p50-ms"}, unit: "ms"},
+	{metric: "PTY keystroke echo idle, p99", value: ref{"BenchmarkPTYEcho", "idle-p99-ms"}, unit: "ms", target: atMost(5, "≤ 5 ms")},
+	{metric: "PTY keystroke echo under proxy load, p50", value: ref{"BenchmarkPTYEcho", "load-p50-ms"}, unit: "ms",
+		base: ref{"BenchmarkPTYEcho", "idle-p50-ms"}, baseNote: "idle"},
+	{metric: "PTY keystroke echo under proxy load, p99", value: ref{"BenchmarkPTYEcho", "load-p99-ms"}, unit: "ms",
+		base: ref{"BenchmarkPTYEcho", "idle-p99-ms"}, baseNote: "idle", target: &target{text: "≤ 1.5× idle", value: 1.5, atMost: true, rel: true}},
+	{metric: "proxy requests/s, envd /health (Go, keep-alive), 16 clients", value: ref{"BenchmarkProxySandbox", "envd-proxy-req/s"}, unit: "/s",
+		base: ref{"BenchmarkProxySandbox", "envd-direct-req/s"}, baseNote: "direct to sandbox IP", target: &target{text: "≥ 0.7× direct", value: 0.7, rel: true}},
+	{metric: "proxy p99, envd /health", value: ref{"BenchmarkProxySandbox", "envd-proxy-p99-ms"}, unit: "ms",
+		base: ref{"BenchmarkProxySandbox", "envd-direct-p99-ms"}, baseNote: "direct to sandbox IP"},
+	{metric: "proxy CPU per request in the benchmark process (client, control plane, agent), envd /health", value: ref{"BenchmarkProxySandbox", "envd-proxy-cpu-us/req"}, unit: "µs",
+		base: ref{"BenchmarkProxySandbox", "envd-direct-cpu-us/req"}, baseNote: "direct: client only"},
+	{metric: "proxy requests/s, python3 http.server (HTTP/1.0), 16 clients", value: ref{"BenchmarkProxySandbox", "python-proxy-req/s"}, unit: "/s",
+		base: ref{"BenchmarkProxySandbox", "python-direct-req/s"}, baseNote: "direct to sandbox IP", target: &target{text: "≥ 0.7× direct", value: 0.7, rel: true}},
+	{metric: "proxy p99, python3 http.server", value: ref{"BenchmarkProxySandbox", "python-proxy-p99-ms"}, unit: "ms",
+		base: ref{"BenchmarkProxySandbox", "python-direct-p99-ms"}, baseNote: "direct to sandbox IP"},
+	{metric: "density: idle sandboxes started", value: ref{"BenchmarkDensity", "sandboxes"}, unit: "",
+		target: &target{text: "report (1000 reached before)"}},
+	{metric: "density: host memory per idle sandbox", value: ref{"BenchmarkDensity", "MiB/sandbox"}, unit: "MiB",
+		target: &target{text: "report"}},
+	{metric: "density: sequential creates/s while filling", value: ref{"BenchmarkDensity", "creates/s"}, unit: "/s"},
+}
+
+// chartSpec is one chart: the CDFs of some sample sets.
+type chartSpec struct {
+	file, title string
+	sets        []string
+}
+
+var charts = []chartSpec{
+	{"create.png", "Sandbox create latency", []string{"create-ready", "agent-create", "create-rest", "bare-unshare"}},
+	{"exec.png", "exec `true` latency", []string{"exec-rest", "exec-e2b", "envd-start-true", "local-fork-exec"}},
+	{"pty.png", "PTY keystroke echo latency", []string{"pty-echo-idle", "pty-echo-load"}},
+	{"proxy.png", "Proxy request latency (16 clients)", []string{"proxy-envd-proxy", "proxy-envd-direct", "proxy-python-proxy", "proxy-python-direct"}},
+}
+
+// writeReport writes dir/results.md and dir/charts/*.png.
+func writeReport(dir string, res *results) error {
+	if err := os.MkdirAll(filepath.Join(dir, "charts"), 0o755); err != nil {
+		return err
+	}
+	var drawn []chartSpec
+	for _, c := range charts {
+		ok, err := drawCDF(filepath.Join(dir, "charts", c.file), c.title, c.sets, res.Samples)
+		if err != nil {
+			return fmt.Errorf("chart %s: %w", c.file, err)
+		}
+		if ok {
+			drawn = append(drawn, c)
+		}
+	}
+	return os.WriteFile(filepath.Join(dir, "results.md"), []byte(markdown(res, drawn)), 0o644)
+}
+
+func markdown(res *results, drawn []chartSpec) string {
+	var b strings.Builder
+	kind := "full"
+	if res.Quick {
+		kind = "quick (`make bench QUICK=1`: fewer samples, shorter loads)"
+	}
+	fmt.Fprintf(&b, "# roost benchmarks\n\n")
+	fmt.Fprintf(&b, "Written by `make bench` (bench/run). Every baseline was measured in the same run, on the same machine.\n\n")
+	fmt.Fprintf(&b, "- date: %s\n- machine: %s\n- go: %s\n- run: %s, %s\n\n",
+		res.Date.Format("2006-01-02 15:04 MST"), res.Machine, res.Go, kind, res.Elapsed.Round(1e9))
+	fmt.Fprintf(&b, "| metric | roost | baseline | ratio | target | met? |\n|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %s |\n", strings.Join(cells(res, r), " | "))
+	}
+	if len(drawn) > 0 {
+		fmt.Fprintf(&b, "\n## Latency distributions\n\n")
+		for _, c := range drawn {
+			fmt.Fprintf(&b, "- [%s](charts/%s)\n", c.title, c.file)
+		}
+		fmt.Fprintln(&b)
+		for _, c := range drawn {
+			fmt.Fprintf(&b, "![%s](charts/%s)\n\n", c.title, c.file)
+		}
+	}
+	b.WriteString(methodNotes)
+	if len(res.Notes) > 0 || len(res.Failures) > 0 {
+		fmt.Fprintf(&b, "\n## This run\n\n")
+		for _, n := range res.Notes {
+			fmt.Fprintf(&b, "- %s\n", n)
+		}
+		for _, f := range res.Failures {
+			fmt.Fprintf(&b, "- failed: %s\n", firstLine(f))
+		}
+	}
+	return b.String()
+}
+
+// cells renders one row: metric, roost, baseline, ratio, target, met?.
+func cells(res *results, r rowSpec) []string {
+	tgt := "—"
+	if r.target != nil {
+		tgt = r.target.text
+	}
+	v, ok := res.metric(r.value.bench, r.value.unit)
+	if !ok {
+		return []string{r.metric, "not measured", "", "", tgt, "not measured"}
+	}
+	out := []string{r.metric, format(v, r.unit), "—", "—", tgt, "—"}
+	var ratio float64
+	haveRatio := false
+	if r.base != (ref{}) {
+		if bv, ok := res.metric(r.base.bench, r.base.unit); ok {
+			out[2] = format(bv, r.unit) + " (" + r.baseNote + ")"
+			if bv != 0 {
+				ratio, haveRatio = v/bv, true
+				out[3] = fmt.Sprintf("%.2f×", ratio)
+			}
+		} else {
+			out[2] = "not measured"
+		}
+	}
+	if t := r.target; t != nil && (t.value != 0 || t.rel) {
+		x, ok := v, true
+		if t.rel {
+			x, ok = ratio, haveRatio
+		}
+		switch {
+		case !ok:
+			out[5] = "no baseline"
+		case t.atMost && x <= t.value, !t.atMost && x >= t.value:
+			out[5] = "yes"
+		default:
+			out[5] = "**no: missed**"
+		}
+	}
+	return out
+}
+
+func format(v float64, unit string) string {
+	var s string
+	switch {
+	case unit == "" && v == float64(int64(v)):
+		s = fmt.Sprintf("%d", int64(v))
+	case v >= 100:
+		s = fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		s = fmt.Sprintf("%.1f", v)
+	default:
+		s = fmt.Sprintf("%.2f", v)
+	}
+	if unit == "" {
+		return s
+	}
+	if unit == "/s" {
+		return s + "/s"
+	}
+	return s + " " + unit
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
+}
+
+const methodNotes = `
+## Method
+
+- Each benchmark runs as ` + "`go test -run '^$' -bench ... -benchtime Nx`" + ` (or a program) against real components: namespace
+  sandboxes of the cached base template with their network, a host agent, the control plane and its proxy on loopback
+  HTTP, the real envd binary, and ` + "`roost up --no-prune`" + ` for the E2B JS SDK. Numbers come from the benchmarks'
+  ` + "`b.ReportMetric`" + ` values; charts from their raw samples (` + "`$ROOST_BENCH_OUT`" + `).
+- Baselines: a bare ` + "`unshare`" + ` of the same namespaces (user, pid, mount, uts, ipc, net, cgroup) running ` + "`true`" + `;
+  a local fork+exec of /bin/true from the harness; a local file copy through the page cache; the same HTTP load sent
+  directly to the sandbox's address from the host; PTY echo with no load.
+- Latencies are nearest-rank percentiles of per-operation wall times. Create rows exclude the destroy; the concurrent
+  creates row counts completed creates while 4 clients loop create → delete for the whole period (60 s full, 10 s quick).
+- Proxy: 16 concurrent keep-alive clients send small GETs for a sixth of that period per leg, through the control plane's
+  proxy (path form: control plane → agent → sandbox) and directly; python3's http.server speaks HTTP/1.0, so every
+  request is a new connection to the sandbox either way, and its listen backlog drops connections under this load.
+- PTY: keystroke → echo through the terminal WebSocket, idle and while the sandbox serves proxied HTTP and a
+  streaming WebSocket (BenchmarkPTYEcho).
+- Density: idle sandboxes started one after another; memory per sandbox is the fall of MemAvailable divided by their
+  number, after 5 s to settle.
+- The machine is shared and has no KVM; absolute numbers drift between runs, which is why every baseline is measured in
+  the same run. The ratio is roost / baseline.
+`

@@ -1,0 +1,308 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"roost.dev/roost/bench/samples"
+)
+
+// config is the harness's flags.
+type config struct {
+	Quick      bool
+	Out        string
+	Roost      string
+	Envd       string
+	Density    int
+	E2BModules string
+}
+
+// sizes are the sample counts and durations of one kind of run.
+type sizes struct {
+	creates, agentCreates, restCreates, execs, e2bExecs, ptyKeys, forkExecs int
+	envdStarts, envdMiB, density                                            int
+	duration                                                                time.Duration // CreateThroughput; ProxySandbox loads run a sixth of it
+}
+
+func sizesFor(quick bool) sizes {
+	if quick {
+		return sizes{creates: 20, agentCreates: 10, restCreates: 10, execs: 50, e2bExecs: 20, ptyKeys: 100, forkExecs: 200,
+			envdStarts: 200, envdMiB: 64, density: 20, duration: 10 * time.Second}
+	}
+	return sizes{creates: 200, agentCreates: 100, restCreates: 100, execs: 500, e2bExecs: 200, ptyKeys: 300, forkExecs: 1000,
+		envdStarts: 1000, envdMiB: 256, density: 200, duration: time.Minute}
+}
+
+// step is one benchmark program run.
+type step struct {
+	name string
+	args []string // after "go"
+	env  []string
+}
+
+func run(cfg config) (*results, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("sandboxes need root: run make bench as root")
+	}
+	for _, b := range []string{cfg.Roost, cfg.Envd} {
+		if _, err := os.Stat(b); err != nil {
+			return nil, fmt.Errorf("%s missing: run make build first", b)
+		}
+	}
+	sz := sizesFor(cfg.Quick)
+	if cfg.Density > 0 {
+		sz.density = cfg.Density
+	}
+	res := newResults()
+	res.Date, res.Quick = time.Now().UTC(), cfg.Quick
+	res.Machine = machine()
+	if out, err := exec.Command("go", "version").Output(); err == nil {
+		res.Go = strings.TrimSpace(string(out))
+	}
+	sampleDir, err := os.MkdirTemp("", "roost-bench-samples-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(sampleDir)
+	start := time.Now()
+
+	// The baseline of every exec row: fork+exec of /bin/true from here.
+	local := forkExec(sz.forkExecs)
+	res.Samples["local-fork-exec"] = set("local-fork-exec", local)
+	res.set("Local", "fork-exec-p50-ms", pctMs(local, 50))
+	res.set("Local", "fork-exec-p99-ms", pctMs(local, 99))
+
+	gotest := func(bench, benchtime, pkg string) []string {
+		return []string{"test", "-run", "^$", "-bench", bench, "-benchtime", benchtime, "-timeout", "60m", pkg}
+	}
+	x := func(n int) string { return strconv.Itoa(n) + "x" }
+	dur := "ROOST_BENCH_DURATION=" + sz.duration.String()
+	steps := []step{
+		{name: "envd binary", args: []string{"run", "./bench/envd", "-envd", cfg.Envd, "-starts", strconv.Itoa(sz.envdStarts), "-mib", strconv.Itoa(sz.envdMiB)}},
+		{name: "namespace create", args: gotest("^(BenchmarkCreateReady|BenchmarkBareUnshare)$", x(sz.creates), "./runtime/namespace")},
+		{name: "agent create", args: gotest("^BenchmarkAgentCreate$", x(sz.agentCreates), "./agent")},
+		{name: "REST create", args: gotest("^BenchmarkCreateREST$", x(sz.restCreates), "./controlplane")},
+		{name: "REST exec", args: gotest("^BenchmarkExecTrueREST$", x(sz.execs), "./controlplane")},
+		{name: "concurrent creates", args: gotest("^BenchmarkCreateThroughput$", "1x", "./controlplane"), env: []string{dur}},
+		{name: "proxy load", args: gotest("^BenchmarkProxySandbox$", "1x", "./controlplane"), env: []string{dur}},
+		{name: "PTY echo", args: gotest("^BenchmarkPTYEcho$", x(sz.ptyKeys), "./controlplane")},
+		{name: "density", args: gotest("^BenchmarkDensity$", "1x", "./runtime/namespace"),
+			env: []string{"ROOST_DENSITY=" + strconv.Itoa(sz.density)}},
+	}
+	for _, s := range steps {
+		t0 := time.Now()
+		fmt.Printf("bench: %s: go %s\n", s.name, strings.Join(s.args, " "))
+		cmd := exec.Command("go", s.args...)
+		cmd.Env = append(append(os.Environ(), samples.Env+"="+sampleDir), s.env...)
+		var out bytes.Buffer
+		cmd.Stdout = io.MultiWriter(os.Stdout, &out)
+		cmd.Stderr = io.MultiWriter(os.Stderr, &out)
+		err := cmd.Run()
+		res.parseBench(&out)
+		if err != nil {
+			res.Failures = append(res.Failures, fmt.Sprintf("%s: %v (output above)", s.name, err))
+		}
+		fmt.Printf("bench: %s: %s\n", s.name, time.Since(t0).Round(time.Second))
+	}
+
+	t0 := time.Now()
+	fmt.Println("bench: E2B SDK exec against roost up")
+	if err := e2bExec(cfg, sz.e2bExecs, sampleDir, res); err != nil {
+		res.Failures = append(res.Failures, "E2B SDK exec: "+err.Error())
+	}
+	fmt.Printf("bench: E2B SDK exec: %s\n", time.Since(t0).Round(time.Second))
+
+	got, err := samples.Read(sampleDir)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range got {
+		res.Samples[k] = v
+	}
+	res.Elapsed = time.Since(start)
+	return res, nil
+}
+
+// e2bExec starts `roost up --no-prune` on a scratch data directory (the
+// base template shared with the Go tests' cache) and a free loopback port,
+// and times `true` through the E2B JS SDK.
+func e2bExec(cfg config, n int, sampleDir string, res *results) error {
+	mods, err := filepath.Abs(cfg.E2BModules)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(mods, "node_modules", "e2b")); err != nil {
+		return fmt.Errorf("E2B SDK not installed in %s (npm ci there)", mods)
+	}
+	cache := os.Getenv("ROOST_TEST_CACHE")
+	if cache == "" {
+		cache = "/var/tmp/roost-test-cache"
+	}
+	data, err := os.MkdirTemp("/var/tmp", "roost-bench-")
+	if err != nil {
+		return err
+	}
+	if err := os.Symlink(filepath.Join(cache, "templates"), filepath.Join(data, "templates")); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	key := make([]byte, 16)
+	rand.Read(key)
+	apiKey := "roost_bench_" + hex.EncodeToString(key)
+	var log bytes.Buffer
+	up := exec.Command(cfg.Roost, "up", "--no-prune", "--data-dir", data, "--listen", addr, "--log-level", "warn")
+	up.Env = append(os.Environ(), "ROOST_API_KEY="+apiKey)
+	up.Stdout, up.Stderr = &log, &log
+	if err := up.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		up.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { up.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			up.Process.Kill()
+			<-done
+		}
+		removeUnmounted(data)
+	}()
+	if err := waitListening(addr, 30*time.Second); err != nil {
+		return fmt.Errorf("roost up: %w; log: %s", err, log.String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	node := exec.CommandContext(ctx, "node", filepath.Join("bench", "run", "e2b_exec.mjs"), strconv.Itoa(n))
+	node.Env = append(os.Environ(), "ROOST_E2B_MODULES="+mods, "E2B_API_URL=http://"+addr,
+		"E2B_SANDBOX_URL=http://"+addr, "E2B_API_KEY="+apiKey)
+	node.Stderr = os.Stderr
+	out, err := node.Output()
+	if err != nil {
+		return fmt.Errorf("node: %v; roost up log: %s", err, lastLines(log.String(), 20))
+	}
+	var s samples.Set
+	if err := json.Unmarshal(bytes.TrimSpace(lastLine(out)), &s); err != nil {
+		return fmt.Errorf("node output %q: %w", out, err)
+	}
+	res.Samples[s.Name] = s
+	res.set("E2B", "p50-ms", samples.Percentile(s.Samples, 50))
+	res.set("E2B", "p99-ms", samples.Percentile(s.Samples, 99))
+	return nil
+}
+
+// removeUnmounted removes the scratch data directory once roost up has
+// stopped. With no sandbox left, what is still mounted below it (the
+// runtime's template lower layers, kept for the next start) is detached
+// first; with a sandbox left behind, the directory stays: removing it
+// would reach into the sandbox's mounts.
+func removeUnmounted(dir string) {
+	if left, _ := os.ReadDir(filepath.Join(dir, "sandboxes")); len(left) > 0 {
+		fmt.Fprintf(os.Stderr, "bench: %s still holds %d sandboxes; left in place\n", dir, len(left))
+		return
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	var mounts []string
+	for line := range strings.SplitSeq(string(mi), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			mounts = append(mounts, f[4])
+		}
+	}
+	for i := len(mounts) - 1; i >= 0; i-- {
+		if err := syscall.Unmount(mounts[i], syscall.MNT_DETACH); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: unmount %s: %v; %s left in place\n", mounts[i], err, dir)
+			return
+		}
+	}
+	os.RemoveAll(dir)
+}
+
+func waitListening(addr string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get("http://" + addr + "/health"); err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("nothing listens on %s after %s", addr, within)
+}
+
+func forkExec(n int) []time.Duration {
+	out := make([]time.Duration, 0, n)
+	for range n {
+		t0 := time.Now()
+		_ = exec.Command("/bin/true").Run()
+		out = append(out, time.Since(t0))
+	}
+	return out
+}
+
+func set(name string, ds []time.Duration) samples.Set {
+	s := samples.Set{Name: name, Unit: "ms"}
+	for _, d := range ds {
+		s.Samples = append(s.Samples, float64(d)/float64(time.Millisecond))
+	}
+	return s
+}
+
+func pctMs(ds []time.Duration, p float64) float64 { return samples.Percentile(set("", ds).Samples, p) }
+
+// machine describes the host: cores, memory, kernel, CPU model.
+func machine() string {
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+				mem = fmt.Sprintf("%.1f GiB", kb/(1<<20))
+			}
+		}
+	}
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	cpu := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%d cores (%s), %s memory, Linux %s", runtime.NumCPU(), cpu, mem, strings.TrimSpace(string(kernel)))
+}
+
+func lastLine(b []byte) []byte {
+	b = bytes.TrimSpace(b)
+	if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
+		return b[i+1:]
+	}
+	return b
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
