@@ -32,6 +32,7 @@ import (
 func TestMain(m *testing.M) {
 	namespace.MaybeRunInit() // the driver re-executes this binary as sandbox init
 	maybeRunLoadServer()     // a copy of this binary serves the PTY load test's traffic
+	maybeRunLoadClient()     // and another one sends it
 	os.Exit(m.Run())
 }
 
