@@ -61,10 +61,13 @@ func (m *Manager) destroyLocked(ctx context.Context, sb *sandbox, reason string)
 	if err := m.net.Teardown(ctx, rec.ID, rec.Slot); err != nil {
 		return fail("network", err)
 	}
-	m.net.Release(rec.Slot)
+	// Stopped before its slot is free: the slot's address may go to the
+	// next sandbox at once, and nothing may still send this one's traffic
+	// there (SandboxAddr answers only for running sandboxes).
 	sb.mu.Lock()
 	sb.rec.State, sb.rec.StateChanged = StateStopped, m.cfg.Now()
 	sb.mu.Unlock()
+	m.net.Release(rec.Slot)
 	// The files go before the record: once Get says a sandbox is gone,
 	// nothing of it is left.
 	if err := removeStateDir(sb.dir); err != nil {

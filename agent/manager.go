@@ -243,6 +243,13 @@ func (m *Manager) List(states ...State) []Sandbox {
 }
 
 // proxyTarget returns the address of a running sandbox for the proxy.
+// SandboxAddr is where a running sandbox's ports answer from this host.
+// A paused sandbox wraps ErrPaused (runtime.ErrConflict), an unknown one
+// runtime.ErrNotFound, one starting or stopping runtime.ErrUnavailable.
+// It is a map lookup: a control plane in the same process asks it on
+// every request it sends to the sandbox directly.
+func (m *Manager) SandboxAddr(id string) (netip.Addr, error) { return m.proxyTarget(id) }
+
 func (m *Manager) proxyTarget(id string) (netip.Addr, error) {
 	sb, err := m.lookup(id)
 	if err != nil {

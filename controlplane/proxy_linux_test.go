@@ -151,7 +151,13 @@ func (e *testenv) waitServed(t *testing.T, path string, hdr ...string) {
 // TestProxy sends traffic through the control plane's listener to servers
 // in a real sandbox.
 func TestProxy(t *testing.T) {
-	e := newTestenv(t, controlplane.Config{})
+	// Through the agent's HTTP proxy, as for any remote host, and
+	// straight to the sandbox, as roost up does for its own agent.
+	t.Run("agent", func(t *testing.T) { testProxy(t, newTestenv(t, controlplane.Config{})) })
+	t.Run("local", func(t *testing.T) { testProxy(t, newTestenv(t, controlplane.Config{Local: localAgent()})) })
+}
+
+func testProxy(t *testing.T, e *testenv) {
 	c := e.create(t, map[string]any{"timeout": 600})
 	id := c.SandboxID
 	t.Cleanup(func() { e.do("DELETE", "/sandboxes/"+id, e.key, nil) })

@@ -411,7 +411,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // back, and the load really ran (proxied requests answered, the stream
 // flowed). Its latencies are logged, not asserted: make bench measures.
 func TestPTYEchoUnderLoad(t *testing.T) {
-	e := newTestenv(t, controlplane.Config{})
+	e := newTestenv(t, controlplane.Config{Local: localAgent()}) // as roost up runs
 	id := e.createSandbox(t)
 	e.startLoadServer(t, id)
 	r := measureEcho(t, e, id, 100)
@@ -430,7 +430,7 @@ func TestPTYEchoUnderLoad(t *testing.T) {
 // and b.N under load, and the load it ran against. With ROOST_BENCH_OUT set
 // it writes the samples for make bench's charts.
 func BenchmarkPTYEcho(b *testing.B) {
-	e := newTestenv(b, controlplane.Config{})
+	e := newTestenv(b, controlplane.Config{Local: localAgent()}) // as roost up runs
 	id := e.createSandbox(b)
 	e.startLoadServer(b, id)
 	b.ResetTimer()

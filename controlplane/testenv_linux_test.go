@@ -104,6 +104,10 @@ func newTestenvDB(t testing.TB, cfg controlplane.Config, dbURL string) *testenv 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	if cfg.Local != nil && cfg.Local.SandboxAddr == nil {
+		// localAgent's marker: wire the in-process agent as roost up does.
+		cfg.Local = &controlplane.LocalAgent{HostID: cfg.Local.HostID, SandboxAddr: m.SandboxAddr}
+	}
 	cp, err := controlplane.New(cfg, st, log.With("component", "controlplane"))
 	if err != nil {
 		t.Fatal(err)
@@ -127,6 +131,11 @@ func newTestenvDB(t testing.TB, cfg controlplane.Config, dbURL string) *testenv 
 	}
 	return &testenv{t: t, store: st, cp: cp, agent: m, agentSrv: agentSrv, url: srv.URL, key: key}
 }
+
+// localAgent in a Config asks newTestenv for roost up's wiring: the
+// control plane reaches the in-process agent's sandboxes directly rather
+// than through the agent's HTTP proxy.
+func localAgent() *controlplane.LocalAgent { return &controlplane.LocalAgent{HostID: "host1"} }
 
 // startAgent wires a Manager the way cmd/roost does. Other packages' tests
 // create sandboxes on this host at the same time with their own network

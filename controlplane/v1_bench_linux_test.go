@@ -49,7 +49,7 @@ func benchDuration() time.Duration {
 // sandbox (namespace runtime, cached base template), end to end over
 // loopback HTTP. Destroys are outside the timed part.
 func BenchmarkCreateREST(b *testing.B) {
-	e := newTestenv(b, controlplane.Config{})
+	e := newTestenv(b, controlplane.Config{Local: localAgent()}) // as roost up runs
 	body := map[string]any{"templateID": "base", "timeout": 300}
 	destroy := func(r response) {
 		var c created
@@ -74,7 +74,7 @@ func BenchmarkCreateREST(b *testing.B) {
 // BenchmarkExecTrueREST measures POST /v1/sandboxes/{id}/exec running
 // `true` (args form, no shell) to its answer.
 func BenchmarkExecTrueREST(b *testing.B) {
-	e := newTestenv(b, controlplane.Config{})
+	e := newTestenv(b, controlplane.Config{Local: localAgent()}) // as roost up runs
 	var c created
 	e.do("POST", "/v2/sandboxes", e.key, map[string]any{"templateID": "base", "timeout": 600}).
 		want(b, http.StatusCreated).decode(b, &c)
@@ -111,7 +111,7 @@ const createWorkers = 4
 // concurrency for a sixth of the time, is bare `unshare`s of the same
 // namespaces. b.N is ignored; run with -benchtime 1x.
 func BenchmarkCreateThroughput(b *testing.B) {
-	e := newTestenv(b, controlplane.Config{})
+	e := newTestenv(b, controlplane.Config{Local: localAgent()}) // as roost up runs
 	body := map[string]any{"templateID": "base", "timeout": 300}
 	dur := benchDuration()
 	cycle := func() error {
@@ -181,7 +181,7 @@ const proxyClients = 16
 // runs for a sixth of benchDuration (at least 2s). b.N is ignored; run with
 // -benchtime 1x.
 func BenchmarkProxySandbox(b *testing.B) {
-	e := newTestenv(b, controlplane.Config{})
+	e := newTestenv(b, controlplane.Config{Local: localAgent()}) // as roost up runs
 	var c created
 	e.do("POST", "/v2/sandboxes", e.key, map[string]any{"templateID": "base", "timeout": 900}).
 		want(b, http.StatusCreated).decode(b, &c)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 
 	"roost.dev/roost/runtime"
@@ -28,6 +29,24 @@ type envdTarget struct {
 // envdOf resolves sb's envd through its host. A host that is down, or a
 // record the host cannot serve, is ErrUnavailable.
 func (s *Server) envdOf(ctx context.Context, sb store.Sandbox) (envdTarget, error) {
+	if s.local(sb) {
+		// The agent is in this process: envd is reached at the sandbox's
+		// own address, without the agent's proxy.
+		addr, err := s.cfg.Local.SandboxAddr(sb.ID)
+		if errors.Is(err, runtime.ErrNotFound) {
+			// The store has it and the agent does not: lost, not unknown.
+			err = fmt.Errorf("%v: %w", err, runtime.ErrUnavailable)
+		}
+		if err != nil {
+			return envdTarget{}, fmt.Errorf("envd of sandbox %s: %w", sb.ID, err)
+		}
+		hdr := http.Header{}
+		if sb.EnvdAccessToken != "" {
+			hdr.Set("X-Access-Token", sb.EnvdAccessToken)
+		}
+		base := "http://" + netip.AddrPortFrom(addr, envdPort).String()
+		return envdTarget{sandboxID: sb.ID, base: base, header: hdr}, nil
+	}
 	h, err := s.hostOf(ctx, sb)
 	if err != nil {
 		return envdTarget{}, err

@@ -144,7 +144,13 @@ func (w *wsConn) closeStatus() (websocket.StatusCode, string) {
 }
 
 func TestWebSocket(t *testing.T) {
-	e := newTestenv(t, controlplane.Config{})
+	// Through the agent's HTTP proxy, as for any remote host, and
+	// straight to the sandbox, as roost up does for its own agent.
+	t.Run("agent", func(t *testing.T) { testWebSocket(t, newTestenv(t, controlplane.Config{})) })
+	t.Run("local", func(t *testing.T) { testWebSocket(t, newTestenv(t, controlplane.Config{Local: localAgent()})) })
+}
+
+func testWebSocket(t *testing.T, e *testenv) {
 	id := e.create(t, map[string]any{"templateID": "base", "timeout": 300}).SandboxID
 	execPath := "/v1/sandboxes/" + id + "/exec/stream"
 	ptyPath := "/v1/sandboxes/" + id + "/pty"

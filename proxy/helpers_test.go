@@ -34,7 +34,7 @@ type testAgent struct {
 	requests atomic.Int64
 	mu       sync.Mutex // guards remotes
 	remotes  []string   // the proxy's address of each request, in order
-	onProxy  func() // called on every proxied request, when set
+	onProxy  func()     // called on every proxied request, when set
 }
 
 type agentTarget struct{ port, rest string }

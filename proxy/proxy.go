@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -33,6 +34,13 @@ type Target struct {
 	AutoResume bool
 	// AgentURL is the host agent's base URL (scheme, host, optional path).
 	AgentURL *url.URL
+	// Direct, when set, replaces the agent: the sandbox's host agent runs
+	// in this process, and Direct says where the sandbox's ports answer
+	// from here, so requests go there without the agent's HTTP hop. It is
+	// asked on every request (it must be cheap): a cached Target must
+	// never send traffic to an address that has since gone to another
+	// sandbox. Its errors are categorised as Resolve's.
+	Direct func(sandboxID string) (netip.Addr, error)
 	// AgentToken is sent to the agent as Roost-Agent-Token; empty sends none.
 	AgentToken string
 	// TrafficToken must arrive in e2b-traffic-access-token for user ports
@@ -116,6 +124,10 @@ type target struct {
 // routeKey carries a request's Route from ServeHTTP to Rewrite and
 // ModifyResponse.
 type routeKey struct{}
+
+// directKey carries a direct request's sandbox address and port from
+// ServeHTTP to Rewrite and the transports.
+type directKey struct{}
 
 // New returns a Proxy. It starts nothing; Close releases idle connections.
 func New(cfg Config, r Resolver, log *slog.Logger) *Proxy {
@@ -229,7 +241,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// connection mid-response. HTTP/2 answers ErrNotSupported: it is
 	// full duplex already.
 	_ = http.NewResponseController(w).EnableFullDuplex()
-	t.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, routeKey{}, route)))
+	ctx = context.WithValue(ctx, routeKey{}, route)
+	if t.Direct != nil {
+		addr, err := t.Direct(route.SandboxID)
+		if err != nil {
+			p.evictTarget(t)
+			p.resolveFailed(w, r, route, err)
+			return
+		}
+		ctx = context.WithValue(ctx, directKey{}, netip.AddrPortFrom(addr, uint16(route.Port)))
+	}
+	t.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // resume resumes a paused sandbox that has auto-resume, and resolves it
@@ -320,7 +342,7 @@ func (p *Proxy) target(ctx context.Context, id string) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	if res.AgentURL == nil || res.AgentURL.Host == "" {
+	if res.Direct == nil && (res.AgentURL == nil || res.AgentURL.Host == "") {
 		return nil, fmt.Errorf("sandbox %s has no agent address: %w", id, runtime.ErrUnavailable)
 	}
 	t = p.newTarget(res)
@@ -339,7 +361,10 @@ func (p *Proxy) target(ctx context.Context, id string) (*target, error) {
 }
 
 func (p *Proxy) newTarget(res Target) *target {
-	t := &target{Target: res, basePath: strings.TrimSuffix(res.AgentURL.EscapedPath(), "/")}
+	t := &target{Target: res}
+	if res.AgentURL != nil {
+		t.basePath = strings.TrimSuffix(res.AgentURL.EscapedPath(), "/")
+	}
 	t.rp = &httputil.ReverseProxy{
 		Rewrite:    t.rewrite,
 		Transport:  p.rt,
@@ -359,9 +384,17 @@ func (p *Proxy) newTarget(res Target) *target {
 // rewrite sends the request to {agent}/proxy/{id}/{port}{path}?{query}.
 func (t *target) rewrite(pr *httputil.ProxyRequest) {
 	route := pr.In.Context().Value(routeKey{}).(Route)
-	escaped := t.basePath + pathPrefix + route.SandboxID + "/" + strconv.Itoa(route.Port) + route.Path
 	u := pr.Out.URL
-	u.Scheme, u.Host, u.User, u.Fragment, u.RawFragment = t.AgentURL.Scheme, t.AgentURL.Host, nil, "", ""
+	u.User, u.Fragment, u.RawFragment = nil, "", ""
+	var escaped string
+	direct, isDirect := pr.In.Context().Value(directKey{}).(netip.AddrPort)
+	if isDirect {
+		escaped = route.Path
+		u.Scheme, u.Host = "http", direct.String()
+	} else {
+		escaped = t.basePath + pathPrefix + route.SandboxID + "/" + strconv.Itoa(route.Port) + route.Path
+		u.Scheme, u.Host = t.AgentURL.Scheme, t.AgentURL.Host
+	}
 	if path, err := url.PathUnescape(escaped); err == nil {
 		u.Path, u.RawPath = path, escaped
 	} else {
@@ -385,7 +418,7 @@ func (t *target) rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.Out.Header.Del(HeaderTrafficToken)
 	pr.Out.Header.Del(agentTokenHeader)
-	if t.AgentToken != "" {
+	if t.AgentToken != "" && !isDirect {
 		pr.Out.Header.Set(agentTokenHeader, t.AgentToken)
 	}
 }
@@ -416,6 +449,16 @@ func (p *Proxy) proxyFailed(w http.ResponseWriter, r *http.Request, t *target, e
 	if status == http.StatusBadGateway {
 		// The sandbox may have moved, or its host be down: resolve afresh.
 		p.evictTarget(t)
+	}
+	if direct, ok := r.Context().Value(directKey{}).(netip.AddrPort); ok {
+		// No agent in between: the sandbox's own server failed to answer.
+		p.log.Debug("proxy sandbox request failed", "sandbox", t.SandboxID, "addr", direct, "status", status, "err", err)
+		msg := fmt.Sprintf("sandbox %s: nothing answers on port %d", t.SandboxID, direct.Port())
+		if status == http.StatusGatewayTimeout {
+			msg = fmt.Sprintf("sandbox %s: port %d did not answer in time", t.SandboxID, direct.Port())
+		}
+		writeError(w, status, msg)
+		return
 	}
 	p.log.Warn("proxy agent request failed", "sandbox", t.SandboxID, "agent", t.AgentURL.Host, "status", status, "err", err)
 	msg := "sandbox host unreachable"

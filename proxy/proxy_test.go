@@ -10,10 +10,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -693,5 +695,84 @@ func TestEnvdPool(t *testing.T) {
 	s.agent.mu.Unlock()
 	if len(r) != 5 || r[0] != r[1] || r[2] != r[3] || r[4] != r[0] || r[2] == r[0] {
 		t.Fatalf("agent saw the proxy from %v: want user, user, envd, envd, user on two kept-alive connections", r)
+	}
+}
+
+// TestDirect: a target whose agent runs in the proxy's process is reached
+// at the address Direct gives, asked on every request, without the agent.
+func TestDirect(t *testing.T) {
+	s := newStack(t, Config{DialRetry: 5 * time.Second})
+	_, port := newBackend(t)
+	var asked atomic.Int64
+	var gone atomic.Bool
+	direct := func(id string) (netip.Addr, error) {
+		asked.Add(1)
+		if gone.Load() {
+			return netip.Addr{}, fmt.Errorf("sandbox %s: %w", id, runtime.ErrNotFound)
+		}
+		return netip.MustParseAddr("127.0.0.1"), nil
+	}
+	s.res.set(Target{SandboxID: sbx, Direct: direct, PublicTraffic: true})
+	c := client()
+	for _, form := range []Form{FormHost, FormHeader, FormPath} {
+		req := newRequest(t, s, form, sbx, port, "GET", "/a%2Fb?x=1", "")
+		resp, body := do(t, c, req)
+		var e echo
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &e) != nil || e.URI != "/a%2Fb?x=1" ||
+			e.Headers[agentTokenHeader] != "" || e.Headers["X-Forwarded-For"] == "" {
+			t.Fatalf("%v: %d %s", form, resp.StatusCode, body)
+		}
+	}
+	// Redirects under the path form's prefix, as through an agent.
+	resp, _ := do(t, c, newRequest(t, s, FormPath, sbx, port, "GET", "/dir", ""))
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusMovedPermanently || loc != "/proxy/"+sbx+"/"+strconv.Itoa(port)+"/dir/" {
+		t.Fatalf("redirect %d %q", resp.StatusCode, loc)
+	}
+	if n := s.agent.requests.Load(); n != 0 {
+		t.Fatalf("the agent saw %d requests", n)
+	}
+	if n := asked.Load(); n != 4 {
+		t.Fatalf("Direct asked %d times for 4 requests", n)
+	}
+
+	// A port that refuses: retried while its server starts (GET), 502
+	// with a message when nothing ever answers.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	late := portOf(t, ln.Addr())
+	ln.Close()
+	srvDone := make(chan struct{})
+	time.AfterFunc(300*time.Millisecond, func() {
+		defer close(srvDone)
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(late))
+		if err != nil {
+			t.Errorf("listen again: %v", err)
+			return
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(backendHandler), ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+	})
+	resp, body := do(t, c, newRequest(t, s, FormPath, sbx, late, "GET", "/small", ""))
+	<-srvDone
+	if resp.StatusCode != http.StatusOK || string(body) != "ok" {
+		t.Fatalf("GET while the server starts: %d %s", resp.StatusCode, body)
+	}
+	ln, _ = net.Listen("tcp", "127.0.0.1:0")
+	closed := portOf(t, ln.Addr())
+	ln.Close()
+	resp, body = do(t, c, newRequest(t, s, FormPath, sbx, closed, "POST", "/x", "body"))
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "nothing answers on port") {
+		t.Fatalf("POST to a closed port: %d %s", resp.StatusCode, body)
+	}
+
+	// Gone from the agent while still cached: 404, and evicted.
+	s.res.set(Target{SandboxID: sbx, Direct: direct, PublicTraffic: true})
+	gone.Store(true)
+	resp, _ = do(t, c, newRequest(t, s, FormHeader, sbx, port, "GET", "/small", ""))
+	if resp.StatusCode != http.StatusNotFound || s.proxy.cached(sbx) {
+		t.Fatalf("gone sandbox: %d, cached %v", resp.StatusCode, s.proxy.cached(sbx))
 	}
 }

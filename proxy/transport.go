@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 )
 
@@ -65,16 +66,19 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	delay := retryFirstDelay
 	for {
 		resp, err := t.base.RoundTrip(req)
-		if err != nil || !agentDialFailure(resp) {
+		refused := err == nil && agentDialFailure(resp) || err != nil && directDialFailure(req, err)
+		if !refused {
 			return resp, err
 		}
 		wait := min(delay, time.Until(deadline))
 		if wait <= 0 {
-			return resp, nil
+			return resp, err
 		}
-		// Drain a little so the connection goes back to the pool.
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
-		resp.Body.Close()
+		if resp != nil {
+			// Drain a little so the connection goes back to the pool.
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+			resp.Body.Close()
+		}
 		if err := sleep(req.Context(), wait); err != nil {
 			return nil, err
 		}
@@ -112,6 +116,16 @@ const agentDialHeader = "Roost-Proxy-Error"
 // connect to the sandbox's port, which a retry may cure.
 func agentDialFailure(resp *http.Response) bool {
 	return resp.StatusCode == http.StatusBadGateway && resp.Header.Get(agentDialHeader) == "dial"
+}
+
+// directDialFailure says whether err is a refused connection to a
+// sandbox reached directly (Target.Direct), which a retry may cure.
+func directDialFailure(req *http.Request, err error) bool {
+	if _, ok := req.Context().Value(directKey{}).(netip.AddrPort); !ok {
+		return false
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // errorStatus classifies a failed round trip to an agent: a timeout is 504,

@@ -91,12 +91,15 @@ func runUp(ctx context.Context, o *upOptions) error {
 	}
 	defer st.Close()
 	publicURL := "http://" + o.listen
-	cp, err := controlplane.New(controlplane.Config{Domain: o.domain, PublicURL: publicURL}, st, log.With("component", "controlplane"))
+	// The agent is in this process: the control plane reaches its
+	// sandboxes directly, a hop less for every request.
+	local := &controlplane.LocalAgent{HostID: localHostID, SandboxAddr: m.SandboxAddr}
+	cp, err := controlplane.New(controlplane.Config{Domain: o.domain, PublicURL: publicURL, Local: local}, st, log.With("component", "controlplane"))
 	if err != nil {
 		return err
 	}
 	defer cp.Close()
-	if err := cp.AddHost(ctx, store.Host{ID: "local", URL: "http://" + agentLn.Addr().String(), Token: agentToken}); err != nil {
+	if err := cp.AddHost(ctx, store.Host{ID: localHostID, URL: "http://" + agentLn.Addr().String(), Token: agentToken}); err != nil {
 		return err
 	}
 	key, created, err := ensureAPIKey(ctx, cp, st, dataDir)
@@ -110,6 +113,9 @@ func runUp(ctx context.Context, o *upOptions) error {
 	log.Info("roost stopped; sandboxes keep running", "sandboxes", len(m.List()))
 	return err
 }
+
+// localHostID is the host roost up's own agent is added as.
+const localHostID = "local"
 
 // ensureAPIKey returns the key clients use: $ROOST_API_KEY, else the one
 // stored in the data directory, else a new one (created reports that). A
