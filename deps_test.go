@@ -20,14 +20,14 @@ var allowed = map[string][]string{
 	module + "/envd":     {module + "/envd/...", module + "/gen/..."},
 	module + "/cmd/envd": {module + "/envd/...", module + "/gen/..."},
 	module + "/gen":      {module + "/gen/..."},
-	module + "/agent": {module + "/agent/...", module + "/runtime", module + "/network/...",
+	module + "/agent": {module + "/agent/...", module + "/runtime", module + "/bufpool", module + "/network/...",
 		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/..."},
 	// The control plane's sandbox proxy talks to agents over HTTP only:
 	// no agent, driver or control-plane code, just the error categories.
-	module + "/proxy": {module + "/proxy", module + "/runtime"},
+	module + "/proxy": {module + "/proxy", module + "/runtime", module + "/bufpool"},
 	// The control plane drives agents over their Connect API only: no agent
 	// or runtime driver code, just the error categories of runtime.
-	module + "/controlplane": {module + "/controlplane", module + "/store", module + "/proxy", module + "/runtime",
+	module + "/controlplane": {module + "/controlplane", module + "/store", module + "/proxy", module + "/runtime", module + "/bufpool",
 		module + "/gen/..."},
 	module + "/runtime": {module + "/runtime/...", module + "/cgroup/...", module + "/network/...",
 		module + "/template/...", module + "/mountinfo", module + "/gen/..."},
@@ -35,7 +35,7 @@ var allowed = map[string][]string{
 	// control plane here), but nothing that runs inside a sandbox.
 	module + "/cmd/roost": {module + "/agent/...", module + "/runtime/...", module + "/network/...",
 		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/...",
-		module + "/client", module + "/controlplane", module + "/store", module + "/proxy"},
+		module + "/client", module + "/controlplane", module + "/store", module + "/proxy", module + "/bufpool"},
 	// The Go client speaks the public wire contracts only.
 	module + "/client": {module + "/client", module + "/gen/..."},
 }

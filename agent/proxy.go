@@ -13,9 +13,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
+	"roost.dev/roost/bufpool"
 	"roost.dev/roost/runtime"
 )
 
@@ -74,7 +74,7 @@ func newProxy(r resolver, log *slog.Logger) *proxy {
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:    p.rewrite,
 		Transport:  p,
-		BufferPool: newBufferPool(),
+		BufferPool: bufpool.New(),
 		// Zero: streamed responses (unknown length, SSE) are flushed at
 		// every write by ReverseProxy's own rule; others go out buffered.
 		FlushInterval: 0,
@@ -234,23 +234,4 @@ func writeProxyError(w http.ResponseWriter, status int, err error) {
 		Code    int    `json:"code"`
 		Message string `json:"message"`
 	}{status, err.Error()})
-}
-
-// bufferPool recycles ReverseProxy's copy buffers, which it would otherwise
-// allocate (32 KiB) for every response.
-type bufferPool struct{ pool sync.Pool }
-
-const copyBufferSize = 32 << 10
-
-func newBufferPool() *bufferPool {
-	return &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}}
-}
-
-func (b *bufferPool) Get() []byte { return *b.pool.Get().(*[]byte) }
-
-func (b *bufferPool) Put(buf []byte) {
-	if cap(buf) == copyBufferSize {
-		buf = buf[:copyBufferSize]
-		b.pool.Put(&buf)
-	}
 }

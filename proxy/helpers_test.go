@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"roost.dev/roost/bufpool"
 	"roost.dev/roost/runtime"
 )
 
@@ -56,7 +57,7 @@ func newTestAgent(t testing.TB) *testAgent {
 			}
 		},
 		Transport:     &http.Transport{MaxIdleConnsPerHost: 1024, DisableCompression: true},
-		BufferPool:    newBufferPool(),
+		BufferPool:    bufpool.New(),
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			var op *net.OpError

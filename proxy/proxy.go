@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"roost.dev/roost/bufpool"
 	"roost.dev/roost/runtime"
 )
 
@@ -95,7 +96,7 @@ type Proxy struct {
 	// holds the connections terminals, commands and files need.
 	user, envd *http.Transport
 	rt         http.RoundTripper
-	buffers    *bufferPool
+	buffers    *bufpool.Pool
 
 	mu sync.Mutex // guards targets, epoch and resuming
 	// targets caches resolved, running sandboxes and their ReverseProxy.
@@ -154,7 +155,7 @@ func New(cfg Config, r Resolver, log *slog.Logger) *Proxy {
 		user:          user,
 		envd:          envd,
 		rt:            &retryTransport{base: portTransport{envdPort: cfg.EnvdPort, envd: envd, user: user}, window: cfg.DialRetry},
-		buffers:       newBufferPool(),
+		buffers:       bufpool.New(),
 		targets:       make(map[string]*target),
 		resuming:      make(map[string]*resumeCall),
 	}
@@ -510,23 +511,4 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 		Code    int    `json:"code"`
 		Message string `json:"message"`
 	}{status, msg})
-}
-
-// bufferPool recycles ReverseProxy's copy buffers, which it would otherwise
-// allocate (32 KiB) for every request.
-type bufferPool struct{ pool sync.Pool }
-
-const copyBufferSize = 32 << 10
-
-func newBufferPool() *bufferPool {
-	return &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}}
-}
-
-func (b *bufferPool) Get() []byte { return *b.pool.Get().(*[]byte) }
-
-func (b *bufferPool) Put(buf []byte) {
-	if cap(buf) == copyBufferSize {
-		buf = buf[:copyBufferSize]
-		b.pool.Put(&buf)
-	}
 }
