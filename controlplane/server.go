@@ -155,6 +155,7 @@ func (s *Server) routes() *http.ServeMux {
 	api("GET /v1/sandboxes/{id}/pty", s.ptySession)
 	api("GET /v1/sandboxes/{id}/files", s.downloadFile)
 	api("PUT /v1/sandboxes/{id}/files", s.uploadFile)
+	api("GET /v1/sandboxes/{id}/files/list", s.listFiles)
 	api("GET /v1/sandboxes/{id}/ports", s.sandboxPorts)
 	api("GET /v1/templates", s.listTemplates)
 	api("GET /v1/hosts", s.listHosts)

@@ -164,6 +164,29 @@ func testV1(t *testing.T, e *testenv) {
 			t.Fatalf("root file %q", got.body)
 		}
 
+		// Listing: one level by default, deeper on request.
+		lp := "/v1/sandboxes/" + id + "/files/list?path=" + url.QueryEscape("/tmp/v1 files")
+		var entries []struct {
+			Name, Path, Type string
+			Size             int64
+			ModifiedTime     time.Time
+		}
+		e.raw(t, "GET", lp, e.key, nil).want(t, http.StatusOK).decode(t, &entries)
+		if len(entries) != 1 || entries[0].Name != "nested" || entries[0].Type != "dir" || entries[0].ModifiedTime.IsZero() {
+			t.Fatalf("list %+v", entries)
+		}
+		e.raw(t, "GET", lp+"&depth=3", e.key, nil).want(t, http.StatusOK).decode(t, &entries)
+		var found bool
+		for _, en := range entries {
+			found = found || en.Path == p && en.Type == "file" && en.Size == int64(len(data))
+		}
+		if len(entries) != 3 || !found {
+			t.Fatalf("list depth 3 %+v", entries)
+		}
+		e.raw(t, "GET", "/v1/sandboxes/"+id+"/files/list?path=/no/such/dir", e.key, nil).want(t, http.StatusNotFound)
+		e.raw(t, "GET", lp+"&depth=0", e.key, nil).want(t, http.StatusBadRequest)
+		e.raw(t, "GET", "/v1/sandboxes/"+id+"/files/list", e.key, nil).want(t, http.StatusBadRequest)
+
 		e.raw(t, "GET", "/v1/sandboxes/"+id+"/files?path=/no/such/file", e.key, nil).want(t, http.StatusNotFound)
 		e.raw(t, "GET", "/v1/sandboxes/"+id+"/files", e.key, nil).want(t, http.StatusBadRequest)
 		e.raw(t, "PUT", "/v1/sandboxes/"+id+"/files", e.key, strings.NewReader("x")).want(t, http.StatusBadRequest)
