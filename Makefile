@@ -5,17 +5,21 @@ GO        ?= go
 GOFLAGS   ?=
 TOOLS     := $(GO) build -modfile=tools/go.mod -o .bin/
 
-.PHONY: all build envd roost generate check-generated lint test test-go test-e2b test-e2b-stack bench clean
+.PHONY: all build envd roost roost-guest generate check-generated lint test test-go test-e2b test-e2b-stack bench clean
 
 all: build
 
-build: envd roost
+build: envd roost roost-guest
 
 envd:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/envd ./cmd/envd
 
 roost:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/roost ./cmd/roost
+
+# The init of VM sandboxes (qemu runtime); the driver looks for it next to bin/roost.
+roost-guest:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/roost-guest ./cmd/roost-guest
 
 .bin/buf .bin/protoc-gen-go .bin/protoc-gen-connect-go: tools/go.mod tools/go.sum
 	$(TOOLS) github.com/bufbuild/buf/cmd/buf \

@@ -36,6 +36,10 @@ var allowed = map[string][]string{
 	module + "/cmd/roost": {module + "/agent/...", module + "/runtime/...", module + "/network/...",
 		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/...",
 		module + "/client", module + "/controlplane", module + "/store", module + "/proxy", module + "/bufpool"},
+	// The VM guest's init runs inside sandboxes, like envd: nothing
+	// host-side.
+	module + "/guest":           {module + "/guest"},
+	module + "/cmd/roost-guest": {module + "/guest"},
 	// The Go client speaks the public wire contracts only.
 	module + "/client": {module + "/client", module + "/gen/..."},
 }

@@ -10,12 +10,16 @@ declare -A want=(
   [make]=make [gcc]=gcc [git]=git [curl]=curl [ip]=iproute2 [ps]=procps
   [unshare]=util-linux [mkfs.ext4]=e2fsprogs [debootstrap]=debootstrap
   [node]=nodejs [npm]=npm
+  # The qemu runtime: the emulator, overlays, image building, kernel extraction.
+  [qemu-system-x86_64]=qemu-system-x86 [qemu-img]=qemu-utils [debugfs]=e2fsprogs [xz]=xz-utils
 )
 missing=()
 for cmd in "${!want[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")
 done
 [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+# The qemu runtime boots Debian's kernel package (vmlinuz + modules).
+compgen -G '/boot/vmlinuz-*' >/dev/null || missing+=(linux-image-amd64)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

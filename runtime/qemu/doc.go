@@ -1,0 +1,14 @@
+// Package qemu is the runtime driver that runs each sandbox as a QEMU
+// microVM (-M microvm, virtio-mmio disk and network): with KVM when
+// /dev/kvm exists, else under software emulation (TCG). The guest boots
+// Debian's kernel directly (PVH) with roost's initramfs and init (package
+// guest), from a qcow2 overlay over the template's shared ext4 image
+// (package vmimage).
+//
+// QEMU runs inside the sandbox's network namespace on a TAP device; the
+// guest has the same address in every sandbox (GuestAddr), and nftables
+// rules in the namespace map the sandbox's slot address to it, so a memory
+// snapshot restores on any slot. The driver controls QEMU over QMP; it
+// does not prepare the namespace or the host firewall (package network
+// does).
+package qemu

@@ -1,0 +1,337 @@
+package qemu
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"roost.dev/roost/runtime"
+	"roost.dev/roost/runtime/vmimage"
+)
+
+// namePrefix marks roost's QEMU processes (-name roost-ID), for Prune.
+const namePrefix = "roost-"
+
+// launchTimeout bounds how long QEMU may take to open its QMP socket.
+const launchTimeout = 15 * time.Second
+
+// handle is one sandbox the driver runs.
+//
+// The driver holds no QMP connection between calls: QEMU serves one QMP
+// client at a time, and a connection per operation means an agent that
+// restarts (or a second driver) never finds the socket taken.
+type handle struct {
+	rec    record
+	exited chan struct{} // closed when QEMU exits; nil for re-adopted sandboxes
+	log    *slog.Logger
+
+	qmpMu sync.Mutex // serialises QMP sessions
+}
+
+// withQMP runs fn on a fresh QMP session.
+func (h *handle) withQMP(ctx context.Context, fn func(*qmp) error) error {
+	if !h.running() {
+		return fmt.Errorf("sandbox %s has no running vm: %w", h.rec.ID, runtime.ErrConflict)
+	}
+	h.qmpMu.Lock()
+	defer h.qmpMu.Unlock()
+	q, err := dialQMP(ctx, paths(h.rec.StateDir).qmp)
+	if err != nil {
+		return err
+	}
+	defer q.close()
+	return fn(q)
+}
+
+type statePaths struct {
+	disk, qmp, console, qemuLog, snapshot string
+}
+
+func paths(stateDir string) statePaths {
+	return statePaths{
+		disk:     filepath.Join(stateDir, "disk.qcow2"),
+		qmp:      filepath.Join(stateDir, "qmp.sock"),
+		console:  filepath.Join(stateDir, "init.log"), // the guest's serial console
+		qemuLog:  filepath.Join(stateDir, "qemu.log"),
+		snapshot: filepath.Join(stateDir, "memory.snap"),
+	}
+}
+
+func (h *handle) instance() runtime.Instance {
+	addr, _ := netip.ParseAddrPort(h.rec.EnvdAddr)
+	return runtime.Instance{ID: h.rec.ID, Envd: addr, Pid: h.rec.Pid, Started: h.rec.Started}
+}
+
+// args is QEMU's command line for a sandbox. It holds nothing specific to
+// the sandbox's slot, so Restore can reuse it on another.
+func (d *Driver) args(spec runtime.Spec, lim runtime.Limits, k vmimage.Kernel, p statePaths) []string {
+	// Under emulation a fixed, named CPU model: faster to emulate than
+	// "max" (the guest picks simpler code paths), and the same on every
+	// host, so snapshots restore anywhere.
+	accel, cpu := "tcg", "Nehalem-v1"
+	if *d.cfg.KVM {
+		accel, cpu = "kvm", "host"
+	}
+	return []string{
+		"-name", namePrefix + spec.ID,
+		"-M", "microvm,x-option-roms=off,pit=off,pic=off,isa-serial=on,rtc=on",
+		"-accel", accel, "-cpu", cpu,
+		"-m", strconv.Itoa(lim.MemoryMB), "-smp", strconv.Itoa(lim.VCPUs),
+		"-nographic", "-nodefaults", "-no-user-config", "-no-reboot",
+		"-kernel", k.Vmlinux, "-initrd", k.Initramfs,
+		"-append", d.cmdline(spec),
+		"-drive", "id=root,file=" + p.disk + ",format=qcow2,if=none,discard=unmap",
+		"-device", "virtio-blk-device,drive=root",
+		"-netdev", "tap,id=net0,ifname=" + tapName + ",script=no,downscript=no",
+		"-device", "virtio-net-device,netdev=net0,mac=" + guestMAC,
+		"-chardev", "file,id=console,path=" + p.console + ",append=on",
+		"-serial", "chardev:console",
+		"-qmp", "unix:" + p.qmp + ",server=on,wait=off",
+	}
+}
+
+// cmdline is the guest kernel's command line: quiet boot, the TSC
+// frequency under emulation (without it the kernel's calibration against
+// an emulated timer is slow and sometimes hangs), and roost's guest
+// parameters (the contract with package guest, which parses them).
+func (d *Driver) cmdline(spec runtime.Spec) string {
+	w := []string{"console=ttyS0", "reboot=t", "panic=-1", "quiet", "loglevel=4", "mitigations=off", "audit=0", "nowatchdog", "random.trust_cpu=on",
+		// Boot-time savers: crypto self-tests take a third of a second
+		// under emulation, and there is no PS/2 controller to probe.
+		"cryptomgr.notests", "i8042.noaux", "i8042.nopnp", "8250.nr_uarts=1"}
+	if !*d.cfg.KVM {
+		w = append(w, "tsc=reliable")
+		if khz := hostTSCkHz(); khz > 0 {
+			w = append(w, "tsc_early_khz="+strconv.Itoa(khz))
+		}
+	}
+	w = append(w, "roost.ip="+GuestAddr.String()+","+GuestGW.String(), "roost.root=/dev/vda")
+	if dns := hostNameservers(); len(dns) > 0 {
+		w = append(w, "roost.dns="+strings.Join(dns, ","))
+	}
+	host := spec.Hostname
+	if host == "" {
+		host = spec.ID
+	}
+	w = append(w, "roost.hostname="+host, "roost.clock="+strconv.FormatInt(time.Now().Unix(), 10))
+	if len(spec.Env) > 0 {
+		b, _ := json.Marshal(spec.Env)
+		w = append(w, "roost.env="+base64.RawURLEncoding.EncodeToString(b))
+	}
+	return strings.Join(w, " ")
+}
+
+// hostTSCkHz is the host CPU's nominal frequency, which is what an
+// emulated guest's TSC ticks at (TCG reads the host's TSC).
+func hostTSCkHz() int {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == "cpu MHz" {
+			mhz, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil {
+				return int(mhz * 1000)
+			}
+		}
+	}
+	return 0
+}
+
+// hostNameservers are the host's resolvers, without loopback ones (which
+// mean nothing in a guest).
+func hostNameservers() []string {
+	b, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "nameserver" {
+			if a, err := netip.ParseAddr(f[1]); err == nil && a.Is4() && !a.IsLoopback() {
+				out = append(out, a.String())
+			}
+		}
+	}
+	return out
+}
+
+// launch starts QEMU with h.rec.Args inside the sandbox's network
+// namespace (it opens the TAP device there by name) and connects to its
+// QMP socket. With incoming, QEMU waits for a migration stream (-incoming
+// defer) with its vCPUs stopped (-S).
+func (d *Driver) launch(ctx context.Context, h *handle, netns string, incoming bool) error {
+	p := paths(h.rec.StateDir)
+	_ = os.Remove(p.qmp)
+	args := h.rec.Args
+	if incoming {
+		args = append(append([]string{}, args...), "-S", "-incoming", "defer")
+	}
+	logf, err := os.OpenFile(p.qemuLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("qemu log: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(d.cfg.QEMU, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Dir = h.rec.StateDir
+	// Its own session: QEMU outlives the agent, and signals to the
+	// agent's process group do not reach it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := inNetns(netns, cmd.Start); err != nil {
+		return fmt.Errorf("start qemu: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	h.exited = exited
+	h.rec.Pid = cmd.Process.Pid
+	h.rec.PidStart, _ = processStart(h.rec.Pid)
+	h.rec.Started = time.Now().UTC()
+
+	cctx, cancel := context.WithTimeout(ctx, launchTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-exited:
+			cancel() // no point waiting for the socket of a dead QEMU
+		case <-cctx.Done():
+		}
+	}()
+	q, err := dialQMP(cctx, p.qmp)
+	if err != nil {
+		h.kill()
+		b, _ := os.ReadFile(p.qemuLog)
+		return fmt.Errorf("qemu: %w (qemu log: %s)", err, strings.TrimSpace(lastLines(string(b), 10)))
+	}
+	return q.close()
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// running reports whether QEMU is up.
+func (h *handle) running() bool {
+	if h.rec.Pid == 0 {
+		return false
+	}
+	if h.exited != nil {
+		select {
+		case <-h.exited:
+			return false
+		default:
+			return true
+		}
+	}
+	return h.rec.alive()
+}
+
+// command runs a QMP command that takes no arguments.
+func (h *handle) command(ctx context.Context, cmd string) error {
+	return h.withQMP(ctx, func(q *qmp) error {
+		_, err := q.execute(ctx, cmd, nil)
+		return err
+	})
+}
+
+// stop asks QEMU to quit and kills it if it has not within ctx.
+func (h *handle) stop(ctx context.Context) {
+	if h.rec.Pid == 0 {
+		return
+	}
+	if h.running() {
+		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_ = h.command(qctx, "quit")
+		cancel()
+		if h.waitExit(ctx, 5*time.Second) {
+			return
+		}
+	}
+	h.kill()
+}
+
+// waitExit waits up to d for QEMU to exit.
+func (h *handle) waitExit(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	if h.exited != nil {
+		select {
+		case <-h.exited:
+			return true
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		return false
+	}
+	for {
+		if !h.rec.alive() {
+			return true
+		}
+		select {
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// kill ends QEMU at once and waits for it to go.
+func (h *handle) kill() {
+	if h.rec.Pid > 0 && (h.exited != nil || h.rec.alive()) {
+		_ = syscall.Kill(h.rec.Pid, syscall.SIGKILL)
+		h.waitExit(context.Background(), 5*time.Second)
+	}
+}
+
+func (h *handle) stats() (runtime.Stats, error) {
+	st := runtime.Stats{MemoryLimit: uint64(h.rec.MemoryMB) << 20}
+	if h.rec.Pid == 0 {
+		return st, nil // hibernated: nothing runs
+	}
+	f, err := procStat(h.rec.Pid)
+	if err != nil {
+		return st, fmt.Errorf("sandbox %s: %w", h.rec.ID, err)
+	}
+	utime, _ := strconv.ParseUint(f[11], 10, 64)
+	stime, _ := strconv.ParseUint(f[12], 10, 64)
+	const hz = 100 // USER_HZ
+	st.CPUUsage = time.Duration(utime+stime) * time.Second / hz
+	threads, _ := strconv.Atoi(f[17])
+	st.Pids = threads
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(h.rec.Pid) + "/status")
+	if err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+				st.MemoryBytes = kb << 10
+			}
+		}
+	}
+	return st, nil
+}
