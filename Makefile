@@ -56,13 +56,15 @@ test-e2b-stack: build
 # Benchmarks against real components, each beside a baseline measured in
 # the same run: writes bench/results.md and bench/charts/*.png (needs root).
 # QUICK=1 is a smoke run for CI (about 2 minutes); the full run takes
-# about 7 on 2 cores. DENSITY is how many idle sandboxes the density run
-# starts (default 200, quick 20; 1000 takes a few minutes more).
+# about 5 on 2 cores. DENSITY is how many idle sandboxes the density run
+# starts (default 200, quick 20; 1000 takes a few minutes more). QEMU=1
+# adds the qemu runtime's rows (create and restore of VM sandboxes).
 QUICK   ?=
 DENSITY ?=
+QEMU    ?=
 
 bench: build
-	$(GO) run ./bench/run $(if $(QUICK),-quick) $(if $(DENSITY),-density $(DENSITY))
+	$(GO) run ./bench/run $(if $(QUICK),-quick) $(if $(DENSITY),-density $(DENSITY)) $(if $(QEMU),-qemu)
 
 clean:
 	rm -rf bin .bin

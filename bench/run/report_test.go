@@ -94,9 +94,17 @@ func TestReportMissing(t *testing.T) {
 		if line == "" {
 			t.Errorf("no row %q", r.metric)
 		}
+		if r.asked != "" {
+			continue
+		}
 		if want := r.value.bench == "BenchmarkPTYEcho"; strings.Contains(line, "not measured") != want {
 			t.Errorf("row %q: not measured = %v, want %v", r.metric, !want, want)
 		}
+	}
+	// Rows run only when asked say how to ask.
+	delete(res.Metrics, "BenchmarkCreate")
+	if l := tableLine(markdown(res, nil), "qemu (TCG here) create"); !strings.Contains(l, "not run (make bench QEMU=1)") {
+		t.Errorf("qemu row without a qemu run: %s", l)
 	}
 	if !strings.Contains(md, "- failed: PTY echo: exit status 1\n") {
 		t.Error("the failure is not in the report")

@@ -26,6 +26,7 @@ import (
 // config is the harness's flags.
 type config struct {
 	Quick      bool
+	QEMU       bool // also the qemu runtime's create and restore
 	Out        string
 	Roost      string
 	Envd       string
@@ -104,6 +105,14 @@ func run(cfg config) (*results, error) {
 		{name: "PTY echo", args: gotest("^BenchmarkPTYEcho$", x(sz.ptyKeys), "./controlplane")},
 		{name: "density", args: gotest("^BenchmarkDensity$", "1x", "./runtime/namespace"),
 			env: []string{"ROOST_DENSITY=" + strconv.Itoa(sz.density)}},
+	}
+	if cfg.QEMU {
+		boots := 5
+		if cfg.Quick {
+			boots = 2
+		}
+		steps = append(steps, step{name: "qemu create and restore",
+			args: gotest("^(BenchmarkCreate|BenchmarkRestore)$", x(boots), "./runtime/qemu")})
 	}
 	for _, s := range steps {
 		t0 := time.Now()
