@@ -195,7 +195,7 @@ func (m *Manager) start(ctx context.Context, sb *sandbox, req CreateRequest) (ph
 	if req.EnvdToken != "" {
 		init.AccessToken = &req.EnvdToken
 	}
-	if err := m.envd.init(ctx, inst.Envd, init); err != nil {
+	if err := m.envd.init(ctx, inst.Envd, "", init); err != nil {
 		return phases, err
 	}
 	now := m.cfg.Now()

@@ -345,6 +345,11 @@ func TestAgentLifecycle(t *testing.T) {
 		}
 		_, err = a.client.PauseSandbox(ctx, connect.NewRequest(&hostagentv1.PauseSandboxRequest{SandboxId: id}))
 		wantCode(t, "pause a paused sandbox", err, connect.CodeFailedPrecondition)
+		_, err = a.client.PauseSandbox(ctx, connect.NewRequest(&hostagentv1.PauseSandboxRequest{SandboxId: id, Hibernate: true}))
+		wantCode(t, "hibernate on the namespace runtime", err, connect.CodeUnimplemented)
+		if err != nil && !strings.Contains(err.Error(), "namespace runtime cannot snapshot") {
+			t.Errorf("hibernate on the namespace runtime: %v, want it to say why", err)
+		}
 		list, err := a.client.ListSandboxes(ctx, connect.NewRequest(&hostagentv1.ListSandboxesRequest{
 			States: []hostagentv1.SandboxState{hostagentv1.SandboxState_SANDBOX_STATE_PAUSED}}))
 		if err != nil || len(list.Msg.GetSandboxes()) != 1 || list.Msg.GetSandboxes()[0].GetSandboxId() != id {

@@ -86,8 +86,9 @@ type envdInit struct {
 	Timestamp      time.Time         `json:"timestamp"`
 }
 
-// init sends /init; envd answers 204.
-func (c *envdClient) init(ctx context.Context, addr netip.AddrPort, body envdInit) error {
+// init sends /init; envd answers 204. token is the access token envd
+// already requires, if any (a restored sandbox's envd has one).
+func (c *envdClient) init(ctx context.Context, addr netip.AddrPort, token string, body envdInit) error {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return fmt.Errorf("envd init: %w", err)
@@ -97,6 +98,9 @@ func (c *envdClient) init(ctx context.Context, addr netip.AddrPort, body envdIni
 		return fmt.Errorf("envd init: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("X-Access-Token", token)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("envd init: %w", err)

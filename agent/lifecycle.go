@@ -117,8 +117,8 @@ func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 	return nil
 }
 
-// Resume thaws a paused sandbox and restarts its timeout: timeout from
-// now, or the sandbox's own timeout when zero. It wraps
+// Resume thaws a paused sandbox (restores a hibernated one) and restarts
+// its timeout: timeout from now, or the sandbox's own timeout when zero. It wraps
 // runtime.ErrConflict when the sandbox is not paused.
 func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration) (Sandbox, error) {
 	if timeout != 0 {
@@ -139,14 +139,20 @@ func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration) 
 		}
 		return Sandbox{}, fmt.Errorf("resume sandbox %s: %w", id, err)
 	}
-	p, ok := m.rt.(runtime.Pauser)
-	if !ok {
-		return Sandbox{}, fmt.Errorf("resume sandbox %s: %s runtime cannot pause: %w", id, m.rt.Name(), runtime.ErrUnsupported)
-	}
-	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
-	defer cancel()
-	if err := p.Resume(octx, id); err != nil {
-		return Sandbox{}, fmt.Errorf("resume sandbox %s: %w", id, m.failLocked(sb, fmt.Errorf("%s runtime: %w", m.rt.Name(), err)))
+	if rec.Hibernated {
+		if err := m.restoreLocked(ctx, sb); err != nil {
+			return Sandbox{}, fmt.Errorf("resume sandbox %s: %w", id, err)
+		}
+	} else {
+		p, ok := m.rt.(runtime.Pauser)
+		if !ok {
+			return Sandbox{}, fmt.Errorf("resume sandbox %s: %s runtime cannot pause: %w", id, m.rt.Name(), runtime.ErrUnsupported)
+		}
+		octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+		defer cancel()
+		if err := p.Resume(octx, id); err != nil {
+			return Sandbox{}, fmt.Errorf("resume sandbox %s: %w", id, m.failLocked(sb, fmt.Errorf("%s runtime: %w", m.rt.Name(), err)))
+		}
 	}
 	if timeout == 0 {
 		timeout = rec.timeout()

@@ -196,9 +196,11 @@ type Sandbox struct {
 	Metadata  map[string]string
 	Internet  bool
 	AutoPause bool
-	Timeout   time.Duration
-	Started   time.Time
-	EndAt     time.Time
+	// Hibernated: paused, with its memory on disk and no process.
+	Hibernated bool
+	Timeout    time.Duration
+	Started    time.Time
+	EndAt      time.Time
 	// Envd is where the sandbox's envd listens, reachable from this host.
 	Envd netip.AddrPort
 }
@@ -207,7 +209,7 @@ func (r record) view() Sandbox {
 	return Sandbox{
 		ID: r.ID, Template: r.Template, State: r.State, Error: r.Error,
 		Limits: r.Spec.Limits, Metadata: maps.Clone(r.Metadata), Internet: r.Internet,
-		AutoPause: r.AutoPause, Timeout: r.timeout(), Started: r.Started, EndAt: r.EndAt, Envd: r.Envd,
+		AutoPause: r.AutoPause, Hibernated: r.Hibernated, Timeout: r.timeout(), Started: r.Started, EndAt: r.EndAt, Envd: r.Envd,
 	}
 }
 

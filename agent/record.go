@@ -35,17 +35,20 @@ type record struct {
 	// Slot is the network slot the sandbox holds.
 	Slot int `json:"slot"`
 	// Spec is what the runtime was given; Recover needs it again.
-	Spec         runtime.Spec      `json:"spec"`
-	Metadata     map[string]string `json:"metadata,omitempty"`
-	Internet     bool              `json:"internet"`
-	AutoPause    bool              `json:"autoPause,omitempty"`
-	EnvdToken    string            `json:"envdToken,omitempty"`
-	Envd         netip.AddrPort    `json:"envd"`
-	Pid          int               `json:"pid,omitempty"`
-	TimeoutSecs  int64             `json:"timeoutSeconds"`
-	Started      time.Time         `json:"started"`
-	EndAt        time.Time         `json:"endAt"`
-	StateChanged time.Time         `json:"stateChanged"`
+	Spec      runtime.Spec      `json:"spec"`
+	Metadata  map[string]string `json:"metadata,omitempty"`
+	Internet  bool              `json:"internet"`
+	AutoPause bool              `json:"autoPause,omitempty"`
+	// Hibernated: paused with its state on disk and no process (the
+	// runtime's Snapshot); Resume restores it, Recover leaves it be.
+	Hibernated   bool           `json:"hibernated,omitempty"`
+	EnvdToken    string         `json:"envdToken,omitempty"`
+	Envd         netip.AddrPort `json:"envd"`
+	Pid          int            `json:"pid,omitempty"`
+	TimeoutSecs  int64          `json:"timeoutSeconds"`
+	Started      time.Time      `json:"started"`
+	EndAt        time.Time      `json:"endAt"`
+	StateChanged time.Time      `json:"stateChanged"`
 }
 
 func (r record) timeout() time.Duration { return time.Duration(r.TimeoutSecs) * time.Second }

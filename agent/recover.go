@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"roost.dev/roost/runtime"
 )
 
 // recover compares the records on disk with what runs on the host, once, at
@@ -102,6 +104,20 @@ func (m *Manager) adopt(ctx context.Context, sb *sandbox) bool {
 		}
 		m.discard(ctx, sb)
 		return false
+	}
+	if rec.State == StatePaused && rec.Hibernated {
+		// Nothing runs: the snapshot waits on disk for Resume. Recover
+		// would restore it, spending the memory hibernation saved.
+		if _, ok := m.rt.(runtime.Snapshotter); ok {
+			log.Info("recovery: re-adopted hibernated sandbox")
+			return true
+		}
+		log.Error("recovery: keeping sandbox in error", "reason", "hibernated, and the "+m.rt.Name()+" runtime cannot restore snapshots")
+		sb.rec.State, sb.rec.Error, sb.rec.StateChanged = StateError, "hibernated by another runtime than "+m.rt.Name(), m.cfg.Now()
+		if err := writeRecord(sb.dir, sb.rec); err != nil {
+			log.Error("recovery: sandbox record not saved", "err", err)
+		}
+		return true
 	}
 	inst, err := m.rt.Recover(ctx, rec.Spec)
 	switch {

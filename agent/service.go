@@ -48,7 +48,11 @@ func (s *service) DestroySandbox(ctx context.Context, req *connect.Request[hosta
 }
 
 func (s *service) PauseSandbox(ctx context.Context, req *connect.Request[hostagentv1.PauseSandboxRequest]) (*connect.Response[hostagentv1.PauseSandboxResponse], error) {
-	sb, err := s.m.Pause(ctx, req.Msg.GetSandboxId())
+	pause := s.m.Pause
+	if req.Msg.GetHibernate() {
+		pause = s.m.Hibernate
+	}
+	sb, err := pause(ctx, req.Msg.GetSandboxId())
 	if err != nil {
 		return nil, connectError(err)
 	}
@@ -179,6 +183,7 @@ func toProto(sb Sandbox) *hostagentv1.Sandbox {
 		Error:         sb.Error,
 		AllowInternet: sb.Internet,
 		AutoPause:     sb.AutoPause,
+		Hibernated:    sb.Hibernated,
 	}
 	if !sb.EndAt.IsZero() {
 		out.EndAt = timestamppb.New(sb.EndAt)

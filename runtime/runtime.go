@@ -57,9 +57,27 @@ type Pauser interface {
 	Resume(ctx context.Context, id string) error
 }
 
+// Snapshotter is implemented by drivers that can hibernate a sandbox: save
+// its memory and device state to disk, end its process, and later resume
+// it from there. Calls for one sandbox are serialised by the manager.
+type Snapshotter interface {
+	// Snapshot stops the sandbox, writes its state under its StateDir and
+	// ends its process; the sandbox stays known to the driver (Destroy
+	// removes it) and its state record says it is hibernated, so Recover
+	// and Restore find it after a restart. It returns the snapshot file.
+	// It takes as long as writing the sandbox's memory.
+	Snapshot(ctx context.Context, id string) (string, error)
+	// Restore resumes a snapshotted sandbox in a new process, on
+	// spec.Network (which may differ from the one it was snapshotted on),
+	// and returns once its init runs again; the manager waits for envd.
+	// spec.StateDir must be the one of the snapshot.
+	Restore(ctx context.Context, spec Spec) (Instance, error)
+}
+
 // Capabilities describe a driver.
 type Capabilities struct {
-	Pause    bool `json:"pause"`
+	Pause bool `json:"pause"`
+	// Snapshot is true when the driver implements Snapshotter.
 	Snapshot bool `json:"snapshot"`
 	// VM is true when a sandbox has its own kernel.
 	VM bool `json:"vm"`

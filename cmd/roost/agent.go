@@ -19,6 +19,7 @@ import (
 	"roost.dev/roost/network"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/namespace"
+	"roost.dev/roost/runtime/qemu"
 	"roost.dev/roost/template"
 )
 
@@ -56,7 +57,7 @@ agent on the same --data-dir re-adopts them.`,
 	f := cmd.Flags()
 	f.StringVar(&o.dataDir, "data-dir", "/var/lib/roost", "data directory (templates, sandboxes, runtime state)")
 	f.StringVar(&o.listen, "listen", "127.0.0.1:7070", "listen address; a non-loopback address requires a token")
-	f.StringVar(&o.runtime, "runtime", "auto", "runtime driver: namespace, or auto (the best this host supports)")
+	f.StringVar(&o.runtime, "runtime", "auto", runtimeFlagUsage)
 	f.StringVar(&o.envd, "envd", "", "envd binary injected into sandboxes (default: envd beside the roost executable, else on $PATH)")
 	f.StringVar(&o.token, "token", "", "require 'Authorization: Bearer TOKEN' on RPC and /proxy (default $"+tokenEnv+")")
 	f.BoolVar(&o.noPrune, "no-prune", false, "skip the start-up sweep of roost network namespaces, links, mounts and cgroups that no sandbox of this agent owns (set it when another agent shares this host)")
@@ -155,6 +156,10 @@ func serveRegistered(ctx context.Context, o *agentOptions, dataDir string, m *ag
 // network, the template store, and the sandboxes recovered from dataDir.
 // `roost agent` serves it over RPC; `roost up` also drives it in-process.
 func openManager(ctx context.Context, dataDir, runtimeName, envdFlag string, noPrune bool, log *slog.Logger) (*agent.Manager, error) {
+	// A --runtime this build cannot run is the first thing to report.
+	if _, err := selectRuntime(runtimeName); err != nil {
+		return nil, err
+	}
 	envd, err := findEnvd(envdFlag)
 	if err != nil {
 		return nil, err
@@ -177,24 +182,59 @@ func openManager(ctx context.Context, dataDir, runtimeName, envdFlag string, noP
 	}, rt, nw, templates, log.With("component", "manager"))
 }
 
+// runtimeFlagUsage documents --runtime for roost agent and roost up.
+const runtimeFlagUsage = "runtime driver: namespace, qemu (VMs; under software emulation without /dev/kvm), firecracker (not in this build), or auto (namespace)"
+
+// selectRuntime resolves --runtime to a driver name. auto is namespace:
+// qemu only when asked (it is slower to start), and firecracker, which
+// auto will prefer on KVM hosts, is not in this build yet.
+func selectRuntime(name string) (string, error) {
+	switch name {
+	case "auto", "":
+		return "namespace", nil
+	case "namespace", "qemu":
+		return name, nil
+	case "firecracker":
+		return "", fmt.Errorf("--runtime firecracker: not implemented in this build (use qemu or namespace): %w", runtime.ErrUnsupported)
+	default:
+		return "", fmt.Errorf("--runtime %q: want namespace, qemu, firecracker or auto: %w", name, runtime.ErrInvalid)
+	}
+}
+
 // newRuntime constructs the runtime driver named by --runtime and checks
-// that this host can run it.
+// that this host can run it: one it cannot fails here, with the driver's
+// reason, rather than at the first create.
 func newRuntime(ctx context.Context, name, dataDir string, log *slog.Logger) (runtime.Runtime, error) {
+	name, err := selectRuntime(name)
+	if err != nil {
+		return nil, err
+	}
 	var rt runtime.Runtime
 	switch name {
-	case "auto", "namespace":
+	case "namespace":
 		d, err := namespace.New(namespace.Config{DataDir: filepath.Join(dataDir, "runtime", "namespace")}, log.With("component", "namespace"))
 		if err != nil {
 			return nil, err
 		}
 		rt = d
-	default:
-		return nil, fmt.Errorf("--runtime %q: want namespace or auto", name)
+	case "qemu":
+		rt = qemu.New(qemuConfig(dataDir), log.With("component", "qemu"))
 	}
-	if a := rt.Probe(ctx); !a.Available {
+	a := rt.Probe(ctx)
+	if !a.Available {
 		return nil, fmt.Errorf("%s runtime unavailable on this host: %s", rt.Name(), a.Reason)
 	}
+	if a.Reason != "" {
+		log.Warn("runtime available with a caveat", "runtime", rt.Name(), "reason", a.Reason)
+	}
+	log.Info("runtime selected", "runtime", rt.Name(), "capabilities", rt.Capabilities())
 	return rt, nil
+}
+
+// qemuConfig is the qemu driver's configuration under a data directory;
+// roost kernel prepare and the agent must agree on it.
+func qemuConfig(dataDir string) qemu.Config {
+	return qemu.Config{DataDir: filepath.Join(dataDir, "runtime", "qemu")}
 }
 
 // findEnvd resolves --envd: the flag, else envd beside this executable,

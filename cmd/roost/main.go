@@ -47,7 +47,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newAgentCmd(), newTemplateCmd(), newVersionCmd(),
-		newUpCmd(), newServerCmd(), newSandboxCmd(), newExecCmd(), newShellCmd(), newCpCmd(), newPortsCmd())
+		newUpCmd(), newServerCmd(), newKernelCmd(), newSandboxCmd(), newExecCmd(), newShellCmd(), newCpCmd(), newPortsCmd())
 	return root
 }
 

@@ -1,6 +1,15 @@
 package main
 
-import "testing"
+import (
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+
+	"roost.dev/roost/runtime"
+)
 
 func TestIsLoopback(t *testing.T) {
 	for addr, want := range map[string]bool{
@@ -50,5 +59,35 @@ func TestPairs(t *testing.T) {
 	}
 	if s := joinPairs(map[string]string{"b": "2", "a": "1"}); s != "a=1,b=2" {
 		t.Errorf("joinPairs: %q", s)
+	}
+}
+
+func TestSelectRuntime(t *testing.T) {
+	for _, c := range []struct {
+		flag, want string
+		err        error
+	}{
+		{"auto", "namespace", nil},
+		{"", "namespace", nil},
+		{"namespace", "namespace", nil},
+		{"qemu", "qemu", nil},
+		{"firecracker", "", runtime.ErrUnsupported},
+		{"kvm", "", runtime.ErrInvalid},
+		{"QEMU", "", runtime.ErrInvalid},
+	} {
+		got, err := selectRuntime(c.flag)
+		if got != c.want || !errors.Is(err, c.err) || (c.err == nil) != (err == nil) {
+			t.Errorf("selectRuntime(%q) = %q, %v; want %q, %v", c.flag, got, err, c.want, c.err)
+		}
+	}
+	_, err := newRuntime(t.Context(), "firecracker", t.TempDir(), slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "not implemented in this build") {
+		t.Errorf("--runtime firecracker: %v, want a not-implemented error", err)
+	}
+	for _, cmd := range []*cobra.Command{newAgentCmd(), newUpCmd()} {
+		f := cmd.Flags().Lookup("runtime")
+		if f == nil || f.DefValue != "auto" || !strings.Contains(f.Usage, "qemu") || !strings.Contains(f.Usage, "firecracker") {
+			t.Errorf("roost %s --runtime: %+v", cmd.Name(), f)
+		}
 	}
 }

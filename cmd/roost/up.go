@@ -47,7 +47,7 @@ by the next start.`,
 	f := cmd.Flags()
 	f.StringVar(&o.dataDir, "data-dir", "/var/lib/roost", "data directory (database, templates, sandboxes)")
 	f.StringVar(&o.listen, "listen", "127.0.0.1:3000", "API and proxy listen address")
-	f.StringVar(&o.runtime, "runtime", "auto", "runtime driver: namespace, or auto")
+	f.StringVar(&o.runtime, "runtime", "auto", runtimeFlagUsage)
 	f.StringVar(&o.envd, "envd", "", "envd binary injected into sandboxes (default: envd beside the roost executable)")
 	f.StringVar(&o.domain, "domain", "localhost", "domain of sandbox hosts: {port}-{sandboxID}.{domain}")
 	f.BoolVar(&o.noPrune, "no-prune", false, "skip the start-up sweep of roost leftovers that no sandbox of this host owns (set it when another agent shares this host)")

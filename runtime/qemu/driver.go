@@ -74,8 +74,9 @@ type Driver struct {
 }
 
 var (
-	_ runtime.Runtime = (*Driver)(nil)
-	_ runtime.Pauser  = (*Driver)(nil)
+	_ runtime.Runtime     = (*Driver)(nil)
+	_ runtime.Pauser      = (*Driver)(nil)
+	_ runtime.Snapshotter = (*Driver)(nil)
 )
 
 // New returns a driver; it checks nothing (Probe does).

@@ -15,12 +15,13 @@ const snapshotTimeout = 2 * time.Minute
 // snapshotFD names the descriptor of the snapshot file in QEMU.
 const snapshotFD = "roost-snapshot"
 
-// Snapshot saves a sandbox's memory and device state to disk and ends its
-// QEMU process (hibernation): the vCPUs are stopped, QEMU migrates its
-// state into a file, and quits. The disk overlay stays as it is; Restore
-// resumes the sandbox from both, in a new QEMU, on any network slot.
-// It returns the snapshot file. The sandbox stays known to the driver
-// (Destroy removes it, Stats reports nothing running).
+// Snapshot implements runtime.Snapshotter: it saves a sandbox's memory
+// and device state to disk and ends its QEMU process (hibernation): the
+// vCPUs are stopped, QEMU migrates its state into a file, and quits. The
+// disk overlay stays as it is; Restore resumes the sandbox from both, in a
+// new QEMU, on any network slot. It returns the snapshot file. The sandbox
+// stays known to the driver (Destroy removes it, Stats reports nothing
+// running).
 func (d *Driver) Snapshot(ctx context.Context, id string) (string, error) {
 	h, err := d.get(id)
 	if err != nil {
@@ -79,9 +80,9 @@ func (d *Driver) Snapshot(ctx context.Context, id string) (string, error) {
 	return p.snapshot, nil
 }
 
-// Restore resumes a snapshotted sandbox in a new QEMU process, on the
-// network spec gives it (which may be another slot than before); spec's
-// StateDir must be the one the snapshot was taken in. It works for a
+// Restore implements runtime.Snapshotter: it resumes a snapshotted
+// sandbox in a new QEMU process, on the network spec gives it (which may
+// be another slot than before); spec's StateDir must be the one the snapshot was taken in. It works for a
 // sandbox this driver snapshotted and, after an agent restart, for one
 // whose state record says it is hibernated.
 func (d *Driver) Restore(ctx context.Context, spec runtime.Spec) (inst runtime.Instance, err error) {

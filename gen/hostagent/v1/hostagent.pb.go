@@ -163,6 +163,9 @@ type Sandbox struct {
 	Error         string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
 	AllowInternet bool   `protobuf:"varint,10,opt,name=allow_internet,json=allowInternet,proto3" json:"allow_internet,omitempty"`
 	AutoPause     bool   `protobuf:"varint,11,opt,name=auto_pause,json=autoPause,proto3" json:"auto_pause,omitempty"`
+	// The sandbox is paused with its memory on disk and no process
+	// (PauseSandbox with hibernate).
+	Hibernated    bool `protobuf:"varint,12,opt,name=hibernated,proto3" json:"hibernated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -270,6 +273,13 @@ func (x *Sandbox) GetAllowInternet() bool {
 func (x *Sandbox) GetAutoPause() bool {
 	if x != nil {
 		return x.AutoPause
+	}
+	return false
+}
+
+func (x *Sandbox) GetHibernated() bool {
+	if x != nil {
+		return x.Hibernated
 	}
 	return false
 }
@@ -536,8 +546,11 @@ func (*DestroySandboxResponse) Descriptor() ([]byte, []int) {
 }
 
 type PauseSandboxRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	// Also snapshot the sandbox to disk and end its process (runtimes with
+	// the snapshot capability only).
+	Hibernate     bool `protobuf:"varint,2,opt,name=hibernate,proto3" json:"hibernate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -577,6 +590,13 @@ func (x *PauseSandboxRequest) GetSandboxId() string {
 		return x.SandboxId
 	}
 	return ""
+}
+
+func (x *PauseSandboxRequest) GetHibernate() bool {
+	if x != nil {
+		return x.Hibernate
+	}
+	return false
 }
 
 type PauseSandboxResponse struct {
@@ -1668,7 +1688,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x06Limits\x12\x14\n" +
 	"\x05vcpus\x18\x01 \x01(\x05R\x05vcpus\x12\x1b\n" +
 	"\tmemory_mb\x18\x02 \x01(\x05R\bmemoryMb\x12\x17\n" +
-	"\adisk_mb\x18\x03 \x01(\x05R\x06diskMb\"\xa1\x04\n" +
+	"\adisk_mb\x18\x03 \x01(\x05R\x06diskMb\"\xc1\x04\n" +
 	"\aSandbox\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
@@ -1684,7 +1704,10 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x0eallow_internet\x18\n" +
 	" \x01(\bR\rallowInternet\x12\x1d\n" +
 	"\n" +
-	"auto_pause\x18\v \x01(\bR\tautoPause\x1a;\n" +
+	"auto_pause\x18\v \x01(\bR\tautoPause\x12\x1e\n" +
+	"\n" +
+	"hibernated\x18\f \x01(\bR\n" +
+	"hibernated\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xef\x04\n" +
@@ -1715,10 +1738,11 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x15DestroySandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"\x18\n" +
-	"\x16DestroySandboxResponse\"4\n" +
+	"\x16DestroySandboxResponse\"R\n" +
 	"\x13PauseSandboxRequest\x12\x1d\n" +
 	"\n" +
-	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"M\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1c\n" +
+	"\thibernate\x18\x02 \x01(\bR\thibernate\"M\n" +
 	"\x14PauseSandboxResponse\x125\n" +
 	"\asandbox\x18\x01 \x01(\v2\x1b.roost.hostagent.v1.SandboxR\asandbox\"w\n" +
 	"\x14ResumeSandboxRequest\x12\x1d\n" +

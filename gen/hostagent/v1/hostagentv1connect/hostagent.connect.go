@@ -70,10 +70,16 @@ type HostAgentClient interface {
 	// Errors: not_found.
 	DestroySandbox(context.Context, *connect.Request[v1.DestroySandboxRequest]) (*connect.Response[v1.DestroySandboxResponse], error)
 	// PauseSandbox freezes a running sandbox in place. A paused sandbox is
-	// not reaped when its timeout passes.
-	// Errors: not_found, failed_precondition (not running), unimplemented.
+	// not reaped when its timeout passes. With hibernate, a VM sandbox is
+	// also snapshotted to disk and its process ended, so it holds no memory
+	// (a paused sandbox may be hibernated too); ResumeSandbox restores it,
+	// after an agent restart as well.
+	// Errors: not_found, failed_precondition (not running; with hibernate,
+	// neither running nor paused, or hibernated already), unimplemented (the
+	// runtime cannot pause, or with hibernate cannot snapshot).
 	PauseSandbox(context.Context, *connect.Request[v1.PauseSandboxRequest]) (*connect.Response[v1.PauseSandboxResponse], error)
-	// ResumeSandbox thaws a paused sandbox and restarts its timeout.
+	// ResumeSandbox thaws a paused sandbox (restoring a hibernated one from
+	// its snapshot) and restarts its timeout.
 	// Errors: not_found, failed_precondition (not paused).
 	ResumeSandbox(context.Context, *connect.Request[v1.ResumeSandboxRequest]) (*connect.Response[v1.ResumeSandboxResponse], error)
 	ListSandboxes(context.Context, *connect.Request[v1.ListSandboxesRequest]) (*connect.Response[v1.ListSandboxesResponse], error)
@@ -224,10 +230,16 @@ type HostAgentHandler interface {
 	// Errors: not_found.
 	DestroySandbox(context.Context, *connect.Request[v1.DestroySandboxRequest]) (*connect.Response[v1.DestroySandboxResponse], error)
 	// PauseSandbox freezes a running sandbox in place. A paused sandbox is
-	// not reaped when its timeout passes.
-	// Errors: not_found, failed_precondition (not running), unimplemented.
+	// not reaped when its timeout passes. With hibernate, a VM sandbox is
+	// also snapshotted to disk and its process ended, so it holds no memory
+	// (a paused sandbox may be hibernated too); ResumeSandbox restores it,
+	// after an agent restart as well.
+	// Errors: not_found, failed_precondition (not running; with hibernate,
+	// neither running nor paused, or hibernated already), unimplemented (the
+	// runtime cannot pause, or with hibernate cannot snapshot).
 	PauseSandbox(context.Context, *connect.Request[v1.PauseSandboxRequest]) (*connect.Response[v1.PauseSandboxResponse], error)
-	// ResumeSandbox thaws a paused sandbox and restarts its timeout.
+	// ResumeSandbox thaws a paused sandbox (restoring a hibernated one from
+	// its snapshot) and restarts its timeout.
 	// Errors: not_found, failed_precondition (not paused).
 	ResumeSandbox(context.Context, *connect.Request[v1.ResumeSandboxRequest]) (*connect.Response[v1.ResumeSandboxResponse], error)
 	ListSandboxes(context.Context, *connect.Request[v1.ListSandboxesRequest]) (*connect.Response[v1.ListSandboxesResponse], error)

@@ -1,0 +1,100 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"roost.dev/roost/runtime"
+)
+
+// hibernateTimeout bounds writing a sandbox's memory to disk, or reading it
+// back and waiting for envd: under emulation that takes seconds per
+// hundred MiB.
+const hibernateTimeout = 3 * time.Minute
+
+// Hibernate pauses a sandbox (unless it is paused already), has the runtime
+// snapshot it to disk and end its process, and keeps it paused: it holds
+// no memory or CPU until Resume restores it, in this agent or the next.
+// It wraps runtime.ErrUnsupported when the runtime cannot snapshot and
+// runtime.ErrConflict when the sandbox is neither running nor paused, or
+// hibernated already.
+func (m *Manager) Hibernate(ctx context.Context, id string) (Sandbox, error) {
+	sb, err := m.lookup(id)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	sb.op.Lock()
+	defer sb.op.Unlock()
+	if err := m.hibernateLocked(ctx, sb); err != nil {
+		return Sandbox{}, fmt.Errorf("hibernate sandbox %s: %w", id, err)
+	}
+	return sb.snapshot().view(), nil
+}
+
+func (m *Manager) hibernateLocked(ctx context.Context, sb *sandbox) error {
+	s, ok := m.rt.(runtime.Snapshotter)
+	if !ok || !m.rt.Capabilities().Snapshot {
+		return fmt.Errorf("%s runtime cannot snapshot a sandbox: %w", m.rt.Name(), runtime.ErrUnsupported)
+	}
+	rec := sb.snapshot()
+	switch {
+	case rec.Hibernated:
+		return fmt.Errorf("sandbox is already hibernated: %w", runtime.ErrConflict)
+	case rec.State == StateRunning:
+		if err := m.pauseLocked(ctx, sb); err != nil {
+			return err
+		}
+	case rec.State != StatePaused:
+		return fmt.Errorf("sandbox is %s, not running or paused: %w", rec.State, runtime.ErrConflict)
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hibernateTimeout)
+	defer cancel()
+	file, err := s.Snapshot(ctx, rec.ID)
+	if err != nil {
+		err = fmt.Errorf("%s runtime: %w", m.rt.Name(), err)
+		// A failed snapshot may leave the sandbox running (QEMU continues
+		// after a failed migration); it must stay as paused as it says.
+		if p, ok := m.rt.(runtime.Pauser); ok {
+			if perr := p.Pause(ctx, rec.ID); perr == nil {
+				return err
+			}
+		}
+		return m.failLocked(sb, err)
+	}
+	if err := sb.update(func(r *record) { r.Hibernated, r.Pid, r.StateChanged = true, 0, m.cfg.Now() }); err != nil {
+		return err
+	}
+	m.log.Info("sandbox hibernated", "sandbox", rec.ID, "snapshot", file)
+	return nil
+}
+
+// restoreLocked brings a hibernated sandbox back: a new process from its
+// snapshot, envd healthy, and envd's clock set again (the guest's stood
+// still while it was on disk). On success the sandbox is no longer
+// hibernated; its state is the caller's to set. A failed restore leaves it
+// hibernated when nothing runs, so Resume may be tried again.
+func (m *Manager) restoreLocked(ctx context.Context, sb *sandbox) error {
+	s, ok := m.rt.(runtime.Snapshotter)
+	if !ok {
+		return fmt.Errorf("%s runtime cannot restore a snapshot: %w", m.rt.Name(), runtime.ErrUnsupported)
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hibernateTimeout)
+	defer cancel()
+	rec := sb.snapshot()
+	inst, err := s.Restore(ctx, rec.Spec)
+	if err != nil {
+		return fmt.Errorf("%s runtime: %w", m.rt.Name(), err)
+	}
+	if err := sb.update(func(r *record) { r.Hibernated, r.Envd, r.Pid = false, inst.Envd, inst.Pid }); err != nil {
+		return m.failLocked(sb, err)
+	}
+	if err := m.envd.waitHealthy(ctx, inst.Envd, m.cfg.EnvdTimeout); err != nil {
+		return m.failLocked(sb, err)
+	}
+	if err := m.envd.init(ctx, inst.Envd, rec.EnvdToken, envdInit{Timestamp: m.cfg.Now().UTC()}); err != nil {
+		return m.failLocked(sb, err)
+	}
+	m.log.Info("sandbox restored", "sandbox", rec.ID, "pid", inst.Pid, "envd", inst.Envd.String())
+	return nil
+}
