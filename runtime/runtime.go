@@ -3,7 +3,10 @@ package runtime
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
+	"os"
+	"strings"
 	"time"
 )
 
@@ -106,6 +109,27 @@ type Spec struct {
 	Hostname string
 	Limits   Limits
 	Network  Network
+}
+
+// Validate checks what every driver needs of a Spec: an ID usable as a
+// file name, a state directory, limits that are not negative, a template
+// tree and an envd binary. Drivers check the rest (the network they need).
+func (s Spec) Validate() error {
+	switch {
+	case s.ID == "" || strings.ContainsAny(s.ID, "/\x00") || s.ID == "." || s.ID == "..":
+		return fmt.Errorf("sandbox id %q: %w", s.ID, ErrInvalid)
+	case s.StateDir == "":
+		return fmt.Errorf("no state dir: %w", ErrInvalid)
+	case s.Limits.VCPUs < 0 || s.Limits.MemoryMB < 0 || s.Limits.DiskMB < 0 || s.Limits.Pids < 0:
+		return fmt.Errorf("negative limits: %w", ErrInvalid)
+	}
+	if st, err := os.Stat(s.RootFS); err != nil || !st.IsDir() {
+		return fmt.Errorf("template root %s is not a directory: %w", s.RootFS, ErrInvalid)
+	}
+	if st, err := os.Stat(s.Envd); err != nil || st.IsDir() {
+		return fmt.Errorf("envd binary %s: %w", s.Envd, ErrInvalid)
+	}
+	return nil
 }
 
 // Limits bound a sandbox's resources. Zero means the driver's default.

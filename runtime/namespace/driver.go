@@ -237,21 +237,11 @@ func (h *handle) instance() runtime.Instance {
 }
 
 func validate(spec runtime.Spec) error {
-	switch {
-	case spec.ID == "" || strings.ContainsAny(spec.ID, "/\x00") || spec.ID == "." || spec.ID == "..":
-		return fmt.Errorf("sandbox id %q: %w", spec.ID, runtime.ErrInvalid)
-	case spec.StateDir == "":
-		return fmt.Errorf("no state dir: %w", runtime.ErrInvalid)
-	case spec.Network.Netns == "" || !spec.Network.Address.IsValid():
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	if spec.Network.Netns == "" || !spec.Network.Address.IsValid() {
 		return fmt.Errorf("no network: %w", runtime.ErrInvalid)
-	case spec.Limits.VCPUs < 0 || spec.Limits.MemoryMB < 0 || spec.Limits.DiskMB < 0 || spec.Limits.Pids < 0:
-		return fmt.Errorf("negative limits: %w", runtime.ErrInvalid)
-	}
-	if st, err := os.Stat(spec.RootFS); err != nil || !st.IsDir() {
-		return fmt.Errorf("template root %s is not a directory: %w", spec.RootFS, runtime.ErrInvalid)
-	}
-	if st, err := os.Stat(spec.Envd); err != nil || st.IsDir() {
-		return fmt.Errorf("envd binary %s: %w", spec.Envd, runtime.ErrInvalid)
 	}
 	return nil
 }

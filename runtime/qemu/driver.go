@@ -227,21 +227,15 @@ func (d *Driver) publish(id string, h *handle) {
 }
 
 func validate(spec runtime.Spec) error {
+	if err := spec.Validate(); err != nil {
+		return err
+	}
 	switch {
-	case spec.ID == "" || strings.ContainsAny(spec.ID, "/\x00 ,=") || spec.ID == "." || spec.ID == "..":
+	case strings.ContainsAny(spec.ID, " ,="):
+		// QEMU's option syntax would split it.
 		return fmt.Errorf("sandbox id %q: %w", spec.ID, runtime.ErrInvalid)
-	case spec.StateDir == "":
-		return fmt.Errorf("no state dir: %w", runtime.ErrInvalid)
 	case spec.Network.Netns == "" || spec.Network.Interface == "" || !spec.Network.Address.Addr().Is4():
 		return fmt.Errorf("no network: %w", runtime.ErrInvalid)
-	case spec.Limits.VCPUs < 0 || spec.Limits.MemoryMB < 0 || spec.Limits.DiskMB < 0 || spec.Limits.Pids < 0:
-		return fmt.Errorf("negative limits: %w", runtime.ErrInvalid)
-	}
-	if st, err := os.Stat(spec.RootFS); err != nil || !st.IsDir() {
-		return fmt.Errorf("template root %s is not a directory: %w", spec.RootFS, runtime.ErrInvalid)
-	}
-	if st, err := os.Stat(spec.Envd); err != nil || st.IsDir() {
-		return fmt.Errorf("envd binary %s: %w", spec.Envd, runtime.ErrInvalid)
 	}
 	return nil
 }
