@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -139,6 +140,16 @@ type Limits struct {
 	DiskMB   int
 	// Pids caps the number of tasks (processes and threads).
 	Pids int
+}
+
+// Or returns l with each zero field taken from def.
+func (l Limits) Or(def Limits) Limits {
+	return Limits{
+		VCPUs:    cmp.Or(l.VCPUs, def.VCPUs),
+		MemoryMB: cmp.Or(l.MemoryMB, def.MemoryMB),
+		DiskMB:   cmp.Or(l.DiskMB, def.DiskMB),
+		Pids:     cmp.Or(l.Pids, def.Pids),
+	}
 }
 
 // Network is the plumbing the manager prepared for a sandbox.

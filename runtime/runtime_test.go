@@ -36,3 +36,17 @@ func TestSpecValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestLimitsOr(t *testing.T) {
+	def := Limits{VCPUs: 2, MemoryMB: 512, DiskMB: 1024, Pids: 100}
+	if got := (Limits{}).Or(def); got != def {
+		t.Errorf("zero limits: %+v", got)
+	}
+	set := Limits{VCPUs: 1, MemoryMB: 64, DiskMB: 10, Pids: 5}
+	if got := set.Or(def); got != set {
+		t.Errorf("set limits changed: %+v", got)
+	}
+	if got := (Limits{MemoryMB: 64}).Or(def); got != (Limits{VCPUs: 2, MemoryMB: 64, DiskMB: 1024, Pids: 100}) {
+		t.Errorf("partly set: %+v", got)
+	}
+}

@@ -246,21 +246,10 @@ func validate(spec runtime.Spec) error {
 	return nil
 }
 
-func withDefaults(l runtime.Limits) runtime.Limits {
-	if l.VCPUs == 0 {
-		l.VCPUs = DefaultVCPUs
-	}
-	if l.MemoryMB == 0 {
-		l.MemoryMB = DefaultMemoryMB
-	}
-	if l.DiskMB == 0 {
-		l.DiskMB = DefaultDiskMB
-	}
-	if l.Pids == 0 {
-		l.Pids = DefaultPids
-	}
-	return l
-}
+// defaults fill the limits a spec leaves zero.
+var defaults = runtime.Limits{VCPUs: DefaultVCPUs, MemoryMB: DefaultMemoryMB, DiskMB: DefaultDiskMB, Pids: DefaultPids}
+
+func withDefaults(l runtime.Limits) runtime.Limits { return l.Or(defaults) }
 
 func paths(stateDir string) (image, disk, rootfs string) {
 	return filepath.Join(stateDir, "disk.img"), filepath.Join(stateDir, "disk"), filepath.Join(stateDir, "rootfs")

@@ -240,18 +240,10 @@ func validate(spec runtime.Spec) error {
 	return nil
 }
 
-func withDefaults(l runtime.Limits) runtime.Limits {
-	if l.VCPUs == 0 {
-		l.VCPUs = DefaultVCPUs
-	}
-	if l.MemoryMB == 0 {
-		l.MemoryMB = DefaultMemoryMB
-	}
-	if l.DiskMB == 0 {
-		l.DiskMB = DefaultDiskMB
-	}
-	return l
-}
+// defaults fill the limits a spec leaves zero.
+var defaults = runtime.Limits{VCPUs: DefaultVCPUs, MemoryMB: DefaultMemoryMB, DiskMB: DefaultDiskMB}
+
+func withDefaults(l runtime.Limits) runtime.Limits { return l.Or(defaults) }
 
 // Create implements runtime.Runtime.
 func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (inst runtime.Instance, err error) {
