@@ -11,9 +11,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"roost.dev/roost/runtime"
+	"roost.dev/roost/runtime/microvm"
 	"roost.dev/roost/runtime/vmimage"
 )
 
@@ -25,9 +27,6 @@ const (
 	// EnvdPort is where envd listens in the guest (and, through DNAT, on
 	// the sandbox's address).
 	EnvdPort = 49983
-	// maxCmdline is the x86 kernel's COMMAND_LINE_SIZE less a margin for
-	// what QEMU appends.
-	maxCmdline = 2048 - 128
 )
 
 // Config configures the driver. Zero values take the defaults noted.
@@ -45,25 +44,21 @@ type Config struct {
 	// BootDir and ModulesDir are where the host's distribution kernel is
 	// found; default /boot and /lib/modules.
 	BootDir, ModulesDir string
-	// KVM selects acceleration: nil means KVM when /dev/kvm exists.
+	// KVM selects acceleration: nil means KVM when /dev/kvm can run a
+	// guest (microvm.CheckKVM).
 	KVM *bool
 	// Egress limits what a guest sends; zero means the default, 200 MB/s
 	// sustained after a 100 MB burst (as Firecracker's tx_rate_limiter).
-	Egress RateLimit
+	Egress microvm.RateLimit
 	// NoEgressLimit turns the egress limit off.
 	NoEgressLimit bool
 }
-
-// Default egress limit.
-const (
-	DefaultEgressRate  = 200_000_000 // bytes per second
-	DefaultEgressBurst = 100_000_000 // bytes
-)
 
 // Driver runs QEMU microVM sandboxes.
 type Driver struct {
 	cfg    Config
 	log    *slog.Logger
+	kvmErr error // why KVM is not used, when New looked
 	images *vmimage.Images
 
 	kernelMu sync.Mutex // guards kernel
@@ -101,21 +96,22 @@ func New(cfg Config, log *slog.Logger) *Driver {
 	if cfg.ModulesDir == "" {
 		cfg.ModulesDir = "/lib/modules"
 	}
+	var kvmErr error
 	if cfg.KVM == nil {
-		_, err := os.Stat("/dev/kvm")
-		kvm := err == nil
+		kvmErr = microvm.CheckKVM("/dev/kvm")
+		kvm := kvmErr == nil
 		cfg.KVM = &kvm
 	}
 	if cfg.Egress.Rate == 0 {
-		cfg.Egress = RateLimit{Rate: DefaultEgressRate, Burst: DefaultEgressBurst}
+		cfg.Egress = microvm.DefaultEgress
 	}
 	if cfg.NoEgressLimit {
-		cfg.Egress = RateLimit{}
+		cfg.Egress = microvm.RateLimit{}
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Driver{cfg: cfg, log: log, images: vmimage.NewImages(filepath.Join(cfg.DataDir, "images")), handles: map[string]*handle{}}
+	return &Driver{cfg: cfg, log: log, kvmErr: kvmErr, images: vmimage.NewImages(filepath.Join(cfg.DataDir, "images")), handles: map[string]*handle{}}
 }
 
 // Name implements runtime.Runtime.
@@ -151,7 +147,11 @@ func (d *Driver) Probe(ctx context.Context) runtime.Availability {
 		return runtime.Availability{Reason: strings.Join(missing, "; ")}
 	}
 	if !*d.cfg.KVM {
-		return runtime.Availability{Available: true, Reason: "no /dev/kvm: guests run under software emulation (TCG), several times slower"}
+		why := "KVM not used"
+		if d.kvmErr != nil {
+			why = d.kvmErr.Error()
+		}
+		return runtime.Availability{Available: true, Reason: why + ": guests run under software emulation (TCG), several times slower"}
 	}
 	return runtime.Availability{Available: true}
 }
@@ -283,13 +283,13 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (inst runtime.In
 		return runtime.Instance{}, err
 	}
 	undo = append(undo, func() { os.Remove(p.disk) })
-	if err := setupGuestNet(spec.Network.Netns, spec.Network.Interface, spec.Network.Address.Addr(), d.cfg.Egress); err != nil {
+	if err := microvm.SetupGuestNet(spec.Network.Netns, spec.Network.Interface, spec.Network.Address.Addr(), d.cfg.Egress); err != nil {
 		return runtime.Instance{}, err
 	}
 
 	args := d.args(spec, lim, kernel, p)
-	if n := len(d.cmdline(spec)); n > maxCmdline {
-		return runtime.Instance{}, fmt.Errorf("guest command line of %d bytes (the environment is passed on it) exceeds %d: %w", n, maxCmdline, runtime.ErrInvalid)
+	if n := len(d.cmdline(spec)); n > microvm.MaxCmdline {
+		return runtime.Instance{}, fmt.Errorf("guest command line of %d bytes (the environment is passed on it) exceeds %d: %w", n, microvm.MaxCmdline, runtime.ErrInvalid)
 	}
 	h := &handle{
 		rec: record{
@@ -336,7 +336,7 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	h.stop(cctx)
 	var errs []error
 	if h.rec.Netns != "" {
-		if err := teardownGuestNet(h.rec.Netns); err != nil {
+		if err := microvm.TeardownGuestNet(h.rec.Netns); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -367,7 +367,7 @@ func (d *Driver) Recover(ctx context.Context, spec runtime.Spec) (runtime.Instan
 		log.Info("recover: restoring hibernated sandbox")
 		return d.Restore(ctx, spec)
 	}
-	if !rec.alive() {
+	if !rec.Alive() {
 		log.Info("recover: qemu is gone; cleaning up", "pid", rec.Pid)
 		p := paths(spec.StateDir)
 		for _, f := range []string{p.disk, p.qmp, filepath.Join(spec.StateDir, recordFile)} {
@@ -403,40 +403,19 @@ func (d *Driver) Prune(ctx context.Context, keep []string) error {
 	for _, id := range keep {
 		kept[id] = true
 	}
-	entries, err := os.ReadDir("/proc")
+	vmms, err := microvm.StrayVMMs("qemu-system", "-name", namePrefix)
 	if err != nil {
 		return err
 	}
-	for _, e := range entries {
-		var pid int
-		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil {
+	for pid, id := range vmms {
+		if kept[id] {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil {
-			continue
+		if _, err := d.get(id); err == nil {
+			continue // a sandbox this driver runs (Create may be racing Prune)
 		}
-		args := strings.Split(string(b), "\x00")
-		if len(args) == 0 || !strings.Contains(filepath.Base(args[0]), "qemu-system") {
-			continue
-		}
-		for i := 0; i+1 < len(args); i++ {
-			if args[i] != "-name" || !strings.HasPrefix(args[i+1], namePrefix) {
-				continue
-			}
-			id := strings.TrimPrefix(args[i+1], namePrefix)
-			if kept[id] {
-				break
-			}
-			if _, err := d.get(id); err == nil {
-				break // a sandbox this driver runs (Create may be racing Prune)
-			}
-			d.log.Info("prune: killing stray qemu", "sandbox", id, "pid", pid)
-			if p, err := os.FindProcess(pid); err == nil {
-				_ = p.Kill()
-			}
-			break
-		}
+		d.log.Info("prune: killing stray qemu", "sandbox", id, "pid", pid)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	return nil
 }

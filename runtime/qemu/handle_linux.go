@@ -3,8 +3,6 @@ package qemu
 import (
 	"bufio"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -18,6 +16,7 @@ import (
 	"time"
 
 	"roost.dev/roost/runtime"
+	"roost.dev/roost/runtime/microvm"
 	"roost.dev/roost/runtime/vmimage"
 )
 
@@ -94,8 +93,8 @@ func (d *Driver) args(spec runtime.Spec, lim runtime.Limits, k vmimage.Kernel, p
 		"-append", d.cmdline(spec),
 		"-drive", "id=root,file=" + p.disk + ",format=qcow2,if=none,discard=unmap",
 		"-device", "virtio-blk-device,drive=root",
-		"-netdev", "tap,id=net0,ifname=" + tapName + ",script=no,downscript=no",
-		"-device", "virtio-net-device,netdev=net0,mac=" + guestMAC,
+		"-netdev", "tap,id=net0,ifname=" + microvm.TapName + ",script=no,downscript=no",
+		"-device", "virtio-net-device,netdev=net0,mac=" + microvm.GuestMAC,
 		"-chardev", "file,id=console,path=" + p.console + ",append=on",
 		"-serial", "chardev:console",
 		"-qmp", "unix:" + p.qmp + ",server=on,wait=off",
@@ -117,19 +116,7 @@ func (d *Driver) cmdline(spec runtime.Spec) string {
 			w = append(w, "tsc_early_khz="+strconv.Itoa(khz))
 		}
 	}
-	w = append(w, "roost.ip="+GuestAddr.String()+","+GuestGW.String(), "roost.root=/dev/vda")
-	if dns := hostNameservers(); len(dns) > 0 {
-		w = append(w, "roost.dns="+strings.Join(dns, ","))
-	}
-	host := spec.Hostname
-	if host == "" {
-		host = spec.ID
-	}
-	w = append(w, "roost.hostname="+host, "roost.clock="+strconv.FormatInt(time.Now().Unix(), 10))
-	if len(spec.Env) > 0 {
-		b, _ := json.Marshal(spec.Env)
-		w = append(w, "roost.env="+base64.RawURLEncoding.EncodeToString(b))
-	}
+	w = append(w, microvm.GuestParams(spec, "/dev/vda")...)
 	return strings.Join(w, " ")
 }
 
@@ -154,25 +141,6 @@ func hostTSCkHz() int {
 	return 0
 }
 
-// hostNameservers are the host's resolvers, without loopback ones (which
-// mean nothing in a guest).
-func hostNameservers() []string {
-	b, err := os.ReadFile("/etc/resolv.conf")
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 2 && f[0] == "nameserver" {
-			if a, err := netip.ParseAddr(f[1]); err == nil && a.Is4() && !a.IsLoopback() {
-				out = append(out, a.String())
-			}
-		}
-	}
-	return out
-}
-
 // launch starts QEMU with h.rec.Args inside the sandbox's network
 // namespace (it opens the TAP device there by name) and connects to its
 // QMP socket. With incoming, QEMU waits for a migration stream (-incoming
@@ -195,7 +163,7 @@ func (d *Driver) launch(ctx context.Context, h *handle, netns string, incoming b
 	// Its own session: QEMU outlives the agent, and signals to the
 	// agent's process group do not reach it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := inNetns(netns, cmd.Start); err != nil {
+	if err := microvm.InNetns(netns, cmd.Start); err != nil {
 		return fmt.Errorf("start qemu: %w", err)
 	}
 	exited := make(chan struct{})
@@ -204,8 +172,8 @@ func (d *Driver) launch(ctx context.Context, h *handle, netns string, incoming b
 		close(exited)
 	}()
 	h.exited = exited
+	h.rec.Process, _ = microvm.ProcessOf(cmd.Process.Pid)
 	h.rec.Pid = cmd.Process.Pid
-	h.rec.PidStart, _ = processStart(h.rec.Pid)
 	h.rec.Started = time.Now().UTC()
 
 	cctx, cancel := context.WithTimeout(ctx, launchTimeout)
@@ -221,17 +189,9 @@ func (d *Driver) launch(ctx context.Context, h *handle, netns string, incoming b
 	if err != nil {
 		h.kill()
 		b, _ := os.ReadFile(p.qemuLog)
-		return fmt.Errorf("qemu: %w (qemu log: %s)", err, strings.TrimSpace(lastLines(string(b), 10)))
+		return fmt.Errorf("qemu: %w (qemu log: %s)", err, strings.TrimSpace(microvm.LastLines(string(b), 10)))
 	}
 	return q.close()
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // running reports whether QEMU is up.
@@ -247,7 +207,7 @@ func (h *handle) running() bool {
 			return true
 		}
 	}
-	return h.rec.alive()
+	return h.rec.Alive()
 }
 
 // command runs a QMP command that takes no arguments.
@@ -288,7 +248,7 @@ func (h *handle) waitExit(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 	for {
-		if !h.rec.alive() {
+		if !h.rec.Alive() {
 			return true
 		}
 		select {
@@ -303,7 +263,7 @@ func (h *handle) waitExit(ctx context.Context, d time.Duration) bool {
 
 // kill ends QEMU at once and waits for it to go.
 func (h *handle) kill() {
-	if h.rec.Pid > 0 && (h.exited != nil || h.rec.alive()) {
+	if h.rec.Pid > 0 && (h.exited != nil || h.rec.Alive()) {
 		_ = syscall.Kill(h.rec.Pid, syscall.SIGKILL)
 		h.waitExit(context.Background(), 5*time.Second)
 	}
@@ -314,24 +274,10 @@ func (h *handle) stats() (runtime.Stats, error) {
 	if h.rec.Pid == 0 {
 		return st, nil // hibernated: nothing runs
 	}
-	f, err := procStat(h.rec.Pid)
+	u, err := h.rec.Usage()
 	if err != nil {
 		return st, fmt.Errorf("sandbox %s: %w", h.rec.ID, err)
 	}
-	utime, _ := strconv.ParseUint(f[11], 10, 64)
-	stime, _ := strconv.ParseUint(f[12], 10, 64)
-	const hz = 100 // USER_HZ
-	st.CPUUsage = time.Duration(utime+stime) * time.Second / hz
-	threads, _ := strconv.Atoi(f[17])
-	st.Pids = threads
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(h.rec.Pid) + "/status")
-	if err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-				kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-				st.MemoryBytes = kb << 10
-			}
-		}
-	}
+	st.CPUUsage, st.MemoryBytes, st.Pids = u.CPU, u.RSS, u.Threads
 	return st, nil
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"roost.dev/roost/runtime"
+	"roost.dev/roost/runtime/microvm"
 )
 
 // snapshotTimeout bounds writing or reading a memory snapshot.
@@ -69,10 +70,10 @@ func (d *Driver) Snapshot(ctx context.Context, id string) (string, error) {
 		return "", err
 	}
 	h.stop(ctx)
-	if err := teardownGuestNet(h.rec.Netns); err != nil {
+	if err := microvm.TeardownGuestNet(h.rec.Netns); err != nil {
 		h.log.Warn("snapshot: guest network teardown failed", "err", err)
 	}
-	h.rec.Pid, h.rec.PidStart, h.rec.Snapshot = 0, 0, p.snapshot
+	h.rec.Process, h.rec.Snapshot = microvm.Process{}, p.snapshot
 	if err := h.rec.save(); err != nil {
 		return "", err
 	}
@@ -111,7 +112,7 @@ func (d *Driver) Restore(ctx context.Context, spec runtime.Spec) (inst runtime.I
 	}
 	ctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
 	defer cancel()
-	if err := setupGuestNet(spec.Network.Netns, spec.Network.Interface, spec.Network.Address.Addr(), d.cfg.Egress); err != nil {
+	if err := microvm.SetupGuestNet(spec.Network.Netns, spec.Network.Interface, spec.Network.Address.Addr(), d.cfg.Egress); err != nil {
 		return runtime.Instance{}, err
 	}
 	h.rec.EnvdAddr = fmt.Sprintf("%s:%d", spec.Network.Address.Addr(), EnvdPort)
@@ -121,7 +122,7 @@ func (d *Driver) Restore(ctx context.Context, spec runtime.Spec) (inst runtime.I
 	}
 	fail := func(err error) (runtime.Instance, error) {
 		h.kill()
-		h.rec.Pid, h.rec.PidStart = 0, 0
+		h.rec.Process = microvm.Process{}
 		return runtime.Instance{}, err
 	}
 	f, err := os.Open(h.rec.Snapshot)

@@ -10,15 +10,16 @@ import (
 
 	"roost.dev/roost/guest"
 	"roost.dev/roost/runtime"
+	"roost.dev/roost/runtime/microvm"
 )
 
 func TestRecordRoundTripAndLiveness(t *testing.T) {
 	dir := t.TempDir()
-	start, err := processStart(os.Getpid())
+	self, err := microvm.ProcessOf(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := record{Version: stateVersion, ID: "x", Pid: os.Getpid(), PidStart: start, StateDir: dir, Args: []string{"-m", "1"}}
+	r := record{Version: stateVersion, ID: "x", Process: self, StateDir: dir, Args: []string{"-m", "1"}}
 	if err := r.save(); err != nil {
 		t.Fatal(err)
 	}
@@ -26,15 +27,15 @@ func TestRecordRoundTripAndLiveness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !back.alive() {
+	if !back.Alive() {
 		t.Error("a record of this process is not alive")
 	}
-	back.PidStart++
-	if back.alive() {
+	back.Start++
+	if back.Alive() {
 		t.Error("a reused pid counts as alive")
 	}
 	back.Pid = 0
-	if back.alive() {
+	if back.Alive() {
 		t.Error("pid 0 counts as alive")
 	}
 	r.Version = stateVersion + 1
@@ -47,7 +48,7 @@ func TestRecordRoundTripAndLiveness(t *testing.T) {
 // Recovering a sandbox whose QEMU is gone cleans up and says not found.
 func TestRecoverGone(t *testing.T) {
 	dir := t.TempDir()
-	r := record{Version: stateVersion, ID: "gone", Pid: 1 << 22, PidStart: 1, StateDir: dir}
+	r := record{Version: stateVersion, ID: "gone", Process: microvm.Process{Pid: 1 << 22, Start: 1}, StateDir: dir}
 	if err := r.save(); err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +94,7 @@ func TestCmdlineCarriesGuestConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Address != GuestAddr || c.Gateway != GuestGW || c.Hostname != "sb1" || c.Env["A"] != "1" || c.Root != "/dev/vda" || c.Clock.IsZero() {
+	if c.Address != microvm.GuestAddr || c.Gateway != microvm.GuestGW || c.Hostname != "sb1" || c.Env["A"] != "1" || c.Root != "/dev/vda" || c.Clock.IsZero() {
 		t.Errorf("guest parsed %+v", c)
 	}
 }

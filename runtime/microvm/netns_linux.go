@@ -1,4 +1,4 @@
-package qemu
+package microvm
 
 import (
 	"encoding/binary"
@@ -18,22 +18,23 @@ import (
 // The guest's network is the same in every sandbox, so that a memory
 // snapshot (which holds the guest's addresses, routes and ARP cache)
 // restores on any slot: a /30 between the TAP device (the gateway) and
-// the guest, with fixed MAC addresses on both ends.
+// the guest, with fixed MAC addresses on both ends. The VMM opens the TAP
+// device by name inside the sandbox's namespace.
 var (
 	GuestAddr  = netip.MustParsePrefix("10.0.2.2/30")
 	GuestGW    = netip.MustParseAddr("10.0.2.1")
-	tapMAC     = net.HardwareAddr{0x02, 0x52, 0x4f, 0x00, 0x00, 0x01}
-	guestMAC   = "02:52:4f:00:00:02"
-	tapName    = "tap0"
+	hostTapMAC = net.HardwareAddr{0x02, 0x52, 0x4f, 0x00, 0x00, 0x01}
+	GuestMAC   = "02:52:4f:00:00:02"
+	TapName    = "tap0"
 	tapTxQueue = 5000
 	nftTable   = "roost_vm"
 )
 
-// inNetns runs fn on an OS thread that has entered the namespace at path.
+// InNetns runs fn on an OS thread that has entered the namespace at path.
 // The thread is never returned to the Go scheduler (the goroutine ends
 // locked, so the runtime discards the thread): nothing else can run in a
 // sandbox's namespace by accident.
-func inNetns(path string, fn func() error) error {
+func InNetns(path string, fn func() error) error {
 	done := make(chan error, 1)
 	go func() {
 		goruntime.LockOSThread() // never unlocked: see above
@@ -54,44 +55,44 @@ func inNetns(path string, fn func() error) error {
 	return <-done
 }
 
-// setupGuestNet makes the TAP device QEMU attaches to, inside the
+// SetupGuestNet makes the TAP device the VMM attaches to, inside the
 // sandbox's namespace, and the rules that give the guest the slot's
 // address: DNAT of everything that arrives for the slot address on the
 // namespace's own interface, masquerade of the guest's traffic leaving
 // through it. The host firewall (package network) sees only the slot
 // address, so its isolation rules hold for VM sandboxes unchanged.
 // Idempotent, for Recover and Restore.
-func setupGuestNet(netnsPath, ifname string, slot netip.Addr, egress RateLimit) error {
-	return inNetns(netnsPath, func() error {
+func SetupGuestNet(netnsPath, ifname string, slot netip.Addr, egress RateLimit) error {
+	return InNetns(netnsPath, func() error {
 		if err := limitEgress(ifname, egress); err != nil {
 			return err
 		}
 		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0); err != nil {
 			return fmt.Errorf("enable forwarding in sandbox namespace: %w", err)
 		}
-		if _, err := netlink.LinkByName(tapName); err != nil {
+		if _, err := netlink.LinkByName(TapName); err != nil {
 			tap := &netlink.Tuntap{
-				LinkAttrs: netlink.LinkAttrs{Name: tapName, TxQLen: tapTxQueue, HardwareAddr: tapMAC},
+				LinkAttrs: netlink.LinkAttrs{Name: TapName, TxQLen: tapTxQueue, HardwareAddr: hostTapMAC},
 				Mode:      netlink.TUNTAP_MODE_TAP,
 				Flags:     netlink.TUNTAP_DEFAULTS | netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR,
 			}
 			if err := netlink.LinkAdd(tap); err != nil {
-				return fmt.Errorf("create %s: %w", tapName, err)
+				return fmt.Errorf("create %s: %w", TapName, err)
 			}
 		}
-		link, err := netlink.LinkByName(tapName)
+		link, err := netlink.LinkByName(TapName)
 		if err != nil {
-			return fmt.Errorf("find %s: %w", tapName, err)
+			return fmt.Errorf("find %s: %w", TapName, err)
 		}
-		if err := netlink.LinkSetHardwareAddr(link, tapMAC); err != nil {
-			return fmt.Errorf("set %s address: %w", tapName, err)
+		if err := netlink.LinkSetHardwareAddr(link, hostTapMAC); err != nil {
+			return fmt.Errorf("set %s address: %w", TapName, err)
 		}
 		addr := &netlink.Addr{IPNet: &net.IPNet{IP: GuestGW.AsSlice(), Mask: net.CIDRMask(GuestAddr.Bits(), 32)}}
 		if err := netlink.AddrReplace(link, addr); err != nil {
-			return fmt.Errorf("address %s: %w", tapName, err)
+			return fmt.Errorf("address %s: %w", TapName, err)
 		}
 		if err := netlink.LinkSetUp(link); err != nil {
-			return fmt.Errorf("bring up %s: %w", tapName, err)
+			return fmt.Errorf("bring up %s: %w", TapName, err)
 		}
 		return installNAT(ifname, slot)
 	})
@@ -105,8 +106,9 @@ type RateLimit struct {
 }
 
 // limitEgress shapes what leaves the namespace through ifname, which is
-// all the guest sends (QEMU has no rate limiter of its own for a TAP
-// backend; Firecracker's tx_rate_limiter is the model): a tbf qdisc.
+// all the guest sends, with a tbf qdisc: for a VMM without a rate limiter
+// of its own (QEMU's TAP backend has none; Firecracker's tx_rate_limiter
+// is the model, and the firecracker driver uses that instead).
 func limitEgress(ifname string, l RateLimit) error {
 	if l.Rate == 0 {
 		return nil
@@ -179,7 +181,7 @@ func installNAT(ifname string, slot netip.Addr) error {
 	post := chain("postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource)
 	c.AddRule(&nftables.Rule{Table: table, Chain: post, Exprs: join(field(12, guest4[:]), ifn(expr.MetaKeyOIFNAME, ifname), nat(expr.NATTypeSourceNAT, slot4[:]))})
 	in := chain("input", nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter)
-	c.AddRule(&nftables.Rule{Table: table, Chain: in, Exprs: join(ifn(expr.MetaKeyIIFNAME, tapName), []expr.Any{
+	c.AddRule(&nftables.Rule{Table: table, Chain: in, Exprs: join(ifn(expr.MetaKeyIIFNAME, TapName), []expr.Any{
 		&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
 			Mask: binary.NativeEndian.AppendUint32(nil, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), Xor: make([]byte, 4)},
@@ -192,16 +194,16 @@ func installNAT(ifname string, slot netip.Addr) error {
 	return nil
 }
 
-// teardownGuestNet undoes setupGuestNet once QEMU is gone, so that the
+// TeardownGuestNet undoes SetupGuestNet once the VMM is gone, so that the
 // slot address stops leading anywhere: the NAT table, the TAP device and
 // the namespace's connection tracking go, and clients with connections
 // open to the guest get a reset from the namespace instead of silence.
 // A namespace that no longer exists is not an error.
-func teardownGuestNet(netnsPath string) error {
+func TeardownGuestNet(netnsPath string) error {
 	if _, err := os.Stat(netnsPath); err != nil {
 		return nil
 	}
-	return inNetns(netnsPath, func() error {
+	return InNetns(netnsPath, func() error {
 		var errs []error
 		c, err := nftables.New()
 		if err == nil {
@@ -210,9 +212,9 @@ func teardownGuestNet(netnsPath string) error {
 				errs = append(errs, fmt.Errorf("remove nftables table %s: %w", nftTable, err))
 			}
 		}
-		if link, err := netlink.LinkByName(tapName); err == nil {
+		if link, err := netlink.LinkByName(TapName); err == nil {
 			if err := netlink.LinkDel(link); err != nil {
-				errs = append(errs, fmt.Errorf("delete %s: %w", tapName, err))
+				errs = append(errs, fmt.Errorf("delete %s: %w", TapName, err))
 			}
 		}
 		if err := netlink.ConntrackTableFlush(netlink.ConntrackTable); err != nil {
@@ -221,3 +223,7 @@ func teardownGuestNet(netnsPath string) error {
 		return errors.Join(errs...)
 	})
 }
+
+// DefaultEgress is the egress limit of a VM sandbox unless configured:
+// 200 MB/s sustained after a one-time burst of 100 MB.
+var DefaultEgress = RateLimit{Rate: 200_000_000, Burst: 100_000_000}
