@@ -147,7 +147,7 @@ func (m *Manager) start(ctx context.Context, sb *sandbox, req CreateRequest) (ph
 	})
 	spec := runtime.Spec{
 		ID: id, StateDir: sb.dir, RootFS: tpl.RootFS, Envd: m.cfg.Envd,
-		Env: tpl.Env, Hostname: id, Limits: req.Limits,
+		Env: tpl.Env, Hostname: id, Metadata: req.Metadata, Limits: req.Limits,
 	}
 	// Recorded before anything exists outside the agent, so a crash from
 	// here on is cleaned up by the next agent rather than leaked.

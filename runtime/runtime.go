@@ -108,6 +108,9 @@ type Spec struct {
 	// sandbox's own variables later, through envd's /init.
 	Env      map[string]string
 	Hostname string
+	// Metadata is the sandbox's user metadata, for drivers that show it
+	// to the guest (firecracker: MMDS).
+	Metadata map[string]string
 	Limits   Limits
 	Network  Network
 }

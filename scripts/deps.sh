@@ -12,6 +12,8 @@ declare -A want=(
   [node]=nodejs [npm]=npm
   # The qemu runtime: the emulator, overlays, image building, kernel extraction.
   [qemu-system-x86_64]=qemu-system-x86 [qemu-img]=qemu-utils [debugfs]=e2fsprogs [xz]=xz-utils
+  # The firecracker runtime's tests: sandbox disks are reflinks, made on an XFS loop mount.
+  [mkfs.xfs]=xfsprogs
 )
 missing=()
 for cmd in "${!want[@]}"; do

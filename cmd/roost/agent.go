@@ -18,6 +18,7 @@ import (
 	"roost.dev/roost/agent"
 	"roost.dev/roost/network"
 	"roost.dev/roost/runtime"
+	"roost.dev/roost/runtime/firecracker"
 	"roost.dev/roost/runtime/namespace"
 	"roost.dev/roost/runtime/qemu"
 	"roost.dev/roost/template"
@@ -183,19 +184,15 @@ func openManager(ctx context.Context, dataDir, runtimeName, envdFlag string, noP
 }
 
 // runtimeFlagUsage documents --runtime for roost agent and roost up.
-const runtimeFlagUsage = "runtime driver: namespace, qemu (VMs; under software emulation without /dev/kvm), firecracker (not in this build), or auto (namespace)"
+const runtimeFlagUsage = "runtime driver: namespace, qemu (VMs; under software emulation without /dev/kvm), firecracker (VMs; needs KVM, the firecracker binary and a guest vmlinux in DATA-DIR/runtime/firecracker), or auto (firecracker when this host can run it, else namespace)"
 
-// selectRuntime resolves --runtime to a driver name. auto is namespace:
-// qemu only when asked (it is slower to start), and firecracker, which
-// auto will prefer on KVM hosts, is not in this build yet.
+// selectRuntime checks --runtime: a driver name or auto.
 func selectRuntime(name string) (string, error) {
 	switch name {
 	case "auto", "":
-		return "namespace", nil
-	case "namespace", "qemu":
+		return "auto", nil
+	case "namespace", "qemu", "firecracker":
 		return name, nil
-	case "firecracker":
-		return "", fmt.Errorf("--runtime firecracker: not implemented in this build (use qemu or namespace): %w", runtime.ErrUnsupported)
 	default:
 		return "", fmt.Errorf("--runtime %q: want namespace, qemu, firecracker or auto: %w", name, runtime.ErrInvalid)
 	}
@@ -203,13 +200,24 @@ func selectRuntime(name string) (string, error) {
 
 // newRuntime constructs the runtime driver named by --runtime and checks
 // that this host can run it: one it cannot fails here, with the driver's
-// reason, rather than at the first create.
+// reason, rather than at the first create. auto takes firecracker when
+// the host can run it, else namespace (qemu only when asked: under
+// emulation it is slow to start, and with KVM firecracker is leaner).
 func newRuntime(ctx context.Context, name, dataDir string, log *slog.Logger) (runtime.Runtime, error) {
 	name, err := selectRuntime(name)
 	if err != nil {
 		return nil, err
 	}
 	var rt runtime.Runtime
+	if name == "auto" {
+		fc := firecracker.New(firecrackerConfig(dataDir), log.With("component", "firecracker"))
+		if a := fc.Probe(ctx); a.Available {
+			rt = fc
+		} else {
+			log.Info("runtime auto: firecracker unavailable, using namespace", "reason", a.Reason)
+			name = "namespace"
+		}
+	}
 	switch name {
 	case "namespace":
 		d, err := namespace.New(namespace.Config{DataDir: filepath.Join(dataDir, "runtime", "namespace")}, log.With("component", "namespace"))
@@ -219,6 +227,8 @@ func newRuntime(ctx context.Context, name, dataDir string, log *slog.Logger) (ru
 		rt = d
 	case "qemu":
 		rt = qemu.New(qemuConfig(dataDir), log.With("component", "qemu"))
+	case "firecracker":
+		rt = firecracker.New(firecrackerConfig(dataDir), log.With("component", "firecracker"))
 	}
 	a := rt.Probe(ctx)
 	if !a.Available {
@@ -229,6 +239,13 @@ func newRuntime(ctx context.Context, name, dataDir string, log *slog.Logger) (ru
 	}
 	log.Info("runtime selected", "runtime", rt.Name(), "capabilities", rt.Capabilities())
 	return rt, nil
+}
+
+// firecrackerConfig is the firecracker driver's configuration under a
+// data directory: the guest kernel is DATA-DIR/runtime/firecracker/vmlinux,
+// the firecracker binary is found on $PATH.
+func firecrackerConfig(dataDir string) firecracker.Config {
+	return firecracker.Config{DataDir: filepath.Join(dataDir, "runtime", "firecracker")}
 }
 
 // qemuConfig is the qemu driver's configuration under a data directory;
