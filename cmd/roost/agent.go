@@ -243,9 +243,10 @@ func newRuntime(ctx context.Context, name, dataDir string, log *slog.Logger) (ru
 
 // firecrackerConfig is the firecracker driver's configuration under a
 // data directory: the guest kernel is DATA-DIR/runtime/firecracker/vmlinux,
-// the firecracker binary is found on $PATH.
+// the firecracker binary is found on $PATH. Dirty-page tracking is on, so
+// a sandbox hibernated again after a restore writes only what it changed.
 func firecrackerConfig(dataDir string) firecracker.Config {
-	return firecracker.Config{DataDir: filepath.Join(dataDir, "runtime", "firecracker")}
+	return firecracker.Config{DataDir: filepath.Join(dataDir, "runtime", "firecracker"), DiffSnapshots: true}
 }
 
 // qemuConfig is the qemu driver's configuration under a data directory;
