@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/big"
 	"net/http"
@@ -121,6 +122,25 @@ func TestAgentQEMU(t *testing.T) {
 		t.Errorf("uname -r in the sandbox: %q, want the guest kernel %s", got, hk.Version)
 	}
 	mustExec(ctx, t, envdURL, token, "echo kept > ~/state")
+
+	// The agent's proxy reaches a server in a VM sandbox as it does one in
+	// a namespace sandbox (through the NAT in the sandbox's namespace).
+	mustExec(ctx, t, envdURL, token, "mkdir -p /tmp/www && echo hello-from-the-vm > /tmp/www/index.html && (cd /tmp/www && nohup python3 -m http.server 8080 >/dev/null 2>&1 &)")
+	var body string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		resp, err := http.Get(cur.srv.URL + "/proxy/" + id + "/8080/")
+		if err != nil {
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if body = strings.TrimSpace(string(b)); resp.StatusCode == http.StatusOK && body == "hello-from-the-vm" {
+			break
+		}
+	}
+	if body != "hello-from-the-vm" {
+		t.Errorf("through the agent's proxy: %q, want the VM's page", body)
+	}
 
 	pause := func(hibernate bool) *hostagentv1.Sandbox {
 		t.Helper()
