@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -73,8 +72,7 @@ type Driver struct {
 	log    *slog.Logger
 	images *vmimage.Images
 
-	mu      sync.Mutex // guards handles
-	handles map[string]*handle
+	handles microvm.Handles[handle]
 }
 
 var (
@@ -111,7 +109,7 @@ func New(cfg Config, log *slog.Logger) *Driver {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Driver{cfg: cfg, log: log, images: vmimage.NewImages(filepath.Join(cfg.DataDir, "images")), handles: map[string]*handle{}}
+	return &Driver{cfg: cfg, log: log, images: vmimage.NewImages(filepath.Join(cfg.DataDir, "images"))}
 }
 
 // Name implements runtime.Runtime.
@@ -176,38 +174,6 @@ func checkKernel(path string) error {
 	return nil
 }
 
-func (d *Driver) get(id string) (*handle, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	h, ok := d.handles[id]
-	if !ok || h == nil {
-		return nil, fmt.Errorf("sandbox %s: %w", id, runtime.ErrNotFound)
-	}
-	return h, nil
-}
-
-// reserve claims id for a call that builds a handle; publish(id, nil)
-// releases it.
-func (d *Driver) reserve(id string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if _, ok := d.handles[id]; ok {
-		return fmt.Errorf("sandbox %s: %w", id, runtime.ErrConflict)
-	}
-	d.handles[id] = nil
-	return nil
-}
-
-func (d *Driver) publish(id string, h *handle) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if h == nil {
-		delete(d.handles, id)
-		return
-	}
-	d.handles[id] = h
-}
-
 func validate(spec runtime.Spec) error {
 	if err := spec.Validate(); err != nil {
 		return err
@@ -236,7 +202,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (inst runtime.In
 	if err := validate(spec); err != nil {
 		return runtime.Instance{}, err
 	}
-	if err := d.reserve(spec.ID); err != nil {
+	if err := d.handles.Reserve(spec.ID); err != nil {
 		return runtime.Instance{}, err
 	}
 	var undo []func()
@@ -245,7 +211,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (inst runtime.In
 			for i := len(undo) - 1; i >= 0; i-- {
 				undo[i]()
 			}
-			d.publish(spec.ID, nil)
+			d.handles.Publish(spec.ID, nil)
 		}
 	}()
 	log := d.log.With("sandbox", spec.ID)
@@ -296,7 +262,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (inst runtime.In
 	if err := h.rec.save(); err != nil {
 		return runtime.Instance{}, err
 	}
-	d.publish(spec.ID, h)
+	d.handles.Publish(spec.ID, h)
 	log.Info("sandbox started", "pid", h.rec.Pid, "envd", h.rec.EnvdAddr, "prepare", prepared.Sub(began), "boot", time.Since(prepared))
 	return h.instance(), nil
 }
@@ -373,7 +339,7 @@ func mmdsContents(spec runtime.Spec) map[string]any {
 
 // Destroy implements runtime.Runtime.
 func (d *Driver) Destroy(ctx context.Context, id string) error {
-	h, err := d.get(id)
+	h, err := d.handles.Get(id)
 	if err != nil {
 		return err
 	}
@@ -391,7 +357,7 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 			errs = append(errs, err)
 		}
 	}
-	d.publish(id, nil)
+	d.handles.Publish(id, nil)
 	h.log.Info("sandbox destroyed")
 	return errors.Join(errs...)
 }
@@ -400,7 +366,7 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 // through its API socket; a hibernated sandbox is restored; anything else
 // is cleaned up and reported as not found.
 func (d *Driver) Recover(ctx context.Context, spec runtime.Spec) (runtime.Instance, error) {
-	if h, err := d.get(spec.ID); err == nil {
+	if h, err := d.handles.Get(spec.ID); err == nil {
 		return h.instance(), nil
 	}
 	rec, err := loadRecord(spec.StateDir)
@@ -419,8 +385,8 @@ func (d *Driver) Recover(ctx context.Context, spec runtime.Spec) (runtime.Instan
 		}
 		return runtime.Instance{}, fmt.Errorf("sandbox %s: firecracker exited: %w", spec.ID, runtime.ErrNotFound)
 	}
-	if err := d.reserve(spec.ID); err != nil {
-		h, gerr := d.get(spec.ID)
+	if err := d.handles.Reserve(spec.ID); err != nil {
+		h, gerr := d.handles.Get(spec.ID)
 		if gerr != nil {
 			return runtime.Instance{}, err
 		}
@@ -431,10 +397,10 @@ func (d *Driver) Recover(ctx context.Context, spec runtime.Spec) (runtime.Instan
 	defer cancel()
 	info, err := h.api().waitReady(cctx)
 	if err != nil {
-		d.publish(spec.ID, nil)
+		d.handles.Publish(spec.ID, nil)
 		return runtime.Instance{}, fmt.Errorf("recover: %w", err)
 	}
-	d.publish(spec.ID, h)
+	d.handles.Publish(spec.ID, h)
 	log.Info("recover: re-adopted running firecracker", "pid", rec.Pid, "state", info.State)
 	return h.instance(), nil
 }
@@ -454,7 +420,7 @@ func (d *Driver) Prune(ctx context.Context, keep []string) error {
 		if kept[id] {
 			continue
 		}
-		if _, err := d.get(id); err == nil {
+		if _, err := d.handles.Get(id); err == nil {
 			continue // a sandbox this driver runs (Create may be racing Prune)
 		}
 		d.log.Info("prune: killing stray firecracker", "sandbox", id, "pid", pid)
@@ -466,7 +432,7 @@ func (d *Driver) Prune(ctx context.Context, keep []string) error {
 // Stats implements runtime.Runtime: Firecracker's CPU time and resident
 // memory (which includes the guest memory the guest has touched).
 func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
-	h, err := d.get(id)
+	h, err := d.handles.Get(id)
 	if err != nil {
 		return runtime.Stats{}, err
 	}
@@ -493,7 +459,7 @@ func (d *Driver) Resume(ctx context.Context, id string) error {
 }
 
 func (d *Driver) setState(ctx context.Context, id, state string) error {
-	h, err := d.get(id)
+	h, err := d.handles.Get(id)
 	if err != nil {
 		return err
 	}

@@ -423,7 +423,7 @@ func TestCreateFailsCleanlyWhenRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "refused by the test") {
 		t.Fatalf("create: %v, want the fault message", err)
 	}
-	if _, err := d.get(spec.ID); !errors.Is(err, runtime.ErrNotFound) {
+	if _, err := d.handles.Get(spec.ID); !errors.Is(err, runtime.ErrNotFound) {
 		t.Errorf("a failed sandbox stays known: %v", err)
 	}
 	if _, err := os.Stat(paths(spec.StateDir).disk); !errors.Is(err, os.ErrNotExist) {

@@ -26,7 +26,7 @@ const snapshotTimeout = 2 * time.Minute
 // it is; Restore resumes the sandbox from both, in a new process, on any
 // network slot. It returns the VM state file.
 func (d *Driver) Snapshot(ctx context.Context, id string) (string, error) {
-	h, err := d.get(id)
+	h, err := d.handles.Get(id)
 	if err != nil {
 		return "", err
 	}
@@ -103,23 +103,23 @@ func (d *Driver) Restore(ctx context.Context, spec runtime.Spec) (inst runtime.I
 	if spec.Network.Netns == "" || !spec.Network.Address.Addr().Is4() {
 		return runtime.Instance{}, fmt.Errorf("no network: %w", runtime.ErrInvalid)
 	}
-	h, gerr := d.get(spec.ID)
+	h, gerr := d.handles.Get(spec.ID)
 	if gerr == nil && h.rec.Pid != 0 {
 		return runtime.Instance{}, fmt.Errorf("sandbox %s is running: %w", spec.ID, runtime.ErrConflict)
 	}
 	if gerr != nil {
-		if err := d.reserve(spec.ID); err != nil {
+		if err := d.handles.Reserve(spec.ID); err != nil {
 			return runtime.Instance{}, err
 		}
 		rec, lerr := loadRecord(spec.StateDir)
 		if lerr != nil || rec.Snapshot == "" {
-			d.publish(spec.ID, nil)
+			d.handles.Publish(spec.ID, nil)
 			return runtime.Instance{}, fmt.Errorf("sandbox %s has no snapshot (%v): %w", spec.ID, lerr, runtime.ErrNotFound)
 		}
 		h = &handle{rec: rec, log: d.log.With("sandbox", spec.ID)}
 		defer func() {
 			if err != nil {
-				d.publish(spec.ID, nil)
+				d.handles.Publish(spec.ID, nil)
 			}
 		}()
 	}
@@ -161,7 +161,7 @@ func (d *Driver) Restore(ctx context.Context, spec runtime.Spec) (inst runtime.I
 	if err := h.rec.save(); err != nil {
 		return fail(err)
 	}
-	d.publish(spec.ID, h)
+	d.handles.Publish(spec.ID, h)
 	h.log.Info("sandbox restored", "pid", h.rec.Pid, "envd", h.rec.EnvdAddr)
 	return h.instance(), nil
 }

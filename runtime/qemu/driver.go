@@ -64,8 +64,7 @@ type Driver struct {
 	kernelMu sync.Mutex // guards kernel
 	kernel   *vmimage.Kernel
 
-	mu      sync.Mutex // guards handles
-	handles map[string]*handle
+	handles microvm.Handles[handle]
 }
 
 var (
@@ -111,7 +110,7 @@ func New(cfg Config, log *slog.Logger) *Driver {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Driver{cfg: cfg, log: log, kvmErr: kvmErr, images: vmimage.NewImages(filepath.Join(cfg.DataDir, "images")), handles: map[string]*handle{}}
+	return &Driver{cfg: cfg, log: log, kvmErr: kvmErr, images: vmimage.NewImages(filepath.Join(cfg.DataDir, "images"))}
 }
 
 // Name implements runtime.Runtime.
@@ -194,38 +193,6 @@ func (d *Driver) prepareKernel(ctx context.Context) (vmimage.Kernel, error) {
 	return k, nil
 }
 
-func (d *Driver) get(id string) (*handle, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	h, ok := d.handles[id]
-	if !ok || h == nil {
-		return nil, fmt.Errorf("sandbox %s: %w", id, runtime.ErrNotFound)
-	}
-	return h, nil
-}
-
-// reserve claims id for a call that builds a handle; publish(id, nil)
-// releases it.
-func (d *Driver) reserve(id string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if _, ok := d.handles[id]; ok {
-		return fmt.Errorf("sandbox %s: %w", id, runtime.ErrConflict)
-	}
-	d.handles[id] = nil
-	return nil
-}
-
-func (d *Driver) publish(id string, h *handle) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if h == nil {
-		delete(d.handles, id)
-		return
-	}
-	d.handles[id] = h
-}
-
 func validate(spec runtime.Spec) error {
 	if err := spec.Validate(); err != nil {
 		return err
@@ -250,7 +217,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (inst runtime.In
 	if err := validate(spec); err != nil {
 		return runtime.Instance{}, err
 	}
-	if err := d.reserve(spec.ID); err != nil {
+	if err := d.handles.Reserve(spec.ID); err != nil {
 		return runtime.Instance{}, err
 	}
 	var undo []func()
@@ -259,7 +226,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (inst runtime.In
 			for i := len(undo) - 1; i >= 0; i-- {
 				undo[i]()
 			}
-			d.publish(spec.ID, nil)
+			d.handles.Publish(spec.ID, nil)
 		}
 	}()
 	log := d.log.With("sandbox", spec.ID)
@@ -309,7 +276,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (inst runtime.In
 	if err := h.rec.save(); err != nil {
 		return runtime.Instance{}, err
 	}
-	d.publish(spec.ID, h)
+	d.handles.Publish(spec.ID, h)
 	log.Info("sandbox started", "pid", h.rec.Pid, "envd", h.rec.EnvdAddr, "kvm", *d.cfg.KVM)
 	return h.instance(), nil
 }
@@ -327,7 +294,7 @@ func (d *Driver) overlay(ctx context.Context, base, disk string) error {
 
 // Destroy implements runtime.Runtime.
 func (d *Driver) Destroy(ctx context.Context, id string) error {
-	h, err := d.get(id)
+	h, err := d.handles.Get(id)
 	if err != nil {
 		return err
 	}
@@ -346,7 +313,7 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 			errs = append(errs, err)
 		}
 	}
-	d.publish(id, nil)
+	d.handles.Publish(id, nil)
 	h.log.Info("sandbox destroyed")
 	return errors.Join(errs...)
 }
@@ -355,7 +322,7 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 // its QMP socket; a hibernated sandbox (snapshot on disk, no process) is
 // restored; anything else is cleaned up and reported as not found.
 func (d *Driver) Recover(ctx context.Context, spec runtime.Spec) (runtime.Instance, error) {
-	if h, err := d.get(spec.ID); err == nil {
+	if h, err := d.handles.Get(spec.ID); err == nil {
 		return h.instance(), nil
 	}
 	rec, err := loadRecord(spec.StateDir)
@@ -375,8 +342,8 @@ func (d *Driver) Recover(ctx context.Context, spec runtime.Spec) (runtime.Instan
 		}
 		return runtime.Instance{}, fmt.Errorf("sandbox %s: qemu exited: %w", spec.ID, runtime.ErrNotFound)
 	}
-	if err := d.reserve(spec.ID); err != nil {
-		h, gerr := d.get(spec.ID)
+	if err := d.handles.Reserve(spec.ID); err != nil {
+		h, gerr := d.handles.Get(spec.ID)
 		if gerr != nil {
 			return runtime.Instance{}, err
 		}
@@ -387,11 +354,11 @@ func (d *Driver) Recover(ctx context.Context, spec runtime.Spec) (runtime.Instan
 	defer cancel()
 	var status string
 	if err := h.withQMP(cctx, func(q *qmp) (err error) { status, err = q.status(cctx); return err }); err != nil {
-		d.publish(spec.ID, nil)
+		d.handles.Publish(spec.ID, nil)
 		return runtime.Instance{}, fmt.Errorf("recover: %w", err)
 	}
 	log.Info("recover: qemu answers", "status", status)
-	d.publish(spec.ID, h)
+	d.handles.Publish(spec.ID, h)
 	log.Info("recover: re-adopted running qemu", "pid", rec.Pid)
 	return h.instance(), nil
 }
@@ -411,7 +378,7 @@ func (d *Driver) Prune(ctx context.Context, keep []string) error {
 		if kept[id] {
 			continue
 		}
-		if _, err := d.get(id); err == nil {
+		if _, err := d.handles.Get(id); err == nil {
 			continue // a sandbox this driver runs (Create may be racing Prune)
 		}
 		d.log.Info("prune: killing stray qemu", "sandbox", id, "pid", pid)
@@ -423,7 +390,7 @@ func (d *Driver) Prune(ctx context.Context, keep []string) error {
 // Stats implements runtime.Runtime: QEMU's own CPU time and resident
 // memory (which includes guest memory the guest has touched).
 func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
-	h, err := d.get(id)
+	h, err := d.handles.Get(id)
 	if err != nil {
 		return runtime.Stats{}, err
 	}
@@ -432,7 +399,7 @@ func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 
 // Pause implements runtime.Pauser (QMP stop: the vCPUs halt, memory stays).
 func (d *Driver) Pause(ctx context.Context, id string) error {
-	h, err := d.get(id)
+	h, err := d.handles.Get(id)
 	if err != nil {
 		return err
 	}
@@ -441,7 +408,7 @@ func (d *Driver) Pause(ctx context.Context, id string) error {
 
 // Resume implements runtime.Pauser.
 func (d *Driver) Resume(ctx context.Context, id string) error {
-	h, err := d.get(id)
+	h, err := d.handles.Get(id)
 	if err != nil {
 		return err
 	}

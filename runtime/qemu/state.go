@@ -1,9 +1,6 @@
 package qemu
 
 import (
-	"encoding/json"
-	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -32,32 +29,11 @@ type record struct {
 const recordFile = "qemu.json"
 
 func (r record) save() error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	path := filepath.Join(r.StateDir, recordFile)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("save state: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("save state: %w", err)
-	}
-	return nil
+	return microvm.SaveState(filepath.Join(r.StateDir, recordFile), r)
 }
 
 func loadRecord(stateDir string) (record, error) {
-	b, err := os.ReadFile(filepath.Join(stateDir, recordFile))
-	if err != nil {
-		return record{}, err
-	}
 	var r record
-	if err := json.Unmarshal(b, &r); err != nil {
-		return record{}, fmt.Errorf("parse state: %w", err)
-	}
-	if r.Version != stateVersion {
-		return record{}, fmt.Errorf("state version %d, want %d", r.Version, stateVersion)
-	}
-	return r, nil
+	err := microvm.LoadState(filepath.Join(stateDir, recordFile), stateVersion, &r)
+	return r, err
 }
