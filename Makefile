@@ -5,17 +5,21 @@ GO        ?= go
 GOFLAGS   ?=
 TOOLS     := $(GO) build -modfile=tools/go.mod -o .bin/
 
-.PHONY: all build envd roost roost-guest generate check-generated lint test test-go test-e2b test-e2b-stack bench clean
+.PHONY: all build envd roost roost-init roost-guest generate check-generated lint test test-go test-e2b test-e2b-stack bench clean
 
 all: build
 
-build: envd roost roost-guest
+build: envd roost roost-init roost-guest
 
 envd:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/envd ./cmd/envd
 
 roost:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/roost ./cmd/roost
+
+# The init of namespace sandboxes; the driver looks for it next to bin/roost.
+roost-init:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/roost-init ./cmd/roost-init
 
 # The init of VM sandboxes (qemu runtime); the driver looks for it next to bin/roost.
 roost-guest:

@@ -36,6 +36,10 @@ var allowed = map[string][]string{
 	module + "/cmd/roost": {module + "/agent/...", module + "/runtime/...", module + "/network/...",
 		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/...",
 		module + "/client", module + "/controlplane", module + "/store", module + "/proxy", module + "/bufpool"},
+	// The namespace sandbox's init runs inside sandboxes, and every sandbox
+	// start pays for its start-up: nothing host-side, nothing heavy.
+	module + "/runtime/namespace/sandboxinit": {module + "/runtime/namespace/sandboxinit"},
+	module + "/cmd/roost-init":                {module + "/runtime/namespace/sandboxinit"},
 	// The VM guest's init runs inside sandboxes, like envd: nothing
 	// host-side.
 	module + "/guest":           {module + "/guest"},

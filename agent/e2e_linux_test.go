@@ -32,17 +32,18 @@ import (
 	"roost.dev/roost/network"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/namespace"
+	"roost.dev/roost/runtime/namespace/namespacetest"
 	"roost.dev/roost/runtime/runtimetest"
 	"roost.dev/roost/template"
 	"roost.dev/roost/template/templatetest"
 )
 
 func TestMain(m *testing.M) {
-	namespace.MaybeRunInit() // the driver re-executes this binary as sandbox init
 	if os.Getenv(helperEnv) != "" {
 		runHelperAgent()
 		return
 	}
+	namespacetest.InstallInit() // the driver runs cmd/roost-init, found next to this binary
 	os.Exit(m.Run())
 }
 

@@ -5,20 +5,13 @@ import (
 	"context"
 	"errors"
 	"io"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"roost.dev/roost/client"
-	"roost.dev/roost/runtime/namespace"
 	"roost.dev/roost/testenv"
 )
-
-func TestMain(m *testing.M) {
-	namespace.MaybeRunInit()
-	os.Exit(m.Run())
-}
 
 func TestEndToEnd(t *testing.T) {
 	env := testenv.Start(t)

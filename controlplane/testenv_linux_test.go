@@ -22,7 +22,9 @@ import (
 	"roost.dev/roost/agent"
 	"roost.dev/roost/controlplane"
 	"roost.dev/roost/network"
+	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/namespace"
+	"roost.dev/roost/runtime/namespace/namespacetest"
 	"roost.dev/roost/runtime/runtimetest"
 	"roost.dev/roost/store"
 	"roost.dev/roost/store/storetest"
@@ -30,9 +32,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	namespace.MaybeRunInit() // the driver re-executes this binary as sandbox init
-	maybeRunLoadServer()     // a copy of this binary serves the PTY load test's traffic
-	maybeRunLoadClient()     // and another one sends it
+	maybeRunLoadServer()        // a copy of this binary serves the PTY load test's traffic
+	maybeRunLoadClient()        // and another one sends it
+	namespacetest.InstallInit() // the driver runs cmd/roost-init, found next to this binary
 	os.Exit(m.Run())
 }
 
@@ -73,6 +75,18 @@ func newTestenvDB(t testing.TB, cfg controlplane.Config, dbURL string) *testenv 
 	if a := namespace.Probe(); !a.Available {
 		t.Skipf("namespace runtime unavailable: %s", a.Reason)
 	}
+	return newTestenvRuntime(t, cfg, dbURL, func(dataDir string, log *slog.Logger) (runtime.Runtime, error) {
+		return namespace.New(namespace.Config{DataDir: filepath.Join(dataDir, "runtime", "namespace")}, log)
+	})
+}
+
+// newRuntime makes the agent's runtime driver, its state under dataDir.
+type newRuntime func(dataDir string, log *slog.Logger) (runtime.Runtime, error)
+
+// newTestenvRuntime starts the stack with the agent on the runtime
+// newRT makes (the caller has checked it is available).
+func newTestenvRuntime(t testing.TB, cfg controlplane.Config, dbURL string, newRT newRuntime) *testenv {
+	t.Helper()
 	templatetest.Base(t) // builds the base template on first use; cached after
 	level := slog.LevelDebug
 	if _, bench := t.(*testing.B); bench {
@@ -83,7 +97,7 @@ func newTestenvDB(t testing.TB, cfg controlplane.Config, dbURL string) *testenv 
 	defer cancel()
 	dataDir := t.TempDir()
 
-	m := startAgent(t, dataDir, runtimetest.Envd(t), log.With("component", "agent"))
+	m := startAgent(t, dataDir, runtimetest.Envd(t), newRT, log.With("component", "agent"))
 	agentSrv := httptest.NewServer(agent.NewServer(m, agent.ServerConfig{Token: agentToken}, log).Handler())
 	t.Cleanup(func() {
 		// Last: whatever the test left runs on this agent.
@@ -141,9 +155,9 @@ func localAgent() *controlplane.LocalAgent { return &controlplane.LocalAgent{Hos
 // create sandboxes on this host at the same time with their own network
 // managers, so this one uses a random window of 32 slots and reserves the
 // rest.
-func startAgent(t testing.TB, dataDir, envd string, log *slog.Logger) *agent.Manager {
+func startAgent(t testing.TB, dataDir, envd string, newRT newRuntime, log *slog.Logger) *agent.Manager {
 	t.Helper()
-	rt, err := namespace.New(namespace.Config{DataDir: filepath.Join(dataDir, "runtime", "namespace")}, log)
+	rt, err := newRT(dataDir, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,8 @@
 // Package testenv starts the real roost stack in-process for end-to-end
 // tests: a host agent with the namespace runtime (real sandboxes), the
 // control plane on SQLite, and its API and proxy on a loopback port — what
-// `roost up` runs. Packages using it call namespace.MaybeRunInit in their
-// TestMain (the driver re-executes the test binary as sandbox init).
+// `roost up` runs. It builds the sandbox init (cmd/roost-init) for the
+// driver with the go tool, once per test binary.
 package testenv
 
 import (
@@ -24,6 +24,7 @@ import (
 	"roost.dev/roost/mountinfo"
 	"roost.dev/roost/network"
 	"roost.dev/roost/runtime/namespace"
+	"roost.dev/roost/runtime/namespace/namespacetest"
 	"roost.dev/roost/runtime/runtimetest"
 	"roost.dev/roost/store"
 	"roost.dev/roost/template/templatetest"
@@ -53,7 +54,7 @@ func Start(t testing.TB) *Env {
 
 	dataDir := t.TempDir()
 	nsDir := filepath.Join(dataDir, "runtime", "namespace")
-	rt, err := namespace.New(namespace.Config{DataDir: nsDir}, log)
+	rt, err := namespace.New(namespace.Config{DataDir: nsDir, Init: namespacetest.Init(t)}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -15,9 +16,10 @@ import (
 
 func main() {
 	var (
-		cfg     server.Config
-		level   = new(slog.LevelVar)
-		version = flag.Bool("version", false, "print the version and exit")
+		cfg      server.Config
+		level    = new(slog.LevelVar)
+		version  = flag.Bool("version", false, "print the version and exit")
+		listenFD = flag.Int("listen-fd", -1, "serve on this inherited listening socket; -addr then only names the port (a sandbox init opens the socket before envd starts, so that connections queue instead of being refused)")
 	)
 	flag.StringVar(&cfg.Addr, "addr", ":49983", "listen address")
 	flag.StringVar(&cfg.DefaultUser, "user", "", "default user for requests that name none (default: the user envd runs as)")
@@ -40,7 +42,18 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := srv.Serve(ctx); err != nil {
+	serve := srv.Serve
+	if *listenFD >= 0 {
+		f := os.NewFile(uintptr(*listenFD), "listener")
+		ln, err := net.FileListener(f)
+		f.Close() // ln holds a duplicate
+		if err != nil {
+			log.Error("envd failed to start", "err", fmt.Errorf("listen-fd %d: %w", *listenFD, err))
+			os.Exit(1)
+		}
+		serve = func(ctx context.Context) error { return srv.ServeListener(ctx, ln) }
+	}
+	if err := serve(ctx); err != nil {
 		log.Error("envd stopped", "err", err)
 		os.Exit(1)
 	}

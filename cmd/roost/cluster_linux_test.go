@@ -180,12 +180,13 @@ func removeAll(t *testing.T, dir string) {
 	}
 }
 
-// buildBinaries builds roost and envd into a temporary directory (envd
-// beside roost, where the agent looks for it) and returns roost's path.
+// buildBinaries builds roost, envd and roost-init into a temporary
+// directory (beside roost, where the agent and the namespace driver look
+// for them) and returns roost's path.
 func buildBinaries(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	for _, b := range []struct{ out, pkg string }{{"roost", "."}, {"envd", "roost.dev/roost/cmd/envd"}} {
+	for _, b := range []struct{ out, pkg string }{{"roost", "."}, {"envd", "roost.dev/roost/cmd/envd"}, {"roost-init", "roost.dev/roost/cmd/roost-init"}} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.out), b.pkg)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

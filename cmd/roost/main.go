@@ -14,18 +14,12 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
-
-	"roost.dev/roost/runtime/namespace"
 )
 
 // version is set at build time: -ldflags '-X main.version=v1.2.3'.
 var version = "dev"
 
 func main() {
-	// The namespace driver re-executes this binary as a sandbox's init;
-	// that must happen before anything else.
-	namespace.MaybeRunInit()
-
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := newRootCmd().ExecuteContext(ctx)
 	stop()

@@ -15,6 +15,7 @@ import (
 
 	"roost.dev/roost/cgroup"
 	"roost.dev/roost/runtime"
+	"roost.dev/roost/runtime/namespace/sandboxinit"
 )
 
 // Defaults for limits a Spec leaves at zero.
@@ -38,8 +39,13 @@ const (
 // Config configures the driver.
 type Config struct {
 	// DataDir holds the driver's shared state (the idmapped template
-	// mounts); default /var/lib/roost/runtime/namespace.
+	// mounts, blank disk images); default /var/lib/roost/runtime/namespace.
 	DataDir string
+	// Init is the sandbox init binary (cmd/roost-init, static); default
+	// roost-init next to the running executable. Every sandbox start
+	// executes it, so it is a small program of its own rather than this
+	// one: Go start-up time grows with the size of the binary.
+	Init string
 }
 
 // Driver runs namespace sandboxes.
@@ -52,6 +58,8 @@ type Driver struct {
 	handles map[string]*handle
 	lowers  map[string]string // template rootfs → idmapped mount
 	userns  *os.File
+
+	diskMu sync.Mutex // guards making blank disk images (see blankDisk)
 }
 
 var (
@@ -63,6 +71,11 @@ var (
 func New(cfg Config, log *slog.Logger) (*Driver, error) {
 	if cfg.DataDir == "" {
 		cfg.DataDir = "/var/lib/roost/runtime/namespace"
+	}
+	if cfg.Init == "" {
+		if exe, err := os.Executable(); err == nil {
+			cfg.Init = filepath.Join(filepath.Dir(exe), "roost-init")
+		}
 	}
 	h, err := cgroup.Detect()
 	if err != nil {
@@ -80,13 +93,28 @@ func (d *Driver) Capabilities() runtime.Capabilities {
 	return runtime.Capabilities{Pause: true}
 }
 
-// Probe implements runtime.Runtime.
+// Probe implements runtime.Runtime: the host's abilities (see Probe) and
+// the sandbox init binary.
 func (d *Driver) Probe(ctx context.Context) runtime.Availability {
-	return Probe()
+	missing := probeHost()
+	if st, err := os.Stat(d.cfg.Init); err != nil || st.IsDir() {
+		missing = append(missing, fmt.Sprintf("sandbox init %q not found (build cmd/roost-init)", d.cfg.Init))
+	}
+	return availability(missing)
 }
 
-// Probe says whether this host can run namespace sandboxes.
-func Probe() runtime.Availability {
+// Probe says whether this host can run namespace sandboxes; it does not
+// look for the init binary, which depends on a driver's Config.
+func Probe() runtime.Availability { return availability(probeHost()) }
+
+func availability(missing []string) runtime.Availability {
+	if len(missing) > 0 {
+		return runtime.Availability{Reason: strings.Join(missing, "; ")}
+	}
+	return runtime.Availability{Available: true}
+}
+
+func probeHost() []string {
 	var missing []string
 	if os.Geteuid() != 0 {
 		missing = append(missing, "must run as root")
@@ -106,10 +134,7 @@ func Probe() runtime.Availability {
 	if _, err := cgroup.Detect(); err != nil {
 		missing = append(missing, err.Error())
 	}
-	if len(missing) > 0 {
-		return runtime.Availability{Reason: strings.Join(missing, "; ")}
-	}
-	return runtime.Availability{Available: true}
+	return missing
 }
 
 // handle is one sandbox the driver runs.
@@ -168,8 +193,12 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (inst runtime.In
 		return runtime.Instance{}, err
 	}
 	image, disk, rootfs := paths(spec.StateDir)
-	if err := makeDisk(image, lim.DiskMB); err != nil {
+	blank, err := d.blankDisk(lim.DiskMB)
+	if err != nil {
 		return runtime.Instance{}, err
+	}
+	if err := copySparse(image, blank); err != nil {
+		return runtime.Instance{}, fmt.Errorf("create disk image: %w", err)
 	}
 	undo = append(undo, func() { os.Remove(image) })
 	if err := mountDisk(image, disk); err != nil {
@@ -195,12 +224,13 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (inst runtime.In
 		_ = group.Delete(cctx)
 	})
 
-	cfg := initConfig{
+	cfg := sandboxinit.Config{
 		RootFS:   rootfs,
 		Hostname: spec.Hostname,
 		Resolv:   hostResolv(),
 		Env:      spec.Env,
 		EnvdArgs: []string{"-addr", fmt.Sprintf("0.0.0.0:%d", EnvdPort), "-forward-ports", "-reserve-threads", fmt.Sprint(envdThreads)},
+		EnvdPort: EnvdPort,
 	}
 	if cfg.Hostname == "" {
 		cfg.Hostname = spec.ID
@@ -310,7 +340,7 @@ func (d *Driver) lower(rootfs string) (string, error) {
 	target := filepath.Join(d.cfg.DataDir, "lower", lowerKey(rootfs))
 	if !isMounted(target) {
 		if d.userns == nil {
-			ns, err := newUserns()
+			ns, err := newUserns(d.cfg.Init)
 			if err != nil {
 				return "", err
 			}

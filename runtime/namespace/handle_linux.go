@@ -20,24 +20,21 @@ import (
 
 	"roost.dev/roost/cgroup"
 	"roost.dev/roost/runtime"
+	"roost.dev/roost/runtime/namespace/sandboxinit"
 )
 
 // startInit launches the sandbox's init in new namespaces inside the
 // sandbox's network namespace, places it in its cgroup, hands it its
 // config, and waits for it to report that envd runs. The init is not tied
 // to the agent: it outlives a crash or restart of the agent.
-func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, group *cgroup.Group, cfg initConfig) (int, chan struct{}, error) {
+func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, group *cgroup.Group, cfg sandboxinit.Config) (int, chan struct{}, error) {
 	// The init runs as the sandbox's root, an unprivileged host user that
-	// may not traverse the directories holding this binary or envd: it gets
-	// both as open files. The sandbox's root it must reach by path, in its
-	// own mount namespace, so Create made that path traversable.
-	selfPath, err := os.Executable()
+	// may not traverse the directories holding the init binary or envd: it
+	// gets both as open files. The sandbox's root it must reach by path, in
+	// its own mount namespace, so Create made that path traversable.
+	self, err := os.Open(d.cfg.Init)
 	if err != nil {
-		return 0, nil, err
-	}
-	self, err := os.Open(selfPath)
-	if err != nil {
-		return 0, nil, err
+		return 0, nil, fmt.Errorf("open sandbox init (build cmd/roost-init): %w", err)
 	}
 	defer self.Close()
 	envd, err := os.Open(spec.Envd)
@@ -63,11 +60,11 @@ func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, group *cgroup
 	}
 	defer logf.Close()
 
-	cmd := exec.Command(fmt.Sprintf("/proc/self/fd/%d", fdSelf))
+	cmd := exec.Command(fmt.Sprintf("/proc/self/fd/%d", sandboxinit.FDSelf))
 	cmd.Args = []string{"roost-init", spec.ID}
 	// One P is plenty for an init that mostly sleeps in wait4, and keeps
 	// its thread count (which counts against pids limits) low.
-	cmd.Env = []string{initEnv + "=" + modeInit, "GOMAXPROCS=1"}
+	cmd.Env = []string{sandboxinit.ModeEnv + "=" + sandboxinit.ModeInit, "GOMAXPROCS=1"}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{cfgR, statusW, envd, self} // fds 3 to 6
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -362,4 +359,22 @@ func (d *Driver) Resume(ctx context.Context, id string) error {
 		return fmt.Errorf("sandbox %s: %w", id, runtime.ErrNotFound)
 	}
 	return h.group.Thaw(ctx)
+}
+
+// hostResolv is the host's resolver configuration without loopback
+// nameservers, which mean nothing inside a sandbox's network namespace.
+func hostResolv() string {
+	b, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		return ""
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "nameserver" && (strings.HasPrefix(f[1], "127.") || f[1] == "::1") {
+			continue
+		}
+		out = append(out, line)
+	}
+	return strings.TrimRight(strings.Join(out, "\n"), "\n") + "\n"
 }

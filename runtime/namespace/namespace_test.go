@@ -16,14 +16,10 @@ import (
 	"roost.dev/roost/cgroup"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/namespace"
+	"roost.dev/roost/runtime/namespace/namespacetest"
 	"roost.dev/roost/runtime/runtimetest"
 	"roost.dev/roost/template/templatetest"
 )
-
-func TestMain(m *testing.M) {
-	namespace.MaybeRunInit() // the driver re-executes this binary as sandbox init
-	os.Exit(m.Run())
-}
 
 func newDriver(t *testing.T) *namespace.Driver { return newDriverB(t) }
 
@@ -33,9 +29,15 @@ func newDriverB(t testing.TB) *namespace.Driver {
 	if av := namespace.Probe(); !av.Available {
 		t.Skipf("namespace runtime unavailable: %s", av.Reason)
 	}
-	d, err := namespace.New(namespace.Config{DataDir: filepath.Join(templatetest.CacheDir(), "runtime", "namespace")}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	d, err := namespace.New(namespace.Config{
+		DataDir: filepath.Join(templatetest.CacheDir(), "runtime", "namespace"),
+		Init:    namespacetest.Init(t),
+	}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if av := d.Probe(context.Background()); !av.Available {
+		t.Fatalf("namespace driver unavailable: %s", av.Reason)
 	}
 	return d
 }
@@ -196,4 +198,20 @@ func TestRecover(t *testing.T) {
 		t.Error("recovered a destroyed sandbox")
 	}
 	_ = time.Second
+}
+
+// The init restarts envd when it dies, on the listening socket it keeps.
+func TestEnvdRestart(t *testing.T) {
+	d := newDriver(t)
+	sb := runtimetest.Start(t, d, runtimetest.Network(t), runtimetest.Options{})
+	before := strings.TrimSpace(sb.MustExec(t, "pgrep -x envd"))
+	_, _ = sb.Exec(context.Background(), "kill -9 "+before) // the answer dies with envd
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := runtimetest.WaitHealthy(ctx, sb.Envd); err != nil {
+		t.Fatal(err)
+	}
+	if after := strings.TrimSpace(sb.MustExec(t, "pgrep -x envd")); after == before || after == "" {
+		t.Errorf("envd pid %q after restart, %q before", after, before)
+	}
 }

@@ -22,7 +22,7 @@ if [[ "$(id -u)" != 0 ]]; then
 	echo "test/e2b stack: skipped: sandboxes need root"
 	exit 0
 fi
-[[ -x "$roost" && -x "$repo/bin/envd" ]] || fail "bin/roost or bin/envd missing; run 'make build' first"
+[[ -x "$roost" && -x "$repo/bin/envd" && -x "$repo/bin/roost-init" ]] || fail "bin/roost, bin/envd or bin/roost-init missing; run 'make build' first"
 if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then fail "port $port is taken"; fi
 
 (cd "$here" && { [[ -d node_modules/e2b ]] || npm ci --no-audit --no-fund --loglevel=error; })

@@ -1,4 +1,4 @@
-package namespace
+package sandboxinit
 
 import (
 	"encoding/json"
@@ -9,81 +9,59 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
-	"strings"
+	"strconv"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// The driver re-executes its own binary for work that must happen inside
-// new namespaces. initEnv selects the mode; MaybeRunInit dispatches on it.
-const (
-	initEnv  = "ROOST_NAMESPACE_INIT"
-	modeInit = "init" // a sandbox's PID 1
-	modeHold = "hold" // hold a user namespace open until stdin closes
-)
-
-// File descriptors the driver passes to a sandbox init.
-const (
-	fdConfig = 3 // the initConfig, as JSON; EOF releases the init
-	fdStatus = 4 // the init writes "ok" or an error here, then closes it
-	fdEnvd   = 5 // the envd binary, executed through /proc
-	fdSelf   = 6 // this binary, which the init is exec'd from
-)
-
-// initConfig tells a sandbox init how to set the sandbox up.
-type initConfig struct {
-	RootFS   string            `json:"rootfs"` // host path of the merged overlay, for the driver
-	Hostname string            `json:"hostname"`
-	Resolv   string            `json:"resolv"` // /etc/resolv.conf contents
-	Env      map[string]string `json:"env"`
-	EnvdArgs []string          `json:"envdArgs"`
-}
-
-// MaybeRunInit runs the driver's re-executed modes and exits; in any other
-// process it returns at once. Programs that use the driver (cmd/roost, and
-// tests through TestMain) call it first thing in main.
-func MaybeRunInit() {
-	switch os.Getenv(initEnv) {
-	case "":
-		return
-	case modeHold:
+// Main runs the mode ModeEnv selects and exits.
+func Main() {
+	switch mode := os.Getenv(ModeEnv); mode {
+	case ModeHold:
 		_, _ = io.Copy(io.Discard, os.Stdin)
 		os.Exit(0)
-	case modeInit:
+	case ModeInit:
 		runInit()
 	default:
-		fmt.Fprintf(os.Stderr, "roost: unknown %s mode %q\n", initEnv, os.Getenv(initEnv))
+		fmt.Fprintf(os.Stderr, "roost-init: the namespace driver's sandbox init; not meant to be run by hand (%s=%q)\n", ModeEnv, mode)
 		os.Exit(2)
 	}
 }
 
 func runInit() {
-	status := os.NewFile(fdStatus, "status")
+	status := os.NewFile(FDStatus, "status")
 	cfg, err := setupSandbox()
 	if err != nil {
 		fmt.Fprintf(status, "error: %v\n", err)
 		os.Exit(1)
 	}
-	envd, err := startEnvd(cfg)
+	ln := -1
+	if cfg.EnvdPort != 0 {
+		if ln, err = listenTCP(cfg.EnvdPort); err != nil {
+			fmt.Fprintf(status, "error: %v\n", err)
+			os.Exit(1)
+		}
+	}
+	envd, err := startEnvd(cfg, ln)
 	if err != nil {
 		fmt.Fprintf(status, "error: %v\n", err)
 		os.Exit(1)
 	}
 	fmt.Fprintln(status, "ok")
 	status.Close()
-	superviseForever(cfg, envd)
+	superviseForever(cfg, envd, ln)
 }
 
 // setupSandbox builds the sandbox's filesystem view and pivots into it.
-func setupSandbox() (initConfig, error) {
-	var cfg initConfig
-	for _, fd := range []int{fdConfig, fdStatus, fdEnvd, fdSelf} {
+func setupSandbox() (Config, error) {
+	var cfg Config
+	for _, fd := range []int{FDConfig, FDStatus, FDEnvd, FDSelf} {
 		unix.CloseOnExec(fd)
 	}
 	// Blocks until the driver has placed this process in its cgroup.
-	if err := json.NewDecoder(os.NewFile(fdConfig, "config")).Decode(&cfg); err != nil {
+	if err := json.NewDecoder(os.NewFile(FDConfig, "config")).Decode(&cfg); err != nil {
 		return cfg, fmt.Errorf("read config: %w", err)
 	}
 	// Now in the sandbox's cgroup: make it the root of our cgroup view.
@@ -93,7 +71,7 @@ func setupSandbox() (initConfig, error) {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return cfg, fmt.Errorf("make mounts private: %w", err)
 	}
-	unix.Close(fdSelf)
+	unix.Close(FDSelf)
 	// The path, not a descriptor from the driver: a descriptor would point
 	// into the host's mount namespace, where this process may not mount.
 	root := cfg.RootFS
@@ -201,7 +179,7 @@ func mountAt(root, source, target, fstype string, flags uintptr, data string) er
 
 // writeIdentityFiles gives the sandbox its hostname, hosts and resolver.
 // They land in the sandbox's own upper layer.
-func writeIdentityFiles(root string, cfg initConfig) error {
+func writeIdentityFiles(root string, cfg Config) error {
 	files := map[string]string{
 		"etc/hostname":    cfg.Hostname + "\n",
 		"etc/hosts":       "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" + cfg.Hostname + "\n",
@@ -239,9 +217,32 @@ func pivot(root string) error {
 
 // envdPath runs the envd binary the driver opened for us; it exists on the
 // host, never in the sandbox's tree.
-const envdPath = "/proc/1/fd/5"
+const envdPath = "/proc/1/fd/5" // FDEnvd
 
-func startEnvd(cfg initConfig) (int, error) {
+// listenTCP opens a listening socket on port of every IPv4 address.
+func listenTCP(port int) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("envd socket: %w", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("envd socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: port}); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("bind envd port %d: %w", port, err)
+	}
+	if err := unix.Listen(fd, 4096); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("listen on envd port %d: %w", port, err)
+	}
+	return fd, nil
+}
+
+// startEnvd starts envd; ln, unless -1, is its listening socket, which
+// it gets as fd 3.
+func startEnvd(cfg Config, ln int) (int, error) {
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "USER=root"}
 	keys := make([]string, 0, len(cfg.Env))
 	for k := range cfg.Env {
@@ -251,10 +252,16 @@ func startEnvd(cfg initConfig) (int, error) {
 	for _, k := range keys {
 		env = append(env, k+"="+cfg.Env[k])
 	}
-	pid, err := syscall.ForkExec(envdPath, append([]string{"envd"}, cfg.EnvdArgs...), &syscall.ProcAttr{
+	args := append([]string{"envd"}, cfg.EnvdArgs...)
+	files := []uintptr{devNull(), 2, 2}
+	if ln >= 0 {
+		args = append(args, "-listen-fd", strconv.Itoa(len(files)))
+		files = append(files, uintptr(ln))
+	}
+	pid, err := syscall.ForkExec(envdPath, args, &syscall.ProcAttr{
 		Dir:   "/",
 		Env:   env,
-		Files: []uintptr{devNull(), 2, 2},
+		Files: files,
 		Sys:   &syscall.SysProcAttr{Setsid: true},
 	})
 	if err != nil {
@@ -273,7 +280,7 @@ func devNull() uintptr {
 
 // superviseForever reaps every process that ends in the sandbox and
 // restarts envd when it dies. On SIGTERM it takes the sandbox down.
-func superviseForever(cfg initConfig, envd int) {
+func superviseForever(cfg Config, envd, ln int) {
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, unix.SIGTERM, unix.SIGINT)
 	signal.Ignore(unix.SIGHUP, unix.SIGPIPE)
@@ -299,7 +306,7 @@ func superviseForever(cfg initConfig, envd int) {
 		fmt.Fprintf(os.Stderr, "roost init: envd exited (%s); restarting\n", describe(ws))
 		time.Sleep(backoff)
 		backoff = min(backoff*2, 5*time.Second)
-		if next, err := startEnvd(cfg); err == nil {
+		if next, err := startEnvd(cfg, ln); err == nil {
 			envd = next
 		} else {
 			fmt.Fprintf(os.Stderr, "roost init: %v\n", err)
@@ -312,22 +319,4 @@ func describe(ws unix.WaitStatus) string {
 		return "signal " + ws.Signal().String()
 	}
 	return fmt.Sprintf("exit status %d", ws.ExitStatus())
-}
-
-// hostResolv is the host's resolver configuration without loopback
-// nameservers, which mean nothing inside a sandbox's network namespace.
-func hostResolv() string {
-	b, err := os.ReadFile("/etc/resolv.conf")
-	if err != nil {
-		return ""
-	}
-	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 2 && f[0] == "nameserver" && (strings.HasPrefix(f[1], "127.") || f[1] == "::1") {
-			continue
-		}
-		out = append(out, line)
-	}
-	return strings.TrimRight(strings.Join(out, "\n"), "\n") + "\n"
 }

@@ -1,0 +1,32 @@
+package sandboxinit
+
+// ModeEnv selects what the init binary does; the driver always sets it, so
+// the binary run by hand refuses to do anything.
+const (
+	ModeEnv  = "ROOST_NAMESPACE_INIT"
+	ModeInit = "init" // a sandbox's PID 1
+	ModeHold = "hold" // hold a user namespace open until stdin closes
+)
+
+// File descriptors the driver passes to a sandbox init.
+const (
+	FDConfig = 3 // the Config, as JSON; EOF releases the init
+	FDStatus = 4 // the init writes "ok" or "error: ..." here, then closes it
+	FDEnvd   = 5 // the envd binary, executed through /proc
+	FDSelf   = 6 // the init binary, which the init is exec'd from
+)
+
+// Config tells a sandbox init how to set the sandbox up.
+type Config struct {
+	RootFS   string            `json:"rootfs"` // host path of the merged overlay
+	Hostname string            `json:"hostname"`
+	Resolv   string            `json:"resolv"` // /etc/resolv.conf contents
+	Env      map[string]string `json:"env"`
+	EnvdArgs []string          `json:"envdArgs"`
+	// EnvdPort, when set, is the TCP port the init listens on (all IPv4
+	// addresses) before it starts envd, handing envd the socket with
+	// -listen-fd: connections queue from then on, so a client's first
+	// health check waits for envd to serve instead of being refused and
+	// polling again. The socket outlives an envd restart.
+	EnvdPort int `json:"envdPort,omitempty"`
+}
