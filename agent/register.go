@@ -212,7 +212,7 @@ func (r *Registrar) register(ctx context.Context) (string, error) {
 	body := map[string]any{
 		"registrationToken": r.cfg.RegistrationToken, "name": r.cfg.Name, "url": r.cfg.AdvertiseURL,
 		"token": r.cfg.Token, "runtime": info.Runtime, "cpus": info.CPUs, "memoryMB": info.MemoryMB,
-		"maxSandboxes": info.MaxSandboxes,
+		"maxSandboxes": info.MaxSandboxes, "capabilities": info.Capabilities,
 	}
 	var out struct {
 		HostID string `json:"hostID"`

@@ -41,6 +41,20 @@ type Sandbox struct {
 	EnvdAccessToken string            `json:"envdAccessToken,omitempty"`
 	Domain          string            `json:"domain,omitempty"`
 	Metadata        map[string]string `json:"metadata,omitempty"`
+	// Runtime, Capabilities and Hibernated are roost's additions, filled
+	// by Describe and Snapshot (roost's /v1 API) only.
+	Runtime      string        `json:"runtime,omitempty"`
+	Capabilities *Capabilities `json:"capabilities,omitempty"`
+	// Hibernated: paused with its memory on disk (Snapshot); nil when
+	// unknown.
+	Hibernated *bool `json:"hibernated,omitempty"`
+}
+
+// Capabilities are what the runtime behind a sandbox can do.
+type Capabilities struct {
+	Pause    bool `json:"pause"`
+	Snapshot bool `json:"snapshot"`
+	VM       bool `json:"vm"`
 }
 
 // Error is an error answer of the API.
@@ -118,6 +132,24 @@ func (c *Client) List(ctx context.Context, o ListOptions) ([]Sandbox, error) {
 func (c *Client) Get(ctx context.Context, id string) (Sandbox, error) {
 	var sb Sandbox
 	_, err := c.do(ctx, http.MethodGet, "/sandboxes/"+url.PathEscape(id), nil, &sb)
+	return sb, err
+}
+
+// Describe returns one sandbox as Get does, plus the runtime behind it,
+// that runtime's capabilities and whether the sandbox is hibernated.
+func (c *Client) Describe(ctx context.Context, id string) (Sandbox, error) {
+	var sb Sandbox
+	_, err := c.do(ctx, http.MethodGet, "/v1/sandboxes/"+url.PathEscape(id), nil, &sb)
+	return sb, err
+}
+
+// Snapshot hibernates a running or paused sandbox: its memory goes to
+// disk and its process ends; Resume restores it. A runtime that cannot
+// snapshot is an *Error with Status 409 that says so. It may take
+// minutes under software emulation.
+func (c *Client) Snapshot(ctx context.Context, id string) (Sandbox, error) {
+	var sb Sandbox
+	_, err := c.do(ctx, http.MethodPost, "/v1/sandboxes/"+url.PathEscape(id)+"/snapshot", nil, &sb)
 	return sb, err
 }
 

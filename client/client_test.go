@@ -139,6 +139,19 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("get after kill: %v", err)
 		}
 	})
+	t.Run("describe snapshot", func(t *testing.T) {
+		d, err := c.Describe(ctx, sb.ID)
+		if err != nil || d.ID != sb.ID || d.Runtime != "namespace" || d.Capabilities == nil || !d.Capabilities.Pause ||
+			d.Capabilities.Snapshot || d.Hibernated == nil || *d.Hibernated {
+			t.Fatalf("describe: %+v (capabilities %v) %v", d, d.Capabilities, err)
+		}
+		// The namespace runtime cannot snapshot: a 409 that says so.
+		var apiErr *client.Error
+		if _, err := c.Snapshot(ctx, sb.ID); !errors.As(err, &apiErr) || apiErr.Status != 409 ||
+			!strings.Contains(apiErr.Message, "namespace runtime, which cannot snapshot") {
+			t.Fatalf("snapshot on namespace: %v", err)
+		}
+	})
 	t.Run("bad key", func(t *testing.T) {
 		var apiErr *client.Error
 		if _, err := client.New(env.URL, "roost_wrong").List(ctx, client.ListOptions{}); !errors.As(err, &apiErr) || apiErr.Status != 401 {

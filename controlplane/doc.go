@@ -34,6 +34,16 @@
 // GET /v1/sandboxes/{id}/ports lists envd's /ports. A paused sandbox is
 // 409 and a lost one 502, as the proxy answers them.
 //
+// GET /v1/sandboxes/{id} is E2B's detail plus what backs the sandbox: its
+// host's runtime, the capabilities the agent reported for it, and whether
+// it is hibernated. POST /v1/sandboxes/{id}/snapshot hibernates a running
+// or paused sandbox through the agent's PauseSandbox with hibernate and
+// records it paused, so E2B's connect and auto-resume restore it through
+// ResumeSandbox; a runtime without the snapshot capability is 409, from
+// the stored capabilities before the agent is asked, or from the agent's
+// unimplemented when the host reported none. E2B's own endpoints never
+// show roost's additions.
+//
 // Not done yet: streaming exec and PTY over WebSocket, file listing,
 // templates, hosts and API-key endpoints, and marking hosts down from
 // missed heartbeats (the reconciler marks a host down when its agent stops

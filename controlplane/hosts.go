@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +30,9 @@ type registerRequest struct {
 	CPUs         int    `json:"cpus"`
 	MemoryMB     int64  `json:"memoryMB"`
 	MaxSandboxes int    `json:"maxSandboxes"`
+	// Capabilities are the runtime's (pause, snapshot, vm). Optional: a
+	// host without them is asked to act and its refusal reported.
+	Capabilities *runtime.Capabilities `json:"capabilities"`
 }
 
 // parseRegister validates a registration body (all but the token's
@@ -82,11 +86,18 @@ func (s *Server) registerHost(w http.ResponseWriter, r *http.Request) {
 		Runtime: req.Runtime, CPUs: req.CPUs, MemoryMB: req.MemoryMB, MaxSandboxes: req.MaxSandboxes,
 		State: store.HostReady,
 	}
+	if req.Capabilities != nil {
+		if h.Capabilities, err = json.Marshal(req.Capabilities); err != nil {
+			s.fail(w, r, "register host", err)
+			return
+		}
+	}
 	if err := s.store.UpsertHost(ctx, h); err != nil {
 		s.fail(w, r, "register host", err)
 		return
 	}
-	s.log.Info("host registered", "host", h.ID, "name", h.Name, "url", h.URL, "max_sandboxes", h.MaxSandboxes)
+	s.log.Info("host registered", "host", h.ID, "name", h.Name, "url", h.URL, "runtime", h.Runtime,
+		"capabilities", req.Capabilities, "max_sandboxes", h.MaxSandboxes)
 	writeJSON(w, http.StatusCreated, map[string]string{"hostID": h.ID})
 }
 

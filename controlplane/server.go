@@ -157,6 +157,8 @@ func (s *Server) routes() *http.ServeMux {
 	api("PUT /v1/sandboxes/{id}/files", s.uploadFile)
 	api("GET /v1/sandboxes/{id}/files/list", s.listFiles)
 	api("GET /v1/sandboxes/{id}/ports", s.sandboxPorts)
+	api("GET /v1/sandboxes/{id}", s.getSandboxV1)
+	api("POST /v1/sandboxes/{id}/snapshot", s.snapshotSandbox)
 	api("GET /v1/templates", s.listTemplates)
 	api("GET /v1/hosts", s.listHosts)
 	api("GET /v1/api-keys", s.listAPIKeys)

@@ -38,9 +38,10 @@ type hostEntry struct {
 		VCPUs     int   `json:"vcpus"`
 		MemoryMB  int64 `json:"memoryMB"`
 	} `json:"usage"`
-	RegisteredAt  time.Time  `json:"registeredAt"`
-	LastHeartbeat *time.Time `json:"lastHeartbeat"`
-	Sandboxes     int        `json:"sandboxes"`
+	Capabilities  map[string]bool `json:"capabilities"`
+	RegisteredAt  time.Time       `json:"registeredAt"`
+	LastHeartbeat *time.Time      `json:"lastHeartbeat"`
+	Sandboxes     int             `json:"sandboxes"`
 }
 
 type templateEntry struct {
@@ -124,7 +125,7 @@ func TestV1Admin(t *testing.T) {
 
 	// Registered last: the hosts added here would take new sandboxes.
 	t.Run("RegisteredHosts", func(t *testing.T) {
-		register := func(name, url string) string {
+		register := func(name, url string, caps map[string]bool) string {
 			tok, err := e.cp.CreateRegistrationToken(t.Context(), time.Minute)
 			if err != nil {
 				t.Fatal(err)
@@ -134,20 +135,25 @@ func TestV1Admin(t *testing.T) {
 			}
 			e.do("POST", "/v1/hosts/register", "", map[string]any{"registrationToken": tok, "name": name, "url": url,
 				"token": agentToken, "runtime": "namespace", "cpus": 2, "memoryMB": 1024, "maxSandboxes": 3,
+				"capabilities": caps,
 			}).want(t, http.StatusCreated).decode(t, &got)
 			return got.HostID
 		}
 		// A second host served by the same agent, and one nobody serves.
-		second := register("second", e.agentSrv.URL)
-		gone := register("gone", "http://127.0.0.1:1")
+		second := register("second", e.agentSrv.URL, map[string]bool{"pause": true})
+		gone := register("gone", "http://127.0.0.1:1", nil) // an agent that reports no capabilities
 		e.do("POST", "/v1/hosts/"+second+"/heartbeat", "", map[string]any{"sandboxes": 1, "vcpus": 2, "memoryMB": 512},
 			"Authorization", "Bearer "+agentToken).want(t, http.StatusNoContent)
 
 		hs := e.hosts(t)
 		h := hs[second]
 		if h.Name != "second" || h.State != "ready" || h.Capacity.MaxSandboxes != 3 || h.LastHeartbeat == nil ||
-			h.Usage.Sandboxes != 1 || h.Usage.VCPUs != 2 || h.Usage.MemoryMB != 512 {
+			h.Usage.Sandboxes != 1 || h.Usage.VCPUs != 2 || h.Usage.MemoryMB != 512 ||
+			!maps.Equal(h.Capabilities, map[string]bool{"pause": true, "snapshot": false, "vm": false}) {
 			t.Errorf("second host %+v", h)
+		}
+		if c := hs[gone].Capabilities; c != nil {
+			t.Errorf("a host registered without capabilities has %v", c)
 		}
 		if _, ok := hs[gone]; !ok || len(hs) != 3 {
 			t.Errorf("hosts %v: want host1, %s and %s", slices.Sorted(maps.Keys(hs)), second, gone)

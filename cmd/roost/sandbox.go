@@ -144,11 +144,33 @@ func newSandboxCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			sb, err := c.Get(cmd.Context(), args[0])
+			sb, err := c.Describe(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			return printJSON(cmd.OutOrStdout(), sb)
+		},
+	}
+	snapshot := &cobra.Command{
+		Use:   "snapshot ID",
+		Short: "Hibernate a sandbox: memory to disk, its process freed (resume restores it; VM runtimes only)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := apiClient()
+			if err != nil {
+				return err
+			}
+			stop := progress(cmd.ErrOrStderr(), "snapshotting sandbox")
+			sb, err := c.Snapshot(cmd.Context(), args[0])
+			stop()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), sb)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s hibernated (%s runtime); resume restores it\n", sb.ID, sb.Runtime)
+			return nil
 		},
 	}
 	simple := func(use, short string, fn func(context.Context, *client.Client, string) error) *cobra.Command {
@@ -181,7 +203,7 @@ func newSandboxCmd() *cobra.Command {
 			return c.SetTimeout(cmd.Context(), args[0], d)
 		},
 	}
-	cmd.AddCommand(create, list, get, kill, pause, resume, setTimeout)
+	cmd.AddCommand(create, list, get, kill, pause, resume, snapshot, setTimeout)
 	return cmd
 }
 

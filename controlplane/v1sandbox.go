@@ -1,0 +1,190 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+
+	hostagentv1 "roost.dev/roost/gen/hostagent/v1"
+	"roost.dev/roost/runtime"
+	"roost.dev/roost/store"
+)
+
+// snapshotTimeout bounds a snapshot: the agent pauses the sandbox, then
+// writes its memory to disk, which under emulation takes seconds per
+// hundred MiB (the agent allows itself 3 minutes for that part).
+const snapshotTimeout = 4 * time.Minute
+
+// hibernatedTimeout bounds asking a sandbox's agent whether it is
+// hibernated, for GET: a slow host leaves the answer unknown.
+const hibernatedTimeout = 5 * time.Second
+
+// v1SandboxJSON is a sandbox on roost's own API: E2B's SandboxDetail plus
+// what backs it. E2B's endpoints never answer with it.
+type v1SandboxJSON struct {
+	detailJSON
+	// Runtime is the runtime of the sandbox's host ("namespace", "qemu");
+	// empty when the host is unknown.
+	Runtime string `json:"runtime"`
+	// Capabilities are what that runtime can do; null when the host did
+	// not report them.
+	Capabilities *runtime.Capabilities `json:"capabilities"`
+	// Hibernated is true when the sandbox is paused with its memory on
+	// disk and no process; null when its host could not be asked.
+	Hibernated *bool `json:"hibernated"`
+}
+
+// hostCapabilities decodes a host's stored capabilities; ok is false when
+// the host did not report them (a registered agent may not).
+func hostCapabilities(h store.Host) (runtime.Capabilities, bool) {
+	var c runtime.Capabilities
+	if len(h.Capabilities) == 0 || json.Unmarshal(h.Capabilities, &c) != nil {
+		return runtime.Capabilities{}, false
+	}
+	return c, true
+}
+
+// v1View is sb's v1 detail on host h (zero when the host is unknown).
+func (s *Server) v1View(sb store.Sandbox, h store.Host, hibernated *bool) v1SandboxJSON {
+	v := v1SandboxJSON{
+		detailJSON: detailJSON{listedJSON: listedView(sb), Domain: s.cfg.Domain, EnvdAccessToken: optional(sb.EnvdAccessToken)},
+		Runtime:    h.Runtime, Hibernated: hibernated,
+	}
+	if c, ok := hostCapabilities(h); ok {
+		v.Capabilities = &c
+	}
+	return v
+}
+
+// getSandboxV1 is GET /v1/sandboxes/{id}: E2B's detail, plus the runtime
+// that backs the sandbox, its capabilities, and whether it is hibernated
+// (asked of the agent for a paused sandbox only: a running one is not).
+func (s *Server) getSandboxV1(w http.ResponseWriter, r *http.Request, key store.APIKey) {
+	sb, err := s.teamSandbox(r, key)
+	if err != nil {
+		s.fail(w, r, "get sandbox", err)
+		return
+	}
+	h, err := s.hostOf(r.Context(), sb)
+	if err != nil {
+		// The record is what GET shows; its host's facts are extras.
+		s.log.Warn("sandbox host unknown", "sandbox", sb.ID, "host", sb.HostID, "err", err)
+		h = store.Host{}
+	}
+	var hibernated *bool
+	switch sb.State {
+	case store.SandboxStarting, store.SandboxRunning:
+		hibernated = new(bool)
+	case store.SandboxPaused:
+		if h.ID != "" && h.State != store.HostDown {
+			ctx, cancel := context.WithTimeout(r.Context(), hibernatedTimeout)
+			resp, err := s.agents.For(h).GetSandbox(ctx, connect.NewRequest(&hostagentv1.GetSandboxRequest{SandboxId: sb.ID}))
+			cancel()
+			if err == nil {
+				v := resp.Msg.GetSandbox().GetHibernated()
+				hibernated = &v
+			} else if r.Context().Err() == nil {
+				s.log.Warn("ask agent whether sandbox is hibernated", "sandbox", sb.ID, "host", h.ID, "err", agentError("get sandbox", err))
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, s.v1View(sb, h, hibernated))
+}
+
+// snapshotSandbox is POST /v1/sandboxes/{id}/snapshot: the sandbox, running
+// or paused, is hibernated (memory and device state to disk, its process
+// ended) and recorded paused, so E2B's connect, or traffic when it
+// auto-resumes, restores it. A sandbox hibernated already is success
+// (the call is idempotent). A runtime that cannot snapshot is 409, checked
+// from the host's reported capabilities before the agent is called.
+func (s *Server) snapshotSandbox(w http.ResponseWriter, r *http.Request, key store.APIKey) {
+	sb, err := s.teamSandbox(r, key)
+	if err == nil {
+		err = usable(sb)
+	}
+	var h store.Host
+	if err == nil {
+		h, err = s.hostOf(r.Context(), sb)
+	}
+	if err == nil {
+		if c, ok := hostCapabilities(h); ok && !c.Snapshot {
+			err = cannotSnapshot(sb.ID, h.Runtime, &c)
+		}
+	}
+	if err != nil {
+		s.fail(w, r, "snapshot sandbox", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), snapshotTimeout)
+	defer cancel()
+	if sb, err = s.hibernate(ctx, sb, h); err != nil {
+		s.fail(w, r, "snapshot sandbox", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.v1View(sb, h, new(true)))
+}
+
+// cannotSnapshot is the refusal for a sandbox whose runtime has no
+// snapshot: a conflict with what backs the sandbox (409), not a missing
+// feature of the API. caps is nil when the host did not report them.
+func cannotSnapshot(id, rt string, caps *runtime.Capabilities) error {
+	if rt == "" {
+		rt = "host's"
+	}
+	can := ""
+	switch {
+	case caps == nil:
+	case caps.Pause:
+		can = " (it can pause)"
+	default:
+		can = " (nor pause)"
+	}
+	return fmt.Errorf("sandbox %s runs on the %s runtime, which cannot snapshot%s: %w", id, rt, can, runtime.ErrConflict)
+}
+
+// hibernate has the agent hibernate sb and records it paused. An agent
+// that cannot snapshot is cannotSnapshot; one that reports the sandbox
+// hibernated already is success.
+func (s *Server) hibernate(ctx context.Context, sb store.Sandbox, h store.Host) (store.Sandbox, error) {
+	agent := s.agents.For(h)
+	_, err := agent.PauseSandbox(ctx, connect.NewRequest(&hostagentv1.PauseSandboxRequest{SandboxId: sb.ID, Hibernate: true}))
+	err = agentError("hibernate sandbox", err)
+	switch {
+	case errors.Is(err, runtime.ErrUnsupported):
+		var caps *runtime.Capabilities
+		if c, ok := hostCapabilities(h); ok {
+			caps = &c
+		}
+		s.log.Debug("agent cannot snapshot", "sandbox", sb.ID, "host", h.ID, "err", err)
+		return store.Sandbox{}, cannotSnapshot(sb.ID, h.Runtime, caps)
+	case errors.Is(err, runtime.ErrConflict):
+		// failed_precondition: hibernated already is what was asked for;
+		// anything else (stopping, failed) is the agent's refusal.
+		g, gerr := agent.GetSandbox(ctx, connect.NewRequest(&hostagentv1.GetSandboxRequest{SandboxId: sb.ID}))
+		if gerr != nil || !g.Msg.GetSandbox().GetHibernated() {
+			return store.Sandbox{}, err
+		}
+	case err != nil:
+		return store.Sandbox{}, err
+	}
+	s.proxy.Evict(sb.ID)
+	id := sb.ID
+	sb, err = s.store.UpdateSandbox(ctx, id, func(cur *store.Sandbox) error {
+		if cur.State != store.SandboxRunning && cur.State != store.SandboxPaused {
+			return fmt.Errorf("sandbox %s became %s while hibernating: %w", cur.ID, cur.State, runtime.ErrConflict)
+		}
+		cur.State = store.SandboxPaused
+		return nil
+	})
+	s.proxy.Evict(id)
+	if err != nil {
+		return store.Sandbox{}, fmt.Errorf("record sandbox %s hibernated: %w", id, err)
+	}
+	s.log.Info("sandbox hibernated", "sandbox", id, "host", h.ID)
+	return sb, nil
+}
