@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -121,6 +122,10 @@ type session struct {
 	pty bool
 	// stdin: the process reads what the client sends on chanStdin.
 	stdin bool
+	// in carries input to envd: one StreamInput call for the session,
+	// opened at the first input, so that a keystroke is a frame on an
+	// open request rather than a request of its own. Used by input only.
+	in *connect.ClientStreamForClient[rpc.StreamInputRequest, rpc.StreamInputResponse]
 }
 
 // call adds the sandbox's envd headers to an RPC request.
@@ -193,6 +198,7 @@ func (ss *session) relay(ctx context.Context, stream event, next func() *rpc.Pro
 // closes or ctx ends. Frames are applied in order, one RPC at a time, so
 // keystrokes arrive as typed.
 func (ss *session) input(ctx context.Context) error {
+	defer ss.closeInput()
 	for {
 		typ, b, err := ss.c.Read(ctx)
 		if err != nil {
@@ -202,6 +208,38 @@ func (ss *session) input(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// sendInput writes in to the process over the session's input stream,
+// opening it first if need be.
+func (ss *session) sendInput(ctx context.Context, in *rpc.ProcessInput) error {
+	if ss.in == nil {
+		st := ss.envd.StreamInput(ctx)
+		ss.call(st.RequestHeader())
+		start := &rpc.StreamInputRequest{Event: &rpc.StreamInputRequest_Start{Start: &rpc.StreamInputRequest_StartEvent{Process: ss.sel}}}
+		if err := st.Send(start); err != nil {
+			_, rerr := st.CloseAndReceive()
+			return rpcError(cmp.Or(rerr, err))
+		}
+		ss.in = st
+	}
+	err := ss.in.Send(&rpc.StreamInputRequest{Event: &rpc.StreamInputRequest_Data{Data: &rpc.StreamInputRequest_DataEvent{Input: in}}})
+	if err != nil {
+		// envd ended the call: its answer says why.
+		return rpcError(cmp.Or(ss.closeInput(), err))
+	}
+	return nil
+}
+
+// closeInput ends the input stream, once envd has written everything sent
+// on it, and returns envd's error, if any.
+func (ss *session) closeInput() error {
+	if ss.in == nil {
+		return nil
+	}
+	_, err := ss.in.CloseAndReceive()
+	ss.in = nil
+	return err
 }
 
 // errBadFrame refuses a frame the protocol does not have.
@@ -222,10 +260,7 @@ func (ss *session) apply(ctx context.Context, typ websocket.MessageType, b []byt
 		if ss.pty {
 			in = &rpc.ProcessInput{Input: &rpc.ProcessInput_Pty{Pty: b[1:]}}
 		}
-		req := connect.NewRequest(&rpc.SendInputRequest{Process: ss.sel, Input: in})
-		ss.call(req.Header())
-		_, err := ss.envd.SendInput(ctx, req)
-		return rpcError(err)
+		return ss.sendInput(ctx, in)
 	}
 	var m wsMessage
 	if err := json.Unmarshal(b, &m); err != nil {
@@ -233,6 +268,10 @@ func (ss *session) apply(ctx context.Context, typ websocket.MessageType, b []byt
 	}
 	switch m.Type {
 	case "stdin-close":
+		// What was sent before reaches the process before its stdin closes.
+		if err := ss.closeInput(); err != nil {
+			return rpcError(err)
+		}
 		req := connect.NewRequest(&rpc.CloseStdinRequest{Process: ss.sel})
 		ss.call(req.Header())
 		_, err := ss.envd.CloseStdin(ctx, req)
