@@ -56,10 +56,29 @@ type proxyTarget struct {
 
 type targetKey struct{}
 
+// dialSandbox connects to a sandbox's port. The connection closes with a
+// reset instead of a FIN (SO_LINGER 0), leaving no TIME_WAIT on the host:
+// a sandbox server that closes every connection (HTTP/1.0, as python's
+// http.server does) would otherwise leave one per request, and at a few
+// hundred requests a second the ports to that server run out within a
+// minute and every connect searches for a free one. The link is local (a
+// veth) and the proxy closes only after a whole response, or to abort one.
+func dialSandbox(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	return c, nil
+}
+
 func newSandboxTransport() *http.Transport {
 	return &http.Transport{
 		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           dialSandbox,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,

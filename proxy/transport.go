@@ -24,11 +24,8 @@ func newTransport() *http.Transport {
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	return &http.Transport{
-		Proxy: nil, // never through an environment HTTP proxy
-		DialContext: (&net.Dialer{
-			Timeout:   5 * time.Second,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
+		Proxy:             nil, // never through an environment HTTP proxy
+		DialContext:       dial,
 		Protocols:         protocols,
 		ForceAttemptHTTP2: false,
 		TLSNextProto:      map[string]func(string, *tls.Conn) http.RoundTripper{},
@@ -43,6 +40,28 @@ func newTransport() *http.Transport {
 		// Bodies pass through as the sandbox encoded them.
 		DisableCompression: true,
 	}
+}
+
+// dial connects to an agent, or to a sandbox for a direct request. A
+// connection to a sandbox closes with a reset instead of a FIN (SO_LINGER
+// 0), leaving no TIME_WAIT on the host: a sandbox server that closes
+// every connection (HTTP/1.0, as python's http.server does) would
+// otherwise leave one per request, and at a few hundred requests a second
+// the ports to that server run out within a minute and every connect
+// searches for a free one. The link is local (a veth) and the proxy
+// closes only after a whole response, or to abort one.
+func dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	if _, direct := ctx.Value(directKey{}).(netip.AddrPort); direct {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+	}
+	return c, nil
 }
 
 // retryTransport retries idempotent, bodiless requests while the agent
