@@ -118,8 +118,19 @@ func (rc *reconciler) host(ctx context.Context, h store.Host) error {
 		s.log.Info("host back up", "host", h.ID)
 	}
 	has := map[string]hostagentv1.SandboxState{}
+	var usage store.HostUsage
 	for _, sb := range resp.Msg.GetSandboxes() {
 		has[sb.GetSandboxId()] = sb.GetState()
+		usage.Sandboxes++
+		usage.VCPUs += int(sb.GetLimits().GetVcpus())
+		usage.MemoryMB += int64(sb.GetLimits().GetMemoryMb())
+	}
+	if s.cfg.Local != nil && h.ID == s.cfg.Local.HostID {
+		// roost up's own agent sends no heartbeats: this listing stands
+		// in for one, so /v1/hosts shows its usage as for any other.
+		if err := s.store.Heartbeat(ctx, h.ID, listedAt, usage); err != nil {
+			s.log.Warn("reconcile: record local host usage", "host", h.ID, "err", err)
+		}
 	}
 	return rc.markLost(ctx, h.ID, has, listedAt)
 }

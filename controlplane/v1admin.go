@@ -103,8 +103,8 @@ type hostJSON struct {
 	Usage        hostUsage       `json:"usage"`
 	Capabilities json.RawMessage `json:"capabilities,omitempty"`
 	RegisteredAt time.Time       `json:"registeredAt"`
-	// LastHeartbeat is null until the host's first heartbeat (an agent
-	// added in-process by `roost up` never sends one).
+	// LastHeartbeat is null until the host's first heartbeat (for the
+	// agent in `roost up`'s process, the reconciler's first listing).
 	LastHeartbeat *time.Time `json:"lastHeartbeat"`
 	// Sandboxes is how many sandboxes the store places on the host in a
 	// state that holds a slot (starting, running, paused), of every team.

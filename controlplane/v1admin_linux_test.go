@@ -261,3 +261,23 @@ func TestV1Admin(t *testing.T) {
 		}
 	})
 }
+
+// roost up's own agent sends no heartbeats; the reconciler's listing
+// records its usage instead.
+func TestLocalHostUsage(t *testing.T) {
+	e := newTestenv(t, controlplane.Config{Local: localAgent(), ReconcileInterval: 100 * time.Millisecond})
+	var c struct {
+		SandboxID string `json:"sandboxID"`
+	}
+	e.do("POST", "/v2/sandboxes", e.key, map[string]any{"templateID": "base"}).want(t, http.StatusCreated).decode(t, &c)
+	defer e.do("DELETE", "/sandboxes/"+c.SandboxID, e.key, nil)
+	var h hostEntry
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if h = e.hosts(t)["host1"]; h.Usage.Sandboxes == 1 && h.LastHeartbeat != nil {
+			break
+		}
+	}
+	if h.Usage.Sandboxes != 1 || h.Usage.VCPUs < 1 || h.Usage.MemoryMB < 1 || h.LastHeartbeat == nil {
+		t.Errorf("local host in /v1/hosts: usage %+v, last heartbeat %v; want the sandbox counted", h.Usage, h.LastHeartbeat)
+	}
+}
