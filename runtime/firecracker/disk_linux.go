@@ -33,10 +33,15 @@ func cloneFile(src, dst string) error {
 	return out.Close()
 }
 
-// checkReflink reports whether dir's filesystem can reflink, by trying.
+// checkReflink reports whether dir's filesystem can reflink, by trying
+// in dir or, when it does not exist yet, in its nearest existing parent
+// (Probe creates nothing for a runtime that may not be used).
 func checkReflink(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
+	for {
+		if _, err := os.Stat(dir); err == nil || filepath.Dir(dir) == dir {
+			break
+		}
+		dir = filepath.Dir(dir)
 	}
 	src, err := os.CreateTemp(dir, ".reflink-probe-")
 	if err != nil {
