@@ -37,13 +37,14 @@ func cloneFile(src, dst string) error {
 // in dir or, when it does not exist yet, in its nearest existing parent
 // (Probe creates nothing for a runtime that may not be used).
 func checkReflink(dir string) error {
+	at := dir
 	for {
-		if _, err := os.Stat(dir); err == nil || filepath.Dir(dir) == dir {
+		if _, err := os.Stat(at); err == nil || filepath.Dir(at) == at {
 			break
 		}
-		dir = filepath.Dir(dir)
+		at = filepath.Dir(at)
 	}
-	src, err := os.CreateTemp(dir, ".reflink-probe-")
+	src, err := os.CreateTemp(at, ".reflink-probe-")
 	if err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
@@ -53,12 +54,12 @@ func checkReflink(dir string) error {
 	if err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	dst := filepath.Join(dir, filepath.Base(src.Name())+".clone")
+	dst := src.Name() + ".clone"
 	defer os.Remove(dst)
 	if err := cloneFile(src.Name(), dst); err != nil {
 		var st unix.Statfs_t
 		fs := ""
-		if unix.Statfs(dir, &st) == nil && st.Type == unix.EXT4_SUPER_MAGIC {
+		if unix.Statfs(at, &st) == nil && st.Type == unix.EXT4_SUPER_MAGIC {
 			fs = " (ext4)"
 		}
 		return fmt.Errorf("data dir %s%s has no reflinks: sandbox disks are reflinked copies of the template image; put it on XFS or btrfs", dir, fs)
