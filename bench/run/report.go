@@ -248,12 +248,18 @@ const methodNotes = `
 - Latencies are nearest-rank percentiles of per-operation wall times. Create rows exclude the destroy; the concurrent
   creates row counts completed creates while 4 clients loop create → delete for the whole period (60 s full, 10 s quick).
 - Proxy: 16 concurrent keep-alive clients send small GETs for a sixth of that period per leg, through the control plane's
-  proxy (path form: control plane → agent → sandbox) and directly; python3's http.server speaks HTTP/1.0, so every
-  request is a new connection to the sandbox either way, and its listen backlog drops connections under this load.
+  proxy (path form, as ` + "`roost up`" + ` runs it: the control plane reaches its own agent's sandboxes directly) and directly
+  to the sandbox; python3's http.server speaks HTTP/1.0, so every request is a new connection to the sandbox either way.
+  Load generator, proxy and servers share the machine's cores: against a server that costs almost nothing per request
+  (envd's /health) the proxy's own hop (an HTTP server and client: ~4 more syscalls and two parses a request) is most of
+  the work, which bounds that ratio near 0.5 here; against a server that does some work (python) the proxy barely shows.
 - PTY: keystroke → echo through the terminal WebSocket, idle and while the sandbox serves proxied HTTP and a
   streaming WebSocket (BenchmarkPTYEcho).
+- PTY under load: the load generator (niced), the sandbox's servers, the proxy and the terminal share the machine's
+  cores, so a keystroke's ~7 wake-ups (WebSocket → control plane → envd → bash → envd → control plane → WebSocket) more
+  often wait behind load; the p99 is the 20th-worst of 2,000 keystrokes and varies between runs.
 - Density: idle sandboxes started one after another; memory per sandbox is the fall of MemAvailable divided by their
   number, after 5 s to settle.
-- The machine is shared and has no KVM; absolute numbers drift between runs, which is why every baseline is measured in
+- The machine is shared and has no usable KVM; absolute numbers drift between runs, which is why every baseline is measured in
   the same run. The ratio is roost / baseline.
 `
