@@ -181,21 +181,24 @@ func generateLoad(ctx context.Context, base, id string) loadStats {
 	var requests, failures, streamed atomic.Int64
 	var wg sync.WaitGroup
 	began := time.Now()
-	// Tokens for loadRate requests a second, released every 10 ms; a
-	// backlog is kept (up to a second's worth), so the rate is what the
-	// proxy could answer, not what the pacing let through.
+	// Tokens for loadRate requests a second, released every millisecond
+	// as many as the time since the start allows (a smooth pace, as many
+	// independent clients make, not bursts at a coarse tick); a backlog is
+	// kept (up to a second's worth), so the rate is what the proxy could
+	// answer, not what the pacing let through.
 	tokens := make(chan struct{}, loadRate)
 	wg.Go(func() {
 		defer close(tokens)
-		const every = 10 * time.Millisecond
-		tick := time.NewTicker(every)
+		tick := time.NewTicker(time.Millisecond)
 		defer tick.Stop()
+		released := 0
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				for range loadRate * every / time.Second {
+				due := int(time.Since(began) * loadRate / time.Second)
+				for ; released < due; released++ {
 					select {
 					case tokens <- struct{}{}:
 					default:
