@@ -257,7 +257,7 @@ const methodNotes = `
   streaming WebSocket (BenchmarkPTYEcho).
 - PTY under load: the load generator (niced), the sandbox's servers, the proxy and the terminal share the machine's
   cores, so a keystroke's ~7 wake-ups (WebSocket → control plane → envd → bash → envd → control plane → WebSocket) more
-  often wait behind load; the p99 is the 20th-worst of 2,000 keystrokes and varies between runs.
+  often wait behind load; the p99 is the 50th-worst of 5,000 keystrokes and still varies between runs.
 - Density: idle sandboxes started one after another; memory per sandbox is the fall of MemAvailable divided by their
   number, after 5 s to settle.
 - The machine is shared and has no usable KVM; absolute numbers drift between runs, which is why every baseline is measured in

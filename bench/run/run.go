@@ -46,7 +46,7 @@ func sizesFor(quick bool) sizes {
 		return sizes{creates: 20, agentCreates: 10, restCreates: 10, execs: 50, e2bExecs: 20, ptyKeys: 100, forkExecs: 200,
 			envdStarts: 200, envdMiB: 64, density: 20, duration: 10 * time.Second}
 	}
-	return sizes{creates: 200, agentCreates: 100, restCreates: 100, execs: 500, e2bExecs: 200, ptyKeys: 2000, forkExecs: 1000,
+	return sizes{creates: 200, agentCreates: 100, restCreates: 100, execs: 500, e2bExecs: 200, ptyKeys: 5000, forkExecs: 1000,
 		envdStarts: 1000, envdMiB: 256, density: 200, duration: time.Minute}
 }
 
