@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"roost.dev/roost/runtime"
@@ -408,25 +407,12 @@ func (d *Driver) Recover(ctx context.Context, spec runtime.Spec) (runtime.Instan
 // Prune implements runtime.Runtime: it kills Firecracker processes of
 // roost sandboxes not in keep (they carry --id roost-ID).
 func (d *Driver) Prune(ctx context.Context, keep []string) error {
-	kept := map[string]bool{}
-	for _, id := range keep {
-		kept[id] = true
-	}
-	vmms, err := microvm.StrayVMMs("firecracker", "--id", namePrefix)
-	if err != nil {
-		return err
-	}
-	for pid, id := range vmms {
-		if kept[id] {
-			continue
-		}
-		if _, err := d.handles.Get(id); err == nil {
-			continue // a sandbox this driver runs (Create may be racing Prune)
-		}
-		d.log.Info("prune: killing stray firecracker", "sandbox", id, "pid", pid)
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-	return nil
+	return microvm.PruneVMMs("firecracker", "--id", namePrefix, keep, d.known, d.log)
+}
+
+func (d *Driver) known(id string) bool {
+	_, err := d.handles.Get(id)
+	return err == nil
 }
 
 // Stats implements runtime.Runtime: Firecracker's CPU time and resident
@@ -436,15 +422,10 @@ func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 	if err != nil {
 		return runtime.Stats{}, err
 	}
-	st := runtime.Stats{MemoryLimit: uint64(h.rec.MemoryMB) << 20}
-	if h.rec.Pid == 0 {
-		return st, nil // hibernated: nothing runs
-	}
-	u, err := h.rec.Usage()
+	st, err := h.rec.Process.Stats(h.rec.MemoryMB)
 	if err != nil {
 		return st, fmt.Errorf("sandbox %s: %w", id, err)
 	}
-	st.CPUUsage, st.MemoryBytes, st.Pids = u.CPU, u.RSS, u.Threads
 	return st, nil
 }
 

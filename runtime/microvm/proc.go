@@ -2,10 +2,15 @@ package microvm
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"roost.dev/roost/runtime"
 )
 
 // Process identifies a VMM process across agent restarts: its pid and its
@@ -90,6 +95,40 @@ func procStat(pid int) ([]string, error) {
 		return nil, fmt.Errorf("malformed stat")
 	}
 	return f, nil
+}
+
+// PruneVMMs kills the VMM processes of roost sandboxes (see StrayVMMs)
+// that are neither in keep nor known to the driver (known: a sandbox a
+// Create racing the prune may be starting), logging each: a driver's
+// Prune.
+func PruneVMMs(exe, flag, prefix string, keep []string, known func(id string) bool, log *slog.Logger) error {
+	vmms, err := StrayVMMs(exe, flag, prefix)
+	if err != nil {
+		return err
+	}
+	for pid, id := range vmms {
+		if slices.Contains(keep, id) || known(id) {
+			continue
+		}
+		log.Info("prune: killing stray vmm", "vmm", exe, "sandbox", id, "pid", pid)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	return nil
+}
+
+// Stats is a VMM's resource use as a sandbox's: memoryMB is the guest's
+// memory, its limit. A zero Process (a hibernated sandbox) uses nothing.
+func (p Process) Stats(memoryMB int) (runtime.Stats, error) {
+	st := runtime.Stats{MemoryLimit: uint64(memoryMB) << 20}
+	if p.Pid == 0 {
+		return st, nil
+	}
+	u, err := p.Usage()
+	if err != nil {
+		return st, err
+	}
+	st.CPUUsage, st.MemoryBytes, st.Pids = u.CPU, u.RSS, u.Threads
+	return st, nil
 }
 
 // StrayVMMs lists the processes whose executable's base name contains

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"roost.dev/roost/runtime"
@@ -366,25 +365,12 @@ func (d *Driver) Recover(ctx context.Context, spec runtime.Spec) (runtime.Instan
 // Prune implements runtime.Runtime: it kills QEMU processes of roost
 // sandboxes not in keep (they carry -name roost-ID).
 func (d *Driver) Prune(ctx context.Context, keep []string) error {
-	kept := map[string]bool{}
-	for _, id := range keep {
-		kept[id] = true
-	}
-	vmms, err := microvm.StrayVMMs("qemu-system", "-name", namePrefix)
-	if err != nil {
-		return err
-	}
-	for pid, id := range vmms {
-		if kept[id] {
-			continue
-		}
-		if _, err := d.handles.Get(id); err == nil {
-			continue // a sandbox this driver runs (Create may be racing Prune)
-		}
-		d.log.Info("prune: killing stray qemu", "sandbox", id, "pid", pid)
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-	return nil
+	return microvm.PruneVMMs("qemu-system", "-name", namePrefix, keep, d.known, d.log)
+}
+
+func (d *Driver) known(id string) bool {
+	_, err := d.handles.Get(id)
+	return err == nil
 }
 
 // Stats implements runtime.Runtime: QEMU's own CPU time and resident

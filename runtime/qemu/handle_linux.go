@@ -270,14 +270,9 @@ func (h *handle) kill() {
 }
 
 func (h *handle) stats() (runtime.Stats, error) {
-	st := runtime.Stats{MemoryLimit: uint64(h.rec.MemoryMB) << 20}
-	if h.rec.Pid == 0 {
-		return st, nil // hibernated: nothing runs
-	}
-	u, err := h.rec.Usage()
+	st, err := h.rec.Process.Stats(h.rec.MemoryMB)
 	if err != nil {
 		return st, fmt.Errorf("sandbox %s: %w", h.rec.ID, err)
 	}
-	st.CPUUsage, st.MemoryBytes, st.Pids = u.CPU, u.RSS, u.Threads
 	return st, nil
 }
