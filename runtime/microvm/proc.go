@@ -132,9 +132,10 @@ func (p Process) Stats(memoryMB int) (runtime.Stats, error) {
 }
 
 // StrayVMMs lists the processes whose executable's base name contains
-// exe and whose command line has flag followed by a value starting with
-// prefix: the VMMs of roost sandboxes, for a driver's Prune. It returns
-// each one's pid and the rest of that value (the sandbox ID).
+// exe (at most 15 bytes: the kernel keeps that much of a name) and whose
+// command line has flag followed by a value starting with prefix: the
+// VMMs of roost sandboxes, for a driver's Prune. It returns each one's
+// pid and the rest of that value (the sandbox ID).
 func StrayVMMs(exe, flag, prefix string) (map[int]string, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
@@ -144,6 +145,13 @@ func StrayVMMs(exe, flag, prefix string) (map[int]string, error) {
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
+			continue
+		}
+		// The name first (the first 15 bytes of the executable's): reading
+		// a process's cmdline takes its memory map's lock, which an
+		// unrelated busy process may hold for long.
+		comm, err := os.ReadFile("/proc/" + e.Name() + "/comm")
+		if err != nil || !strings.Contains(string(comm), exe) {
 			continue
 		}
 		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")

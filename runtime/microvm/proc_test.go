@@ -1,0 +1,70 @@
+package microvm
+
+import (
+	"log/slog"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+// sleeperEnv makes this test binary sleep, as a stand-in VMM process.
+const sleeperEnv = "ROOST_TEST_SLEEPER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(sleeperEnv) != "" {
+		time.Sleep(time.Minute)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func startSleeper(t *testing.T, id string) *exec.Cmd {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "--id", "roost-"+id)
+	cmd.Env = append(os.Environ(), sleeperEnv+"=1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd
+}
+
+func TestProcessLivenessAndPrune(t *testing.T) {
+	kept, known, stray := startSleeper(t, "kept"), startSleeper(t, "known"), startSleeper(t, "stray")
+	p, err := ProcessOf(stray.Process.Pid)
+	if err != nil || !p.Alive() {
+		t.Fatalf("ProcessOf(stray): %+v %v", p, err)
+	}
+	if st, err := p.Stats(256); err != nil || st.MemoryLimit != 256<<20 || st.MemoryBytes == 0 || st.Pids < 1 {
+		t.Errorf("stats %+v %v", st, err)
+	}
+	vmms, err := StrayVMMs("microvm", "--id", "roost-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*exec.Cmd{kept, known, stray} {
+		if vmms[c.Process.Pid] == "" {
+			t.Errorf("StrayVMMs missed pid %d (%v)", c.Process.Pid, c.Args)
+		}
+	}
+	err = PruneVMMs("microvm", "--id", "roost-", []string{"kept"}, func(id string) bool { return id == "known" }, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stray.Wait(); err == nil {
+		t.Error("the stray was not killed")
+	}
+	for _, c := range []*exec.Cmd{kept, known} {
+		if q, _ := ProcessOf(c.Process.Pid); !q.Alive() {
+			t.Errorf("prune killed %v", c.Args)
+		}
+	}
+	if p.Alive() {
+		t.Error("a killed process counts as alive")
+	}
+}
