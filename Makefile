@@ -59,9 +59,9 @@ test-e2b-stack: build
 
 # Benchmarks against real components, each beside a baseline measured in
 # the same run: writes bench/results.md and bench/charts/*.png (needs root).
-# QUICK=1 is a smoke run for CI (about 2 minutes); the full run takes
-# about 5 on 2 cores. DENSITY is how many idle sandboxes the density run
-# starts (default 200, quick 20; 1000 takes a few minutes more). QEMU=1
+# QUICK=1 is a smoke run for CI (about 1 minute); the full run takes
+# about 6 on 2 cores. DENSITY is how many idle sandboxes the density run
+# starts (default 1000, quick 20). QEMU=1
 # adds the qemu runtime's rows (create and restore of VM sandboxes).
 QUICK   ?=
 DENSITY ?=

@@ -25,7 +25,7 @@ func main() {
 	flag.StringVar(&cfg.Roost, "roost", "bin/roost", "roost binary, for `roost up`")
 	flag.StringVar(&cfg.Envd, "envd", "bin/envd", "envd binary")
 	flag.BoolVar(&cfg.QEMU, "qemu", false, "also measure the qemu runtime (VM boots under KVM or TCG; needs qemu and a kernel)")
-	flag.IntVar(&cfg.Density, "density", 0, "idle sandboxes the density run starts (default 200, quick 20)")
+	flag.IntVar(&cfg.Density, "density", 0, "idle sandboxes the density run starts (default 1000, quick 20)")
 	flag.StringVar(&cfg.E2BModules, "e2b-modules", "test/e2b", "directory whose node_modules holds the E2B JS SDK")
 	flag.Parse()
 	start := time.Now()

@@ -47,7 +47,7 @@ func sizesFor(quick bool) sizes {
 			envdStarts: 200, envdMiB: 64, density: 20, duration: 10 * time.Second}
 	}
 	return sizes{creates: 200, agentCreates: 100, restCreates: 100, execs: 500, e2bExecs: 200, ptyKeys: 5000, forkExecs: 1000,
-		envdStarts: 1000, envdMiB: 256, density: 200, duration: time.Minute}
+		envdStarts: 1000, envdMiB: 256, density: 1000, duration: time.Minute}
 }
 
 // step is one benchmark program run.
