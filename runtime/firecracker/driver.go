@@ -345,20 +345,13 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	// Nothing in the guest outlives its disk, which goes next: no
 	// graceful shutdown to wait for.
 	h.kill()
-	var errs []error
 	if h.rec.Netns != "" {
-		if err := microvm.TeardownGuestNet(h.rec.Netns); err != nil {
-			errs = append(errs, err)
-		}
+		err = microvm.TeardownGuestNet(h.rec.Netns)
 	}
-	for _, f := range append(paths(h.rec.StateDir).files(), filepath.Join(h.rec.StateDir, recordFile)) {
-		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
+	err = errors.Join(err, microvm.RemoveFiles(append(paths(h.rec.StateDir).files(), filepath.Join(h.rec.StateDir, recordFile))...))
 	d.handles.Publish(id, nil)
 	h.log.Info("sandbox destroyed")
-	return errors.Join(errs...)
+	return err
 }
 
 // Recover implements runtime.Runtime. A running Firecracker is re-adopted
@@ -379,9 +372,7 @@ func (d *Driver) Recover(ctx context.Context, spec runtime.Spec) (runtime.Instan
 	}
 	if !rec.Alive() {
 		log.Info("recover: firecracker is gone; cleaning up", "pid", rec.Pid)
-		for _, f := range append(paths(spec.StateDir).files(), filepath.Join(spec.StateDir, recordFile)) {
-			_ = os.Remove(f)
-		}
+		_ = microvm.RemoveFiles(append(paths(spec.StateDir).files(), filepath.Join(spec.StateDir, recordFile))...)
 		return runtime.Instance{}, fmt.Errorf("sandbox %s: firecracker exited: %w", spec.ID, runtime.ErrNotFound)
 	}
 	if err := d.handles.Reserve(spec.ID); err != nil {

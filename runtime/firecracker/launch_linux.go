@@ -21,7 +21,7 @@ const launchTimeout = 10 * time.Second
 // handle is one sandbox the driver runs.
 type handle struct {
 	rec    record
-	exited chan struct{} // closed when Firecracker exits; nil for re-adopted sandboxes
+	exited <-chan struct{} // closed when Firecracker exits; nil for re-adopted sandboxes
 	log    *slog.Logger
 }
 
@@ -60,28 +60,13 @@ func (d *Driver) launch(ctx context.Context, h *handle) error {
 	defer console.Close()
 	cmd := d.command(h.rec)
 	cmd.Stdout, cmd.Stderr = console, console
-	if err := microvm.InNetns(h.rec.Netns, cmd.Start); err != nil {
+	proc, exited, err := microvm.StartVMM(h.rec.Netns, cmd)
+	if err != nil {
 		return fmt.Errorf("start firecracker: %w", err)
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	h.exited = exited
-	h.rec.Process, _ = microvm.ProcessOf(cmd.Process.Pid)
-	h.rec.Pid = cmd.Process.Pid
-	h.rec.Started = time.Now().UTC()
-
-	cctx, cancel := context.WithTimeout(ctx, launchTimeout)
+	h.rec.Process, h.exited, h.rec.Started = proc, exited, time.Now().UTC()
+	cctx, cancel := microvm.UntilExit(ctx, launchTimeout, exited)
 	defer cancel()
-	go func() {
-		select {
-		case <-exited:
-			cancel() // no point waiting for the socket of a dead process
-		case <-cctx.Done():
-		}
-	}()
 	if _, err := h.api().waitReady(cctx); err != nil {
 		h.kill()
 		b, _ := os.ReadFile(p.console)
@@ -91,39 +76,10 @@ func (d *Driver) launch(ctx context.Context, h *handle) error {
 }
 
 // running reports whether Firecracker is up.
-func (h *handle) running() bool {
-	if h.rec.Pid == 0 {
-		return false
-	}
-	if h.exited != nil {
-		select {
-		case <-h.exited:
-			return false
-		default:
-			return true
-		}
-	}
-	return h.rec.Alive()
-}
+func (h *handle) running() bool { return h.rec.Running(h.exited) }
 
 // kill ends Firecracker at once and waits for it to go.
-func (h *handle) kill() {
-	if !h.running() {
-		return
-	}
-	_ = syscall.Kill(h.rec.Pid, syscall.SIGKILL)
-	deadline := time.Now().Add(5 * time.Second)
-	if h.exited != nil {
-		select {
-		case <-h.exited:
-		case <-time.After(time.Until(deadline)):
-		}
-		return
-	}
-	for h.rec.Alive() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+func (h *handle) kill() { h.rec.Kill(h.exited) }
 
 // logTail is the end of Firecracker's own log, for error messages.
 func (h *handle) logTail() string {

@@ -300,21 +300,14 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
 	h.stop(cctx)
-	var errs []error
 	if h.rec.Netns != "" {
-		if err := microvm.TeardownGuestNet(h.rec.Netns); err != nil {
-			errs = append(errs, err)
-		}
+		err = microvm.TeardownGuestNet(h.rec.Netns)
 	}
 	p := paths(h.rec.StateDir)
-	for _, f := range []string{p.disk, p.qmp, p.snapshot, filepath.Join(h.rec.StateDir, recordFile)} {
-		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
+	err = errors.Join(err, microvm.RemoveFiles(p.disk, p.qmp, p.snapshot, filepath.Join(h.rec.StateDir, recordFile)))
 	d.handles.Publish(id, nil)
 	h.log.Info("sandbox destroyed")
-	return errors.Join(errs...)
+	return err
 }
 
 // Recover implements runtime.Runtime. A running QEMU is re-adopted through
@@ -336,9 +329,7 @@ func (d *Driver) Recover(ctx context.Context, spec runtime.Spec) (runtime.Instan
 	if !rec.Alive() {
 		log.Info("recover: qemu is gone; cleaning up", "pid", rec.Pid)
 		p := paths(spec.StateDir)
-		for _, f := range []string{p.disk, p.qmp, filepath.Join(spec.StateDir, recordFile)} {
-			_ = os.Remove(f)
-		}
+		_ = microvm.RemoveFiles(p.disk, p.qmp, filepath.Join(spec.StateDir, recordFile))
 		return runtime.Instance{}, fmt.Errorf("sandbox %s: qemu exited: %w", spec.ID, runtime.ErrNotFound)
 	}
 	if err := d.handles.Reserve(spec.ID); err != nil {

@@ -33,7 +33,7 @@ const launchTimeout = 15 * time.Second
 // restarts (or a second driver) never finds the socket taken.
 type handle struct {
 	rec    record
-	exited chan struct{} // closed when QEMU exits; nil for re-adopted sandboxes
+	exited <-chan struct{} // closed when QEMU exits; nil for re-adopted sandboxes
 	log    *slog.Logger
 
 	qmpMu sync.Mutex // serialises QMP sessions
@@ -163,28 +163,13 @@ func (d *Driver) launch(ctx context.Context, h *handle, netns string, incoming b
 	// Its own session: QEMU outlives the agent, and signals to the
 	// agent's process group do not reach it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := microvm.InNetns(netns, cmd.Start); err != nil {
+	proc, exited, err := microvm.StartVMM(netns, cmd)
+	if err != nil {
 		return fmt.Errorf("start qemu: %w", err)
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	h.exited = exited
-	h.rec.Process, _ = microvm.ProcessOf(cmd.Process.Pid)
-	h.rec.Pid = cmd.Process.Pid
-	h.rec.Started = time.Now().UTC()
-
-	cctx, cancel := context.WithTimeout(ctx, launchTimeout)
+	h.rec.Process, h.exited, h.rec.Started = proc, exited, time.Now().UTC()
+	cctx, cancel := microvm.UntilExit(ctx, launchTimeout, exited)
 	defer cancel()
-	go func() {
-		select {
-		case <-exited:
-			cancel() // no point waiting for the socket of a dead QEMU
-		case <-cctx.Done():
-		}
-	}()
 	q, err := dialQMP(cctx, p.qmp)
 	if err != nil {
 		h.kill()
@@ -195,20 +180,7 @@ func (d *Driver) launch(ctx context.Context, h *handle, netns string, incoming b
 }
 
 // running reports whether QEMU is up.
-func (h *handle) running() bool {
-	if h.rec.Pid == 0 {
-		return false
-	}
-	if h.exited != nil {
-		select {
-		case <-h.exited:
-			return false
-		default:
-			return true
-		}
-	}
-	return h.rec.Alive()
-}
+func (h *handle) running() bool { return h.rec.Running(h.exited) }
 
 // command runs a QMP command that takes no arguments.
 func (h *handle) command(ctx context.Context, cmd string) error {
@@ -227,47 +199,15 @@ func (h *handle) stop(ctx context.Context) {
 		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		_ = h.command(qctx, "quit")
 		cancel()
-		if h.waitExit(ctx, 5*time.Second) {
+		if h.rec.WaitExit(ctx, h.exited, 5*time.Second) {
 			return
 		}
 	}
 	h.kill()
 }
 
-// waitExit waits up to d for QEMU to exit.
-func (h *handle) waitExit(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	if h.exited != nil {
-		select {
-		case <-h.exited:
-			return true
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		return false
-	}
-	for {
-		if !h.rec.Alive() {
-			return true
-		}
-		select {
-		case <-t.C:
-			return false
-		case <-ctx.Done():
-			return false
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
 // kill ends QEMU at once and waits for it to go.
-func (h *handle) kill() {
-	if h.rec.Pid > 0 && (h.exited != nil || h.rec.Alive()) {
-		_ = syscall.Kill(h.rec.Pid, syscall.SIGKILL)
-		h.waitExit(context.Background(), 5*time.Second)
-	}
-}
+func (h *handle) kill() { h.rec.Kill(h.exited) }
 
 func (h *handle) stats() (runtime.Stats, error) {
 	st, err := h.rec.Process.Stats(h.rec.MemoryMB)
