@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -171,7 +169,7 @@ func TestSnapshotQEMU(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a VM")
 	}
-	guestInit := buildGuestInit(t)
+	guestInit := runtimetest.GuestInit(t)
 	newDriver := func(_ string, log *slog.Logger) (runtime.Runtime, error) {
 		// Images and the prepared kernel are cached with the templates,
 		// where the other qemu tests keep theirs. KVM when it can run
@@ -244,16 +242,4 @@ func TestSnapshotQEMU(t *testing.T) {
 	}
 	check("after auto-resume")
 	e.do("DELETE", "/sandboxes/"+id, e.key, nil).want(t, http.StatusNoContent)
-}
-
-// buildGuestInit builds cmd/roost-guest (static), the qemu guest's PID 1.
-func buildGuestInit(t *testing.T) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "roost-guest")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "roost.dev/roost/cmd/roost-guest")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build roost-guest: %v: %s", err, b)
-	}
-	return out
 }

@@ -39,7 +39,7 @@ import (
 // that restores it with its files and a corrected clock.
 func TestAgentQEMU(t *testing.T) {
 	runtimetest.RequireRoot(t)
-	guestInit := buildGuestInit(t)
+	guestInit := runtimetest.GuestInit(t)
 	newDriver := func() *qemu.Driver {
 		return qemu.New(qemu.Config{DataDir: filepath.Join(templatetest.CacheDir(), "runtime", "qemu"), Init: guestInit}, testLogger(t))
 	}
@@ -205,19 +205,6 @@ func TestAgentQEMU(t *testing.T) {
 	if _, err := cur.client.DestroySandbox(ctx, connect.NewRequest(&hostagentv1.DestroySandboxRequest{SandboxId: id})); err != nil {
 		t.Fatalf("destroy: %v", err)
 	}
-}
-
-// buildGuestInit builds cmd/roost-guest (static), which the qemu driver
-// puts in every guest; a test binary has none beside it.
-func buildGuestInit(t *testing.T) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "roost-guest")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "roost.dev/roost/cmd/roost-guest")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build roost-guest: %v: %s", err, b)
-	}
-	return out
 }
 
 func testLogger(t *testing.T) *slog.Logger {

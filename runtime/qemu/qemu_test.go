@@ -3,14 +3,12 @@ package qemu_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,48 +19,12 @@ import (
 	"roost.dev/roost/template/templatetest"
 )
 
-var (
-	initOnce sync.Once
-	initPath string
-	initErr  error
-)
-
-// guestInit builds cmd/roost-guest (static) once per test binary.
-func guestInit(t testing.TB) string {
-	t.Helper()
-	initOnce.Do(func() {
-		dir := filepath.Join(templatetest.CacheDir(), "bin")
-		if initErr = os.MkdirAll(dir, 0o755); initErr != nil {
-			return
-		}
-		tmp, err := os.CreateTemp(dir, ".roost-guest-")
-		if err != nil {
-			initErr = err
-			return
-		}
-		tmp.Close()
-		cmd := exec.Command("go", "build", "-trimpath", "-o", tmp.Name(), "roost.dev/roost/cmd/roost-guest")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			os.Remove(tmp.Name())
-			initErr = fmt.Errorf("build roost-guest: %v: %s", err, out)
-			return
-		}
-		initPath = filepath.Join(dir, "roost-guest")
-		initErr = os.Rename(tmp.Name(), initPath)
-	})
-	if initErr != nil {
-		t.Fatal(initErr)
-	}
-	return initPath
-}
-
 func newDriver(t testing.TB) *qemu.Driver {
 	t.Helper()
 	runtimetest.RequireRoot(t)
 	d := qemu.New(qemu.Config{
 		DataDir: filepath.Join(templatetest.CacheDir(), "runtime", "qemu"),
-		Init:    guestInit(t),
+		Init:    runtimetest.GuestInit(t),
 	}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: testLogLevel()})))
 	av := d.Probe(context.Background())
 	if !av.Available {

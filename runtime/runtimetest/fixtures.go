@@ -10,10 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,59 +25,6 @@ func RequireRoot(t testing.TB) {
 	if os.Geteuid() != 0 {
 		t.Skip("sandboxes need root")
 	}
-}
-
-var (
-	envdOnce sync.Once
-	envdPath string
-	envdErr  error
-)
-
-// Envd builds envd (static) once per test binary, into the test cache, and
-// returns its path. Concurrent test binaries each build and rename into
-// place, so none sees a half-written binary.
-func Envd(t testing.TB) string {
-	t.Helper()
-	envdOnce.Do(func() {
-		root, err := repoRoot()
-		if err != nil {
-			envdErr = err
-			return
-		}
-		dir := filepath.Join(templatetest.CacheDir(), "bin")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			envdErr = err
-			return
-		}
-		tmp, err := os.CreateTemp(dir, ".envd-")
-		if err != nil {
-			envdErr = err
-			return
-		}
-		tmp.Close()
-		cmd := exec.Command("go", "build", "-o", tmp.Name(), "./cmd/envd")
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			os.Remove(tmp.Name())
-			envdErr = fmt.Errorf("build envd: %v: %s", err, out)
-			return
-		}
-		envdPath = filepath.Join(dir, "envd")
-		envdErr = os.Rename(tmp.Name(), envdPath)
-	})
-	if envdErr != nil {
-		t.Fatal(envdErr)
-	}
-	return envdPath
-}
-
-func repoRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Dir(strings.TrimSpace(string(out))), nil
 }
 
 // Network returns a network manager for tests; its leftovers are pruned

@@ -7,30 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 
-	"roost.dev/roost/template/templatetest"
-)
-
-var (
-	initOnce sync.Once
-	initPath string
-	initErr  error
+	"roost.dev/roost/runtime/runtimetest"
 )
 
 // Init returns cmd/roost-init, built (static, as `make build` builds it)
 // once per test binary into the test cache; pass it as namespace.Config.Init.
-func Init(t testing.TB) string {
-	t.Helper()
-	p, err := build()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
+func Init(t testing.TB) string { return runtimetest.Binary(t, runtimetest.InitPackage) }
 
 // InstallInit builds cmd/roost-init and links it next to the running test
 // binary, where the driver looks by default, for tests that build a driver
@@ -44,7 +29,7 @@ func InstallInit() {
 }
 
 func installInit() error {
-	p, err := build()
+	p, err := runtimetest.BuildBinary(runtimetest.InitPackage)
 	if err != nil {
 		return err
 	}
@@ -57,31 +42,4 @@ func installInit() error {
 		return err
 	}
 	return os.Symlink(p, link)
-}
-
-func build() (string, error) {
-	initOnce.Do(func() {
-		dir := filepath.Join(templatetest.CacheDir(), "bin")
-		if initErr = os.MkdirAll(dir, 0o755); initErr != nil {
-			return
-		}
-		tmp, err := os.CreateTemp(dir, ".roost-init-")
-		if err != nil {
-			initErr = err
-			return
-		}
-		tmp.Close()
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", tmp.Name(), "roost.dev/roost/cmd/roost-init")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			os.Remove(tmp.Name())
-			initErr = fmt.Errorf("build roost-init: %v: %s", err, out)
-			return
-		}
-		// The sandbox's root, an unprivileged host user, never opens it by
-		// path: the driver passes it as an open file.
-		initPath = filepath.Join(dir, "roost-init")
-		initErr = os.Rename(tmp.Name(), initPath)
-	})
-	return initPath, initErr
 }
