@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"roost.dev/roost/atomicfile"
 	"roost.dev/roost/runtime"
 )
 
@@ -68,24 +69,7 @@ func writeRecord(dir string, rec record) error {
 	if err != nil {
 		return fmt.Errorf("encode sandbox record: %w", err)
 	}
-	path := filepath.Join(dir, recordFile)
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("write sandbox record: %w", err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
+	if err := atomicfile.Write(filepath.Join(dir, recordFile), b, 0o600); err != nil {
 		return fmt.Errorf("write sandbox record: %w", err)
 	}
 	// The rename is durable only once the directory is.

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"roost.dev/roost/atomicfile"
 )
 
 // stateVersion is bumped whenever record changes incompatibly; Recover
@@ -36,24 +38,10 @@ func (r record) save() error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(r.StateDir, recordFile)
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
+	if err := atomicfile.Write(filepath.Join(r.StateDir, recordFile), b, 0o600); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("save state: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("save state: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("save state: %w", err)
-	}
-	return os.Rename(tmp, path)
+	return nil
 }
 
 func loadRecord(stateDir string) (record, error) {
