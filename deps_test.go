@@ -20,22 +20,23 @@ var allowed = map[string][]string{
 	module + "/envd":     {module + "/envd/...", module + "/gen/..."},
 	module + "/cmd/envd": {module + "/envd/...", module + "/gen/..."},
 	module + "/gen":      {module + "/gen/..."},
-	module + "/agent": {module + "/agent/...", module + "/runtime", module + "/bufpool", module + "/atomicfile", module + "/network/...",
+	module + "/agent": {module + "/agent/...", module + "/runtime", module + "/errdefs", module + "/wire", module + "/bufpool", module + "/atomicfile", module + "/network/...",
 		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/..."},
 	// The control plane's sandbox proxy talks to agents over HTTP only:
 	// no agent, driver or control-plane code, just the error categories.
-	module + "/proxy": {module + "/proxy", module + "/runtime", module + "/bufpool"},
+	module + "/proxy": {module + "/proxy", module + "/errdefs", module + "/wire", module + "/bufpool"},
 	// The control plane drives agents over their Connect API only: no agent
 	// or runtime driver code, just the error categories of runtime.
-	module + "/controlplane": {module + "/controlplane", module + "/store", module + "/proxy", module + "/runtime", module + "/bufpool",
+	module + "/controlplane": {module + "/controlplane", module + "/store", module + "/proxy", module + "/runtime", module + "/errdefs", module + "/wire", module + "/bufpool",
 		module + "/gen/..."},
-	module + "/runtime": {module + "/runtime/...", module + "/atomicfile", module + "/cgroup/...", module + "/network/...",
+	module + "/runtime": {module + "/runtime/...", module + "/errdefs", module + "/wire", module + "/atomicfile", module + "/cgroup/...", module + "/network/...",
 		module + "/template/...", module + "/mountinfo", module + "/gen/..."},
 	// Flags and wiring only: it may assemble everything host-side (add the
 	// control plane here), but nothing that runs inside a sandbox.
 	module + "/cmd/roost": {module + "/agent/...", module + "/runtime/...", module + "/network/...",
 		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/...",
-		module + "/client", module + "/controlplane", module + "/store", module + "/proxy", module + "/bufpool", module + "/atomicfile"},
+		module + "/client", module + "/controlplane", module + "/store", module + "/proxy", module + "/bufpool", module + "/atomicfile",
+		module + "/errdefs", module + "/wire"},
 	// The namespace sandbox's init runs inside sandboxes, and every sandbox
 	// start pays for its start-up: nothing host-side, nothing heavy.
 	module + "/runtime/namespace/sandboxinit": {module + "/runtime/namespace/sandboxinit"},

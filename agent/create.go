@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/template"
 )
@@ -213,7 +214,7 @@ func (m *Manager) resolveTemplate(ctx context.Context, name string) (template.Te
 	if err == nil {
 		return t, nil
 	}
-	if name != DefaultTemplate || !errors.Is(err, runtime.ErrNotFound) {
+	if name != DefaultTemplate || !errors.Is(err, errdefs.ErrNotFound) {
 		return template.Template{}, err // it names the template
 	}
 	return m.ensureBase(ctx)

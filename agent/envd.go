@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 // envdPoll is how often a new sandbox's envd is asked whether it is up.
@@ -71,7 +71,7 @@ func (c *envdClient) waitHealthy(ctx context.Context, addr netip.AddrPort, timeo
 			if err := ctx.Err(); err != nil {
 				return fmt.Errorf("wait for envd: %w", err)
 			}
-			return fmt.Errorf("envd at %s not healthy within %s: %w", addr, timeout, runtime.ErrUnavailable)
+			return fmt.Errorf("envd at %s not healthy within %s: %w", addr, timeout, errdefs.ErrUnavailable)
 		case <-tick.C:
 		}
 	}

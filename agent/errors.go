@@ -7,18 +7,18 @@ import (
 
 	"connectrpc.com/connect"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 // Refinements of the runtime categories that the edge maps to more precise
 // codes. Both still match their parent category with errors.Is.
 var (
 	// ErrExists: a sandbox with the requested ID already exists.
-	ErrExists = fmt.Errorf("already exists: %w", runtime.ErrConflict)
+	ErrExists = fmt.Errorf("already exists: %w", errdefs.ErrConflict)
 	// ErrCapacity: the host has no room for another sandbox.
-	ErrCapacity = fmt.Errorf("host is full: %w", runtime.ErrUnavailable)
+	ErrCapacity = fmt.Errorf("host is full: %w", errdefs.ErrUnavailable)
 	// ErrPaused: the sandbox is paused, so its ports do not answer.
-	ErrPaused = fmt.Errorf("sandbox is paused: %w", runtime.ErrConflict)
+	ErrPaused = fmt.Errorf("sandbox is paused: %w", errdefs.ErrConflict)
 )
 
 // connectCode is the one place error categories become Connect codes.
@@ -31,15 +31,15 @@ func connectCode(err error) connect.Code {
 		return connect.CodeAlreadyExists
 	case errors.Is(err, ErrCapacity):
 		return connect.CodeResourceExhausted
-	case errors.Is(err, runtime.ErrNotFound):
+	case errors.Is(err, errdefs.ErrNotFound):
 		return connect.CodeNotFound
-	case errors.Is(err, runtime.ErrConflict):
+	case errors.Is(err, errdefs.ErrConflict):
 		return connect.CodeFailedPrecondition
-	case errors.Is(err, runtime.ErrInvalid):
+	case errors.Is(err, errdefs.ErrInvalid):
 		return connect.CodeInvalidArgument
-	case errors.Is(err, runtime.ErrUnsupported):
+	case errors.Is(err, errdefs.ErrUnsupported):
 		return connect.CodeUnimplemented
-	case errors.Is(err, runtime.ErrUnavailable):
+	case errors.Is(err, errdefs.ErrUnavailable):
 		return connect.CodeUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return connect.CodeDeadlineExceeded

@@ -8,7 +8,7 @@ import (
 
 	"connectrpc.com/connect"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 func TestConnectCode(t *testing.T) {
@@ -17,16 +17,16 @@ func TestConnectCode(t *testing.T) {
 		err  error
 		want connect.Code
 	}{
-		{wrap(runtime.ErrNotFound), connect.CodeNotFound},
+		{wrap(errdefs.ErrNotFound), connect.CodeNotFound},
 		{wrap(ErrExists), connect.CodeAlreadyExists},
-		{wrap(runtime.ErrConflict), connect.CodeFailedPrecondition},
+		{wrap(errdefs.ErrConflict), connect.CodeFailedPrecondition},
 		{wrap(checkTransition(StatePaused, StatePaused)), connect.CodeFailedPrecondition},
 		{wrap(ErrPaused), connect.CodeFailedPrecondition},
-		{wrap(runtime.ErrInvalid), connect.CodeInvalidArgument},
-		{wrap(runtime.ErrUnsupported), connect.CodeUnimplemented},
+		{wrap(errdefs.ErrInvalid), connect.CodeInvalidArgument},
+		{wrap(errdefs.ErrUnsupported), connect.CodeUnimplemented},
 		{wrap(ErrCapacity), connect.CodeResourceExhausted},
-		{fmt.Errorf("acquire network slot: %w: %w", ErrCapacity, runtime.ErrUnavailable), connect.CodeResourceExhausted},
-		{wrap(runtime.ErrUnavailable), connect.CodeUnavailable},
+		{fmt.Errorf("acquire network slot: %w: %w", ErrCapacity, errdefs.ErrUnavailable), connect.CodeResourceExhausted},
+		{wrap(errdefs.ErrUnavailable), connect.CodeUnavailable},
 		{wrap(context.DeadlineExceeded), connect.CodeDeadlineExceeded},
 		{wrap(context.Canceled), connect.CodeCanceled},
 		{errors.New("disk on fire"), connect.CodeInternal},
@@ -44,7 +44,7 @@ func TestConnectCode(t *testing.T) {
 		t.Error("connectError(nil) != nil")
 	}
 	// The refinements still match their parent category.
-	if !errors.Is(ErrExists, runtime.ErrConflict) || !errors.Is(ErrPaused, runtime.ErrConflict) || !errors.Is(ErrCapacity, runtime.ErrUnavailable) {
+	if !errors.Is(ErrExists, errdefs.ErrConflict) || !errors.Is(ErrPaused, errdefs.ErrConflict) || !errors.Is(ErrCapacity, errdefs.ErrUnavailable) {
 		t.Error("a refinement lost its category")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
 )
 
@@ -16,8 +17,8 @@ const hibernateTimeout = 3 * time.Minute
 // Hibernate pauses a sandbox (unless it is paused already), has the runtime
 // snapshot it to disk and end its process, and keeps it paused: it holds
 // no memory or CPU until Resume restores it, in this agent or the next.
-// It wraps runtime.ErrUnsupported when the runtime cannot snapshot and
-// runtime.ErrConflict when the sandbox is neither running nor paused, or
+// It wraps errdefs.ErrUnsupported when the runtime cannot snapshot and
+// errdefs.ErrConflict when the sandbox is neither running nor paused, or
 // hibernated already.
 func (m *Manager) Hibernate(ctx context.Context, id string) (Sandbox, error) {
 	sb, err := m.lookup(id)
@@ -35,18 +36,18 @@ func (m *Manager) Hibernate(ctx context.Context, id string) (Sandbox, error) {
 func (m *Manager) hibernateLocked(ctx context.Context, sb *sandbox) error {
 	s, ok := m.rt.(runtime.Snapshotter)
 	if !ok || !m.rt.Capabilities().Snapshot {
-		return fmt.Errorf("%s runtime cannot snapshot a sandbox: %w", m.rt.Name(), runtime.ErrUnsupported)
+		return fmt.Errorf("%s runtime cannot snapshot a sandbox: %w", m.rt.Name(), errdefs.ErrUnsupported)
 	}
 	rec := sb.snapshot()
 	switch {
 	case rec.Hibernated:
-		return fmt.Errorf("sandbox is already hibernated: %w", runtime.ErrConflict)
+		return fmt.Errorf("sandbox is already hibernated: %w", errdefs.ErrConflict)
 	case rec.State == StateRunning:
 		if err := m.pauseLocked(ctx, sb); err != nil {
 			return err
 		}
 	case rec.State != StatePaused:
-		return fmt.Errorf("sandbox is %s, not running or paused: %w", rec.State, runtime.ErrConflict)
+		return fmt.Errorf("sandbox is %s, not running or paused: %w", rec.State, errdefs.ErrConflict)
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hibernateTimeout)
 	defer cancel()
@@ -77,7 +78,7 @@ func (m *Manager) hibernateLocked(ctx context.Context, sb *sandbox) error {
 func (m *Manager) restoreLocked(ctx context.Context, sb *sandbox) error {
 	s, ok := m.rt.(runtime.Snapshotter)
 	if !ok {
-		return fmt.Errorf("%s runtime cannot restore a snapshot: %w", m.rt.Name(), runtime.ErrUnsupported)
+		return fmt.Errorf("%s runtime cannot restore a snapshot: %w", m.rt.Name(), errdefs.ErrUnsupported)
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hibernateTimeout)
 	defer cancel()

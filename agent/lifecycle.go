@@ -6,12 +6,13 @@ import (
 	"runtime/debug"
 	"time"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
 )
 
 // Destroy stops a sandbox and removes everything made for it: the
 // runtime's sandbox, its network and slot, its state directory. An unknown
-// sandbox wraps runtime.ErrNotFound. A sandbox still starting has its
+// sandbox wraps errdefs.ErrNotFound. A sandbox still starting has its
 // create cancelled. If a step fails the sandbox stays, in the error state,
 // and Destroy may be called again.
 func (m *Manager) Destroy(ctx context.Context, id string) error {
@@ -33,7 +34,7 @@ func (m *Manager) Destroy(ctx context.Context, id string) error {
 		if cancelled {
 			return nil
 		}
-		return fmt.Errorf("sandbox %s: %w", id, runtime.ErrNotFound)
+		return fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
 	}
 	return m.destroyLocked(ctx, sb, "request")
 }
@@ -80,8 +81,8 @@ func (m *Manager) destroyLocked(ctx context.Context, sb *sandbox, reason string)
 	return nil
 }
 
-// Pause freezes a running sandbox. It wraps runtime.ErrConflict when the
-// sandbox is not running and runtime.ErrUnsupported when the runtime
+// Pause freezes a running sandbox. It wraps errdefs.ErrConflict when the
+// sandbox is not running and errdefs.ErrUnsupported when the runtime
 // cannot pause.
 func (m *Manager) Pause(ctx context.Context, id string) (Sandbox, error) {
 	sb, err := m.lookup(id)
@@ -103,7 +104,7 @@ func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 	}
 	p, ok := m.rt.(runtime.Pauser)
 	if !ok || !m.rt.Capabilities().Pause {
-		return fmt.Errorf("%s runtime cannot pause: %w", m.rt.Name(), runtime.ErrUnsupported)
+		return fmt.Errorf("%s runtime cannot pause: %w", m.rt.Name(), errdefs.ErrUnsupported)
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 	defer cancel()
@@ -119,7 +120,7 @@ func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 
 // Resume thaws a paused sandbox (restores a hibernated one) and restarts
 // its timeout: timeout from now, or the sandbox's own timeout when zero. It wraps
-// runtime.ErrConflict when the sandbox is not paused.
+// errdefs.ErrConflict when the sandbox is not paused.
 func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration) (Sandbox, error) {
 	if timeout != 0 {
 		if err := checkTimeout(timeout); err != nil {
@@ -135,7 +136,7 @@ func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration) 
 	rec := sb.snapshot()
 	if err := checkTransition(rec.State, StateRunning); err != nil || rec.State != StatePaused {
 		if err == nil {
-			err = fmt.Errorf("sandbox is %s, not paused: %w", rec.State, runtime.ErrConflict)
+			err = fmt.Errorf("sandbox is %s, not paused: %w", rec.State, errdefs.ErrConflict)
 		}
 		return Sandbox{}, fmt.Errorf("resume sandbox %s: %w", id, err)
 	}
@@ -146,7 +147,7 @@ func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration) 
 	} else {
 		p, ok := m.rt.(runtime.Pauser)
 		if !ok {
-			return Sandbox{}, fmt.Errorf("resume sandbox %s: %s runtime cannot pause: %w", id, m.rt.Name(), runtime.ErrUnsupported)
+			return Sandbox{}, fmt.Errorf("resume sandbox %s: %s runtime cannot pause: %w", id, m.rt.Name(), errdefs.ErrUnsupported)
 		}
 		octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 		defer cancel()
@@ -189,7 +190,7 @@ func (m *Manager) SetTimeout(id string, timeout time.Duration) (Sandbox, error) 
 	sb.op.Lock()
 	defer sb.op.Unlock()
 	if st := sb.snapshot().State; st == StateStopped {
-		return Sandbox{}, fmt.Errorf("sandbox %s: %w", id, runtime.ErrNotFound)
+		return Sandbox{}, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
 	}
 	if err := sb.update(func(r *record) { r.EndAt = m.cfg.Now().Add(timeout) }); err != nil {
 		return Sandbox{}, fmt.Errorf("set timeout of sandbox %s: %w", id, err)

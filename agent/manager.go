@@ -9,12 +9,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"roost.dev/roost/mountinfo"
 	goruntime "runtime"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"roost.dev/roost/errdefs"
+	"roost.dev/roost/mountinfo"
 
 	"golang.org/x/sys/unix"
 
@@ -112,7 +114,7 @@ func (sb *sandbox) update(change func(*record)) error {
 }
 
 // setStateLocked moves the sandbox to state to (callers hold sb.op) and
-// persists it. An illegal transition wraps runtime.ErrConflict.
+// persists it. An illegal transition wraps errdefs.ErrConflict.
 func (sb *sandbox) setStateLocked(to State, now time.Time, msg string) error {
 	sb.mu.Lock()
 	from := sb.rec.State
@@ -130,7 +132,7 @@ func (sb *sandbox) setStateLocked(to State, now time.Time, msg string) error {
 // reaper. ctx bounds only the start-up work.
 func New(ctx context.Context, cfg Config, rt runtime.Runtime, nw *network.Manager, templates *template.Store, log *slog.Logger) (*Manager, error) {
 	if cfg.DataDir == "" || cfg.Envd == "" {
-		return nil, fmt.Errorf("agent: data dir and envd are required: %w", runtime.ErrInvalid)
+		return nil, fmt.Errorf("agent: data dir and envd are required: %w", errdefs.ErrInvalid)
 	}
 	if cfg.EnvdTimeout == 0 {
 		cfg.EnvdTimeout = 30 * time.Second
@@ -181,7 +183,7 @@ func (m *Manager) lookup(id string) (*sandbox, error) {
 	defer m.mu.Unlock()
 	sb, ok := m.sandboxes[id]
 	if !ok {
-		return nil, fmt.Errorf("sandbox %s: %w", id, runtime.ErrNotFound)
+		return nil, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
 	}
 	return sb, nil
 }
@@ -213,7 +215,7 @@ func (r record) view() Sandbox {
 	}
 }
 
-// Get returns one sandbox, or an error wrapping runtime.ErrNotFound.
+// Get returns one sandbox, or an error wrapping errdefs.ErrNotFound.
 func (m *Manager) Get(id string) (Sandbox, error) {
 	sb, err := m.lookup(id)
 	if err != nil {
@@ -246,8 +248,8 @@ func (m *Manager) List(states ...State) []Sandbox {
 
 // proxyTarget returns the address of a running sandbox for the proxy.
 // SandboxAddr is where a running sandbox's ports answer from this host.
-// A paused sandbox wraps ErrPaused (runtime.ErrConflict), an unknown one
-// runtime.ErrNotFound, one starting or stopping runtime.ErrUnavailable.
+// A paused sandbox wraps ErrPaused (errdefs.ErrConflict), an unknown one
+// errdefs.ErrNotFound, one starting or stopping errdefs.ErrUnavailable.
 // It is a map lookup: a control plane in the same process asks it on
 // every request it sends to the sandbox directly.
 func (m *Manager) SandboxAddr(id string) (netip.Addr, error) { return m.proxyTarget(id) }
@@ -266,7 +268,7 @@ func (m *Manager) proxyTarget(id string) (netip.Addr, error) {
 	case StatePaused:
 		return netip.Addr{}, fmt.Errorf("sandbox %s: %w", id, ErrPaused)
 	default:
-		return netip.Addr{}, fmt.Errorf("sandbox %s is %s: %w", id, state, runtime.ErrUnavailable)
+		return netip.Addr{}, fmt.Errorf("sandbox %s is %s: %w", id, state, errdefs.ErrUnavailable)
 	}
 }
 
@@ -376,4 +378,4 @@ func mountedBelow(dir string) ([]string, error) {
 }
 
 // errGone reports whether err says the runtime no longer has the sandbox.
-func errGone(err error) bool { return errors.Is(err, runtime.ErrNotFound) }
+func errGone(err error) bool { return errors.Is(err, errdefs.ErrNotFound) }

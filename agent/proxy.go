@@ -16,14 +16,14 @@ import (
 	"time"
 
 	"roost.dev/roost/bufpool"
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 // proxyPrefix starts every proxied path: /proxy/{id}/{port}/{rest...}.
 const proxyPrefix = "/proxy/"
 
 // resolver finds where a sandbox's ports are. Errors wrap
-// runtime.ErrNotFound (unknown sandbox), ErrPaused, or another category
+// errdefs.ErrNotFound (unknown sandbox), ErrPaused, or another category
 // for a sandbox that cannot take traffic now.
 type resolver interface {
 	proxyTarget(id string) (netip.Addr, error)
@@ -121,16 +121,16 @@ func (p *proxy) close() {
 func parseProxyPath(escaped string) (id string, port uint16, rest string, err error) {
 	tail, ok := strings.CutPrefix(escaped, proxyPrefix)
 	if !ok {
-		return "", 0, "", fmt.Errorf("not a proxy path: %w", runtime.ErrNotFound)
+		return "", 0, "", fmt.Errorf("not a proxy path: %w", errdefs.ErrNotFound)
 	}
 	id, tail, _ = strings.Cut(tail, "/")
 	portStr, rest, hasRest := strings.Cut(tail, "/")
 	if !validID(id) {
-		return "", 0, "", fmt.Errorf("sandbox id %q: %w", id, runtime.ErrNotFound)
+		return "", 0, "", fmt.Errorf("sandbox id %q: %w", id, errdefs.ErrNotFound)
 	}
 	n, perr := strconv.ParseUint(portStr, 10, 16)
 	if perr != nil || n == 0 || portStr[0] == '0' {
-		return "", 0, "", fmt.Errorf("port %q: %w", portStr, runtime.ErrInvalid)
+		return "", 0, "", fmt.Errorf("port %q: %w", portStr, errdefs.ErrInvalid)
 	}
 	if !hasRest {
 		rest = ""
@@ -172,11 +172,11 @@ func enableFullDuplex(w http.ResponseWriter) {
 // resolveStatus maps a resolver error to the proxy's answer.
 func resolveStatus(err error) int {
 	switch {
-	case errors.Is(err, runtime.ErrNotFound):
+	case errors.Is(err, errdefs.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, ErrPaused):
 		return http.StatusConflict
-	case errors.Is(err, runtime.ErrInvalid):
+	case errors.Is(err, errdefs.ErrInvalid):
 		return http.StatusBadRequest
 	default:
 		return http.StatusServiceUnavailable

@@ -19,9 +19,9 @@ import (
 
 	"connectrpc.com/connect"
 
+	"roost.dev/roost/errdefs"
 	hostagentv1 "roost.dev/roost/gen/hostagent/v1"
 	"roost.dev/roost/gen/hostagent/v1/hostagentv1connect"
-	"roost.dev/roost/runtime"
 )
 
 func TestParseProxyPath(t *testing.T) {
@@ -42,17 +42,17 @@ func TestParseProxyPath(t *testing.T) {
 		{"/proxy/abc/49983/health", "abc", 49983, "/health", nil},
 		{"/proxy/abc/1/", "abc", 1, "/", nil},
 		{"/proxy/abc/65535/", "abc", 65535, "/", nil},
-		{"/proxy/abc/0/", "", 0, "", runtime.ErrInvalid},
-		{"/proxy/abc/65536/", "", 0, "", runtime.ErrInvalid},
-		{"/proxy/abc/080/", "", 0, "", runtime.ErrInvalid},
-		{"/proxy/abc/+80/", "", 0, "", runtime.ErrInvalid},
-		{"/proxy/abc/http/", "", 0, "", runtime.ErrInvalid},
-		{"/proxy/abc", "", 0, "", runtime.ErrInvalid},
-		{"/proxy/abc/", "", 0, "", runtime.ErrInvalid},
-		{"/proxy/ABC/80/", "", 0, "", runtime.ErrNotFound},
-		{"/proxy//80/", "", 0, "", runtime.ErrNotFound},
-		{"/proxy/a%2Fb/80/", "", 0, "", runtime.ErrNotFound},
-		{"/other/abc/80/", "", 0, "", runtime.ErrNotFound},
+		{"/proxy/abc/0/", "", 0, "", errdefs.ErrInvalid},
+		{"/proxy/abc/65536/", "", 0, "", errdefs.ErrInvalid},
+		{"/proxy/abc/080/", "", 0, "", errdefs.ErrInvalid},
+		{"/proxy/abc/+80/", "", 0, "", errdefs.ErrInvalid},
+		{"/proxy/abc/http/", "", 0, "", errdefs.ErrInvalid},
+		{"/proxy/abc", "", 0, "", errdefs.ErrInvalid},
+		{"/proxy/abc/", "", 0, "", errdefs.ErrInvalid},
+		{"/proxy/ABC/80/", "", 0, "", errdefs.ErrNotFound},
+		{"/proxy//80/", "", 0, "", errdefs.ErrNotFound},
+		{"/proxy/a%2Fb/80/", "", 0, "", errdefs.ErrNotFound},
+		{"/other/abc/80/", "", 0, "", errdefs.ErrNotFound},
 	} {
 		id, port, rest, err := parseProxyPath(tc.in)
 		if tc.category != nil {
@@ -93,7 +93,7 @@ type mapResolver map[string]error
 func (r mapResolver) proxyTarget(id string) (netip.Addr, error) {
 	err, ok := r[id]
 	if !ok {
-		return netip.Addr{}, fmt.Errorf("sandbox %s: %w", id, runtime.ErrNotFound)
+		return netip.Addr{}, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
 	}
 	return netip.MustParseAddr("127.0.0.1"), err
 }
@@ -101,7 +101,7 @@ func (r mapResolver) proxyTarget(id string) (netip.Addr, error) {
 var testResolver = mapResolver{
 	"sb1":      nil,
 	"paused":   fmt.Errorf("sandbox paused: %w", ErrPaused),
-	"starting": fmt.Errorf("sandbox starting is starting: %w", runtime.ErrUnavailable),
+	"starting": fmt.Errorf("sandbox starting is starting: %w", errdefs.ErrUnavailable),
 }
 
 func testLogger(t testing.TB) *slog.Logger {

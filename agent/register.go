@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 // RegistrationFile is where, in the data directory, an agent keeps what it
@@ -31,12 +31,12 @@ type Registration struct {
 }
 
 // ReadRegistration reads the registration stored at path. A missing file
-// is runtime.ErrNotFound.
+// is errdefs.ErrNotFound.
 func ReadRegistration(path string) (Registration, error) {
 	var reg Registration
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return reg, fmt.Errorf("read registration %s: %w", path, runtime.ErrNotFound)
+		return reg, fmt.Errorf("read registration %s: %w", path, errdefs.ErrNotFound)
 	}
 	if err != nil {
 		return reg, fmt.Errorf("read registration: %w", err)
@@ -111,13 +111,13 @@ func newRegistrar(cfg RegistrarConfig, h host, log *slog.Logger) (*Registrar, er
 	cfg.AdvertiseURL = strings.TrimSuffix(cfg.AdvertiseURL, "/")
 	switch {
 	case !strings.HasPrefix(cfg.ServerURL, "http://") && !strings.HasPrefix(cfg.ServerURL, "https://"):
-		return nil, fmt.Errorf("server url %q: want http(s)://host[:port]: %w", cfg.ServerURL, runtime.ErrInvalid)
+		return nil, fmt.Errorf("server url %q: want http(s)://host[:port]: %w", cfg.ServerURL, errdefs.ErrInvalid)
 	case !strings.HasPrefix(cfg.AdvertiseURL, "http://") && !strings.HasPrefix(cfg.AdvertiseURL, "https://"):
-		return nil, fmt.Errorf("advertise url %q: want http(s)://host[:port]: %w", cfg.AdvertiseURL, runtime.ErrInvalid)
+		return nil, fmt.Errorf("advertise url %q: want http(s)://host[:port]: %w", cfg.AdvertiseURL, errdefs.ErrInvalid)
 	case cfg.Token == "":
-		return nil, fmt.Errorf("registration needs the agent token: %w", runtime.ErrInvalid)
+		return nil, fmt.Errorf("registration needs the agent token: %w", errdefs.ErrInvalid)
 	case cfg.StateFile == "":
-		return nil, fmt.Errorf("registration needs a state file: %w", runtime.ErrInvalid)
+		return nil, fmt.Errorf("registration needs a state file: %w", errdefs.ErrInvalid)
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = 5 * time.Second
@@ -134,7 +134,7 @@ func newRegistrar(cfg RegistrarConfig, h host, log *slog.Logger) (*Registrar, er
 // Run registers (or reuses the stored registration) and heartbeats until
 // ctx ends, which returns nil. A control plane that cannot be reached is
 // retried; one that refuses the registration token ends Run with an error
-// wrapping runtime.ErrInvalid. Failed heartbeats are logged and retried.
+// wrapping errdefs.ErrInvalid. Failed heartbeats are logged and retried.
 func (r *Registrar) Run(ctx context.Context) error {
 	reg, err := r.registration(ctx)
 	if err != nil {
@@ -170,7 +170,7 @@ func (r *Registrar) Run(ctx context.Context) error {
 // unreachable.
 func (r *Registrar) registration(ctx context.Context) (Registration, error) {
 	stored, err := ReadRegistration(r.cfg.StateFile)
-	if err != nil && !errors.Is(err, runtime.ErrNotFound) {
+	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return Registration{}, err
 	}
 	if err == nil && stored.Server == r.cfg.ServerURL && stored.URL == r.cfg.AdvertiseURL && stored.Token == r.cfg.Token {
@@ -179,7 +179,7 @@ func (r *Registrar) registration(ctx context.Context) (Registration, error) {
 	}
 	if r.cfg.RegistrationToken == "" {
 		return Registration{}, fmt.Errorf("not registered with %s under this url and token: a registration token is needed: %w",
-			r.cfg.ServerURL, runtime.ErrInvalid)
+			r.cfg.ServerURL, errdefs.ErrInvalid)
 	}
 	backoff := 250 * time.Millisecond
 	for {
@@ -192,7 +192,7 @@ func (r *Registrar) registration(ctx context.Context) (Registration, error) {
 			r.log.Info("host registered", "server", reg.Server, "host", id, "url", reg.URL)
 			return reg, nil
 		}
-		if errors.Is(err, runtime.ErrInvalid) {
+		if errors.Is(err, errdefs.ErrInvalid) {
 			return Registration{}, err
 		}
 		r.log.Warn("registration failed; retrying", "server", r.cfg.ServerURL, "err", err, "retry_in", backoff)
@@ -206,7 +206,7 @@ func (r *Registrar) registration(ctx context.Context) (Registration, error) {
 }
 
 // register calls POST /v1/hosts/register and returns the host ID. A 4xx
-// answer wraps runtime.ErrInvalid: retrying cannot help.
+// answer wraps errdefs.ErrInvalid: retrying cannot help.
 func (r *Registrar) register(ctx context.Context) (string, error) {
 	info := r.host.HostInfo(ctx)
 	body := map[string]any{
@@ -264,7 +264,7 @@ func (r *Registrar) post(ctx context.Context, path, bearer string, body any, wan
 	if resp.StatusCode != want {
 		err := fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(data)))
 		if resp.StatusCode >= 400 && resp.StatusCode < 500 {
-			err = fmt.Errorf("%w: %w", err, runtime.ErrInvalid)
+			err = fmt.Errorf("%w: %w", err, errdefs.ErrInvalid)
 		}
 		return err
 	}

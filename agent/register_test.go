@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
 )
 
@@ -118,11 +119,11 @@ func TestRegistrar(t *testing.T) {
 	// A new advertised URL needs a new registration: without a token it
 	// is refused up front, with the used one by the control plane.
 	cfg.AdvertiseURL = "http://elsewhere:7070"
-	if err := run(cfg); !errors.Is(err, runtime.ErrInvalid) {
+	if err := run(cfg); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Errorf("new url, no registration token: %v, want ErrInvalid", err)
 	}
 	cfg.RegistrationToken = "reg"
-	if err := run(cfg); !errors.Is(err, runtime.ErrInvalid) {
+	if err := run(cfg); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Errorf("new url, used registration token: %v, want ErrInvalid", err)
 	}
 
@@ -132,7 +133,7 @@ func TestRegistrar(t *testing.T) {
 		"no token":     {ServerURL: "http://s", AdvertiseURL: "http://a", StateFile: state},
 		"no state":     {ServerURL: "http://s", AdvertiseURL: "http://a", Token: "t"},
 	} {
-		if _, err := newRegistrar(bad, fakeHost{}, slog.New(slog.DiscardHandler)); !errors.Is(err, runtime.ErrInvalid) {
+		if _, err := newRegistrar(bad, fakeHost{}, slog.New(slog.DiscardHandler)); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("%s: %v, want ErrInvalid", name, err)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/template"
 )
@@ -80,10 +81,10 @@ func newID() string {
 }
 
 // normalize validates req against host and fills in defaults. Errors wrap
-// runtime.ErrInvalid and say which field is wrong.
+// errdefs.ErrInvalid and say which field is wrong.
 func (req CreateRequest) normalize(host hostLimits) (CreateRequest, error) {
 	invalid := func(format string, args ...any) (CreateRequest, error) {
-		return CreateRequest{}, fmt.Errorf(format+": %w", append(args, runtime.ErrInvalid)...)
+		return CreateRequest{}, fmt.Errorf(format+": %w", append(args, errdefs.ErrInvalid)...)
 	}
 	if req.ID != "" && !validID(req.ID) {
 		return invalid("sandbox id %q must be 1-%d characters of a-z, 0-9 and '-', not starting with '-'", req.ID, maxIDLen)
@@ -138,7 +139,7 @@ func (req CreateRequest) normalize(host hostLimits) (CreateRequest, error) {
 // checkTimeout validates a timeout given to SetTimeout or Resume.
 func checkTimeout(d time.Duration) error {
 	if d < time.Second || d > MaxTimeout {
-		return fmt.Errorf("timeout %s: must be between 1s and %s: %w", d, MaxTimeout, runtime.ErrInvalid)
+		return fmt.Errorf("timeout %s: must be between 1s and %s: %w", d, MaxTimeout, errdefs.ErrInvalid)
 	}
 	return nil
 }
@@ -146,7 +147,7 @@ func checkTimeout(d time.Duration) error {
 func checkEnv(env map[string]string) error {
 	for k, v := range env {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
-			return fmt.Errorf("env var %q: names must be non-empty without '=' or NUL, values without NUL: %w", k, runtime.ErrInvalid)
+			return fmt.Errorf("env var %q: names must be non-empty without '=' or NUL, values without NUL: %w", k, errdefs.ErrInvalid)
 		}
 	}
 	return checkMap("env vars", env)
@@ -156,12 +157,12 @@ func checkMap(what string, m map[string]string) error {
 	n := 0
 	for k, v := range m {
 		if k == "" {
-			return fmt.Errorf("%s: empty key: %w", what, runtime.ErrInvalid)
+			return fmt.Errorf("%s: empty key: %w", what, errdefs.ErrInvalid)
 		}
 		n += len(k) + len(v)
 	}
 	if n > maxMapBytes {
-		return fmt.Errorf("%s: %d bytes, at most %d: %w", what, n, maxMapBytes, runtime.ErrInvalid)
+		return fmt.Errorf("%s: %d bytes, at most %d: %w", what, n, maxMapBytes, errdefs.ErrInvalid)
 	}
 	return nil
 }

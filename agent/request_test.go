@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
 )
 
@@ -108,7 +109,7 @@ func TestNormalize(t *testing.T) {
 			}
 			got, err := tc.in.normalize(h)
 			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, runtime.ErrInvalid) {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, errdefs.ErrInvalid) {
 					t.Fatalf("err = %v, want ErrInvalid saying %q", err, tc.wantErr)
 				}
 				return
@@ -129,7 +130,7 @@ func TestCheckTimeout(t *testing.T) {
 	for d, ok := range map[time.Duration]bool{
 		0: false, -time.Second: false, time.Second: true, time.Hour: true, MaxTimeout: true, MaxTimeout + 1: false,
 	} {
-		if err := checkTimeout(d); (err == nil) != ok || (err != nil && !errors.Is(err, runtime.ErrInvalid)) {
+		if err := checkTimeout(d); (err == nil) != ok || (err != nil && !errors.Is(err, errdefs.ErrInvalid)) {
 			t.Errorf("checkTimeout(%s) = %v, want ok=%v", d, err, ok)
 		}
 	}

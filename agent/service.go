@@ -8,6 +8,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"roost.dev/roost/errdefs"
 	hostagentv1 "roost.dev/roost/gen/hostagent/v1"
 	"roost.dev/roost/gen/hostagent/v1/hostagentv1connect"
 	"roost.dev/roost/runtime"
@@ -79,7 +80,7 @@ func (s *service) ListSandboxes(ctx context.Context, req *connect.Request[hostag
 	for _, st := range req.Msg.GetStates() {
 		state, ok := fromProtoState[st]
 		if !ok {
-			return nil, connectError(fmt.Errorf("state %s: %w", st, runtime.ErrInvalid))
+			return nil, connectError(fmt.Errorf("state %s: %w", st, errdefs.ErrInvalid))
 		}
 		states = append(states, state)
 	}

@@ -3,7 +3,7 @@ package agent
 import (
 	"fmt"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 // State is where a sandbox is in its life.
@@ -63,7 +63,7 @@ var transitions = map[State][]State{
 }
 
 // checkTransition returns nil when a sandbox in state from may go to to,
-// and an error wrapping runtime.ErrConflict that says why not otherwise.
+// and an error wrapping errdefs.ErrConflict that says why not otherwise.
 func checkTransition(from, to State) error {
 	for _, s := range transitions[from] {
 		if s == to {
@@ -71,7 +71,7 @@ func checkTransition(from, to State) error {
 		}
 	}
 	if from == to {
-		return fmt.Errorf("sandbox is already %s: %w", from, runtime.ErrConflict)
+		return fmt.Errorf("sandbox is already %s: %w", from, errdefs.ErrConflict)
 	}
-	return fmt.Errorf("sandbox is %s, cannot become %s: %w", from, to, runtime.ErrConflict)
+	return fmt.Errorf("sandbox is %s, cannot become %s: %w", from, to, errdefs.ErrConflict)
 }

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 var allStates = []State{StateStarting, StateRunning, StatePaused, StateStopped, StateError}
@@ -30,7 +30,7 @@ func TestStateMachine(t *testing.T) {
 			if want := legal[[2]State{from, to}]; (err == nil) != want {
 				t.Errorf("%s → %s: err = %v, want legal=%v", from, to, err, want)
 			}
-			if err != nil && !errors.Is(err, runtime.ErrConflict) {
+			if err != nil && !errors.Is(err, errdefs.ErrConflict) {
 				t.Errorf("%s → %s: %v does not wrap ErrConflict", from, to, err)
 			}
 		}

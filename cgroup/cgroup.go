@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 // Limits bound a group. Zero in a field means no limit.
@@ -98,8 +98,8 @@ func (h *Hierarchy) mounts() []string {
 // Create makes the group name (e.g. "roost/<id>") in every hierarchy in
 // use, with its missing parents, and applies l. On v2 it enables the
 // memory, cpu and pids controllers that the parents offer in their
-// cgroup.subtree_control. It fails with runtime.ErrConflict when the group
-// exists, and runtime.ErrUnsupported when a non-zero limit needs a
+// cgroup.subtree_control. It fails with errdefs.ErrConflict when the group
+// exists, and errdefs.ErrUnsupported when a non-zero limit needs a
 // controller the host lacks. On failure nothing it made is left behind.
 func (h *Hierarchy) Create(name string, l Limits) (_ *Group, err error) {
 	if err := validName(name); err != nil {
@@ -150,7 +150,7 @@ func mkdirGroup(mnt, name string, enable bool, made *[]string) error {
 		case err == nil:
 			*made = append(*made, dir)
 		case errors.Is(err, fs.ErrExist) && i == len(parts)-1:
-			return fmt.Errorf("%s exists: %w", dir, runtime.ErrConflict)
+			return fmt.Errorf("%s exists: %w", dir, errdefs.ErrConflict)
 		case errors.Is(err, fs.ErrExist):
 		default:
 			return err
@@ -186,7 +186,7 @@ func enableControllers(dir string) error {
 }
 
 // Load returns the existing group name, for an agent recovering its
-// sandboxes. It fails with runtime.ErrNotFound when the group exists in no
+// sandboxes. It fails with errdefs.ErrNotFound when the group exists in no
 // hierarchy. A group only partly present (a crash mid-Create or
 // mid-Delete) loads; Delete removes what there is of it.
 func (h *Hierarchy) Load(name string) (*Group, error) {
@@ -195,7 +195,7 @@ func (h *Hierarchy) Load(name string) (*Group, error) {
 	}
 	g := h.group(name)
 	if len(g.existing()) == 0 {
-		return nil, fmt.Errorf("load cgroup %s: %w", name, runtime.ErrNotFound)
+		return nil, fmt.Errorf("load cgroup %s: %w", name, errdefs.ErrNotFound)
 	}
 	return g, nil
 }
@@ -231,7 +231,7 @@ func (h *Hierarchy) List(parent string) ([]string, error) {
 // every hierarchy. Its children forked afterwards are born in the group.
 func (g *Group) AddProc(pid int) error {
 	if pid <= 0 {
-		return fmt.Errorf("add pid %d to cgroup %s: %w", pid, g.name, runtime.ErrInvalid)
+		return fmt.Errorf("add pid %d to cgroup %s: %w", pid, g.name, errdefs.ErrInvalid)
 	}
 	for _, d := range g.dirs {
 		if err := writeFile(d, "cgroup.procs", strconv.Itoa(pid)); err != nil {
@@ -245,7 +245,7 @@ func (g *Group) AddProc(pid int) error {
 func (g *Group) Procs() ([]int, error) {
 	dirs := g.existing()
 	if len(dirs) == 0 {
-		return nil, fmt.Errorf("cgroup %s procs: %w", g.name, runtime.ErrNotFound)
+		return nil, fmt.Errorf("cgroup %s procs: %w", g.name, errdefs.ErrNotFound)
 	}
 	pids, err := readProcs(dirs)
 	if err != nil {
@@ -333,18 +333,18 @@ func readProcs(dirs []string) ([]int, error) {
 // "roost".
 func validName(name string) error {
 	if !strings.HasPrefix(name, "roost") {
-		return fmt.Errorf("cgroup name %q: must start with \"roost\": %w", name, runtime.ErrInvalid)
+		return fmt.Errorf("cgroup name %q: must start with \"roost\": %w", name, errdefs.ErrInvalid)
 	}
 	if len(name) > 512 {
-		return fmt.Errorf("cgroup name %q: longer than 512 bytes: %w", name, runtime.ErrInvalid)
+		return fmt.Errorf("cgroup name %q: longer than 512 bytes: %w", name, errdefs.ErrInvalid)
 	}
 	for _, p := range strings.Split(name, "/") {
 		if p == "" || p == "." || p == ".." {
-			return fmt.Errorf("cgroup name %q: empty, \".\" or \"..\" element: %w", name, runtime.ErrInvalid)
+			return fmt.Errorf("cgroup name %q: empty, \".\" or \"..\" element: %w", name, errdefs.ErrInvalid)
 		}
 		for _, r := range p {
 			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
-				return fmt.Errorf("cgroup name %q: character %q not allowed: %w", name, r, runtime.ErrInvalid)
+				return fmt.Errorf("cgroup name %q: character %q not allowed: %w", name, r, errdefs.ErrInvalid)
 			}
 		}
 	}

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 func TestDetect(t *testing.T) {
@@ -31,7 +31,7 @@ func TestDetect(t *testing.T) {
 
 func TestDetectAtNothing(t *testing.T) {
 	_, err := DetectAt(t.TempDir())
-	if !errors.Is(err, runtime.ErrUnavailable) {
+	if !errors.Is(err, errdefs.ErrUnavailable) {
 		t.Fatalf("DetectAt(empty dir) = %v, want ErrUnavailable", err)
 	}
 	t.Logf("error reads: %v", err)
@@ -46,10 +46,10 @@ func TestLifecycle(t *testing.T) {
 			ga := create(t, h, a, Limits{})
 			create(t, h, b, Limits{})
 
-			if _, err := h.Create(a, Limits{}); !errors.Is(err, runtime.ErrConflict) {
+			if _, err := h.Create(a, Limits{}); !errors.Is(err, errdefs.ErrConflict) {
 				t.Errorf("Create of an existing group = %v, want ErrConflict", err)
 			}
-			if _, err := h.Create("system.slice", Limits{}); !errors.Is(err, runtime.ErrInvalid) {
+			if _, err := h.Create("system.slice", Limits{}); !errors.Is(err, errdefs.ErrInvalid) {
 				t.Errorf("Create(system.slice) = %v, want ErrInvalid", err)
 			}
 			got, err := h.List(parent)
@@ -66,7 +66,7 @@ func TestLifecycle(t *testing.T) {
 			if loaded.Name() != a || !slices.Equal(loaded.dirs, ga.dirs) {
 				t.Errorf("Load = %s %v, want %s %v", loaded.Name(), loaded.dirs, a, ga.dirs)
 			}
-			if _, err := h.Load(parent + "/missing"); !errors.Is(err, runtime.ErrNotFound) {
+			if _, err := h.Load(parent + "/missing"); !errors.Is(err, errdefs.ErrNotFound) {
 				t.Errorf("Load(missing) = %v, want ErrNotFound", err)
 			}
 
@@ -89,10 +89,10 @@ func TestLifecycle(t *testing.T) {
 			if err := ga.Delete(ctxFor(t)); err != nil {
 				t.Errorf("second Delete = %v, want nil", err)
 			}
-			if _, err := h.Load(a); !errors.Is(err, runtime.ErrNotFound) {
+			if _, err := h.Load(a); !errors.Is(err, errdefs.ErrNotFound) {
 				t.Errorf("Load after Delete = %v, want ErrNotFound", err)
 			}
-			if _, err := ga.Procs(); !errors.Is(err, runtime.ErrNotFound) {
+			if _, err := ga.Procs(); !errors.Is(err, errdefs.ErrNotFound) {
 				t.Errorf("Procs after Delete = %v, want ErrNotFound", err)
 			}
 			if got, err := h.List(parent); err != nil || !slices.Equal(got, []string{b}) {
@@ -339,7 +339,7 @@ func TestMissingController(t *testing.T) {
 			continue
 		}
 		_, err = u.Create(parent+"/limited", tt.l)
-		if !errors.Is(err, runtime.ErrUnsupported) || !strings.Contains(err.Error(), tt.controller+" controller") {
+		if !errors.Is(err, errdefs.ErrUnsupported) || !strings.Contains(err.Error(), tt.controller+" controller") {
 			t.Errorf("Create with %+v = %v; want ErrUnsupported naming the %s controller", tt.l, err, tt.controller)
 		} else {
 			t.Logf("error reads: %v", err)

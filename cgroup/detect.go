@@ -4,11 +4,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"roost.dev/roost/mountinfo"
 	"slices"
 	"strings"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
+	"roost.dev/roost/mountinfo"
 )
 
 // defaultRoot is where systemd and most distributions mount cgroups.
@@ -41,7 +41,7 @@ type Hierarchy struct {
 // Detect finds the host's cgroup hierarchy under /sys/fs/cgroup: v2 when
 // it is a cgroup2 mount offering the memory, cpu and pids controllers, else
 // v1 with the controllers of memory, cpu, cpuacct, pids and freezer that
-// are mounted. It fails with runtime.ErrUnavailable when neither works.
+// are mounted. It fails with errdefs.ErrUnavailable when neither works.
 func Detect() (*Hierarchy, error) {
 	return detect(defaultRoot, true)
 }
@@ -49,7 +49,7 @@ func Detect() (*Hierarchy, error) {
 // DetectAt is Detect for a hierarchy mounted at root. A cgroup2 mount there
 // is used as v2 even when it lacks controllers: groups, procs, freeze, thaw
 // and kill work, and setting a limit whose controller is missing fails with
-// runtime.ErrUnsupported. Otherwise root is searched for v1 mounts.
+// errdefs.ErrUnsupported. Otherwise root is searched for v1 mounts.
 func DetectAt(root string) (*Hierarchy, error) {
 	return detect(filepath.Clean(root), false)
 }
@@ -81,7 +81,7 @@ func detect(root string, needControllers bool) (*Hierarchy, error) {
 			v2Problem = fmt.Sprintf("%s is not a cgroup2 mount", root)
 		}
 		return nil, fmt.Errorf("detect cgroups: %s and no cgroup v1 controller (%s) is mounted under it: %w",
-			v2Problem, strings.Join(v1Controllers, ", "), runtime.ErrUnavailable)
+			v2Problem, strings.Join(v1Controllers, ", "), errdefs.ErrUnavailable)
 	}
 	h := &Hierarchy{version: 1, v1: v1, useKill: true}
 	unified := filepath.Join(root, "unified")

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 const (
@@ -40,7 +40,7 @@ func (g *Group) freezer() (dir string, v2 bool) {
 func (g *Group) Freeze(ctx context.Context) error {
 	dir, v2 := g.freezer()
 	if dir == "" {
-		return fmt.Errorf("freeze cgroup %s: no freezer (v1 freezer controller or cgroup v2): %w", g.name, runtime.ErrUnsupported)
+		return fmt.Errorf("freeze cgroup %s: no freezer (v1 freezer controller or cgroup v2): %w", g.name, errdefs.ErrUnsupported)
 	}
 	if err := setFrozen(ctx, dir, v2, true); err != nil {
 		// Best effort, on a context of its own: ctx has likely ended.
@@ -57,7 +57,7 @@ func (g *Group) Freeze(ctx context.Context) error {
 func (g *Group) Thaw(ctx context.Context) error {
 	dir, v2 := g.freezer()
 	if dir == "" {
-		return fmt.Errorf("thaw cgroup %s: no freezer (v1 freezer controller or cgroup v2): %w", g.name, runtime.ErrUnsupported)
+		return fmt.Errorf("thaw cgroup %s: no freezer (v1 freezer controller or cgroup v2): %w", g.name, errdefs.ErrUnsupported)
 	}
 	if err := setFrozen(ctx, dir, v2, false); err != nil {
 		return fmt.Errorf("thaw cgroup %s: %w", g.name, err)
@@ -80,7 +80,7 @@ func setFrozen(ctx context.Context, dir string, v2, frozen bool) error {
 	}
 	if err := writeFile(dir, file, value); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%s: %w", filepath.Join(dir, file), runtime.ErrNotFound)
+			return fmt.Errorf("%s: %w", filepath.Join(dir, file), errdefs.ErrNotFound)
 		}
 		return err
 	}
@@ -111,7 +111,7 @@ func setFrozen(ctx context.Context, dir string, v2, frozen bool) error {
 func (g *Group) Kill(ctx context.Context) error {
 	dirs := g.existing()
 	if len(dirs) == 0 {
-		return fmt.Errorf("kill cgroup %s: %w", g.name, runtime.ErrNotFound)
+		return fmt.Errorf("kill cgroup %s: %w", g.name, errdefs.ErrNotFound)
 	}
 	if err := g.kill(ctx, dirs); err != nil {
 		return fmt.Errorf("kill cgroup %s: %w", g.name, err)
@@ -202,7 +202,7 @@ func (g *Group) thawQuietly(ctx context.Context) error {
 		return nil
 	}
 	err := setFrozen(ctx, dir, v2, false)
-	if errors.Is(err, runtime.ErrNotFound) {
+	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil
 	}
 	return err

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 // helperEnv selects what the re-executed test binary does instead of
@@ -189,7 +189,7 @@ func testParent(t *testing.T, h *Hierarchy) string {
 func create(t *testing.T, h *Hierarchy, name string, l Limits) *Group {
 	t.Helper()
 	g, err := h.Create(name, l)
-	if errors.Is(err, runtime.ErrUnsupported) {
+	if errors.Is(err, errdefs.ErrUnsupported) {
 		t.Skipf("this host cannot apply %+v: %v", l, err)
 	}
 	if err != nil {

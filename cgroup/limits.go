@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 const (
@@ -33,13 +33,13 @@ const (
 func (l Limits) validate() error {
 	switch {
 	case math.IsNaN(l.CPUs) || l.CPUs < 0 || l.CPUs > maxCPUs:
-		return fmt.Errorf("cpus %v: not between 0 and %d: %w", l.CPUs, maxCPUs, runtime.ErrInvalid)
+		return fmt.Errorf("cpus %v: not between 0 and %d: %w", l.CPUs, maxCPUs, errdefs.ErrInvalid)
 	case l.CPUs > 0 && cpuQuota(l.CPUs) < minQuota:
-		return fmt.Errorf("cpus %v: below the minimum %v: %w", l.CPUs, float64(minQuota)/cfsPeriod, runtime.ErrInvalid)
+		return fmt.Errorf("cpus %v: below the minimum %v: %w", l.CPUs, float64(minQuota)/cfsPeriod, errdefs.ErrInvalid)
 	case l.MemoryBytes < 0:
-		return fmt.Errorf("memory %d bytes: negative: %w", l.MemoryBytes, runtime.ErrInvalid)
+		return fmt.Errorf("memory %d bytes: negative: %w", l.MemoryBytes, errdefs.ErrInvalid)
 	case l.Pids < 0 || l.Pids > maxPids:
-		return fmt.Errorf("pids %d: not between 0 and %d: %w", l.Pids, maxPids, runtime.ErrInvalid)
+		return fmt.Errorf("pids %d: not between 0 and %d: %w", l.Pids, maxPids, errdefs.ErrInvalid)
 	}
 	return nil
 }
@@ -104,7 +104,7 @@ func (g *Group) setLimitsV1(l Limits) error {
 func (g *Group) v1Dir(controller, limit string) (string, error) {
 	d, ok := g.v1[controller]
 	if !ok {
-		return "", fmt.Errorf("%s limit: no cgroup v1 %s controller is mounted: %w", limit, controller, runtime.ErrUnsupported)
+		return "", fmt.Errorf("%s limit: no cgroup v1 %s controller is mounted: %w", limit, controller, errdefs.ErrUnsupported)
 	}
 	return d, nil
 }
@@ -143,7 +143,7 @@ func (g *Group) writeV2(controller, file, value string) error {
 	err := writeFile(g.v2, file, value)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("set %s: the cgroup v2 %s controller is not available to %s: %w",
-			file, controller, g.v2, runtime.ErrUnsupported)
+			file, controller, g.v2, errdefs.ErrUnsupported)
 	}
 	if err != nil {
 		return fmt.Errorf("set %s: %w", file, err)
@@ -152,10 +152,10 @@ func (g *Group) writeV2(controller, file, value string) error {
 }
 
 // Stats reports the group's resource use. Figures whose controller the
-// host lacks are zero; a missing group is runtime.ErrNotFound.
+// host lacks are zero; a missing group is errdefs.ErrNotFound.
 func (g *Group) Stats() (Stats, error) {
 	if len(g.existing()) == 0 {
-		return Stats{}, fmt.Errorf("cgroup %s stats: %w", g.name, runtime.ErrNotFound)
+		return Stats{}, fmt.Errorf("cgroup %s stats: %w", g.name, errdefs.ErrNotFound)
 	}
 	var (
 		s   Stats

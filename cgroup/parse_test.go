@@ -5,11 +5,11 @@ import (
 	"maps"
 	"math"
 	"reflect"
-	"roost.dev/roost/mountinfo"
 	"strings"
 	"testing"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
+	"roost.dev/roost/mountinfo"
 )
 
 const hybridMountinfo = `24 30 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
@@ -125,7 +125,7 @@ func TestValidName(t *testing.T) {
 		if (err == nil) != tt.ok {
 			t.Errorf("validName(%q) = %v, want ok %v", tt.name, err, tt.ok)
 		}
-		if err != nil && !errors.Is(err, runtime.ErrInvalid) {
+		if err != nil && !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("validName(%q) = %v, not ErrInvalid", tt.name, err)
 		}
 	}
@@ -154,7 +154,7 @@ func TestLimitsValidate(t *testing.T) {
 		if (err == nil) != tt.ok {
 			t.Errorf("%s: validate() = %v, want ok %v", tt.name, err, tt.ok)
 		}
-		if err != nil && !errors.Is(err, runtime.ErrInvalid) {
+		if err != nil && !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("%s: validate() = %v, not ErrInvalid", tt.name, err)
 		}
 	}

@@ -11,8 +11,8 @@ import (
 
 	"connectrpc.com/connect"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/gen/hostagent/v1/hostagentv1connect"
-	"roost.dev/roost/runtime"
 	"roost.dev/roost/store"
 )
 
@@ -92,19 +92,19 @@ func agentError(op string, err error) error {
 	var cat error
 	switch connect.CodeOf(err) {
 	case connect.CodeNotFound:
-		cat = runtime.ErrNotFound
+		cat = errdefs.ErrNotFound
 	case connect.CodeInvalidArgument, connect.CodeOutOfRange:
-		cat = runtime.ErrInvalid
+		cat = errdefs.ErrInvalid
 	case connect.CodeAlreadyExists, connect.CodeFailedPrecondition, connect.CodeAborted:
-		cat = runtime.ErrConflict
+		cat = errdefs.ErrConflict
 	case connect.CodeUnimplemented:
-		cat = runtime.ErrUnsupported
+		cat = errdefs.ErrUnsupported
 	case connect.CodeResourceExhausted, connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeCanceled:
-		cat = runtime.ErrUnavailable
+		cat = errdefs.ErrUnavailable
 	default:
 		var ce *connect.Error
 		if !errors.As(err, &ce) {
-			cat = runtime.ErrUnavailable // transport failure: the agent did not answer
+			cat = errdefs.ErrUnavailable // transport failure: the agent did not answer
 		}
 	}
 	if cat == nil {

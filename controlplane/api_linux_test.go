@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"roost.dev/roost/controlplane"
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/store/storetest"
 )
 
@@ -189,7 +189,7 @@ func testAPI(t *testing.T, e *testenv) {
 		e.do("DELETE", "/sandboxes/"+id, e.key, nil).want(t, http.StatusNotFound)
 		e.do("GET", "/sandboxes/"+id, e.key, nil).want(t, http.StatusNotFound)
 		e.do("GET", "/proxy/"+id+"/49983/health", "", nil).want(t, http.StatusNotFound)
-		if _, err := e.agent.Get(id); !errors.Is(err, runtime.ErrNotFound) {
+		if _, err := e.agent.Get(id); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Fatalf("agent still has %s: %v", id, err)
 		}
 	})
@@ -279,7 +279,7 @@ func testAPI(t *testing.T, e *testenv) {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		if _, err := e.agent.Get(c.SandboxID); !errors.Is(err, runtime.ErrNotFound) {
+		if _, err := e.agent.Get(c.SandboxID); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Fatalf("agent still has %s: %v", c.SandboxID, err)
 		}
 	})

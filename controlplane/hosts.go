@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/store"
 )
@@ -36,20 +37,20 @@ type registerRequest struct {
 }
 
 // parseRegister validates a registration body (all but the token's
-// validity). Errors wrap runtime.ErrInvalid.
+// validity). Errors wrap errdefs.ErrInvalid.
 func parseRegister(req registerRequest) error {
 	if req.RegistrationToken == "" || len(req.RegistrationToken) > maxKeyLen {
-		return fmt.Errorf("registrationToken is required: %w", runtime.ErrInvalid)
+		return fmt.Errorf("registrationToken is required: %w", errdefs.ErrInvalid)
 	}
 	u, err := url.Parse(req.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("url %q: want http(s)://host[:port]: %w", req.URL, runtime.ErrInvalid)
+		return fmt.Errorf("url %q: want http(s)://host[:port]: %w", req.URL, errdefs.ErrInvalid)
 	}
 	if req.Token == "" || len(req.Token) > maxKeyLen {
-		return fmt.Errorf("token is required, at most %d bytes: %w", maxKeyLen, runtime.ErrInvalid)
+		return fmt.Errorf("token is required, at most %d bytes: %w", maxKeyLen, errdefs.ErrInvalid)
 	}
 	if req.CPUs < 0 || req.MemoryMB < 0 || req.MaxSandboxes < 0 || len(req.Name) > 253 || len(req.Runtime) > 64 {
-		return fmt.Errorf("negative capacity or overlong name: %w", runtime.ErrInvalid)
+		return fmt.Errorf("negative capacity or overlong name: %w", errdefs.ErrInvalid)
 	}
 	return nil
 }
@@ -62,7 +63,7 @@ func (s *Server) registerHost(w http.ResponseWriter, r *http.Request) {
 	var req registerRequest
 	err := decodeJSON(r.Body, &req)
 	if errors.Is(err, io.EOF) {
-		err = fmt.Errorf("empty body: %w", runtime.ErrInvalid)
+		err = fmt.Errorf("empty body: %w", errdefs.ErrInvalid)
 	}
 	if err == nil {
 		err = parseRegister(req)
@@ -73,7 +74,7 @@ func (s *Server) registerHost(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	err = s.store.ConsumeRegistrationToken(ctx, store.HashKey(req.RegistrationToken), time.Now().UTC())
-	if errors.Is(err, runtime.ErrNotFound) {
+	if errors.Is(err, errdefs.ErrNotFound) {
 		writeError(w, http.StatusUnauthorized, "invalid, expired or used registration token")
 		return
 	}
@@ -116,7 +117,7 @@ func (s *Server) hostHeartbeat(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	got, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	h, err := s.store.GetHost(ctx, id)
-	if err != nil && !errors.Is(err, runtime.ErrNotFound) {
+	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		s.fail(w, r, "heartbeat", err)
 		return
 	}
@@ -130,7 +131,7 @@ func (s *Server) hostHeartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Sandboxes < 0 || req.VCPUs < 0 || req.MemoryMB < 0 {
-		s.fail(w, r, "heartbeat", fmt.Errorf("negative usage: %w", runtime.ErrInvalid))
+		s.fail(w, r, "heartbeat", fmt.Errorf("negative usage: %w", errdefs.ErrInvalid))
 		return
 	}
 	usage := store.HostUsage{Sandboxes: req.Sandboxes, VCPUs: req.VCPUs, MemoryMB: req.MemoryMB}
@@ -145,7 +146,7 @@ func (s *Server) hostHeartbeat(w http.ResponseWriter, r *http.Request) {
 // POST /v1/hosts/register within ttl. It is stored hashed: show it once.
 func (s *Server) CreateRegistrationToken(ctx context.Context, ttl time.Duration) (string, error) {
 	if ttl <= 0 {
-		return "", fmt.Errorf("registration token ttl %s: must be positive: %w", ttl, runtime.ErrInvalid)
+		return "", fmt.Errorf("registration token ttl %s: must be positive: %w", ttl, errdefs.ErrInvalid)
 	}
 	tok := "roostreg_" + newToken()
 	if err := s.store.CreateRegistrationToken(ctx, store.HashKey(tok), time.Now().UTC().Add(ttl)); err != nil {

@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"time"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/store"
 )
 
@@ -82,15 +82,15 @@ func (s *Server) sampleMetrics(ctx context.Context, sb store.Sandbox) (envdRepor
 	}
 	resp, err := s.agents.client.Do(req)
 	if err != nil {
-		return envdReport{}, fmt.Errorf("sample metrics of %s: %v: %w", sb.ID, err, runtime.ErrUnavailable)
+		return envdReport{}, fmt.Errorf("sample metrics of %s: %v: %w", sb.ID, err, errdefs.ErrUnavailable)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return envdReport{}, fmt.Errorf("sample metrics of %s: envd answered %s: %w", sb.ID, resp.Status, runtime.ErrUnavailable)
+		return envdReport{}, fmt.Errorf("sample metrics of %s: envd answered %s: %w", sb.ID, resp.Status, errdefs.ErrUnavailable)
 	}
 	var rep envdReport
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxBodyBytes)).Decode(&rep); err != nil {
-		return envdReport{}, fmt.Errorf("decode metrics of %s: %v: %w", sb.ID, err, runtime.ErrUnavailable)
+		return envdReport{}, fmt.Errorf("decode metrics of %s: %v: %w", sb.ID, err, errdefs.ErrUnavailable)
 	}
 	return rep, nil
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"roost.dev/roost/controlplane"
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/store/storetest"
 )
 
@@ -370,7 +370,7 @@ func testProxyAutoResume(t *testing.T, e *testenv) {
 	e.do("POST", "/sandboxes/"+id+"/pause", e.key, nil).want(t, http.StatusNoContent)
 	e.do("DELETE", "/sandboxes/"+id, e.key, nil).want(t, http.StatusNoContent)
 	e.via(t, nil, "/proxy/"+id+"/8000/hello.txt", "").want(t, http.StatusNotFound)
-	if _, err := e.agent.Get(id); !errors.Is(err, runtime.ErrNotFound) {
+	if _, err := e.agent.Get(id); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("agent still has %s: %v", id, err)
 	}
 }

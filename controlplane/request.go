@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/store"
 )
 
@@ -70,7 +70,7 @@ type createParams struct {
 }
 
 // parseCreate decodes and validates a create body. Errors wrap
-// runtime.ErrInvalid.
+// errdefs.ErrInvalid.
 func parseCreate(body io.Reader) (createParams, error) {
 	var req createRequest
 	if err := decodeJSON(body, &req); err != nil && !errors.Is(err, io.EOF) { // an empty body is {}
@@ -84,7 +84,7 @@ func parseCreate(body io.Reader) (createParams, error) {
 		p.Template = defaultTmpl
 	}
 	if !validTemplate(p.Template) {
-		return createParams{}, fmt.Errorf("templateID %q: 1-63 characters of [a-zA-Z0-9._-]: %w", p.Template, runtime.ErrInvalid)
+		return createParams{}, fmt.Errorf("templateID %q: 1-63 characters of [a-zA-Z0-9._-]: %w", p.Template, errdefs.ErrInvalid)
 	}
 	var err error
 	if p.Timeout, err = parseTimeout(req.Timeout, defaultTimeout); err != nil {
@@ -95,7 +95,7 @@ func parseCreate(body io.Reader) (createParams, error) {
 	}
 	if p.AutoResume && !p.AutoPause {
 		// A sandbox killed on timeout has nothing to resume.
-		return createParams{}, fmt.Errorf("autoResume.enabled requires autoPause: true: %w", runtime.ErrInvalid)
+		return createParams{}, fmt.Errorf("autoResume.enabled requires autoPause: true: %w", errdefs.ErrInvalid)
 	}
 	if req.Secure != nil {
 		p.Secure = *req.Secure
@@ -107,11 +107,11 @@ func parseCreate(body io.Reader) (createParams, error) {
 		p.PublicTraffic = *req.Network.AllowPublicTraffic
 	}
 	if size := mapSize(p.Metadata); size > maxMetadataLen {
-		return createParams{}, fmt.Errorf("metadata of %d bytes: at most %d: %w", size, maxMetadataLen, runtime.ErrInvalid)
+		return createParams{}, fmt.Errorf("metadata of %d bytes: at most %d: %w", size, maxMetadataLen, errdefs.ErrInvalid)
 	}
 	for k, v := range p.EnvVars {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
-			return createParams{}, fmt.Errorf("env var %q: names must be non-empty without '=' or NUL, values without NUL: %w", k, runtime.ErrInvalid)
+			return createParams{}, fmt.Errorf("env var %q: names must be non-empty without '=' or NUL, values without NUL: %w", k, errdefs.ErrInvalid)
 		}
 	}
 	for _, r := range []struct {
@@ -121,7 +121,7 @@ func parseCreate(body io.Reader) (createParams, error) {
 		dst  *int32
 	}{{"cpuCount", req.CPUCount, maxVCPUs, &p.VCPUs}, {"memoryMB", req.MemoryMB, maxMemoryMB, &p.MemoryMB}, {"diskSizeMB", req.DiskMB, maxMemoryMB, &p.DiskMB}} {
 		if r.v < 0 || r.v > r.max {
-			return createParams{}, fmt.Errorf("%s %d: must be between 0 (default) and %d: %w", r.name, r.v, r.max, runtime.ErrInvalid)
+			return createParams{}, fmt.Errorf("%s %d: must be between 0 (default) and %d: %w", r.name, r.v, r.max, errdefs.ErrInvalid)
 		}
 		*r.dst = int32(r.v)
 	}
@@ -157,7 +157,7 @@ func parseTimeout(secs *int64, def time.Duration) (time.Duration, error) {
 		return def, nil
 	}
 	if *secs < 1 || *secs > int64(maxTimeout/time.Second) {
-		return 0, fmt.Errorf("timeout %d: must be between 1 and %d seconds: %w", *secs, int64(maxTimeout/time.Second), runtime.ErrInvalid)
+		return 0, fmt.Errorf("timeout %d: must be between 1 and %d seconds: %w", *secs, int64(maxTimeout/time.Second), errdefs.ErrInvalid)
 	}
 	return time.Duration(*secs) * time.Second, nil
 }
@@ -176,20 +176,20 @@ func parseTimeoutBody(body io.Reader, def time.Duration) (time.Duration, error) 
 		return 0, err
 	}
 	if req.Timeout == nil && def == 0 {
-		return 0, fmt.Errorf("timeout is required: %w", runtime.ErrInvalid)
+		return 0, fmt.Errorf("timeout is required: %w", errdefs.ErrInvalid)
 	}
 	return parseTimeout(req.Timeout, def)
 }
 
 // decodeJSON decodes one JSON object of at most maxBodyBytes. An empty
-// body is io.EOF (wrapped); anything malformed wraps runtime.ErrInvalid.
+// body is io.EOF (wrapped); anything malformed wraps errdefs.ErrInvalid.
 func decodeJSON(body io.Reader, v any) error {
 	dec := json.NewDecoder(io.LimitReader(body, maxBodyBytes))
 	if err := dec.Decode(v); err != nil {
 		if errors.Is(err, io.EOF) {
 			return fmt.Errorf("empty body: %w", err)
 		}
-		return fmt.Errorf("decode body: %v: %w", err, runtime.ErrInvalid)
+		return fmt.Errorf("decode body: %v: %w", err, errdefs.ErrInvalid)
 	}
 	return nil
 }
@@ -202,16 +202,16 @@ func parseMetadataQuery(s string) (map[string]string, error) {
 		return nil, nil
 	}
 	if len(s) > maxMetadataLen {
-		return nil, fmt.Errorf("metadata filter of %d bytes: at most %d: %w", len(s), maxMetadataLen, runtime.ErrInvalid)
+		return nil, fmt.Errorf("metadata filter of %d bytes: at most %d: %w", len(s), maxMetadataLen, errdefs.ErrInvalid)
 	}
 	vals, err := url.ParseQuery(s)
 	if err != nil {
-		return nil, fmt.Errorf("metadata filter %q: %v: %w", s, err, runtime.ErrInvalid)
+		return nil, fmt.Errorf("metadata filter %q: %v: %w", s, err, errdefs.ErrInvalid)
 	}
 	md := make(map[string]string, len(vals))
 	for k, vs := range vals {
 		if k == "" || len(vs) != 1 {
-			return nil, fmt.Errorf("metadata filter %q: each key non-empty and once: %w", s, runtime.ErrInvalid)
+			return nil, fmt.Errorf("metadata filter %q: each key non-empty and once: %w", s, errdefs.ErrInvalid)
 		}
 		md[k] = vs[0]
 	}
@@ -231,7 +231,7 @@ func parseStates(values []string) ([]store.SandboxState, error) {
 				continue
 			case store.SandboxRunning, store.SandboxPaused:
 			default:
-				return nil, fmt.Errorf("state %q: must be running or paused: %w", s, runtime.ErrInvalid)
+				return nil, fmt.Errorf("state %q: must be running or paused: %w", s, errdefs.ErrInvalid)
 			}
 			if !seen[st] {
 				seen[st] = true
@@ -265,7 +265,7 @@ func parseListQuery(q url.Values) (listQuery, error) {
 	if l := q.Get("limit"); l != "" {
 		n, ok := parsePositive(l)
 		if !ok || n > store.MaxPageSize {
-			return listQuery{}, fmt.Errorf("limit %q: must be between 1 and %d: %w", l, store.MaxPageSize, runtime.ErrInvalid)
+			return listQuery{}, fmt.Errorf("limit %q: must be between 1 and %d: %w", l, store.MaxPageSize, errdefs.ErrInvalid)
 		}
 		lq.Limit = n
 	}
@@ -291,15 +291,15 @@ func parsePositive(s string) (int, bool) {
 // httpStatus maps an error category to an HTTP status, in one place.
 func httpStatus(err error) int {
 	switch {
-	case errors.Is(err, runtime.ErrNotFound):
+	case errors.Is(err, errdefs.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, runtime.ErrInvalid):
+	case errors.Is(err, errdefs.ErrInvalid):
 		return http.StatusBadRequest
-	case errors.Is(err, runtime.ErrConflict):
+	case errors.Is(err, errdefs.ErrConflict):
 		return http.StatusConflict
-	case errors.Is(err, runtime.ErrUnsupported):
+	case errors.Is(err, errdefs.ErrUnsupported):
 		return http.StatusNotImplemented
-	case errors.Is(err, runtime.ErrUnavailable):
+	case errors.Is(err, errdefs.ErrUnavailable):
 		return http.StatusServiceUnavailable
 	default:
 		return http.StatusInternalServerError

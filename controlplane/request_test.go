@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/store"
 )
 
@@ -63,7 +63,7 @@ func TestParseCreate(t *testing.T) {
 				if err == nil {
 					t.Fatalf("parseCreate(%s) = %+v, want an error", tt.body, got)
 				}
-				if !errors.Is(err, runtime.ErrInvalid) {
+				if !errors.Is(err, errdefs.ErrInvalid) {
 					t.Fatalf("error %v is not ErrInvalid", err)
 				}
 				return
@@ -129,7 +129,7 @@ func TestParseListQuery(t *testing.T) {
 		q, _ := url.ParseQuery(tt.query)
 		got, err := parseListQuery(q)
 		if tt.err {
-			if !errors.Is(err, runtime.ErrInvalid) {
+			if !errors.Is(err, errdefs.ErrInvalid) {
 				t.Errorf("parseListQuery(%q) error = %v, want ErrInvalid", tt.query, err)
 			}
 			continue
@@ -173,7 +173,7 @@ func FuzzMetadataQuery(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		md, err := parseMetadataQuery(s)
 		if err != nil {
-			if !errors.Is(err, runtime.ErrInvalid) {
+			if !errors.Is(err, errdefs.ErrInvalid) {
 				t.Fatalf("error %v is not ErrInvalid", err)
 			}
 			return
@@ -240,7 +240,7 @@ func TestParseRegister(t *testing.T) {
 		r := ok
 		tt.edit(&r)
 		err := parseRegister(r)
-		if tt.valid != (err == nil) || (err != nil && !errors.Is(err, runtime.ErrInvalid)) {
+		if tt.valid != (err == nil) || (err != nil && !errors.Is(err, errdefs.ErrInvalid)) {
 			t.Errorf("%s: parseRegister = %v, want valid %v", tt.name, err, tt.valid)
 		}
 	}

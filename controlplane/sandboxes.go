@@ -9,8 +9,8 @@ import (
 
 	"connectrpc.com/connect"
 
+	"roost.dev/roost/errdefs"
 	hostagentv1 "roost.dev/roost/gen/hostagent/v1"
-	"roost.dev/roost/runtime"
 	"roost.dev/roost/store"
 )
 
@@ -131,7 +131,7 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store
 	}))
 	if err != nil {
 		err = agentError("create sandbox", err)
-		if errors.Is(err, runtime.ErrNotFound) {
+		if errors.Is(err, errdefs.ErrNotFound) {
 			err = fmt.Errorf("template %q not found: %w", p.Template, err)
 		}
 		if derr := s.store.DeleteSandbox(octx, sb.ID); derr != nil {
@@ -143,7 +143,7 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store
 	got := resp.Msg.GetSandbox()
 	sb, err = s.store.UpdateSandbox(octx, sb.ID, func(cur *store.Sandbox) error {
 		if cur.State != store.SandboxStarting {
-			return fmt.Errorf("sandbox %s became %s while starting: %w", cur.ID, cur.State, runtime.ErrConflict)
+			return fmt.Errorf("sandbox %s became %s while starting: %w", cur.ID, cur.State, errdefs.ErrConflict)
 		}
 		cur.State = store.SandboxRunning
 		cur.VCPUs = int(got.GetLimits().GetVcpus())
@@ -189,7 +189,7 @@ func (s *Server) schedule(ctx context.Context) (store.Host, error) {
 		}
 	}
 	if !found {
-		return store.Host{}, fmt.Errorf("no host has room for a sandbox: %w", runtime.ErrUnavailable)
+		return store.Host{}, fmt.Errorf("no host has room for a sandbox: %w", errdefs.ErrUnavailable)
 	}
 	return best, nil
 }
@@ -243,8 +243,8 @@ func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request, key store
 func (s *Server) teamSandbox(r *http.Request, key store.APIKey) (store.Sandbox, error) {
 	id := r.PathValue("id")
 	sb, err := s.store.GetSandbox(r.Context(), key.TeamID, id)
-	if errors.Is(err, runtime.ErrNotFound) {
-		return store.Sandbox{}, fmt.Errorf("sandbox %q not found: %w", id, runtime.ErrNotFound)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return store.Sandbox{}, fmt.Errorf("sandbox %q not found: %w", id, errdefs.ErrNotFound)
 	}
 	return sb, err
 }
@@ -264,7 +264,7 @@ func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request, key store.AP
 func (s *Server) hostOf(ctx context.Context, sb store.Sandbox) (store.Host, error) {
 	h, err := s.store.GetHost(ctx, sb.HostID)
 	if err != nil {
-		return store.Host{}, fmt.Errorf("host %s of sandbox %s: %v: %w", sb.HostID, sb.ID, err, runtime.ErrUnavailable)
+		return store.Host{}, fmt.Errorf("host %s of sandbox %s: %v: %w", sb.HostID, sb.ID, err, errdefs.ErrUnavailable)
 	}
 	return h, nil
 }
@@ -301,11 +301,11 @@ func (s *Server) destroy(ctx context.Context, sb store.Sandbox) error {
 			return err
 		}
 		_, err = s.agents.For(h).DestroySandbox(ctx, connect.NewRequest(&hostagentv1.DestroySandboxRequest{SandboxId: sb.ID}))
-		if err = agentError("destroy sandbox", err); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+		if err = agentError("destroy sandbox", err); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			return err
 		}
 	}
-	if err := s.store.DeleteSandbox(ctx, sb.ID); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+	if err := s.store.DeleteSandbox(ctx, sb.ID); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return fmt.Errorf("delete sandbox %s: %w", sb.ID, err)
 	}
 	s.proxy.Evict(sb.ID)
@@ -319,7 +319,7 @@ func usable(sb store.Sandbox) error {
 	case store.SandboxRunning, store.SandboxPaused:
 		return nil
 	}
-	return fmt.Errorf("sandbox %s is %s: %w", sb.ID, sb.State, runtime.ErrConflict)
+	return fmt.Errorf("sandbox %s is %s: %w", sb.ID, sb.State, errdefs.ErrConflict)
 }
 
 // setTimeout is POST /sandboxes/{id}/timeout: the sandbox now ends
@@ -376,7 +376,7 @@ func (s *Server) extend(ctx context.Context, sb store.Sandbox, d time.Duration, 
 func (s *Server) pauseSandbox(w http.ResponseWriter, r *http.Request, key store.APIKey) {
 	sb, err := s.teamSandbox(r, key)
 	if err == nil && sb.State == store.SandboxPaused {
-		err = fmt.Errorf("sandbox %s is already paused: %w", sb.ID, runtime.ErrConflict)
+		err = fmt.Errorf("sandbox %s is already paused: %w", sb.ID, errdefs.ErrConflict)
 	}
 	if err == nil {
 		err = usable(sb)
@@ -403,7 +403,7 @@ func (s *Server) pause(ctx context.Context, sb store.Sandbox) error {
 		return err
 	}
 	_, err = s.agents.For(h).PauseSandbox(ctx, connect.NewRequest(&hostagentv1.PauseSandboxRequest{SandboxId: sb.ID}))
-	if err = agentError("pause sandbox", err); err != nil && !errors.Is(err, runtime.ErrConflict) {
+	if err = agentError("pause sandbox", err); err != nil && !errors.Is(err, errdefs.ErrConflict) {
 		return err
 	}
 	if err != nil { // failed_precondition: make sure it is paused, not gone
@@ -500,9 +500,9 @@ func (s *Server) autoResume(ctx context.Context, id string) error {
 	case sb.State == store.SandboxRunning:
 		return nil // resumed meanwhile, by connect
 	case sb.State != store.SandboxPaused:
-		return fmt.Errorf("sandbox %s is %s: %w", id, sb.State, runtime.ErrConflict)
+		return fmt.Errorf("sandbox %s is %s: %w", id, sb.State, errdefs.ErrConflict)
 	case !sb.AutoResume:
-		return fmt.Errorf("sandbox %s is paused without auto-resume: %w", id, runtime.ErrConflict)
+		return fmt.Errorf("sandbox %s is paused without auto-resume: %w", id, errdefs.ErrConflict)
 	}
 	d := time.Duration(sb.TimeoutSecs) * time.Second
 	if d <= 0 {

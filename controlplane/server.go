@@ -16,9 +16,9 @@ import (
 
 	"connectrpc.com/connect"
 
+	"roost.dev/roost/errdefs"
 	hostagentv1 "roost.dev/roost/gen/hostagent/v1"
 	"roost.dev/roost/proxy"
-	"roost.dev/roost/runtime"
 	"roost.dev/roost/store"
 )
 
@@ -55,7 +55,7 @@ type LocalAgent struct {
 	// HostID is the host the agent was added as.
 	HostID string
 	// SandboxAddr says where a running sandbox's ports answer; errors wrap
-	// runtime.ErrNotFound, ErrConflict (paused) or ErrUnavailable. It is
+	// errdefs.ErrNotFound, ErrConflict (paused) or ErrUnavailable. It is
 	// called on every request, and must be cheap.
 	SandboxAddr func(sandboxID string) (netip.Addr, error)
 }
@@ -88,7 +88,7 @@ type Server struct {
 // Run for the background loops.
 func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	if st == nil {
-		return nil, fmt.Errorf("new control plane: no store: %w", runtime.ErrInvalid)
+		return nil, fmt.Errorf("new control plane: no store: %w", errdefs.ErrInvalid)
 	}
 	if cfg.Domain == "" {
 		cfg.Domain = "localhost"
@@ -189,7 +189,7 @@ func (s *Server) authenticate(h func(http.ResponseWriter, *http.Request, store.A
 			return
 		}
 		k, err := s.store.APIKeyByHash(r.Context(), store.HashKey(key))
-		if errors.Is(err, runtime.ErrNotFound) {
+		if errors.Is(err, errdefs.ErrNotFound) {
 			writeError(w, http.StatusUnauthorized, "invalid API key")
 			return
 		}
@@ -275,10 +275,10 @@ func (s *Server) CreateTeamWithKey(ctx context.Context, teamName string) (string
 // required; an agent that does not answer is an error.
 func (s *Server) AddHost(ctx context.Context, h store.Host) error {
 	if h.ID == "" || h.URL == "" {
-		return fmt.Errorf("add host: id and url are required: %w", runtime.ErrInvalid)
+		return fmt.Errorf("add host: id and url are required: %w", errdefs.ErrInvalid)
 	}
 	if _, err := url.Parse(h.URL); err != nil {
-		return fmt.Errorf("add host %s: url: %v: %w", h.ID, err, runtime.ErrInvalid)
+		return fmt.Errorf("add host %s: url: %v: %w", h.ID, err, errdefs.ErrInvalid)
 	}
 	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	defer cancel()
@@ -361,20 +361,20 @@ func (r resolver) Resolve(ctx context.Context, id string) (proxy.Target, error) 
 	switch sb.State {
 	case store.SandboxRunning, store.SandboxPaused, store.SandboxStarting:
 	case store.SandboxLost, store.SandboxError:
-		return proxy.Target{}, fmt.Errorf("sandbox %s is %s: %w", id, sb.State, runtime.ErrUnavailable)
+		return proxy.Target{}, fmt.Errorf("sandbox %s is %s: %w", id, sb.State, errdefs.ErrUnavailable)
 	default:
-		return proxy.Target{}, fmt.Errorf("sandbox %s is %s: %w", id, sb.State, runtime.ErrNotFound)
+		return proxy.Target{}, fmt.Errorf("sandbox %s is %s: %w", id, sb.State, errdefs.ErrNotFound)
 	}
 	h, err := r.s.store.GetHost(ctx, sb.HostID)
 	if err != nil {
-		return proxy.Target{}, fmt.Errorf("host of sandbox %s: %v: %w", id, err, runtime.ErrUnavailable)
+		return proxy.Target{}, fmt.Errorf("host of sandbox %s: %v: %w", id, err, errdefs.ErrUnavailable)
 	}
 	if h.State == store.HostDown {
-		return proxy.Target{}, fmt.Errorf("host %s of sandbox %s is down: %w", h.ID, id, runtime.ErrUnavailable)
+		return proxy.Target{}, fmt.Errorf("host %s of sandbox %s is down: %w", h.ID, id, errdefs.ErrUnavailable)
 	}
 	u, err := url.Parse(h.URL)
 	if err != nil {
-		return proxy.Target{}, fmt.Errorf("host %s url: %v: %w", h.ID, err, runtime.ErrUnavailable)
+		return proxy.Target{}, fmt.Errorf("host %s url: %v: %w", h.ID, err, errdefs.ErrUnavailable)
 	}
 	t := proxy.Target{
 		SandboxID: id, Paused: sb.State == store.SandboxPaused, AutoResume: sb.AutoResume, AgentURL: u, AgentToken: h.Token,

@@ -15,8 +15,8 @@ import (
 
 	"connectrpc.com/connect"
 
+	"roost.dev/roost/errdefs"
 	hostagentv1 "roost.dev/roost/gen/hostagent/v1"
-	"roost.dev/roost/runtime"
 	"roost.dev/roost/store"
 )
 
@@ -197,22 +197,22 @@ type createKeyRequest struct {
 
 // parseCreateKey decodes and validates a create-key body: a name of 1 to
 // maxKeyNameLen bytes without control characters. Errors wrap
-// runtime.ErrInvalid.
+// errdefs.ErrInvalid.
 func parseCreateKey(body io.Reader) (string, error) {
 	var req createKeyRequest
 	err := decodeJSON(body, &req)
 	if errors.Is(err, io.EOF) {
-		return "", fmt.Errorf("empty body: want {\"name\": ...}: %w", runtime.ErrInvalid)
+		return "", fmt.Errorf("empty body: want {\"name\": ...}: %w", errdefs.ErrInvalid)
 	}
 	if err != nil {
 		return "", err
 	}
 	if req.Name == "" || len(req.Name) > maxKeyNameLen {
-		return "", fmt.Errorf("name is required, at most %d bytes: %w", maxKeyNameLen, runtime.ErrInvalid)
+		return "", fmt.Errorf("name is required, at most %d bytes: %w", maxKeyNameLen, errdefs.ErrInvalid)
 	}
 	for _, c := range req.Name {
 		if unicode.IsControl(c) || c == unicode.ReplacementChar {
-			return "", fmt.Errorf("name %q: no control characters or invalid UTF-8: %w", req.Name, runtime.ErrInvalid)
+			return "", fmt.Errorf("name %q: no control characters or invalid UTF-8: %w", req.Name, errdefs.ErrInvalid)
 		}
 	}
 	return req.Name, nil
@@ -244,8 +244,8 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, key store.
 func (s *Server) deleteAPIKey(w http.ResponseWriter, r *http.Request, key store.APIKey) {
 	id := r.PathValue("id")
 	err := s.store.DeleteAPIKey(r.Context(), key.TeamID, id)
-	if errors.Is(err, runtime.ErrNotFound) {
-		err = fmt.Errorf("api key %q not found: %w", id, runtime.ErrNotFound)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		err = fmt.Errorf("api key %q not found: %w", id, errdefs.ErrNotFound)
 	}
 	if err != nil {
 		s.fail(w, r, "delete api key", err)

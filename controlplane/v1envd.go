@@ -10,7 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/store"
 )
 
@@ -33,9 +33,9 @@ func (s *Server) envdOf(ctx context.Context, sb store.Sandbox) (envdTarget, erro
 		// The agent is in this process: envd is reached at the sandbox's
 		// own address, without the agent's proxy.
 		addr, err := s.cfg.Local.SandboxAddr(sb.ID)
-		if errors.Is(err, runtime.ErrNotFound) {
+		if errors.Is(err, errdefs.ErrNotFound) {
 			// The store has it and the agent does not: lost, not unknown.
-			err = fmt.Errorf("%v: %w", err, runtime.ErrUnavailable)
+			err = fmt.Errorf("%v: %w", err, errdefs.ErrUnavailable)
 		}
 		if err != nil {
 			return envdTarget{}, fmt.Errorf("envd of sandbox %s: %w", sb.ID, err)
@@ -52,11 +52,11 @@ func (s *Server) envdOf(ctx context.Context, sb store.Sandbox) (envdTarget, erro
 		return envdTarget{}, err
 	}
 	if h.State == store.HostDown {
-		return envdTarget{}, fmt.Errorf("host %s of sandbox %s is down: %w", h.ID, sb.ID, runtime.ErrUnavailable)
+		return envdTarget{}, fmt.Errorf("host %s of sandbox %s is down: %w", h.ID, sb.ID, errdefs.ErrUnavailable)
 	}
 	base, err := url.JoinPath(h.URL, "proxy", sb.ID, fmt.Sprint(envdPort))
 	if err != nil {
-		return envdTarget{}, fmt.Errorf("envd url of sandbox %s on host %s: %v: %w", sb.ID, h.ID, err, runtime.ErrUnavailable)
+		return envdTarget{}, fmt.Errorf("envd url of sandbox %s on host %s: %v: %w", sb.ID, h.ID, err, errdefs.ErrUnavailable)
 	}
 	hdr := http.Header{}
 	if h.Token != "" {
@@ -76,7 +76,7 @@ func (t envdTarget) request(ctx context.Context, method, path string, q url.Valu
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
-		return nil, fmt.Errorf("envd request %s %s: %v: %w", method, path, err, runtime.ErrUnavailable)
+		return nil, fmt.Errorf("envd request %s %s: %v: %w", method, path, err, errdefs.ErrUnavailable)
 	}
 	for k, v := range t.header {
 		req.Header[k] = v
@@ -97,9 +97,9 @@ func running(sb store.Sandbox) error {
 	case store.SandboxRunning:
 		return nil
 	case store.SandboxLost, store.SandboxError:
-		return fmt.Errorf("sandbox %s is %s: %w", sb.ID, sb.State, runtime.ErrUnavailable)
+		return fmt.Errorf("sandbox %s is %s: %w", sb.ID, sb.State, errdefs.ErrUnavailable)
 	}
-	return fmt.Errorf("sandbox %s is %s: %w", sb.ID, sb.State, runtime.ErrConflict)
+	return fmt.Errorf("sandbox %s is %s: %w", sb.ID, sb.State, errdefs.ErrConflict)
 }
 
 // runningSandbox loads the path's sandbox of the caller's team and its
@@ -119,7 +119,7 @@ func (s *Server) runningSandbox(r *http.Request, key store.APIKey) (store.Sandbo
 // failEnvd answers errors of the /v1 sandbox endpoints: like fail, except
 // that an unreachable sandbox is 502, as the proxy answers it.
 func (s *Server) failEnvd(w http.ResponseWriter, r *http.Request, op string, err error) {
-	if errors.Is(err, runtime.ErrUnavailable) {
+	if errors.Is(err, errdefs.ErrUnavailable) {
 		if r.Context().Err() != nil {
 			return
 		}

@@ -12,9 +12,9 @@ import (
 
 	"connectrpc.com/connect"
 
+	"roost.dev/roost/errdefs"
 	rpc "roost.dev/roost/gen/process"
 	"roost.dev/roost/gen/process/processconnect"
-	"roost.dev/roost/runtime"
 	"roost.dev/roost/store"
 )
 
@@ -83,20 +83,20 @@ func parseExec(body io.Reader, streaming bool) (*rpc.StartRequest, string, time.
 	var req execRequest
 	if err := decodeJSON(body, &req); err != nil {
 		if errors.Is(err, io.EOF) {
-			err = fmt.Errorf("exec: %v: %w", err, runtime.ErrInvalid)
+			err = fmt.Errorf("exec: %v: %w", err, errdefs.ErrInvalid)
 		}
 		return nil, "", 0, err
 	}
 	cfg := &rpc.ProcessConfig{Envs: req.Env}
 	switch {
 	case req.Cmd != "" && len(req.Args) > 0:
-		return nil, "", 0, fmt.Errorf("exec: give cmd or args, not both: %w", runtime.ErrInvalid)
+		return nil, "", 0, fmt.Errorf("exec: give cmd or args, not both: %w", errdefs.ErrInvalid)
 	case req.Cmd != "":
 		cfg.Cmd, cfg.Args = "/bin/bash", []string{"-l", "-c", req.Cmd}
 	case len(req.Args) > 0 && req.Args[0] != "":
 		cfg.Cmd, cfg.Args = req.Args[0], req.Args[1:]
 	default:
-		return nil, "", 0, fmt.Errorf("exec: cmd or args is required: %w", runtime.ErrInvalid)
+		return nil, "", 0, fmt.Errorf("exec: cmd or args is required: %w", errdefs.ErrInvalid)
 	}
 	if req.Cwd != "" {
 		cfg.Cwd = &req.Cwd
@@ -105,12 +105,12 @@ func parseExec(body io.Reader, streaming bool) (*rpc.StartRequest, string, time.
 	if req.Timeout != nil && *req.Timeout != 0 {
 		t := *req.Timeout
 		if t < 0 || math.IsNaN(t) || t > maxTimeout.Seconds() {
-			return nil, "", 0, fmt.Errorf("exec: timeout %v: want 0-%d seconds: %w", t, int64(maxTimeout.Seconds()), runtime.ErrInvalid)
+			return nil, "", 0, fmt.Errorf("exec: timeout %v: want 0-%d seconds: %w", t, int64(maxTimeout.Seconds()), errdefs.ErrInvalid)
 		}
 		d = time.Duration(t * float64(time.Second))
 	}
 	if req.Stdin && !streaming {
-		return nil, "", 0, fmt.Errorf("exec: stdin needs the streaming endpoint (GET .../exec/stream): %w", runtime.ErrInvalid)
+		return nil, "", 0, fmt.Errorf("exec: stdin needs the streaming endpoint (GET .../exec/stream): %w", errdefs.ErrInvalid)
 	}
 	stdin := req.Stdin
 	return &rpc.StartRequest{Process: cfg, Stdin: &stdin}, req.User, d, nil
@@ -193,7 +193,7 @@ func (s *Server) exec(ctx context.Context, t envdTarget, start *rpc.StartRequest
 		case err != nil:
 			return execResponse{}, execError(t.sandboxID, err)
 		default:
-			return execResponse{}, fmt.Errorf("exec in sandbox %s: envd ended the stream without an end event: %w", t.sandboxID, runtime.ErrUnavailable)
+			return execResponse{}, fmt.Errorf("exec in sandbox %s: envd ended the stream without an end event: %w", t.sandboxID, errdefs.ErrUnavailable)
 		}
 	}
 	res.Stdout, res.Stderr = string(stdout), string(stderr)
@@ -206,7 +206,7 @@ func (s *Server) exec(ctx context.Context, t envdTarget, start *rpc.StartRequest
 func execError(id string, err error) error {
 	switch connect.CodeOf(err) {
 	case connect.CodeInvalidArgument, connect.CodePermissionDenied:
-		return fmt.Errorf("exec in sandbox %s: %s: %w", id, connectMessage(err), runtime.ErrInvalid)
+		return fmt.Errorf("exec in sandbox %s: %s: %w", id, connectMessage(err), errdefs.ErrInvalid)
 	}
 	return fmt.Errorf("exec in sandbox %s: %w", id, agentError("envd process start", err))
 }

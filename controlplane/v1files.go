@@ -9,7 +9,7 @@ import (
 	"net/url"
 	"time"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/store"
 )
 
@@ -21,7 +21,7 @@ const portsTimeout = 10 * time.Second
 func fileQuery(r *http.Request) (url.Values, error) {
 	p := r.URL.Query().Get("path")
 	if p == "" {
-		return nil, fmt.Errorf("query parameter path is required: %w", runtime.ErrInvalid)
+		return nil, fmt.Errorf("query parameter path is required: %w", errdefs.ErrInvalid)
 	}
 	q := url.Values{"path": {p}}
 	if u := r.URL.Query().Get("user"); u != "" {
@@ -53,7 +53,7 @@ func (s *Server) downloadFile(w http.ResponseWriter, r *http.Request, key store.
 	}
 	resp, err := s.agents.client.Do(req)
 	if err != nil {
-		s.failEnvd(w, r, "download file", fmt.Errorf("read file of sandbox %s: %v: %w", t.sandboxID, err, runtime.ErrUnavailable))
+		s.failEnvd(w, r, "download file", fmt.Errorf("read file of sandbox %s: %v: %w", t.sandboxID, err, errdefs.ErrUnavailable))
 		return
 	}
 	defer resp.Body.Close()
@@ -106,7 +106,7 @@ func (s *Server) uploadFile(w http.ResponseWriter, r *http.Request, key store.AP
 	}
 	resp, err := s.agents.client.Do(req)
 	if err != nil {
-		s.failEnvd(w, r, "upload file", fmt.Errorf("write file of sandbox %s: %v: %w", t.sandboxID, err, runtime.ErrUnavailable))
+		s.failEnvd(w, r, "upload file", fmt.Errorf("write file of sandbox %s: %v: %w", t.sandboxID, err, errdefs.ErrUnavailable))
 		return
 	}
 	defer resp.Body.Close()
@@ -116,7 +116,7 @@ func (s *Server) uploadFile(w http.ResponseWriter, r *http.Request, key store.AP
 	}
 	var entries []fileEntry
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxBodyBytes)).Decode(&entries); err != nil || len(entries) == 0 {
-		s.failEnvd(w, r, "upload file", fmt.Errorf("decode write answer of sandbox %s: %v: %w", t.sandboxID, err, runtime.ErrUnavailable))
+		s.failEnvd(w, r, "upload file", fmt.Errorf("decode write answer of sandbox %s: %v: %w", t.sandboxID, err, errdefs.ErrUnavailable))
 		return
 	}
 	writeJSON(w, http.StatusOK, entries[0])
@@ -147,7 +147,7 @@ func (s *Server) sandboxPorts(w http.ResponseWriter, r *http.Request, key store.
 	}
 	resp, err := s.agents.client.Do(req)
 	if err != nil {
-		s.failEnvd(w, r, "list ports", fmt.Errorf("list ports of sandbox %s: %v: %w", t.sandboxID, err, runtime.ErrUnavailable))
+		s.failEnvd(w, r, "list ports", fmt.Errorf("list ports of sandbox %s: %v: %w", t.sandboxID, err, errdefs.ErrUnavailable))
 		return
 	}
 	defer resp.Body.Close()
@@ -157,7 +157,7 @@ func (s *Server) sandboxPorts(w http.ResponseWriter, r *http.Request, key store.
 	}
 	ports := []portJSON{}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxBodyBytes)).Decode(&ports); err != nil {
-		s.failEnvd(w, r, "list ports", fmt.Errorf("decode ports of sandbox %s: %v: %w", t.sandboxID, err, runtime.ErrUnavailable))
+		s.failEnvd(w, r, "list ports", fmt.Errorf("decode ports of sandbox %s: %v: %w", t.sandboxID, err, errdefs.ErrUnavailable))
 		return
 	}
 	if ports == nil {
@@ -182,5 +182,5 @@ func (s *Server) envdRefused(w http.ResponseWriter, r *http.Request, op string, 
 		writeError(w, resp.StatusCode, body.Message)
 		return
 	}
-	s.failEnvd(w, r, op, fmt.Errorf("envd of sandbox %s answered %s: %s: %w", t.sandboxID, resp.Status, body.Message, runtime.ErrUnavailable))
+	s.failEnvd(w, r, op, fmt.Errorf("envd of sandbox %s answered %s: %s: %w", t.sandboxID, resp.Status, body.Message, errdefs.ErrUnavailable))
 }

@@ -10,9 +10,9 @@ import (
 
 	"connectrpc.com/connect"
 
+	"roost.dev/roost/errdefs"
 	fsrpc "roost.dev/roost/gen/filesystem"
 	"roost.dev/roost/gen/filesystem/filesystemconnect"
-	"roost.dev/roost/runtime"
 	"roost.dev/roost/store"
 )
 
@@ -43,14 +43,14 @@ func (s *Server) listFiles(w http.ResponseWriter, r *http.Request, key store.API
 	q := r.URL.Query()
 	path := q.Get("path")
 	if path == "" {
-		s.failEnvd(w, r, "list files", fmt.Errorf("query parameter path is required: %w", runtime.ErrInvalid))
+		s.failEnvd(w, r, "list files", fmt.Errorf("query parameter path is required: %w", errdefs.ErrInvalid))
 		return
 	}
 	depth := uint64(1)
 	if v := q.Get("depth"); v != "" {
 		d, err := strconv.ParseUint(v, 10, 32)
 		if err != nil || d < 1 || d > maxListDepth {
-			s.failEnvd(w, r, "list files", fmt.Errorf("depth %q: want 1-%d: %w", v, maxListDepth, runtime.ErrInvalid))
+			s.failEnvd(w, r, "list files", fmt.Errorf("depth %q: want 1-%d: %w", v, maxListDepth, errdefs.ErrInvalid))
 			return
 		}
 		depth = d
@@ -103,9 +103,9 @@ func fileType(t fsrpc.FileType) string {
 func fsError(id string, err error) error {
 	switch connect.CodeOf(err) {
 	case connect.CodeNotFound:
-		return fmt.Errorf("sandbox %s: %s: %w", id, connectMessage(err), runtime.ErrNotFound)
+		return fmt.Errorf("sandbox %s: %s: %w", id, connectMessage(err), errdefs.ErrNotFound)
 	case connect.CodeInvalidArgument, connect.CodePermissionDenied, connect.CodeFailedPrecondition:
-		return fmt.Errorf("sandbox %s: %s: %w", id, connectMessage(err), runtime.ErrInvalid)
+		return fmt.Errorf("sandbox %s: %s: %w", id, connectMessage(err), errdefs.ErrInvalid)
 	}
 	return fmt.Errorf("sandbox %s: %w", id, agentError("envd list", err))
 }

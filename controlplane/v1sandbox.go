@@ -10,6 +10,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"roost.dev/roost/errdefs"
 	hostagentv1 "roost.dev/roost/gen/hostagent/v1"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/store"
@@ -144,7 +145,7 @@ func cannotSnapshot(id, rt string, caps *runtime.Capabilities) error {
 	default:
 		can = " (nor pause)"
 	}
-	return fmt.Errorf("sandbox %s runs on the %s runtime, which cannot snapshot%s: %w", id, rt, can, runtime.ErrConflict)
+	return fmt.Errorf("sandbox %s runs on the %s runtime, which cannot snapshot%s: %w", id, rt, can, errdefs.ErrConflict)
 }
 
 // hibernate has the agent hibernate sb and records it paused. An agent
@@ -155,14 +156,14 @@ func (s *Server) hibernate(ctx context.Context, sb store.Sandbox, h store.Host) 
 	_, err := agent.PauseSandbox(ctx, connect.NewRequest(&hostagentv1.PauseSandboxRequest{SandboxId: sb.ID, Hibernate: true}))
 	err = agentError("hibernate sandbox", err)
 	switch {
-	case errors.Is(err, runtime.ErrUnsupported):
+	case errors.Is(err, errdefs.ErrUnsupported):
 		var caps *runtime.Capabilities
 		if c, ok := hostCapabilities(h); ok {
 			caps = &c
 		}
 		s.log.Debug("agent cannot snapshot", "sandbox", sb.ID, "host", h.ID, "err", err)
 		return store.Sandbox{}, cannotSnapshot(sb.ID, h.Runtime, caps)
-	case errors.Is(err, runtime.ErrConflict):
+	case errors.Is(err, errdefs.ErrConflict):
 		// failed_precondition: hibernated already is what was asked for;
 		// anything else (stopping, failed) is the agent's refusal.
 		g, gerr := agent.GetSandbox(ctx, connect.NewRequest(&hostagentv1.GetSandboxRequest{SandboxId: sb.ID}))
@@ -176,7 +177,7 @@ func (s *Server) hibernate(ctx context.Context, sb store.Sandbox, h store.Host) 
 	id := sb.ID
 	sb, err = s.store.UpdateSandbox(ctx, id, func(cur *store.Sandbox) error {
 		if cur.State != store.SandboxRunning && cur.State != store.SandboxPaused {
-			return fmt.Errorf("sandbox %s became %s while hibernating: %w", cur.ID, cur.State, runtime.ErrConflict)
+			return fmt.Errorf("sandbox %s became %s while hibernating: %w", cur.ID, cur.State, errdefs.ErrConflict)
 		}
 		cur.State = store.SandboxPaused
 		return nil

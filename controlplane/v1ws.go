@@ -16,9 +16,9 @@ import (
 	"connectrpc.com/connect"
 	"github.com/coder/websocket"
 
+	"roost.dev/roost/errdefs"
 	rpc "roost.dev/roost/gen/process"
 	"roost.dev/roost/gen/process/processconnect"
-	"roost.dev/roost/runtime"
 	"roost.dev/roost/store"
 )
 
@@ -87,7 +87,7 @@ func accept(w http.ResponseWriter, r *http.Request) (*websocket.Conn, error) {
 // closeWithError closes c with the application code of err's HTTP status.
 func closeWithError(c *websocket.Conn, err error) {
 	status := httpStatus(err)
-	if errors.Is(err, runtime.ErrUnavailable) {
+	if errors.Is(err, errdefs.ErrUnavailable) {
 		status = http.StatusBadGateway
 	}
 	msg := err.Error()
@@ -243,7 +243,7 @@ func (ss *session) closeInput() error {
 }
 
 // errBadFrame refuses a frame the protocol does not have.
-var errBadFrame = fmt.Errorf("bad frame: %w", runtime.ErrInvalid)
+var errBadFrame = fmt.Errorf("bad frame: %w", errdefs.ErrInvalid)
 
 func (ss *session) apply(ctx context.Context, typ websocket.MessageType, b []byte) error {
 	if typ == websocket.MessageBinary {
@@ -319,14 +319,14 @@ func rpcError(err error) error {
 		return nil
 	}
 	if connect.CodeOf(err) == connect.CodeInvalidArgument {
-		return fmt.Errorf("%s: %w", connectMessage(err), runtime.ErrInvalid)
+		return fmt.Errorf("%s: %w", connectMessage(err), errdefs.ErrInvalid)
 	}
 	return agentError("envd", err)
 }
 
 func termSize(cols, rows uint32) (*rpc.PTY_Size, error) {
 	if cols == 0 || rows == 0 || cols > maxTermSize || rows > maxTermSize {
-		return nil, fmt.Errorf("terminal size %dx%d: want 1-%d columns and rows: %w", cols, rows, maxTermSize, runtime.ErrInvalid)
+		return nil, fmt.Errorf("terminal size %dx%d: want 1-%d columns and rows: %w", cols, rows, maxTermSize, errdefs.ErrInvalid)
 	}
 	return &rpc.PTY_Size{Cols: cols, Rows: rows}, nil
 }
@@ -390,11 +390,11 @@ func (s *Server) execStream(w http.ResponseWriter, r *http.Request, key store.AP
 	typ, body, err := c.Read(first)
 	cancel()
 	if err != nil {
-		closeWithError(c, fmt.Errorf("no exec request within %v: %w", wsFirstMessage, runtime.ErrInvalid))
+		closeWithError(c, fmt.Errorf("no exec request within %v: %w", wsFirstMessage, errdefs.ErrInvalid))
 		return
 	}
 	if typ != websocket.MessageText {
-		closeWithError(c, fmt.Errorf("the first frame must be the exec request as JSON text: %w", runtime.ErrInvalid))
+		closeWithError(c, fmt.Errorf("the first frame must be the exec request as JSON text: %w", errdefs.ErrInvalid))
 		return
 	}
 	start, user, timeout, err := parseExec(bytes.NewReader(body), true)
@@ -415,7 +415,7 @@ func (s *Server) execStream(w http.ResponseWriter, r *http.Request, key store.AP
 	if err == nil && !stream.Receive() {
 		err = stream.Err()
 		if err == nil {
-			err = fmt.Errorf("envd ended the stream before the start event: %w", runtime.ErrUnavailable)
+			err = fmt.Errorf("envd ended the stream before the start event: %w", errdefs.ErrUnavailable)
 		}
 	}
 	if err != nil {
@@ -453,7 +453,7 @@ func parsePTYQuery(r *http.Request) (ptyQuery, error) {
 		}
 		n, err := strconv.ParseUint(v, 10, 32)
 		if err != nil {
-			return 0, fmt.Errorf("%s %q: not a number: %w", name, v, runtime.ErrInvalid)
+			return 0, fmt.Errorf("%s %q: not a number: %w", name, v, errdefs.ErrInvalid)
 		}
 		return uint32(n), nil
 	}
@@ -474,10 +474,10 @@ func parsePTYQuery(r *http.Request) (ptyQuery, error) {
 			return p, err
 		}
 		if p.pid == 0 {
-			return p, fmt.Errorf("pid 0: %w", runtime.ErrInvalid)
+			return p, fmt.Errorf("pid 0: %w", errdefs.ErrInvalid)
 		}
 		if q.Has("cmd") || q.Has("cwd") || q.Has("user") {
-			return p, fmt.Errorf("pid reattaches to a running terminal: cmd, cwd and user apply to new ones: %w", runtime.ErrInvalid)
+			return p, fmt.Errorf("pid reattaches to a running terminal: cmd, cwd and user apply to new ones: %w", errdefs.ErrInvalid)
 		}
 		p.reattach = true
 	}
@@ -569,13 +569,13 @@ func streamEndedEarly(err error) error {
 	if err != nil {
 		return err
 	}
-	return fmt.Errorf("envd ended the stream before the start event: %w", runtime.ErrUnavailable)
+	return fmt.Errorf("envd ended the stream before the start event: %w", errdefs.ErrUnavailable)
 }
 
 // ptyError maps a reattach's refusal: no such process is 404.
 func ptyError(id string, err error) error {
 	if connect.CodeOf(err) == connect.CodeNotFound {
-		return fmt.Errorf("sandbox %s: %s: %w", id, connectMessage(err), runtime.ErrNotFound)
+		return fmt.Errorf("sandbox %s: %s: %w", id, connectMessage(err), errdefs.ErrNotFound)
 	}
 	return execError(id, err)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
 )
 
@@ -99,7 +100,7 @@ func setupSandbox(t testing.TB, m *Manager, internet bool) sandbox {
 		sb := sandbox{id: "t" + randHex(10), slot: acquireSlot(t, m)}
 		var err error
 		sb.net, err = m.Setup(t.Context(), sb.id, sb.slot, internet)
-		if errors.Is(err, runtime.ErrConflict) {
+		if errors.Is(err, errdefs.ErrConflict) {
 			continue
 		}
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
 )
 
@@ -93,7 +94,7 @@ func enableForwarding(log *slog.Logger) error {
 // Capacity is the number of slots.
 func (m *Manager) Capacity() int { return m.plan.capacity }
 
-// Acquire takes the lowest free slot; runtime.ErrUnavailable when all are
+// Acquire takes the lowest free slot; errdefs.ErrUnavailable when all are
 // taken. A slot whose host link exists although this Manager has not handed
 // it out (another Manager on the host: a second agent, a test) is marked
 // taken and skipped, so Setup does not fail on it.
@@ -114,7 +115,7 @@ func (m *Manager) Acquire() (int, error) {
 }
 
 // Reserve marks slot as taken, for sandboxes re-adopted after a restart;
-// runtime.ErrConflict if it already is, runtime.ErrInvalid if out of range.
+// errdefs.ErrConflict if it already is, errdefs.ErrInvalid if out of range.
 func (m *Manager) Reserve(slot int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -130,7 +131,7 @@ func (m *Manager) Release(slot int) {
 
 func (m *Manager) checkSlot(slot int) error {
 	if !m.plan.valid(slot) {
-		return fmt.Errorf("network slot %d: out of range 1..%d: %w", slot, m.plan.capacity, runtime.ErrInvalid)
+		return fmt.Errorf("network slot %d: out of range 1..%d: %w", slot, m.plan.capacity, errdefs.ErrInvalid)
 	}
 	return nil
 }
@@ -194,7 +195,7 @@ func (m *Manager) Setup(ctx context.Context, id string, slot int, internet bool)
 	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: sandboxIf, PeerNamespace: netlink.NsFd(ns.fd)}
 	if err := m.nl.LinkAdd(veth); err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			return runtime.Network{}, fmt.Errorf("create veth %s: %w", link, runtime.ErrConflict)
+			return runtime.Network{}, fmt.Errorf("create veth %s: %w", link, errdefs.ErrConflict)
 		}
 		return runtime.Network{}, fmt.Errorf("create veth %s: %w", link, err)
 	}

@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 // prefix names everything this package creates on the host: namespaces
@@ -30,12 +30,12 @@ func hostLink(slot int) string { return prefix + strconv.Itoa(slot) }
 
 func validID(id string) error {
 	if id == "" || len(id) > maxIDLen {
-		return fmt.Errorf("sandbox id %q: length must be 1..%d: %w", id, maxIDLen, runtime.ErrInvalid)
+		return fmt.Errorf("sandbox id %q: length must be 1..%d: %w", id, maxIDLen, errdefs.ErrInvalid)
 	}
 	for i, r := range id {
 		alnum := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
 		if !alnum && (i == 0 || r != '-' && r != '_' && r != '.') {
-			return fmt.Errorf("sandbox id %q: want letters, digits, '-', '_' or '.', starting with a letter or digit: %w", id, runtime.ErrInvalid)
+			return fmt.Errorf("sandbox id %q: want letters, digits, '-', '_' or '.', starting with a letter or digit: %w", id, errdefs.ErrInvalid)
 		}
 	}
 	return nil

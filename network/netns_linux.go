@@ -9,7 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 // sandboxSysctls are set inside every sandbox's namespace. Sandbox root
@@ -72,7 +72,7 @@ func createNetns(path string) (n newNetns, err error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
 	if err != nil {
 		if errors.Is(err, os.ErrExist) {
-			return newNetns{fd: -1}, fmt.Errorf("network namespace %s already exists: %w", path, runtime.ErrConflict)
+			return newNetns{fd: -1}, fmt.Errorf("network namespace %s already exists: %w", path, errdefs.ErrConflict)
 		}
 		return newNetns{fd: -1}, fmt.Errorf("create %s: %w", path, err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
 )
 
@@ -243,10 +244,10 @@ func TestSetupFailures(t *testing.T) {
 		plant func(t *testing.T, slot int) // something in the way
 		want  error
 	}{
-		{name: "duplicate id", id: existing.id, want: runtime.ErrConflict},
-		{name: "link exists", plant: plantLink, want: runtime.ErrConflict},
-		{name: "slot out of range", slot: m.Capacity() + 1, want: runtime.ErrInvalid},
-		{name: "bad id", id: "../etc", want: runtime.ErrInvalid},
+		{name: "duplicate id", id: existing.id, want: errdefs.ErrConflict},
+		{name: "link exists", plant: plantLink, want: errdefs.ErrConflict},
+		{name: "slot out of range", slot: m.Capacity() + 1, want: errdefs.ErrInvalid},
+		{name: "bad id", id: "../etc", want: errdefs.ErrInvalid},
 		{name: "cancelled", ctx: cancelled, want: context.Canceled},
 	}
 	for _, tt := range tests {
@@ -318,7 +319,7 @@ func TestAcquireSkipsLiveLinks(t *testing.T) {
 	if got := acquireSlot(t, m); got == first {
 		t.Fatalf("Acquire = %d, whose link exists", got)
 	}
-	if err := m.Reserve(first); !errors.Is(err, runtime.ErrConflict) {
+	if err := m.Reserve(first); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("Reserve(%d) = %v; want ErrConflict: the skipped slot stays taken", first, err)
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"math/bits"
 	"net/netip"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 // DefaultSubnet is the sandbox address space when Config.Subnet is unset.
@@ -31,11 +31,11 @@ func newAddrPlan(subnet netip.Prefix) (addrPlan, error) {
 		subnet = DefaultSubnet
 	}
 	if !subnet.Addr().Is4() {
-		return addrPlan{}, fmt.Errorf("subnet %s: only IPv4 is supported: %w", subnet, runtime.ErrInvalid)
+		return addrPlan{}, fmt.Errorf("subnet %s: only IPv4 is supported: %w", subnet, errdefs.ErrInvalid)
 	}
 	if subnet.Bits() < minSubnetBits || subnet.Bits() > maxSubnetBits {
 		return addrPlan{}, fmt.Errorf("subnet %s: prefix length must be between %d and %d: %w",
-			subnet, minSubnetBits, maxSubnetBits, runtime.ErrInvalid)
+			subnet, minSubnetBits, maxSubnetBits, errdefs.ErrInvalid)
 	}
 	subnet = subnet.Masked()
 	a := subnet.Addr().As4()
@@ -102,15 +102,15 @@ func (s *slots) acquire() (int, error) {
 		s.used[w] |= 1 << b
 		return w*64 + b, nil
 	}
-	return 0, fmt.Errorf("all %d network slots are in use: %w", s.capacity, runtime.ErrUnavailable)
+	return 0, fmt.Errorf("all %d network slots are in use: %w", s.capacity, errdefs.ErrUnavailable)
 }
 
 func (s *slots) reserve(slot int) error {
 	if slot < 1 || slot > s.capacity {
-		return fmt.Errorf("network slot %d: out of range 1..%d: %w", slot, s.capacity, runtime.ErrInvalid)
+		return fmt.Errorf("network slot %d: out of range 1..%d: %w", slot, s.capacity, errdefs.ErrInvalid)
 	}
 	if s.taken(slot) {
-		return fmt.Errorf("network slot %d: already in use: %w", slot, runtime.ErrConflict)
+		return fmt.Errorf("network slot %d: already in use: %w", slot, errdefs.ErrConflict)
 	}
 	s.used[slot/64] |= 1 << (slot % 64)
 	return nil

@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 func TestAddrPlan(t *testing.T) {
@@ -54,7 +54,7 @@ func TestAddrPlan(t *testing.T) {
 
 func TestAddrPlanInvalid(t *testing.T) {
 	for _, s := range []string{"fd00::/64", "10.0.0.0/30", "10.0.0.0/32", "10.0.0.0/7"} {
-		if _, err := newAddrPlan(netip.MustParsePrefix(s)); !errors.Is(err, runtime.ErrInvalid) {
+		if _, err := newAddrPlan(netip.MustParsePrefix(s)); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("newAddrPlan(%s) = %v, want ErrInvalid", s, err)
 		}
 	}
@@ -87,28 +87,28 @@ func TestSlots(t *testing.T) {
 		}},
 		{"exhaustion", 3, []step{
 			{"acquire", 1, nil}, {"acquire", 2, nil}, {"acquire", 3, nil},
-			{"acquire", 0, runtime.ErrUnavailable}, {"acquire", 0, runtime.ErrUnavailable},
-			{"release", 2, nil}, {"acquire", 2, nil}, {"acquire", 0, runtime.ErrUnavailable},
+			{"acquire", 0, errdefs.ErrUnavailable}, {"acquire", 0, errdefs.ErrUnavailable},
+			{"release", 2, nil}, {"acquire", 2, nil}, {"acquire", 0, errdefs.ErrUnavailable},
 		}},
 		{"reserve conflicts", 4, []step{
-			{"reserve", 2, nil}, {"reserve", 2, runtime.ErrConflict},
-			{"acquire", 1, nil}, {"acquire", 3, nil}, {"reserve", 3, runtime.ErrConflict},
+			{"reserve", 2, nil}, {"reserve", 2, errdefs.ErrConflict},
+			{"acquire", 1, nil}, {"acquire", 3, nil}, {"reserve", 3, errdefs.ErrConflict},
 			{"release", 3, nil}, {"reserve", 3, nil}, {"acquire", 4, nil},
 		}},
 		{"reserve out of range", 4, []step{
-			{"reserve", 0, runtime.ErrInvalid}, {"reserve", 5, runtime.ErrInvalid},
-			{"reserve", -1, runtime.ErrInvalid}, {"acquire", 1, nil},
+			{"reserve", 0, errdefs.ErrInvalid}, {"reserve", 5, errdefs.ErrInvalid},
+			{"reserve", -1, errdefs.ErrInvalid}, {"acquire", 1, nil},
 		}},
 		{"release is forgiving", 2, []step{
 			{"release", 0, nil}, {"release", 1, nil}, {"release", 99, nil},
-			{"acquire", 1, nil}, {"acquire", 2, nil}, {"acquire", 0, runtime.ErrUnavailable},
+			{"acquire", 1, nil}, {"acquire", 2, nil}, {"acquire", 0, errdefs.ErrUnavailable},
 		}},
 		{"word boundaries", 130, func() []step {
 			var s []step
 			for i := 1; i <= 130; i++ {
 				s = append(s, step{"acquire", i, nil})
 			}
-			return append(s, step{"acquire", 0, runtime.ErrUnavailable},
+			return append(s, step{"acquire", 0, errdefs.ErrUnavailable},
 				step{"release", 64, nil}, step{"release", 127, nil},
 				step{"acquire", 64, nil}, step{"acquire", 127, nil})
 		}()},
@@ -144,7 +144,7 @@ func TestFullDefaultSubnet(t *testing.T) {
 			t.Fatalf("acquire = %d, %v; want %d", got, err, want)
 		}
 	}
-	if _, err := s.acquire(); !errors.Is(err, runtime.ErrUnavailable) {
+	if _, err := s.acquire(); !errors.Is(err, errdefs.ErrUnavailable) {
 		t.Fatalf("acquire on a full allocator: %v, want ErrUnavailable", err)
 	}
 }
@@ -171,7 +171,7 @@ func TestValidID(t *testing.T) {
 		if (err == nil) != tt.ok {
 			t.Errorf("validID(%q) = %v, want ok=%v", tt.id, err, tt.ok)
 		}
-		if err != nil && !errors.Is(err, runtime.ErrInvalid) {
+		if err != nil && !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("validID(%q) = %v, want ErrInvalid", tt.id, err)
 		}
 	}

@@ -19,7 +19,7 @@ import (
 	"testing"
 
 	"roost.dev/roost/bufpool"
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 const agentToken = "agent-secret"
@@ -115,7 +115,7 @@ func (r *resolver) Resolve(ctx context.Context, id string) (Target, error) {
 	defer r.mu.Unlock()
 	t, ok := r.targets[id]
 	if !ok {
-		return Target{}, fmt.Errorf("sandbox %s: %w", id, runtime.ErrNotFound)
+		return Target{}, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
 	}
 	return t, nil
 }

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"roost.dev/roost/bufpool"
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 // agentTokenHeader carries the agent token, so that the client's own
@@ -50,8 +50,8 @@ type Target struct {
 	PublicTraffic bool
 }
 
-// Resolver finds a sandbox's Target. Errors wrap runtime.ErrNotFound (no
-// such sandbox: 404), runtime.ErrConflict (409) or runtime.ErrUnavailable
+// Resolver finds a sandbox's Target. Errors wrap errdefs.ErrNotFound (no
+// such sandbox: 404), errdefs.ErrConflict (409) or errdefs.ErrUnavailable
 // (its host is down: 502); anything else is answered 502. It is called
 // concurrently, once per sandbox until Evict, and should answer from the
 // control plane's store without calling the agent.
@@ -76,7 +76,7 @@ type Config struct {
 	// requests wait (they share its outcome), on a context detached from
 	// any one request and bounded by ResumeTimeout. It must return once
 	// the sandbox resolves as running, or with an error (answered 502; one
-	// wrapping runtime.ErrNotFound 404).
+	// wrapping errdefs.ErrNotFound 404).
 	AutoResume func(ctx context.Context, sandboxID string) error
 	// ResumeTimeout bounds one AutoResume call. Default 2 minutes.
 	ResumeTimeout time.Duration
@@ -261,7 +261,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) resume(ctx context.Context, paused Target) (*target, error) {
 	id := paused.SandboxID
 	if p.autoResume == nil || !paused.AutoResume {
-		return nil, fmt.Errorf("sandbox %s is paused: %w", id, runtime.ErrConflict)
+		return nil, fmt.Errorf("sandbox %s is paused: %w", id, errdefs.ErrConflict)
 	}
 	p.mu.Lock()
 	c, leader := p.resuming[id], false
@@ -344,7 +344,7 @@ func (p *Proxy) target(ctx context.Context, id string) (*target, error) {
 		return nil, err
 	}
 	if res.Direct == nil && (res.AgentURL == nil || res.AgentURL.Host == "") {
-		return nil, fmt.Errorf("sandbox %s has no agent address: %w", id, runtime.ErrUnavailable)
+		return nil, fmt.Errorf("sandbox %s has no agent address: %w", id, errdefs.ErrUnavailable)
 	}
 	t = p.newTarget(res)
 	if res.Paused {
@@ -487,12 +487,12 @@ func (p *Proxy) resolveFailed(w http.ResponseWriter, r *http.Request, route Rout
 	}
 	var rerr *resumeError
 	switch {
-	case errors.Is(err, runtime.ErrNotFound):
+	case errors.Is(err, errdefs.ErrNotFound):
 		writeError(w, http.StatusNotFound, "sandbox "+route.SandboxID+" not found")
 	case errors.As(err, &rerr):
 		// Logged once, where it failed.
 		writeError(w, http.StatusBadGateway, "sandbox "+route.SandboxID+" is paused and could not be resumed")
-	case errors.Is(err, runtime.ErrConflict):
+	case errors.Is(err, errdefs.ErrConflict):
 		writeError(w, http.StatusConflict, "sandbox "+route.SandboxID+" is paused")
 	default:
 		p.log.Warn("proxy resolve failed", "sandbox", route.SandboxID, "err", err)

@@ -21,7 +21,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 const sbx = "abc123"
@@ -458,7 +458,7 @@ func TestAutoResume(t *testing.T) {
 	// A failing resume answers 502 with a message to every waiting
 	// request, and the next request tries again.
 	mu.Lock()
-	resumeErr = fmt.Errorf("agent: %w", runtime.ErrUnavailable)
+	resumeErr = fmt.Errorf("agent: %w", errdefs.ErrUnavailable)
 	mu.Unlock()
 	s.add("broken", paused)
 	var fwg sync.WaitGroup
@@ -708,7 +708,7 @@ func TestDirect(t *testing.T) {
 	direct := func(id string) (netip.Addr, error) {
 		asked.Add(1)
 		if gone.Load() {
-			return netip.Addr{}, fmt.Errorf("sandbox %s: %w", id, runtime.ErrNotFound)
+			return netip.Addr{}, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
 		}
 		return netip.MustParseAddr("127.0.0.1"), nil
 	}

@@ -3,22 +3,13 @@ package runtime
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"strings"
 	"time"
-)
 
-// Error categories. Drivers wrap them; the agent maps them once, at its
-// edge, to Connect codes.
-var (
-	ErrNotFound    = errors.New("not found")
-	ErrConflict    = errors.New("conflict")
-	ErrUnsupported = errors.New("unsupported")
-	ErrInvalid     = errors.New("invalid")
-	ErrUnavailable = errors.New("unavailable")
+	"roost.dev/roost/errdefs"
 )
 
 // Runtime creates, runs and destroys sandboxes with one isolation
@@ -39,11 +30,11 @@ type Runtime interface {
 	// acquired is released.
 	Create(ctx context.Context, spec Spec) (Instance, error)
 	// Destroy stops the sandbox and removes everything the driver made for
-	// it. Destroying an unknown sandbox returns ErrNotFound.
+	// it. Destroying an unknown sandbox returns errdefs.ErrNotFound.
 	Destroy(ctx context.Context, id string) error
 	// Recover re-adopts a sandbox that was running before the agent
 	// restarted, from the state the driver persisted under spec.StateDir.
-	// It returns ErrNotFound when the sandbox is gone (after cleaning up
+	// It returns errdefs.ErrNotFound when the sandbox is gone (after cleaning up
 	// what remains of it). Safe to call twice.
 	Recover(ctx context.Context, spec Spec) (Instance, error)
 	// Prune removes whatever the driver left on the host for sandboxes not
@@ -121,17 +112,17 @@ type Spec struct {
 func (s Spec) Validate() error {
 	switch {
 	case s.ID == "" || strings.ContainsAny(s.ID, "/\x00") || s.ID == "." || s.ID == "..":
-		return fmt.Errorf("sandbox id %q: %w", s.ID, ErrInvalid)
+		return fmt.Errorf("sandbox id %q: %w", s.ID, errdefs.ErrInvalid)
 	case s.StateDir == "":
-		return fmt.Errorf("no state dir: %w", ErrInvalid)
+		return fmt.Errorf("no state dir: %w", errdefs.ErrInvalid)
 	case s.Limits.VCPUs < 0 || s.Limits.MemoryMB < 0 || s.Limits.DiskMB < 0 || s.Limits.Pids < 0:
-		return fmt.Errorf("negative limits: %w", ErrInvalid)
+		return fmt.Errorf("negative limits: %w", errdefs.ErrInvalid)
 	}
 	if st, err := os.Stat(s.RootFS); err != nil || !st.IsDir() {
-		return fmt.Errorf("template root %s is not a directory: %w", s.RootFS, ErrInvalid)
+		return fmt.Errorf("template root %s is not a directory: %w", s.RootFS, errdefs.ErrInvalid)
 	}
 	if st, err := os.Stat(s.Envd); err != nil || st.IsDir() {
-		return fmt.Errorf("envd binary %s: %w", s.Envd, ErrInvalid)
+		return fmt.Errorf("envd binary %s: %w", s.Envd, errdefs.ErrInvalid)
 	}
 	return nil
 }

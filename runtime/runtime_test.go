@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"roost.dev/roost/errdefs"
 )
 
 func TestSpecValidate(t *testing.T) {
@@ -31,7 +33,7 @@ func TestSpecValidate(t *testing.T) {
 	} {
 		s := good
 		mod(&s)
-		if err := s.Validate(); !errors.Is(err, ErrInvalid) {
+		if err := s.Validate(); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("%s: %v, want ErrInvalid", name, err)
 		}
 	}

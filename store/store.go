@@ -6,16 +6,16 @@ import (
 	"encoding/json"
 	"time"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 // Error categories. They are the runtime package's values, not copies, so
-// errors.Is(err, runtime.ErrNotFound) holds for a store error too and the
+// errors.Is(err, errdefs.ErrNotFound) holds for a store error too and the
 // API maps both layers with one table.
 var (
-	ErrNotFound = runtime.ErrNotFound // unknown, another team's, expired or used
-	ErrConflict = runtime.ErrConflict // the ID (or key hash) is taken
-	ErrInvalid  = runtime.ErrInvalid  // a malformed argument, e.g. a bad page token
+	ErrNotFound = errdefs.ErrNotFound // unknown, another team's, expired or used
+	ErrConflict = errdefs.ErrConflict // the ID (or key hash) is taken
+	ErrInvalid  = errdefs.ErrInvalid  // a malformed argument, e.g. a bad page token
 )
 
 // Store is the control plane's state. All methods are safe for concurrent

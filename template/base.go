@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 // What base is made of.
@@ -71,10 +71,10 @@ type sharedBuild struct {
 // caller's progress lines. ctx bounds the caller's wait; the build stops
 // when the caller that runs it gives up, and a waiter whose ctx is still
 // alive then takes over. Without debootstrap or root it fails with
-// runtime.ErrUnavailable and a reason.
+// errdefs.ErrUnavailable and a reason.
 func (s *Store) EnsureBase(ctx context.Context, progress io.Writer) (Template, error) {
 	for {
-		if t, err := s.read(BaseName); err == nil || !errors.Is(err, runtime.ErrNotFound) {
+		if t, err := s.read(BaseName); err == nil || !errors.Is(err, errdefs.ErrNotFound) {
 			return t, err
 		}
 		s.mu.Lock()
@@ -126,7 +126,7 @@ func (s *Store) leadBase(ctx context.Context, p *progress) (Template, error) {
 		return Template{}, err
 	}
 	defer unlock()
-	if t, err := s.read(BaseName); err == nil || !errors.Is(err, runtime.ErrNotFound) {
+	if t, err := s.read(BaseName); err == nil || !errors.Is(err, errdefs.ErrNotFound) {
 		return t, err
 	}
 	start := time.Now()
@@ -145,7 +145,7 @@ func (s *Store) leadBase(ctx context.Context, p *progress) (Template, error) {
 
 // CanBuildBase says whether EnsureBase can build base on this host: it
 // needs root, debootstrap and a reachable Debian mirror (it asks the
-// mirror for the release index). The error wraps runtime.ErrUnavailable
+// mirror for the release index). The error wraps errdefs.ErrUnavailable
 // and says what is missing.
 func (s *Store) CanBuildBase(ctx context.Context) error {
 	if _, err := buildPrereqs(); err != nil {
@@ -171,7 +171,7 @@ func (s *Store) CanBuildBase(ctx context.Context) error {
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("debian mirror %s: %s: %s: %w", m.URL, u, resp.Status, runtime.ErrUnavailable)
+		return fmt.Errorf("debian mirror %s: %s: %s: %w", m.URL, u, resp.Status, errdefs.ErrUnavailable)
 	}
 	return nil
 }
@@ -180,7 +180,7 @@ func (s *Store) CanBuildBase(ctx context.Context) error {
 // path.
 func buildPrereqs() (string, error) {
 	if os.Geteuid() != 0 {
-		return "", fmt.Errorf("building the base template needs root: %w", runtime.ErrUnavailable)
+		return "", fmt.Errorf("building the base template needs root: %w", errdefs.ErrUnavailable)
 	}
 	if p, err := exec.LookPath("debootstrap"); err == nil {
 		return p, nil
@@ -190,7 +190,7 @@ func buildPrereqs() (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("debootstrap not found: install it (apt-get install debootstrap): %w", runtime.ErrUnavailable)
+	return "", fmt.Errorf("debootstrap not found: install it (apt-get install debootstrap): %w", errdefs.ErrUnavailable)
 }
 
 // debootstrapBase fills build/rootfs with base.

@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 // extractor unpacks a tar stream into a tree. Every path is resolved one
@@ -64,7 +64,7 @@ func (e *errReader) Read(p []byte) (int, error) {
 }
 
 // extract unpacks the tar stream r into the existing directory rootfs.
-// Errors caused by the archive itself wrap runtime.ErrInvalid; srcErr
+// Errors caused by the archive itself wrap errdefs.ErrInvalid; srcErr
 // tells the error of the reader under r (a failed upload, a cancelled
 // ctx), which is not the archive's fault.
 func extract(ctx context.Context, rootfs string, r io.Reader, srcErr func() error, log *slog.Logger) error {
@@ -94,7 +94,7 @@ func extract(ctx context.Context, rootfs string, r io.Reader, srcErr func() erro
 		}
 	}
 	if x.entries == 0 {
-		return fmt.Errorf("tarball has no entries: %w", runtime.ErrInvalid)
+		return fmt.Errorf("tarball has no entries: %w", errdefs.ErrInvalid)
 	}
 	if err := x.finishDirs(); err != nil {
 		return err
@@ -122,15 +122,15 @@ func (x *extractor) readErr(what string, err error) error {
 func cleanName(name string) (string, error) {
 	switch {
 	case name == "":
-		return "", fmt.Errorf("empty name: %w", runtime.ErrInvalid)
+		return "", fmt.Errorf("empty name: %w", errdefs.ErrInvalid)
 	case strings.HasPrefix(name, "/"):
-		return "", fmt.Errorf("%q: absolute path: %w", name, runtime.ErrInvalid)
+		return "", fmt.Errorf("%q: absolute path: %w", name, errdefs.ErrInvalid)
 	case strings.ContainsRune(name, 0):
-		return "", fmt.Errorf("%q: NUL in name: %w", name, runtime.ErrInvalid)
+		return "", fmt.Errorf("%q: NUL in name: %w", name, errdefs.ErrInvalid)
 	}
 	for comp := range strings.SplitSeq(name, "/") {
 		if comp == ".." {
-			return "", fmt.Errorf("%q: escapes the root: %w", name, runtime.ErrInvalid)
+			return "", fmt.Errorf("%q: escapes the root: %w", name, errdefs.ErrInvalid)
 		}
 	}
 	rel := path.Clean(name)
@@ -146,7 +146,7 @@ func (x *extractor) entry(hdr *tar.Header) error {
 		return fmt.Errorf("tar entry: %w", err)
 	}
 	if hdr.Uid < 0 || hdr.Gid < 0 || int64(hdr.Uid) >= 1<<32-1 || int64(hdr.Gid) >= 1<<32-1 {
-		return fmt.Errorf("tar entry %q: uid/gid %d/%d out of range: %w", hdr.Name, hdr.Uid, hdr.Gid, runtime.ErrInvalid)
+		return fmt.Errorf("tar entry %q: uid/gid %d/%d out of range: %w", hdr.Name, hdr.Uid, hdr.Gid, errdefs.ErrInvalid)
 	}
 	switch hdr.Typeflag {
 	case tar.TypeDir:
@@ -160,7 +160,7 @@ func (x *extractor) entry(hdr *tar.Header) error {
 		return nil
 	}
 	if rel == "" {
-		return fmt.Errorf("tar entry %q: the root must be a directory: %w", hdr.Name, runtime.ErrInvalid)
+		return fmt.Errorf("tar entry %q: the root must be a directory: %w", hdr.Name, errdefs.ErrInvalid)
 	}
 	switch hdr.Typeflag {
 	case tar.TypeReg, tar.TypeCont, tar.TypeGNUSparse:
@@ -223,7 +223,7 @@ func (x *extractor) clear(dir int, base, rel string, keepDir bool) (kept bool, e
 	}
 	if err := unix.Unlinkat(dir, base, unix.AT_REMOVEDIR); err != nil {
 		if errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
-			return false, fmt.Errorf("tar entry %q: replaces a non-empty directory: %w", rel, runtime.ErrInvalid)
+			return false, fmt.Errorf("tar entry %q: replaces a non-empty directory: %w", rel, errdefs.ErrInvalid)
 		}
 		return false, fmt.Errorf("tar entry %q: replace: %w", rel, err)
 	}
@@ -301,7 +301,7 @@ func (x *extractor) file(rel string, hdr *tar.Header) error {
 	x.src.err = nil
 	if isSparse(hdr) {
 		if hdr.Size > maxSparseSize {
-			return fmt.Errorf("tar entry %q: sparse file of %d bytes, more than %d: %w", rel, hdr.Size, maxSparseSize, runtime.ErrInvalid)
+			return fmt.Errorf("tar entry %q: sparse file of %d bytes, more than %d: %w", rel, hdr.Size, maxSparseSize, errdefs.ErrInvalid)
 		}
 		err = x.copySparse(f)
 	} else {
@@ -332,7 +332,7 @@ func (x *extractor) file(rel string, hdr *tar.Header) error {
 
 func (x *extractor) symlink(rel string, hdr *tar.Header) error {
 	if hdr.Linkname == "" || strings.ContainsRune(hdr.Linkname, 0) {
-		return fmt.Errorf("tar entry %q: bad symlink target: %w", rel, runtime.ErrInvalid)
+		return fmt.Errorf("tar entry %q: bad symlink target: %w", rel, errdefs.ErrInvalid)
 	}
 	pfd, base, err := x.parent(rel)
 	if err != nil {
@@ -361,7 +361,7 @@ func (x *extractor) hardlink(rel string, hdr *tar.Header) error {
 		return fmt.Errorf("tar entry %q: hard link: %w", rel, err)
 	}
 	if target == "" {
-		return fmt.Errorf("tar entry %q: hard link to the root: %w", rel, runtime.ErrInvalid)
+		return fmt.Errorf("tar entry %q: hard link to the root: %w", rel, errdefs.ErrInvalid)
 	}
 	if target == rel {
 		return nil // a link to itself: nothing to do

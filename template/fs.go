@@ -6,13 +6,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"roost.dev/roost/mountinfo"
 	"strings"
 	"syscall"
 
-	"golang.org/x/sys/unix"
+	"roost.dev/roost/errdefs"
+	"roost.dev/roost/mountinfo"
 
-	"roost.dev/roost/runtime"
+	"golang.org/x/sys/unix"
 )
 
 // Trees are handled through directory file descriptors, one path
@@ -57,9 +57,9 @@ func describeOpenErr(dirfd int, comp, rel string, err error) error {
 	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
 		var st unix.Stat_t
 		if unix.Fstatat(dirfd, comp, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
-			return fmt.Errorf("%s: path goes through symlink %q: %w", rel, comp, runtime.ErrInvalid)
+			return fmt.Errorf("%s: path goes through symlink %q: %w", rel, comp, errdefs.ErrInvalid)
 		}
-		return fmt.Errorf("%s: %q is not a directory: %w", rel, comp, runtime.ErrInvalid)
+		return fmt.Errorf("%s: %q is not a directory: %w", rel, comp, errdefs.ErrInvalid)
 	}
 	return fmt.Errorf("%s: open %q: %w", rel, comp, err)
 }
@@ -176,7 +176,7 @@ func removeAt(dirfd int, name string, dev uint64) error {
 		return fmt.Errorf("stat %s: %w", name, err)
 	}
 	if st.Dev != dev {
-		return fmt.Errorf("remove %s: another filesystem is mounted there: %w", name, runtime.ErrConflict)
+		return fmt.Errorf("remove %s: another filesystem is mounted there: %w", name, errdefs.ErrConflict)
 	}
 	if st.Mode&0o300 != 0o300 && os.Geteuid() != 0 {
 		if err := unix.Fchmod(fd, st.Mode&0o7777|0o700); err != nil {
@@ -214,7 +214,7 @@ func checkNoMounts(path string) error {
 	}
 	for _, m := range mounts {
 		if m.Target == abs || strings.HasPrefix(m.Target, abs+"/") {
-			return fmt.Errorf("%s is mounted inside %s: %w", m.Target, abs, runtime.ErrConflict)
+			return fmt.Errorf("%s is mounted inside %s: %w", m.Target, abs, errdefs.ErrConflict)
 		}
 	}
 	return nil
@@ -251,8 +251,8 @@ func treeSize(root string) (int64, error) {
 	return total, err
 }
 
-// invalid marks err, caused by bad input, as runtime.ErrInvalid.
-func invalid(err error) error { return fmt.Errorf("%w: %w", err, runtime.ErrInvalid) }
+// invalid marks err, caused by bad input, as errdefs.ErrInvalid.
+func invalid(err error) error { return fmt.Errorf("%w: %w", err, errdefs.ErrInvalid) }
 
-// unavailable marks err as runtime.ErrUnavailable.
-func unavailable(err error) error { return fmt.Errorf("%w: %w", err, runtime.ErrUnavailable) }
+// unavailable marks err as errdefs.ErrUnavailable.
+func unavailable(err error) error { return fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable) }

@@ -13,7 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 // Import makes template name from a root filesystem tarball, such as
@@ -26,20 +26,20 @@ import (
 // filesystem allows. Device nodes are skipped (a sandbox's /dev is made by
 // its runtime). An entry that would land outside the tree (a ".."
 // component, an absolute name, a path through a symlink, a hard link to
-// outside) fails the import with runtime.ErrInvalid, as does a damaged
+// outside) fails the import with errdefs.ErrInvalid, as does a damaged
 // archive; nothing is written outside the build dir, and the partial
 // tree is removed.
 //
 // The default user is "user" when the tree has /home/user and a passwd
 // entry for it, "root" otherwise; the workdir is that user's home.
-// Importing over an existing name returns runtime.ErrConflict. ctx is
+// Importing over an existing name returns errdefs.ErrConflict. ctx is
 // checked between reads; closing tarball also ends an import blocked on it.
 func (s *Store) Import(ctx context.Context, name string, tarball io.Reader) (Template, error) {
 	if err := ValidName(name); err != nil {
 		return Template{}, err
 	}
 	if _, err := s.read(name); err == nil {
-		return Template{}, fmt.Errorf("template %q: %w", name, runtime.ErrConflict)
+		return Template{}, fmt.Errorf("template %q: %w", name, errdefs.ErrConflict)
 	}
 	unlock, err := s.lock(ctx, name, nil)
 	if err != nil {
@@ -98,11 +98,11 @@ func decompress(src *errReader) (io.Reader, error) {
 		}
 		return zr, nil
 	case bytes.HasPrefix(magic, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
-		return nil, fmt.Errorf("xz-compressed tarball: decompress it first (plain or gzip tar): %w", runtime.ErrInvalid)
+		return nil, fmt.Errorf("xz-compressed tarball: decompress it first (plain or gzip tar): %w", errdefs.ErrInvalid)
 	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		return nil, fmt.Errorf("zstd-compressed tarball: decompress it first (plain or gzip tar): %w", runtime.ErrInvalid)
+		return nil, fmt.Errorf("zstd-compressed tarball: decompress it first (plain or gzip tar): %w", errdefs.ErrInvalid)
 	case bytes.HasPrefix(magic, []byte("BZh")):
-		return nil, fmt.Errorf("bzip2-compressed tarball: decompress it first (plain or gzip tar): %w", runtime.ErrInvalid)
+		return nil, fmt.Errorf("bzip2-compressed tarball: decompress it first (plain or gzip tar): %w", errdefs.ErrInvalid)
 	}
 	return br, nil
 }

@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 func TestImport(t *testing.T) {
@@ -298,11 +298,11 @@ func TestImportRejects(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			s := newTestStore(t)
 			_, err := s.Import(t.Context(), "evil", bytes.NewReader(c.tar))
-			if !errors.Is(err, runtime.ErrInvalid) {
+			if !errors.Is(err, errdefs.ErrInvalid) {
 				t.Fatalf("Import = %v, want ErrInvalid", err)
 			}
 			t.Logf("rejected: %v", err)
-			if _, err := s.Get("evil"); !errors.Is(err, runtime.ErrNotFound) {
+			if _, err := s.Get("evil"); !errors.Is(err, errdefs.ErrNotFound) {
 				t.Errorf("Get after a failed import = %v, want ErrNotFound", err)
 			}
 			if left := storeEntries(t, s); len(left) != 0 {
@@ -326,11 +326,11 @@ func TestImportConflictAndNames(t *testing.T) {
 	if _, err := s.Import(t.Context(), "one", bytes.NewReader(tarball)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Import(t.Context(), "one", bytes.NewReader(tarball)); !errors.Is(err, runtime.ErrConflict) {
+	if _, err := s.Import(t.Context(), "one", bytes.NewReader(tarball)); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("second Import = %v, want ErrConflict", err)
 	}
 	for _, name := range []string{"", "Upper", "../x", ".hidden", "a/b", strings.Repeat("a", 64)} {
-		if _, err := s.Import(t.Context(), name, bytes.NewReader(tarball)); !errors.Is(err, runtime.ErrInvalid) {
+		if _, err := s.Import(t.Context(), name, bytes.NewReader(tarball)); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("Import(%q) = %v, want ErrInvalid", name, err)
 		}
 	}
@@ -491,7 +491,7 @@ func TestImportSparse(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		if _, err := newTestStore(t).Import(t.Context(), "sparse", f); !errors.Is(err, runtime.ErrInvalid) {
+		if _, err := newTestStore(t).Import(t.Context(), "sparse", f); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("Import of a sparse file over the limit = %v, want ErrInvalid", err)
 		}
 	})
@@ -518,7 +518,7 @@ func TestImportSourceError(t *testing.T) {
 	for _, cut := range []int{0, 100, 512 + 1000, 512 + 4096 + 100} {
 		s := newTestStore(t)
 		_, err := s.Import(t.Context(), "broken", &failingReader{data: tarball[:cut], err: broken})
-		if !errors.Is(err, broken) || errors.Is(err, runtime.ErrInvalid) {
+		if !errors.Is(err, broken) || errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("cut at %d: Import = %v, want the reader's error, not ErrInvalid", cut, err)
 		}
 		if left := storeEntries(t, s); len(left) != 0 {

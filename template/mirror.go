@@ -8,7 +8,7 @@ import (
 	"slices"
 	"strings"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 // aptDir is where the host's apt configuration lives.
@@ -42,7 +42,7 @@ type Mirror struct {
 // DebianMirror finds the Debian archive this host's apt uses, in
 // /etc/apt/sources.list and /etc/apt/sources.list.d/*.list and *.sources.
 // It prefers an entry for bookworm, then any Debian release; security
-// archives are never used. It wraps runtime.ErrUnavailable when there is
+// archives are never used. It wraps errdefs.ErrUnavailable when there is
 // none.
 func DebianMirror() (Mirror, error) {
 	return findMirror(aptDir)
@@ -86,7 +86,7 @@ func findMirror(dir string) (Mirror, error) {
 	}
 	if bestScore == 0 {
 		return Mirror{}, fmt.Errorf("no Debian mirror in %s: the base template is built from the Debian archive apt uses; add one to apt's sources: %w",
-			filepath.Join(dir, "sources.list{,.d}"), runtime.ErrUnavailable)
+			filepath.Join(dir, "sources.list{,.d}"), errdefs.ErrUnavailable)
 	}
 	return best, nil
 }

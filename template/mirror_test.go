@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 func TestFindMirror(t *testing.T) {
@@ -91,7 +91,7 @@ Components: main
 			}
 			got, err := findMirror(dir)
 			if c.wantErr {
-				if !errors.Is(err, runtime.ErrUnavailable) {
+				if !errors.Is(err, errdefs.ErrUnavailable) {
 					t.Errorf("findMirror = %+v, %v; want ErrUnavailable", got, err)
 				}
 				return

@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 // BaseName is the name of the template EnsureBase builds.
@@ -91,15 +91,15 @@ var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
 // ValidName reports whether name can name a template: 1 to 63 characters
 // of [a-z0-9._-], starting with a letter or digit. It wraps
-// runtime.ErrInvalid otherwise.
+// errdefs.ErrInvalid otherwise.
 func ValidName(name string) error {
 	if !nameRE.MatchString(name) {
-		return fmt.Errorf("template name %q: want 1-63 of [a-z0-9._-] starting with a letter or digit: %w", name, runtime.ErrInvalid)
+		return fmt.Errorf("template name %q: want 1-63 of [a-z0-9._-] starting with a letter or digit: %w", name, errdefs.ErrInvalid)
 	}
 	return nil
 }
 
-// Get returns the named template, or an error wrapping runtime.ErrNotFound.
+// Get returns the named template, or an error wrapping errdefs.ErrNotFound.
 func (s *Store) Get(name string) (Template, error) {
 	if err := ValidName(name); err != nil {
 		return Template{}, err
@@ -110,7 +110,7 @@ func (s *Store) Get(name string) (Template, error) {
 func (s *Store) read(name string) (Template, error) {
 	b, err := os.ReadFile(filepath.Join(s.dir, name, metaFile))
 	if errors.Is(err, fs.ErrNotExist) {
-		return Template{}, fmt.Errorf("template %q: %w", name, runtime.ErrNotFound)
+		return Template{}, fmt.Errorf("template %q: %w", name, errdefs.ErrNotFound)
 	}
 	if err != nil {
 		return Template{}, fmt.Errorf("read template %q: %w", name, err)
@@ -140,7 +140,7 @@ func (s *Store) List() ([]Template, error) {
 			continue
 		}
 		t, err := s.read(e.Name())
-		if errors.Is(err, runtime.ErrNotFound) {
+		if errors.Is(err, errdefs.ErrNotFound) {
 			continue // removed meanwhile, or not a template
 		}
 		if err != nil {
@@ -153,9 +153,9 @@ func (s *Store) List() ([]Template, error) {
 }
 
 // Remove deletes the named template and its tree, or returns an error
-// wrapping runtime.ErrNotFound. The template disappears atomically (it is
+// wrapping errdefs.ErrNotFound. The template disappears atomically (it is
 // renamed aside first); read-only directories in the tree are made
-// writable as needed. It refuses (runtime.ErrConflict) to delete a tree
+// writable as needed. It refuses (errdefs.ErrConflict) to delete a tree
 // something is mounted in, and waits for a build or import of the same
 // name in progress.
 func (s *Store) Remove(name string) error {
@@ -169,7 +169,7 @@ func (s *Store) Remove(name string) error {
 	defer unlock()
 	dir := filepath.Join(s.dir, name)
 	if _, err := os.Lstat(filepath.Join(dir, metaFile)); errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("template %q: %w", name, runtime.ErrNotFound)
+		return fmt.Errorf("template %q: %w", name, errdefs.ErrNotFound)
 	}
 	if err := checkNoMounts(dir); err != nil {
 		return fmt.Errorf("remove template %q: %w", name, err)
@@ -235,7 +235,7 @@ func (s *Store) create(ctx context.Context, name string, fill func(ctx context.C
 	// written before the rename): a stray, in the way of the rename.
 	final := filepath.Join(s.dir, name)
 	if _, err := os.Lstat(filepath.Join(final, metaFile)); err == nil {
-		return Template{}, fmt.Errorf("template %q: %w", name, runtime.ErrConflict)
+		return Template{}, fmt.Errorf("template %q: %w", name, errdefs.ErrConflict)
 	}
 	if err := s.removeLeftover(final); err != nil {
 		return Template{}, err
@@ -277,7 +277,7 @@ func (s *Store) finish(name, build string, t *Template) error {
 	final := filepath.Join(s.dir, name)
 	if err := os.Rename(build, final); err != nil {
 		if errors.Is(err, fs.ErrExist) || errors.Is(err, unix.ENOTEMPTY) {
-			return fmt.Errorf("template %q: %w", name, runtime.ErrConflict)
+			return fmt.Errorf("template %q: %w", name, errdefs.ErrConflict)
 		}
 		return fmt.Errorf("move template %q into place: %w", name, err)
 	}

@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 func TestValidName(t *testing.T) {
@@ -42,7 +42,7 @@ func TestValidName(t *testing.T) {
 	}
 	for _, c := range cases {
 		err := ValidName(c.name)
-		if (err == nil) != c.ok || (err != nil && !errors.Is(err, runtime.ErrInvalid)) {
+		if (err == nil) != c.ok || (err != nil && !errors.Is(err, errdefs.ErrInvalid)) {
 			t.Errorf("ValidName(%q) = %v, want ok=%v", c.name, err, c.ok)
 		}
 	}
@@ -53,10 +53,10 @@ func TestGetListRemove(t *testing.T) {
 	if got, err := s.List(); err != nil || len(got) != 0 {
 		t.Fatalf("List of a store never written = %v, %v; want empty", got, err)
 	}
-	if _, err := s.Get("nope"); !errors.Is(err, runtime.ErrNotFound) {
+	if _, err := s.Get("nope"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("Get(missing) = %v, want ErrNotFound", err)
 	}
-	if _, err := s.Get("Bad/Name"); !errors.Is(err, runtime.ErrInvalid) {
+	if _, err := s.Get("Bad/Name"); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Errorf("Get(bad name) = %v, want ErrInvalid", err)
 	}
 	// A tree with read-only directories, which Remove must still delete.
@@ -93,19 +93,19 @@ func TestGetListRemove(t *testing.T) {
 	if err := s.Remove("mid.1"); err != nil {
 		t.Fatalf("Remove: %v", err)
 	}
-	if _, err := s.Get("mid.1"); !errors.Is(err, runtime.ErrNotFound) {
+	if _, err := s.Get("mid.1"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("Get after Remove = %v, want ErrNotFound", err)
 	}
 	if _, err := os.Lstat(filepath.Join(s.Dir(), "mid.1")); !os.IsNotExist(err) {
 		t.Errorf("tree still there after Remove: %v", err)
 	}
-	if err := s.Remove("mid.1"); !errors.Is(err, runtime.ErrNotFound) {
+	if err := s.Remove("mid.1"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("second Remove = %v, want ErrNotFound", err)
 	}
-	if err := s.Remove("no-record"); !errors.Is(err, runtime.ErrNotFound) {
+	if err := s.Remove("no-record"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("Remove of a stray = %v, want ErrNotFound", err)
 	}
-	if err := s.Remove("../x"); !errors.Is(err, runtime.ErrInvalid) {
+	if err := s.Remove("../x"); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Errorf("Remove(bad name) = %v, want ErrInvalid", err)
 	}
 	for _, e := range storeEntries(t, s) {
@@ -139,7 +139,7 @@ func TestRemoveRefusesMounts(t *testing.T) {
 		t.Skipf("bind mount: %v", err)
 	}
 	defer unmount(mnt)
-	if err := s.Remove("mounted"); !errors.Is(err, runtime.ErrConflict) {
+	if err := s.Remove("mounted"); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("Remove with a mount inside = %v, want ErrConflict", err)
 	}
 	if _, err := os.Stat(filepath.Join(victim, "precious")); err != nil {
@@ -330,7 +330,7 @@ func TestEnsureBaseFailure(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "mirror on fire") {
 		t.Fatalf("EnsureBase = %v, want the build's error", err)
 	}
-	if _, err := s.Get(BaseName); !errors.Is(err, runtime.ErrNotFound) {
+	if _, err := s.Get(BaseName); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("Get after a failed build = %v, want ErrNotFound", err)
 	}
 	// The log stays for inspection; the tree does not.

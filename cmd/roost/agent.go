@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"roost.dev/roost/agent"
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/network"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/firecracker"
@@ -194,7 +195,7 @@ func selectRuntime(name string) (string, error) {
 	case "namespace", "qemu", "firecracker":
 		return name, nil
 	default:
-		return "", fmt.Errorf("--runtime %q: want namespace, qemu, firecracker or auto: %w", name, runtime.ErrInvalid)
+		return "", fmt.Errorf("--runtime %q: want namespace, qemu, firecracker or auto: %w", name, errdefs.ErrInvalid)
 	}
 }
 

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 func TestIsLoopback(t *testing.T) {
@@ -73,8 +73,8 @@ func TestSelectRuntime(t *testing.T) {
 		{"namespace", "namespace", nil},
 		{"qemu", "qemu", nil},
 		{"firecracker", "firecracker", nil},
-		{"kvm", "", runtime.ErrInvalid},
-		{"QEMU", "", runtime.ErrInvalid},
+		{"kvm", "", errdefs.ErrInvalid},
+		{"QEMU", "", errdefs.ErrInvalid},
 	} {
 		got, err := selectRuntime(c.flag)
 		if got != c.want || !errors.Is(err, c.err) || (c.err == nil) != (err == nil) {

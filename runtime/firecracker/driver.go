@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/microvm"
 	"roost.dev/roost/runtime/vmimage"
@@ -182,13 +183,13 @@ func validate(spec runtime.Spec) error {
 		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-')
 	}) >= 0:
 		// Firecracker's --id takes up to 64 alphanumerics and dashes.
-		return fmt.Errorf("sandbox id %q: firecracker needs letters, digits and dashes, at most %d: %w", spec.ID, 64-len(namePrefix), runtime.ErrInvalid)
+		return fmt.Errorf("sandbox id %q: firecracker needs letters, digits and dashes, at most %d: %w", spec.ID, 64-len(namePrefix), errdefs.ErrInvalid)
 	case spec.Limits.VCPUs > maxVCPUs:
-		return fmt.Errorf("%d vcpus: firecracker runs at most %d: %w", spec.Limits.VCPUs, maxVCPUs, runtime.ErrInvalid)
+		return fmt.Errorf("%d vcpus: firecracker runs at most %d: %w", spec.Limits.VCPUs, maxVCPUs, errdefs.ErrInvalid)
 	case spec.Network.Netns == "" || spec.Network.Interface == "" || !spec.Network.Address.Addr().Is4():
-		return fmt.Errorf("no network: %w", runtime.ErrInvalid)
+		return fmt.Errorf("no network: %w", errdefs.ErrInvalid)
 	case len(paths(spec.StateDir).api) >= 108:
-		return fmt.Errorf("state dir %s: the API socket path would exceed the 107 bytes a Unix socket allows: %w", spec.StateDir, runtime.ErrInvalid)
+		return fmt.Errorf("state dir %s: the API socket path would exceed the 107 bytes a Unix socket allows: %w", spec.StateDir, errdefs.ErrInvalid)
 	}
 	return nil
 }
@@ -218,11 +219,11 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (inst runtime.In
 	began := time.Now()
 
 	if err := checkKernel(d.cfg.Kernel); err != nil {
-		return runtime.Instance{}, fmt.Errorf("%w: %w", err, runtime.ErrUnavailable)
+		return runtime.Instance{}, fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
 	}
 	bootArgs := d.bootArgs(spec)
 	if len(bootArgs) > microvm.MaxCmdline {
-		return runtime.Instance{}, fmt.Errorf("guest command line of %d bytes (the environment is passed on it) exceeds %d: %w", len(bootArgs), microvm.MaxCmdline, runtime.ErrInvalid)
+		return runtime.Instance{}, fmt.Errorf("guest command line of %d bytes (the environment is passed on it) exceeds %d: %w", len(bootArgs), microvm.MaxCmdline, errdefs.ErrInvalid)
 	}
 	image, err := d.images.Get(ctx, vmimage.ImageSpec{RootFS: spec.RootFS, Envd: spec.Envd, Init: d.cfg.Init, SizeMB: lim.DiskMB})
 	if err != nil {
@@ -363,7 +364,7 @@ func (d *Driver) Recover(ctx context.Context, spec runtime.Spec) (runtime.Instan
 	}
 	rec, err := loadRecord(spec.StateDir)
 	if err != nil {
-		return runtime.Instance{}, fmt.Errorf("sandbox %s: no usable state (%v): %w", spec.ID, err, runtime.ErrNotFound)
+		return runtime.Instance{}, fmt.Errorf("sandbox %s: no usable state (%v): %w", spec.ID, err, errdefs.ErrNotFound)
 	}
 	log := d.log.With("sandbox", spec.ID)
 	if rec.Pid == 0 && rec.Snapshot != "" {
@@ -373,7 +374,7 @@ func (d *Driver) Recover(ctx context.Context, spec runtime.Spec) (runtime.Instan
 	if !rec.Alive() {
 		log.Info("recover: firecracker is gone; cleaning up", "pid", rec.Pid)
 		_ = microvm.RemoveFiles(append(paths(spec.StateDir).files(), filepath.Join(spec.StateDir, recordFile))...)
-		return runtime.Instance{}, fmt.Errorf("sandbox %s: firecracker exited: %w", spec.ID, runtime.ErrNotFound)
+		return runtime.Instance{}, fmt.Errorf("sandbox %s: firecracker exited: %w", spec.ID, errdefs.ErrNotFound)
 	}
 	if err := d.handles.Reserve(spec.ID); err != nil {
 		h, gerr := d.handles.Get(spec.ID)
@@ -436,7 +437,7 @@ func (d *Driver) setState(ctx context.Context, id, state string) error {
 		return err
 	}
 	if !h.running() {
-		return fmt.Errorf("sandbox %s has no running vm: %w", id, runtime.ErrConflict)
+		return fmt.Errorf("sandbox %s has no running vm: %w", id, errdefs.ErrConflict)
 	}
 	return h.api().call(ctx, http.MethodPatch, "/vm", vmState{State: state}, nil)
 }

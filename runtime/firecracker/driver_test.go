@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/guest"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/microvm"
@@ -80,7 +81,7 @@ func TestValidateRefusesWhatFirecrackerWould(t *testing.T) {
 	} {
 		s := base
 		mod(&s)
-		if err := validate(s); !errors.Is(err, runtime.ErrInvalid) {
+		if err := validate(s); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("%s: %v, want ErrInvalid", name, err)
 		}
 	}
@@ -423,7 +424,7 @@ func TestCreateFailsCleanlyWhenRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "refused by the test") {
 		t.Fatalf("create: %v, want the fault message", err)
 	}
-	if _, err := d.handles.Get(spec.ID); !errors.Is(err, runtime.ErrNotFound) {
+	if _, err := d.handles.Get(spec.ID); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("a failed sandbox stays known: %v", err)
 	}
 	if _, err := os.Stat(paths(spec.StateDir).disk); !errors.Is(err, os.ErrNotExist) {

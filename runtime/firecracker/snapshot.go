@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/microvm"
 )
@@ -31,7 +32,7 @@ func (d *Driver) Snapshot(ctx context.Context, id string) (string, error) {
 		return "", err
 	}
 	if !h.running() {
-		return "", fmt.Errorf("sandbox %s has no running vm: %w", id, runtime.ErrConflict)
+		return "", fmt.Errorf("sandbox %s has no running vm: %w", id, errdefs.ErrConflict)
 	}
 	ctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
 	defer cancel()
@@ -101,11 +102,11 @@ func (d *Driver) Snapshot(ctx context.Context, id string) (string, error) {
 // says it is hibernated.
 func (d *Driver) Restore(ctx context.Context, spec runtime.Spec) (inst runtime.Instance, err error) {
 	if spec.Network.Netns == "" || !spec.Network.Address.Addr().Is4() {
-		return runtime.Instance{}, fmt.Errorf("no network: %w", runtime.ErrInvalid)
+		return runtime.Instance{}, fmt.Errorf("no network: %w", errdefs.ErrInvalid)
 	}
 	h, gerr := d.handles.Get(spec.ID)
 	if gerr == nil && h.rec.Pid != 0 {
-		return runtime.Instance{}, fmt.Errorf("sandbox %s is running: %w", spec.ID, runtime.ErrConflict)
+		return runtime.Instance{}, fmt.Errorf("sandbox %s is running: %w", spec.ID, errdefs.ErrConflict)
 	}
 	if gerr != nil {
 		if err := d.handles.Reserve(spec.ID); err != nil {
@@ -114,7 +115,7 @@ func (d *Driver) Restore(ctx context.Context, spec runtime.Spec) (inst runtime.I
 		rec, lerr := loadRecord(spec.StateDir)
 		if lerr != nil || rec.Snapshot == "" {
 			d.handles.Publish(spec.ID, nil)
-			return runtime.Instance{}, fmt.Errorf("sandbox %s has no snapshot (%v): %w", spec.ID, lerr, runtime.ErrNotFound)
+			return runtime.Instance{}, fmt.Errorf("sandbox %s has no snapshot (%v): %w", spec.ID, lerr, errdefs.ErrNotFound)
 		}
 		h = &handle{rec: rec, log: d.log.With("sandbox", spec.ID)}
 		defer func() {

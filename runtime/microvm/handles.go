@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"sync"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 )
 
 // Handles maps sandbox IDs to a driver's handles. An ID can be reserved
@@ -22,7 +22,7 @@ func (hs *Handles[H]) Get(id string) (*H, error) {
 	defer hs.mu.Unlock()
 	h := hs.m[id]
 	if h == nil {
-		return nil, fmt.Errorf("sandbox %s: %w", id, runtime.ErrNotFound)
+		return nil, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
 	}
 	return h, nil
 }
@@ -33,7 +33,7 @@ func (hs *Handles[H]) Reserve(id string) error {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	if _, ok := hs.m[id]; ok {
-		return fmt.Errorf("sandbox %s: %w", id, runtime.ErrConflict)
+		return fmt.Errorf("sandbox %s: %w", id, errdefs.ErrConflict)
 	}
 	if hs.m == nil {
 		hs.m = map[string]*H{}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"roost.dev/roost/cgroup"
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/namespace/sandboxinit"
 )
@@ -150,7 +151,7 @@ func (d *Driver) get(id string) (*handle, error) {
 	defer d.mu.Unlock()
 	h, ok := d.handles[id]
 	if !ok {
-		return nil, fmt.Errorf("sandbox %s: %w", id, runtime.ErrNotFound)
+		return nil, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
 	}
 	return h, nil
 }
@@ -163,7 +164,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (inst runtime.In
 	d.mu.Lock()
 	if _, ok := d.handles[spec.ID]; ok {
 		d.mu.Unlock()
-		return runtime.Instance{}, fmt.Errorf("sandbox %s: %w", spec.ID, runtime.ErrConflict)
+		return runtime.Instance{}, fmt.Errorf("sandbox %s: %w", spec.ID, errdefs.ErrConflict)
 	}
 	d.handles[spec.ID] = nil // reserve the ID while we build
 	d.mu.Unlock()
@@ -271,7 +272,7 @@ func validate(spec runtime.Spec) error {
 		return err
 	}
 	if spec.Network.Netns == "" || !spec.Network.Address.IsValid() {
-		return fmt.Errorf("no network: %w", runtime.ErrInvalid)
+		return fmt.Errorf("no network: %w", errdefs.ErrInvalid)
 	}
 	return nil
 }

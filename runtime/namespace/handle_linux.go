@@ -9,12 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"roost.dev/roost/mountinfo"
 	goruntime "runtime"
 	"slices"
 	"strings"
 	"syscall"
 	"time"
+
+	"roost.dev/roost/errdefs"
+	"roost.dev/roost/mountinfo"
 
 	"golang.org/x/sys/unix"
 
@@ -173,7 +175,7 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 		return err
 	}
 	if h == nil {
-		return fmt.Errorf("sandbox %s is being created: %w", id, runtime.ErrConflict)
+		return fmt.Errorf("sandbox %s is being created: %w", id, errdefs.ErrConflict)
 	}
 	if err := d.teardown(ctx, h.rec, h.group); err != nil {
 		return err
@@ -229,13 +231,13 @@ func (d *Driver) Recover(ctx context.Context, spec runtime.Spec) (runtime.Instan
 	if err != nil {
 		log.Info("sandbox not recoverable, cleaning up", "reason", err.Error())
 		_ = d.teardown(ctx, record{ID: spec.ID, StateDir: spec.StateDir}, nil)
-		return runtime.Instance{}, fmt.Errorf("sandbox %s: %w", spec.ID, runtime.ErrNotFound)
+		return runtime.Instance{}, fmt.Errorf("sandbox %s: %w", spec.ID, errdefs.ErrNotFound)
 	}
 	group, gerr := d.cgrp.Load(rec.Cgroup)
 	if !rec.alive() || gerr != nil {
 		log.Info("sandbox init gone, cleaning up", "pid", rec.Pid)
 		_ = d.teardown(ctx, rec, nil)
-		return runtime.Instance{}, fmt.Errorf("sandbox %s: %w", spec.ID, runtime.ErrNotFound)
+		return runtime.Instance{}, fmt.Errorf("sandbox %s: %w", spec.ID, errdefs.ErrNotFound)
 	}
 	d.mu.Lock()
 	d.lowers[spec.RootFS] = rec.LowerPath
@@ -333,7 +335,7 @@ func (d *Driver) pruneLowers(ms []mountinfo.Mount) error {
 func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 	h, err := d.get(id)
 	if err != nil || h == nil {
-		return runtime.Stats{}, fmt.Errorf("sandbox %s: %w", id, runtime.ErrNotFound)
+		return runtime.Stats{}, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
 	}
 	st, err := h.group.Stats()
 	if err != nil {
@@ -347,7 +349,7 @@ func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 func (d *Driver) Pause(ctx context.Context, id string) error {
 	h, err := d.get(id)
 	if err != nil || h == nil {
-		return fmt.Errorf("sandbox %s: %w", id, runtime.ErrNotFound)
+		return fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
 	}
 	return h.group.Freeze(ctx)
 }
@@ -356,7 +358,7 @@ func (d *Driver) Pause(ctx context.Context, id string) error {
 func (d *Driver) Resume(ctx context.Context, id string) error {
 	h, err := d.get(id)
 	if err != nil || h == nil {
-		return fmt.Errorf("sandbox %s: %w", id, runtime.ErrNotFound)
+		return fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
 	}
 	return h.group.Thaw(ctx)
 }

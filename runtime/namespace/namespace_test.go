@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"roost.dev/roost/cgroup"
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/namespace"
 	"roost.dev/roost/runtime/namespace/namespacetest"
@@ -184,7 +185,7 @@ func TestRecover(t *testing.T) {
 	if err := again.Prune(context.Background(), []string{sb.Spec.ID}); err != nil {
 		t.Fatalf("prune: %v", err)
 	}
-	if _, err := h.Load(stray); !errors.Is(err, runtime.ErrNotFound) {
+	if _, err := h.Load(stray); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("stray cgroup %s survived prune: %v", stray, err)
 	}
 	if got := strings.TrimSpace(sb.MustExec(t, "cat /root/state; pgrep -c sleep")); got != "kept\n1" {

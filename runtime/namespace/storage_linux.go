@@ -9,10 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"roost.dev/roost/mountinfo"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"roost.dev/roost/mountinfo"
 
 	"golang.org/x/sys/unix"
 

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/microvm"
 	"roost.dev/roost/runtime/vmimage"
@@ -182,7 +183,7 @@ func (d *Driver) prepareKernel(ctx context.Context) (vmimage.Kernel, error) {
 	}
 	hk, err := vmimage.FindHostKernel(d.cfg.BootDir, d.cfg.ModulesDir)
 	if err != nil {
-		return vmimage.Kernel{}, fmt.Errorf("guest kernel: %w: %w", err, runtime.ErrUnavailable)
+		return vmimage.Kernel{}, fmt.Errorf("guest kernel: %w: %w", err, errdefs.ErrUnavailable)
 	}
 	k, err := vmimage.PrepareKernel(ctx, hk, d.cfg.Init, filepath.Join(d.cfg.DataDir, "kernels"))
 	if err != nil {
@@ -199,9 +200,9 @@ func validate(spec runtime.Spec) error {
 	switch {
 	case strings.ContainsAny(spec.ID, " ,="):
 		// QEMU's option syntax would split it.
-		return fmt.Errorf("sandbox id %q: %w", spec.ID, runtime.ErrInvalid)
+		return fmt.Errorf("sandbox id %q: %w", spec.ID, errdefs.ErrInvalid)
 	case spec.Network.Netns == "" || spec.Network.Interface == "" || !spec.Network.Address.Addr().Is4():
-		return fmt.Errorf("no network: %w", runtime.ErrInvalid)
+		return fmt.Errorf("no network: %w", errdefs.ErrInvalid)
 	}
 	return nil
 }
@@ -255,7 +256,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (inst runtime.In
 
 	args := d.args(spec, lim, kernel, p)
 	if n := len(d.cmdline(spec)); n > microvm.MaxCmdline {
-		return runtime.Instance{}, fmt.Errorf("guest command line of %d bytes (the environment is passed on it) exceeds %d: %w", n, microvm.MaxCmdline, runtime.ErrInvalid)
+		return runtime.Instance{}, fmt.Errorf("guest command line of %d bytes (the environment is passed on it) exceeds %d: %w", n, microvm.MaxCmdline, errdefs.ErrInvalid)
 	}
 	h := &handle{
 		rec: record{
@@ -319,7 +320,7 @@ func (d *Driver) Recover(ctx context.Context, spec runtime.Spec) (runtime.Instan
 	}
 	rec, err := loadRecord(spec.StateDir)
 	if err != nil {
-		return runtime.Instance{}, fmt.Errorf("sandbox %s: no usable state (%v): %w", spec.ID, err, runtime.ErrNotFound)
+		return runtime.Instance{}, fmt.Errorf("sandbox %s: no usable state (%v): %w", spec.ID, err, errdefs.ErrNotFound)
 	}
 	log := d.log.With("sandbox", spec.ID)
 	if rec.Pid == 0 && rec.Snapshot != "" {
@@ -330,7 +331,7 @@ func (d *Driver) Recover(ctx context.Context, spec runtime.Spec) (runtime.Instan
 		log.Info("recover: qemu is gone; cleaning up", "pid", rec.Pid)
 		p := paths(spec.StateDir)
 		_ = microvm.RemoveFiles(p.disk, p.qmp, filepath.Join(spec.StateDir, recordFile))
-		return runtime.Instance{}, fmt.Errorf("sandbox %s: qemu exited: %w", spec.ID, runtime.ErrNotFound)
+		return runtime.Instance{}, fmt.Errorf("sandbox %s: qemu exited: %w", spec.ID, errdefs.ErrNotFound)
 	}
 	if err := d.handles.Reserve(spec.ID); err != nil {
 		h, gerr := d.handles.Get(spec.ID)

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/microvm"
 	"roost.dev/roost/runtime/vmimage"
@@ -42,7 +43,7 @@ type handle struct {
 // withQMP runs fn on a fresh QMP session.
 func (h *handle) withQMP(ctx context.Context, fn func(*qmp) error) error {
 	if !h.running() {
-		return fmt.Errorf("sandbox %s has no running vm: %w", h.rec.ID, runtime.ErrConflict)
+		return fmt.Errorf("sandbox %s has no running vm: %w", h.rec.ID, errdefs.ErrConflict)
 	}
 	h.qmpMu.Lock()
 	defer h.qmpMu.Unlock()

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"roost.dev/roost/runtime"
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime/qemu"
 	"roost.dev/roost/runtime/runtimetest"
 	"roost.dev/roost/runtime/vmimage"
@@ -155,7 +155,7 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What Destroy leaves is nothing Recover could adopt.
-	if _, err := newDriver(t).Recover(ctx, sb.Spec); !errors.Is(err, runtime.ErrNotFound) {
+	if _, err := newDriver(t).Recover(ctx, sb.Spec); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("recover after destroy: %v, want ErrNotFound", err)
 	}
 }

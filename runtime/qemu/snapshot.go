@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/microvm"
 )
@@ -88,11 +89,11 @@ func (d *Driver) Snapshot(ctx context.Context, id string) (string, error) {
 // whose state record says it is hibernated.
 func (d *Driver) Restore(ctx context.Context, spec runtime.Spec) (inst runtime.Instance, err error) {
 	if spec.Network.Netns == "" || !spec.Network.Address.Addr().Is4() {
-		return runtime.Instance{}, fmt.Errorf("no network: %w", runtime.ErrInvalid)
+		return runtime.Instance{}, fmt.Errorf("no network: %w", errdefs.ErrInvalid)
 	}
 	h, gerr := d.handles.Get(spec.ID)
 	if gerr == nil && h.rec.Pid != 0 {
-		return runtime.Instance{}, fmt.Errorf("sandbox %s is running: %w", spec.ID, runtime.ErrConflict)
+		return runtime.Instance{}, fmt.Errorf("sandbox %s is running: %w", spec.ID, errdefs.ErrConflict)
 	}
 	if gerr != nil {
 		if err := d.handles.Reserve(spec.ID); err != nil {
@@ -101,7 +102,7 @@ func (d *Driver) Restore(ctx context.Context, spec runtime.Spec) (inst runtime.I
 		rec, lerr := loadRecord(spec.StateDir)
 		if lerr != nil || rec.Snapshot == "" {
 			d.handles.Publish(spec.ID, nil)
-			return runtime.Instance{}, fmt.Errorf("sandbox %s has no snapshot (%v): %w", spec.ID, lerr, runtime.ErrNotFound)
+			return runtime.Instance{}, fmt.Errorf("sandbox %s has no snapshot (%v): %w", spec.ID, lerr, errdefs.ErrNotFound)
 		}
 		h = &handle{rec: rec, log: d.log.With("sandbox", spec.ID)}
 		defer func() {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/guest"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/microvm"
@@ -55,13 +56,13 @@ func TestRecoverGone(t *testing.T) {
 	os.WriteFile(paths(dir).disk, []byte("x"), 0o600)
 	d := New(Config{DataDir: t.TempDir()}, slog.New(slog.DiscardHandler))
 	_, err := d.Recover(context.Background(), runtime.Spec{ID: "gone", StateDir: dir})
-	if !errors.Is(err, runtime.ErrNotFound) {
+	if !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("recover: %v, want ErrNotFound", err)
 	}
 	if _, err := os.Stat(paths(dir).disk); !errors.Is(err, os.ErrNotExist) {
 		t.Error("the disk of a gone sandbox survived Recover")
 	}
-	if _, err := d.Recover(context.Background(), runtime.Spec{ID: "gone", StateDir: dir}); !errors.Is(err, runtime.ErrNotFound) {
+	if _, err := d.Recover(context.Background(), runtime.Spec{ID: "gone", StateDir: dir}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("second recover: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/network"
 	"roost.dev/roost/runtime"
 )
@@ -20,7 +21,7 @@ func Run(t *testing.T, rt runtime.Runtime, net *network.Manager) {
 	}
 	t.Run("Lifecycle", func(t *testing.T) { lifecycle(t, rt, net) })
 	t.Run("DestroyUnknown", func(t *testing.T) {
-		if err := rt.Destroy(context.Background(), "no-such-sandbox"); !errors.Is(err, runtime.ErrNotFound) {
+		if err := rt.Destroy(context.Background(), "no-such-sandbox"); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Fatalf("destroy unknown: %v, want ErrNotFound", err)
 		}
 	})
@@ -28,7 +29,7 @@ func Run(t *testing.T, rt runtime.Runtime, net *network.Manager) {
 		sb := Start(t, rt, net, Options{})
 		spec := sb.Spec
 		spec.StateDir += "-again"
-		if _, err := rt.Create(context.Background(), spec); !errors.Is(err, runtime.ErrConflict) {
+		if _, err := rt.Create(context.Background(), spec); !errors.Is(err, errdefs.ErrConflict) {
 			t.Fatalf("second create with the same id: %v, want ErrConflict", err)
 		}
 	})
@@ -44,7 +45,7 @@ func Run(t *testing.T, rt runtime.Runtime, net *network.Manager) {
 			spec.ID = ID()
 			spec.StateDir += "-" + spec.ID
 			mutate(&spec)
-			if _, err := rt.Create(context.Background(), spec); !errors.Is(err, runtime.ErrInvalid) {
+			if _, err := rt.Create(context.Background(), spec); !errors.Is(err, errdefs.ErrInvalid) {
 				t.Errorf("%s: %v, want ErrInvalid", name, err)
 			}
 		}
@@ -113,7 +114,7 @@ func lifecycle(t *testing.T, rt runtime.Runtime, net *network.Manager) {
 	if _, err := sb.Exec(ctx, "true"); err == nil {
 		t.Error("envd still answers after destroy")
 	}
-	if err := rt.Destroy(ctx, sb.Spec.ID); !errors.Is(err, runtime.ErrNotFound) {
+	if err := rt.Destroy(ctx, sb.Spec.ID); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("second destroy: %v, want ErrNotFound", err)
 	}
 }

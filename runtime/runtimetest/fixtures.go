@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/network"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/template/templatetest"
@@ -119,7 +120,7 @@ func (s *Sandbox) Close(ctx context.Context) error {
 	}
 	s.closed = true
 	err := s.rt.Destroy(ctx, s.Spec.ID)
-	if errors.Is(err, runtime.ErrNotFound) {
+	if errors.Is(err, errdefs.ErrNotFound) {
 		err = nil
 	}
 	if terr := s.net.Teardown(ctx, s.Spec.ID, s.Slot); terr != nil && err == nil {

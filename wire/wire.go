@@ -1,0 +1,38 @@
+package wire
+
+// EnvdPort is where envd listens in every sandbox (E2B's contract).
+const EnvdPort = 49983
+
+// Headers of E2B's wire contract.
+const (
+	// HeaderAPIKey carries a team's API key to the REST API.
+	HeaderAPIKey = "X-API-Key"
+	// HeaderAccessToken carries a sandbox's envd access token.
+	HeaderAccessToken = "X-Access-Token"
+	// HeaderSandboxID and HeaderSandboxPort route a request to a sandbox's
+	// port: the E2B SDKs send them on every envd request when
+	// E2B_SANDBOX_URL is set.
+	HeaderSandboxID   = "E2b-Sandbox-Id"
+	HeaderSandboxPort = "E2b-Sandbox-Port"
+	// HeaderTrafficToken carries a sandbox's traffic token to its private
+	// ports (network.allowPublicTraffic: false).
+	HeaderTrafficToken = "E2b-Traffic-Access-Token"
+)
+
+// Headers between roost's own processes.
+const (
+	// HeaderAgentToken carries a host agent's token without taking the
+	// Authorization header, which a proxied request may need for the
+	// sandbox's own server. The agent also accepts "Authorization: Bearer".
+	HeaderAgentToken = "Roost-Agent-Token"
+	// HeaderProxyError marks an agent's 502 whose cause is in its value:
+	// ProxyErrorDial means the sandbox's port refused the connection (a
+	// server still starting), which the control plane's proxy may retry;
+	// a 502 without it came from the sandbox's own server.
+	HeaderProxyError = "Roost-Proxy-Error"
+	ProxyErrorDial   = "dial"
+)
+
+// ProxyPrefix starts every proxied path, on the control plane and on an
+// agent: /proxy/{sandboxID}/{port}/{rest...}.
+const ProxyPrefix = "/proxy/"
