@@ -2,29 +2,24 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"roost.dev/roost/bufpool"
 	"roost.dev/roost/errdefs"
+	"roost.dev/roost/proxy"
+	"roost.dev/roost/wire"
 )
-
-// proxyPrefix starts every proxied path: /proxy/{id}/{port}/{rest...}.
-const proxyPrefix = "/proxy/"
 
 // resolver finds where a sandbox's ports are. Errors wrap
 // errdefs.ErrNotFound (unknown sandbox), ErrPaused, or another category
-// for a sandbox that cannot take traffic now.
+// for a sandbox that cannot take traffic now; the answer is its status.
 type resolver interface {
 	proxyTarget(id string) (netip.Addr, error)
 }
@@ -33,20 +28,14 @@ type resolver interface {
 // The path after the port, its escaping, a trailing slash and the query pass
 // through untouched, as do the Host header, WebSocket upgrades and streamed
 // responses. Redirects are not rewritten: the caller (the control plane's
-// proxy) knows its own prefix.
-type proxy struct {
-	resolve resolver
-	// user carries traffic to the sandbox's own servers, envd traffic to
-	// envd: separate pools, so that a flood of user traffic (a dev
-	// server's polling, a notebook's WebSockets) never holds the
-	// connections that terminals, commands and files need.
-	user, envd *http.Transport
-	rp         *httputil.ReverseProxy
-	log        *slog.Logger
+// proxy) knows its own prefix. It forwards through the proxy package's
+// core (proxy.Upstream), as the control plane's proxy does.
+type sandboxProxy struct {
+	resolve  resolver
+	upstream *proxy.Upstream
+	rp       *httputil.ReverseProxy
+	log      *slog.Logger
 }
-
-// envdPort is envd's port in every sandbox (the E2B wire contract).
-const envdPort = "49983"
 
 // proxyTarget is what the handler resolved, handed to Rewrite.
 type proxyTarget struct {
@@ -56,43 +45,11 @@ type proxyTarget struct {
 
 type targetKey struct{}
 
-// dialSandbox connects to a sandbox's port. The connection closes with a
-// reset instead of a FIN (SO_LINGER 0), leaving no TIME_WAIT on the host:
-// a sandbox server that closes every connection (HTTP/1.0, as python's
-// http.server does) would otherwise leave one per request, and at a few
-// hundred requests a second the ports to that server run out within a
-// minute and every connect searches for a free one. The link is local (a
-// veth) and the proxy closes only after a whole response, or to abort one.
-func dialSandbox(ctx context.Context, network, addr string) (net.Conn, error) {
-	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	c, err := d.DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, err
-	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0)
-	}
-	return c, nil
-}
-
-func newSandboxTransport() *http.Transport {
-	return &http.Transport{
-		Proxy:                 nil,
-		DialContext:           dialSandbox,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		// Bodies pass through as the server encoded them.
-		DisableCompression: true,
-	}
-}
-
-func newProxy(r resolver, log *slog.Logger) *proxy {
-	p := &proxy{resolve: r, log: log, user: newSandboxTransport(), envd: newSandboxTransport()}
+func newProxy(r resolver, log *slog.Logger) *sandboxProxy {
+	p := &sandboxProxy{resolve: r, log: log, upstream: proxy.NewUpstream(wire.EnvdPort, urlPort)}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:    p.rewrite,
-		Transport:  p,
+		Transport:  p.upstream,
 		BufferPool: bufpool.New(),
 		// Zero: streamed responses (unknown length, SSE) are flushed at
 		// every write by ReverseProxy's own rule; others go out buffered.
@@ -103,23 +60,20 @@ func newProxy(r resolver, log *slog.Logger) *proxy {
 	return p
 }
 
-// RoundTrip sends a rewritten request on its port's transport.
-func (p *proxy) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Port() == envdPort {
-		return p.envd.RoundTrip(req)
-	}
-	return p.user.RoundTrip(req)
+// urlPort is the sandbox port a rewritten request goes to.
+func urlPort(req *http.Request) int {
+	n, _ := strconv.Atoi(req.URL.Port())
+	return n
 }
 
-func (p *proxy) close() {
-	p.user.CloseIdleConnections()
-	p.envd.CloseIdleConnections()
+func (p *sandboxProxy) close() {
+	p.upstream.Close()
 }
 
 // parseProxyPath splits an escaped /proxy/{id}/{port}/{rest...} path.
 // rest keeps its escaping and always starts with "/".
 func parseProxyPath(escaped string) (id string, port uint16, rest string, err error) {
-	tail, ok := strings.CutPrefix(escaped, proxyPrefix)
+	tail, ok := strings.CutPrefix(escaped, wire.ProxyPrefix)
 	if !ok {
 		return "", 0, "", fmt.Errorf("not a proxy path: %w", errdefs.ErrNotFound)
 	}
@@ -138,24 +92,25 @@ func parseProxyPath(escaped string) (id string, port uint16, rest string, err er
 	return id, uint16(n), "/" + rest, nil
 }
 
-func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (p *sandboxProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id, port, rest, err := parseProxyPath(r.URL.EscapedPath())
-	if err != nil {
-		writeProxyError(w, resolveStatus(err), err)
-		return
+	if err == nil {
+		if _, perr := url.PathUnescape(rest); perr != nil {
+			err = fmt.Errorf("path: %v: %w", perr, errdefs.ErrInvalid)
+		}
 	}
-	if _, err := url.PathUnescape(rest); err != nil {
-		writeProxyError(w, http.StatusBadRequest, fmt.Errorf("path: %w", err))
-		return
+	var addr netip.Addr
+	if err == nil {
+		addr, err = p.resolve.proxyTarget(id)
 	}
-	addr, err := p.resolve.proxyTarget(id)
 	if err != nil {
-		writeProxyError(w, resolveStatus(err), err)
+		errdefs.WriteHTTP(w, errdefs.HTTPStatus(err), err.Error())
 		return
 	}
 	t := proxyTarget{addr: netip.AddrPortFrom(addr, port), rawPath: rest}
 	enableFullDuplex(w)
-	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), targetKey{}, t)))
+	ctx := proxy.ToSandbox(context.WithValue(r.Context(), targetKey{}, t))
+	p.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // enableFullDuplex lets a proxied request's body keep flowing upstream
@@ -169,21 +124,7 @@ func enableFullDuplex(w http.ResponseWriter) {
 	_ = http.NewResponseController(w).EnableFullDuplex()
 }
 
-// resolveStatus maps a resolver error to the proxy's answer.
-func resolveStatus(err error) int {
-	switch {
-	case errors.Is(err, errdefs.ErrNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, ErrPaused):
-		return http.StatusConflict
-	case errors.Is(err, errdefs.ErrInvalid):
-		return http.StatusBadRequest
-	default:
-		return http.StatusServiceUnavailable
-	}
-}
-
-func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
+func (p *sandboxProxy) rewrite(pr *httputil.ProxyRequest) {
 	t := pr.In.Context().Value(targetKey{}).(proxyTarget)
 	u := pr.Out.URL
 	u.Scheme, u.Host, u.User = "http", t.addr.String(), nil
@@ -213,44 +154,15 @@ func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
 }
 
 // fail answers a request the sandbox could not serve: 502 when its server
-// cannot be reached, 504 when it did not answer in time, nothing when the
-// client has gone.
-func (p *proxy) fail(w http.ResponseWriter, r *http.Request, err error) {
+// cannot be reached (marked when it refused the connection, so the control
+// plane's proxy may retry), 504 when it did not answer in time, nothing
+// when the client has gone.
+func (p *sandboxProxy) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if r.Context().Err() != nil {
 		return
 	}
-	status := proxyErrorStatus(err)
-	var op *net.OpError
-	if status == http.StatusBadGateway && errors.As(err, &op) && op.Op == "dial" {
-		// Nothing listens yet: the control plane's proxy may retry.
-		w.Header().Set(DialErrorHeader, "dial")
-	}
+	err = proxy.UpstreamError(err)
+	status := proxy.WriteUpstreamError(w, err, err.Error())
 	t, _ := r.Context().Value(targetKey{}).(proxyTarget)
 	p.log.Debug("proxy request failed", "target", t.addr.String(), "status", status, "err", err)
-	writeProxyError(w, status, err)
-}
-
-// DialErrorHeader marks a 502 that means the sandbox's port refused the
-// connection (a server that is still starting), as opposed to a 502 from
-// the sandbox's own server. The control plane's proxy retries on it; it
-// names the same header (the two processes share only this wire fact).
-const DialErrorHeader = "Roost-Proxy-Error"
-
-func proxyErrorStatus(err error) int {
-	var ne net.Error
-	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-		return http.StatusGatewayTimeout
-	}
-	return http.StatusBadGateway
-}
-
-// writeProxyError writes the JSON error body E2B clients expect.
-func writeProxyError(w http.ResponseWriter, status int, err error) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-	}{status, err.Error()})
 }

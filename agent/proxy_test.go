@@ -22,6 +22,7 @@ import (
 	"roost.dev/roost/errdefs"
 	hostagentv1 "roost.dev/roost/gen/hostagent/v1"
 	"roost.dev/roost/gen/hostagent/v1/hostagentv1connect"
+	"roost.dev/roost/wire"
 )
 
 func TestParseProxyPath(t *testing.T) {
@@ -80,7 +81,7 @@ func FuzzParseProxyPath(f *testing.F) {
 			t.Fatalf("%q parsed to (%q, %d, %q)", in, id, port, rest)
 		}
 		// Nothing is lost: the parts make the path again.
-		prefix := proxyPrefix + id + "/" + strconv.Itoa(int(port))
+		prefix := wire.ProxyPrefix + id + "/" + strconv.Itoa(int(port))
 		if in != prefix+rest && !(rest == "/" && in == prefix) {
 			t.Fatalf("%q parsed to (%q, %d, %q), which does not rebuild it", in, id, port, rest)
 		}
@@ -268,25 +269,10 @@ func TestProxyErrors(t *testing.T) {
 			}
 			// Only a refused connection is marked retryable for the
 			// control plane's proxy.
-			if got, want := resp.Header.Get(DialErrorHeader), map[bool]string{true: "dial"}[tc.name == "nothing listening"]; got != want {
-				t.Errorf("%s: %q, want %q", DialErrorHeader, got, want)
+			if got, want := resp.Header.Get(wire.HeaderProxyError), map[bool]string{true: wire.ProxyErrorDial}[tc.name == "nothing listening"]; got != want {
+				t.Errorf("%s: %q, want %q", wire.HeaderProxyError, got, want)
 			}
 		})
-	}
-}
-
-func TestProxyTimeout(t *testing.T) {
-	p := newProxy(testResolver, testLogger(t))
-	defer p.close()
-	// The edge: a sandbox server that never answers, and a proxy that
-	// waits only briefly for response headers.
-	p.user.ResponseHeaderTimeout = 50 * time.Millisecond
-	port := backendPort(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
-	srv := httptest.NewServer(p)
-	defer srv.Close()
-	resp, b := do(t, "GET", fmt.Sprintf("%s/proxy/sb1/%d/slow", srv.URL, port), nil, "")
-	if resp.StatusCode != http.StatusGatewayTimeout {
-		t.Fatalf("status %d, want 504: %s", resp.StatusCode, b)
 	}
 }
 
@@ -388,8 +374,8 @@ func TestAuth(t *testing.T) {
 			{"not bearer", http.Header{"Authorization": {"Basic " + token}}, http.StatusUnauthorized, ""},
 			{"bearer, stripped", http.Header{"Authorization": {"Bearer " + token}}, http.StatusOK, ""},
 			{"own header keeps the client's Authorization",
-				http.Header{TokenHeader: {token}, "Authorization": {"Basic dXNlcjpwdw=="}}, http.StatusOK, "Basic dXNlcjpwdw=="},
-			{"wrong own header", http.Header{TokenHeader: {"nope"}, "Authorization": {"Bearer " + token}}, http.StatusUnauthorized, ""},
+				http.Header{wire.HeaderAgentToken: {token}, "Authorization": {"Basic dXNlcjpwdw=="}}, http.StatusOK, "Basic dXNlcjpwdw=="},
+			{"wrong own header", http.Header{wire.HeaderAgentToken: {"nope"}, "Authorization": {"Bearer " + token}}, http.StatusUnauthorized, ""},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				resp, b := do(t, "GET", proxied, tc.header, "")
@@ -477,29 +463,5 @@ func TestProxyFullDuplex(t *testing.T) {
 	pw.Close()
 	if rest, err := io.ReadAll(br); err != nil || string(rest) != "echo two\n" {
 		t.Fatalf("rest %q, %v", rest, err)
-	}
-}
-
-// TestProxyEnvdPool: envd's port and the sandbox's own ports are dialled
-// from separate pools.
-func TestProxyEnvdPool(t *testing.T) {
-	p := newProxy(testResolver, testLogger(t))
-	defer p.close()
-	dialled := map[string]string{}
-	refuse := func(pool string) func(context.Context, string, string) (net.Conn, error) {
-		return func(_ context.Context, _, addr string) (net.Conn, error) {
-			dialled[addr] = pool
-			return nil, errors.New("refused by the test")
-		}
-	}
-	p.user.DialContext, p.envd.DialContext = refuse("user"), refuse("envd")
-	for _, u := range []string{"http://127.0.0.2:49983/health", "http://127.0.0.2:8000/"} {
-		req, _ := http.NewRequest("GET", u, nil)
-		if _, err := p.RoundTrip(req); err == nil {
-			t.Fatalf("%s: dial was not refused", u)
-		}
-	}
-	if dialled["127.0.0.2:49983"] != "envd" || dialled["127.0.0.2:8000"] != "user" {
-		t.Fatalf("dialled %v", dialled)
 	}
 }

@@ -14,27 +14,25 @@ import (
 
 	"connectrpc.com/connect"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/gen/hostagent/v1/hostagentv1connect"
+	"roost.dev/roost/wire"
 )
 
 // ServerConfig configures a Server.
 type ServerConfig struct {
 	// Token, when set, is required as "Authorization: Bearer <token>" (or
-	// "Roost-Agent-Token: <token>", which leaves a client's own
+	// wire.HeaderAgentToken, which leaves a client's own
 	// Authorization header to the sandbox) on every request but /health.
 	Token string
 }
-
-// TokenHeader carries the agent token without taking the Authorization
-// header, which proxied requests may need for the sandbox's own server.
-const TokenHeader = "Roost-Agent-Token"
 
 // Server is the agent's HTTP surface: the HostAgent Connect service,
 // /proxy/{id}/{port}/..., and /health.
 type Server struct {
 	cfg     ServerConfig
 	log     *slog.Logger
-	proxy   *proxy
+	proxy   *sandboxProxy
 	handler http.Handler
 }
 
@@ -51,7 +49,7 @@ func newServer(svc hostagentv1connect.HostAgentHandler, res resolver, cfg Server
 	s.handler = s.authorize(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Proxied paths bypass the mux, which would clean them ("//",
 		// "..") and so change what the sandbox's server receives.
-		if strings.HasPrefix(r.URL.Path, proxyPrefix) {
+		if strings.HasPrefix(r.URL.Path, wire.ProxyPrefix) {
 			s.proxy.ServeHTTP(w, r)
 			return
 		}
@@ -76,18 +74,18 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		header, got := TokenHeader, r.Header.Get(TokenHeader)
+		header, got := wire.HeaderAgentToken, r.Header.Get(wire.HeaderAgentToken)
 		if got == "" {
 			header = "Authorization"
 			got, _ = strings.CutPrefix(r.Header.Get(header), "Bearer ")
 		}
 		if got == "" || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
-			err := errors.New("missing or invalid agent token")
-			if strings.HasPrefix(r.URL.Path, proxyPrefix) || !errs.IsSupported(r) {
-				writeProxyError(w, http.StatusUnauthorized, err)
+			err := fmt.Errorf("missing or invalid agent token: %w", errdefs.ErrUnauthenticated)
+			if strings.HasPrefix(r.URL.Path, wire.ProxyPrefix) || !errs.IsSupported(r) {
+				errdefs.WriteHTTP(w, errdefs.HTTPStatus(err), err.Error())
 				return
 			}
-			_ = errs.Write(w, r, connect.NewError(connect.CodeUnauthenticated, err))
+			_ = errs.Write(w, r, errdefs.ToConnect(err))
 			return
 		}
 		r.Header.Del(header)

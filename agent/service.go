@@ -36,14 +36,14 @@ func (s *service) CreateSandbox(ctx context.Context, req *connect.Request[hostag
 		EnvdToken:    r.GetEnvdAccessToken(),
 	})
 	if err != nil {
-		return nil, connectError(err)
+		return nil, errdefs.ToConnect(err)
 	}
 	return connect.NewResponse(&hostagentv1.CreateSandboxResponse{Sandbox: toProto(sb)}), nil
 }
 
 func (s *service) DestroySandbox(ctx context.Context, req *connect.Request[hostagentv1.DestroySandboxRequest]) (*connect.Response[hostagentv1.DestroySandboxResponse], error) {
 	if err := s.m.Destroy(ctx, req.Msg.GetSandboxId()); err != nil {
-		return nil, connectError(err)
+		return nil, errdefs.ToConnect(err)
 	}
 	return connect.NewResponse(&hostagentv1.DestroySandboxResponse{}), nil
 }
@@ -55,7 +55,7 @@ func (s *service) PauseSandbox(ctx context.Context, req *connect.Request[hostage
 	}
 	sb, err := pause(ctx, req.Msg.GetSandboxId())
 	if err != nil {
-		return nil, connectError(err)
+		return nil, errdefs.ToConnect(err)
 	}
 	return connect.NewResponse(&hostagentv1.PauseSandboxResponse{Sandbox: toProto(sb)}), nil
 }
@@ -65,12 +65,12 @@ func (s *service) ResumeSandbox(ctx context.Context, req *connect.Request[hostag
 	if req.Msg.TimeoutSeconds != nil {
 		timeout = seconds(req.Msg.GetTimeoutSeconds())
 		if timeout == 0 {
-			return nil, connectError(checkTimeout(0))
+			return nil, errdefs.ToConnect(checkTimeout(0))
 		}
 	}
 	sb, err := s.m.Resume(ctx, req.Msg.GetSandboxId(), timeout)
 	if err != nil {
-		return nil, connectError(err)
+		return nil, errdefs.ToConnect(err)
 	}
 	return connect.NewResponse(&hostagentv1.ResumeSandboxResponse{Sandbox: toProto(sb)}), nil
 }
@@ -80,7 +80,7 @@ func (s *service) ListSandboxes(ctx context.Context, req *connect.Request[hostag
 	for _, st := range req.Msg.GetStates() {
 		state, ok := fromProtoState[st]
 		if !ok {
-			return nil, connectError(fmt.Errorf("state %s: %w", st, errdefs.ErrInvalid))
+			return nil, errdefs.ToConnect(fmt.Errorf("state %s: %w", st, errdefs.ErrInvalid))
 		}
 		states = append(states, state)
 	}
@@ -94,7 +94,7 @@ func (s *service) ListSandboxes(ctx context.Context, req *connect.Request[hostag
 func (s *service) GetSandbox(ctx context.Context, req *connect.Request[hostagentv1.GetSandboxRequest]) (*connect.Response[hostagentv1.GetSandboxResponse], error) {
 	sb, err := s.m.Get(req.Msg.GetSandboxId())
 	if err != nil {
-		return nil, connectError(err)
+		return nil, errdefs.ToConnect(err)
 	}
 	return connect.NewResponse(&hostagentv1.GetSandboxResponse{Sandbox: toProto(sb)}), nil
 }
@@ -102,7 +102,7 @@ func (s *service) GetSandbox(ctx context.Context, req *connect.Request[hostagent
 func (s *service) SetTimeout(ctx context.Context, req *connect.Request[hostagentv1.SetTimeoutRequest]) (*connect.Response[hostagentv1.SetTimeoutResponse], error) {
 	sb, err := s.m.SetTimeout(req.Msg.GetSandboxId(), seconds(req.Msg.GetTimeoutSeconds()))
 	if err != nil {
-		return nil, connectError(err)
+		return nil, errdefs.ToConnect(err)
 	}
 	return connect.NewResponse(&hostagentv1.SetTimeoutResponse{Sandbox: toProto(sb)}), nil
 }
@@ -131,7 +131,7 @@ func (s *service) GetHostInfo(ctx context.Context, req *connect.Request[hostagen
 func (s *service) ListTemplates(ctx context.Context, req *connect.Request[hostagentv1.ListTemplatesRequest]) (*connect.Response[hostagentv1.ListTemplatesResponse], error) {
 	ts, err := s.m.Templates()
 	if err != nil {
-		return nil, connectError(err)
+		return nil, errdefs.ToConnect(err)
 	}
 	out := &hostagentv1.ListTemplatesResponse{}
 	for _, t := range ts {

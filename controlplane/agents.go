@@ -2,8 +2,6 @@ package controlplane
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"sync"
@@ -11,14 +9,10 @@ import (
 
 	"connectrpc.com/connect"
 
-	"roost.dev/roost/errdefs"
 	"roost.dev/roost/gen/hostagent/v1/hostagentv1connect"
 	"roost.dev/roost/store"
+	"roost.dev/roost/wire"
 )
-
-// agentTokenHeader carries the agent's token (the agent also accepts a
-// Bearer Authorization header).
-const agentTokenHeader = "Roost-Agent-Token"
 
 // rpcTimeout bounds one agent call; creates may build a template on first
 // use and get longer.
@@ -75,40 +69,9 @@ func tokenInterceptor(token string) connect.UnaryInterceptorFunc {
 	return func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 			if token != "" {
-				req.Header().Set(agentTokenHeader, token)
+				req.Header().Set(wire.HeaderAgentToken, token)
 			}
 			return next(ctx, req)
 		}
 	}
-}
-
-// agentError turns an agent call's error into the runtime categories, so
-// the API maps it with httpStatus: not_found → ErrNotFound, invalid_argument
-// → ErrInvalid, resource_exhausted and unreachable agents → ErrUnavailable.
-func agentError(op string, err error) error {
-	if err == nil {
-		return nil
-	}
-	var cat error
-	switch connect.CodeOf(err) {
-	case connect.CodeNotFound:
-		cat = errdefs.ErrNotFound
-	case connect.CodeInvalidArgument, connect.CodeOutOfRange:
-		cat = errdefs.ErrInvalid
-	case connect.CodeAlreadyExists, connect.CodeFailedPrecondition, connect.CodeAborted:
-		cat = errdefs.ErrConflict
-	case connect.CodeUnimplemented:
-		cat = errdefs.ErrUnsupported
-	case connect.CodeResourceExhausted, connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeCanceled:
-		cat = errdefs.ErrUnavailable
-	default:
-		var ce *connect.Error
-		if !errors.As(err, &ce) {
-			cat = errdefs.ErrUnavailable // transport failure: the agent did not answer
-		}
-	}
-	if cat == nil {
-		return fmt.Errorf("agent %s: %w", op, err)
-	}
-	return fmt.Errorf("agent %s: %w: %w", op, cat, err)
 }

@@ -75,7 +75,7 @@ func (s *Server) registerHost(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	err = s.store.ConsumeRegistrationToken(ctx, store.HashKey(req.RegistrationToken), time.Now().UTC())
 	if errors.Is(err, errdefs.ErrNotFound) {
-		writeError(w, http.StatusUnauthorized, "invalid, expired or used registration token")
+		s.fail(w, r, "register host", fmt.Errorf("invalid, expired or used registration token: %w", errdefs.ErrUnauthenticated))
 		return
 	}
 	if err != nil {
@@ -122,7 +122,7 @@ func (s *Server) hostHeartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil || got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(h.Token)) != 1 {
-		writeError(w, http.StatusUnauthorized, "unknown host or invalid host token")
+		s.fail(w, r, "host heartbeat", fmt.Errorf("unknown host or invalid host token: %w", errdefs.ErrUnauthenticated))
 		return
 	}
 	var req heartbeatRequest

@@ -82,15 +82,15 @@ func (s *Server) sampleMetrics(ctx context.Context, sb store.Sandbox) (envdRepor
 	}
 	resp, err := s.agents.client.Do(req)
 	if err != nil {
-		return envdReport{}, fmt.Errorf("sample metrics of %s: %v: %w", sb.ID, err, errdefs.ErrUnavailable)
+		return envdReport{}, fmt.Errorf("sample metrics of %s: %v: %w", sb.ID, err, errdefs.ErrUnreachable)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return envdReport{}, fmt.Errorf("sample metrics of %s: envd answered %s: %w", sb.ID, resp.Status, errdefs.ErrUnavailable)
+		return envdReport{}, fmt.Errorf("sample metrics of %s: envd answered %s: %w", sb.ID, resp.Status, errdefs.ErrUnreachable)
 	}
 	var rep envdReport
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxBodyBytes)).Decode(&rep); err != nil {
-		return envdReport{}, fmt.Errorf("decode metrics of %s: %v: %w", sb.ID, err, errdefs.ErrUnavailable)
+		return envdReport{}, fmt.Errorf("decode metrics of %s: %v: %w", sb.ID, err, errdefs.ErrUnreachable)
 	}
 	return rep, nil
 }

@@ -130,7 +130,7 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store
 		EnvdAccessToken: sb.EnvdAccessToken, AutoPause: p.AutoPause,
 	}))
 	if err != nil {
-		err = agentError("create sandbox", err)
+		err = errdefs.FromConnect("agent create sandbox", err)
 		if errors.Is(err, errdefs.ErrNotFound) {
 			err = fmt.Errorf("template %q not found: %w", p.Template, err)
 		}
@@ -301,7 +301,7 @@ func (s *Server) destroy(ctx context.Context, sb store.Sandbox) error {
 			return err
 		}
 		_, err = s.agents.For(h).DestroySandbox(ctx, connect.NewRequest(&hostagentv1.DestroySandboxRequest{SandboxId: sb.ID}))
-		if err = agentError("destroy sandbox", err); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		if err = errdefs.FromConnect("agent destroy sandbox", err); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			return err
 		}
 	}
@@ -360,7 +360,7 @@ func (s *Server) extend(ctx context.Context, sb store.Sandbox, d time.Duration, 
 	}
 	if _, err := s.agents.For(h).SetTimeout(ctx, connect.NewRequest(&hostagentv1.SetTimeoutRequest{
 		SandboxId: sb.ID, TimeoutSeconds: int64(d / time.Second)})); err != nil {
-		return agentError("set timeout", err)
+		return errdefs.FromConnect("agent set timeout", err)
 	}
 	_, err = s.store.UpdateSandbox(ctx, sb.ID, func(cur *store.Sandbox) error {
 		cur.EndAt = end
@@ -403,13 +403,13 @@ func (s *Server) pause(ctx context.Context, sb store.Sandbox) error {
 		return err
 	}
 	_, err = s.agents.For(h).PauseSandbox(ctx, connect.NewRequest(&hostagentv1.PauseSandboxRequest{SandboxId: sb.ID}))
-	if err = agentError("pause sandbox", err); err != nil && !errors.Is(err, errdefs.ErrConflict) {
+	if err = errdefs.FromConnect("agent pause sandbox", err); err != nil && !errors.Is(err, errdefs.ErrConflict) {
 		return err
 	}
 	if err != nil { // failed_precondition: make sure it is paused, not gone
 		g, gerr := s.agents.For(h).GetSandbox(ctx, connect.NewRequest(&hostagentv1.GetSandboxRequest{SandboxId: sb.ID}))
 		if gerr != nil {
-			return agentError("get sandbox", gerr)
+			return errdefs.FromConnect("agent get sandbox", gerr)
 		}
 		if g.Msg.GetSandbox().GetState() != hostagentv1.SandboxState_SANDBOX_STATE_PAUSED {
 			return err
@@ -471,7 +471,7 @@ func (s *Server) resume(ctx context.Context, sb store.Sandbox, d time.Duration) 
 	secs := int64(d / time.Second)
 	if _, err := s.agents.For(h).ResumeSandbox(ctx, connect.NewRequest(&hostagentv1.ResumeSandboxRequest{
 		SandboxId: sb.ID, TimeoutSeconds: &secs})); err != nil {
-		return store.Sandbox{}, agentError("resume sandbox", err)
+		return store.Sandbox{}, errdefs.FromConnect("agent resume sandbox", err)
 	}
 	id := sb.ID
 	sb, err = s.store.UpdateSandbox(ctx, id, func(cur *store.Sandbox) error {

@@ -20,6 +20,7 @@ import (
 	hostagentv1 "roost.dev/roost/gen/hostagent/v1"
 	"roost.dev/roost/proxy"
 	"roost.dev/roost/store"
+	"roost.dev/roost/wire"
 )
 
 // Config configures a Server. Zero values take the defaults.
@@ -168,10 +169,13 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("POST /v1/hosts/register", s.registerHost)
 	mux.HandleFunc("POST /v1/hosts/{id}/heartbeat", s.hostHeartbeat)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no route for "+r.Method+" "+r.URL.Path)
+		errdefs.WriteHTTP(w, http.StatusNotFound, "no route for "+r.Method+" "+r.URL.Path)
 	})
 	return mux
 }
+
+// errInvalidKey answers a key that is not one of the store's.
+var errInvalidKey = fmt.Errorf("invalid API key: %w", errdefs.ErrUnauthenticated)
 
 // maxKeyLen bounds what is hashed and looked up as an API key.
 const maxKeyLen = 256
@@ -179,18 +183,18 @@ const maxKeyLen = 256
 // authenticate resolves X-API-Key to its team, or answers 401.
 func (s *Server) authenticate(h func(http.ResponseWriter, *http.Request, store.APIKey)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		key := r.Header.Get("X-API-Key")
+		key := r.Header.Get(wire.HeaderAPIKey)
 		if key == "" {
-			writeError(w, http.StatusUnauthorized, "missing X-API-Key header")
+			s.fail(w, r, "authenticate", fmt.Errorf("missing %s header: %w", wire.HeaderAPIKey, errdefs.ErrUnauthenticated))
 			return
 		}
 		if len(key) > maxKeyLen {
-			writeError(w, http.StatusUnauthorized, "invalid API key")
+			s.fail(w, r, "authenticate", errInvalidKey)
 			return
 		}
 		k, err := s.store.APIKeyByHash(r.Context(), store.HashKey(key))
 		if errors.Is(err, errdefs.ErrNotFound) {
-			writeError(w, http.StatusUnauthorized, "invalid API key")
+			s.fail(w, r, "authenticate", errInvalidKey)
 			return
 		}
 		if err != nil {
@@ -223,7 +227,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, op string, err err
 	if r.Context().Err() != nil {
 		return // the client is gone
 	}
-	status := httpStatus(err)
+	status := errdefs.HTTPStatus(err)
 	msg := err.Error()
 	switch {
 	case status == http.StatusInternalServerError:
@@ -234,7 +238,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, op string, err err
 	default:
 		s.log.Debug("api request refused", "op", op, "status", status, "err", err)
 	}
-	writeError(w, status, msg)
+	errdefs.WriteHTTP(w, status, msg)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -243,14 +247,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-// writeError writes E2B's error body; the SDKs read the code in it.
-func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-	}{status, msg})
 }
 
 // CreateTeamWithKey creates a team named teamName and an API key for it,
@@ -284,7 +280,7 @@ func (s *Server) AddHost(ctx context.Context, h store.Host) error {
 	defer cancel()
 	resp, err := s.agents.For(h).GetHostInfo(ctx, connect.NewRequest(&hostagentv1.GetHostInfoRequest{}))
 	if err != nil {
-		return fmt.Errorf("add host %s: %w", h.ID, agentError("host info", err))
+		return fmt.Errorf("add host %s: %w", h.ID, errdefs.FromConnect("agent host info", err))
 	}
 	info := resp.Msg.GetHost()
 	if h.Name == "" {
@@ -361,7 +357,7 @@ func (r resolver) Resolve(ctx context.Context, id string) (proxy.Target, error) 
 	switch sb.State {
 	case store.SandboxRunning, store.SandboxPaused, store.SandboxStarting:
 	case store.SandboxLost, store.SandboxError:
-		return proxy.Target{}, fmt.Errorf("sandbox %s is %s: %w", id, sb.State, errdefs.ErrUnavailable)
+		return proxy.Target{}, fmt.Errorf("sandbox %s is %s: %w", id, sb.State, errdefs.ErrUnreachable)
 	default:
 		return proxy.Target{}, fmt.Errorf("sandbox %s is %s: %w", id, sb.State, errdefs.ErrNotFound)
 	}
@@ -370,11 +366,11 @@ func (r resolver) Resolve(ctx context.Context, id string) (proxy.Target, error) 
 		return proxy.Target{}, fmt.Errorf("host of sandbox %s: %v: %w", id, err, errdefs.ErrUnavailable)
 	}
 	if h.State == store.HostDown {
-		return proxy.Target{}, fmt.Errorf("host %s of sandbox %s is down: %w", h.ID, id, errdefs.ErrUnavailable)
+		return proxy.Target{}, fmt.Errorf("host %s of sandbox %s is down: %w", h.ID, id, errdefs.ErrUnreachable)
 	}
 	u, err := url.Parse(h.URL)
 	if err != nil {
-		return proxy.Target{}, fmt.Errorf("host %s url: %v: %w", h.ID, err, errdefs.ErrUnavailable)
+		return proxy.Target{}, fmt.Errorf("host %s url: %v: %w", h.ID, err, errdefs.ErrUnreachable)
 	}
 	t := proxy.Target{
 		SandboxID: id, Paused: sb.State == store.SandboxPaused, AutoResume: sb.AutoResume, AgentURL: u, AgentToken: h.Token,

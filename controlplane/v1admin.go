@@ -58,7 +58,7 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request, _ store.A
 			resp, err := s.agents.For(h).ListTemplates(ctx, connect.NewRequest(&hostagentv1.ListTemplatesRequest{}))
 			if err != nil {
 				if r.Context().Err() == nil {
-					s.log.Warn("host left out of template listing", "host", h.ID, "err", agentError("list templates", err))
+					s.log.Warn("host left out of template listing", "host", h.ID, "err", errdefs.FromConnect("agent list templates", err))
 				}
 				return
 			}

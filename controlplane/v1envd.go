@@ -12,10 +12,8 @@ import (
 
 	"roost.dev/roost/errdefs"
 	"roost.dev/roost/store"
+	"roost.dev/roost/wire"
 )
-
-// envdPort is envd's port inside every sandbox.
-const envdPort = 49983
 
 // envdTarget is how the control plane reaches one sandbox's envd: through
 // its agent's /proxy/{id}/49983/ path, with the agent's token and the
@@ -27,7 +25,7 @@ type envdTarget struct {
 }
 
 // envdOf resolves sb's envd through its host. A host that is down, or a
-// record the host cannot serve, is ErrUnavailable.
+// record the host cannot serve, is ErrUnreachable.
 func (s *Server) envdOf(ctx context.Context, sb store.Sandbox) (envdTarget, error) {
 	if s.local(sb) {
 		// The agent is in this process: envd is reached at the sandbox's
@@ -35,16 +33,16 @@ func (s *Server) envdOf(ctx context.Context, sb store.Sandbox) (envdTarget, erro
 		addr, err := s.cfg.Local.SandboxAddr(sb.ID)
 		if errors.Is(err, errdefs.ErrNotFound) {
 			// The store has it and the agent does not: lost, not unknown.
-			err = fmt.Errorf("%v: %w", err, errdefs.ErrUnavailable)
+			err = fmt.Errorf("%v: %w", err, errdefs.ErrUnreachable)
 		}
 		if err != nil {
 			return envdTarget{}, fmt.Errorf("envd of sandbox %s: %w", sb.ID, err)
 		}
 		hdr := http.Header{}
 		if sb.EnvdAccessToken != "" {
-			hdr.Set("X-Access-Token", sb.EnvdAccessToken)
+			hdr.Set(wire.HeaderAccessToken, sb.EnvdAccessToken)
 		}
-		base := "http://" + netip.AddrPortFrom(addr, envdPort).String()
+		base := "http://" + netip.AddrPortFrom(addr, wire.EnvdPort).String()
 		return envdTarget{sandboxID: sb.ID, base: base, header: hdr}, nil
 	}
 	h, err := s.hostOf(ctx, sb)
@@ -52,18 +50,18 @@ func (s *Server) envdOf(ctx context.Context, sb store.Sandbox) (envdTarget, erro
 		return envdTarget{}, err
 	}
 	if h.State == store.HostDown {
-		return envdTarget{}, fmt.Errorf("host %s of sandbox %s is down: %w", h.ID, sb.ID, errdefs.ErrUnavailable)
+		return envdTarget{}, fmt.Errorf("host %s of sandbox %s is down: %w", h.ID, sb.ID, errdefs.ErrUnreachable)
 	}
-	base, err := url.JoinPath(h.URL, "proxy", sb.ID, fmt.Sprint(envdPort))
+	base, err := url.JoinPath(h.URL, "proxy", sb.ID, fmt.Sprint(wire.EnvdPort))
 	if err != nil {
-		return envdTarget{}, fmt.Errorf("envd url of sandbox %s on host %s: %v: %w", sb.ID, h.ID, err, errdefs.ErrUnavailable)
+		return envdTarget{}, fmt.Errorf("envd url of sandbox %s on host %s: %v: %w", sb.ID, h.ID, err, errdefs.ErrUnreachable)
 	}
 	hdr := http.Header{}
 	if h.Token != "" {
-		hdr.Set(agentTokenHeader, h.Token)
+		hdr.Set(wire.HeaderAgentToken, h.Token)
 	}
 	if sb.EnvdAccessToken != "" {
-		hdr.Set("X-Access-Token", sb.EnvdAccessToken)
+		hdr.Set(wire.HeaderAccessToken, sb.EnvdAccessToken)
 	}
 	return envdTarget{sandboxID: sb.ID, base: base, header: hdr}, nil
 }
@@ -76,7 +74,7 @@ func (t envdTarget) request(ctx context.Context, method, path string, q url.Valu
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
-		return nil, fmt.Errorf("envd request %s %s: %v: %w", method, path, err, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("envd request %s %s: %v: %w", method, path, err, errdefs.ErrUnreachable)
 	}
 	for k, v := range t.header {
 		req.Header[k] = v
@@ -91,13 +89,13 @@ func basicUser(user string) string {
 
 // running refuses sandboxes whose envd cannot be reached, the way the
 // proxy does: paused or starting → ErrConflict (409), lost or failed →
-// ErrUnavailable (502).
+// ErrUnreachable (502).
 func running(sb store.Sandbox) error {
 	switch sb.State {
 	case store.SandboxRunning:
 		return nil
 	case store.SandboxLost, store.SandboxError:
-		return fmt.Errorf("sandbox %s is %s: %w", sb.ID, sb.State, errdefs.ErrUnavailable)
+		return fmt.Errorf("sandbox %s is %s: %w", sb.ID, sb.State, errdefs.ErrUnreachable)
 	}
 	return fmt.Errorf("sandbox %s is %s: %w", sb.ID, sb.State, errdefs.ErrConflict)
 }
@@ -114,18 +112,4 @@ func (s *Server) runningSandbox(r *http.Request, key store.APIKey) (store.Sandbo
 	}
 	t, err := s.envdOf(r.Context(), sb)
 	return sb, t, err
-}
-
-// failEnvd answers errors of the /v1 sandbox endpoints: like fail, except
-// that an unreachable sandbox is 502, as the proxy answers it.
-func (s *Server) failEnvd(w http.ResponseWriter, r *http.Request, op string, err error) {
-	if errors.Is(err, errdefs.ErrUnavailable) {
-		if r.Context().Err() != nil {
-			return
-		}
-		s.log.Warn("api request unavailable", "op", op, "status", http.StatusBadGateway, "err", err)
-		writeError(w, http.StatusBadGateway, err.Error())
-		return
-	}
-	s.fail(w, r, op, err)
 }

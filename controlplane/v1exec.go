@@ -123,17 +123,17 @@ func parseExec(body io.Reader, streaming bool) (*rpc.StartRequest, string, time.
 func (s *Server) execSandbox(w http.ResponseWriter, r *http.Request, key store.APIKey) {
 	start, user, timeout, err := parseExec(r.Body, false)
 	if err != nil {
-		s.failEnvd(w, r, "exec", err)
+		s.fail(w, r, "exec", err)
 		return
 	}
 	_, t, err := s.runningSandbox(r, key)
 	if err != nil {
-		s.failEnvd(w, r, "exec", err)
+		s.fail(w, r, "exec", err)
 		return
 	}
 	res, err := s.exec(r.Context(), t, start, user, timeout)
 	if err != nil {
-		s.failEnvd(w, r, "exec", err)
+		s.fail(w, r, "exec", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
@@ -193,7 +193,7 @@ func (s *Server) exec(ctx context.Context, t envdTarget, start *rpc.StartRequest
 		case err != nil:
 			return execResponse{}, execError(t.sandboxID, err)
 		default:
-			return execResponse{}, fmt.Errorf("exec in sandbox %s: envd ended the stream without an end event: %w", t.sandboxID, errdefs.ErrUnavailable)
+			return execResponse{}, fmt.Errorf("exec in sandbox %s: envd ended the stream without an end event: %w", t.sandboxID, errdefs.ErrUnreachable)
 		}
 	}
 	res.Stdout, res.Stderr = string(stdout), string(stderr)
@@ -208,7 +208,7 @@ func execError(id string, err error) error {
 	case connect.CodeInvalidArgument, connect.CodePermissionDenied:
 		return fmt.Errorf("exec in sandbox %s: %s: %w", id, connectMessage(err), errdefs.ErrInvalid)
 	}
-	return fmt.Errorf("exec in sandbox %s: %w", id, agentError("envd process start", err))
+	return fmt.Errorf("exec in sandbox %s: %w", id, errdefs.FromConnect("envd process start", err))
 }
 
 // connectMessage is a Connect error's message without its code prefix.

@@ -35,17 +35,17 @@ func fileQuery(r *http.Request) (url.Values, error) {
 func (s *Server) downloadFile(w http.ResponseWriter, r *http.Request, key store.APIKey) {
 	q, err := fileQuery(r)
 	if err != nil {
-		s.failEnvd(w, r, "download file", err)
+		s.fail(w, r, "download file", err)
 		return
 	}
 	_, t, err := s.runningSandbox(r, key)
 	if err != nil {
-		s.failEnvd(w, r, "download file", err)
+		s.fail(w, r, "download file", err)
 		return
 	}
 	req, err := t.request(r.Context(), http.MethodGet, "/files", q, nil)
 	if err != nil {
-		s.failEnvd(w, r, "download file", err)
+		s.fail(w, r, "download file", err)
 		return
 	}
 	if rg := r.Header.Get("Range"); rg != "" {
@@ -53,7 +53,7 @@ func (s *Server) downloadFile(w http.ResponseWriter, r *http.Request, key store.
 	}
 	resp, err := s.agents.client.Do(req)
 	if err != nil {
-		s.failEnvd(w, r, "download file", fmt.Errorf("read file of sandbox %s: %v: %w", t.sandboxID, err, errdefs.ErrUnavailable))
+		s.fail(w, r, "download file", fmt.Errorf("read file of sandbox %s: %v: %w", t.sandboxID, err, errdefs.ErrUnreachable))
 		return
 	}
 	defer resp.Body.Close()
@@ -86,17 +86,17 @@ type fileEntry struct {
 func (s *Server) uploadFile(w http.ResponseWriter, r *http.Request, key store.APIKey) {
 	q, err := fileQuery(r)
 	if err != nil {
-		s.failEnvd(w, r, "upload file", err)
+		s.fail(w, r, "upload file", err)
 		return
 	}
 	_, t, err := s.runningSandbox(r, key)
 	if err != nil {
-		s.failEnvd(w, r, "upload file", err)
+		s.fail(w, r, "upload file", err)
 		return
 	}
 	req, err := t.request(r.Context(), http.MethodPost, "/files", q, r.Body)
 	if err != nil {
-		s.failEnvd(w, r, "upload file", err)
+		s.fail(w, r, "upload file", err)
 		return
 	}
 	req.ContentLength = r.ContentLength
@@ -106,7 +106,7 @@ func (s *Server) uploadFile(w http.ResponseWriter, r *http.Request, key store.AP
 	}
 	resp, err := s.agents.client.Do(req)
 	if err != nil {
-		s.failEnvd(w, r, "upload file", fmt.Errorf("write file of sandbox %s: %v: %w", t.sandboxID, err, errdefs.ErrUnavailable))
+		s.fail(w, r, "upload file", fmt.Errorf("write file of sandbox %s: %v: %w", t.sandboxID, err, errdefs.ErrUnreachable))
 		return
 	}
 	defer resp.Body.Close()
@@ -116,7 +116,7 @@ func (s *Server) uploadFile(w http.ResponseWriter, r *http.Request, key store.AP
 	}
 	var entries []fileEntry
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxBodyBytes)).Decode(&entries); err != nil || len(entries) == 0 {
-		s.failEnvd(w, r, "upload file", fmt.Errorf("decode write answer of sandbox %s: %v: %w", t.sandboxID, err, errdefs.ErrUnavailable))
+		s.fail(w, r, "upload file", fmt.Errorf("decode write answer of sandbox %s: %v: %w", t.sandboxID, err, errdefs.ErrUnreachable))
 		return
 	}
 	writeJSON(w, http.StatusOK, entries[0])
@@ -135,19 +135,19 @@ type portJSON struct {
 func (s *Server) sandboxPorts(w http.ResponseWriter, r *http.Request, key store.APIKey) {
 	_, t, err := s.runningSandbox(r, key)
 	if err != nil {
-		s.failEnvd(w, r, "list ports", err)
+		s.fail(w, r, "list ports", err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), portsTimeout)
 	defer cancel()
 	req, err := t.request(ctx, http.MethodGet, "/ports", nil, nil)
 	if err != nil {
-		s.failEnvd(w, r, "list ports", err)
+		s.fail(w, r, "list ports", err)
 		return
 	}
 	resp, err := s.agents.client.Do(req)
 	if err != nil {
-		s.failEnvd(w, r, "list ports", fmt.Errorf("list ports of sandbox %s: %v: %w", t.sandboxID, err, errdefs.ErrUnavailable))
+		s.fail(w, r, "list ports", fmt.Errorf("list ports of sandbox %s: %v: %w", t.sandboxID, err, errdefs.ErrUnreachable))
 		return
 	}
 	defer resp.Body.Close()
@@ -157,7 +157,7 @@ func (s *Server) sandboxPorts(w http.ResponseWriter, r *http.Request, key store.
 	}
 	ports := []portJSON{}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxBodyBytes)).Decode(&ports); err != nil {
-		s.failEnvd(w, r, "list ports", fmt.Errorf("decode ports of sandbox %s: %v: %w", t.sandboxID, err, errdefs.ErrUnavailable))
+		s.fail(w, r, "list ports", fmt.Errorf("decode ports of sandbox %s: %v: %w", t.sandboxID, err, errdefs.ErrUnreachable))
 		return
 	}
 	if ports == nil {
@@ -179,8 +179,8 @@ func (s *Server) envdRefused(w http.ResponseWriter, r *http.Request, op string, 
 		if body.Message == "" {
 			body.Message = http.StatusText(resp.StatusCode)
 		}
-		writeError(w, resp.StatusCode, body.Message)
+		errdefs.WriteHTTP(w, resp.StatusCode, body.Message)
 		return
 	}
-	s.failEnvd(w, r, op, fmt.Errorf("envd of sandbox %s answered %s: %s: %w", t.sandboxID, resp.Status, body.Message, errdefs.ErrUnavailable))
+	s.fail(w, r, op, fmt.Errorf("envd of sandbox %s answered %s: %s: %w", t.sandboxID, resp.Status, body.Message, errdefs.ErrUnreachable))
 }

@@ -43,21 +43,21 @@ func (s *Server) listFiles(w http.ResponseWriter, r *http.Request, key store.API
 	q := r.URL.Query()
 	path := q.Get("path")
 	if path == "" {
-		s.failEnvd(w, r, "list files", fmt.Errorf("query parameter path is required: %w", errdefs.ErrInvalid))
+		s.fail(w, r, "list files", fmt.Errorf("query parameter path is required: %w", errdefs.ErrInvalid))
 		return
 	}
 	depth := uint64(1)
 	if v := q.Get("depth"); v != "" {
 		d, err := strconv.ParseUint(v, 10, 32)
 		if err != nil || d < 1 || d > maxListDepth {
-			s.failEnvd(w, r, "list files", fmt.Errorf("depth %q: want 1-%d: %w", v, maxListDepth, errdefs.ErrInvalid))
+			s.fail(w, r, "list files", fmt.Errorf("depth %q: want 1-%d: %w", v, maxListDepth, errdefs.ErrInvalid))
 			return
 		}
 		depth = d
 	}
 	_, t, err := s.runningSandbox(r, key)
 	if err != nil {
-		s.failEnvd(w, r, "list files", err)
+		s.fail(w, r, "list files", err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), listTimeout)
@@ -72,7 +72,7 @@ func (s *Server) listFiles(w http.ResponseWriter, r *http.Request, key store.API
 	}
 	resp, err := fs.ListDir(ctx, req)
 	if err != nil {
-		s.failEnvd(w, r, "list files", fsError(t.sandboxID, err))
+		s.fail(w, r, "list files", fsError(t.sandboxID, err))
 		return
 	}
 	entries := make([]entryJSON, 0, len(resp.Msg.GetEntries()))
@@ -107,5 +107,5 @@ func fsError(id string, err error) error {
 	case connect.CodeInvalidArgument, connect.CodePermissionDenied, connect.CodeFailedPrecondition:
 		return fmt.Errorf("sandbox %s: %s: %w", id, connectMessage(err), errdefs.ErrInvalid)
 	}
-	return fmt.Errorf("sandbox %s: %w", id, agentError("envd list", err))
+	return fmt.Errorf("sandbox %s: %w", id, errdefs.FromConnect("envd list", err))
 }

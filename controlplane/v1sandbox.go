@@ -90,7 +90,7 @@ func (s *Server) getSandboxV1(w http.ResponseWriter, r *http.Request, key store.
 				v := resp.Msg.GetSandbox().GetHibernated()
 				hibernated = &v
 			} else if r.Context().Err() == nil {
-				s.log.Warn("ask agent whether sandbox is hibernated", "sandbox", sb.ID, "host", h.ID, "err", agentError("get sandbox", err))
+				s.log.Warn("ask agent whether sandbox is hibernated", "sandbox", sb.ID, "host", h.ID, "err", errdefs.FromConnect("agent get sandbox", err))
 			}
 		}
 	}
@@ -154,7 +154,7 @@ func cannotSnapshot(id, rt string, caps *runtime.Capabilities) error {
 func (s *Server) hibernate(ctx context.Context, sb store.Sandbox, h store.Host) (store.Sandbox, error) {
 	agent := s.agents.For(h)
 	_, err := agent.PauseSandbox(ctx, connect.NewRequest(&hostagentv1.PauseSandboxRequest{SandboxId: sb.ID, Hibernate: true}))
-	err = agentError("hibernate sandbox", err)
+	err = errdefs.FromConnect("agent hibernate sandbox", err)
 	switch {
 	case errors.Is(err, errdefs.ErrUnsupported):
 		var caps *runtime.Capabilities

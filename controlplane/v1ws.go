@@ -86,10 +86,7 @@ func accept(w http.ResponseWriter, r *http.Request) (*websocket.Conn, error) {
 
 // closeWithError closes c with the application code of err's HTTP status.
 func closeWithError(c *websocket.Conn, err error) {
-	status := httpStatus(err)
-	if errors.Is(err, errdefs.ErrUnavailable) {
-		status = http.StatusBadGateway
-	}
+	status := errdefs.HTTPStatus(err)
 	msg := err.Error()
 	if status == http.StatusInternalServerError {
 		msg = "internal error"
@@ -321,7 +318,7 @@ func rpcError(err error) error {
 	if connect.CodeOf(err) == connect.CodeInvalidArgument {
 		return fmt.Errorf("%s: %w", connectMessage(err), errdefs.ErrInvalid)
 	}
-	return agentError("envd", err)
+	return errdefs.FromConnect("envd", err)
 }
 
 func termSize(cols, rows uint32) (*rpc.PTY_Size, error) {
@@ -354,7 +351,7 @@ func (ss *session) run(ctx context.Context, stop context.CancelFunc, stream even
 	case ended:
 		_ = ss.c.Close(websocket.StatusNormalClosure, "")
 	case relayErr != nil && !errors.Is(relayErr, context.Canceled) && connect.CodeOf(relayErr) != connect.CodeCanceled:
-		closeWithError(ss.c, agentError("envd stream", relayErr))
+		closeWithError(ss.c, errdefs.FromConnect("envd stream", relayErr))
 	}
 	wg.Wait() // a Close above ends the read; so does the client leaving
 	if inputErr != nil {
@@ -378,7 +375,7 @@ func (ss *session) run(ctx context.Context, stop context.CancelFunc, stream even
 func (s *Server) execStream(w http.ResponseWriter, r *http.Request, key store.APIKey) {
 	_, t, err := s.runningSandbox(r, key)
 	if err != nil {
-		s.failEnvd(w, r, "exec stream", err)
+		s.fail(w, r, "exec stream", err)
 		return
 	}
 	c, err := accept(w, r)
@@ -415,7 +412,7 @@ func (s *Server) execStream(w http.ResponseWriter, r *http.Request, key store.AP
 	if err == nil && !stream.Receive() {
 		err = stream.Err()
 		if err == nil {
-			err = fmt.Errorf("envd ended the stream before the start event: %w", errdefs.ErrUnavailable)
+			err = fmt.Errorf("envd ended the stream before the start event: %w", errdefs.ErrUnreachable)
 		}
 	}
 	if err != nil {
@@ -493,12 +490,12 @@ func parsePTYQuery(r *http.Request) (ptyQuery, error) {
 func (s *Server) ptySession(w http.ResponseWriter, r *http.Request, key store.APIKey) {
 	q, err := parsePTYQuery(r)
 	if err != nil {
-		s.failEnvd(w, r, "pty", err)
+		s.fail(w, r, "pty", err)
 		return
 	}
 	_, t, err := s.runningSandbox(r, key)
 	if err != nil {
-		s.failEnvd(w, r, "pty", err)
+		s.fail(w, r, "pty", err)
 		return
 	}
 	ctx := r.Context()
@@ -518,7 +515,7 @@ func (s *Server) ptySession(w http.ResponseWriter, r *http.Request, key store.AP
 			err = streamEndedEarly(cs.Err())
 		}
 		if err != nil {
-			s.failEnvd(w, r, "pty", ptyError(t.sandboxID, err))
+			s.fail(w, r, "pty", ptyError(t.sandboxID, err))
 			return
 		}
 		stream, next, pid = cs, func() *rpc.ProcessEvent { return cs.Msg().GetEvent() }, cs.Msg().GetEvent().GetStart().GetPid()
@@ -541,7 +538,7 @@ func (s *Server) ptySession(w http.ResponseWriter, r *http.Request, key store.AP
 			err = streamEndedEarly(st.Err())
 		}
 		if err != nil {
-			s.failEnvd(w, r, "pty", execError(t.sandboxID, err))
+			s.fail(w, r, "pty", execError(t.sandboxID, err))
 			return
 		}
 		stream, next, pid = st, func() *rpc.ProcessEvent { return st.Msg().GetEvent() }, st.Msg().GetEvent().GetStart().GetPid()
@@ -569,7 +566,7 @@ func streamEndedEarly(err error) error {
 	if err != nil {
 		return err
 	}
-	return fmt.Errorf("envd ended the stream before the start event: %w", errdefs.ErrUnavailable)
+	return fmt.Errorf("envd ended the stream before the start event: %w", errdefs.ErrUnreachable)
 }
 
 // ptyError maps a reattach's refusal: no such process is 404.

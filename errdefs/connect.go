@@ -4,7 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
+	"io"
+	"net"
 
 	"connectrpc.com/connect"
 )
@@ -70,9 +71,9 @@ func FromConnect(op string, err error) error {
 }
 
 func category(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ErrUnreachable // the HTTP transport failed: no answer
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return ErrUnreachable // the connection failed: no answer
 	}
 	switch connect.CodeOf(err) {
 	case connect.CodeNotFound:

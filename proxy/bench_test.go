@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"roost.dev/roost/wire"
 )
 
 // BenchmarkProxy measures requests/s of a small GET sent directly to a
@@ -73,6 +75,6 @@ type agentTokenTransport struct{ base http.RoundTripper }
 
 func (t *agentTokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = req.Clone(req.Context())
-	req.Header.Set(agentTokenHeader, agentToken)
+	req.Header.Set(wire.HeaderAgentToken, agentToken)
 	return t.base.RoundTrip(req)
 }

@@ -20,6 +20,7 @@ import (
 
 	"roost.dev/roost/bufpool"
 	"roost.dev/roost/errdefs"
+	"roost.dev/roost/wire"
 )
 
 const agentToken = "agent-secret"
@@ -62,9 +63,9 @@ func newTestAgent(t testing.TB) *testAgent {
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			var op *net.OpError
 			if errors.As(err, &op) && op.Op == "dial" {
-				w.Header().Set(agentDialHeader, "dial") // as the agent marks it
+				w.Header().Set(wire.HeaderProxyError, wire.ProxyErrorDial) // as the agent marks it
 			}
-			writeError(w, http.StatusBadGateway, err.Error())
+			errdefs.WriteHTTP(w, http.StatusBadGateway, err.Error())
 		},
 		ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelDebug),
 	}
@@ -73,19 +74,19 @@ func newTestAgent(t testing.TB) *testAgent {
 		a.mu.Lock()
 		a.remotes = append(a.remotes, r.RemoteAddr)
 		a.mu.Unlock()
-		if r.Header.Get(agentTokenHeader) != agentToken {
-			writeError(w, http.StatusUnauthorized, "missing or invalid agent token")
+		if r.Header.Get(wire.HeaderAgentToken) != agentToken {
+			errdefs.WriteHTTP(w, http.StatusUnauthorized, "missing or invalid agent token")
 			return
 		}
-		r.Header.Del(agentTokenHeader)
+		r.Header.Del(wire.HeaderAgentToken)
 		tail, ok := strings.CutPrefix(r.URL.EscapedPath(), "/proxy/")
 		if !ok {
-			writeError(w, http.StatusNotFound, "not a proxy path")
+			errdefs.WriteHTTP(w, http.StatusNotFound, "not a proxy path")
 			return
 		}
 		parts := strings.SplitN(tail, "/", 3)
 		if len(parts) < 2 {
-			writeError(w, http.StatusBadRequest, "bad proxy path")
+			errdefs.WriteHTTP(w, http.StatusBadRequest, "bad proxy path")
 			return
 		}
 		rest := "/"
@@ -145,7 +146,7 @@ type echo struct {
 }
 
 var echoedHeaders = []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Prefix",
-	"Authorization", HeaderTrafficToken, agentTokenHeader, "X-Access-Token"}
+	"Authorization", wire.HeaderTrafficToken, wire.HeaderAgentToken, "X-Access-Token"}
 
 // newBackend is a sandbox's HTTP server: it echoes requests, and redirects
 // /dir to /dir/ as python3 -m http.server does for directories.

@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,11 +17,8 @@ import (
 
 	"roost.dev/roost/bufpool"
 	"roost.dev/roost/errdefs"
+	"roost.dev/roost/wire"
 )
-
-// agentTokenHeader carries the agent token, so that the client's own
-// Authorization header reaches the sandbox untouched.
-const agentTokenHeader = "Roost-Agent-Token"
 
 // Target is where a sandbox's traffic goes, as a Resolver sees it now.
 type Target struct {
@@ -51,8 +47,9 @@ type Target struct {
 }
 
 // Resolver finds a sandbox's Target. Errors wrap errdefs.ErrNotFound (no
-// such sandbox: 404), errdefs.ErrConflict (409) or errdefs.ErrUnavailable
-// (its host is down: 502); anything else is answered 502. It is called
+// such sandbox: 404), errdefs.ErrConflict (409), errdefs.ErrUnreachable
+// (its host is down: 502) or errdefs.ErrUnavailable (503); anything else
+// is answered 500. It is called
 // concurrently, once per sandbox until Evict, and should answer from the
 // control plane's store without calling the agent.
 type Resolver interface {
@@ -61,11 +58,11 @@ type Resolver interface {
 
 // Config configures a Proxy. Zero values take the defaults.
 type Config struct {
+	// EnvdPort is envd's port, which needs no traffic token (envd checks
+	// its own access token). Default wire.EnvdPort.
+	EnvdPort int
 	// Domain of the Host form {port}-{sandboxID}.{domain}. Default "localhost".
 	Domain string
-	// EnvdPort is envd's port, which needs no traffic token (envd checks
-	// its own access token). Default 49983.
-	EnvdPort int
 	// DialRetry is how long idempotent requests are retried while the agent
 	// reports the sandbox's port refused the connection (a server just
 	// starting). Default 3s; negative disables retries.
@@ -91,12 +88,9 @@ type Proxy struct {
 	resumeTimeout time.Duration
 	resolver      Resolver
 	log           *slog.Logger
-	// user carries traffic to the sandboxes' own servers, envd traffic
-	// to envd: separate pools, so that a flood of user traffic never
-	// holds the connections terminals, commands and files need.
-	user, envd *http.Transport
-	rt         http.RoundTripper
-	buffers    *bufpool.Pool
+	upstream      *Upstream
+	rt            http.RoundTripper // upstream, with retries
+	buffers       *bufpool.Pool
 
 	mu sync.Mutex // guards targets, epoch and resuming
 	// targets caches resolved, running sandboxes and their ReverseProxy.
@@ -127,7 +121,7 @@ type target struct {
 type routeKey struct{}
 
 // directKey carries a direct request's sandbox address and port from
-// ServeHTTP to Rewrite and the transports.
+// ServeHTTP to Rewrite and proxyFailed.
 type directKey struct{}
 
 // New returns a Proxy. It starts nothing; Close releases idle connections.
@@ -136,7 +130,7 @@ func New(cfg Config, r Resolver, log *slog.Logger) *Proxy {
 		cfg.Domain = "localhost"
 	}
 	if cfg.EnvdPort == 0 {
-		cfg.EnvdPort = 49983
+		cfg.EnvdPort = wire.EnvdPort
 	}
 	if cfg.DialRetry == 0 {
 		cfg.DialRetry = 3 * time.Second
@@ -144,7 +138,7 @@ func New(cfg Config, r Resolver, log *slog.Logger) *Proxy {
 	if cfg.ResumeTimeout <= 0 {
 		cfg.ResumeTimeout = 2 * time.Minute
 	}
-	user, envd := newTransport(), newTransport()
+	upstream := NewUpstream(cfg.EnvdPort, routePort)
 	return &Proxy{
 		domain:        strings.Trim(strings.ToLower(cfg.Domain), "."),
 		envdPort:      cfg.EnvdPort,
@@ -152,9 +146,8 @@ func New(cfg Config, r Resolver, log *slog.Logger) *Proxy {
 		resumeTimeout: cfg.ResumeTimeout,
 		resolver:      r,
 		log:           log,
-		user:          user,
-		envd:          envd,
-		rt:            &retryTransport{base: portTransport{envdPort: cfg.EnvdPort, envd: envd, user: user}, window: cfg.DialRetry},
+		upstream:      upstream,
+		rt:            &retryTransport{base: upstream, window: cfg.DialRetry},
 		buffers:       bufpool.New(),
 		targets:       make(map[string]*target),
 		resuming:      make(map[string]*resumeCall),
@@ -164,22 +157,13 @@ func New(cfg Config, r Resolver, log *slog.Logger) *Proxy {
 // Close closes the proxy's idle connections to agents. Requests in flight
 // continue; the caller's http.Server owns them.
 func (p *Proxy) Close() {
-	p.user.CloseIdleConnections()
-	p.envd.CloseIdleConnections()
+	p.upstream.Close()
 }
 
-// portTransport sends a request for envd's port on the envd pool and any
-// other on the user pool.
-type portTransport struct {
-	envdPort   int
-	envd, user http.RoundTripper
-}
-
-func (t portTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if route, _ := req.Context().Value(routeKey{}).(Route); route.Port == t.envdPort {
-		return t.envd.RoundTrip(req)
-	}
-	return t.user.RoundTrip(req)
+// routePort is the sandbox port of a request on its way out.
+func routePort(req *http.Request) int {
+	route, _ := req.Context().Value(routeKey{}).(Route)
+	return route.Port
 }
 
 // Evict drops what the proxy remembers of a sandbox, so its next request
@@ -202,7 +186,7 @@ func (p *Proxy) cached(sandboxID string) bool {
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	route, ok := p.Match(r)
 	if !ok {
-		writeError(w, http.StatusNotFound, "no sandbox in request")
+		errdefs.WriteHTTP(w, http.StatusNotFound, "no sandbox in request")
 		return
 	}
 	if route.Form == FormPath && r.URL.EscapedPath() == route.Prefix &&
@@ -224,9 +208,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if route.Port != p.envdPort && !t.PublicTraffic {
-		got, want := r.Header.Get(HeaderTrafficToken), t.TrafficToken
+		got, want := r.Header.Get(wire.HeaderTrafficToken), t.TrafficToken
 		if want == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
-			writeError(w, http.StatusForbidden, "missing or invalid "+strings.ToLower(HeaderTrafficToken))
+			errdefs.WriteHTTP(w, http.StatusForbidden, "missing or invalid "+strings.ToLower(wire.HeaderTrafficToken))
 			return
 		}
 	}
@@ -250,7 +234,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.resolveFailed(w, r, route, err)
 			return
 		}
-		ctx = context.WithValue(ctx, directKey{}, netip.AddrPortFrom(addr, uint16(route.Port)))
+		ctx = ToSandbox(context.WithValue(ctx, directKey{}, netip.AddrPortFrom(addr, uint16(route.Port))))
 	}
 	t.rp.ServeHTTP(w, r.WithContext(ctx))
 }
@@ -344,7 +328,7 @@ func (p *Proxy) target(ctx context.Context, id string) (*target, error) {
 		return nil, err
 	}
 	if res.Direct == nil && (res.AgentURL == nil || res.AgentURL.Host == "") {
-		return nil, fmt.Errorf("sandbox %s has no agent address: %w", id, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("sandbox %s has no agent address: %w", id, errdefs.ErrUnreachable)
 	}
 	t = p.newTarget(res)
 	if res.Paused {
@@ -393,7 +377,7 @@ func (t *target) rewrite(pr *httputil.ProxyRequest) {
 		escaped = route.Path
 		u.Scheme, u.Host = "http", direct.String()
 	} else {
-		escaped = t.basePath + pathPrefix + route.SandboxID + "/" + strconv.Itoa(route.Port) + route.Path
+		escaped = t.basePath + wire.ProxyPrefix + route.SandboxID + "/" + strconv.Itoa(route.Port) + route.Path
 		u.Scheme, u.Host = t.AgentURL.Scheme, t.AgentURL.Host
 	}
 	if path, err := url.PathUnescape(escaped); err == nil {
@@ -417,10 +401,10 @@ func (t *target) rewrite(pr *httputil.ProxyRequest) {
 	if route.Form == FormPath {
 		pr.Out.Header.Set("X-Forwarded-Prefix", route.Prefix)
 	}
-	pr.Out.Header.Del(HeaderTrafficToken)
-	pr.Out.Header.Del(agentTokenHeader)
+	pr.Out.Header.Del(wire.HeaderTrafficToken)
+	pr.Out.Header.Del(wire.HeaderAgentToken)
 	if t.AgentToken != "" && !isDirect {
-		pr.Out.Header.Set(agentTokenHeader, t.AgentToken)
+		pr.Out.Header.Set(wire.HeaderAgentToken, t.AgentToken)
 	}
 }
 
@@ -446,27 +430,28 @@ func (p *Proxy) proxyFailed(w http.ResponseWriter, r *http.Request, t *target, e
 		p.log.Debug("proxy client gone", "sandbox", t.SandboxID, "err", err)
 		return
 	}
-	status := errorStatus(err)
-	if status == http.StatusBadGateway {
+	err = UpstreamError(err)
+	if errors.Is(err, errdefs.ErrUnreachable) {
 		// The sandbox may have moved, or its host be down: resolve afresh.
 		p.evictTarget(t)
 	}
+	timeout := errors.Is(err, errdefs.ErrTimeout)
 	if direct, ok := r.Context().Value(directKey{}).(netip.AddrPort); ok {
 		// No agent in between: the sandbox's own server failed to answer.
-		p.log.Debug("proxy sandbox request failed", "sandbox", t.SandboxID, "addr", direct, "status", status, "err", err)
 		msg := fmt.Sprintf("sandbox %s: nothing answers on port %d", t.SandboxID, direct.Port())
-		if status == http.StatusGatewayTimeout {
+		if timeout {
 			msg = fmt.Sprintf("sandbox %s: port %d did not answer in time", t.SandboxID, direct.Port())
 		}
-		writeError(w, status, msg)
+		status := WriteUpstreamError(w, err, msg)
+		p.log.Debug("proxy sandbox request failed", "sandbox", t.SandboxID, "addr", direct, "status", status, "err", err)
 		return
 	}
-	p.log.Warn("proxy agent request failed", "sandbox", t.SandboxID, "agent", t.AgentURL.Host, "status", status, "err", err)
 	msg := "sandbox host unreachable"
-	if status == http.StatusGatewayTimeout {
+	if timeout {
 		msg = "sandbox host did not answer in time"
 	}
-	writeError(w, status, msg)
+	status := WriteUpstreamError(w, err, msg)
+	p.log.Warn("proxy agent request failed", "sandbox", t.SandboxID, "agent", t.AgentURL.Host, "status", status, "err", err)
 }
 
 // evictTarget evicts t if it is still the cached target of its sandbox.
@@ -488,27 +473,15 @@ func (p *Proxy) resolveFailed(w http.ResponseWriter, r *http.Request, route Rout
 	var rerr *resumeError
 	switch {
 	case errors.Is(err, errdefs.ErrNotFound):
-		writeError(w, http.StatusNotFound, "sandbox "+route.SandboxID+" not found")
+		errdefs.WriteHTTP(w, http.StatusNotFound, "sandbox "+route.SandboxID+" not found")
 	case errors.As(err, &rerr):
 		// Logged once, where it failed.
-		writeError(w, http.StatusBadGateway, "sandbox "+route.SandboxID+" is paused and could not be resumed")
+		errdefs.WriteHTTP(w, http.StatusBadGateway, "sandbox "+route.SandboxID+" is paused and could not be resumed")
 	case errors.Is(err, errdefs.ErrConflict):
-		writeError(w, http.StatusConflict, "sandbox "+route.SandboxID+" is paused")
+		errdefs.WriteHTTP(w, http.StatusConflict, "sandbox "+route.SandboxID+" is paused")
 	default:
-		p.log.Warn("proxy resolve failed", "sandbox", route.SandboxID, "err", err)
-		writeError(w, http.StatusBadGateway, "sandbox "+route.SandboxID+" unavailable")
+		status := errdefs.HTTPStatus(err)
+		p.log.Warn("proxy resolve failed", "sandbox", route.SandboxID, "status", status, "err", err)
+		errdefs.WriteHTTP(w, status, "sandbox "+route.SandboxID+" unavailable")
 	}
-}
-
-// writeError writes the JSON error body E2B clients read: the code in the
-// body is what the SDK reports.
-func writeError(w http.ResponseWriter, status int, msg string) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-	}{status, msg})
 }

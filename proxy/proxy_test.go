@@ -22,6 +22,7 @@ import (
 	"github.com/coder/websocket"
 
 	"roost.dev/roost/errdefs"
+	"roost.dev/roost/wire"
 )
 
 const sbx = "abc123"
@@ -45,8 +46,8 @@ func newRequest(t testing.TB, s *stack, form Form, id string, port int, method, 
 	case FormHost:
 		req.Host = fmt.Sprintf("%d-%s.localhost:%s", port, id, req.URL.Port())
 	case FormHeader:
-		req.Header.Set(HeaderSandboxID, id)
-		req.Header.Set(HeaderSandboxPort, strconv.Itoa(port))
+		req.Header.Set(wire.HeaderSandboxID, id)
+		req.Header.Set(wire.HeaderSandboxPort, strconv.Itoa(port))
 	}
 	return req
 }
@@ -94,7 +95,7 @@ func TestRoutingForms(t *testing.T) {
 				e.Headers["X-Forwarded-Proto"] != "http" || e.Headers["Authorization"] != "Bearer user" {
 				t.Errorf("%s: forwarded headers %v", name, e.Headers)
 			}
-			if _, ok := e.Headers[agentTokenHeader]; ok {
+			if _, ok := e.Headers[wire.HeaderAgentToken]; ok {
 				t.Errorf("%s: agent token reached the sandbox", name)
 			}
 			wantPrefix := ""
@@ -176,7 +177,7 @@ func TestWebSocket(t *testing.T) {
 	}{
 		{"path", fmt.Sprintf("%s/proxy/%s/%d/ws", base, sbx, port), nil},
 		{"header", base + "/ws", &websocket.DialOptions{HTTPHeader: http.Header{
-			HeaderSandboxID: {sbx}, HeaderSandboxPort: {strconv.Itoa(port)}}}},
+			wire.HeaderSandboxID: {sbx}, wire.HeaderSandboxPort: {strconv.Itoa(port)}}}},
 		{"host", base + "/ws", &websocket.DialOptions{Host: fmt.Sprintf("%d-%s.localhost", port, sbx)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -325,11 +326,11 @@ func TestErrors(t *testing.T) {
 		{"host down", "hostdown", userPort, nil, 502},
 		{"no agent address", "broken", userPort, nil, 502},
 		{"private without token", "private", userPort, nil, 403},
-		{"private with wrong token", "private", userPort, hdr{HeaderTrafficToken: "nope"}, 403},
-		{"private with token", "private", userPort, hdr{HeaderTrafficToken: "traffic"}, 200},
+		{"private with wrong token", "private", userPort, hdr{wire.HeaderTrafficToken: "nope"}, 403},
+		{"private with token", "private", userPort, hdr{wire.HeaderTrafficToken: "traffic"}, 200},
 		{"private envd without token", "private", port, nil, 200},
-		{"private envd with token", "private", port, hdr{HeaderTrafficToken: "traffic"}, 200},
-		{"private without a token set", "notoken", userPort, hdr{HeaderTrafficToken: ""}, 403},
+		{"private envd with token", "private", port, hdr{wire.HeaderTrafficToken: "traffic"}, 200},
+		{"private without a token set", "notoken", userPort, hdr{wire.HeaderTrafficToken: ""}, 403},
 		{"public without token", sbx, userPort, nil, 200},
 	} {
 		for _, form := range []Form{FormHost, FormHeader, FormPath} {
@@ -351,7 +352,7 @@ func TestErrors(t *testing.T) {
 			}
 			var e echo
 			_ = json.Unmarshal(body, &e)
-			if _, ok := e.Headers[HeaderTrafficToken]; ok {
+			if _, ok := e.Headers[wire.HeaderTrafficToken]; ok {
 				t.Errorf("%s (%s): traffic token reached the sandbox", tc.name, form)
 			}
 		}
@@ -489,19 +490,45 @@ func mustRequest(t testing.TB, method, u string) *http.Request {
 	return req
 }
 
-func TestErrorStatus(t *testing.T) {
+func TestUpstreamError(t *testing.T) {
 	for _, tc := range []struct {
 		err  error
 		want int
 	}{
-		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, 502},
+		{&DialError{Addr: "10.0.0.2:80", Err: errors.New("connection refused")}, 502},
+		{&DialError{Addr: "10.0.0.2:80", Err: &net.OpError{Op: "dial", Err: timeoutErr{}}}, 502},
 		{fmt.Errorf("round trip: %w", context.DeadlineExceeded), 504},
 		{&net.OpError{Op: "read", Err: timeoutErr{}}, 504},
 		{io.ErrUnexpectedEOF, 502},
 	} {
-		if got := errorStatus(tc.err); got != tc.want {
-			t.Errorf("errorStatus(%v) = %d, want %d", tc.err, got, tc.want)
+		if got := errdefs.HTTPStatus(UpstreamError(tc.err)); got != tc.want {
+			t.Errorf("status of UpstreamError(%v) = %d, want %d", tc.err, got, tc.want)
 		}
+	}
+}
+
+// A refused connection is a *DialError, made by the dialer, whatever the
+// transport does with it; the answer marks it for a proxy in front.
+func TestDialErrorThroughTransport(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	u := NewUpstream(49983, func(*http.Request) int { return 80 })
+	defer u.Close()
+	_, err = u.RoundTrip(mustRequest(t, "GET", "http://"+addr+"/"))
+	var de *DialError
+	if !errors.As(err, &de) || !errors.Is(err, errdefs.ErrUnreachable) {
+		t.Fatalf("round trip to a closed port: %v (%T), want a *DialError", err, err)
+	}
+	rec := httptest.NewRecorder()
+	if status := WriteUpstreamError(rec, UpstreamError(err), "nothing answers"); status != http.StatusBadGateway || rec.Code != status {
+		t.Errorf("answered %d (returned %d), want 502", rec.Code, status)
+	}
+	if rec.Header().Get(wire.HeaderProxyError) != wire.ProxyErrorDial {
+		t.Errorf("a refused dial is not marked: %v", rec.Header())
 	}
 }
 
@@ -719,7 +746,7 @@ func TestDirect(t *testing.T) {
 		resp, body := do(t, c, req)
 		var e echo
 		if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &e) != nil || e.URI != "/a%2Fb?x=1" ||
-			e.Headers[agentTokenHeader] != "" || e.Headers["X-Forwarded-For"] == "" {
+			e.Headers[wire.HeaderAgentToken] != "" || e.Headers["X-Forwarded-For"] == "" {
 			t.Fatalf("%v: %d %s", form, resp.StatusCode, body)
 		}
 	}

@@ -5,20 +5,9 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-)
 
-// Headers E2B SDKs send on every envd request when E2B_SANDBOX_URL points
-// at the control plane.
-const (
-	HeaderSandboxID   = "E2b-Sandbox-Id"
-	HeaderSandboxPort = "E2b-Sandbox-Port"
-	// HeaderTrafficToken carries a sandbox's traffic token to its private
-	// user ports. It is never forwarded.
-	HeaderTrafficToken = "E2b-Traffic-Access-Token"
+	"roost.dev/roost/wire"
 )
-
-// pathPrefix starts the path form: /proxy/{sandboxID}/{port}/....
-const pathPrefix = "/proxy/"
 
 // maxIDLen bounds a sandbox ID: it must fit a hostname label.
 const maxIDLen = 63
@@ -66,7 +55,7 @@ func (p *Proxy) Match(r *http.Request) (Route, bool) {
 	if id, port, ok := parseHost(r.Host, p.domain); ok {
 		return Route{SandboxID: id, Port: port, Path: requestPath(r), Form: FormHost}, true
 	}
-	if idh, porth := r.Header.Get(HeaderSandboxID), r.Header.Get(HeaderSandboxPort); idh != "" || porth != "" {
+	if idh, porth := r.Header.Get(wire.HeaderSandboxID), r.Header.Get(wire.HeaderSandboxPort); idh != "" || porth != "" {
 		id := strings.ToLower(strings.TrimSpace(idh))
 		port, ok := parsePort(strings.TrimSpace(porth))
 		if ok && validID(id) {
@@ -78,7 +67,7 @@ func (p *Proxy) Match(r *http.Request) (Route, bool) {
 	}
 	if id, port, rest, ok := parsePath(r.URL.EscapedPath()); ok {
 		return Route{SandboxID: id, Port: port, Path: rest, Form: FormPath,
-			Prefix: pathPrefix + id + "/" + strconv.Itoa(port)}, true
+			Prefix: wire.ProxyPrefix + id + "/" + strconv.Itoa(port)}, true
 	}
 	return Route{}, false
 }
@@ -123,7 +112,7 @@ func parseHost(host, domain string) (id string, port int, ok bool) {
 // parsePath splits an escaped /proxy/{id}/{port}[/rest] path. rest keeps its
 // escaping and starts with "/" ("/" when the path ends at the port).
 func parsePath(escaped string) (id string, port int, rest string, ok bool) {
-	tail, ok := strings.CutPrefix(escaped, pathPrefix)
+	tail, ok := strings.CutPrefix(escaped, wire.ProxyPrefix)
 	if !ok {
 		return "", 0, "", false
 	}

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"roost.dev/roost/wire"
 )
 
 func TestParseHost(t *testing.T) {
@@ -63,15 +65,15 @@ func TestMatch(t *testing.T) {
 			Route{SandboxID: "abc", Port: 80, Path: "/x/y/", Form: FormHost}, true},
 		{"host escaped", "80-abc.sb.example.com:8443", "/a%2Fb%20", nil,
 			Route{SandboxID: "abc", Port: 80, Path: "/a%2Fb%20", Form: FormHost}, true},
-		{"headers", "127.0.0.1:3000", "/process.Process/Start", map[string]string{HeaderSandboxID: "abc", HeaderSandboxPort: "49983"},
+		{"headers", "127.0.0.1:3000", "/process.Process/Start", map[string]string{wire.HeaderSandboxID: "abc", wire.HeaderSandboxPort: "49983"},
 			Route{SandboxID: "abc", Port: 49983, Path: "/process.Process/Start", Form: FormHeader}, true},
-		{"headers beat path", "127.0.0.1:3000", "/proxy/other/1/x", map[string]string{HeaderSandboxID: "abc", HeaderSandboxPort: "2"},
+		{"headers beat path", "127.0.0.1:3000", "/proxy/other/1/x", map[string]string{wire.HeaderSandboxID: "abc", wire.HeaderSandboxPort: "2"},
 			Route{SandboxID: "abc", Port: 2, Path: "/proxy/other/1/x", Form: FormHeader}, true},
-		{"host beats headers", "80-abc.sb.example.com", "/", map[string]string{HeaderSandboxID: "def", HeaderSandboxPort: "2"},
+		{"host beats headers", "80-abc.sb.example.com", "/", map[string]string{wire.HeaderSandboxID: "def", wire.HeaderSandboxPort: "2"},
 			Route{SandboxID: "abc", Port: 80, Path: "/", Form: FormHost}, true},
-		{"bad headers fall to path", "127.0.0.1", "/proxy/abc/80/", map[string]string{HeaderSandboxID: "abc", HeaderSandboxPort: "x"},
+		{"bad headers fall to path", "127.0.0.1", "/proxy/abc/80/", map[string]string{wire.HeaderSandboxID: "abc", wire.HeaderSandboxPort: "x"},
 			Route{SandboxID: "abc", Port: 80, Path: "/", Form: FormPath, Prefix: "/proxy/abc/80"}, true},
-		{"only id header", "127.0.0.1", "/", map[string]string{HeaderSandboxID: "abc"}, Route{}, false},
+		{"only id header", "127.0.0.1", "/", map[string]string{wire.HeaderSandboxID: "abc"}, Route{}, false},
 		{"path", "127.0.0.1", "/proxy/abc/8000/dir/?x", nil,
 			Route{SandboxID: "abc", Port: 8000, Path: "/dir/", Form: FormPath, Prefix: "/proxy/abc/8000"}, true},
 		{"path bare", "127.0.0.1", "/proxy/abc/8000", nil,
@@ -114,8 +116,8 @@ func FuzzMatch(f *testing.F) {
 			return
 		}
 		r := &http.Request{Method: "GET", Host: host, URL: u, Header: http.Header{}}
-		r.Header[HeaderSandboxID] = []string{idh}
-		r.Header[HeaderSandboxPort] = []string{porth}
+		r.Header[wire.HeaderSandboxID] = []string{idh}
+		r.Header[wire.HeaderSandboxPort] = []string{porth}
 		route, ok := p.Match(r)
 		if !ok {
 			if route != (Route{}) {

@@ -1,0 +1,230 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"roost.dev/roost/errdefs"
+	"roost.dev/roost/wire"
+)
+
+// Upstream is the connection pools a proxy forwards on, to host agents or
+// straight to sandboxes: the control plane's Proxy and the host agent's
+// /proxy/ endpoint both send through one. It is an http.RoundTripper and
+// safe for concurrent use.
+//
+// Traffic to envd's port and traffic to the sandboxes' own servers go on
+// separate pools, so that a flood of user traffic (a dev server's polling,
+// a notebook's WebSockets, proxied downloads) never holds the connections
+// that terminals, commands and files need. Both pools are separate from
+// any RPC transport: over a shared pool, proxied bytes would queue behind
+// (or in front of) PTY and exec streams. They speak HTTP/1.1 only: one
+// request per connection means one slow stream cannot head-of-line-block
+// another, and WebSocket upgrades need it.
+type Upstream struct {
+	envd, user *http.Transport
+	envdPort   int
+	// port says which sandbox port a request is for.
+	port func(*http.Request) int
+}
+
+// NewUpstream returns an Upstream. envdPort is envd's port
+// (wire.EnvdPort but in tests); port tells, for each request, the sandbox
+// port it is for (not the port it is sent to, which may be an agent's).
+func NewUpstream(envdPort int, port func(*http.Request) int) *Upstream {
+	return &Upstream{envd: newTransport(), user: newTransport(), envdPort: envdPort, port: port}
+}
+
+// RoundTrip sends req on its port's pool. A connection that could not be
+// made fails with a *DialError.
+func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	if u.port(req) == u.envdPort {
+		return u.envd.RoundTrip(req)
+	}
+	return u.user.RoundTrip(req)
+}
+
+// Close closes idle connections; requests in flight go on.
+func (u *Upstream) Close() {
+	u.envd.CloseIdleConnections()
+	u.user.CloseIdleConnections()
+}
+
+func newTransport() *http.Transport {
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	return &http.Transport{
+		Proxy:             nil, // never through an environment HTTP proxy
+		DialContext:       dial,
+		Protocols:         protocols,
+		ForceAttemptHTTP2: false,
+		TLSNextProto:      map[string]func(string, *tls.Conn) http.RoundTripper{},
+		// Generous: every concurrent proxied request holds a connection.
+		MaxIdleConns:          4096,
+		MaxIdleConnsPerHost:   1024,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		// No ResponseHeaderTimeout: long polls and slow handlers are
+		// legitimate sandbox traffic; the client's context bounds them.
+		// Bodies pass through as the sandbox encoded them.
+		DisableCompression: true,
+	}
+}
+
+// sandboxKey marks a request's context as going straight to a sandbox
+// (not through an agent).
+type sandboxKey struct{}
+
+// ToSandbox marks ctx's request as one sent straight to a sandbox's port,
+// so that its connection closes without TIME_WAIT (see dial).
+func ToSandbox(ctx context.Context) context.Context {
+	return context.WithValue(ctx, sandboxKey{}, true)
+}
+
+func toSandbox(ctx context.Context) bool {
+	v, _ := ctx.Value(sandboxKey{}).(bool)
+	return v
+}
+
+// DialError is a connection to an upstream that could not be made: nothing
+// listens on the port (a server still starting), or its host is
+// unreachable. The dialer creates it, so a failed round trip is
+// classified by its type. It is errdefs.ErrUnreachable.
+type DialError struct {
+	Addr string
+	Err  error
+}
+
+func (e *DialError) Error() string   { return fmt.Sprintf("connect to %s: %v", e.Addr, e.Err) }
+func (e *DialError) Unwrap() []error { return []error{e.Err, errdefs.ErrUnreachable} }
+
+// dial connects to an agent or a sandbox. A connection to a sandbox closes
+// with a reset instead of a FIN (SO_LINGER 0), leaving no TIME_WAIT on the
+// host: a sandbox server that closes every connection (HTTP/1.0, as
+// python's http.server does) would otherwise leave one per request, and at
+// a few hundred requests a second the ports to that server run out within
+// a minute and every connect searches for a free one. The link is local (a
+// veth) and a proxy closes only after a whole response, or to abort one.
+func dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, &DialError{Addr: addr, Err: err}
+	}
+	if toSandbox(ctx) {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+	}
+	return c, nil
+}
+
+// UpstreamError is the category of a round trip that got no response: a
+// *DialError or a broken connection is errdefs.ErrUnreachable (502), a
+// timeout errdefs.ErrTimeout (504).
+func UpstreamError(err error) error {
+	var ne net.Error
+	switch {
+	case errors.Is(err, errdefs.ErrUnreachable):
+		return err
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		return fmt.Errorf("%w: %w", errdefs.ErrTimeout, err)
+	default:
+		return fmt.Errorf("%w: %w", errdefs.ErrUnreachable, err)
+	}
+}
+
+// WriteUpstreamError answers a request whose round trip failed with err
+// (already classified by UpstreamError) and returns the status. A refused
+// connection is marked with wire.HeaderProxyError, so that a proxy in
+// front (the control plane's, in front of an agent's) may retry it.
+func WriteUpstreamError(w http.ResponseWriter, err error, msg string) int {
+	var de *DialError
+	if errors.As(err, &de) {
+		w.Header().Set(wire.HeaderProxyError, wire.ProxyErrorDial)
+	}
+	status := errdefs.HTTPStatus(err)
+	errdefs.WriteHTTP(w, status, msg)
+	return status
+}
+
+// retryTransport retries idempotent, bodiless requests while the sandbox's
+// server refuses connections (a server that just started, not yet
+// listening) — a *DialError from a direct dial, or an agent's 502 marked
+// as one — with backoff, for at most window.
+type retryTransport struct {
+	base   http.RoundTripper
+	window time.Duration
+}
+
+const (
+	retryFirstDelay = 20 * time.Millisecond
+	retryMaxDelay   = 400 * time.Millisecond
+)
+
+func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.window <= 0 || !retryable(req) {
+		return t.base.RoundTrip(req)
+	}
+	deadline := time.Now().Add(t.window)
+	delay := retryFirstDelay
+	for {
+		resp, err := t.base.RoundTrip(req)
+		if !refused(req, resp, err) {
+			return resp, err
+		}
+		wait := min(delay, time.Until(deadline))
+		if wait <= 0 {
+			return resp, err
+		}
+		if resp != nil {
+			// Drain a little so the connection goes back to the pool.
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+			resp.Body.Close()
+		}
+		if err := sleep(req.Context(), wait); err != nil {
+			return nil, err
+		}
+		delay = min(2*delay, retryMaxDelay)
+	}
+}
+
+// refused says whether a round trip failed because the sandbox's port
+// refused the connection, which a retry may cure: the agent says so on
+// its 502, a direct request fails with a *DialError. A host agent that
+// cannot be reached is not retried here.
+func refused(req *http.Request, resp *http.Response, err error) bool {
+	if err == nil {
+		return resp.StatusCode == http.StatusBadGateway && resp.Header.Get(wire.HeaderProxyError) == wire.ProxyErrorDial
+	}
+	var de *DialError
+	return toSandbox(req.Context()) && errors.As(err, &de)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// retryable: sending the request again cannot do anything twice.
+func retryable(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+	default:
+		return false
+	}
+	return req.Body == nil || req.Body == http.NoBody
+}
