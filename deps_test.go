@@ -20,7 +20,7 @@ var allowed = map[string][]string{
 	module + "/envd":     {module + "/envd/...", module + "/gen/..."},
 	module + "/cmd/envd": {module + "/envd/...", module + "/gen/..."},
 	module + "/gen":      {module + "/gen/..."},
-	module + "/agent": {module + "/agent/...", module + "/runtime", module + "/errdefs", module + "/wire", module + "/bufpool", module + "/atomicfile", module + "/network/...",
+	module + "/agent": {module + "/agent/...", module + "/runtime", module + "/errdefs", module + "/wire", module + "/proxy", module + "/bufpool", module + "/atomicfile", module + "/network/...",
 		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/..."},
 	// The control plane's sandbox proxy talks to agents over HTTP only:
 	// no agent, driver or control-plane code, just the error categories.
