@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"roost.dev/roost/errdefs"
+	"roost.dev/roost/wire"
 )
 
 // envdPoll is how often a new sandbox's envd is asked whether it is up.
@@ -99,7 +100,7 @@ func (c *envdClient) init(ctx context.Context, addr netip.AddrPort, token string
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if token != "" {
-		req.Header.Set("X-Access-Token", token)
+		req.Header.Set(wire.HeaderAccessToken, token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -26,13 +26,18 @@
 // in-process agent is added with AddHost.
 //
 // roost's own /v1 sandbox endpoints reach the sandbox's envd the way the
-// metrics endpoint does, through its agent's /proxy/{id}/49983/ path on
-// the RPC transport: POST /v1/sandboxes/{id}/exec runs a command to its
+// metrics endpoint does, through its agent's /proxy/{id}/{envd port}/ path
+// on the RPC transport: POST /v1/sandboxes/{id}/exec runs a command to its
 // end (envd's Process.Start; the timeout is envd's Connect deadline, so
 // envd kills the command; output is capped per stream), GET and PUT
 // /v1/sandboxes/{id}/files stream a file from and to envd's /files, and
-// GET /v1/sandboxes/{id}/ports lists envd's /ports. A paused sandbox is
-// 409 and a lost one 502, as the proxy answers them.
+// GET /v1/sandboxes/{id}/files/list lists a directory, and
+// GET /v1/sandboxes/{id}/ports lists envd's /ports. GET
+// /v1/sandboxes/{id}/exec/stream and /pty are WebSockets over envd's
+// streaming Process calls: a command's output as it comes, stdin and
+// signals; a terminal with resize and reattach. A paused sandbox is 409
+// and a lost one 502, as the proxy answers them. /v1/templates,
+// /v1/hosts and /v1/api-keys list templates and hosts and manage keys.
 //
 // GET /v1/sandboxes/{id} is E2B's detail plus what backs the sandbox: its
 // host's runtime, the capabilities the agent reported for it, and whether
@@ -44,8 +49,12 @@
 // unimplemented when the host reported none. E2B's own endpoints never
 // show roost's additions.
 //
-// Not done yet: streaming exec and PTY over WebSocket, file listing,
-// templates, hosts and API-key endpoints, and marking hosts down from
-// missed heartbeats (the reconciler marks a host down when its agent stops
-// answering, which covers the same failure).
+// Errors: handlers wrap an errdefs category and answer through fail,
+// which asks errdefs for the status and writes E2B's error body; agent
+// calls' errors come back into categories through errdefs.FromConnect.
+// The package writes no status of its own for an error.
+//
+// Hosts are marked down by the reconciler when their agent stops
+// answering its ListSandboxes, not by missed heartbeats (which record
+// usage): the same failure, seen from the side that must act on it.
 package controlplane

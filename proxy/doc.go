@@ -1,6 +1,11 @@
-// Package proxy is the control plane's reverse proxy: it carries all
-// sandbox traffic (envd's port 49983 and any user port) to the host agent
-// that runs the sandbox.
+// Package proxy is roost's reverse proxy for sandbox traffic. Proxy is the
+// control plane's: it carries all sandbox traffic (envd's port and any
+// user port) to the host agent that runs the sandbox, or straight to the
+// sandbox when that agent runs in the same process. Upstream, DialError,
+// UpstreamError and WriteUpstreamError are the core it forwards through,
+// which the host agent's /proxy/ endpoint uses as well: the connection
+// pools, the dialer, and how a failed round trip is classified and
+// answered.
 //
 // A request names its sandbox and port in one of three ways (see Match):
 // the Host header {port}-{sandboxID}.{domain}, the headers E2b-Sandbox-Id
@@ -15,15 +20,16 @@
 // started refuses connections (the agent answers 502), idempotent requests
 // are retried with backoff for a short while.
 //
-// Proxy traffic runs on the package's own HTTP/1.1 transport and connection
-// pool, never on the RPC transport the control plane uses to drive agents,
-// so a flood of proxied bytes cannot queue behind (or in front of) PTY and
-// exec streams.
+// Proxy traffic runs on the package's own HTTP/1.1 transports and
+// connection pools (Upstream), never on the RPC transport the control
+// plane uses to drive agents, so a flood of proxied bytes cannot queue
+// behind (or in front of) PTY and exec streams.
 //
 // The package does not authenticate envd requests (envd checks its own
 // X-Access-Token), does not know how sandboxes are placed or stored (the
 // Resolver does), does not serve non-proxy traffic (the caller routes with
 // Match), and does not run an http.Server (the caller sets its timeouts).
-// It imports no agent or runtime driver code: only roost.dev/roost/runtime
-// for error categories.
+// It imports no agent, control-plane or runtime code: only errdefs (its
+// errors' categories and E2B's error body), wire (header names, envd's
+// port) and bufpool.
 package proxy
