@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"roost.dev/roost/atomicfile"
 	"roost.dev/roost/errdefs"
 )
 
@@ -52,11 +53,10 @@ func writeRegistration(path string, reg Registration) error {
 	if err != nil {
 		return fmt.Errorf("encode registration: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("write registration: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	// Synced, file and directory: the control plane accepted the
+	// registration token once, and an agent that loses this file after a
+	// crash cannot register again without a new one.
+	if err := atomicfile.Write(path, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write registration: %w", err)
 	}
 	return nil

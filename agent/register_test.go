@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -136,5 +137,36 @@ func TestRegistrar(t *testing.T) {
 		if _, err := newRegistrar(bad, fakeHost{}, slog.New(slog.DiscardHandler)); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("%s: %v, want ErrInvalid", name, err)
 		}
+	}
+}
+
+func TestWriteRegistration(t *testing.T) {
+	dir := t.TempDir()
+	path := RegistrationPath(dir)
+	for _, reg := range []Registration{
+		{Server: "http://cp:3000", HostID: "h1", URL: "http://agent:7070", Token: "tok"},
+		{Server: "http://cp:3000", HostID: "h2", URL: "http://agent:7070", Token: "other"},
+	} {
+		if err := writeRegistration(path, reg); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := ReadRegistration(path); err != nil || got != reg {
+			t.Errorf("read %+v, %v; want %+v", got, err, reg)
+		}
+	}
+	// The token is a credential: only the agent's user may read it.
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600", st.Mode().Perm())
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("directory holds %d entries, want the registration only", len(entries))
+	}
+	if err := writeRegistration(filepath.Join(dir, "missing", RegistrationFile), Registration{}); err == nil {
+		t.Error("write into a missing directory succeeded")
 	}
 }
