@@ -6,7 +6,8 @@
 // the hostname and clock, starts envd, reaps orphans and powers the
 // machine off when asked or when envd dies.
 //
-// It is not part of the host: it imports nothing of roost's host side,
-// and the drivers talk to it only through the kernel command line they
-// build (see Config) and envd's port.
+// It is not part of the host: it imports nothing of roost's host side and
+// nothing beyond the standard library (eth0 is configured with a few
+// rtnetlink requests of its own), and the drivers talk to it only through
+// the kernel command line they build (see Config) and envd's port.
 package guest

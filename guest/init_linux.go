@@ -10,8 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
+	"unsafe"
 )
 
 // Paths of roost's files in the guest: the image pipeline puts them there.
@@ -87,13 +86,13 @@ func boot() error {
 		return err
 	}
 	if !cfg.Clock.IsZero() && time.Now().Before(cfg.Clock) {
-		tv := unix.NsecToTimeval(cfg.Clock.UnixNano())
-		if err := unix.Settimeofday(&tv); err != nil {
+		tv := syscall.NsecToTimeval(cfg.Clock.UnixNano())
+		if err := syscall.Settimeofday(&tv); err != nil {
 			logf("set clock: %v", err)
 		}
 	}
 	if cfg.Hostname != "" {
-		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+		if err := syscall.Sethostname([]byte(cfg.Hostname)); err != nil {
 			return fmt.Errorf("set hostname: %w", err)
 		}
 	}
@@ -114,27 +113,27 @@ func mountAll(ms []mnt) error {
 		if err := os.MkdirAll(m.target, 0o755); err != nil {
 			return err
 		}
-		err := unix.Mount(m.source, m.target, m.fstype, m.flags, m.data)
-		if err != nil && !errors.Is(err, unix.EBUSY) {
+		err := syscall.Mount(m.source, m.target, m.fstype, m.flags, m.data)
+		if err != nil && !errors.Is(err, syscall.EBUSY) {
 			return fmt.Errorf("mount %s on %s: %w", m.fstype, m.target, err)
 		}
 	}
 	return nil
 }
 
-const nsd = unix.MS_NOSUID | unix.MS_NODEV
+const nsd = syscall.MS_NOSUID | syscall.MS_NODEV
 
 func mountEarly() error {
 	return mountAll([]mnt{
-		{"proc", "/proc", "proc", nsd | unix.MS_NOEXEC, ""},
-		{"sysfs", "/sys", "sysfs", nsd | unix.MS_NOEXEC, ""},
-		{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755"},
+		{"proc", "/proc", "proc", nsd | syscall.MS_NOEXEC, ""},
+		{"sysfs", "/sys", "sysfs", nsd | syscall.MS_NOEXEC, ""},
+		{"devtmpfs", "/dev", "devtmpfs", syscall.MS_NOSUID, "mode=0755"},
 	})
 }
 
 func mountLate() error {
 	if err := mountAll([]mnt{
-		{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"},
+		{"devpts", "/dev/pts", "devpts", syscall.MS_NOSUID | syscall.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"},
 		{"shm", "/dev/shm", "tmpfs", nsd, "mode=1777"},
 		{"tmpfs", "/run", "tmpfs", nsd, "mode=0755"},
 	}); err != nil {
@@ -188,11 +187,25 @@ func loadModule(path, params string) error {
 		return err
 	}
 	defer f.Close()
-	err = unix.FinitModule(int(f.Fd()), params, 0)
-	if errors.Is(err, unix.EEXIST) {
+	err = finitModule(f, params)
+	if errors.Is(err, syscall.EEXIST) {
 		return nil
 	}
 	return err
+}
+
+// finitModule loads the kernel module in f with finit_module(2), which the
+// syscall package has no wrapper for.
+func finitModule(f *os.File, params string) error {
+	p, err := syscall.BytePtrFromString(params)
+	if err != nil {
+		return err
+	}
+	_, _, errno := syscall.Syscall(sysFinitModule, f.Fd(), uintptr(unsafe.Pointer(p)), 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 // switchRoot mounts the root disk and makes it /, moving the kernel
@@ -205,14 +218,14 @@ func switchRoot(dev string) error {
 	if err := os.MkdirAll(newRoot, 0o755); err != nil {
 		return err
 	}
-	if err := unix.Mount(dev, newRoot, "ext4", 0, ""); err != nil {
+	if err := syscall.Mount(dev, newRoot, "ext4", 0, ""); err != nil {
 		return fmt.Errorf("mount root %s: %w", dev, err)
 	}
 	for _, d := range []string{"/dev", "/proc", "/sys"} {
 		if err := os.MkdirAll(newRoot+d, 0o755); err != nil {
 			return err
 		}
-		if err := unix.Mount(d, newRoot+d, "", unix.MS_MOVE, ""); err != nil {
+		if err := syscall.Mount(d, newRoot+d, "", syscall.MS_MOVE, ""); err != nil {
 			return fmt.Errorf("move %s: %w", d, err)
 		}
 	}
@@ -223,16 +236,16 @@ func switchRoot(dev string) error {
 			_ = os.RemoveAll("/" + e.Name())
 		}
 	}
-	if err := unix.Chdir(newRoot); err != nil {
+	if err := syscall.Chdir(newRoot); err != nil {
 		return err
 	}
-	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+	if err := syscall.Mount(".", "/", "", syscall.MS_MOVE, ""); err != nil {
 		return fmt.Errorf("move root: %w", err)
 	}
-	if err := unix.Chroot("."); err != nil {
+	if err := syscall.Chroot("."); err != nil {
 		return fmt.Errorf("chroot: %w", err)
 	}
-	return unix.Chdir("/")
+	return syscall.Chdir("/")
 }
 
 func waitFor(path string, timeout time.Duration) error {
@@ -274,12 +287,7 @@ func writeIdentity() error {
 }
 
 func startEnvd() (int, error) {
-	pid, err := syscall.ForkExec(EnvdPath, append([]string{"envd"}, envdArgs...), &syscall.ProcAttr{
-		Dir:   "/",
-		Env:   cfg.envList(),
-		Files: []uintptr{devNull(), 2, 2},
-		Sys:   &syscall.SysProcAttr{Setsid: true},
-	})
+	pid, err := spawn(EnvdPath, append([]string{"envd"}, envdArgs...), cfg.envList())
 	if err != nil {
 		return 0, fmt.Errorf("start envd: %w", err)
 	}
@@ -287,12 +295,29 @@ func startEnvd() (int, error) {
 	return pid, nil
 }
 
-func devNull() uintptr {
-	f, err := os.Open("/dev/null")
-	if err != nil {
-		return 0
+// beforeFork runs between opening the child's stdin and forking; a test
+// collects garbage there.
+var beforeFork = func() {}
+
+// spawn starts path in a new session, in /, with /dev/null as stdin and
+// this process's stderr (the console) as stdout and stderr.
+func spawn(path string, args, env []string) (int, error) {
+	stdin := uintptr(0) // without /dev/null, ours
+	null, err := os.Open("/dev/null")
+	if err == nil {
+		// null stays referenced until ForkExec returned (the deferred
+		// Close): an unreferenced *os.File may be closed by its finalizer
+		// first, leaving the child a closed or reused descriptor.
+		defer null.Close()
+		stdin = null.Fd()
 	}
-	return f.Fd()
+	beforeFork()
+	return syscall.ForkExec(path, args, &syscall.ProcAttr{
+		Dir:   "/",
+		Env:   env,
+		Files: []uintptr{stdin, 2, 2},
+		Sys:   &syscall.SysProcAttr{Setsid: true},
+	})
 }
 
 // supervise reaps every orphan and powers off when envd ends or when
@@ -300,20 +325,20 @@ func devNull() uintptr {
 // ctrl-alt-del).
 func supervise(envd int) {
 	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, unix.SIGTERM, unix.SIGINT, unix.SIGPWR)
-	signal.Ignore(unix.SIGHUP, unix.SIGPIPE)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT, syscall.SIGPWR)
+	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
 	go func() {
 		s := <-stop
 		logf("%s: powering off", s)
 		shutdown()
 	}()
 	for {
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, 0, nil)
-		if errors.Is(err, unix.EINTR) {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, 0, nil)
+		if errors.Is(err, syscall.EINTR) {
 			continue
 		}
-		if errors.Is(err, unix.ECHILD) {
+		if errors.Is(err, syscall.ECHILD) {
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
@@ -326,16 +351,16 @@ func supervise(envd int) {
 
 // shutdown ends every process, flushes the disk and powers off.
 func shutdown() {
-	_ = unix.Kill(-1, unix.SIGTERM)
+	_ = syscall.Kill(-1, syscall.SIGTERM)
 	time.Sleep(200 * time.Millisecond)
-	_ = unix.Kill(-1, unix.SIGKILL)
+	_ = syscall.Kill(-1, syscall.SIGKILL)
 	powerOff()
 }
 
 func powerOff() {
-	unix.Sync()
-	_ = unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY, "")
-	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	syscall.Sync()
+	_ = syscall.Mount("", "/", "", syscall.MS_REMOUNT|syscall.MS_RDONLY, "")
+	_ = syscall.Reboot(syscall.LINUX_REBOOT_CMD_POWER_OFF)
 	// Not reached unless reboot(2) failed; PID 1 exiting panics the kernel,
 	// which with panic=-1 also ends the VM.
 	os.Exit(1)

@@ -12,8 +12,6 @@ import (
 	"strconv"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Main runs the mode ModeEnv selects and exits.
@@ -58,26 +56,26 @@ func runInit() {
 func setupSandbox() (Config, error) {
 	var cfg Config
 	for _, fd := range []int{FDConfig, FDStatus, FDEnvd, FDSelf} {
-		unix.CloseOnExec(fd)
+		syscall.CloseOnExec(fd)
 	}
 	// Blocks until the driver has placed this process in its cgroup.
 	if err := json.NewDecoder(os.NewFile(FDConfig, "config")).Decode(&cfg); err != nil {
 		return cfg, fmt.Errorf("read config: %w", err)
 	}
 	// Now in the sandbox's cgroup: make it the root of our cgroup view.
-	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+	if err := syscall.Unshare(syscall.CLONE_NEWCGROUP); err != nil {
 		return cfg, fmt.Errorf("unshare cgroup namespace: %w", err)
 	}
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
 		return cfg, fmt.Errorf("make mounts private: %w", err)
 	}
-	unix.Close(FDSelf)
+	syscall.Close(FDSelf)
 	// The path, not a descriptor from the driver: a descriptor would point
 	// into the host's mount namespace, where this process may not mount.
 	root := cfg.RootFS
 	// The overlay came from the host's namespace and is locked here;
 	// pivot_root needs a mount of our own, so bind the root onto itself.
-	if err := unix.Mount(root, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+	if err := syscall.Mount(root, root, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
 		return cfg, fmt.Errorf("bind sandbox root: %w", err)
 	}
 	if err := mountSpecial(root); err != nil {
@@ -86,7 +84,7 @@ func setupSandbox() (Config, error) {
 	if err := writeIdentityFiles(root, cfg); err != nil {
 		return cfg, err
 	}
-	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+	if err := syscall.Sethostname([]byte(cfg.Hostname)); err != nil {
 		return cfg, fmt.Errorf("set hostname: %w", err)
 	}
 	if err := pivot(root); err != nil {
@@ -101,10 +99,10 @@ func mountSpecial(root string) error {
 		flags                  uintptr
 		data                   string
 	}
-	const nsd = unix.MS_NOSUID | unix.MS_NODEV
+	const nsd = syscall.MS_NOSUID | syscall.MS_NODEV
 	steps := []m{
-		{"proc", "proc", "proc", nsd | unix.MS_NOEXEC, ""},
-		{"tmpfs", "dev", "tmpfs", unix.MS_NOSUID | unix.MS_STRICTATIME, "mode=755,size=65536k"},
+		{"proc", "proc", "proc", nsd | syscall.MS_NOEXEC, ""},
+		{"tmpfs", "dev", "tmpfs", syscall.MS_NOSUID | syscall.MS_STRICTATIME, "mode=755,size=65536k"},
 	}
 	for _, s := range steps {
 		if err := mountAt(root, s.source, s.target, s.fstype, s.flags, s.data); err != nil {
@@ -117,7 +115,7 @@ func mountSpecial(root string) error {
 		if err := os.WriteFile(target, nil, 0o666); err != nil {
 			return fmt.Errorf("create /dev/%s: %w", dev, err)
 		}
-		if err := unix.Mount("/dev/"+dev, target, "", unix.MS_BIND, ""); err != nil {
+		if err := syscall.Mount("/dev/"+dev, target, "", syscall.MS_BIND, ""); err != nil {
 			return fmt.Errorf("bind /dev/%s: %w", dev, err)
 		}
 	}
@@ -127,9 +125,9 @@ func mountSpecial(root string) error {
 		}
 	}
 	more := []m{
-		{"devpts", "dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"},
+		{"devpts", "dev/pts", "devpts", syscall.MS_NOSUID | syscall.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"},
 		{"shm", "dev/shm", "tmpfs", nsd, "mode=1777,size=65536k"},
-		{"mqueue", "dev/mqueue", "mqueue", nsd | unix.MS_NOEXEC, ""},
+		{"mqueue", "dev/mqueue", "mqueue", nsd | syscall.MS_NOEXEC, ""},
 	}
 	for _, s := range more {
 		if err := mountAt(root, s.source, s.target, s.fstype, s.flags, s.data); err != nil {
@@ -148,10 +146,10 @@ func mountSpecial(root string) error {
 	if err := os.MkdirAll(sys, 0o555); err != nil {
 		return err
 	}
-	if err := unix.Mount("/sys", sys, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+	if err := syscall.Mount("/sys", sys, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
 		return fmt.Errorf("bind /sys: %w", err)
 	}
-	if err := unix.Mount("", sys, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|nsd|unix.MS_NOEXEC, ""); err != nil {
+	if err := syscall.Mount("", sys, "", syscall.MS_BIND|syscall.MS_REMOUNT|syscall.MS_RDONLY|nsd|syscall.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("remount /sys read-only: %w", err)
 	}
 	for _, dir := range []string{"tmp", "var/tmp"} {
@@ -171,7 +169,7 @@ func mountAt(root, source, target, fstype string, flags uintptr, data string) er
 	if err := os.MkdirAll(p, 0o755); err != nil {
 		return err
 	}
-	if err := unix.Mount(source, p, fstype, flags, data); err != nil {
+	if err := syscall.Mount(source, p, fstype, flags, data); err != nil {
 		return fmt.Errorf("mount %s on /%s: %w", fstype, target, err)
 	}
 	return nil
@@ -201,18 +199,18 @@ func writeIdentityFiles(root string, cfg Config) error {
 // pivot makes the current directory the filesystem root and drops the
 // host's from view.
 func pivot(root string) error {
-	if err := unix.Chdir(root); err != nil {
+	if err := syscall.Chdir(root); err != nil {
 		return err
 	}
 	// pivot_root(".", ".") stacks the old root on top of the new one;
 	// detaching "." then leaves only the new root.
-	if err := unix.PivotRoot(".", "."); err != nil {
+	if err := syscall.PivotRoot(".", "."); err != nil {
 		return fmt.Errorf("pivot_root: %w", err)
 	}
-	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+	if err := syscall.Unmount(".", syscall.MNT_DETACH); err != nil {
 		return fmt.Errorf("detach old root: %w", err)
 	}
-	return unix.Chdir("/")
+	return syscall.Chdir("/")
 }
 
 // envdPath runs the envd binary the driver opened for us; it exists on the
@@ -221,20 +219,20 @@ const envdPath = "/proc/1/fd/5" // FDEnvd
 
 // listenTCP opens a listening socket on port of every IPv4 address.
 func listenTCP(port int) (int, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("envd socket: %w", err)
 	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
-		unix.Close(fd)
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+		syscall.Close(fd)
 		return -1, fmt.Errorf("envd socket: %w", err)
 	}
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: port}); err != nil {
-		unix.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: port}); err != nil {
+		syscall.Close(fd)
 		return -1, fmt.Errorf("bind envd port %d: %w", port, err)
 	}
-	if err := unix.Listen(fd, 4096); err != nil {
-		unix.Close(fd)
+	if err := syscall.Listen(fd, 4096); err != nil {
+		syscall.Close(fd)
 		return -1, fmt.Errorf("listen on envd port %d: %w", port, err)
 	}
 	return fd, nil
@@ -253,50 +251,62 @@ func startEnvd(cfg Config, ln int) (int, error) {
 		env = append(env, k+"="+cfg.Env[k])
 	}
 	args := append([]string{"envd"}, cfg.EnvdArgs...)
-	files := []uintptr{devNull(), 2, 2}
+	var extra []uintptr
 	if ln >= 0 {
-		args = append(args, "-listen-fd", strconv.Itoa(len(files)))
-		files = append(files, uintptr(ln))
+		args = append(args, "-listen-fd", strconv.Itoa(3+len(extra)))
+		extra = append(extra, uintptr(ln))
 	}
-	pid, err := syscall.ForkExec(envdPath, args, &syscall.ProcAttr{
-		Dir:   "/",
-		Env:   env,
-		Files: files,
-		Sys:   &syscall.SysProcAttr{Setsid: true},
-	})
+	pid, err := spawn(envdPath, args, env, extra)
 	if err != nil {
 		return 0, fmt.Errorf("start envd: %w", err)
 	}
 	return pid, nil
 }
 
-func devNull() uintptr {
-	f, err := os.Open("/dev/null")
-	if err != nil {
-		return 0
+// beforeFork runs between opening the child's stdin and forking; a test
+// collects garbage there.
+var beforeFork = func() {}
+
+// spawn starts path in a new session, in /, with /dev/null as stdin, this
+// process's stderr as stdout and stderr, and extra as fds 3 and up.
+func spawn(path string, args, env []string, extra []uintptr) (int, error) {
+	stdin := uintptr(0) // without /dev/null, ours
+	null, err := os.Open("/dev/null")
+	if err == nil {
+		// null stays referenced until ForkExec returned (the deferred Close):
+		// an unreferenced *os.File may be closed by its finalizer first,
+		// leaving the child a closed or reused descriptor.
+		defer null.Close()
+		stdin = null.Fd()
 	}
-	return f.Fd()
+	beforeFork()
+	return syscall.ForkExec(path, args, &syscall.ProcAttr{
+		Dir:   "/",
+		Env:   env,
+		Files: append([]uintptr{stdin, 2, 2}, extra...),
+		Sys:   &syscall.SysProcAttr{Setsid: true},
+	})
 }
 
 // superviseForever reaps every process that ends in the sandbox and
 // restarts envd when it dies. On SIGTERM it takes the sandbox down.
 func superviseForever(cfg Config, envd, ln int) {
 	term := make(chan os.Signal, 1)
-	signal.Notify(term, unix.SIGTERM, unix.SIGINT)
-	signal.Ignore(unix.SIGHUP, unix.SIGPIPE)
+	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
+	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
 	go func() {
 		<-term
-		_ = unix.Kill(-1, unix.SIGKILL)
+		_ = syscall.Kill(-1, syscall.SIGKILL)
 		os.Exit(0)
 	}()
 	backoff := 50 * time.Millisecond
 	for {
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, 0, nil)
-		if errors.Is(err, unix.EINTR) {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, 0, nil)
+		if errors.Is(err, syscall.EINTR) {
 			continue
 		}
-		if errors.Is(err, unix.ECHILD) {
+		if errors.Is(err, syscall.ECHILD) {
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
@@ -314,7 +324,7 @@ func superviseForever(cfg Config, envd, ln int) {
 	}
 }
 
-func describe(ws unix.WaitStatus) string {
+func describe(ws syscall.WaitStatus) string {
 	if ws.Signaled() {
 		return "signal " + ws.Signal().String()
 	}
