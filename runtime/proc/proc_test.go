@@ -1,0 +1,81 @@
+package proc
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+func TestLiveness(t *testing.T) {
+	self, err := Of(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !self.Alive() {
+		t.Error("this process is not alive")
+	}
+	reused := self
+	reused.Start++
+	if reused.Alive() {
+		t.Error("a reused pid counts as alive")
+	}
+	if (Process{}).Alive() || (Process{}).Running(nil) {
+		t.Error("pid 0 counts as alive")
+	}
+	if _, err := Of(1 << 22); err == nil {
+		t.Error("Of a pid that does not exist succeeded")
+	}
+	u, err := self.Usage()
+	if err != nil || u.RSS == 0 || u.Threads < 1 {
+		t.Errorf("usage %+v, %v", u, err)
+	}
+}
+
+// A process started in a network namespace runs there, is reaped when
+// it ends, and is followed by its channel or, re-adopted, through /proc.
+func TestStartKill(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("entering a network namespace needs root")
+	}
+	cmd := exec.Command("sleep", "60")
+	p, exited, err := Start("/proc/self/ns/net", cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Kill(exited) })
+	if !p.Running(exited) || !p.Running(nil) || !p.Alive() {
+		t.Fatal("a started process does not run")
+	}
+	if p.WaitExit(context.Background(), nil, 50*time.Millisecond) {
+		t.Error("WaitExit says a running process exited")
+	}
+	p.Kill(nil) // as a re-adopting agent would: no channel
+	if p.Alive() {
+		t.Error("a killed process runs on")
+	}
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the killed process was not reaped")
+	}
+	if p.Running(exited) {
+		t.Error("a reaped process runs on")
+	}
+	if _, _, err := Start("/nonexistent/netns", exec.Command("true")); err == nil {
+		t.Error("started a process in a namespace that does not exist")
+	}
+}
+
+func TestUntilExit(t *testing.T) {
+	exited := make(chan struct{})
+	ctx, cancel := UntilExit(context.Background(), time.Minute, exited)
+	defer cancel()
+	close(exited)
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the context did not end with the process")
+	}
+}

@@ -1,0 +1,124 @@
+package proc
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	goruntime "runtime"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// InNetns runs fn on an OS thread that has entered the network namespace
+// at path. The thread is never returned to the Go scheduler (the
+// goroutine ends locked, so the runtime discards the thread): nothing
+// else can run in a sandbox's namespace by accident.
+func InNetns(path string, fn func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		goruntime.LockOSThread() // never unlocked: see above
+		f, err := os.Open(path)
+		if err != nil {
+			done <- fmt.Errorf("open netns: %w", err)
+			return
+		}
+		defer f.Close()
+		// A thread shares its filesystem attributes with the process
+		// unless it unshares them; setns(CLONE_NEWNET) does not need that.
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			done <- fmt.Errorf("enter netns %s: %w", path, err)
+			return
+		}
+		done <- fn()
+	}()
+	return <-done
+}
+
+// Start starts cmd from a thread inside the network namespace at netns
+// (the child inherits it), reaps it when it ends, and returns its Process
+// and a channel closed then. A process re-adopted after an agent restart
+// has no such channel: the methods below take nil for it and ask /proc
+// instead.
+func Start(netns string, cmd *exec.Cmd) (Process, <-chan struct{}, error) {
+	if err := InNetns(netns, cmd.Start); err != nil {
+		return Process{}, nil, err
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	p, err := Of(cmd.Process.Pid)
+	if err != nil {
+		p = Process{Pid: cmd.Process.Pid} // gone already; exited says so
+	}
+	return p, exited, nil
+}
+
+// Running reports whether p runs; exited is Start's channel, or nil.
+func (p Process) Running(exited <-chan struct{}) bool {
+	if p.Pid == 0 {
+		return false
+	}
+	if exited != nil {
+		select {
+		case <-exited:
+			return false
+		default:
+			return true
+		}
+	}
+	return p.Alive()
+}
+
+// WaitExit waits up to d, or until ctx ends, for p to exit, and reports
+// whether it did.
+func (p Process) WaitExit(ctx context.Context, exited <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	if exited != nil {
+		select {
+		case <-exited:
+			return true
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		return false
+	}
+	for p.Alive() {
+		select {
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return true
+}
+
+// Kill ends p at once and waits up to 5 s for it to go.
+func (p Process) Kill(exited <-chan struct{}) {
+	if p.Running(exited) {
+		_ = syscall.Kill(p.Pid, syscall.SIGKILL)
+		p.WaitExit(context.Background(), exited, 5*time.Second)
+	}
+}
+
+// UntilExit is ctx bounded by d that also ends when exited closes: for
+// waiting on a process's control socket, which a process that died never
+// opens.
+func UntilExit(ctx context.Context, d time.Duration, exited <-chan struct{}) (context.Context, context.CancelFunc) {
+	cctx, cancel := context.WithTimeout(ctx, d)
+	go func() {
+		select {
+		case <-exited:
+			cancel()
+		case <-cctx.Done():
+		}
+	}()
+	return cctx, cancel
+}
