@@ -178,12 +178,12 @@ func (m *Manager) start(ctx context.Context, sb *sandbox, req CreateRequest) (ph
 			log.Error("sandbox runtime destroy failed", "err", err)
 		}
 	})
-	// Persisted with the running state below; until then a crash leaves
-	// a starting record, which the next agent removes (with the runtime's
-	// help: it finds its own state in the state dir).
-	sb.mu.Lock()
-	sb.rec.Spec, sb.rec.Envd, sb.rec.Pid = spec, inst.Envd, inst.Pid
-	sb.mu.Unlock()
+	// Persisted at once: a crash from here on leaves a starting record
+	// with the runtime's state, so the next agent can have the runtime
+	// remove what it made.
+	if err := sb.update(func(r *record) { r.Spec, r.Envd, r.Pid, r.Driver = spec, inst.Envd, inst.Pid, inst.State }); err != nil {
+		return phases, err
+	}
 
 	if err := m.envd.waitHealthy(ctx, inst.Envd, m.cfg.EnvdTimeout); err != nil {
 		return phases, err

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"roost.dev/roost/errdefs"
-	"roost.dev/roost/runtime"
 )
 
 // hibernateTimeout bounds writing a sandbox's memory to disk, or reading it
@@ -34,9 +33,9 @@ func (m *Manager) Hibernate(ctx context.Context, id string) (Sandbox, error) {
 }
 
 func (m *Manager) hibernateLocked(ctx context.Context, sb *sandbox) error {
-	s, ok := m.rt.(runtime.Snapshotter)
-	if !ok || !m.rt.Capabilities().Snapshot {
-		return fmt.Errorf("%s runtime cannot snapshot a sandbox: %w", m.rt.Name(), errdefs.ErrUnsupported)
+	s, err := m.snapshotter()
+	if err != nil {
+		return err
 	}
 	rec := sb.snapshot()
 	switch {
@@ -51,22 +50,22 @@ func (m *Manager) hibernateLocked(ctx context.Context, sb *sandbox) error {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hibernateTimeout)
 	defer cancel()
-	file, err := s.Snapshot(ctx, rec.ID)
+	state, err := s.Snapshot(ctx, rec.ID)
 	if err != nil {
 		err = fmt.Errorf("%s runtime: %w", m.rt.Name(), err)
 		// A failed snapshot may leave the sandbox running (QEMU continues
 		// after a failed migration); it must stay as paused as it says.
-		if p, ok := m.rt.(runtime.Pauser); ok {
+		if p, perr := m.pauser(); perr == nil {
 			if perr := p.Pause(ctx, rec.ID); perr == nil {
 				return err
 			}
 		}
 		return m.failLocked(sb, err)
 	}
-	if err := sb.update(func(r *record) { r.Hibernated, r.Pid, r.StateChanged = true, 0, m.cfg.Now() }); err != nil {
+	if err := sb.update(func(r *record) { r.Hibernated, r.Pid, r.Driver, r.StateChanged = true, 0, state, m.cfg.Now() }); err != nil {
 		return err
 	}
-	m.log.Info("sandbox hibernated", "sandbox", rec.ID, "snapshot", file)
+	m.log.Info("sandbox hibernated", "sandbox", rec.ID)
 	return nil
 }
 
@@ -76,18 +75,18 @@ func (m *Manager) hibernateLocked(ctx context.Context, sb *sandbox) error {
 // hibernated; its state is the caller's to set. A failed restore leaves it
 // hibernated when nothing runs, so Resume may be tried again.
 func (m *Manager) restoreLocked(ctx context.Context, sb *sandbox) error {
-	s, ok := m.rt.(runtime.Snapshotter)
-	if !ok {
-		return fmt.Errorf("%s runtime cannot restore a snapshot: %w", m.rt.Name(), errdefs.ErrUnsupported)
+	s, err := m.snapshotter()
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hibernateTimeout)
 	defer cancel()
 	rec := sb.snapshot()
-	inst, err := s.Restore(ctx, rec.Spec)
+	inst, err := s.Restore(ctx, rec.Spec, rec.Driver)
 	if err != nil {
 		return fmt.Errorf("%s runtime: %w", m.rt.Name(), err)
 	}
-	if err := sb.update(func(r *record) { r.Hibernated, r.Envd, r.Pid = false, inst.Envd, inst.Pid }); err != nil {
+	if err := sb.update(func(r *record) { r.Hibernated, r.Envd, r.Pid, r.Driver = false, inst.Envd, inst.Pid, inst.State }); err != nil {
 		return m.failLocked(sb, err)
 	}
 	if err := m.envd.waitHealthy(ctx, inst.Envd, m.cfg.EnvdTimeout); err != nil {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"roost.dev/roost/errdefs"
-	"roost.dev/roost/runtime"
 )
 
 // Destroy stops a sandbox and removes everything made for it: the
@@ -102,9 +101,9 @@ func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 	if err := checkTransition(rec.State, StatePaused); err != nil {
 		return err
 	}
-	p, ok := m.rt.(runtime.Pauser)
-	if !ok || !m.rt.Capabilities().Pause {
-		return fmt.Errorf("%s runtime cannot pause: %w", m.rt.Name(), errdefs.ErrUnsupported)
+	p, err := m.pauser()
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 	defer cancel()
@@ -145,9 +144,9 @@ func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration) 
 			return Sandbox{}, fmt.Errorf("resume sandbox %s: %w", id, err)
 		}
 	} else {
-		p, ok := m.rt.(runtime.Pauser)
-		if !ok {
-			return Sandbox{}, fmt.Errorf("resume sandbox %s: %s runtime cannot pause: %w", id, m.rt.Name(), errdefs.ErrUnsupported)
+		p, err := m.pauser()
+		if err != nil {
+			return Sandbox{}, fmt.Errorf("resume sandbox %s: %w", id, err)
 		}
 		octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 		defer cancel()
@@ -251,7 +250,7 @@ func (m *Manager) reap(sb *sandbox, now time.Time) {
 	if rec.State != StateRunning || !now.After(rec.EndAt) {
 		return
 	}
-	if rec.AutoPause && m.rt.Capabilities().Pause {
+	if _, err := m.pauser(); rec.AutoPause && err == nil {
 		m.log.Info("sandbox timed out", "sandbox", rec.ID, "action", "pause", "end_at", rec.EndAt)
 		if err := m.pauseLocked(m.ctx, sb); err != nil {
 			m.log.Error("sandbox pause on timeout failed", "sandbox", rec.ID, "err", err)

@@ -379,3 +379,24 @@ func mountedBelow(dir string) ([]string, error) {
 
 // errGone reports whether err says the runtime no longer has the sandbox.
 func errGone(err error) bool { return errors.Is(err, errdefs.ErrNotFound) }
+
+// snapshotter is the runtime as a Snapshotter, or an error wrapping
+// errdefs.ErrUnsupported. It and pauser are the manager's one way of
+// asking what its runtime can do (its Capabilities say the same).
+func (m *Manager) snapshotter() (runtime.Snapshotter, error) {
+	s, ok := m.rt.(runtime.Snapshotter)
+	if !ok {
+		return nil, fmt.Errorf("%s runtime cannot snapshot a sandbox: %w", m.rt.Name(), errdefs.ErrUnsupported)
+	}
+	return s, nil
+}
+
+// pauser is the runtime as a Pauser, or an error wrapping
+// errdefs.ErrUnsupported.
+func (m *Manager) pauser() (runtime.Pauser, error) {
+	p, ok := m.rt.(runtime.Pauser)
+	if !ok {
+		return nil, fmt.Errorf("%s runtime cannot pause: %w", m.rt.Name(), errdefs.ErrUnsupported)
+	}
+	return p, nil
+}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,9 +16,16 @@ import (
 	"roost.dev/roost/runtime"
 )
 
-// recordVersion is bumped whenever record changes incompatibly. An agent
-// leaves records of another version alone rather than misread them.
-const recordVersion = 1
+// recordVersion is bumped whenever record changes. An agent reads the
+// records of versions oldestRecord to recordVersion, writes only
+// recordVersion, and leaves records of other versions alone rather than
+// misread them. Version 1 has no driver state: the runtime drivers kept
+// their own then, in files in the sandbox's state directory, and read
+// them still when given none.
+const (
+	recordVersion = 2
+	oldestRecord  = 1
+)
 
 // recordFile is the name of a sandbox's record inside its state directory.
 const recordFile = "sandbox.json"
@@ -36,10 +44,13 @@ type record struct {
 	// Slot is the network slot the sandbox holds.
 	Slot int `json:"slot"`
 	// Spec is what the runtime was given; Recover needs it again.
-	Spec      runtime.Spec      `json:"spec"`
-	Metadata  map[string]string `json:"metadata,omitempty"`
-	Internet  bool              `json:"internet"`
-	AutoPause bool              `json:"autoPause,omitempty"`
+	Spec runtime.Spec `json:"spec"`
+	// Driver is the runtime's state of the sandbox, the last one it
+	// returned, for Recover and Restore.
+	Driver    runtime.DriverState `json:"driver,omitzero"`
+	Metadata  map[string]string   `json:"metadata,omitempty"`
+	Internet  bool                `json:"internet"`
+	AutoPause bool                `json:"autoPause,omitempty"`
 	// Hibernated: paused with its state on disk and no process (the
 	// runtime's Snapshot); Resume restores it, Recover leaves it be.
 	Hibernated   bool           `json:"hibernated,omitempty"`
@@ -54,10 +65,11 @@ type record struct {
 
 func (r record) timeout() time.Duration { return time.Duration(r.TimeoutSecs) * time.Second }
 
-// clone returns a copy that shares no maps with r.
+// clone returns a copy that shares no maps or buffers with r.
 func (r record) clone() record {
 	r.Metadata = maps.Clone(r.Metadata)
 	r.Spec.Env = maps.Clone(r.Spec.Env)
+	r.Driver.Data = bytes.Clone(r.Driver.Data)
 	return r
 }
 
@@ -72,11 +84,6 @@ func writeRecord(dir string, rec record) error {
 	if err := atomicfile.Write(filepath.Join(dir, recordFile), b, 0o600); err != nil {
 		return fmt.Errorf("write sandbox record: %w", err)
 	}
-	// The rename is durable only once the directory is.
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
 	return nil
 }
 
@@ -88,9 +95,9 @@ type recordHeader struct {
 	Slot    *int   `json:"slot"`
 }
 
-// readRecord loads dir's record. A record of another version returns its
-// header and an error wrapping errRecordVersion; a missing record wraps
-// fs.ErrNotExist.
+// readRecord loads dir's record. A record of a version this agent does
+// not read returns its header and an error wrapping errRecordVersion; a
+// missing record wraps fs.ErrNotExist.
 func readRecord(dir string) (record, recordHeader, error) {
 	b, err := os.ReadFile(filepath.Join(dir, recordFile))
 	if err != nil {
@@ -100,8 +107,8 @@ func readRecord(dir string) (record, recordHeader, error) {
 	if err := json.Unmarshal(b, &h); err != nil {
 		return record{}, recordHeader{}, fmt.Errorf("parse sandbox record: %w", err)
 	}
-	if h.Version != recordVersion {
-		return record{}, h, fmt.Errorf("%w %d (this agent reads %d)", errRecordVersion, h.Version, recordVersion)
+	if h.Version < oldestRecord || h.Version > recordVersion {
+		return record{}, h, fmt.Errorf("%w %d (this agent reads %d to %d)", errRecordVersion, h.Version, oldestRecord, recordVersion)
 	}
 	var rec record
 	if err := json.Unmarshal(b, &rec); err != nil {

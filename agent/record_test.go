@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"net/netip"
@@ -28,6 +30,7 @@ func sampleRecord() record {
 				Address: netip.MustParsePrefix("10.201.0.70/30"), Gateway: netip.MustParseAddr("10.201.0.69"),
 			},
 		},
+		Driver:   runtime.DriverState{Version: 1, Data: json.RawMessage(`{"id":"abc123","pid":4242}`)},
 		Metadata: map[string]string{"user": "ada"}, Internet: true, AutoPause: true, EnvdToken: "tok",
 		Envd: netip.MustParseAddrPort("10.201.0.70:49983"), Pid: 4242, TimeoutSecs: 300,
 		Started: at, EndAt: at.Add(5 * time.Minute), StateChanged: at.Add(time.Minute),
@@ -44,6 +47,12 @@ func TestRecordRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The driver's state is kept as JSON, whitespace aside.
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, got.Driver.Data); err != nil {
+		t.Fatal(err)
+	}
+	got.Driver.Data = compact.Bytes()
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
 	}
@@ -72,7 +81,7 @@ func TestRecordVersion(t *testing.T) {
 		name, body string
 		check      func(t *testing.T, hdr recordHeader, err error)
 	}{
-		{"newer version", `{"version": 2, "id": "abc", "slot": 9, "somethingNew": true}`, func(t *testing.T, hdr recordHeader, err error) {
+		{"newer version", `{"version": 3, "id": "abc", "slot": 9, "somethingNew": true}`, func(t *testing.T, hdr recordHeader, err error) {
 			if !errors.Is(err, errRecordVersion) {
 				t.Errorf("err = %v, want errRecordVersion", err)
 			}
@@ -115,12 +124,69 @@ func TestRecordVersion(t *testing.T) {
 	}
 }
 
+// A record of version 1, as an agent of that version wrote it, holds no
+// driver state (the drivers kept their own): it is read, and written back
+// as the current version, still without one, so the runtime reads its own
+// state file.
+func TestRecordVersion1(t *testing.T) {
+	dir := t.TempDir()
+	v1 := `{
+  "version": 1,
+  "id": "old1",
+  "template": "base",
+  "state": "running",
+  "slot": 4,
+  "spec": {
+    "ID": "old1",
+    "StateDir": "/var/lib/roost/sandboxes/old1",
+    "RootFS": "/var/lib/roost/templates/base/rootfs",
+    "Envd": "/usr/local/bin/envd",
+    "Env": null,
+    "Hostname": "old1",
+    "Metadata": null,
+    "Limits": {"VCPUs": 2, "MemoryMB": 512, "DiskMB": 2048, "Pids": 4096},
+    "Network": {"Netns": "/run/netns/roost-old1", "Interface": "eth0", "Address": "10.201.0.18/30", "Gateway": "10.201.0.17"}
+  },
+  "internet": true,
+  "envdToken": "tok",
+  "envd": "10.201.0.18:49983",
+  "pid": 777,
+  "timeoutSeconds": 300,
+  "started": "2025-03-04T05:06:07Z",
+  "endAt": "2025-03-04T05:11:07Z",
+  "stateChanged": "2025-03-04T05:06:08Z"
+}`
+	if err := os.WriteFile(filepath.Join(dir, recordFile), []byte(v1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rec, _, err := readRecord(dir)
+	if err != nil {
+		t.Fatalf("read a version 1 record: %v", err)
+	}
+	if rec.ID != "old1" || rec.State != StateRunning || rec.Slot != 4 || rec.Pid != 777 || rec.Spec.Limits.Pids != 4096 ||
+		rec.Spec.Network.Address != netip.MustParsePrefix("10.201.0.18/30") || rec.EnvdToken != "tok" || !rec.Driver.IsZero() {
+		t.Errorf("version 1 record read as %+v", rec)
+	}
+	if err := writeRecord(dir, rec); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, recordFile))
+	if !bytes.Contains(b, []byte(`"version": 2`)) || bytes.Contains(b, []byte(`"driver"`)) {
+		t.Errorf("rewritten record:\n%s", b)
+	}
+	again, _, err := readRecord(dir)
+	if err != nil || !again.Driver.IsZero() || again.Pid != 777 {
+		t.Errorf("read back: %+v, %v", again, err)
+	}
+}
+
 func TestRecordCloneSharesNoMaps(t *testing.T) {
 	r := sampleRecord()
 	c := r.clone()
 	c.Metadata["user"] = "grace"
 	c.Spec.Env["PATH"] = "/bin"
-	if r.Metadata["user"] != "ada" || r.Spec.Env["PATH"] != "/usr/bin" {
+	c.Driver.Data[0] = 'X'
+	if r.Metadata["user"] != "ada" || r.Spec.Env["PATH"] != "/usr/bin" || r.Driver.Data[0] != '{' {
 		t.Error("clone shares maps with the original")
 	}
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-
-	"roost.dev/roost/runtime"
 )
 
 // recover compares the records on disk with what runs on the host, once, at
@@ -99,7 +97,7 @@ func (m *Manager) adopt(ctx context.Context, sb *sandbox) bool {
 	if rec.State == StateStarting || rec.State == StateStopped {
 		log.Info("recovery: removing sandbox", "reason", "the previous agent stopped while it was "+rec.State.String())
 		// Adopted first so the runtime's Destroy knows what to remove.
-		if _, err := m.rt.Recover(ctx, rec.Spec); err != nil && !errGone(err) {
+		if _, err := m.rt.Recover(ctx, rec.Spec, rec.Driver); err != nil && !errGone(err) {
 			log.Warn("recovery: runtime recover failed; its prune follows", "err", err)
 		}
 		m.discard(ctx, sb)
@@ -108,7 +106,7 @@ func (m *Manager) adopt(ctx context.Context, sb *sandbox) bool {
 	if rec.State == StatePaused && rec.Hibernated {
 		// Nothing runs: the snapshot waits on disk for Resume. Recover
 		// would restore it, spending the memory hibernation saved.
-		if _, ok := m.rt.(runtime.Snapshotter); ok {
+		if _, err := m.snapshotter(); err == nil {
 			log.Info("recovery: re-adopted hibernated sandbox")
 			return true
 		}
@@ -119,7 +117,7 @@ func (m *Manager) adopt(ctx context.Context, sb *sandbox) bool {
 		}
 		return true
 	}
-	inst, err := m.rt.Recover(ctx, rec.Spec)
+	inst, err := m.rt.Recover(ctx, rec.Spec, rec.Driver)
 	switch {
 	case errGone(err):
 		log.Info("recovery: removing sandbox", "reason", "it no longer runs", "err", err)
@@ -129,7 +127,7 @@ func (m *Manager) adopt(ctx context.Context, sb *sandbox) bool {
 		log.Error("recovery: keeping sandbox in error", "err", err)
 		sb.rec.State, sb.rec.Error, sb.rec.StateChanged = StateError, fmt.Sprintf("recover: %v", err), m.cfg.Now()
 	default:
-		sb.rec.Envd, sb.rec.Pid = inst.Envd, inst.Pid
+		sb.rec.Envd, sb.rec.Pid, sb.rec.Driver = inst.Envd, inst.Pid, inst.State
 		healthy := "not checked (paused)"
 		if rec.State == StateRunning {
 			healthy = "yes"

@@ -3,6 +3,7 @@ package runtime
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -21,22 +22,29 @@ type Runtime interface {
 	// Name is the driver's name as flags and the API show it.
 	Name() string
 	// Capabilities are static: what the driver can do on any host.
+	// Pause and Snapshot say whether the driver is a Pauser and a
+	// Snapshotter; drivers derive them with CapabilitiesOf.
 	Capabilities() Capabilities
 	// Probe says whether this host can run the driver, and if not, why.
 	// A missing binary or device is an unavailable Availability, not an error.
 	Probe(ctx context.Context) Availability
 	// Create starts a sandbox and returns once its init runs; it does not
 	// wait for envd (the manager does). On failure everything the call
-	// acquired is released.
+	// acquired is released. The Instance's State is what the manager
+	// keeps for Recover.
 	Create(ctx context.Context, spec Spec) (Instance, error)
 	// Destroy stops the sandbox and removes everything the driver made for
 	// it. Destroying an unknown sandbox returns errdefs.ErrNotFound.
 	Destroy(ctx context.Context, id string) error
 	// Recover re-adopts a sandbox that was running before the agent
-	// restarted, from the state the driver persisted under spec.StateDir.
-	// It returns errdefs.ErrNotFound when the sandbox is gone (after cleaning up
-	// what remains of it). Safe to call twice.
-	Recover(ctx context.Context, spec Spec) (Instance, error)
+	// restarted, from state: the DriverState the manager kept (the last
+	// one an Instance or Snapshot returned). A zero state stands for a
+	// sandbox an older agent recorded, when drivers kept their state in
+	// files of their own: the driver reads that file under spec.StateDir.
+	// It returns errdefs.ErrNotFound when the sandbox is gone (after
+	// cleaning up what remains of it). Safe to call twice; the Instance's
+	// State replaces the one the manager kept.
+	Recover(ctx context.Context, spec Spec, state DriverState) (Instance, error)
 	// Prune removes whatever the driver left on the host for sandboxes not
 	// in keep (mounts, cgroups, processes, files), logging each removal.
 	// The manager calls it at start-up, after recovering the sandboxes it
@@ -58,19 +66,32 @@ type Pauser interface {
 type Snapshotter interface {
 	// Snapshot stops the sandbox, writes its state under its StateDir and
 	// ends its process; the sandbox stays known to the driver (Destroy
-	// removes it) and its state record says it is hibernated, so Recover
-	// and Restore find it after a restart. It returns the snapshot file.
-	// It takes as long as writing the sandbox's memory.
-	Snapshot(ctx context.Context, id string) (string, error)
+	// removes it). It returns the driver's state of the hibernated
+	// sandbox, which the manager keeps for Restore and Recover. It takes
+	// as long as writing the sandbox's memory.
+	Snapshot(ctx context.Context, id string) (DriverState, error)
 	// Restore resumes a snapshotted sandbox in a new process, on
 	// spec.Network (which may differ from the one it was snapshotted on),
 	// and returns once its init runs again; the manager waits for envd.
-	// spec.StateDir must be the one of the snapshot.
-	Restore(ctx context.Context, spec Spec) (Instance, error)
+	// spec.StateDir must be the one of the snapshot, and state the one
+	// Snapshot returned (a zero state: as for Recover). A driver that
+	// snapshotted the sandbox itself goes by what it holds.
+	Restore(ctx context.Context, spec Spec, state DriverState) (Instance, error)
+}
+
+// CapabilitiesOf describes the driver rt by what it implements: Pause
+// when it is a Pauser, Snapshot when a Snapshotter. vm is the one fact
+// the type cannot tell. Drivers' Capabilities return it, so the flags and
+// the interfaces cannot disagree.
+func CapabilitiesOf(rt Runtime, vm bool) Capabilities {
+	_, pause := rt.(Pauser)
+	_, snapshot := rt.(Snapshotter)
+	return Capabilities{Pause: pause, Snapshot: snapshot, VM: vm}
 }
 
 // Capabilities describe a driver.
 type Capabilities struct {
+	// Pause is true when the driver implements Pauser.
 	Pause bool `json:"pause"`
 	// Snapshot is true when the driver implements Snapshotter.
 	Snapshot bool `json:"snapshot"`
@@ -88,8 +109,8 @@ type Availability struct {
 type Spec struct {
 	ID string
 	// StateDir is the sandbox's own directory; the driver keeps its
-	// layers and its state record there. The manager removes it after
-	// Destroy.
+	// layers, sockets and snapshots there (its state it returns, as a
+	// DriverState). The manager removes it after Destroy.
 	StateDir string
 	// RootFS is the template's root filesystem tree (read-only to drivers).
 	RootFS string
@@ -165,7 +186,22 @@ type Instance struct {
 	// Pid is the sandbox's init (or VMM) process on the host.
 	Pid     int
 	Started time.Time
+	// State is the driver's state of the sandbox, for the manager to keep.
+	State DriverState
 }
+
+// DriverState is a driver's saved state of one sandbox. It is opaque to
+// the manager, which keeps it inside its own record of the sandbox and
+// hands it back to Recover and Restore. Version is the driver's version
+// of Data's layout: a driver reads the states older versions of itself
+// wrote, and refuses those it cannot read.
+type DriverState struct {
+	Version int             `json:"version"`
+	Data    json.RawMessage `json:"data,omitempty"`
+}
+
+// IsZero reports whether s holds no state (see Runtime.Recover).
+func (s DriverState) IsZero() bool { return s.Version == 0 && len(s.Data) == 0 }
 
 // Stats is a sandbox's resource use.
 type Stats struct {

@@ -25,7 +25,7 @@ import (
 
 func TestLauncherCommandLine(t *testing.T) {
 	d := New(Config{Firecracker: "/opt/firecracker/firecracker"}, nil)
-	cmd := d.command(record{ID: "abc123", StateDir: "/var/lib/roost/sandboxes/abc123"})
+	cmd := d.vmm.command("abc123", "/var/lib/roost/sandboxes/abc123")
 	want := []string{"/opt/firecracker/firecracker", "--api-sock", "/var/lib/roost/sandboxes/abc123/api.sock", "--id", "roost-abc123"}
 	if cmd.Path != want[0] || !slices.Equal(cmd.Args, want) {
 		t.Errorf("command %s %q, want %q", cmd.Path, cmd.Args, want)
@@ -44,7 +44,7 @@ func TestLauncherCommandLine(t *testing.T) {
 
 func TestBootArgs(t *testing.T) {
 	spec := runtime.Spec{ID: "sb1", Env: map[string]string{"A": "1"}}
-	line := New(Config{}, nil).bootArgs(spec)
+	line := New(Config{}, nil).vmm.bootArgs(spec)
 	for _, want := range []string{"console=ttyS0", "init=/.roost/init", "roost.ip=10.0.2.2/30,10.0.2.1", "roost.hostname=sb1"} {
 		if !strings.Contains(line, want) {
 			t.Errorf("boot args %q lack %q", line, want)
@@ -60,7 +60,7 @@ func TestBootArgs(t *testing.T) {
 	if c.Address != microvm.GuestAddr || c.Hostname != "sb1" || c.Env["A"] != "1" {
 		t.Errorf("guest parsed %+v", c)
 	}
-	if line := New(Config{Initrd: "/boot/initrd"}, nil).bootArgs(spec); strings.Contains(line, "init=/") {
+	if line := New(Config{Initrd: "/boot/initrd"}, nil).vmm.bootArgs(spec); strings.Contains(line, "init=/") {
 		t.Errorf("with an initramfs the guest init comes from it, not init=: %q", line)
 	}
 }
@@ -69,7 +69,8 @@ func TestValidateRefusesWhatFirecrackerWould(t *testing.T) {
 	tpl, envd := t.TempDir(), filepath.Join(t.TempDir(), "envd")
 	os.WriteFile(envd, []byte("x"), 0o755)
 	base := runtime.Spec{ID: "ok-1", StateDir: t.TempDir(), RootFS: tpl, Envd: envd, Network: runtime.Network{Netns: "/run/netns/x", Interface: "v", Address: microvm.GuestAddr}}
-	if err := validate(base); err != nil {
+	d := New(Config{}, nil)
+	if err := d.vmm.Validate(base); err != nil {
 		t.Fatalf("valid spec: %v", err)
 	}
 	for name, mod := range map[string]func(*runtime.Spec){
@@ -78,10 +79,12 @@ func TestValidateRefusesWhatFirecrackerWould(t *testing.T) {
 		"33 vcpus":         func(s *runtime.Spec) { s.Limits.VCPUs = 33 },
 		"no network":       func(s *runtime.Spec) { s.Network = runtime.Network{} },
 		"long state dir":   func(s *runtime.Spec) { s.StateDir = "/" + strings.Repeat("d", 110) },
+		"long environment": func(s *runtime.Spec) { s.Env = map[string]string{"A": strings.Repeat("a", 2048)} },
 	} {
 		s := base
 		mod(&s)
-		if err := validate(s); !errors.Is(err, errdefs.ErrInvalid) {
+		// Create refuses before it makes anything.
+		if _, err := d.Create(context.Background(), s); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("%s: %v, want ErrInvalid", name, err)
 		}
 	}
@@ -323,10 +326,11 @@ func TestDriverAgainstFake(t *testing.T) {
 			}
 
 			for round := 1; round <= 2; round++ {
-				file, err := d.Snapshot(ctx, spec.ID)
+				state, err := d.Snapshot(ctx, spec.ID)
 				if err != nil {
 					t.Fatalf("snapshot %d: %v", round, err)
 				}
+				file := paths(spec.StateDir).vmstate
 				if _, err := os.Stat(file); err != nil {
 					t.Errorf("snapshot file: %v", err)
 				}
@@ -337,7 +341,7 @@ func TestDriverAgainstFake(t *testing.T) {
 				if string(mem[:4]) != "full" || (diff && round == 2) != (string(mem[8<<10:8<<10+4]) == "diff") {
 					t.Errorf("round %d: memory file does not hold the expected full/diff pages", round)
 				}
-				if inst, err = d.Restore(ctx, spec); err != nil {
+				if inst, err = d.Restore(ctx, spec, state); err != nil {
 					t.Fatalf("restore %d: %v", round, err)
 				}
 				if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {
@@ -348,14 +352,22 @@ func TestDriverAgainstFake(t *testing.T) {
 				}
 			}
 
-			// An agent restart: a new driver re-adopts the running VMM.
-			d2 := New(d.cfg, testLogger(t))
-			again, err := d2.Recover(ctx, spec)
-			if err != nil || again.Pid != inst.Pid {
-				t.Fatalf("recover: %+v, %v; want pid %d", again, err, inst.Pid)
+			// An agent restart: a new driver re-adopts the running VMM,
+			// twice, from the state the agent kept; an agent of the
+			// version before kept none, and the driver reads the
+			// firecracker.json it wrote then.
+			d2 := New(d.vmm.cfg, testLogger(t))
+			for _, st := range []runtime.DriverState{inst.State, inst.State} {
+				if again, err := d2.Recover(ctx, spec, st); err != nil || again.Pid != inst.Pid {
+					t.Fatalf("recover: %+v, %v; want pid %d", again, err, inst.Pid)
+				}
+			}
+			writeLegacyState(t, spec.StateDir, inst.State)
+			if again, err := New(d.vmm.cfg, testLogger(t)).Recover(ctx, spec, runtime.DriverState{}); err != nil || again.Pid != inst.Pid {
+				t.Fatalf("recover from the legacy state file: %+v, %v; want pid %d", again, err, inst.Pid)
 			}
 			// Prune spares known sandboxes and kills strays.
-			stray := d.command(record{ID: "stray1", StateDir: t.TempDir()})
+			stray := d.vmm.command("stray1", t.TempDir())
 			if err := stray.Start(); err != nil {
 				t.Fatal(err)
 			}
@@ -424,13 +436,29 @@ func TestCreateFailsCleanlyWhenRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "refused by the test") {
 		t.Fatalf("create: %v, want the fault message", err)
 	}
-	if _, err := d.handles.Get(spec.ID); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := d.Stats(ctx, spec.ID); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("a failed sandbox stays known: %v", err)
 	}
 	if _, err := os.Stat(paths(spec.StateDir).disk); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("disk of a failed create: %v", err)
 	}
-	if vmms, _ := microvm.StrayVMMs("firecracker", "--id", namePrefix+spec.ID); len(vmms) > 0 {
+	if vmms, _ := microvm.StrayVMMs("firecracker", "--id", microvm.NamePrefix+spec.ID); len(vmms) > 0 {
 		t.Errorf("firecracker of a failed create still runs: %v", vmms)
+	}
+}
+
+// writeLegacyState writes st as the driver wrote its state itself before
+// the agent kept it: the state, with its version inside, in
+// firecracker.json.
+func writeLegacyState(t *testing.T, stateDir string, st runtime.DriverState) {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(st.Data, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["version"] = st.Version
+	b, _ := json.Marshal(m)
+	if err := os.WriteFile(filepath.Join(stateDir, legacyState), b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -7,12 +7,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	goruntime "runtime"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"roost.dev/roost/runtime/proc"
 )
 
 // The guest's network is the same in every sandbox, so that a memory
@@ -30,31 +31,6 @@ var (
 	nftTable   = "roost_vm"
 )
 
-// InNetns runs fn on an OS thread that has entered the namespace at path.
-// The thread is never returned to the Go scheduler (the goroutine ends
-// locked, so the runtime discards the thread): nothing else can run in a
-// sandbox's namespace by accident.
-func InNetns(path string, fn func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread() // never unlocked: see above
-		f, err := os.Open(path)
-		if err != nil {
-			done <- fmt.Errorf("open netns: %w", err)
-			return
-		}
-		defer f.Close()
-		// A thread shares its filesystem attributes with the process
-		// unless it unshares them; setns(CLONE_NEWNET) does not need that.
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			done <- fmt.Errorf("enter netns %s: %w", path, err)
-			return
-		}
-		done <- fn()
-	}()
-	return <-done
-}
-
 // SetupGuestNet makes the TAP device the VMM attaches to, inside the
 // sandbox's namespace, and the rules that give the guest the slot's
 // address: DNAT of everything that arrives for the slot address on the
@@ -63,7 +39,7 @@ func InNetns(path string, fn func() error) error {
 // address, so its isolation rules hold for VM sandboxes unchanged.
 // Idempotent, for Recover and Restore.
 func SetupGuestNet(netnsPath, ifname string, slot netip.Addr, egress RateLimit) error {
-	return InNetns(netnsPath, func() error {
+	return proc.InNetns(netnsPath, func() error {
 		if err := limitEgress(ifname, egress); err != nil {
 			return err
 		}
@@ -203,7 +179,7 @@ func TeardownGuestNet(netnsPath string) error {
 	if _, err := os.Stat(netnsPath); err != nil {
 		return nil
 	}
-	return InNetns(netnsPath, func() error {
+	return proc.InNetns(netnsPath, func() error {
 		var errs []error
 		c, err := nftables.New()
 		if err == nil {

@@ -16,7 +16,9 @@ import (
 	"roost.dev/roost/cgroup"
 	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
+	"roost.dev/roost/runtime/handles"
 	"roost.dev/roost/runtime/namespace/sandboxinit"
+	"roost.dev/roost/wire"
 )
 
 // Defaults for limits a Spec leaves at zero.
@@ -26,7 +28,7 @@ const (
 	DefaultDiskMB   = 2048
 	DefaultPids     = 4096
 	// EnvdPort is where envd listens inside every sandbox.
-	EnvdPort = 49983
+	EnvdPort = wire.EnvdPort
 	// pidsHeadroom is added to a sandbox's pids limit for its init and
 	// envd (threads count as tasks), so the user gets the limit they asked
 	// for and envd keeps its reserved threads.
@@ -55,10 +57,12 @@ type Driver struct {
 	log  *slog.Logger
 	cgrp *cgroup.Hierarchy
 
-	mu      sync.Mutex // guards handles, lowers and userns
-	handles map[string]*handle
-	lowers  map[string]string // template rootfs → idmapped mount
-	userns  *os.File
+	handles handles.Table[handle]
+
+	mu     sync.Mutex        // guards lowers, busy and userns
+	lowers map[string]string // template rootfs → idmapped mount
+	busy   map[string]int    // idmapped mount → creates using it now
+	userns *os.File
 
 	diskMu sync.Mutex // guards making blank disk images (see blankDisk)
 }
@@ -83,16 +87,14 @@ func New(cfg Config, log *slog.Logger) (*Driver, error) {
 		return nil, fmt.Errorf("namespace runtime: %w", err)
 	}
 	raisePidMax(log)
-	return &Driver{cfg: cfg, log: log, cgrp: h, handles: map[string]*handle{}, lowers: map[string]string{}}, nil
+	return &Driver{cfg: cfg, log: log, cgrp: h, lowers: map[string]string{}, busy: map[string]int{}}, nil
 }
 
 // Name implements runtime.Runtime.
 func (d *Driver) Name() string { return "namespace" }
 
 // Capabilities implements runtime.Runtime.
-func (d *Driver) Capabilities() runtime.Capabilities {
-	return runtime.Capabilities{Pause: true}
-}
+func (d *Driver) Capabilities() runtime.Capabilities { return runtime.CapabilitiesOf(d, false) }
 
 // Probe implements runtime.Runtime: the host's abilities (see Probe) and
 // the sandbox init binary.
@@ -140,20 +142,9 @@ func probeHost() []string {
 
 // handle is one sandbox the driver runs.
 type handle struct {
-	rec    record
-	group  *cgroup.Group
-	exited chan struct{} // closed when the init exits; nil for re-adopted sandboxes
-	log    *slog.Logger
-}
-
-func (d *Driver) get(id string) (*handle, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	h, ok := d.handles[id]
-	if !ok {
-		return nil, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
-	}
-	return h, nil
+	rec   record
+	group *cgroup.Group
+	log   *slog.Logger
 }
 
 // Create implements runtime.Runtime.
@@ -161,32 +152,27 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (inst runtime.In
 	if err := validate(spec); err != nil {
 		return runtime.Instance{}, err
 	}
-	d.mu.Lock()
-	if _, ok := d.handles[spec.ID]; ok {
-		d.mu.Unlock()
-		return runtime.Instance{}, fmt.Errorf("sandbox %s: %w", spec.ID, errdefs.ErrConflict)
+	if err := d.handles.Reserve(spec.ID); err != nil {
+		return runtime.Instance{}, err
 	}
-	d.handles[spec.ID] = nil // reserve the ID while we build
-	d.mu.Unlock()
-
 	var undo []func()
 	defer func() {
 		if err != nil {
 			for i := len(undo) - 1; i >= 0; i-- {
 				undo[i]()
 			}
-			d.mu.Lock()
-			delete(d.handles, spec.ID)
-			d.mu.Unlock()
+			d.handles.Publish(spec.ID, nil)
 		}
 	}()
 	log := d.log.With("sandbox", spec.ID)
 	lim := withDefaults(spec.Limits)
 
-	lower, err := d.lower(spec.RootFS)
+	lower, release, err := d.lower(spec.RootFS)
 	if err != nil {
 		return runtime.Instance{}, err
 	}
+	defer release() // after the handle that uses it is published
+
 	if err := os.MkdirAll(spec.StateDir, 0o711); err != nil {
 		return runtime.Instance{}, fmt.Errorf("state dir: %w", err)
 	}
@@ -236,35 +222,24 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (inst runtime.In
 	if cfg.Hostname == "" {
 		cfg.Hostname = spec.ID
 	}
-	pid, exited, err := d.startInit(ctx, spec, group, cfg)
+	initProc, err := d.startInit(ctx, spec, group, cfg)
 	if err != nil {
 		return runtime.Instance{}, err
-	}
-	start, err := processStart(pid)
-	if err != nil {
-		return runtime.Instance{}, fmt.Errorf("read init start time: %w", err)
 	}
 	h := &handle{
 		rec: record{
-			Version: stateVersion, ID: spec.ID, Pid: pid, PidStart: start, Cgroup: group.Name(),
+			ID: spec.ID, Process: initProc, Cgroup: group.Name(),
 			EnvdAddr: netip.AddrPortFrom(spec.Network.Address.Addr(), EnvdPort).String(),
 			Started:  time.Now().UTC(), StateDir: spec.StateDir, LowerPath: lower,
 		},
-		group: group, exited: exited, log: log,
+		group: group, log: log,
 	}
-	if err := h.rec.save(); err != nil {
+	if inst, err = h.rec.instance(); err != nil {
 		return runtime.Instance{}, err
 	}
-	d.mu.Lock()
-	d.handles[spec.ID] = h
-	d.mu.Unlock()
-	log.Info("sandbox started", "pid", pid, "envd", h.rec.EnvdAddr)
-	return h.instance(), nil
-}
-
-func (h *handle) instance() runtime.Instance {
-	addr, _ := netip.ParseAddrPort(h.rec.EnvdAddr)
-	return runtime.Instance{ID: h.rec.ID, Envd: addr, Pid: h.rec.Pid, Started: h.rec.Started}
+	d.handles.Publish(spec.ID, h)
+	log.Info("sandbox started", "pid", initProc.Pid, "envd", h.rec.EnvdAddr)
+	return inst, nil
 }
 
 func validate(spec runtime.Spec) error {
@@ -331,26 +306,45 @@ func (d *Driver) traversable(dir string) error {
 	}
 }
 
-// lower returns the idmapped mount of a template tree, making it once.
-func (d *Driver) lower(rootfs string) (string, error) {
+// lower returns the idmapped mount of a template tree, making it once,
+// and marks it busy until release is called, so that a Prune running
+// meanwhile leaves it mounted.
+func (d *Driver) lower(rootfs string) (target string, release func(), err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if p, ok := d.lowers[rootfs]; ok {
-		return p, nil
-	}
-	target := filepath.Join(d.cfg.DataDir, "lower", lowerKey(rootfs))
-	if !isMounted(target) {
-		if d.userns == nil {
-			ns, err := newUserns(d.cfg.Init)
-			if err != nil {
-				return "", err
-			}
-			d.userns = ns
+	target, ok := d.lowers[rootfs]
+	if !ok {
+		if target, err = d.mountLowerLocked(rootfs); err != nil {
+			return "", nil, err
 		}
-		if err := mountLower(rootfs, target, d.userns); err != nil {
+		d.lowers[rootfs] = target
+	}
+	d.busy[target]++
+	return target, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.busy[target]--; d.busy[target] == 0 {
+			delete(d.busy, target)
+		}
+	}, nil
+}
+
+// mountLowerLocked makes the idmapped mount of a template tree, unless
+// an earlier driver did.
+func (d *Driver) mountLowerLocked(rootfs string) (string, error) {
+	target := filepath.Join(d.cfg.DataDir, "lower", lowerKey(rootfs))
+	if isMounted(target) {
+		return target, nil
+	}
+	if d.userns == nil {
+		ns, err := newUserns(d.cfg.Init)
+		if err != nil {
 			return "", err
 		}
+		d.userns = ns
 	}
-	d.lowers[rootfs] = target
+	if err := mountLower(rootfs, target, d.userns); err != nil {
+		return "", err
+	}
 	return target, nil
 }

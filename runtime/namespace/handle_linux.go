@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -18,47 +17,46 @@ import (
 	"roost.dev/roost/errdefs"
 	"roost.dev/roost/mountinfo"
 
-	"golang.org/x/sys/unix"
-
 	"roost.dev/roost/cgroup"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/namespace/sandboxinit"
+	"roost.dev/roost/runtime/proc"
 )
 
 // startInit launches the sandbox's init in new namespaces inside the
 // sandbox's network namespace, places it in its cgroup, hands it its
 // config, and waits for it to report that envd runs. The init is not tied
 // to the agent: it outlives a crash or restart of the agent.
-func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, group *cgroup.Group, cfg sandboxinit.Config) (int, chan struct{}, error) {
+func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, group *cgroup.Group, cfg sandboxinit.Config) (proc.Process, error) {
 	// The init runs as the sandbox's root, an unprivileged host user that
 	// may not traverse the directories holding the init binary or envd: it
 	// gets both as open files. The sandbox's root it must reach by path, in
 	// its own mount namespace, so Create made that path traversable.
 	self, err := os.Open(d.cfg.Init)
 	if err != nil {
-		return 0, nil, fmt.Errorf("open sandbox init (build cmd/roost-init): %w", err)
+		return proc.Process{}, fmt.Errorf("open sandbox init (build cmd/roost-init): %w", err)
 	}
 	defer self.Close()
 	envd, err := os.Open(spec.Envd)
 	if err != nil {
-		return 0, nil, fmt.Errorf("open envd: %w", err)
+		return proc.Process{}, fmt.Errorf("open envd: %w", err)
 	}
 	defer envd.Close()
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
-		return 0, nil, err
+		return proc.Process{}, err
 	}
 	defer cfgR.Close()
 	defer cfgW.Close()
 	statusR, statusW, err := os.Pipe()
 	if err != nil {
-		return 0, nil, err
+		return proc.Process{}, err
 	}
 	defer statusR.Close()
 	defer statusW.Close()
 	logf, err := os.OpenFile(spec.StateDir+"/init.log", os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return 0, nil, err
+		return proc.Process{}, err
 	}
 	defer logf.Close()
 
@@ -80,28 +78,21 @@ func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, group *cgroup
 		Credential: &syscall.Credential{Uid: 0, Gid: 0},
 		Setsid:     true,
 	}
-	if err := startInNetns(spec.Network.Netns, cmd); err != nil {
-		return 0, nil, fmt.Errorf("start init: %w", err)
+	// Reaped if it ends while this agent runs.
+	p, exited, err := proc.Start(spec.Network.Netns, cmd)
+	if err != nil {
+		return proc.Process{}, fmt.Errorf("start init: %w", err)
 	}
-	pid := cmd.Process.Pid
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait() // reap the init if it ends while this agent runs
-		close(exited)
-	}()
-	kill := func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	}
+	kill := func() { p.Kill(exited) }
 	statusW.Close()
 	cfgR.Close()
-	if err := group.AddProc(pid); err != nil {
+	if err := group.AddProc(p.Pid); err != nil {
 		kill()
-		return 0, nil, fmt.Errorf("join cgroup: %w", err)
+		return proc.Process{}, fmt.Errorf("join cgroup: %w", err)
 	}
 	if err := json.NewEncoder(cfgW).Encode(cfg); err != nil {
 		kill()
-		return 0, nil, fmt.Errorf("send init config: %w", err)
+		return proc.Process{}, fmt.Errorf("send init config: %w", err)
 	}
 	cfgW.Close()
 
@@ -119,44 +110,21 @@ func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, group *cgroup
 	select {
 	case a := <-got:
 		if a.line == "ok" {
-			return pid, exited, nil
+			return p, nil
 		}
 		kill()
 		msg := strings.TrimPrefix(a.line, "error: ")
 		if msg == "" {
 			msg = "init exited during setup: " + tail(spec.StateDir+"/init.log")
 		}
-		return 0, nil, fmt.Errorf("sandbox init: %s", msg)
+		return proc.Process{}, fmt.Errorf("sandbox init: %s", msg)
 	case <-ctx.Done():
 		kill()
-		return 0, nil, ctx.Err()
+		return proc.Process{}, ctx.Err()
 	case <-timer.C:
 		kill()
-		return 0, nil, fmt.Errorf("sandbox init did not report within %v", startTimeout)
+		return proc.Process{}, fmt.Errorf("sandbox init did not report within %v", startTimeout)
 	}
-}
-
-// startInNetns starts cmd from a thread that has joined the network
-// namespace at path; the child inherits the thread's namespace. The thread
-// stays locked and is discarded when its goroutine ends, so no other
-// goroutine ever runs in the sandbox's namespace.
-func startInNetns(path string, cmd *exec.Cmd) error {
-	errc := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread() // never unlocked: the thread dies with this goroutine
-		ns, err := os.Open(path)
-		if err != nil {
-			errc <- fmt.Errorf("open netns: %w", err)
-			return
-		}
-		defer ns.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("join netns: %w", err)
-			return
-		}
-		errc <- cmd.Start()
-	}()
-	return <-errc
 }
 
 func tail(path string) string {
@@ -170,19 +138,14 @@ func tail(path string) string {
 
 // Destroy implements runtime.Runtime.
 func (d *Driver) Destroy(ctx context.Context, id string) error {
-	h, err := d.get(id)
+	h, err := d.handles.Get(id)
 	if err != nil {
 		return err
-	}
-	if h == nil {
-		return fmt.Errorf("sandbox %s is being created: %w", id, errdefs.ErrConflict)
 	}
 	if err := d.teardown(ctx, h.rec, h.group); err != nil {
 		return err
 	}
-	d.mu.Lock()
-	delete(d.handles, id)
-	d.mu.Unlock()
+	d.handles.Publish(id, nil)
 	h.log.Info("sandbox destroyed")
 	return nil
 }
@@ -202,8 +165,8 @@ func (d *Driver) teardown(ctx context.Context, rec record, group *cgroup.Group) 
 		if err := group.Delete(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("delete cgroup: %w", err))
 		}
-	} else if rec.alive() {
-		_ = unix.Kill(rec.Pid, unix.SIGKILL)
+	} else {
+		rec.Kill(nil)
 	}
 	image, disk, rootfs := paths(rec.StateDir)
 	for _, m := range []string{rootfs, disk} {
@@ -211,7 +174,7 @@ func (d *Driver) teardown(ctx context.Context, rec record, group *cgroup.Group) 
 			errs = append(errs, err)
 		}
 	}
-	for _, p := range []string{image, rec.StateDir + "/" + recordFile} {
+	for _, p := range []string{image, filepath.Join(rec.StateDir, legacyState)} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
@@ -222,45 +185,46 @@ func (d *Driver) teardown(ctx context.Context, rec record, group *cgroup.Group) 
 }
 
 // Recover implements runtime.Runtime.
-func (d *Driver) Recover(ctx context.Context, spec runtime.Spec) (runtime.Instance, error) {
-	if h, err := d.get(spec.ID); err == nil && h != nil {
-		return h.instance(), nil // already adopted
+func (d *Driver) Recover(ctx context.Context, spec runtime.Spec, st runtime.DriverState) (runtime.Instance, error) {
+	if h, err := d.handles.Get(spec.ID); err == nil {
+		return h.rec.instance() // already adopted
 	}
 	log := d.log.With("sandbox", spec.ID)
-	rec, err := loadRecord(spec.StateDir)
+	rec, err := loadRecord(spec, st)
 	if err != nil {
 		log.Info("sandbox not recoverable, cleaning up", "reason", err.Error())
 		_ = d.teardown(ctx, record{ID: spec.ID, StateDir: spec.StateDir}, nil)
 		return runtime.Instance{}, fmt.Errorf("sandbox %s: %w", spec.ID, errdefs.ErrNotFound)
 	}
 	group, gerr := d.cgrp.Load(rec.Cgroup)
-	if !rec.alive() || gerr != nil {
+	if !rec.Alive() || gerr != nil {
 		log.Info("sandbox init gone, cleaning up", "pid", rec.Pid)
 		_ = d.teardown(ctx, rec, nil)
 		return runtime.Instance{}, fmt.Errorf("sandbox %s: %w", spec.ID, errdefs.ErrNotFound)
 	}
+	if err := d.handles.Reserve(spec.ID); err != nil {
+		h, gerr := d.handles.Get(spec.ID)
+		if gerr != nil {
+			return runtime.Instance{}, err
+		}
+		return h.rec.instance()
+	}
 	d.mu.Lock()
 	d.lowers[spec.RootFS] = rec.LowerPath
-	h := &handle{rec: rec, group: group, log: log}
-	d.handles[spec.ID] = h
 	d.mu.Unlock()
+	d.handles.Publish(spec.ID, &handle{rec: rec, group: group, log: log})
 	log.Info("sandbox re-adopted", "pid", rec.Pid)
-	return h.instance(), nil
+	return rec.instance()
 }
 
 // Prune implements runtime.Runtime.
 func (d *Driver) Prune(ctx context.Context, keep []string) error {
-	d.mu.Lock()
-	known := func(id string) bool {
-		_, ok := d.handles[id]
-		return ok || slices.Contains(keep, id)
-	}
-	d.mu.Unlock()
-	var errs []error
+	known := func(id string) bool { return slices.Contains(keep, id) || d.handles.Known(id) }
 	ms, err := mountinfo.Read()
 	if err != nil {
 		return fmt.Errorf("read mounts: %w", err)
 	}
+	var errs []error
 	for _, m := range ms {
 		id, ok := strings.CutPrefix(m.Source, "roost-")
 		if m.FSType != "overlay" || !ok || known(id) {
@@ -275,10 +239,19 @@ func (d *Driver) Prune(ctx context.Context, keep []string) error {
 	if err := d.pruneLowers(ms); err != nil {
 		errs = append(errs, err)
 	}
+	if err := d.pruneCgroups(ctx, known); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// pruneCgroups deletes the roost cgroups of sandboxes not known.
+func (d *Driver) pruneCgroups(ctx context.Context, known func(id string) bool) error {
 	groups, err := d.cgrp.List("roost")
 	if err != nil {
-		return errors.Join(append(errs, fmt.Errorf("list cgroups: %w", err))...)
+		return fmt.Errorf("list cgroups: %w", err)
 	}
+	var errs []error
 	for _, name := range groups {
 		id := strings.TrimPrefix(name, "roost/")
 		if known(id) {
@@ -295,23 +268,23 @@ func (d *Driver) Prune(ctx context.Context, keep []string) error {
 }
 
 // pruneLowers unmounts idmapped template mounts no sandbox uses any more,
-// so a removed template's tree is not kept busy.
+// so a removed template's tree is not kept busy. It holds d.mu
+// throughout: a Create either marked its lower busy before, or mounts it
+// again after.
 func (d *Driver) pruneLowers(ms []mountinfo.Mount) error {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	inUse := map[string]bool{}
-	for _, h := range d.handles {
-		if h != nil {
-			inUse[h.rec.LowerPath] = true
-		}
+	for _, h := range d.handles.All() {
+		inUse[h.rec.LowerPath] = true
 	}
-	d.mu.Unlock()
 	// Overlays still mounted name their lower layer in their options, but
 	// mountinfo's source field does not; a lower that backs a running
 	// sandbox the driver does not know about is kept through keep above.
 	prefix := filepath.Join(d.cfg.DataDir, "lower") + "/"
 	var errs []error
 	for _, m := range ms {
-		if !strings.HasPrefix(m.Target, prefix) || inUse[m.Target] {
+		if !strings.HasPrefix(m.Target, prefix) || inUse[m.Target] || d.busy[m.Target] > 0 {
 			continue
 		}
 		d.log.Info("unmounting unused template mount", "path", m.Target)
@@ -319,13 +292,11 @@ func (d *Driver) pruneLowers(ms []mountinfo.Mount) error {
 			errs = append(errs, err)
 			continue
 		}
-		d.mu.Lock()
 		for k, v := range d.lowers {
 			if v == m.Target {
 				delete(d.lowers, k)
 			}
 		}
-		d.mu.Unlock()
 		_ = os.Remove(m.Target)
 	}
 	return errors.Join(errs...)
@@ -333,9 +304,9 @@ func (d *Driver) pruneLowers(ms []mountinfo.Mount) error {
 
 // Stats implements runtime.Runtime.
 func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
-	h, err := d.get(id)
-	if err != nil || h == nil {
-		return runtime.Stats{}, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
+	h, err := d.handles.Get(id)
+	if err != nil {
+		return runtime.Stats{}, err
 	}
 	st, err := h.group.Stats()
 	if err != nil {
@@ -347,18 +318,18 @@ func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 // Pause implements runtime.Pauser: the cgroup freezer stops every process
 // in the sandbox where it is.
 func (d *Driver) Pause(ctx context.Context, id string) error {
-	h, err := d.get(id)
-	if err != nil || h == nil {
-		return fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
+	h, err := d.handles.Get(id)
+	if err != nil {
+		return err
 	}
 	return h.group.Freeze(ctx)
 }
 
 // Resume implements runtime.Pauser.
 func (d *Driver) Resume(ctx context.Context, id string) error {
-	h, err := d.get(id)
-	if err != nil || h == nil {
-		return fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
+	h, err := d.handles.Get(id)
+	if err != nil {
+		return err
 	}
 	return h.group.Thaw(ctx)
 }

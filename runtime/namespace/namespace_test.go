@@ -1,7 +1,9 @@
 package namespace_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -44,8 +46,7 @@ func newDriverB(t testing.TB) *namespace.Driver {
 }
 
 func TestConformance(t *testing.T) {
-	d := newDriver(t)
-	runtimetest.Run(t, d, runtimetest.Network(t))
+	runtimetest.Run(t, func(t testing.TB) runtime.Runtime { return newDriverB(t) }, runtimetest.Network(t))
 }
 
 func TestIsolation(t *testing.T) {
@@ -161,17 +162,19 @@ func TestRecover(t *testing.T) {
 	sb := runtimetest.Start(t, d, net, runtimetest.Options{})
 	sb.MustExec(t, "echo kept > /root/state; nohup sleep 1000 >/dev/null 2>&1 &")
 
-	// A second driver stands for the agent after a restart.
+	// A second driver stands for an agent of the version before, which
+	// kept no driver state: the driver reads the namespace.json it wrote
+	// itself then.
+	writeLegacyState(t, sb.Spec.StateDir, sb.Instance.State)
 	again := newDriver(t)
-	inst, err := again.Recover(context.Background(), sb.Spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if inst.Pid != sb.Instance.Pid || inst.Envd != sb.Instance.Envd {
-		t.Errorf("recovered %+v, had %+v", inst, sb.Instance)
-	}
-	if _, err := again.Recover(context.Background(), sb.Spec); err != nil {
-		t.Errorf("second recover: %v", err)
+	for range 2 {
+		inst, err := again.Recover(context.Background(), sb.Spec, runtime.DriverState{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if inst.Pid != sb.Instance.Pid || inst.Envd != sb.Instance.Envd || !bytes.Equal(inst.State.Data, sb.Instance.State.Data) {
+			t.Errorf("recovered %+v, had %+v", inst, sb.Instance)
+		}
 	}
 	// The start-up sweep keeps what was re-adopted, and removes leftovers.
 	h, err := cgroup.Detect()
@@ -194,11 +197,64 @@ func TestRecover(t *testing.T) {
 	if err := again.Destroy(context.Background(), sb.Spec.ID); err != nil {
 		t.Fatal(err)
 	}
-	// Recovering a sandbox that is gone cleans up and says not found.
-	if _, err := again.Recover(context.Background(), sb.Spec); err == nil {
-		t.Error("recovered a destroyed sandbox")
+	if _, err := os.Stat(filepath.Join(sb.Spec.StateDir, "namespace.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("destroy left the legacy state file: %v", err)
 	}
-	_ = time.Second
+	// Recovering a sandbox that is gone cleans up and says not found.
+	for _, st := range []runtime.DriverState{sb.Instance.State, {}} {
+		if _, err := newDriver(t).Recover(context.Background(), sb.Spec, st); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Errorf("recover a destroyed sandbox: %v, want ErrNotFound", err)
+		}
+	}
+}
+
+// writeLegacyState writes st as the driver wrote its state itself before
+// the agent kept it: the state, with its version inside, in
+// namespace.json.
+func writeLegacyState(t *testing.T, stateDir string, st runtime.DriverState) {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(st.Data, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["version"] = st.Version
+	b, _ := json.Marshal(m)
+	if err := os.WriteFile(filepath.Join(stateDir, "namespace.json"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Prune run while sandboxes are being created leaves them be: an ID a
+// Create has reserved counts as known, the template mount it uses stays,
+// and the driver's table is read under its lock (go test -race).
+func TestPruneDuringCreate(t *testing.T) {
+	d := newDriver(t)
+	nw := runtimetest.Network(t)
+	stop, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		var err error
+		for err == nil {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			err = d.Prune(context.Background(), nil)
+		}
+		done <- err
+	}()
+	var sbs []*runtimetest.Sandbox
+	for range 4 {
+		sbs = append(sbs, runtimetest.Start(t, d, nw, runtimetest.Options{}))
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatalf("prune: %v", err)
+	}
+	for _, sb := range sbs {
+		sb.MustExec(t, "test -x /bin/bash")
+	}
 }
 
 // The init restarts envd when it dies, on the listening socket it keeps.

@@ -1,29 +1,31 @@
 package namespace
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
-	"os"
+	"net/netip"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
-	"roost.dev/roost/atomicfile"
+	"roost.dev/roost/runtime"
+	"roost.dev/roost/runtime/handles"
+	"roost.dev/roost/runtime/proc"
 )
 
-// stateVersion is bumped whenever record changes incompatibly; Recover
-// refuses records of another version rather than misreading them.
+// stateVersion is the version of record's layout in a
+// runtime.DriverState; Recover refuses states of another version rather
+// than misreading them. Version 1 is also the layout of the namespace.json
+// the driver wrote before the agent kept its state.
 const stateVersion = 1
 
-// record is what the driver persists about one sandbox, in
-// <StateDir>/namespace.json, to re-adopt it after the agent restarts.
+// legacyState is the state file of a sandbox in its state directory,
+// from before the agent kept the driver's state.
+const legacyState = "namespace.json"
+
+// record is what the driver saves of one sandbox (the driver state the
+// agent keeps), to re-adopt it after the agent restarts.
 type record struct {
-	Version   int       `json:"version"`
-	ID        string    `json:"id"`
-	Pid       int       `json:"pid"`
-	PidStart  uint64    `json:"pidStart"` // start time in clock ticks, to tell pid reuse apart
+	ID string `json:"id"`
+	// Process is the sandbox's init.
+	proc.Process
 	Cgroup    string    `json:"cgroup"`
 	EnvdAddr  string    `json:"envdAddr"`
 	Started   time.Time `json:"started"`
@@ -31,56 +33,21 @@ type record struct {
 	LowerPath string    `json:"lowerPath"`
 }
 
-const recordFile = "namespace.json"
-
-func (r record) save() error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := atomicfile.Write(filepath.Join(r.StateDir, recordFile), b, 0o600); err != nil {
-		return fmt.Errorf("save state: %w", err)
-	}
-	return nil
-}
-
-func loadRecord(stateDir string) (record, error) {
-	b, err := os.ReadFile(filepath.Join(stateDir, recordFile))
-	if err != nil {
-		return record{}, err
-	}
+// loadRecord reads the saved state of spec's sandbox: st, or for a
+// sandbox an older agent recorded, the driver's own state file.
+func loadRecord(spec runtime.Spec, st runtime.DriverState) (record, error) {
 	var r record
-	if err := json.Unmarshal(b, &r); err != nil {
-		return record{}, fmt.Errorf("parse state: %w", err)
-	}
-	if r.Version != stateVersion {
-		return record{}, fmt.Errorf("state version %d, want %d", r.Version, stateVersion)
-	}
-	return r, nil
+	err := handles.Decode(st, stateVersion, filepath.Join(spec.StateDir, legacyState), &r)
+	return r, err
 }
 
-// processStart returns a process's start time (field 22 of /proc/pid/stat).
-func processStart(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+// instance is the sandbox as the runtime contract reports it, with the
+// state the agent keeps.
+func (r record) instance() (runtime.Instance, error) {
+	st, err := handles.Encode(stateVersion, r)
 	if err != nil {
-		return 0, err
+		return runtime.Instance{}, err
 	}
-	// The command name (field 2) may hold spaces and parentheses; fields
-	// after it start past the last ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, errors.New("malformed stat")
-	}
-	fields := strings.Fields(s[i+1:])
-	if len(fields) < 20 {
-		return 0, errors.New("malformed stat")
-	}
-	return strconv.ParseUint(fields[19], 10, 64)
-}
-
-// alive reports whether the recorded init still runs (and is the same process).
-func (r record) alive() bool {
-	start, err := processStart(r.Pid)
-	return err == nil && start == r.PidStart
+	addr, _ := netip.ParseAddrPort(r.EnvdAddr)
+	return runtime.Instance{ID: r.ID, Envd: addr, Pid: r.Pid, Started: r.Started, State: st}, nil
 }

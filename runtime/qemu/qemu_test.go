@@ -2,6 +2,7 @@ package qemu_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"roost.dev/roost/errdefs"
+	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/qemu"
 	"roost.dev/roost/runtime/runtimetest"
 	"roost.dev/roost/runtime/vmimage"
@@ -37,8 +39,7 @@ func newDriver(t testing.TB) *qemu.Driver {
 }
 
 func TestConformance(t *testing.T) {
-	d := newDriver(t)
-	runtimetest.Run(t, d, runtimetest.Network(t))
+	runtimetest.Run(t, func(t testing.TB) runtime.Runtime { return newDriver(t) }, runtimetest.Network(t))
 }
 
 // TestSnapshotRestore boots one VM and takes it through everything past
@@ -66,15 +67,15 @@ func TestSnapshotRestore(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	before, _ := strconv.Atoi(strings.TrimSpace(sb.MustExec(t, "cat /tmp/counter")))
 
-	file, err := d.Snapshot(ctx, sb.Spec.ID)
+	state, err := d.Snapshot(ctx, sb.Spec.ID)
 	if err != nil {
 		t.Fatalf("snapshot: %v", err)
 	}
-	st, err := os.Stat(file)
+	st, err := os.Stat(snapshotFile(sb.Spec.StateDir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%v snapshot %s: %d MiB", time.Now().Format("15:04:05.000"), file, st.Size()>>20)
+	t.Logf("%v snapshot: %d MiB", time.Now().Format("15:04:05.000"), st.Size()>>20)
 	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
 	_, err = sb.Exec(short, "true")
 	cancelShort()
@@ -99,7 +100,7 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	inst, err := d.Restore(ctx, sb.Spec)
+	inst, err := d.Restore(ctx, sb.Spec, state)
 	if err != nil {
 		t.Fatalf("restore: %v", err)
 	}
@@ -118,9 +119,15 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Errorf("counter was %d at snapshot, %d then %d after restore: want it to go on counting", before, first, second)
 	}
 
-	// A second driver stands for the agent after a restart.
+	// A second driver stands for an agent of the version before, which
+	// kept no driver state: the driver reads the qemu.json it wrote then.
+	writeLegacyState(t, sb.Spec.StateDir, inst.State)
+	if old, err := newDriver(t).Recover(ctx, sb.Spec, runtime.DriverState{}); err != nil || old.Pid != inst.Pid {
+		t.Fatalf("recover from the legacy state file: %+v, %v; want pid %d", old, err, inst.Pid)
+	}
+	// A third stands for the agent after a restart.
 	again := newDriver(t)
-	inst2, err := again.Recover(ctx, sb.Spec)
+	inst2, err := again.Recover(ctx, sb.Spec, inst.State)
 	if err != nil {
 		t.Fatalf("recover: %v", err)
 	}
@@ -137,11 +144,12 @@ func TestSnapshotRestore(t *testing.T) {
 
 	// Hibernate, then "restart the agent" again: Recover restores a
 	// sandbox whose record says it is on disk.
-	if _, err := again.Snapshot(ctx, sb.Spec.ID); err != nil {
+	hibernated, err := again.Snapshot(ctx, sb.Spec.ID)
+	if err != nil {
 		t.Fatalf("second snapshot: %v", err)
 	}
 	third := newDriver(t)
-	inst3, err := third.Recover(ctx, sb.Spec)
+	inst3, err := third.Recover(ctx, sb.Spec, hibernated)
 	if err != nil {
 		t.Fatalf("recover a hibernated sandbox: %v", err)
 	}
@@ -155,8 +163,25 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What Destroy leaves is nothing Recover could adopt.
-	if _, err := newDriver(t).Recover(ctx, sb.Spec); !errors.Is(err, errdefs.ErrNotFound) {
-		t.Errorf("recover after destroy: %v, want ErrNotFound", err)
+	for _, st := range []runtime.DriverState{inst3.State, hibernated, {}} {
+		if _, err := newDriver(t).Recover(ctx, sb.Spec, st); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Errorf("recover after destroy: %v, want ErrNotFound", err)
+		}
+	}
+}
+
+// writeLegacyState writes st as the driver wrote its state itself before
+// the agent kept it: the state, with its version inside, in qemu.json.
+func writeLegacyState(t *testing.T, stateDir string, st runtime.DriverState) {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(st.Data, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["version"] = st.Version
+	b, _ := json.Marshal(m)
+	if err := os.WriteFile(filepath.Join(stateDir, "qemu.json"), b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -14,56 +16,52 @@ import (
 	"roost.dev/roost/runtime/microvm"
 )
 
-func TestRecordRoundTripAndLiveness(t *testing.T) {
+// A sandbox an older agent recorded has no driver state: the driver
+// reads the qemu.json it wrote itself then. Here its QEMU is gone, so
+// Recover cleans up and says not found, twice.
+func TestRecoverLegacyStateOfGoneSandbox(t *testing.T) {
 	dir := t.TempDir()
-	self, err := microvm.ProcessOf(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := record{Version: stateVersion, ID: "x", Process: self, StateDir: dir, Args: []string{"-m", "1"}}
-	if err := r.save(); err != nil {
-		t.Fatal(err)
-	}
-	back, err := loadRecord(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !back.Alive() {
-		t.Error("a record of this process is not alive")
-	}
-	back.Start++
-	if back.Alive() {
-		t.Error("a reused pid counts as alive")
-	}
-	back.Pid = 0
-	if back.Alive() {
-		t.Error("pid 0 counts as alive")
-	}
-	r.Version = stateVersion + 1
-	_ = r.save()
-	if _, err := loadRecord(dir); err == nil {
-		t.Error("loaded a record of another version")
-	}
-}
-
-// Recovering a sandbox whose QEMU is gone cleans up and says not found.
-func TestRecoverGone(t *testing.T) {
-	dir := t.TempDir()
-	r := record{Version: stateVersion, ID: "gone", Process: microvm.Process{Pid: 1 << 22, Start: 1}, StateDir: dir}
-	if err := r.save(); err != nil {
+	legacy := `{"version": 1, "id": "gone", "pid": 4194304, "pidStart": 1, "envdAddr": "10.0.0.2:49983",
+		"started": "2025-01-02T03:04:05Z", "stateDir": "` + dir + `", "netns": "/run/netns/roost-gone",
+		"args": ["-m", "512"], "snapshot": "", "memoryMB": 512}`
+	if err := os.WriteFile(filepath.Join(dir, "qemu.json"), []byte(legacy), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(paths(dir).disk, []byte("x"), 0o600)
 	d := New(Config{DataDir: t.TempDir()}, slog.New(slog.DiscardHandler))
-	_, err := d.Recover(context.Background(), runtime.Spec{ID: "gone", StateDir: dir})
-	if !errors.Is(err, errdefs.ErrNotFound) {
-		t.Fatalf("recover: %v, want ErrNotFound", err)
+	spec := runtime.Spec{ID: "gone", StateDir: dir}
+	if _, err := d.Recover(context.Background(), spec, runtime.DriverState{}); !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), "qemu exited") {
+		t.Fatalf("recover: %v, want qemu exited: ErrNotFound", err)
 	}
-	if _, err := os.Stat(paths(dir).disk); !errors.Is(err, os.ErrNotExist) {
-		t.Error("the disk of a gone sandbox survived Recover")
+	for _, f := range []string{paths(dir).disk, filepath.Join(dir, "qemu.json")} {
+		if _, err := os.Stat(f); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s of a gone sandbox survived Recover", f)
+		}
 	}
-	if _, err := d.Recover(context.Background(), runtime.Spec{ID: "gone", StateDir: dir}); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := d.Recover(context.Background(), spec, runtime.DriverState{}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("second recover: %v", err)
+	}
+}
+
+// A hibernated sandbox whose snapshot is gone cannot be restored: Recover
+// and Restore say not found, and leave the ID free.
+func TestRestoreWithoutSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	legacy := `{"version": 1, "id": "cold", "pid": 0, "stateDir": "` + dir + `", "snapshot": "` + dir + `/memory.snap"}`
+	if err := os.WriteFile(filepath.Join(dir, "qemu.json"), []byte(legacy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := New(Config{DataDir: t.TempDir()}, nil)
+	spec := runtime.Spec{ID: "cold", StateDir: dir,
+		Network: runtime.Network{Netns: "/run/netns/none", Interface: "eth0", Address: netip.MustParsePrefix("10.0.0.2/30")}}
+	if _, err := d.Restore(context.Background(), spec, runtime.DriverState{}); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("restore: %v, want ErrNotFound", err)
+	}
+	if _, err := d.Recover(context.Background(), spec, runtime.DriverState{}); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("recover: %v, want ErrNotFound", err)
+	}
+	if _, err := d.Stats(context.Background(), "cold"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("the ID stays taken: %v", err)
 	}
 }
 
@@ -84,7 +82,7 @@ func TestProbeSaysWhatIsMissing(t *testing.T) {
 func TestCmdlineCarriesGuestConfig(t *testing.T) {
 	no := false
 	d := New(Config{DataDir: t.TempDir(), KVM: &no}, nil)
-	line := d.cmdline(runtime.Spec{ID: "sb1", Env: map[string]string{"A": "1"}})
+	line := d.vmm.cmdline(runtime.Spec{ID: "sb1", Env: map[string]string{"A": "1"}})
 	for _, want := range []string{"roost.ip=10.0.2.2/30,10.0.2.1", "roost.hostname=sb1", "roost.env=", "tsc=reliable", "console=ttyS0"} {
 		if !strings.Contains(line, want) {
 			t.Errorf("cmdline %q lacks %q", line, want)

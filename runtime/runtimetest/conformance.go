@@ -13,12 +13,27 @@ import (
 	"roost.dev/roost/runtime"
 )
 
+// NewRuntime returns a new driver of the kind under test, on this host.
+type NewRuntime func(t testing.TB) runtime.Runtime
+
 // Run is the conformance suite: every driver must pass it on a host where
-// its Probe says it is available.
-func Run(t *testing.T, rt runtime.Runtime, net *network.Manager) {
+// its Probe says it is available. The suite calls newRT for the driver
+// under test, and again for a driver that stands for the agent after a
+// restart: a new driver, on the same host, that recovers the sandboxes
+// of the old.
+func Run(t *testing.T, newRT NewRuntime, net *network.Manager) {
+	rt := newRT(t)
 	if av := rt.Probe(context.Background()); !av.Available {
 		t.Skipf("%s unavailable: %s", rt.Name(), av.Reason)
 	}
+	t.Run("Capabilities", func(t *testing.T) {
+		c := rt.Capabilities()
+		_, pauser := rt.(runtime.Pauser)
+		_, snapshotter := rt.(runtime.Snapshotter)
+		if c.Pause != pauser || c.Snapshot != snapshotter {
+			t.Errorf("capabilities %+v, but Pauser %v, Snapshotter %v", c, pauser, snapshotter)
+		}
+	})
 	t.Run("Lifecycle", func(t *testing.T) { lifecycle(t, rt, net) })
 	t.Run("DestroyUnknown", func(t *testing.T) {
 		if err := rt.Destroy(context.Background(), "no-such-sandbox"); !errors.Is(err, errdefs.ErrNotFound) {
@@ -29,8 +44,8 @@ func Run(t *testing.T, rt runtime.Runtime, net *network.Manager) {
 		sb := Start(t, rt, net, Options{})
 		spec := sb.Spec
 		spec.StateDir += "-again"
-		if _, err := rt.Create(context.Background(), spec); !errors.Is(err, errdefs.ErrConflict) {
-			t.Fatalf("second create with the same id: %v, want ErrConflict", err)
+		if _, err := rt.Create(context.Background(), spec); !errors.Is(err, errdefs.ErrAlreadyExists) {
+			t.Fatalf("second create with the same id: %v, want ErrAlreadyExists", err)
 		}
 	})
 	t.Run("BadSpec", func(t *testing.T) {
@@ -50,6 +65,9 @@ func Run(t *testing.T, rt runtime.Runtime, net *network.Manager) {
 			}
 		}
 	})
+	t.Run("RecoverTwice", func(t *testing.T) { recoverTwice(t, rt, newRT, net) })
+	t.Run("Prune", func(t *testing.T) { prune(t, rt, newRT, net) })
+	t.Run("SnapshotRestore", func(t *testing.T) { snapshotRestore(t, rt, newRT, net) })
 }
 
 func lifecycle(t *testing.T, rt runtime.Runtime, net *network.Manager) {

@@ -150,6 +150,24 @@ func WaitHealthy(ctx context.Context, base string) error {
 	}
 }
 
+// WaitGone waits until the sandbox's envd no longer answers (refused, or
+// not within half a second).
+func (s *Sandbox) WaitGone(ctx context.Context) error {
+	client := &http.Client{Timeout: 500 * time.Millisecond}
+	for {
+		resp, err := client.Get(s.Envd + "/health")
+		if err != nil {
+			return nil
+		}
+		resp.Body.Close()
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("envd at %s still answers: %w", s.Envd, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 func readFile(p string) string {
 	b, _ := os.ReadFile(p)
 	return string(b)

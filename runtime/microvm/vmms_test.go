@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"testing"
 	"time"
+
+	"roost.dev/roost/runtime/proc"
 )
 
 // sleeperEnv makes this test binary sleep, as a stand-in VMM process.
@@ -36,12 +38,17 @@ func startSleeper(t *testing.T, id string) *exec.Cmd {
 
 func TestProcessLivenessAndPrune(t *testing.T) {
 	kept, known, stray := startSleeper(t, "kept"), startSleeper(t, "known"), startSleeper(t, "stray")
-	p, err := ProcessOf(stray.Process.Pid)
+	p, err := proc.Of(stray.Process.Pid)
 	if err != nil || !p.Alive() {
-		t.Fatalf("ProcessOf(stray): %+v %v", p, err)
+		t.Fatalf("proc.Of(stray): %+v %v", p, err)
 	}
-	if st, err := p.Stats(256); err != nil || st.MemoryLimit != 256<<20 || st.MemoryBytes == 0 || st.Pids < 1 {
+	m := &Machine{State: State{ID: "stray", Process: p, MemoryMB: 256}}
+	if st, err := m.stats(); err != nil || st.MemoryLimit != 256<<20 || st.MemoryBytes == 0 || st.Pids < 1 {
 		t.Errorf("stats %+v %v", st, err)
+	}
+	m.Process = proc.Process{}
+	if st, err := m.stats(); err != nil || st.MemoryLimit != 256<<20 || st.MemoryBytes != 0 {
+		t.Errorf("stats of a hibernated vm %+v %v", st, err)
 	}
 	vmms, err := StrayVMMs("microvm", "--id", "roost-")
 	if err != nil {
@@ -60,7 +67,7 @@ func TestProcessLivenessAndPrune(t *testing.T) {
 		t.Error("the stray was not killed")
 	}
 	for _, c := range []*exec.Cmd{kept, known} {
-		if q, _ := ProcessOf(c.Process.Pid); !q.Alive() {
+		if q, _ := proc.Of(c.Process.Pid); !q.Alive() {
 			t.Errorf("prune killed %v", c.Args)
 		}
 	}

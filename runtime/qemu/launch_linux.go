@@ -4,14 +4,12 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"log/slog"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -21,33 +19,20 @@ import (
 	"roost.dev/roost/runtime/vmimage"
 )
 
-// namePrefix marks roost's QEMU processes (-name roost-ID), for Prune.
-const namePrefix = "roost-"
-
 // launchTimeout bounds how long QEMU may take to open its QMP socket.
 const launchTimeout = 15 * time.Second
 
-// handle is one sandbox the driver runs.
-//
-// The driver holds no QMP connection between calls: QEMU serves one QMP
-// client at a time, and a connection per operation means an agent that
-// restarts (or a second driver) never finds the socket taken.
-type handle struct {
-	rec    record
-	exited <-chan struct{} // closed when QEMU exits; nil for re-adopted sandboxes
-	log    *slog.Logger
-
-	qmpMu sync.Mutex // serialises QMP sessions
-}
-
-// withQMP runs fn on a fresh QMP session.
-func (h *handle) withQMP(ctx context.Context, fn func(*qmp) error) error {
-	if !h.running() {
-		return fmt.Errorf("sandbox %s has no running vm: %w", h.rec.ID, errdefs.ErrConflict)
+// withQMP runs fn on a fresh QMP session with m's QEMU. The driver holds
+// no QMP connection between calls: QEMU serves one QMP client at a time,
+// and a connection per operation means an agent that restarts (or a
+// second driver) never finds the socket taken.
+func withQMP(ctx context.Context, m *microvm.Machine, fn func(*qmp) error) error {
+	if !m.Running() {
+		return fmt.Errorf("sandbox %s has no running vm: %w", m.ID, errdefs.ErrConflict)
 	}
-	h.qmpMu.Lock()
-	defer h.qmpMu.Unlock()
-	q, err := dialQMP(ctx, paths(h.rec.StateDir).qmp)
+	m.CtlMu.Lock()
+	defer m.CtlMu.Unlock()
+	q, err := dialQMP(ctx, paths(m.StateDir).qmp)
 	if err != nil {
 		return err
 	}
@@ -69,29 +54,24 @@ func paths(stateDir string) statePaths {
 	}
 }
 
-func (h *handle) instance() runtime.Instance {
-	addr, _ := netip.ParseAddrPort(h.rec.EnvdAddr)
-	return runtime.Instance{ID: h.rec.ID, Envd: addr, Pid: h.rec.Pid, Started: h.rec.Started}
-}
-
 // args is QEMU's command line for a sandbox. It holds nothing specific to
 // the sandbox's slot, so Restore can reuse it on another.
-func (d *Driver) args(spec runtime.Spec, lim runtime.Limits, k vmimage.Kernel, p statePaths) []string {
+func (v *vmm) args(spec runtime.Spec, lim runtime.Limits, k vmimage.Kernel, p statePaths) []string {
 	// Under emulation a fixed, named CPU model: faster to emulate than
 	// "max" (the guest picks simpler code paths), and the same on every
 	// host, so snapshots restore anywhere.
 	accel, cpu := "tcg", "Nehalem-v1"
-	if *d.cfg.KVM {
+	if *v.cfg.KVM {
 		accel, cpu = "kvm", "host"
 	}
 	return []string{
-		"-name", namePrefix + spec.ID,
+		"-name", microvm.NamePrefix + spec.ID,
 		"-M", "microvm,x-option-roms=off,pit=off,pic=off,isa-serial=on,rtc=on",
 		"-accel", accel, "-cpu", cpu,
 		"-m", strconv.Itoa(lim.MemoryMB), "-smp", strconv.Itoa(lim.VCPUs),
 		"-nographic", "-nodefaults", "-no-user-config", "-no-reboot",
 		"-kernel", k.Vmlinux, "-initrd", k.Initramfs,
-		"-append", d.cmdline(spec),
+		"-append", v.cmdline(spec),
 		"-drive", "id=root,file=" + p.disk + ",format=qcow2,if=none,discard=unmap",
 		"-device", "virtio-blk-device,drive=root",
 		"-netdev", "tap,id=net0,ifname=" + microvm.TapName + ",script=no,downscript=no",
@@ -106,12 +86,12 @@ func (d *Driver) args(spec runtime.Spec, lim runtime.Limits, k vmimage.Kernel, p
 // frequency under emulation (without it the kernel's calibration against
 // an emulated timer is slow and sometimes hangs), and roost's guest
 // parameters (the contract with package guest, which parses them).
-func (d *Driver) cmdline(spec runtime.Spec) string {
+func (v *vmm) cmdline(spec runtime.Spec) string {
 	w := []string{"console=ttyS0", "reboot=t", "panic=-1", "quiet", "loglevel=4", "mitigations=off", "audit=0", "nowatchdog", "random.trust_cpu=on",
 		// Boot-time savers: crypto self-tests take a third of a second
 		// under emulation, and there is no PS/2 controller to probe.
 		"cryptomgr.notests", "i8042.noaux", "i8042.nopnp", "8250.nr_uarts=1"}
-	if !*d.cfg.KVM {
+	if !*v.cfg.KVM {
 		w = append(w, "tsc=reliable")
 		if khz := hostTSCkHz(); khz > 0 {
 			w = append(w, "tsc_early_khz="+strconv.Itoa(khz))
@@ -142,78 +122,46 @@ func hostTSCkHz() int {
 	return 0
 }
 
-// launch starts QEMU with h.rec.Args inside the sandbox's network
-// namespace (it opens the TAP device there by name) and connects to its
-// QMP socket. With incoming, QEMU waits for a migration stream (-incoming
+// launch starts QEMU with m.Args inside the sandbox's network namespace
+// (it opens the TAP device there by name) and connects to its QMP
+// socket. With incoming, QEMU waits for a migration stream (-incoming
 // defer) with its vCPUs stopped (-S).
-func (d *Driver) launch(ctx context.Context, h *handle, netns string, incoming bool) error {
-	p := paths(h.rec.StateDir)
+func (v *vmm) launch(ctx context.Context, m *microvm.Machine, incoming bool) error {
+	p := paths(m.StateDir)
 	_ = os.Remove(p.qmp)
-	args := h.rec.Args
+	args := m.Args
 	if incoming {
-		args = append(append([]string{}, args...), "-S", "-incoming", "defer")
+		args = append(slices.Clone(args), "-S", "-incoming", "defer")
 	}
 	logf, err := os.OpenFile(p.qemuLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("qemu log: %w", err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(d.cfg.QEMU, args...)
+	cmd := exec.Command(v.cfg.QEMU, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Dir = h.rec.StateDir
+	cmd.Dir = m.StateDir
 	// Its own session: QEMU outlives the agent, and signals to the
 	// agent's process group do not reach it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	proc, exited, err := microvm.StartVMM(netns, cmd)
-	if err != nil {
+	if err := m.Start(cmd); err != nil {
 		return fmt.Errorf("start qemu: %w", err)
 	}
-	h.rec.Process, h.exited, h.rec.Started = proc, exited, time.Now().UTC()
-	cctx, cancel := microvm.UntilExit(ctx, launchTimeout, exited)
+	cctx, cancel := m.UntilExit(ctx, launchTimeout)
 	defer cancel()
 	q, err := dialQMP(cctx, p.qmp)
 	if err != nil {
-		h.kill()
+		m.Kill()
 		b, _ := os.ReadFile(p.qemuLog)
 		return fmt.Errorf("qemu: %w (qemu log: %s)", err, strings.TrimSpace(microvm.LastLines(string(b), 10)))
 	}
 	return q.close()
 }
 
-// running reports whether QEMU is up.
-func (h *handle) running() bool { return h.rec.Running(h.exited) }
-
 // command runs a QMP command that takes no arguments.
-func (h *handle) command(ctx context.Context, cmd string) error {
-	return h.withQMP(ctx, func(q *qmp) error {
+func command(ctx context.Context, m *microvm.Machine, cmd string) error {
+	return withQMP(ctx, m, func(q *qmp) error {
 		_, err := q.execute(ctx, cmd, nil)
 		return err
 	})
-}
-
-// stop asks QEMU to quit and kills it if it has not within ctx.
-func (h *handle) stop(ctx context.Context) {
-	if h.rec.Pid == 0 {
-		return
-	}
-	if h.running() {
-		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_ = h.command(qctx, "quit")
-		cancel()
-		if h.rec.WaitExit(ctx, h.exited, 5*time.Second) {
-			return
-		}
-	}
-	h.kill()
-}
-
-// kill ends QEMU at once and waits for it to go.
-func (h *handle) kill() { h.rec.Kill(h.exited) }
-
-func (h *handle) stats() (runtime.Stats, error) {
-	st, err := h.rec.Process.Stats(h.rec.MemoryMB)
-	if err != nil {
-		return st, fmt.Errorf("sandbox %s: %w", h.rec.ID, err)
-	}
-	return st, nil
 }

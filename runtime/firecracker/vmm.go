@@ -1,0 +1,166 @@
+package firecracker
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+
+	"roost.dev/roost/errdefs"
+	"roost.dev/roost/runtime"
+	"roost.dev/roost/runtime/microvm"
+	"roost.dev/roost/runtime/vmimage"
+)
+
+// vmm is Firecracker as the microvm.Shell drives it, over its HTTP API.
+type vmm struct {
+	cfg    Config
+	images *vmimage.Images
+}
+
+var _ microvm.VMM = (*vmm)(nil)
+
+// defaults fill the limits a spec leaves zero.
+var defaults = runtime.Limits{VCPUs: DefaultVCPUs, MemoryMB: DefaultMemoryMB, DiskMB: DefaultDiskMB}
+
+// Validate implements microvm.VMM.
+func (v *vmm) Validate(spec runtime.Spec) error {
+	switch {
+	case len(microvm.NamePrefix+spec.ID) > 64 || strings.IndexFunc(spec.ID, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-')
+	}) >= 0:
+		// Firecracker's --id takes up to 64 alphanumerics and dashes.
+		return fmt.Errorf("sandbox id %q: firecracker needs letters, digits and dashes, at most %d: %w", spec.ID, 64-len(microvm.NamePrefix), errdefs.ErrInvalid)
+	case spec.Limits.VCPUs > maxVCPUs:
+		return fmt.Errorf("%d vcpus: firecracker runs at most %d: %w", spec.Limits.VCPUs, maxVCPUs, errdefs.ErrInvalid)
+	case len(paths(spec.StateDir).api) >= 108:
+		return fmt.Errorf("state dir %s: the API socket path would exceed the 107 bytes a Unix socket allows: %w", spec.StateDir, errdefs.ErrInvalid)
+	case len(v.bootArgs(spec)) > microvm.MaxCmdline:
+		return fmt.Errorf("guest command line of %d bytes (the environment is passed on it) exceeds %d: %w", len(v.bootArgs(spec)), microvm.MaxCmdline, errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+// Prepare implements microvm.VMM: the kernel is there, and the sandbox's
+// disk is a reflinked copy of the template's image.
+func (v *vmm) Prepare(ctx context.Context, m *microvm.Machine, spec runtime.Spec, lim runtime.Limits) error {
+	if err := checkKernel(v.cfg.Kernel); err != nil {
+		return fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
+	}
+	image, err := v.images.Get(ctx, vmimage.ImageSpec{RootFS: spec.RootFS, Envd: spec.Envd, Init: v.cfg.Init, SizeMB: lim.DiskMB})
+	if err != nil {
+		return fmt.Errorf("template image: %w", err)
+	}
+	return cloneFile(image, paths(m.StateDir).disk)
+}
+
+// Boot implements microvm.VMM: Firecracker starts, is configured through
+// its API, and boots the guest.
+func (v *vmm) Boot(ctx context.Context, m *microvm.Machine, spec runtime.Spec, lim runtime.Limits) error {
+	if err := v.launch(ctx, m); err != nil {
+		return err
+	}
+	if err := v.configure(ctx, m, spec, lim); err != nil {
+		return fmt.Errorf("%w (firecracker log: %s)", err, logTail(m))
+	}
+	return nil
+}
+
+// bootArgs is the guest kernel's command line. Firecracker appends the
+// root device (root=/dev/vda rw) itself, for the drive marked as root.
+func (v *vmm) bootArgs(spec runtime.Spec) string {
+	w := []string{"console=ttyS0", "reboot=k", "panic=1", "pci=off", "quiet", "loglevel=4", "mitigations=off", "nomodule",
+		"i8042.noaux", "i8042.nomux", "i8042.dumbkbd", "random.trust_cpu=on", "8250.nr_uarts=1"}
+	if v.cfg.Initrd == "" {
+		// No initramfs: the kernel mounts the root drive and runs the
+		// guest init from it (vmimage puts it at /.roost/init).
+		w = append(w, "init=/.roost/init")
+	}
+	return strings.Join(append(w, microvm.GuestParams(spec, "/dev/vda")...), " ")
+}
+
+// configure sets a freshly launched Firecracker up for spec and boots it.
+func (v *vmm) configure(ctx context.Context, m *microvm.Machine, spec runtime.Spec, lim runtime.Limits) error {
+	p := paths(m.StateDir)
+	a := newAPI(p.api)
+	if err := putLogger(ctx, a, p); err != nil {
+		return err
+	}
+	iface := networkInterface{IfaceID: netIface, HostDevName: microvm.TapName, GuestMAC: microvm.GuestMAC}
+	if r := v.cfg.Egress; r.Rate > 0 {
+		// A bucket of one second's worth of bytes, refilled every
+		// second: Rate bytes a second, after a one-time Burst.
+		iface.TxRateLimiter = &rateLimiter{Bandwidth: &tokenBucket{Size: int64(r.Rate), OneTimeBurst: int64(r.Burst), RefillTimeMs: 1000}}
+	}
+	steps := []struct {
+		path string
+		body any
+	}{
+		{"/machine-config", machineConfig{VCPUs: lim.VCPUs, MemoryMiB: lim.MemoryMB, TrackDirtyPages: v.cfg.DiffSnapshots}},
+		{"/boot-source", bootSource{KernelImagePath: v.cfg.Kernel, InitrdPath: v.cfg.Initrd, BootArgs: v.bootArgs(spec)}},
+		{"/drives/" + rootDrive, drive{DriveID: rootDrive, PathOnHost: p.disk, IsRootDevice: true, CacheType: "Unsafe", IOEngine: "Sync"}},
+		{"/network-interfaces/" + netIface, iface},
+		{"/mmds/config", mmdsConfig{Version: "V2", NetworkInterfaces: []string{netIface}}},
+		{"/mmds", mmdsContents(spec)},
+		{"/actions", action{Type: "InstanceStart"}},
+	}
+	for _, s := range steps {
+		if err := a.put(ctx, s.path, s.body); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// putLogger sends Firecracker's own log to a file in the state directory.
+func putLogger(ctx context.Context, a *api, p statePaths) error {
+	f, err := os.OpenFile(p.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("firecracker log: %w", err)
+	}
+	f.Close()
+	return a.put(ctx, "/logger", logger{LogPath: p.log, Level: "Warning", ShowLevel: true})
+}
+
+// mmdsContents is what a guest finds in MMDS: its sandbox's identity and
+// metadata, under /roost.
+func mmdsContents(spec runtime.Spec) map[string]any {
+	md := spec.Metadata
+	if md == nil {
+		md = map[string]string{}
+	}
+	host := spec.Hostname
+	if host == "" {
+		host = spec.ID
+	}
+	return map[string]any{"roost": map[string]any{"sandboxID": spec.ID, "hostname": host, "metadata": md}}
+}
+
+// Attach implements microvm.VMM.
+func (v *vmm) Attach(ctx context.Context, m *microvm.Machine) (string, error) {
+	info, err := newAPI(paths(m.StateDir).api).waitReady(ctx)
+	return info.State, err
+}
+
+// Pause implements microvm.VMM: the vCPUs stop, memory stays.
+func (v *vmm) Pause(ctx context.Context, m *microvm.Machine) error {
+	return setState(ctx, m, "Paused")
+}
+
+// Resume implements microvm.VMM.
+func (v *vmm) Resume(ctx context.Context, m *microvm.Machine) error {
+	return setState(ctx, m, "Resumed")
+}
+
+func setState(ctx context.Context, m *microvm.Machine, state string) error {
+	return newAPI(paths(m.StateDir).api).call(ctx, http.MethodPatch, "/vm", vmState{State: state}, nil)
+}
+
+// Stop implements microvm.VMM: nothing in the guest outlives its disk
+// (Destroy) or is lost once its state is on disk (Snapshot), so there is
+// no graceful shutdown to wait for.
+func (v *vmm) Stop(ctx context.Context, m *microvm.Machine) { m.Kill() }
+
+// Files implements microvm.VMM.
+func (v *vmm) Files(stateDir string) []string { return paths(stateDir).files() }

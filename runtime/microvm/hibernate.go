@@ -1,0 +1,165 @@
+package microvm
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"roost.dev/roost/errdefs"
+	"roost.dev/roost/runtime"
+	"roost.dev/roost/runtime/handles"
+	"roost.dev/roost/runtime/proc"
+)
+
+// snapshotTimeout bounds writing or loading a snapshot.
+const snapshotTimeout = 2 * time.Minute
+
+// attachTimeout bounds how long a re-adopted VMM may take to answer.
+const attachTimeout = 5 * time.Second
+
+// load reads the saved state of spec's sandbox: st, or for a sandbox an
+// older agent recorded, the driver's own state file.
+func (s *Shell) load(spec runtime.Spec, st runtime.DriverState) (State, error) {
+	var vm State
+	err := handles.Decode(st, stateVersion, filepath.Join(spec.StateDir, s.cfg.LegacyState), &vm)
+	return vm, err
+}
+
+// Recover implements runtime.Runtime. A running VMM is re-adopted through
+// its control socket; a hibernated sandbox is restored; anything else is
+// cleaned up and reported as not found.
+func (s *Shell) Recover(ctx context.Context, spec runtime.Spec, st runtime.DriverState) (runtime.Instance, error) {
+	if m, err := s.handles.Get(spec.ID); err == nil {
+		return m.instance()
+	}
+	vm, err := s.load(spec, st)
+	if err != nil {
+		return runtime.Instance{}, fmt.Errorf("sandbox %s: no usable state (%v): %w", spec.ID, err, errdefs.ErrNotFound)
+	}
+	log := s.log.With("sandbox", spec.ID)
+	if vm.Pid == 0 && exists(vm.Snapshot) {
+		log.Info("recover: restoring hibernated sandbox")
+		return s.Restore(ctx, spec, st)
+	}
+	if !vm.Alive() {
+		log.Info("recover: vmm is gone; cleaning up", "vmm", s.cfg.Name, "pid", vm.Pid)
+		_ = RemoveFiles(s.files(spec.StateDir)...)
+		return runtime.Instance{}, fmt.Errorf("sandbox %s: %s exited: %w", spec.ID, s.cfg.Name, errdefs.ErrNotFound)
+	}
+	if err := s.handles.Reserve(spec.ID); err != nil {
+		m, gerr := s.handles.Get(spec.ID)
+		if gerr != nil {
+			return runtime.Instance{}, err
+		}
+		return m.instance()
+	}
+	m := &Machine{State: vm, Log: log}
+	cctx, cancel := context.WithTimeout(ctx, attachTimeout)
+	defer cancel()
+	status, err := s.vmm.Attach(cctx, m)
+	if err != nil {
+		s.handles.Publish(spec.ID, nil)
+		return runtime.Instance{}, fmt.Errorf("recover: %w", err)
+	}
+	s.handles.Publish(spec.ID, m)
+	log.Info("recover: re-adopted running vmm", "vmm", s.cfg.Name, "pid", vm.Pid, "status", status)
+	return m.instance()
+}
+
+// Snapshot implements runtime.Snapshotter: the VMM writes the VM's state
+// (memory and devices) into the state directory and ends (hibernation).
+// The disk stays as it is; Restore resumes the sandbox from both, in a
+// new VMM, on any network slot. The sandbox stays known (Destroy removes
+// it, Stats reports nothing running).
+func (s *Shell) Snapshot(ctx context.Context, id string) (runtime.DriverState, error) {
+	m, err := s.running(id)
+	if err != nil {
+		return runtime.DriverState{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
+	defer cancel()
+	if err := s.vmm.Snapshot(ctx, m); err != nil {
+		return runtime.DriverState{}, fmt.Errorf("snapshot %s: %w", id, err)
+	}
+	s.vmm.Stop(ctx, m)
+	if err := TeardownGuestNet(m.Netns); err != nil {
+		m.Log.Warn("snapshot: guest network teardown failed", "err", err)
+	}
+	m.Process = proc.Process{}
+	inst, err := m.instance()
+	if err != nil {
+		return runtime.DriverState{}, err
+	}
+	m.Log.Info("sandbox snapshotted", "file", m.Snapshot)
+	return inst.State, nil
+}
+
+// Restore implements runtime.Snapshotter: it resumes a snapshotted
+// sandbox in a new VMM, on the network spec gives it (which may be
+// another slot than before). It works for a sandbox this driver
+// snapshotted and, after an agent restart, for one whose state says it is
+// hibernated.
+func (s *Shell) Restore(ctx context.Context, spec runtime.Spec, st runtime.DriverState) (inst runtime.Instance, err error) {
+	if spec.Network.Netns == "" || !spec.Network.Address.Addr().Is4() {
+		return runtime.Instance{}, fmt.Errorf("no network: %w", errdefs.ErrInvalid)
+	}
+	m, reserved, err := s.hibernated(spec, st)
+	if err != nil {
+		return runtime.Instance{}, err
+	}
+	if reserved {
+		defer func() {
+			if err != nil {
+				s.handles.Publish(spec.ID, nil)
+			}
+		}()
+	}
+	ctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
+	defer cancel()
+	if err := SetupGuestNet(spec.Network.Netns, spec.Network.Interface, spec.Network.Address.Addr(), s.cfg.Egress); err != nil {
+		return runtime.Instance{}, err
+	}
+	m.place(spec.Network)
+	if err := s.vmm.Restore(ctx, m); err != nil {
+		m.Kill()
+		m.Process = proc.Process{}
+		return runtime.Instance{}, fmt.Errorf("restore %s: %w", spec.ID, err)
+	}
+	if inst, err = m.instance(); err != nil {
+		return runtime.Instance{}, err
+	}
+	s.handles.Publish(spec.ID, m)
+	m.Log.Info("sandbox restored", "pid", m.Pid, "envd", m.EnvdAddr)
+	return inst, nil
+}
+
+// hibernated returns the Machine of spec's hibernated sandbox: the one
+// the shell holds or, reserved (the caller releases it on failure), one
+// made from st.
+func (s *Shell) hibernated(spec runtime.Spec, st runtime.DriverState) (m *Machine, reserved bool, err error) {
+	if m, err := s.handles.Get(spec.ID); err == nil {
+		if m.Pid != 0 {
+			return nil, false, fmt.Errorf("sandbox %s is running: %w", spec.ID, errdefs.ErrConflict)
+		}
+		return m, false, nil
+	}
+	if err := s.handles.Reserve(spec.ID); err != nil {
+		return nil, false, err
+	}
+	vm, err := s.load(spec, st)
+	if err != nil || !exists(vm.Snapshot) {
+		s.handles.Publish(spec.ID, nil)
+		return nil, false, fmt.Errorf("sandbox %s has no snapshot (%v): %w", spec.ID, err, errdefs.ErrNotFound)
+	}
+	return &Machine{State: vm, Log: s.log.With("sandbox", spec.ID)}, true, nil
+}
+
+func exists(p string) bool {
+	if p == "" {
+		return false
+	}
+	_, err := os.Stat(p)
+	return err == nil
+}
