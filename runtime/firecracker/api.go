@@ -12,7 +12,8 @@ import (
 )
 
 // The request bodies of Firecracker's API (../shared/firecracker/
-// firecracker-api.yaml): only the fields the driver sets. Optional fields
+// firecracker-api.yaml; testdata/firecracker-api-facts.yaml records the
+// parts the driver uses): only the fields the driver sets. Optional fields
 // are omitted when zero, so Firecracker's defaults apply.
 
 type logger struct {

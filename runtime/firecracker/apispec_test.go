@@ -1,8 +1,10 @@
 package firecracker
 
-// A validator for requests to the Firecracker API, driven by Firecracker's own
-// swagger 2.0 description. Tests run every request the driver sends through it,
-// so a field renamed or retyped upstream fails here instead of at VM start.
+// A validator for requests to the Firecracker API, driven by a swagger 2.0
+// description of it: Firecracker's own where it is here, and always ours
+// (testdata/firecracker-api-facts.yaml, which TestAPIFactsAgreeWithSpec holds
+// to Firecracker's). Tests run every request the driver sends through it, so
+// a field renamed or retyped upstream fails here instead of at VM start.
 //
 // It is stricter than swagger in one way, on purpose: an object schema without
 // additionalProperties rejects fields it does not define, because Firecracker
@@ -28,10 +30,14 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// apiSpecFile is Firecracker's API description: $ROOST_FIRECRACKER_API_SPEC,
-// else the shared checkout beside the repository (relative to this
-// package's directory).
-func apiSpecFile() string {
+// The API descriptions the contract checks read. Firecracker's own is at
+// fullAPISpecFile: $ROOST_FIRECRACKER_API_SPEC, else the shared checkout
+// beside the repository (relative to this package's directory). Ours,
+// factsAPISpecFile, is in the repository: the paths, methods and request
+// fields the driver uses, so the checks run on any checkout.
+const factsAPISpecFile = "testdata/firecracker-api-facts.yaml"
+
+func fullAPISpecFile() string {
 	if p := os.Getenv("ROOST_FIRECRACKER_API_SPEC"); p != "" {
 		return p
 	}
@@ -89,24 +95,50 @@ func (a *apiAdditional) UnmarshalYAML(n *yaml.Node) error {
 }
 
 var (
-	apiSpecOnce   sync.Once
-	apiSpecLoaded *apiSpec
-	apiSpecErr    error
+	apiSpecsOnce              sync.Once
+	fullSpec, factsSpec       *apiSpec
+	fullSpecErr, factsSpecErr error
 )
 
-// loadAPISpec returns the parsed spec, parsing it once per test binary. A
-// checkout without the spec skips the test, saying why; a spec that does
-// not parse fails it.
-func loadAPISpec(t testing.TB) *apiSpec {
+// parseAPISpecs parses both descriptions, once per test binary.
+func parseAPISpecs() {
+	apiSpecsOnce.Do(func() {
+		fullSpec, fullSpecErr = parseAPISpec(fullAPISpecFile())
+		factsSpec, factsSpecErr = parseAPISpec(factsAPISpecFile)
+	})
+}
+
+// loadAPISpec returns Firecracker's description where it is here, else
+// ours, and says which. A description that does not parse fails the test.
+func loadAPISpec(t testing.TB) (spec *apiSpec, full bool) {
 	t.Helper()
-	apiSpecOnce.Do(func() { apiSpecLoaded, apiSpecErr = parseAPISpec(apiSpecFile()) })
-	if errors.Is(apiSpecErr, fs.ErrNotExist) {
-		t.Skipf("Firecracker's API description is not here (%v): the contract checks need the shared checkout beside the repository, or ROOST_FIRECRACKER_API_SPEC", apiSpecErr)
+	parseAPISpecs()
+	switch {
+	case factsSpecErr != nil:
+		t.Fatalf("firecracker API facts: %v", factsSpecErr)
+	case fullSpecErr == nil:
+		return fullSpec, true
+	case !errors.Is(fullSpecErr, fs.ErrNotExist):
+		t.Fatalf("firecracker API spec: %v", fullSpecErr)
 	}
-	if apiSpecErr != nil {
-		t.Fatalf("firecracker API spec: %v", apiSpecErr)
+	return factsSpec, false
+}
+
+// apiSpecFiles are the descriptions, as absolute paths, that every request
+// the driver sends must pass: ours, and Firecracker's where it is here.
+func apiSpecFiles(t testing.TB) []string {
+	t.Helper()
+	if _, full := loadAPISpec(t); !full {
+		t.Logf("Firecracker's API description is not here (%v): requests are checked against %s only", fullSpecErr, factsAPISpecFile)
 	}
-	return apiSpecLoaded
+	facts, err := filepath.Abs(factsAPISpecFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fullSpecErr != nil {
+		return []string{facts}
+	}
+	return []string{facts, fullAPISpecFile()}
 }
 
 func parseAPISpec(path string) (*apiSpec, error) {

@@ -7,8 +7,21 @@ import (
 	"testing"
 )
 
+// needsFullSpec are the validator cases that use parts of the API the
+// driver does not (and our description therefore lacks): they run only
+// where Firecracker's own description is here.
+var needsFullSpec = map[string]bool{
+	"machine config full": true, "drive": true, "drive patch": true, "net": true, "snapshot load backend": true,
+	"snapshot load deprecated mem_file_path": true, "mmds config": true, "mmds patch": true, "metrics string map": true,
+	"vsock": true, "optional body absent": true, "blank body is no body": true, "method not allowed": true,
+	"unknown query": true, "body where none taken": true, "nested type": true, "array item ref": true,
+	"huge number": true, "huge integer below minimum": true, "string map value": true, "ref enum": true,
+	"nested minimum": true, "unknown nested field": true, "old snapshot field name": true, "drive id mismatch": true,
+	"iface id mismatch": true, "pmem id mismatch": true,
+}
+
 func TestAPISpecValidator(t *testing.T) {
-	spec := loadAPISpec(t)
+	spec, full := loadAPISpec(t)
 	const drive = `{"drive_id":"rootfs","path_on_host":"/img/rootfs.ext4","is_root_device":true,"is_read_only":false,
 		"cache_type":"Writeback","io_engine":"Async","partuuid":"abc",
 		"rate_limiter":{"bandwidth":{"size":1048576,"refill_time":100},"ops":{"size":100,"one_time_burst":10,"refill_time":1000}}}`
@@ -98,6 +111,9 @@ func TestAPISpecValidator(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if needsFullSpec[tt.name] && !full {
+				t.Skip("needs Firecracker's own API description")
+			}
 			err := spec.check(tt.method, tt.path, []byte(tt.body))
 			if len(tt.wantErr) == 0 {
 				if err != nil {
@@ -143,7 +159,7 @@ func TestAPISpecRejectsUnsupportedSchema(t *testing.T) {
 // FuzzAPISpecCheck: the validator reads arbitrary request bodies and must
 // answer with an error, never a panic.
 func FuzzAPISpecCheck(f *testing.F) {
-	spec := loadAPISpec(f)
+	spec, _ := loadAPISpec(f)
 	f.Add("PUT", "/drives/rootfs", []byte(`{"drive_id":"rootfs","is_root_device":true}`))
 	f.Add("PUT", "/mmds", []byte(`{"a":[1,{"b":null}]}`))
 	f.Add("PATCH", "/vm?x=%zz", []byte(`{"state":1e400}`))

@@ -9,18 +9,20 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 )
 
 // The tests run this test binary as Firecracker: a fake that serves the
-// API on --api-sock, checks every request against Firecracker's own API
-// description and a model of its state machine, answers as Firecracker
+// API on --api-sock, checks every request against the API descriptions
+// (Firecracker's own, and ours: see apiSpecFiles) and a model of its
+// state machine, answers as Firecracker
 // does (204, or 400 with a fault_message), and logs each request.
 const (
 	fakeLogEnv    = "ROOST_FAKE_FIRECRACKER_LOG"    // where the fake logs requests (JSON lines)
-	fakeSpecEnv   = "ROOST_FAKE_FIRECRACKER_SPEC"   // absolute path of the API spec; unset: no contract check
+	fakeSpecEnv   = "ROOST_FAKE_FIRECRACKER_SPEC"   // absolute paths of the API descriptions, os.PathListSeparator between
 	fakeRefuseEnv = "ROOST_FAKE_FIRECRACKER_REFUSE" // a path the fake refuses, for failure tests
 )
 
@@ -42,7 +44,7 @@ type fakeRequest struct {
 
 type fake struct {
 	id     string
-	spec   *apiSpec
+	specs  []*apiSpec // every request must pass each
 	refuse string
 	logMu  sync.Mutex
 	log    *os.File
@@ -60,13 +62,14 @@ func runFake(args []string) int {
 		fmt.Fprintln(os.Stderr, "fake firecracker: want --api-sock PATH --id ID")
 		return 2
 	}
-	var spec *apiSpec // nil: the test runs without the API description
-	if p := os.Getenv(fakeSpecEnv); p != "" {
-		var err error
-		if spec, err = parseAPISpec(p); err != nil {
+	var specs []*apiSpec
+	for _, p := range filepath.SplitList(os.Getenv(fakeSpecEnv)) {
+		spec, err := parseAPISpec(p)
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "fake firecracker:", err)
 			return 2
 		}
+		specs = append(specs, spec)
 	}
 	logf, err := os.OpenFile(os.Getenv(fakeLogEnv), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
@@ -78,7 +81,7 @@ func runFake(args []string) int {
 		fmt.Fprintln(os.Stderr, "fake firecracker:", err)
 		return 2
 	}
-	f := &fake{id: *id, spec: spec, refuse: os.Getenv(fakeRefuseEnv), log: logf, state: "Not started", configured: map[string]json.RawMessage{}}
+	f := &fake{id: *id, specs: specs, refuse: os.Getenv(fakeRefuseEnv), log: logf, state: "Not started", configured: map[string]json.RawMessage{}}
 	fmt.Println("fake firecracker: serving", *sock) // the guest console, in a real one
 	_ = http.Serve(ln, f)
 	return 1
@@ -88,8 +91,10 @@ func (f *fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	var out any
 	var err error
-	if f.spec != nil {
-		err = f.spec.check(r.Method, r.URL.RequestURI(), body)
+	for _, spec := range f.specs {
+		if err == nil {
+			err = spec.check(r.Method, r.URL.RequestURI(), body)
+		}
 	}
 	if err == nil && r.URL.Path == f.refuse {
 		err = errors.New("refused by the test")
