@@ -9,7 +9,6 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
-	"net/textproto"
 	"net/url"
 	"os"
 	"os/exec"
@@ -324,13 +323,4 @@ func rerunUnprivileged(t *testing.T) bool {
 	}
 	t.Logf("re-ran as nobody:\n%s", out)
 	return true
-}
-
-// mimeHeader is a part header for hand-made multipart bodies.
-func mimeHeader(kv ...string) textproto.MIMEHeader {
-	h := textproto.MIMEHeader{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		h.Set(kv[i], kv[i+1])
-	}
-	return h
 }
