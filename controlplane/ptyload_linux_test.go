@@ -414,6 +414,9 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // back, and the load really ran (proxied requests answered, the stream
 // flowed). Its latencies are logged, not asserted: make bench measures.
 func TestPTYEchoUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a load test")
+	}
 	e := newTestenv(t, controlplane.Config{Local: localAgent()}) // as roost up runs
 	id := e.createSandbox(t)
 	e.startLoadServer(t, id)

@@ -50,6 +50,10 @@ func sizesFor(quick bool) sizes {
 		envdStarts: 1000, envdMiB: 256, density: 1000, duration: time.Minute}
 }
 
+// benchModule is the directory of this harness's Go module, relative to
+// the repository's root, where make bench runs it.
+const benchModule = "bench/run"
+
 // step is one benchmark program run.
 type step struct {
 	name string
@@ -65,6 +69,10 @@ func run(cfg config) (*results, error) {
 		if _, err := os.Stat(b); err != nil {
 			return nil, fmt.Errorf("%s missing: run make build first", b)
 		}
+	}
+	envd, err := filepath.Abs(cfg.Envd)
+	if err != nil {
+		return nil, err
 	}
 	sz := sizesFor(cfg.Quick)
 	if cfg.Density > 0 {
@@ -95,7 +103,9 @@ func run(cfg config) (*results, error) {
 	x := func(n int) string { return strconv.Itoa(n) + "x" }
 	dur := "ROOST_BENCH_DURATION=" + sz.duration.String()
 	steps := []step{
-		{name: "envd binary", args: []string{"run", "./bench/envd", "-envd", cfg.Envd, "-starts", strconv.Itoa(sz.envdStarts), "-mib", strconv.Itoa(sz.envdMiB)}},
+		// The envd benchmark lives in this harness's module (bench/run),
+		// which go runs from there: the binary's path must not be relative.
+		{name: "envd binary", args: []string{"-C", benchModule, "run", "./envd", "-envd", envd, "-starts", strconv.Itoa(sz.envdStarts), "-mib", strconv.Itoa(sz.envdMiB)}},
 		{name: "namespace create", args: gotest("^(BenchmarkCreateReady|BenchmarkBareUnshare)$", x(sz.creates), "./runtime/namespace")},
 		{name: "agent create", args: gotest("^BenchmarkAgentCreate$", x(sz.agentCreates), "./agent")},
 		{name: "REST create", args: gotest("^BenchmarkCreateREST$", x(sz.restCreates), "./controlplane")},

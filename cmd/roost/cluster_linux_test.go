@@ -31,6 +31,9 @@ import (
 // host's keep working; the killed agent, restarted without a
 // registration token, reuses its stored registration.
 func TestCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a server, two agents and their sandboxes")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("cluster: sandboxes need root")
 	}

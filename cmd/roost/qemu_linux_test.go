@@ -38,6 +38,9 @@ import (
 // that re-adopts the hibernated sandbox without starting it, and a resume
 // that restores it with its files and a corrected clock.
 func TestAgentQEMU(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots VMs")
+	}
 	runtimetest.RequireRoot(t)
 	guestInit := runtimetest.GuestInit(t)
 	newDriver := func() *qemu.Driver {
