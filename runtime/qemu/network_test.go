@@ -20,6 +20,9 @@ import (
 // (servers on loopback too, through envd's forwarder), and the guest is
 // held to the same isolation as a namespace sandbox.
 func TestNetwork(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a VM")
+	}
 	d := newDriver(t)
 	nw := runtimetest.Network(t)
 	sb := runtimetest.Start(t, d, nw, runtimetest.Options{})

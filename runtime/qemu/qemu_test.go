@@ -39,6 +39,9 @@ func newDriver(t testing.TB) *qemu.Driver {
 }
 
 func TestConformance(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots VMs")
+	}
 	runtimetest.Run(t, func(t testing.TB) runtime.Runtime { return newDriver(t) }, runtimetest.Network(t))
 }
 
@@ -47,6 +50,9 @@ func TestConformance(t *testing.T) {
 // on another network slot with processes and files intact, and re-adoption
 // by a second driver (an agent restart).
 func TestSnapshotRestore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots VMs")
+	}
 	d := newDriver(t)
 	nw := runtimetest.Network(t)
 	sb := runtimetest.Start(t, d, nw, runtimetest.Options{})
