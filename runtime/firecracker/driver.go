@@ -2,6 +2,7 @@ package firecracker
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,20 +15,10 @@ import (
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/microvm"
 	"roost.dev/roost/runtime/vmimage"
-	"roost.dev/roost/wire"
 )
 
-// Defaults for limits a Spec leaves at zero.
-const (
-	DefaultVCPUs    = 1
-	DefaultMemoryMB = 512
-	DefaultDiskMB   = 2048
-	// EnvdPort is where envd listens in the guest (and, through DNAT, on
-	// the sandbox's address).
-	EnvdPort = wire.EnvdPort
-	// maxVCPUs is Firecracker's limit (machine-config vcpu_count).
-	maxVCPUs = 32
-)
+// maxVCPUs is Firecracker's limit (machine-config vcpu_count).
+const maxVCPUs = 32
 
 // Names Firecracker knows the sandbox's devices by.
 const (
@@ -79,33 +70,16 @@ var (
 
 // New returns a driver; it checks nothing (Probe does).
 func New(cfg Config, log *slog.Logger) *Driver {
-	if cfg.DataDir == "" {
-		cfg.DataDir = "/var/lib/roost/runtime/firecracker"
-	}
-	if cfg.Firecracker == "" {
-		cfg.Firecracker = "firecracker"
-	}
-	if cfg.Kernel == "" {
-		cfg.Kernel = filepath.Join(cfg.DataDir, "vmlinux")
-	}
-	if cfg.Init == "" {
-		if exe, err := os.Executable(); err == nil {
-			cfg.Init = filepath.Join(filepath.Dir(exe), "roost-guest")
-		}
-	}
-	if cfg.KVM == "" {
-		cfg.KVM = "/dev/kvm"
-	}
-	if cfg.Egress.Rate == 0 {
-		cfg.Egress = microvm.DefaultEgress
-	}
-	if cfg.NoEgressLimit {
-		cfg.Egress = microvm.RateLimit{}
-	}
+	cfg.DataDir = cmp.Or(cfg.DataDir, "/var/lib/roost/runtime/firecracker")
+	cfg.Firecracker = cmp.Or(cfg.Firecracker, "firecracker")
+	cfg.Kernel = cmp.Or(cfg.Kernel, filepath.Join(cfg.DataDir, "vmlinux"))
+	cfg.Init = microvm.GuestInit(cfg.Init)
+	cfg.KVM = cmp.Or(cfg.KVM, "/dev/kvm")
+	cfg.Egress = microvm.EgressLimit(cfg.Egress, cfg.NoEgressLimit)
 	v := &vmm{cfg: cfg, images: vmimage.NewImages(filepath.Join(cfg.DataDir, "images"))}
 	// Firecracker limits egress itself (tx_rate_limiter): no qdisc.
 	return &Driver{vmm: v, Shell: microvm.NewShell(microvm.Config{
-		Name: "firecracker", VMM: v, Defaults: defaults,
+		Name: "firecracker", VMM: v,
 		Exe: "firecracker", Flag: "--id", LegacyState: legacyState,
 	}, log)}
 }
@@ -119,10 +93,7 @@ func (d *Driver) Capabilities() runtime.Capabilities { return runtime.Capabiliti
 // Probe implements runtime.Runtime: it lists everything this host lacks.
 func (d *Driver) Probe(ctx context.Context) runtime.Availability {
 	cfg := d.vmm.cfg
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "must run as root")
-	}
+	missing := microvm.MissingOnHost(cfg.Init)
 	if err := microvm.CheckKVM(cfg.KVM); err != nil {
 		missing = append(missing, fmt.Sprintf("Firecracker needs KVM: %v", err))
 	}
@@ -137,16 +108,10 @@ func (d *Driver) Probe(ctx context.Context) runtime.Availability {
 			missing = append(missing, fmt.Sprintf("initrd %s: %v", cfg.Initrd, errors.Unwrap(err)))
 		}
 	}
-	if st, err := os.Stat(cfg.Init); err != nil || st.IsDir() {
-		missing = append(missing, fmt.Sprintf("guest init %q not found (build cmd/roost-guest)", cfg.Init))
-	}
 	for _, bin := range []string{"mkfs.ext4", "debugfs"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			missing = append(missing, bin+" not found (install e2fsprogs)")
 		}
-	}
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		missing = append(missing, "no /dev/net/tun (TAP devices)")
 	}
 	if err := checkReflink(cfg.DataDir); err != nil {
 		missing = append(missing, err.Error())

@@ -21,6 +21,7 @@ import (
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/microvm"
 	"roost.dev/roost/runtime/runtimetest"
+	"roost.dev/roost/wire"
 )
 
 func TestLauncherCommandLine(t *testing.T) {
@@ -298,7 +299,7 @@ func TestDriverAgainstFake(t *testing.T) {
 			if err != nil {
 				t.Fatalf("create: %v", err)
 			}
-			if inst.Envd.Addr() != spec.Network.Address.Addr() || inst.Envd.Port() != EnvdPort || inst.Pid == 0 {
+			if inst.Envd.Addr() != spec.Network.Address.Addr() || inst.Envd.Port() != wire.EnvdPort || inst.Pid == 0 {
 				t.Errorf("instance %+v", inst)
 			}
 			if got, want := nsOf(t, inst.Pid, "net"), netnsID(t, spec.Network.Netns); got != want {
@@ -310,7 +311,7 @@ func TestDriverAgainstFake(t *testing.T) {
 			if _, err := os.Stat(paths(spec.StateDir).disk); err != nil {
 				t.Errorf("no disk: %v", err)
 			}
-			if st, err := d.Stats(ctx, spec.ID); err != nil || st.MemoryLimit != DefaultMemoryMB<<20 || st.MemoryBytes == 0 {
+			if st, err := d.Stats(ctx, spec.ID); err != nil || st.MemoryLimit != uint64(microvm.DefaultLimits.MemoryMB)<<20 || st.MemoryBytes == 0 {
 				t.Errorf("stats %+v, %v", st, err)
 			}
 			if err := d.Pause(ctx, spec.ID); err != nil {
@@ -357,7 +358,7 @@ func TestDriverAgainstFake(t *testing.T) {
 					t.Fatalf("recover: %+v, %v; want pid %d", again, err, inst.Pid)
 				}
 			}
-			writeLegacyState(t, spec.StateDir, inst.State)
+			runtimetest.WriteLegacyState(t, spec.StateDir, legacyState, inst.State)
 			if again, err := New(d.vmm.cfg, testLogger(t)).Recover(ctx, spec, runtime.DriverState{}); err != nil || again.Pid != inst.Pid {
 				t.Fatalf("recover from the legacy state file: %+v, %v; want pid %d", again, err, inst.Pid)
 			}
@@ -439,21 +440,5 @@ func TestCreateFailsCleanlyWhenRefused(t *testing.T) {
 	}
 	if vmms, _ := microvm.StrayVMMs("firecracker", "--id", microvm.NamePrefix+spec.ID); len(vmms) > 0 {
 		t.Errorf("firecracker of a failed create still runs: %v", vmms)
-	}
-}
-
-// writeLegacyState writes st as the driver wrote its state itself before
-// the agent kept it: the state, with its version inside, in
-// firecracker.json.
-func writeLegacyState(t *testing.T, stateDir string, st runtime.DriverState) {
-	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal(st.Data, &m); err != nil {
-		t.Fatal(err)
-	}
-	m["version"] = st.Version
-	b, _ := json.Marshal(m)
-	if err := os.WriteFile(filepath.Join(stateDir, legacyState), b, 0o600); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -21,9 +21,6 @@ type vmm struct {
 
 var _ microvm.VMM = (*vmm)(nil)
 
-// defaults fill the limits a spec leaves zero.
-var defaults = runtime.Limits{VCPUs: DefaultVCPUs, MemoryMB: DefaultMemoryMB, DiskMB: DefaultDiskMB}
-
 // Validate implements microvm.VMM.
 func (v *vmm) Validate(spec runtime.Spec) error {
 	switch {

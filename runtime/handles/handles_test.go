@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 
@@ -17,10 +18,11 @@ func TestTable(t *testing.T) {
 	if _, err := tab.Get("a"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("get unknown: %v", err)
 	}
-	if err := tab.Reserve("a"); err != nil {
+	r, err := tab.Reserve("a")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tab.Reserve("a"); !errors.Is(err, errdefs.ErrAlreadyExists) {
+	if _, err := tab.Reserve("a"); !errors.Is(err, errdefs.ErrAlreadyExists) {
 		t.Errorf("second reserve: %v, want ErrAlreadyExists", err)
 	}
 	if _, err := tab.Get("a"); !errors.Is(err, errdefs.ErrConflict) {
@@ -30,13 +32,37 @@ func TestTable(t *testing.T) {
 		t.Error("a reservation is not known, or counts as a handle")
 	}
 	v := "handle"
-	tab.Publish("a", &v)
+	r.OnFail(func() { t.Error("a published handle's steps were undone") })
+	r.Publish(&v)
+	r.Release()
 	if h, err := tab.Get("a"); err != nil || *h != "handle" || len(tab.All()) != 1 {
 		t.Errorf("get published: %v, %v", h, err)
 	}
-	tab.Publish("a", nil)
+	tab.Delete("a")
 	if tab.Known("a") {
-		t.Error("a forgotten id is known")
+		t.Error("a deleted id is known")
+	}
+}
+
+// A reservation released without a handle undoes its steps, the last
+// first, once, and frees its ID.
+func TestReservationUnwinds(t *testing.T) {
+	var tab Table[string]
+	r, err := tab.Reserve("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []int
+	for i := range 3 {
+		r.OnFail(func() { order = append(order, i) })
+	}
+	r.Release()
+	r.Release()
+	if !slices.Equal(order, []int{2, 1, 0}) {
+		t.Errorf("undone in order %v, want 2 1 0 once", order)
+	}
+	if tab.Known("a") {
+		t.Error("a released reservation keeps its id")
 	}
 }
 
@@ -49,13 +75,16 @@ func TestTableConcurrent(t *testing.T) {
 		wg.Go(func() {
 			for j := range 200 {
 				id := fmt.Sprint(i, "-", j%5)
-				if tab.Reserve(id) == nil {
-					tab.Publish(id, &j)
+				if r, err := tab.Reserve(id); err == nil {
+					if j%2 == 0 {
+						r.Publish(&j)
+					}
+					r.Release()
 				}
 				_ = tab.Known(id)
 				_ = tab.All()
 				if j%3 == 0 {
-					tab.Publish(id, nil)
+					tab.Delete(id)
 				}
 			}
 		})

@@ -52,31 +52,67 @@ func (t *Table[H]) All() []*H {
 	return out
 }
 
-// Reserve claims id, or returns an error wrapping
-// errdefs.ErrAlreadyExists when it is taken; Publish(id, nil) releases it.
-func (t *Table[H]) Reserve(id string) error {
+// Publish makes h the handle of id, reserved or not.
+func (t *Table[H]) Publish(id string, h *H) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = map[string]*H{}
+	}
+	t.m[id] = h
+}
+
+// Delete forgets id.
+func (t *Table[H]) Delete(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.m, id)
+}
+
+// Reserve claims id for a call that builds its handle, or returns an
+// error wrapping errdefs.ErrAlreadyExists when it is taken. The caller
+// defers the Reservation's Release.
+func (t *Table[H]) Reserve(id string) (*Reservation[H], error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if _, ok := t.m[id]; ok {
-		return fmt.Errorf("sandbox %s: %w", id, errdefs.ErrAlreadyExists)
+		return nil, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrAlreadyExists)
 	}
 	if t.m == nil {
 		t.m = map[string]*H{}
 	}
 	t.m[id] = nil
-	return nil
+	return &Reservation[H]{t: t, id: id}, nil
 }
 
-// Publish makes h the handle of id; a nil h forgets id.
-func (t *Table[H]) Publish(id string, h *H) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if h == nil {
-		delete(t.m, id)
+// Reservation is an ID reserved by a call still building its handle, and
+// the steps that call took so far, to undo if it fails: a cleanup stack
+// that unwinds exactly once.
+type Reservation[H any] struct {
+	t    *Table[H]
+	id   string
+	undo []func()
+}
+
+// OnFail pushes a step that undoes what the call just acquired.
+func (r *Reservation[H]) OnFail(undo func()) { r.undo = append(r.undo, undo) }
+
+// Publish makes h the handle of the reserved ID.
+func (r *Reservation[H]) Publish(h *H) { r.t.Publish(r.id, h) }
+
+// Release ends the reservation. Unless a handle was published for the
+// ID, the steps pushed with OnFail run, the last first, and the ID is
+// free again. A second Release does nothing.
+func (r *Reservation[H]) Release() {
+	r.t.mu.Lock()
+	h, reserved := r.t.m[r.id]
+	r.t.mu.Unlock()
+	if !reserved || h != nil {
 		return
 	}
-	if t.m == nil {
-		t.m = map[string]*H{}
+	for i := len(r.undo) - 1; i >= 0; i-- {
+		r.undo[i]()
 	}
-	t.m[id] = h
+	r.undo = nil
+	r.t.Delete(r.id)
 }

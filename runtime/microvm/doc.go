@@ -1,6 +1,15 @@
 // Package microvm holds what the VM drivers (qemu, firecracker) share on
-// the host side: the guest's fixed network inside the sandbox's namespace
-// (TAP device, NAT to the slot address, egress shaping), the roost.*
-// kernel command-line words the guest init reads (package guest), and
-// watching a VMM process that outlives the agent.
+// the host side. Its Shell is the driver around a VMM: the table of
+// sandboxes, create (with its unwinding on failure), destroy, stats,
+// pause and resume, snapshot and restore, re-adoption after an agent
+// restart, prune of stray VMM processes, and the VM's saved state (State,
+// the runtime.DriverState the agent keeps); each driver supplies a VMM,
+// which does those steps with its own API (QMP, Firecracker's HTTP API).
+// Around them it sets up the guest's fixed network inside the sandbox's
+// namespace (TAP device, NAT to the slot address, egress shaping) and
+// writes the roost.* kernel command-line words the guest init reads
+// (package guest).
+//
+// It does not speak any VMM's protocol, build images or kernels (package
+// vmimage), or make the sandbox's network namespace (package network).
 package microvm

@@ -48,22 +48,23 @@ func (s *Shell) Recover(ctx context.Context, spec runtime.Spec, st runtime.Drive
 		_ = RemoveFiles(s.files(spec.StateDir)...)
 		return runtime.Instance{}, fmt.Errorf("sandbox %s: %s exited: %w", spec.ID, s.cfg.Name, errdefs.ErrNotFound)
 	}
-	if err := s.handles.Reserve(spec.ID); err != nil {
+	r, err := s.handles.Reserve(spec.ID)
+	if err != nil {
 		m, gerr := s.handles.Get(spec.ID)
 		if gerr != nil {
 			return runtime.Instance{}, err
 		}
 		return m.instance()
 	}
+	defer r.Release()
 	m := &Machine{State: vm, Log: log}
 	cctx, cancel := context.WithTimeout(ctx, attachTimeout)
 	defer cancel()
 	status, err := s.vmm.Attach(cctx, m)
 	if err != nil {
-		s.handles.Publish(spec.ID, nil)
 		return runtime.Instance{}, fmt.Errorf("recover: %w", err)
 	}
-	s.handles.Publish(spec.ID, m)
+	r.Publish(m)
 	log.Info("recover: re-adopted running vmm", "vmm", s.cfg.Name, "pid", vm.Pid, "status", status)
 	return m.instance()
 }
@@ -101,20 +102,16 @@ func (s *Shell) Snapshot(ctx context.Context, id string) (runtime.DriverState, e
 // another slot than before). It works for a sandbox this driver
 // snapshotted and, after an agent restart, for one whose state says it is
 // hibernated.
-func (s *Shell) Restore(ctx context.Context, spec runtime.Spec, st runtime.DriverState) (inst runtime.Instance, err error) {
+func (s *Shell) Restore(ctx context.Context, spec runtime.Spec, st runtime.DriverState) (runtime.Instance, error) {
 	if spec.Network.Netns == "" || !spec.Network.Address.Addr().Is4() {
 		return runtime.Instance{}, fmt.Errorf("no network: %w", errdefs.ErrInvalid)
 	}
-	m, reserved, err := s.hibernated(spec, st)
+	m, r, err := s.hibernated(spec, st)
 	if err != nil {
 		return runtime.Instance{}, err
 	}
-	if reserved {
-		defer func() {
-			if err != nil {
-				s.handles.Publish(spec.ID, nil)
-			}
-		}()
+	if r != nil {
+		defer r.Release()
 	}
 	ctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
 	defer cancel()
@@ -127,7 +124,8 @@ func (s *Shell) Restore(ctx context.Context, spec runtime.Spec, st runtime.Drive
 		m.Process = proc.Process{}
 		return runtime.Instance{}, fmt.Errorf("restore %s: %w", spec.ID, err)
 	}
-	if inst, err = m.instance(); err != nil {
+	inst, err := m.instance()
+	if err != nil {
 		return runtime.Instance{}, err
 	}
 	s.handles.Publish(spec.ID, m)
@@ -136,24 +134,25 @@ func (s *Shell) Restore(ctx context.Context, spec runtime.Spec, st runtime.Drive
 }
 
 // hibernated returns the Machine of spec's hibernated sandbox: the one
-// the shell holds or, reserved (the caller releases it on failure), one
-// made from st.
-func (s *Shell) hibernated(spec runtime.Spec, st runtime.DriverState) (m *Machine, reserved bool, err error) {
+// the shell holds or one made from st, with the reservation of its ID
+// for the caller to release.
+func (s *Shell) hibernated(spec runtime.Spec, st runtime.DriverState) (*Machine, *handles.Reservation[Machine], error) {
 	if m, err := s.handles.Get(spec.ID); err == nil {
 		if m.Pid != 0 {
-			return nil, false, fmt.Errorf("sandbox %s is running: %w", spec.ID, errdefs.ErrConflict)
+			return nil, nil, fmt.Errorf("sandbox %s is running: %w", spec.ID, errdefs.ErrConflict)
 		}
-		return m, false, nil
+		return m, nil, nil
 	}
-	if err := s.handles.Reserve(spec.ID); err != nil {
-		return nil, false, err
+	r, err := s.handles.Reserve(spec.ID)
+	if err != nil {
+		return nil, nil, err
 	}
 	vm, err := s.load(spec, st)
 	if err != nil || !exists(vm.Snapshot) {
-		s.handles.Publish(spec.ID, nil)
-		return nil, false, fmt.Errorf("sandbox %s has no snapshot (%v): %w", spec.ID, err, errdefs.ErrNotFound)
+		r.Release()
+		return nil, nil, fmt.Errorf("sandbox %s has no snapshot (%v): %w", spec.ID, err, errdefs.ErrNotFound)
 	}
-	return &Machine{State: vm, Log: s.log.With("sandbox", spec.ID)}, true, nil
+	return &Machine{State: vm, Log: s.log.With("sandbox", spec.ID)}, r, nil
 }
 
 func exists(p string) bool {

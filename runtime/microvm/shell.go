@@ -20,13 +20,15 @@ import (
 // -name roost-ID, Firecracker's --id roost-ID), for Prune.
 const NamePrefix = "roost-"
 
+// DefaultLimits fill the limits a spec leaves zero: 1 vCPU, 512 MiB of
+// memory, a 2 GiB disk.
+var DefaultLimits = runtime.Limits{VCPUs: 1, MemoryMB: 512, DiskMB: 2048}
+
 // Config describes one VM driver to the Shell.
 type Config struct {
 	// Name is the driver's name, for messages ("qemu").
 	Name string
 	VMM  VMM
-	// Defaults fill the limits a spec leaves zero.
-	Defaults runtime.Limits
 	// Egress is the limit the guest network applies to what a guest
 	// sends; zero where the VMM limits egress itself.
 	Egress RateLimit
@@ -74,45 +76,39 @@ func (s *Shell) validate(spec runtime.Spec) error {
 }
 
 // Create implements runtime.Runtime.
-func (s *Shell) Create(ctx context.Context, spec runtime.Spec) (inst runtime.Instance, err error) {
+func (s *Shell) Create(ctx context.Context, spec runtime.Spec) (runtime.Instance, error) {
 	if err := s.validate(spec); err != nil {
 		return runtime.Instance{}, err
 	}
-	if err := s.handles.Reserve(spec.ID); err != nil {
+	r, err := s.handles.Reserve(spec.ID)
+	if err != nil {
 		return runtime.Instance{}, err
 	}
-	var undo []func()
-	defer func() {
-		if err != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
-			}
-			s.handles.Publish(spec.ID, nil)
-		}
-	}()
-	lim := spec.Limits.Or(s.cfg.Defaults)
+	defer r.Release() // a failed create unwinds
+	lim := spec.Limits.Or(DefaultLimits)
 	m := s.machine(spec, State{ID: spec.ID, StateDir: spec.StateDir, MemoryMB: lim.MemoryMB})
 	began := time.Now()
 	if err := os.MkdirAll(spec.StateDir, 0o700); err != nil {
 		return runtime.Instance{}, fmt.Errorf("state dir: %w", err)
 	}
-	undo = append(undo, func() { _ = RemoveFiles(s.vmm.Files(spec.StateDir)...) })
+	r.OnFail(func() { _ = RemoveFiles(s.vmm.Files(spec.StateDir)...) })
 	if err := s.vmm.Prepare(ctx, m, spec, lim); err != nil {
 		return runtime.Instance{}, err
 	}
-	undo = append(undo, func() { _ = TeardownGuestNet(spec.Network.Netns) })
+	r.OnFail(func() { _ = TeardownGuestNet(spec.Network.Netns) })
 	if err := SetupGuestNet(spec.Network.Netns, spec.Network.Interface, spec.Network.Address.Addr(), s.cfg.Egress); err != nil {
 		return runtime.Instance{}, err
 	}
 	prepared := time.Now()
-	undo = append(undo, m.Kill)
+	r.OnFail(m.Kill)
 	if err := s.vmm.Boot(ctx, m, spec, lim); err != nil {
 		return runtime.Instance{}, err
 	}
-	if inst, err = m.instance(); err != nil {
+	inst, err := m.instance()
+	if err != nil {
 		return runtime.Instance{}, err
 	}
-	s.handles.Publish(spec.ID, m)
+	r.Publish(m)
 	m.Log.Info("sandbox started", "pid", m.Pid, "envd", m.EnvdAddr, "prepare", prepared.Sub(began), "boot", time.Since(prepared))
 	return inst, nil
 }
@@ -151,7 +147,7 @@ func (s *Shell) Destroy(ctx context.Context, id string) error {
 		err = TeardownGuestNet(m.Netns)
 	}
 	err = errors.Join(err, RemoveFiles(s.files(m.StateDir)...))
-	s.handles.Publish(id, nil)
+	s.handles.Delete(id)
 	m.Log.Info("sandbox destroyed")
 	return err
 }

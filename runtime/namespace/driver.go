@@ -148,55 +148,25 @@ type handle struct {
 }
 
 // Create implements runtime.Runtime.
-func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (inst runtime.Instance, err error) {
+func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (runtime.Instance, error) {
 	if err := validate(spec); err != nil {
 		return runtime.Instance{}, err
 	}
-	if err := d.handles.Reserve(spec.ID); err != nil {
+	r, err := d.handles.Reserve(spec.ID)
+	if err != nil {
 		return runtime.Instance{}, err
 	}
-	var undo []func()
-	defer func() {
-		if err != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
-			}
-			d.handles.Publish(spec.ID, nil)
-		}
-	}()
-	log := d.log.With("sandbox", spec.ID)
+	defer r.Release() // a failed create unwinds
 	lim := withDefaults(spec.Limits)
-
 	lower, release, err := d.lower(spec.RootFS)
 	if err != nil {
 		return runtime.Instance{}, err
 	}
 	defer release() // after the handle that uses it is published
-
-	if err := os.MkdirAll(spec.StateDir, 0o711); err != nil {
-		return runtime.Instance{}, fmt.Errorf("state dir: %w", err)
-	}
-	if err := d.traversable(spec.StateDir); err != nil {
-		return runtime.Instance{}, err
-	}
-	image, disk, rootfs := paths(spec.StateDir)
-	blank, err := d.blankDisk(lim.DiskMB)
+	rootfs, err := d.mountRoot(r, spec, lower, lim.DiskMB)
 	if err != nil {
 		return runtime.Instance{}, err
 	}
-	if err := copySparse(image, blank); err != nil {
-		return runtime.Instance{}, fmt.Errorf("create disk image: %w", err)
-	}
-	undo = append(undo, func() { os.Remove(image) })
-	if err := mountDisk(image, disk); err != nil {
-		return runtime.Instance{}, err
-	}
-	undo = append(undo, func() { _ = unmount(disk) })
-	if err := mountOverlay(spec.ID, lower, disk, rootfs); err != nil {
-		return runtime.Instance{}, err
-	}
-	undo = append(undo, func() { _ = unmount(rootfs) })
-
 	group, err := d.cgrp.Create(cgroupName(spec.ID), cgroup.Limits{
 		CPUs:        float64(lim.VCPUs),
 		MemoryBytes: int64(lim.MemoryMB) << 20,
@@ -205,12 +175,65 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (inst runtime.In
 	if err != nil {
 		return runtime.Instance{}, fmt.Errorf("cgroup: %w", err)
 	}
-	undo = append(undo, func() {
+	r.OnFail(func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		_ = group.Delete(cctx)
 	})
+	initProc, err := d.startInit(ctx, spec, group, initConfig(spec, rootfs))
+	if err != nil {
+		return runtime.Instance{}, err
+	}
+	h := &handle{
+		rec: record{
+			ID: spec.ID, Process: initProc, Cgroup: group.Name(),
+			EnvdAddr: netip.AddrPortFrom(spec.Network.Address.Addr(), EnvdPort).String(),
+			Started:  time.Now().UTC(), StateDir: spec.StateDir, LowerPath: lower,
+		},
+		group: group, log: d.log.With("sandbox", spec.ID),
+	}
+	inst, err := h.rec.instance()
+	if err != nil {
+		return runtime.Instance{}, err
+	}
+	r.Publish(h)
+	h.log.Info("sandbox started", "pid", initProc.Pid, "envd", h.rec.EnvdAddr)
+	return inst, nil
+}
 
+// mountRoot makes the sandbox's root filesystem in its state directory:
+// its own disk of diskMB, mounted, and the overlay of the template
+// (lower) under it. It returns where the root is.
+func (d *Driver) mountRoot(r *handles.Reservation[handle], spec runtime.Spec, lower string, diskMB int) (string, error) {
+	if err := os.MkdirAll(spec.StateDir, 0o711); err != nil {
+		return "", fmt.Errorf("state dir: %w", err)
+	}
+	if err := d.traversable(spec.StateDir); err != nil {
+		return "", err
+	}
+	image, disk, rootfs := paths(spec.StateDir)
+	blank, err := d.blankDisk(diskMB)
+	if err != nil {
+		return "", err
+	}
+	if err := copySparse(image, blank); err != nil {
+		return "", fmt.Errorf("create disk image: %w", err)
+	}
+	r.OnFail(func() { os.Remove(image) })
+	if err := mountDisk(image, disk); err != nil {
+		return "", err
+	}
+	r.OnFail(func() { _ = unmount(disk) })
+	if err := mountOverlay(spec.ID, lower, disk, rootfs); err != nil {
+		return "", err
+	}
+	r.OnFail(func() { _ = unmount(rootfs) })
+	return rootfs, nil
+}
+
+// initConfig is what the sandbox's init is told: where its root is, and
+// how to start envd.
+func initConfig(spec runtime.Spec, rootfs string) sandboxinit.Config {
 	cfg := sandboxinit.Config{
 		RootFS:   rootfs,
 		Hostname: spec.Hostname,
@@ -222,24 +245,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (inst runtime.In
 	if cfg.Hostname == "" {
 		cfg.Hostname = spec.ID
 	}
-	initProc, err := d.startInit(ctx, spec, group, cfg)
-	if err != nil {
-		return runtime.Instance{}, err
-	}
-	h := &handle{
-		rec: record{
-			ID: spec.ID, Process: initProc, Cgroup: group.Name(),
-			EnvdAddr: netip.AddrPortFrom(spec.Network.Address.Addr(), EnvdPort).String(),
-			Started:  time.Now().UTC(), StateDir: spec.StateDir, LowerPath: lower,
-		},
-		group: group, log: log,
-	}
-	if inst, err = h.rec.instance(); err != nil {
-		return runtime.Instance{}, err
-	}
-	d.handles.Publish(spec.ID, h)
-	log.Info("sandbox started", "pid", initProc.Pid, "envd", h.rec.EnvdAddr)
-	return inst, nil
+	return cfg
 }
 
 func validate(spec runtime.Spec) error {

@@ -145,7 +145,7 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	if err := d.teardown(ctx, h.rec, h.group); err != nil {
 		return err
 	}
-	d.handles.Publish(id, nil)
+	d.handles.Delete(id)
 	h.log.Info("sandbox destroyed")
 	return nil
 }
@@ -202,17 +202,19 @@ func (d *Driver) Recover(ctx context.Context, spec runtime.Spec, st runtime.Driv
 		_ = d.teardown(ctx, rec, nil)
 		return runtime.Instance{}, fmt.Errorf("sandbox %s: %w", spec.ID, errdefs.ErrNotFound)
 	}
-	if err := d.handles.Reserve(spec.ID); err != nil {
+	r, err := d.handles.Reserve(spec.ID)
+	if err != nil {
 		h, gerr := d.handles.Get(spec.ID)
 		if gerr != nil {
 			return runtime.Instance{}, err
 		}
 		return h.rec.instance()
 	}
+	defer r.Release()
 	d.mu.Lock()
 	d.lowers[spec.RootFS] = rec.LowerPath
 	d.mu.Unlock()
-	d.handles.Publish(spec.ID, &handle{rec: rec, group: group, log: log})
+	r.Publish(&handle{rec: rec, group: group, log: log})
 	log.Info("sandbox re-adopted", "pid", rec.Pid)
 	return rec.instance()
 }

@@ -3,11 +3,8 @@ package namespace_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -85,24 +82,8 @@ func TestIsolation(t *testing.T) {
 		sb.MustExec(t, "script -qc 'tty' /dev/null | grep -q /dev/pts/")
 	})
 	t.Run("host services unreachable", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "0.0.0.0:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
-		port := ln.Addr().(*net.TCPAddr).Port
-		gw := sb.Spec.Network.Gateway.String()
-		script := fmt.Sprintf("timeout 2 bash -c 'echo > /dev/tcp/%s/%d' && echo reached", gw, port)
-		if r, _ := sb.Exec(context.Background(), script); strings.Contains(r.Stdout, "reached") {
+		port := runtimetest.HostListener(t)
+		if gw := sb.Spec.Network.Gateway.String(); sb.Reaches(context.Background(), gw, port) {
 			t.Errorf("sandbox reached a host listener at %s:%d", gw, port)
 		}
 	})
@@ -112,8 +93,7 @@ func TestIsolation(t *testing.T) {
 		if r, _ := sb.Exec(context.Background(), "test -e /tmp/other-secret"); r.ExitCode == 0 {
 			t.Error("a sandbox sees another's files")
 		}
-		script := fmt.Sprintf("timeout 2 bash -c 'echo > /dev/tcp/%s/%d' && echo reached", other.Instance.Envd.Addr(), other.Instance.Envd.Port())
-		if r, _ := sb.Exec(context.Background(), script); strings.Contains(r.Stdout, "reached") {
+		if sb.Reaches(context.Background(), other.Instance.Envd.Addr().String(), int(other.Instance.Envd.Port())) {
 			t.Error("a sandbox reached another sandbox's envd")
 		}
 	})
@@ -165,7 +145,7 @@ func TestRecover(t *testing.T) {
 	// A second driver stands for an agent of the version before, which
 	// kept no driver state: the driver reads the namespace.json it wrote
 	// itself then.
-	writeLegacyState(t, sb.Spec.StateDir, sb.Instance.State)
+	runtimetest.WriteLegacyState(t, sb.Spec.StateDir, "namespace.json", sb.Instance.State)
 	again := newDriver(t)
 	for range 2 {
 		inst, err := again.Recover(context.Background(), sb.Spec, runtime.DriverState{})
@@ -205,22 +185,6 @@ func TestRecover(t *testing.T) {
 		if _, err := newDriver(t).Recover(context.Background(), sb.Spec, st); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Errorf("recover a destroyed sandbox: %v, want ErrNotFound", err)
 		}
-	}
-}
-
-// writeLegacyState writes st as the driver wrote its state itself before
-// the agent kept it: the state, with its version inside, in
-// namespace.json.
-func writeLegacyState(t *testing.T, stateDir string, st runtime.DriverState) {
-	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal(st.Data, &m); err != nil {
-		t.Fatal(err)
-	}
-	m["version"] = st.Version
-	b, _ := json.Marshal(m)
-	if err := os.WriteFile(filepath.Join(stateDir, "namespace.json"), b, 0o600); err != nil {
-		t.Fatal(err)
 	}
 }
 

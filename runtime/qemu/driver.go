@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -13,17 +12,6 @@ import (
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/microvm"
 	"roost.dev/roost/runtime/vmimage"
-	"roost.dev/roost/wire"
-)
-
-// Defaults for limits a Spec leaves at zero.
-const (
-	DefaultVCPUs    = 1
-	DefaultMemoryMB = 512
-	DefaultDiskMB   = 2048
-	// EnvdPort is where envd listens in the guest (and, through DNAT, on
-	// the sandbox's address).
-	EnvdPort = wire.EnvdPort
 )
 
 // Config configures the driver. Zero values take the defaults noted.
@@ -69,14 +57,8 @@ const legacyState = "qemu.json"
 
 // New returns a driver; it checks nothing (Probe does).
 func New(cfg Config, log *slog.Logger) *Driver {
-	if cfg.DataDir == "" {
-		cfg.DataDir = "/var/lib/roost/runtime/qemu"
-	}
-	if cfg.Init == "" {
-		if exe, err := os.Executable(); err == nil {
-			cfg.Init = filepath.Join(filepath.Dir(exe), "roost-guest")
-		}
-	}
+	cfg.DataDir = cmp.Or(cfg.DataDir, "/var/lib/roost/runtime/qemu")
+	cfg.Init = microvm.GuestInit(cfg.Init)
 	cfg.QEMU = cmp.Or(cfg.QEMU, "qemu-system-x86_64")
 	cfg.QEMUImg = cmp.Or(cfg.QEMUImg, "qemu-img")
 	cfg.BootDir = cmp.Or(cfg.BootDir, "/boot")
@@ -87,18 +69,13 @@ func New(cfg Config, log *slog.Logger) *Driver {
 		kvm := kvmErr == nil
 		cfg.KVM = &kvm
 	}
-	if cfg.Egress.Rate == 0 {
-		cfg.Egress = microvm.DefaultEgress
-	}
-	if cfg.NoEgressLimit {
-		cfg.Egress = microvm.RateLimit{}
-	}
+	cfg.Egress = microvm.EgressLimit(cfg.Egress, cfg.NoEgressLimit)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	v := &vmm{cfg: cfg, log: log, kvmErr: kvmErr, images: vmimage.NewImages(filepath.Join(cfg.DataDir, "images"))}
 	return &Driver{vmm: v, Shell: microvm.NewShell(microvm.Config{
-		Name: "qemu", VMM: v, Defaults: defaults, Egress: cfg.Egress,
+		Name: "qemu", VMM: v, Egress: cfg.Egress,
 		Exe: "qemu-system", Flag: "-name", LegacyState: legacyState,
 	}, log)}
 }
@@ -113,10 +90,7 @@ func (d *Driver) Capabilities() runtime.Capabilities { return runtime.Capabiliti
 // still available, under emulation, and Reason says so.
 func (d *Driver) Probe(ctx context.Context) runtime.Availability {
 	cfg := d.vmm.cfg
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "must run as root")
-	}
+	missing := microvm.MissingOnHost(cfg.Init)
 	for _, bin := range []struct{ name, pkg string }{{cfg.QEMU, "qemu-system-x86"}, {cfg.QEMUImg, "qemu-utils"}, {"mkfs.ext4", "e2fsprogs"}, {"debugfs", "e2fsprogs"}} {
 		if _, err := exec.LookPath(bin.name); err != nil {
 			missing = append(missing, fmt.Sprintf("%s not found (install %s)", bin.name, bin.pkg))
@@ -124,12 +98,6 @@ func (d *Driver) Probe(ctx context.Context) runtime.Availability {
 	}
 	if _, err := vmimage.FindHostKernel(cfg.BootDir, cfg.ModulesDir); err != nil {
 		missing = append(missing, err.Error())
-	}
-	if st, err := os.Stat(cfg.Init); err != nil || st.IsDir() {
-		missing = append(missing, fmt.Sprintf("guest init %q not found (build cmd/roost-guest)", cfg.Init))
-	}
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		missing = append(missing, "no /dev/net/tun (TAP devices)")
 	}
 	if len(missing) > 0 {
 		return runtime.Availability{Reason: strings.Join(missing, "; ")}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -70,24 +69,9 @@ func TestNetwork(t *testing.T) {
 	})
 
 	t.Run("host services unreachable", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "0.0.0.0:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
-		port := ln.Addr().(*net.TCPAddr).Port
+		port := runtimetest.HostListener(t)
 		for _, target := range []string{sb.Spec.Network.Gateway.String(), "10.0.2.1"} {
-			script := fmt.Sprintf("timeout 2 bash -c 'echo > /dev/tcp/%s/%d' && echo reached", target, port)
-			if r, _ := sb.Exec(ctx, script); strings.Contains(r.Stdout, "reached") {
+			if sb.Reaches(ctx, target, port) {
 				t.Errorf("guest reached a host listener at %s:%d", target, port)
 			}
 		}

@@ -2,7 +2,6 @@ package qemu_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
@@ -127,11 +126,11 @@ func TestSnapshotRestore(t *testing.T) {
 
 	// A second driver stands for an agent of the version before, which
 	// kept no driver state: the driver reads the qemu.json it wrote then.
-	writeLegacyState(t, sb.Spec.StateDir, inst.State)
+	runtimetest.WriteLegacyState(t, sb.Spec.StateDir, "qemu.json", inst.State)
 	if old, err := newDriver(t).Recover(ctx, sb.Spec, runtime.DriverState{}); err != nil || old.Pid != inst.Pid {
 		t.Fatalf("recover from the legacy state file: %+v, %v; want pid %d", old, err, inst.Pid)
 	}
-	// A third stands for the agent after a restart.
+	// Another stands for the agent after a restart.
 	again := newDriver(t)
 	inst2, err := again.Recover(ctx, sb.Spec, inst.State)
 	if err != nil {
@@ -154,8 +153,11 @@ func TestSnapshotRestore(t *testing.T) {
 	if err != nil {
 		t.Fatalf("second snapshot: %v", err)
 	}
+	// The agent of the version before restarts: its record holds no
+	// state, and the driver reads the qemu.json it wrote then.
+	runtimetest.WriteLegacyState(t, sb.Spec.StateDir, "qemu.json", hibernated)
 	third := newDriver(t)
-	inst3, err := third.Recover(ctx, sb.Spec, hibernated)
+	inst3, err := third.Recover(ctx, sb.Spec, runtime.DriverState{})
 	if err != nil {
 		t.Fatalf("recover a hibernated sandbox: %v", err)
 	}
@@ -173,21 +175,6 @@ func TestSnapshotRestore(t *testing.T) {
 		if _, err := newDriver(t).Recover(ctx, sb.Spec, st); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Errorf("recover after destroy: %v, want ErrNotFound", err)
 		}
-	}
-}
-
-// writeLegacyState writes st as the driver wrote its state itself before
-// the agent kept it: the state, with its version inside, in qemu.json.
-func writeLegacyState(t *testing.T, stateDir string, st runtime.DriverState) {
-	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal(st.Data, &m); err != nil {
-		t.Fatal(err)
-	}
-	m["version"] = st.Version
-	b, _ := json.Marshal(m)
-	if err := os.WriteFile(filepath.Join(stateDir, "qemu.json"), b, 0o600); err != nil {
-		t.Fatal(err)
 	}
 }
 

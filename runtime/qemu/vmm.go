@@ -30,9 +30,6 @@ type vmm struct {
 
 var _ microvm.VMM = (*vmm)(nil)
 
-// defaults fill the limits a spec leaves zero.
-var defaults = runtime.Limits{VCPUs: DefaultVCPUs, MemoryMB: DefaultMemoryMB, DiskMB: DefaultDiskMB}
-
 // prepareKernel extracts the host's kernel and builds the initramfs once.
 func (v *vmm) prepareKernel(ctx context.Context) (vmimage.Kernel, error) {
 	v.kernelMu.Lock()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -102,4 +103,34 @@ func (s *Sandbox) ReadFile(ctx context.Context, path string) ([]byte, error) {
 		return nil, fmt.Errorf("download %s: %s: %s", path, resp.Status, strings.TrimSpace(string(b)))
 	}
 	return b, nil
+}
+
+// Reaches reports whether a connection from inside the sandbox to
+// host:port succeeds within 2 s.
+func (s *Sandbox) Reaches(ctx context.Context, host string, port int) bool {
+	script := fmt.Sprintf("timeout 2 bash -c 'echo > /dev/tcp/%s/%d' && echo reached", host, port)
+	r, _ := s.Exec(ctx, script)
+	return strings.Contains(r.Stdout, "reached")
+}
+
+// HostListener listens on every address of the host, on a free port, and
+// accepts and closes connections until the test ends; it returns the
+// port: a host service a sandbox must not reach.
+func HostListener(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -165,6 +166,26 @@ func (s *Sandbox) WaitGone(ctx context.Context) error {
 			return fmt.Errorf("envd at %s still answers: %w", s.Envd, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// WriteLegacyState writes st to stateDir/name as drivers wrote their own
+// state before the agent kept it (agent records of version 1): the
+// state's JSON object, with its version inside. A driver given no state
+// reads it.
+func WriteLegacyState(t testing.TB, stateDir, name string, st runtime.DriverState) {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(st.Data, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["version"] = st.Version
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(stateDir, name), b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 
