@@ -1,5 +1,6 @@
 // Package firecracker is the runtime driver that runs each sandbox as a
-// Firecracker microVM, on hosts with KVM. It speaks Firecracker's HTTP API
+// Firecracker microVM, on hosts with KVM: the microvm.Shell around
+// Firecracker. It speaks Firecracker's HTTP API
 // over the per-sandbox Unix socket itself (no SDK): logger, machine
 // config, boot source, the root drive, the network interface with its
 // egress rate limiter, MMDS, InstanceStart; PATCH /vm to pause and resume;

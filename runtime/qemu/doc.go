@@ -8,7 +8,7 @@
 // QEMU runs inside the sandbox's network namespace on a TAP device; the
 // guest has the same address in every sandbox (microvm.GuestAddr), and nftables
 // rules in the namespace map the sandbox's slot address to it, so a memory
-// snapshot restores on any slot. The driver controls QEMU over QMP; it
-// does not prepare the namespace or the host firewall (package network
-// does).
+// snapshot restores on any slot. The driver is the microvm.Shell around
+// QEMU, which it controls over QMP; it does not prepare the namespace or
+// the host firewall (package network does).
 package qemu
