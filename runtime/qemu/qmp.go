@@ -16,7 +16,8 @@ import (
 
 // qmp is a client of QEMU's machine protocol on a Unix socket. Commands
 // are serialised (QMP answers in order, and we wait for each answer);
-// asynchronous events go to a buffered channel that callers wait on.
+// asynchronous events are read and dropped: the driver polls state
+// instead (query-status, query-migrate).
 type qmp struct {
 	conn net.Conn
 	rd   *bufio.Reader
@@ -24,9 +25,8 @@ type qmp struct {
 	mu     sync.Mutex // guards the conn for writing, and the answer in flight
 	answer chan qmpMessage
 
-	events chan qmpMessage
-	done   chan struct{} // closed when the reader ends
-	err    error         // why the reader ended; read after done
+	done chan struct{} // closed when the reader ends
+	err  error         // why the reader ended; read after done
 }
 
 type qmpMessage struct {
@@ -36,7 +36,6 @@ type qmpMessage struct {
 		Desc  string `json:"desc"`
 	} `json:"error"`
 	Event string          `json:"event"`
-	Data  json.RawMessage `json:"data"`
 	QMP   json.RawMessage `json:"QMP"`
 }
 
@@ -64,7 +63,7 @@ func dialQMP(ctx context.Context, path string) (*qmp, error) {
 		}
 	}
 	q := &qmp{conn: conn, rd: bufio.NewReader(conn), answer: make(chan qmpMessage, 1),
-		events: make(chan qmpMessage, 64), done: make(chan struct{})}
+		done: make(chan struct{})}
 	// The greeting comes first, before any command.
 	dl, _ := ctx.Deadline()
 	conn.SetReadDeadline(dl)
@@ -99,12 +98,6 @@ func (q *qmp) read() {
 			continue
 		}
 		if m.Event != "" {
-			select {
-			case q.events <- m:
-			default: // nobody is listening for this many events; drop the oldest
-				<-q.events
-				q.events <- m
-			}
 			continue
 		}
 		select {
@@ -159,23 +152,6 @@ func (q *qmp) executeFile(ctx context.Context, cmd string, args any, f *os.File)
 		// its own, so the connection is unusable from here.
 		q.conn.Close()
 		return nil, fmt.Errorf("qmp %s: %w", cmd, ctx.Err())
-	}
-}
-
-// waitEvent waits for an event named name (earlier events of other names
-// are dropped).
-func (q *qmp) waitEvent(ctx context.Context, name string) (json.RawMessage, error) {
-	for {
-		select {
-		case m := <-q.events:
-			if m.Event == name {
-				return m.Data, nil
-			}
-		case <-q.done:
-			return nil, fmt.Errorf("qmp: connection closed waiting for %s: %v", name, q.err)
-		case <-ctx.Done():
-			return nil, fmt.Errorf("qmp: waiting for %s: %w", name, ctx.Err())
-		}
 	}
 }
 
