@@ -16,7 +16,7 @@ import (
 )
 
 // envdTarget is how the control plane reaches one sandbox's envd: through
-// its agent's /proxy/{id}/49983/ path, with the agent's token and the
+// its agent's /proxy/{id}/{envd port}/ path, with the agent's token and the
 // sandbox's envd access token, on the RPC transport.
 type envdTarget struct {
 	sandboxID string

@@ -27,8 +27,6 @@ const (
 	DefaultMemoryMB = 512
 	DefaultDiskMB   = 2048
 	DefaultPids     = 4096
-	// EnvdPort is where envd listens inside every sandbox.
-	EnvdPort = wire.EnvdPort
 	// pidsHeadroom is added to a sandbox's pids limit for its init and
 	// envd (threads count as tasks), so the user gets the limit they asked
 	// for and envd keeps its reserved threads.
@@ -187,7 +185,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (runtime.Instanc
 	h := &handle{
 		rec: record{
 			ID: spec.ID, Process: initProc, Cgroup: group.Name(),
-			EnvdAddr: netip.AddrPortFrom(spec.Network.Address.Addr(), EnvdPort).String(),
+			EnvdAddr: netip.AddrPortFrom(spec.Network.Address.Addr(), wire.EnvdPort).String(),
 			Started:  time.Now().UTC(), StateDir: spec.StateDir, LowerPath: lower,
 		},
 		group: group, log: d.log.With("sandbox", spec.ID),
@@ -239,8 +237,8 @@ func initConfig(spec runtime.Spec, rootfs string) sandboxinit.Config {
 		Hostname: spec.Hostname,
 		Resolv:   hostResolv(),
 		Env:      spec.Env,
-		EnvdArgs: []string{"-addr", fmt.Sprintf("0.0.0.0:%d", EnvdPort), "-forward-ports", "-reserve-threads", fmt.Sprint(envdThreads)},
-		EnvdPort: EnvdPort,
+		EnvdArgs: []string{"-addr", fmt.Sprintf("0.0.0.0:%d", wire.EnvdPort), "-forward-ports", "-reserve-threads", fmt.Sprint(envdThreads)},
+		EnvdPort: wire.EnvdPort,
 	}
 	if cfg.Hostname == "" {
 		cfg.Hostname = spec.ID
