@@ -8,7 +8,7 @@
 // <data>/sandboxes/<id>/sandbox.json, and at start-up re-adopts the
 // sandboxes a previous agent left running and removes what a crash left
 // half-made. The Server exposes the Manager as the Connect service
-// roost.hostagent.v1.HostAgent and proxies /proxy/{id}/{port}/... to
+// roost.hostagent.v1.HostAgentService and proxies /proxy/{id}/{port}/... to
 // sandbox ports, behind an optional bearer token. The Registrar joins a
 // control plane: it registers once with a one-time registration token,
 // keeps the accepted host ID and token in <data>/registration.json (so a

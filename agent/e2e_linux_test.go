@@ -25,10 +25,10 @@ import (
 
 	"roost.dev/roost/agent"
 	"roost.dev/roost/bench/samples"
-	hostagentv1 "roost.dev/roost/gen/hostagent/v1"
-	"roost.dev/roost/gen/hostagent/v1/hostagentv1connect"
 	rpc "roost.dev/roost/gen/process"
 	"roost.dev/roost/gen/process/processconnect"
+	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
+	"roost.dev/roost/gen/roost/hostagent/v1/hostagentv1connect"
 	"roost.dev/roost/network"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/namespace"
@@ -70,7 +70,7 @@ type agentProc struct {
 	m      *agent.Manager
 	rt     runtime.Runtime
 	srv    *httptest.Server
-	client hostagentv1connect.HostAgentClient
+	client hostagentv1connect.HostAgentServiceClient
 }
 
 func newHost(t testing.TB) *host {
@@ -103,7 +103,7 @@ func (h *host) start() *agentProc {
 	}
 	srv := httptest.NewServer(agent.NewServer(m, agent.ServerConfig{Token: agentToken}, log).Handler())
 	a := &agentProc{m: m, rt: rt, srv: srv,
-		client: hostagentv1connect.NewHostAgentClient(srv.Client(), srv.URL, connect.WithInterceptors(bearer(agentToken)))}
+		client: hostagentv1connect.NewHostAgentServiceClient(srv.Client(), srv.URL, connect.WithInterceptors(bearer(agentToken)))}
 	h.current = a
 	return a
 }

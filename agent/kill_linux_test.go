@@ -18,8 +18,8 @@ import (
 	"connectrpc.com/connect"
 
 	"roost.dev/roost/agent"
-	hostagentv1 "roost.dev/roost/gen/hostagent/v1"
-	"roost.dev/roost/gen/hostagent/v1/hostagentv1connect"
+	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
+	"roost.dev/roost/gen/roost/hostagent/v1/hostagentv1connect"
 	"roost.dev/roost/template"
 	"roost.dev/roost/template/templatetest"
 )
@@ -94,7 +94,7 @@ func TestAgentKill9(t *testing.T) {
 	if err != nil {
 		t.Fatalf("agent process: %v", err)
 	}
-	client := hostagentv1connect.NewHostAgentClient(http.DefaultClient, "http://"+strings.TrimSpace(addr),
+	client := hostagentv1connect.NewHostAgentServiceClient(http.DefaultClient, "http://"+strings.TrimSpace(addr),
 		connect.WithInterceptors(bearer(agentToken)))
 	ctx := ctxT(t)
 	id, token := testID("kill-"), "kill-token"

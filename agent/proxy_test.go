@@ -20,8 +20,8 @@ import (
 	"connectrpc.com/connect"
 
 	"roost.dev/roost/errdefs"
-	hostagentv1 "roost.dev/roost/gen/hostagent/v1"
-	"roost.dev/roost/gen/hostagent/v1/hostagentv1connect"
+	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
+	"roost.dev/roost/gen/roost/hostagent/v1/hostagentv1connect"
 	"roost.dev/roost/wire"
 )
 
@@ -113,7 +113,7 @@ func testLogger(t testing.TB) *slog.Logger {
 // manager behind it, auth) on loopback.
 func startAgentHTTP(t *testing.T, token string) *httptest.Server {
 	t.Helper()
-	s := newServer(hostagentv1connect.UnimplementedHostAgentHandler{}, testResolver, ServerConfig{Token: token}, testLogger(t))
+	s := newServer(hostagentv1connect.UnimplementedHostAgentServiceHandler{}, testResolver, ServerConfig{Token: token}, testLogger(t))
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(func() {
 		srv.Close()
@@ -397,12 +397,12 @@ func TestAuth(t *testing.T) {
 	})
 	t.Run("rpc", func(t *testing.T) {
 		ctx := context.Background()
-		noToken := hostagentv1connect.NewHostAgentClient(http.DefaultClient, agentSrv.URL)
+		noToken := hostagentv1connect.NewHostAgentServiceClient(http.DefaultClient, agentSrv.URL)
 		_, err := noToken.GetHostInfo(ctx, connect.NewRequest(&hostagentv1.GetHostInfoRequest{}))
 		if connect.CodeOf(err) != connect.CodeUnauthenticated {
 			t.Errorf("without token: %v, want unauthenticated", err)
 		}
-		withToken := hostagentv1connect.NewHostAgentClient(http.DefaultClient, agentSrv.URL,
+		withToken := hostagentv1connect.NewHostAgentServiceClient(http.DefaultClient, agentSrv.URL,
 			connect.WithInterceptors(bearer(token)))
 		_, err = withToken.GetHostInfo(ctx, connect.NewRequest(&hostagentv1.GetHostInfoRequest{}))
 		// Past auth, the test server has no manager behind it.

@@ -15,7 +15,7 @@ import (
 	"connectrpc.com/connect"
 
 	"roost.dev/roost/errdefs"
-	"roost.dev/roost/gen/hostagent/v1/hostagentv1connect"
+	"roost.dev/roost/gen/roost/hostagent/v1/hostagentv1connect"
 	"roost.dev/roost/wire"
 )
 
@@ -27,7 +27,7 @@ type ServerConfig struct {
 	Token string
 }
 
-// Server is the agent's HTTP surface: the HostAgent Connect service,
+// Server is the agent's HTTP surface: the HostAgentService Connect service,
 // /proxy/{id}/{port}/..., and /health.
 type Server struct {
 	cfg     ServerConfig
@@ -41,10 +41,10 @@ func NewServer(m *Manager, cfg ServerConfig, log *slog.Logger) *Server {
 	return newServer(&service{m: m}, m, cfg, log)
 }
 
-func newServer(svc hostagentv1connect.HostAgentHandler, res resolver, cfg ServerConfig, log *slog.Logger) *Server {
+func newServer(svc hostagentv1connect.HostAgentServiceHandler, res resolver, cfg ServerConfig, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, log: log, proxy: newProxy(res, log.With("component", "proxy"))}
 	mux := http.NewServeMux()
-	mux.Handle(hostagentv1connect.NewHostAgentHandler(svc))
+	mux.Handle(hostagentv1connect.NewHostAgentServiceHandler(svc))
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	s.handler = s.authorize(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Proxied paths bypass the mux, which would clean them ("//",

@@ -10,13 +10,13 @@ import (
 	"strings"
 	"testing"
 
-	"roost.dev/roost/gen/hostagent/v1/hostagentv1connect"
+	"roost.dev/roost/gen/roost/hostagent/v1/hostagentv1connect"
 )
 
 // TestServe serves on loopback, answers HTTP/1.1 and h2c (the control
 // plane's RPC client may use either), and returns when its context ends.
 func TestServe(t *testing.T) {
-	s := newServer(hostagentv1connect.UnimplementedHostAgentHandler{}, testResolver, ServerConfig{}, testLogger(t))
+	s := newServer(hostagentv1connect.UnimplementedHostAgentServiceHandler{}, testResolver, ServerConfig{}, testLogger(t))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -9,18 +9,18 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"roost.dev/roost/errdefs"
-	hostagentv1 "roost.dev/roost/gen/hostagent/v1"
-	"roost.dev/roost/gen/hostagent/v1/hostagentv1connect"
+	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
+	"roost.dev/roost/gen/roost/hostagent/v1/hostagentv1connect"
 	"roost.dev/roost/runtime"
 )
 
-// service is the HostAgent Connect service over a Manager: conversion
+// service is the HostAgentService Connect service over a Manager: conversion
 // between wire and Go types, and error codes, nothing more.
 type service struct {
 	m *Manager
 }
 
-var _ hostagentv1connect.HostAgentHandler = (*service)(nil)
+var _ hostagentv1connect.HostAgentServiceHandler = (*service)(nil)
 
 func (s *service) CreateSandbox(ctx context.Context, req *connect.Request[hostagentv1.CreateSandboxRequest]) (*connect.Response[hostagentv1.CreateSandboxResponse], error) {
 	r := req.Msg

@@ -9,7 +9,7 @@ import (
 
 	"connectrpc.com/connect"
 
-	"roost.dev/roost/gen/hostagent/v1/hostagentv1connect"
+	"roost.dev/roost/gen/roost/hostagent/v1/hostagentv1connect"
 	"roost.dev/roost/store"
 	"roost.dev/roost/wire"
 )
@@ -35,7 +35,7 @@ type agents struct {
 // agentClient is a cached client and what it was made for.
 type agentClient struct {
 	url, token string
-	c          hostagentv1connect.HostAgentClient
+	c          hostagentv1connect.HostAgentServiceClient
 }
 
 func newAgents() *agents {
@@ -51,14 +51,14 @@ func newAgents() *agents {
 }
 
 // For returns the client of host h.
-func (a *agents) For(h store.Host) hostagentv1connect.HostAgentClient {
+func (a *agents) For(h store.Host) hostagentv1connect.HostAgentServiceClient {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if c, ok := a.clients[h.ID]; ok && c.url == h.URL && c.token == h.Token {
 		return c.c
 	}
 	token := h.Token
-	c := hostagentv1connect.NewHostAgentClient(a.client, h.URL, connect.WithInterceptors(tokenInterceptor(token)))
+	c := hostagentv1connect.NewHostAgentServiceClient(a.client, h.URL, connect.WithInterceptors(tokenInterceptor(token)))
 	a.clients[h.ID] = agentClient{url: h.URL, token: token, c: c}
 	return c
 }

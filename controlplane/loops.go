@@ -8,7 +8,7 @@ import (
 
 	"connectrpc.com/connect"
 
-	hostagentv1 "roost.dev/roost/gen/hostagent/v1"
+	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
 	"roost.dev/roost/store"
 )
 

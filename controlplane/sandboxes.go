@@ -10,7 +10,7 @@ import (
 	"connectrpc.com/connect"
 
 	"roost.dev/roost/errdefs"
-	hostagentv1 "roost.dev/roost/gen/hostagent/v1"
+	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
 	"roost.dev/roost/store"
 )
 

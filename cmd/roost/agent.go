@@ -49,7 +49,7 @@ func newAgentCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the host agent: the sandboxes of this host, over Connect RPC and /proxy",
-		Long: `Run the host agent. It serves the roost.hostagent.v1.HostAgent Connect
+		Long: `Run the host agent. It serves the roost.hostagent.v1.HostAgentService Connect
 service and /proxy/{id}/{port}/... on --listen. Sandboxes outlive the agent:
 stopping it (SIGINT, SIGTERM, or kill -9) leaves them running, and the next
 agent on the same --data-dir re-adopts them.`,

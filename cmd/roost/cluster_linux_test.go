@@ -20,8 +20,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"roost.dev/roost/agent"
-	hostagentv1 "roost.dev/roost/gen/hostagent/v1"
-	"roost.dev/roost/gen/hostagent/v1/hostagentv1connect"
+	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
+	"roost.dev/roost/gen/roost/hostagent/v1/hostagentv1connect"
 	"roost.dev/roost/template/templatetest"
 )
 
@@ -154,7 +154,7 @@ func TestCluster(t *testing.T) {
 	if reg := waitRegistered(t, killed.p, killed.dir); reg != regs[0] {
 		t.Errorf("registration after restart: %+v, want %+v", reg, regs[0])
 	}
-	rpc := hostagentv1connect.NewHostAgentClient(http.DefaultClient, "http://"+killed.addr)
+	rpc := hostagentv1connect.NewHostAgentServiceClient(http.DefaultClient, "http://"+killed.addr)
 	for _, sb := range byHost[regs[0].HostID] {
 		req := connect.NewRequest(&hostagentv1.DestroySandboxRequest{SandboxId: sb.ID})
 		req.Header().Set("Authorization", "Bearer "+regs[0].Token)

@@ -21,10 +21,10 @@ import (
 	"connectrpc.com/connect"
 
 	"roost.dev/roost/agent"
-	hostagentv1 "roost.dev/roost/gen/hostagent/v1"
-	"roost.dev/roost/gen/hostagent/v1/hostagentv1connect"
 	rpc "roost.dev/roost/gen/process"
 	"roost.dev/roost/gen/process/processconnect"
+	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
+	"roost.dev/roost/gen/roost/hostagent/v1/hostagentv1connect"
 	"roost.dev/roost/network"
 	"roost.dev/roost/runtime/qemu"
 	"roost.dev/roost/runtime/runtimetest"
@@ -60,7 +60,7 @@ func TestAgentQEMU(t *testing.T) {
 	type agentRun struct {
 		m      *agent.Manager
 		srv    *httptest.Server
-		client hostagentv1connect.HostAgentClient
+		client hostagentv1connect.HostAgentServiceClient
 	}
 	start := func() *agentRun {
 		t.Helper()
@@ -81,7 +81,7 @@ func TestAgentQEMU(t *testing.T) {
 			t.Fatal(err)
 		}
 		srv := httptest.NewServer(agent.NewServer(m, agent.ServerConfig{}, testLogger(t)).Handler())
-		return &agentRun{m: m, srv: srv, client: hostagentv1connect.NewHostAgentClient(srv.Client(), srv.URL)}
+		return &agentRun{m: m, srv: srv, client: hostagentv1connect.NewHostAgentServiceClient(srv.Client(), srv.URL)}
 	}
 	stop := func(a *agentRun) {
 		a.srv.Close()
