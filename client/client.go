@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"roost.dev/roost/wire"
 )
 
 // Client talks to one roost control plane.
@@ -197,7 +199,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) (http
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("X-API-Key", c.apiKey)
+	req.Header.Set(wire.HeaderAPIKey, c.apiKey)
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -13,10 +13,8 @@ import (
 
 	rpc "roost.dev/roost/gen/process"
 	"roost.dev/roost/gen/process/processconnect"
+	"roost.dev/roost/wire"
 )
-
-// EnvdPort is where envd listens in every sandbox.
-const EnvdPort = 49983
 
 // Envd reaches one sandbox's envd through the control plane's proxy.
 type Envd struct {
@@ -28,7 +26,7 @@ type Envd struct {
 // Envd returns a handle on sb's envd; sb must carry its envd access token
 // (Get and Create return it).
 func (c *Client) Envd(sb Sandbox) *Envd {
-	base := fmt.Sprintf("%s/proxy/%s/%d", c.baseURL, url.PathEscape(sb.ID), EnvdPort)
+	base := fmt.Sprintf("%s%s%s/%d", c.baseURL, wire.ProxyPrefix, url.PathEscape(sb.ID), wire.EnvdPort)
 	hc := &http.Client{Transport: tokenTransport{token: sb.EnvdAccessToken, next: http.DefaultTransport}}
 	return &Envd{base: base, http: hc, proc: processconnect.NewProcessClient(hc, base)}
 }
@@ -42,7 +40,7 @@ type tokenTransport struct {
 func (t tokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if t.token != "" {
 		r = r.Clone(r.Context())
-		r.Header.Set("X-Access-Token", t.token)
+		r.Header.Set(wire.HeaderAccessToken, t.token)
 	}
 	return t.next.RoundTrip(r)
 }

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"roost.dev/roost/wire"
 )
 
 // Paths of roost's files in the guest: the image pipeline puts them there.
@@ -23,14 +25,12 @@ const (
 	// their file names, one a line, dependencies first.
 	ModulesDir  = "/modules"
 	ModuleOrder = "/modules/order"
-	// EnvdPort is where envd listens.
-	EnvdPort = 49983
 )
 
 // envdArgs are envd's flags in a VM: those of a namespace sandbox, and
 // -set-clock, since after a snapshot restore only the /init timestamp
 // tells the guest how much time went by.
-var envdArgs = []string{"-addr", fmt.Sprintf("0.0.0.0:%d", EnvdPort), "-forward-ports", "-reserve-threads", "12", "-set-clock"}
+var envdArgs = []string{"-addr", fmt.Sprintf("0.0.0.0:%d", wire.EnvdPort), "-forward-ports", "-reserve-threads", "12", "-set-clock"}
 
 // Main is PID 1. It never returns: on a fatal error it logs to the
 // console and powers the machine off, so the host sees the VM exit

@@ -9,9 +9,11 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"roost.dev/roost/envd/server"
+	"roost.dev/roost/wire"
 )
 
 func main() {
@@ -21,7 +23,7 @@ func main() {
 		version  = flag.Bool("version", false, "print the version and exit")
 		listenFD = flag.Int("listen-fd", -1, "serve on this inherited listening socket; -addr then only names the port (a sandbox init opens the socket before envd starts, so that connections queue instead of being refused)")
 	)
-	flag.StringVar(&cfg.Addr, "addr", ":49983", "listen address")
+	flag.StringVar(&cfg.Addr, "addr", ":"+strconv.Itoa(wire.EnvdPort), "listen address")
 	flag.StringVar(&cfg.DefaultUser, "user", "", "default user for requests that name none (default: the user envd runs as)")
 	flag.BoolVar(&cfg.ForwardPorts, "forward-ports", false, "forward servers listening only on loopback to the external addresses (inside a sandbox)")
 	flag.IntVar(&cfg.ReserveThreads, "reserve-threads", 0, "OS threads to create at start and keep (inside a sandbox with a pids limit)")

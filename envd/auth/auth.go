@@ -14,10 +14,11 @@ import (
 
 	"roost.dev/roost/envd/defaults"
 	"roost.dev/roost/envd/identity"
+	"roost.dev/roost/wire"
 )
 
 // TokenHeader carries the sandbox's envd access token.
-const TokenHeader = "X-Access-Token"
+const TokenHeader = wire.HeaderAccessToken
 
 // Guard checks requests against the access token in a defaults.Set.
 type Guard struct {

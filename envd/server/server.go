@@ -24,6 +24,7 @@ import (
 	"roost.dev/roost/envd/process"
 	"roost.dev/roost/gen/filesystem/filesystemconnect"
 	"roost.dev/roost/gen/process/processconnect"
+	"roost.dev/roost/wire"
 )
 
 // Version is envd's version as E2B clients compare it. The SDKs gate
@@ -36,7 +37,7 @@ const Version = "0.6.4"
 
 // Config configures a Server.
 type Config struct {
-	// Addr is the listen address; default ":49983".
+	// Addr is the listen address; default ":" and wire.EnvdPort.
 	Addr string
 	// DefaultUser runs requests that name no user until /init sets one;
 	// default the user envd runs as.
@@ -70,7 +71,7 @@ type Server struct {
 // New builds a Server; Serve starts it.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.Addr == "" {
-		cfg.Addr = ":49983"
+		cfg.Addr = ":" + strconv.Itoa(wire.EnvdPort)
 	}
 	if cfg.Disk == "" {
 		cfg.Disk = "/"
