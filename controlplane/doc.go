@@ -25,6 +25,15 @@
 // (POST /v1/hosts/register) and heartbeat with their own token; an
 // in-process agent is added with AddHost.
 //
+// E2B's unversioned routes, which its JS SDK before 2.51.0 and its
+// Python SDK call, share the /v2 handlers where E2B's description gives
+// them the same contract (POST /sandboxes creates, POST
+// /sandboxes/{id}/connect connects); the deprecated list (GET /sandboxes:
+// running sandboxes only, unpaged), resume (409 when running) and
+// refreshes (extends, never shortens) are their own small handlers. E2B's
+// routes for features roost lacks (fork, snapshots, network update,
+// volumes) answer 501 naming the feature, never "no route".
+//
 // roost's own /v1 sandbox endpoints reach the sandbox's envd the way the
 // metrics endpoint does, through its agent's /proxy/{id}/{envd port}/ path
 // on the RPC transport: POST /v1/sandboxes/{id}/exec runs a command to its

@@ -286,3 +286,24 @@ func parsePositive(s string) (int, bool) {
 	}
 	return n, n > 0
 }
+
+// refreshRequest is the body of POST /sandboxes/{id}/refreshes.
+type refreshRequest struct {
+	Duration *int64 `json:"duration"`
+}
+
+// parseRefreshBody decodes a {duration} body: 0 to 3600 seconds, raised
+// to minRefresh; an empty body or an absent duration is minRefresh.
+func parseRefreshBody(body io.Reader) (time.Duration, error) {
+	var req refreshRequest
+	if err := decodeJSON(body, &req); err != nil && !errors.Is(err, io.EOF) {
+		return 0, err
+	}
+	if req.Duration == nil {
+		return minRefresh, nil
+	}
+	if *req.Duration < 0 || *req.Duration > int64(maxRefresh/time.Second) {
+		return 0, fmt.Errorf("duration %d: must be between 0 and %d seconds: %w", *req.Duration, int64(maxRefresh/time.Second), errdefs.ErrInvalid)
+	}
+	return max(time.Duration(*req.Duration)*time.Second, minRefresh), nil
+}

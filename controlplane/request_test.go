@@ -105,6 +105,34 @@ func TestParseTimeoutBody(t *testing.T) {
 	}
 }
 
+func TestParseRefreshBody(t *testing.T) {
+	tests := []struct {
+		body string
+		want time.Duration
+		err  bool
+	}{
+		{`{"duration":60}`, time.Minute, false},
+		{`{"duration":3600}`, time.Hour, false},
+		{`{"duration":0}`, minRefresh, false},
+		{`{"duration":5}`, minRefresh, false},
+		{`{}`, minRefresh, false},
+		{``, minRefresh, false},
+		{`{"duration":3601}`, 0, true},
+		{`{"duration":-1}`, 0, true},
+		{`{"duration":"60"}`, 0, true},
+		{`{"duration":`, 0, true},
+	}
+	for _, tt := range tests {
+		got, err := parseRefreshBody(strings.NewReader(tt.body))
+		if (err != nil) != tt.err || got != tt.want {
+			t.Errorf("parseRefreshBody(%q) = %s, %v; want %s, error %v", tt.body, got, err, tt.want, tt.err)
+		}
+		if err != nil && !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("parseRefreshBody(%q): %v is not invalid", tt.body, err)
+		}
+	}
+}
+
 func TestParseListQuery(t *testing.T) {
 	both := []store.SandboxState{store.SandboxRunning, store.SandboxPaused}
 	tests := []struct {

@@ -89,7 +89,8 @@ func lifecycleView(sb store.Sandbox) lifecycleJSON {
 	return l
 }
 
-// createSandbox is POST /v2/sandboxes. The record is stored (starting)
+// createSandbox is POST /v2/sandboxes and E2B's POST /sandboxes (the
+// same body and answer). The record is stored (starting)
 // before the agent is called, so a crash in between leaves a trace the
 // reconciler finds, and deleted again when the agent refuses.
 func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store.APIKey) {
@@ -200,15 +201,27 @@ var activeStates = []store.SandboxState{store.SandboxStarting, store.SandboxRunn
 // activeSandboxes counts the host's sandboxes that hold a slot.
 func (s *Server) activeSandboxes(ctx context.Context, hostID string) (int, error) {
 	n := 0
-	f := store.SandboxFilter{HostID: hostID, States: activeStates, Limit: store.MaxPageSize}
+	err := s.eachPage(ctx, store.SandboxFilter{HostID: hostID, States: activeStates}, func(page []store.Sandbox) {
+		n += len(page)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count sandboxes of host %s: %w", hostID, err)
+	}
+	return n, nil
+}
+
+// eachPage calls fn with every page of the sandboxes f selects, from
+// f.NextToken on, in pages of the largest size.
+func (s *Server) eachPage(ctx context.Context, f store.SandboxFilter, fn func([]store.Sandbox)) error {
+	f.Limit = store.MaxPageSize
 	for {
 		page, next, err := s.store.ListSandboxes(ctx, f)
 		if err != nil {
-			return 0, fmt.Errorf("count sandboxes of host %s: %w", hostID, err)
+			return err
 		}
-		n += len(page)
+		fn(page)
 		if next == "" {
-			return n, nil
+			return nil
 		}
 		f.NextToken = next
 	}
@@ -228,14 +241,18 @@ func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request, key store
 		s.fail(w, r, "list sandboxes", err)
 		return
 	}
-	out := make([]listedJSON, 0, len(page))
-	for _, sb := range page {
-		out = append(out, listedView(sb))
-	}
 	if next != "" {
 		w.Header().Set("X-Next-Token", next)
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, appendListed(make([]listedJSON, 0, len(page)), page))
+}
+
+// appendListed appends the list entries of sbs to out.
+func appendListed(out []listedJSON, sbs []store.Sandbox) []listedJSON {
+	for _, sb := range sbs {
+		out = append(out, listedView(sb))
+	}
+	return out
 }
 
 // teamSandbox loads the path's sandbox of the caller's team; another
@@ -311,6 +328,16 @@ func (s *Server) destroy(ctx context.Context, sb store.Sandbox) error {
 	s.proxy.Evict(sb.ID)
 	s.log.Info("sandbox destroyed", "sandbox", sb.ID, "host", sb.HostID)
 	return nil
+}
+
+// usableSandbox loads the path's sandbox of the caller's team and
+// refuses it unless usable.
+func (s *Server) usableSandbox(r *http.Request, key store.APIKey) (store.Sandbox, error) {
+	sb, err := s.teamSandbox(r, key)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	return sb, usable(sb)
 }
 
 // usable refuses sandboxes the API cannot act on.
@@ -428,13 +455,11 @@ func (s *Server) pause(ctx context.Context, sb store.Sandbox) error {
 	return nil
 }
 
-// connectSandbox is POST /v2/sandboxes/{id}/connect: a running sandbox's
+// connectSandbox is POST /v2/sandboxes/{id}/connect and E2B's
+// unversioned POST /sandboxes/{id}/connect: a running sandbox's
 // timeout is extended (200); a paused one is resumed (201).
 func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request, key store.APIKey) {
-	sb, err := s.teamSandbox(r, key)
-	if err == nil {
-		err = usable(sb)
-	}
+	sb, err := s.usableSandbox(r, key)
 	if err != nil {
 		s.fail(w, r, "connect sandbox", err)
 		return
@@ -444,9 +469,9 @@ func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request, key stor
 		s.fail(w, r, "connect sandbox", err)
 		return
 	}
-	ctx, cancel := opContext(r.Context())
-	defer cancel()
 	if sb.State == store.SandboxRunning {
+		ctx, cancel := opContext(r.Context())
+		defer cancel()
 		if err := s.extend(ctx, sb, d, false); err != nil {
 			s.fail(w, r, "connect sandbox", err)
 			return
@@ -454,8 +479,17 @@ func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request, key stor
 		writeJSON(w, http.StatusOK, s.sandboxView(sb))
 		return
 	}
-	if sb, err = s.resume(ctx, sb, d); err != nil {
-		s.fail(w, r, "connect sandbox", err)
+	s.resumeAnswer(w, r, "connect sandbox", sb, d)
+}
+
+// resumeAnswer resumes a paused sandbox for d and answers 201 with it:
+// the end of connect and of E2B's legacy resume.
+func (s *Server) resumeAnswer(w http.ResponseWriter, r *http.Request, op string, sb store.Sandbox, d time.Duration) {
+	ctx, cancel := opContext(r.Context())
+	defer cancel()
+	sb, err := s.resume(ctx, sb, d)
+	if err != nil {
+		s.fail(w, r, op, err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, s.sandboxView(sb))

@@ -140,7 +140,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	api := func(pattern string, h func(http.ResponseWriter, *http.Request, store.APIKey)) {
+	api := func(pattern string, h apiHandler) {
 		mux.Handle(pattern, s.authenticate(h))
 	}
 	api("POST /v2/sandboxes", s.createSandbox)
@@ -150,6 +150,22 @@ func (s *Server) routes() *http.ServeMux {
 	api("POST /sandboxes/{id}/timeout", s.setTimeout)
 	api("POST /sandboxes/{id}/pause", s.pauseSandbox)
 	api("POST /v2/sandboxes/{id}/connect", s.connectSandbox)
+	// E2B's unversioned and deprecated sandbox routes, which its SDKs
+	// before JS 2.51.0 (and the Python SDK) call.
+	api("POST /sandboxes", s.createSandbox)
+	api("GET /sandboxes", s.listRunningSandboxes)
+	api("POST /sandboxes/{id}/connect", s.connectSandbox)
+	api("POST /sandboxes/{id}/resume", s.resumeSandbox)
+	api("POST /sandboxes/{id}/refreshes", s.refreshSandbox)
+	// E2B's routes for what roost does not have yet: 501, not 404.
+	api("POST /sandboxes/{id}/fork", s.unsupported("sandbox fork"))
+	api("POST /sandboxes/{id}/snapshots", s.unsupported("sandbox snapshots"))
+	api("GET /snapshots", s.unsupported("snapshots"))
+	api("PUT /sandboxes/{id}/network", s.unsupported("updating a sandbox's network"))
+	api("GET /volumes", s.unsupported("volumes"))
+	api("POST /volumes", s.unsupported("volumes"))
+	api("GET /volumes/{id}", s.unsupported("volumes"))
+	api("DELETE /volumes/{id}", s.unsupported("volumes"))
 	api("GET /sandboxes/{id}/metrics", s.sandboxMetrics)
 	api("POST /v1/sandboxes/{id}/exec", s.execSandbox)
 	api("GET /v1/sandboxes/{id}/exec/stream", s.execStream)
@@ -174,6 +190,9 @@ func (s *Server) routes() *http.ServeMux {
 	return mux
 }
 
+// apiHandler serves an authenticated request of key's team.
+type apiHandler func(http.ResponseWriter, *http.Request, store.APIKey)
+
 // errInvalidKey answers a key that is not one of the store's.
 var errInvalidKey = fmt.Errorf("invalid API key: %w", errdefs.ErrUnauthenticated)
 
@@ -181,7 +200,7 @@ var errInvalidKey = fmt.Errorf("invalid API key: %w", errdefs.ErrUnauthenticated
 const maxKeyLen = 256
 
 // authenticate resolves X-API-Key to its team, or answers 401.
-func (s *Server) authenticate(h func(http.ResponseWriter, *http.Request, store.APIKey)) http.Handler {
+func (s *Server) authenticate(h apiHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key := r.Header.Get(wire.HeaderAPIKey)
 		if key == "" {
@@ -233,6 +252,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, op string, err err
 	case status == http.StatusInternalServerError:
 		s.log.Error("api request failed", "op", op, "method", r.Method, "path", r.URL.Path, "err", err)
 		msg = "internal error"
+	case status == http.StatusNotImplemented:
+		s.log.Debug("api request unsupported", "op", op, "err", err)
 	case status >= 500:
 		s.log.Warn("api request unavailable", "op", op, "status", status, "err", err)
 	default:

@@ -211,12 +211,18 @@ type response struct {
 	body   []byte
 }
 
+// rawBody is a request body sent as it is, not JSON-encoded: malformed
+// JSON, for one.
+type rawBody string
+
 // do sends a request to the control plane; body is JSON-encoded unless
-// nil. hdr is pairs of header name and value.
+// nil or a rawBody. hdr is pairs of header name and value.
 func (e *testenv) do(method, path, key string, body any, hdr ...string) response {
 	e.t.Helper()
 	var rd io.Reader
-	if body != nil {
+	if raw, ok := body.(rawBody); ok {
+		rd = strings.NewReader(string(raw))
+	} else if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			e.t.Fatal(err)

@@ -1,0 +1,217 @@
+package controlplane_test
+
+import (
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"roost.dev/roost/controlplane"
+	"roost.dev/roost/store/storetest"
+)
+
+// TestLegacyRoutes drives E2B's unversioned and deprecated sandbox routes,
+// the ones its SDKs before JS 2.51.0 call, and the 501s of E2B's routes
+// roost does not serve yet.
+func TestLegacyRoutes(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, dbURL string) {
+		testLegacyRoutes(t, newTestenvDB(t, controlplane.Config{}, dbURL))
+	})
+}
+
+func testLegacyRoutes(t *testing.T, e *testenv) {
+	other, err := e.cp.CreateTeamWithKey(t.Context(), "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const unknown = "inosuchsandbox0"
+
+	// Create through the unversioned route: E2B's Sandbox, 201.
+	var c created
+	e.do("POST", "/sandboxes", e.key, map[string]any{"templateID": "base", "timeout": 120,
+		"metadata": map[string]string{"app": "legacy"}}).want(t, http.StatusCreated).decode(t, &c)
+	if len(c.SandboxID) < 13 || c.TemplateID != "base" || c.ClientID != "host1" || c.EnvdVersion == "" ||
+		c.EnvdAccessToken == "" || c.TrafficAccessToken == "" || c.Domain != "localhost" {
+		t.Fatalf("create response %+v", c)
+	}
+	id := c.SandboxID
+	t.Cleanup(func() { e.do("DELETE", "/sandboxes/"+id, e.key, nil) })
+	if l := e.get(t, id); l.State != "running" || l.Metadata["app"] != "legacy" {
+		t.Fatalf("created sandbox %+v", l)
+	}
+	paused := e.create(t, map[string]any{"metadata": map[string]string{"app": "legacy-paused"}}).SandboxID
+	t.Cleanup(func() { e.do("DELETE", "/sandboxes/"+paused, e.key, nil) })
+	e.do("POST", "/sandboxes/"+paused+"/pause", e.key, nil).want(t, http.StatusNoContent)
+
+	t.Run("Errors", func(t *testing.T) {
+		tests := []struct {
+			method, path string
+			key          string // "" is e.key
+			body         any
+			want         int
+		}{
+			{"POST", "/sandboxes", "", rawBody(`{"templateID":`), http.StatusBadRequest},
+			{"POST", "/sandboxes", "", map[string]any{"timeout": -1}, http.StatusBadRequest},
+			{"POST", "/sandboxes", "", map[string]any{"templateID": "nosuchtemplate"}, http.StatusNotFound},
+			{"POST", "/sandboxes", "roost_notakey", map[string]any{}, http.StatusUnauthorized},
+			{"GET", "/sandboxes?metadata=" + url.QueryEscape("=x"), "", nil, http.StatusBadRequest},
+			{"GET", "/sandboxes", "roost_notakey", nil, http.StatusUnauthorized},
+
+			{"POST", "/sandboxes/" + unknown + "/connect", "", map[string]any{"timeout": 60}, http.StatusNotFound},
+			{"POST", "/sandboxes/" + id + "/connect", other, map[string]any{"timeout": 60}, http.StatusNotFound},
+			{"POST", "/sandboxes/" + id + "/connect", "", rawBody(`{"timeout":`), http.StatusBadRequest},
+			{"POST", "/sandboxes/" + id + "/connect", "", map[string]any{"timeout": -5}, http.StatusBadRequest},
+
+			{"POST", "/sandboxes/" + unknown + "/resume", "", map[string]any{"timeout": 60}, http.StatusNotFound},
+			{"POST", "/sandboxes/" + paused + "/resume", other, map[string]any{"timeout": 60}, http.StatusNotFound},
+			{"POST", "/sandboxes/" + paused + "/resume", "", rawBody(`not json`), http.StatusBadRequest},
+			{"POST", "/sandboxes/" + id + "/resume", "", map[string]any{"timeout": 60}, http.StatusConflict},
+
+			{"POST", "/sandboxes/" + unknown + "/refreshes", "", map[string]any{"duration": 60}, http.StatusNotFound},
+			{"POST", "/sandboxes/" + id + "/refreshes", other, map[string]any{"duration": 60}, http.StatusNotFound},
+			{"POST", "/sandboxes/" + paused + "/refreshes", "", map[string]any{"duration": 60}, http.StatusNotFound},
+			{"POST", "/sandboxes/" + id + "/refreshes", "", rawBody(`{"duration":}`), http.StatusBadRequest},
+			{"POST", "/sandboxes/" + id + "/refreshes", "", map[string]any{"duration": 3601}, http.StatusBadRequest},
+		}
+		for _, tt := range tests {
+			key := tt.key
+			if key == "" {
+				key = e.key
+			}
+			t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+				e.do(tt.method, tt.path, key, tt.body).want(t, tt.want)
+			})
+		}
+		if l := e.get(t, id); l.State != "running" {
+			t.Fatalf("state %q after refused calls", l.State)
+		}
+	})
+
+	t.Run("List", func(t *testing.T) {
+		list := func(query string) []string {
+			t.Helper()
+			var out []listed
+			r := e.do("GET", "/sandboxes"+query, e.key, nil).want(t, http.StatusOK)
+			if r.header.Get("X-Next-Token") != "" {
+				t.Errorf("GET /sandboxes%s: X-Next-Token %q; the legacy list has no pages", query, r.header.Get("X-Next-Token"))
+			}
+			r.decode(t, &out)
+			var got []string
+			for _, l := range out {
+				if l.State != "running" || l.StartedAt.IsZero() || l.EnvdVersion == "" {
+					t.Errorf("GET /sandboxes%s: entry %+v", query, l)
+				}
+				got = append(got, l.SandboxID)
+			}
+			slices.Sort(got)
+			return got
+		}
+		tests := []struct {
+			query string
+			want  []string
+		}{
+			{"", []string{id}}, // paused ones are not listed
+			{"?metadata=" + url.QueryEscape("app=legacy"), []string{id}},
+			{"?metadata=" + url.QueryEscape("app=legacy-paused"), nil},
+			{"?metadata=" + url.QueryEscape("app=none"), nil},
+		}
+		for _, tt := range tests {
+			if got := list(tt.query); !slices.Equal(got, tt.want) {
+				t.Errorf("GET /sandboxes%s = %v, want %v", tt.query, got, tt.want)
+			}
+		}
+		// Nothing is JSON [], not null.
+		if r := e.do("GET", "/sandboxes", other, nil).want(t, http.StatusOK); strings.TrimSpace(string(r.body)) != "[]" {
+			t.Errorf("other team's list %s, want []", r.body)
+		}
+	})
+
+	t.Run("Refresh", func(t *testing.T) {
+		e.do("POST", "/sandboxes/"+id+"/timeout", e.key, map[string]any{"timeout": 30}).want(t, http.StatusNoContent)
+		e.do("POST", "/sandboxes/"+id+"/refreshes", e.key, map[string]any{"duration": 600}).want(t, http.StatusNoContent)
+		end := e.get(t, id).EndAt
+		if !end.After(time.Now().Add(500 * time.Second)) {
+			t.Fatalf("endAt %s after a 600 s refresh", end)
+		}
+		// A shorter refresh keeps the later end; an empty body is a refresh too.
+		e.do("POST", "/sandboxes/"+id+"/refreshes", e.key, map[string]any{"duration": 60}).want(t, http.StatusNoContent)
+		e.do("POST", "/sandboxes/"+id+"/refreshes", e.key, nil).want(t, http.StatusNoContent)
+		if got := e.get(t, id).EndAt; !got.Equal(end) {
+			t.Fatalf("endAt %s after shorter refreshes, want %s kept", got, end)
+		}
+	})
+
+	t.Run("Connect", func(t *testing.T) {
+		var r created
+		e.do("POST", "/sandboxes/"+id+"/connect", e.key, map[string]any{"timeout": 900}).want(t, http.StatusOK).decode(t, &r)
+		if r.SandboxID != id || r.EnvdAccessToken != c.EnvdAccessToken || r.Domain != "localhost" {
+			t.Fatalf("connect response %+v", r)
+		}
+		if end := e.get(t, id).EndAt; !end.After(time.Now().Add(800 * time.Second)) {
+			t.Fatalf("endAt %s after connecting for 900 s", end)
+		}
+		e.do("POST", "/sandboxes/"+id+"/pause", e.key, nil).want(t, http.StatusNoContent)
+		e.do("POST", "/sandboxes/"+id+"/connect", e.key, map[string]any{"timeout": 300}).want(t, http.StatusCreated).decode(t, &r)
+		if r.SandboxID != id {
+			t.Fatalf("connect response %+v", r)
+		}
+		if l := e.get(t, id); l.State != "running" {
+			t.Fatalf("state %q after connect", l.State)
+		}
+		e.do("GET", "/proxy/"+id+"/49983/health", "", nil).want(t, http.StatusNoContent)
+	})
+
+	t.Run("Resume", func(t *testing.T) {
+		var r created
+		e.do("POST", "/sandboxes/"+paused+"/resume", e.key, map[string]any{"timeout": 600, "autoPause": false}).
+			want(t, http.StatusCreated).decode(t, &r)
+		if r.SandboxID != paused || r.EnvdVersion == "" || r.EnvdAccessToken == "" || r.Domain != "localhost" {
+			t.Fatalf("resume response %+v", r)
+		}
+		l := e.get(t, paused)
+		if l.State != "running" || !l.EndAt.After(time.Now().Add(500*time.Second)) {
+			t.Fatalf("after resume for 600 s: %+v", l)
+		}
+		e.do("GET", "/proxy/"+paused+"/49983/health", "", nil).want(t, http.StatusNoContent)
+		e.do("POST", "/sandboxes/"+paused+"/resume", e.key, nil).want(t, http.StatusConflict)
+
+		// Without a body: E2B's default of 15 s.
+		e.do("POST", "/sandboxes/"+paused+"/pause", e.key, nil).want(t, http.StatusNoContent)
+		e.do("POST", "/sandboxes/"+paused+"/resume", e.key, nil).want(t, http.StatusCreated)
+		if l := e.get(t, paused); l.State != "running" || l.EndAt.After(time.Now().Add(20*time.Second)) {
+			t.Fatalf("after resume without a timeout: %+v", l)
+		}
+	})
+
+	t.Run("Unsupported", func(t *testing.T) {
+		tests := []struct {
+			method, path string
+			feature      string
+		}{
+			{"POST", "/sandboxes/" + id + "/fork", "sandbox fork"},
+			{"POST", "/sandboxes/" + id + "/snapshots", "sandbox snapshots"},
+			{"GET", "/snapshots", "snapshots"},
+			{"PUT", "/sandboxes/" + id + "/network", "network"},
+			{"GET", "/volumes", "volumes"},
+			{"POST", "/volumes", "volumes"},
+			{"GET", "/volumes/vol1", "volumes"},
+			{"DELETE", "/volumes/vol1", "volumes"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+				r := e.do(tt.method, tt.path, e.key, map[string]any{}).want(t, http.StatusNotImplemented)
+				var body struct {
+					Message string `json:"message"`
+				}
+				r.decode(t, &body)
+				if !strings.Contains(body.Message, tt.feature) || !strings.Contains(body.Message, "not supported") {
+					t.Errorf("message %q: want it to name %q as not supported", body.Message, tt.feature)
+				}
+				// The key is checked first, as on every API route.
+				e.do(tt.method, tt.path, "", nil).want(t, http.StatusUnauthorized)
+			})
+		}
+	})
+}
