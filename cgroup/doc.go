@@ -18,7 +18,7 @@
 // that everything this package creates can be found and cleaned up, and so
 // that a wrong name can never reach a group roost does not own.
 //
-// Errors wrap the categories of roost.dev/roost/runtime: ErrConflict (a
+// Errors wrap the categories of roost.dev/roost/errdefs: ErrConflict (a
 // group that already exists), ErrNotFound (a missing group), ErrInvalid
 // (a bad name or limit), ErrUnsupported (a limit whose controller this
 // host lacks) and ErrUnavailable (no usable cgroup hierarchy).

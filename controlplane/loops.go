@@ -8,6 +8,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"roost.dev/roost/errdefs"
 	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
 	"roost.dev/roost/store"
 )
@@ -168,7 +169,7 @@ func (rc *reconciler) markLost(ctx context.Context, hostID string, has map[strin
 	for _, sb := range stale {
 		if has != nil && sb.State == store.SandboxRunning && !sb.EndAt.IsZero() && !sb.EndAt.After(listedAt) {
 			s.proxy.Evict(sb.ID)
-			if err := s.store.DeleteSandbox(ctx, sb.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+			if err := s.store.DeleteSandbox(ctx, sb.ID); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 				s.log.Warn("reconcile: delete expired sandbox failed", "sandbox", sb.ID, "err", err)
 			}
 			continue
@@ -195,7 +196,7 @@ func (rc *reconciler) update(ctx context.Context, id string, listedAt time.Time,
 	switch {
 	case err == nil:
 		s.log.Warn("reconcile: sandbox state corrected", "sandbox", id, "state", to)
-	case !errors.Is(err, errSkip) && !errors.Is(err, store.ErrNotFound):
+	case !errors.Is(err, errSkip) && !errors.Is(err, errdefs.ErrNotFound):
 		s.log.Warn("reconcile: update sandbox failed", "sandbox", id, "err", err)
 	}
 }

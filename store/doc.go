@@ -16,8 +16,8 @@
 // database. An agent's bearer token is stored as given, because the control
 // plane must present it to the agent.
 //
-// Errors are the categories of roost.dev/roost/runtime (ErrNotFound,
-// ErrConflict, ErrInvalid), re-exported here, so the API maps every layer's
+// Errors are the categories of roost.dev/roost/runtime (errdefs.ErrNotFound,
+// errdefs.ErrConflict, errdefs.ErrInvalid), re-exported here, so the API maps every layer's
 // errors to HTTP statuses in one place.
 //
 // The store does not schedule, reconcile, enforce timeouts or authenticate

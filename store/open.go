@@ -20,6 +20,8 @@ import (
 	"github.com/pressly/goose/v3/lock"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"roost.dev/roost/errdefs"
 )
 
 //go:embed migrations/*.sql
@@ -94,7 +96,7 @@ func Open(ctx context.Context, dbURL string, log *slog.Logger) (Store, error) {
 	case strings.HasPrefix(dbURL, "sqlite://"):
 		return openSQLite(ctx, strings.TrimPrefix(dbURL, "sqlite://"), log)
 	case strings.Contains(dbURL, "://"):
-		return nil, fmt.Errorf("open store: unknown database URL scheme in %q: %w", redact(dbURL), ErrInvalid)
+		return nil, fmt.Errorf("open store: unknown database URL scheme in %q: %w", redact(dbURL), errdefs.ErrInvalid)
 	default:
 		return openSQLite(ctx, dbURL, log)
 	}
@@ -141,7 +143,7 @@ func openSQLite(ctx context.Context, path string, log *slog.Logger) (Store, erro
 	if path == "" || path == ":memory:" || strings.ContainsAny(path, "?#") {
 		// In-memory databases are per connection, and the store uses two
 		// pools; '?' and '#' would be read as URI syntax.
-		return nil, fmt.Errorf("open sqlite %q: need a file path without '?' or '#': %w", path, ErrInvalid)
+		return nil, fmt.Errorf("open sqlite %q: need a file path without '?' or '#': %w", path, errdefs.ErrInvalid)
 	}
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o700); err != nil {

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"roost.dev/roost/errdefs"
 )
 
 const sandboxColumns = `id, team_id, host_id, template_id, alias, client_id, state, vcpus, memory_mb, disk_mb,
@@ -66,7 +68,7 @@ func validState(st SandboxState) bool {
 
 func (s *sqlStore) CreateSandbox(ctx context.Context, sb Sandbox) error {
 	if sb.ID == "" || sb.TeamID == "" || !validState(sb.State) {
-		return fmt.Errorf("create sandbox %q: missing id or team, or state %q: %w", sb.ID, sb.State, ErrInvalid)
+		return fmt.Errorf("create sandbox %q: missing id or team, or state %q: %w", sb.ID, sb.State, errdefs.ErrInvalid)
 	}
 	now := time.Now()
 	if sb.CreatedAt.IsZero() {
@@ -190,12 +192,12 @@ func (p pageToken) String() string {
 func parsePageToken(s string) (pageToken, error) {
 	raw, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil {
-		return pageToken{}, fmt.Errorf("page token: %w", ErrInvalid)
+		return pageToken{}, fmt.Errorf("page token: %w", errdefs.ErrInvalid)
 	}
 	ns, id, ok := strings.Cut(string(raw), ".")
 	n, err := strconv.ParseInt(ns, 10, 64)
 	if !ok || err != nil || id == "" {
-		return pageToken{}, fmt.Errorf("page token: %w", ErrInvalid)
+		return pageToken{}, fmt.Errorf("page token: %w", errdefs.ErrInvalid)
 	}
 	return pageToken{created: n, id: id}, nil
 }
@@ -290,7 +292,7 @@ func (s *sqlStore) UpdateSandbox(ctx context.Context, id string, fn func(*Sandbo
 			return err
 		}
 		if sb.ID != id || !validState(sb.State) || sb.TeamID == "" {
-			return fmt.Errorf("changed id or team, or state %q: %w", sb.State, ErrInvalid)
+			return fmt.Errorf("changed id or team, or state %q: %w", sb.State, errdefs.ErrInvalid)
 		}
 		sb.UpdatedAt = time.Now()
 		args, err := sandboxArgs(&sb)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"roost.dev/roost/errdefs"
 )
 
 // sqlStore implements Store on SQLite or PostgreSQL. Query texts are
@@ -66,9 +68,9 @@ func orNow(t time.Time) time.Time {
 func (s *sqlStore) classify(err error, what string) error {
 	switch s.d.constraint(err) {
 	case "unique":
-		return fmt.Errorf("%s: %w", what, ErrConflict)
+		return fmt.Errorf("%s: %w", what, errdefs.ErrConflict)
 	case "foreign_key":
-		return fmt.Errorf("%s: referenced team: %w", what, ErrNotFound)
+		return fmt.Errorf("%s: referenced team: %w", what, errdefs.ErrNotFound)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
@@ -83,15 +85,15 @@ func one(res sql.Result, err error, what string) error {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	if n == 0 {
-		return fmt.Errorf("%s: %w", what, ErrNotFound)
+		return fmt.Errorf("%s: %w", what, errdefs.ErrNotFound)
 	}
 	return nil
 }
 
-// notFound maps sql.ErrNoRows to ErrNotFound.
+// notFound maps sql.ErrNoRows to errdefs.ErrNotFound.
 func notFound(err error, what string) error {
 	if errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("%s: %w", what, ErrNotFound)
+		return fmt.Errorf("%s: %w", what, errdefs.ErrNotFound)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
@@ -137,7 +139,7 @@ func scanAPIKey(row interface{ Scan(...any) error }) (APIKey, error) {
 
 func (s *sqlStore) CreateAPIKey(ctx context.Context, k APIKey) error {
 	if len(k.Hash) == 0 {
-		return fmt.Errorf("create api key %s: empty hash: %w", k.ID, ErrInvalid)
+		return fmt.Errorf("create api key %s: empty hash: %w", k.ID, errdefs.ErrInvalid)
 	}
 	var used any
 	if k.LastUsedAt != nil {
@@ -193,7 +195,7 @@ func (s *sqlStore) TouchAPIKey(ctx context.Context, id string, at time.Time) err
 
 func (s *sqlStore) CreateRegistrationToken(ctx context.Context, hash []byte, expires time.Time) error {
 	if len(hash) == 0 || expires.IsZero() {
-		return fmt.Errorf("create registration token: empty hash or expiry: %w", ErrInvalid)
+		return fmt.Errorf("create registration token: empty hash or expiry: %w", errdefs.ErrInvalid)
 	}
 	_, err := s.w.ExecContext(ctx, `INSERT INTO registration_tokens (hash, expires_at) VALUES ($1, $2)`,
 		hash, expires.UnixNano())
@@ -235,7 +237,7 @@ func scanHost(row interface{ Scan(...any) error }) (Host, error) {
 
 func (s *sqlStore) UpsertHost(ctx context.Context, h Host) error {
 	if h.ID == "" || h.State == "" {
-		return fmt.Errorf("upsert host %q: empty id or state: %w", h.ID, ErrInvalid)
+		return fmt.Errorf("upsert host %q: empty id or state: %w", h.ID, errdefs.ErrInvalid)
 	}
 	var caps any
 	if len(h.Capabilities) > 0 {
@@ -293,7 +295,7 @@ func (s *sqlStore) SetHostState(ctx context.Context, id string, state HostState)
 	switch state {
 	case HostReady, HostDraining, HostDown:
 	default:
-		return fmt.Errorf("set host %s state %q: %w", id, state, ErrInvalid)
+		return fmt.Errorf("set host %s state %q: %w", id, state, errdefs.ErrInvalid)
 	}
 	res, err := s.w.ExecContext(ctx, `UPDATE hosts SET state = $1 WHERE id = $2`, string(state), id)
 	return one(res, err, "set host state "+id)

@@ -5,18 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"time"
-
-	"roost.dev/roost/errdefs"
 )
 
-// Error categories. They are the runtime package's values, not copies, so
-// errors.Is(err, errdefs.ErrNotFound) holds for a store error too and the
-// API maps both layers with one table.
-var (
-	ErrNotFound = errdefs.ErrNotFound // unknown, another team's, expired or used
-	ErrConflict = errdefs.ErrConflict // the ID (or key hash) is taken
-	ErrInvalid  = errdefs.ErrInvalid  // a malformed argument, e.g. a bad page token
-)
+// Errors wrap errdefs categories: ErrNotFound (unknown, another team's,
+// expired or used), ErrConflict (the ID or key hash is taken) and
+// ErrInvalid (a malformed argument, e.g. a bad page token).
 
 // Store is the control plane's state. All methods are safe for concurrent
 // use by many goroutines and by several control-plane processes sharing one
@@ -26,16 +19,16 @@ type Store interface {
 	// Close releases the database connections.
 	Close() error
 
-	CreateTeam(ctx context.Context, t Team) error // ErrConflict on a duplicate ID
+	CreateTeam(ctx context.Context, t Team) error // errdefs.ErrConflict on a duplicate ID
 	GetTeam(ctx context.Context, id string) (Team, error)
 
-	// CreateAPIKey stores a key; k.Hash is HashKey(plaintext). ErrConflict
-	// on a duplicate ID or hash, ErrNotFound when the team does not exist.
+	// CreateAPIKey stores a key; k.Hash is HashKey(plaintext). errdefs.ErrConflict
+	// on a duplicate ID or hash, errdefs.ErrNotFound when the team does not exist.
 	CreateAPIKey(ctx context.Context, k APIKey) error
 	// APIKeyByHash finds the key whose Hash equals hash (authentication).
 	APIKeyByHash(ctx context.Context, hash []byte) (APIKey, error)
 	ListAPIKeys(ctx context.Context, teamID string) ([]APIKey, error) // oldest first
-	DeleteAPIKey(ctx context.Context, teamID, id string) error        // another team's key → ErrNotFound
+	DeleteAPIKey(ctx context.Context, teamID, id string) error        // another team's key → errdefs.ErrNotFound
 	TouchAPIKey(ctx context.Context, id string, at time.Time) error   // records LastUsedAt
 
 	// CreateRegistrationToken stores a one-time agent registration token by
@@ -43,7 +36,7 @@ type Store interface {
 	CreateRegistrationToken(ctx context.Context, hash []byte, expires time.Time) error
 	// ConsumeRegistrationToken marks the token used. It succeeds exactly
 	// once per token, however many callers race; an unknown, expired or
-	// already used token is ErrNotFound.
+	// already used token is errdefs.ErrNotFound.
 	ConsumeRegistrationToken(ctx context.Context, hash []byte, now time.Time) error
 
 	// UpsertHost inserts a host or replaces its fields; on an update
@@ -55,11 +48,11 @@ type Store interface {
 	Heartbeat(ctx context.Context, id string, at time.Time, usage HostUsage) error
 	SetHostState(ctx context.Context, id string, state HostState) error
 
-	// CreateSandbox stores a new sandbox with its metadata. ErrConflict on
-	// a duplicate ID, ErrNotFound when the team does not exist. A zero
+	// CreateSandbox stores a new sandbox with its metadata. errdefs.ErrConflict on
+	// a duplicate ID, errdefs.ErrNotFound when the team does not exist. A zero
 	// CreatedAt/UpdatedAt is set to now.
 	CreateSandbox(ctx context.Context, s Sandbox) error
-	// GetSandbox returns a sandbox of the team; another team's is ErrNotFound.
+	// GetSandbox returns a sandbox of the team; another team's is errdefs.ErrNotFound.
 	GetSandbox(ctx context.Context, teamID, id string) (Sandbox, error)
 	// LookupSandbox returns a sandbox whatever its team (the proxy and the
 	// reconciler use it; never expose it to an API caller unscoped).
@@ -67,7 +60,7 @@ type Store interface {
 	// ListSandboxes returns one page, ordered by (CreatedAt, ID), and the
 	// token of the next page ("" on the last). The token is opaque and
 	// stays valid while rows change: it names a position, not an offset.
-	// A malformed token is ErrInvalid.
+	// A malformed token is errdefs.ErrInvalid.
 	ListSandboxes(ctx context.Context, f SandboxFilter) ([]Sandbox, string, error)
 	// UpdateSandbox reads the sandbox, calls fn on it and writes the result,
 	// all in one transaction, so concurrent updates never lose a write. An

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"roost.dev/roost/errdefs"
 )
 
 // base is a fixed instant, so tests compare times without a wall clock.
@@ -144,11 +146,11 @@ func TestOpenMigratesAndReopens(t *testing.T) {
 func TestOpenRejects(t *testing.T) {
 	t.Parallel()
 	for _, url := range []string{"mysql://x", "sqlite://", ":memory:", "sqlite:///tmp/a?b"} {
-		if s, err := Open(context.Background(), url, nil); !errors.Is(err, ErrInvalid) {
+		if s, err := Open(context.Background(), url, nil); !errors.Is(err, errdefs.ErrInvalid) {
 			if s != nil {
 				s.Close()
 			}
-			t.Errorf("Open(%q) = %v, want ErrInvalid", url, err)
+			t.Errorf("Open(%q) = %v, want errdefs.ErrInvalid", url, err)
 		}
 	}
 }
@@ -158,11 +160,11 @@ func TestTeamsAndAPIKeys(t *testing.T) {
 		ctx := context.Background()
 		mustTeam(t, s, "a")
 		mustTeam(t, s, "b")
-		if err := s.CreateTeam(ctx, Team{ID: "a"}); !errors.Is(err, ErrConflict) {
-			t.Fatalf("duplicate team: %v, want ErrConflict", err)
+		if err := s.CreateTeam(ctx, Team{ID: "a"}); !errors.Is(err, errdefs.ErrConflict) {
+			t.Fatalf("duplicate team: %v, want errdefs.ErrConflict", err)
 		}
-		if _, err := s.GetTeam(ctx, "nope"); !errors.Is(err, ErrNotFound) {
-			t.Fatalf("unknown team: %v, want ErrNotFound", err)
+		if _, err := s.GetTeam(ctx, "nope"); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Fatalf("unknown team: %v, want errdefs.ErrNotFound", err)
 		}
 		keys := []APIKey{
 			{ID: "k1", TeamID: "a", Name: "first", Hash: HashKey("roost_secret1"), Prefix: "roost_se", CreatedAt: base},
@@ -179,10 +181,10 @@ func TestTeamsAndAPIKeys(t *testing.T) {
 			key  APIKey
 			want error
 		}{
-			{"duplicate id", APIKey{ID: "k1", TeamID: "a", Hash: HashKey("x")}, ErrConflict},
-			{"duplicate hash", APIKey{ID: "k9", TeamID: "a", Hash: HashKey("roost_secret1")}, ErrConflict},
-			{"unknown team", APIKey{ID: "k8", TeamID: "zz", Hash: HashKey("y")}, ErrNotFound},
-			{"no hash", APIKey{ID: "k7", TeamID: "a"}, ErrInvalid},
+			{"duplicate id", APIKey{ID: "k1", TeamID: "a", Hash: HashKey("x")}, errdefs.ErrConflict},
+			{"duplicate hash", APIKey{ID: "k9", TeamID: "a", Hash: HashKey("roost_secret1")}, errdefs.ErrConflict},
+			{"unknown team", APIKey{ID: "k8", TeamID: "zz", Hash: HashKey("y")}, errdefs.ErrNotFound},
+			{"no hash", APIKey{ID: "k7", TeamID: "a"}, errdefs.ErrInvalid},
 		}
 		for _, c := range errCases {
 			if err := s.CreateAPIKey(ctx, c.key); !errors.Is(err, c.want) {
@@ -194,7 +196,7 @@ func TestTeamsAndAPIKeys(t *testing.T) {
 			!got.CreatedAt.Equal(keys[1].CreatedAt) || string(got.Hash) != string(keys[1].Hash) {
 			t.Fatalf("key by hash = %+v, %v", got, err)
 		}
-		if _, err := s.APIKeyByHash(ctx, HashKey("wrong")); !errors.Is(err, ErrNotFound) {
+		if _, err := s.APIKeyByHash(ctx, HashKey("wrong")); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Fatalf("unknown hash: %v", err)
 		}
 		list, err := s.ListAPIKeys(ctx, "a")
@@ -208,16 +210,16 @@ func TestTeamsAndAPIKeys(t *testing.T) {
 		if got, _ := s.APIKeyByHash(ctx, HashKey("roost_secret1")); got.LastUsedAt == nil || !got.LastUsedAt.Equal(used) {
 			t.Fatalf("last used = %v, want %v", got.LastUsedAt, used)
 		}
-		if err := s.TouchAPIKey(ctx, "nope", used); !errors.Is(err, ErrNotFound) {
+		if err := s.TouchAPIKey(ctx, "nope", used); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Fatalf("touch unknown: %v", err)
 		}
-		if err := s.DeleteAPIKey(ctx, "b", "k1"); !errors.Is(err, ErrNotFound) {
-			t.Fatalf("delete another team's key: %v, want ErrNotFound", err)
+		if err := s.DeleteAPIKey(ctx, "b", "k1"); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Fatalf("delete another team's key: %v, want errdefs.ErrNotFound", err)
 		}
 		if err := s.DeleteAPIKey(ctx, "a", "k1"); err != nil {
 			t.Fatalf("delete: %v", err)
 		}
-		if _, err := s.APIKeyByHash(ctx, HashKey("roost_secret1")); !errors.Is(err, ErrNotFound) {
+		if _, err := s.APIKeyByHash(ctx, HashKey("roost_secret1")); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Fatalf("deleted key still authenticates: %v", err)
 		}
 	})
@@ -230,8 +232,8 @@ func TestRegistrationToken(t *testing.T) {
 		if err := s.CreateRegistrationToken(ctx, tok, base.Add(time.Hour)); err != nil {
 			t.Fatalf("create: %v", err)
 		}
-		if err := s.CreateRegistrationToken(ctx, tok, base.Add(time.Hour)); !errors.Is(err, ErrConflict) {
-			t.Fatalf("duplicate token: %v, want ErrConflict", err)
+		if err := s.CreateRegistrationToken(ctx, tok, base.Add(time.Hour)); !errors.Is(err, errdefs.ErrConflict) {
+			t.Fatalf("duplicate token: %v, want errdefs.ErrConflict", err)
 		}
 		const n = 16
 		var wg sync.WaitGroup
@@ -245,7 +247,7 @@ func TestRegistrationToken(t *testing.T) {
 			switch {
 			case err == nil:
 				ok++
-			case !errors.Is(err, ErrNotFound):
+			case !errors.Is(err, errdefs.ErrNotFound):
 				t.Errorf("consume: unexpected error %v", err)
 			}
 		}
@@ -267,8 +269,8 @@ func TestRegistrationToken(t *testing.T) {
 			{"after expiry", expiring, base.Add(time.Hour)},
 		}
 		for _, c := range cases {
-			if err := s.ConsumeRegistrationToken(ctx, c.hash, c.now); !errors.Is(err, ErrNotFound) {
-				t.Errorf("%s: %v, want ErrNotFound", c.name, err)
+			if err := s.ConsumeRegistrationToken(ctx, c.hash, c.now); !errors.Is(err, errdefs.ErrNotFound) {
+				t.Errorf("%s: %v, want errdefs.ErrNotFound", c.name, err)
 			}
 		}
 		if err := s.ConsumeRegistrationToken(ctx, expiring, base.Add(time.Minute-1)); err != nil {
@@ -322,11 +324,11 @@ func TestHosts(t *testing.T) {
 			err  error
 			want error
 		}{
-			{"heartbeat unknown", s.Heartbeat(ctx, "nope", beat, usage), ErrNotFound},
-			{"state unknown host", s.SetHostState(ctx, "nope", HostReady), ErrNotFound},
-			{"bad state", s.SetHostState(ctx, "h1", "sleepy"), ErrInvalid},
-			{"get unknown", func() error { _, err := s.GetHost(ctx, "nope"); return err }(), ErrNotFound},
-			{"upsert without state", s.UpsertHost(ctx, Host{ID: "h3"}), ErrInvalid},
+			{"heartbeat unknown", s.Heartbeat(ctx, "nope", beat, usage), errdefs.ErrNotFound},
+			{"state unknown host", s.SetHostState(ctx, "nope", HostReady), errdefs.ErrNotFound},
+			{"bad state", s.SetHostState(ctx, "h1", "sleepy"), errdefs.ErrInvalid},
+			{"get unknown", func() error { _, err := s.GetHost(ctx, "nope"); return err }(), errdefs.ErrNotFound},
+			{"upsert without state", s.UpsertHost(ctx, Host{ID: "h3"}), errdefs.ErrInvalid},
 		}
 		for _, c := range errCases {
 			if !errors.Is(c.err, c.want) {
@@ -373,12 +375,12 @@ func TestSandboxCRUD(t *testing.T) {
 			err  error
 			want error
 		}{
-			{"other team", func() error { _, err := s.GetSandbox(ctx, "b", "sbx1"); return err }(), ErrNotFound},
-			{"unknown", func() error { _, err := s.LookupSandbox(ctx, "nope"); return err }(), ErrNotFound},
-			{"duplicate id", s.CreateSandbox(ctx, newSandbox("sbx1", "b", 1)), ErrConflict},
-			{"unknown team", s.CreateSandbox(ctx, newSandbox("sbx2", "zz", 1)), ErrNotFound},
-			{"bad state", s.CreateSandbox(ctx, Sandbox{ID: "sbx3", TeamID: "a", State: "dancing"}), ErrInvalid},
-			{"delete unknown", s.DeleteSandbox(ctx, "nope"), ErrNotFound},
+			{"other team", func() error { _, err := s.GetSandbox(ctx, "b", "sbx1"); return err }(), errdefs.ErrNotFound},
+			{"unknown", func() error { _, err := s.LookupSandbox(ctx, "nope"); return err }(), errdefs.ErrNotFound},
+			{"duplicate id", s.CreateSandbox(ctx, newSandbox("sbx1", "b", 1)), errdefs.ErrConflict},
+			{"unknown team", s.CreateSandbox(ctx, newSandbox("sbx2", "zz", 1)), errdefs.ErrNotFound},
+			{"bad state", s.CreateSandbox(ctx, Sandbox{ID: "sbx3", TeamID: "a", State: "dancing"}), errdefs.ErrInvalid},
+			{"delete unknown", s.DeleteSandbox(ctx, "nope"), errdefs.ErrNotFound},
 		}
 		for _, c := range errCases {
 			if !errors.Is(c.err, c.want) {
@@ -397,7 +399,7 @@ func TestSandboxCRUD(t *testing.T) {
 		if err := s.DeleteSandbox(ctx, "sbx1"); err != nil {
 			t.Fatalf("delete: %v", err)
 		}
-		if _, err := s.GetSandbox(ctx, "a", "sbx1"); !errors.Is(err, ErrNotFound) {
+		if _, err := s.GetSandbox(ctx, "a", "sbx1"); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Fatalf("get after delete: %v", err)
 		}
 		// The metadata went with it: the same ID can be created afresh.
@@ -527,8 +529,8 @@ func TestListSandboxes(t *testing.T) {
 			t.Fatalf("limit 5000 → %d sandboxes, %v", len(got), err)
 		}
 		for _, bad := range []string{"!!!", "bm90LWEtdG9rZW4", "MTIz", "eC55"} {
-			if _, _, err := s.ListSandboxes(ctx, SandboxFilter{NextToken: bad}); !errors.Is(err, ErrInvalid) {
-				t.Errorf("token %q: %v, want ErrInvalid", bad, err)
+			if _, _, err := s.ListSandboxes(ctx, SandboxFilter{NextToken: bad}); !errors.Is(err, errdefs.ErrInvalid) {
+				t.Errorf("token %q: %v, want errdefs.ErrInvalid", bad, err)
 			}
 		}
 	})
@@ -604,9 +606,9 @@ func TestUpdateSandbox(t *testing.T) {
 			fn   func(*Sandbox) error
 			want error
 		}{
-			{"unknown", "nope", func(*Sandbox) error { return nil }, ErrNotFound},
-			{"change id", "sbx", func(sb *Sandbox) error { sb.ID = "other"; return nil }, ErrInvalid},
-			{"bad state", "sbx", func(sb *Sandbox) error { sb.State = ""; return nil }, ErrInvalid},
+			{"unknown", "nope", func(*Sandbox) error { return nil }, errdefs.ErrNotFound},
+			{"change id", "sbx", func(sb *Sandbox) error { sb.ID = "other"; return nil }, errdefs.ErrInvalid},
+			{"bad state", "sbx", func(sb *Sandbox) error { sb.State = ""; return nil }, errdefs.ErrInvalid},
 		}
 		for _, c := range errCases {
 			if _, err := s.UpdateSandbox(ctx, c.id, c.fn); !errors.Is(err, c.want) {
