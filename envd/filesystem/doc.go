@@ -24,7 +24,12 @@
 // queued in a bounded buffer; a client that falls behind gets
 // resource_exhausted instead of a silent gap. Names starting with
 // TempFilePrefix (the temporary files of uploads that replace a file) are
-// never reported, so an upload shows only under its destination's name.
+// never reported, so an upload shows only under its destination's name; the
+// rename that puts one over an existing file is reported as a WRITE of that
+// file, the event E2B's envd gives for its in-place rewrite and the one the
+// SDKs wait for.
+//
+// Remove succeeds when the path does not exist, as E2B's envd does.
 //
 // It does not serve file contents (the /files endpoints do), decide who the
 // requesting user is (auth does), or register itself on an HTTP mux (the

@@ -38,6 +38,11 @@ type watch struct {
 	// once loop has started.
 	dirs map[string]struct{}
 
+	// landing is the directory where an upload's temporary file (see
+	// TempFilePrefix) was renamed away by the previous event, or "". Only
+	// loop touches it.
+	landing string
+
 	// events carries translated events; loop closes it when it ends, after
 	// setting err.
 	events chan *rpc.FilesystemEvent
@@ -197,6 +202,9 @@ var ops = []struct {
 // returns an error when the watch must end.
 func (w *watch) handle(ev fsnotify.Event) error {
 	path := filepath.Clean(ev.Name)
+	if replaced, err := w.upload(path, ev); replaced || err != nil {
+		return err
+	}
 	for _, o := range ops {
 		if ev.Has(o.op) && !w.deliver(path, o.ev) {
 			return fmt.Errorf("watch %s: %w", w.root, errOverflow)
@@ -241,6 +249,37 @@ func (w *watch) handle(ev fsnotify.Event) error {
 		}
 	}
 	return nil
+}
+
+// upload hides an upload's temporary file and reports its rename over the
+// destination as a WRITE of the destination, which is what it is for the
+// client: uploads replace only existing files this way, and E2B's envd,
+// which rewrites such files in place, reports WRITE for them. inotify
+// queues a rename's MOVED_FROM and MOVED_TO (fsnotify's Rename and Create)
+// back to back, so the Create that directly follows the temporary file's
+// Rename in its directory is its arrival (envd never moves a temporary file
+// anywhere but over its destination). (A write to another file racing
+// with the rename can come between them; the destination is then reported
+// as a CREATE.) upload returns true when it has dealt with ev.
+func (w *watch) upload(path string, ev fsnotify.Event) (bool, error) {
+	if strings.HasPrefix(filepath.Base(path), TempFilePrefix) {
+		if ev.Has(fsnotify.Rename) {
+			w.landing = filepath.Dir(path)
+		}
+		return true, nil
+	}
+	landing := w.landing
+	if landing == "" {
+		return false, nil
+	}
+	w.landing = ""
+	if ev.Op != fsnotify.Create || filepath.Dir(path) != landing {
+		return false, nil
+	}
+	if !w.deliver(path, rpc.EventType_EVENT_TYPE_WRITE) {
+		return true, fmt.Errorf("watch %s: %w", w.root, errOverflow)
+	}
+	return true, nil
 }
 
 // deliver queues one event without blocking; false means the buffer is full.

@@ -426,22 +426,44 @@ func TestCloseStopsWatchers(t *testing.T) {
 }
 
 // TestWatchDirIgnoresTempFiles: an upload that replaces a file via a
-// temporary file shows up only under the destination's name.
+// temporary file shows up only under the destination's name, as the WRITE
+// E2B's envd reports for a file it rewrites in place (the SDK waits for it).
 func TestWatchDirIgnoresTempFiles(t *testing.T) {
 	e := newEnv(t)
 	e.each(t, func(t *testing.T, c filesystemconnect.FilesystemClient, dir string) {
+		must(t, os.Mkdir(filepath.Join(dir, "sub"), 0o755))
 		s := watchDir(t, c, &rpc.WatchDirRequest{Path: dir, Recursive: true}, nil)
-		tmp := filepath.Join(dir, TempFilePrefix+"abc")
-		writeFile(t, tmp, "data", 0o644)
-		must(t, os.Chmod(tmp, 0o600))
-		must(t, os.Rename(tmp, filepath.Join(dir, "dst")))
-		s.expect(t, evCreate, "dst")
+		for _, dst := range []string{"dst", "sub/dst"} {
+			writeFile(t, filepath.Join(dir, dst), "old", 0o644)
+			s.expect(t, evCreate, dst)
+			tmp := filepath.Join(dir, filepath.Dir(dst), TempFilePrefix+"abc")
+			writeFile(t, tmp, "data", 0o644)
+			must(t, os.Chmod(tmp, 0o600))
+			must(t, os.Rename(tmp, filepath.Join(dir, dst)))
+			s.seen = nil
+			s.expect(t, evWrite, dst)
+		}
 		writeFile(t, filepath.Join(dir, "marker"), "", 0o644)
 		s.expect(t, evCreate, "marker")
 		for _, ev := range s.seen {
-			if strings.Contains(ev, TempFilePrefix) {
-				t.Errorf("event %q for a temporary file", ev)
+			if strings.Contains(ev, TempFilePrefix) || ev == "EVENT_TYPE_CREATE sub/dst" {
+				t.Errorf("event %q of the temporary file", ev)
 			}
 		}
+	})
+}
+
+// TestWatchDirTempFileRemoved: a temporary file removed instead of renamed
+// (a failed upload) leaves nothing behind: the next file created is a
+// CREATE.
+func TestWatchDirTempFileRemoved(t *testing.T) {
+	e := newEnv(t)
+	e.each(t, func(t *testing.T, c filesystemconnect.FilesystemClient, dir string) {
+		s := watchDir(t, c, &rpc.WatchDirRequest{Path: dir}, nil)
+		tmp := filepath.Join(dir, TempFilePrefix+"abc")
+		writeFile(t, tmp, "data", 0o644)
+		must(t, os.Remove(tmp))
+		writeFile(t, filepath.Join(dir, "new"), "", 0o644)
+		s.expect(t, evCreate, "new")
 	})
 }
