@@ -260,7 +260,11 @@ func remove(path string) error {
 	if path == "/" {
 		return fmt.Errorf("remove /: refusing to remove the root directory: %w", errBadRequest)
 	}
-	if _, err := os.Lstat(path); err != nil {
+	// Removing what is not there succeeds, as with E2B's envd: the SDKs'
+	// remove is idempotent. A parent that is not a directory stays an error.
+	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
 		return fmt.Errorf("remove: %w", err)
 	}
 	if err := os.RemoveAll(path); err != nil {

@@ -443,6 +443,13 @@ func TestRemove(t *testing.T) {
 			}
 		}
 	})
+	// Removing what is not there succeeds, as with E2B's envd, whether the
+	// name or its parent is missing.
+	for _, p := range []string{filepath.Join(e.dir, "missing"), filepath.Join(e.dir, "missing", "child")} {
+		if _, err := e.clients[0].Remove(context.Background(), connect.NewRequest(&rpc.RemoveRequest{Path: p})); err != nil {
+			t.Errorf("remove missing %s: %v", p, err)
+		}
+	}
 	// Removing a symlink leaves its target.
 	target := filepath.Join(e.dir, "target")
 	writeFile(t, target, "keep", 0o644)
@@ -564,7 +571,7 @@ func TestErrors(t *testing.T) {
 		{"move file onto dir", move(file, full), connect.CodeAlreadyExists},
 		{"move under a file", move(full, filepath.Join(file, "x")), connect.CodeInvalidArgument},
 		{"remove empty", remove(""), connect.CodeInvalidArgument},
-		{"remove missing", remove(missing), connect.CodeNotFound},
+		{"remove below a file", remove(filepath.Join(file, "x")), connect.CodeInvalidArgument},
 		{"remove root", remove("/"), connect.CodeInvalidArgument},
 		{"watch missing", watchDir(missing), connect.CodeNotFound},
 		{"watch file", watchDir(file), connect.CodeInvalidArgument},
