@@ -157,13 +157,14 @@ func testAPI(t *testing.T, e *testenv) {
 		}
 		e.do("POST", "/sandboxes/"+id+"/timeout", e.key, map[string]any{}).want(t, http.StatusBadRequest)
 
-		// Pause, twice; a paused sandbox's ports answer 409.
+		// Pause, twice; a paused sandbox does not run: its ports answer
+		// 502, which E2B's SDKs read as "not running" (proxy/doc.go).
 		e.do("POST", "/sandboxes/"+id+"/pause", e.key, nil).want(t, http.StatusNoContent)
 		e.do("POST", "/sandboxes/"+id+"/pause", e.key, nil).want(t, http.StatusConflict)
 		if l := e.get(t, id); l.State != "paused" {
 			t.Fatalf("state %q after pause", l.State)
 		}
-		e.do("GET", "/proxy/"+id+"/49983/health", "", nil).want(t, http.StatusConflict)
+		e.do("GET", "/proxy/"+id+"/49983/health", "", nil).want(t, http.StatusBadGateway).wantMessage(t, "sandbox "+id+" is paused")
 		e.do("GET", "/sandboxes/"+id+"/metrics", e.key, nil).want(t, http.StatusOK).decode(t, &ms)
 		if len(ms) != 0 {
 			t.Fatalf("metrics of a paused sandbox %+v", ms)
@@ -188,7 +189,7 @@ func testAPI(t *testing.T, e *testenv) {
 		e.do("DELETE", "/sandboxes/"+id, e.key, nil).want(t, http.StatusNoContent)
 		e.do("DELETE", "/sandboxes/"+id, e.key, nil).want(t, http.StatusNotFound)
 		e.do("GET", "/sandboxes/"+id, e.key, nil).want(t, http.StatusNotFound)
-		e.do("GET", "/proxy/"+id+"/49983/health", "", nil).want(t, http.StatusNotFound)
+		e.do("GET", "/proxy/"+id+"/49983/health", "", nil).want(t, http.StatusBadGateway).wantMessage(t, "sandbox "+id+" was not found")
 		if _, err := e.agent.Get(id); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Fatalf("agent still has %s: %v", id, err)
 		}
@@ -259,6 +260,75 @@ func testAPI(t *testing.T, e *testenv) {
 		}
 	})
 
+	t.Run("ListOrderFiltersPaging", func(t *testing.T) {
+		var ids []string
+		for range 3 {
+			ids = append(ids, e.create(t, map[string]any{"metadata": map[string]string{"case": "order"}}).SandboxID)
+		}
+		t.Cleanup(func() {
+			for _, id := range ids {
+				e.do("DELETE", "/sandboxes/"+id, e.key, nil)
+			}
+		})
+		e.do("POST", "/sandboxes/"+ids[1]+"/pause", e.key, nil).want(t, http.StatusNoContent)
+		md := "metadata=" + url.QueryEscape("case=order")
+		list := func(query string) ([]string, string) {
+			t.Helper()
+			var out []listed
+			r := e.do("GET", "/v2/sandboxes?"+md+"&"+query, e.key, nil).want(t, http.StatusOK)
+			r.decode(t, &out)
+			var got []string
+			for _, l := range out {
+				got = append(got, l.SandboxID)
+			}
+			return got, r.header.Get("X-Next-Token")
+		}
+		second := e.get(t, ids[1])
+		tests := []struct {
+			query string
+			want  []string
+		}{
+			{"", []string{ids[2], ids[1], ids[0]}},
+			{"order=desc", []string{ids[2], ids[1], ids[0]}},
+			{"order=asc", []string{ids[0], ids[1], ids[2]}},
+			{"order=asc&state=running", []string{ids[0], ids[2]}},
+			{"startedAfter=" + url.QueryEscape(second.StartedAt.Format(time.RFC3339Nano)), []string{ids[2], ids[1]}},
+			{"startedAfter=" + url.QueryEscape(e.get(t, ids[2]).StartedAt.Add(time.Second).Format(time.RFC3339Nano)), nil},
+			{"template=" + second.TemplateID, []string{ids[2], ids[1], ids[0]}},
+			{"template=unknown-template", nil},
+		}
+		for _, tt := range tests {
+			if got, _ := list(tt.query); !slices.Equal(got, tt.want) {
+				t.Errorf("list ?%s = %v, want %v", tt.query, got, tt.want)
+			}
+		}
+		for _, bad := range []string{"order=newest", "startedAfter=yesterday", "limit=101", "limit=0"} {
+			e.do("GET", "/v2/sandboxes?"+bad, e.key, nil).want(t, http.StatusBadRequest)
+		}
+
+		// Pages of one, newest first, while the sandboxes change state:
+		// the page just read is paused and the next resumed, and still
+		// each comes once, in order.
+		got, next := list("limit=1")
+		if !slices.Equal(got, ids[2:3]) || next == "" {
+			t.Fatalf("first page = %v, token %q; want [%s] and a token", got, next, ids[2])
+		}
+		e.do("POST", "/sandboxes/"+ids[2]+"/pause", e.key, nil).want(t, http.StatusNoContent)
+		e.do("POST", "/v2/sandboxes/"+ids[1]+"/connect", e.key, map[string]any{"timeout": 60}).want(t, http.StatusCreated)
+		e.do("GET", "/v2/sandboxes?"+md+"&order=asc&limit=1&nextToken="+url.QueryEscape(next), e.key, nil).want(t, http.StatusBadRequest)
+		all := got
+		for pages := 1; next != ""; pages++ {
+			if pages > 3 {
+				t.Fatal("pagination does not end")
+			}
+			got, next = list("limit=1&nextToken=" + url.QueryEscape(next))
+			all = append(all, got...)
+		}
+		if want := []string{ids[2], ids[1], ids[0]}; !slices.Equal(all, want) {
+			t.Fatalf("pages gave %v, want %v", all, want)
+		}
+	})
+
 	t.Run("TimeoutPauses", func(t *testing.T) {
 		c := e.create(t, map[string]any{"timeout": 2, "autoPause": true})
 		t.Cleanup(func() { e.do("DELETE", "/sandboxes/"+c.SandboxID, e.key, nil) })
@@ -281,6 +351,14 @@ func testAPI(t *testing.T, e *testenv) {
 		}
 		if _, err := e.agent.Get(c.SandboxID); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Fatalf("agent still has %s: %v", c.SandboxID, err)
+		}
+		// Its envd does not run: 502, E2B's "not running", in every form.
+		for _, r := range []response{
+			e.do("GET", "/proxy/"+c.SandboxID+"/49983/health", "", nil),
+			e.via(t, nil, "/health", "49983-"+c.SandboxID+".localhost"),
+			e.via(t, nil, "/health", "", "E2b-Sandbox-Id", c.SandboxID, "E2b-Sandbox-Port", "49983"),
+		} {
+			r.want(t, http.StatusBadGateway).wantMessage(t, "sandbox "+c.SandboxID+" was not found")
 		}
 	})
 }

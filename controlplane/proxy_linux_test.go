@@ -295,13 +295,14 @@ func testProxy(t *testing.T, e *testenv) {
 			e.via(t, nil, "/hello.txt", "8000-"+d.SandboxID+".localhost"),
 			e.via(t, nil, "/hello.txt", "", "E2b-Sandbox-Id", d.SandboxID, "E2b-Sandbox-Port", "8000"),
 		} {
-			r.want(t, http.StatusNotFound)
+			// Not running: 502, as E2B's SDKs expect (proxy/doc.go).
+			r.want(t, http.StatusBadGateway).wantMessage(t, "sandbox "+d.SandboxID+" was not found")
 		}
 	})
 }
 
 // TestProxyAutoResume: traffic to a paused sandbox created with autoResume
-// resumes it and is served; without autoResume it is refused. The flag is
+// resumes it and is served; without autoResume it does not run (502). The flag is
 // stored, so it runs on every database.
 func TestProxyAutoResume(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, dbURL string) {
@@ -349,8 +350,9 @@ func testProxyAutoResume(t *testing.T, e *testenv) {
 		e.waitState(t, sb, "paused")
 	}
 
-	// Without autoResume: 409, and it stays paused.
-	e.via(t, nil, "/proxy/"+manual+"/8000/hello.txt", "").want(t, http.StatusConflict)
+	// Without autoResume: not running (502), and it stays paused.
+	e.via(t, nil, "/proxy/"+manual+"/8000/hello.txt", "").want(t, http.StatusBadGateway).wantMessage(t, "sandbox "+manual+" is paused")
+	e.via(t, nil, "/health", "49983-"+manual+".localhost").want(t, http.StatusBadGateway).wantMessage(t, "is paused")
 	if l := e.get(t, manual); l.State != "paused" {
 		t.Fatalf("a sandbox without auto-resume is %q after traffic", l.State)
 	}
@@ -366,10 +368,11 @@ func testProxyAutoResume(t *testing.T, e *testenv) {
 	}
 	e.via(t, nil, "/proxy/"+id+"/8000/sub/inner.txt", "").want(t, http.StatusOK)
 
-	// Paused again, then deleted: the proxy answers 404, not a resume.
+	// Paused again, then deleted: the proxy answers not found (502), not
+	// a resume.
 	e.do("POST", "/sandboxes/"+id+"/pause", e.key, nil).want(t, http.StatusNoContent)
 	e.do("DELETE", "/sandboxes/"+id, e.key, nil).want(t, http.StatusNoContent)
-	e.via(t, nil, "/proxy/"+id+"/8000/hello.txt", "").want(t, http.StatusNotFound)
+	e.via(t, nil, "/proxy/"+id+"/8000/hello.txt", "").want(t, http.StatusBadGateway).wantMessage(t, "sandbox "+id+" was not found")
 	if _, err := e.agent.Get(id); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("agent still has %s: %v", id, err)
 	}

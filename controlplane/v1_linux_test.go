@@ -256,8 +256,9 @@ func testV1(t *testing.T, e *testenv) {
 			e.raw(t, "GET", "/v1/sandboxes/"+tc.id+"/files?path=/etc/hostname", e.key, nil).want(t, tc.status)
 			e.raw(t, "PUT", "/v1/sandboxes/"+tc.id+"/files?path=/tmp/y", e.key, strings.NewReader("y")).want(t, tc.status)
 			e.raw(t, "GET", "/v1/sandboxes/"+tc.id+"/ports", e.key, nil).want(t, tc.status)
-			// The proxy answers the same.
-			e.do("GET", "/proxy/"+tc.id+"/49983/health", "", nil).want(t, tc.status)
+			// The proxy answers both 502: E2B's SDKs read that as "not
+			// running" (proxy/doc.go).
+			e.do("GET", "/proxy/"+tc.id+"/49983/health", "", nil).want(t, http.StatusBadGateway)
 		}
 		// The lost one still runs on the agent: destroy it there too.
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

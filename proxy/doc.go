@@ -20,6 +20,18 @@
 // started refuses connections (the agent answers 502), idempotent requests
 // are retried with backoff for a short while.
 //
+// A sandbox that does not run answers 502 (errdefs.ErrUnreachable, through
+// notRunningError), with {"code": 502, "message": "sandbox {id} was not
+// found"} or "... is paused": one the resolver does not know (never
+// created, killed, ended at its timeout), and a paused one without
+// auto-resume. This is deliberate, and not 404 or 409 as on the REST
+// API: E2B's SDKs read 502 from the sandbox route as "not running"
+// (isRunning() is false on 502 from envd's /health and throws on any
+// other failure; other envd calls turn 502, and Connect's unavailable,
+// into their "sandbox timed out or was killed" error), and E2B's own proxy
+// answers an unknown sandbox 502. A paused sandbox with auto-resume is
+// resumed and served instead; a resume that fails answers 502 too.
+//
 // Proxy traffic runs on the package's own HTTP/1.1 transports and
 // connection pools (Upstream), never on the RPC transport the control
 // plane uses to drive agents, so a flood of proxied bytes cannot queue

@@ -27,7 +27,7 @@ type Target struct {
 	Paused bool
 	// AutoResume: a request to the sandbox while Paused resumes it through
 	// Config.AutoResume and is then served; without it a paused sandbox
-	// answers 409.
+	// does not run (502, see the package doc).
 	AutoResume bool
 	// AgentURL is the host agent's base URL (scheme, host, optional path).
 	AgentURL *url.URL
@@ -47,9 +47,10 @@ type Target struct {
 }
 
 // Resolver finds a sandbox's Target. Errors wrap errdefs.ErrNotFound (no
-// such sandbox: 404), errdefs.ErrConflict (409), errdefs.ErrUnreachable
-// (its host is down: 502) or errdefs.ErrUnavailable (503); anything else
-// is answered 500. It is called
+// such sandbox, or one that has ended: it does not run, 502 as the package
+// doc says), errdefs.ErrConflict (409), errdefs.ErrUnreachable (its host
+// is down: 502) or errdefs.ErrUnavailable (503); anything else is
+// answered 500. It is called
 // concurrently, once per sandbox until Evict, and should answer from the
 // control plane's store without calling the agent.
 type Resolver interface {
@@ -68,12 +69,12 @@ type Config struct {
 	// starting). Default 3s; negative disables retries.
 	DialRetry time.Duration
 	// AutoResume resumes a paused sandbox whose Target has AutoResume
-	// before its request is proxied; nil answers 409 to every paused
-	// sandbox. The proxy calls it once at a time per sandbox, however many
+	// before its request is proxied; nil leaves every paused sandbox not
+	// running (502). The proxy calls it once at a time per sandbox, however many
 	// requests wait (they share its outcome), on a context detached from
 	// any one request and bounded by ResumeTimeout. It must return once
-	// the sandbox resolves as running, or with an error (answered 502; one
-	// wrapping errdefs.ErrNotFound 404).
+	// the sandbox resolves as running, or with an error (answered 502,
+	// as not found when it wraps errdefs.ErrNotFound).
 	AutoResume func(ctx context.Context, sandboxID string) error
 	// ResumeTimeout bounds one AutoResume call. Default 2 minutes.
 	ResumeTimeout time.Duration
@@ -245,7 +246,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) resume(ctx context.Context, paused Target) (*target, error) {
 	id := paused.SandboxID
 	if p.autoResume == nil || !paused.AutoResume {
-		return nil, fmt.Errorf("sandbox %s is paused: %w", id, errdefs.ErrConflict)
+		return nil, &notRunningError{id: id, paused: true}
 	}
 	p.mu.Lock()
 	c, leader := p.resuming[id], false
@@ -305,7 +306,8 @@ func (p *Proxy) runResume(ctx context.Context, id string, c *resumeCall) {
 	p.log.Info("proxy auto-resumed sandbox", "sandbox", id, "took", time.Since(start))
 }
 
-// resumeError is a failed auto-resume: 502, or 404 when the sandbox is gone.
+// resumeError is a failed auto-resume: 502, as not found when the sandbox
+// is gone.
 type resumeError struct {
 	id  string
 	err error
@@ -464,23 +466,58 @@ func (p *Proxy) evictTarget(t *target) {
 	p.mu.Unlock()
 }
 
-// resolveFailed maps a resolve or resume error to an answer.
+// notRunningError is a sandbox that does not run: paused without
+// auto-resume, or one the resolver does not know (never created, killed,
+// ended at its timeout). Its category is errdefs.ErrUnreachable, and only
+// that: the package doc says why the sandbox route answers it 502.
+type notRunningError struct {
+	id     string
+	paused bool
+	cause  error // why the resolver did not find it; nil when paused
+}
+
+func (e *notRunningError) Error() string {
+	if e.paused {
+		return "sandbox " + e.id + " is paused"
+	}
+	return "sandbox " + e.id + " was not found: " + e.cause.Error()
+}
+
+func (e *notRunningError) Unwrap() error { return errdefs.ErrUnreachable }
+
+// message is the answer's message: what the client may know.
+func (e *notRunningError) message() string {
+	if e.paused {
+		return "sandbox " + e.id + " is paused"
+	}
+	return "sandbox " + e.id + " was not found"
+}
+
+// resolveFailed maps a resolve or resume error to an answer. A sandbox the
+// resolver does not find (errdefs.ErrNotFound, also when a resume finds it
+// gone) does not run: notRunningError.
 func (p *Proxy) resolveFailed(w http.ResponseWriter, r *http.Request, route Route, err error) {
 	if r.Context().Err() != nil {
 		p.log.Debug("proxy client gone", "sandbox", route.SandboxID, "err", err)
 		return
 	}
-	var rerr *resumeError
+	if errors.Is(err, errdefs.ErrNotFound) {
+		err = &notRunningError{id: route.SandboxID, cause: err}
+	}
+	status := errdefs.HTTPStatus(err)
+	var (
+		nr   *notRunningError
+		rerr *resumeError
+	)
 	switch {
-	case errors.Is(err, errdefs.ErrNotFound):
-		errdefs.WriteHTTP(w, http.StatusNotFound, "sandbox "+route.SandboxID+" not found")
+	case errors.As(err, &nr):
+		p.log.Debug("proxy sandbox not running", "sandbox", route.SandboxID, "status", status, "err", err)
+		errdefs.WriteHTTP(w, status, nr.message())
 	case errors.As(err, &rerr):
-		// Logged once, where it failed.
+		// Logged once, where it failed; its category is the resume's, the
+		// answer is the sandbox's: it could not be made to run.
 		errdefs.WriteHTTP(w, http.StatusBadGateway, "sandbox "+route.SandboxID+" is paused and could not be resumed")
-	case errors.Is(err, errdefs.ErrConflict):
-		errdefs.WriteHTTP(w, http.StatusConflict, "sandbox "+route.SandboxID+" is paused")
 	default:
-		status := errdefs.HTTPStatus(err)
 		p.log.Warn("proxy resolve failed", "sandbox", route.SandboxID, "status", status, "err", err)
 		errdefs.WriteHTTP(w, status, "sandbox "+route.SandboxID+" unavailable")
 	}

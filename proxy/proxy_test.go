@@ -320,18 +320,22 @@ func TestErrors(t *testing.T) {
 		port    int
 		headers hdr
 		status  int
+		message string // checked when set
 	}{
-		{"unknown", "nosuch", userPort, nil, 404},
-		{"paused", "paused", userPort, nil, 409},
-		{"host down", "hostdown", userPort, nil, 502},
-		{"no agent address", "broken", userPort, nil, 502},
-		{"private without token", "private", userPort, nil, 403},
-		{"private with wrong token", "private", userPort, hdr{wire.HeaderTrafficToken: "nope"}, 403},
-		{"private with token", "private", userPort, hdr{wire.HeaderTrafficToken: "traffic"}, 200},
-		{"private envd without token", "private", port, nil, 200},
-		{"private envd with token", "private", port, hdr{wire.HeaderTrafficToken: "traffic"}, 200},
-		{"private without a token set", "notoken", userPort, hdr{wire.HeaderTrafficToken: ""}, 403},
-		{"public without token", sbx, userPort, nil, 200},
+		// Not running: 502, as E2B's SDKs expect (see doc.go).
+		{"unknown", "nosuch", userPort, nil, 502, "sandbox nosuch was not found"},
+		{"paused", "paused", userPort, nil, 502, "sandbox paused is paused"},
+		{"unknown envd", "nosuch", port, nil, 502, "sandbox nosuch was not found"},
+		{"paused envd", "paused", port, nil, 502, "sandbox paused is paused"},
+		{"host down", "hostdown", userPort, nil, 502, ""},
+		{"no agent address", "broken", userPort, nil, 502, ""},
+		{"private without token", "private", userPort, nil, 403, ""},
+		{"private with wrong token", "private", userPort, hdr{wire.HeaderTrafficToken: "nope"}, 403, ""},
+		{"private with token", "private", userPort, hdr{wire.HeaderTrafficToken: "traffic"}, 200, ""},
+		{"private envd without token", "private", port, nil, 200, ""},
+		{"private envd with token", "private", port, hdr{wire.HeaderTrafficToken: "traffic"}, 200, ""},
+		{"private without a token set", "notoken", userPort, hdr{wire.HeaderTrafficToken: ""}, 403, ""},
+		{"public without token", sbx, userPort, nil, 200, ""},
 	} {
 		for _, form := range []Form{FormHost, FormHeader, FormPath} {
 			req := newRequest(t, s, form, tc.id, tc.port, "GET", "/e", "")
@@ -347,6 +351,9 @@ func TestErrors(t *testing.T) {
 				var eb errorBody
 				if err := json.Unmarshal(body, &eb); err != nil || eb.Code != tc.status || eb.Message == "" {
 					t.Errorf("%s (%s): body %s", tc.name, form, body)
+				}
+				if want := tc.message; want != "" && eb.Message != want {
+					t.Errorf("%s (%s): message %q, want %q", tc.name, form, eb.Message, want)
 				}
 				continue
 			}
@@ -366,8 +373,8 @@ func TestErrors(t *testing.T) {
 }
 
 // TestAutoResume: a paused sandbox with auto-resume is resumed once however
-// many requests arrive, then served; one without it answers 409; a failing
-// resume answers every waiting request 502.
+// many requests arrive, then served; one without it does not run (502); a
+// failing resume answers every waiting request 502.
 func TestAutoResume(t *testing.T) {
 	_, port := newBackend(t)
 	var (
@@ -445,9 +452,10 @@ func TestAutoResume(t *testing.T) {
 		t.Error("a resumed sandbox is not cached")
 	}
 
-	// Without auto-resume, a paused sandbox answers 409 and is not resumed.
+	// Without auto-resume, a paused sandbox does not run: 502, and it is
+	// not resumed.
 	resp, body := do(t, client(), newRequest(t, s, FormPath, "manual", port, "GET", "/small", ""))
-	if resp.StatusCode != http.StatusConflict || len(resumes()) != 1 {
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), `"sandbox manual is paused"`) || len(resumes()) != 1 {
 		t.Errorf("paused without auto-resume: %d %s, resumes %v", resp.StatusCode, body, resumes())
 	}
 	// A private port is checked before resuming: no token, no resume.
@@ -478,6 +486,19 @@ func TestAutoResume(t *testing.T) {
 	do(t, client(), newRequest(t, s, FormHeader, "broken", port, "GET", "/small", ""))
 	if got := len(resumes()); got != before+1 {
 		t.Errorf("resumes after failures: %d then %d", before, got)
+	}
+
+	// A resume that finds the sandbox gone (killed meanwhile): it does not
+	// run, 502 as not found, not a failed resume.
+	mu.Lock()
+	resumeErr = fmt.Errorf("sandbox vanished: %w", errdefs.ErrNotFound)
+	mu.Unlock()
+	s.add("vanished", paused)
+	resp, body = do(t, client(), newRequest(t, s, FormHost, "vanished", port, "GET", "/small", ""))
+	var eb errorBody
+	if resp.StatusCode != http.StatusBadGateway || json.Unmarshal(body, &eb) != nil || eb.Code != 502 ||
+		eb.Message != "sandbox vanished was not found" {
+		t.Errorf("resume of a gone sandbox: %d %s, want 502 not found", resp.StatusCode, body)
 	}
 }
 
@@ -562,11 +583,12 @@ func TestEvict(t *testing.T) {
 	if n := s.res.calls.Load(); n != 2 {
 		t.Fatalf("resolved %d times after Evict, want 2", n)
 	}
-	// Destroy: the store forgets it, the control plane evicts, the proxy 404s.
+	// Destroy: the store forgets it, the control plane evicts, and the
+	// sandbox does not run: 502.
 	s.res.remove(sbx)
 	s.proxy.Evict(sbx)
-	if st := get(); st != 404 {
-		t.Fatalf("after destroy: %d, want 404", st)
+	if st := get(); st != 502 {
+		t.Fatalf("after destroy: %d, want 502", st)
 	}
 	// A dead agent evicts by itself, so the next request resolves afresh.
 	s.add("moving", nil)
@@ -795,11 +817,11 @@ func TestDirect(t *testing.T) {
 		t.Fatalf("POST to a closed port: %d %s", resp.StatusCode, body)
 	}
 
-	// Gone from the agent while still cached: 404, and evicted.
+	// Gone from the agent while still cached: not running (502), and evicted.
 	s.res.set(Target{SandboxID: sbx, Direct: direct, PublicTraffic: true})
 	gone.Store(true)
 	resp, _ = do(t, c, newRequest(t, s, FormHeader, sbx, port, "GET", "/small", ""))
-	if resp.StatusCode != http.StatusNotFound || s.proxy.cached(sbx) {
+	if resp.StatusCode != http.StatusBadGateway || s.proxy.cached(sbx) {
 		t.Fatalf("gone sandbox: %d, cached %v", resp.StatusCode, s.proxy.cached(sbx))
 	}
 }
