@@ -179,27 +179,35 @@ func (s *sqlStore) LookupSandbox(ctx context.Context, id string) (Sandbox, error
 	return getSandbox(ctx, s.r, "lookup sandbox "+id, "id = $1", "", id)
 }
 
-// pageToken is a position in the (created_at, id) order.
+// pageToken is a position in the (created_at, id) order of one
+// direction.
 type pageToken struct {
+	order   Order
 	created int64
 	id      string
 }
 
+// orderMark is a token's first byte, its direction.
+var orderMark = map[Order]byte{OldestFirst: 'a', NewestFirst: 'd'}
+
 func (p pageToken) String() string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(p.created, 10) + "." + p.id))
+	return base64.RawURLEncoding.EncodeToString([]byte(string(orderMark[p.order]) + strconv.FormatInt(p.created, 10) + "." + p.id))
 }
 
-func parsePageToken(s string) (pageToken, error) {
+func parsePageToken(s string, order Order) (pageToken, error) {
 	raw, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
+	if err != nil || len(raw) == 0 {
 		return pageToken{}, fmt.Errorf("page token: %w", errdefs.ErrInvalid)
 	}
-	ns, id, ok := strings.Cut(string(raw), ".")
+	if raw[0] != orderMark[order] {
+		return pageToken{}, fmt.Errorf("page token of another order: %w", errdefs.ErrInvalid)
+	}
+	ns, id, ok := strings.Cut(string(raw[1:]), ".")
 	n, err := strconv.ParseInt(ns, 10, 64)
 	if !ok || err != nil || id == "" {
 		return pageToken{}, fmt.Errorf("page token: %w", errdefs.ErrInvalid)
 	}
-	return pageToken{created: n, id: id}, nil
+	return pageToken{order: order, created: n, id: id}, nil
 }
 
 func (s *sqlStore) ListSandboxes(ctx context.Context, f SandboxFilter) ([]Sandbox, string, error) {
@@ -209,6 +217,9 @@ func (s *sqlStore) ListSandboxes(ctx context.Context, f SandboxFilter) ([]Sandbo
 		limit = DefaultPageSize
 	case limit > MaxPageSize:
 		limit = MaxPageSize
+	}
+	if _, ok := orderMark[f.Order]; !ok {
+		return nil, "", fmt.Errorf("list sandboxes: order %d: %w", f.Order, errdefs.ErrInvalid)
 	}
 	var where []string
 	var args []any
@@ -229,23 +240,34 @@ func (s *sqlStore) ListSandboxes(ctx context.Context, f SandboxFilter) ([]Sandbo
 		}
 		where = append(where, "state IN ("+strings.Join(ph, ", ")+")")
 	}
+	if !f.StartedAfter.IsZero() {
+		where = append(where, "started_at >= "+arg(f.StartedAfter.UnixNano()))
+	}
+	if f.Template != "" {
+		t := arg(f.Template)
+		where = append(where, "(template_id = "+t+" OR alias = "+t+")")
+	}
 	for _, k := range slices.Sorted(maps.Keys(f.Metadata)) {
 		where = append(where, "EXISTS (SELECT 1 FROM sandbox_metadata m WHERE m.sandbox_id = sandboxes.id AND m.key = "+
 			arg(k)+" AND m.value = "+arg(f.Metadata[k])+")")
 	}
+	cmp, dir := ">", "ASC"
+	if f.Order == NewestFirst {
+		cmp, dir = "<", "DESC"
+	}
 	if f.NextToken != "" {
-		p, err := parsePageToken(f.NextToken)
+		p, err := parsePageToken(f.NextToken, f.Order)
 		if err != nil {
 			return nil, "", fmt.Errorf("list sandboxes: %w", err)
 		}
-		where = append(where, "(created_at > "+arg(p.created)+" OR (created_at = "+arg(p.created)+" AND id > "+arg(p.id)+"))")
+		where = append(where, "(created_at "+cmp+" "+arg(p.created)+" OR (created_at = "+arg(p.created)+" AND id "+cmp+" "+arg(p.id)+"))")
 	}
 	q := `SELECT ` + sandboxColumns + ` FROM sandboxes`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	// One row more than the page tells whether there is a next page.
-	q += " ORDER BY created_at, id LIMIT " + arg(limit+1)
+	q += " ORDER BY created_at " + dir + ", id " + dir + " LIMIT " + arg(limit+1)
 	sbs, err := s.querySandboxes(ctx, q, args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list sandboxes: %w", err)
@@ -254,7 +276,7 @@ func (s *sqlStore) ListSandboxes(ctx context.Context, f SandboxFilter) ([]Sandbo
 	if len(sbs) > limit {
 		sbs = sbs[:limit]
 		last := sbs[limit-1]
-		next = pageToken{created: last.CreatedAt.UnixNano(), id: last.ID}.String()
+		next = pageToken{order: f.Order, created: last.CreatedAt.UnixNano(), id: last.ID}.String()
 	}
 	if err := loadMetadata(ctx, s.r, sbs); err != nil {
 		return nil, "", fmt.Errorf("list sandboxes: %w", err)

@@ -57,10 +57,11 @@ type Store interface {
 	// LookupSandbox returns a sandbox whatever its team (the proxy and the
 	// reconciler use it; never expose it to an API caller unscoped).
 	LookupSandbox(ctx context.Context, id string) (Sandbox, error)
-	// ListSandboxes returns one page, ordered by (CreatedAt, ID), and the
-	// token of the next page ("" on the last). The token is opaque and
-	// stays valid while rows change: it names a position, not an offset.
-	// A malformed token is errdefs.ErrInvalid.
+	// ListSandboxes returns one page, ordered by (CreatedAt, ID) in
+	// f.Order's direction, and the token of the next page ("" on the
+	// last). The token is opaque and stays valid while rows change: it
+	// names a position, not an offset. A malformed token, or one of the
+	// other direction, is errdefs.ErrInvalid.
 	ListSandboxes(ctx context.Context, f SandboxFilter) ([]Sandbox, string, error)
 	// UpdateSandbox reads the sandbox, calls fn on it and writes the result,
 	// all in one transaction, so concurrent updates never lose a write. An
@@ -192,10 +193,29 @@ type SandboxFilter struct {
 	States   []SandboxState    // any of these
 	Metadata map[string]string // all of these pairs
 	HostID   string
+	// StartedAfter keeps sandboxes started at or after it; zero keeps all
+	// (and so also those not started yet).
+	StartedAfter time.Time
+	// Template keeps sandboxes whose TemplateID or Alias is it.
+	Template string
+	// Order is the direction of the (CreatedAt, ID) order; zero is
+	// oldest first.
+	Order Order
 	// Limit is the page size: default 100, at most 1000.
-	Limit     int
-	NextToken string // from the previous page; "" for the first
+	Limit int
+	// NextToken is from the previous page of the same Order; "" for the
+	// first. A token names a position, not an offset, so it stays valid
+	// while sandboxes change state, are created or are deleted.
+	NextToken string
 }
+
+// Order is the direction of a list.
+type Order int
+
+const (
+	OldestFirst Order = iota
+	NewestFirst
+)
 
 // Page size bounds for ListSandboxes.
 const (

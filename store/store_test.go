@@ -447,6 +447,8 @@ func TestListSandboxes(t *testing.T) {
 			sb := newSandbox(fmt.Sprintf("a%02d", i), "a", i)
 			sb.State = []SandboxState{SandboxRunning, SandboxPaused, SandboxStopped}[i%3]
 			sb.Metadata["parity"] = []string{"even", "odd"}[i%2]
+			sb.TemplateID, sb.Alias = "tpl-"+sb.Metadata["parity"], sb.Metadata["parity"]
+			sb.StartedAt = base.Add(time.Duration(i) * time.Second)
 			if i == 11 {
 				sb.CreatedAt = base.Add(10 * time.Millisecond)
 			}
@@ -475,6 +477,15 @@ func TestListSandboxes(t *testing.T) {
 			{"pairs conflict", SandboxFilter{TeamID: "a", Metadata: map[string]string{"parity": "odd", "n": "12"}}, nil},
 			{"unknown key", SandboxFilter{TeamID: "a", Metadata: map[string]string{"nope": "x"}}, nil},
 			{"other team's metadata", SandboxFilter{TeamID: "b", Metadata: map[string]string{"parity": "even"}}, nil},
+			{"newest first", SandboxFilter{TeamID: "a", States: []SandboxState{SandboxPaused}, Order: NewestFirst},
+				[]string{"a22", "a19", "a16", "a13", "a10", "a07", "a04", "a01"}},
+			{"started after", SandboxFilter{TeamID: "a", StartedAfter: base.Add(20 * time.Second)}, []string{"a20", "a21", "a22", "a23", "a24"}},
+			{"started at", SandboxFilter{TeamID: "a", StartedAfter: base.Add(24 * time.Second)}, []string{"a24"}},
+			{"started after all", SandboxFilter{TeamID: "a", StartedAfter: base.Add(25 * time.Second)}, nil},
+			{"template by ID", SandboxFilter{TeamID: "a", Template: "tpl-even", Metadata: map[string]string{"n": "4"}}, []string{"a04"}},
+			{"template by alias", SandboxFilter{TeamID: "a", Template: "even", States: []SandboxState{SandboxPaused}},
+				[]string{"a04", "a10", "a16", "a22"}},
+			{"unknown template", SandboxFilter{TeamID: "a", Template: "base"}, nil},
 		}
 		for _, c := range cases {
 			got, next, err := s.ListSandboxes(ctx, c.f)
@@ -523,6 +534,54 @@ func TestListSandboxes(t *testing.T) {
 		got, _, err := s.ListSandboxes(ctx, SandboxFilter{TeamID: "a", Limit: 10, NextToken: tokens[0]})
 		if err != nil || !slices.Equal(ids(got), all[10:20]) {
 			t.Fatalf("page 2 again = %v, %v; want %v", ids(got), err, all[10:20])
+		}
+		// Newest first: the same pages backwards, and a token of one
+		// direction is refused in the other.
+		seen, token = nil, ""
+		for {
+			got, next, err := s.ListSandboxes(ctx, SandboxFilter{TeamID: "a", Limit: 7, NextToken: token, Order: NewestFirst})
+			if err != nil {
+				t.Fatalf("newest first: %v", err)
+			}
+			seen = append(seen, ids(got)...)
+			if next == "" {
+				break
+			}
+			token = next
+		}
+		want = slices.Clone(all)
+		want = slices.DeleteFunc(want, func(id string) bool { return id == "a03" })
+		want = append(want, "a99")
+		slices.Reverse(want)
+		if !slices.Equal(seen, want) {
+			t.Fatalf("newest-first pages = %v, want %v", seen, want)
+		}
+		if _, _, err := s.ListSandboxes(ctx, SandboxFilter{TeamID: "a", NextToken: tokens[0], Order: NewestFirst}); !errors.Is(err, errdefs.ErrInvalid) {
+			t.Fatalf("oldest-first token read newest first: %v, want errdefs.ErrInvalid", err)
+		}
+		// A token survives its sandbox changing state: paging running and
+		// paused sandboxes, the next page is the same after the first
+		// page's last sandbox and a later one are paused.
+		both := []SandboxState{SandboxRunning, SandboxPaused}
+		first, next, err := s.ListSandboxes(ctx, SandboxFilter{TeamID: "a", States: both, Limit: 3, Order: NewestFirst})
+		if err != nil || next == "" {
+			t.Fatalf("first page: %v, %q, %v", ids(first), next, err)
+		}
+		before, _, err := s.ListSandboxes(ctx, SandboxFilter{TeamID: "a", States: both, Limit: 3, Order: NewestFirst, NextToken: next})
+		if err != nil {
+			t.Fatalf("second page: %v", err)
+		}
+		for _, id := range []string{first[2].ID, before[0].ID} {
+			if _, err := s.UpdateSandbox(ctx, id, func(sb *Sandbox) error { sb.State = SandboxPaused; return nil }); err != nil {
+				t.Fatalf("pause %s: %v", id, err)
+			}
+		}
+		after, _, err := s.ListSandboxes(ctx, SandboxFilter{TeamID: "a", States: both, Limit: 3, Order: NewestFirst, NextToken: next})
+		if err != nil || !slices.Equal(ids(after), ids(before)) {
+			t.Fatalf("second page after pausing = %v, %v; want %v", ids(after), err, ids(before))
+		}
+		if _, _, err := s.ListSandboxes(ctx, SandboxFilter{Order: Order(7)}); !errors.Is(err, errdefs.ErrInvalid) {
+			t.Fatalf("order 7: %v, want errdefs.ErrInvalid", err)
 		}
 		// Limits: the default and the cap.
 		if got, _, err := s.ListSandboxes(ctx, SandboxFilter{Limit: 5000}); err != nil || len(got) != 26 {
