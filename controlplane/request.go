@@ -244,16 +244,26 @@ func parseStates(values []string) ([]store.SandboxState, error) {
 	return states, nil
 }
 
+// maxListLimit is the largest page GET /v2/sandboxes gives, E2B's.
+const maxListLimit = 100
+
 // listQuery is GET /v2/sandboxes's query, parsed.
 type listQuery struct {
-	States    []store.SandboxState
-	Metadata  map[string]string
-	Limit     int
-	NextToken string
+	States       []store.SandboxState
+	Metadata     map[string]string
+	Order        store.Order // NewestFirst unless order=asc
+	StartedAfter time.Time   // zero: no bound
+	Template     string      // a template ID or alias; "" for any
+	Limit        int
+	NextToken    string
 }
 
+// parseListQuery parses the query E2B's description gives GET
+// /v2/sandboxes: state, metadata, order (asc or desc, by start time,
+// newest first by default), startedAfter (RFC 3339), template, limit
+// (1-100) and nextToken. Errors wrap errdefs.ErrInvalid.
 func parseListQuery(q url.Values) (listQuery, error) {
-	var lq listQuery
+	lq := listQuery{Order: store.NewestFirst}
 	var err error
 	if lq.States, err = parseStates(q["state"]); err != nil {
 		return listQuery{}, err
@@ -261,10 +271,23 @@ func parseListQuery(q url.Values) (listQuery, error) {
 	if lq.Metadata, err = parseMetadataQuery(q.Get("metadata")); err != nil {
 		return listQuery{}, err
 	}
+	switch o := q.Get("order"); o {
+	case "", "desc":
+	case "asc":
+		lq.Order = store.OldestFirst
+	default:
+		return listQuery{}, fmt.Errorf("order %q: must be asc or desc: %w", o, errdefs.ErrInvalid)
+	}
+	if v := q.Get("startedAfter"); v != "" {
+		if lq.StartedAfter, err = time.Parse(time.RFC3339Nano, v); err != nil {
+			return listQuery{}, fmt.Errorf("startedAfter %q: must be an RFC 3339 date-time: %w", v, errdefs.ErrInvalid)
+		}
+	}
+	lq.Template = q.Get("template")
 	if l := q.Get("limit"); l != "" {
 		n, ok := parsePositive(l)
-		if !ok || n > store.MaxPageSize {
-			return listQuery{}, fmt.Errorf("limit %q: must be between 1 and %d: %w", l, store.MaxPageSize, errdefs.ErrInvalid)
+		if !ok || n > maxListLimit {
+			return listQuery{}, fmt.Errorf("limit %q: must be between 1 and %d: %w", l, maxListLimit, errdefs.ErrInvalid)
 		}
 		lq.Limit = n
 	}

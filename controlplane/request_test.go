@@ -135,23 +135,38 @@ func TestParseRefreshBody(t *testing.T) {
 
 func TestParseListQuery(t *testing.T) {
 	both := []store.SandboxState{store.SandboxRunning, store.SandboxPaused}
+	const newest = store.NewestFirst
+	started := time.Date(2026, 3, 1, 12, 0, 0, 123e6, time.UTC)
 	tests := []struct {
 		query string
 		want  listQuery
 		err   bool
 	}{
-		{"", listQuery{States: both}, false},
-		{"state=running", listQuery{States: []store.SandboxState{store.SandboxRunning}}, false},
-		{"state=paused,running,paused", listQuery{States: []store.SandboxState{store.SandboxPaused, store.SandboxRunning}}, false},
-		{"state=running&state=paused", listQuery{States: both}, false},
+		{"", listQuery{States: both, Order: newest}, false},
+		{"state=running", listQuery{States: []store.SandboxState{store.SandboxRunning}, Order: newest}, false},
+		{"state=paused,running,paused", listQuery{States: []store.SandboxState{store.SandboxPaused, store.SandboxRunning}, Order: newest}, false},
+		{"state=running&state=paused", listQuery{States: both, Order: newest}, false},
 		{"state=lost", listQuery{}, true},
-		{"metadata=" + url.QueryEscape("a=1&b=x y"), listQuery{States: both, Metadata: map[string]string{"a": "1", "b": "x y"}}, false},
+		{"metadata=" + url.QueryEscape("a=1&b=x y"), listQuery{States: both, Metadata: map[string]string{"a": "1", "b": "x y"}, Order: newest}, false},
 		{"metadata=" + url.QueryEscape("a=1&a=2"), listQuery{}, true},
-		{"limit=10&nextToken=abc", listQuery{States: both, Limit: 10, NextToken: "abc"}, false},
+		{"limit=10&nextToken=abc", listQuery{States: both, Order: newest, Limit: 10, NextToken: "abc"}, false},
+		{"limit=100", listQuery{States: both, Order: newest, Limit: 100}, false},
 		{"limit=0", listQuery{}, true},
 		{"limit=-1", listQuery{}, true},
-		{"limit=1001", listQuery{}, true},
+		{"limit=101", listQuery{}, true},
 		{"limit=ten", listQuery{}, true},
+		{"order=asc", listQuery{States: both, Order: store.OldestFirst}, false},
+		{"order=desc", listQuery{States: both, Order: newest}, false},
+		{"order=ASC", listQuery{}, true},
+		{"order=newest", listQuery{}, true},
+		{"startedAfter=2026-03-01T12:00:00.123Z", listQuery{States: both, Order: newest, StartedAfter: started}, false},
+		{"startedAfter=" + url.QueryEscape("2026-03-01T13:00:00.123+01:00"), listQuery{States: both, Order: newest, StartedAfter: started}, false},
+		{"startedAfter=2026-03-01T12:00:00Z", listQuery{States: both, Order: newest, StartedAfter: started.Truncate(time.Second)}, false},
+		{"startedAfter=2026-03-01", listQuery{}, true},
+		{"startedAfter=1772366400", listQuery{}, true},
+		{"startedAfter=2026-03-01T12:00:00", listQuery{}, true},
+		{"template=base", listQuery{States: both, Order: newest, Template: "base"}, false},
+		{"template=team%2Fmy-alias", listQuery{States: both, Order: newest, Template: "team/my-alias"}, false},
 	}
 	for _, tt := range tests {
 		q, _ := url.ParseQuery(tt.query)
@@ -163,7 +178,8 @@ func TestParseListQuery(t *testing.T) {
 			continue
 		}
 		if err != nil || !slices.Equal(got.States, tt.want.States) || !maps.Equal(got.Metadata, tt.want.Metadata) ||
-			got.Limit != tt.want.Limit || got.NextToken != tt.want.NextToken {
+			got.Limit != tt.want.Limit || got.NextToken != tt.want.NextToken || got.Order != tt.want.Order ||
+			!got.StartedAfter.Equal(tt.want.StartedAfter) || got.Template != tt.want.Template {
 			t.Errorf("parseListQuery(%q) = %+v, %v; want %+v", tt.query, got, err, tt.want)
 		}
 	}

@@ -227,7 +227,11 @@ func (s *Server) eachPage(ctx context.Context, f store.SandboxFilter, fn func([]
 	}
 }
 
-// listSandboxes is GET /v2/sandboxes.
+// listSandboxes is GET /v2/sandboxes: one page, newest first by
+// default. E2B orders by start time; roost orders by creation, the
+// record's fixed position (a start time is set once, when the create
+// returns, and creates racing each other may finish out of order), so a
+// page token stays valid across pauses and resumes.
 func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request, key store.APIKey) {
 	q, err := parseListQuery(r.URL.Query())
 	if err != nil {
@@ -235,7 +239,8 @@ func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request, key store
 		return
 	}
 	page, next, err := s.store.ListSandboxes(r.Context(), store.SandboxFilter{
-		TeamID: key.TeamID, States: q.States, Metadata: q.Metadata, Limit: q.Limit, NextToken: q.NextToken,
+		TeamID: key.TeamID, States: q.States, Metadata: q.Metadata, StartedAfter: q.StartedAfter,
+		Template: q.Template, Order: q.Order, Limit: q.Limit, NextToken: q.NextToken,
 	})
 	if err != nil {
 		s.fail(w, r, "list sandboxes", err)
