@@ -260,6 +260,75 @@ func testAPI(t *testing.T, e *testenv) {
 		}
 	})
 
+	t.Run("ListOrderFiltersPaging", func(t *testing.T) {
+		var ids []string
+		for range 3 {
+			ids = append(ids, e.create(t, map[string]any{"metadata": map[string]string{"case": "order"}}).SandboxID)
+		}
+		t.Cleanup(func() {
+			for _, id := range ids {
+				e.do("DELETE", "/sandboxes/"+id, e.key, nil)
+			}
+		})
+		e.do("POST", "/sandboxes/"+ids[1]+"/pause", e.key, nil).want(t, http.StatusNoContent)
+		md := "metadata=" + url.QueryEscape("case=order")
+		list := func(query string) ([]string, string) {
+			t.Helper()
+			var out []listed
+			r := e.do("GET", "/v2/sandboxes?"+md+"&"+query, e.key, nil).want(t, http.StatusOK)
+			r.decode(t, &out)
+			var got []string
+			for _, l := range out {
+				got = append(got, l.SandboxID)
+			}
+			return got, r.header.Get("X-Next-Token")
+		}
+		second := e.get(t, ids[1])
+		tests := []struct {
+			query string
+			want  []string
+		}{
+			{"", []string{ids[2], ids[1], ids[0]}},
+			{"order=desc", []string{ids[2], ids[1], ids[0]}},
+			{"order=asc", []string{ids[0], ids[1], ids[2]}},
+			{"order=asc&state=running", []string{ids[0], ids[2]}},
+			{"startedAfter=" + url.QueryEscape(second.StartedAt.Format(time.RFC3339Nano)), []string{ids[2], ids[1]}},
+			{"startedAfter=" + url.QueryEscape(e.get(t, ids[2]).StartedAt.Add(time.Second).Format(time.RFC3339Nano)), nil},
+			{"template=" + second.TemplateID, []string{ids[2], ids[1], ids[0]}},
+			{"template=unknown-template", nil},
+		}
+		for _, tt := range tests {
+			if got, _ := list(tt.query); !slices.Equal(got, tt.want) {
+				t.Errorf("list ?%s = %v, want %v", tt.query, got, tt.want)
+			}
+		}
+		for _, bad := range []string{"order=newest", "startedAfter=yesterday", "limit=101", "limit=0"} {
+			e.do("GET", "/v2/sandboxes?"+bad, e.key, nil).want(t, http.StatusBadRequest)
+		}
+
+		// Pages of one, newest first, while the sandboxes change state:
+		// the page just read is paused and the next resumed, and still
+		// each comes once, in order.
+		got, next := list("limit=1")
+		if !slices.Equal(got, ids[2:3]) || next == "" {
+			t.Fatalf("first page = %v, token %q; want [%s] and a token", got, next, ids[2])
+		}
+		e.do("POST", "/sandboxes/"+ids[2]+"/pause", e.key, nil).want(t, http.StatusNoContent)
+		e.do("POST", "/v2/sandboxes/"+ids[1]+"/connect", e.key, map[string]any{"timeout": 60}).want(t, http.StatusCreated)
+		e.do("GET", "/v2/sandboxes?"+md+"&order=asc&limit=1&nextToken="+url.QueryEscape(next), e.key, nil).want(t, http.StatusBadRequest)
+		all := got
+		for pages := 1; next != ""; pages++ {
+			if pages > 3 {
+				t.Fatal("pagination does not end")
+			}
+			got, next = list("limit=1&nextToken=" + url.QueryEscape(next))
+			all = append(all, got...)
+		}
+		if want := []string{ids[2], ids[1], ids[0]}; !slices.Equal(all, want) {
+			t.Fatalf("pages gave %v, want %v", all, want)
+		}
+	})
+
 	t.Run("TimeoutPauses", func(t *testing.T) {
 		c := e.create(t, map[string]any{"timeout": 2, "autoPause": true})
 		t.Cleanup(func() { e.do("DELETE", "/sandboxes/"+c.SandboxID, e.key, nil) })
