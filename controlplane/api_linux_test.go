@@ -302,6 +302,15 @@ func testAPI(t *testing.T, e *testenv) {
 				t.Errorf("list ?%s = %v, want %v", tt.query, got, tt.want)
 			}
 		}
+		// X-Total-Running counts the running sandboxes of every page, and
+		// only when running ones are asked for.
+		for query, want := range map[string]string{"limit=1": "2", "state=running&limit=1": "2", "state=paused": "",
+			"template=unknown-template": "0", "startedAfter=" + url.QueryEscape(second.StartedAt.Format(time.RFC3339Nano)): "1"} {
+			r := e.do("GET", "/v2/sandboxes?"+md+"&"+query, e.key, nil).want(t, http.StatusOK)
+			if got := r.header.Get("X-Total-Running"); got != want {
+				t.Errorf("list ?%s: X-Total-Running %q, want %q", query, got, want)
+			}
+		}
 		for _, bad := range []string{"order=newest", "startedAfter=yesterday", "limit=101", "limit=0"} {
 			e.do("GET", "/v2/sandboxes?"+bad, e.key, nil).want(t, http.StatusBadRequest)
 		}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
@@ -238,13 +240,24 @@ func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request, key store
 		s.fail(w, r, "list sandboxes", err)
 		return
 	}
-	page, next, err := s.store.ListSandboxes(r.Context(), store.SandboxFilter{
+	f := store.SandboxFilter{
 		TeamID: key.TeamID, States: q.States, Metadata: q.Metadata, StartedAfter: q.StartedAfter,
 		Template: q.Template, Order: q.Order, Limit: q.Limit, NextToken: q.NextToken,
-	})
+	}
+	page, next, err := s.store.ListSandboxes(r.Context(), f)
 	if err != nil {
 		s.fail(w, r, "list sandboxes", err)
 		return
+	}
+	if slices.Contains(q.States, store.SandboxRunning) {
+		// E2B's X-Total-Running: the running sandboxes of every page.
+		f.States = []store.SandboxState{store.SandboxRunning}
+		n, err := s.store.CountSandboxes(r.Context(), f)
+		if err != nil {
+			s.fail(w, r, "list sandboxes", err)
+			return
+		}
+		w.Header().Set("X-Total-Running", strconv.Itoa(n))
 	}
 	if next != "" {
 		w.Header().Set("X-Next-Token", next)

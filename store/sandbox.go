@@ -210,6 +210,63 @@ func parsePageToken(s string, order Order) (pageToken, error) {
 	return pageToken{order: order, created: n, id: id}, nil
 }
 
+// sandboxQuery collects a WHERE clause and its arguments.
+type sandboxQuery struct {
+	where []string
+	args  []any
+}
+
+// arg adds v and returns its placeholder.
+func (q *sandboxQuery) arg(v any) string {
+	q.args = append(q.args, v)
+	return "$" + strconv.Itoa(len(q.args))
+}
+
+// filter adds f's conditions but its page (Order, Limit, NextToken).
+func (q *sandboxQuery) filter(f SandboxFilter) {
+	if f.TeamID != "" {
+		q.where = append(q.where, "team_id = "+q.arg(f.TeamID))
+	}
+	if f.HostID != "" {
+		q.where = append(q.where, "host_id = "+q.arg(f.HostID))
+	}
+	if len(f.States) > 0 {
+		ph := make([]string, len(f.States))
+		for i, st := range f.States {
+			ph[i] = q.arg(string(st))
+		}
+		q.where = append(q.where, "state IN ("+strings.Join(ph, ", ")+")")
+	}
+	if !f.StartedAfter.IsZero() {
+		q.where = append(q.where, "started_at >= "+q.arg(f.StartedAfter.UnixNano()))
+	}
+	if f.Template != "" {
+		t := q.arg(f.Template)
+		q.where = append(q.where, "(template_id = "+t+" OR alias = "+t+")")
+	}
+	for _, k := range slices.Sorted(maps.Keys(f.Metadata)) {
+		q.where = append(q.where, "EXISTS (SELECT 1 FROM sandbox_metadata m WHERE m.sandbox_id = sandboxes.id AND m.key = "+
+			q.arg(k)+" AND m.value = "+q.arg(f.Metadata[k])+")")
+	}
+}
+
+func (q *sandboxQuery) whereClause() string {
+	if len(q.where) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(q.where, " AND ")
+}
+
+func (s *sqlStore) CountSandboxes(ctx context.Context, f SandboxFilter) (int, error) {
+	var q sandboxQuery
+	q.filter(f)
+	var n int
+	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM sandboxes`+q.whereClause(), q.args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count sandboxes: %w", err)
+	}
+	return n, nil
+}
+
 func (s *sqlStore) ListSandboxes(ctx context.Context, f SandboxFilter) ([]Sandbox, string, error) {
 	limit := f.Limit
 	switch {
@@ -221,36 +278,8 @@ func (s *sqlStore) ListSandboxes(ctx context.Context, f SandboxFilter) ([]Sandbo
 	if _, ok := orderMark[f.Order]; !ok {
 		return nil, "", fmt.Errorf("list sandboxes: order %d: %w", f.Order, errdefs.ErrInvalid)
 	}
-	var where []string
-	var args []any
-	arg := func(v any) string {
-		args = append(args, v)
-		return "$" + strconv.Itoa(len(args))
-	}
-	if f.TeamID != "" {
-		where = append(where, "team_id = "+arg(f.TeamID))
-	}
-	if f.HostID != "" {
-		where = append(where, "host_id = "+arg(f.HostID))
-	}
-	if len(f.States) > 0 {
-		ph := make([]string, len(f.States))
-		for i, st := range f.States {
-			ph[i] = arg(string(st))
-		}
-		where = append(where, "state IN ("+strings.Join(ph, ", ")+")")
-	}
-	if !f.StartedAfter.IsZero() {
-		where = append(where, "started_at >= "+arg(f.StartedAfter.UnixNano()))
-	}
-	if f.Template != "" {
-		t := arg(f.Template)
-		where = append(where, "(template_id = "+t+" OR alias = "+t+")")
-	}
-	for _, k := range slices.Sorted(maps.Keys(f.Metadata)) {
-		where = append(where, "EXISTS (SELECT 1 FROM sandbox_metadata m WHERE m.sandbox_id = sandboxes.id AND m.key = "+
-			arg(k)+" AND m.value = "+arg(f.Metadata[k])+")")
-	}
+	var q sandboxQuery
+	q.filter(f)
 	cmp, dir := ">", "ASC"
 	if f.Order == NewestFirst {
 		cmp, dir = "<", "DESC"
@@ -260,15 +289,12 @@ func (s *sqlStore) ListSandboxes(ctx context.Context, f SandboxFilter) ([]Sandbo
 		if err != nil {
 			return nil, "", fmt.Errorf("list sandboxes: %w", err)
 		}
-		where = append(where, "(created_at "+cmp+" "+arg(p.created)+" OR (created_at = "+arg(p.created)+" AND id "+cmp+" "+arg(p.id)+"))")
-	}
-	q := `SELECT ` + sandboxColumns + ` FROM sandboxes`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
+		q.where = append(q.where, "(created_at "+cmp+" "+q.arg(p.created)+" OR (created_at = "+q.arg(p.created)+" AND id "+cmp+" "+q.arg(p.id)+"))")
 	}
 	// One row more than the page tells whether there is a next page.
-	q += " ORDER BY created_at " + dir + ", id " + dir + " LIMIT " + arg(limit+1)
-	sbs, err := s.querySandboxes(ctx, q, args...)
+	stmt := `SELECT ` + sandboxColumns + ` FROM sandboxes` + q.whereClause() +
+		" ORDER BY created_at " + dir + ", id " + dir + " LIMIT " + q.arg(limit+1)
+	sbs, err := s.querySandboxes(ctx, stmt, q.args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list sandboxes: %w", err)
 	}

@@ -63,6 +63,9 @@ type Store interface {
 	// names a position, not an offset. A malformed token, or one of the
 	// other direction, is errdefs.ErrInvalid.
 	ListSandboxes(ctx context.Context, f SandboxFilter) ([]Sandbox, string, error)
+	// CountSandboxes counts the sandboxes f selects on every page (its
+	// Order, Limit and NextToken are ignored).
+	CountSandboxes(ctx context.Context, f SandboxFilter) (int, error)
 	// UpdateSandbox reads the sandbox, calls fn on it and writes the result,
 	// all in one transaction, so concurrent updates never lose a write. An
 	// error from fn aborts and is returned as is. fn may run while a write

@@ -492,6 +492,12 @@ func TestListSandboxes(t *testing.T) {
 			if err != nil || next != "" || !slices.Equal(ids(got), c.want) {
 				t.Errorf("%s: got %v next %q err %v, want %v", c.name, ids(got), next, err, c.want)
 			}
+			// The count is of every page, whatever the page's size.
+			f := c.f
+			f.Limit = 1
+			if n, err := s.CountSandboxes(ctx, f); err != nil || n != len(c.want) {
+				t.Errorf("%s: count %d, %v; want %d", c.name, n, err, len(c.want))
+			}
 		}
 
 		// Three pages of 10, 10 and 5: every sandbox once, in order.
