@@ -289,3 +289,29 @@ func TestParseRegister(t *testing.T) {
 		}
 	}
 }
+
+func FuzzListQuery(f *testing.F) {
+	for _, s := range []string{"", "order=asc", "order=desc&limit=100", "startedAfter=2026-03-01T12:00:00.123Z",
+		"startedAfter=2026-03-01T13:00:00%2B01:00", "template=base&state=running,paused", "limit=101", "order=x", "nextToken=abc"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		q, err := url.ParseQuery(s)
+		if err != nil {
+			return
+		}
+		lq, err := parseListQuery(q)
+		if err != nil {
+			if !errors.Is(err, errdefs.ErrInvalid) {
+				t.Fatalf("error %v is not ErrInvalid", err)
+			}
+			return
+		}
+		if lq.Order != store.NewestFirst && lq.Order != store.OldestFirst {
+			t.Fatalf("%q: order %d", s, lq.Order)
+		}
+		if lq.Limit < 0 || lq.Limit > maxListLimit || len(lq.States) == 0 {
+			t.Fatalf("%q: limit %d, states %v", s, lq.Limit, lq.States)
+		}
+	})
+}
