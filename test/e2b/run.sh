@@ -73,6 +73,13 @@ done
 if ! timeout 10 bash -l -c true </dev/null >/dev/null 2>&1; then
 	fail "'bash -l -c true' did not finish within 10 s for $(id -un); check the login profile scripts (a stale lock file?)"
 fi
+# The tests compare a command's stdout and stderr exactly, so a profile
+# script that prints (a missing file it sources, a tool it runs that is not
+# installed) fails them; name the cause instead.
+profile_noise="$(bash -l -c true </dev/null 2>&1 | head -n 3)"
+if [[ -n "$profile_noise" ]]; then
+	fail "'bash -l -c true' prints for $(id -un), which every command's output would carry; fix the login profile scripts. It printed: $profile_noise"
+fi
 
 "$envd" -addr ":$port" -log-level "${ENVD_LOG_LEVEL:-debug}" </dev/null >"$log" 2>&1 &
 envd_pid=$!
