@@ -3,6 +3,7 @@ package controlplane
 import (
 	"crypto/rand"
 	"encoding/base32"
+	"encoding/hex"
 )
 
 // lowerBase32 encodes with [a-z2-7], which is valid in sandbox IDs,
@@ -23,17 +24,9 @@ func newSandboxID() string { return randomString(10) }
 // newToken returns an access token with 160 random bits.
 func newToken() string { return randomString(20) }
 
-// keyPrefix starts every API key, so leaked keys are easy to recognise.
-const keyPrefix = "roost_"
-
-// keyPrefixLen is how much of a key the store keeps in plaintext, for
-// humans to tell keys apart: "roost_" and 6 random characters (30 bits,
-// too few to matter to an attacker).
-const keyPrefixLen = len(keyPrefix) + 6
-
-// newAPIKey returns a new API key with 160 random bits and its displayable
-// prefix.
-func newAPIKey() (key, prefix string) {
-	key = keyPrefix + randomString(20)
-	return key, key[:keyPrefixLen]
+// randomHex returns n random bytes in lowercase hex.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails
+	return hex.EncodeToString(b)
 }

@@ -20,7 +20,6 @@ import (
 	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
 	"roost.dev/roost/proxy"
 	"roost.dev/roost/store"
-	"roost.dev/roost/wire"
 )
 
 // Config configures a Server. Zero values take the defaults.
@@ -178,9 +177,13 @@ func (s *Server) routes() *http.ServeMux {
 	api("POST /v1/sandboxes/{id}/snapshot", s.snapshotSandbox)
 	api("GET /v1/templates", s.listTemplates)
 	api("GET /v1/hosts", s.listHosts)
-	api("GET /v1/api-keys", s.listAPIKeys)
-	api("POST /v1/api-keys", s.createAPIKey)
-	api("DELETE /v1/api-keys/{id}", s.deleteAPIKey)
+	api("GET /teams", s.listTeams)
+	api("GET /api-keys", s.listAPIKeys)
+	api("POST /api-keys", s.createAPIKey)
+	api("PATCH /api-keys/{id}", s.renameAPIKey)
+	api("DELETE /api-keys/{id}", s.deleteAPIKey)
+	api("POST /access-tokens", s.createAccessToken)
+	api("DELETE /access-tokens/{id}", s.deleteAccessToken)
 	mux.HandleFunc("GET /openapi.yaml", serveOpenAPI)
 	mux.HandleFunc("POST /v1/hosts/register", s.registerHost)
 	mux.HandleFunc("POST /v1/hosts/{id}/heartbeat", s.hostHeartbeat)
@@ -188,56 +191,6 @@ func (s *Server) routes() *http.ServeMux {
 		errdefs.WriteHTTP(w, http.StatusNotFound, "no route for "+r.Method+" "+r.URL.Path)
 	})
 	return mux
-}
-
-// apiHandler serves an authenticated request of key's team.
-type apiHandler func(http.ResponseWriter, *http.Request, store.APIKey)
-
-// errInvalidKey answers a key that is not one of the store's.
-var errInvalidKey = fmt.Errorf("invalid API key: %w", errdefs.ErrUnauthenticated)
-
-// maxKeyLen bounds what is hashed and looked up as an API key.
-const maxKeyLen = 256
-
-// authenticate resolves X-API-Key to its team, or answers 401.
-func (s *Server) authenticate(h apiHandler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		key := r.Header.Get(wire.HeaderAPIKey)
-		if key == "" {
-			s.fail(w, r, "authenticate", fmt.Errorf("missing %s header: %w", wire.HeaderAPIKey, errdefs.ErrUnauthenticated))
-			return
-		}
-		if len(key) > maxKeyLen {
-			s.fail(w, r, "authenticate", errInvalidKey)
-			return
-		}
-		k, err := s.store.APIKeyByHash(r.Context(), store.HashKey(key))
-		if errors.Is(err, errdefs.ErrNotFound) {
-			s.fail(w, r, "authenticate", errInvalidKey)
-			return
-		}
-		if err != nil {
-			s.fail(w, r, "authenticate", err)
-			return
-		}
-		s.touch(r.Context(), k)
-		h(w, r, k)
-	})
-}
-
-// keyTouchEvery is how stale a key's LastUsedAt may get: a write per
-// request would make every API call a store write.
-const keyTouchEvery = time.Minute
-
-// touch records that k was used, at most once per keyTouchEvery.
-func (s *Server) touch(ctx context.Context, k store.APIKey) {
-	now := time.Now()
-	if k.LastUsedAt != nil && now.Sub(*k.LastUsedAt) < keyTouchEvery {
-		return
-	}
-	if err := s.store.TouchAPIKey(ctx, k.ID, now); err != nil && ctx.Err() == nil {
-		s.log.Warn("record api key use", "key", k.ID, "err", err)
-	}
 }
 
 // fail answers err with its category's status; unexpected errors are
@@ -278,12 +231,44 @@ func (s *Server) CreateTeamWithKey(ctx context.Context, teamName string) (string
 	if err := s.store.CreateTeam(ctx, team); err != nil {
 		return "", fmt.Errorf("create team %q: %w", teamName, err)
 	}
-	key, prefix := newAPIKey()
-	k := store.APIKey{ID: "key_" + randomString(10), TeamID: team.ID, Name: "default", Hash: store.HashKey(key), Prefix: prefix}
+	key, prefix, suffix := newCredential(store.KindAPIKey)
+	k := store.APIKey{ID: "key_" + randomString(10), TeamID: team.ID, Name: "default", Hash: store.HashKey(key), Prefix: prefix, MaskSuffix: suffix}
 	if err := s.store.CreateAPIKey(ctx, k); err != nil {
 		return "", fmt.Errorf("create api key of team %q: %w", teamName, err)
 	}
 	return key, nil
+}
+
+// localTeam is the team `roost up` and `roost server` add a key given
+// in their environment to.
+var localTeam = store.Team{ID: "team_local", Name: "local"}
+
+// AddLocalKey makes key, given by the operator ($ROOST_API_KEY or the
+// data directory's key file), an API key of the local team, creating the
+// team when needed; a key the store already knows is left as it is. A
+// key in neither accepted format is refused (errdefs.ErrUnauthenticated).
+func (s *Server) AddLocalKey(ctx context.Context, key string) error {
+	if err := CheckAPIKeyFormat(key); err != nil {
+		return err
+	}
+	if _, err := s.store.APIKeyByHash(ctx, store.HashKey(key)); err == nil {
+		return nil
+	}
+	_, err := s.store.GetTeam(ctx, localTeam.ID)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		err = s.store.CreateTeam(ctx, localTeam)
+	}
+	if err != nil {
+		return err
+	}
+	prefix := key[:min(len(key), len(legacyKeyPrefix)+maskShown)]
+	if strings.HasPrefix(key, apiKeyPrefix) {
+		prefix = key[:len(apiKeyPrefix)+maskShown]
+	}
+	return s.store.CreateAPIKey(ctx, store.APIKey{
+		ID: "key_" + randomString(10), TeamID: localTeam.ID, Name: "local", Hash: store.HashKey(key),
+		Prefix: prefix, MaskSuffix: key[len(key)-maskShown:],
+	})
 }
 
 // AddHost registers an agent the caller trusts (`roost up`'s in-process

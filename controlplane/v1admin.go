@@ -4,14 +4,10 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"sync"
 	"time"
-	"unicode"
 
 	"connectrpc.com/connect"
 
@@ -23,9 +19,6 @@ import (
 // templatesTimeout bounds one host's answer to ListTemplates: a slow host
 // is left out of the listing rather than holding it up.
 const templatesTimeout = 10 * time.Second
-
-// maxKeyNameLen bounds an API key's name, in bytes.
-const maxKeyNameLen = 128
 
 // templateJSON is one template of GET /v1/templates.
 type templateJSON struct {
@@ -152,105 +145,4 @@ func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, _ store.APIKe
 		out = append(out, hj)
 	}
 	writeJSON(w, http.StatusOK, out)
-}
-
-// apiKeyJSON is one API key as listed: never the key or its hash.
-type apiKeyJSON struct {
-	ID   string `json:"id"`
-	Name string `json:"name"`
-	// Mask is the stored prefix followed by "...", for humans to tell
-	// keys apart.
-	Mask       string     `json:"mask"`
-	CreatedAt  time.Time  `json:"createdAt"`
-	LastUsedAt *time.Time `json:"lastUsedAt"`
-}
-
-// createdKeyJSON is POST /v1/api-keys's answer: the only time the key's
-// plaintext is shown.
-type createdKeyJSON struct {
-	apiKeyJSON
-	Key string `json:"key"`
-}
-
-func apiKeyView(k store.APIKey) apiKeyJSON {
-	return apiKeyJSON{ID: k.ID, Name: k.Name, Mask: k.Prefix + "...", CreatedAt: k.CreatedAt, LastUsedAt: k.LastUsedAt}
-}
-
-// listAPIKeys is GET /v1/api-keys: the caller's team's keys, oldest first.
-func (s *Server) listAPIKeys(w http.ResponseWriter, r *http.Request, key store.APIKey) {
-	keys, err := s.store.ListAPIKeys(r.Context(), key.TeamID)
-	if err != nil {
-		s.fail(w, r, "list api keys", err)
-		return
-	}
-	out := make([]apiKeyJSON, 0, len(keys))
-	for _, k := range keys {
-		out = append(out, apiKeyView(k))
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-// createKeyRequest is POST /v1/api-keys's body.
-type createKeyRequest struct {
-	Name string `json:"name"`
-}
-
-// parseCreateKey decodes and validates a create-key body: a name of 1 to
-// maxKeyNameLen bytes without control characters. Errors wrap
-// errdefs.ErrInvalid.
-func parseCreateKey(body io.Reader) (string, error) {
-	var req createKeyRequest
-	err := decodeJSON(body, &req)
-	if errors.Is(err, io.EOF) {
-		return "", fmt.Errorf("empty body: want {\"name\": ...}: %w", errdefs.ErrInvalid)
-	}
-	if err != nil {
-		return "", err
-	}
-	if req.Name == "" || len(req.Name) > maxKeyNameLen {
-		return "", fmt.Errorf("name is required, at most %d bytes: %w", maxKeyNameLen, errdefs.ErrInvalid)
-	}
-	for _, c := range req.Name {
-		if unicode.IsControl(c) || c == unicode.ReplacementChar {
-			return "", fmt.Errorf("name %q: no control characters or invalid UTF-8: %w", req.Name, errdefs.ErrInvalid)
-		}
-	}
-	return req.Name, nil
-}
-
-// createAPIKey is POST /v1/api-keys: a new key of the caller's team. Its
-// plaintext is in the answer and nowhere else: the store keeps its hash.
-func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, key store.APIKey) {
-	name, err := parseCreateKey(r.Body)
-	if err != nil {
-		s.fail(w, r, "create api key", err)
-		return
-	}
-	plain, prefix := newAPIKey()
-	k := store.APIKey{
-		ID: "key_" + randomString(10), TeamID: key.TeamID, Name: name, Hash: store.HashKey(plain),
-		Prefix: prefix, CreatedAt: time.Now().UTC(),
-	}
-	if err := s.store.CreateAPIKey(r.Context(), k); err != nil {
-		s.fail(w, r, "create api key", err)
-		return
-	}
-	s.log.Info("api key created", "team", key.TeamID, "key", k.ID, "by", key.ID)
-	writeJSON(w, http.StatusCreated, createdKeyJSON{apiKeyJSON: apiKeyView(k), Key: plain})
-}
-
-// deleteAPIKey is DELETE /v1/api-keys/{id}. Another team's key is not
-// found; the key the request is authenticated with may delete itself.
-func (s *Server) deleteAPIKey(w http.ResponseWriter, r *http.Request, key store.APIKey) {
-	id := r.PathValue("id")
-	err := s.store.DeleteAPIKey(r.Context(), key.TeamID, id)
-	if errors.Is(err, errdefs.ErrNotFound) {
-		err = fmt.Errorf("api key %q not found: %w", id, errdefs.ErrNotFound)
-	}
-	if err != nil {
-		s.fail(w, r, "delete api key", err)
-		return
-	}
-	s.log.Info("api key deleted", "team", key.TeamID, "key", id, "by", key.ID)
-	w.WriteHeader(http.StatusNoContent)
 }

@@ -2,25 +2,43 @@ package controlplane_test
 
 import (
 	"bytes"
+	"errors"
 	"maps"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"roost.dev/roost/controlplane"
+	"roost.dev/roost/errdefs"
 )
 
-// apiKeyEntry is one listed API key.
+// apiKeyEntry is one listed API key (E2B's TeamAPIKey).
 type apiKeyEntry struct {
-	ID         string     `json:"id"`
-	Name       string     `json:"name"`
-	Mask       string     `json:"mask"`
-	CreatedAt  time.Time  `json:"createdAt"`
-	LastUsedAt *time.Time `json:"lastUsedAt"`
-	Key        string     `json:"key"` // only in the create answer
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Mask struct {
+		Prefix            string `json:"prefix"`
+		ValueLength       int    `json:"valueLength"`
+		MaskedValuePrefix string `json:"maskedValuePrefix"`
+		MaskedValueSuffix string `json:"maskedValueSuffix"`
+	} `json:"mask"`
+	CreatedAt time.Time  `json:"createdAt"`
+	LastUsed  *time.Time `json:"lastUsed"`
+	Key       string     `json:"key"` // only in the create answer
 }
+
+// masks says whether the mask shows plain's first and last characters.
+func (k apiKeyEntry) masks(plain string) bool {
+	m := k.Mask
+	return m.ValueLength == len(plain)-len(m.Prefix) && m.MaskedValuePrefix != "" &&
+		strings.HasPrefix(plain, m.Prefix+m.MaskedValuePrefix) && strings.HasSuffix(plain, m.MaskedValueSuffix) && m.MaskedValueSuffix != ""
+}
+
+// bearer is the header pair that sends an access token.
+func bearer(token string) []string { return []string{"Authorization", "Bearer " + token} }
 
 type hostEntry struct {
 	ID       string `json:"id"`
@@ -78,12 +96,12 @@ func (e *testenv) templates(t *testing.T) map[string]templateEntry {
 
 func (e *testenv) apiKeys(t *testing.T, key string) []apiKeyEntry {
 	t.Helper()
-	r := e.do("GET", "/v1/api-keys", key, nil).want(t, http.StatusOK)
+	r := e.do("GET", "/api-keys", key, nil).want(t, http.StatusOK)
 	// Only these fields, whatever the key: never a hash or the key itself.
 	var raw []map[string]any
 	r.decode(t, &raw)
 	for _, k := range raw {
-		if got := slices.Sorted(maps.Keys(k)); !slices.Equal(got, []string{"createdAt", "id", "lastUsedAt", "mask", "name"}) {
+		if got := slices.Sorted(maps.Keys(k)); !slices.Equal(got, []string{"createdAt", "createdBy", "id", "lastUsed", "mask", "name"}) {
 			t.Fatalf("listed key has fields %v", got)
 		}
 	}
@@ -168,15 +186,15 @@ func TestV1Admin(t *testing.T) {
 
 	t.Run("APIKeys", func(t *testing.T) {
 		keys := e.apiKeys(t, e.key)
-		if len(keys) != 1 || keys[0].Name != "default" || keys[0].Mask != e.key[:12]+"..." || keys[0].CreatedAt.IsZero() {
+		if len(keys) != 1 || keys[0].Name != "default" || !keys[0].masks(e.key) || keys[0].Mask.Prefix != "e2b_" || keys[0].CreatedAt.IsZero() {
 			t.Fatalf("keys %+v", keys)
 		}
 		first := keys[0]
 
 		var made apiKeyEntry
-		e.do("POST", "/v1/api-keys", e.key, map[string]any{"name": "ci runner"}).want(t, http.StatusCreated).decode(t, &made)
-		if !strings.HasPrefix(made.Key, "roost_") || made.ID == "" || made.ID == first.ID || made.Name != "ci runner" ||
-			made.Mask != made.Key[:12]+"..." || made.CreatedAt.IsZero() || made.LastUsedAt != nil {
+		e.do("POST", "/api-keys", e.key, map[string]any{"name": "ci runner"}).want(t, http.StatusCreated).decode(t, &made)
+		if !regexp.MustCompile(`^e2b_[0-9a-f]{40}$`).MatchString(made.Key) || made.ID == "" || made.ID == first.ID ||
+			made.Name != "ci runner" || !made.masks(made.Key) || made.CreatedAt.IsZero() || made.LastUsed != nil {
 			t.Fatalf("created key %+v", made)
 		}
 
@@ -184,23 +202,89 @@ func TestV1Admin(t *testing.T) {
 		// the key that listed them is marked used.
 		keys = e.apiKeys(t, made.Key)
 		if len(keys) != 2 || keys[0].ID != first.ID || keys[1].ID != made.ID || keys[1].Key != "" ||
-			keys[1].LastUsedAt == nil || keys[1].LastUsedAt.Before(made.CreatedAt.Add(-time.Second)) {
+			keys[1].LastUsed == nil || keys[1].LastUsed.Before(made.CreatedAt.Add(-time.Second)) {
 			t.Fatalf("keys %+v", keys)
+		}
+		e.do("PATCH", "/api-keys/"+made.ID, e.key, map[string]any{"name": "renamed"}).want(t, http.StatusOK)
+		if keys = e.apiKeys(t, e.key); keys[1].Name != "renamed" {
+			t.Fatalf("renamed key is listed as %q", keys[1].Name)
 		}
 		// The new key works for everything, and may delete itself.
 		e.do("GET", "/v2/sandboxes", made.Key, nil).want(t, http.StatusOK)
-		e.do("DELETE", "/v1/api-keys/"+made.ID, made.Key, nil).want(t, http.StatusNoContent)
-		e.do("GET", "/v1/api-keys", made.Key, nil).want(t, http.StatusUnauthorized)
-		e.do("DELETE", "/v1/api-keys/"+made.ID, e.key, nil).want(t, http.StatusNotFound)
+		e.do("DELETE", "/api-keys/"+made.ID, made.Key, nil).want(t, http.StatusNoContent)
+		e.do("GET", "/api-keys", made.Key, nil).want(t, http.StatusUnauthorized)
+		e.do("DELETE", "/api-keys/"+made.ID, e.key, nil).want(t, http.StatusNotFound)
+		e.do("PATCH", "/api-keys/"+made.ID, e.key, map[string]any{"name": "x"}).want(t, http.StatusNotFound)
 		if keys = e.apiKeys(t, e.key); len(keys) != 1 || keys[0].ID != first.ID {
 			t.Fatalf("keys after the delete %+v", keys)
 		}
 
 		// A key made by one key and deleted by another.
 		var second apiKeyEntry
-		e.do("POST", "/v1/api-keys", e.key, map[string]any{"name": "ünïcode ✓"}).want(t, http.StatusCreated).decode(t, &second)
-		e.do("DELETE", "/v1/api-keys/"+second.ID, e.key, nil).want(t, http.StatusNoContent)
+		e.do("POST", "/api-keys", e.key, map[string]any{"name": "ünïcode ✓"}).want(t, http.StatusCreated).decode(t, &second)
+		e.do("DELETE", "/api-keys/"+second.ID, e.key, nil).want(t, http.StatusNoContent)
 		e.do("GET", "/v2/sandboxes", second.Key, nil).want(t, http.StatusUnauthorized)
+	})
+
+	t.Run("AccessTokens", func(t *testing.T) {
+		var tok struct {
+			ID, Name, Token string
+			Mask            struct{ Prefix string }
+		}
+		e.do("POST", "/access-tokens", e.key, map[string]any{"name": "laptop"}).want(t, http.StatusCreated).decode(t, &tok)
+		if !regexp.MustCompile(`^sk_e2b_[0-9a-f]{40}$`).MatchString(tok.Token) || tok.Name != "laptop" || tok.Mask.Prefix != "sk_e2b_" {
+			t.Fatalf("created token %+v", tok)
+		}
+		// A token is accepted wherever a key is, as a Bearer, for its team;
+		// never as a key, and no key as a Bearer.
+		e.do("GET", "/v2/sandboxes", "", nil, bearer(tok.Token)...).want(t, http.StatusOK)
+		e.do("GET", "/api-keys", "", nil, bearer(tok.Token)...).want(t, http.StatusOK)
+		e.do("GET", "/v2/sandboxes", "", nil, append(bearer(tok.Token), "X-Team-ID", "team_other")...).want(t, http.StatusForbidden)
+		e.do("GET", "/v2/sandboxes", tok.Token, nil).want(t, http.StatusUnauthorized)
+		e.do("GET", "/v2/sandboxes", "", nil, bearer(e.key)...).want(t, http.StatusUnauthorized)
+		var teams []struct {
+			TeamID, Name, APIKey string
+			IsDefault            bool
+		}
+		e.do("GET", "/teams", "", nil, bearer(tok.Token)...).want(t, http.StatusOK).decode(t, &teams)
+		if len(teams) != 1 || teams[0].TeamID == "" || teams[0].APIKey != "" || !teams[0].IsDefault {
+			t.Fatalf("teams for a token %+v", teams)
+		}
+		e.do("GET", "/teams", e.key, nil).want(t, http.StatusOK).decode(t, &teams)
+		if len(teams) != 1 || teams[0].APIKey != e.key {
+			t.Fatalf("teams for a key %+v", teams)
+		}
+		// Tokens are not keys: neither listed nor deleted as keys.
+		for _, k := range e.apiKeys(t, e.key) {
+			if k.ID == tok.ID {
+				t.Fatalf("access token %s is listed as a key", tok.ID)
+			}
+		}
+		e.do("DELETE", "/api-keys/"+tok.ID, e.key, nil).want(t, http.StatusNotFound)
+		e.do("DELETE", "/access-tokens/"+tok.ID, "", nil, bearer(tok.Token)...).want(t, http.StatusNoContent)
+		e.do("GET", "/v2/sandboxes", "", nil, bearer(tok.Token)...).want(t, http.StatusUnauthorized)
+		e.do("DELETE", "/access-tokens/"+tok.ID, e.key, nil).want(t, http.StatusNotFound)
+	})
+
+	t.Run("LocalKey", func(t *testing.T) {
+		// roost up and roost server add an operator's key to the local team.
+		e2bKey := "e2b_" + strings.Repeat("ab01", 10)
+		for _, k := range []string{e2bKey, "roost_local_0123456789abcdef"} {
+			for range 2 { // the second time it is known already
+				if err := e.cp.AddLocalKey(t.Context(), k); err != nil {
+					t.Fatalf("add %q: %v", k, err)
+				}
+			}
+			e.do("GET", "/v2/sandboxes", k, nil).want(t, http.StatusOK)
+		}
+		if keys := e.apiKeys(t, e2bKey); len(keys) != 2 || !keys[0].masks(e2bKey) {
+			t.Fatalf("local team's keys %+v", keys)
+		}
+		for _, bad := range []string{"secret", "e2b_XYZ", "roost_short"} {
+			if err := e.cp.AddLocalKey(t.Context(), bad); !errors.Is(err, errdefs.ErrUnauthenticated) {
+				t.Errorf("add %q: %v, want errdefs.ErrUnauthenticated", bad, err)
+			}
+		}
 	})
 
 	t.Run("OtherTeam", func(t *testing.T) {
@@ -217,8 +301,9 @@ func TestV1Admin(t *testing.T) {
 				t.Fatalf("another team's key %s is listed", k.ID)
 			}
 		}
-		e.do("DELETE", "/v1/api-keys/"+theirs[0].ID, e.key, nil).want(t, http.StatusNotFound)
-		e.do("GET", "/v1/api-keys", other, nil).want(t, http.StatusOK) // still works
+		e.do("DELETE", "/api-keys/"+theirs[0].ID, e.key, nil).want(t, http.StatusNotFound)
+		e.do("PATCH", "/api-keys/"+theirs[0].ID, e.key, map[string]any{"name": "mine"}).want(t, http.StatusNotFound)
+		e.do("GET", "/api-keys", other, nil).want(t, http.StatusOK) // still works
 	})
 
 	t.Run("BadInput", func(t *testing.T) {
@@ -236,15 +321,19 @@ func TestV1Admin(t *testing.T) {
 			{"newline", `{"name": "a\nb"}`},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				e.raw(t, "POST", "/v1/api-keys", e.key, strings.NewReader(tc.body)).want(t, http.StatusBadRequest)
+				for _, path := range []string{"/api-keys", "/access-tokens"} {
+					e.raw(t, "POST", path, e.key, strings.NewReader(tc.body)).want(t, http.StatusBadRequest)
+				}
 			})
 		}
-		e.do("POST", "/v1/api-keys", "", map[string]any{"name": "x"}).want(t, http.StatusUnauthorized)
-		e.do("POST", "/v1/api-keys", "roost_wrong", map[string]any{"name": "x"}).want(t, http.StatusUnauthorized)
-		e.do("DELETE", "/v1/api-keys/key_nosuchkey", e.key, nil).want(t, http.StatusNotFound)
-		e.do("DELETE", "/v1/api-keys/"+strings.Repeat("%2F", 100), e.key, nil).want(t, http.StatusNotFound)
+		for _, bad := range []string{"", "roost_wrong", "e2b_" + strings.Repeat("0", 40), "e2b_short", "E2B_" + strings.Repeat("0", 40)} {
+			e.do("POST", "/api-keys", bad, map[string]any{"name": "x"}).want(t, http.StatusUnauthorized)
+		}
+		e.do("GET", "/teams", "", nil, bearer("sk_e2b_nothex")...).want(t, http.StatusUnauthorized)
+		e.do("DELETE", "/api-keys/key_nosuchkey", e.key, nil).want(t, http.StatusNotFound)
+		e.do("DELETE", "/api-keys/"+strings.Repeat("%2F", 100), e.key, nil).want(t, http.StatusNotFound)
 		// Other methods fall through to the catch-all: 404 with E2B's body.
-		e.do("DELETE", "/v1/api-keys", e.key, nil).want(t, http.StatusNotFound)
+		e.do("DELETE", "/api-keys", e.key, nil).want(t, http.StatusNotFound)
 		e.do("PUT", "/v1/templates", e.key, nil).want(t, http.StatusNotFound)
 		if keys := e.apiKeys(t, e.key); len(keys) != 1 {
 			t.Fatalf("refused requests made keys: %+v", keys)
@@ -256,7 +345,7 @@ func TestV1Admin(t *testing.T) {
 		if ct := r.header.Get("Content-Type"); ct != "application/yaml" {
 			t.Errorf("content type %q", ct)
 		}
-		if !bytes.HasPrefix(r.body, []byte("openapi: 3.0.")) || !bytes.Contains(r.body, []byte("\n  /v1/api-keys:\n")) {
+		if !bytes.HasPrefix(r.body, []byte("openapi: 3.0.")) || !bytes.Contains(r.body, []byte("\n  /api-keys:\n")) {
 			t.Errorf("served document starts %q", r.body[:min(len(r.body), 40)])
 		}
 	})

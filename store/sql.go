@@ -121,12 +121,12 @@ func (s *sqlStore) GetTeam(ctx context.Context, id string) (Team, error) {
 	return t, nil
 }
 
-const apiKeyColumns = `id, team_id, name, hash, prefix, created_at, last_used_at`
+const apiKeyColumns = `id, team_id, kind, name, hash, prefix, mask_suffix, created_at, last_used_at`
 
 func scanAPIKey(row interface{ Scan(...any) error }) (APIKey, error) {
 	var k APIKey
 	var created, used sql.NullInt64
-	if err := row.Scan(&k.ID, &k.TeamID, &k.Name, &k.Hash, &k.Prefix, &created, &used); err != nil {
+	if err := row.Scan(&k.ID, &k.TeamID, &k.Kind, &k.Name, &k.Hash, &k.Prefix, &k.MaskSuffix, &created, &used); err != nil {
 		return APIKey{}, err
 	}
 	k.CreatedAt = fromNanos(created)
@@ -141,12 +141,19 @@ func (s *sqlStore) CreateAPIKey(ctx context.Context, k APIKey) error {
 	if len(k.Hash) == 0 {
 		return fmt.Errorf("create api key %s: empty hash: %w", k.ID, errdefs.ErrInvalid)
 	}
+	switch k.Kind {
+	case "":
+		k.Kind = KindAPIKey
+	case KindAPIKey, KindAccessToken:
+	default:
+		return fmt.Errorf("create api key %s: unknown kind %q: %w", k.ID, k.Kind, errdefs.ErrInvalid)
+	}
 	var used any
 	if k.LastUsedAt != nil {
 		used = nanos(*k.LastUsedAt)
 	}
-	_, err := s.w.ExecContext(ctx, `INSERT INTO api_keys (`+apiKeyColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		k.ID, k.TeamID, k.Name, k.Hash, k.Prefix, orNow(k.CreatedAt).UnixNano(), used)
+	_, err := s.w.ExecContext(ctx, `INSERT INTO api_keys (`+apiKeyColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		k.ID, k.TeamID, k.Kind, k.Name, k.Hash, k.Prefix, k.MaskSuffix, orNow(k.CreatedAt).UnixNano(), used)
 	if err != nil {
 		return s.classify(err, "create api key "+k.ID)
 	}
@@ -161,8 +168,8 @@ func (s *sqlStore) APIKeyByHash(ctx context.Context, hash []byte) (APIKey, error
 	return k, nil
 }
 
-func (s *sqlStore) ListAPIKeys(ctx context.Context, teamID string) ([]APIKey, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE team_id = $1 ORDER BY created_at, id`, teamID)
+func (s *sqlStore) ListAPIKeys(ctx context.Context, teamID string, kind KeyKind) ([]APIKey, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE team_id = $1 AND kind = $2 ORDER BY created_at, id`, teamID, kind)
 	if err != nil {
 		return nil, fmt.Errorf("list api keys: %w", err)
 	}
@@ -181,9 +188,14 @@ func (s *sqlStore) ListAPIKeys(ctx context.Context, teamID string) ([]APIKey, er
 	return keys, nil
 }
 
-func (s *sqlStore) DeleteAPIKey(ctx context.Context, teamID, id string) error {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM api_keys WHERE team_id = $1 AND id = $2`, teamID, id)
-	return one(res, err, "delete api key "+id)
+func (s *sqlStore) RenameAPIKey(ctx context.Context, teamID string, kind KeyKind, id, name string) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE api_keys SET name = $1 WHERE team_id = $2 AND kind = $3 AND id = $4`, name, teamID, kind, id)
+	return one(res, err, "rename "+string(kind)+" "+id)
+}
+
+func (s *sqlStore) DeleteAPIKey(ctx context.Context, teamID string, kind KeyKind, id string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM api_keys WHERE team_id = $1 AND kind = $2 AND id = $3`, teamID, kind, id)
+	return one(res, err, "delete "+string(kind)+" "+id)
 }
 
 func (s *sqlStore) TouchAPIKey(ctx context.Context, id string, at time.Time) error {

@@ -27,9 +27,15 @@ type Store interface {
 	CreateAPIKey(ctx context.Context, k APIKey) error
 	// APIKeyByHash finds the key whose Hash equals hash (authentication).
 	APIKeyByHash(ctx context.Context, hash []byte) (APIKey, error)
-	ListAPIKeys(ctx context.Context, teamID string) ([]APIKey, error) // oldest first
-	DeleteAPIKey(ctx context.Context, teamID, id string) error        // another team's key → errdefs.ErrNotFound
-	TouchAPIKey(ctx context.Context, id string, at time.Time) error   // records LastUsedAt
+	// ListAPIKeys lists a team's credentials of one kind, oldest first.
+	ListAPIKeys(ctx context.Context, teamID string, kind KeyKind) ([]APIKey, error)
+	// RenameAPIKey renames a team's credential of kind; another team's or
+	// another kind's is errdefs.ErrNotFound.
+	RenameAPIKey(ctx context.Context, teamID string, kind KeyKind, id, name string) error
+	// DeleteAPIKey deletes a team's credential of kind; another team's or
+	// another kind's is errdefs.ErrNotFound.
+	DeleteAPIKey(ctx context.Context, teamID string, kind KeyKind, id string) error
+	TouchAPIKey(ctx context.Context, id string, at time.Time) error // records LastUsedAt
 
 	// CreateRegistrationToken stores a one-time agent registration token by
 	// its hash.
@@ -93,18 +99,31 @@ type Team struct {
 	CreatedAt time.Time // zero → now
 }
 
-// APIKey authenticates API calls for one team.
+// APIKey is a credential that authenticates API calls for one team: an
+// API key (X-API-Key) or an access token (Authorization: Bearer), as Kind
+// says.
 type APIKey struct {
 	ID     string
 	TeamID string
+	Kind   KeyKind // zero → KindAPIKey
 	Name   string
 	Hash   []byte // HashKey(plaintext); the plaintext is never stored
-	// Prefix is the first characters of the plaintext, shown to humans so
-	// they can tell keys apart.
+	// Prefix and MaskSuffix are the first and last characters of the
+	// plaintext, shown to humans so they can tell keys apart. MaskSuffix
+	// is empty for keys made before it was recorded.
 	Prefix     string
+	MaskSuffix string
 	CreatedAt  time.Time  // zero → now
 	LastUsedAt *time.Time // nil until first used
 }
+
+// KeyKind is the kind of a credential: which header it is accepted in.
+type KeyKind string
+
+const (
+	KindAPIKey      KeyKind = "api_key"      // X-API-Key
+	KindAccessToken KeyKind = "access_token" // Authorization: Bearer
+)
 
 // HostState is a host's scheduling state.
 type HostState string

@@ -170,6 +170,7 @@ func TestTeamsAndAPIKeys(t *testing.T) {
 			{ID: "k1", TeamID: "a", Name: "first", Hash: HashKey("roost_secret1"), Prefix: "roost_se", CreatedAt: base},
 			{ID: "k2", TeamID: "a", Name: "second", Hash: HashKey("roost_secret2"), Prefix: "roost_se", CreatedAt: base.Add(time.Second)},
 			{ID: "k3", TeamID: "b", Name: "other", Hash: HashKey("roost_secret3"), Prefix: "roost_se", CreatedAt: base},
+			{ID: "t1", TeamID: "a", Kind: KindAccessToken, Name: "token", Hash: HashKey("sk_e2b_1"), Prefix: "sk_e2b_1", MaskSuffix: "ab12", CreatedAt: base},
 		}
 		for _, k := range keys {
 			if err := s.CreateAPIKey(ctx, k); err != nil {
@@ -185,6 +186,7 @@ func TestTeamsAndAPIKeys(t *testing.T) {
 			{"duplicate hash", APIKey{ID: "k9", TeamID: "a", Hash: HashKey("roost_secret1")}, errdefs.ErrConflict},
 			{"unknown team", APIKey{ID: "k8", TeamID: "zz", Hash: HashKey("y")}, errdefs.ErrNotFound},
 			{"no hash", APIKey{ID: "k7", TeamID: "a"}, errdefs.ErrInvalid},
+			{"unknown kind", APIKey{ID: "k6", TeamID: "a", Kind: "cookie", Hash: HashKey("z")}, errdefs.ErrInvalid},
 		}
 		for _, c := range errCases {
 			if err := s.CreateAPIKey(ctx, c.key); !errors.Is(err, c.want) {
@@ -192,16 +194,40 @@ func TestTeamsAndAPIKeys(t *testing.T) {
 			}
 		}
 		got, err := s.APIKeyByHash(ctx, HashKey("roost_secret2"))
-		if err != nil || got.ID != "k2" || got.TeamID != "a" || got.Name != "second" || got.LastUsedAt != nil ||
+		if err != nil || got.ID != "k2" || got.TeamID != "a" || got.Kind != KindAPIKey || got.Name != "second" || got.LastUsedAt != nil ||
 			!got.CreatedAt.Equal(keys[1].CreatedAt) || string(got.Hash) != string(keys[1].Hash) {
 			t.Fatalf("key by hash = %+v, %v", got, err)
 		}
 		if _, err := s.APIKeyByHash(ctx, HashKey("wrong")); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Fatalf("unknown hash: %v", err)
 		}
-		list, err := s.ListAPIKeys(ctx, "a")
+		if tok, err := s.APIKeyByHash(ctx, HashKey("sk_e2b_1")); err != nil || tok.Kind != KindAccessToken || tok.MaskSuffix != "ab12" {
+			t.Fatalf("token by hash = %+v, %v", tok, err)
+		}
+		list, err := s.ListAPIKeys(ctx, "a", KindAPIKey)
 		if err != nil || len(list) != 2 || list[0].ID != "k1" || list[1].ID != "k2" {
 			t.Fatalf("list keys of a = %+v, %v", list, err)
+		}
+		if list, err := s.ListAPIKeys(ctx, "a", KindAccessToken); err != nil || len(list) != 1 || list[0].ID != "t1" {
+			t.Fatalf("list tokens of a = %+v, %v", list, err)
+		}
+		if err := s.RenameAPIKey(ctx, "a", KindAPIKey, "k2", "renamed"); err != nil {
+			t.Fatalf("rename: %v", err)
+		}
+		if got, _ := s.APIKeyByHash(ctx, HashKey("roost_secret2")); got.Name != "renamed" {
+			t.Fatalf("renamed key's name = %q", got.Name)
+		}
+		for _, c := range []struct {
+			team string
+			kind KeyKind
+			id   string
+		}{{"b", KindAPIKey, "k2"}, {"a", KindAccessToken, "k2"}, {"a", KindAPIKey, "t1"}} {
+			if err := s.RenameAPIKey(ctx, c.team, c.kind, c.id, "x"); !errors.Is(err, errdefs.ErrNotFound) {
+				t.Errorf("rename %s %s of %s: %v, want errdefs.ErrNotFound", c.kind, c.id, c.team, err)
+			}
+			if err := s.DeleteAPIKey(ctx, c.team, c.kind, c.id); !errors.Is(err, errdefs.ErrNotFound) {
+				t.Errorf("delete %s %s of %s: %v, want errdefs.ErrNotFound", c.kind, c.id, c.team, err)
+			}
 		}
 		used := base.Add(time.Hour)
 		if err := s.TouchAPIKey(ctx, "k1", used); err != nil {
@@ -213,10 +239,7 @@ func TestTeamsAndAPIKeys(t *testing.T) {
 		if err := s.TouchAPIKey(ctx, "nope", used); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Fatalf("touch unknown: %v", err)
 		}
-		if err := s.DeleteAPIKey(ctx, "b", "k1"); !errors.Is(err, errdefs.ErrNotFound) {
-			t.Fatalf("delete another team's key: %v, want errdefs.ErrNotFound", err)
-		}
-		if err := s.DeleteAPIKey(ctx, "a", "k1"); err != nil {
+		if err := s.DeleteAPIKey(ctx, "a", KindAPIKey, "k1"); err != nil {
 			t.Fatalf("delete: %v", err)
 		}
 		if _, err := s.APIKeyByHash(ctx, HashKey("roost_secret1")); !errors.Is(err, errdefs.ErrNotFound) {

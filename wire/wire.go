@@ -5,8 +5,12 @@ const EnvdPort = 49983
 
 // Headers of E2B's wire contract.
 const (
-	// HeaderAPIKey carries a team's API key to the REST API.
+	// HeaderAPIKey carries a team's API key to the REST API; an access
+	// token goes in "Authorization: Bearer" instead.
 	HeaderAPIKey = "X-API-Key"
+	// HeaderTeamID names the team a request with an access token acts
+	// for; it must be the token's team.
+	HeaderTeamID = "X-Team-ID"
 	// HeaderAccessToken carries a sandbox's envd access token.
 	HeaderAccessToken = "X-Access-Token"
 	// HeaderSandboxID and HeaderSandboxPort route a request to a sandbox's

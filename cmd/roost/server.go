@@ -98,7 +98,7 @@ func runServer(ctx context.Context, o *serverOptions) error {
 		return err
 	}
 	defer cp.Close()
-	key, created, err := ensureAPIKey(ctx, cp, st, dataDir)
+	key, created, err := ensureAPIKey(ctx, cp, dataDir)
 	if err != nil {
 		return err
 	}

@@ -102,7 +102,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 	if err := cp.AddHost(ctx, store.Host{ID: localHostID, URL: "http://" + agentLn.Addr().String(), Token: agentToken}); err != nil {
 		return err
 	}
-	key, created, err := ensureAPIKey(ctx, cp, st, dataDir)
+	key, created, err := ensureAPIKey(ctx, cp, dataDir)
 	if err != nil {
 		return err
 	}
@@ -121,7 +121,7 @@ const localHostID = "local"
 // stored in the data directory, else a new one (created reports that). A
 // key from the environment or the file that the database does not know (a
 // new database) is added to the local team.
-func ensureAPIKey(ctx context.Context, cp *controlplane.Server, st store.Store, dataDir string) (key string, created bool, err error) {
+func ensureAPIKey(ctx context.Context, cp *controlplane.Server, dataDir string) (key string, created bool, err error) {
 	path := filepath.Join(dataDir, apiKeyFile)
 	key = os.Getenv(apiKeyEnv)
 	if key == "" {
@@ -138,18 +138,8 @@ func ensureAPIKey(ctx context.Context, cp *controlplane.Server, st store.Store, 
 		}
 		return key, true, nil
 	}
-	if _, err := st.APIKeyByHash(ctx, store.HashKey(key)); err == nil {
-		return key, false, nil
-	}
-	const team = "team_local"
-	if _, err := st.GetTeam(ctx, team); err != nil {
-		if err := st.CreateTeam(ctx, store.Team{ID: team, Name: "local"}); err != nil {
-			return "", false, err
-		}
-	}
-	k := store.APIKey{ID: "key_" + randomHex(8), TeamID: team, Name: "local", Hash: store.HashKey(key), Prefix: key[:min(len(key), 12)]}
-	if err := st.CreateAPIKey(ctx, k); err != nil {
-		return "", false, err
+	if err := cp.AddLocalKey(ctx, key); err != nil {
+		return "", false, fmt.Errorf("API key from $%s or %s: %w", apiKeyEnv, path, err)
 	}
 	return key, false, nil
 }
