@@ -1,6 +1,7 @@
 package controlplane_test
 
 import (
+	"bytes"
 	"net/http"
 	"net/url"
 	"slices"
@@ -52,17 +53,9 @@ func testLegacyRoutes(t *testing.T, e *testenv) {
 			body         any
 			want         int
 		}{
-			{"POST", "/sandboxes", "", rawBody(`{"templateID":`), http.StatusBadRequest},
-			{"POST", "/sandboxes", "", map[string]any{"timeout": -1}, http.StatusBadRequest},
-			{"POST", "/sandboxes", "", map[string]any{"templateID": "nosuchtemplate"}, http.StatusNotFound},
-			{"POST", "/sandboxes", "roost_notakey", map[string]any{}, http.StatusUnauthorized},
 			{"GET", "/sandboxes?metadata=" + url.QueryEscape("=x"), "", nil, http.StatusBadRequest},
 			{"GET", "/sandboxes", "roost_notakey", nil, http.StatusUnauthorized},
-
-			{"POST", "/sandboxes/" + unknown + "/connect", "", map[string]any{"timeout": 60}, http.StatusNotFound},
-			{"POST", "/sandboxes/" + id + "/connect", other, map[string]any{"timeout": 60}, http.StatusNotFound},
-			{"POST", "/sandboxes/" + id + "/connect", "", rawBody(`{"timeout":`), http.StatusBadRequest},
-			{"POST", "/sandboxes/" + id + "/connect", "", map[string]any{"timeout": -5}, http.StatusBadRequest},
+			{"GET", "/sandboxes", "e2b_" + strings.Repeat("0", 40), nil, http.StatusUnauthorized},
 
 			{"POST", "/sandboxes/" + unknown + "/resume", "", map[string]any{"timeout": 60}, http.StatusNotFound},
 			{"POST", "/sandboxes/" + paused + "/resume", other, map[string]any{"timeout": 60}, http.StatusNotFound},
@@ -75,6 +68,28 @@ func testLegacyRoutes(t *testing.T, e *testenv) {
 			{"POST", "/sandboxes/" + id + "/refreshes", "", rawBody(`{"duration":}`), http.StatusBadRequest},
 			{"POST", "/sandboxes/" + id + "/refreshes", "", map[string]any{"duration": 3601}, http.StatusBadRequest},
 		}
+		// Create and connect answer alike on E2B's two route forms.
+		for _, create := range []string{"/sandboxes", "/v2/sandboxes"} {
+			tests = append(tests, []struct {
+				method, path string
+				key          string
+				body         any
+				want         int
+			}{
+				{"POST", create, "", rawBody(`{"templateID":`), http.StatusBadRequest},
+				{"POST", create, "", rawBody(`[1, 2]`), http.StatusBadRequest},
+				{"POST", create, "", map[string]any{"timeout": -1}, http.StatusBadRequest},
+				{"POST", create, "", map[string]any{"network": map[string]any{"denyOut": []string{"0.0.0.0/0"}}}, http.StatusBadRequest},
+				{"POST", create, "", map[string]any{"volumeMounts": []any{map[string]string{"name": "v", "path": "/data"}}}, http.StatusBadRequest},
+				{"POST", create, "", map[string]any{"templateID": "nosuchtemplate"}, http.StatusNotFound},
+				{"POST", create, "roost_notakey", map[string]any{}, http.StatusUnauthorized},
+				{"POST", create, "e2b_" + strings.Repeat("0", 40), map[string]any{}, http.StatusUnauthorized},
+				{"POST", create + "/" + unknown + "/connect", "", map[string]any{"timeout": 60}, http.StatusNotFound},
+				{"POST", create + "/" + id + "/connect", other, map[string]any{"timeout": 60}, http.StatusNotFound},
+				{"POST", create + "/" + id + "/connect", "", rawBody(`{"timeout":`), http.StatusBadRequest},
+				{"POST", create + "/" + id + "/connect", "", map[string]any{"timeout": -5}, http.StatusBadRequest},
+			}...)
+		}
 		for _, tt := range tests {
 			key := tt.key
 			if key == "" {
@@ -86,6 +101,15 @@ func testLegacyRoutes(t *testing.T, e *testenv) {
 		}
 		if l := e.get(t, id); l.State != "running" {
 			t.Fatalf("state %q after refused calls", l.State)
+		}
+		// A refused setting is named, and no sandbox is left behind.
+		r := e.do("POST", "/sandboxes", e.key, map[string]any{"metadata": map[string]string{"app": "refused"},
+			"network": map[string]any{"allowOut": []string{"10.0.0.0/8"}}}).want(t, http.StatusBadRequest)
+		if !bytes.Contains(r.body, []byte("network.allowOut")) {
+			t.Errorf("refusal %s does not name network.allowOut", r.body)
+		}
+		if r := e.do("GET", "/v2/sandboxes?metadata="+url.QueryEscape("app=refused"), e.key, nil).want(t, http.StatusOK); string(bytes.TrimSpace(r.body)) != "[]" {
+			t.Errorf("a refused create left %s", r.body)
 		}
 	})
 

@@ -38,14 +38,61 @@ type createRequest struct {
 	AutoResume          *autoResumeConfig `json:"autoResume"`
 	Secure              *bool             `json:"secure"`
 	AllowInternetAccess *bool             `json:"allow_internet_access"`
-	Network             *struct {
-		AllowPublicTraffic *bool `json:"allowPublicTraffic"`
-	} `json:"network"`
+	Network             *networkRequest   `json:"network"`
+	// E2B settings roost cannot honour yet: a create that sets one is
+	// refused (unsupportedSetting), never run without it.
+	AutoPauseMemory *bool             `json:"autoPauseMemory"`
+	MCP             json.RawMessage   `json:"mcp"`
+	IAM             json.RawMessage   `json:"iam"`
+	VolumeMounts    []json.RawMessage `json:"volumeMounts"`
 	// Roost extensions; zero means the agent's default.
 	CPUCount int64 `json:"cpuCount"`
 	MemoryMB int64 `json:"memoryMB"`
 	DiskMB   int64 `json:"diskSizeMB"`
 }
+
+// networkRequest is E2B's SandboxNetworkConfig. Only allowPublicTraffic
+// is honoured; the egress settings are refused until roost enforces them.
+type networkRequest struct {
+	AllowPublicTraffic *bool                      `json:"allowPublicTraffic"`
+	AllowOut           []string                   `json:"allowOut"`
+	DenyOut            []string                   `json:"denyOut"`
+	EgressProxy        json.RawMessage            `json:"egressProxy"`
+	MaskRequestHost    string                     `json:"maskRequestHost"`
+	Rules              map[string]json.RawMessage `json:"rules"`
+}
+
+// unsupportedSetting names the first setting of req that roost cannot
+// honour, with why, as an errdefs.ErrInvalid (400): a sandbox asked to be
+// locked down must not start open.
+func unsupportedSetting(req createRequest) error {
+	n := req.Network
+	if n == nil {
+		n = &networkRequest{}
+	}
+	for _, c := range []struct {
+		set        bool
+		name, what string
+	}{
+		{len(n.AllowOut) > 0, "network.allowOut", "egress allow-lists"},
+		{len(n.DenyOut) > 0, "network.denyOut", "egress deny-lists"},
+		{isSet(n.EgressProxy), "network.egressProxy", "egress proxies"},
+		{n.MaskRequestHost != "", "network.maskRequestHost", "masking the request host"},
+		{len(n.Rules) > 0, "network.rules", "egress request rules"},
+		{req.AutoPauseMemory != nil && !*req.AutoPauseMemory, "autoPauseMemory: false", "filesystem-only pause"},
+		{isSet(req.MCP), "mcp", "the MCP gateway"},
+		{isSet(req.IAM), "iam", "sandbox IAM"},
+		{len(req.VolumeMounts) > 0, "volumeMounts", "volumes"},
+	} {
+		if c.set {
+			return fmt.Errorf("%s: roost does not support %s yet, and does not start a sandbox without a setting it was asked for: %w", c.name, c.what, errdefs.ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// isSet says whether a JSON value was given and is not null.
+func isSet(v json.RawMessage) bool { return len(v) > 0 && string(v) != "null" }
 
 // autoResumeConfig is E2B's SandboxAutoResumeConfig.
 type autoResumeConfig struct {
@@ -73,6 +120,9 @@ type createParams struct {
 func parseCreate(body io.Reader) (createParams, error) {
 	var req createRequest
 	if err := decodeJSON(body, &req); err != nil && !errors.Is(err, io.EOF) { // an empty body is {}
+		return createParams{}, err
+	}
+	if err := unsupportedSetting(req); err != nil {
 		return createParams{}, err
 	}
 	p := createParams{

@@ -55,6 +55,17 @@ func TestParseCreate(t *testing.T) {
 		{name: "null takes defaults", body: `null`,
 			want: createParams{Template: "base", Timeout: 300 * time.Second, Secure: true, AllowInternet: true, PublicTraffic: true}},
 		{name: "array", body: `[]`, invalid: true},
+		{name: "defaults of settings roost lacks are accepted", body: `{"autoPauseMemory":true,"mcp":null,"iam":null,"volumeMounts":[],"network":{"allowOut":[],"denyOut":[],"rules":{},"maskRequestHost":"","egressProxy":null}}`,
+			want: createParams{Template: "base", Timeout: 300 * time.Second, Secure: true, AllowInternet: true, PublicTraffic: true}},
+		{name: "allowOut", body: `{"network":{"allowOut":["8.8.8.8/32"]}}`, invalid: true},
+		{name: "denyOut", body: `{"network":{"denyOut":["0.0.0.0/0"]}}`, invalid: true},
+		{name: "egressProxy", body: `{"network":{"egressProxy":{"url":"http://proxy"}}}`, invalid: true},
+		{name: "maskRequestHost", body: `{"network":{"maskRequestHost":"x.example"}}`, invalid: true},
+		{name: "network rules", body: `{"network":{"rules":{"api.example.com":[]}}}`, invalid: true},
+		{name: "filesystem-only auto-pause", body: `{"autoPause":true,"autoPauseMemory":false}`, invalid: true},
+		{name: "mcp", body: `{"mcp":{"github":{}}}`, invalid: true},
+		{name: "iam", body: `{"iam":{"role":"x"}}`, invalid: true},
+		{name: "volume mounts", body: `{"volumeMounts":[{"name":"v","path":"/data"}]}`, invalid: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
