@@ -64,6 +64,8 @@ var allowed = map[string][]string{
 	module + "/template/...": {module + "/template/...", module + "/errdefs", module + "/mountinfo"},
 	module + "/network/...":  {module + "/network/...", module + "/runtime", module + "/errdefs"},
 	module + "/store/...":    {module + "/store/...", module + "/errdefs"},
+	// The control plane's TLS certificates: the standard library's crypto.
+	module + "/tlscert": {module + "/errdefs", module + "/atomicfile"},
 
 	module + "/agent/...": {module + "/agent/...", module + "/runtime", module + "/errdefs", module + "/wire", module + "/proxy", module + "/bufpool", module + "/atomicfile", module + "/network/...",
 		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/..."},
@@ -83,7 +85,7 @@ var allowed = map[string][]string{
 	module + "/cmd/roost": {module + "/agent/...", module + "/runtime/...", module + "/network/...",
 		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/...",
 		module + "/client", module + "/controlplane", module + "/store", module + "/proxy", module + "/bufpool", module + "/atomicfile",
-		module + "/errdefs", module + "/wire"},
+		module + "/tlscert", module + "/errdefs", module + "/wire"},
 	// The whole host-side stack, in process, for end-to-end tests; the
 	// in-sandbox programs only as binaries.
 	module + "/testenv": {module + "/agent/...", module + "/controlplane", module + "/proxy", module + "/store/...", module + "/runtime/...",

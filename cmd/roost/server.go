@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +29,7 @@ type serverOptions struct {
 	reconcile   time.Duration
 	downAfter   int
 	tokenTTL    time.Duration
+	tls         tlsOptions
 	level       slog.LevelVar
 }
 
@@ -45,7 +47,10 @@ registration token ('roost server token'):
 
 On first start it creates an API key and stores it in <data-dir>/api-key
 (mode 0600); $` + apiKeyEnv + ` sets the key instead. Ctrl-C stops it; the
-sandboxes run on the hosts and keep running.`,
+sandboxes run on the hosts and keep running.
+
+` + domainModeHelp + ` Several replicas share one
+certificate with --tls-cert/--tls-key (or copy <data-dir>/tls/{domain}/).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runServer(cmd.Context(), &o) },
 	}
@@ -55,8 +60,9 @@ sandboxes run on the hosts and keep running.`,
 	pf.TextVar(&o.level, "log-level", &o.level, "log level: debug, info, warn, error")
 	f := cmd.Flags()
 	f.StringVar(&o.listen, "listen", "127.0.0.1:3000", "API and proxy listen address")
-	f.StringVar(&o.publicURL, "public-url", "", "URL clients reach the API at (default http://<--listen>)")
-	f.StringVar(&o.domain, "domain", "localhost", "domain of sandbox hosts: {port}-{sandboxID}.{domain}")
+	f.StringVar(&o.publicURL, "public-url", "", "URL clients reach the API at (default http://<--listen>, or with TLS https://api.{domain}[:port])")
+	f.StringVar(&o.domain, "domain", "localhost", domainFlagUsage)
+	o.tls.addFlags(cmd)
 	f.DurationVar(&o.reconcile, "reconcile-interval", 10*time.Second, "how often every host's sandboxes are checked against the database")
 	f.IntVar(&o.downAfter, "down-after", 3, "unanswered reconcile rounds after which a host is down and its sandboxes lost")
 
@@ -82,17 +88,21 @@ func runServer(ctx context.Context, o *serverOptions) error {
 	if err != nil {
 		return err
 	}
+	serve, err := o.tls.resolve(dataDir, o.domain, o.listen, time.Now())
+	if err != nil {
+		return err
+	}
+	if o.publicURL != "" {
+		serve.publicURL = o.publicURL
+	}
+	publicURL := serve.publicURL
 	st, err := openStore(ctx, o.databaseURL, dataDir, log)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	publicURL := o.publicURL
-	if publicURL == "" {
-		publicURL = "http://" + o.listen
-	}
 	cp, err := controlplane.New(controlplane.Config{
-		Domain: o.domain, PublicURL: publicURL, ReconcileInterval: o.reconcile, DownAfter: o.downAfter,
+		Domain: serve.domain, PublicURL: publicURL, ReconcileInterval: o.reconcile, DownAfter: o.downAfter,
 	}, st, log.With("component", "controlplane"))
 	if err != nil {
 		return err
@@ -102,8 +112,8 @@ func runServer(ctx context.Context, o *serverOptions) error {
 	if err != nil {
 		return err
 	}
-	err = serveControlPlane(ctx, cp, o.listen, log, nil, func() {
-		printBanner(os.Stdout, publicURL, key, created, dataDir)
+	err = serveControlPlane(ctx, cp, o.listen, serve.tls, log, nil, func() {
+		printBanner(os.Stdout, serve, key, created, dataDir)
 		fmt.Fprintf(os.Stdout, "Add a host: make a registration token with\n\n  roost server token --data-dir %s\n\n"+
 			"and start its agent with\n\n  roost agent --server %s --registration-token TOKEN --advertise http://AGENT-ADDRESS:7070\n\n",
 			dataDir, publicURL)
@@ -151,19 +161,17 @@ func openStore(ctx context.Context, databaseURL, dataDir string, log *slog.Logge
 	return store.Open(ctx, databaseURL, log.With("component", "store"))
 }
 
-// newHTTPServer is the control plane's HTTP server: HTTP/1.1 and h2c,
-// with header and idle timeouts (streams and WebSockets have no body
-// timeout).
-// serveControlPlane serves cp's API and proxy on listen and runs its
-// background loops until ctx ends, serving fails, or an error arrives on
-// fail (the caller's other servers); then it shuts the server down. ready
-// runs once the listener is open.
-func serveControlPlane(ctx context.Context, cp *controlplane.Server, listen string, log *slog.Logger, fail <-chan error, ready func()) error {
+// serveControlPlane serves cp's API and proxy on listen, with TLS when
+// tlsConfig is not nil, and runs its background loops until ctx ends,
+// serving fails, or an error arrives on fail (the caller's other servers);
+// then it shuts the server down. ready runs once the listener is open.
+func serveControlPlane(ctx context.Context, cp *controlplane.Server, listen string, tlsConfig *tls.Config, log *slog.Logger, fail <-chan error, ready func()) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	srv := newHTTPServer(cp.Handler(), log)
+	srv.TLSConfig = tlsConfig
 	runCtx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() {
@@ -173,7 +181,7 @@ func serveControlPlane(ctx context.Context, cp *controlplane.Server, listen stri
 	errs := make(chan error, 1)
 	wg.Go(func() { _ = cp.Run(runCtx) })
 	wg.Go(func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serve(srv, ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs <- err
 		}
 	})
@@ -189,9 +197,23 @@ func serveControlPlane(ctx context.Context, cp *controlplane.Server, listen stri
 	return err
 }
 
+// serve serves srv on ln: HTTPS when srv has a TLS configuration (its
+// certificate is in it, not in files), else plain HTTP.
+func serve(srv *http.Server, ln net.Listener) error {
+	if srv.TLSConfig != nil {
+		return srv.ServeTLS(ln, "", "")
+	}
+	return srv.Serve(ln)
+}
+
+// newHTTPServer is the control plane's HTTP server: HTTP/1.1 and HTTP/2
+// (h2c in plain HTTP, negotiated by ALPN over TLS), with header and idle
+// timeouts (streams and WebSockets have no body timeout; the header
+// timeout bounds the TLS handshake too).
 func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
 	protocols.SetUnencryptedHTTP2(true)
 	return &http.Server{
 		Handler: h, Protocols: protocols,

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -27,6 +28,7 @@ type upOptions struct {
 	envd    string
 	domain  string
 	noPrune bool
+	tls     tlsOptions
 	level   slog.LevelVar
 }
 
@@ -40,7 +42,11 @@ sandbox proxy) on --listen, with SQLite in the data directory, and one host
 agent with the best runtime this host supports. On first start it creates an
 API key and stores it in <data-dir>/api-key (mode 0600); $` + apiKeyEnv + ` sets
 the key instead. Ctrl-C stops roost; sandboxes keep running and are picked up
-by the next start.`,
+by the next start.
+
+` + domainModeHelp + `
+
+Plain HTTP on --listen is the default.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runUp(cmd.Context(), &o) },
 	}
@@ -49,7 +55,8 @@ by the next start.`,
 	f.StringVar(&o.listen, "listen", "127.0.0.1:3000", "API and proxy listen address")
 	f.StringVar(&o.runtime, "runtime", "auto", runtimeFlagUsage)
 	f.StringVar(&o.envd, "envd", "", "envd binary injected into sandboxes (default: envd beside the roost executable)")
-	f.StringVar(&o.domain, "domain", "localhost", "domain of sandbox hosts: {port}-{sandboxID}.{domain}")
+	f.StringVar(&o.domain, "domain", "localhost", domainFlagUsage)
+	o.tls.addFlags(cmd)
 	f.BoolVar(&o.noPrune, "no-prune", false, "skip the start-up sweep of roost leftovers that no sandbox of this host owns (set it when another agent shares this host)")
 	f.TextVar(&o.level, "log-level", &o.level, "log level: debug, info, warn, error")
 	return cmd
@@ -58,6 +65,10 @@ by the next start.`,
 func runUp(ctx context.Context, o *upOptions) error {
 	log := newLogger(true, &o.level)
 	dataDir, err := filepath.Abs(o.dataDir)
+	if err != nil {
+		return err
+	}
+	serve, err := o.tls.resolve(dataDir, o.domain, o.listen, time.Now())
 	if err != nil {
 		return err
 	}
@@ -90,11 +101,10 @@ func runUp(ctx context.Context, o *upOptions) error {
 		return err
 	}
 	defer st.Close()
-	publicURL := "http://" + o.listen
 	// The agent is in this process: the control plane reaches its
 	// sandboxes directly, a hop less for every request.
 	local := &controlplane.LocalAgent{HostID: localHostID, SandboxAddr: m.SandboxAddr}
-	cp, err := controlplane.New(controlplane.Config{Domain: o.domain, PublicURL: publicURL, Local: local}, st, log.With("component", "controlplane"))
+	cp, err := controlplane.New(controlplane.Config{Domain: serve.domain, PublicURL: serve.publicURL, Local: local}, st, log.With("component", "controlplane"))
 	if err != nil {
 		return err
 	}
@@ -107,8 +117,8 @@ func runUp(ctx context.Context, o *upOptions) error {
 		return err
 	}
 
-	err = serveControlPlane(ctx, cp, o.listen, log, errs, func() {
-		printBanner(os.Stdout, publicURL, key, created, dataDir)
+	err = serveControlPlane(ctx, cp, o.listen, serve.tls, log, errs, func() {
+		printBanner(os.Stdout, serve, key, created, dataDir)
 	})
 	log.Info("roost stopped; sandboxes keep running", "sandboxes", len(m.List()))
 	return err
@@ -144,12 +154,19 @@ func ensureAPIKey(ctx context.Context, cp *controlplane.Server, dataDir string) 
 	return key, false, nil
 }
 
-func printBanner(w io.Writer, url, key string, created bool, dataDir string) {
+func printBanner(w io.Writer, s *serving, key string, created bool, dataDir string) {
+	url := s.publicURL
 	fmt.Fprintf(w, "roost is up: %s\n\n", url)
 	if created {
 		fmt.Fprintf(w, "A new API key was made and stored in %s (mode 0600).\n", filepath.Join(dataDir, apiKeyFile))
 	}
-	fmt.Fprintf(w, "Use it from the E2B SDKs:\n\n  export E2B_API_URL=%s\n  export E2B_SANDBOX_URL=%s\n  export E2B_API_KEY=%s\n\n", url, url, key)
+	printTrust(w, s)
+	if s.domainMode {
+		fmt.Fprintf(w, "Use it from the E2B SDKs, with E2B_API_URL and E2B_SANDBOX_URL unset (api.%[1]s and *.%[1]s must resolve to this machine):\n\n"+
+			"  export E2B_DOMAIN=%[1]s\n  export E2B_API_KEY=%[2]s\n\n", s.domain, key)
+	} else {
+		fmt.Fprintf(w, "Use it from the E2B SDKs:\n\n  export E2B_API_URL=%s\n  export E2B_SANDBOX_URL=%s\n  export E2B_API_KEY=%s\n\n", url, url, key)
+	}
 	fmt.Fprintf(w, "or from the roost CLI:\n\n  export ROOST_API_URL=%s\n  export ROOST_API_KEY=%s\n  roost sandbox create\n\n", url, key)
 }
 
