@@ -3,6 +3,8 @@
 // proxy's path prefix. Each is defined here once; both sides of a
 // connection use the same constant.
 //
-// It holds constants only and imports nothing, so envd, the in-sandbox
-// inits and the Go client may use it as well as the host side.
+// It holds constants, and the one formula both sides compute (the
+// signature of a signed /files URL, FileSignature); it imports only the
+// standard library, so envd, the in-sandbox inits and the Go client may
+// use it as well as the host side.
 package wire

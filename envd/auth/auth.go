@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
@@ -61,17 +60,6 @@ func (g *Guard) allowed(r *http.Request) bool {
 	return g.validSignature(q.Get("signature"), q.Get("path"), op, q.Get("username"), q.Get("signature_expiration"), token)
 }
 
-// Signature computes the v1 signature of a /files URL. expiration is unix
-// seconds, or empty for a signature that does not expire.
-func Signature(path, operation, username, token, expiration string) string {
-	raw := path + ":" + operation + ":" + username + ":" + token
-	if expiration != "" {
-		raw += ":" + expiration
-	}
-	sum := sha256.Sum256([]byte(raw))
-	return "v1_" + base64.RawStdEncoding.EncodeToString(sum[:])
-}
-
 func (g *Guard) validSignature(sig, path, op, username, expiration, token string) bool {
 	if !strings.HasPrefix(sig, "v1_") {
 		return false
@@ -82,7 +70,7 @@ func (g *Guard) validSignature(sig, path, op, username, expiration, token string
 			return false
 		}
 	}
-	want := Signature(path, op, username, token, expiration)
+	want := wire.FileSignature(path, op, username, token, expiration)
 	// The SDK strips base64 padding; accept a padded form too.
 	sig = strings.TrimRight(sig, "=")
 	return subtle.ConstantTimeCompare([]byte(sig), []byte(want)) == 1

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"roost.dev/roost/envd/defaults"
+	"roost.dev/roost/wire"
 )
 
 func TestBasicUser(t *testing.T) {
@@ -39,7 +40,7 @@ func TestSignature(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	g.now = func() time.Time { return now }
 
-	sig := Signature("/a", "read", "user", tok, "")
+	sig := wire.FileSignature("/a", "read", "user", tok, "")
 	if !g.validSignature(sig, "/a", "read", "user", "", tok) {
 		t.Error("valid signature rejected")
 	}
@@ -55,13 +56,13 @@ func TestSignature(t *testing.T) {
 		}
 	}
 	future, past := "1700000100", "1699999900"
-	if !g.validSignature(Signature("/a", "read", "", tok, future), "/a", "read", "", future, tok) {
+	if !g.validSignature(wire.FileSignature("/a", "read", "", tok, future), "/a", "read", "", future, tok) {
 		t.Error("unexpired signature rejected")
 	}
-	if g.validSignature(Signature("/a", "read", "", tok, past), "/a", "read", "", past, tok) {
+	if g.validSignature(wire.FileSignature("/a", "read", "", tok, past), "/a", "read", "", past, tok) {
 		t.Error("expired signature accepted")
 	}
-	if g.validSignature(Signature("/a", "read", "", tok, "x"), "/a", "read", "", "x", tok) {
+	if g.validSignature(wire.FileSignature("/a", "read", "", tok, "x"), "/a", "read", "", "x", tok) {
 		t.Error("malformed expiration accepted")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"roost.dev/roost/envd/auth"
+	"roost.dev/roost/wire"
 )
 
 func TestAuth(t *testing.T) {
@@ -29,7 +30,7 @@ func TestAuth(t *testing.T) {
 	}
 
 	signed := func(path, op, user, exp string) url.Values {
-		q := url.Values{"path": {path}, "signature": {auth.Signature(path, op, user, token, exp)}}
+		q := url.Values{"path": {path}, "signature": {wire.FileSignature(path, op, user, token, exp)}}
 		if user != "" {
 			q.Set("username", user)
 		}

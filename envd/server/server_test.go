@@ -23,6 +23,7 @@ import (
 	"roost.dev/roost/gen/filesystem/filesystemconnect"
 	rpc "roost.dev/roost/gen/process"
 	"roost.dev/roost/gen/process/processconnect"
+	"roost.dev/roost/wire"
 )
 
 // start runs a real envd on a loopback port until the test ends.
@@ -153,12 +154,12 @@ func TestAccessToken(t *testing.T) {
 	}
 	// /files accepts a v1 signature instead, for URLs handed to browsers.
 	me, _ := user.Current()
-	sig := auth.Signature("/etc/hostname", "read", me.Username, token, "")
+	sig := wire.FileSignature("/etc/hostname", "read", me.Username, token, "")
 	if code, _ := do(t, "GET", base+"/files?path=/etc/hostname&username="+me.Username+"&signature="+url.QueryEscape(sig), "", ""); code != http.StatusOK {
 		t.Errorf("signed read: %d", code)
 	}
 	exp := time.Now().Add(-time.Minute).Unix()
-	expired := auth.Signature("/etc/hostname", "read", "", token, itoa(exp))
+	expired := wire.FileSignature("/etc/hostname", "read", "", token, itoa(exp))
 	if code, _ := do(t, "GET", base+"/files?path=/etc/hostname&signature="+expired+"&signature_expiration="+itoa(exp), "", ""); code != http.StatusUnauthorized {
 		t.Errorf("expired signature: %d", code)
 	}
