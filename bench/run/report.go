@@ -72,6 +72,8 @@ var rows = []rowSpec{
 		base: ref{"Local", "fork-exec-p50-ms"}, baseNote: "local fork+exec"},
 	{metric: "exec `true` via E2B SDK (commands.run, bash -l), p99", value: ref{"E2B", "p99-ms"}, unit: "ms",
 		base: ref{"Local", "fork-exec-p99-ms"}, baseNote: "local fork+exec"},
+	{metric: "E2B SDK create → first command → kill, legacy POST /sandboxes, p50", value: ref{"E2B", "lifecycle-legacy-p50-ms"}, unit: "ms",
+		base: ref{"E2B", "lifecycle-v2-p50-ms"}, baseNote: "the same via POST /v2/sandboxes", target: &target{text: "≤ 1.2× /v2 (same within noise)", value: 1.2, atMost: true, rel: true}},
 	{metric: "PTY keystroke echo idle, p50", value: ref{"BenchmarkPTYEcho", "idle-p50-ms"}, unit: "ms"},
 	{metric: "PTY keystroke echo idle, p99", value: ref{"BenchmarkPTYEcho", "idle-p99-ms"}, unit: "ms", target: atMost(5, "≤ 5 ms")},
 	{metric: "PTY keystroke echo under proxy load, p50", value: ref{"BenchmarkPTYEcho", "load-p50-ms"}, unit: "ms",

@@ -26,6 +26,8 @@ func recorded(t *testing.T) *results {
 	res.set("Local", "fork-exec-p99-ms", 1.5)
 	res.set("E2B", "p50-ms", 7.5)
 	res.set("E2B", "p99-ms", 15)
+	res.set("E2B", "lifecycle-legacy-p50-ms", 61)
+	res.set("E2B", "lifecycle-v2-p50-ms", 60)
 	for _, c := range charts {
 		for i, name := range c.sets {
 			s := samples.Set{Name: name, Unit: "ms"}

@@ -235,8 +235,28 @@ func e2bExec(cfg config, n int, sampleDir string, res *results) error {
 	res.Samples[s.Name] = s
 	res.set("E2B", "p50-ms", samples.Percentile(s.Samples, 50))
 	res.set("E2B", "p99-ms", samples.Percentile(s.Samples, 99))
+
+	node = exec.CommandContext(ctx, "node", filepath.Join("bench", "run", "e2b_lifecycle.mjs"), strconv.Itoa(lifecycles(n)))
+	node.Env = append(os.Environ(), "ROOST_E2B_MODULES="+mods, "E2B_API_URL=http://"+addr,
+		"E2B_SANDBOX_URL=http://"+addr, "E2B_API_KEY="+apiKey)
+	node.Stderr = os.Stderr
+	if out, err = node.Output(); err != nil {
+		return fmt.Errorf("node lifecycle: %v; roost up log: %s", err, lastLines(log.String(), 20))
+	}
+	var both struct{ Sets []samples.Set }
+	if err := json.Unmarshal(bytes.TrimSpace(lastLine(out)), &both); err != nil {
+		return fmt.Errorf("node lifecycle output %q: %w", out, err)
+	}
+	for _, s := range both.Sets {
+		res.Samples[s.Name] = s
+		res.set("E2B", s.Name+"-p50-ms", samples.Percentile(s.Samples, 50))
+	}
 	return nil
 }
+
+// lifecycles is how many create → command → kill rounds each create
+// route gets, from the number of execs timed.
+func lifecycles(execs int) int { return max(execs/10, 5) }
 
 // removeUnmounted removes the scratch data directory once roost up has
 // stopped. With no sandbox left, what is still mounted below it (the
