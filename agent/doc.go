@@ -7,7 +7,10 @@
 // timeout passed, persists a versioned record per sandbox under
 // <data>/sandboxes/<id>/sandbox.json, and at start-up re-adopts the
 // sandboxes a previous agent left running and removes what a crash left
-// half-made. The Server exposes the Manager as the Connect service
+// half-made. It reads a sandbox's log (the console file its runtime
+// appends to, runtime.LogFile) on request, parsing envd's JSON lines and
+// the init's plain ones into entries, from a bounded tail of the file.
+// The Server exposes the Manager as the Connect service
 // roost.hostagent.v1.HostAgentService and proxies /proxy/{id}/{port}/... to
 // sandbox ports, behind an optional bearer token. The Registrar joins a
 // control plane: it registers once with a one-time registration token,

@@ -143,6 +143,68 @@ func (s *service) ListTemplates(ctx context.Context, req *connect.Request[hostag
 	return connect.NewResponse(out), nil
 }
 
+func (s *service) GetSandboxLogs(ctx context.Context, req *connect.Request[hostagentv1.GetSandboxLogsRequest]) (*connect.Response[hostagentv1.GetSandboxLogsResponse], error) {
+	q, err := logQuery(req.Msg)
+	if err != nil {
+		return nil, errdefs.ToConnect(err)
+	}
+	entries, err := s.m.Logs(req.Msg.GetSandboxId(), q)
+	if err != nil {
+		return nil, errdefs.ToConnect(err)
+	}
+	out := &hostagentv1.GetSandboxLogsResponse{Entries: make([]*hostagentv1.LogEntry, 0, len(entries))}
+	for _, e := range entries {
+		out.Entries = append(out.Entries, &hostagentv1.LogEntry{
+			Time: timestamppb.New(e.Time), Level: toProtoLevel[e.Level], Message: e.Message, Fields: e.Fields,
+		})
+	}
+	return connect.NewResponse(out), nil
+}
+
+// logQuery reads a logs request; values outside the enums wrap
+// errdefs.ErrInvalid.
+func logQuery(r *hostagentv1.GetSandboxLogsRequest) (LogQuery, error) {
+	q := LogQuery{Limit: DefaultLogLimit, Search: r.GetSearch()}
+	if r.Limit != nil {
+		q.Limit = int(r.GetLimit())
+	}
+	if r.Cursor != nil {
+		if err := r.GetCursor().CheckValid(); err != nil {
+			return LogQuery{}, fmt.Errorf("log cursor: %v: %w", err, errdefs.ErrInvalid)
+		}
+		q.Cursor = r.GetCursor().AsTime()
+	}
+	switch r.GetDirection() {
+	case hostagentv1.LogDirection_LOG_DIRECTION_UNSPECIFIED, hostagentv1.LogDirection_LOG_DIRECTION_FORWARD:
+	case hostagentv1.LogDirection_LOG_DIRECTION_BACKWARD:
+		q.Backward = true
+	default:
+		return LogQuery{}, fmt.Errorf("log direction %s: %w", r.GetDirection(), errdefs.ErrInvalid)
+	}
+	level, ok := fromProtoLevel[r.GetMinLevel()]
+	if !ok {
+		return LogQuery{}, fmt.Errorf("log level %s: %w", r.GetMinLevel(), errdefs.ErrInvalid)
+	}
+	q.MinLevel = level
+	return q, nil
+}
+
+var toProtoLevel = map[LogLevel]hostagentv1.LogLevel{
+	LogDebug: hostagentv1.LogLevel_LOG_LEVEL_DEBUG,
+	LogInfo:  hostagentv1.LogLevel_LOG_LEVEL_INFO,
+	LogWarn:  hostagentv1.LogLevel_LOG_LEVEL_WARN,
+	LogError: hostagentv1.LogLevel_LOG_LEVEL_ERROR,
+}
+
+// fromProtoLevel maps a level filter; unspecified keeps every entry.
+var fromProtoLevel = func() map[hostagentv1.LogLevel]LogLevel {
+	m := map[hostagentv1.LogLevel]LogLevel{hostagentv1.LogLevel_LOG_LEVEL_UNSPECIFIED: 0}
+	for k, v := range toProtoLevel {
+		m[v] = k
+	}
+	return m
+}()
+
 // seconds converts a wire timeout, saturating rather than overflowing.
 func seconds(n int64) time.Duration {
 	const maxSeconds = int64(1<<63-1) / int64(time.Second)

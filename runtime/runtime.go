@@ -105,12 +105,21 @@ type Availability struct {
 	Reason    string `json:"reason,omitempty"` // why not, for humans
 }
 
+// LogFile is where, in a sandbox's StateDir, every driver appends the
+// sandbox's console: its init's output and envd's (envd's stderr is the
+// init's), and a VM's serial console with its kernel's messages. The file
+// lasts as long as the sandbox, across pause, hibernation and agent
+// restarts (drivers open it to append); the agent serves it as the
+// sandbox's log.
+const LogFile = "init.log"
+
 // Spec is everything a driver needs to start a sandbox.
 type Spec struct {
 	ID string
 	// StateDir is the sandbox's own directory; the driver keeps its
 	// layers, sockets and snapshots there (its state it returns, as a
-	// DriverState). The manager removes it after Destroy.
+	// DriverState), and the sandbox's console in LogFile. The manager
+	// removes it after Destroy.
 	StateDir string
 	// RootFS is the template's root filesystem tree (read-only to drivers).
 	RootFS string

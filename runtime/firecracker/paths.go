@@ -2,6 +2,8 @@ package firecracker
 
 import (
 	"path/filepath"
+
+	"roost.dev/roost/runtime"
 )
 
 // statePaths are the files of one sandbox under its state directory.
@@ -14,7 +16,7 @@ func paths(stateDir string) statePaths {
 	return statePaths{
 		disk:       j("rootfs.ext4"),
 		api:        j("api.sock"),
-		console:    j("init.log"), // the guest's serial console (Firecracker's stdout)
+		console:    j(runtime.LogFile), // the guest's serial console (Firecracker's stdout)
 		log:        j("firecracker.log"),
 		vmstate:    j("vm.snap"),
 		memory:     j("memory.snap"),

@@ -54,7 +54,7 @@ func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, group *cgroup
 	}
 	defer statusR.Close()
 	defer statusW.Close()
-	logf, err := os.OpenFile(spec.StateDir+"/init.log", os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	logf, err := os.OpenFile(filepath.Join(spec.StateDir, runtime.LogFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return proc.Process{}, err
 	}
@@ -115,7 +115,7 @@ func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, group *cgroup
 		kill()
 		msg := strings.TrimPrefix(a.line, "error: ")
 		if msg == "" {
-			msg = "init exited during setup: " + tail(spec.StateDir+"/init.log")
+			msg = "init exited during setup: " + tail(filepath.Join(spec.StateDir, runtime.LogFile))
 		}
 		return proc.Process{}, fmt.Errorf("sandbox init: %s", msg)
 	case <-ctx.Done():

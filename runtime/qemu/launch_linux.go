@@ -48,7 +48,7 @@ func paths(stateDir string) statePaths {
 	return statePaths{
 		disk:     filepath.Join(stateDir, "disk.qcow2"),
 		qmp:      filepath.Join(stateDir, "qmp.sock"),
-		console:  filepath.Join(stateDir, "init.log"), // the guest's serial console
+		console:  filepath.Join(stateDir, runtime.LogFile), // the guest's serial console
 		qemuLog:  filepath.Join(stateDir, "qemu.log"),
 		snapshot: filepath.Join(stateDir, "memory.snap"),
 	}

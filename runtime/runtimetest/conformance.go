@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -70,6 +71,21 @@ func Run(t *testing.T, newRT NewRuntime, net *network.Manager) {
 	t.Run("SnapshotRestore", func(t *testing.T) { snapshotRestore(t, rt, newRT, net) })
 }
 
+// waitConsole waits for text in the sandbox's console log (a VM's serial
+// console may lag behind its envd's first answer).
+func waitConsole(t *testing.T, stateDir, text string) {
+	t.Helper()
+	path := filepath.Join(stateDir, runtime.LogFile)
+	var log string
+	for range 100 {
+		if log = readFile(path); strings.Contains(log, text) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Errorf("%s has no %s: %q", path, text, log)
+}
+
 func lifecycle(t *testing.T, rt runtime.Runtime, net *network.Manager) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -81,6 +97,9 @@ func lifecycle(t *testing.T, rt runtime.Runtime, net *network.Manager) {
 	if got := strings.TrimSpace(sb.MustExec(t, "id -u")); got != "0" {
 		t.Errorf("envd's default user has uid %s, want 0 before /init", got)
 	}
+	// envd's stderr reaches the sandbox's console, which the agent
+	// serves as the sandbox's log.
+	waitConsole(t, sb.Spec.StateDir, `"msg":"envd listening"`)
 
 	payload := bytes.Repeat([]byte("roost\x00\xff"), 100_000)
 	if err := sb.WriteFile(ctx, "/tmp/conformance/blob", payload); err != nil {

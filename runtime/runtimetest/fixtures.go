@@ -107,7 +107,7 @@ func StartBare(t testing.TB, rt runtime.Runtime, net *network.Manager, opts Opti
 	}
 	sb.Instance, sb.Envd = inst, "http://"+inst.Envd.String()
 	if err := WaitHealthy(ctx, sb.Envd); err != nil {
-		log := readFile(filepath.Join(stateDir, "init.log"))
+		log := readFile(filepath.Join(stateDir, runtime.LogFile))
 		sb.Close(ctx)
 		t.Fatalf("envd: %v (init log: %s)", err, log)
 	}

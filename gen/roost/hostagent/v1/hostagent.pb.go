@@ -84,6 +84,117 @@ func (SandboxState) EnumDescriptor() ([]byte, []int) {
 	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{0}
 }
 
+// LogLevel is a log entry's severity; a level filter keeps entries at or
+// above it.
+type LogLevel int32
+
+const (
+	// As a filter: every entry. Entries always carry a level.
+	LogLevel_LOG_LEVEL_UNSPECIFIED LogLevel = 0
+	LogLevel_LOG_LEVEL_DEBUG       LogLevel = 1
+	LogLevel_LOG_LEVEL_INFO        LogLevel = 2
+	LogLevel_LOG_LEVEL_WARN        LogLevel = 3
+	LogLevel_LOG_LEVEL_ERROR       LogLevel = 4
+)
+
+// Enum value maps for LogLevel.
+var (
+	LogLevel_name = map[int32]string{
+		0: "LOG_LEVEL_UNSPECIFIED",
+		1: "LOG_LEVEL_DEBUG",
+		2: "LOG_LEVEL_INFO",
+		3: "LOG_LEVEL_WARN",
+		4: "LOG_LEVEL_ERROR",
+	}
+	LogLevel_value = map[string]int32{
+		"LOG_LEVEL_UNSPECIFIED": 0,
+		"LOG_LEVEL_DEBUG":       1,
+		"LOG_LEVEL_INFO":        2,
+		"LOG_LEVEL_WARN":        3,
+		"LOG_LEVEL_ERROR":       4,
+	}
+)
+
+func (x LogLevel) Enum() *LogLevel {
+	p := new(LogLevel)
+	*p = x
+	return p
+}
+
+func (x LogLevel) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LogLevel) Descriptor() protoreflect.EnumDescriptor {
+	return file_roost_hostagent_v1_hostagent_proto_enumTypes[1].Descriptor()
+}
+
+func (LogLevel) Type() protoreflect.EnumType {
+	return &file_roost_hostagent_v1_hostagent_proto_enumTypes[1]
+}
+
+func (x LogLevel) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LogLevel.Descriptor instead.
+func (LogLevel) EnumDescriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{1}
+}
+
+// LogDirection is the order logs are read in.
+type LogDirection int32
+
+const (
+	// Forward.
+	LogDirection_LOG_DIRECTION_UNSPECIFIED LogDirection = 0
+	// Oldest first, from the cursor on.
+	LogDirection_LOG_DIRECTION_FORWARD LogDirection = 1
+	// Newest first, from the cursor back.
+	LogDirection_LOG_DIRECTION_BACKWARD LogDirection = 2
+)
+
+// Enum value maps for LogDirection.
+var (
+	LogDirection_name = map[int32]string{
+		0: "LOG_DIRECTION_UNSPECIFIED",
+		1: "LOG_DIRECTION_FORWARD",
+		2: "LOG_DIRECTION_BACKWARD",
+	}
+	LogDirection_value = map[string]int32{
+		"LOG_DIRECTION_UNSPECIFIED": 0,
+		"LOG_DIRECTION_FORWARD":     1,
+		"LOG_DIRECTION_BACKWARD":    2,
+	}
+)
+
+func (x LogDirection) Enum() *LogDirection {
+	p := new(LogDirection)
+	*p = x
+	return p
+}
+
+func (x LogDirection) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LogDirection) Descriptor() protoreflect.EnumDescriptor {
+	return file_roost_hostagent_v1_hostagent_proto_enumTypes[2].Descriptor()
+}
+
+func (LogDirection) Type() protoreflect.EnumType {
+	return &file_roost_hostagent_v1_hostagent_proto_enumTypes[2]
+}
+
+func (x LogDirection) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LogDirection.Descriptor instead.
+func (LogDirection) EnumDescriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{2}
+}
+
 type Limits struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Vcpus int32                  `protobuf:"varint,1,opt,name=vcpus,proto3" json:"vcpus,omitempty"`
@@ -1680,6 +1791,214 @@ func (x *Template) GetWorkdir() string {
 	return ""
 }
 
+type GetSandboxLogsRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	// Forward: only entries at or after this millisecond; backward: at or
+	// before it. Unset: from the log's start (forward) or end (backward).
+	Cursor    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	Direction LogDirection           `protobuf:"varint,3,opt,name=direction,proto3,enum=roost.hostagent.v1.LogDirection" json:"direction,omitempty"`
+	// At most this many entries, 0 to 10000; unset means 1000.
+	Limit *int32 `protobuf:"varint,4,opt,name=limit,proto3,oneof" json:"limit,omitempty"`
+	// Only entries at or above this level.
+	MinLevel LogLevel `protobuf:"varint,5,opt,name=min_level,json=minLevel,proto3,enum=roost.hostagent.v1.LogLevel" json:"min_level,omitempty"`
+	// Only entries whose message contains this (case-sensitive); at most
+	// 1024 bytes.
+	Search        string `protobuf:"bytes,6,opt,name=search,proto3" json:"search,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSandboxLogsRequest) Reset() {
+	*x = GetSandboxLogsRequest{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSandboxLogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSandboxLogsRequest) ProtoMessage() {}
+
+func (x *GetSandboxLogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSandboxLogsRequest.ProtoReflect.Descriptor instead.
+func (*GetSandboxLogsRequest) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *GetSandboxLogsRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *GetSandboxLogsRequest) GetCursor() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Cursor
+	}
+	return nil
+}
+
+func (x *GetSandboxLogsRequest) GetDirection() LogDirection {
+	if x != nil {
+		return x.Direction
+	}
+	return LogDirection_LOG_DIRECTION_UNSPECIFIED
+}
+
+func (x *GetSandboxLogsRequest) GetLimit() int32 {
+	if x != nil && x.Limit != nil {
+		return *x.Limit
+	}
+	return 0
+}
+
+func (x *GetSandboxLogsRequest) GetMinLevel() LogLevel {
+	if x != nil {
+		return x.MinLevel
+	}
+	return LogLevel_LOG_LEVEL_UNSPECIFIED
+}
+
+func (x *GetSandboxLogsRequest) GetSearch() string {
+	if x != nil {
+		return x.Search
+	}
+	return ""
+}
+
+type GetSandboxLogsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// In the request's direction.
+	Entries       []*LogEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSandboxLogsResponse) Reset() {
+	*x = GetSandboxLogsResponse{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSandboxLogsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSandboxLogsResponse) ProtoMessage() {}
+
+func (x *GetSandboxLogsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSandboxLogsResponse.ProtoReflect.Descriptor instead.
+func (*GetSandboxLogsResponse) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *GetSandboxLogsResponse) GetEntries() []*LogEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// LogEntry is one line of a sandbox's log. A JSON line (envd logs with
+// log/slog) gives its time, level and msg, and its other keys as fields
+// (strings as they are, other values as JSON). Any other line is a
+// message of level info, timed as the nearest earlier JSON line (or, when
+// none was read, the sandbox's start), with no fields.
+type LogEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	Level         LogLevel               `protobuf:"varint,2,opt,name=level,proto3,enum=roost.hostagent.v1.LogLevel" json:"level,omitempty"`
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Fields        map[string]string      `protobuf:"bytes,4,rep,name=fields,proto3" json:"fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogEntry) Reset() {
+	*x = LogEntry{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogEntry) ProtoMessage() {}
+
+func (x *LogEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
+func (*LogEntry) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *LogEntry) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *LogEntry) GetLevel() LogLevel {
+	if x != nil {
+		return x.Level
+	}
+	return LogLevel_LOG_LEVEL_UNSPECIFIED
+}
+
+func (x *LogEntry) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *LogEntry) GetFields() map[string]string {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
 var File_roost_hostagent_v1_hostagent_proto protoreflect.FileDescriptor
 
 const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
@@ -1812,14 +2131,43 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\x124\n" +
 	"\acreated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12!\n" +
 	"\fdefault_user\x18\x05 \x01(\tR\vdefaultUser\x12\x18\n" +
-	"\aworkdir\x18\x06 \x01(\tR\aworkdir*\xb2\x01\n" +
+	"\aworkdir\x18\x06 \x01(\tR\aworkdir\"\xa2\x02\n" +
+	"\x15GetSandboxLogsRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x122\n" +
+	"\x06cursor\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x06cursor\x12>\n" +
+	"\tdirection\x18\x03 \x01(\x0e2 .roost.hostagent.v1.LogDirectionR\tdirection\x12\x19\n" +
+	"\x05limit\x18\x04 \x01(\x05H\x00R\x05limit\x88\x01\x01\x129\n" +
+	"\tmin_level\x18\x05 \x01(\x0e2\x1c.roost.hostagent.v1.LogLevelR\bminLevel\x12\x16\n" +
+	"\x06search\x18\x06 \x01(\tR\x06searchB\b\n" +
+	"\x06_limit\"P\n" +
+	"\x16GetSandboxLogsResponse\x126\n" +
+	"\aentries\x18\x01 \x03(\v2\x1c.roost.hostagent.v1.LogEntryR\aentries\"\x85\x02\n" +
+	"\bLogEntry\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x122\n" +
+	"\x05level\x18\x02 \x01(\x0e2\x1c.roost.hostagent.v1.LogLevelR\x05level\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12@\n" +
+	"\x06fields\x18\x04 \x03(\v2(.roost.hostagent.v1.LogEntry.FieldsEntryR\x06fields\x1a9\n" +
+	"\vFieldsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xb2\x01\n" +
 	"\fSandboxState\x12\x1d\n" +
 	"\x19SANDBOX_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16SANDBOX_STATE_STARTING\x10\x01\x12\x19\n" +
 	"\x15SANDBOX_STATE_RUNNING\x10\x02\x12\x18\n" +
 	"\x14SANDBOX_STATE_PAUSED\x10\x03\x12\x19\n" +
 	"\x15SANDBOX_STATE_STOPPED\x10\x04\x12\x17\n" +
-	"\x13SANDBOX_STATE_ERROR\x10\x052\x90\a\n" +
+	"\x13SANDBOX_STATE_ERROR\x10\x05*w\n" +
+	"\bLogLevel\x12\x19\n" +
+	"\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fLOG_LEVEL_DEBUG\x10\x01\x12\x12\n" +
+	"\x0eLOG_LEVEL_INFO\x10\x02\x12\x12\n" +
+	"\x0eLOG_LEVEL_WARN\x10\x03\x12\x13\n" +
+	"\x0fLOG_LEVEL_ERROR\x10\x04*d\n" +
+	"\fLogDirection\x12\x1d\n" +
+	"\x19LOG_DIRECTION_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15LOG_DIRECTION_FORWARD\x10\x01\x12\x1a\n" +
+	"\x16LOG_DIRECTION_BACKWARD\x10\x022\xf9\a\n" +
 	"\x10HostAgentService\x12d\n" +
 	"\rCreateSandbox\x12(.roost.hostagent.v1.CreateSandboxRequest\x1a).roost.hostagent.v1.CreateSandboxResponse\x12g\n" +
 	"\x0eDestroySandbox\x12).roost.hostagent.v1.DestroySandboxRequest\x1a*.roost.hostagent.v1.DestroySandboxResponse\x12a\n" +
@@ -1831,7 +2179,8 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\n" +
 	"SetTimeout\x12%.roost.hostagent.v1.SetTimeoutRequest\x1a&.roost.hostagent.v1.SetTimeoutResponse\x12^\n" +
 	"\vGetHostInfo\x12&.roost.hostagent.v1.GetHostInfoRequest\x1a'.roost.hostagent.v1.GetHostInfoResponse\x12d\n" +
-	"\rListTemplates\x12(.roost.hostagent.v1.ListTemplatesRequest\x1a).roost.hostagent.v1.ListTemplatesResponseB4Z2roost.dev/roost/gen/roost/hostagent/v1;hostagentv1b\x06proto3"
+	"\rListTemplates\x12(.roost.hostagent.v1.ListTemplatesRequest\x1a).roost.hostagent.v1.ListTemplatesResponse\x12g\n" +
+	"\x0eGetSandboxLogs\x12).roost.hostagent.v1.GetSandboxLogsRequest\x1a*.roost.hostagent.v1.GetSandboxLogsResponseB4Z2roost.dev/roost/gen/roost/hostagent/v1;hostagentv1b\x06proto3"
 
 var (
 	file_roost_hostagent_v1_hostagent_proto_rawDescOnce sync.Once
@@ -1845,89 +2194,104 @@ func file_roost_hostagent_v1_hostagent_proto_rawDescGZIP() []byte {
 	return file_roost_hostagent_v1_hostagent_proto_rawDescData
 }
 
-var file_roost_hostagent_v1_hostagent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_roost_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_roost_hostagent_v1_hostagent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_roost_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_roost_hostagent_v1_hostagent_proto_goTypes = []any{
 	(SandboxState)(0),              // 0: roost.hostagent.v1.SandboxState
-	(*Limits)(nil),                 // 1: roost.hostagent.v1.Limits
-	(*Sandbox)(nil),                // 2: roost.hostagent.v1.Sandbox
-	(*CreateSandboxRequest)(nil),   // 3: roost.hostagent.v1.CreateSandboxRequest
-	(*CreateSandboxResponse)(nil),  // 4: roost.hostagent.v1.CreateSandboxResponse
-	(*DestroySandboxRequest)(nil),  // 5: roost.hostagent.v1.DestroySandboxRequest
-	(*DestroySandboxResponse)(nil), // 6: roost.hostagent.v1.DestroySandboxResponse
-	(*PauseSandboxRequest)(nil),    // 7: roost.hostagent.v1.PauseSandboxRequest
-	(*PauseSandboxResponse)(nil),   // 8: roost.hostagent.v1.PauseSandboxResponse
-	(*ResumeSandboxRequest)(nil),   // 9: roost.hostagent.v1.ResumeSandboxRequest
-	(*ResumeSandboxResponse)(nil),  // 10: roost.hostagent.v1.ResumeSandboxResponse
-	(*ListSandboxesRequest)(nil),   // 11: roost.hostagent.v1.ListSandboxesRequest
-	(*ListSandboxesResponse)(nil),  // 12: roost.hostagent.v1.ListSandboxesResponse
-	(*GetSandboxRequest)(nil),      // 13: roost.hostagent.v1.GetSandboxRequest
-	(*GetSandboxResponse)(nil),     // 14: roost.hostagent.v1.GetSandboxResponse
-	(*SetTimeoutRequest)(nil),      // 15: roost.hostagent.v1.SetTimeoutRequest
-	(*SetTimeoutResponse)(nil),     // 16: roost.hostagent.v1.SetTimeoutResponse
-	(*GetHostInfoRequest)(nil),     // 17: roost.hostagent.v1.GetHostInfoRequest
-	(*GetHostInfoResponse)(nil),    // 18: roost.hostagent.v1.GetHostInfoResponse
-	(*HostInfo)(nil),               // 19: roost.hostagent.v1.HostInfo
-	(*Capabilities)(nil),           // 20: roost.hostagent.v1.Capabilities
-	(*Probe)(nil),                  // 21: roost.hostagent.v1.Probe
-	(*Capacity)(nil),               // 22: roost.hostagent.v1.Capacity
-	(*Usage)(nil),                  // 23: roost.hostagent.v1.Usage
-	(*Versions)(nil),               // 24: roost.hostagent.v1.Versions
-	(*ListTemplatesRequest)(nil),   // 25: roost.hostagent.v1.ListTemplatesRequest
-	(*ListTemplatesResponse)(nil),  // 26: roost.hostagent.v1.ListTemplatesResponse
-	(*Template)(nil),               // 27: roost.hostagent.v1.Template
-	nil,                            // 28: roost.hostagent.v1.Sandbox.MetadataEntry
-	nil,                            // 29: roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
-	nil,                            // 30: roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
-	(*timestamppb.Timestamp)(nil),  // 31: google.protobuf.Timestamp
+	(LogLevel)(0),                  // 1: roost.hostagent.v1.LogLevel
+	(LogDirection)(0),              // 2: roost.hostagent.v1.LogDirection
+	(*Limits)(nil),                 // 3: roost.hostagent.v1.Limits
+	(*Sandbox)(nil),                // 4: roost.hostagent.v1.Sandbox
+	(*CreateSandboxRequest)(nil),   // 5: roost.hostagent.v1.CreateSandboxRequest
+	(*CreateSandboxResponse)(nil),  // 6: roost.hostagent.v1.CreateSandboxResponse
+	(*DestroySandboxRequest)(nil),  // 7: roost.hostagent.v1.DestroySandboxRequest
+	(*DestroySandboxResponse)(nil), // 8: roost.hostagent.v1.DestroySandboxResponse
+	(*PauseSandboxRequest)(nil),    // 9: roost.hostagent.v1.PauseSandboxRequest
+	(*PauseSandboxResponse)(nil),   // 10: roost.hostagent.v1.PauseSandboxResponse
+	(*ResumeSandboxRequest)(nil),   // 11: roost.hostagent.v1.ResumeSandboxRequest
+	(*ResumeSandboxResponse)(nil),  // 12: roost.hostagent.v1.ResumeSandboxResponse
+	(*ListSandboxesRequest)(nil),   // 13: roost.hostagent.v1.ListSandboxesRequest
+	(*ListSandboxesResponse)(nil),  // 14: roost.hostagent.v1.ListSandboxesResponse
+	(*GetSandboxRequest)(nil),      // 15: roost.hostagent.v1.GetSandboxRequest
+	(*GetSandboxResponse)(nil),     // 16: roost.hostagent.v1.GetSandboxResponse
+	(*SetTimeoutRequest)(nil),      // 17: roost.hostagent.v1.SetTimeoutRequest
+	(*SetTimeoutResponse)(nil),     // 18: roost.hostagent.v1.SetTimeoutResponse
+	(*GetHostInfoRequest)(nil),     // 19: roost.hostagent.v1.GetHostInfoRequest
+	(*GetHostInfoResponse)(nil),    // 20: roost.hostagent.v1.GetHostInfoResponse
+	(*HostInfo)(nil),               // 21: roost.hostagent.v1.HostInfo
+	(*Capabilities)(nil),           // 22: roost.hostagent.v1.Capabilities
+	(*Probe)(nil),                  // 23: roost.hostagent.v1.Probe
+	(*Capacity)(nil),               // 24: roost.hostagent.v1.Capacity
+	(*Usage)(nil),                  // 25: roost.hostagent.v1.Usage
+	(*Versions)(nil),               // 26: roost.hostagent.v1.Versions
+	(*ListTemplatesRequest)(nil),   // 27: roost.hostagent.v1.ListTemplatesRequest
+	(*ListTemplatesResponse)(nil),  // 28: roost.hostagent.v1.ListTemplatesResponse
+	(*Template)(nil),               // 29: roost.hostagent.v1.Template
+	(*GetSandboxLogsRequest)(nil),  // 30: roost.hostagent.v1.GetSandboxLogsRequest
+	(*GetSandboxLogsResponse)(nil), // 31: roost.hostagent.v1.GetSandboxLogsResponse
+	(*LogEntry)(nil),               // 32: roost.hostagent.v1.LogEntry
+	nil,                            // 33: roost.hostagent.v1.Sandbox.MetadataEntry
+	nil,                            // 34: roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
+	nil,                            // 35: roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
+	nil,                            // 36: roost.hostagent.v1.LogEntry.FieldsEntry
+	(*timestamppb.Timestamp)(nil),  // 37: google.protobuf.Timestamp
 }
 var file_roost_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	0,  // 0: roost.hostagent.v1.Sandbox.state:type_name -> roost.hostagent.v1.SandboxState
-	1,  // 1: roost.hostagent.v1.Sandbox.limits:type_name -> roost.hostagent.v1.Limits
-	28, // 2: roost.hostagent.v1.Sandbox.metadata:type_name -> roost.hostagent.v1.Sandbox.MetadataEntry
-	31, // 3: roost.hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
-	31, // 4: roost.hostagent.v1.Sandbox.end_at:type_name -> google.protobuf.Timestamp
-	29, // 5: roost.hostagent.v1.CreateSandboxRequest.env_vars:type_name -> roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
-	30, // 6: roost.hostagent.v1.CreateSandboxRequest.metadata:type_name -> roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
-	2,  // 7: roost.hostagent.v1.CreateSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	2,  // 8: roost.hostagent.v1.PauseSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	2,  // 9: roost.hostagent.v1.ResumeSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
+	3,  // 1: roost.hostagent.v1.Sandbox.limits:type_name -> roost.hostagent.v1.Limits
+	33, // 2: roost.hostagent.v1.Sandbox.metadata:type_name -> roost.hostagent.v1.Sandbox.MetadataEntry
+	37, // 3: roost.hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
+	37, // 4: roost.hostagent.v1.Sandbox.end_at:type_name -> google.protobuf.Timestamp
+	34, // 5: roost.hostagent.v1.CreateSandboxRequest.env_vars:type_name -> roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
+	35, // 6: roost.hostagent.v1.CreateSandboxRequest.metadata:type_name -> roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
+	4,  // 7: roost.hostagent.v1.CreateSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
+	4,  // 8: roost.hostagent.v1.PauseSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
+	4,  // 9: roost.hostagent.v1.ResumeSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
 	0,  // 10: roost.hostagent.v1.ListSandboxesRequest.states:type_name -> roost.hostagent.v1.SandboxState
-	2,  // 11: roost.hostagent.v1.ListSandboxesResponse.sandboxes:type_name -> roost.hostagent.v1.Sandbox
-	2,  // 12: roost.hostagent.v1.GetSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	2,  // 13: roost.hostagent.v1.SetTimeoutResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	19, // 14: roost.hostagent.v1.GetHostInfoResponse.host:type_name -> roost.hostagent.v1.HostInfo
-	20, // 15: roost.hostagent.v1.HostInfo.capabilities:type_name -> roost.hostagent.v1.Capabilities
-	21, // 16: roost.hostagent.v1.HostInfo.probe:type_name -> roost.hostagent.v1.Probe
-	22, // 17: roost.hostagent.v1.HostInfo.capacity:type_name -> roost.hostagent.v1.Capacity
-	23, // 18: roost.hostagent.v1.HostInfo.usage:type_name -> roost.hostagent.v1.Usage
-	24, // 19: roost.hostagent.v1.HostInfo.versions:type_name -> roost.hostagent.v1.Versions
-	31, // 20: roost.hostagent.v1.HostInfo.started_at:type_name -> google.protobuf.Timestamp
-	27, // 21: roost.hostagent.v1.ListTemplatesResponse.templates:type_name -> roost.hostagent.v1.Template
-	31, // 22: roost.hostagent.v1.Template.created:type_name -> google.protobuf.Timestamp
-	3,  // 23: roost.hostagent.v1.HostAgentService.CreateSandbox:input_type -> roost.hostagent.v1.CreateSandboxRequest
-	5,  // 24: roost.hostagent.v1.HostAgentService.DestroySandbox:input_type -> roost.hostagent.v1.DestroySandboxRequest
-	7,  // 25: roost.hostagent.v1.HostAgentService.PauseSandbox:input_type -> roost.hostagent.v1.PauseSandboxRequest
-	9,  // 26: roost.hostagent.v1.HostAgentService.ResumeSandbox:input_type -> roost.hostagent.v1.ResumeSandboxRequest
-	11, // 27: roost.hostagent.v1.HostAgentService.ListSandboxes:input_type -> roost.hostagent.v1.ListSandboxesRequest
-	13, // 28: roost.hostagent.v1.HostAgentService.GetSandbox:input_type -> roost.hostagent.v1.GetSandboxRequest
-	15, // 29: roost.hostagent.v1.HostAgentService.SetTimeout:input_type -> roost.hostagent.v1.SetTimeoutRequest
-	17, // 30: roost.hostagent.v1.HostAgentService.GetHostInfo:input_type -> roost.hostagent.v1.GetHostInfoRequest
-	25, // 31: roost.hostagent.v1.HostAgentService.ListTemplates:input_type -> roost.hostagent.v1.ListTemplatesRequest
-	4,  // 32: roost.hostagent.v1.HostAgentService.CreateSandbox:output_type -> roost.hostagent.v1.CreateSandboxResponse
-	6,  // 33: roost.hostagent.v1.HostAgentService.DestroySandbox:output_type -> roost.hostagent.v1.DestroySandboxResponse
-	8,  // 34: roost.hostagent.v1.HostAgentService.PauseSandbox:output_type -> roost.hostagent.v1.PauseSandboxResponse
-	10, // 35: roost.hostagent.v1.HostAgentService.ResumeSandbox:output_type -> roost.hostagent.v1.ResumeSandboxResponse
-	12, // 36: roost.hostagent.v1.HostAgentService.ListSandboxes:output_type -> roost.hostagent.v1.ListSandboxesResponse
-	14, // 37: roost.hostagent.v1.HostAgentService.GetSandbox:output_type -> roost.hostagent.v1.GetSandboxResponse
-	16, // 38: roost.hostagent.v1.HostAgentService.SetTimeout:output_type -> roost.hostagent.v1.SetTimeoutResponse
-	18, // 39: roost.hostagent.v1.HostAgentService.GetHostInfo:output_type -> roost.hostagent.v1.GetHostInfoResponse
-	26, // 40: roost.hostagent.v1.HostAgentService.ListTemplates:output_type -> roost.hostagent.v1.ListTemplatesResponse
-	32, // [32:41] is the sub-list for method output_type
-	23, // [23:32] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	4,  // 11: roost.hostagent.v1.ListSandboxesResponse.sandboxes:type_name -> roost.hostagent.v1.Sandbox
+	4,  // 12: roost.hostagent.v1.GetSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
+	4,  // 13: roost.hostagent.v1.SetTimeoutResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
+	21, // 14: roost.hostagent.v1.GetHostInfoResponse.host:type_name -> roost.hostagent.v1.HostInfo
+	22, // 15: roost.hostagent.v1.HostInfo.capabilities:type_name -> roost.hostagent.v1.Capabilities
+	23, // 16: roost.hostagent.v1.HostInfo.probe:type_name -> roost.hostagent.v1.Probe
+	24, // 17: roost.hostagent.v1.HostInfo.capacity:type_name -> roost.hostagent.v1.Capacity
+	25, // 18: roost.hostagent.v1.HostInfo.usage:type_name -> roost.hostagent.v1.Usage
+	26, // 19: roost.hostagent.v1.HostInfo.versions:type_name -> roost.hostagent.v1.Versions
+	37, // 20: roost.hostagent.v1.HostInfo.started_at:type_name -> google.protobuf.Timestamp
+	29, // 21: roost.hostagent.v1.ListTemplatesResponse.templates:type_name -> roost.hostagent.v1.Template
+	37, // 22: roost.hostagent.v1.Template.created:type_name -> google.protobuf.Timestamp
+	37, // 23: roost.hostagent.v1.GetSandboxLogsRequest.cursor:type_name -> google.protobuf.Timestamp
+	2,  // 24: roost.hostagent.v1.GetSandboxLogsRequest.direction:type_name -> roost.hostagent.v1.LogDirection
+	1,  // 25: roost.hostagent.v1.GetSandboxLogsRequest.min_level:type_name -> roost.hostagent.v1.LogLevel
+	32, // 26: roost.hostagent.v1.GetSandboxLogsResponse.entries:type_name -> roost.hostagent.v1.LogEntry
+	37, // 27: roost.hostagent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	1,  // 28: roost.hostagent.v1.LogEntry.level:type_name -> roost.hostagent.v1.LogLevel
+	36, // 29: roost.hostagent.v1.LogEntry.fields:type_name -> roost.hostagent.v1.LogEntry.FieldsEntry
+	5,  // 30: roost.hostagent.v1.HostAgentService.CreateSandbox:input_type -> roost.hostagent.v1.CreateSandboxRequest
+	7,  // 31: roost.hostagent.v1.HostAgentService.DestroySandbox:input_type -> roost.hostagent.v1.DestroySandboxRequest
+	9,  // 32: roost.hostagent.v1.HostAgentService.PauseSandbox:input_type -> roost.hostagent.v1.PauseSandboxRequest
+	11, // 33: roost.hostagent.v1.HostAgentService.ResumeSandbox:input_type -> roost.hostagent.v1.ResumeSandboxRequest
+	13, // 34: roost.hostagent.v1.HostAgentService.ListSandboxes:input_type -> roost.hostagent.v1.ListSandboxesRequest
+	15, // 35: roost.hostagent.v1.HostAgentService.GetSandbox:input_type -> roost.hostagent.v1.GetSandboxRequest
+	17, // 36: roost.hostagent.v1.HostAgentService.SetTimeout:input_type -> roost.hostagent.v1.SetTimeoutRequest
+	19, // 37: roost.hostagent.v1.HostAgentService.GetHostInfo:input_type -> roost.hostagent.v1.GetHostInfoRequest
+	27, // 38: roost.hostagent.v1.HostAgentService.ListTemplates:input_type -> roost.hostagent.v1.ListTemplatesRequest
+	30, // 39: roost.hostagent.v1.HostAgentService.GetSandboxLogs:input_type -> roost.hostagent.v1.GetSandboxLogsRequest
+	6,  // 40: roost.hostagent.v1.HostAgentService.CreateSandbox:output_type -> roost.hostagent.v1.CreateSandboxResponse
+	8,  // 41: roost.hostagent.v1.HostAgentService.DestroySandbox:output_type -> roost.hostagent.v1.DestroySandboxResponse
+	10, // 42: roost.hostagent.v1.HostAgentService.PauseSandbox:output_type -> roost.hostagent.v1.PauseSandboxResponse
+	12, // 43: roost.hostagent.v1.HostAgentService.ResumeSandbox:output_type -> roost.hostagent.v1.ResumeSandboxResponse
+	14, // 44: roost.hostagent.v1.HostAgentService.ListSandboxes:output_type -> roost.hostagent.v1.ListSandboxesResponse
+	16, // 45: roost.hostagent.v1.HostAgentService.GetSandbox:output_type -> roost.hostagent.v1.GetSandboxResponse
+	18, // 46: roost.hostagent.v1.HostAgentService.SetTimeout:output_type -> roost.hostagent.v1.SetTimeoutResponse
+	20, // 47: roost.hostagent.v1.HostAgentService.GetHostInfo:output_type -> roost.hostagent.v1.GetHostInfoResponse
+	28, // 48: roost.hostagent.v1.HostAgentService.ListTemplates:output_type -> roost.hostagent.v1.ListTemplatesResponse
+	31, // 49: roost.hostagent.v1.HostAgentService.GetSandboxLogs:output_type -> roost.hostagent.v1.GetSandboxLogsResponse
+	40, // [40:50] is the sub-list for method output_type
+	30, // [30:40] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_roost_hostagent_v1_hostagent_proto_init() }
@@ -1937,13 +2301,14 @@ func file_roost_hostagent_v1_hostagent_proto_init() {
 	}
 	file_roost_hostagent_v1_hostagent_proto_msgTypes[2].OneofWrappers = []any{}
 	file_roost_hostagent_v1_hostagent_proto_msgTypes[8].OneofWrappers = []any{}
+	file_roost_hostagent_v1_hostagent_proto_msgTypes[27].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roost_hostagent_v1_hostagent_proto_rawDesc), len(file_roost_hostagent_v1_hostagent_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   30,
+			NumEnums:      3,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -64,6 +64,9 @@ const (
 	// HostAgentServiceListTemplatesProcedure is the fully-qualified name of the HostAgentService's
 	// ListTemplates RPC.
 	HostAgentServiceListTemplatesProcedure = "/roost.hostagent.v1.HostAgentService/ListTemplates"
+	// HostAgentServiceGetSandboxLogsProcedure is the fully-qualified name of the HostAgentService's
+	// GetSandboxLogs RPC.
+	HostAgentServiceGetSandboxLogsProcedure = "/roost.hostagent.v1.HostAgentService/GetSandboxLogs"
 )
 
 // HostAgentServiceClient is a client for the roost.hostagent.v1.HostAgentService service.
@@ -98,6 +101,12 @@ type HostAgentServiceClient interface {
 	GetHostInfo(context.Context, *connect.Request[v1.GetHostInfoRequest]) (*connect.Response[v1.GetHostInfoResponse], error)
 	// ListTemplates reports the templates this host has built or imported.
 	ListTemplates(context.Context, *connect.Request[v1.ListTemplatesRequest]) (*connect.Response[v1.ListTemplatesResponse], error)
+	// GetSandboxLogs reads a sandbox's log: what its init and envd wrote to
+	// the console, one entry per line, in any state but destroyed (a
+	// destroyed sandbox's log is removed with it). Only the log's last
+	// 8 MiB are read, and a line is cut at 16 KiB.
+	// Errors: not_found, invalid_argument (limit, search).
+	GetSandboxLogs(context.Context, *connect.Request[v1.GetSandboxLogsRequest]) (*connect.Response[v1.GetSandboxLogsResponse], error)
 }
 
 // NewHostAgentServiceClient constructs a client for the roost.hostagent.v1.HostAgentService
@@ -165,6 +174,12 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("ListTemplates")),
 			connect.WithClientOptions(opts...),
 		),
+		getSandboxLogs: connect.NewClient[v1.GetSandboxLogsRequest, v1.GetSandboxLogsResponse](
+			httpClient,
+			baseURL+HostAgentServiceGetSandboxLogsProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("GetSandboxLogs")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -179,6 +194,7 @@ type hostAgentServiceClient struct {
 	setTimeout     *connect.Client[v1.SetTimeoutRequest, v1.SetTimeoutResponse]
 	getHostInfo    *connect.Client[v1.GetHostInfoRequest, v1.GetHostInfoResponse]
 	listTemplates  *connect.Client[v1.ListTemplatesRequest, v1.ListTemplatesResponse]
+	getSandboxLogs *connect.Client[v1.GetSandboxLogsRequest, v1.GetSandboxLogsResponse]
 }
 
 // CreateSandbox calls roost.hostagent.v1.HostAgentService.CreateSandbox.
@@ -226,6 +242,11 @@ func (c *hostAgentServiceClient) ListTemplates(ctx context.Context, req *connect
 	return c.listTemplates.CallUnary(ctx, req)
 }
 
+// GetSandboxLogs calls roost.hostagent.v1.HostAgentService.GetSandboxLogs.
+func (c *hostAgentServiceClient) GetSandboxLogs(ctx context.Context, req *connect.Request[v1.GetSandboxLogsRequest]) (*connect.Response[v1.GetSandboxLogsResponse], error) {
+	return c.getSandboxLogs.CallUnary(ctx, req)
+}
+
 // HostAgentServiceHandler is an implementation of the roost.hostagent.v1.HostAgentService service.
 type HostAgentServiceHandler interface {
 	// CreateSandbox starts a sandbox and returns once its envd is healthy and
@@ -258,6 +279,12 @@ type HostAgentServiceHandler interface {
 	GetHostInfo(context.Context, *connect.Request[v1.GetHostInfoRequest]) (*connect.Response[v1.GetHostInfoResponse], error)
 	// ListTemplates reports the templates this host has built or imported.
 	ListTemplates(context.Context, *connect.Request[v1.ListTemplatesRequest]) (*connect.Response[v1.ListTemplatesResponse], error)
+	// GetSandboxLogs reads a sandbox's log: what its init and envd wrote to
+	// the console, one entry per line, in any state but destroyed (a
+	// destroyed sandbox's log is removed with it). Only the log's last
+	// 8 MiB are read, and a line is cut at 16 KiB.
+	// Errors: not_found, invalid_argument (limit, search).
+	GetSandboxLogs(context.Context, *connect.Request[v1.GetSandboxLogsRequest]) (*connect.Response[v1.GetSandboxLogsResponse], error)
 }
 
 // NewHostAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -321,6 +348,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		connect.WithSchema(hostAgentServiceMethods.ByName("ListTemplates")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hostAgentServiceGetSandboxLogsHandler := connect.NewUnaryHandler(
+		HostAgentServiceGetSandboxLogsProcedure,
+		svc.GetSandboxLogs,
+		connect.WithSchema(hostAgentServiceMethods.ByName("GetSandboxLogs")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/roost.hostagent.v1.HostAgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HostAgentServiceCreateSandboxProcedure:
@@ -341,6 +374,8 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceGetHostInfoHandler.ServeHTTP(w, r)
 		case HostAgentServiceListTemplatesProcedure:
 			hostAgentServiceListTemplatesHandler.ServeHTTP(w, r)
+		case HostAgentServiceGetSandboxLogsProcedure:
+			hostAgentServiceGetSandboxLogsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -384,4 +419,8 @@ func (UnimplementedHostAgentServiceHandler) GetHostInfo(context.Context, *connec
 
 func (UnimplementedHostAgentServiceHandler) ListTemplates(context.Context, *connect.Request[v1.ListTemplatesRequest]) (*connect.Response[v1.ListTemplatesResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("roost.hostagent.v1.HostAgentService.ListTemplates is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) GetSandboxLogs(context.Context, *connect.Request[v1.GetSandboxLogsRequest]) (*connect.Response[v1.GetSandboxLogsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("roost.hostagent.v1.HostAgentService.GetSandboxLogs is not implemented"))
 }
