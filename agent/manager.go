@@ -324,6 +324,19 @@ func (m *Manager) Templates() ([]template.Template, error) {
 	return m.templates.List()
 }
 
+// DefaultLimits are what a sandbox gets when its create names no limits.
+func (m *Manager) DefaultLimits() runtime.Limits {
+	req, err := CreateRequest{}.normalize(m.host)
+	if err != nil { // an empty request always normalizes
+		return runtime.Limits{}
+	}
+	return req.Limits
+}
+
+// EnvdVersion is the version of the envd this host puts in sandboxes;
+// empty when it could not be read.
+func (m *Manager) EnvdVersion() string { return m.envdVer }
+
 func probeHost() (hostLimits, error) {
 	var si unix.Sysinfo_t
 	if err := unix.Sysinfo(&si); err != nil {

@@ -134,10 +134,12 @@ func (s *service) ListTemplates(ctx context.Context, req *connect.Request[hostag
 		return nil, errdefs.ToConnect(err)
 	}
 	out := &hostagentv1.ListTemplatesResponse{}
+	def := s.m.DefaultLimits()
+	limits := &hostagentv1.Limits{Vcpus: int32(def.VCPUs), MemoryMb: int32(def.MemoryMB), DiskMb: int32(def.DiskMB)}
 	for _, t := range ts {
 		out.Templates = append(out.Templates, &hostagentv1.Template{
 			Name: t.Name, Source: t.Source, SizeBytes: t.SizeBytes, Created: timestamppb.New(t.Created),
-			DefaultUser: t.DefaultUser, Workdir: t.Workdir,
+			DefaultUser: t.DefaultUser, Workdir: t.Workdir, DefaultLimits: limits, EnvdVersion: s.m.EnvdVersion(),
 		})
 	}
 	return connect.NewResponse(out), nil

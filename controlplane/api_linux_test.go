@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -149,6 +150,26 @@ func testAPI(t *testing.T, e *testenv) {
 			t.Fatalf("metrics %+v", ms)
 		}
 		e.do("GET", "/sandboxes/"+id+"/metrics", other, nil).want(t, http.StatusNotFound)
+		// Many at once: the team's running sandboxes, others left out.
+		var many struct {
+			Sandboxes map[string]struct {
+				CPUCount int    `json:"cpuCount"`
+				MemTotal uint64 `json:"memTotal"`
+			} `json:"sandboxes"`
+		}
+		e.do("GET", "/sandboxes/metrics?sandbox_ids="+id+",inosuchsandbox0", e.key, nil).want(t, http.StatusOK).decode(t, &many)
+		if m, ok := many.Sandboxes[id]; len(many.Sandboxes) != 1 || !ok || m.CPUCount < 1 || m.MemTotal == 0 {
+			t.Fatalf("metrics of %s and an unknown sandbox: %+v", id, many)
+		}
+		many.Sandboxes = nil // decoding into a map adds to it
+		e.do("GET", "/sandboxes/metrics?sandbox_ids="+id, other, nil).want(t, http.StatusOK).decode(t, &many)
+		if len(many.Sandboxes) != 0 {
+			t.Fatalf("another team sees metrics %+v", many)
+		}
+		for _, q := range []string{"", "?sandbox_ids=", "?sandbox_ids=" + id + "," + id, "?sandbox_ids=a,,b",
+			"?sandbox_ids=" + strings.TrimSuffix(strings.Repeat("x,", 101), ",")} {
+			e.do("GET", "/sandboxes/metrics"+q, e.key, nil).want(t, http.StatusBadRequest)
+		}
 
 		// Timeout moves the end.
 		e.do("POST", "/sandboxes/"+id+"/timeout", e.key, map[string]any{"timeout": 600}).want(t, http.StatusNoContent)

@@ -89,12 +89,3 @@ func (s *Server) refreshSandbox(w http.ResponseWriter, r *http.Request, key stor
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
-
-// unsupported answers a route of E2B's for a feature roost does not have
-// yet: 501, naming the feature.
-func (s *Server) unsupported(feature string) apiHandler {
-	err := fmt.Errorf("%s is not supported by roost yet: %w", feature, errdefs.ErrUnsupported)
-	return func(w http.ResponseWriter, r *http.Request, _ store.APIKey) {
-		s.fail(w, r, feature, err)
-	}
-}

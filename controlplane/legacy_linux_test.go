@@ -222,6 +222,16 @@ func testLegacyRoutes(t *testing.T, e *testenv) {
 			{"POST", "/volumes", "volumes"},
 			{"GET", "/volumes/vol1", "volumes"},
 			{"DELETE", "/volumes/vol1", "volumes"},
+			{"POST", "/v3/templates", "building templates"},
+			{"POST", "/templates/base", "building templates"},
+			{"DELETE", "/templates/base", "building templates"},
+			{"GET", "/templates/base/tags", "building templates"},
+			{"GET", "/templates/base/builds/b1/status", "building templates"},
+			{"POST", "/templates/tags", "building templates"},
+			{"GET", "/teams/team1/metrics", "team metrics"},
+			{"GET", "/secrets", "secrets"},
+			{"GET", "/nodes", "node API"},
+			{"GET", "/admin/sandboxes/running-counts", "admin API"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.method+" "+tt.path, func(t *testing.T) {
@@ -237,5 +247,50 @@ func testLegacyRoutes(t *testing.T, e *testenv) {
 				e.do(tt.method, tt.path, "", nil).want(t, http.StatusUnauthorized)
 			})
 		}
+		e.do("GET", "/templates/base/other", e.key, nil).want(t, http.StatusNotFound)
+	})
+
+	t.Run("Templates", func(t *testing.T) {
+		type e2bTemplate struct {
+			TemplateID, BuildID, EnvdVersion, BuildStatus string
+			CPUCount, MemoryMB, DiskSizeMB                int
+			Public                                        bool
+			Aliases, Names                                []string
+			CreatedAt                                     time.Time
+		}
+		var list []e2bTemplate
+		for _, path := range []string{"/templates", "/v2/templates"} {
+			e.do("GET", path, e.key, nil).want(t, http.StatusOK).decode(t, &list)
+			i := slices.IndexFunc(list, func(t e2bTemplate) bool { return t.TemplateID == "base" })
+			if i < 0 {
+				t.Fatalf("GET %s: no base in %+v", path, list)
+			}
+			b := list[i]
+			if len(b.BuildID) != 36 || b.BuildStatus != "ready" || b.EnvdVersion == "" || b.CPUCount < 1 || b.MemoryMB < 128 ||
+				b.DiskSizeMB < 1 || !b.Public || !slices.Equal(b.Aliases, []string{"base"}) || b.CreatedAt.IsZero() {
+				t.Errorf("GET %s: base is %+v", path, b)
+			}
+		}
+		e.do("GET", "/templates?teamID=team_someoneelse", e.key, nil).want(t, http.StatusForbidden)
+		var one struct {
+			TemplateID string
+			Builds     []struct{ BuildID, Status string }
+		}
+		e.do("GET", "/templates/base", e.key, nil).want(t, http.StatusOK).decode(t, &one)
+		if one.TemplateID != "base" || len(one.Builds) != 1 || one.Builds[0].Status != "ready" || len(one.Builds[0].BuildID) != 36 {
+			t.Errorf("GET /templates/base: %+v", one)
+		}
+		var alias struct {
+			TemplateID string
+			Public     bool
+		}
+		e.do("GET", "/templates/aliases/base", e.key, nil).want(t, http.StatusOK).decode(t, &alias)
+		if alias.TemplateID != "base" || !alias.Public {
+			t.Errorf("alias base: %+v", alias)
+		}
+		e.do("GET", "/templates/aliases/nosuchtemplate", e.key, nil).want(t, http.StatusNotFound)
+		e.do("GET", "/templates/nosuchtemplate", e.key, nil).want(t, http.StatusNotFound)
+		e.do("GET", "/templates/aliases/"+strings.Repeat("a", 64), e.key, nil).want(t, http.StatusBadRequest)
+		e.do("GET", "/templates", "", nil).want(t, http.StatusUnauthorized)
 	})
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
+	"sync"
 	"time"
 
 	"roost.dev/roost/errdefs"
@@ -60,11 +62,72 @@ func (s *Server) sandboxMetrics(w http.ResponseWriter, r *http.Request, key stor
 		s.fail(w, r, "sandbox metrics", err)
 		return
 	}
-	ts := time.Unix(rep.Timestamp, 0).UTC()
-	writeJSON(w, http.StatusOK, []metricJSON{{
-		Timestamp: ts, TimestampUnix: rep.Timestamp, CPUCount: rep.CPUCount, CPUUsedPct: rep.CPUUsedPct,
+	writeJSON(w, http.StatusOK, []metricJSON{rep.metric()})
+}
+
+// metric is the report as E2B's SandboxMetric.
+func (rep envdReport) metric() metricJSON {
+	return metricJSON{
+		Timestamp: time.Unix(rep.Timestamp, 0).UTC(), TimestampUnix: rep.Timestamp, CPUCount: rep.CPUCount, CPUUsedPct: rep.CPUUsedPct,
 		MemUsed: rep.MemUsed, MemTotal: rep.MemTotal, DiskUsed: rep.DiskUsed, DiskTotal: rep.DiskTotal,
-	}})
+	}
+}
+
+// maxMetricsIDs is how many sandboxes one GET /sandboxes/metrics may
+// name, E2B's limit.
+const maxMetricsIDs = 100
+
+// sandboxesMetrics is GET /sandboxes/metrics?sandbox_ids=a,b: a sample
+// now of each named running sandbox of the team, taken in parallel. A
+// sandbox that is not the team's, not running, or does not answer in
+// time is left out of the answer, as a paused one has no metrics.
+func (s *Server) sandboxesMetrics(w http.ResponseWriter, r *http.Request, key store.APIKey) {
+	ids, err := parseSandboxIDs(r.URL.Query().Get("sandbox_ids"))
+	if err != nil {
+		s.fail(w, r, "sandboxes metrics", err)
+		return
+	}
+	out := make(map[string]metricJSON, len(ids))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Go(func() {
+			sb, err := s.store.GetSandbox(r.Context(), key.TeamID, id)
+			if err != nil || sb.State != store.SandboxRunning {
+				return
+			}
+			rep, err := s.sampleMetrics(r.Context(), sb)
+			if err != nil {
+				s.log.Debug("sandbox left out of metrics", "sandbox", id, "err", err)
+				return
+			}
+			mu.Lock()
+			out[id] = rep.metric()
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	writeJSON(w, http.StatusOK, map[string]any{"sandboxes": out})
+}
+
+// parseSandboxIDs parses sandbox_ids: 1 to maxMetricsIDs comma-separated
+// IDs, each once. Errors wrap errdefs.ErrInvalid.
+func parseSandboxIDs(q string) ([]string, error) {
+	if q == "" {
+		return nil, fmt.Errorf("sandbox_ids is required: comma-separated sandbox IDs: %w", errdefs.ErrInvalid)
+	}
+	ids := strings.Split(q, ",")
+	if len(ids) > maxMetricsIDs {
+		return nil, fmt.Errorf("sandbox_ids names %d sandboxes: at most %d: %w", len(ids), maxMetricsIDs, errdefs.ErrInvalid)
+	}
+	seen := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		if id == "" || seen[id] {
+			return nil, fmt.Errorf("sandbox_ids %q: IDs must be non-empty and unique: %w", q, errdefs.ErrInvalid)
+		}
+		seen[id] = true
+	}
+	return ids, nil
 }
 
 // sampleMetrics asks the sandbox's envd for a sample, through its agent's

@@ -1,86 +1,32 @@
 package controlplane
 
 import (
-	"cmp"
-	"context"
 	"encoding/json"
 	"net/http"
-	"slices"
-	"sync"
 	"time"
 
-	"connectrpc.com/connect"
-
-	"roost.dev/roost/errdefs"
-	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
 	"roost.dev/roost/store"
 )
 
-// templatesTimeout bounds one host's answer to ListTemplates: a slow host
-// is left out of the listing rather than holding it up.
-const templatesTimeout = 10 * time.Second
-
 // templateJSON is one template of GET /v1/templates.
 type templateJSON struct {
-	Name string `json:"name"`
-	// SizeBytes is the largest size any host reports (hosts that built
-	// the template themselves may differ slightly).
-	SizeBytes int64 `json:"sizeBytes"`
-	// Hosts are the IDs of the hosts that have it, sorted.
-	Hosts []string `json:"hosts"`
+	Name      string   `json:"name"`
+	SizeBytes int64    `json:"sizeBytes"`
+	Hosts     []string `json:"hosts"`
 }
 
-// listTemplates is GET /v1/templates: the union of the templates of every
-// host that is not down, asked in parallel. A host that does not answer
-// is logged and left out; the listing is then partial, not an error.
+// listTemplates is GET /v1/templates: every host's templates, and which
+// hosts have each.
 func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request, _ store.APIKey) {
-	hosts, err := s.store.ListHosts(r.Context())
+	ts, err := s.collectTemplates(r.Context())
 	if err != nil {
 		s.fail(w, r, "list templates", err)
 		return
 	}
-	answers := make([][]*hostagentv1.Template, len(hosts))
-	var wg sync.WaitGroup
-	for i, h := range hosts {
-		if h.State == store.HostDown {
-			continue
-		}
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(r.Context(), templatesTimeout)
-			defer cancel()
-			resp, err := s.agents.For(h).ListTemplates(ctx, connect.NewRequest(&hostagentv1.ListTemplatesRequest{}))
-			if err != nil {
-				if r.Context().Err() == nil {
-					s.log.Warn("host left out of template listing", "host", h.ID, "err", errdefs.FromConnect("agent list templates", err))
-				}
-				return
-			}
-			answers[i] = resp.Msg.GetTemplates()
-		})
+	out := make([]templateJSON, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, templateJSON{Name: t.GetName(), SizeBytes: t.SizeBytes, Hosts: t.Hosts})
 	}
-	wg.Wait()
-	if r.Context().Err() != nil {
-		return // the client is gone
-	}
-	byName := map[string]*templateJSON{}
-	for i, ts := range answers {
-		for _, t := range ts {
-			tj := byName[t.GetName()]
-			if tj == nil {
-				tj = &templateJSON{Name: t.GetName()}
-				byName[t.GetName()] = tj
-			}
-			tj.SizeBytes = max(tj.SizeBytes, t.GetSizeBytes())
-			if !slices.Contains(tj.Hosts, hosts[i].ID) {
-				tj.Hosts = append(tj.Hosts, hosts[i].ID) // hosts are ordered by ID
-			}
-		}
-	}
-	out := make([]templateJSON, 0, len(byName))
-	for _, tj := range byName {
-		out = append(out, *tj)
-	}
-	slices.SortFunc(out, func(a, b templateJSON) int { return cmp.Compare(a.Name, b.Name) })
 	writeJSON(w, http.StatusOK, out)
 }
 

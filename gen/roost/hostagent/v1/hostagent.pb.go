@@ -1710,11 +1710,15 @@ type Template struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Where it came from, e.g. "debootstrap bookworm" or "import".
-	Source        string                 `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
-	SizeBytes     int64                  `protobuf:"varint,3,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
-	Created       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created,proto3" json:"created,omitempty"`
-	DefaultUser   string                 `protobuf:"bytes,5,opt,name=default_user,json=defaultUser,proto3" json:"default_user,omitempty"`
-	Workdir       string                 `protobuf:"bytes,6,opt,name=workdir,proto3" json:"workdir,omitempty"`
+	Source      string                 `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	SizeBytes   int64                  `protobuf:"varint,3,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	Created     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created,proto3" json:"created,omitempty"`
+	DefaultUser string                 `protobuf:"bytes,5,opt,name=default_user,json=defaultUser,proto3" json:"default_user,omitempty"`
+	Workdir     string                 `protobuf:"bytes,6,opt,name=workdir,proto3" json:"workdir,omitempty"`
+	// What a sandbox of it gets when its create names no limits.
+	DefaultLimits *Limits `protobuf:"bytes,7,opt,name=default_limits,json=defaultLimits,proto3" json:"default_limits,omitempty"`
+	// The envd the host puts in its sandboxes.
+	EnvdVersion   string `protobuf:"bytes,8,opt,name=envd_version,json=envdVersion,proto3" json:"envd_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1787,6 +1791,20 @@ func (x *Template) GetDefaultUser() string {
 func (x *Template) GetWorkdir() string {
 	if x != nil {
 		return x.Workdir
+	}
+	return ""
+}
+
+func (x *Template) GetDefaultLimits() *Limits {
+	if x != nil {
+		return x.DefaultLimits
+	}
+	return nil
+}
+
+func (x *Template) GetEnvdVersion() string {
+	if x != nil {
+		return x.EnvdVersion
 	}
 	return ""
 }
@@ -2123,7 +2141,7 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x06kernel\x18\x03 \x01(\tR\x06kernel\"\x16\n" +
 	"\x14ListTemplatesRequest\"S\n" +
 	"\x15ListTemplatesResponse\x12:\n" +
-	"\ttemplates\x18\x01 \x03(\v2\x1c.roost.hostagent.v1.TemplateR\ttemplates\"\xc8\x01\n" +
+	"\ttemplates\x18\x01 \x03(\v2\x1c.roost.hostagent.v1.TemplateR\ttemplates\"\xae\x02\n" +
 	"\bTemplate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x1d\n" +
@@ -2131,7 +2149,9 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\x124\n" +
 	"\acreated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12!\n" +
 	"\fdefault_user\x18\x05 \x01(\tR\vdefaultUser\x12\x18\n" +
-	"\aworkdir\x18\x06 \x01(\tR\aworkdir\"\xa2\x02\n" +
+	"\aworkdir\x18\x06 \x01(\tR\aworkdir\x12A\n" +
+	"\x0edefault_limits\x18\a \x01(\v2\x1a.roost.hostagent.v1.LimitsR\rdefaultLimits\x12!\n" +
+	"\fenvd_version\x18\b \x01(\tR\venvdVersion\"\xa2\x02\n" +
 	"\x15GetSandboxLogsRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x122\n" +
@@ -2260,38 +2280,39 @@ var file_roost_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	37, // 20: roost.hostagent.v1.HostInfo.started_at:type_name -> google.protobuf.Timestamp
 	29, // 21: roost.hostagent.v1.ListTemplatesResponse.templates:type_name -> roost.hostagent.v1.Template
 	37, // 22: roost.hostagent.v1.Template.created:type_name -> google.protobuf.Timestamp
-	37, // 23: roost.hostagent.v1.GetSandboxLogsRequest.cursor:type_name -> google.protobuf.Timestamp
-	2,  // 24: roost.hostagent.v1.GetSandboxLogsRequest.direction:type_name -> roost.hostagent.v1.LogDirection
-	1,  // 25: roost.hostagent.v1.GetSandboxLogsRequest.min_level:type_name -> roost.hostagent.v1.LogLevel
-	32, // 26: roost.hostagent.v1.GetSandboxLogsResponse.entries:type_name -> roost.hostagent.v1.LogEntry
-	37, // 27: roost.hostagent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
-	1,  // 28: roost.hostagent.v1.LogEntry.level:type_name -> roost.hostagent.v1.LogLevel
-	36, // 29: roost.hostagent.v1.LogEntry.fields:type_name -> roost.hostagent.v1.LogEntry.FieldsEntry
-	5,  // 30: roost.hostagent.v1.HostAgentService.CreateSandbox:input_type -> roost.hostagent.v1.CreateSandboxRequest
-	7,  // 31: roost.hostagent.v1.HostAgentService.DestroySandbox:input_type -> roost.hostagent.v1.DestroySandboxRequest
-	9,  // 32: roost.hostagent.v1.HostAgentService.PauseSandbox:input_type -> roost.hostagent.v1.PauseSandboxRequest
-	11, // 33: roost.hostagent.v1.HostAgentService.ResumeSandbox:input_type -> roost.hostagent.v1.ResumeSandboxRequest
-	13, // 34: roost.hostagent.v1.HostAgentService.ListSandboxes:input_type -> roost.hostagent.v1.ListSandboxesRequest
-	15, // 35: roost.hostagent.v1.HostAgentService.GetSandbox:input_type -> roost.hostagent.v1.GetSandboxRequest
-	17, // 36: roost.hostagent.v1.HostAgentService.SetTimeout:input_type -> roost.hostagent.v1.SetTimeoutRequest
-	19, // 37: roost.hostagent.v1.HostAgentService.GetHostInfo:input_type -> roost.hostagent.v1.GetHostInfoRequest
-	27, // 38: roost.hostagent.v1.HostAgentService.ListTemplates:input_type -> roost.hostagent.v1.ListTemplatesRequest
-	30, // 39: roost.hostagent.v1.HostAgentService.GetSandboxLogs:input_type -> roost.hostagent.v1.GetSandboxLogsRequest
-	6,  // 40: roost.hostagent.v1.HostAgentService.CreateSandbox:output_type -> roost.hostagent.v1.CreateSandboxResponse
-	8,  // 41: roost.hostagent.v1.HostAgentService.DestroySandbox:output_type -> roost.hostagent.v1.DestroySandboxResponse
-	10, // 42: roost.hostagent.v1.HostAgentService.PauseSandbox:output_type -> roost.hostagent.v1.PauseSandboxResponse
-	12, // 43: roost.hostagent.v1.HostAgentService.ResumeSandbox:output_type -> roost.hostagent.v1.ResumeSandboxResponse
-	14, // 44: roost.hostagent.v1.HostAgentService.ListSandboxes:output_type -> roost.hostagent.v1.ListSandboxesResponse
-	16, // 45: roost.hostagent.v1.HostAgentService.GetSandbox:output_type -> roost.hostagent.v1.GetSandboxResponse
-	18, // 46: roost.hostagent.v1.HostAgentService.SetTimeout:output_type -> roost.hostagent.v1.SetTimeoutResponse
-	20, // 47: roost.hostagent.v1.HostAgentService.GetHostInfo:output_type -> roost.hostagent.v1.GetHostInfoResponse
-	28, // 48: roost.hostagent.v1.HostAgentService.ListTemplates:output_type -> roost.hostagent.v1.ListTemplatesResponse
-	31, // 49: roost.hostagent.v1.HostAgentService.GetSandboxLogs:output_type -> roost.hostagent.v1.GetSandboxLogsResponse
-	40, // [40:50] is the sub-list for method output_type
-	30, // [30:40] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	3,  // 23: roost.hostagent.v1.Template.default_limits:type_name -> roost.hostagent.v1.Limits
+	37, // 24: roost.hostagent.v1.GetSandboxLogsRequest.cursor:type_name -> google.protobuf.Timestamp
+	2,  // 25: roost.hostagent.v1.GetSandboxLogsRequest.direction:type_name -> roost.hostagent.v1.LogDirection
+	1,  // 26: roost.hostagent.v1.GetSandboxLogsRequest.min_level:type_name -> roost.hostagent.v1.LogLevel
+	32, // 27: roost.hostagent.v1.GetSandboxLogsResponse.entries:type_name -> roost.hostagent.v1.LogEntry
+	37, // 28: roost.hostagent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	1,  // 29: roost.hostagent.v1.LogEntry.level:type_name -> roost.hostagent.v1.LogLevel
+	36, // 30: roost.hostagent.v1.LogEntry.fields:type_name -> roost.hostagent.v1.LogEntry.FieldsEntry
+	5,  // 31: roost.hostagent.v1.HostAgentService.CreateSandbox:input_type -> roost.hostagent.v1.CreateSandboxRequest
+	7,  // 32: roost.hostagent.v1.HostAgentService.DestroySandbox:input_type -> roost.hostagent.v1.DestroySandboxRequest
+	9,  // 33: roost.hostagent.v1.HostAgentService.PauseSandbox:input_type -> roost.hostagent.v1.PauseSandboxRequest
+	11, // 34: roost.hostagent.v1.HostAgentService.ResumeSandbox:input_type -> roost.hostagent.v1.ResumeSandboxRequest
+	13, // 35: roost.hostagent.v1.HostAgentService.ListSandboxes:input_type -> roost.hostagent.v1.ListSandboxesRequest
+	15, // 36: roost.hostagent.v1.HostAgentService.GetSandbox:input_type -> roost.hostagent.v1.GetSandboxRequest
+	17, // 37: roost.hostagent.v1.HostAgentService.SetTimeout:input_type -> roost.hostagent.v1.SetTimeoutRequest
+	19, // 38: roost.hostagent.v1.HostAgentService.GetHostInfo:input_type -> roost.hostagent.v1.GetHostInfoRequest
+	27, // 39: roost.hostagent.v1.HostAgentService.ListTemplates:input_type -> roost.hostagent.v1.ListTemplatesRequest
+	30, // 40: roost.hostagent.v1.HostAgentService.GetSandboxLogs:input_type -> roost.hostagent.v1.GetSandboxLogsRequest
+	6,  // 41: roost.hostagent.v1.HostAgentService.CreateSandbox:output_type -> roost.hostagent.v1.CreateSandboxResponse
+	8,  // 42: roost.hostagent.v1.HostAgentService.DestroySandbox:output_type -> roost.hostagent.v1.DestroySandboxResponse
+	10, // 43: roost.hostagent.v1.HostAgentService.PauseSandbox:output_type -> roost.hostagent.v1.PauseSandboxResponse
+	12, // 44: roost.hostagent.v1.HostAgentService.ResumeSandbox:output_type -> roost.hostagent.v1.ResumeSandboxResponse
+	14, // 45: roost.hostagent.v1.HostAgentService.ListSandboxes:output_type -> roost.hostagent.v1.ListSandboxesResponse
+	16, // 46: roost.hostagent.v1.HostAgentService.GetSandbox:output_type -> roost.hostagent.v1.GetSandboxResponse
+	18, // 47: roost.hostagent.v1.HostAgentService.SetTimeout:output_type -> roost.hostagent.v1.SetTimeoutResponse
+	20, // 48: roost.hostagent.v1.HostAgentService.GetHostInfo:output_type -> roost.hostagent.v1.GetHostInfoResponse
+	28, // 49: roost.hostagent.v1.HostAgentService.ListTemplates:output_type -> roost.hostagent.v1.ListTemplatesResponse
+	31, // 50: roost.hostagent.v1.HostAgentService.GetSandboxLogs:output_type -> roost.hostagent.v1.GetSandboxLogsResponse
+	41, // [41:51] is the sub-list for method output_type
+	31, // [31:41] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_roost_hostagent_v1_hostagent_proto_init() }

@@ -1,0 +1,79 @@
+package controlplane
+
+import (
+	"fmt"
+	"net/http"
+
+	"roost.dev/roost/errdefs"
+	"roost.dev/roost/store"
+)
+
+// unsupportedRoutes registers E2B's routes for what roost does not have
+// yet: they answer 501 naming the feature, never 404 "no route" and never
+// a silent no-op.
+func (s *Server) unsupportedRoutes(api func(pattern string, h apiHandler)) {
+	api("POST /sandboxes/{id}/fork", s.unsupported("sandbox fork"))
+	api("POST /sandboxes/{id}/snapshots", s.unsupported("sandbox snapshots"))
+	api("GET /snapshots", s.unsupported("snapshots"))
+	api("PUT /sandboxes/{id}/network", s.unsupported("updating a sandbox's network"))
+	builds := s.unsupported("building templates through the API (use `roost template`)")
+	api("POST /templates", builds)
+	api("POST /v2/templates", builds)
+	api("POST /v3/templates", builds)
+	api("POST /templates/{id}", builds)
+	api("PATCH /templates/{id}", builds)
+	api("PATCH /v2/templates/{id}", builds)
+	api("DELETE /templates/{id}", builds)
+	api("GET /templates/{id}/files/{hash}", builds)
+	api("POST /templates/{id}/builds/{buildID}", builds)
+	api("POST /v2/templates/{id}/builds/{buildID}", builds)
+	api("GET /templates/{id}/builds/{buildID}/status", builds)
+	api("GET /templates/{id}/builds/{buildID}/logs", builds)
+	api("POST /templates/tags", builds)
+	api("DELETE /templates/tags", builds)
+	// GET /templates/{id}/tags would conflict with the alias lookup in
+	// the mux (both match /templates/aliases/tags).
+	api("GET /templates/{id}/{sub}", s.templateSubresource(builds))
+	api("GET /teams/{teamID}/metrics", s.unsupported("team metrics history"))
+	api("GET /teams/{teamID}/metrics/max", s.unsupported("team metrics history"))
+	secrets := s.unsupported("secrets")
+	api("GET /secrets", secrets)
+	api("POST /secrets", secrets)
+	api("GET /secrets/{id}", secrets)
+	api("POST /secrets/{id}", secrets)
+	api("DELETE /secrets/{id}", secrets)
+	nodes := s.unsupported("E2B's node API (roost's hosts are at GET /v1/hosts)")
+	api("GET /nodes", nodes)
+	api("GET /nodes/{id}", nodes)
+	api("POST /nodes/{id}", nodes)
+	admin := s.unsupported("E2B's admin API")
+	api("POST /admin/teams/{teamID}/sandboxes/kill", admin)
+	api("GET /admin/sandboxes/running-counts", admin)
+	api("POST /admin/teams/{teamID}/builds/cancel", admin)
+	api("POST /admin/teams/{teamID}/api-keys", admin)
+	api("DELETE /admin/teams/{teamID}/api-keys/{id}", admin)
+	api("GET /volumes", s.unsupported("volumes"))
+	api("POST /volumes", s.unsupported("volumes"))
+	api("GET /volumes/{id}", s.unsupported("volumes"))
+	api("DELETE /volumes/{id}", s.unsupported("volumes"))
+}
+
+// unsupported answers 501 naming the feature.
+func (s *Server) unsupported(feature string) apiHandler {
+	err := fmt.Errorf("%s is not supported by roost yet: %w", feature, errdefs.ErrUnsupported)
+	return func(w http.ResponseWriter, r *http.Request, _ store.APIKey) {
+		s.fail(w, r, feature, err)
+	}
+}
+
+// templateSubresource serves GET /templates/{id}/{sub}: E2B has only
+// "tags" there, answered by tags; anything else is no route.
+func (s *Server) templateSubresource(tags apiHandler) apiHandler {
+	return func(w http.ResponseWriter, r *http.Request, key store.APIKey) {
+		if r.PathValue("sub") != "tags" {
+			errdefs.WriteHTTP(w, http.StatusNotFound, "no route for "+r.Method+" "+r.URL.Path)
+			return
+		}
+		tags(w, r, key)
+	}
+}
