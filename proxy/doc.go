@@ -32,6 +32,13 @@
 // answers an unknown sandbox 502. A paused sandbox with auto-resume is
 // resumed and served instead; a resume that fails answers 502 too.
 //
+// Requests arrive over HTTP/1.1 or HTTP/2 (h2c, or over TLS in domain
+// mode, where cmd/roost terminates TLS for api.{domain} and every
+// {port}-{sandboxID}.{domain}); the proxy forwards both the same way, over
+// HTTP/1.1 upstream, and flushes every write of a response of unknown
+// length, so Connect server streams (process output, watches) and PTYs
+// stream through either.
+//
 // Proxy traffic runs on the package's own HTTP/1.1 transports and
 // connection pools (Upstream), never on the RPC transport the control
 // plane uses to drive agents, so a flood of proxied bytes cannot queue
