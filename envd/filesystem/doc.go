@@ -22,8 +22,12 @@
 // a directory that appears inside a recursive watch are reported as CREATE
 // events, which may duplicate an event inotify also delivers. Events are
 // queued in a bounded buffer; a client that falls behind gets
-// resource_exhausted instead of a silent gap. Names starting with
-// TempFilePrefix (the temporary files of uploads that replace a file) are
+// resource_exhausted instead of a silent gap. GetWatcherEvents includes
+// every change made before it was called: the watch first waits for the
+// event of a write to a marker (an unlinked temporary file the same inotify
+// instance watches), which the kernel queues behind the events already
+// pending. Names starting
+// with TempFilePrefix (the temporary files of uploads that replace a file) are
 // never reported, so an upload shows only under its destination's name; the
 // rename that puts one over an existing file is reported as a WRITE of that
 // file, the event E2B's envd gives for its in-place rewrite and the one the

@@ -1,6 +1,7 @@
 package filesystem
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -10,6 +11,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/fsnotify/fsnotify"
 
@@ -21,7 +23,14 @@ type watchOptions struct {
 	recursive    bool
 	includeEntry bool
 	buffer       int // capacity of the events channel, in events
+	// catchUp gives the watch a marker for catchUp (polling watchers).
+	catchUp bool
 }
+
+// catchUpTimeout bounds catchUp's wait for its marker. The loop handles
+// events without blocking, so only a long walk of a new directory tree
+// can delay it; its events are then left to the next poll.
+const catchUpTimeout = 2 * time.Second
 
 // watch turns fsnotify events under one directory into FilesystemEvents on a
 // bounded channel. One goroutine (loop) owns the fsnotify watcher and the
@@ -42,6 +51,15 @@ type watch struct {
 	// TempFilePrefix) was renamed away by the previous event, or "". Only
 	// loop touches it.
 	landing string
+
+	// marker, when non-nil, is an unlinked file that the same inotify
+	// instance watches, reported as markerPath. The kernel queues an
+	// instance's events in order, so when loop sees the WRITE of the
+	// marker, it has handled every event queued before that write.
+	marker     *os.File
+	markerPath string
+	catchUpMu  sync.Mutex    // serialises catchUp: one marker write in flight
+	caughtUp   chan struct{} // loop signals each marker event (capacity 1)
 
 	// events carries translated events; loop closes it when it ends, after
 	// setting err.
@@ -70,18 +88,86 @@ func startWatch(root string, opts watchOptions, log *slog.Logger) (*watch, error
 		quit:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
-	if err := w.add(root); err != nil {
+	if err := w.watchAll(); err != nil {
 		_ = fsw.Close()
-		return nil, fmt.Errorf("start watch: %w", err)
-	}
-	if opts.recursive {
-		if err := w.addTree(root, nil); err != nil {
-			_ = fsw.Close()
-			return nil, fmt.Errorf("start watch: %w", err)
+		if w.marker != nil {
+			_ = w.marker.Close()
 		}
+		return nil, fmt.Errorf("start watch: %w", err)
 	}
 	go w.loop()
 	return w, nil
+}
+
+// watchAll adds the watches startWatch needs: root, the tree below it when
+// recursive, and the catch-up marker when asked for.
+func (w *watch) watchAll() error {
+	if err := w.add(w.root); err != nil {
+		return err
+	}
+	if w.opts.recursive {
+		if err := w.addTree(w.root, nil); err != nil {
+			return err
+		}
+	}
+	if w.opts.catchUp {
+		if err := w.addMarker(); err != nil {
+			// Polls still work, only without the guarantee.
+			w.log.Debug("watch: no catch-up marker", "err", err)
+		}
+	}
+	return nil
+}
+
+// addMarker makes the catch-up marker: a file in the temporary directory,
+// named like an upload's temporary file so that no watch reports it,
+// watched and then unlinked, so that only its open file keeps it.
+func (w *watch) addMarker() error {
+	f, err := os.CreateTemp("", TempFilePrefix+"watch-")
+	if err != nil {
+		return fmt.Errorf("create marker: %w", err)
+	}
+	err = w.fsw.Add(f.Name())
+	if rmErr := os.Remove(f.Name()); err == nil {
+		err = rmErr
+	}
+	if err != nil {
+		_ = f.Close()
+		return fmt.Errorf("watch marker: %w", err)
+	}
+	w.marker, w.markerPath, w.caughtUp = f, f.Name(), make(chan struct{}, 1)
+	return nil
+}
+
+// catchUp returns once loop has handled every event the kernel queued
+// before the call, so that a drain after it sees them: without it a poll
+// right after a change (the SDKs' sync watch handles do that) can come
+// before envd's goroutines have read the change's event. It returns early
+// when the watch ends, ctx ends, or after catchUpTimeout; without a marker
+// it returns at once.
+func (w *watch) catchUp(ctx context.Context) {
+	if w.marker == nil {
+		return
+	}
+	w.catchUpMu.Lock()
+	defer w.catchUpMu.Unlock()
+	select {
+	case <-w.caughtUp: // the marker of a catchUp that gave up
+	default:
+	}
+	if _, err := w.marker.WriteAt([]byte{0}, 0); err != nil {
+		w.log.Debug("watch: write marker", "err", err)
+		return
+	}
+	timer := time.NewTimer(catchUpTimeout)
+	defer timer.Stop()
+	select {
+	case <-w.caughtUp:
+	case <-w.done:
+	case <-ctx.Done():
+	case <-timer.C:
+		w.log.Debug("watch: marker not back in time")
+	}
 }
 
 // stop ends the watch and waits for its goroutine. Safe to call repeatedly
@@ -157,6 +243,9 @@ func (w *watch) loop() {
 		if err := w.fsw.Close(); err != nil {
 			w.log.Debug("watch: close fsnotify", "err", err)
 		}
+		if w.marker != nil {
+			_ = w.marker.Close()
+		}
 	}()
 	for {
 		select {
@@ -177,11 +266,27 @@ func (w *watch) loop() {
 				w.err = fmt.Errorf("watch %s: fsnotify closed", w.root)
 				return
 			}
+			if w.marker != nil && ev.Name == w.markerPath {
+				w.markerEvent(ev)
+				continue
+			}
 			if err := w.handle(ev); err != nil {
 				w.err = err
 				return
 			}
 		}
+	}
+}
+
+// markerEvent signals catchUp on a WRITE of the marker; its other events
+// (its unlinking) mean nothing.
+func (w *watch) markerEvent(ev fsnotify.Event) {
+	if !ev.Has(fsnotify.Write) {
+		return
+	}
+	select {
+	case w.caughtUp <- struct{}{}:
+	default:
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -369,6 +370,33 @@ func TestPollingWatcher(t *testing.T) {
 			wantCode(t, err, connect.CodeNotFound)
 			_, err = c.RemoveWatcher(ctx, connect.NewRequest(&rpc.RemoveWatcherRequest{WatcherId: w}))
 			wantCode(t, err, connect.CodeNotFound)
+		}
+	})
+}
+
+// TestPollingWatcherCatchesUp: one GetWatcherEvents right after a change
+// returns its event. The SDKs' sync watch handles poll once after a write
+// and expect it there; the kernel has queued the event by then, but envd's
+// own goroutines may not have read it yet.
+func TestPollingWatcherCatchesUp(t *testing.T) {
+	e := newEnv(t)
+	e.each(t, func(t *testing.T, c filesystemconnect.FilesystemClient, dir string) {
+		ctx := context.Background()
+		res, err := c.CreateWatcher(ctx, connect.NewRequest(&rpc.CreateWatcherRequest{Path: dir}))
+		must(t, err)
+		id := res.Msg.GetWatcherId()
+		for i := range 200 {
+			name := fmt.Sprintf("f%d", i)
+			writeFile(t, filepath.Join(dir, name), "x", 0o644)
+			ev, err := c.GetWatcherEvents(ctx, connect.NewRequest(&rpc.GetWatcherEventsRequest{WatcherId: id}))
+			must(t, err)
+			var got []string
+			for _, e := range ev.Msg.GetEvents() {
+				got = append(got, e.GetType().String()+" "+e.GetName())
+			}
+			if !slices.Contains(got, "EVENT_TYPE_CREATE "+name) {
+				t.Fatalf("write %d: events %v lack the CREATE of %s", i, got, name)
+			}
 		}
 	})
 }

@@ -44,8 +44,9 @@ type watchRequest interface {
 	GetAllowNetworkMounts() bool
 }
 
-// startWatch validates a watch request and starts the watch.
-func (s *Service) startWatch(h http.Header, req watchRequest, buffer int) (*watch, error) {
+// startWatch validates a watch request and starts the watch; polling
+// watches (CreateWatcher's) get a catch-up marker.
+func (s *Service) startWatch(h http.Header, req watchRequest, buffer int, polling bool) (*watch, error) {
 	_, path, err := s.target(h, req.GetPath())
 	if err != nil {
 		return nil, err
@@ -72,6 +73,7 @@ func (s *Service) startWatch(h http.Header, req watchRequest, buffer int) (*watc
 		recursive:    req.GetRecursive(),
 		includeEntry: req.GetIncludeEntry(),
 		buffer:       buffer,
+		catchUp:      polling,
 	}, s.log)
 }
 
@@ -86,7 +88,7 @@ func (s *Service) WatchDir(ctx context.Context, req *connect.Request[rpc.WatchDi
 			err = connect.NewError(connect.CodeInternal, errors.New("watch dir: internal error"))
 		}
 	}()
-	w, err := s.startWatch(req.Header(), req.Msg, s.streamBuffer)
+	w, err := s.startWatch(req.Header(), req.Msg, s.streamBuffer, false)
 	if err != nil {
 		return connectError(err)
 	}
@@ -158,7 +160,7 @@ func (s *Service) untrack(w *watch) {
 // CreateWatcher starts a watch whose events are collected for
 // GetWatcherEvents, and returns its unguessable id.
 func (s *Service) CreateWatcher(_ context.Context, req *connect.Request[rpc.CreateWatcherRequest]) (*connect.Response[rpc.CreateWatcherResponse], error) {
-	w, err := s.startWatch(req.Header(), req.Msg, s.pollBuffer)
+	w, err := s.startWatch(req.Header(), req.Msg, s.pollBuffer, true)
 	if err != nil {
 		return nil, connectError(err)
 	}
@@ -178,10 +180,10 @@ func (s *Service) CreateWatcher(_ context.Context, req *connect.Request[rpc.Crea
 }
 
 // GetWatcherEvents returns and clears the events collected since the last
-// call. A watcher that has ended (its buffer overflowed, or its directory
+// call, including every change made before the call (see watch.catchUp). A watcher that has ended (its buffer overflowed, or its directory
 // went) is removed and reported once, as resource_exhausted or not_found;
 // its undelivered events are discarded with it.
-func (s *Service) GetWatcherEvents(_ context.Context, req *connect.Request[rpc.GetWatcherEventsRequest]) (*connect.Response[rpc.GetWatcherEventsResponse], error) {
+func (s *Service) GetWatcherEvents(ctx context.Context, req *connect.Request[rpc.GetWatcherEventsRequest]) (*connect.Response[rpc.GetWatcherEventsResponse], error) {
 	id := req.Msg.GetWatcherId()
 	s.mu.Lock()
 	w, ok := s.pollers[id]
@@ -189,6 +191,7 @@ func (s *Service) GetWatcherEvents(_ context.Context, req *connect.Request[rpc.G
 	if !ok {
 		return nil, connectError(fmt.Errorf("get watcher events %q: %w", id, errUnknownWatcher))
 	}
+	w.catchUp(ctx)
 	events, ended := w.drain()
 	if !ended {
 		return connect.NewResponse(&rpc.GetWatcherEventsResponse{Events: events}), nil
