@@ -163,6 +163,8 @@ func (s *Server) routes() *http.ServeMux {
 	api("GET /templates/aliases/{alias}", s.templateByAlias)
 	api("GET /sandboxes/{id}/metrics", s.sandboxMetrics)
 	api("GET /sandboxes/metrics", s.sandboxesMetrics)
+	api("GET /sandboxes/{id}/logs", s.sandboxLogs)
+	api("GET /v2/sandboxes/{id}/logs", s.sandboxLogsV2)
 	api("POST /v1/sandboxes/{id}/exec", s.execSandbox)
 	api("GET /v1/sandboxes/{id}/exec/stream", s.execStream)
 	api("GET /v1/sandboxes/{id}/pty", s.ptySession)
