@@ -18,7 +18,9 @@
 // stay under the /proxy/{id}/{port} prefix. Responses stream unbuffered;
 // WebSocket upgrades pass through. While a sandbox server that has just
 // started refuses connections (the agent answers 502), idempotent requests
-// are retried with backoff for a short while.
+// are retried with backoff for a short while, but not once the sandbox is
+// gone (killed mid-retry: E2B's SDKs probe /health right after a stream
+// breaks and expect a prompt 502).
 //
 // A sandbox that does not run answers 502 (errdefs.ErrUnreachable, through
 // notRunningError), with {"code": 502, "message": "sandbox {id} was not

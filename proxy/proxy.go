@@ -236,6 +236,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		ctx = ToSandbox(context.WithValue(ctx, directKey{}, netip.AddrPortFrom(addr, uint16(route.Port))))
+		// A refused dial is retried while a server starts; a sandbox
+		// killed meanwhile must end the retries at once (not running,
+		// 502), and its address, soon another sandbox's, not be dialled.
+		ctx = withStillThere(ctx, func() bool {
+			now, err := t.Direct(route.SandboxID)
+			return err == nil && now == addr
+		})
 	}
 	t.rp.ServeHTTP(w, r.WithContext(ctx))
 }

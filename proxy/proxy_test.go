@@ -817,6 +817,20 @@ func TestDirect(t *testing.T) {
 		t.Fatalf("POST to a closed port: %d %s", resp.StatusCode, body)
 	}
 
+	// Killed while a refused GET is retried: the retries end at once.
+	var refusals atomic.Int64
+	goneOnRefusal := func(id string) (netip.Addr, error) {
+		if refusals.Add(1) > 1 {
+			return netip.Addr{}, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
+		}
+		return netip.MustParseAddr("127.0.0.1"), nil
+	}
+	s.res.set(Target{SandboxID: sbx, Direct: goneOnRefusal, PublicTraffic: true})
+	resp, _ = do(t, c, newRequest(t, s, FormHeader, sbx, closed, "GET", "/health", ""))
+	if resp.StatusCode != http.StatusBadGateway || refusals.Load() != 2 {
+		t.Fatalf("GET to a sandbox killed mid-retry: %d after %d lookups; want 502 after 2", resp.StatusCode, refusals.Load())
+	}
+
 	// Gone from the agent while still cached: not running (502), and evicted.
 	s.res.set(Target{SandboxID: sbx, Direct: direct, PublicTraffic: true})
 	gone.Store(true)

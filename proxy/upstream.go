@@ -155,10 +155,28 @@ func WriteUpstreamError(w http.ResponseWriter, err error, msg string) int {
 	return status
 }
 
+// stillThereKey carries a request's check that its sandbox still runs at
+// the address the request is sent to (see withStillThere).
+type stillThereKey struct{}
+
+// withStillThere gives ctx's request a check that its sandbox still runs
+// where the request goes; retryTransport asks it before every retry.
+func withStillThere(ctx context.Context, check func() bool) context.Context {
+	return context.WithValue(ctx, stillThereKey{}, check)
+}
+
+// stillThere runs ctx's check; without one the target is taken to stay.
+func stillThere(ctx context.Context) bool {
+	check, ok := ctx.Value(stillThereKey{}).(func() bool)
+	return !ok || check()
+}
+
 // retryTransport retries idempotent, bodiless requests while the sandbox's
 // server refuses connections (a server that just started, not yet
 // listening) — a *DialError from a direct dial, or an agent's 502 marked
-// as one — with backoff, for at most window.
+// as one — with backoff, for at most window, and only while the sandbox
+// is still there (stillThere): a refusal from a sandbox that is gone is
+// final.
 type retryTransport struct {
 	base   http.RoundTripper
 	window time.Duration
@@ -181,7 +199,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, err
 		}
 		wait := min(delay, time.Until(deadline))
-		if wait <= 0 {
+		if wait <= 0 || !stillThere(req.Context()) {
 			return resp, err
 		}
 		if resp != nil {
