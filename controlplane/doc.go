@@ -18,9 +18,20 @@
 // (which show running and paused ones, as E2B's do), GET shows them with
 // state "lost", and DELETE removes the record.
 //
+// A signed /files URL of a secure sandbox (E2B's downloadUrl/uploadUrl)
+// that reaches the API's own host without the proxy's routing (the SDK
+// builds it on E2B_SANDBOX_URL, and whoever fetches it sends no sandbox
+// headers) goes to the running or paused sandbox whose envd access token
+// reproduces its signature (wire.FileSignature); envd then checks the
+// signature and its expiry as it does for any. A signature no sandbox
+// reproduces is 401. In domain mode the URL's host names the sandbox.
+//
 // The package talks to agents only over their Connect API, on its own HTTP
 // transport, never through agent code; it imports no runtime driver. It
-// does not serve TLS, run the http.Server, or start agents (cmd/roost does).
+// does not serve TLS, run the http.Server, or start agents (cmd/roost does:
+// with --tls the server is HTTPS, HTTP/2 included, and Config.Domain is
+// where api.{domain} and the sandbox hosts live; Config.PublicURL is then
+// https://api.{domain}).
 // Agents on other machines register with a one-time token
 // (POST /v1/hosts/register) and heartbeat with their own token; an
 // in-process agent is added with AddHost.

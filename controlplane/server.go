@@ -114,11 +114,16 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 }
 
 // Handler serves the REST API and, for every request the proxy matches
-// (sandbox Host, E2b-Sandbox-Id headers or /proxy/ path), sandbox traffic.
+// (sandbox Host, E2b-Sandbox-Id headers or /proxy/ path), sandbox traffic;
+// a signed /files URL without any of them goes to the sandbox whose envd
+// access token signed it (see serveSignedFile).
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := s.proxy.Match(r); ok {
 			s.proxy.ServeHTTP(w, r)
+			return
+		}
+		if s.serveSignedFile(w, r) {
 			return
 		}
 		s.mux.ServeHTTP(w, r)
