@@ -5,7 +5,7 @@ GO        ?= go
 GOFLAGS   ?=
 TOOLS     := $(GO) build -modfile=tools/go.mod -o .bin/
 
-.PHONY: all build envd roost roost-init roost-guest generate check-generated lint test test-go test-short test-e2b test-e2b-stack bench clean
+.PHONY: all build envd roost roost-init roost-guest generate check-generated lint test test-go test-short test-e2b test-e2b-stack test-e2b-domain bench clean
 
 all: build
 
@@ -53,7 +53,7 @@ lint: .bin/buf .bin/staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); exit 1; }
 	.bin/buf lint
 
-test: check-generated lint test-go test-e2b test-e2b-stack
+test: check-generated lint test-go test-e2b test-e2b-stack test-e2b-domain
 
 # -p 1: packages that need root share host-wide state (the nftables table,
 # netns and cgroup names with the roost prefix, network slots), and their
@@ -75,6 +75,13 @@ test-e2b: envd
 # The E2B SDK against `roost up` (the whole stack); skips unless root.
 test-e2b-stack: build
 	bash test/e2b/run-stack.sh
+
+# E2B's SDKs (JS newest 2.x and 1.x, Python) with nothing but E2B_DOMAIN and
+# E2B_API_KEY, against `roost up --domain roost.test --tls` on 127.0.0.3:443
+# (ROOST_TEST_ADDR); skips unless root. test/e2b/domain/stack.sh runs any
+# command against that stack.
+test-e2b-domain: build
+	bash test/e2b/domain/run.sh
 
 # Benchmarks against real components, each beside a baseline measured in
 # the same run: writes bench/results.md and bench/charts/*.png (needs root).
