@@ -330,8 +330,8 @@ func TestAgentLifecycle(t *testing.T) {
 		if code != http.StatusOK || body != "proxied\n" {
 			t.Errorf("user server through the proxy: %d %q", code, body)
 		}
-		if code, _ := proxyGet(t, a, "nosuchsandbox", 8000, "/", nil); code != http.StatusNotFound {
-			t.Errorf("unknown sandbox: %d, want 404", code)
+		if code, _ := proxyGet(t, a, "nosuchsandbox", 8000, "/", nil); code != http.StatusBadGateway {
+			t.Errorf("unknown sandbox: %d, want 502", code)
 		}
 	})
 
@@ -341,8 +341,8 @@ func TestAgentLifecycle(t *testing.T) {
 		if err != nil || p.Msg.GetSandbox().GetState() != hostagentv1.SandboxState_SANDBOX_STATE_PAUSED {
 			t.Fatalf("pause: %v %v", p, err)
 		}
-		if code, _ := proxyGet(t, a, id, 49983, "/health", nil); code != http.StatusConflict {
-			t.Errorf("proxy to a paused sandbox: %d, want 409", code)
+		if code, _ := proxyGet(t, a, id, 49983, "/health", nil); code != http.StatusBadGateway {
+			t.Errorf("proxy to a paused sandbox: %d, want 502", code)
 		}
 		_, err = a.client.PauseSandbox(ctx, connect.NewRequest(&hostagentv1.PauseSandboxRequest{SandboxId: id}))
 		wantCode(t, "pause a paused sandbox", err, connect.CodeFailedPrecondition)
@@ -422,8 +422,8 @@ func TestAgentLifecycle(t *testing.T) {
 		if _, err := os.Stat(network.NetnsPath(id)); !os.IsNotExist(err) {
 			t.Errorf("netns after destroy: %v", err)
 		}
-		if code, _ := proxyGet(t, b, id, 8000, "/", nil); code != http.StatusNotFound {
-			t.Errorf("proxy after destroy: %d, want 404", code)
+		if code, _ := proxyGet(t, b, id, 8000, "/", nil); code != http.StatusBadGateway {
+			t.Errorf("proxy after destroy: %d, want 502", code)
 		}
 	})
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -92,6 +93,18 @@ func parseProxyPath(escaped string) (id string, port uint16, rest string, err er
 	return id, uint16(n), "/" + rest, nil
 }
 
+// notRunningStatus is the answer for a sandbox the proxy cannot reach:
+// 502 for one that is unknown (never made, killed, timed out) or paused,
+// as E2B answers on a sandbox's ports and the control plane's proxy does
+// (E2B's SDKs read it as "not running"; a 404 would read as the sandbox's
+// own server answering "no such file"); otherwise its category's status.
+func notRunningStatus(err error) int {
+	if errors.Is(err, errdefs.ErrNotFound) || errors.Is(err, ErrPaused) {
+		return http.StatusBadGateway
+	}
+	return errdefs.HTTPStatus(err)
+}
+
 func (p *sandboxProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id, port, rest, err := parseProxyPath(r.URL.EscapedPath())
 	if err == nil {
@@ -99,12 +112,13 @@ func (p *sandboxProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			err = fmt.Errorf("path: %v: %w", perr, errdefs.ErrInvalid)
 		}
 	}
-	var addr netip.Addr
-	if err == nil {
-		addr, err = p.resolve.proxyTarget(id)
-	}
 	if err != nil {
 		errdefs.WriteHTTP(w, errdefs.HTTPStatus(err), err.Error())
+		return
+	}
+	addr, err := p.resolve.proxyTarget(id)
+	if err != nil {
+		errdefs.WriteHTTP(w, notRunningStatus(err), err.Error())
 		return
 	}
 	t := proxyTarget{addr: netip.AddrPortFrom(addr, port), rawPath: rest}

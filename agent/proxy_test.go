@@ -247,9 +247,9 @@ func TestProxyErrors(t *testing.T) {
 		name, path string
 		status     int
 	}{
-		{"unknown sandbox", fmt.Sprintf("/proxy/nosuch/%d/", port), http.StatusNotFound},
+		{"unknown sandbox", fmt.Sprintf("/proxy/nosuch/%d/", port), http.StatusBadGateway},
 		{"invalid id", fmt.Sprintf("/proxy/NO_SUCH/%d/", port), http.StatusNotFound},
-		{"paused", fmt.Sprintf("/proxy/paused/%d/", port), http.StatusConflict},
+		{"paused", fmt.Sprintf("/proxy/paused/%d/", port), http.StatusBadGateway},
 		{"starting", fmt.Sprintf("/proxy/starting/%d/", port), http.StatusServiceUnavailable},
 		{"bad port", "/proxy/sb1/99999/", http.StatusBadRequest},
 		{"no port", "/proxy/sb1", http.StatusBadRequest},
