@@ -15,7 +15,7 @@ for sdk in e2b e2b-v1; do
 done
 if [[ -n "$py" ]]; then
 	echo "== Python SDK ($py), E2B_DOMAIN=$E2B_DOMAIN"
-	PYTHONPATH="$PYTHONPATH:$py/lib:${E2B_PY_DEPS:-$py/.deps}/usr/lib/python3/dist-packages:$py/sdk" \
+	PYTHONPATH="$py/lib:${E2B_PY_DEPS:-$py/.deps}/usr/lib/python3/dist-packages:$py/sdk" \
 		PYTHONPYCACHEPREFIX="${TMPDIR:-/tmp}/roost-domain-pycache" \
 		timeout --kill-after=10 150 /usr/bin/python3 sdk_test.py || failed+=("Python")
 fi

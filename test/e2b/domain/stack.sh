@@ -12,8 +12,13 @@
 #   NODE_EXTRA_CA_CERTS, SSL_CERT_FILE,  roost's CA (Node; Python, Go, OpenSSL; requests)
 #   REQUESTS_CA_BUNDLE, ROOST_TEST_CA
 #   NODE_OPTIONS=--import=resolve.mjs    Node resolves the domain and its subdomains to
-#   PYTHONPATH=pyresolve:...             $ROOST_TEST_ADDR (Python: sitecustomize.py)
+#   PYTHONUSERBASE=<a .pth importing     $ROOST_TEST_ADDR; so does Python (/usr/bin/python3's
+#     pyresolve/roost_resolve.py>        version), even when a runner sets PYTHONPATH
 #   ROOST_TEST_DOMAIN, ROOST_TEST_ADDR   the same, for curl --resolve and the like
+#
+# ROOST_TEST_E2B_DOMAIN_ONLY=1 in the command's environment makes Python
+# processes drop E2B_API_URL and E2B_SANDBOX_URL at start-up (for runners
+# that always set them; see pyresolve/roost_resolve.py).
 #
 # Settings: ROOST_TEST_DOMAIN (default roost.test), ROOST_TEST_ADDR (a
 # loopback address whose port 443 is free; default 127.0.0.3, away from
@@ -83,7 +88,11 @@ export E2B_DOMAIN="$domain" E2B_API_KEY="$key"
 export NODE_EXTRA_CA_CERTS="$ca" SSL_CERT_FILE="$ca" REQUESTS_CA_BUNDLE="$ca" ROOST_TEST_CA="$ca"
 export ROOST_TEST_DOMAIN="$domain" ROOST_TEST_ADDR="$addr"
 export NODE_OPTIONS="${NODE_OPTIONS:+$NODE_OPTIONS }--import=$here/resolve.mjs"
-export PYTHONPATH="$here/pyresolve${PYTHONPATH:+:$PYTHONPATH}"
+pysite="$work/pyuser/lib/$(/usr/bin/python3 -c 'import sys; print("python%d.%d" % sys.version_info[:2])')/site-packages"
+mkdir -p "$pysite"
+echo "import sys; sys.path.append('$here/pyresolve'); import roost_resolve" >"$pysite/roost-resolve.pth"
+export PYTHONUSERBASE="$work/pyuser"
+unset PYTHONNOUSERSITE
 set +e
 "$@"
 rc=$?
