@@ -204,7 +204,10 @@ async function main() {
   try {
     await step('create+terminal', () => createWithTerminal(env))
     let id
-    if (!(await step('create --detach', async () => (id = await createDetached(env))))) return
+    if (!(await step('create --detach', async () => (id = await createDetached(env))))) {
+      for (const name of ['list', 'connect', 'logs', 'metrics', 'kill']) report(name, 'skip', 'no sandbox: create --detach failed')
+      return
+    }
     let sandbox
     await step('list', async () => {
       sandbox = await listed(env, id)

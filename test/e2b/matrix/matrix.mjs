@@ -8,8 +8,9 @@
 //   node matrix.mjs run shim OUT.json     releases of domain mode with domain-shim.mjs,
 //                                         against ROOST_MATRIX_URL (no domain harness)
 //   node matrix.mjs report A.json ...     the table of release × step and the details
-//                                         of every step that did not pass; exit 1 if one failed
+//                                         of every step that did not pass
 //
+// Both exit 1 when a step failed (run having written OUT).
 // run.sh drives it: it starts roost up, sets ROOST_MATRIX_URL,
 // ROOST_MATRIX_DOMAIN (roost up's --domain) and E2B_API_KEY, and chooses
 // between domain and shim.
@@ -111,6 +112,12 @@ async function run(mode, outFile) {
   }
   const leftovers = await killLeftovers(apiBase(mode))
   writeFileSync(outFile, JSON.stringify({ sdk, cli, leftovers }))
+  // A failure makes test/e2b/domain/stack.sh print its roost up's log.
+  if (failed([...sdk, ...cli])) process.exitCode = 1
+}
+
+function failed(rows) {
+  return rows.some((r) => Object.values(r.results).some((x) => x.result === 'fail'))
 }
 
 function printTable(title, rows, steps) {
@@ -137,8 +144,7 @@ function report(files) {
   }
   const leftovers = runs.reduce((n, r) => n + r.leftovers, 0)
   if (leftovers > 0) console.log(`  killed ${leftovers} sandboxes the runs left behind`)
-  const failed = [...sdk, ...cli].some((r) => Object.values(r.results).some((x) => x.result === 'fail'))
-  process.exitCode = failed ? 1 : 0
+  process.exitCode = failed([...sdk, ...cli]) ? 1 : 0
 }
 
 const [command, ...args] = process.argv.slice(2)

@@ -74,7 +74,8 @@ done
 
 export ROOST_MATRIX_URL="http://127.0.0.1:$port" ROOST_MATRIX_DOMAIN="$domain" E2B_API_KEY="$key"
 cd "$here"
-timeout 300 node matrix.mjs run url "$work/1-url.json"
+# A run exits 1 when one of its steps failed; the report says which.
+timeout 300 node matrix.mjs run url "$work/1-url.json" || true
 # The releases that know only E2B_DOMAIN: in domain + TLS mode through the
 # domain harness, or, where it is absent, through domain-shim.mjs against
 # this roost up. The harness starts a roost up of its own (on port 443 of
@@ -82,10 +83,10 @@ timeout 300 node matrix.mjs run url "$work/1-url.json"
 # out the same sandbox addresses.
 if [[ -f "$here/../domain/stack.sh" ]]; then
 	stop_roost
-	timeout 300 bash "$here/../domain/stack.sh" node "$here/matrix.mjs" run domain "$work/2-domain.json"
+	timeout 300 bash "$here/../domain/stack.sh" node "$here/matrix.mjs" run domain "$work/2-domain.json" || true
 else
 	echo "test/e2b matrix: test/e2b/domain/stack.sh absent: the E2B_DOMAIN releases run with domain-shim.mjs"
-	timeout 300 node matrix.mjs run shim "$work/2-shim.json"
+	timeout 300 node matrix.mjs run shim "$work/2-shim.json" || true
 fi
 set +e
 node matrix.mjs report "$work"/*.json
