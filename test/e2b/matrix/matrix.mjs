@@ -5,15 +5,14 @@
 //                                         ROOST_MATRIX_URL (plain HTTP on loopback)
 //   node matrix.mjs run domain OUT.json   releases of domain mode and the CLI with only
 //                                         E2B_DOMAIN, inside test/e2b/domain/stack.sh
-//   node matrix.mjs run shim OUT.json     releases of domain mode with domain-shim.mjs,
-//                                         against ROOST_MATRIX_URL (no domain harness)
 //   node matrix.mjs report A.json ...     the table of release × step and the details
 //                                         of every step that did not pass
 //
 // Both exit 1 when a step failed (run having written OUT).
-// run.sh drives it: it starts roost up, sets ROOST_MATRIX_URL,
-// ROOST_MATRIX_DOMAIN (roost up's --domain) and E2B_API_KEY, and chooses
-// between domain and shim.
+// run.sh drives it: it starts roost up and sets ROOST_MATRIX_URL and
+// E2B_API_KEY for the url run, then runs the domain run through the domain
+// harness, which sets E2B_DOMAIN, E2B_API_KEY and what makes Node trust and
+// reach its roost up.
 
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
@@ -45,15 +44,14 @@ function required(name) {
   return v
 }
 
-// The environment and node flags of a run in mode. domain keeps what
+// The environment of a run in mode. domain keeps what
 // test/e2b/domain/stack.sh set (E2B_DOMAIN, the CA, the resolver preload).
 function modeEnv(mode) {
   const env = { ...process.env }
-  if (mode === 'domain') return { env, nodeArgs: [] }
-  for (const k of ['E2B_API_URL', 'E2B_SANDBOX_URL', 'E2B_DOMAIN', 'E2B_DEBUG']) delete env[k]
+  if (mode === 'domain') return env
+  for (const k of ['E2B_DOMAIN', 'E2B_DEBUG']) delete env[k]
   const roost = required('ROOST_MATRIX_URL')
-  if (mode === 'url') return { env: { ...env, E2B_API_URL: roost, E2B_SANDBOX_URL: roost }, nodeArgs: [] }
-  return { env: { ...env, E2B_DOMAIN: required('ROOST_MATRIX_DOMAIN') }, nodeArgs: ['--import', join(here, 'domain-shim.mjs')] }
+  return { ...env, E2B_API_URL: roost, E2B_SANDBOX_URL: roost }
 }
 
 // The API's address in mode, for the clean-up.
@@ -63,8 +61,8 @@ function apiBase(mode) {
 
 // Runs one of the step scripts and collects its JSON lines by step name;
 // whatever else it prints (a crash) becomes the detail of a "run" failure.
-async function runSteps(script, args, { env, nodeArgs }) {
-  const child = spawn(process.execPath, [...nodeArgs, join(here, script), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+async function runSteps(script, args, env) {
+  const child = spawn(process.execPath, [join(here, script), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   let err = ''
   child.stdout.on('data', (d) => { out += d })
@@ -100,16 +98,12 @@ async function timed(label, note, fn) {
 
 async function run(mode, outFile) {
   const env = modeEnv(mode)
-  const releaseMode = mode === 'url' ? 'url' : 'domain'
   const sdk = []
-  for (const rel of releases.filter((r) => r.mode === releaseMode)) {
+  for (const rel of releases.filter((r) => r.mode === mode)) {
     sdk.push(await timed(`e2b ${rel.version} (${mode})`, rel.why, () => runSteps('sdk.mjs', [rel.version], env)))
   }
-  const cli = []
-  if (mode !== 'shim') {
-    const version = JSON.parse(readFileSync(join(here, 'node_modules', '@e2b', 'cli', 'package.json'), 'utf8')).version
-    cli.push(await timed(`@e2b/cli ${version} (${mode})`, '', () => runSteps('cli.mjs', [], env)))
-  }
+  const version = JSON.parse(readFileSync(join(here, 'node_modules', '@e2b', 'cli', 'package.json'), 'utf8')).version
+  const cli = [await timed(`@e2b/cli ${version} (${mode})`, '', () => runSteps('cli.mjs', [], env))]
   const leftovers = await killLeftovers(apiBase(mode))
   writeFileSync(outFile, JSON.stringify({ sdk, cli, leftovers }))
   // A failure makes test/e2b/domain/stack.sh print its roost up's log.
@@ -148,6 +142,6 @@ function report(files) {
 }
 
 const [command, ...args] = process.argv.slice(2)
-if (command === 'run' && ['url', 'domain', 'shim'].includes(args[0]) && args[1]) await run(args[0], args[1])
+if (command === 'run' && ['url', 'domain'].includes(args[0]) && args[1]) await run(args[0], args[1])
 else if (command === 'report' && args.length > 0) report(args)
-else throw new Error('usage: node matrix.mjs run url|domain|shim OUT.json | report RESULTS.json...')
+else throw new Error('usage: node matrix.mjs run url|domain OUT.json | report RESULTS.json...')

@@ -6,13 +6,16 @@
 #
 #   make build && bash test/e2b/matrix/run.sh        # as root; make test-e2b-matrix
 #
-# roost up gets an API key in E2B's format (e2b_ and 40 hex digits: SDK
-# releases 2.3x-2.45 refuse any other before sending a request) and the
-# domain the releases without E2B_API_URL/E2B_SANDBOX_URL are given (see
-# matrix.mjs). The data directory lives in the test cache ($ROOST_TEST_CACHE,
-# default /var/tmp/roost-test-cache) and shares its base template with the
-# Go tests. Env: ROOST_MATRIX_PORT (default 39310), ROOST_MATRIX_DATA (the
-# data directory). Needs root; skips (exit 0, saying so) otherwise.
+# The releases that read E2B_API_URL and E2B_SANDBOX_URL and the CLI run
+# against a roost up on plain HTTP on loopback, with an API key in E2B's
+# format (e2b_ and 40 hex digits: SDK releases 2.3x-2.45 refuse any other
+# before sending a request); the releases that know only E2B_DOMAIN, and
+# the CLI again, run in domain + TLS mode through test/e2b/domain/stack.sh
+# (see matrix.mjs). The data directory lives in the test cache
+# ($ROOST_TEST_CACHE, default /var/tmp/roost-test-cache) and shares its base
+# template with the Go tests. Env: ROOST_MATRIX_PORT (default 39310),
+# ROOST_MATRIX_DATA (the data directory), and the domain harness's
+# ROOST_TEST_*. Needs root; skips (exit 0, saying so) otherwise.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -60,11 +63,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-domain=roost-matrix.test
 key="e2b_$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 # --no-prune: other roost instances on this host keep their sandboxes.
 ROOST_API_KEY="$key" "$roost" up --data-dir "$data" --listen "127.0.0.1:$port" \
-	--domain "$domain" --no-prune >"$log" 2>&1 &
+	--no-prune >"$log" 2>&1 &
 pid=$!
 for _ in $(seq 300); do
 	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
@@ -72,22 +74,14 @@ for _ in $(seq 300); do
 	sleep 0.1
 done
 
-export ROOST_MATRIX_URL="http://127.0.0.1:$port" ROOST_MATRIX_DOMAIN="$domain" E2B_API_KEY="$key"
+export ROOST_MATRIX_URL="http://127.0.0.1:$port" E2B_API_KEY="$key"
 cd "$here"
 # A run exits 1 when one of its steps failed; the report says which.
 timeout 300 node matrix.mjs run url "$work/1-url.json" || true
-# The releases that know only E2B_DOMAIN: in domain + TLS mode through the
-# domain harness, or, where it is absent, through domain-shim.mjs against
-# this roost up. The harness starts a roost up of its own (on port 443 of
-# a loopback address), so this one stops first: two on one host would hand
-# out the same sandbox addresses.
-if [[ -f "$here/../domain/stack.sh" ]]; then
-	stop_roost
-	timeout 300 bash "$here/../domain/stack.sh" node "$here/matrix.mjs" run domain "$work/2-domain.json" || true
-else
-	echo "test/e2b matrix: test/e2b/domain/stack.sh absent: the E2B_DOMAIN releases run with domain-shim.mjs"
-	timeout 300 node matrix.mjs run shim "$work/2-shim.json" || true
-fi
+# The domain harness starts a roost up of its own, on port 443 of a
+# loopback address; this one has done its part.
+stop_roost
+timeout 300 bash "$here/../domain/stack.sh" node "$here/matrix.mjs" run domain "$work/2-domain.json" || true
 set +e
 node matrix.mjs report "$work"/*.json
 rc=$?
