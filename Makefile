@@ -5,7 +5,7 @@ GO        ?= go
 GOFLAGS   ?=
 TOOLS     := $(GO) build -modfile=tools/go.mod -o .bin/
 
-.PHONY: all build envd roost roost-init roost-guest generate check-generated lint test test-go test-short test-e2b test-e2b-stack test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python bench clean
+.PHONY: all build envd roost roost-init roost-guest generate check-generated lint test test-go test-short test-e2b test-e2b-stack test-e2b-matrix test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python bench clean
 
 all: build
 
@@ -53,7 +53,7 @@ lint: .bin/buf .bin/staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); exit 1; }
 	.bin/buf lint
 
-test: check-generated lint test-go test-e2b test-e2b-stack test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python
+test: check-generated lint test-go test-e2b test-e2b-stack test-e2b-matrix test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python
 
 # -p 1: packages that need root share host-wide state (the nftables table,
 # netns and cgroup names with the roost prefix, network slots), and their
@@ -75,6 +75,13 @@ test-e2b: envd
 # The E2B SDK against `roost up` (the whole stack); skips unless root.
 test-e2b-stack: build
 	bash test/e2b/run-stack.sh
+
+# E2B JS SDK releases (newest 1.x, first 2.x, 2.14.1, 2.45.0, newest) and the
+# E2B CLI against `roost up`, in URL mode and through test/e2b/domain/stack.sh
+# in domain + TLS mode: a table of release × step (test/e2b/matrix/run.sh);
+# skips unless root. About 40 seconds.
+test-e2b-matrix: build
+	bash test/e2b/matrix/run.sh
 
 # E2B's SDKs (JS newest 2.x and 1.x, Python) with nothing but E2B_DOMAIN and
 # E2B_API_KEY, against `roost up --domain roost.test --tls` on 127.0.0.3:443
