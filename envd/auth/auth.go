@@ -30,50 +30,71 @@ func NewGuard(d *defaults.Set) *Guard {
 	return &Guard{defaults: d, now: time.Now}
 }
 
+// Refusals, in E2B envd's words (its SDK tests compare them).
+const (
+	refusedToken   = "missing or invalid access token"
+	refusedExpired = "signature is already expired"
+)
+
 // Wrap returns next behind the access check. health is served without one.
 func (g *Guard) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/health" || g.allowed(r) {
-			next.ServeHTTP(w, r)
-			return
+		if r.URL.Path != "/health" {
+			if why := g.refusal(r); why != "" {
+				WriteError(w, http.StatusUnauthorized, why)
+				return
+			}
 		}
-		WriteError(w, http.StatusUnauthorized, "missing or invalid access token")
+		next.ServeHTTP(w, r)
 	})
 }
 
-func (g *Guard) allowed(r *http.Request) bool {
+// refusal says why r may not pass, or "" when it may.
+func (g *Guard) refusal(r *http.Request) string {
 	token := g.defaults.Token()
 	if token == "" {
-		return true
+		return ""
 	}
 	if got := r.Header.Get(TokenHeader); got != "" {
-		return subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
+		if subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1 {
+			return ""
+		}
+		return refusedToken
 	}
 	if r.URL.Path != "/files" {
-		return false
+		return refusedToken
 	}
 	q := r.URL.Query()
 	op := "read"
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		op = "write"
 	}
-	return g.validSignature(q.Get("signature"), q.Get("path"), op, q.Get("username"), q.Get("signature_expiration"), token)
+	return g.signatureRefusal(q.Get("signature"), q.Get("path"), op, q.Get("username"), q.Get("signature_expiration"), token)
 }
 
-func (g *Guard) validSignature(sig, path, op, username, expiration, token string) bool {
+// signatureRefusal checks a /files signature: "" when it signs this request
+// and has not expired. That it expired is said only of a genuine signature.
+func (g *Guard) signatureRefusal(sig, path, op, username, expiration, token string) string {
 	if !strings.HasPrefix(sig, "v1_") {
-		return false
-	}
-	if expiration != "" {
-		exp, err := strconv.ParseInt(expiration, 10, 64)
-		if err != nil || g.now().Unix() > exp {
-			return false
-		}
+		return refusedToken
 	}
 	want := wire.FileSignature(path, op, username, token, expiration)
 	// The SDK strips base64 padding; accept a padded form too.
 	sig = strings.TrimRight(sig, "=")
-	return subtle.ConstantTimeCompare([]byte(sig), []byte(want)) == 1
+	if subtle.ConstantTimeCompare([]byte(sig), []byte(want)) != 1 {
+		return refusedToken
+	}
+	if expiration == "" {
+		return ""
+	}
+	exp, err := strconv.ParseInt(expiration, 10, 64)
+	if err != nil {
+		return refusedToken
+	}
+	if g.now().Unix() > exp {
+		return refusedExpired
+	}
+	return ""
 }
 
 // BasicUser returns the user name in an "Authorization: Basic" header, which

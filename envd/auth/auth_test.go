@@ -41,28 +41,32 @@ func TestSignature(t *testing.T) {
 	g.now = func() time.Time { return now }
 
 	sig := wire.FileSignature("/a", "read", "user", tok, "")
-	if !g.validSignature(sig, "/a", "read", "user", "", tok) {
-		t.Error("valid signature rejected")
+	if why := g.signatureRefusal(sig, "/a", "read", "user", "", tok); why != "" {
+		t.Errorf("valid signature refused: %s", why)
 	}
-	for name, ok := range map[string]bool{
-		"other path": g.validSignature(sig, "/b", "read", "user", "", tok),
-		"other op":   g.validSignature(sig, "/a", "write", "user", "", tok),
-		"other user": g.validSignature(sig, "/a", "read", "root", "", tok),
-		"no prefix":  g.validSignature(sig[3:], "/a", "read", "user", "", tok),
-		"empty":      g.validSignature("", "/a", "read", "user", "", tok),
+	for name, why := range map[string]string{
+		"other path": g.signatureRefusal(sig, "/b", "read", "user", "", tok),
+		"other op":   g.signatureRefusal(sig, "/a", "write", "user", "", tok),
+		"other user": g.signatureRefusal(sig, "/a", "read", "root", "", tok),
+		"no prefix":  g.signatureRefusal(sig[3:], "/a", "read", "user", "", tok),
+		"empty":      g.signatureRefusal("", "/a", "read", "user", "", tok),
 	} {
-		if ok {
-			t.Errorf("%s: accepted", name)
+		if why != refusedToken {
+			t.Errorf("%s: %q, want %q", name, why, refusedToken)
 		}
 	}
 	future, past := "1700000100", "1699999900"
-	if !g.validSignature(wire.FileSignature("/a", "read", "", tok, future), "/a", "read", "", future, tok) {
-		t.Error("unexpired signature rejected")
+	if why := g.signatureRefusal(wire.FileSignature("/a", "read", "", tok, future), "/a", "read", "", future, tok); why != "" {
+		t.Errorf("unexpired signature refused: %s", why)
 	}
-	if g.validSignature(wire.FileSignature("/a", "read", "", tok, past), "/a", "read", "", past, tok) {
-		t.Error("expired signature accepted")
+	if why := g.signatureRefusal(wire.FileSignature("/a", "read", "", tok, past), "/a", "read", "", past, tok); why != refusedExpired {
+		t.Errorf("expired signature: %q, want %q", why, refusedExpired)
 	}
-	if g.validSignature(wire.FileSignature("/a", "read", "", tok, "x"), "/a", "read", "", "x", tok) {
-		t.Error("malformed expiration accepted")
+	// Expired, but not signed with the token: not a signature at all.
+	if why := g.signatureRefusal(wire.FileSignature("/a", "read", "", "other", past), "/a", "read", "", past, tok); why != refusedToken {
+		t.Errorf("forged expired signature: %q, want %q", why, refusedToken)
+	}
+	if why := g.signatureRefusal(wire.FileSignature("/a", "read", "", tok, "x"), "/a", "read", "", "x", tok); why != refusedToken {
+		t.Errorf("malformed expiration: %q, want %q", why, refusedToken)
 	}
 }
