@@ -3,6 +3,7 @@ package controlplane_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -150,6 +151,17 @@ func testAPI(t *testing.T, e *testenv) {
 			t.Fatalf("metrics %+v", ms)
 		}
 		e.do("GET", "/sandboxes/"+id+"/metrics", other, nil).want(t, http.StatusNotFound)
+		// An interval that holds now has the sample; one in the past has none.
+		hourAgo := time.Now().Add(-time.Hour).Unix()
+		e.do("GET", fmt.Sprintf("/sandboxes/%s/metrics?start=%d", id, hourAgo), e.key, nil).want(t, http.StatusOK).decode(t, &ms)
+		if len(ms) != 1 {
+			t.Fatalf("metrics since an hour ago: %+v", ms)
+		}
+		e.do("GET", fmt.Sprintf("/sandboxes/%s/metrics?start=%d&end=%d", id, hourAgo, hourAgo+1800), e.key, nil).want(t, http.StatusOK).decode(t, &ms)
+		if len(ms) != 0 {
+			t.Fatalf("metrics of an interval in the past: %+v", ms)
+		}
+		e.do("GET", "/sandboxes/"+id+"/metrics?end=soon", e.key, nil).want(t, http.StatusBadRequest)
 		// Many at once: the team's running sandboxes, others left out.
 		var many struct {
 			Sandboxes map[string]struct {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -41,10 +43,16 @@ type metricJSON struct {
 // metricsTimeout bounds one metrics sample.
 const metricsTimeout = 10 * time.Second
 
-// sandboxMetrics is GET /sandboxes/{id}/metrics. roost keeps no history:
-// the answer is one sample taken now from the sandbox's envd, or none
-// while the sandbox is paused. start and end are accepted and ignored.
+// sandboxMetrics is GET /sandboxes/{id}/metrics?start=&end=. roost keeps
+// no history: the answer is one sample taken now from the sandbox's envd
+// when the interval holds it, or none (an interval in the past, a paused
+// sandbox).
 func (s *Server) sandboxMetrics(w http.ResponseWriter, r *http.Request, key store.APIKey) {
+	win, err := parseMetricsWindow(r.URL.Query())
+	if err != nil {
+		s.fail(w, r, "sandbox metrics", err)
+		return
+	}
 	sb, err := s.teamSandbox(r, key)
 	if err == nil {
 		err = usable(sb)
@@ -62,7 +70,49 @@ func (s *Server) sandboxMetrics(w http.ResponseWriter, r *http.Request, key stor
 		s.fail(w, r, "sandbox metrics", err)
 		return
 	}
+	if !win.holds(rep.Timestamp) {
+		writeJSON(w, http.StatusOK, []metricJSON{})
+		return
+	}
 	writeJSON(w, http.StatusOK, []metricJSON{rep.metric()})
+}
+
+// metricsWindow is the interval of E2B's start and end query parameters,
+// in unix seconds, both ends included; an absent side is open.
+type metricsWindow struct {
+	start, end       int64
+	hasStart, hasEnd bool
+}
+
+// parseMetricsWindow reads start and end: non-negative unix seconds.
+func parseMetricsWindow(q url.Values) (metricsWindow, error) {
+	var win metricsWindow
+	var err error
+	if win.start, win.hasStart, err = unixSecondsParam(q, "start"); err != nil {
+		return metricsWindow{}, err
+	}
+	if win.end, win.hasEnd, err = unixSecondsParam(q, "end"); err != nil {
+		return metricsWindow{}, err
+	}
+	return win, nil
+}
+
+// unixSecondsParam reads an optional query parameter of unix seconds.
+func unixSecondsParam(q url.Values, name string) (int64, bool, error) {
+	v := q.Get(name)
+	if v == "" {
+		return 0, false, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, false, fmt.Errorf("%s %q: must be unix seconds, 0 or more: %w", name, v, errdefs.ErrInvalid)
+	}
+	return n, true, nil
+}
+
+// holds says whether a sample taken at ts (unix seconds) is in the window.
+func (win metricsWindow) holds(ts int64) bool {
+	return (!win.hasStart || ts >= win.start) && (!win.hasEnd || ts <= win.end)
 }
 
 // metric is the report as E2B's SandboxMetric.
