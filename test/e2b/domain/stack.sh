@@ -16,9 +16,13 @@
 #     pyresolve/roost_resolve.py>        version), even when a runner sets PYTHONPATH
 #   ROOST_TEST_DOMAIN, ROOST_TEST_ADDR   the same, for curl --resolve and the like
 #
-# ROOST_TEST_E2B_DOMAIN_ONLY=1 in the command's environment makes Python
-# processes drop E2B_API_URL and E2B_SANDBOX_URL at start-up (for runners
-# that always set them; see pyresolve/roost_resolve.py).
+# ROOST_TEST_E2B_DOMAIN_ONLY=1 in the command's environment makes Node and
+# Python processes drop E2B_API_URL and E2B_SANDBOX_URL at start-up, for
+# runners that always set them (see resolve.mjs, pyresolve/roost_resolve.py).
+# E2B's JS suite in domain mode, for one:
+#
+#   bash test/e2b/domain/stack.sh env ROOST_TEST_E2B_DOMAIN_ONLY=1 E2B_SUITE_PREFLIGHT=0 \
+#     E2B_API_URL=https://api.roost.test bash ../shared/e2b-suite/run.sh core
 #
 # Settings: ROOST_TEST_DOMAIN (default roost.test), ROOST_TEST_ADDR (a
 # loopback address whose port 443 is free; default 127.0.0.3, away from
