@@ -47,11 +47,10 @@ JS_SDKS=(src e2b-2.51.0)
 # (the targets decide either way).
 KNOWN_FAILURES=(
 	# snapshot.test.ts: runs `sleep 2 && echo done > file` in the background,
-	# pauses and resumes, waits 2 s and expects the file: about 150 ms of
-	# API calls against bash's login start-up (20-80 ms here) plus the
-	# pause, during which bash is frozen. roost's freezer pause and resume
-	# take ~100 ms together; E2B's VM snapshots take seconds, which leaves
-	# the command time to run before the pause.
+	# pauses, resumes, waits 2 s and expects the file. It passes only when
+	# the API calls around the wait (about 150 ms against a local roost)
+	# outlast bash's login start-up (20-80 ms here) plus the pause, during
+	# which bash is frozen: a race on the clock, lost or won by a few ms.
 	'pause and resume a sandbox with completed long running process'
 	# Python test_create.py (sync and async): set_timeout(0) must end the
 	# sandbox now (its on_timeout pause); roost's API refuses a timeout
@@ -89,8 +88,8 @@ roost_pid=""
 suite_pid=""
 rc=1
 
-# kill_tree ends a process and everything it started, children first
-# asked to stop, by process id (the suites' timeout(1) runs in a process
+# kill_tree asks a process and everything it started to stop, children
+# first, by process id (the suites' timeout(1) runs in a process
 # group of its own, which a group kill would miss).
 kill_tree() {
 	local pid=$1 child
