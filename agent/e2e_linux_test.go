@@ -490,8 +490,8 @@ func TestAgentBadInput(t *testing.T) {
 	} {
 		wantCode(t, name, call(), connect.CodeNotFound)
 	}
-	_, err := a.client.SetTimeout(ctx, connect.NewRequest(&hostagentv1.SetTimeoutRequest{SandboxId: id, TimeoutSeconds: 0}))
-	wantCode(t, "zero timeout", err, connect.CodeInvalidArgument)
+	_, err := a.client.SetTimeout(ctx, connect.NewRequest(&hostagentv1.SetTimeoutRequest{SandboxId: id, TimeoutSeconds: -1}))
+	wantCode(t, "negative timeout", err, connect.CodeInvalidArgument)
 	_, err = a.client.ResumeSandbox(ctx, connect.NewRequest(&hostagentv1.ResumeSandboxRequest{SandboxId: id, TimeoutSeconds: proto.Int64(0)}))
 	wantCode(t, "resume with a zero timeout", err, connect.CodeInvalidArgument)
 	_, err = a.client.ListSandboxes(ctx, connect.NewRequest(&hostagentv1.ListSandboxesRequest{States: []hostagentv1.SandboxState{42}}))
@@ -506,7 +506,7 @@ func TestAgentTimeoutReaps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.m.SetTimeout(sb.ID, time.Second); err != nil {
+	if _, err := a.m.SetTimeout(sb.ID, 0); err != nil { // 0: end now
 		t.Fatal(err)
 	}
 	// The reaper destroys it within a few of its 1 s ticks; the bound

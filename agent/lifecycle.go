@@ -177,10 +177,13 @@ func (m *Manager) failLocked(sb *sandbox, err error) error {
 	return err
 }
 
-// SetTimeout moves a sandbox's end to now + timeout.
+// SetTimeout moves a sandbox's end to now + timeout; 0 ends it now (the
+// reaper runs its timeout action on its next round).
 func (m *Manager) SetTimeout(id string, timeout time.Duration) (Sandbox, error) {
-	if err := checkTimeout(timeout); err != nil {
-		return Sandbox{}, err
+	if timeout != 0 { // 0: end now
+		if err := checkTimeout(timeout); err != nil {
+			return Sandbox{}, err
+		}
 	}
 	sb, err := m.lookup(id)
 	if err != nil {

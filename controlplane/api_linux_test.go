@@ -189,6 +189,7 @@ func testAPI(t *testing.T, e *testenv) {
 			t.Fatalf("endAt %s after a 600 s timeout", l.EndAt)
 		}
 		e.do("POST", "/sandboxes/"+id+"/timeout", e.key, map[string]any{}).want(t, http.StatusBadRequest)
+		e.do("POST", "/sandboxes/"+id+"/timeout", e.key, map[string]any{"timeout": -1}).want(t, http.StatusBadRequest)
 
 		// Pause, twice; a paused sandbox does not run: its ports answer
 		// 502, which E2B's SDKs read as "not running" (proxy/doc.go).
@@ -197,6 +198,9 @@ func testAPI(t *testing.T, e *testenv) {
 		if l := e.get(t, id); l.State != "paused" {
 			t.Fatalf("state %q after pause", l.State)
 		}
+		// A paused sandbox has no timeout to set: 404, as E2B answers (the
+		// JS SDK before 2.6 resumes on it).
+		e.do("POST", "/sandboxes/"+id+"/timeout", e.key, map[string]any{"timeout": 60}).want(t, http.StatusNotFound)
 		e.do("GET", "/proxy/"+id+"/49983/health", "", nil).want(t, http.StatusBadGateway).wantMessage(t, "sandbox "+id+" is paused")
 		e.do("GET", "/sandboxes/"+id+"/metrics", e.key, nil).want(t, http.StatusOK).decode(t, &ms)
 		if len(ms) != 0 {
@@ -376,6 +380,9 @@ func testAPI(t *testing.T, e *testenv) {
 		t.Cleanup(func() { e.do("DELETE", "/sandboxes/"+c.SandboxID, e.key, nil) })
 		e.waitState(t, c.SandboxID, "paused")
 		e.do("POST", "/v2/sandboxes/"+c.SandboxID+"/connect", e.key, map[string]any{"timeout": 60}).want(t, http.StatusCreated)
+		// A timeout of 0 runs the timeout action now (E2B's SDKs force it so).
+		e.do("POST", "/sandboxes/"+c.SandboxID+"/timeout", e.key, map[string]any{"timeout": 0}).want(t, http.StatusNoContent)
+		e.waitState(t, c.SandboxID, "paused")
 	})
 
 	t.Run("TimeoutKills", func(t *testing.T) {

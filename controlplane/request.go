@@ -217,6 +217,23 @@ type timeoutRequest struct {
 	Timeout *int64 `json:"timeout"`
 }
 
+// parseSetTimeout decodes POST /sandboxes/{id}/timeout's body: a
+// required timeout of 0 (end now, as E2B's SDKs use to force the timeout
+// action) up to maxTimeout seconds.
+func parseSetTimeout(body io.Reader) (time.Duration, error) {
+	var req timeoutRequest
+	if err := decodeJSON(body, &req); err != nil && !errors.Is(err, io.EOF) {
+		return 0, err
+	}
+	if req.Timeout == nil {
+		return 0, fmt.Errorf("timeout is required: %w", errdefs.ErrInvalid)
+	}
+	if *req.Timeout == 0 {
+		return 0, nil
+	}
+	return parseTimeout(req.Timeout, 0)
+}
+
 // parseTimeoutBody decodes a {timeout} body. An empty body or an absent
 // timeout takes def; def 0 makes the timeout required.
 func parseTimeoutBody(body io.Reader, def time.Duration) (time.Duration, error) {

@@ -266,6 +266,28 @@ func TestIDsAndKeys(t *testing.T) {
 	}
 }
 
+func TestParseSetTimeout(t *testing.T) {
+	for _, tt := range []struct {
+		body string
+		want time.Duration
+		ok   bool
+	}{
+		{`{"timeout": 0}`, 0, true},
+		{`{"timeout": 90}`, 90 * time.Second, true},
+		{`{"timeout": 86400}`, 24 * time.Hour, true},
+		{`{"timeout": 86401}`, 0, false},
+		{`{"timeout": -1}`, 0, false},
+		{`{}`, 0, false},
+		{``, 0, false},
+		{`{"timeout": "1"}`, 0, false},
+	} {
+		got, err := parseSetTimeout(strings.NewReader(tt.body))
+		if (err == nil) != tt.ok || got != tt.want || err != nil && !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("parseSetTimeout(%q) = %s, %v; want %s, ok %v", tt.body, got, err, tt.want, tt.ok)
+		}
+	}
+}
+
 func TestParseRegister(t *testing.T) {
 	ok := registerRequest{RegistrationToken: "t", URL: "http://10.0.0.2:7000", Token: "x", CPUs: 4, MemoryMB: 8192, MaxSandboxes: 10}
 	tests := []struct {

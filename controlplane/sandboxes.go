@@ -367,17 +367,21 @@ func usable(sb store.Sandbox) error {
 	return fmt.Errorf("sandbox %s is %s: %w", sb.ID, sb.State, errdefs.ErrConflict)
 }
 
-// setTimeout is POST /sandboxes/{id}/timeout: the sandbox now ends
-// timeout seconds from now.
+// setTimeout is POST /sandboxes/{id}/timeout: the running sandbox now
+// ends timeout seconds from now; 0 ends it now (its timeout action, kill
+// or pause, runs on the agent's next reaper round). A paused sandbox is
+// 404, as E2B answers.
 func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request, key store.APIKey) {
-	d, err := parseTimeoutBody(r.Body, 0)
+	d, err := parseSetTimeout(r.Body)
 	if err != nil {
 		s.fail(w, r, "set timeout", err)
 		return
 	}
 	sb, err := s.teamSandbox(r, key)
-	if err == nil {
-		err = usable(sb)
+	if err == nil && sb.State != store.SandboxRunning {
+		// E2B's answer, which its SDKs before JS 2.6 rely on: their
+		// connect sets the timeout and resumes when that is 404.
+		err = fmt.Errorf("sandbox %s is %s, not running: %w", sb.ID, sb.State, errdefs.ErrNotFound)
 	}
 	if err != nil {
 		s.fail(w, r, "set timeout", err)

@@ -1032,7 +1032,7 @@ func (x *GetSandboxResponse) GetSandbox() *Sandbox {
 type SetTimeoutRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
-	// Seconds from now; must be positive.
+	// Seconds from now; 0 ends the sandbox now (its timeout action runs).
 	TimeoutSeconds int64 `protobuf:"varint,2,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
