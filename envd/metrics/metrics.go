@@ -29,33 +29,46 @@ type Report struct {
 
 // Sampler produces Reports. Safe for concurrent use.
 type Sampler struct {
-	proc string // procfs root, "/proc" unless a test says otherwise
-	disk string // the filesystem whose usage is reported
+	proc string     // procfs root, "/proc" unless a test says otherwise
+	cg   cgroupView // the cgroup envd runs in
+	cpus int        // CPUs the report counts: the machine's, or the cgroup's quota
+	disk string     // the filesystem whose usage is reported
 
-	mu   sync.Mutex // guards last
-	last cpuTimes
+	start time.Time // the origin of a cgroup's CPU time totals
+	mu    sync.Mutex
+	last  cpuTimes // guarded by mu
 }
 
-// NewSampler reports on procfs at proc and the filesystem holding disk.
-func NewSampler(proc, disk string) *Sampler {
-	s := &Sampler{proc: proc, disk: disk}
+// NewSampler reports on procfs at proc, the cgroup envd runs in below the
+// cgroupfs at cgroupRoot (its limits, where it has any, win over the
+// machine's), and the filesystem holding disk.
+func NewSampler(proc, cgroupRoot, disk string) *Sampler {
+	s := &Sampler{proc: proc, cg: findCgroup(proc, cgroupRoot), cpus: runtime.NumCPU(), disk: disk, start: time.Now()}
+	if n, ok := s.cg.cpus(); ok {
+		s.cpus = max(1, min(s.cpus, int(n)))
+	}
 	s.last, _ = s.readCPU()
 	return s
 }
 
-type cpuTimes struct{ busy, total uint64 }
+// cpuTimes are busy and total CPU time in one unit; window is how much
+// total makes a measurement worth taking.
+type cpuTimes struct{ busy, total, window uint64 }
 
 // Sample takes a report. CPU use is measured since the previous Sample, or
 // over a short window when that was too recent to mean anything.
 func (s *Sampler) Sample() (Report, error) {
-	r := Report{Timestamp: time.Now().Unix(), CPUCount: runtime.NumCPU()}
+	r := Report{Timestamp: time.Now().Unix(), CPUCount: s.cpus}
 	pct, err := s.cpuPercent()
 	if err != nil {
 		return Report{}, err
 	}
-	r.CPUUsedPct = math.Round(pct*100) / 100
+	r.CPUUsedPct = math.Round(min(pct, 100)*100) / 100
 	if r.MemTotal, r.MemUsed, err = s.memory(); err != nil {
 		return Report{}, err
+	}
+	if limit, used, ok := s.cg.memory(); ok && limit < r.MemTotal {
+		r.MemTotal, r.MemUsed = limit, min(used, limit)
 	}
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(s.disk, &st); err != nil {
@@ -74,7 +87,7 @@ func (s *Sampler) cpuPercent() (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if now.total-s.last.total < 10 { // under ~100 ms of ticks: sample a window
+	if now.total-s.last.total < now.window { // too short: sample a window
 		s.last = now
 		time.Sleep(100 * time.Millisecond)
 		if now, err = s.readCPU(); err != nil {
@@ -89,8 +102,18 @@ func (s *Sampler) cpuPercent() (float64, error) {
 	return 100 * float64(busy) / float64(total), nil
 }
 
-// readCPU sums the aggregate "cpu" line of /proc/stat.
+// readCPU reads the cgroup's CPU time against the wall-clock time of its
+// CPUs (nanoseconds), or else the machine's from /proc/stat.
 func (s *Sampler) readCPU() (cpuTimes, error) {
+	if used, ok := s.cg.cpuUsage(); ok {
+		cpus := uint64(s.cpus)
+		return cpuTimes{busy: used, total: uint64(time.Since(s.start).Nanoseconds()) * cpus, window: 100 * uint64(time.Millisecond) * cpus}, nil
+	}
+	return s.readProcStat()
+}
+
+// readProcStat sums the aggregate "cpu" line of /proc/stat, in ticks.
+func (s *Sampler) readProcStat() (cpuTimes, error) {
 	b, err := os.ReadFile(filepath.Join(s.proc, "stat"))
 	if err != nil {
 		return cpuTimes{}, fmt.Errorf("read cpu times: %w", err)
@@ -100,7 +123,7 @@ func (s *Sampler) readCPU() (cpuTimes, error) {
 	if len(fields) < 5 || fields[0] != "cpu" {
 		return cpuTimes{}, errors.New("read cpu times: unexpected /proc/stat format")
 	}
-	var t cpuTimes
+	t := cpuTimes{window: 10} // ticks: about 100 ms
 	for i, f := range fields[1:] {
 		v, err := strconv.ParseUint(f, 10, 64)
 		if err != nil {

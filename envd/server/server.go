@@ -86,7 +86,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if _, err := identity.Lookup(cfg.DefaultUser); err != nil {
 		return nil, fmt.Errorf("default user: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log, defaults: defaults.New(cfg.DefaultUser), sampler: metrics.NewSampler("/proc", cfg.Disk)}
+	s := &Server{cfg: cfg, log: log, defaults: defaults.New(cfg.DefaultUser), sampler: metrics.NewSampler("/proc", "/sys/fs/cgroup", cfg.Disk)}
 	if cfg.ReserveThreads > 0 {
 		reserveThreads(cfg.ReserveThreads)
 	}

@@ -3,8 +3,10 @@ package namespace_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -87,6 +89,19 @@ func TestIsolation(t *testing.T) {
 			t.Errorf("sandbox reached a host listener at %s:%d", gw, port)
 		}
 	})
+	t.Run("own cgroups only, read-only", func(t *testing.T) {
+		// The host's /sys/fs/cgroup lists every group on the host (other
+		// sandboxes' among them); the sandbox sees its own groups as roots.
+		if out := sb.MustExec(t, "find /sys/fs/cgroup -name 'roost*' | head -3"); strings.TrimSpace(out) != "" {
+			t.Errorf("sandbox sees roost groups in its cgroupfs: %q", out)
+		}
+		if got := strings.TrimSpace(sb.MustExec(t, "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max")); got == "" {
+			t.Error("the sandbox's own pids group is not readable")
+		}
+		if r, _ := sb.Exec(context.Background(), "mkdir /sys/fs/cgroup/memory/escape || mkdir /sys/fs/cgroup/escape"); r.ExitCode == 0 {
+			t.Error("sandbox made a cgroup")
+		}
+	})
 	t.Run("other sandboxes invisible", func(t *testing.T) {
 		other := runtimetest.Start(t, d, nw, runtimetest.Options{})
 		other.MustExec(t, "echo secret > /tmp/other-secret")
@@ -114,6 +129,23 @@ func TestLimits(t *testing.T) {
 			t.Fatalf("512 MiB allocation in a 128 MiB sandbox succeeded: %q", r.Stdout)
 		}
 		sb.MustExec(t, "true") // envd survived
+	})
+	t.Run("envd reports the sandbox's memory, not the host's", func(t *testing.T) {
+		resp, err := http.Get("http://" + sb.Instance.Envd.String() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m struct {
+			MemTotal uint64 `json:"mem_total"`
+			MemUsed  uint64 `json:"mem_used"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+			t.Fatal(err)
+		}
+		if m.MemTotal != 128<<20 || m.MemUsed == 0 || m.MemUsed > m.MemTotal {
+			t.Errorf("envd /metrics memory %d of %d bytes, want of the 128 MiB limit", m.MemUsed, m.MemTotal)
+		}
 	})
 	t.Run("fork bomb hits pids.max", func(t *testing.T) {
 		r, err := sb.Exec(ctx, "for i in $(seq 200); do sleep 5 & done 2>&1; wait")

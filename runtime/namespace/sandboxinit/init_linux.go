@@ -63,6 +63,10 @@ func setupSandbox() (Config, error) {
 		return cfg, fmt.Errorf("read config: %w", err)
 	}
 	// Now in the sandbox's cgroup: make it the root of our cgroup view.
+	own, err := ownHierarchies()
+	if err != nil {
+		return cfg, err
+	}
 	if err := syscall.Unshare(syscall.CLONE_NEWCGROUP); err != nil {
 		return cfg, fmt.Errorf("unshare cgroup namespace: %w", err)
 	}
@@ -79,6 +83,9 @@ func setupSandbox() (Config, error) {
 		return cfg, fmt.Errorf("bind sandbox root: %w", err)
 	}
 	if err := mountSpecial(root); err != nil {
+		return cfg, err
+	}
+	if err := mountCgroups(root, own); err != nil {
 		return cfg, err
 	}
 	if err := writeIdentityFiles(root, cfg); err != nil {
