@@ -122,20 +122,9 @@ func (p *sandboxProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := proxyTarget{addr: netip.AddrPortFrom(addr, port), rawPath: rest}
-	enableFullDuplex(w)
+	defer proxy.FullDuplex(w, r)()
 	ctx := proxy.ToSandbox(context.WithValue(r.Context(), targetKey{}, t))
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
-}
-
-// enableFullDuplex lets a proxied request's body keep flowing upstream
-// after the response has begun. Without it Go's HTTP/1 server, on the
-// first response write, drains and closes whatever of the request body the
-// transport has not yet copied (the final chunk of a streamed Connect
-// request, say); the transport's copy then fails and it closes the
-// upstream connection in the middle of the response. HTTP/2 is full
-// duplex already and answers ErrNotSupported, which is fine.
-func enableFullDuplex(w http.ResponseWriter) {
-	_ = http.NewResponseController(w).EnableFullDuplex()
 }
 
 func (p *sandboxProxy) rewrite(pr *httputil.ProxyRequest) {

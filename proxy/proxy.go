@@ -221,12 +221,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	// Without full duplex, Go's HTTP/1 server drains and closes the
-	// rest of the request body when the response starts, under the
-	// transport still copying it upstream, which then closes the agent
-	// connection mid-response. HTTP/2 answers ErrNotSupported: it is
-	// full duplex already.
-	_ = http.NewResponseController(w).EnableFullDuplex()
+	defer FullDuplex(w, r)()
 	ctx = context.WithValue(ctx, routeKey{}, route)
 	if t.Direct != nil {
 		addr, err := t.Direct(route.SandboxID)

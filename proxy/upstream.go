@@ -246,3 +246,23 @@ func retryable(req *http.Request) bool {
 	}
 	return req.Body == nil || req.Body == http.NoBody
 }
+
+// FullDuplex lets a proxied request's body keep flowing upstream after
+// the response has begun. Without it Go's HTTP/1 server, on the first
+// response write, drains and closes whatever of the request body the
+// transport has not yet copied (the final chunk of a streamed Connect
+// request, say); the transport's copy then fails and it closes the
+// upstream connection in the middle of the response. HTTP/2 is full
+// duplex already (ErrNotSupported, which is fine).
+//
+// The handler must call what it returns when it ends: that closes the
+// request body, which a round trip that failed before reading it leaves
+// open, and which the HTTP/1 server would otherwise read from under the
+// next request's parsing ("invalid concurrent Body.Read call",
+// golang/go#68560).
+func FullDuplex(w http.ResponseWriter, r *http.Request) (end func()) {
+	if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
+		return func() {}
+	}
+	return func() { _ = r.Body.Close() }
+}
