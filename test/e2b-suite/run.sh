@@ -15,10 +15,11 @@
 # its 246 tests pass.
 #
 # The script builds nothing (the make targets depend on build). It starts
-# bin/roost up on a data directory of its own (templates shared with the Go
-# tests through $ROOST_TEST_CACHE/templates, so the base template is built
-# once), and at the end, also on failure or Ctrl-C, kills the sandboxes the
-# suites left, stops roost up and removes the data directory. It skips (exit
+# bin/roost up by test/lib/stack.sh, on a data directory of its own
+# (templates shared with the Go tests through $ROOST_TEST_CACHE/templates,
+# so the base template is built once), and at the end, also on failure or
+# Ctrl-C, stops the suite, kills the sandboxes it left, stops roost up and
+# removes the data directory. It skips (exit
 # 0, saying why) when not root or when the suite is not checked out beside
 # the repository.
 #
@@ -32,10 +33,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-roost="$repo/bin/roost"
 shared="${ROOST_SHARED:-$repo/../shared}"
 port="${ROOST_SUITE_PORT:-39310}"
-cache="${ROOST_TEST_CACHE:-/var/tmp/roost-test-cache}"
 results="${ROOST_SUITE_RESULTS:-/var/tmp/roost-e2b-suite-results}"
 
 # The targets: passed tests out of the core group (JS 129, Python 246).
@@ -64,27 +63,20 @@ js) suite="$shared/e2b-suite" name="e2b-suite" ;;
 python) suite="$shared/e2b-python" name="e2b-python" ;;
 *) echo "usage: $0 js|python" >&2; exit 2 ;;
 esac
+STACK_NAME=e2b-suite
+source "$here/../lib/stack.sh"
+
 say() { echo "test/e2b-suite ($mode): $*"; }
 fail() { say "FAIL: $*" >&2; exit 1; }
 
-if [[ "$(id -u)" != 0 ]]; then
-	say "skipped: sandboxes need root"
-	exit 0
-fi
+stack_need_root "test/e2b-suite ($mode): skipped: sandboxes need root" || exit 0
 if [[ ! -f "$suite/run.sh" ]]; then
 	say "skipped: $name is not checked out at $suite (ROOST_SHARED moves it)"
 	exit 0
 fi
-[[ -x "$roost" && -x "$repo/bin/envd" && -x "$repo/bin/roost-init" ]] ||
-	fail "bin/roost, bin/envd or bin/roost-init missing; run 'make build' first"
-if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then fail "port $port is taken (ROOST_SUITE_PORT moves it)"; fi
+stack_built || fail "$STACK_ERROR"
+if stack_addr_taken "127.0.0.1:$port"; then fail "port $port is taken (ROOST_SUITE_PORT moves it)"; fi
 
-work="$(mktemp -d /var/tmp/roost-e2b-suite.XXXXXX)"
-data="$work/data"
-log="$work/roost.log"
-api="http://127.0.0.1:$port"
-key="roost_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-roost_pid=""
 suite_pid=""
 rc=1
 
@@ -97,74 +89,14 @@ kill_tree() {
 	kill -TERM "$pid" 2>/dev/null || true
 }
 
-# kill_sandboxes destroys every sandbox of this roost up, running or paused.
-kill_sandboxes() {
-	local ids id
-	ids="$(ROOST_API_URL="$api" ROOST_API_KEY="$key" "$roost" sandbox list 2>/dev/null | awk 'NR > 1 { print $1 }')" || return 0
-	for id in $ids; do
-		ROOST_API_URL="$api" ROOST_API_KEY="$key" "$roost" sandbox kill "$id" >/dev/null 2>&1 ||
-			say "could not kill sandbox $id" >&2
-	done
-}
-
-stop_roost() {
-	kill -TERM "$roost_pid" 2>/dev/null || return 0
-	for _ in $(seq 100); do kill -0 "$roost_pid" 2>/dev/null || return 0; sleep 0.1; done
-	kill -KILL "$roost_pid" 2>/dev/null || true
-}
-
 cleanup() {
 	set +e
 	trap - EXIT INT TERM
 	[[ -n "$suite_pid" ]] && kill_tree "$suite_pid"
-	if [[ -n "$roost_pid" ]]; then
-		kill_sandboxes
-		stop_roost
-	fi
-	if [[ "$rc" -ne 0 && -s "$log" ]]; then
-		echo "----- roost up log (last 60 lines) -----" >&2
-		tail -n 60 "$log" >&2
-	fi
-	# The runtime leaves mounts in the data directory (a template's
-	# read-only lower layer, the layer of a sandbox whose kill failed):
-	# removing through them would reach the template cache.
-	if unmount_below "$work"; then
-		rm -rf --one-file-system "$work"
-	else
-		say "left $work: mounts remain below it" >&2
-	fi
-}
-
-# mounts_below lists the mount points below dir, deepest first.
-mounts_below() {
-	findmnt -rn -o TARGET | awk -v d="$1/" 'index($0, d) == 1' | sort -r
-}
-
-# unmount_below unmounts everything below dir; false if something stays.
-unmount_below() {
-	local m
-	for m in $(mounts_below "$1"); do
-		umount "$m" 2>/dev/null || umount --lazy "$m" || true
-	done
-	[[ -z "$(mounts_below "$1")" ]]
+	stack_end "$rc" 60
 }
 trap cleanup EXIT
 trap 'rc=130; exit 130' INT TERM
-
-start_roost() {
-	mkdir -p "$data" "$cache/templates"
-	ln -s "$cache/templates" "$data/templates"
-	# --no-prune: other roost processes on this host (developers' stacks,
-	# other tests) own the roost-prefixed leftovers this one did not make.
-	ROOST_API_KEY="$key" "$roost" up --no-prune --data-dir "$data" --listen "127.0.0.1:$port" >"$log" 2>&1 &
-	roost_pid=$!
-	for _ in $(seq 300); do
-		curl -fs -o /dev/null -m 2 "$api/health" && return 0
-		kill -0 "$roost_pid" 2>/dev/null || fail "roost up exited"
-		sleep 0.1
-	done
-	fail "roost up did not answer $api/health within 30 s"
-}
 
 # run_suite runs the suite's run.sh with its arguments in the background (so
 # that Ctrl-C reaches the trap at once), its output to the terminal and to
@@ -172,7 +104,7 @@ start_roost() {
 run_suite() {
 	local out=$1; shift
 	set +e
-	(E2B_API_URL="$api" E2B_SANDBOX_URL="$api" E2B_API_KEY="$key" bash "$suite/run.sh" "$@" 2>&1 | tee "$out") &
+	(E2B_API_URL="$STACK_API" E2B_SANDBOX_URL="$STACK_API" E2B_API_KEY="$STACK_KEY" bash "$suite/run.sh" "$@" 2>&1 | tee "$out") &
 	suite_pid=$!
 	wait "$suite_pid"
 	suite_rc=$?
@@ -242,8 +174,10 @@ run_python() {
 		fail "core below the target (logs: $results/python)"
 }
 
-start_roost
-say "roost up on $api, data in $data"
+# --no-prune: other roost processes on this host (developers' stacks,
+# other tests) own the roost-prefixed leftovers this one did not make.
+stack_start "127.0.0.1:$port" --no-prune || fail "$STACK_ERROR"
+say "roost up on $STACK_API, data in $STACK_DATA"
 "run_$mode"
 rc=0
 say "ok"

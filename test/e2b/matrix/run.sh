@@ -11,79 +11,46 @@
 # format (e2b_ and 40 hex digits: SDK releases 2.3x-2.45 refuse any other
 # before sending a request); the releases that know only E2B_DOMAIN, and
 # the CLI again, run in domain + TLS mode through test/e2b/domain/stack.sh
-# (see matrix.mjs). The data directory lives in the test cache
-# ($ROOST_TEST_CACHE, default /var/tmp/roost-test-cache) and shares its base
-# template with the Go tests. Env: ROOST_MATRIX_PORT (default 39310),
-# ROOST_MATRIX_DATA (the data directory), and the domain harness's
-# ROOST_TEST_*. Needs root; skips (exit 0, saying so) otherwise.
+# (see matrix.mjs). roost up runs on a data directory of its own that
+# shares the base template with the Go tests ($ROOST_TEST_CACHE, default
+# /var/tmp/roost-test-cache), and is taken down with its sandboxes by
+# test/lib/stack.sh. Env: ROOST_MATRIX_PORT (default 39310) and the domain
+# harness's ROOST_TEST_*. Needs root; skips (exit 0, saying so) otherwise.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../../.." && pwd)"
-roost="$repo/bin/roost"
 port="${ROOST_MATRIX_PORT:-39310}"
-cache="${ROOST_TEST_CACHE:-/var/tmp/roost-test-cache}"
-data="${ROOST_MATRIX_DATA:-$cache/matrix}"
+STACK_NAME=e2b-matrix
+source "$here/../../lib/stack.sh"
 
 fail() { echo "test/e2b matrix: $*" >&2; exit 1; }
-if [[ "$(id -u)" != 0 ]]; then
-	echo "test/e2b matrix: skipped: sandboxes need root"
-	exit 0
-fi
-[[ -x "$roost" && -x "$repo/bin/envd" && -x "$repo/bin/roost-init" ]] || fail "bin/roost, bin/envd or bin/roost-init missing; run 'make build' first"
+stack_need_root "test/e2b matrix: skipped: sandboxes need root" || exit 0
+stack_built || fail "$STACK_ERROR"
 [[ -x /usr/bin/python3 ]] || fail "/usr/bin/python3 missing: the CLI's terminal commands run on a PTY made by ptybridge.py"
-if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then fail "port $port is taken"; fi
+if stack_addr_taken "127.0.0.1:$port"; then fail "port $port is taken"; fi
 
 # npm ls fails when node_modules does not match package.json.
 (cd "$here" && { npm ls --depth=0 >/dev/null 2>&1 || npm ci --no-audit --no-fund --loglevel=error; })
 
-mkdir -p "$data" "$cache/templates"
-[[ -e "$data/templates" ]] || ln -s "$cache/templates" "$data/templates"
-
-work="$(mktemp -d "${TMPDIR:-/tmp}/roost-matrix.XXXXXX")"
-log="$work/roost.log"
-pid=""
 rc=1
-stop_roost() {
-	if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid" || true
-		for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
-	pid=""
-}
-cleanup() {
-	set +e
-	stop_roost
-	if [[ "$rc" -ne 0 ]]; then
-		echo "----- roost up log (last 40 lines) -----" >&2
-		tail -n 40 "$log" >&2
-	fi
-	rm -rf "$work"
-}
-trap cleanup EXIT
-
-key="e2b_$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+trap 'set +e; stack_end "$rc" 40' EXIT
+STACK_KEY="$(stack_e2b_key)"
 # --no-prune: other roost instances on this host keep their sandboxes.
-ROOST_API_KEY="$key" "$roost" up --data-dir "$data" --listen "127.0.0.1:$port" \
-	--no-prune >"$log" 2>&1 &
-pid=$!
-for _ in $(seq 300); do
-	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
-	kill -0 "$pid" 2>/dev/null || fail "roost up exited"
-	sleep 0.1
-done
+stack_start "127.0.0.1:$port" --no-prune || fail "$STACK_ERROR"
+# The runs' reports, kept until the end with the stack's directory.
+reports="$STACK_DIR/reports"
+mkdir "$reports"
 
-export ROOST_MATRIX_URL="http://127.0.0.1:$port" E2B_API_KEY="$key"
+export ROOST_MATRIX_URL="$STACK_API" E2B_API_KEY="$STACK_KEY"
 cd "$here"
 # A run exits 1 when one of its steps failed; the report says which.
-timeout 300 node matrix.mjs run url "$work/1-url.json" || true
+timeout 300 node matrix.mjs run url "$reports/1-url.json" || true
 # The domain harness starts a roost up of its own, on port 443 of a
 # loopback address; this one has done its part.
-stop_roost
-timeout 300 bash "$here/../domain/stack.sh" node "$here/matrix.mjs" run domain "$work/2-domain.json" || true
+stack_stop
+timeout 300 bash "$here/../domain/stack.sh" node "$here/matrix.mjs" run domain "$reports/2-domain.json" || true
 set +e
-node matrix.mjs report "$work"/*.json
+node matrix.mjs report "$reports"/*.json
 rc=$?
 set -e
 exit "$rc"
