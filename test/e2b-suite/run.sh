@@ -51,10 +51,6 @@ KNOWN_FAILURES=(
 	# outlast bash's login start-up (20-80 ms here) plus the pause, during
 	# which bash is frozen: a race on the clock, lost or won by a few ms.
 	'pause and resume a sandbox with completed long running process'
-	# Python test_create.py (sync and async): set_timeout(0) must end the
-	# sandbox now (its on_timeout pause); roost's API refuses a timeout
-	# of 0 (400), E2B's allows it (SandboxTimeoutRequest minimum 0).
-	'test_keep_memory_none_defaults_to_full_memory'
 )
 
 mode="${1:-}"
