@@ -36,7 +36,8 @@ type Target struct {
 	// from here, so requests go there without the agent's HTTP hop. It is
 	// asked on every request (it must be cheap): a cached Target must
 	// never send traffic to an address that has since gone to another
-	// sandbox. Its errors are categorised as Resolve's.
+	// sandbox. Its errors are categorised as Resolve's; a sandbox paused
+	// on the host is errdefs.ErrConflict.
 	Direct func(sandboxID string) (netip.Addr, error)
 	// AgentToken is sent to the agent as Roost-Agent-Token; empty sends none.
 	AgentToken string
@@ -227,6 +228,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		addr, err := t.Direct(route.SandboxID)
 		if err != nil {
 			p.evictTarget(t)
+			if errors.Is(err, errdefs.ErrConflict) {
+				// Paused on the host before the store says so (a pause
+				// landing): not running, as when the store says it.
+				err = &notRunningError{id: route.SandboxID, paused: true}
+			}
 			p.resolveFailed(w, r, route, err)
 			return
 		}

@@ -838,4 +838,14 @@ func TestDirect(t *testing.T) {
 	if resp.StatusCode != http.StatusBadGateway || s.proxy.cached(sbx) {
 		t.Fatalf("gone sandbox: %d, cached %v", resp.StatusCode, s.proxy.cached(sbx))
 	}
+
+	// Paused on the host before the store says so: not running either.
+	pausedOnHost := func(id string) (netip.Addr, error) {
+		return netip.Addr{}, fmt.Errorf("sandbox %s: is paused: %w", id, errdefs.ErrConflict)
+	}
+	s.res.set(Target{SandboxID: sbx, Direct: pausedOnHost, PublicTraffic: true})
+	resp, body = do(t, c, newRequest(t, s, FormHeader, sbx, port, "GET", "/health", ""))
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "sandbox "+sbx+" is paused") {
+		t.Fatalf("sandbox paused on the host: %d %s", resp.StatusCode, body)
+	}
 }
