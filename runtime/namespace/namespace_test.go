@@ -95,6 +95,10 @@ func TestIsolation(t *testing.T) {
 		if out := sb.MustExec(t, "find /sys/fs/cgroup -name 'roost*' | head -3"); strings.TrimSpace(out) != "" {
 			t.Errorf("sandbox sees roost groups in its cgroupfs: %q", out)
 		}
+		// envd and what it runs are in the sandbox's cgroup namespace.
+		if out := sb.MustExec(t, "cut -d: -f3 /proc/self/cgroup | sort -u"); strings.TrimSpace(out) != "/" {
+			t.Errorf("a command's cgroups are %q, want / in the sandbox's cgroup namespace", out)
+		}
 		if got := strings.TrimSpace(sb.MustExec(t, "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max")); got == "" {
 			t.Error("the sandbox's own pids group is not readable")
 		}

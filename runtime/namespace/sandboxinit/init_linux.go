@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"syscall"
@@ -29,6 +30,12 @@ func Main() {
 }
 
 func runInit() {
+	// Namespaces unshared here (the cgroup namespace) belong to this OS
+	// thread only: everything from here on, envd's start and restarts
+	// included, runs on it, so that envd is born inside them. (Another
+	// thread of the Go runtime forking envd left it in the host's cgroup
+	// namespace now and then.)
+	runtime.LockOSThread()
 	status := os.NewFile(FDStatus, "status")
 	cfg, err := setupSandbox()
 	if err != nil {
