@@ -43,7 +43,8 @@ type proc struct {
 	stdinMu sync.Mutex // guards stdin
 	stdin   *os.File   // write end of the stdin pipe; nil when closed or disabled
 
-	done chan struct{} // closed after the end event is published
+	exited chan struct{} // closed once the process has been reaped
+	done   chan struct{} // closed after the end event is published
 }
 
 // spec is what start needs beyond the wire config.
@@ -65,7 +66,7 @@ func start(s spec, log *slog.Logger) (*proc, *subscriber, error) {
 	cmd.Dir = s.dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: s.cred}
 
-	p := &proc{tag: s.tag, config: s.config, cmd: cmd, done: make(chan struct{})}
+	p := &proc{tag: s.tag, config: s.config, cmd: cmd, exited: make(chan struct{}), done: make(chan struct{})}
 	var (
 		readers         []*os.File
 		kinds           []func([]byte) *rpc.ProcessEvent_DataEvent
@@ -148,16 +149,15 @@ func start(s spec, log *slog.Logger) (*proc, *subscriber, error) {
 	p.pid = uint32(cmd.Process.Pid)
 	p.log = log.With("pid", p.pid)
 
-	exited := make(chan struct{})
 	var wg sync.WaitGroup
 	for i, r := range readers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p.pump(r, kinds[i], exited)
+			p.pump(r, kinds[i], p.exited)
 		}()
 	}
-	go p.wait(exited, &wg)
+	go p.wait(&wg)
 	return p, sub, nil
 }
 
@@ -189,9 +189,9 @@ func (p *proc) pump(f *os.File, kind func([]byte) *rpc.ProcessEvent_DataEvent, e
 }
 
 // wait reaps the process, lets the readers drain, and publishes the end.
-func (p *proc) wait(exited chan struct{}, readers *sync.WaitGroup) {
+func (p *proc) wait(readers *sync.WaitGroup) {
 	err := p.cmd.Wait()
-	close(exited)
+	close(p.exited)
 	readers.Wait()
 	p.closeStdin()
 	p.out.finish(endEvent(p.cmd.ProcessState, err))

@@ -309,7 +309,8 @@ func inputBytes(in *rpc.ProcessInput) []byte {
 	return in.GetStdin()
 }
 
-// SendSignal delivers SIGTERM or SIGKILL to the process group.
+// SendSignal delivers SIGTERM or SIGKILL to the process group; after
+// SIGKILL it answers once the process has been reaped (at most killWait).
 func (s *Service) SendSignal(ctx context.Context, req *connect.Request[rpc.SendSignalRequest]) (*connect.Response[rpc.SendSignalResponse], error) {
 	var sig syscall.Signal
 	switch req.Msg.GetSignal() {
@@ -327,8 +328,21 @@ func (s *Service) SendSignal(ctx context.Context, req *connect.Request[rpc.SendS
 	if err := p.signal(sig); err != nil {
 		return nil, procError(err)
 	}
+	if sig == syscall.SIGKILL {
+		// Answer once the process is gone, not while it is a zombie that
+		// `kill -0 PID` still finds (E2B's SDK tests check right after).
+		select {
+		case <-p.exited:
+		case <-time.After(killWait):
+		case <-ctx.Done():
+		}
+	}
 	return connect.NewResponse(&rpc.SendSignalResponse{}), nil
 }
+
+// killWait bounds how long SendSignal waits for a killed process to be
+// reaped (a process in uninterruptible sleep dies late).
+const killWait = time.Second
 
 // CloseStdin closes a process's stdin so it reads EOF.
 func (s *Service) CloseStdin(ctx context.Context, req *connect.Request[rpc.CloseStdinRequest]) (*connect.Response[rpc.CloseStdinResponse], error) {

@@ -3,6 +3,7 @@ package process_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -330,6 +332,10 @@ func TestKillSendsEnd(t *testing.T) {
 	pid, done := started(t, c, &rpc.StartRequest{Process: bash("sleep 100")}, nil)
 	if _, err := c.SendSignal(context.Background(), connect.NewRequest(&rpc.SendSignalRequest{Process: pidSel(pid), Signal: rpc.Signal_SIGNAL_SIGKILL})); err != nil {
 		t.Fatal(err)
+	}
+	// By the answer the process is reaped, not a zombie kill -0 finds.
+	if err := syscall.Kill(int(pid), 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("kill -0 %d right after SIGKILL's answer: %v, want ESRCH", pid, err)
 	}
 	r := wait(t, done)
 	if r.err != nil {
