@@ -87,23 +87,15 @@ var logLevels = func() map[string]hostagentv1.LogLevel {
 // sandboxLogs is GET /sandboxes/{id}/logs, E2B's legacy logs: up to
 // limit entries (default 1000) from start (ms) on, oldest first.
 func (s *Server) sandboxLogs(w http.ResponseWriter, r *http.Request, key store.APIKey) {
-	req, err := parseLogsQuery(r.URL.Query())
-	if err != nil {
-		s.fail(w, r, "sandbox logs", err)
-		return
-	}
-	entries, err := s.readLogs(r, key, req)
-	if err != nil {
-		s.fail(w, r, "sandbox logs", err)
-		return
-	}
-	out := sandboxLogsJSON{Logs: make([]logLineJSON, 0, len(entries)), LogEntries: make([]logEntryJSON, 0, len(entries))}
-	for _, e := range entries {
-		j := logEntryView(e)
-		out.LogEntries = append(out.LogEntries, j)
-		out.Logs = append(out.Logs, logLineJSON{Timestamp: j.Timestamp, Line: logLine(j)})
-	}
-	writeJSON(w, http.StatusOK, out)
+	s.serveLogs(w, r, key, parseLogsQuery, func(entries []*hostagentv1.LogEntry) any {
+		out := sandboxLogsJSON{Logs: make([]logLineJSON, 0, len(entries)), LogEntries: make([]logEntryJSON, 0, len(entries))}
+		for _, e := range entries {
+			j := logEntryView(e)
+			out.LogEntries = append(out.LogEntries, j)
+			out.Logs = append(out.Logs, logLineJSON{Timestamp: j.Timestamp, Line: logLine(j)})
+		}
+		return out
+	})
 }
 
 // sandboxLogsV2 is GET /v2/sandboxes/{id}/logs: up to limit entries
@@ -111,7 +103,20 @@ func (s *Server) sandboxLogs(w http.ResponseWriter, r *http.Request, key store.A
 // direction is forward (as E2B's API answers), at or above level, whose
 // message contains search.
 func (s *Server) sandboxLogsV2(w http.ResponseWriter, r *http.Request, key store.APIKey) {
-	req, err := parseLogsQueryV2(r.URL.Query())
+	s.serveLogs(w, r, key, parseLogsQueryV2, func(entries []*hostagentv1.LogEntry) any {
+		out := sandboxLogsV2JSON{Logs: make([]logEntryJSON, 0, len(entries))}
+		for _, e := range entries {
+			out.Logs = append(out.Logs, logEntryView(e))
+		}
+		return out
+	})
+}
+
+// serveLogs answers a logs route: its query parsed by parse, the entries
+// read from the sandbox's agent, the body made by render.
+func (s *Server) serveLogs(w http.ResponseWriter, r *http.Request, key store.APIKey,
+	parse func(url.Values) (*hostagentv1.GetSandboxLogsRequest, error), render func([]*hostagentv1.LogEntry) any) {
+	req, err := parse(r.URL.Query())
 	if err != nil {
 		s.fail(w, r, "sandbox logs", err)
 		return
@@ -121,11 +126,7 @@ func (s *Server) sandboxLogsV2(w http.ResponseWriter, r *http.Request, key store
 		s.fail(w, r, "sandbox logs", err)
 		return
 	}
-	out := sandboxLogsV2JSON{Logs: make([]logEntryJSON, 0, len(entries))}
-	for _, e := range entries {
-		out.Logs = append(out.Logs, logEntryView(e))
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, render(entries))
 }
 
 // readLogs asks the agent of the path's sandbox (of the caller's team)
@@ -226,13 +227,9 @@ func parseLogsQueryV2(q url.Values) (*hostagentv1.GetSandboxLogsRequest, error) 
 // parseLogMillis parses the query's name as a time in Unix milliseconds,
 // 0 or more; nil when absent.
 func parseLogMillis(q url.Values, name string) (*timestamppb.Timestamp, error) {
-	v := q.Get(name)
-	if v == "" {
-		return nil, nil
-	}
-	ms, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || ms < 0 {
-		return nil, fmt.Errorf("%s %q: must be a time in milliseconds since the Unix epoch, 0 or more: %w", name, v, errdefs.ErrInvalid)
+	ms, ok, err := nonNegativeParam(q, name, "a time in milliseconds since the Unix epoch")
+	if err != nil || !ok {
+		return nil, err
 	}
 	return timestamppb.New(time.UnixMilli(min(ms, maxLogMillis))), nil
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -88,26 +87,13 @@ type metricsWindow struct {
 func parseMetricsWindow(q url.Values) (metricsWindow, error) {
 	var win metricsWindow
 	var err error
-	if win.start, win.hasStart, err = unixSecondsParam(q, "start"); err != nil {
+	if win.start, win.hasStart, err = nonNegativeParam(q, "start", "unix seconds"); err != nil {
 		return metricsWindow{}, err
 	}
-	if win.end, win.hasEnd, err = unixSecondsParam(q, "end"); err != nil {
+	if win.end, win.hasEnd, err = nonNegativeParam(q, "end", "unix seconds"); err != nil {
 		return metricsWindow{}, err
 	}
 	return win, nil
-}
-
-// unixSecondsParam reads an optional query parameter of unix seconds.
-func unixSecondsParam(q url.Values, name string) (int64, bool, error) {
-	v := q.Get(name)
-	if v == "" {
-		return 0, false, nil
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
-		return 0, false, fmt.Errorf("%s %q: must be unix seconds, 0 or more: %w", name, v, errdefs.ErrInvalid)
-	}
-	return n, true, nil
 }
 
 // holds says whether a sample taken at ts (unix seconds) is in the window.

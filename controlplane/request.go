@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -396,4 +397,19 @@ func parseRefreshBody(body io.Reader) (time.Duration, error) {
 		return 0, fmt.Errorf("duration %d: must be between 0 and %d seconds: %w", *req.Duration, int64(maxRefresh/time.Second), errdefs.ErrInvalid)
 	}
 	return max(time.Duration(*req.Duration)*time.Second, minRefresh), nil
+}
+
+// nonNegativeParam reads an optional integer query parameter of 0 or
+// more; unit names it in the error ("unix seconds"). ok is false when it
+// is absent. Errors wrap errdefs.ErrInvalid.
+func nonNegativeParam(q url.Values, name, unit string) (n int64, ok bool, err error) {
+	v := q.Get(name)
+	if v == "" {
+		return 0, false, nil
+	}
+	n, err = strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, false, fmt.Errorf("%s %q: must be %s, 0 or more: %w", name, v, unit, errdefs.ErrInvalid)
+	}
+	return n, true, nil
 }
