@@ -5,7 +5,7 @@ GO        ?= go
 GOFLAGS   ?=
 TOOLS     := $(GO) build -modfile=tools/go.mod -o .bin/
 
-.PHONY: all build envd roost roost-init roost-guest generate check-generated lint test test-go test-short test-e2b test-e2b-stack test-e2b-matrix test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python bench clean
+.PHONY: all build envd roost roost-init roost-guest generate check-generated lint test test-go test-short test-e2b test-e2b-stack test-e2b-matrix test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python test-attacks bench clean
 
 all: build
 
@@ -53,14 +53,23 @@ lint: .bin/buf .bin/staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); exit 1; }
 	.bin/buf lint
 
-test: check-generated lint test-go test-e2b test-e2b-stack test-e2b-matrix test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python
+test: check-generated lint test-go test-attacks test-e2b test-e2b-stack test-e2b-matrix test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python
 
 # -p 1: packages that need root share host-wide state (the nftables table,
 # netns and cgroup names with the roost prefix, network slots), and their
 # start-up pruning must not race another package's sandboxes.
 test-go:
-	$(GO) test -race -count=1 -timeout 20m -p 1 ./...
+	$(GO) test -race -count=1 -timeout 20m -p 1 -skip '^TestAttack' ./...
 	$(GO) -C $(BENCH_MOD) test -race -count=1 ./...
+
+# The attack suite (docs/security.md): every test named TestAttack*, each an
+# attack on the sandbox boundary from inside a real sandbox of every
+# runtime this host runs (or from the host, another sandbox, a tampered
+# envd, a hostile client) that must fail while the sandbox keeps working.
+# Prints the table of attacks and results; fails when one got through.
+# test-go skips them so that make test runs each once.
+test-attacks:
+	$(GO) test -json -count=1 -timeout 30m -p 1 -run '^TestAttack' ./... | $(GO) run ./test/attacktable
 
 # The inner loop: the fast tests only (those that boot VMs, drive the E2B
 # SDK or start hundreds of sandboxes skip under -short), without the race

@@ -15,7 +15,12 @@
 // ports, and forwards to {agent}/proxy/{id}/{port}{path}, keeping the path's
 // escaping, a trailing slash, the query and the client's Host header exactly
 // as sent. For the path form it rewrites Location headers so that browsers
-// stay under the /proxy/{id}/{port} prefix. Responses stream unbuffered;
+// stay under the /proxy/{id}/{port} prefix; as that form puts every sandbox
+// on the control plane's origin, its responses carry
+// Content-Security-Policy: sandbox (an opaque origin, so one sandbox's page
+// cannot read another's or the control plane's), Set-Cookie is dropped and
+// the client's cookies are not forwarded. Browsers belong on the
+// subdomain form, an origin per sandbox port. Responses stream unbuffered;
 // WebSocket upgrades pass through. While a sandbox server that has just
 // started refuses connections (the agent answers 502), idempotent requests
 // are retried with backoff for a short while, but not once the sandbox is

@@ -79,32 +79,3 @@ func underPrefix(path, prefix string) bool {
 	rest, ok := strings.CutPrefix(path, prefix)
 	return ok && (rest == "" || rest[0] == '/' || rest[0] == '?' || rest[0] == '#')
 }
-
-// scopeCookie confines a cookie a path-form sandbox sets to its prefix: a
-// "Path=/" cookie would otherwise go with every request to the control
-// plane's origin, to other sandboxes' path-form routes included. A cookie
-// without Path already defaults to a path under the prefix. Everything
-// but the Path value stays byte for byte.
-func scopeCookie(cookie, prefix string) string {
-	parts := strings.Split(cookie, ";")
-	changed := false
-	for i, part := range parts[1:] {
-		name, value, ok := strings.Cut(part, "=")
-		if !ok || !strings.EqualFold(strings.TrimSpace(name), "path") {
-			continue
-		}
-		v := strings.TrimSpace(value)
-		if !strings.HasPrefix(v, "/") || underPrefix(v, prefix) {
-			continue
-		}
-		if v == "/" {
-			v = ""
-		}
-		parts[i+1] = name + "=" + prefix + v
-		changed = true
-	}
-	if !changed {
-		return cookie
-	}
-	return strings.Join(parts, ";")
-}

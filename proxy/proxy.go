@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -79,6 +80,9 @@ type Config struct {
 	AutoResume func(ctx context.Context, sandboxID string) error
 	// ResumeTimeout bounds one AutoResume call. Default 2 minutes.
 	ResumeTimeout time.Duration
+	// AgentTLS is the TLS configuration for agents reached over https
+	// (mutual TLS: it holds the control plane's client certificate).
+	AgentTLS *tls.Config
 }
 
 // Proxy forwards sandbox traffic to host agents. It is an http.Handler and
@@ -141,6 +145,7 @@ func New(cfg Config, r Resolver, log *slog.Logger) *Proxy {
 		cfg.ResumeTimeout = 2 * time.Minute
 	}
 	upstream := NewUpstream(cfg.EnvdPort, routePort)
+	upstream.envd.TLSClientConfig, upstream.user.TLSClientConfig = cfg.AgentTLS, cfg.AgentTLS
 	return &Proxy{
 		domain:        strings.Trim(strings.ToLower(cfg.Domain), "."),
 		envdPort:      cfg.EnvdPort,
@@ -410,6 +415,9 @@ func (t *target) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetXForwarded()
 	if route.Form == FormPath {
 		pr.Out.Header.Set("X-Forwarded-Prefix", route.Prefix)
+		// The control plane's origin's cookies (a dashboard session) are
+		// not the sandbox's to read.
+		pr.Out.Header.Del("Cookie")
 	}
 	pr.Out.Header.Del(wire.HeaderTrafficToken)
 	pr.Out.Header.Del(wire.HeaderAgentToken)
@@ -418,7 +426,18 @@ func (t *target) rewrite(pr *httputil.ProxyRequest) {
 	}
 }
 
-// modifyResponse keeps path-form redirects and cookies under the prefix.
+// pathFormCSP confines every path-form response to an opaque origin: all
+// sandboxes' path-form pages share the control plane's origin, and without
+// it one sandbox's page could read another's (or the dashboard's storage)
+// with same-origin requests. Scripts, forms and popups keep working; what
+// is missing is allow-same-origin. A policy the sandbox's server sets is
+// enforced as well (browsers apply every policy they get).
+const pathFormCSP = "sandbox allow-scripts allow-forms allow-popups allow-popups-to-escape-sandbox allow-modals allow-downloads allow-pointer-lock allow-presentation"
+
+// modifyResponse keeps path-form redirects under the prefix, and keeps
+// untrusted pages off the shared origin: an opaque origin and no cookies.
+// Browsers belong on the subdomain form, where each sandbox port is an
+// origin of its own.
 func modifyResponse(resp *http.Response) error {
 	route, _ := resp.Request.Context().Value(routeKey{}).(Route)
 	if route.Form != FormPath {
@@ -427,9 +446,8 @@ func modifyResponse(resp *http.Response) error {
 	if loc := resp.Header.Get("Location"); loc != "" {
 		resp.Header.Set("Location", rewriteLocation(loc, route.Prefix, resp.Request.Host))
 	}
-	for i, c := range resp.Header["Set-Cookie"] {
-		resp.Header["Set-Cookie"][i] = scopeCookie(c, route.Prefix)
-	}
+	resp.Header.Del("Set-Cookie")
+	resp.Header.Add("Content-Security-Policy", pathFormCSP)
 	return nil
 }
 
