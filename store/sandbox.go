@@ -17,7 +17,7 @@ import (
 
 const sandboxColumns = `id, team_id, host_id, template_id, alias, client_id, state, vcpus, memory_mb, disk_mb,
 	env_vars, envd_version, envd_access_token, traffic_access_token, allow_public_traffic, allow_internet,
-	auto_pause, timeout_secs, started_at, end_at, created_at, updated_at, error, auto_resume`
+	auto_pause, timeout_secs, started_at, end_at, created_at, updated_at, error, auto_resume, paused_at`
 
 // sandboxArgs are s's values in sandboxColumns order.
 func sandboxArgs(s *Sandbox) ([]any, error) {
@@ -32,17 +32,17 @@ func sandboxArgs(s *Sandbox) ([]any, error) {
 	return []any{s.ID, s.TeamID, s.HostID, s.TemplateID, s.Alias, s.ClientID, string(s.State), s.VCPUs,
 		s.MemoryMB, s.DiskMB, string(envJSON), s.EnvdVersion, s.EnvdAccessToken, s.TrafficAccessToken,
 		s.AllowPublicTraffic, s.AllowInternet, s.AutoPause, s.TimeoutSecs, nanos(s.StartedAt), nanos(s.EndAt),
-		s.CreatedAt.UnixNano(), s.UpdatedAt.UnixNano(), s.Error, s.AutoResume}, nil
+		s.CreatedAt.UnixNano(), s.UpdatedAt.UnixNano(), s.Error, s.AutoResume, nanos(s.PausedAt)}, nil
 }
 
 func scanSandbox(row interface{ Scan(...any) error }) (Sandbox, error) {
 	var s Sandbox
 	var env string
-	var started, end, created, updated sql.NullInt64
+	var started, end, created, updated, paused sql.NullInt64
 	err := row.Scan(&s.ID, &s.TeamID, &s.HostID, &s.TemplateID, &s.Alias, &s.ClientID, &s.State, &s.VCPUs,
 		&s.MemoryMB, &s.DiskMB, &env, &s.EnvdVersion, &s.EnvdAccessToken, &s.TrafficAccessToken,
 		&s.AllowPublicTraffic, &s.AllowInternet, &s.AutoPause, &s.TimeoutSecs, &started, &end,
-		&created, &updated, &s.Error, &s.AutoResume)
+		&created, &updated, &s.Error, &s.AutoResume, &paused)
 	if err != nil {
 		return Sandbox{}, err
 	}
@@ -55,6 +55,7 @@ func scanSandbox(row interface{ Scan(...any) error }) (Sandbox, error) {
 	s.Metadata = map[string]string{}
 	s.StartedAt, s.EndAt = fromNanos(started), fromNanos(end)
 	s.CreatedAt, s.UpdatedAt = fromNanos(created), fromNanos(updated)
+	s.PausedAt = fromNanos(paused)
 	return s, nil
 }
 
@@ -67,6 +68,12 @@ func validState(st SandboxState) bool {
 }
 
 func (s *sqlStore) CreateSandbox(ctx context.Context, sb Sandbox) error {
+	return s.createSandbox(ctx, sb, nil)
+}
+
+// createSandbox inserts sb; check, when not nil, runs first in the same
+// transaction and aborts the insert with its error.
+func (s *sqlStore) createSandbox(ctx context.Context, sb Sandbox, check func(*sql.Tx, Sandbox) error) error {
 	if sb.ID == "" || sb.TeamID == "" || !validState(sb.State) {
 		return fmt.Errorf("create sandbox %q: missing id or team, or state %q: %w", sb.ID, sb.State, errdefs.ErrInvalid)
 	}
@@ -77,16 +84,35 @@ func (s *sqlStore) CreateSandbox(ctx context.Context, sb Sandbox) error {
 	if sb.UpdatedAt.IsZero() {
 		sb.UpdatedAt = now
 	}
+	setPausedAt(&sb, "", now)
 	args, err := sandboxArgs(&sb)
 	if err != nil {
 		return fmt.Errorf("create sandbox %s: %w", sb.ID, err)
 	}
 	return s.inTx(ctx, "create sandbox "+sb.ID, func(tx *sql.Tx) error {
+		if check != nil {
+			if err := check(tx, sb); err != nil {
+				return err
+			}
+		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO sandboxes (`+sandboxColumns+`) VALUES (`+placeholders(1, len(args))+`)`, args...); err != nil {
 			return s.classify(err, "insert")
 		}
 		return insertMetadata(ctx, tx, sb.ID, sb.Metadata)
 	})
+}
+
+// setPausedAt keeps PausedAt: now when the sandbox becomes paused, zero
+// when it is not paused (from is "" on a create, which may give its own).
+// Stored to the nanosecond in UTC, as read back.
+func setPausedAt(sb *Sandbox, from SandboxState, now time.Time) {
+	switch {
+	case sb.State != SandboxPaused:
+		sb.PausedAt = time.Time{}
+	case from == SandboxPaused, from == "" && !sb.PausedAt.IsZero():
+	default:
+		sb.PausedAt = time.Unix(0, now.UnixNano()).UTC()
+	}
 }
 
 // inTx runs fn in a write transaction and commits when it returns nil.
@@ -329,20 +355,35 @@ func (s *sqlStore) querySandboxes(ctx context.Context, q string, args ...any) ([
 }
 
 func (s *sqlStore) UpdateSandbox(ctx context.Context, id string, fn func(*Sandbox) error) (Sandbox, error) {
+	return s.updateSandbox(ctx, id, fn, nil)
+}
+
+// updateSandbox is UpdateSandbox; check, when not nil, sees the sandbox
+// before and after fn, in the same transaction, and aborts the write
+// with its error.
+func (s *sqlStore) updateSandbox(ctx context.Context, id string, fn func(*Sandbox) error, check func(tx *sql.Tx, before, after Sandbox) error) (Sandbox, error) {
 	var out Sandbox
 	err := s.inTx(ctx, "update sandbox "+id, func(tx *sql.Tx) error {
 		sb, err := getSandbox(ctx, tx, "read", "id = $1", s.d.forUpdate, id)
 		if err != nil {
 			return err
 		}
-		before := maps.Clone(sb.Metadata)
+		prev := sb
+		prev.Metadata = maps.Clone(sb.Metadata)
+		before := prev.Metadata
 		if err := fn(&sb); err != nil {
 			return err
 		}
-		if sb.ID != id || !validState(sb.State) || sb.TeamID == "" {
+		if sb.ID != id || !validState(sb.State) || sb.TeamID != prev.TeamID {
 			return fmt.Errorf("changed id or team, or state %q: %w", sb.State, errdefs.ErrInvalid)
 		}
+		if check != nil {
+			if err := check(tx, prev, sb); err != nil {
+				return err
+			}
+		}
 		sb.UpdatedAt = time.Now()
+		setPausedAt(&sb, prev.State, sb.UpdatedAt)
 		args, err := sandboxArgs(&sb)
 		if err != nil {
 			return err

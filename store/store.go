@@ -22,6 +22,16 @@ type Store interface {
 	CreateTeam(ctx context.Context, t Team) error // errdefs.ErrConflict on a duplicate ID
 	GetTeam(ctx context.Context, id string) (Team, error)
 
+	// TeamQuota returns the limits set for the team itself (empty when it
+	// takes every default); an unknown team is errdefs.ErrNotFound.
+	TeamQuota(ctx context.Context, teamID string) (Quota, error)
+	// SetTeamQuota replaces the team's own limits with q (empty: the
+	// defaults for all); errdefs.ErrInvalid for an unknown limit or a
+	// negative value. Sandboxes the team already has are not touched.
+	SetTeamQuota(ctx context.Context, teamID string, q Quota) error
+	// TeamUsage sums what the team's sandboxes hold, as quotas count it.
+	TeamUsage(ctx context.Context, teamID string) (Usage, error)
+
 	// CreateAPIKey stores a key; k.Hash is HashKey(plaintext). errdefs.ErrConflict
 	// on a duplicate ID or hash, errdefs.ErrNotFound when the team does not exist.
 	CreateAPIKey(ctx context.Context, k APIKey) error
@@ -58,6 +68,13 @@ type Store interface {
 	// a duplicate ID, errdefs.ErrNotFound when the team does not exist. A zero
 	// CreatedAt/UpdatedAt is set to now.
 	CreateSandbox(ctx context.Context, s Sandbox) error
+	// CreateSandboxWithin is CreateSandbox if the team's quota (defaults
+	// under the team's own limits) still holds with s; otherwise it
+	// stores nothing and returns a *QuotaError (errdefs.ErrExhausted).
+	// Check and insert are one transaction that excludes the team's
+	// other quota-checked writes: of creates racing for the last of a
+	// limit, exactly one gets it.
+	CreateSandboxWithin(ctx context.Context, s Sandbox, defaults Quota) error
 	// GetSandbox returns a sandbox of the team; another team's is errdefs.ErrNotFound.
 	GetSandbox(ctx context.Context, teamID, id string) (Sandbox, error)
 	// LookupSandbox returns a sandbox whatever its team (the proxy and the
@@ -76,8 +93,14 @@ type Store interface {
 	// all in one transaction, so concurrent updates never lose a write. An
 	// error from fn aborts and is returned as is. fn may run while a write
 	// lock is held: it must be quick and must not call the Store. fn must
-	// not change the ID. UpdatedAt is set to now.
+	// not change the ID or the team. UpdatedAt is set to now.
 	UpdateSandbox(ctx context.Context, id string, fn func(*Sandbox) error) (Sandbox, error)
+	// UpdateSandboxWithin is UpdateSandbox that also refuses, with a
+	// *QuotaError, a change that raises the team's use of a limit past
+	// its quota (a resume: paused → running), as CreateSandboxWithin
+	// does. A change that raises no use always passes, so a team over a
+	// lowered limit can still stop or pause what it has.
+	UpdateSandboxWithin(ctx context.Context, id string, defaults Quota, fn func(*Sandbox) error) (Sandbox, error)
 	DeleteSandbox(ctx context.Context, id string) error
 	// ExpiredSandboxes returns the sandboxes whose EndAt is at or before
 	// now and whose state is one of states (any state when none are
@@ -206,6 +229,10 @@ type Sandbox struct {
 	CreatedAt   time.Time // zero → now
 	UpdatedAt   time.Time // set by the store
 	Error       string    // why State is SandboxError
+	// PausedAt is when the sandbox was paused; zero unless paused. The
+	// store keeps it: an update that pauses the sandbox sets it, one that
+	// leaves paused clears it.
+	PausedAt time.Time
 }
 
 // SandboxFilter selects sandboxes for ListSandboxes. Zero fields match
