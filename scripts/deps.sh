@@ -14,6 +14,8 @@ declare -A want=(
   [qemu-system-x86_64]=qemu-system-x86 [qemu-img]=qemu-utils [debugfs]=e2fsprogs [xz]=xz-utils
   # The firecracker runtime's tests: sandbox disks are reflinks, made on an XFS loop mount.
   [mkfs.xfs]=xfsprogs
+  # Browser tests: the attack suite loads sandbox pages in headless Chromium.
+  [chromium]=chromium
 )
 missing=()
 for cmd in "${!want[@]}"; do
