@@ -120,22 +120,20 @@ func (m *Manager) Logs(id string, q LogQuery) ([]LogEntry, error) {
 }
 
 // readLog parses the tail of the log at path into the entries q selects.
-// started times the plain lines read before any JSON line. A line still
-// being written when the read reaches it counts as it is.
+// The log is a ring of two files (see runtime.LogFile): path.1, the
+// older, then path. started times the plain lines read before any JSON
+// line. A line still being written when the read reaches it counts as it
+// is.
 func readLog(path string, started time.Time, q LogQuery) ([]LogEntry, error) {
-	f, err := os.Open(path)
+	src, size, closeLog, err := openLog(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
+	defer closeLog()
 	// Up to the size seen now: a log written faster than it is read
 	// cannot keep the read going.
-	from := max(0, st.Size()-logWindow)
-	r := bufio.NewReaderSize(io.NewSectionReader(f, from, st.Size()-from), maxLogLine)
+	from := max(0, size-logWindow)
+	r := bufio.NewReaderSize(io.NewSectionReader(src, from, size-from), maxLogLine)
 	if from > 0 {
 		if _, err := readLogLine(r); err != nil {
 			return []LogEntry{}, ignoreEOF(err) // one line, cut by the window
@@ -157,6 +155,54 @@ func readLog(path string, started time.Time, q LogQuery) ([]LogEntry, error) {
 		}
 	}
 	return c.result(), nil
+}
+
+// openLog opens the ring of the log at path as one: path.1's bytes, then
+// path's, at their sizes now. path is opened first: when the ring turns
+// between the two opens, path.1 is the file already open and is left
+// out, so no line is read twice.
+func openLog(path string) (io.ReaderAt, int64, func(), error) {
+	cur, err := os.Open(path)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	curSt, err := cur.Stat()
+	if err != nil {
+		cur.Close()
+		return nil, 0, nil, err
+	}
+	older, err := os.Open(path + ".1")
+	if err != nil {
+		return cur, curSt.Size(), func() { cur.Close() }, nil
+	}
+	closeBoth := func() { cur.Close(); older.Close() }
+	oldSt, err := older.Stat()
+	if err != nil || os.SameFile(oldSt, curSt) {
+		return cur, curSt.Size(), closeBoth, nil
+	}
+	return joinedLog{older, oldSt.Size(), cur}, oldSt.Size() + curSt.Size(), closeBoth, nil
+}
+
+// joinedLog reads a then b as one, a being n bytes long.
+type joinedLog struct {
+	a io.ReaderAt
+	n int64
+	b io.ReaderAt
+}
+
+func (j joinedLog) ReadAt(p []byte, off int64) (int, error) {
+	if off >= j.n {
+		return j.b.ReadAt(p, off-j.n)
+	}
+	k, err := j.a.ReadAt(p[:min(int64(len(p)), j.n-off)], off)
+	if k < len(p) && (err == nil || errors.Is(err, io.EOF)) {
+		if int64(k) < j.n-off {
+			return k, err // a shrank: a rotation truncated what was read
+		}
+		m, err := j.b.ReadAt(p[k:], 0)
+		return k + m, err
+	}
+	return k, err
 }
 
 func ignoreEOF(err error) error {

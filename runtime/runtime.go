@@ -105,13 +105,18 @@ type Availability struct {
 	Reason    string `json:"reason,omitempty"` // why not, for humans
 }
 
-// LogFile is where, in a sandbox's StateDir, every driver appends the
+// LogFile is where, in a sandbox's StateDir, every driver keeps the
 // sandbox's console: its init's output and envd's (envd's stderr is the
-// init's), and a VM's serial console with its kernel's messages. The file
+// init's), and a VM's serial console with its kernel's messages. The log
 // lasts as long as the sandbox, across pause, hibernation and agent
-// restarts (drivers open it to append); the agent serves it as the
-// sandbox's log.
+// restarts; the agent serves it as the sandbox's log. The sandbox writes
+// it only through package console, which keeps it a ring of two files,
+// LogFile+".1" (older) and LogFile (newer), LogMaxBytes together.
 const LogFile = "init.log"
+
+// LogMaxBytes bounds a sandbox's console log on the host, both files of
+// its ring together: the sandbox's root can write to its console at will.
+const LogMaxBytes = 4 << 20
 
 // Spec is everything a driver needs to start a sandbox.
 type Spec struct {

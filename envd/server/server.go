@@ -8,8 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -19,6 +22,7 @@ import (
 	"roost.dev/roost/envd/files"
 	"roost.dev/roost/envd/filesystem"
 	"roost.dev/roost/envd/identity"
+	"roost.dev/roost/envd/lograte"
 	"roost.dev/roost/envd/metrics"
 	"roost.dev/roost/envd/portforward"
 	"roost.dev/roost/envd/process"
@@ -34,6 +38,13 @@ import (
 // (X-Metadata-* headers), 0.6.3 includeEntry and 0.6.4 allowNetworkMounts
 // on watches. Raise it only together with the feature a newer gate needs.
 const Version = "0.6.4"
+
+// envd's log lines a second, sustained, and at once (a start-up, a burst
+// of ports opening).
+const (
+	logRate  = 20
+	logBurst = 200
+)
 
 // Config configures a Server.
 type Config struct {
@@ -86,6 +97,16 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if _, err := identity.Lookup(cfg.DefaultUser); err != nil {
 		return nil, fmt.Errorf("default user: %w", err)
 	}
+	// Much of what envd logs, the sandbox causes (listeners coming and
+	// going, processes failing to start): a loop of it must not flood the
+	// sandbox's console.
+	log = slog.New(lograte.New(log.Handler(), logRate, logBurst))
+	// envd's stderr is a pipe the agent drains; while no agent runs it has
+	// no reader, and a Go program that is not notified of SIGPIPE dies of a
+	// write to a broken stderr. Notified, the write fails with EPIPE and
+	// the line is lost, which is what an absent reader means. The channel
+	// is never read: a signal that does not fit is dropped.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	s := &Server{cfg: cfg, log: log, defaults: defaults.New(cfg.DefaultUser), sampler: metrics.NewSampler("/proc", "/sys/fs/cgroup", cfg.Disk)}
 	if cfg.ReserveThreads > 0 {
 		reserveThreads(cfg.ReserveThreads)

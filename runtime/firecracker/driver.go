@@ -81,6 +81,7 @@ func New(cfg Config, log *slog.Logger) *Driver {
 	return &Driver{vmm: v, Shell: microvm.NewShell(microvm.Config{
 		Name: "firecracker", VMM: v,
 		Exe: "firecracker", Flag: "--id", LegacyState: legacyState,
+		Logs: []microvm.Log{{Name: runtime.LogFile, FDs: []int{1, 2}}},
 	}, log)}
 }
 

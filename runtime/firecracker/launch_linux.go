@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"roost.dev/roost/runtime/console"
 	"roost.dev/roost/runtime/microvm"
 )
 
@@ -36,13 +37,15 @@ func (v *vmm) command(id, stateDir string) *exec.Cmd {
 func (v *vmm) launch(ctx context.Context, m *microvm.Machine) error {
 	p := paths(m.StateDir)
 	_ = os.Remove(p.api)
-	console, err := os.OpenFile(p.console, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	// The guest's root writes the serial console at will: it reaches the
+	// log through a pipe the agent drains within bounds.
+	consf, err := console.Pipe(m.Log, p.console)
 	if err != nil {
 		return fmt.Errorf("console log: %w", err)
 	}
-	defer console.Close()
+	defer consf.Close()
 	cmd := v.command(m.ID, m.StateDir)
-	cmd.Stdout, cmd.Stderr = console, console
+	cmd.Stdout, cmd.Stderr = consf, consf
 	if err := m.Start(cmd); err != nil {
 		return fmt.Errorf("start firecracker: %w", err)
 	}
@@ -50,6 +53,7 @@ func (v *vmm) launch(ctx context.Context, m *microvm.Machine) error {
 	defer cancel()
 	if _, err := newAPI(p.api).waitReady(cctx); err != nil {
 		m.Kill()
+		console.Wait(p.console, time.Second)
 		b, _ := os.ReadFile(p.console)
 		return fmt.Errorf("firecracker: %w (output: %s)", err, microvm.LastLines(string(b), 10))
 	}

@@ -9,6 +9,7 @@ import (
 
 	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
+	"roost.dev/roost/runtime/console"
 	"roost.dev/roost/runtime/handles"
 	"roost.dev/roost/runtime/proc"
 )
@@ -63,6 +64,11 @@ func (s *Shell) Recover(ctx context.Context, spec runtime.Spec, st runtime.Drive
 	status, err := s.vmm.Attach(cctx, m)
 	if err != nil {
 		return runtime.Instance{}, fmt.Errorf("recover: %w", err)
+	}
+	for _, l := range s.cfg.Logs {
+		if err := console.Attach(log, filepath.Join(spec.StateDir, l.Name), vm.Pid, l.FDs...); err != nil {
+			log.Warn("recover: log not drained; the vmm's output to it is lost", "log", l.Name, "err", err)
+		}
 	}
 	r.Publish(m)
 	log.Info("recover: re-adopted running vmm", "vmm", s.cfg.Name, "pid", vm.Pid, "status", status)

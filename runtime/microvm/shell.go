@@ -40,6 +40,17 @@ type Config struct {
 	// sandbox's state directory before the agent kept its state: read
 	// for a sandbox an older agent recorded, removed by Destroy.
 	LegacyState string
+	// Logs are the logs in a sandbox's state directory that the VMM
+	// writes through a console pipe (package console), each with the
+	// VMM's file descriptors that hold the pipe, for Recover to drain it
+	// again.
+	Logs []Log
+}
+
+// Log is one log a VMM writes through a console pipe.
+type Log struct {
+	Name string // in the sandbox's state directory
+	FDs  []int  // the VMM's descriptors holding the pipe's write end
 }
 
 // Shell is what both VM drivers are around their VMM: the table of

@@ -19,6 +19,7 @@ import (
 
 	"roost.dev/roost/cgroup"
 	"roost.dev/roost/runtime"
+	"roost.dev/roost/runtime/console"
 	"roost.dev/roost/runtime/namespace/sandboxinit"
 	"roost.dev/roost/runtime/proc"
 )
@@ -54,7 +55,10 @@ func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, group *cgroup
 	}
 	defer statusR.Close()
 	defer statusW.Close()
-	logf, err := os.OpenFile(filepath.Join(spec.StateDir, runtime.LogFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	// The init's output, and envd's, reaches the log through a pipe the
+	// agent drains within bounds: the sandbox's root can write to it.
+	logPath := filepath.Join(spec.StateDir, runtime.LogFile)
+	logf, err := console.Pipe(d.log.With("sandbox", spec.ID), logPath)
 	if err != nil {
 		return proc.Process{}, err
 	}
@@ -115,7 +119,8 @@ func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, group *cgroup
 		kill()
 		msg := strings.TrimPrefix(a.line, "error: ")
 		if msg == "" {
-			msg = "init exited during setup: " + tail(filepath.Join(spec.StateDir, runtime.LogFile))
+			console.Wait(logPath, time.Second) // the init's last words
+			msg = "init exited during setup: " + tail(logPath)
 		}
 		return proc.Process{}, fmt.Errorf("sandbox init: %s", msg)
 	case <-ctx.Done():
@@ -214,6 +219,10 @@ func (d *Driver) Recover(ctx context.Context, spec runtime.Spec, st runtime.Driv
 	d.mu.Lock()
 	d.lowers[spec.RootFS] = rec.LowerPath
 	d.mu.Unlock()
+	// The init holds the console pipe as its stdout and stderr.
+	if err := console.Attach(log, filepath.Join(spec.StateDir, runtime.LogFile), rec.Pid, 1, 2); err != nil {
+		log.Warn("sandbox console not drained; its output is lost", "err", err)
+	}
 	r.Publish(&handle{rec: rec, group: group, log: log})
 	log.Info("sandbox re-adopted", "pid", rec.Pid)
 	return rec.instance()

@@ -77,6 +77,7 @@ func New(cfg Config, log *slog.Logger) *Driver {
 	return &Driver{vmm: v, Shell: microvm.NewShell(microvm.Config{
 		Name: "qemu", VMM: v, Egress: cfg.Egress,
 		Exe: "qemu-system", Flag: "-name", LegacyState: legacyState,
+		Logs: []microvm.Log{{Name: runtime.LogFile, FDs: []int{consoleFD}}, {Name: qemuLog, FDs: []int{1, 2}}},
 	}, log)}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
+	"roost.dev/roost/runtime/console"
 	"roost.dev/roost/runtime/microvm"
 	"roost.dev/roost/runtime/vmimage"
 )
@@ -49,9 +50,38 @@ func paths(stateDir string) statePaths {
 		disk:     filepath.Join(stateDir, "disk.qcow2"),
 		qmp:      filepath.Join(stateDir, "qmp.sock"),
 		console:  filepath.Join(stateDir, runtime.LogFile), // the guest's serial console
-		qemuLog:  filepath.Join(stateDir, "qemu.log"),
+		qemuLog:  filepath.Join(stateDir, qemuLog),
 		snapshot: filepath.Join(stateDir, "memory.snap"),
 	}
+}
+
+// qemuLog is QEMU's own output, in a sandbox's state directory.
+const qemuLog = "qemu.log"
+
+// consoleFD is QEMU's descriptor of the console pipe (its first extra
+// file). QEMU holds it in an fd set (-add-fd) and gives the chardev a
+// duplicate, so nothing reopens the pipe by path (which a VMM running as
+// a user of its own could not), and an agent that restarts finds the pipe
+// at this descriptor.
+const consoleFD = 3
+
+// consoleChardev is the guest serial console's chardev: the console pipe,
+// through fd set 1.
+const consoleChardev = "file,id=console,path=/dev/fdset/1,append=on"
+
+// consoleArgs is args with the console pipe's fd set added, and the
+// console chardev of a command line saved by an older agent (a file path
+// in the state directory) replaced by the pipe's, so that a restored
+// sandbox's console is bounded too.
+func consoleArgs(args []string) []string {
+	out := []string{"-add-fd", "fd=" + strconv.Itoa(consoleFD) + ",set=1,opaque=console"}
+	for _, a := range args {
+		if strings.HasPrefix(a, "file,id=console,") {
+			a = consoleChardev
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 // args is QEMU's command line for a sandbox. It holds nothing specific to
@@ -76,7 +106,7 @@ func (v *vmm) args(spec runtime.Spec, lim runtime.Limits, k vmimage.Kernel, p st
 		"-device", "virtio-blk-device,drive=root",
 		"-netdev", "tap,id=net0,ifname=" + microvm.TapName + ",script=no,downscript=no",
 		"-device", "virtio-net-device,netdev=net0,mac=" + microvm.GuestMAC,
-		"-chardev", "file,id=console,path=" + p.console + ",append=on",
+		"-chardev", consoleChardev,
 		"-serial", "chardev:console",
 		"-qmp", "unix:" + p.qmp + ",server=on,wait=off",
 	}
@@ -133,13 +163,22 @@ func (v *vmm) launch(ctx context.Context, m *microvm.Machine, incoming bool) err
 	if incoming {
 		args = append(slices.Clone(args), "-S", "-incoming", "defer")
 	}
-	logf, err := os.OpenFile(p.qemuLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	// The guest's serial console and QEMU's own messages (some of which
+	// the guest causes) reach their logs through pipes the agent drains
+	// within bounds.
+	logf, err := console.Pipe(m.Log, p.qemuLog)
 	if err != nil {
 		return fmt.Errorf("qemu log: %w", err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(v.cfg.QEMU, args...)
+	consf, err := console.Pipe(m.Log, p.console)
+	if err != nil {
+		return fmt.Errorf("console log: %w", err)
+	}
+	defer consf.Close()
+	cmd := exec.Command(v.cfg.QEMU, consoleArgs(args)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{consf} // consoleFD
 	cmd.Dir = m.StateDir
 	// Its own session: QEMU outlives the agent, and signals to the
 	// agent's process group do not reach it.
@@ -152,6 +191,7 @@ func (v *vmm) launch(ctx context.Context, m *microvm.Machine, incoming bool) err
 	q, err := dialQMP(cctx, p.qmp)
 	if err != nil {
 		m.Kill()
+		console.Wait(p.qemuLog, time.Second)
 		b, _ := os.ReadFile(p.qemuLog)
 		return fmt.Errorf("qemu: %w (qemu log: %s)", err, strings.TrimSpace(microvm.LastLines(string(b), 10)))
 	}
