@@ -28,8 +28,19 @@ type Envd struct {
 func (c *Client) Envd(sb Sandbox) *Envd {
 	base := fmt.Sprintf("%s%s%s/%d", c.baseURL, wire.ProxyPrefix, url.PathEscape(sb.ID), wire.EnvdPort)
 	hc := &http.Client{Transport: tokenTransport{token: sb.EnvdAccessToken, next: http.DefaultTransport}}
-	return &Envd{base: base, http: hc, proc: processconnect.NewProcessClient(hc, base)}
+	// A sandbox's root can replace envd: bound each message, and take no
+	// compressed ones, which connect-go unpacks whole.
+	proc := processconnect.NewProcessClient(hc, base,
+		connect.WithReadMaxBytes(maxEnvdMessage), connect.WithAcceptCompression("gzip", nil, nil))
+	return &Envd{base: base, http: hc, proc: proc}
 }
+
+// Bounds of what the client reads from envd. envd sends process output in
+// chunks of 32 KiB.
+const (
+	maxEnvdMessage = 4 << 20
+	maxPortsAnswer = 1 << 20
+)
 
 // tokenTransport adds the sandbox's envd access token to every request.
 type tokenTransport struct {
@@ -155,5 +166,5 @@ func (e *Envd) Ports(ctx context.Context) ([]Port, error) {
 		return nil, readError(resp)
 	}
 	var ports []Port
-	return ports, json.NewDecoder(resp.Body).Decode(&ports)
+	return ports, json.NewDecoder(io.LimitReader(resp.Body, maxPortsAnswer)).Decode(&ports)
 }

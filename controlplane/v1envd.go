@@ -10,10 +10,32 @@ import (
 	"net/netip"
 	"net/url"
 
+	"connectrpc.com/connect"
+
 	"roost.dev/roost/errdefs"
 	"roost.dev/roost/store"
 	"roost.dev/roost/wire"
 )
+
+// Bounds of what the control plane reads from an envd, which the
+// sandbox's root can replace with anything.
+const (
+	// maxEnvdMessage bounds one Connect message from envd: a process
+	// event carries at most 32 KiB of output (envd's chunk), so this
+	// leaves room for any genuine envd.
+	maxEnvdMessage = 4 << 20
+	// maxListMessage bounds a directory listing, one message.
+	maxListMessage = 16 << 20
+)
+
+// envdClientOptions are the options of every Connect client to envd: a
+// read limit per message, and no compression, so that a small message
+// cannot unpack into a large one (connect-go decompresses a message
+// whole, and past the limit it still unpacks the rest to count it).
+// envd compresses nothing unless asked.
+func envdClientOptions(readMax int) []connect.ClientOption {
+	return []connect.ClientOption{connect.WithReadMaxBytes(readMax), connect.WithAcceptCompression("gzip", nil, nil)}
+}
 
 // envdTarget is how the control plane reaches one sandbox's envd: through
 // its agent's /proxy/{id}/{envd port}/ path, with the agent's token and the

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"connectrpc.com/connect"
 
@@ -142,7 +143,7 @@ func (s *Server) execSandbox(w http.ResponseWriter, r *http.Request, key store.A
 // exec runs one command to its end, or its deadline.
 func (s *Server) exec(ctx context.Context, t envdTarget, start *rpc.StartRequest, user string, timeout time.Duration) (execResponse, error) {
 	limit := s.cfg.ExecOutputLimit
-	client := processconnect.NewProcessClient(s.execClient, t.base)
+	client := processconnect.NewProcessClient(s.execClient, t.base, envdClientOptions(maxEnvdMessage)...)
 	req := connect.NewRequest(start)
 	for k, v := range t.header {
 		req.Header()[k] = v
@@ -160,21 +161,16 @@ func (s *Server) exec(ctx context.Context, t envdTarget, start *rpc.StartRequest
 	}
 	defer stream.Close()
 	var res execResponse
-	var stdout, stderr []byte
-	keep := func(buf []byte, data []byte, cut *bool) []byte {
-		if room := limit - len(buf); room < len(data) {
-			data, *cut = data[:max(room, 0)], true
-		}
-		return append(buf, data...)
-	}
+	var stdout, stderr jsonBudget
+	stdout.room, stderr.room = limit, limit
 	ended := false
 	// Read to the stream's end, past the end event: a response left
 	// unread costs the connections to the agent and on to envd.
 	for stream.Receive() {
 		ev := stream.Msg().GetEvent()
 		if d := ev.GetData(); d != nil {
-			stdout = keep(stdout, d.GetStdout(), &res.StdoutTruncated)
-			stderr = keep(stderr, d.GetStderr(), &res.StderrTruncated)
+			res.StdoutTruncated = stdout.keep(d.GetStdout()) || res.StdoutTruncated
+			res.StderrTruncated = stderr.keep(d.GetStderr()) || res.StderrTruncated
 		}
 		if end := ev.GetEnd(); end != nil {
 			ended = true
@@ -190,13 +186,16 @@ func (s *Server) exec(ctx context.Context, t envdTarget, start *rpc.StartRequest
 		case cctx.Err() != nil || connect.CodeOf(err) == connect.CodeDeadlineExceeded:
 			// envd killed the process at the deadline.
 			res.TimedOut, res.ExitCode, res.Status = true, -1, "timed out"
+		case connect.CodeOf(err) == connect.CodeResourceExhausted:
+			// Only a tampered envd sends a message this large.
+			return execResponse{}, fmt.Errorf("exec in sandbox %s: envd sent a message over %d bytes: %w", t.sandboxID, maxEnvdMessage, errdefs.ErrUnreachable)
 		case err != nil:
 			return execResponse{}, execError(t.sandboxID, err)
 		default:
 			return execResponse{}, fmt.Errorf("exec in sandbox %s: envd ended the stream without an end event: %w", t.sandboxID, errdefs.ErrUnreachable)
 		}
 	}
-	res.Stdout, res.Stderr = string(stdout), string(stderr)
+	res.Stdout, res.Stderr = string(stdout.buf), string(stderr.buf)
 	res.DurationMs = time.Since(began).Milliseconds()
 	return res, nil
 }
@@ -218,4 +217,46 @@ func connectMessage(err error) string {
 		return ce.Message()
 	}
 	return err.Error()
+}
+
+// jsonBudget keeps a command's output while its encoding in the JSON
+// answer fits room bytes. Output is the sandbox's to choose, and a byte
+// can take six as JSON ("\u0000"): counting the raw bytes would let an
+// answer of 2 × limit grow to 12 ×.
+type jsonBudget struct {
+	buf  []byte
+	room int
+	cut  bool
+}
+
+// keep appends what of data fits, and reports whether any of it did not.
+func (b *jsonBudget) keep(data []byte) bool {
+	if b.cut {
+		return len(data) > 0
+	}
+	n := 0
+	for n < len(data) {
+		c := data[n]
+		cost, size := 1, 1
+		switch {
+		case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t':
+			cost = 2
+		case c < 0x20 || c == '<' || c == '>' || c == '&':
+			cost = 6 // \u00XX: encoding/json escapes HTML characters too
+		case c >= utf8.RuneSelf:
+			r, sz := utf8.DecodeRune(data[n:])
+			size, cost = sz, sz
+			if r == utf8.RuneError || r == '\u2028' || r == '\u2029' {
+				cost = 6 * sz // \ufffd per byte, or an escaped separator
+			}
+		}
+		if cost > b.room {
+			b.cut = true
+			break
+		}
+		b.room -= cost
+		n += size
+	}
+	b.buf = append(b.buf, data[:n]...)
+	return b.cut
 }

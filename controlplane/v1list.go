@@ -62,7 +62,7 @@ func (s *Server) listFiles(w http.ResponseWriter, r *http.Request, key store.API
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), listTimeout)
 	defer cancel()
-	fs := filesystemconnect.NewFilesystemClient(s.execClient, t.base)
+	fs := filesystemconnect.NewFilesystemClient(s.execClient, t.base, envdClientOptions(maxListMessage)...)
 	req := connect.NewRequest(&fsrpc.ListDirRequest{Path: path, Depth: uint32(depth)})
 	for k, v := range t.header {
 		req.Header()[k] = v
@@ -71,6 +71,11 @@ func (s *Server) listFiles(w http.ResponseWriter, r *http.Request, key store.API
 		req.Header().Set("Authorization", basicUser(u))
 	}
 	resp, err := fs.ListDir(ctx, req)
+	if connect.CodeOf(err) == connect.CodeResourceExhausted {
+		errdefs.WriteHTTP(w, http.StatusRequestEntityTooLarge, fmt.Sprintf(
+			"the listing of %s is larger than %d MiB: list a deeper path or fewer levels (depth), or walk the tree level by level", path, maxListMessage>>20))
+		return
+	}
 	if err != nil {
 		s.fail(w, r, "list files", fsError(t.sandboxID, err))
 		return

@@ -399,7 +399,7 @@ func (s *Server) execStream(w http.ResponseWriter, r *http.Request, key store.AP
 		closeWithError(c, err)
 		return
 	}
-	ss := &session{s: s, c: c, envd: processconnect.NewProcessClient(s.execClient, t.base), target: t, stdin: start.GetStdin()}
+	ss := &session{s: s, c: c, envd: processconnect.NewProcessClient(s.execClient, t.base, envdClientOptions(maxEnvdMessage)...), target: t, stdin: start.GetStdin()}
 	req := connect.NewRequest(start)
 	ss.call(req.Header())
 	if user != "" {
@@ -499,7 +499,7 @@ func (s *Server) ptySession(w http.ResponseWriter, r *http.Request, key store.AP
 		return
 	}
 	ctx := r.Context()
-	ss := &session{s: s, envd: processconnect.NewProcessClient(s.execClient, t.base), target: t, pty: true, stdin: true}
+	ss := &session{s: s, envd: processconnect.NewProcessClient(s.execClient, t.base, envdClientOptions(maxEnvdMessage)...), target: t, pty: true, stdin: true}
 	// The stream is opened before the upgrade, so that a bad command,
 	// user or pid is a plain HTTP error.
 	sctx, scancel := context.WithCancel(ctx)
