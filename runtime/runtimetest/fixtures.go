@@ -63,6 +63,8 @@ type Sandbox struct {
 type Options struct {
 	Limits   runtime.Limits
 	Internet bool
+	// RootFS is the template tree; empty means the base template.
+	RootFS string
 }
 
 // Start creates a sandbox with rt and waits until its envd answers. The
@@ -81,9 +83,24 @@ func Start(t testing.TB, rt runtime.Runtime, net *network.Manager, opts Options)
 // StartBare is Start without the cleanup: the caller calls Close.
 func StartBare(t testing.TB, rt runtime.Runtime, net *network.Manager, opts Options) *Sandbox {
 	t.Helper()
+	sb, err := TryStart(t, rt, net, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sb
+}
+
+// TryStart is StartBare that returns the driver's refusal (a create or
+// envd failure, the sandbox and its network gone) instead of failing the
+// test: for cases where refusing is a right answer.
+func TryStart(t testing.TB, rt runtime.Runtime, net *network.Manager, opts Options) (*Sandbox, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	tpl := templatetest.Base(t)
+	rootfs := opts.RootFS
+	if rootfs == "" {
+		rootfs = templatetest.Base(t).RootFS
+	}
 	id := ID()
 	slot, err := net.Acquire()
 	if err != nil {
@@ -96,22 +113,22 @@ func StartBare(t testing.TB, rt runtime.Runtime, net *network.Manager, opts Opti
 	}
 	stateDir := filepath.Join(t.TempDir(), id)
 	spec := runtime.Spec{
-		ID: id, StateDir: stateDir, RootFS: tpl.RootFS, Envd: Envd(t), Hostname: id,
+		ID: id, StateDir: stateDir, RootFS: rootfs, Envd: Envd(t), Hostname: id,
 		Limits: opts.Limits, Network: nw,
 	}
 	sb := &Sandbox{Spec: spec, Slot: slot, rt: rt, net: net}
 	inst, err := rt.Create(ctx, spec)
 	if err != nil {
 		sb.Close(ctx)
-		t.Fatalf("create: %v", err)
+		return nil, fmt.Errorf("create: %w", err)
 	}
 	sb.Instance, sb.Envd = inst, "http://"+inst.Envd.String()
 	if err := WaitHealthy(ctx, sb.Envd); err != nil {
 		log := readFile(filepath.Join(stateDir, runtime.LogFile))
 		sb.Close(ctx)
-		t.Fatalf("envd: %v (init log: %s)", err, log)
+		return nil, fmt.Errorf("envd: %w (init log: %s)", err, log)
 	}
-	return sb
+	return sb, nil
 }
 
 // Close destroys the sandbox and its network. Safe to call twice.
