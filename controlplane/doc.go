@@ -8,7 +8,8 @@
 // (roost.dev/roost/store), so a restart, or several control planes on one
 // PostgreSQL database, lose nothing. The only in-memory state is caches
 // (agent clients, the proxy's targets) and the reconciler's count of
-// unanswered rounds per host.
+// unanswered rounds per host and when it first saw each sandbox a host
+// runs without a record (a restart only delays what they decide).
 //
 // Sandbox lifecycle as the API sees it: a create is recorded (state
 // starting) before the agent is called, then marked running, or deleted
@@ -16,7 +17,27 @@
 // host stopped answering, becomes "lost": the record is kept so the API
 // does not pretend it still runs. Lost sandboxes are hidden from lists
 // (which show running and paused ones, as E2B's do), GET shows them with
-// state "lost", and DELETE removes the record.
+// state "lost", and DELETE removes the record and tells the host to
+// destroy the sandbox if it answers now.
+//
+// The reconciler makes the store and the hosts converge both ways, every
+// round (Config.ReconcileInterval), and logs each decision:
+//   - a lost sandbox its host runs again (the host came back from a
+//     network blip or an agent restart) is recovered: running or paused,
+//     as the host reports it; one the host does not have stays lost until
+//     it is deleted or its timeout passes, when the record goes;
+//   - a running or paused record follows its host's state (paused on its
+//     own timeout, say), and one the host lost is lost;
+//   - a starting record older than Config.CreateGrace (the create timeout
+//     and a minute) belongs to a create that never returned to a client,
+//     the control plane having died under it: nobody holds the sandbox,
+//     so it is destroyed on its host (unless the host is still creating
+//     it) and the record deleted, not adopted;
+//   - a sandbox a host runs with no live record (none, or a stopped or
+//     error one) is destroyed once seen so for Config.CreateGrace, which
+//     covers a create in flight: this is how a sandbox deleted while its
+//     host was unreachable is destroyed when the host comes back, and why
+//     nothing runs for long that the store does not know about.
 //
 // A signed /files URL of a secure sandbox (E2B's downloadUrl/uploadUrl)
 // that reaches the API's own host without the proxy's routing (the SDK

@@ -327,10 +327,13 @@ func (s *Server) deleteSandbox(w http.ResponseWriter, r *http.Request, key store
 }
 
 // destroy destroys a sandbox on its agent (one the agent no longer has is
-// fine; a lost one is not asked for) and deletes its record.
+// fine) and deletes its record. A lost sandbox's record goes whatever its
+// host answers: see destroyLost.
 func (s *Server) destroy(ctx context.Context, sb store.Sandbox) error {
 	s.proxy.Evict(sb.ID)
-	if sb.State != store.SandboxLost {
+	if sb.State == store.SandboxLost {
+		s.destroyLost(ctx, sb)
+	} else {
 		h, err := s.hostOf(ctx, sb)
 		if err != nil {
 			return err
@@ -346,6 +349,35 @@ func (s *Server) destroy(ctx context.Context, sb store.Sandbox) error {
 	s.proxy.Evict(sb.ID)
 	s.log.Info("sandbox destroyed", "sandbox", sb.ID, "host", sb.HostID)
 	return nil
+}
+
+// lostDestroyTimeout bounds the try to reach a lost sandbox's host: it is
+// likely down, and the reconciler finishes the job when it is not.
+const lostDestroyTimeout = 10 * time.Second
+
+// destroyLost tells a lost sandbox's host to destroy it, if the host
+// answers now. When it does not, the sandbox may still run there
+// (partitioned, not dead): the reconciler destroys it once the host
+// answers again, as anything a host runs with no live record, so the
+// client's delete never waits on a host that may not come back.
+func (s *Server) destroyLost(ctx context.Context, sb store.Sandbox) {
+	log := s.log.With("sandbox", sb.ID, "host", sb.HostID)
+	h, err := s.store.GetHost(ctx, sb.HostID)
+	if err != nil {
+		log.Warn("lost sandbox's host not found; nothing to tell", "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, lostDestroyTimeout)
+	defer cancel()
+	_, err = s.agents.For(h).DestroySandbox(ctx, connect.NewRequest(&hostagentv1.DestroySandboxRequest{SandboxId: sb.ID}))
+	switch err = errdefs.FromConnect("agent destroy sandbox", err); {
+	case err == nil:
+		log.Info("lost sandbox destroyed on its host")
+	case errors.Is(err, errdefs.ErrNotFound):
+		log.Info("lost sandbox already gone from its host")
+	default:
+		log.Warn("lost sandbox's host not reached; the reconciler destroys it when the host answers", "err", err)
+	}
 }
 
 // usableSandbox loads the path's sandbox of the caller's team and

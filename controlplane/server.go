@@ -39,6 +39,12 @@ type Config struct {
 	// DownAfter is how many consecutive unanswered reconcile rounds mark a
 	// host down and its sandboxes lost. Default 3.
 	DownAfter int
+	// CreateGrace is how long a create may take before the reconciler
+	// acts on what it left: a starting record older than this is settled
+	// (destroyed on its host, deleted), and a sandbox a host runs with no
+	// live record is destroyed once seen so for this long. It must exceed
+	// the longest create. Default 11 min: the create timeout and a minute.
+	CreateGrace time.Duration
 	// Local is the host agent running in this process (roost up), if any.
 	// Its sandboxes are reachable from here, so envd calls and proxied
 	// requests to them go straight to the sandbox, without the agent's
@@ -102,6 +108,9 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	}
 	if cfg.DownAfter <= 0 {
 		cfg.DownAfter = 3
+	}
+	if cfg.CreateGrace <= 0 {
+		cfg.CreateGrace = createTimeout + time.Minute
 	}
 	if cfg.ExecOutputLimit <= 0 {
 		cfg.ExecOutputLimit = defaultExecOutput
@@ -328,7 +337,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("control plane running", "public_url", s.cfg.PublicURL, "domain", s.cfg.Domain)
 	var wg sync.WaitGroup
 	wg.Go(func() { s.loop(ctx, "timeouts", s.cfg.TimeoutInterval, s.enforceTimeouts) })
-	rec := &reconciler{s: s, misses: map[string]int{}}
+	rec := newReconciler(s)
 	wg.Go(func() { s.loop(ctx, "reconcile", s.cfg.ReconcileInterval, rec.round) })
 	wg.Wait()
 	return nil

@@ -146,6 +146,11 @@ func testSnapshot(t *testing.T, e *testenv) {
 
 		// Neither running nor paused: 409 before any agent is asked.
 		lost := e.create(t, map[string]any{"templateID": "base", "timeout": 300}).SandboxID
+		// Gone from its host too: the reconciler recovers a lost sandbox its
+		// host still runs.
+		if err := e.agent.Destroy(t.Context(), lost); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := e.store.UpdateSandbox(t.Context(), lost, func(cur *store.Sandbox) error {
 			cur.State = store.SandboxLost
 			return nil

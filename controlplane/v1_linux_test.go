@@ -2,7 +2,6 @@ package controlplane_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -242,6 +241,11 @@ func testV1(t *testing.T, e *testenv) {
 		paused := e.create(t, map[string]any{"templateID": "base"}).SandboxID
 		e.do("POST", "/sandboxes/"+paused+"/pause", e.key, nil).want(t, http.StatusNoContent)
 		lost := e.create(t, map[string]any{"templateID": "base"}).SandboxID
+		// Gone from its host too: the reconciler recovers a lost sandbox its
+		// host still runs.
+		if err := e.agent.Destroy(t.Context(), lost); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := e.store.UpdateSandbox(t.Context(), lost, func(cur *store.Sandbox) error {
 			cur.State = store.SandboxLost
 			return nil
@@ -259,12 +263,6 @@ func testV1(t *testing.T, e *testenv) {
 			// The proxy answers both 502: E2B's SDKs read that as "not
 			// running" (proxy/doc.go).
 			e.do("GET", "/proxy/"+tc.id+"/49983/health", "", nil).want(t, http.StatusBadGateway)
-		}
-		// The lost one still runs on the agent: destroy it there too.
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := e.agent.Destroy(ctx, lost); err != nil {
-			t.Fatal(err)
 		}
 		for _, sb := range []string{paused, lost} {
 			e.do("DELETE", "/sandboxes/"+sb, e.key, nil).want(t, http.StatusNoContent)
