@@ -28,6 +28,7 @@ type serverOptions struct {
 	domain      string
 	reconcile   time.Duration
 	downAfter   int
+	createGrace time.Duration
 	tokenTTL    time.Duration
 	tls         tlsOptions
 	level       slog.LevelVar
@@ -65,6 +66,8 @@ certificate with --tls-cert/--tls-key (or copy <data-dir>/tls/{domain}/).`,
 	o.tls.addFlags(cmd)
 	f.DurationVar(&o.reconcile, "reconcile-interval", 10*time.Second, "how often every host's sandboxes are checked against the database")
 	f.IntVar(&o.downAfter, "down-after", 3, "unanswered reconcile rounds after which a host is down and its sandboxes lost")
+	f.DurationVar(&o.createGrace, "create-grace", 11*time.Minute,
+		"how long a create may take: older starting records are settled, and a sandbox a host runs with no live record is destroyed once seen this long")
 
 	token := &cobra.Command{
 		Use:   "token",
@@ -103,6 +106,7 @@ func runServer(ctx context.Context, o *serverOptions) error {
 	defer st.Close()
 	cp, err := controlplane.New(controlplane.Config{
 		Domain: serve.domain, PublicURL: publicURL, ReconcileInterval: o.reconcile, DownAfter: o.downAfter,
+		CreateGrace: o.createGrace,
 	}, st, log.With("component", "controlplane"))
 	if err != nil {
 		return err
