@@ -10,6 +10,8 @@ import (
 	"os"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/template"
@@ -18,7 +20,8 @@ import (
 // Create starts a sandbox and returns it once its envd is healthy and has
 // taken /init. Errors wrap the runtime categories: ErrInvalid for a bad
 // request, ErrNotFound for an unknown template, ErrExists for a taken ID,
-// ErrCapacity when the host is full. A failed create leaves nothing behind.
+// ErrCapacity when the host is full (no network slot, or too little free
+// space for the disk asked for). A failed create leaves nothing behind.
 //
 // ctx bounds the create only; the sandbox then lives until it is destroyed
 // or its timeout passes. A Destroy of a sandbox still starting cancels the
@@ -27,6 +30,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Sandbox, error
 	req, err := req.normalize(m.host)
 	if err != nil {
 		return Sandbox{}, err
+	}
+	if err := m.checkDiskSpace(req.Limits.DiskMB); err != nil {
+		return Sandbox{}, fmt.Errorf("create sandbox: %w", err)
 	}
 	if req.ID == "" {
 		req.ID = newID()
@@ -62,6 +68,40 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Sandbox, error
 	m.log.Info("sandbox created", "sandbox", rec.ID, "template", rec.Template, "slot", rec.Slot,
 		"envd", rec.Envd.String(), "duration", time.Since(begin), "phases", phases)
 	return rec.view(), nil
+}
+
+// diskReserveMB is free space in the data directory that no sandbox disk
+// is promised: room for the host's own writes (state records, logs,
+// templates, the database).
+const diskReserveMB = 1024
+
+// checkDiskSpace refuses, before anything is made, a disk of diskMB MiB
+// that the data directory's filesystem cannot back: larger than it is
+// (ErrInvalid: it never fits), or than its free space less the reserve
+// (ErrCapacity: it may fit later). Disks are thin (a layer grows as it
+// is written), so space promised to running sandboxes but not yet used
+// is not subtracted: teams' disk quotas bound what is promised.
+func (m *Manager) checkDiskSpace(diskMB int) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(m.cfg.DataDir, &st); err != nil {
+		return fmt.Errorf("free space of %s: %w", m.cfg.DataDir, err)
+	}
+	unit := st.Frsize // the unit of the block counts
+	if unit <= 0 {
+		unit = st.Bsize
+	}
+	mib := func(blocks uint64) int64 { return int64(blocks * uint64(unit) >> 20) }
+	size, free := mib(st.Blocks), mib(st.Bavail)
+	want := int64(diskMB)
+	switch {
+	case want > size-diskReserveMB:
+		return fmt.Errorf("disk %d MiB: larger than the host's data filesystem can hold (%d MiB, of which %d MiB are kept free): %w",
+			want, size, int64(diskReserveMB), errdefs.ErrInvalid)
+	case want > free-diskReserveMB:
+		return fmt.Errorf("disk %d MiB: the host has %d MiB free for sandbox disks (%d MiB free less %d MiB kept in reserve), %d MiB short: %w",
+			want, max(free-diskReserveMB, 0), free, int64(diskReserveMB), want-max(free-diskReserveMB, 0), ErrCapacity)
+	}
+	return nil
 }
 
 // register adds a new sandbox under its ID, or fails with ErrExists.

@@ -75,11 +75,19 @@ type teamJSON struct {
 	// so a request with an access token gets "".
 	APIKey    string `json:"apiKey"`
 	IsDefault bool   `json:"isDefault"`
+	// Quota is roost's: the team's limits and its use of them.
+	Quota *quotaJSON `json:"quota"`
 }
 
-// listTeams is GET /teams: the caller's team, its only one.
+// listTeams is GET /teams: the caller's team, its only one, with its
+// quota.
 func (s *Server) listTeams(w http.ResponseWriter, r *http.Request, cred store.APIKey) {
 	team, err := s.store.GetTeam(r.Context(), cred.TeamID)
+	if err != nil {
+		s.fail(w, r, "list teams", err)
+		return
+	}
+	quota, err := s.quotaView(r.Context(), team.ID)
 	if err != nil {
 		s.fail(w, r, "list teams", err)
 		return
@@ -88,7 +96,7 @@ func (s *Server) listTeams(w http.ResponseWriter, r *http.Request, cred store.AP
 	if cred.Kind == store.KindAPIKey {
 		key = r.Header.Get(wire.HeaderAPIKey)
 	}
-	writeJSON(w, http.StatusOK, []teamJSON{{TeamID: team.ID, Name: team.Name, APIKey: key, IsDefault: true}})
+	writeJSON(w, http.StatusOK, []teamJSON{{TeamID: team.ID, Name: team.Name, APIKey: key, IsDefault: true, Quota: quota}})
 }
 
 // listAPIKeys is GET /api-keys: the team's API keys, oldest first.

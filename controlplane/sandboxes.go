@@ -94,7 +94,9 @@ func lifecycleView(sb store.Sandbox) lifecycleJSON {
 // createSandbox is POST /v2/sandboxes and E2B's POST /sandboxes (the
 // same body and answer). The record is stored (starting)
 // before the agent is called, so a crash in between leaves a trace the
-// reconciler finds, and deleted again when the agent refuses.
+// reconciler finds, and deleted again when the agent refuses. Storing it
+// is where the team's quota is checked (429 naming the limit): the
+// record holds the sizes asked for, or the agent's defaults, from then on.
 func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store.APIKey) {
 	p, err := parseCreate(r.Body)
 	if err != nil {
@@ -102,6 +104,10 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store
 		return
 	}
 	ctx := r.Context()
+	if err := s.checkTimeout(ctx, key.TeamID, p.Timeout); err != nil {
+		s.fail(w, r, "create sandbox", err)
+		return
+	}
 	host, err := s.schedule(ctx)
 	if err != nil {
 		s.fail(w, r, "create sandbox", err)
@@ -117,7 +123,8 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store
 	if p.Secure {
 		sb.EnvdAccessToken = newToken()
 	}
-	if err := s.store.CreateSandbox(ctx, sb); err != nil {
+	reserve(&sb, p, host)
+	if err := s.store.CreateSandboxWithin(ctx, sb, s.cfg.TeamQuota); err != nil {
 		s.fail(w, r, "create sandbox", err)
 		return
 	}
@@ -429,8 +436,12 @@ func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request, key store.AP
 }
 
 // extend moves the sandbox's end to now+d on the agent and in the store;
-// unless exact, an end already later is kept.
+// unless exact, an end already later is kept. A d longer than the team's
+// timeout limit is refused.
 func (s *Server) extend(ctx context.Context, sb store.Sandbox, d time.Duration, exact bool) error {
+	if err := s.checkTimeout(ctx, sb.TeamID, d); err != nil {
+		return err
+	}
 	end := time.Now().UTC().Add(d)
 	if !exact && sb.EndAt.After(end) {
 		return nil
@@ -453,7 +464,8 @@ func (s *Server) extend(ctx context.Context, sb store.Sandbox, d time.Duration, 
 	return nil
 }
 
-// pauseSandbox is POST /sandboxes/{id}/pause: 409 when already paused.
+// pauseSandbox is POST /sandboxes/{id}/pause: 409 when already paused,
+// 429 when the team keeps as many paused sandboxes as its quota allows.
 func (s *Server) pauseSandbox(w http.ResponseWriter, r *http.Request, key store.APIKey) {
 	sb, err := s.teamSandbox(r, key)
 	if err == nil && sb.State == store.SandboxPaused {
@@ -461,6 +473,9 @@ func (s *Server) pauseSandbox(w http.ResponseWriter, r *http.Request, key store.
 	}
 	if err == nil {
 		err = usable(sb)
+	}
+	if err == nil {
+		err = s.checkPauseRoom(r.Context(), sb.TeamID)
 	}
 	if err != nil {
 		s.fail(w, r, "pause sandbox", err)
@@ -550,15 +565,33 @@ func (s *Server) resumeAnswer(w http.ResponseWriter, r *http.Request, op string,
 }
 
 // resume resumes a paused sandbox on its agent for d and records it
-// running. Connect and the proxy's auto-resume both come here.
+// running. Connect and the proxy's auto-resume both come here. The
+// record turns running, within the team's quota, before the agent is
+// asked (resumes racing for the last slot cannot both get it), and back
+// to paused if the agent fails.
 func (s *Server) resume(ctx context.Context, sb store.Sandbox, d time.Duration) (store.Sandbox, error) {
+	if err := s.checkTimeout(ctx, sb.TeamID, d); err != nil {
+		return store.Sandbox{}, err
+	}
 	h, err := s.hostOf(ctx, sb)
 	if err != nil {
 		return store.Sandbox{}, err
 	}
+	held, err := s.store.UpdateSandboxWithin(ctx, sb.ID, s.cfg.TeamQuota, func(cur *store.Sandbox) error {
+		if cur.State != store.SandboxPaused {
+			return fmt.Errorf("sandbox %s is %s, not paused: %w", cur.ID, cur.State, errdefs.ErrConflict)
+		}
+		cur.State = store.SandboxRunning
+		cur.EndAt = time.Now().UTC().Add(d)
+		return nil
+	})
+	if err != nil {
+		return store.Sandbox{}, fmt.Errorf("resume sandbox %s: %w", sb.ID, err)
+	}
 	secs := int64(d / time.Second)
 	if _, err := s.agents.For(h).ResumeSandbox(ctx, connect.NewRequest(&hostagentv1.ResumeSandboxRequest{
 		SandboxId: sb.ID, TimeoutSeconds: &secs})); err != nil {
+		s.unholdResume(ctx, held)
 		return store.Sandbox{}, errdefs.FromConnect("agent resume sandbox", err)
 	}
 	id := sb.ID
@@ -573,6 +606,21 @@ func (s *Server) resume(ctx context.Context, sb store.Sandbox, d time.Duration) 
 	}
 	s.log.Info("sandbox resumed", "sandbox", id)
 	return sb, nil
+}
+
+// unholdResume puts back to paused a record resume marked running, when
+// the agent did not resume it and nothing changed it since.
+func (s *Server) unholdResume(ctx context.Context, held store.Sandbox) {
+	_, err := s.store.UpdateSandbox(ctx, held.ID, func(cur *store.Sandbox) error {
+		if cur.State != store.SandboxRunning || !cur.UpdatedAt.Equal(held.UpdatedAt) {
+			return errSkip
+		}
+		cur.State = store.SandboxPaused
+		return nil
+	})
+	if err != nil && !errors.Is(err, errSkip) {
+		s.log.Warn("record failed resume", "sandbox", held.ID, "err", err)
+	}
 }
 
 // autoResume is the proxy's AutoResume: traffic reached a paused sandbox
@@ -595,6 +643,13 @@ func (s *Server) autoResume(ctx context.Context, id string) error {
 	d := time.Duration(sb.TimeoutSecs) * time.Second
 	if d <= 0 {
 		d = defaultTimeout
+	}
+	// Traffic cannot be told its timeout is too long: a team whose limit
+	// was lowered since the create gets the limit.
+	if q, err := s.teamQuota(ctx, sb.TeamID); err == nil {
+		if max, ok := q.Timeout(); ok {
+			d = min(d, max)
+		}
 	}
 	_, err = s.resume(ctx, sb, d)
 	return err

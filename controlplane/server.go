@@ -54,6 +54,13 @@ type Config struct {
 	// exec answer holds (the rest is dropped and the answer says so).
 	// Default 16 MiB.
 	ExecOutputLimit int
+	// TeamQuota is every team's quota where the team sets no limit of its
+	// own: these limits over DefaultTeamQuota (see quotas.go). A limit
+	// that cannot be valid is an error of New.
+	TeamQuota store.Quota
+	// RetentionInterval is how often paused sandboxes are checked against
+	// their team's paused limits. Default 30 s.
+	RetentionInterval time.Duration
 }
 
 // LocalAgent is a host agent in the control plane's process.
@@ -95,6 +102,14 @@ type Server struct {
 func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	if st == nil {
 		return nil, fmt.Errorf("new control plane: no store: %w", errdefs.ErrInvalid)
+	}
+	quota, err := quotaDefaults(cfg.TeamQuota)
+	if err != nil {
+		return nil, fmt.Errorf("new control plane: %w", err)
+	}
+	cfg.TeamQuota = quota
+	if cfg.RetentionInterval <= 0 {
+		cfg.RetentionInterval = defaultRetentionInterval
 	}
 	if cfg.Domain == "" {
 		cfg.Domain = "localhost"
@@ -337,6 +352,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("control plane running", "public_url", s.cfg.PublicURL, "domain", s.cfg.Domain)
 	var wg sync.WaitGroup
 	wg.Go(func() { s.loop(ctx, "timeouts", s.cfg.TimeoutInterval, s.enforceTimeouts) })
+	wg.Go(func() { s.loop(ctx, "retention", s.cfg.RetentionInterval, s.enforceRetention) })
 	rec := newReconciler(s)
 	wg.Go(func() { s.loop(ctx, "reconcile", s.cfg.ReconcileInterval, rec.round) })
 	wg.Wait()
