@@ -1,7 +1,6 @@
 package network
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 
@@ -14,41 +13,81 @@ import (
 // recognised by the host-side interface it arrives on (`roost-*`); the
 // sandbox's source address is trusted only after the prerouting chain has
 // checked it is the one address that interface owns, so a sandbox that
-// re-addresses its eth0 cannot escape the no_internet set.
+// re-addresses its eth0 cannot escape no_internet or share another
+// sandbox's limits.
+//
+// The policy: a sandbox reaches the public internet (when its switch is
+// on) and nothing else. Not the host (any of its addresses, on any
+// interface: those are input, where only replies and DNS to a resolver
+// pass), not another sandbox, not a port the host publishes by DNAT
+// (Docker's), and none of the blocked ranges (private, CGNAT, link-local,
+// loopback, multicast, reserved, documentation: BlockedRanges) unless
+// the operator allowed the destination or it is one of the sandboxes'
+// DNS resolvers on port 53. Each sandbox's tracked connections and its
+// rate of new ones are bounded, so that one sandbox cannot fill the
+// host's conntrack table.
 //
 //	prerouting (raw): roost-* with a source that is not a .2 address, or
 //	                  not routed back through the interface it came in on → drop
-//	input:            roost-* established/related → accept; roost-* → drop
-//	forward:          roost-* → roost-* drop; roost-* non-IPv4 drop;
-//	                  roost-* from @no_internet drop; roost-* to 169.254/16 drop;
-//	                  roost-* → accept; → roost-* established/related accept;
-//	                  → roost-* drop
+//	input:            roost-* established/related → accept;
+//	                  roost-* online → @resolvers udp/tcp 53 → accept; roost-* → drop
+//	forward:          roost-* → roost-* drop; roost-* or → roost-* non-IPv4 drop;
+//	                  roost-* → jump sandbox_out;
+//	                  → roost-* established/related accept; → roost-* drop
+//	sandbox_out:      from @no_internet drop; DNATed drop;
+//	                  to @blocked and not @allowed → jump private;
+//	                  new: over @conns' count drop; over @new_conns' rate drop;
+//	                  accept
+//	private:          to @resolvers udp/tcp 53 → return; drop
 //	postrouting(nat): from the subnet out of a non-roost-* interface → masquerade
 //
-// Other tables still see the traffic: a host firewall whose forward policy
-// is drop (Docker's, for one) also drops sandbox egress.
+// Every set is a lookup of constant cost: the blocked and allowed ranges
+// are interval sets, and nothing is added per sandbox except its address
+// in no_internet (internet off) and, on its first new connection, its
+// elements of the two dynamic sets. Other tables still see the traffic: a
+// host firewall whose forward policy is drop (Docker's, for one) also
+// drops sandbox egress.
 const (
-	tableName      = "roost"
-	noInternetSet  = "no_internet"
-	noInternetID   = 1 // set ID within the install batch; avoids the library's global counter
-	linkLocalBlock = "169.254.0.0/16"
+	tableName = "roost"
+
+	noInternetSet = "no_internet"
+	blockedSet    = "blocked"
+	allowedSet    = "allowed"
+	resolversSet  = "resolvers"
+	connsSet      = "conns"
+	newConnsSet   = "new_conns"
+
+	egressChain  = "sandbox_out"
+	privateChain = "private"
+
+	// maxDynamicElems caps the per-sandbox dynamic sets: one element per
+	// sandbox address that ever opened a connection. Slots are reused
+	// lowest first, so this is the most sandboxes a host runs at once.
+	maxDynamicElems = 65535
 )
 
 var roostTable = &nftables.Table{Name: tableName, Family: nftables.TableFamilyINet}
 
-// noInternet is the set of sandbox addresses whose forwarding is dropped.
-var noInternet = &nftables.Set{
-	Table:   roostTable,
-	ID:      noInternetID,
-	Name:    noInternetSet,
-	KeyType: nftables.TypeIPAddr,
+// Set IDs within the install batch; they avoid the library's global counter.
+var (
+	noInternet = &nftables.Set{Table: roostTable, ID: 1, Name: noInternetSet, KeyType: nftables.TypeIPAddr}
+	resolvers  = &nftables.Set{Table: roostTable, ID: 2, Name: resolversSet, KeyType: nftables.TypeIPAddr}
+)
+
+// policy is what installTable enforces, with Config's defaults applied.
+type policy struct {
+	subnet    netip.Prefix
+	allowed   []addrRange
+	resolvers []netip.Addr
+	maxConns  int // 0: no limit
+	connRate  int // new connections a second; 0: no limit
 }
 
 // installTable replaces `inet roost` in one atomic batch, keeping the
 // elements of an existing no_internet set so that sandboxes that outlive
 // an agent restart never get internet access in between; Prune later drops
 // the elements that belong to no sandbox.
-func installTable(subnet netip.Prefix) (kept int, err error) {
+func installTable(p policy) (kept int, err error) {
 	c, err := nftables.New()
 	if err != nil {
 		return 0, fmt.Errorf("nftables: %w", err)
@@ -65,20 +104,71 @@ func installTable(subnet netip.Prefix) (kept int, err error) {
 	c.AddTable(roostTable)
 	c.DelTable(roostTable)
 	c.AddTable(roostTable)
-	set := *noInternet
-	if err := c.AddSet(&set, elems); err != nil {
-		return 0, fmt.Errorf("nftables set %s: %w", noInternetSet, err)
+	sets, err := addSets(c, p, elems)
+	if err != nil {
+		return 0, err
 	}
+	addChains(c, p, sets)
+	if err := c.Flush(); err != nil {
+		return 0, fmt.Errorf("install nftables table inet %s: %w", tableName, err)
+	}
+	return len(elems), nil
+}
+
+type tableSets struct {
+	noInternet, blocked, allowed, resolvers, conns, newConns *nftables.Set
+}
+
+func addSets(c *nftables.Conn, p policy, noInternetElems []nftables.SetElement) (tableSets, error) {
+	interval := func(id uint32, name string) *nftables.Set {
+		return &nftables.Set{Table: roostTable, ID: id, Name: name, KeyType: nftables.TypeIPAddr, Interval: true}
+	}
+	dynamic := func(id uint32, name string) *nftables.Set {
+		return &nftables.Set{Table: roostTable, ID: id, Name: name, KeyType: nftables.TypeIPAddr, Dynamic: true, Size: maxDynamicElems}
+	}
+	ni, rs := *noInternet, *resolvers
+	s := tableSets{
+		noInternet: &ni, resolvers: &rs,
+		blocked: interval(3, blockedSet), allowed: interval(4, allowedSet),
+		conns: dynamic(5, connsSet), newConns: dynamic(6, newConnsSet),
+	}
+	for _, add := range []struct {
+		set   *nftables.Set
+		elems []nftables.SetElement
+	}{
+		{s.noInternet, noInternetElems},
+		{s.resolvers, addrElements(p.resolvers)},
+		{s.blocked, rangeElements(mergeRanges(BlockedRanges))},
+		{s.allowed, rangeElements(p.allowed)},
+		{s.conns, nil},
+		{s.newConns, nil},
+	} {
+		if err := c.AddSet(add.set, add.elems); err != nil {
+			return s, fmt.Errorf("nftables set %s: %w", add.set.Name, err)
+		}
+	}
+	return s, nil
+}
+
+func addChains(c *nftables.Conn, p policy, s tableSets) {
 	accept := nftables.ChainPolicyAccept
 	chain := func(name string, typ nftables.ChainType, hook *nftables.ChainHook, prio *nftables.ChainPriority) *nftables.Chain {
+		if hook == nil { // a regular chain, entered by jump
+			return c.AddChain(&nftables.Chain{Name: name, Table: roostTable})
+		}
 		return c.AddChain(&nftables.Chain{
 			Name: name, Table: roostTable, Type: typ, Hooknum: hook, Priority: prio, Policy: &accept,
 		})
 	}
 	rules := func(ch *nftables.Chain, rs ...[]expr.Any) {
 		for _, r := range rs {
-			c.AddRule(&nftables.Rule{Table: roostTable, Chain: ch, Exprs: r})
+			if r != nil {
+				c.AddRule(&nftables.Rule{Table: roostTable, Chain: ch, Exprs: r})
+			}
 		}
+	}
+	dns := func(proto byte, then []expr.Any, pre ...[]expr.Any) []expr.Any {
+		return join(join(pre...), daddr(), inSet(s.resolvers), dstPort(proto, 53), then)
 	}
 
 	pre := chain("prerouting", nftables.ChainTypeFilter, nftables.ChainHookPrerouting, nftables.ChainPriorityRaw)
@@ -87,34 +177,56 @@ func installTable(subnet netip.Prefix) (kept int, err error) {
 		join(iif(true), ipv4(), rpfMissing(), drop()),
 	)
 
+	// Input is every address of the host, on whatever interface it sits.
+	online := join(iif(true), ipv4(), saddr(), notInSet(s.noInternet))
 	in := chain("input", nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter)
 	rules(in,
 		join(iif(true), establishedOrRelated(), verdict(expr.VerdictAccept)),
+		dns(unix.IPPROTO_UDP, verdict(expr.VerdictAccept), online),
+		dns(unix.IPPROTO_TCP, verdict(expr.VerdictAccept), online),
 		join(iif(true), drop()),
 	)
 
-	linkLocal := netip.MustParsePrefix(linkLocalBlock)
+	private := chain(privateChain, "", nil, nil)
+	rules(private,
+		dns(unix.IPPROTO_UDP, verdict(expr.VerdictReturn)),
+		dns(unix.IPPROTO_TCP, verdict(expr.VerdictReturn)),
+		drop(),
+	)
+
+	var conns, rate []expr.Any
+	if p.maxConns > 0 {
+		conns = join(ctStateNew(), saddr(), perSource(s.conns, &expr.Connlimit{Count: uint32(p.maxConns), Flags: expr.NFT_CONNLIMIT_F_INV}), drop())
+	}
+	if p.connRate > 0 {
+		rate = join(ctStateNew(), saddr(), perSource(s.newConns, &expr.Limit{
+			Type: expr.LimitTypePkts, Rate: uint64(p.connRate), Unit: expr.LimitTimeSecond, Burst: uint32(2 * p.connRate), Over: true,
+		}), drop())
+	}
+	out := chain(egressChain, "", nil, nil)
+	rules(out,
+		join(saddr(), inSet(s.noInternet), drop()),
+		join(ctDNAT(), drop()),
+		join(daddr(), inSet(s.blocked), notInSet(s.allowed), jump(privateChain)),
+		conns,
+		rate,
+		verdict(expr.VerdictAccept),
+	)
+
 	fwd := chain("forward", nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter)
 	rules(fwd,
 		join(iif(true), oif(true), drop()),
 		join(iif(true), notIPv4(), drop()),
 		join(oif(true), notIPv4(), drop()),
-		join(iif(true), saddr(), inSet(&set), drop()),
-		join(iif(true), daddr(), inPrefix(linkLocal), drop()),
-		join(iif(true), verdict(expr.VerdictAccept)),
+		join(iif(true), jump(egressChain)),
 		join(oif(true), establishedOrRelated(), verdict(expr.VerdictAccept)),
 		join(oif(true), drop()),
 	)
 
 	post := chain("postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource)
 	rules(post,
-		join(ipv4(), saddr(), inPrefix(subnet), oif(false), []expr.Any{&expr.Masq{}}),
+		join(ipv4(), saddr(), inPrefix(p.subnet), oif(false), []expr.Any{&expr.Masq{}}),
 	)
-
-	if err := c.Flush(); err != nil {
-		return 0, fmt.Errorf("install nftables table inet %s: %w", tableName, err)
-	}
-	return len(elems), nil
 }
 
 // setElements adds (add) or removes the addresses from no_internet in one
@@ -128,11 +240,7 @@ func setElements(add bool, addrs ...netip.Addr) error {
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
-	elems := make([]nftables.SetElement, len(addrs))
-	for i, a := range addrs {
-		b := a.As4()
-		elems[i] = nftables.SetElement{Key: b[:]}
-	}
+	elems := addrElements(addrs)
 	if err := c.SetAddElements(noInternet, elems); err != nil {
 		return fmt.Errorf("nftables set %s: %w", noInternetSet, err)
 	}
@@ -143,6 +251,25 @@ func setElements(add bool, addrs ...netip.Addr) error {
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("update nftables set %s: %w", noInternetSet, err)
+	}
+	return nil
+}
+
+// addResolvers adds addresses to the resolvers set; adding one that is
+// there already is not an error.
+func addResolvers(addrs []netip.Addr) error {
+	if len(addrs) == 0 {
+		return nil
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	if err := c.SetAddElements(resolvers, addrElements(addrs)); err != nil {
+		return fmt.Errorf("nftables set %s: %w", resolversSet, err)
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("update nftables set %s: %w", resolversSet, err)
 	}
 	return nil
 }
@@ -165,97 +292,3 @@ func listNoInternet() ([]netip.Addr, error) {
 	}
 	return addrs, nil
 }
-
-// Rule building blocks. Register 1 is the only scratch register used.
-
-func join(parts ...[]expr.Any) []expr.Any {
-	var all []expr.Any
-	for _, p := range parts {
-		all = append(all, p...)
-	}
-	return all
-}
-
-// ifname matches interfaces named roost-* (eq) or anything else (!eq): a
-// comparison of fewer bytes than IFNAMSIZ is a prefix match.
-func ifname(key expr.MetaKey, eq bool) []expr.Any {
-	op := expr.CmpOpEq
-	if !eq {
-		op = expr.CmpOpNeq
-	}
-	return []expr.Any{
-		&expr.Meta{Key: key, Register: 1},
-		&expr.Cmp{Op: op, Register: 1, Data: []byte(prefix)},
-	}
-}
-
-func iif(roost bool) []expr.Any { return ifname(expr.MetaKeyIIFNAME, roost) }
-func oif(roost bool) []expr.Any { return ifname(expr.MetaKeyOIFNAME, roost) }
-
-func nfproto(op expr.CmpOp) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: op, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
-	}
-}
-
-func ipv4() []expr.Any    { return nfproto(expr.CmpOpEq) }
-func notIPv4() []expr.Any { return nfproto(expr.CmpOpNeq) }
-
-// saddr and daddr load the IPv4 source or destination; only use them after
-// ipv4() or on a path that only carries IPv4.
-func saddr() []expr.Any { return ipField(12) }
-func daddr() []expr.Any { return ipField(16) }
-
-func ipField(offset uint32) []expr.Any {
-	return []expr.Any{&expr.Payload{
-		OperationType: expr.PayloadLoad, DestRegister: 1,
-		Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4,
-	}}
-}
-
-// masked compares register 1 & mask with want.
-func masked(mask, want []byte, op expr.CmpOp) []expr.Any {
-	return []expr.Any{
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: uint32(len(mask)), Mask: mask, Xor: make([]byte, len(mask))},
-		&expr.Cmp{Op: op, Register: 1, Data: want},
-	}
-}
-
-func inPrefix(p netip.Prefix) []expr.Any {
-	mask := make([]byte, 4)
-	binary.BigEndian.PutUint32(mask, ^uint32(0)<<(32-p.Bits()))
-	a := p.Masked().Addr().As4()
-	return masked(mask, a[:], expr.CmpOpEq)
-}
-
-func inSet(s *nftables.Set) []expr.Any {
-	return []expr.Any{&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID}}
-}
-
-// rpfMissing is `fib saddr . iif oif missing`: no route back to the source
-// through the interface the packet came in on (strict reverse-path filter).
-func rpfMissing() []expr.Any {
-	return []expr.Any{
-		&expr.Fib{Register: 1, FlagSADDR: true, FlagIIF: true, ResultOIF: true},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, 4)},
-	}
-}
-
-func establishedOrRelated() []expr.Any {
-	return []expr.Any{
-		&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
-		&expr.Bitwise{
-			SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binary.NativeEndian.AppendUint32(nil, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED),
-			Xor:  make([]byte, 4),
-		},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
-	}
-}
-
-func verdict(k expr.VerdictKind) []expr.Any { return []expr.Any{&expr.Verdict{Kind: k}} }
-
-// drop counts what it drops, which makes `nft list table inet roost` useful
-// when debugging isolation.
-func drop() []expr.Any { return []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}} }

@@ -375,9 +375,10 @@ func mustBeBlocked(t testing.TB, nsPath string, local netip.Addr, dst netip.Addr
 
 // outside is a stand-in for the internet: a namespace roost-test-out-<rand>
 // joined to the host by a veth, .1/24 on the host and .2/24 inside, in a
-// /24 of the benchmarking range 198.18.0.0/15 that the host does not use
-// (not 192.0.2.0/24: hosts, this one included, sometimes sit in it), picked
-// at random so that concurrent test processes do not collide. It also
+// /24 of 11.0.0.0/8 that the host does not use, picked at random so that
+// concurrent test processes do not collide. It must be public address
+// space: the reserved ranges (benchmarking, documentation) are blocked
+// to sandboxes like private ones. It also
 // answers for a random 169.254.x.y, routed to it from the host, so that a
 // failed link-local block hits this namespace, never a metadata service.
 type outside struct {
@@ -387,7 +388,7 @@ type outside struct {
 	hostAddr  netip.Addr
 }
 
-var outsideRange = netip.MustParsePrefix("198.18.0.0/15")
+var outsideRange = netip.MustParsePrefix("11.0.0.0/8")
 
 func newOutside(t testing.TB) outside {
 	t.Helper()

@@ -1,6 +1,7 @@
 package network
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -27,7 +29,51 @@ type Config struct {
 	// (the sandbox's gateway), the sandbox its .2. Slot 0 is unused, so
 	// a /16 has 16383 slots.
 	Subnet netip.Prefix
+	// AllowCIDRs are destinations in BlockedRanges that sandboxes may
+	// reach all the same (a LAN service, a corporate proxy), checked
+	// before the blocked ranges: `--allow-sandbox-cidr`, as E2B's
+	// ALLOW_SANDBOX_INTERNAL_CIDRS. IPv4 only. They never open the
+	// host's own addresses or another sandbox. Default none.
+	AllowCIDRs []netip.Prefix
+	// Resolvers are the DNS servers sandboxes are told about (Network.DNS)
+	// and may reach on port 53, UDP and TCP, wherever they are (a private
+	// resolver, one on a host address). Default: the host's IPv4
+	// nameservers that are not loopback, from /etc/resolv.conf or else
+	// systemd-resolved's upstream list, followed as they change.
+	Resolvers []netip.Addr
+	// MaxConns bounds the connections each sandbox has open at once
+	// through the host (its conntrack entries); a new one beyond it is
+	// dropped. Default 4096; negative means no limit.
+	MaxConns int
+	// NewConnRate bounds the new connections a sandbox opens a second
+	// (a burst of twice as many passes); beyond it they are dropped.
+	// Default 1000; negative means no limit.
+	NewConnRate int
+	// Egress shapes what each sandbox sends, on its interface inside its
+	// namespace (which sandbox root cannot change: the namespace belongs
+	// to the host's user namespace). Zero means the default, 200 MB/s
+	// sustained after a one-time 100 MB burst, as the VM runtimes'.
+	Egress RateLimit
+	// NoEgressLimit turns the egress limit off: for VM runtimes, which
+	// shape their guests' traffic themselves.
+	NoEgressLimit bool
 }
+
+// RateLimit is a token bucket: Rate bytes a second sustained, after a
+// one-time Burst of bytes.
+type RateLimit struct {
+	Rate  uint64
+	Burst uint32
+}
+
+// Defaults of Config.
+const (
+	DefaultMaxConns    = 4096
+	DefaultNewConnRate = 1000
+)
+
+// DefaultEgress is Config.Egress's default.
+var DefaultEgress = RateLimit{Rate: 200_000_000, Burst: 100_000_000}
 
 // Manager plumbs sandboxes' networks on this host. Its methods are safe for
 // concurrent use; calls for different slots run in parallel, calls for one
@@ -43,6 +89,9 @@ type Manager struct {
 	// there is nothing to close.
 	nl *netlink.Handle
 
+	egress RateLimit // zero: none
+	dns    *resolverList
+
 	mu       sync.Mutex // guards slots and internet
 	slots    *slots
 	internet map[int]bool // slot → internet on, for slots whose state this Manager set
@@ -50,7 +99,8 @@ type Manager struct {
 
 // New prepares the host: it enables IPv4 forwarding, makes /run/netns a
 // shared mount, and installs (replacing any old copy) the nftables table
-// `inet roost`. It needs root.
+// `inet roost`. It needs root. A setting it cannot honour (an IPv6
+// allowed CIDR or resolver) is refused with errdefs.ErrInvalid.
 func New(cfg Config, log *slog.Logger) (*Manager, error) {
 	plan, err := newAddrPlan(cfg.Subnet)
 	if err != nil {
@@ -59,23 +109,64 @@ func New(cfg Config, log *slog.Logger) (*Manager, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	subnet := cfg.Subnet
-	if !subnet.IsValid() {
-		subnet = DefaultSubnet
+	p, err := cfg.policy()
+	if err != nil {
+		return nil, err
 	}
-	subnet = subnet.Masked()
 	if err := enableForwarding(log); err != nil {
 		return nil, err
 	}
 	if err := ensureNetnsDir(); err != nil {
 		return nil, err
 	}
-	kept, err := installTable(subnet)
+	kept, err := installTable(p)
 	if err != nil {
 		return nil, err
 	}
-	log.Info("network ready", "subnet", subnet, "slots", plan.capacity, "no_internet_kept", kept)
-	return &Manager{log: log, plan: plan, nl: &netlink.Handle{}, slots: newSlots(plan.capacity), internet: map[int]bool{}}, nil
+	egress := cmp.Or(cfg.Egress, DefaultEgress)
+	if cfg.NoEgressLimit {
+		egress = RateLimit{}
+	}
+	log.Info("network ready", "subnet", p.subnet, "slots", plan.capacity, "no_internet_kept", kept,
+		"allowed", cfg.AllowCIDRs, "resolvers", p.resolvers, "max_conns", p.maxConns, "new_conn_rate", p.connRate,
+		"egress_bytes_per_second", egress.Rate)
+	return &Manager{
+		log: log, plan: plan, nl: &netlink.Handle{}, egress: egress, dns: newResolverList(cfg.Resolvers, p.resolvers),
+		slots: newSlots(plan.capacity), internet: map[int]bool{},
+	}, nil
+}
+
+// policy checks cfg and applies its defaults.
+func (cfg Config) policy() (policy, error) {
+	p := policy{subnet: cmp.Or(cfg.Subnet, DefaultSubnet).Masked(), resolvers: cfg.Resolvers}
+	for _, c := range cfg.AllowCIDRs {
+		if _, err := parseCIDR(c.String()); err != nil {
+			return policy{}, err
+		}
+	}
+	p.allowed = mergeRanges(cfg.AllowCIDRs)
+	for _, a := range cfg.Resolvers {
+		if !a.Is4() {
+			return policy{}, fmt.Errorf("sandbox resolver %s: only IPv4 (sandboxes have no IPv6): %w", a, errdefs.ErrInvalid)
+		}
+	}
+	if cfg.Resolvers == nil {
+		p.resolvers = hostResolvers()
+	}
+	p.maxConns = limitOr(cfg.MaxConns, DefaultMaxConns)
+	p.connRate = limitOr(cfg.NewConnRate, DefaultNewConnRate)
+	return p, nil
+}
+
+// limitOr is v, def when v is zero, and 0 (no limit) when v is negative.
+func limitOr(v, def int) int {
+	switch {
+	case v < 0:
+		return 0
+	case v == 0:
+		return def
+	}
+	return v
 }
 
 func enableForwarding(log *slog.Logger) error {
@@ -167,6 +258,10 @@ func (m *Manager) Setup(ctx context.Context, id string, slot int, internet bool)
 		}
 	}()
 
+	dns, err := m.dns.current(addResolvers)
+	if err != nil {
+		m.log.Warn("sandbox resolvers not refreshed", "sandbox", id, "err", err)
+	}
 	if !internet {
 		if err := setElements(true, addr.Addr()); err != nil {
 			return runtime.Network{}, err
@@ -203,6 +298,9 @@ func (m *Manager) Setup(ctx context.Context, id string, slot int, internet bool)
 	if err := m.nl.AddrAdd(veth, &netlink.Addr{IPNet: ipNet(host)}); err != nil {
 		return runtime.Network{}, fmt.Errorf("address %s on %s: %w", host, link, err)
 	}
+	if err := strictARP(link); err != nil {
+		return runtime.Network{}, err
+	}
 
 	peer, err := ns.nl.LinkByName(sandboxIf)
 	if err != nil {
@@ -218,10 +316,13 @@ func (m *Manager) Setup(ctx context.Context, id string, slot int, internet bool)
 	if err := ns.nl.RouteAdd(&netlink.Route{LinkIndex: peer.Attrs().Index, Gw: gw.AsSlice()}); err != nil {
 		return runtime.Network{}, fmt.Errorf("default route via %s in sandbox: %w", gw, err)
 	}
+	if err := limitEgress(ns.nl, peer, m.egress); err != nil {
+		return runtime.Network{}, err
+	}
 
 	m.rememberInternet(slot, internet)
 	m.log.Debug("sandbox network set up", "sandbox", id, "slot", slot, "address", addr, "internet", internet)
-	return runtime.Network{Netns: nsPath, Interface: sandboxIf, Address: addr, Gateway: gw}, nil
+	return runtime.Network{Netns: nsPath, Interface: sandboxIf, Address: addr, Gateway: gw, DNS: slices.Clone(dns)}, nil
 }
 
 // Teardown removes what Setup made for sandbox id on slot; what is already
@@ -242,6 +343,7 @@ func (m *Manager) Teardown(ctx context.Context, id string, slot int) error {
 		name             = hostLink(slot)
 		addr             = m.plan.sandbox(slot).Addr()
 		linkErr, elemErr error
+		ctErr            error
 		wg               sync.WaitGroup
 		link, findErr    = m.findLink(name)
 		sequential       = findErr != nil
@@ -261,9 +363,13 @@ func (m *Manager) Teardown(ctx context.Context, id string, slot int) error {
 	if !m.knownOnline(slot) {
 		wg.Go(func() { elemErr = setElements(false, addr) })
 	}
+	// The sandbox's connections leave the host's table now, not when
+	// they time out (days, for an established TCP one): they would
+	// count against the next sandbox on this slot's MaxConns.
+	wg.Go(func() { ctErr = forgetConnections(addr) })
 	nsErr := removeNetns(NetnsPath(id))
 	wg.Wait()
-	if err := errors.Join(linkErr, nsErr, elemErr); err != nil {
+	if err := errors.Join(linkErr, nsErr, elemErr, ctErr); err != nil {
 		return fmt.Errorf("network teardown of %s: %w", id, err)
 	}
 	m.forgetInternet(slot)

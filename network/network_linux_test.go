@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -27,8 +28,9 @@ func TestSetupShape(t *testing.T) {
 		Interface: "eth0",
 		Address:   m.plan.sandbox(sb.slot),
 		Gateway:   m.plan.host(sb.slot).Addr(),
+		DNS:       m.dns.addrs,
 	}
-	if sb.net != want {
+	if !reflect.DeepEqual(sb.net, want) {
 		t.Fatalf("Setup = %+v, want %+v", sb.net, want)
 	}
 

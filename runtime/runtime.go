@@ -190,6 +190,9 @@ type Network struct {
 	// Address is the sandbox's address, reachable from the host.
 	Address netip.Prefix
 	Gateway netip.Addr
+	// DNS are the resolvers the sandbox's resolv.conf names: the only
+	// private addresses its firewall lets it reach (port 53 only).
+	DNS []netip.Addr
 }
 
 // Instance is a running sandbox as its driver reports it.

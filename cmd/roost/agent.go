@@ -36,6 +36,7 @@ type agentOptions struct {
 	token   string
 	noPrune bool
 	level   slog.LevelVar
+	net     networkOptions
 
 	// Registration with a control plane (roost server).
 	server            string
@@ -64,6 +65,7 @@ agent on the same --data-dir re-adopts them.`,
 	f.StringVar(&o.token, "token", "", "require 'Authorization: Bearer TOKEN' on RPC and /proxy (default $"+tokenEnv+")")
 	f.BoolVar(&o.noPrune, "no-prune", false, "skip the start-up sweep of roost network namespaces, links, mounts and cgroups that no sandbox of this agent owns (set it when another agent shares this host)")
 	f.TextVar(&o.level, "log-level", &o.level, "log level: debug, info, warn, error")
+	o.net.addFlags(cmd)
 	f.StringVar(&o.server, "server", "", "control plane (roost server) URL to register with and heartbeat to, e.g. http://10.0.0.1:3000")
 	f.StringVar(&o.registrationToken, "registration-token", "", "one-time registration token from 'roost server token' (default $"+registrationTokenEnv+"); needed on first start only")
 	f.StringVar(&o.advertise, "advertise", "", "URL the control plane reaches this agent at (default http://<--listen>)")
@@ -95,7 +97,7 @@ func runAgent(ctx context.Context, o *agentOptions) error {
 	if o.token == "" && !isLoopback(o.listen) {
 		return fmt.Errorf("--listen %s is not a loopback address: set --token (or $%s) so only the control plane can use the agent", o.listen, tokenEnv)
 	}
-	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, log)
+	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, &o.net, log)
 	if err != nil {
 		return err
 	}
@@ -157,9 +159,12 @@ func serveRegistered(ctx context.Context, o *agentOptions, dataDir string, m *ag
 // openManager builds the host's sandbox manager: the runtime driver, the
 // network, the template store, and the sandboxes recovered from dataDir.
 // `roost agent` serves it over RPC; `roost up` also drives it in-process.
-func openManager(ctx context.Context, dataDir, runtimeName, envdFlag string, noPrune bool, log *slog.Logger) (*agent.Manager, error) {
+func openManager(ctx context.Context, dataDir, runtimeName, envdFlag string, noPrune bool, netOpts *networkOptions, log *slog.Logger) (*agent.Manager, error) {
 	// A --runtime this build cannot run is the first thing to report.
 	if _, err := selectRuntime(runtimeName); err != nil {
+		return nil, err
+	}
+	if _, err := netOpts.config(false); err != nil {
 		return nil, err
 	}
 	envd, err := findEnvd(envdFlag)
@@ -174,7 +179,11 @@ func openManager(ctx context.Context, dataDir, runtimeName, envdFlag string, noP
 	if err != nil {
 		return nil, err
 	}
-	nw, err := network.New(network.Config{}, log.With("component", "network"))
+	netCfg, err := netOpts.config(rt.Name() != "namespace")
+	if err != nil {
+		return nil, err
+	}
+	nw, err := network.New(netCfg, log.With("component", "network"))
 	if err != nil {
 		return nil, fmt.Errorf("network: %w", err)
 	}

@@ -28,6 +28,7 @@ type upOptions struct {
 	envd    string
 	domain  string
 	noPrune bool
+	net     networkOptions
 	tls     tlsOptions
 	level   slog.LevelVar
 }
@@ -59,6 +60,7 @@ Plain HTTP on --listen is the default.`,
 	o.tls.addFlags(cmd)
 	f.BoolVar(&o.noPrune, "no-prune", false, "skip the start-up sweep of roost leftovers that no sandbox of this host owns (set it when another agent shares this host)")
 	f.TextVar(&o.level, "log-level", &o.level, "log level: debug, info, warn, error")
+	o.net.addFlags(cmd)
 	return cmd
 }
 
@@ -72,7 +74,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 	if err != nil {
 		return err
 	}
-	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, log)
+	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, &o.net, log)
 	if err != nil {
 		return err
 	}

@@ -23,7 +23,15 @@ const MaxCmdline = 2048 - 128
 // starting environment, and the root device.
 func GuestParams(spec runtime.Spec, root string) []string {
 	w := []string{"roost.ip=" + GuestAddr.String() + "," + GuestGW.String(), "roost.root=" + root}
-	if dns := hostNameservers(); len(dns) > 0 {
+	dns := hostNameservers()
+	if spec.Network.DNS != nil {
+		// The resolvers the network manager opened to the sandbox.
+		dns = make([]string, len(spec.Network.DNS))
+		for i, a := range spec.Network.DNS {
+			dns[i] = a.String()
+		}
+	}
+	if len(dns) > 0 {
 		w = append(w, "roost.dns="+strings.Join(dns, ","))
 	}
 	host := spec.Hostname

@@ -235,7 +235,7 @@ func initConfig(spec runtime.Spec, rootfs string) sandboxinit.Config {
 	cfg := sandboxinit.Config{
 		RootFS:   rootfs,
 		Hostname: spec.Hostname,
-		Resolv:   hostResolv(),
+		Resolv:   hostResolv(spec.Network.DNS),
 		Env:      spec.Env,
 		EnvdArgs: []string{"-addr", fmt.Sprintf("0.0.0.0:%d", wire.EnvdPort), "-forward-ports", "-reserve-threads", fmt.Sprint(envdThreads)},
 		EnvdPort: wire.EnvdPort,

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -345,20 +346,26 @@ func (d *Driver) Resume(ctx context.Context, id string) error {
 	return h.group.Thaw(ctx)
 }
 
-// hostResolv is the host's resolver configuration without loopback
-// nameservers, which mean nothing inside a sandbox's network namespace.
-func hostResolv() string {
+// hostResolv is the host's resolver configuration (search domains,
+// options) with dns as its nameservers: the resolvers the network manager
+// opened to the sandbox (runtime.Network.DNS). Without dns, the host's
+// nameservers less loopback ones, which mean nothing inside a sandbox's
+// network namespace.
+func hostResolv(dns []netip.Addr) string {
 	b, err := os.ReadFile("/etc/resolv.conf")
-	if err != nil {
+	if err != nil && dns == nil {
 		return ""
 	}
 	var out []string
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
-		if len(f) >= 2 && f[0] == "nameserver" && (strings.HasPrefix(f[1], "127.") || f[1] == "::1") {
+		if len(f) >= 2 && f[0] == "nameserver" && (dns != nil || strings.HasPrefix(f[1], "127.") || f[1] == "::1") {
 			continue
 		}
 		out = append(out, line)
 	}
-	return strings.TrimRight(strings.Join(out, "\n"), "\n") + "\n"
+	for _, a := range dns {
+		out = append(out, "nameserver "+a.String())
+	}
+	return strings.Trim(strings.Join(out, "\n"), "\n") + "\n"
 }

@@ -1,0 +1,391 @@
+package network_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/net/dns/dnsmessage"
+
+	"roost.dev/roost/network"
+	"roost.dev/roost/runtime"
+	"roost.dev/roost/runtime/namespace"
+	"roost.dev/roost/runtime/namespace/namespacetest"
+	"roost.dev/roost/runtime/qemu"
+	"roost.dev/roost/runtime/runtimetest"
+	"roost.dev/roost/template/templatetest"
+)
+
+// The attacks here run from inside real sandboxes against a "LAN" and a
+// "metadata service" the test makes itself: a network namespace joined
+// to the host by a veth, answering HTTP on private, CGNAT and link-local
+// addresses. The addresses other than its own 10.x one are routed to it
+// only for traffic from the sandbox subnet (a policy-routing rule), so
+// the host's own traffic to a real 169.254.169.254 is never diverted.
+// "The internet" is another test namespace, at a random 11.x.y.2.
+
+// lab is the LAN namespace.
+type lab struct {
+	ns       string
+	hostAddr netip.Addr            // the host side of its veth: a host address
+	targets  map[string]netip.Addr // what it serves HTTP (port 80) and DNS (port 53) on
+}
+
+func newLab(t *testing.T) *lab {
+	t.Helper()
+	suffix := network.RandHex(6)
+	l := &lab{ns: network.NetnsPath("test-lan-" + suffix)}
+	base := netip.AddrFrom4([4]byte{10, 77, byte(randByte()), 0})
+	l.hostAddr = base.Next()
+	l.targets = map[string]netip.Addr{
+		"private 10/8":        base.Next().Next(),
+		"private 172.16/12":   netip.AddrFrom4([4]byte{172, 16, byte(randByte()), 7}),
+		"private 192.168/16":  netip.AddrFrom4([4]byte{192, 168, byte(randByte()), 7}),
+		"CGNAT metadata":      netip.MustParseAddr("100.100.100.200"),
+		"link-local metadata": netip.MustParseAddr("169.254.169.254"),
+	}
+	link := "roostlan" + suffix
+	table := 20000 + int(randByte())*100 + int(randByte())%100
+	rule := netlink.NewRule()
+	rule.Src = &net.IPNet{IP: network.DefaultSubnet.Addr().AsSlice(), Mask: net.CIDRMask(network.DefaultSubnet.Bits(), 32)}
+	rule.Table, rule.Priority = table, table
+	t.Cleanup(func() {
+		_ = netlink.RuleDel(rule)
+		if lk, err := netlink.LinkByName(link); err == nil {
+			_ = netlink.LinkDel(lk)
+		}
+		if err := network.RemoveNetns(l.ns); err != nil {
+			t.Errorf("remove lab namespace: %v", err)
+		}
+	})
+	fd, closeNs, err := network.CreateNetns(l.ns)
+	if err != nil {
+		t.Fatalf("lab namespace: %v", err)
+	}
+	defer closeNs()
+	must := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("lab: %s: %v", what, err)
+		}
+	}
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name, attrs.Flags = link, net.FlagUp
+	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: "eth0", PeerNamespace: netlink.NsFd(fd)}
+	must("veth", netlink.LinkAdd(veth))
+	must("host address", netlink.AddrAdd(veth, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(l.hostAddr, 24))}))
+	for name, a := range l.targets {
+		if name == "private 10/8" {
+			continue // on the link's own /24
+		}
+		must("route "+name, netlink.RouteAdd(&netlink.Route{LinkIndex: veth.Attrs().Index, Dst: prefixNet(netip.PrefixFrom(a, 32)), Table: table, Scope: netlink.SCOPE_LINK}))
+	}
+	must("rule", netlink.RuleAdd(rule))
+	must("inside", network.InNetns(l.ns, func() error {
+		eth0, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		for name, a := range l.targets {
+			bits := 32
+			if name == "private 10/8" {
+				bits = 24
+			}
+			if err := netlink.AddrAdd(eth0, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(a, bits))}); err != nil {
+				return err
+			}
+		}
+		if err := netlink.LinkSetUp(eth0); err != nil {
+			return err
+		}
+		return netlink.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: l.hostAddr.AsSlice()})
+	}))
+	serveHTTP(t, l.ns, 80, "lan")
+	serveDNS(t, l.ns)
+	return l
+}
+
+func prefixNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}
+}
+
+func randByte() byte { return network.RandHex(2)[0]*16 + network.RandHex(2)[1] }
+
+// serveHTTP answers body on port inside the namespace at ns ("" for the
+// host's, on every address).
+func serveHTTP(t testing.TB, ns string, port int, body string) int {
+	t.Helper()
+	var ln net.Listener
+	listen := func() (err error) { ln, err = net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", port)); return err }
+	var err error
+	if ns == "" {
+		err = listen()
+	} else {
+		err = network.InNetns(ns, listen)
+	}
+	if err != nil {
+		t.Fatalf("listen in %q: %v", ns, err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, body)
+	})}
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = srv.Serve(ln) })
+	t.Cleanup(func() { srv.Close(); wg.Wait() })
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// dnsAnswer is what the lab's resolver answers for every A question.
+var dnsAnswer = [4]byte{11, 22, 33, 44}
+
+// serveDNS answers every UDP query on port 53 inside ns with dnsAnswer.
+func serveDNS(t testing.TB, ns string) {
+	t.Helper()
+	var pc net.PacketConn
+	if err := network.InNetns(ns, func() (err error) { pc, err = net.ListenPacket("udp4", "0.0.0.0:53"); return err }); err != nil {
+		t.Fatalf("dns listen: %v", err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var p dnsmessage.Parser
+			h, err := p.Start(buf[:n])
+			if err != nil {
+				continue
+			}
+			q, err := p.Question()
+			if err != nil {
+				continue
+			}
+			b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true})
+			_ = b.StartQuestions()
+			_ = b.Question(q)
+			_ = b.StartAnswers()
+			if q.Type == dnsmessage.TypeA {
+				_ = b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}, dnsmessage.AResource{A: dnsAnswer})
+			}
+			if msg, err := b.Finish(); err == nil {
+				_, _ = pc.WriteTo(msg, from)
+			}
+		}
+	})
+	t.Cleanup(func() { pc.Close(); wg.Wait() })
+}
+
+// internet is the outside namespace with an HTTP server.
+type internet struct {
+	network.Outside
+	port int
+}
+
+func newInternet(t *testing.T) internet {
+	o := network.NewOutside(t)
+	return internet{Outside: o, port: serveHTTP(t, o.NS(), 0, "internet")}
+}
+
+func (i internet) url() string { return fmt.Sprintf("http://%s:%d/", i.Addr(), i.port) }
+
+// newNetwork installs the firewall with cfg (for the whole host, as an
+// agent does); the test's cleanup puts the default one back.
+func newNetwork(t *testing.T, cfg network.Config) *network.Manager {
+	t.Helper()
+	runtimetest.RequireRoot(t)
+	m, err := network.New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("network: %v", err)
+	}
+	t.Cleanup(func() {
+		if _, err := network.New(network.Config{}, slog.New(slog.DiscardHandler)); err != nil {
+			t.Errorf("restore the default firewall: %v", err)
+		}
+	})
+	return m
+}
+
+func namespaceDriver(t testing.TB) runtime.Runtime {
+	t.Helper()
+	runtimetest.RequireRoot(t)
+	if av := namespace.Probe(); !av.Available {
+		t.Skipf("namespace runtime unavailable: %s", av.Reason)
+	}
+	d, err := namespace.New(namespace.Config{
+		DataDir: filepath.Join(templatetest.CacheDir(), "runtime", "namespace"),
+		Init:    namespacetest.Init(t),
+	}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if av := d.Probe(context.Background()); !av.Available {
+		t.Skipf("namespace driver unavailable: %s", av.Reason)
+	}
+	return d
+}
+
+func qemuDriver(t testing.TB) runtime.Runtime {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots a VM (TCG without /dev/kvm): slow")
+	}
+	runtimetest.RequireRoot(t)
+	d := qemu.New(qemu.Config{
+		DataDir: filepath.Join(templatetest.CacheDir(), "runtime", "qemu"),
+		Init:    runtimetest.GuestInit(t),
+	}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if av := d.Probe(context.Background()); !av.Available {
+		t.Skipf("qemu runtime unavailable: %s", av.Reason)
+	}
+	return d
+}
+
+func exec(t testing.TB, sb *runtimetest.Sandbox, script string) runtimetest.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := sb.Exec(ctx, script)
+	if err != nil {
+		t.Fatalf("exec %q: %v", script, err)
+	}
+	return r
+}
+
+// fetchAll fetches every URL from inside the sandbox at once, each with a
+// 3 s limit, and returns the URLs whose fetch succeeded.
+func fetchAll(t testing.TB, sb *runtimetest.Sandbox, urls ...string) map[string]bool {
+	t.Helper()
+	var script strings.Builder
+	for i, u := range urls {
+		fmt.Fprintf(&script, "(curl -sf -m 3 -o /dev/null %q && echo ok %d) &\n", u, i)
+	}
+	script.WriteString("wait\n")
+	out := exec(t, sb, script.String()).Stdout
+	got := map[string]bool{}
+	for i, u := range urls {
+		got[u] = strings.Contains(out, fmt.Sprintf("ok %d\n", i))
+	}
+	return got
+}
+
+// mustStillWork is the legitimate use every attack case checks after
+// the attack: a command runs, a file writes, and the internet answers.
+func mustStillWork(t testing.TB, sb *runtimetest.Sandbox, world internet) {
+	t.Helper()
+	if out := exec(t, sb, "echo data > /tmp/still-works && cat /tmp/still-works").Stdout; out != "data\n" {
+		t.Errorf("after the attack a command printed %q, want data", out)
+	}
+	if !fetchAll(t, sb, world.url())[world.url()] {
+		t.Errorf("after the attack the sandbox no longer reaches the internet at %s", world.url())
+	}
+}
+
+func labURLs(l *lab) map[string]string {
+	urls := map[string]string{}
+	for name, a := range l.targets {
+		urls[name] = "http://" + a.String() + "/"
+	}
+	return urls
+}
+
+func attackLAN(t *testing.T, rt runtime.Runtime) {
+	l, world := newLab(t), newInternet(t)
+	nw := newNetwork(t, network.Config{})
+	sb := runtimetest.Start(t, rt, nw, runtimetest.Options{Internet: true})
+	urls := labURLs(l)
+	var list []string
+	for _, u := range urls {
+		list = append(list, u)
+	}
+	got := fetchAll(t, sb, append(list, world.url())...)
+	for name, u := range urls {
+		if got[u] {
+			t.Errorf("the sandbox reached the %s service at %s", name, u)
+		}
+	}
+	if !got[world.url()] {
+		t.Errorf("the sandbox did not reach the internet at %s", world.url())
+	}
+	mustStillWork(t, sb, world)
+}
+
+// TestAttackReachLANAndMetadata: a sandbox fetches from the host's LAN
+// (10/8, 172.16/12, 192.168/16) and the cloud metadata services
+// (100.100.100.200, 169.254.169.254); every fetch fails, the internet
+// still answers.
+func TestAttackReachLANAndMetadata(t *testing.T) { attackLAN(t, namespaceDriver(t)) }
+
+// TestAttackVMReachLANAndMetadata: the same from a QEMU microVM sandbox.
+func TestAttackVMReachLANAndMetadata(t *testing.T) { attackLAN(t, qemuDriver(t)) }
+
+// TestAttackAllowedCIDRStaysNarrow: with --allow-sandbox-cidr for one LAN
+// address (and for the host's own address on the LAN link), the sandbox
+// reaches that address and nothing else: not the other LAN and metadata
+// addresses, not the host.
+func TestAttackAllowedCIDRStaysNarrow(t *testing.T) {
+	rt := namespaceDriver(t)
+	l, world := newLab(t), newInternet(t)
+	hostPort := runtimetest.HostListener(t)
+	allowed := l.targets["private 192.168/16"]
+	nw := newNetwork(t, network.Config{AllowCIDRs: []netip.Prefix{
+		netip.PrefixFrom(allowed, 32), netip.PrefixFrom(l.hostAddr, 32),
+	}})
+	sb := runtimetest.Start(t, rt, nw, runtimetest.Options{Internet: true})
+	urls := labURLs(l)
+	var list []string
+	for _, u := range urls {
+		list = append(list, u)
+	}
+	got := fetchAll(t, sb, list...)
+	for name, u := range urls {
+		if want := l.targets[name] == allowed; got[u] != want {
+			t.Errorf("%s at %s: reached %v, want %v", name, u, got[u], want)
+		}
+	}
+	if sb.Reaches(context.Background(), l.hostAddr.String(), hostPort) {
+		t.Errorf("an allowed CIDR opened the host's own address %s", l.hostAddr)
+	}
+	mustStillWork(t, sb, world)
+}
+
+// TestAttackReachHostServices: a sandbox connects to a host service bound
+// on 0.0.0.0 through every host address: its gateway, the host's uplink
+// address, and addresses on other local interfaces (a LAN link, the
+// internet link); every connection fails.
+func TestAttackReachHostServices(t *testing.T) {
+	rt := namespaceDriver(t)
+	l, world := newLab(t), newInternet(t)
+	port := runtimetest.HostListener(t)
+	nw := newNetwork(t, network.Config{})
+	sb := runtimetest.Start(t, rt, nw, runtimetest.Options{Internet: true})
+	targets := []string{sb.Spec.Network.Gateway.String(), l.hostAddr.String(), world.HostAddr()}
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && !ip.IsLoopback() && !network.DefaultSubnet.Contains(ip) {
+			targets = append(targets, ip.String())
+		}
+	}
+	for _, target := range targets {
+		if sb.Reaches(context.Background(), target, port) {
+			t.Errorf("the sandbox reached the host service at %s:%d", target, port)
+		}
+	}
+	t.Logf("host service unreachable through %v", targets)
+	mustStillWork(t, sb, world)
+}
