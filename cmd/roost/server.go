@@ -30,6 +30,7 @@ type serverOptions struct {
 	downAfter   int
 	createGrace time.Duration
 	tokenTTL    time.Duration
+	teamQuota   quotaFlag
 	tls         tlsOptions
 	level       slog.LevelVar
 }
@@ -46,8 +47,10 @@ registration token ('roost server token'):
 
   roost agent --server http://THIS:3000 --registration-token TOKEN --advertise http://AGENT:7070
 
-On first start it creates an API key and stores it in <data-dir>/api-key
-(mode 0600); $` + apiKeyEnv + ` sets the key instead. Ctrl-C stops it; the
+On first start it creates an API key, prints it once and stores it in
+<data-dir>/api-key (mode 0600); $` + apiKeyEnv + ` sets the key instead.
+--team-quota sets every team's default limits; 'roost server quota'
+shows or sets one team's. Ctrl-C stops it; the
 sandboxes run on the hosts and keep running.
 
 ` + domainModeHelp + ` Several replicas share one
@@ -59,6 +62,7 @@ certificate with --tls-cert/--tls-key (or copy <data-dir>/tls/{domain}/).`,
 	pf.StringVar(&o.dataDir, "data-dir", "/var/lib/roost", "data directory (SQLite database, API key)")
 	pf.StringVar(&o.databaseURL, "database-url", "", "database: sqlite:///path or postgres://... (default SQLite in <data-dir>/db/roost.db)")
 	pf.TextVar(&o.level, "log-level", &o.level, "log level: debug, info, warn, error")
+	pf.Var(&o.teamQuota, "team-quota", teamQuotaUsage)
 	f := cmd.Flags()
 	f.StringVar(&o.listen, "listen", "127.0.0.1:3000", "API and proxy listen address")
 	f.StringVar(&o.publicURL, "public-url", "", "URL clients reach the API at (default http://<--listen>, or with TLS https://api.{domain}[:port])")
@@ -82,6 +86,7 @@ roost agent --server URL --registration-token TOKEN.`,
 	}
 	token.Flags().DurationVar(&o.tokenTTL, "ttl", time.Hour, "how long the token can be used")
 	cmd.AddCommand(token)
+	cmd.AddCommand(newServerQuotaCmd(&o))
 	return cmd
 }
 
@@ -106,18 +111,18 @@ func runServer(ctx context.Context, o *serverOptions) error {
 	defer st.Close()
 	cp, err := controlplane.New(controlplane.Config{
 		Domain: serve.domain, PublicURL: publicURL, ReconcileInterval: o.reconcile, DownAfter: o.downAfter,
-		CreateGrace: o.createGrace,
+		CreateGrace: o.createGrace, TeamQuota: o.teamQuota.q,
 	}, st, log.With("component", "controlplane"))
 	if err != nil {
 		return err
 	}
 	defer cp.Close()
-	key, created, err := ensureAPIKey(ctx, cp, dataDir)
+	key, err := ensureAPIKey(ctx, cp, dataDir)
 	if err != nil {
 		return err
 	}
 	err = serveControlPlane(ctx, cp, o.listen, serve.tls, log, nil, func() {
-		printBanner(os.Stdout, serve, key, created, dataDir)
+		printBanner(os.Stdout, serve, key)
 		fmt.Fprintf(os.Stdout, "Add a host: make a registration token with\n\n  roost server token --data-dir %s\n\n"+
 			"and start its agent with\n\n  roost agent --server %s --registration-token TOKEN --advertise http://AGENT-ADDRESS:7070\n\n",
 			dataDir, publicURL)

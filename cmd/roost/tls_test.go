@@ -125,7 +125,7 @@ func TestTLSServesDomainOverHTTP2(t *testing.T) {
 func TestBannerInDomainMode(t *testing.T) {
 	s := &serving{publicURL: "https://api.roost.test", domain: "roost.test", caFile: "/d/tls/roost.test/ca.pem", domainMode: true}
 	var b bytes.Buffer
-	printBanner(&b, s, "roost_k", false, "/d")
+	printBanner(&b, s, apiKey{value: "roost_k", created: true, file: "/d/api-key"})
 	for _, want := range []string{
 		"export NODE_EXTRA_CA_CERTS=/d/tls/roost.test/ca.pem", "export SSL_CERT_FILE=/d/tls/roost.test/ca.pem",
 		"export REQUESTS_CA_BUNDLE=/d/tls/roost.test/ca.pem", "curl --cacert /d/tls/roost.test/ca.pem https://api.roost.test/health",

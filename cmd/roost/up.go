@@ -28,6 +28,7 @@ type upOptions struct {
 	envd    string
 	domain  string
 	noPrune bool
+	quota   quotaFlag
 	net     networkOptions
 	tls     tlsOptions
 	level   slog.LevelVar
@@ -41,9 +42,9 @@ func newUpCmd() *cobra.Command {
 		Long: `Run roost on this machine: the control plane (E2B-compatible REST API and
 sandbox proxy) on --listen, with SQLite in the data directory, and one host
 agent with the best runtime this host supports. On first start it creates an
-API key and stores it in <data-dir>/api-key (mode 0600); $` + apiKeyEnv + ` sets
-the key instead. Ctrl-C stops roost; sandboxes keep running and are picked up
-by the next start.
+API key, prints it once and stores it in <data-dir>/api-key (mode 0600); later
+starts say where it is kept. $` + apiKeyEnv + ` sets the key instead. Ctrl-C
+stops roost; sandboxes keep running and are picked up by the next start.
 
 ` + domainModeHelp + `
 
@@ -60,6 +61,7 @@ Plain HTTP on --listen is the default.`,
 	o.tls.addFlags(cmd)
 	f.BoolVar(&o.noPrune, "no-prune", false, "skip the start-up sweep of roost leftovers that no sandbox of this host owns (set it when another agent shares this host)")
 	f.TextVar(&o.level, "log-level", &o.level, "log level: debug, info, warn, error")
+	f.Var(&o.quota, "team-quota", teamQuotaUsage)
 	o.net.addFlags(cmd)
 	return cmd
 }
@@ -106,7 +108,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 	// The agent is in this process: the control plane reaches its
 	// sandboxes directly, a hop less for every request.
 	local := &controlplane.LocalAgent{HostID: localHostID, SandboxAddr: m.SandboxAddr}
-	cp, err := controlplane.New(controlplane.Config{Domain: serve.domain, PublicURL: serve.publicURL, Local: local}, st, log.With("component", "controlplane"))
+	cp, err := controlplane.New(controlplane.Config{Domain: serve.domain, PublicURL: serve.publicURL, Local: local, TeamQuota: o.quota.q}, st, log.With("component", "controlplane"))
 	if err != nil {
 		return err
 	}
@@ -114,13 +116,13 @@ func runUp(ctx context.Context, o *upOptions) error {
 	if err := cp.AddHost(ctx, store.Host{ID: localHostID, URL: "http://" + agentLn.Addr().String(), Token: agentToken}); err != nil {
 		return err
 	}
-	key, created, err := ensureAPIKey(ctx, cp, dataDir)
+	key, err := ensureAPIKey(ctx, cp, dataDir)
 	if err != nil {
 		return err
 	}
 
 	err = serveControlPlane(ctx, cp, o.listen, serve.tls, log, errs, func() {
-		printBanner(os.Stdout, serve, key, created, dataDir)
+		printBanner(os.Stdout, serve, key)
 	})
 	log.Info("roost stopped; sandboxes keep running", "sandboxes", len(m.List()))
 	return err
@@ -129,47 +131,75 @@ func runUp(ctx context.Context, o *upOptions) error {
 // localHostID is the host roost up's own agent is added as.
 const localHostID = "local"
 
-// ensureAPIKey returns the key clients use: $ROOST_API_KEY, else the one
-// stored in the data directory, else a new one (created reports that). A
-// key from the environment or the file that the database does not know (a
-// new database) is added to the local team.
-func ensureAPIKey(ctx context.Context, cp *controlplane.Server, dataDir string) (key string, created bool, err error) {
-	path := filepath.Join(dataDir, apiKeyFile)
-	key = os.Getenv(apiKeyEnv)
-	if key == "" {
-		if b, err := os.ReadFile(path); err == nil {
-			key = strings.TrimSpace(string(b))
-		}
-	}
-	if key == "" {
-		if key, err = cp.CreateTeamWithKey(ctx, "local"); err != nil {
-			return "", false, err
-		}
-		if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
-			return "", false, fmt.Errorf("store api key: %w", err)
-		}
-		return key, true, nil
-	}
-	if err := cp.AddLocalKey(ctx, key); err != nil {
-		return "", false, fmt.Errorf("API key from $%s or %s: %w", apiKeyEnv, path, err)
-	}
-	return key, false, nil
+// apiKey is the key clients use and where it is kept.
+type apiKey struct {
+	value string
+	// created says this start made it: the only time it is printed.
+	created bool
+	// file is the key file it is kept in; "" when it came from
+	// $ROOST_API_KEY.
+	file string
 }
 
-func printBanner(w io.Writer, s *serving, key string, created bool, dataDir string) {
+// ensureAPIKey returns the key clients use: $ROOST_API_KEY, else the one
+// stored in the data directory, else a new one (created). A key from the
+// environment or the file that the database does not know (a new
+// database) is added to the local team.
+func ensureAPIKey(ctx context.Context, cp *controlplane.Server, dataDir string) (apiKey, error) {
+	path := filepath.Join(dataDir, apiKeyFile)
+	k := apiKey{value: os.Getenv(apiKeyEnv)}
+	if k.value == "" {
+		k.file = path
+		if b, err := os.ReadFile(path); err == nil {
+			k.value = strings.TrimSpace(string(b))
+		}
+	}
+	if k.value == "" {
+		key, err := cp.CreateTeamWithKey(ctx, "local")
+		if err != nil {
+			return apiKey{}, err
+		}
+		if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+			return apiKey{}, fmt.Errorf("store api key: %w", err)
+		}
+		return apiKey{value: key, created: true, file: path}, nil
+	}
+	if err := cp.AddLocalKey(ctx, k.value); err != nil {
+		return apiKey{}, fmt.Errorf("API key from $%s or %s: %w", apiKeyEnv, path, err)
+	}
+	return k, nil
+}
+
+// printBanner says where roost is and how to use it. The key itself is
+// printed only by the start that made it (a terminal's scrollback and
+// logs collected from stdout should not hold it on every start); later
+// starts say where it is kept, and the commands read it from there.
+func printBanner(w io.Writer, s *serving, k apiKey) {
 	url := s.publicURL
 	fmt.Fprintf(w, "roost is up: %s\n\n", url)
-	if created {
-		fmt.Fprintf(w, "A new API key was made and stored in %s (mode 0600).\n", filepath.Join(dataDir, apiKeyFile))
+	keyExpr := k.value
+	switch {
+	case k.created:
+		fmt.Fprintf(w, "A new API key was made and stored in %s (mode 0600). It is shown this once:\n\n  %s\n\n", k.file, k.value)
+	case k.file != "":
+		fmt.Fprintf(w, "The API key is kept in %s (mode 0600).\n\n", k.file)
+		keyExpr = `"$(cat ` + k.file + `)"`
+	default:
+		fmt.Fprintf(w, "The API key is the one in $%s.\n\n", apiKeyEnv)
+		keyExpr = `"$` + apiKeyEnv + `"`
 	}
 	printTrust(w, s)
 	if s.domainMode {
 		fmt.Fprintf(w, "Use it from the E2B SDKs, with E2B_API_URL and E2B_SANDBOX_URL unset (api.%[1]s and *.%[1]s must resolve to this machine):\n\n"+
-			"  export E2B_DOMAIN=%[1]s\n  export E2B_API_KEY=%[2]s\n\n", s.domain, key)
+			"  export E2B_DOMAIN=%[1]s\n  export E2B_API_KEY=%[2]s\n\n", s.domain, keyExpr)
 	} else {
-		fmt.Fprintf(w, "Use it from the E2B SDKs:\n\n  export E2B_API_URL=%s\n  export E2B_SANDBOX_URL=%s\n  export E2B_API_KEY=%s\n\n", url, url, key)
+		fmt.Fprintf(w, "Use it from the E2B SDKs:\n\n  export E2B_API_URL=%s\n  export E2B_SANDBOX_URL=%s\n  export E2B_API_KEY=%s\n\n", url, url, keyExpr)
 	}
-	fmt.Fprintf(w, "or from the roost CLI:\n\n  export ROOST_API_URL=%s\n  export ROOST_API_KEY=%s\n  roost sandbox create\n\n", url, key)
+	fmt.Fprintf(w, "or from the roost CLI:\n\n  export ROOST_API_URL=%s\n", url)
+	if k.file != "" {
+		fmt.Fprintf(w, "  export ROOST_API_KEY=%s\n", keyExpr)
+	}
+	fmt.Fprintf(w, "  roost sandbox create\n\n")
 }
 
 func randomHex(n int) string {
