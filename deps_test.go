@@ -68,14 +68,14 @@ var allowed = map[string][]string{
 	module + "/tlscert": {module + "/errdefs", module + "/atomicfile"},
 
 	module + "/agent/...": {module + "/agent/...", module + "/runtime", module + "/errdefs", module + "/wire", module + "/proxy", module + "/bufpool", module + "/atomicfile", module + "/network/...",
-		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/..."},
+		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/...", module + "/tlscert"},
 	// The control plane's sandbox proxy talks to agents over HTTP only:
 	// no agent, driver or control-plane code, just the error categories.
 	module + "/proxy/...": {module + "/proxy/...", module + "/errdefs", module + "/wire", module + "/bufpool"},
 	// The control plane drives agents over their Connect API only: no agent
 	// or runtime driver code, just the error categories of runtime.
 	module + "/controlplane/...": {module + "/controlplane/...", module + "/store", module + "/proxy", module + "/runtime", module + "/errdefs", module + "/wire", module + "/bufpool",
-		module + "/gen/..."},
+		module + "/gen/...", module + "/tlscert", module + "/atomicfile"},
 	// The runtime interfaces and their drivers (and the drivers' test
 	// helpers): never the agent or the control plane.
 	module + "/runtime/...": {module + "/runtime/...", module + "/errdefs", module + "/wire", module + "/atomicfile", module + "/cgroup/...", module + "/network/...",
@@ -90,7 +90,7 @@ var allowed = map[string][]string{
 	// in-sandbox programs only as binaries.
 	module + "/testenv": {module + "/agent/...", module + "/controlplane", module + "/proxy", module + "/store/...", module + "/runtime/...",
 		module + "/network/...", module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/bufpool", module + "/atomicfile",
-		module + "/errdefs", module + "/wire", module + "/gen/..."},
+		module + "/errdefs", module + "/wire", module + "/gen/...", module + "/tlscert"},
 }
 
 // external lists, for the packages that must stay small or run inside

@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,11 +17,13 @@ import (
 
 	"roost.dev/roost/atomicfile"
 	"roost.dev/roost/errdefs"
+	"roost.dev/roost/tlscert"
 )
 
 // RegistrationFile is where, in the data directory, an agent keeps what it
-// registered as: the control plane's URL, its host ID, its advertised URL
-// and its token (mode 0600, the token is a credential).
+// registered as: the control plane's URL, its host ID, its advertised URL,
+// its heartbeat token, and its TLS key, certificate and the cluster CA
+// (mode 0600: the token and the key are credentials).
 const RegistrationFile = "registration.json"
 
 // Registration is an accepted registration with a control plane.
@@ -28,7 +31,15 @@ type Registration struct {
 	Server string `json:"server"`
 	HostID string `json:"hostID"`
 	URL    string `json:"url"`
-	Token  string `json:"token"`
+	// Token is presented in heartbeats; the control plane keeps its hash.
+	Token string `json:"token"`
+	// Certificate (the agent's, from the cluster CA), Key (made here, never
+	// sent) and CA, all PEM: the agent serves TLS with them and admits
+	// only the control plane's client certificate. A registration without
+	// them predates mutual TLS and must be renewed.
+	Certificate string `json:"certificate,omitempty"`
+	Key         string `json:"key,omitempty"`
+	CA          string `json:"ca,omitempty"`
 }
 
 // ReadRegistration reads the registration stored at path. A missing file
@@ -62,18 +73,27 @@ func writeRegistration(path string, reg Registration) error {
 	return nil
 }
 
+// TLS is the agent's TLS server configuration from the registration:
+// its certificate, and client certificates of the cluster CA naming the
+// control plane required.
+func (reg Registration) TLS(now time.Time) (*tls.Config, error) {
+	if reg.Certificate == "" || reg.Key == "" || reg.CA == "" {
+		return nil, fmt.Errorf("registration of host %s has no TLS certificate: %w", reg.HostID, errdefs.ErrInvalid)
+	}
+	return tlscert.AgentServerTLS([]byte(reg.Certificate), []byte(reg.Key), []byte(reg.CA), now)
+}
+
 // RegistrarConfig configures a Registrar.
 type RegistrarConfig struct {
-	// ServerURL is the control plane, e.g. "http://10.0.0.1:3000".
+	// ServerURL is the control plane, e.g. "https://10.0.0.1:3000".
 	ServerURL string
-	// RegistrationToken is the control plane's one-time token. It is only
-	// needed when no matching registration is stored in StateFile.
+	// RegistrationToken is the control plane's one-time token
+	// ("roostreg_SECRET.sha256:HEX", from roost server token), which pins
+	// the cluster CA. It is only needed when no matching registration is
+	// stored in StateFile.
 	RegistrationToken string
-	// AdvertiseURL is where the control plane reaches this agent.
+	// AdvertiseURL is where the control plane reaches this agent: https.
 	AdvertiseURL string
-	// Token is the agent's own token: the control plane presents it on
-	// every call, and the agent presents it in its heartbeats.
-	Token string
 	// Name is the host's display name. Default: the hostname.
 	Name string
 	// StateFile keeps the accepted registration across restarts.
@@ -92,9 +112,10 @@ type host interface {
 
 // Registrar registers the agent with a control plane once, and then
 // heartbeats. Registration tokens work once, so the accepted registration
-// (host ID and token) is stored in StateFile; an agent restarted with the
-// same server, advertised URL and token only heartbeats. Changing any of
-// them needs a fresh registration token and registers a new host.
+// (host ID, token, certificate) is stored in StateFile; an agent restarted
+// with the same server and advertised URL only heartbeats. Changing
+// either needs a fresh registration token and registers again, keeping
+// the host ID.
 type Registrar struct {
 	cfg  RegistrarConfig
 	host host
@@ -112,12 +133,16 @@ func newRegistrar(cfg RegistrarConfig, h host, log *slog.Logger) (*Registrar, er
 	switch {
 	case !strings.HasPrefix(cfg.ServerURL, "http://") && !strings.HasPrefix(cfg.ServerURL, "https://"):
 		return nil, fmt.Errorf("server url %q: want http(s)://host[:port]: %w", cfg.ServerURL, errdefs.ErrInvalid)
-	case !strings.HasPrefix(cfg.AdvertiseURL, "http://") && !strings.HasPrefix(cfg.AdvertiseURL, "https://"):
-		return nil, fmt.Errorf("advertise url %q: want http(s)://host[:port]: %w", cfg.AdvertiseURL, errdefs.ErrInvalid)
-	case cfg.Token == "":
-		return nil, fmt.Errorf("registration needs the agent token: %w", errdefs.ErrInvalid)
+	case !strings.HasPrefix(cfg.AdvertiseURL, "https://"):
+		return nil, fmt.Errorf("advertise url %q: want https://host[:port] (the control plane calls agents over mutual TLS): %w",
+			cfg.AdvertiseURL, errdefs.ErrInvalid)
 	case cfg.StateFile == "":
 		return nil, fmt.Errorf("registration needs a state file: %w", errdefs.ErrInvalid)
+	}
+	if cfg.RegistrationToken != "" {
+		if _, err := tokenPin(cfg.RegistrationToken); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = 5 * time.Second
@@ -131,18 +156,76 @@ func newRegistrar(cfg RegistrarConfig, h host, log *slog.Logger) (*Registrar, er
 	return &Registrar{cfg: cfg, host: h, log: log}, nil
 }
 
-// Run registers (or reuses the stored registration) and heartbeats until
-// ctx ends, which returns nil. A control plane that cannot be reached is
-// retried; one that refuses the registration token ends Run with an error
-// wrapping errdefs.ErrInvalid. Failed heartbeats are logged and retried.
-func (r *Registrar) Run(ctx context.Context) error {
-	reg, err := r.registration(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
+// tokenPin is the cluster CA fingerprint a registration token carries.
+func tokenPin(token string) (string, error) {
+	i := strings.LastIndex(token, "."+tlscert.FingerprintPrefix)
+	if !strings.HasPrefix(token, "roostreg_") || i < 0 {
+		return "", fmt.Errorf("registration token carries no cluster CA fingerprint (roostreg_SECRET.sha256:HEX): "+
+			"make a new one with 'roost server token' on an up-to-date control plane: %w", errdefs.ErrInvalid)
 	}
+	pin := token[i+1:]
+	if err := tlscert.CheckFingerprint(pin); err != nil {
+		return "", fmt.Errorf("registration token: %w", err)
+	}
+	return pin, nil
+}
+
+// Register returns the stored registration when it matches the
+// configuration, else registers (again), retrying while the control plane
+// is unreachable. A refused registration, or one whose answer does not
+// check out, wraps errdefs.ErrInvalid. It returns when ctx ends.
+func (r *Registrar) Register(ctx context.Context) (Registration, error) {
+	stored, err := ReadRegistration(r.cfg.StateFile)
+	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		return Registration{}, err
+	}
+	found := err == nil
+	if found && stored.Server == r.cfg.ServerURL && stored.URL == r.cfg.AdvertiseURL && stored.Certificate != "" {
+		r.log.Info("registration reused", "server", stored.Server, "host", stored.HostID)
+		return stored, nil
+	}
+	if r.cfg.RegistrationToken == "" {
+		switch {
+		case found && stored.Certificate == "":
+			return Registration{}, fmt.Errorf("host %s registered with %s before the agent link used mutual TLS: "+
+				"make a registration token ('roost server token') and start the agent once with --registration-token TOKEN; "+
+				"the host keeps its ID and its sandboxes keep running: %w", stored.HostID, stored.Server, errdefs.ErrInvalid)
+		case found:
+			return Registration{}, fmt.Errorf("registered with %s at %s, not with %s at %s: a registration token is needed to register again: %w",
+				stored.Server, stored.URL, r.cfg.ServerURL, r.cfg.AdvertiseURL, errdefs.ErrInvalid)
+		}
+		return Registration{}, fmt.Errorf("not registered with %s: a registration token is needed: %w", r.cfg.ServerURL, errdefs.ErrInvalid)
+	}
+	var prev *Registration
+	if found && stored.Server == r.cfg.ServerURL {
+		prev = &stored
+	}
+	backoff := 250 * time.Millisecond
+	for {
+		reg, err := r.register(ctx, prev)
+		if err == nil {
+			if err := writeRegistration(r.cfg.StateFile, reg); err != nil {
+				return Registration{}, err
+			}
+			r.log.Info("host registered", "server", reg.Server, "host", reg.HostID, "url", reg.URL, "again", prev != nil)
+			return reg, nil
+		}
+		if errors.Is(err, errdefs.ErrInvalid) {
+			return Registration{}, err
+		}
+		r.log.Warn("registration failed; retrying", "server", r.cfg.ServerURL, "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return Registration{}, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// Run heartbeats reg until ctx ends, which returns nil. Failed heartbeats
+// are logged and retried.
+func (r *Registrar) Run(ctx context.Context, reg Registration) error {
 	t := time.NewTicker(r.cfg.Interval)
 	defer t.Stop()
 	failing := false
@@ -165,65 +248,48 @@ func (r *Registrar) Run(ctx context.Context) error {
 	}
 }
 
-// registration returns the stored registration when it matches the
-// configuration, else registers, retrying while the control plane is
-// unreachable.
-func (r *Registrar) registration(ctx context.Context) (Registration, error) {
-	stored, err := ReadRegistration(r.cfg.StateFile)
-	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+// register calls POST /v1/hosts/register with a fresh key's certificate
+// request, and checks the answer: the CA must be the one the registration
+// token pins, and the certificate the CA's, for the key. A 4xx answer or
+// an answer that does not check out wraps errdefs.ErrInvalid: retrying
+// cannot help.
+func (r *Registrar) register(ctx context.Context, prev *Registration) (Registration, error) {
+	pin, err := tokenPin(r.cfg.RegistrationToken)
+	if err != nil {
 		return Registration{}, err
 	}
-	if err == nil && stored.Server == r.cfg.ServerURL && stored.URL == r.cfg.AdvertiseURL && stored.Token == r.cfg.Token {
-		r.log.Info("registration reused", "server", stored.Server, "host", stored.HostID)
-		return stored, nil
+	keyPEM, csrPEM, err := tlscert.NewAgentKey()
+	if err != nil {
+		return Registration{}, err
 	}
-	if r.cfg.RegistrationToken == "" {
-		return Registration{}, fmt.Errorf("not registered with %s under this url and token: a registration token is needed: %w",
-			r.cfg.ServerURL, errdefs.ErrInvalid)
-	}
-	backoff := 250 * time.Millisecond
-	for {
-		id, err := r.register(ctx)
-		if err == nil {
-			reg := Registration{Server: r.cfg.ServerURL, HostID: id, URL: r.cfg.AdvertiseURL, Token: r.cfg.Token}
-			if err := writeRegistration(r.cfg.StateFile, reg); err != nil {
-				return Registration{}, err
-			}
-			r.log.Info("host registered", "server", reg.Server, "host", id, "url", reg.URL)
-			return reg, nil
-		}
-		if errors.Is(err, errdefs.ErrInvalid) {
-			return Registration{}, err
-		}
-		r.log.Warn("registration failed; retrying", "server", r.cfg.ServerURL, "err", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
-			return Registration{}, ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 10*time.Second)
-	}
-}
-
-// register calls POST /v1/hosts/register and returns the host ID. A 4xx
-// answer wraps errdefs.ErrInvalid: retrying cannot help.
-func (r *Registrar) register(ctx context.Context) (string, error) {
 	info := r.host.HostInfo(ctx)
 	body := map[string]any{
 		"registrationToken": r.cfg.RegistrationToken, "name": r.cfg.Name, "url": r.cfg.AdvertiseURL,
-		"token": r.cfg.Token, "runtime": info.Runtime, "cpus": info.CPUs, "memoryMB": info.MemoryMB,
+		"csr": string(csrPEM), "runtime": info.Runtime, "cpus": info.CPUs, "memoryMB": info.MemoryMB,
 		"maxSandboxes": info.MaxSandboxes, "capabilities": info.Capabilities,
 	}
+	if prev != nil {
+		body["hostID"], body["token"] = prev.HostID, prev.Token
+	}
 	var out struct {
-		HostID string `json:"hostID"`
+		HostID      string `json:"hostID"`
+		Token       string `json:"token"`
+		Certificate string `json:"certificate"`
+		CA          string `json:"ca"`
 	}
 	if err := r.post(ctx, "/v1/hosts/register", "", body, http.StatusCreated, &out); err != nil {
-		return "", fmt.Errorf("register: %w", err)
+		return Registration{}, fmt.Errorf("register: %w", err)
 	}
-	if out.HostID == "" {
-		return "", errors.New("register: no hostID in the answer")
+	if out.HostID == "" || out.Token == "" {
+		return Registration{}, fmt.Errorf("register: no hostID or token in the answer: %w", errdefs.ErrInvalid)
 	}
-	return out.HostID, nil
+	if _, err := tlscert.CheckAgentCertificate([]byte(out.Certificate), keyPEM, []byte(out.CA), pin, time.Now()); err != nil {
+		return Registration{}, fmt.Errorf("register with %s: %w", r.cfg.ServerURL, err)
+	}
+	return Registration{
+		Server: r.cfg.ServerURL, HostID: out.HostID, URL: r.cfg.AdvertiseURL, Token: out.Token,
+		Certificate: out.Certificate, Key: string(keyPEM), CA: out.CA,
+	}, nil
 }
 
 // heartbeat calls POST /v1/hosts/{id}/heartbeat with the host's usage.

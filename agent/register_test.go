@@ -7,14 +7,17 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
+	"roost.dev/roost/tlscert"
 )
 
 type fakeHost struct{}
@@ -27,13 +30,32 @@ func (fakeHost) List(...State) []Sandbox {
 	return []Sandbox{{Limits: runtime.Limits{VCPUs: 2, MemoryMB: 512}}}
 }
 
-// fakeControlPlane accepts the registration token "reg" once and counts
-// the heartbeats of host "h1" with token "tok".
+// fakeControlPlane accepts the registration token "roostreg_x.<pin>"
+// once, signs the agent's request with a real cluster CA (or, with
+// wrongCA, another one), and counts the heartbeats of host "h1" with
+// token "tok".
 type fakeControlPlane struct {
-	mu         sync.Mutex
+	ca, other  *tlscert.ClusterCA
+	mu         sync.Mutex // guards the fields below
+	wrongCA    bool
 	registered int
+	again      string // the hostID of the last registration that had one
 	beats      chan map[string]int
 }
+
+func newCA(t *testing.T) *tlscert.ClusterCA {
+	c, k, err := tlscert.NewClusterCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := tlscert.ParseClusterCA(c, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+func (f *fakeControlPlane) token() string { return "roostreg_x." + f.ca.Fingerprint() }
 
 func (f *fakeControlPlane) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
@@ -42,13 +64,25 @@ func (f *fakeControlPlane) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewDecoder(r.Body).Decode(&body)
 	switch r.URL.Path {
 	case "/v1/hosts/register":
-		if body["registrationToken"] != "reg" || f.registered > 0 || body["token"] != "tok" || body["url"] != "http://agent:7070" {
+		if body["registrationToken"] != f.token() || f.registered > 0 {
 			http.Error(w, `{"code":401}`, http.StatusUnauthorized)
 			return
 		}
 		f.registered++
+		f.again, _ = body["hostID"].(string)
+		ca := f.ca
+		if f.wrongCA {
+			ca = f.other
+		}
+		u, _ := url.Parse(body["url"].(string))
+		csr, _ := body["csr"].(string)
+		cert, err := ca.SignAgent([]byte(csr), "h1", u.Hostname(), time.Now())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
 		w.WriteHeader(http.StatusCreated)
-		_, _ = w.Write([]byte(`{"hostID":"h1"}`))
+		_ = json.NewEncoder(w).Encode(map[string]string{"hostID": "h1", "token": "tok", "certificate": string(cert), "ca": string(ca.CertPEM())})
 	case "/v1/hosts/h1/heartbeat":
 		if r.Header.Get("Authorization") != "Bearer tok" {
 			http.Error(w, `{"code":401}`, http.StatusUnauthorized)
@@ -70,46 +104,54 @@ func (f *fakeControlPlane) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func TestRegistrar(t *testing.T) {
-	cp := &fakeControlPlane{beats: make(chan map[string]int, 1)}
+	cp := &fakeControlPlane{ca: newCA(t), other: newCA(t), beats: make(chan map[string]int, 1)}
 	srv := httptest.NewServer(cp)
 	defer srv.Close()
 	state := filepath.Join(t.TempDir(), RegistrationFile)
-	cfg := RegistrarConfig{ServerURL: srv.URL + "/", RegistrationToken: "reg", AdvertiseURL: "http://agent:7070",
-		Token: "tok", StateFile: state, Interval: 10 * time.Millisecond}
+	cfg := RegistrarConfig{ServerURL: srv.URL + "/", RegistrationToken: cp.token(), AdvertiseURL: "https://agent:7070",
+		StateFile: state, Interval: 10 * time.Millisecond}
 
-	// run runs a Registrar until its first heartbeat arrives, or until it
-	// returns.
-	run := func(cfg RegistrarConfig) error {
+	// run registers and heartbeats until the first heartbeat arrives, or
+	// until it fails.
+	run := func(cfg RegistrarConfig) (Registration, error) {
 		r, err := newRegistrar(cfg, fakeHost{}, slog.New(slog.DiscardHandler))
 		if err != nil {
-			return err
+			return Registration{}, err
+		}
+		reg, err := r.Register(t.Context())
+		if err != nil {
+			return reg, err
 		}
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
 		done := make(chan error, 1)
-		go func() { done <- r.Run(ctx) }()
+		go func() { done <- r.Run(ctx, reg) }()
 		select {
 		case err := <-done:
-			return err
+			return reg, err
 		case beat := <-cp.beats:
 			if beat["sandboxes"] != 1 || beat["vcpus"] != 2 || beat["memoryMB"] != 512 {
 				t.Errorf("heartbeat body %v", beat)
 			}
 		}
 		cancel()
-		return <-done
+		return reg, <-done
 	}
 
-	if err := run(cfg); err != nil {
+	reg, err := run(cfg)
+	if err != nil {
 		t.Fatalf("first start: %v", err)
 	}
-	want := Registration{Server: srv.URL, HostID: "h1", URL: "http://agent:7070", Token: "tok"}
-	if got, err := ReadRegistration(state); err != nil || got != want {
-		t.Fatalf("stored registration %+v, %v; want %+v", got, err, want)
+	if got, err := ReadRegistration(state); err != nil || got != reg || reg.HostID != "h1" || reg.Token != "tok" ||
+		reg.Server != srv.URL || reg.URL != "https://agent:7070" {
+		t.Fatalf("stored registration %+v, %v; returned %+v", got, err, reg)
+	}
+	if _, err := reg.TLS(time.Now()); err != nil {
+		t.Fatalf("registration's TLS: %v", err)
 	}
 	// A restart reuses the registration: the used token is not needed.
 	cfg.RegistrationToken = ""
-	if err := run(cfg); err != nil {
+	if _, err := run(cfg); err != nil {
 		t.Fatalf("restart: %v", err)
 	}
 	cp.mu.Lock()
@@ -119,24 +161,84 @@ func TestRegistrar(t *testing.T) {
 	cp.mu.Unlock()
 	// A new advertised URL needs a new registration: without a token it
 	// is refused up front, with the used one by the control plane.
-	cfg.AdvertiseURL = "http://elsewhere:7070"
-	if err := run(cfg); !errors.Is(err, errdefs.ErrInvalid) {
+	cfg.AdvertiseURL = "https://elsewhere:7070"
+	if _, err := run(cfg); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Errorf("new url, no registration token: %v, want ErrInvalid", err)
 	}
-	cfg.RegistrationToken = "reg"
-	if err := run(cfg); !errors.Is(err, errdefs.ErrInvalid) {
+	cfg.RegistrationToken = cp.token()
+	if _, err := run(cfg); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Errorf("new url, used registration token: %v, want ErrInvalid", err)
+	}
+	// With a fresh token it registers again as the same host.
+	cp.mu.Lock()
+	cp.registered = 0
+	cp.mu.Unlock()
+	if _, err := run(cfg); err != nil || cp.again != "h1" {
+		t.Errorf("register again: %v, hostID sent %q, want h1", err, cp.again)
 	}
 
 	for name, bad := range map[string]RegistrarConfig{
-		"no server":    {AdvertiseURL: "http://a", Token: "t", StateFile: state},
-		"no advertise": {ServerURL: "http://s", Token: "t", StateFile: state},
-		"no token":     {ServerURL: "http://s", AdvertiseURL: "http://a", StateFile: state},
-		"no state":     {ServerURL: "http://s", AdvertiseURL: "http://a", Token: "t"},
+		"no server":            {AdvertiseURL: "https://a", StateFile: state},
+		"no advertise":         {ServerURL: "http://s", StateFile: state},
+		"plain http advertise": {ServerURL: "http://s", AdvertiseURL: "http://a", StateFile: state},
+		"no state":             {ServerURL: "http://s", AdvertiseURL: "https://a"},
+		"token without pin":    {ServerURL: "http://s", AdvertiseURL: "https://a", StateFile: state, RegistrationToken: "roostreg_x"},
+		"token with bad pin":   {ServerURL: "http://s", AdvertiseURL: "https://a", StateFile: state, RegistrationToken: "roostreg_x.sha256:00"},
 	} {
 		if _, err := newRegistrar(bad, fakeHost{}, slog.New(slog.DiscardHandler)); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("%s: %v, want ErrInvalid", name, err)
 		}
+	}
+}
+
+// TestRegistrarRefusesAnotherCA: a control plane (or a man in the middle)
+// whose CA is not the one the registration token pins is refused, and
+// nothing is stored.
+func TestRegistrarRefusesAnotherCA(t *testing.T) {
+	cp := &fakeControlPlane{ca: newCA(t), other: newCA(t), wrongCA: true, beats: make(chan map[string]int, 1)}
+	srv := httptest.NewServer(cp)
+	defer srv.Close()
+	state := filepath.Join(t.TempDir(), RegistrationFile)
+	r, err := newRegistrar(RegistrarConfig{ServerURL: srv.URL, RegistrationToken: cp.token(), AdvertiseURL: "https://agent:7070",
+		StateFile: state}, fakeHost{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Register(t.Context()); !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "pinned") {
+		t.Fatalf("register with another CA: %v, want ErrInvalid naming the pin", err)
+	}
+	if _, err := ReadRegistration(state); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("registration stored after a refused CA: %v", err)
+	}
+}
+
+// TestRegistrarOldRegistration: a registration from before mutual TLS
+// (no certificate) is not reused; without a registration token the agent
+// says what to do, with one it registers again as the same host.
+func TestRegistrarOldRegistration(t *testing.T) {
+	cp := &fakeControlPlane{ca: newCA(t), beats: make(chan map[string]int, 1)}
+	srv := httptest.NewServer(cp)
+	defer srv.Close()
+	state := filepath.Join(t.TempDir(), RegistrationFile)
+	old := Registration{Server: srv.URL, HostID: "h1", URL: "http://agent:7070", Token: "old-token"}
+	if err := writeRegistration(state, old); err != nil {
+		t.Fatal(err)
+	}
+	cfg := RegistrarConfig{ServerURL: srv.URL, AdvertiseURL: "https://agent:7070", StateFile: state}
+	r, err := newRegistrar(cfg, fakeHost{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Register(t.Context()); !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "--registration-token") {
+		t.Fatalf("old registration without a token: %v, want ErrInvalid saying what to do", err)
+	}
+	cfg.RegistrationToken = cp.token()
+	if r, err = newRegistrar(cfg, fakeHost{}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := r.Register(t.Context())
+	if err != nil || reg.HostID != "h1" || reg.Certificate == "" || cp.again != "h1" {
+		t.Fatalf("old registration with a token: %+v, %v (hostID sent %q)", reg, err, cp.again)
 	}
 }
 

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +26,11 @@ type ServerConfig struct {
 	// wire.HeaderAgentToken, which leaves a client's own
 	// Authorization header to the sandbox) on every request but /health.
 	Token string
+	// TLS, when set, makes Serve speak TLS only: a registered agent's
+	// configuration (Registration.TLS) requires the control plane's
+	// client certificate in the handshake, so nothing, /health included,
+	// answers without it.
+	TLS *tls.Config
 }
 
 // Server is the agent's HTTP surface: the HostAgentService Connect service,
@@ -95,21 +101,36 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 
 // Serve serves on ln until ctx ends, then shuts the server down, giving
 // open requests a few seconds. Sandboxes keep running.
+//
+// A server with neither TLS nor a token is refused: an agent never
+// listens without authentication.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if s.cfg.TLS == nil && s.cfg.Token == "" {
+		_ = ln.Close()
+		return fmt.Errorf("agent server: neither mutual TLS nor a token: refusing to serve unauthenticated: %w", errdefs.ErrInvalid)
+	}
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
+	protocols.SetHTTP2(s.cfg.TLS != nil)
+	protocols.SetUnencryptedHTTP2(s.cfg.TLS == nil)
 	srv := &http.Server{
 		Handler:           s.handler,
 		Protocols:         protocols,
+		TLSConfig:         s.cfg.TLS,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	var wg sync.WaitGroup
 	served := make(chan error, 1)
-	wg.Go(func() { served <- srv.Serve(ln) })
-	s.log.Info("agent listening", "addr", ln.Addr().String(), "auth", s.cfg.Token != "")
+	wg.Go(func() {
+		if s.cfg.TLS != nil {
+			served <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		served <- srv.Serve(ln)
+	})
+	s.log.Info("agent listening", "addr", ln.Addr().String(), "mutual_tls", s.cfg.TLS != nil, "token", s.cfg.Token != "")
 
 	var err error
 	select {

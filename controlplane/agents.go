@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"net/http"
 	"sync"
@@ -24,12 +25,21 @@ const (
 // agents hands out Connect clients for hosts. All of them share one HTTP
 // transport, reserved for RPC: proxied sandbox traffic has its own in the
 // proxy package, so neither can starve the other.
+//
+// Registered agents are called over mutual TLS (https URLs): the
+// transport presents the control plane's client certificate and trusts
+// agents certified by the cluster CA only, for the address they
+// registered. Agents added in-process (AddHost: roost up, tests) are
+// called over plain HTTP on loopback with a bearer token that lives in
+// this process's memory only, never in the store.
 type agents struct {
 	transport *http.Transport
 	client    *http.Client
 
-	mu      sync.Mutex // guards clients
+	mu      sync.Mutex // guards clients and tokens
 	clients map[string]agentClient
+	// tokens are the bearer tokens of in-process agents, by host ID.
+	tokens map[string]string
 }
 
 // agentClient is a cached client and what it was made for.
@@ -38,26 +48,44 @@ type agentClient struct {
 	c          hostagentv1connect.HostAgentServiceClient
 }
 
-func newAgents() *agents {
+func newAgents(tlsConfig *tls.Config) *agents {
 	tr := &http.Transport{
 		Proxy:                 nil, // agents are reached directly, never via HTTP_PROXY
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       tlsConfig,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
 		ResponseHeaderTimeout: 0, // creates can take minutes; contexts bound calls
 	}
-	return &agents{transport: tr, client: &http.Client{Transport: tr}, clients: map[string]agentClient{}}
+	return &agents{transport: tr, client: &http.Client{Transport: tr}, clients: map[string]agentClient{}, tokens: map[string]string{}}
+}
+
+// setToken keeps the bearer token of an in-process agent.
+func (a *agents) setToken(hostID, token string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.tokens[hostID] = token
+}
+
+// token is the bearer token to present to host h: "" for a registered
+// agent, whose link is authenticated by certificates.
+func (a *agents) token(hostID string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.tokens[hostID]
 }
 
 // For returns the client of host h.
 func (a *agents) For(h store.Host) hostagentv1connect.HostAgentServiceClient {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if c, ok := a.clients[h.ID]; ok && c.url == h.URL && c.token == h.Token {
+	token := a.tokens[h.ID]
+	if c, ok := a.clients[h.ID]; ok && c.url == h.URL && c.token == token {
 		return c.c
 	}
-	token := h.Token
 	c := hostagentv1connect.NewHostAgentServiceClient(a.client, h.URL, connect.WithInterceptors(tokenInterceptor(token)))
 	a.clients[h.ID] = agentClient{url: h.URL, token: token, c: c}
 	return c

@@ -85,9 +85,10 @@ func testAPI(t *testing.T, e *testenv) {
 	t.Run("CreateErrors", func(t *testing.T) {
 		e.do("POST", "/v2/sandboxes", e.key, map[string]any{"templateID": "nosuchtemplate"}).want(t, http.StatusNotFound)
 		e.do("POST", "/v2/sandboxes", e.key, map[string]any{"cpuCount": 100000}).want(t, http.StatusBadRequest)
-		// Plausible to the control plane, more than the host has: the
-		// agent refuses (invalid_argument).
-		e.do("POST", "/v2/sandboxes", e.key, map[string]any{"cpuCount": 1000}).want(t, http.StatusBadRequest)
+		// Plausible to the control plane (within the team's default
+		// quota of 200 vCPUs), more than the host has: the agent refuses
+		// (invalid_argument).
+		e.do("POST", "/v2/sandboxes", e.key, map[string]any{"cpuCount": 150}).want(t, http.StatusBadRequest)
 		e.do("POST", "/v2/sandboxes", e.key, map[string]any{"timeout": -1}).want(t, http.StatusBadRequest)
 		// Refused creates leave no record behind.
 		var all []listed
@@ -502,29 +503,31 @@ func testHosts(t *testing.T, e *testenv) {
 		t.Fatal(err)
 	}
 	// A second host, served by the same agent (its sandbox IDs are unique,
-	// so two hosts can share it): room for one sandbox.
-	reg := map[string]any{"registrationToken": tok, "name": "second", "url": e.agentSrv.URL, "token": agentToken,
+	// so two hosts can share it) over mutual TLS: room for one sandbox.
+	a := e.newTLSAgent(t)
+	reg := map[string]any{"registrationToken": tok, "name": "second", "url": a.url, "csr": string(a.csr),
 		"runtime": "namespace", "cpus": 2, "memoryMB": 1024, "maxSandboxes": 1}
-	var got struct {
-		HostID string `json:"hostID"`
-	}
+	var got registration
 	e.do("POST", "/v1/hosts/register", "", reg).want(t, http.StatusCreated).decode(t, &got)
-	if got.HostID == "" || got.HostID == "host1" {
-		t.Fatalf("registered host id %q", got.HostID)
+	if got.HostID == "" || got.HostID == "host1" || got.Token == "" {
+		t.Fatalf("registered host id %q, token %q", got.HostID, got.Token)
 	}
+	a.start(t, tok, got)
 	e.do("POST", "/v1/hosts/register", "", reg).want(t, http.StatusUnauthorized) // used once
 	reg["registrationToken"] = "roostreg_wrong"
 	e.do("POST", "/v1/hosts/register", "", reg).want(t, http.StatusUnauthorized)
 	reg["url"] = "not a url"
 	e.do("POST", "/v1/hosts/register", "", reg).want(t, http.StatusBadRequest)
+	reg["url"] = e.agentSrv.URL // plain HTTP: the link is mutual TLS
+	e.do("POST", "/v1/hosts/register", "", reg).want(t, http.StatusBadRequest)
 
-	// Heartbeats need the host's own token.
+	// Heartbeats need the host's own token; the store keeps only its hash.
 	hb := "/v1/hosts/" + got.HostID + "/heartbeat"
 	usage := map[string]any{"sandboxes": 1, "vcpus": 2, "memoryMB": 512}
 	e.do("POST", hb, "", usage).want(t, http.StatusUnauthorized)
 	e.do("POST", hb, "", usage, "Authorization", "Bearer wrong").want(t, http.StatusUnauthorized)
-	e.do("POST", "/v1/hosts/nosuchhost/heartbeat", "", usage, "Authorization", "Bearer "+agentToken).want(t, http.StatusUnauthorized)
-	e.do("POST", hb, "", usage, "Authorization", "Bearer "+agentToken).want(t, http.StatusNoContent)
+	e.do("POST", "/v1/hosts/nosuchhost/heartbeat", "", usage, "Authorization", "Bearer "+got.Token).want(t, http.StatusUnauthorized)
+	e.do("POST", hb, "", usage, "Authorization", "Bearer "+got.Token).want(t, http.StatusNoContent)
 	h, err := e.store.GetHost(t.Context(), got.HostID)
 	if err != nil || h.LastHeartbeat.IsZero() || h.Usage.Sandboxes != 1 || h.State != "ready" {
 		t.Fatalf("host after heartbeat %+v, %v", h, err)

@@ -289,7 +289,8 @@ func TestParseSetTimeout(t *testing.T) {
 }
 
 func TestParseRegister(t *testing.T) {
-	ok := registerRequest{RegistrationToken: "t", URL: "http://10.0.0.2:7000", Token: "x", CPUs: 4, MemoryMB: 8192, MaxSandboxes: 10}
+	ok := registerRequest{RegistrationToken: "t", URL: "https://10.0.0.2:7000", CSR: "-----BEGIN CERTIFICATE REQUEST-----",
+		CPUs: 4, MemoryMB: 8192, MaxSandboxes: 10}
 	tests := []struct {
 		name  string
 		edit  func(*registerRequest)
@@ -298,18 +299,23 @@ func TestParseRegister(t *testing.T) {
 		{"complete", func(*registerRequest) {}, true},
 		{"https with path", func(r *registerRequest) { r.URL = "https://agent.example/roost" }, true},
 		{"no registration token", func(r *registerRequest) { r.RegistrationToken = "" }, false},
-		{"no token", func(r *registerRequest) { r.Token = "" }, false},
+		{"again", func(r *registerRequest) { r.HostID, r.Token = "hostab", "x" }, true},
+		{"host without token", func(r *registerRequest) { r.HostID = "hostab" }, false},
+		{"token without host", func(r *registerRequest) { r.Token = "x" }, false},
+		{"plain http (an agent from before mutual TLS)", func(r *registerRequest) { r.URL = "http://10.0.0.2:7000" }, false},
+		{"no csr", func(r *registerRequest) { r.CSR = "" }, false},
+		{"overlong csr", func(r *registerRequest) { r.CSR = strings.Repeat("x", maxCSRLen+1) }, false},
 		{"no url", func(r *registerRequest) { r.URL = "" }, false},
 		{"relative url", func(r *registerRequest) { r.URL = "/agent" }, false},
 		{"other scheme", func(r *registerRequest) { r.URL = "unix:///run/agent.sock" }, false},
 		{"negative cpus", func(r *registerRequest) { r.CPUs = -1 }, false},
 		{"negative max", func(r *registerRequest) { r.MaxSandboxes = -1 }, false},
-		{"overlong token", func(r *registerRequest) { r.Token = strings.Repeat("x", 257) }, false},
+		{"overlong token", func(r *registerRequest) { r.HostID, r.Token = "h", strings.Repeat("x", 257) }, false},
 	}
 	for _, tt := range tests {
 		r := ok
 		tt.edit(&r)
-		err := parseRegister(r)
+		_, err := parseRegister(r)
 		if tt.valid != (err == nil) || (err != nil && !errors.Is(err, errdefs.ErrInvalid)) {
 			t.Errorf("%s: parseRegister = %v, want valid %v", tt.name, err, tt.valid)
 		}

@@ -20,6 +20,7 @@ import (
 	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
 	"roost.dev/roost/proxy"
 	"roost.dev/roost/store"
+	"roost.dev/roost/tlscert"
 )
 
 // Config configures a Server. Zero values take the defaults.
@@ -89,8 +90,10 @@ type Server struct {
 	store  store.Store
 	log    *slog.Logger
 	agents *agents
-	proxy  *proxy.Proxy
-	mux    *http.ServeMux
+	// ca signs agents' certificates at registration (hosts.go).
+	ca    *tlscert.ClusterCA
+	proxy *proxy.Proxy
+	mux   *http.ServeMux
 	// execClient calls envd's Process.Start on the agents' RPC transport.
 	execClient *http.Client
 
@@ -130,9 +133,13 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	if cfg.ExecOutputLimit <= 0 {
 		cfg.ExecOutputLimit = defaultExecOutput
 	}
-	s := &Server{cfg: cfg, store: st, log: log, agents: newAgents()}
+	ca, agentTLS, err := loadClusterCA(st)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, store: st, log: log, agents: newAgents(agentTLS), ca: ca}
 	s.execClient = &http.Client{Transport: graceTransport{next: s.agents.transport}}
-	s.proxy = proxy.New(proxy.Config{Domain: cfg.Domain, AutoResume: s.autoResume}, resolver{s}, log.With("component", "proxy"))
+	s.proxy = proxy.New(proxy.Config{Domain: cfg.Domain, AutoResume: s.autoResume, AgentTLS: http1Only(agentTLS)}, resolver{s}, log.With("component", "proxy"))
 	s.mux = s.routes()
 	return s, nil
 }
@@ -301,15 +308,17 @@ func (s *Server) AddLocalKey(ctx context.Context, key string) error {
 
 // AddHost registers an agent the caller trusts (`roost up`'s in-process
 // agent): it asks the agent for its capacity, fills in what h leaves
-// zero, and stores the host as ready. h.ID, h.URL and h.Token are
-// required; an agent that does not answer is an error.
-func (s *Server) AddHost(ctx context.Context, h store.Host) error {
-	if h.ID == "" || h.URL == "" {
-		return fmt.Errorf("add host: id and url are required: %w", errdefs.ErrInvalid)
+// zero, and stores the host as ready. h.ID, h.URL and token (the agent's
+// bearer token, kept in this process's memory only: the store never holds
+// it) are required; an agent that does not answer is an error.
+func (s *Server) AddHost(ctx context.Context, h store.Host, token string) error {
+	if h.ID == "" || h.URL == "" || token == "" {
+		return fmt.Errorf("add host: id, url and token are required: %w", errdefs.ErrInvalid)
 	}
 	if _, err := url.Parse(h.URL); err != nil {
 		return fmt.Errorf("add host %s: url: %v: %w", h.ID, err, errdefs.ErrInvalid)
 	}
+	s.agents.setToken(h.ID, token)
 	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	defer cancel()
 	resp, err := s.agents.For(h).GetHostInfo(ctx, connect.NewRequest(&hostagentv1.GetHostInfoRequest{}))
@@ -408,7 +417,7 @@ func (r resolver) Resolve(ctx context.Context, id string) (proxy.Target, error) 
 		return proxy.Target{}, fmt.Errorf("host %s url: %v: %w", h.ID, err, errdefs.ErrUnreachable)
 	}
 	t := proxy.Target{
-		SandboxID: id, Paused: sb.State == store.SandboxPaused, AutoResume: sb.AutoResume, AgentURL: u, AgentToken: h.Token,
+		SandboxID: id, Paused: sb.State == store.SandboxPaused, AutoResume: sb.AutoResume, AgentURL: u, AgentToken: r.s.agents.token(h.ID),
 		TrafficToken: sb.TrafficAccessToken, PublicTraffic: sb.AllowPublicTraffic,
 	}
 	if r.s.local(sb) {

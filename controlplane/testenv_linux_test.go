@@ -126,7 +126,7 @@ func newTestenvRuntime(t testing.TB, cfg controlplane.Config, dbURL string, newR
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cp.AddHost(ctx, store.Host{ID: "host1", URL: agentSrv.URL, Token: agentToken}); err != nil {
+	if err := cp.AddHost(ctx, store.Host{ID: "host1", URL: agentSrv.URL}, agentToken); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(cp.Handler())

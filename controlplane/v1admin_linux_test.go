@@ -13,6 +13,7 @@ import (
 
 	"roost.dev/roost/controlplane"
 	"roost.dev/roost/errdefs"
+	"roost.dev/roost/tlscert"
 )
 
 // apiKeyEntry is one listed API key (E2B's TeamAPIKey).
@@ -143,25 +144,28 @@ func TestV1Admin(t *testing.T) {
 
 	// Registered last: the hosts added here would take new sandboxes.
 	t.Run("RegisteredHosts", func(t *testing.T) {
-		register := func(name, url string, caps map[string]bool) string {
-			tok, err := e.cp.CreateRegistrationToken(t.Context(), time.Minute)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got struct {
-				HostID string `json:"hostID"`
-			}
-			e.do("POST", "/v1/hosts/register", "", map[string]any{"registrationToken": tok, "name": name, "url": url,
-				"token": agentToken, "runtime": "namespace", "cpus": 2, "memoryMB": 1024, "maxSandboxes": 3,
-				"capabilities": caps,
-			}).want(t, http.StatusCreated).decode(t, &got)
-			return got.HostID
+		// A second host served by the same agent over mutual TLS, and one
+		// nobody serves (an agent that reports no capabilities).
+		secondReg := e.registerTLSHost(t, map[string]any{"name": "second", "runtime": "namespace", "cpus": 2,
+			"memoryMB": 1024, "maxSandboxes": 3, "capabilities": map[string]bool{"pause": true}})
+		second := secondReg.HostID
+		goneTok, err := e.cp.CreateRegistrationToken(t.Context(), time.Minute)
+		if err != nil {
+			t.Fatal(err)
 		}
-		// A second host served by the same agent, and one nobody serves.
-		second := register("second", e.agentSrv.URL, map[string]bool{"pause": true})
-		gone := register("gone", "http://127.0.0.1:1", nil) // an agent that reports no capabilities
+		_, csr, err := tlscert.NewAgentKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var goneReg struct{ HostID string }
+		e.do("POST", "/v1/hosts/register", "", map[string]any{"registrationToken": goneTok, "name": "gone", "url": "https://127.0.0.1:1",
+			"csr": string(csr), "runtime": "namespace", "cpus": 2, "memoryMB": 1024, "maxSandboxes": 3,
+		}).want(t, http.StatusCreated).decode(t, &goneReg)
+		gone := goneReg.HostID
 		e.do("POST", "/v1/hosts/"+second+"/heartbeat", "", map[string]any{"sandboxes": 1, "vcpus": 2, "memoryMB": 512},
-			"Authorization", "Bearer "+agentToken).want(t, http.StatusNoContent)
+			"Authorization", "Bearer "+secondReg.Token).want(t, http.StatusNoContent)
+		e.do("POST", "/v1/hosts/"+second+"/heartbeat", "", map[string]any{"sandboxes": 1},
+			"Authorization", "Bearer "+agentToken).want(t, http.StatusUnauthorized)
 
 		hs := e.hosts(t)
 		h := hs[second]

@@ -79,8 +79,8 @@ func (s *Server) envdOf(ctx context.Context, sb store.Sandbox) (envdTarget, erro
 		return envdTarget{}, fmt.Errorf("envd url of sandbox %s on host %s: %v: %w", sb.ID, h.ID, err, errdefs.ErrUnreachable)
 	}
 	hdr := http.Header{}
-	if h.Token != "" {
-		hdr.Set(wire.HeaderAgentToken, h.Token)
+	if tok := s.agents.token(h.ID); tok != "" {
+		hdr.Set(wire.HeaderAgentToken, tok)
 	}
 	if sb.EnvdAccessToken != "" {
 		hdr.Set(wire.HeaderAccessToken, sb.EnvdAccessToken)

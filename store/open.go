@@ -199,7 +199,7 @@ func migrate(ctx context.Context, db *sql.DB, d goose.Dialect, log *slog.Logger,
 	for _, r := range results {
 		log.Info("store migration applied", "version", r.Source.Version, "file", r.Source.Path, "duration", r.Duration)
 	}
-	return nil
+	return hashHostTokens(ctx, db, log)
 }
 
 // redact hides a password in a database URL for errors and logs.

@@ -227,14 +227,14 @@ func (s *sqlStore) ConsumeRegistrationToken(ctx context.Context, hash []byte, no
 
 // Hosts.
 
-const hostColumns = `id, name, url, token, runtime, capabilities, cpus, memory_mb, max_sandboxes,
+const hostColumns = `id, name, url, token_hash, runtime, capabilities, cpus, memory_mb, max_sandboxes,
 	state, registered_at, last_heartbeat, used_sandboxes, used_vcpus, used_memory_mb`
 
 func scanHost(row interface{ Scan(...any) error }) (Host, error) {
 	var h Host
 	var caps sql.NullString
 	var registered, heartbeat sql.NullInt64
-	err := row.Scan(&h.ID, &h.Name, &h.URL, &h.Token, &h.Runtime, &caps, &h.CPUs, &h.MemoryMB, &h.MaxSandboxes,
+	err := row.Scan(&h.ID, &h.Name, &h.URL, &h.TokenHash, &h.Runtime, &caps, &h.CPUs, &h.MemoryMB, &h.MaxSandboxes,
 		&h.State, &registered, &heartbeat, &h.Usage.Sandboxes, &h.Usage.VCPUs, &h.Usage.MemoryMB)
 	if err != nil {
 		return Host{}, err
@@ -255,12 +255,12 @@ func (s *sqlStore) UpsertHost(ctx context.Context, h Host) error {
 	if len(h.Capabilities) > 0 {
 		caps = string(h.Capabilities)
 	}
-	_, err := s.w.ExecContext(ctx, `INSERT INTO hosts (`+hostColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-		ON CONFLICT (id) DO UPDATE SET name = excluded.name, url = excluded.url, token = excluded.token,
+	_, err := s.w.ExecContext(ctx, `INSERT INTO hosts (token, `+hostColumns+`)
+		VALUES ('', $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+		ON CONFLICT (id) DO UPDATE SET name = excluded.name, url = excluded.url, token_hash = excluded.token_hash,
 			runtime = excluded.runtime, capabilities = excluded.capabilities, cpus = excluded.cpus,
 			memory_mb = excluded.memory_mb, max_sandboxes = excluded.max_sandboxes, state = excluded.state`,
-		h.ID, h.Name, h.URL, h.Token, h.Runtime, caps, h.CPUs, h.MemoryMB, h.MaxSandboxes,
+		h.ID, h.Name, h.URL, h.TokenHash, h.Runtime, caps, h.CPUs, h.MemoryMB, h.MaxSandboxes,
 		string(h.State), orNow(h.RegisteredAt).UnixNano(), nanos(h.LastHeartbeat),
 		h.Usage.Sandboxes, h.Usage.VCPUs, h.Usage.MemoryMB)
 	if err != nil {

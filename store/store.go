@@ -54,6 +54,10 @@ type Store interface {
 	// once per token, however many callers race; an unknown, expired or
 	// already used token is errdefs.ErrNotFound.
 	ConsumeRegistrationToken(ctx context.Context, hash []byte, now time.Time) error
+	// EnsureClusterCA stores the agent link's CA when none is stored and
+	// returns the stored one: replicas starting at once all get the CA
+	// the first of them stored.
+	EnsureClusterCA(ctx context.Context, certPEM, keyPEM []byte) (storedCert, storedKey []byte, err error)
 
 	// UpsertHost inserts a host or replaces its fields; on an update
 	// RegisteredAt keeps its first value and Usage/LastHeartbeat are kept.
@@ -162,9 +166,9 @@ type Host struct {
 	ID   string
 	Name string
 	URL  string // the agent's base URL
-	// Token is the bearer token the control plane presents to the agent;
-	// stored as given because it is needed in plaintext.
-	Token        string
+	// TokenHash is HashKey of the token the agent presents in its
+	// heartbeats; nil for a host that does not heartbeat (roost up's).
+	TokenHash    []byte
 	Runtime      string
 	Capabilities json.RawMessage // the runtime's capabilities as JSON; may be nil
 	CPUs         int

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -305,7 +306,7 @@ func TestRegistrationToken(t *testing.T) {
 func TestHosts(t *testing.T) {
 	eachDB(t, func(t *testing.T, s Store) {
 		ctx := context.Background()
-		h := Host{ID: "h2", Name: "two", URL: "http://127.0.0.1:5008", Token: "agent-token", Runtime: "namespace",
+		h := Host{ID: "h2", Name: "two", URL: "http://127.0.0.1:5008", TokenHash: HashKey("agent-token"), Runtime: "namespace",
 			Capabilities: []byte(`{"pause":true}`), CPUs: 8, MemoryMB: 16384, MaxSandboxes: 50, State: HostReady,
 			RegisteredAt: base}
 		if err := s.UpsertHost(ctx, h); err != nil {
@@ -315,7 +316,7 @@ func TestHosts(t *testing.T) {
 			t.Fatalf("upsert: %v", err)
 		}
 		got, err := s.GetHost(ctx, "h2")
-		if err != nil || got.Token != h.Token || string(got.Capabilities) != `{"pause":true}` || got.CPUs != 8 ||
+		if err != nil || !bytes.Equal(got.TokenHash, h.TokenHash) || string(got.Capabilities) != `{"pause":true}` || got.CPUs != 8 ||
 			got.MemoryMB != 16384 || got.MaxSandboxes != 50 || got.State != HostReady || !got.RegisteredAt.Equal(base) ||
 			!got.LastHeartbeat.IsZero() {
 			t.Fatalf("get host = %+v, %v", got, err)

@@ -89,7 +89,7 @@ func Start(t testing.TB) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cp.AddHost(ctx, store.Host{ID: "local", URL: agentSrv.URL, Token: token}); err != nil {
+	if err := cp.AddHost(ctx, store.Host{ID: "local", URL: agentSrv.URL}, token); err != nil {
 		t.Fatal(err)
 	}
 	key, err := cp.CreateTeamWithKey(ctx, "test")

@@ -10,8 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -53,22 +53,29 @@ func newAgentCmd() *cobra.Command {
 		Long: `Run the host agent. It serves the roost.hostagent.v1.HostAgentService Connect
 service and /proxy/{id}/{port}/... on --listen. Sandboxes outlive the agent:
 stopping it (SIGINT, SIGTERM, or kill -9) leaves them running, and the next
-agent on the same --data-dir re-adopts them.`,
+agent on the same --data-dir re-adopts them.
+
+With --server it registers with a control plane: on first start it makes a
+key, sends a certificate request with the one-time --registration-token
+(which pins the control plane's cluster CA), and from then on serves mutual
+TLS only: its certificate, and only the control plane's client certificate
+admitted. Without --server it serves plain HTTP on a loopback address only,
+and requires --token (or $` + tokenEnv + `) on every request.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runAgent(cmd.Context(), &o) },
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.dataDir, "data-dir", "/var/lib/roost", "data directory (templates, sandboxes, runtime state)")
-	f.StringVar(&o.listen, "listen", "127.0.0.1:7070", "listen address; a non-loopback address requires a token")
+	f.StringVar(&o.listen, "listen", "127.0.0.1:7070", "listen address; without --server it must be a loopback address")
 	f.StringVar(&o.runtime, "runtime", "auto", runtimeFlagUsage)
 	f.StringVar(&o.envd, "envd", "", "envd binary injected into sandboxes (default: envd beside the roost executable, else on $PATH)")
-	f.StringVar(&o.token, "token", "", "require 'Authorization: Bearer TOKEN' on RPC and /proxy (default $"+tokenEnv+")")
+	f.StringVar(&o.token, "token", "", "without --server: require 'Authorization: Bearer TOKEN' on RPC and /proxy (default $"+tokenEnv+"); a registered agent uses mutual TLS instead")
 	f.BoolVar(&o.noPrune, "no-prune", false, "skip the start-up sweep of roost network namespaces, links, mounts and cgroups that no sandbox of this agent owns (set it when another agent shares this host)")
 	f.TextVar(&o.level, "log-level", &o.level, "log level: debug, info, warn, error")
 	o.net.addFlags(cmd)
-	f.StringVar(&o.server, "server", "", "control plane (roost server) URL to register with and heartbeat to, e.g. http://10.0.0.1:3000")
-	f.StringVar(&o.registrationToken, "registration-token", "", "one-time registration token from 'roost server token' (default $"+registrationTokenEnv+"); needed on first start only")
-	f.StringVar(&o.advertise, "advertise", "", "URL the control plane reaches this agent at (default http://<--listen>)")
+	f.StringVar(&o.server, "server", "", "control plane (roost server) URL to register with and heartbeat to, e.g. https://10.0.0.1:3000")
+	f.StringVar(&o.registrationToken, "registration-token", "", "one-time registration token from 'roost server token' (default $"+registrationTokenEnv+"); needed on first start only, and to register again")
+	f.StringVar(&o.advertise, "advertise", "", "URL the control plane reaches this agent at, https (default https://<--listen>); its host goes into the agent's certificate")
 	f.StringVar(&o.name, "name", "", "host name shown by the control plane (default: the hostname)")
 	return cmd
 }
@@ -85,17 +92,13 @@ func runAgent(ctx context.Context, o *agentOptions) error {
 	if err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	if o.server != "" && o.token == "" {
-		// The control plane needs a token to call the agent: reuse the one
-		// registered before, else make one (stored when registered).
-		if reg, err := agent.ReadRegistration(agent.RegistrationPath(dataDir)); err == nil && reg.Server == strings.TrimSuffix(o.server, "/") {
-			o.token = reg.Token
-		} else {
-			o.token = randomHex(24)
-		}
-	}
-	if o.token == "" && !isLoopback(o.listen) {
-		return fmt.Errorf("--listen %s is not a loopback address: set --token (or $%s) so only the control plane can use the agent", o.listen, tokenEnv)
+	switch {
+	case o.server != "" && o.token != "":
+		return fmt.Errorf("--token is for an agent without --server: a registered agent is called over mutual TLS with certificates from the control plane")
+	case o.server == "" && o.token == "":
+		return fmt.Errorf("an agent without --server needs --token (or $%s): it never serves without authentication; to join a control plane, use --server and --registration-token", tokenEnv)
+	case o.server == "" && !isLoopback(o.listen):
+		return fmt.Errorf("--listen %s is not a loopback address: an agent without --server speaks plain HTTP, so it listens on loopback only; agents reached over a network register with --server and speak mutual TLS", o.listen)
 	}
 	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, &o.net, log)
 	if err != nil {
@@ -106,19 +109,20 @@ func runAgent(ctx context.Context, o *agentOptions) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := agent.NewServer(m, agent.ServerConfig{Token: o.token}, log.With("component", "server"))
 	if o.server == "" {
-		err = srv.Serve(ctx, ln)
+		err = agent.NewServer(m, agent.ServerConfig{Token: o.token}, log.With("component", "server")).Serve(ctx, ln)
 	} else {
-		err = serveRegistered(ctx, o, dataDir, m, srv, ln, log)
+		err = serveRegistered(ctx, o, dataDir, m, ln, log)
 	}
 	log.Info("agent stopped; sandboxes keep running", "sandboxes", len(m.List()))
 	return err
 }
 
-// serveRegistered serves the agent while it registers with the control
-// plane and heartbeats; a refused registration stops the agent.
-func serveRegistered(ctx context.Context, o *agentOptions, dataDir string, m *agent.Manager, srv *agent.Server, ln net.Listener, log *slog.Logger) error {
+// serveRegistered registers with the control plane (or reuses the stored
+// registration), then serves mutual TLS with the registration's
+// certificate while it heartbeats; a refused registration stops the agent.
+func serveRegistered(ctx context.Context, o *agentOptions, dataDir string, m *agent.Manager, ln net.Listener, log *slog.Logger) error {
+	defer ln.Close()
 	if o.registrationToken == "" {
 		o.registrationToken = os.Getenv(registrationTokenEnv)
 	}
@@ -126,19 +130,29 @@ func serveRegistered(ctx context.Context, o *agentOptions, dataDir string, m *ag
 	if advertise == "" {
 		host, _, err := net.SplitHostPort(ln.Addr().String())
 		if a, perr := netip.ParseAddr(host); err != nil || perr != nil || a.IsUnspecified() {
-			_ = ln.Close()
 			return fmt.Errorf("--listen %s has no single address the control plane can reach: set --advertise", o.listen)
 		}
-		advertise = "http://" + ln.Addr().String()
+		advertise = "https://" + ln.Addr().String()
 	}
-	reg, err := agent.NewRegistrar(agent.RegistrarConfig{
-		ServerURL: o.server, RegistrationToken: o.registrationToken, AdvertiseURL: advertise, Token: o.token,
+	registrar, err := agent.NewRegistrar(agent.RegistrarConfig{
+		ServerURL: o.server, RegistrationToken: o.registrationToken, AdvertiseURL: advertise,
 		Name: o.name, StateFile: agent.RegistrationPath(dataDir),
 	}, m, log.With("component", "registrar"))
 	if err != nil {
-		_ = ln.Close()
 		return err
 	}
+	reg, err := registrar.Register(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	tlsConfig, err := reg.TLS(time.Now())
+	if err != nil {
+		return fmt.Errorf("%w (remove %s and register again with a new token)", err, agent.RegistrationPath(dataDir))
+	}
+	srv := agent.NewServer(m, agent.ServerConfig{TLS: tlsConfig}, log.With("component", "server"))
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -148,7 +162,7 @@ func serveRegistered(ctx context.Context, o *agentOptions, dataDir string, m *ag
 		cancel()
 	})
 	wg.Go(func() {
-		if regErr = reg.Run(runCtx); regErr != nil {
+		if regErr = registrar.Run(runCtx, reg); regErr != nil {
 			cancel()
 		}
 	})

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,15 +22,17 @@ import (
 
 	"roost.dev/roost/agent"
 	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
-	"roost.dev/roost/gen/roost/hostagent/v1/hostagentv1connect"
 	"roost.dev/roost/template/templatetest"
+	"roost.dev/roost/tlscert"
 )
 
 // TestCluster runs real processes: `roost server` with SQLite and two
 // `roost agent`s that register with it. Sandboxes spread over both hosts;
 // after kill -9 of one agent its sandboxes turn "lost" while the other
 // host's keep working; the killed agent, restarted without a
-// registration token, reuses its stored registration.
+// registration token, reuses its stored registration. The agent link is
+// mutual TLS: the agents refuse plain HTTP, a forged bearer token without
+// a client certificate, and a certificate of another CA.
 func TestCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a server, two agents and their sandboxes")
@@ -150,15 +153,45 @@ func TestCluster(t *testing.T) {
 	// Restarted without a registration token, the agent reuses its stored
 	// registration; it still has its sandboxes, which are destroyed here.
 	killed.p = start(t, work, "agent0-restarted", nil, bin, agentArgs(killed)...)
-	waitHTTP(t, killed.p, "http://"+killed.addr+"/health")
+	waitListening(t, killed.p, killed.addr)
 	if reg := waitRegistered(t, killed.p, killed.dir); reg != regs[0] {
 		t.Errorf("registration after restart: %+v, want %+v", reg, regs[0])
 	}
-	rpc := hostagentv1connect.NewHostAgentServiceClient(http.DefaultClient, "http://"+killed.addr)
+
+	// The link: nothing but the control plane's certificate gets an answer.
+	ctx := t.Context()
+	if err := listSandboxes(ctx, agentRPCClient(killed.addr, nil), regs[0].Token); err == nil {
+		t.Error("plain HTTP with the agent's token: the agent answered")
+	}
+	insecure := &tls.Config{InsecureSkipVerify: true}
+	wantRefusedHandshake(t, "forged bearer token without a certificate", listSandboxes(ctx, agentRPCClient(killed.addr, insecure), "forged"))
+	c, k, err := tlscert.NewClusterCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := tlscert.ParseClusterCA(c, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherTLS, err := other.ClientTLS(time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherTLS.RootCAs, otherTLS.InsecureSkipVerify = nil, true
+	wantRefusedHandshake(t, "a certificate of another CA", listSandboxes(ctx, agentRPCClient(killed.addr, otherTLS), ""))
+	// The control plane's CA does not vouch for another address: an agent
+	// answering at one it did not register is refused by the control plane.
+	cpTLS := controlPlaneTLS(t, serverDir)
+	wrongName := cpTLS.Clone()
+	wrongName.ServerName = "elsewhere.example"
+	if err := listSandboxes(ctx, agentRPCClient(killed.addr, wrongName), ""); err == nil {
+		t.Error("the agent's certificate was accepted for another name")
+	}
+
+	agentRPC := agentRPCClient(killed.addr, cpTLS)
 	for _, sb := range byHost[regs[0].HostID] {
 		req := connect.NewRequest(&hostagentv1.DestroySandboxRequest{SandboxId: sb.ID})
-		req.Header().Set("Authorization", "Bearer "+regs[0].Token)
-		if _, err := rpc.DestroySandbox(t.Context(), req); err != nil {
+		if _, err := agentRPC.DestroySandbox(ctx, req); err != nil {
 			t.Errorf("destroy sandbox %s on the restarted agent: %v", sb.ID, err)
 		}
 	}

@@ -113,7 +113,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 		return err
 	}
 	defer cp.Close()
-	if err := cp.AddHost(ctx, store.Host{ID: localHostID, URL: "http://" + agentLn.Addr().String(), Token: agentToken}); err != nil {
+	if err := cp.AddHost(ctx, store.Host{ID: localHostID, URL: "http://" + agentLn.Addr().String()}, agentToken); err != nil {
 		return err
 	}
 	key, err := ensureAPIKey(ctx, cp, dataDir)
