@@ -47,6 +47,11 @@ type Config struct {
 	// executes it, so it is a small program of its own rather than this
 	// one: Go start-up time grows with the size of the binary.
 	Init string
+	// Unconfined starts sandboxes with no syscall filter and the full
+	// capability set of their user namespace, as before package confine.
+	// Only benchmarks and tests set it, to measure what confinement
+	// costs; no flag or API reaches it. Default false.
+	Unconfined bool
 }
 
 // Driver runs namespace sandboxes.

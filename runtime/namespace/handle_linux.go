@@ -30,6 +30,9 @@ import (
 // config, and waits for it to report that envd runs. The init is not tied
 // to the agent: it outlives a crash or restart of the agent.
 func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, group *cgroup.Group, cfg sandboxinit.Config) (proc.Process, error) {
+	if err := d.confinement(&cfg); err != nil {
+		return proc.Process{}, err
+	}
 	// The init runs as the sandbox's root, an unprivileged host user that
 	// may not traverse the directories holding the init binary or envd: it
 	// gets both as open files. The sandbox's root it must reach by path, in

@@ -42,6 +42,10 @@ func runInit() {
 		fmt.Fprintf(status, "error: %v\n", err)
 		os.Exit(1)
 	}
+	if err := confine(cfg); err != nil {
+		fmt.Fprintf(status, "error: %v\n", err)
+		os.Exit(1)
+	}
 	ln := -1
 	if cfg.EnvdPort != 0 {
 		if ln, err = listenTCP(cfg.EnvdPort); err != nil {

@@ -29,4 +29,16 @@ type Config struct {
 	// health check waits for envd to serve instead of being refused and
 	// polling again. The socket outlives an envd restart.
 	EnvdPort int `json:"envdPort,omitempty"`
+	// Seccomp is the syscall filter the init installs before it starts
+	// envd: a classic BPF program, struct sock_filter entries in native
+	// byte order (package confine compiles it on the host). The init
+	// refuses to start a sandbox without one unless Unconfined is set.
+	Seccomp []byte `json:"seccomp,omitempty"`
+	// Caps are the capability numbers the sandbox keeps; every other is
+	// dropped from all sets of the init, the bounding set included.
+	Caps []int `json:"caps,omitempty"`
+	// Unconfined starts envd with no syscall filter and every capability
+	// of the sandbox's user namespace. Only benchmarks and tests set it,
+	// through the driver's Config, to measure what confinement costs.
+	Unconfined bool `json:"unconfined,omitempty"`
 }

@@ -1,0 +1,111 @@
+package sandboxinit
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"syscall"
+	"unsafe"
+)
+
+// Constants of prctl(2) and capget(2) the standard library does not name.
+const (
+	prCapbsetRead        = 0x17
+	prCapAmbient         = 0x2f
+	prCapAmbientClearAll = 4
+	seccompModeFilter    = 2
+	capabilityVersion3   = 0x20080522
+	// maxFilterLen is the kernel's limit on a filter (BPF_MAXINSNS).
+	maxFilterLen = 4096
+)
+
+// confine bounds the sandbox before anything of the user's runs in it:
+// it installs the syscall filter, then drops every capability but
+// cfg.Caps from all of this process's sets, the bounding set included,
+// so envd and whatever it starts (root, or setuid programs like sudo)
+// can never hold more.
+//
+// The order matters. Installing a filter without no_new_privs, which
+// would break sudo, takes CAP_SYS_ADMIN in the sandbox's user namespace,
+// so the filter comes first; dropping from the bounding set takes
+// CAP_SETPCAP, which the sandbox keeps. Both are per thread in Linux, so
+// every thread of the init does each step (AllThreadsSyscall): a thread
+// the Go runtime starts later is cloned from one that has.
+func confine(cfg Config) error {
+	if cfg.Unconfined {
+		return nil
+	}
+	if len(cfg.Seccomp) == 0 {
+		return errors.New("confine: no syscall filter in the config (the driver sends one unless it is told to leave the sandbox unconfined)")
+	}
+	if err := installFilter(cfg.Seccomp); err != nil {
+		return fmt.Errorf("install syscall filter: %w", err)
+	}
+	if err := boundCapabilities(cfg.Caps); err != nil {
+		return fmt.Errorf("drop capabilities: %w", err)
+	}
+	return nil
+}
+
+// installFilter installs a classic BPF program (struct sock_filter
+// entries in native byte order) as the seccomp filter of every thread.
+func installFilter(b []byte) error {
+	if len(b)%8 != 0 || len(b)/8 > maxFilterLen {
+		return fmt.Errorf("filter of %d bytes is not a program of at most %d instructions", len(b), maxFilterLen)
+	}
+	insts := make([]syscall.SockFilter, len(b)/8)
+	for i := range insts {
+		e := b[8*i:]
+		insts[i] = syscall.SockFilter{Code: binary.NativeEndian.Uint16(e), Jt: e[2], Jf: e[3], K: binary.NativeEndian.Uint32(e[4:])}
+	}
+	prog := syscall.SockFprog{Len: uint16(len(insts)), Filter: &insts[0]}
+	// prctl rather than seccomp(2), whose number the standard library
+	// lacks on some architectures; each thread installs its own copy.
+	if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, syscall.PR_SET_SECCOMP, seccompModeFilter, uintptr(unsafe.Pointer(&prog))); e != 0 {
+		return e
+	}
+	return nil
+}
+
+// boundCapabilities keeps only the capabilities keep: it drops the others
+// from the bounding set (what an exec can ever grant, root's and setuid
+// programs' included), clears the ambient and inheritable sets, and lowers
+// the permitted and effective sets to keep.
+func boundCapabilities(keep []int) error {
+	var mask uint64
+	for _, c := range keep {
+		if c < 0 || c > 63 {
+			return fmt.Errorf("capability %d does not exist", c)
+		}
+		mask |= 1 << c
+	}
+	for c := uintptr(0); c < 64; c++ {
+		// The bounding set names every capability this kernel knows;
+		// reading one beyond the last fails.
+		if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, prCapbsetRead, c, 0); e == syscall.EINVAL {
+			break
+		}
+		if mask&(1<<c) != 0 {
+			continue
+		}
+		if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, syscall.PR_CAPBSET_DROP, c, 0); e != 0 {
+			return fmt.Errorf("bounding set, capability %d: %w", c, e)
+		}
+	}
+	if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, prCapAmbient, prCapAmbientClearAll, 0); e != 0 && e != syscall.EINVAL {
+		return fmt.Errorf("ambient set: %w", e) // EINVAL: a kernel before ambient capabilities
+	}
+	hdr := struct {
+		version uint32
+		pid     int32
+	}{capabilityVersion3, 0}
+	type capData struct{ effective, permitted, inheritable uint32 }
+	data := [2]capData{
+		{effective: uint32(mask), permitted: uint32(mask)},
+		{effective: uint32(mask >> 32), permitted: uint32(mask >> 32)},
+	}
+	if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
+		return fmt.Errorf("capset: %w", e)
+	}
+	return nil
+}
