@@ -18,6 +18,14 @@
 // certificate it signs is kept in memory only and reissued when it nears
 // the end of its validity.
 //
+// ClusterCA is a separate authority, for the link between the control
+// plane and its agents (mutual TLS): it lives in the control plane's
+// store, signs each agent's certificate request at registration (server
+// use only, for the host ID and advertised address) and the control
+// plane's own client certificate (client use only, ControlPlaneName), and
+// is pinned by its fingerprint in registration tokens. Neither end trusts
+// it for anything else, so it has no name constraints.
+//
 // The package does not listen or serve, and does not decide which source
 // a command line asks for (cmd/roost does).
 package tlscert

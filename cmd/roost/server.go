@@ -45,7 +45,10 @@ proxy on --listen, its state in --database-url (SQLite in the data directory
 by default, or postgres://...). Host agents join it with a one-time
 registration token ('roost server token'):
 
-  roost agent --server http://THIS:3000 --registration-token TOKEN --advertise http://AGENT:7070
+  roost agent --server http://THIS:3000 --registration-token TOKEN --advertise https://AGENT:7070
+
+The agent link is mutual TLS with certificates from the cluster CA this
+control plane keeps in its database; the token pins that CA.
 
 On first start it creates an API key, prints it once and stores it in
 <data-dir>/api-key (mode 0600); $` + apiKeyEnv + ` sets the key instead.
@@ -124,7 +127,7 @@ func runServer(ctx context.Context, o *serverOptions) error {
 	err = serveControlPlane(ctx, cp, o.listen, serve.tls, log, nil, func() {
 		printBanner(os.Stdout, serve, key)
 		fmt.Fprintf(os.Stdout, "Add a host: make a registration token with\n\n  roost server token --data-dir %s\n\n"+
-			"and start its agent with\n\n  roost agent --server %s --registration-token TOKEN --advertise http://AGENT-ADDRESS:7070\n\n",
+			"and start its agent with\n\n  roost agent --server %s --registration-token TOKEN --advertise https://AGENT-ADDRESS:7070\n\n",
 			dataDir, publicURL)
 	})
 	log.Info("control plane stopped")
