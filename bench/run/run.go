@@ -38,16 +38,19 @@ type config struct {
 type sizes struct {
 	creates, agentCreates, restCreates, execs, e2bExecs, ptyKeys, forkExecs int
 	envdStarts, envdMiB, density                                            int
-	duration                                                                time.Duration // CreateThroughput; ProxySandbox loads run a sixth of it
+	// confinement is the iterations of the confinement benchmarks,
+	// each one confined and one unconfined run.
+	confinement int
+	duration    time.Duration // CreateThroughput; ProxySandbox loads run a sixth of it
 }
 
 func sizesFor(quick bool) sizes {
 	if quick {
 		return sizes{creates: 20, agentCreates: 10, restCreates: 10, execs: 50, e2bExecs: 20, ptyKeys: 100, forkExecs: 200,
-			envdStarts: 200, envdMiB: 64, density: 20, duration: 10 * time.Second}
+			envdStarts: 200, envdMiB: 64, density: 20, confinement: 5, duration: 10 * time.Second}
 	}
 	return sizes{creates: 200, agentCreates: 100, restCreates: 100, execs: 500, e2bExecs: 200, ptyKeys: 5000, forkExecs: 1000,
-		envdStarts: 1000, envdMiB: 256, density: 1000, duration: time.Minute}
+		envdStarts: 1000, envdMiB: 256, density: 1000, confinement: 30, duration: time.Minute}
 }
 
 // benchModule is the directory of this harness's Go module, relative to
@@ -107,6 +110,8 @@ func run(cfg config) (*results, error) {
 		// which go runs from there: the binary's path must not be relative.
 		{name: "envd binary", args: []string{"-C", benchModule, "run", "./envd", "-envd", envd, "-starts", strconv.Itoa(sz.envdStarts), "-mib", strconv.Itoa(sz.envdMiB)}},
 		{name: "namespace create", args: gotest("^(BenchmarkCreateReady|BenchmarkBareUnshare)$", x(sz.creates), "./runtime/namespace")},
+		// Confined and unconfined sandboxes alternate in each iteration.
+		{name: "namespace confinement", args: gotest("^(BenchmarkConfinementCreate|BenchmarkConfinementSyscalls)$", x(sz.confinement), "./runtime/namespace")},
 		{name: "agent create", args: gotest("^BenchmarkAgentCreate$", x(sz.agentCreates), "./agent")},
 		{name: "REST create", args: gotest("^BenchmarkCreateREST$", x(sz.restCreates), "./controlplane")},
 		{name: "REST exec", args: gotest("^BenchmarkExecTrueREST$", x(sz.execs), "./controlplane")},
