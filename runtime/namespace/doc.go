@@ -15,6 +15,11 @@
 // reaps orphans. CPU, memory and pids limits and pause/resume come from
 // the cgroup package.
 //
+// Before it starts envd, the init installs the syscall filter and drops
+// the capabilities that package confine decides (Docker's default seccomp
+// profile and capability set), so envd and everything in the sandbox,
+// root and setuid programs included, run under both.
+//
 // The driver does not create network namespaces or choose addresses (the
 // network package does) and does not wait for envd (the manager does).
 package namespace

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/elastic/go-seccomp-bpf/arch"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/net/bpf"
 )
 
@@ -204,4 +205,45 @@ func TestFilterEncoding(t *testing.T) {
 		t.Errorf("%d bytes for %d instructions", len(b), len(prog))
 	}
 	t.Logf("filter: %d instructions", len(prog))
+}
+
+// translate refuses what it cannot express rather than loosen or drop it.
+func TestTranslateRefuses(t *testing.T) {
+	info, err := arch.GetInfo("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eperm, enosys := uint(syscall.EPERM), uint(syscall.ENOSYS)
+	allow := func(names ...string) specs.LinuxSyscall {
+		return specs.LinuxSyscall{Names: names, Action: specs.ActAllow}
+	}
+	tests := []struct {
+		name string
+		p    specs.LinuxSeccomp
+	}{
+		{"default allow", specs.LinuxSeccomp{DefaultAction: specs.ActAllow}},
+		{"default errno other than EPERM", specs.LinuxSeccomp{DefaultAction: specs.ActErrno, DefaultErrnoRet: &enosys}},
+		{"kill action", specs.LinuxSeccomp{DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{{Names: []string{"read"}, Action: specs.ActKill}}}},
+		{"masked compare with a result", specs.LinuxSeccomp{DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{{Names: []string{"clone"}, Action: specs.ActAllow,
+			Args: []specs.LinuxSeccompArg{{Index: 0, Value: 0xff, ValueTwo: 1, Op: specs.OpMaskedEqual}}}}}},
+		{"argument 6", specs.LinuxSeccomp{DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{{Names: []string{"read"}, Action: specs.ActAllow,
+			Args: []specs.LinuxSeccompArg{{Index: 6, Op: specs.OpEqualTo}}}}}},
+		{"one call, two actions", specs.LinuxSeccomp{DefaultAction: specs.ActErrno, DefaultErrnoRet: &eperm, Syscalls: []specs.LinuxSyscall{allow("read"),
+			{Names: []string{"read"}, Action: specs.ActErrno, ErrnoRet: &enosys}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := translate(&tt.p, info); err == nil {
+				t.Error("translated")
+			}
+		})
+	}
+	// An allow rule naming a denied call is dropped, whatever the profile.
+	p, err := translate(&specs.LinuxSeccomp{DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{allow("read", "keyctl", "mount")}}, info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names := p.Syscalls[0].Names; !slices.Equal(names, []string{"read"}) {
+		t.Errorf("allowed %v, want only read", names)
+	}
 }
