@@ -20,6 +20,13 @@
 // errdefs.ErrConflict, errdefs.ErrInvalid), re-exported here, so the API maps every layer's
 // errors to HTTP statuses in one place.
 //
+// Quotas: a team's own limits (team_quotas) override the defaults the
+// control plane passes in. The store checks them where a race could
+// otherwise pass two writes at the limit: CreateSandboxWithin and
+// UpdateSandboxWithin sum the team's usage and write in one transaction
+// under the team's row lock. It keeps PausedAt on every pause, for the
+// control plane's retention.
+//
 // The store does not schedule, reconcile, enforce timeouts or authenticate
 // requests; it records what the control plane decides.
 package store
