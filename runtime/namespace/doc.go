@@ -5,10 +5,17 @@
 // binary of its own, found next to the running executable) in new user, pid,
 // mount, uts, ipc and cgroup namespaces, inside the network namespace the
 // manager prepared. Root in the sandbox maps to an unprivileged host ID range
-// (HostIDBase). Its root filesystem is an overlay: the template tree, seen
-// through an idmapped mount so its root-owned files belong to the sandbox's
-// root, under a per-sandbox upper layer on a size-limited ext4 image. The
-// init mounts /proc, a minimal /dev and /sys, pivots into the overlay,
+// of its own (above HostIDBase, claimed in the data directory so that it
+// survives agent restarts), so no two sandboxes share a host uid. Its root
+// filesystem is an overlay (nodev): the template tree, seen through an
+// idmapped mount of the sandbox's own so its root-owned files belong to the
+// sandbox's root, under a per-sandbox upper layer on a size-limited ext4
+// image, in a state directory host users cannot enter. The driver mounts a
+// sysfs of the sandbox's network namespace and the procfs of its pid
+// namespace below the root from the host's mount namespace, with Docker's
+// masked and read-only paths, so that they reach the sandbox locked (see
+// boundary_linux.go). The init mounts a minimal /dev, the sandbox's own
+// cgroups, pivots into the overlay,
 // starts envd from a file descriptor (envd is never copied into the tree)
 // on a listening socket it opened first (so that a health check made while
 // envd starts waits instead of failing), restarts envd if it dies, and

@@ -39,8 +39,8 @@ const (
 
 // Config configures the driver.
 type Config struct {
-	// DataDir holds the driver's shared state (the idmapped template
-	// mounts, blank disk images); default /var/lib/roost/runtime/namespace.
+	// DataDir holds the driver's shared state (blank disk images, the
+	// claims of host ID ranges); default /var/lib/roost/runtime/namespace.
 	DataDir string
 	// Init is the sandbox init binary (cmd/roost-init, static); default
 	// roost-init next to the running executable. Every sandbox start
@@ -62,10 +62,8 @@ type Driver struct {
 
 	handles handles.Table[handle]
 
-	mu     sync.Mutex        // guards lowers, busy and userns
-	lowers map[string]string // template rootfs → idmapped mount
-	busy   map[string]int    // idmapped mount → creates using it now
-	userns *os.File
+	mu  sync.Mutex // guards ids
+	ids *idRanges
 
 	diskMu sync.Mutex // guards making blank disk images (see blankDisk)
 }
@@ -90,7 +88,7 @@ func New(cfg Config, log *slog.Logger) (*Driver, error) {
 		return nil, fmt.Errorf("namespace runtime: %w", err)
 	}
 	raisePidMax(log)
-	return &Driver{cfg: cfg, log: log, cgrp: h, lowers: map[string]string{}, busy: map[string]int{}}, nil
+	return &Driver{cfg: cfg, log: log, cgrp: h, ids: newIDRanges(filepath.Join(cfg.DataDir, "ids"))}, nil
 }
 
 // Name implements runtime.Runtime.
@@ -161,13 +159,15 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (runtime.Instanc
 	}
 	defer r.Release() // a failed create unwinds
 	lim := withDefaults(spec.Limits)
-	lower, release, err := d.lower(spec.RootFS)
+	ids, err := d.claimIDs(r, spec.ID)
 	if err != nil {
 		return runtime.Instance{}, err
 	}
-	defer release() // after the handle that uses it is published
-	rootfs, err := d.mountRoot(r, spec, lower, lim.DiskMB)
+	rootfs, err := d.mountRoot(r, spec, ids, lim.DiskMB)
 	if err != nil {
+		return runtime.Instance{}, err
+	}
+	if err := mountSys(spec.Network.Netns, rootfs); err != nil {
 		return runtime.Instance{}, err
 	}
 	group, err := d.cgrp.Create(cgroupName(spec.ID), cgroup.Limits{
@@ -183,7 +183,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (runtime.Instanc
 		defer cancel()
 		_ = group.Delete(cctx)
 	})
-	initProc, err := d.startInit(ctx, spec, group, initConfig(spec, rootfs))
+	initProc, err := d.startInit(ctx, spec, ids, group, initConfig(spec, rootfs))
 	if err != nil {
 		return runtime.Instance{}, err
 	}
@@ -191,7 +191,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (runtime.Instanc
 		rec: record{
 			ID: spec.ID, Process: initProc, Cgroup: group.Name(),
 			EnvdAddr: netip.AddrPortFrom(spec.Network.Address.Addr(), wire.EnvdPort).String(),
-			Started:  time.Now().UTC(), StateDir: spec.StateDir, LowerPath: lower,
+			Started:  time.Now().UTC(), StateDir: spec.StateDir, IDs: ids,
 		},
 		group: group, log: d.log.With("sandbox", spec.ID),
 	}
@@ -204,14 +204,30 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (runtime.Instanc
 	return inst, nil
 }
 
-// mountRoot makes the sandbox's root filesystem in its state directory:
-// its own disk of diskMB, mounted, and the overlay of the template
-// (lower) under it. It returns where the root is.
-func (d *Driver) mountRoot(r *handles.Reservation[handle], spec runtime.Spec, lower string, diskMB int) (string, error) {
-	if err := os.MkdirAll(spec.StateDir, 0o711); err != nil {
-		return "", fmt.Errorf("state dir: %w", err)
+// claimIDs claims a host ID range for the sandbox id, given back if the
+// create fails.
+func (d *Driver) claimIDs(r *handles.Reservation[handle], id string) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n, err := d.ids.claimLocked(id)
+	if err != nil {
+		return 0, err
 	}
-	if err := d.traversable(spec.StateDir); err != nil {
+	r.OnFail(func() { _ = d.releaseIDs(n, id) })
+	return n, nil
+}
+
+func (d *Driver) releaseIDs(n int, id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ids.releaseLocked(n, id)
+}
+
+// mountRoot makes the sandbox's root filesystem in its state directory:
+// its own disk of diskMB, mounted, and the overlay of the template over
+// it, idmapped to the host ID range ids. It returns where the root is.
+func (d *Driver) mountRoot(r *handles.Reservation[handle], spec runtime.Spec, ids, diskMB int) (string, error) {
+	if err := d.closeStateDir(spec.StateDir, hostID(ids)); err != nil {
 		return "", err
 	}
 	image, disk, rootfs := paths(spec.StateDir)
@@ -227,11 +243,50 @@ func (d *Driver) mountRoot(r *handles.Reservation[handle], spec runtime.Spec, lo
 		return "", err
 	}
 	r.OnFail(func() { _ = unmount(disk) })
-	if err := mountOverlay(spec.ID, lower, disk, rootfs); err != nil {
+	if err := d.mountOverlay(spec, ids, disk, rootfs); err != nil {
 		return "", err
 	}
 	r.OnFail(func() { _ = unmount(rootfs) })
-	return rootfs, nil
+	return rootfs, shareRoot(rootfs)
+}
+
+// mountOverlay mounts the sandbox's root over the template, seen through
+// an idmapped mount of the sandbox's own, which is only needed while the
+// overlay is made: the overlay keeps a private copy of its layers' mounts.
+func (d *Driver) mountOverlay(spec runtime.Spec, ids int, disk, rootfs string) error {
+	d.mu.Lock()
+	userns, err := d.ids.usernsLocked(ids, d.cfg.Init)
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	lower := lowerPath(spec.StateDir)
+	if err := mountLower(spec.RootFS, lower, userns); err != nil {
+		return err
+	}
+	defer func() {
+		_ = unmount(lower)
+		_ = os.Remove(lower)
+	}()
+	return mountOverlay(spec.ID, lower, disk, rootfs, hostID(ids))
+}
+
+// closeStateDir keeps host users out of the sandbox's state directory,
+// which its root (host ID owner) must traverse to reach its root
+// filesystem: root's, with search permission for the sandbox's group
+// only. The directories above it get search permission for others, which
+// reveals no names.
+func (d *Driver) closeStateDir(dir string, owner int) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	if err := os.Chown(dir, 0, owner); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	if err := os.Chmod(dir, 0o710); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	return d.traversable(filepath.Dir(dir))
 }
 
 // initConfig is what the sandbox's init is told: where its root is, and
@@ -269,6 +324,10 @@ func withDefaults(l runtime.Limits) runtime.Limits { return l.Or(defaults) }
 func paths(stateDir string) (image, disk, rootfs string) {
 	return filepath.Join(stateDir, "disk.img"), filepath.Join(stateDir, "disk"), filepath.Join(stateDir, "rootfs")
 }
+
+// lowerPath is where the template's idmapped mount is while the overlay
+// is made.
+func lowerPath(stateDir string) string { return filepath.Join(stateDir, "lower") }
 
 func cgroupName(id string) string { return "roost/" + id }
 
@@ -313,47 +372,4 @@ func (d *Driver) traversable(dir string) error {
 			return nil
 		}
 	}
-}
-
-// lower returns the idmapped mount of a template tree, making it once,
-// and marks it busy until release is called, so that a Prune running
-// meanwhile leaves it mounted.
-func (d *Driver) lower(rootfs string) (target string, release func(), err error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	target, ok := d.lowers[rootfs]
-	if !ok {
-		if target, err = d.mountLowerLocked(rootfs); err != nil {
-			return "", nil, err
-		}
-		d.lowers[rootfs] = target
-	}
-	d.busy[target]++
-	return target, func() {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		if d.busy[target]--; d.busy[target] == 0 {
-			delete(d.busy, target)
-		}
-	}, nil
-}
-
-// mountLowerLocked makes the idmapped mount of a template tree, unless
-// an earlier driver did.
-func (d *Driver) mountLowerLocked(rootfs string) (string, error) {
-	target := filepath.Join(d.cfg.DataDir, "lower", lowerKey(rootfs))
-	if isMounted(target) {
-		return target, nil
-	}
-	if d.userns == nil {
-		ns, err := newUserns(d.cfg.Init)
-		if err != nil {
-			return "", err
-		}
-		d.userns = ns
-	}
-	if err := mountLower(rootfs, target, d.userns); err != nil {
-		return "", err
-	}
-	return target, nil
 }

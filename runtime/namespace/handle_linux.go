@@ -29,7 +29,7 @@ import (
 // sandbox's network namespace, places it in its cgroup, hands it its
 // config, and waits for it to report that envd runs. The init is not tied
 // to the agent: it outlives a crash or restart of the agent.
-func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, group *cgroup.Group, cfg sandboxinit.Config) (proc.Process, error) {
+func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, ids int, group *cgroup.Group, cfg sandboxinit.Config) (proc.Process, error) {
 	if err := d.confinement(&cfg); err != nil {
 		return proc.Process{}, err
 	}
@@ -77,8 +77,8 @@ func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, group *cgroup
 	cmd.ExtraFiles = []*os.File{cfgR, statusW, envd, self} // fds 3 to 6
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags:                 syscall.CLONE_NEWUSER | syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
-		UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: HostIDBase, Size: IDRange}},
-		GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: HostIDBase, Size: IDRange}},
+		UidMappings:                idMap(hostID(ids)),
+		GidMappings:                idMap(hostID(ids)),
 		GidMappingsEnableSetgroups: true,
 		// Become the sandbox's root before exec: the agent's own uid is not
 		// mapped in the new namespace, and an unmapped process keeps no
@@ -98,42 +98,74 @@ func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, group *cgroup
 		kill()
 		return proc.Process{}, fmt.Errorf("join cgroup: %w", err)
 	}
+	status := readStatus(statusR)
+	timer := time.NewTimer(startTimeout)
+	defer timer.Stop()
+	next := func() (string, error) {
+		select {
+		case a := <-status:
+			if a.err == nil && !strings.HasPrefix(a.line, "error: ") {
+				return a.line, nil
+			}
+			msg := strings.TrimPrefix(a.line, "error: ")
+			if msg == "" {
+				console.Wait(logPath, time.Second) // the init's last words
+				msg = "init exited during setup: " + tail(logPath)
+			}
+			return "", fmt.Errorf("sandbox init: %s", msg)
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-timer.C:
+			return "", fmt.Errorf("sandbox init did not report within %v", startTimeout)
+		}
+	}
+	line, err := next()
+	if err == nil {
+		err = attachProc(p.Pid, spec.StateDir, cfg.RootFS, line)
+	}
+	if err != nil {
+		kill()
+		return proc.Process{}, err
+	}
 	if err := json.NewEncoder(cfgW).Encode(cfg); err != nil {
 		kill()
 		return proc.Process{}, fmt.Errorf("send init config: %w", err)
 	}
 	cfgW.Close()
+	if line, err = next(); err == nil && line != "ok" {
+		err = fmt.Errorf("sandbox init: unexpected %q", line)
+	}
+	if err != nil {
+		kill()
+		return proc.Process{}, err
+	}
+	return p, nil
+}
 
-	type answer struct {
-		line string
-		err  error
-	}
-	got := make(chan answer, 1)
+// statusAnswer is a line the init wrote on its status pipe, or the error
+// that ended the pipe.
+type statusAnswer struct {
+	line string
+	err  error
+}
+
+// readStatus reads the init's status lines (at most the two it writes,
+// then the end of the pipe) until the pipe ends, which it does when the
+// init reported or died, or when startInit returns and closes r.
+func readStatus(r *os.File) <-chan statusAnswer {
+	const most = 3
+	ch := make(chan statusAnswer, most)
 	go func() {
-		line, err := bufio.NewReader(statusR).ReadString('\n')
-		got <- answer{strings.TrimSpace(line), err}
+		br := bufio.NewReader(r)
+		for range most {
+			line, err := br.ReadString('\n')
+			ch <- statusAnswer{strings.TrimSpace(line), err}
+			if err != nil {
+				return
+			}
+		}
 	}()
-	timer := time.NewTimer(startTimeout)
-	defer timer.Stop()
-	select {
-	case a := <-got:
-		if a.line == "ok" {
-			return p, nil
-		}
-		kill()
-		msg := strings.TrimPrefix(a.line, "error: ")
-		if msg == "" {
-			console.Wait(logPath, time.Second) // the init's last words
-			msg = "init exited during setup: " + tail(logPath)
-		}
-		return proc.Process{}, fmt.Errorf("sandbox init: %s", msg)
-	case <-ctx.Done():
-		kill()
-		return proc.Process{}, ctx.Err()
-	case <-timer.C:
-		kill()
-		return proc.Process{}, fmt.Errorf("sandbox init did not report within %v", startTimeout)
-	}
+	return ch
 }
 
 func tail(path string) string {
@@ -178,7 +210,8 @@ func (d *Driver) teardown(ctx context.Context, rec record, group *cgroup.Group) 
 		rec.Kill(nil)
 	}
 	image, disk, rootfs := paths(rec.StateDir)
-	for _, m := range []string{rootfs, disk} {
+	// Detaching the root takes what is mounted below it (/proc, /sys).
+	for _, m := range []string{rootfs, lowerPath(rec.StateDir), procStaging(rec.StateDir), disk} {
 		if err := unmount(m); err != nil {
 			errs = append(errs, err)
 		}
@@ -189,7 +222,12 @@ func (d *Driver) teardown(ctx context.Context, rec record, group *cgroup.Group) 
 		}
 	}
 	_ = os.Remove(rootfs)
+	_ = os.Remove(lowerPath(rec.StateDir))
+	_ = os.Remove(procStaging(rec.StateDir))
 	_ = os.Remove(disk)
+	if err := d.releaseIDs(rec.IDs, rec.ID); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -221,7 +259,7 @@ func (d *Driver) Recover(ctx context.Context, spec runtime.Spec, st runtime.Driv
 	}
 	defer r.Release()
 	d.mu.Lock()
-	d.lowers[spec.RootFS] = rec.LowerPath
+	d.ids.adoptLocked(rec.IDs, spec.ID)
 	d.mu.Unlock()
 	// The init holds the console pipe as its stdout and stderr.
 	if err := console.Attach(log, filepath.Join(spec.StateDir, runtime.LogFile), rec.Pid, 1, 2); err != nil {
@@ -257,6 +295,11 @@ func (d *Driver) Prune(ctx context.Context, keep []string) error {
 	if err := d.pruneCgroups(ctx, known); err != nil {
 		errs = append(errs, err)
 	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.ids.pruneLocked(known); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -282,35 +325,26 @@ func (d *Driver) pruneCgroups(ctx context.Context, known func(id string) bool) e
 	return errors.Join(errs...)
 }
 
-// pruneLowers unmounts idmapped template mounts no sandbox uses any more,
-// so a removed template's tree is not kept busy. It holds d.mu
-// throughout: a Create either marked its lower busy before, or mounts it
-// again after.
+// pruneLowers unmounts the idmapped template mounts older drivers shared
+// between sandboxes, once no sandbox this driver knows uses them: a
+// removed template's tree is not kept busy. (An overlay keeps its own
+// copy of its layers' mounts, so a sandbox the driver does not know of
+// loses nothing either.)
 func (d *Driver) pruneLowers(ms []mountinfo.Mount) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	inUse := map[string]bool{}
 	for _, h := range d.handles.All() {
 		inUse[h.rec.LowerPath] = true
 	}
-	// Overlays still mounted name their lower layer in their options, but
-	// mountinfo's source field does not; a lower that backs a running
-	// sandbox the driver does not know about is kept through keep above.
 	prefix := filepath.Join(d.cfg.DataDir, "lower") + "/"
 	var errs []error
 	for _, m := range ms {
-		if !strings.HasPrefix(m.Target, prefix) || inUse[m.Target] || d.busy[m.Target] > 0 {
+		if !strings.HasPrefix(m.Target, prefix) || inUse[m.Target] {
 			continue
 		}
 		d.log.Info("unmounting unused template mount", "path", m.Target)
 		if err := unmount(m.Target); err != nil {
 			errs = append(errs, err)
 			continue
-		}
-		for k, v := range d.lowers {
-			if v == m.Target {
-				delete(d.lowers, k)
-			}
 		}
 		_ = os.Remove(m.Target)
 	}

@@ -64,8 +64,12 @@ func TestIsolation(t *testing.T) {
 	})
 	t.Run("root is not host root", func(t *testing.T) {
 		out := strings.Fields(sb.MustExec(t, "cat /proc/self/uid_map"))
-		if len(out) != 3 || out[0] != "0" || out[1] != strconv.Itoa(namespace.HostIDBase) {
-			t.Errorf("uid_map %v", out)
+		if len(out) != 3 || out[0] != "0" || out[2] != strconv.Itoa(namespace.IDRange) {
+			t.Fatalf("uid_map %v", out)
+		}
+		// A range of its own, not the one all sandboxes once shared.
+		if base, _ := strconv.Atoi(out[1]); base <= namespace.HostIDBase || (base-namespace.HostIDBase)%namespace.IDRange != 0 {
+			t.Errorf("uid_map %v: root is host uid %d", out, base)
 		}
 		// Files created inside belong to the mapped range on the host.
 		sb.MustExec(t, "touch /root/owned")

@@ -26,11 +26,16 @@ type record struct {
 	ID string `json:"id"`
 	// Process is the sandbox's init.
 	proc.Process
-	Cgroup    string    `json:"cgroup"`
-	EnvdAddr  string    `json:"envdAddr"`
-	Started   time.Time `json:"started"`
-	StateDir  string    `json:"stateDir"`
-	LowerPath string    `json:"lowerPath"`
+	Cgroup   string    `json:"cgroup"`
+	EnvdAddr string    `json:"envdAddr"`
+	Started  time.Time `json:"started"`
+	StateDir string    `json:"stateDir"`
+	// LowerPath is the idmapped template mount an older driver shared
+	// between sandboxes; empty for a sandbox with an ID range of its own.
+	LowerPath string `json:"lowerPath,omitempty"`
+	// IDs is the sandbox's host ID range (see hostID); 0, the range all
+	// sandboxes shared, in records of older drivers.
+	IDs int `json:"ids,omitempty"`
 }
 
 // loadRecord reads the saved state of spec's sandbox: st, or for a

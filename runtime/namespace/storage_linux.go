@@ -1,8 +1,6 @@
 package namespace
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -11,26 +9,17 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"roost.dev/roost/mountinfo"
 
 	"golang.org/x/sys/unix"
-
-	"roost.dev/roost/runtime/namespace/sandboxinit"
-)
-
-// HostIDBase is the host uid and gid that root inside every namespace
-// sandbox maps to; sandbox IDs 0..IDRange-1 map to HostIDBase onwards.
-const (
-	HostIDBase = 1 << 30
-	IDRange    = 65536
 )
 
 // mountLower makes the template tree at rootfs visible at target through
-// an idmapped mount, so that files owned by uid 0 on disk belong to the
-// sandbox's root (HostIDBase on the host). One such mount serves every
-// sandbox of a template, since all share the mapping.
+// an idmapped mount with the mapping of userns, so that files owned by
+// uid 0 on disk belong to the sandbox's root, and read-only, nodev and
+// nosuid as the host sees it (the sandbox's root keeps its setuid
+// programs: the overlay over it is not nosuid).
 func mountLower(rootfs, target string, userns *os.File) error {
 	if err := os.MkdirAll(target, 0o700); err != nil {
 		return err
@@ -40,7 +29,10 @@ func mountLower(rootfs, target string, userns *os.File) error {
 		return fmt.Errorf("open_tree %s: %w", rootfs, err)
 	}
 	defer unix.Close(tree)
-	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP | unix.MOUNT_ATTR_RDONLY, Userns_fd: uint64(userns.Fd())}
+	attr := &unix.MountAttr{
+		Attr_set:  unix.MOUNT_ATTR_IDMAP | unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOSUID,
+		Userns_fd: uint64(userns.Fd()),
+	}
 	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, attr); err != nil {
 		return fmt.Errorf("idmap %s: %w", rootfs, err)
 	}
@@ -48,12 +40,6 @@ func mountLower(rootfs, target string, userns *os.File) error {
 		return fmt.Errorf("move_mount %s: %w", target, err)
 	}
 	return nil
-}
-
-// lowerKey names the idmapped mount of a template tree.
-func lowerKey(rootfs string) string {
-	sum := sha256.Sum256([]byte(rootfs))
-	return hex.EncodeToString(sum[:8])
 }
 
 // blankDisk returns an empty ext4 image of sizeMB in the data dir, making
@@ -65,7 +51,7 @@ func (d *Driver) blankDisk(sizeMB int) (string, error) {
 	d.diskMu.Lock()
 	defer d.diskMu.Unlock()
 	// The name carries the mkfs options' version: change both together.
-	p := filepath.Join(d.cfg.DataDir, "disks", fmt.Sprintf("blank-v1-%dM.img", sizeMB))
+	p := filepath.Join(d.cfg.DataDir, "disks", fmt.Sprintf("blank-v2-%dM.img", sizeMB))
 	if _, err := os.Stat(p); err == nil {
 		return p, nil
 	}
@@ -86,7 +72,8 @@ func (d *Driver) blankDisk(sizeMB int) (string, error) {
 }
 
 // mkfs creates image, a sparse ext4 image of sizeMB without a journal (a
-// sandbox's layer dies with it), whose root belongs to the sandbox's root.
+// sandbox's layer dies with it). Its root belongs to host root: only the
+// overlay's upper and work directories on it are the sandbox's.
 func mkfs(image string, sizeMB int) error {
 	f, err := os.OpenFile(image, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -97,8 +84,7 @@ func mkfs(image string, sizeMB int) error {
 	if err != nil {
 		return fmt.Errorf("size disk image: %w", err)
 	}
-	owner := fmt.Sprintf("root_owner=%d:%d,lazy_itable_init=1", HostIDBase, HostIDBase)
-	out, err := exec.Command("mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", owner, image).CombinedOutput()
+	out, err := exec.Command("mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "root_owner=0:0,lazy_itable_init=1", image).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("mkfs.ext4: %w: %s", err, strings.TrimSpace(string(out)))
 	}
@@ -222,9 +208,13 @@ func mountDisk(image, target string) error {
 }
 
 // mountOverlay mounts the sandbox's root: lower is the idmapped template,
-// upper and work live on the disk. The source name marks the mount as this
-// sandbox's, so Prune can find it after a crash.
-func mountOverlay(id, lower, disk, target string) error {
+// upper and work live on the disk and belong to the sandbox's root (host
+// ID owner). The source name marks the mount as this sandbox's, so Prune
+// can find it after a crash. The layers are named by descriptor: the
+// options, which the sandbox reads in its mountinfo, then name no host
+// path. The root is nodev: device nodes of the template (its
+// /dev/console) or of the sandbox's making open nothing.
+func mountOverlay(id, lower, disk, target string, owner int) error {
 	upper, work := filepath.Join(disk, "upper"), filepath.Join(disk, "work")
 	for _, dir := range []string{upper, work, target} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -232,12 +222,21 @@ func mountOverlay(id, lower, disk, target string) error {
 		}
 	}
 	for _, dir := range []string{upper, work} {
-		if err := os.Chown(dir, HostIDBase, HostIDBase); err != nil {
+		if err := os.Chown(dir, owner, owner); err != nil {
 			return err
 		}
 	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)
-	if err := unix.Mount(overlaySource(id), target, "overlay", 0, opts); err != nil {
+	var names []string
+	for _, dir := range []string{lower, upper, work} {
+		fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open %s: %w", dir, err)
+		}
+		defer unix.Close(fd)
+		names = append(names, "/proc/self/fd/"+strconv.Itoa(fd))
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", names[0], names[1], names[2])
+	if err := unix.Mount(overlaySource(id), target, "overlay", unix.MS_NODEV, opts); err != nil {
 		return fmt.Errorf("mount overlay: %w", err)
 	}
 	return nil
@@ -266,31 +265,4 @@ func isMounted(target string) bool {
 		}
 	}
 	return false
-}
-
-// newUserns returns a handle on a user namespace with the sandbox mapping,
-// for idmapped mounts. The process that made it is gone; the open file
-// keeps the namespace alive.
-func newUserns(initPath string) (*os.File, error) {
-	cmd := exec.Command(initPath)
-	cmd.Env = []string{sandboxinit.ModeEnv + "=" + sandboxinit.ModeHold}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWUSER,
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: HostIDBase, Size: IDRange}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: HostIDBase, Size: IDRange}},
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start user namespace holder: %w", err)
-	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/user", cmd.Process.Pid))
-	stdin.Close()
-	_ = cmd.Wait()
-	if err != nil {
-		return nil, fmt.Errorf("open user namespace: %w", err)
-	}
-	return f, nil
 }

@@ -69,10 +69,16 @@ func setupSandbox() (Config, error) {
 	for _, fd := range []int{FDConfig, FDStatus, FDEnvd, FDSelf} {
 		syscall.CloseOnExec(fd)
 	}
-	// Blocks until the driver has placed this process in its cgroup.
+	procfd, err := offerProc()
+	if err != nil {
+		return cfg, err
+	}
+	// Blocks until the driver has placed this process in its cgroup and
+	// attached the procfs below the sandbox's root.
 	if err := json.NewDecoder(os.NewFile(FDConfig, "config")).Decode(&cfg); err != nil {
 		return cfg, fmt.Errorf("read config: %w", err)
 	}
+	syscall.Close(procfd)
 	// Now in the sandbox's cgroup: make it the root of our cgroup view.
 	own, err := ownHierarchies()
 	if err != nil {
@@ -90,6 +96,8 @@ func setupSandbox() (Config, error) {
 	root := cfg.RootFS
 	// The overlay came from the host's namespace and is locked here;
 	// pivot_root needs a mount of our own, so bind the root onto itself.
+	// The bind takes along, still locked, what the driver mounted below
+	// the root from the host's namespace: /proc, /sys and their masks.
 	if err := syscall.Mount(root, root, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
 		return cfg, fmt.Errorf("bind sandbox root: %w", err)
 	}
@@ -118,14 +126,10 @@ func mountSpecial(root string) error {
 		data                   string
 	}
 	const nsd = syscall.MS_NOSUID | syscall.MS_NODEV
-	steps := []m{
-		{"proc", "proc", "proc", nsd | syscall.MS_NOEXEC, ""},
-		{"tmpfs", "dev", "tmpfs", syscall.MS_NOSUID | syscall.MS_STRICTATIME, "mode=755,size=65536k"},
-	}
-	for _, s := range steps {
-		if err := mountAt(root, s.source, s.target, s.fstype, s.flags, s.data); err != nil {
-			return err
-		}
+	// /proc and /sys the driver mounted (see StatusProc). Under /dev, the
+	// template's own device nodes stay unusable: the root is nodev.
+	if err := mountAt(root, "tmpfs", "dev", "tmpfs", syscall.MS_NOSUID|syscall.MS_STRICTATIME, "mode=755,size=65536k"); err != nil {
+		return err
 	}
 	// Device nodes cannot be made in a user namespace; bind the host's.
 	for _, dev := range []string{"null", "zero", "full", "random", "urandom", "tty"} {
@@ -157,18 +161,6 @@ func mountSpecial(root string) error {
 		if err := os.Symlink(target, filepath.Join(root, "dev", name)); err != nil {
 			return err
 		}
-	}
-	// sysfs belongs to the host's network namespace owner and cannot be
-	// mounted afresh here; a read-only bind of the host's is what tools read.
-	sys := filepath.Join(root, "sys")
-	if err := os.MkdirAll(sys, 0o555); err != nil {
-		return err
-	}
-	if err := syscall.Mount("/sys", sys, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
-		return fmt.Errorf("bind /sys: %w", err)
-	}
-	if err := syscall.Mount("", sys, "", syscall.MS_BIND|syscall.MS_REMOUNT|syscall.MS_RDONLY|nsd|syscall.MS_NOEXEC, ""); err != nil {
-		return fmt.Errorf("remount /sys read-only: %w", err)
 	}
 	for _, dir := range []string{"tmp", "var/tmp"} {
 		p := filepath.Join(root, dir)

@@ -1,0 +1,175 @@
+package namespace
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"roost.dev/roost/runtime/namespace/sandboxinit"
+)
+
+// Each sandbox's root maps to a host ID range of its own, so that a
+// sandbox that escaped its mount namespace still could not touch another
+// sandbox's files or signal its processes: range n holds host IDs
+// HostIDBase+n*IDRange up to IDRange of them. Range 0 is the one every
+// sandbox shared before ranges were per sandbox; it is never handed out
+// again, since sandboxes of an older agent may still run in it.
+const (
+	HostIDBase = 1 << 30
+	IDRange    = 65536
+	// maxIDIndex keeps the last range below uid 2^32-1, which the kernel
+	// reserves (-1).
+	maxIDIndex = (1<<32 - 2 - HostIDBase - IDRange) / IDRange
+)
+
+// hostID is the first host ID of range n: the uid and gid of the root of
+// the sandbox that holds it.
+func hostID(n int) int { return HostIDBase + n*IDRange }
+
+// idRanges hands out ID ranges. A range is claimed by a file in dir named
+// for its number and holding the sandbox's ID, made with O_EXCL: the
+// claim outlives the agent, so a restarted agent never gives a running
+// sandbox's range to another before it has recovered it.
+type idRanges struct {
+	dir  string
+	held map[int]string // range → sandbox, of the claims this driver made or saw
+	// userns holds a user namespace per range, with that range's mapping,
+	// for the idmapped mounts of its sandboxes' templates: ranges are
+	// reused lowest first, so after the first sandboxes a create finds its
+	// namespace here instead of starting a process to make one.
+	userns map[int]*os.File
+}
+
+func newIDRanges(dir string) *idRanges {
+	return &idRanges{dir: dir, held: map[int]string{}, userns: map[int]*os.File{}}
+}
+
+// claimLocked claims the lowest free range for the sandbox id.
+func (r *idRanges) claimLocked(id string) (int, error) {
+	if err := os.MkdirAll(r.dir, 0o700); err != nil {
+		return 0, fmt.Errorf("id ranges: %w", err)
+	}
+	for n := 1; n <= maxIDIndex; n++ {
+		if _, ok := r.held[n]; ok {
+			continue
+		}
+		f, err := os.OpenFile(r.path(n), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, os.ErrExist) {
+			continue // a sandbox this driver has not recovered (yet) holds it
+		}
+		if err != nil {
+			return 0, fmt.Errorf("claim id range: %w", err)
+		}
+		_, err = f.WriteString(id)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(r.path(n))
+			return 0, fmt.Errorf("claim id range: %w", err)
+		}
+		r.held[n] = id
+		return n, nil
+	}
+	return 0, errors.New("no free host id range")
+}
+
+// adoptLocked records that the recovered sandbox id holds range n.
+func (r *idRanges) adoptLocked(n int, id string) {
+	if n > 0 {
+		r.held[n] = id
+	}
+}
+
+// releaseLocked gives range n back, if the sandbox id holds it.
+func (r *idRanges) releaseLocked(n int, id string) error {
+	if n <= 0 {
+		return nil
+	}
+	if owner, err := os.ReadFile(r.path(n)); err == nil && string(owner) != id {
+		return nil // given to another sandbox since
+	}
+	delete(r.held, n)
+	if err := os.Remove(r.path(n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("release id range: %w", err)
+	}
+	return nil
+}
+
+// pruneLocked releases the claims of sandboxes not known.
+func (r *idRanges) pruneLocked(known func(id string) bool) error {
+	ents, err := os.ReadDir(r.dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("id ranges: %w", err)
+	}
+	var errs []error
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		owner, err := os.ReadFile(r.path(n))
+		if err != nil || known(strings.TrimSpace(string(owner))) {
+			continue
+		}
+		if err := r.releaseLocked(n, string(owner)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *idRanges) path(n int) string { return filepath.Join(r.dir, strconv.Itoa(n)) }
+
+// usernsLocked returns a user namespace with range n's mapping.
+func (r *idRanges) usernsLocked(n int, initPath string) (*os.File, error) {
+	if f, ok := r.userns[n]; ok {
+		return f, nil
+	}
+	f, err := newUserns(initPath, hostID(n))
+	if err != nil {
+		return nil, err
+	}
+	r.userns[n] = f
+	return f, nil
+}
+
+// idMap maps IDs 0..IDRange-1 of a sandbox to its host range from base.
+func idMap(base int) []syscall.SysProcIDMap {
+	return []syscall.SysProcIDMap{{ContainerID: 0, HostID: base, Size: IDRange}}
+}
+
+// newUserns returns a handle on a user namespace mapping root to the
+// host ID base, for idmapped mounts. The process that made it is gone;
+// the open file keeps the namespace alive.
+func newUserns(initPath string, base int) (*os.File, error) {
+	cmd := exec.Command(initPath)
+	cmd.Env = []string{sandboxinit.ModeEnv + "=" + sandboxinit.ModeHold}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER,
+		UidMappings: idMap(base),
+		GidMappings: idMap(base),
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start user namespace holder: %w", err)
+	}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/user", cmd.Process.Pid))
+	stdin.Close()
+	_ = cmd.Wait()
+	if err != nil {
+		return nil, fmt.Errorf("open user namespace: %w", err)
+	}
+	return f, nil
+}
