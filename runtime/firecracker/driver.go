@@ -20,6 +20,10 @@ import (
 // maxVCPUs is Firecracker's limit (machine-config vcpu_count).
 const maxVCPUs = 32
 
+// overheadMB is what Firecracker's cgroup allows above its guest's
+// memory: Firecracker itself takes a few MiB, its I/O buffers a few more.
+const overheadMB = 64
+
 // Names Firecracker knows the sandbox's devices by.
 const (
 	rootDrive = "rootfs"
@@ -81,6 +85,8 @@ func New(cfg Config, log *slog.Logger) *Driver {
 	return &Driver{vmm: v, Shell: microvm.NewShell(microvm.Config{
 		Name: "firecracker", VMM: v,
 		Exe: "firecracker", Flag: "--id", LegacyState: legacyState,
+		// Its uids follow QEMU's, so that both drivers can run on a host.
+		UIDDir: filepath.Join(cfg.DataDir, "uids"), UIDBase: microvm.UIDBase + microvm.UIDCount, OverheadMB: overheadMB,
 		Logs: []microvm.Log{{Name: runtime.LogFile, FDs: []int{1, 2}}},
 	}, log)}
 }

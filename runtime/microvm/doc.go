@@ -8,7 +8,11 @@
 // Around them it sets up the guest's fixed network inside the sandbox's
 // namespace (TAP device, NAT to the slot address, egress shaping) and
 // writes the roost.* kernel command-line words the guest init reads
-// (package guest).
+// (package guest). It confines each VMM: a host uid of its own per
+// sandbox (claimed in a directory, so claims outlive the agent) and a
+// cgroup "roost-vm/<id>" with the sandbox's limits plus the VMM's
+// overhead; the driver starts the VMM as that uid with what it needs
+// passed as descriptors.
 //
 // It does not speak any VMM's protocol, build images or kernels (package
 // vmimage), or make the sandbox's network namespace (package network).

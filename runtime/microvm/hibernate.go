@@ -70,6 +70,11 @@ func (s *Shell) Recover(ctx context.Context, spec runtime.Spec, st runtime.Drive
 			log.Warn("recover: log not drained; the vmm's output to it is lost", "log", l.Name, "err", err)
 		}
 	}
+	if m.group, err = s.cgroupOf(spec.ID); err != nil {
+		// An older agent's VMM, started outside any cgroup: it runs on
+		// as it was until it ends or hibernates.
+		log.Warn("recover: vmm has no cgroup", "err", err)
+	}
 	r.Publish(m)
 	log.Info("recover: re-adopted running vmm", "vmm", s.cfg.Name, "pid", vm.Pid, "status", status)
 	return m.instance()
@@ -93,6 +98,9 @@ func (s *Shell) Snapshot(ctx context.Context, id string) (runtime.DriverState, e
 	s.vmm.Stop(ctx, m)
 	if err := TeardownGuestNet(m.Netns); err != nil {
 		m.Log.Warn("snapshot: guest network teardown failed", "err", err)
+	}
+	if err := s.unconfine(ctx, m); err != nil {
+		m.Log.Warn("snapshot: vmm confinement not removed", "err", err)
 	}
 	m.Process = proc.Process{}
 	inst, err := m.instance()
@@ -125,9 +133,13 @@ func (s *Shell) Restore(ctx context.Context, spec runtime.Spec, st runtime.Drive
 		return runtime.Instance{}, err
 	}
 	m.place(spec.Network)
+	if err := s.confine(m, runtime.Limits{VCPUs: m.VCPUs, MemoryMB: m.MemoryMB}); err != nil {
+		return runtime.Instance{}, fmt.Errorf("restore %s: %w", spec.ID, err)
+	}
 	if err := s.vmm.Restore(ctx, m); err != nil {
 		m.Kill()
 		m.Process = proc.Process{}
+		_ = s.unconfine(context.WithoutCancel(ctx), m)
 		return runtime.Instance{}, fmt.Errorf("restore %s: %w", spec.ID, err)
 	}
 	inst, err := m.instance()

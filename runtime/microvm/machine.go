@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"roost.dev/roost/cgroup"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/handles"
 	"roost.dev/roost/runtime/proc"
@@ -31,6 +32,10 @@ type State struct {
 	StateDir string    `json:"stateDir"`
 	Netns    string    `json:"netns"` // the network namespace the VMM runs in
 	MemoryMB int       `json:"memoryMB"`
+	VCPUs    int       `json:"vcpus,omitempty"` // 0 in the state of an older agent
+	// UID is the host uid (and gid) the VMM runs as; 0 for a VMM an
+	// older agent started as root, and while hibernated.
+	UID int `json:"uid,omitempty"`
 	// Snapshot is the snapshot of a hibernated VM (its device state, and
 	// its memory unless Memory is set); Memory its guest memory where that
 	// is a file of its own (firecracker), kept after a restore as the
@@ -53,16 +58,26 @@ type Machine struct {
 	CtlMu sync.Mutex
 
 	exited <-chan struct{} // closed when the VMM exits; nil for re-adopted VMs
+	group  *cgroup.Group   // the VMM's cgroup; nil until confined or re-adopted
 }
 
 // Start starts the VMM, cmd, from a thread inside the sandbox's network
-// namespace (the VMM opens its TAP device there), and records it.
+// namespace, moves it into its cgroup, and records it. The VMM is moved
+// as it starts, before it has mapped or touched guest memory; its
+// children (a jailer's VMM, QEMU's threads) are born in the group.
 func (m *Machine) Start(cmd *exec.Cmd) error {
+	if m.group == nil {
+		return fmt.Errorf("sandbox %s: vmm not confined (no cgroup)", m.ID)
+	}
 	p, exited, err := proc.Start(m.Netns, cmd)
 	if err != nil {
 		return err
 	}
 	m.Process, m.exited, m.Started = p, exited, time.Now().UTC()
+	if err := m.group.AddProc(p.Pid); err != nil {
+		m.Kill()
+		return fmt.Errorf("vmm cgroup: %w", err)
+	}
 	return nil
 }
 

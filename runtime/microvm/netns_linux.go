@@ -203,3 +203,33 @@ func TeardownGuestNet(netnsPath string) error {
 // DefaultEgress is the egress limit of a VM sandbox unless configured:
 // 200 MB/s sustained after a one-time burst of 100 MB.
 var DefaultEgress = RateLimit{Rate: 200_000_000, Burst: 100_000_000}
+
+// OpenTap opens the sandbox's TAP device, which SetupGuestNet made in the
+// namespace at netnsPath, for a VMM that is not allowed to open it
+// itself: the descriptor is the VMM's to read and write frames on, with
+// virtio-net headers (IFF_VNET_HDR), and gives it no power over the
+// device or the namespace.
+func OpenTap(netnsPath string) (*os.File, error) {
+	var tap *os.File
+	err := proc.InNetns(netnsPath, func() error {
+		// The device is looked up in the namespace of the thread that
+		// opens /dev/net/tun.
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open /dev/net/tun: %w", err)
+		}
+		ifr, err := unix.NewIfreq(TapName)
+		if err != nil {
+			unix.Close(fd)
+			return err
+		}
+		ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("attach %s: %w", TapName, err)
+		}
+		tap = os.NewFile(uintptr(fd), TapName)
+		return nil
+	})
+	return tap, err
+}

@@ -1,6 +1,7 @@
 package microvm
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,8 +9,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
+	"roost.dev/roost/cgroup"
 	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/handles"
@@ -45,6 +48,14 @@ type Config struct {
 	// VMM's file descriptors that hold the pipe, for Recover to drain it
 	// again.
 	Logs []Log
+	// UIDDir is where the driver's VMM uids are claimed (see uidPool),
+	// and UIDBase the first of them: drivers that may run side by side
+	// take disjoint ranges.
+	UIDDir  string
+	UIDBase int
+	// OverheadMB is what the VMM's cgroup allows above the guest's
+	// memory, for the VMM itself.
+	OverheadMB int
 }
 
 // Log is one log a VMM writes through a console pipe.
@@ -65,6 +76,10 @@ type Shell struct {
 	vmm     VMM
 	log     *slog.Logger
 	handles handles.Table[Machine]
+
+	uids      uidPool
+	cgroups   *cgroup.Hierarchy // nil when the host has none usable
+	cgroupErr error             // why cgroups is nil
 }
 
 // NewShell returns the shell of the driver cfg describes.
@@ -72,7 +87,9 @@ func NewShell(cfg Config, log *slog.Logger) *Shell {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Shell{cfg: cfg, vmm: cfg.VMM, log: log}
+	h, err := cgroup.Detect()
+	return &Shell{cfg: cfg, vmm: cfg.VMM, log: log, cgroups: h, cgroupErr: err,
+		uids: uidPool{dir: cfg.UIDDir, base: cmp.Or(cfg.UIDBase, UIDBase)}}
 }
 
 // validate checks what every VM needs of a spec, then what the VMM needs.
@@ -97,7 +114,7 @@ func (s *Shell) Create(ctx context.Context, spec runtime.Spec) (runtime.Instance
 	}
 	defer r.Release() // a failed create unwinds
 	lim := spec.Limits.Or(DefaultLimits)
-	m := s.machine(spec, State{ID: spec.ID, StateDir: spec.StateDir, MemoryMB: lim.MemoryMB})
+	m := s.machine(spec, State{ID: spec.ID, StateDir: spec.StateDir, MemoryMB: lim.MemoryMB, VCPUs: lim.VCPUs})
 	began := time.Now()
 	if err := os.MkdirAll(spec.StateDir, 0o700); err != nil {
 		return runtime.Instance{}, fmt.Errorf("state dir: %w", err)
@@ -110,6 +127,14 @@ func (s *Shell) Create(ctx context.Context, spec runtime.Spec) (runtime.Instance
 	if err := SetupGuestNet(spec.Network.Netns, spec.Network.Interface, spec.Network.Address.Addr(), s.cfg.Egress); err != nil {
 		return runtime.Instance{}, err
 	}
+	if err := s.confine(m, lim); err != nil {
+		return runtime.Instance{}, err
+	}
+	r.OnFail(func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = s.unconfine(cctx, m)
+	})
 	prepared := time.Now()
 	r.OnFail(m.Kill)
 	if err := s.vmm.Boot(ctx, m, spec, lim); err != nil {
@@ -157,7 +182,7 @@ func (s *Shell) Destroy(ctx context.Context, id string) error {
 	if m.Netns != "" {
 		err = TeardownGuestNet(m.Netns)
 	}
-	err = errors.Join(err, RemoveFiles(s.files(m.StateDir)...))
+	err = errors.Join(err, s.unconfine(cctx, m), RemoveFiles(s.files(m.StateDir)...))
 	s.handles.Delete(id)
 	m.Log.Info("sandbox destroyed")
 	return err
@@ -166,7 +191,9 @@ func (s *Shell) Destroy(ctx context.Context, id string) error {
 // Prune implements runtime.Runtime: it kills the VMMs of roost sandboxes
 // neither in keep nor known.
 func (s *Shell) Prune(ctx context.Context, keep []string) error {
-	return PruneVMMs(s.cfg.Exe, s.cfg.Flag, NamePrefix, keep, s.handles.Known, s.log)
+	kept := func(id string) bool { return slices.Contains(keep, id) || s.handles.Known(id) }
+	err := PruneVMMs(s.cfg.Exe, s.cfg.Flag, NamePrefix, keep, s.handles.Known, s.log)
+	return errors.Join(err, s.pruneConfinement(ctx, kept))
 }
 
 // Stats implements runtime.Runtime: the VMM's CPU time and resident

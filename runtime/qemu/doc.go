@@ -11,4 +11,12 @@
 // snapshot restores on any slot. The driver is the microvm.Shell around
 // QEMU, which it controls over QMP; it does not prepare the namespace or
 // the host firewall (package network does).
+//
+// QEMU never runs as host root: it starts as the sandbox's VMM uid
+// (package microvm) with the files it needs (disk, template image,
+// kernel, TAP device, QMP socket) opened by the agent and passed as
+// descriptors, under its seccomp filter (-sandbox, no spawn, no
+// privilege changes), in a cgroup bounding its memory, CPU and tasks.
+// A QEMU without seccomp makes the runtime unavailable unless
+// Config.NoSandbox says to run without it.
 package qemu

@@ -37,6 +37,11 @@ type Config struct {
 	Egress microvm.RateLimit
 	// NoEgressLimit turns the egress limit off.
 	NoEgressLimit bool
+	// NoSandbox starts QEMU without its seccomp filter (-sandbox): the
+	// operator's explicit choice for a QEMU built without seccomp, whose
+	// VMMs still run as a uid of their own in a cgroup. Default false,
+	// and then such a QEMU makes the runtime unavailable.
+	NoSandbox bool
 }
 
 // Driver runs QEMU microVM sandboxes: the microvm.Shell around QEMU.
@@ -77,8 +82,19 @@ func New(cfg Config, log *slog.Logger) *Driver {
 	return &Driver{vmm: v, Shell: microvm.NewShell(microvm.Config{
 		Name: "qemu", VMM: v, Egress: cfg.Egress,
 		Exe: "qemu-system", Flag: "-name", LegacyState: legacyState,
+		UIDDir: filepath.Join(cfg.DataDir, "uids"), UIDBase: microvm.UIDBase, OverheadMB: overheadMB(*cfg.KVM),
 		Logs: []microvm.Log{{Name: runtime.LogFile, FDs: []int{consoleFD}}, {Name: qemuLog, FDs: []int{1, 2}}},
 	}, log)}
+}
+
+// overheadMB is what QEMU's cgroup allows above its guest's memory: its
+// devices, I/O buffers and libraries, and under emulation the cache of
+// translated code (capped by tbSizeMB).
+func overheadMB(kvm bool) int {
+	if kvm {
+		return 192
+	}
+	return 192 + tbSizeMB
 }
 
 // Name implements runtime.Runtime.
@@ -99,6 +115,12 @@ func (d *Driver) Probe(ctx context.Context) runtime.Availability {
 	}
 	if _, err := vmimage.FindHostKernel(cfg.BootDir, cfg.ModulesDir); err != nil {
 		missing = append(missing, err.Error())
+	}
+	missing = append(missing, d.MissingConfinement()...)
+	if len(missing) == 0 && !cfg.NoSandbox {
+		if err := probeSandbox(ctx, cfg.QEMU); err != nil {
+			missing = append(missing, err.Error()+" (or configure the runtime to run it without)")
+		}
 	}
 	if len(missing) > 0 {
 		return runtime.Availability{Reason: strings.Join(missing, "; ")}

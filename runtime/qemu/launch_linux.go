@@ -86,11 +86,11 @@ func consoleArgs(args []string) []string {
 
 // args is QEMU's command line for a sandbox. It holds nothing specific to
 // the sandbox's slot, so Restore can reuse it on another.
-func (v *vmm) args(spec runtime.Spec, lim runtime.Limits, k vmimage.Kernel, p statePaths) []string {
+func (v *vmm) args(spec runtime.Spec, lim runtime.Limits, k vmimage.Kernel, p statePaths, image string) []string {
 	// Under emulation a fixed, named CPU model: faster to emulate than
 	// "max" (the guest picks simpler code paths), and the same on every
 	// host, so snapshots restore anywhere.
-	accel, cpu := "tcg", "Nehalem-v1"
+	accel, cpu := "tcg,tb-size="+strconv.Itoa(tbSizeMB), "Nehalem-v1"
 	if *v.cfg.KVM {
 		accel, cpu = "kvm", "host"
 	}
@@ -102,7 +102,10 @@ func (v *vmm) args(spec runtime.Spec, lim runtime.Limits, k vmimage.Kernel, p st
 		"-nographic", "-nodefaults", "-no-user-config", "-no-reboot",
 		"-kernel", k.Vmlinux, "-initrd", k.Initramfs,
 		"-append", v.cmdline(spec),
-		"-drive", "id=root,file=" + p.disk + ",format=qcow2,if=none,discard=unmap",
+		// The template image is named here, not only in the disk's
+		// header, which QEMU's uid can write: the agent opens it for
+		// QEMU (confinedArgs).
+		"-drive", "id=root,file=" + p.disk + ",format=qcow2,if=none,discard=unmap,backing.driver=raw,backing.file.filename=" + image,
 		"-device", "virtio-blk-device,drive=root",
 		"-netdev", "tap,id=net0,ifname=" + microvm.TapName + ",script=no,downscript=no",
 		"-device", "virtio-net-device,netdev=net0,mac=" + microvm.GuestMAC,
@@ -110,6 +113,20 @@ func (v *vmm) args(spec runtime.Spec, lim runtime.Limits, k vmimage.Kernel, p st
 		"-serial", "chardev:console",
 		"-qmp", "unix:" + p.qmp + ",server=on,wait=off",
 	}
+}
+
+// tbSizeMB caps QEMU's cache of translated code under emulation (the
+// default is 1 GiB), so that QEMU's cgroup can bound its memory; a guest
+// that runs more code than fits retranslates some.
+const tbSizeMB = 256
+
+// groups are the supplementary groups QEMU runs with: the one that may
+// open /dev/kvm, under KVM.
+func (v *vmm) groups() []uint32 {
+	if !*v.cfg.KVM {
+		return nil
+	}
+	return kvmGroup("/dev/kvm")
 }
 
 // cmdline is the guest kernel's command line: quiet boot, the TSC
@@ -176,13 +193,22 @@ func (v *vmm) launch(ctx context.Context, m *microvm.Machine, incoming bool) err
 		return fmt.Errorf("console log: %w", err)
 	}
 	defer consf.Close()
-	cmd := exec.Command(v.cfg.QEMU, consoleArgs(args)...)
+	cargs, files, err := v.confinedArgs(m, consoleArgs(args), consoleFD+1)
+	if err != nil {
+		return err
+	}
+	defer files.close()
+	cmd := exec.Command(v.cfg.QEMU, cargs...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.ExtraFiles = []*os.File{consf} // consoleFD
-	cmd.Dir = m.StateDir
+	cmd.ExtraFiles = append([]*os.File{consf}, files.files...) // consoleFD, then confinedArgs's
+	cmd.Dir = "/"                                              // the state directory is closed to QEMU's uid
 	// Its own session: QEMU outlives the agent, and signals to the
-	// agent's process group do not reach it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// agent's process group do not reach it. It runs as the sandbox's
+	// VMM uid from its first instruction (Credential), never as root.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: m.Credential(v.groups()...)}
+	if cmd.SysProcAttr.Credential == nil {
+		return fmt.Errorf("sandbox %s: qemu has no uid of its own", m.ID)
+	}
 	if err := m.Start(cmd); err != nil {
 		return fmt.Errorf("start qemu: %w", err)
 	}

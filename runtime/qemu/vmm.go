@@ -76,7 +76,7 @@ func (v *vmm) Prepare(ctx context.Context, m *microvm.Machine, spec runtime.Spec
 	if err := v.overlay(ctx, image, p.disk); err != nil {
 		return err
 	}
-	m.Args = v.args(spec, lim, kernel, p)
+	m.Args = v.args(spec, lim, kernel, p, image)
 	return nil
 }
 
