@@ -8,13 +8,16 @@ import (
 	"unsafe"
 )
 
-// Constants of prctl(2) and capget(2) the standard library does not name.
+// Constants of prctl(2), seccomp(2) and capset(2) the standard library
+// does not name.
 const (
-	prCapbsetRead        = 0x17
-	prCapAmbient         = 0x2f
-	prCapAmbientClearAll = 4
-	seccompModeFilter    = 2
-	capabilityVersion3   = 0x20080522
+	prCapbsetRead          = 0x17
+	prCapAmbient           = 0x2f
+	prCapAmbientClearAll   = 4
+	seccompModeFilter      = 2 // prctl(PR_SET_SECCOMP)'s
+	seccompSetModeFilter   = 1 // seccomp(2)'s
+	seccompFilterFlagTSync = 1
+	capabilityVersion3     = 0x20080522
 	// maxFilterLen is the kernel's limit on a filter (BPF_MAXINSNS).
 	maxFilterLen = 4096
 )
@@ -28,9 +31,17 @@ const (
 // The order matters. Installing a filter without no_new_privs, which
 // would break sudo, takes CAP_SYS_ADMIN in the sandbox's user namespace,
 // so the filter comes first; dropping from the bounding set takes
-// CAP_SETPCAP, which the sandbox keeps. Both are per thread in Linux, so
-// every thread of the init does each step (AllThreadsSyscall): a thread
-// the Go runtime starts later is cloned from one that has.
+// CAP_SETPCAP, which the sandbox keeps.
+//
+// Filters and capabilities belong to threads in Linux. The filter goes
+// to every thread of the init at once (SECCOMP_FILTER_FLAG_TSYNC), and
+// the permitted and effective sets are lowered on each (AllThreadsSyscall).
+// The bounding set is dropped on this thread only, the one runInit locked:
+// it is the thread that forks envd and its restarts, and what a process
+// can gain at exec depends only on the bounding set of the thread that
+// forked it; the others run the Go runtime and never exec. (A round over
+// every thread for each of some thirty capabilities cost milliseconds on
+// each sandbox start.)
 func confine(cfg Config) error {
 	if cfg.Unconfined {
 		return nil
@@ -59,18 +70,32 @@ func installFilter(b []byte) error {
 		insts[i] = syscall.SockFilter{Code: binary.NativeEndian.Uint16(e), Jt: e[2], Jf: e[3], K: binary.NativeEndian.Uint32(e[4:])}
 	}
 	prog := syscall.SockFprog{Len: uint16(len(insts)), Filter: &insts[0]}
-	// prctl rather than seccomp(2), whose number the standard library
-	// lacks on some architectures; each thread installs its own copy.
-	if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, syscall.PR_SET_SECCOMP, seccompModeFilter, uintptr(unsafe.Pointer(&prog))); e != 0 {
+	nr := sysSeccomp
+	if nr < 0 {
+		// No seccomp(2) number here: each thread installs a copy.
+		if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, syscall.PR_SET_SECCOMP, seccompModeFilter, uintptr(unsafe.Pointer(&prog))); e != 0 {
+			return e
+		}
+		return nil
+	}
+	// One filter, prepared once by the kernel, for every thread. With
+	// TSYNC, a positive answer is the ID of a thread that could not be
+	// synchronised.
+	r, _, e := syscall.RawSyscall(uintptr(nr), seccompSetModeFilter, seccompFilterFlagTSync, uintptr(unsafe.Pointer(&prog)))
+	if e != 0 {
 		return e
+	}
+	if r != 0 {
+		return fmt.Errorf("thread %d could not take the filter", r)
 	}
 	return nil
 }
 
 // boundCapabilities keeps only the capabilities keep: it drops the others
-// from the bounding set (what an exec can ever grant, root's and setuid
-// programs' included), clears the ambient and inheritable sets, and lowers
-// the permitted and effective sets to keep.
+// from this thread's bounding set (what an exec can ever grant, root's and
+// setuid programs' included) and clears its ambient set, then, on every
+// thread, clears the inheritable set and lowers the permitted and
+// effective sets to keep.
 func boundCapabilities(keep []int) error {
 	var mask uint64
 	for _, c := range keep {
@@ -88,11 +113,11 @@ func boundCapabilities(keep []int) error {
 		if mask&(1<<c) != 0 {
 			continue
 		}
-		if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, syscall.PR_CAPBSET_DROP, c, 0); e != 0 {
+		if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_CAPBSET_DROP, c, 0); e != 0 {
 			return fmt.Errorf("bounding set, capability %d: %w", c, e)
 		}
 	}
-	if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, prCapAmbient, prCapAmbientClearAll, 0); e != 0 && e != syscall.EINVAL {
+	if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, prCapAmbient, prCapAmbientClearAll, 0); e != 0 && e != syscall.EINVAL {
 		return fmt.Errorf("ambient set: %w", e) // EINVAL: a kernel before ambient capabilities
 	}
 	hdr := struct {
