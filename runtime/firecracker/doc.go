@@ -15,9 +15,11 @@
 // copy of the template image, so the state directories must be on a
 // filesystem with reflinks (XFS, btrfs); Probe says so when they are not.
 //
-// Firecracker runs inside the sandbox's network namespace, in a private
-// mount namespace (as `ip netns exec NS unshare -m firecracker ...` would
-// run it), on the TAP device and NAT of package microvm, so a snapshot
+// Firecracker runs jailed, as its jailer runs it (the jailer does it when
+// it is next to firecracker, else the launcher): chrooted into a directory
+// of its sandbox's files, as the sandbox's VMM uid and gid, in the VMM's
+// cgroup (package microvm), in new pid and mount namespaces, inside the
+// sandbox's network namespace, on the TAP device and NAT of package microvm, so a snapshot
 // restores on any slot. Guests read their sandbox's identity and metadata
 // from MMDS (version 2) at 169.254.169.254, under /roost.
 package firecracker

@@ -80,7 +80,7 @@ func New(cfg Config, log *slog.Logger) *Driver {
 	cfg.Init = microvm.GuestInit(cfg.Init)
 	cfg.KVM = cmp.Or(cfg.KVM, "/dev/kvm")
 	cfg.Egress = microvm.EgressLimit(cfg.Egress, cfg.NoEgressLimit)
-	v := &vmm{cfg: cfg, images: vmimage.NewImages(filepath.Join(cfg.DataDir, "images"))}
+	v := &vmm{cfg: cfg, images: vmimage.NewImages(filepath.Join(cfg.DataDir, "images")), jailer: findJailer(cfg.Firecracker)}
 	// Firecracker limits egress itself (tx_rate_limiter): no qdisc.
 	return &Driver{vmm: v, Shell: microvm.NewShell(microvm.Config{
 		Name: "firecracker", VMM: v,

@@ -24,22 +24,72 @@ import (
 	"roost.dev/roost/wire"
 )
 
+// Firecracker runs jailed: chrooted into its jail, as the VMM's uid and
+// gid, in new pid and mount namespaces, and in the sandbox's network
+// namespace (which the launcher enters: no new one), with the paths it
+// sees inside.
 func TestLauncherCommandLine(t *testing.T) {
-	d := New(Config{Firecracker: "/opt/firecracker/firecracker"}, nil)
-	cmd := d.vmm.command("abc123", "/var/lib/roost/sandboxes/abc123")
-	want := []string{"/opt/firecracker/firecracker", "--api-sock", "/var/lib/roost/sandboxes/abc123/api.sock", "--id", "roost-abc123"}
+	j := jail{stateDir: "/var/lib/roost/sandboxes/abc123", id: "abc123", uid: 536870913, netns: "/run/netns/roost-abc123"}
+	cmd, err := j.command("/opt/firecracker/firecracker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"/firecracker", "--api-sock", "/api.sock", "--id", "roost-abc123"}
 	if cmd.Path != want[0] || !slices.Equal(cmd.Args, want) {
 		t.Errorf("command %s %q, want %q", cmd.Path, cmd.Args, want)
 	}
-	if cmd.Dir != "/var/lib/roost/sandboxes/abc123" {
-		t.Errorf("runs in %q, want the state dir", cmd.Dir)
-	}
 	a := cmd.SysProcAttr
-	if a == nil || !a.Setsid || a.Unshareflags&syscall.CLONE_NEWNS == 0 {
-		t.Errorf("SysProcAttr %+v: want its own session and a private mount namespace", a)
-	}
-	if a != nil && a.Cloneflags&syscall.CLONE_NEWNET != 0 {
+	switch {
+	case a == nil:
+		t.Fatal("no SysProcAttr")
+	case !a.Setsid:
+		t.Error("not its own session")
+	case a.Chroot != "/var/lib/roost/sandboxes/abc123/firecracker/abc123/root":
+		t.Errorf("chroot %q, want the jailer's layout", a.Chroot)
+	case a.Credential == nil || a.Credential.Uid != 536870913 || a.Credential.Gid != 536870913 || len(a.Credential.Groups) != 0:
+		t.Errorf("credential %+v, want the vmm's uid and gid, no groups", a.Credential)
+	case a.Cloneflags&syscall.CLONE_NEWPID == 0 || a.Cloneflags&syscall.CLONE_NEWNS == 0:
+		t.Errorf("clone flags %#x: want new pid and mount namespaces", a.Cloneflags)
+	case a.Cloneflags&syscall.CLONE_NEWNET != 0:
 		t.Error("the launcher makes a new network namespace; it must enter the sandbox's")
+	}
+	if cmd.Dir != "/" {
+		t.Errorf("runs in %q, want the jail's root", cmd.Dir)
+	}
+	if _, err := (jail{stateDir: j.stateDir, id: j.id}).command("/opt/firecracker/firecracker"); err == nil {
+		t.Error("launched firecracker with no uid of its own (root)")
+	}
+}
+
+// With the jailer next to firecracker, the jailer does the jail's steps:
+// its command line says which, and Firecracker's own arguments follow.
+func TestJailerCommandLine(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"firecracker", "jailer"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	jailer := findJailer(filepath.Join(dir, "firecracker"))
+	if jailer != filepath.Join(dir, "jailer") {
+		t.Fatalf("jailer %q, want the one next to firecracker", jailer)
+	}
+	j := jail{stateDir: "/var/lib/roost/sandboxes/abc123", id: "abc123", uid: 536870913, netns: "/run/netns/roost-abc123", jailer: jailer}
+	cmd, err := j.command(filepath.Join(dir, "firecracker"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{jailer, "--id", "abc123", "--exec-file", filepath.Join(dir, "firecracker"),
+		"--uid", "536870913", "--gid", "536870913", "--chroot-base-dir", "/var/lib/roost/sandboxes/abc123",
+		"--netns", "/run/netns/roost-abc123", "--", "--api-sock", "/api.sock", "--id", "roost-abc123"}
+	if !slices.Equal(cmd.Args, want) {
+		t.Errorf("jailer command %q, want %q", cmd.Args, want)
+	}
+	if a := cmd.SysProcAttr; a == nil || !a.Setsid || a.Cloneflags&syscall.CLONE_NEWPID == 0 || a.Credential != nil {
+		t.Errorf("jailer SysProcAttr %+v: want root (it drops itself), its own session, a new pid namespace", a)
+	}
+	if got := jailerRoot(j.stateDir, j.id); got != "/var/lib/roost/sandboxes/abc123/firecracker/abc123/root" {
+		t.Errorf("jail root %s is not where the jailer puts it", got)
 	}
 }
 
@@ -237,6 +287,7 @@ func testDriver(t *testing.T, cfg Config) (*Driver, runtime.Spec, string) {
 	cfg.DataDir, cfg.Firecracker = filepath.Join(dir, "data"), self
 	cfg.Kernel, cfg.Init = small("vmlinux"), small("roost-guest")
 	d := New(cfg, testLogger(t))
+	d.vmm.noJail = true // the fake, a test binary, cannot run in a chroot (TestJailLayout checks the jail)
 
 	tree := filepath.Join(dir, "tree")
 	os.MkdirAll(filepath.Join(tree, "etc"), 0o755)
@@ -363,7 +414,14 @@ func TestDriverAgainstFake(t *testing.T) {
 				t.Fatalf("recover from the legacy state file: %+v, %v; want pid %d", again, err, inst.Pid)
 			}
 			// Prune spares known sandboxes and kills strays.
-			stray := d.vmm.command("stray1", t.TempDir())
+			strayDir := t.TempDir()
+			if err := makeJailRoot(strayDir, "stray1"); err != nil {
+				t.Fatal(err)
+			}
+			stray, err := d.vmm.command(&microvm.Machine{State: microvm.State{ID: "stray1", StateDir: strayDir}})
+			if err != nil {
+				t.Fatal(err)
+			}
 			if err := stray.Start(); err != nil {
 				t.Fatal(err)
 			}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -16,19 +17,40 @@ import (
 // API socket.
 const launchTimeout = 10 * time.Second
 
-// command is the Firecracker process of a sandbox, as the launcher starts
-// it: its API socket in the state directory, --id naming the sandbox (for
-// Prune), its own session (it outlives the agent, and signals to the
-// agent's process group do not reach it) and a private mount namespace
-// (what `unshare -m` does: mounts made in it, or the host's later, do not
-// propagate either way). The network namespace is the launcher's to
-// enter (Machine.Start starts the command from a thread inside it, as `ip
-// netns exec` would).
-func (v *vmm) command(id, stateDir string) *exec.Cmd {
-	cmd := exec.Command(v.cfg.Firecracker, "--api-sock", paths(stateDir).api, "--id", microvm.NamePrefix+id)
-	cmd.Dir = stateDir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Unshareflags: syscall.CLONE_NEWNS}
-	return cmd
+// command is the Firecracker process of m, jailed (see jail_linux.go):
+// its API socket in the jail, --id naming the sandbox (for Prune). The
+// network namespace is the launcher's to enter (Machine.Start starts the
+// command from a thread inside it, as `ip netns exec` would).
+func (v *vmm) command(m *microvm.Machine) (*exec.Cmd, error) {
+	if v.noJail {
+		cmd := exec.Command(v.cfg.Firecracker, "--api-sock", paths(m.StateDir).api, "--id", microvm.NamePrefix+m.ID)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Unshareflags: syscall.CLONE_NEWNS}
+		return cmd, nil
+	}
+	fc, err := exec.LookPath(v.cfg.Firecracker)
+	if err != nil {
+		return nil, fmt.Errorf("firecracker: %w", err)
+	}
+	if fc, err = filepath.Abs(fc); err != nil {
+		return nil, fmt.Errorf("firecracker: %w", err)
+	}
+	j := jail{stateDir: m.StateDir, id: m.ID, uid: m.UID, netns: m.Netns, jailer: v.jailer}
+	if err := j.prepare(fc, v.cfg.Kernel, v.cfg.Initrd); err != nil {
+		return nil, err
+	}
+	// Firecracker attaches to the TAP device by name, as its uid.
+	if err := microvm.ChownTap(m.Netns, m.UID); err != nil {
+		return nil, err
+	}
+	return j.command(fc)
+}
+
+// vmPath is the path Firecracker knows the jail's file hostPath by.
+func (v *vmm) vmPath(hostPath string) string {
+	if v.noJail || hostPath == "" {
+		return hostPath
+	}
+	return inJail(hostPath)
 }
 
 // launch starts Firecracker for m inside the sandbox's network namespace
@@ -44,7 +66,10 @@ func (v *vmm) launch(ctx context.Context, m *microvm.Machine) error {
 		return fmt.Errorf("console log: %w", err)
 	}
 	defer consf.Close()
-	cmd := v.command(m.ID, m.StateDir)
+	cmd, err := v.command(m)
+	if err != nil {
+		return err
+	}
 	cmd.Stdout, cmd.Stderr = consf, consf
 	if err := m.Start(cmd); err != nil {
 		return fmt.Errorf("start firecracker: %w", err)

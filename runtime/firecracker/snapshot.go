@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
@@ -46,7 +47,10 @@ func (v *vmm) writeSnapshot(ctx context.Context, m *microvm.Machine, a *api) err
 		req.MemFilePath, req.SnapshotType = p.memoryDiff, "Diff"
 	}
 	_ = microvm.RemoveFiles(req.SnapshotPath, req.MemFilePath)
-	if err := a.put(ctx, "/snapshot/create", req); err != nil {
+	// Firecracker writes them in its jail, by the paths it sees there.
+	in := req
+	in.SnapshotPath, in.MemFilePath = v.vmPath(req.SnapshotPath), v.vmPath(req.MemFilePath)
+	if err := a.put(ctx, "/snapshot/create", in); err != nil {
 		return err
 	}
 	if diff {
@@ -72,15 +76,18 @@ func (v *vmm) writeSnapshot(ctx context.Context, m *microvm.Machine, a *api) err
 // Restore implements microvm.VMM: a new Firecracker loads the snapshot
 // and resumes the VM.
 func (v *vmm) Restore(ctx context.Context, m *microvm.Machine) error {
+	if err := intoJail(m); err != nil {
+		return err
+	}
 	if err := v.launch(ctx, m); err != nil {
 		return err
 	}
 	a := newAPI(paths(m.StateDir).api)
-	if err := putLogger(ctx, a, paths(m.StateDir)); err != nil {
+	if err := v.putLogger(ctx, a, m); err != nil {
 		return err
 	}
 	load := snapshotLoad{
-		SnapshotPath: m.Snapshot, MemBackend: &memoryBackend{Type: "File", Path: m.Memory},
+		SnapshotPath: v.vmPath(m.Snapshot), MemBackend: &memoryBackend{Type: "File", Path: v.vmPath(m.Memory)},
 		TrackDirtyPages: v.cfg.DiffSnapshots, ResumeVM: true, ClockRealtime: true,
 	}
 	if err := a.put(ctx, "/snapshot/load", load); err != nil {
@@ -102,12 +109,13 @@ func (v *vmm) Restore(ctx context.Context, m *microvm.Machine) error {
 // (the pages dirtied since the last snapshot, at their offsets; holes
 // elsewhere) over the memory file base.
 func mergeDiff(diff, base string) error {
-	in, err := os.Open(diff)
+	// Both are in the jail, the VMM's to replace with links.
+	in, err := noFollow(diff, os.O_RDONLY)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(base, os.O_WRONLY, 0)
+	out, err := noFollow(base, os.O_WRONLY)
 	if err != nil {
 		return err
 	}
@@ -147,4 +155,35 @@ func mergeDiff(diff, base string) error {
 func exists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// intoJail moves the snapshot files of a sandbox an older agent
+// hibernated, and its disk, from its state directory into the jail, where
+// Firecracker can open them, and gives them to the VMM's uid.
+func intoJail(m *microvm.Machine) error {
+	if err := makeJailRoot(m.StateDir, m.ID); err != nil {
+		return err
+	}
+	jd := jailDir(m.StateDir)
+	for _, f := range []*string{&m.Snapshot, &m.Memory} {
+		if *f == "" || filepath.Dir(*f) == jd {
+			continue
+		}
+		to := filepath.Join(jd, filepath.Base(*f))
+		if err := os.Rename(*f, to); err != nil {
+			return fmt.Errorf("move snapshot into the jail: %w", err)
+		}
+		*f = to
+	}
+	if m.UID == 0 {
+		return nil
+	}
+	for _, f := range []string{m.Snapshot, m.Memory, paths(m.StateDir).disk} {
+		if f != "" {
+			if err := os.Lchown(f, m.UID, m.UID); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("jail: %w", err)
+			}
+		}
+	}
+	return nil
 }

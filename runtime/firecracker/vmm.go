@@ -17,6 +17,12 @@ import (
 type vmm struct {
 	cfg    Config
 	images *vmimage.Images
+	// jailer is the jailer binary, "" when the launcher jails Firecracker
+	// itself.
+	jailer string
+	// noJail runs Firecracker unjailed, as root: only for the tests,
+	// whose fake Firecracker (the test binary) cannot run in a chroot.
+	noJail bool
 }
 
 var _ microvm.VMM = (*vmm)(nil)
@@ -48,6 +54,9 @@ func (v *vmm) Prepare(ctx context.Context, m *microvm.Machine, spec runtime.Spec
 	image, err := v.images.Get(ctx, vmimage.ImageSpec{RootFS: spec.RootFS, Envd: spec.Envd, Init: v.cfg.Init, SizeMB: lim.DiskMB})
 	if err != nil {
 		return fmt.Errorf("template image: %w", err)
+	}
+	if err := makeJailRoot(m.StateDir, m.ID); err != nil {
+		return err
 	}
 	return cloneFile(image, paths(m.StateDir).disk)
 }
@@ -81,7 +90,7 @@ func (v *vmm) bootArgs(spec runtime.Spec) string {
 func (v *vmm) configure(ctx context.Context, m *microvm.Machine, spec runtime.Spec, lim runtime.Limits) error {
 	p := paths(m.StateDir)
 	a := newAPI(p.api)
-	if err := putLogger(ctx, a, p); err != nil {
+	if err := v.putLogger(ctx, a, m); err != nil {
 		return err
 	}
 	iface := networkInterface{IfaceID: netIface, HostDevName: microvm.TapName, GuestMAC: microvm.GuestMAC}
@@ -95,8 +104,8 @@ func (v *vmm) configure(ctx context.Context, m *microvm.Machine, spec runtime.Sp
 		body any
 	}{
 		{"/machine-config", machineConfig{VCPUs: lim.VCPUs, MemoryMiB: lim.MemoryMB, TrackDirtyPages: v.cfg.DiffSnapshots}},
-		{"/boot-source", bootSource{KernelImagePath: v.cfg.Kernel, InitrdPath: v.cfg.Initrd, BootArgs: v.bootArgs(spec)}},
-		{"/drives/" + rootDrive, drive{DriveID: rootDrive, PathOnHost: p.disk, IsRootDevice: true, CacheType: "Unsafe", IOEngine: "Sync"}},
+		{"/boot-source", v.bootSource(spec)},
+		{"/drives/" + rootDrive, drive{DriveID: rootDrive, PathOnHost: v.vmPath(p.disk), IsRootDevice: true, CacheType: "Unsafe", IOEngine: "Sync"}},
 		{"/network-interfaces/" + netIface, iface},
 		{"/mmds/config", mmdsConfig{Version: "V2", NetworkInterfaces: []string{netIface}}},
 		{"/mmds", mmdsContents(spec)},
@@ -110,14 +119,34 @@ func (v *vmm) configure(ctx context.Context, m *microvm.Machine, spec runtime.Sp
 	return nil
 }
 
-// putLogger sends Firecracker's own log to a file in the state directory.
-func putLogger(ctx context.Context, a *api, p statePaths) error {
-	f, err := os.OpenFile(p.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+// bootSource is the guest kernel as Firecracker finds it: in the jail.
+func (v *vmm) bootSource(spec runtime.Spec) bootSource {
+	b := bootSource{KernelImagePath: v.cfg.Kernel, InitrdPath: v.cfg.Initrd, BootArgs: v.bootArgs(spec)}
+	if !v.noJail {
+		b.KernelImagePath = "/vmlinux"
+		if b.InitrdPath != "" {
+			b.InitrdPath = "/initrd"
+		}
+	}
+	return b
+}
+
+// putLogger sends Firecracker's own log to a file in its jail, which is
+// the VMM's to write.
+func (v *vmm) putLogger(ctx context.Context, a *api, m *microvm.Machine) error {
+	p := paths(m.StateDir)
+	f, err := noFollow(p.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND)
 	if err != nil {
 		return fmt.Errorf("firecracker log: %w", err)
 	}
+	if m.UID != 0 {
+		err = f.Chown(m.UID, m.UID)
+	}
 	f.Close()
-	return a.put(ctx, "/logger", logger{LogPath: p.log, Level: "Warning", ShowLevel: true})
+	if err != nil {
+		return fmt.Errorf("firecracker log: %w", err)
+	}
+	return a.put(ctx, "/logger", logger{LogPath: v.vmPath(p.log), Level: "Warning", ShowLevel: true})
 }
 
 // mmdsContents is what a guest finds in MMDS: its sandbox's identity and

@@ -233,3 +233,18 @@ func OpenTap(netnsPath string) (*os.File, error) {
 	})
 	return tap, err
 }
+
+// ChownTap makes uid the owner of the sandbox's TAP device, so that a
+// VMM running as uid may attach to it by name (as Firecracker does), and
+// no other unprivileged uid may.
+func ChownTap(netnsPath string, uid int) error {
+	tap, err := OpenTap(netnsPath)
+	if err != nil {
+		return err
+	}
+	defer tap.Close()
+	if err := unix.IoctlSetInt(int(tap.Fd()), unix.TUNSETOWNER, uid); err != nil {
+		return fmt.Errorf("set owner of %s: %w", TapName, err)
+	}
+	return nil
+}
