@@ -98,11 +98,3 @@ func mergeRanges(prefixes []netip.Prefix) []addrRange {
 	}
 	return out
 }
-
-func (r addrRange) contains(a netip.Addr) bool { v := u32(a); return v >= r.lo && v <= r.hi }
-
-// inRanges reports whether a is in one of rs (for tests and messages; the
-// kernel does the per-packet lookups).
-func inRanges(rs []addrRange, a netip.Addr) bool {
-	return slices.ContainsFunc(rs, func(r addrRange) bool { return r.contains(a) })
-}

@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"roost.dev/roost/mountinfo"
-
 	"golang.org/x/sys/unix"
 )
 
@@ -252,17 +250,4 @@ func unmount(target string) error {
 		return nil
 	}
 	return fmt.Errorf("unmount %s: %w", target, err)
-}
-
-func isMounted(target string) bool {
-	ms, err := mountinfo.Read()
-	if err != nil {
-		return false
-	}
-	for _, m := range ms {
-		if m.Target == target {
-			return true
-		}
-	}
-	return false
 }
