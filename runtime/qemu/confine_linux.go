@@ -77,13 +77,14 @@ func (lf *launchFiles) fdSet(path string, flags ...int) ([]string, string, error
 // confinedArgs is args as QEMU is started with them for m, with the
 // files it needs opened (see launchFiles). The caller closes the files
 // once QEMU has started.
-func (v *vmm) confinedArgs(m *microvm.Machine, args []string, firstFD int) (out []string, lf *launchFiles, err error) {
-	lf = &launchFiles{firstFD: firstFD, nextSet: 2}
+func (v *vmm) confinedArgs(m *microvm.Machine, args []string, firstFD int) (_ []string, _ *launchFiles, err error) {
+	lf := &launchFiles{firstFD: firstFD, nextSet: 2}
 	defer func() {
 		if err != nil {
-			lf.close()
+			lf.close() // a failure returns no files: close what was opened
 		}
 	}()
+	var out []string
 	var addFDs []string
 	if !v.cfg.NoSandbox {
 		out = append(out, "-sandbox", sandboxPolicy)
