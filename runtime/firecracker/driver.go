@@ -123,6 +123,7 @@ func (d *Driver) Probe(ctx context.Context) runtime.Availability {
 	if err := checkReflink(cfg.DataDir); err != nil {
 		missing = append(missing, err.Error())
 	}
+	missing = append(missing, d.MissingConfinement()...)
 	if len(missing) > 0 {
 		return runtime.Availability{Reason: strings.Join(missing, "; ")}
 	}
