@@ -82,8 +82,10 @@ func TestAttackDiskFill(t *testing.T) {
 }
 
 // TestAttackInotifyExhaustion: one sandbox takes every inotify instance
-// its user may have; another sandbox's envd can still watch files, and
-// so can the first once it lets go.
+// its user may have (Linux charges them to host root too, whose pool of
+// 128 one sandbox used to exhaust for all); it stops at its own cap,
+// cannot raise it, another sandbox can still watch files, and so can the
+// first once it lets go.
 func TestAttackInotifyExhaustion(t *testing.T) {
 	d := newDriver(t)
 	nw := runtimetest.Network(t)
@@ -110,6 +112,12 @@ time.sleep(30)
 			t.Fatal("the hog never exhausted its inotify instances")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	if log := hog.MustExec(t, "cat /tmp/grab.log"); !strings.Contains(log, "held 128 ") {
+		t.Errorf("the hog got past its per-user cap of 128: %q", log)
+	}
+	if res, err := hog.Exec(t.Context(), "echo 1000000 > /proc/sys/user/max_inotify_instances"); err != nil || res.ExitCode == 0 {
+		t.Errorf("the sandbox raised its own inotify cap: %v %+v", err, res)
 	}
 	const watch = `python3 -c 'import ctypes; fd = ctypes.CDLL(None).inotify_init(); print("fd", fd)'`
 	if out := other.MustExec(t, watch); strings.Contains(out, "fd -1") {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -87,7 +88,7 @@ func New(cfg Config, log *slog.Logger) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("namespace runtime: %w", err)
 	}
-	raisePidMax(log)
+	raiseHostLimits(log)
 	return &Driver{cfg: cfg, log: log, cgrp: h, ids: newIDRanges(filepath.Join(cfg.DataDir, "ids"))}, nil
 }
 
@@ -331,26 +332,42 @@ func lowerPath(stateDir string) string { return filepath.Join(stateDir, "lower")
 
 func cgroupName(id string) string { return "roost/" + id }
 
-// minPidMax is the kernel.pid_max the driver wants: each sandbox holds a few
-// dozen tasks (threads count), and the common default of 32768 would cap a
-// host at several hundred sandboxes.
-const minPidMax = 4 << 20
+// hostLimits are the host-wide kernel limits the driver raises (never
+// lowers) at start-up. kernel.pid_max: each sandbox holds a few dozen
+// tasks (threads count), and the common default of 32768 would cap a host
+// at several hundred sandboxes. Host root's inotify limits: every
+// sandbox's instances and watches are charged to host root as well, so
+// any finite pool is one sandbox could take whole (its users are many);
+// their memory is charged to the sandbox's cgroup, which bounds each
+// sandbox instead, beside the per-user caps its init sets
+// (sandboxinit.InotifyInstances).
+var hostLimits = []struct {
+	path string
+	min  int
+}{
+	{"/proc/sys/kernel/pid_max", 4 << 20},
+	{"/proc/sys/fs/inotify/max_user_instances", math.MaxInt32},
+	{"/proc/sys/fs/inotify/max_user_watches", math.MaxInt32},
+}
 
-func raisePidMax(log *slog.Logger) {
-	const path = "/proc/sys/kernel/pid_max"
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return
+// raiseHostLimits raises each of hostLimits that is lower than the driver
+// wants; one it cannot raise limits density, and is logged.
+func raiseHostLimits(log *slog.Logger) {
+	for _, l := range hostLimits {
+		b, err := os.ReadFile(l.path)
+		if err != nil {
+			continue
+		}
+		cur, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || cur >= l.min {
+			continue
+		}
+		if err := os.WriteFile(l.path, []byte(strconv.Itoa(l.min)), 0o644); err != nil {
+			log.Warn("could not raise a host limit; sandbox density is limited", "limit", l.path, "value", cur, "err", err)
+			continue
+		}
+		log.Info("raised a host limit for sandbox density", "limit", l.path, "from", cur, "to", l.min)
 	}
-	cur, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || cur >= minPidMax {
-		return
-	}
-	if err := os.WriteFile(path, []byte(strconv.Itoa(minPidMax)), 0o644); err != nil {
-		log.Warn("could not raise kernel.pid_max; sandbox density is limited", "pid_max", cur, "err", err)
-		return
-	}
-	log.Info("raised kernel.pid_max for sandbox density", "from", cur, "to", minPidMax)
 }
 
 // traversable lets the sandbox's root (an unprivileged host user) walk

@@ -29,6 +29,11 @@ func offerProc() (int, error) {
 	if err != nil {
 		return -1, err
 	}
+	// Before the driver masks /proc/sys read-only.
+	if err := limitUserCounts(fd); err != nil {
+		syscall.Close(fd)
+		return -1, err
+	}
 	if _, err := syscall.Write(FDStatus, fmt.Appendf(nil, "%s %d\n", StatusProc, fd)); err != nil {
 		syscall.Close(fd)
 		return -1, fmt.Errorf("offer procfs: %w", err)
