@@ -51,9 +51,11 @@ type Config struct {
 	// requests to them go straight to the sandbox, without the agent's
 	// HTTP proxy: a hop less on every request.
 	Local *LocalAgent
-	// ExecOutputLimit is how many bytes of each of stdout and stderr an
-	// exec answer holds (the rest is dropped and the answer says so).
-	// Default 16 MiB.
+	// ExecOutputLimit bounds each of stdout and stderr in an exec
+	// answer, counted as the bytes of their JSON encoding (a byte that
+	// JSON escapes as \u00XX counts six), so the answer stays within
+	// twice the limit whatever the sandbox prints; the rest is dropped
+	// and the answer says so. Default 16 MiB.
 	ExecOutputLimit int
 	// TeamQuota is every team's quota where the team sets no limit of its
 	// own: these limits over DefaultTeamQuota (see quotas.go). A limit
