@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
@@ -60,21 +59,11 @@ team has keep running. GET /teams shows a key's team ID and its quota.`,
 }
 
 func runServerQuota(ctx context.Context, o *serverOptions, team string, changes []string, w io.Writer) error {
-	log := newLogger(false, &o.level)
-	dataDir, err := filepath.Abs(o.dataDir)
+	cp, closeCP, err := openControlPlane(ctx, o, controlplane.Config{TeamQuota: o.teamQuota.q})
 	if err != nil {
 		return err
 	}
-	st, err := openStore(ctx, o.databaseURL, dataDir, log)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	cp, err := controlplane.New(controlplane.Config{TeamQuota: o.teamQuota.q}, st, log)
-	if err != nil {
-		return err
-	}
-	defer cp.Close()
+	defer closeCP()
 	if len(changes) > 0 {
 		tq, err := cp.TeamQuota(ctx, team)
 		if err != nil {

@@ -135,27 +135,37 @@ func runServer(ctx context.Context, o *serverOptions) error {
 }
 
 func runServerToken(ctx context.Context, o *serverOptions, w io.Writer) error {
-	log := newLogger(false, &o.level)
-	dataDir, err := filepath.Abs(o.dataDir)
+	cp, closeCP, err := openControlPlane(ctx, o, controlplane.Config{})
 	if err != nil {
 		return err
 	}
-	st, err := openStore(ctx, o.databaseURL, dataDir, log)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	cp, err := controlplane.New(controlplane.Config{}, st, log)
-	if err != nil {
-		return err
-	}
-	defer cp.Close()
+	defer closeCP()
 	tok, err := cp.CreateRegistrationToken(ctx, o.tokenTTL)
 	if err != nil {
 		return err
 	}
 	_, err = fmt.Fprintln(w, tok)
 	return err
+}
+
+// openControlPlane opens the server's store and a control plane over it
+// that serves nothing, for the subcommands that change its state (tokens,
+// quotas); closeCP closes both.
+func openControlPlane(ctx context.Context, o *serverOptions, cfg controlplane.Config) (cp *controlplane.Server, closeCP func(), err error) {
+	log := newLogger(false, &o.level)
+	dataDir, err := filepath.Abs(o.dataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := openStore(ctx, o.databaseURL, dataDir, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cp, err = controlplane.New(cfg, st, log); err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	return cp, func() { cp.Close(); st.Close() }, nil
 }
 
 // openStore opens databaseURL, or, when it is empty, SQLite in
