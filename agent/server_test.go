@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -10,15 +11,25 @@ import (
 	"strings"
 	"testing"
 
+	"roost.dev/roost/errdefs"
 	"roost.dev/roost/gen/roost/hostagent/v1/hostagentv1connect"
 )
 
 // TestServe serves on loopback, answers HTTP/1.1 and h2c (the control
 // plane's RPC client may use either), and returns when its context ends.
+// Without a token or mutual TLS it refuses to serve at all.
 func TestServe(t *testing.T) {
-	s := newServer(hostagentv1connect.UnimplementedHostAgentServiceHandler{}, testResolver, ServerConfig{}, testLogger(t))
+	open := newServer(hostagentv1connect.UnimplementedHostAgentServiceHandler{}, testResolver, ServerConfig{}, testLogger(t))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := open.Serve(context.Background(), ln); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("Serve without authentication: %v, want a refusal", err)
+	}
+
+	s := newServer(hostagentv1connect.UnimplementedHostAgentServiceHandler{}, testResolver, ServerConfig{Token: "secret"}, testLogger(t))
+	if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
