@@ -199,15 +199,21 @@ func TestAttackKernelModuleLoad(t *testing.T) {
 	confinedWorks(t, sb)
 }
 
-// Attack: ptrace of the sandbox's init by the unprivileged user, and the
-// host's magic SysRq through /proc/sysrq-trigger; ptrace of one's own
-// processes keeps working, as in Docker.
+// Attack: ptrace of the sandbox's init by the unprivileged user and by
+// sandbox root, and the host's magic SysRq through /proc/sysrq-trigger;
+// ptrace of one's own processes keeps working, as in Docker.
 func TestAttackPtraceInitAndSysrq(t *testing.T) {
 	sb := startConfined(t)
 	const attach = "16" // PTRACE_ATTACH
 	if e := rawSyscall(t, sb, "user", unix.SYS_PTRACE, attach, "1", "0", "0"); e != syscall.EPERM {
 		t.Errorf("user's ptrace of PID 1: %v, want EPERM", e)
 	}
+	// Nor sandbox root, which holds the init's own capabilities: the
+	// init is not dumpable (its other threads keep a whole bounding set).
+	if e := rawSyscall(t, sb, "", unix.SYS_PTRACE, attach, "1", "0", "0"); e != syscall.EPERM {
+		t.Errorf("root's ptrace of PID 1: %v, want EPERM", e)
+	}
+	mustRefuse(t, sb, "cat /proc/1/environ")
 	mustRefuse(t, sb, "echo h > /proc/sysrq-trigger")
 	mustRefuse(t, sb, "runuser -u user -- cat /proc/1/environ")
 	// Legitimate: the user traces its own process.

@@ -34,6 +34,7 @@ type event struct {
 // row is one attack's outcome.
 type row struct {
 	pkg, test, result, skipReason string
+	output                        []string
 }
 
 func main() {
@@ -44,6 +45,11 @@ func main() {
 	}
 	docs := describe(rows)
 	failed := render(os.Stdout, rows, docs)
+	for _, r := range rows {
+		if r.result == "fail" || r.result == "" {
+			fmt.Fprintf(os.Stderr, "\n%s (%s):\n%s", r.test, r.pkg, tail(r.output, 60))
+		}
+	}
 	switch {
 	case len(rows) == 0:
 		fmt.Fprintln(os.Stderr, "attacktable: no attack test ran")
@@ -87,6 +93,7 @@ func read(r io.Reader) ([]row, error) {
 		case "pass", "fail", "skip":
 			rw.result = ev.Action
 		case "output":
+			rw.output = append(rw.output, ev.Output)
 			if i := strings.Index(ev.Output, ": "); i >= 0 && strings.Contains(ev.Output[:i], "_test.go:") && rw.skipReason == "" {
 				rw.skipReason = strings.TrimSpace(ev.Output[i+2:])
 			}
@@ -145,6 +152,11 @@ func describe(rows []row) map[string]string {
 		}
 	}
 	return docs
+}
+
+// tail is the last n lines of a test's output, where its failures are.
+func tail(lines []string, n int) string {
+	return strings.Join(lines[max(0, len(lines)-n):], "")
 }
 
 // summary is a doc comment without the leading "TestAttackX:" and joined

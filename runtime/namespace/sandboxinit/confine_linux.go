@@ -55,6 +55,13 @@ func confine(cfg Config) error {
 	if err := boundCapabilities(cfg.Caps); err != nil {
 		return fmt.Errorf("drop capabilities: %w", err)
 	}
+	// Sandbox root now holds the init's capabilities, which would let it
+	// ptrace the init (or write its /proc/1/mem) and run code on a thread
+	// whose bounding set is whole. Not dumpable, the init can be traced
+	// only with CAP_SYS_PTRACE, which the sandbox lacks.
+	if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_DUMPABLE, 0, 0); e != 0 {
+		return fmt.Errorf("make the init undumpable: %w", e)
+	}
 	return nil
 }
 

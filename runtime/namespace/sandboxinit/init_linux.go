@@ -224,8 +224,10 @@ func pivot(root string) error {
 }
 
 // envdPath runs the envd binary the driver opened for us; it exists on the
-// host, never in the sandbox's tree.
-const envdPath = "/proc/1/fd/5" // FDEnvd
+// host, never in the sandbox's tree. The forked child executes its own copy
+// of the descriptor: the init is not dumpable (confine), so no other
+// process may open /proc/1/fd/.
+const envdPath = "/proc/self/fd/5" // FDEnvd
 
 // listenTCP opens a listening socket on port of every IPv4 address.
 func listenTCP(port int) (int, error) {
