@@ -288,8 +288,14 @@ func mustStillWork(t testing.TB, sb *runtimetest.Sandbox, world internet) {
 	if out := exec(t, sb, "echo data > /tmp/still-works && cat /tmp/still-works").Stdout; out != "data\n" {
 		t.Errorf("after the attack a command printed %q, want data", out)
 	}
-	if !fetchAll(t, sb, world.url())[world.url()] {
-		t.Errorf("after the attack the sandbox no longer reaches the internet at %s", world.url())
+	for try := 0; ; try++ {
+		if fetchAll(t, sb, world.url())[world.url()] {
+			return
+		}
+		if try == 3 { // a loaded machine may miss a fetch's 3 s once
+			t.Errorf("after the attack the sandbox no longer reaches the internet at %s", world.url())
+			return
+		}
 	}
 }
 
@@ -351,6 +357,11 @@ func TestAttackAllowedCIDRStaysNarrow(t *testing.T) {
 	}
 	got := fetchAll(t, sb, list...)
 	for name, u := range urls {
+		// A loaded machine may miss the 3 s a fetch gets: the allowed
+		// address gets a few more tries (a blocked one never answers).
+		for try := 0; l.targets[name] == allowed && !got[u] && try < 3; try++ {
+			got[u] = fetchAll(t, sb, u)[u]
+		}
 		if want := l.targets[name] == allowed; got[u] != want {
 			t.Errorf("%s at %s: reached %v, want %v", name, u, got[u], want)
 		}
