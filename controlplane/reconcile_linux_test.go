@@ -147,6 +147,10 @@ func testReconcileLostRecovered(t *testing.T, e *testenv) {
 	e.wantWorks(t, paused)
 }
 
+// TestAttackLostSandboxOutlivesDelete: sandboxes (running and paused) are
+// deleted while their host is partitioned, hoping they keep running there,
+// unreachable and unbilled; once the host is back the reconciler destroys
+// them, and a lost sandbox whose host answers is destroyed by the DELETE.
 func TestAttackLostSandboxOutlivesDelete(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, dbURL string) {
 		testAttackLostSandboxOutlivesDelete(t, newTestenvDB(t, controlplane.Config{
@@ -194,6 +198,10 @@ func testAttackLostSandboxOutlivesDelete(t *testing.T, e *testenv) {
 	e.wantWorks(t, e.create(t, nil).SandboxID)
 }
 
+// TestAttackOrphanSandboxReaped: sandboxes run on a host with no live
+// record in the store (made on the agent directly, running or paused, or
+// with a stopped record), unbilled and unseen; the reconciler destroys
+// them after the grace, and a sandbox with a record keeps working.
 func TestAttackOrphanSandboxReaped(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, dbURL string) {
 		testAttackOrphanSandboxReaped(t, newTestenvDB(t, controlplane.Config{
