@@ -20,7 +20,6 @@ import (
 
 	"roost.dev/roost/network"
 	"roost.dev/roost/runtime"
-	"roost.dev/roost/runtime/namespace"
 	"roost.dev/roost/runtime/namespace/namespacetest"
 	"roost.dev/roost/runtime/qemu"
 	"roost.dev/roost/runtime/runtimetest"
@@ -221,24 +220,7 @@ func newNetwork(t *testing.T, cfg network.Config) *network.Manager {
 	return m
 }
 
-func namespaceDriver(t testing.TB) runtime.Runtime {
-	t.Helper()
-	runtimetest.RequireRoot(t)
-	if av := namespace.Probe(); !av.Available {
-		t.Skipf("namespace runtime unavailable: %s", av.Reason)
-	}
-	d, err := namespace.New(namespace.Config{
-		DataDir: filepath.Join(templatetest.CacheDir(), "runtime", "namespace"),
-		Init:    namespacetest.Init(t),
-	}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if av := d.Probe(context.Background()); !av.Available {
-		t.Skipf("namespace driver unavailable: %s", av.Reason)
-	}
-	return d
-}
+func namespaceDriver(t testing.TB) runtime.Runtime { return namespacetest.Driver(t) }
 
 func qemuDriver(t testing.TB) runtime.Runtime {
 	t.Helper()

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,29 +19,11 @@ import (
 	"roost.dev/roost/runtime/namespace"
 	"roost.dev/roost/runtime/namespace/namespacetest"
 	"roost.dev/roost/runtime/runtimetest"
-	"roost.dev/roost/template/templatetest"
 )
 
 func newDriver(t *testing.T) *namespace.Driver { return newDriverB(t) }
 
-func newDriverB(t testing.TB) *namespace.Driver {
-	t.Helper()
-	runtimetest.RequireRoot(t)
-	if av := namespace.Probe(); !av.Available {
-		t.Skipf("namespace runtime unavailable: %s", av.Reason)
-	}
-	d, err := namespace.New(namespace.Config{
-		DataDir: filepath.Join(templatetest.CacheDir(), "runtime", "namespace"),
-		Init:    namespacetest.Init(t),
-	}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if av := d.Probe(context.Background()); !av.Available {
-		t.Fatalf("namespace driver unavailable: %s", av.Reason)
-	}
-	return d
-}
+func newDriverB(t testing.TB) *namespace.Driver { return namespacetest.Driver(t) }
 
 func TestConformance(t *testing.T) {
 	runtimetest.Run(t, func(t testing.TB) runtime.Runtime { return newDriverB(t) }, runtimetest.Network(t))
