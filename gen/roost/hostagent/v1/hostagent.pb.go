@@ -420,7 +420,13 @@ type CreateSandboxRequest struct {
 	// whoever can reach the sandbox's address (the agent's host only).
 	EnvdAccessToken string `protobuf:"bytes,10,opt,name=envd_access_token,json=envdAccessToken,proto3" json:"envd_access_token,omitempty"`
 	// Pause instead of destroy when the timeout passes (when the runtime can).
-	AutoPause     bool `protobuf:"varint,11,opt,name=auto_pause,json=autoPause,proto3" json:"auto_pause,omitempty"`
+	AutoPause bool `protobuf:"varint,11,opt,name=auto_pause,json=autoPause,proto3" json:"auto_pause,omitempty"`
+	// The template's content (docs/templates.md), when the control plane's
+	// store has it: the agent uses its tree of that manifest, pulling the
+	// layers it lacks first (a create waits for the pull; it never fails
+	// with not_found for a template the control plane has). Unset: the
+	// host's own template named by template (an imported tree, or base).
+	TemplateRef   *TemplateRef `protobuf:"bytes,12,opt,name=template_ref,json=templateRef,proto3" json:"template_ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -532,6 +538,68 @@ func (x *CreateSandboxRequest) GetAutoPause() bool {
 	return false
 }
 
+func (x *CreateSandboxRequest) GetTemplateRef() *TemplateRef {
+	if x != nil {
+		return x.TemplateRef
+	}
+	return nil
+}
+
+// TemplateRef names one build of a template by its manifest.
+type TemplateRef struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "sha256:<64 hex>" of manifest.
+	Digest string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	// The manifest itself (JSON, docs/templates.md), checked against digest.
+	Manifest      []byte `protobuf:"bytes,2,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TemplateRef) Reset() {
+	*x = TemplateRef{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TemplateRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TemplateRef) ProtoMessage() {}
+
+func (x *TemplateRef) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TemplateRef.ProtoReflect.Descriptor instead.
+func (*TemplateRef) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TemplateRef) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *TemplateRef) GetManifest() []byte {
+	if x != nil {
+		return x.Manifest
+	}
+	return nil
+}
+
 type CreateSandboxResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Sandbox       *Sandbox               `protobuf:"bytes,1,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
@@ -541,7 +609,7 @@ type CreateSandboxResponse struct {
 
 func (x *CreateSandboxResponse) Reset() {
 	*x = CreateSandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[3]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -553,7 +621,7 @@ func (x *CreateSandboxResponse) String() string {
 func (*CreateSandboxResponse) ProtoMessage() {}
 
 func (x *CreateSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[3]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -566,7 +634,7 @@ func (x *CreateSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSandboxResponse.ProtoReflect.Descriptor instead.
 func (*CreateSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{3}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateSandboxResponse) GetSandbox() *Sandbox {
@@ -585,7 +653,7 @@ type DestroySandboxRequest struct {
 
 func (x *DestroySandboxRequest) Reset() {
 	*x = DestroySandboxRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[4]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +665,7 @@ func (x *DestroySandboxRequest) String() string {
 func (*DestroySandboxRequest) ProtoMessage() {}
 
 func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[4]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +678,7 @@ func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxRequest.ProtoReflect.Descriptor instead.
 func (*DestroySandboxRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{4}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DestroySandboxRequest) GetSandboxId() string {
@@ -628,7 +696,7 @@ type DestroySandboxResponse struct {
 
 func (x *DestroySandboxResponse) Reset() {
 	*x = DestroySandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[5]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -640,7 +708,7 @@ func (x *DestroySandboxResponse) String() string {
 func (*DestroySandboxResponse) ProtoMessage() {}
 
 func (x *DestroySandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[5]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -653,7 +721,7 @@ func (x *DestroySandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxResponse.ProtoReflect.Descriptor instead.
 func (*DestroySandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{5}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{6}
 }
 
 type PauseSandboxRequest struct {
@@ -668,7 +736,7 @@ type PauseSandboxRequest struct {
 
 func (x *PauseSandboxRequest) Reset() {
 	*x = PauseSandboxRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[6]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +748,7 @@ func (x *PauseSandboxRequest) String() string {
 func (*PauseSandboxRequest) ProtoMessage() {}
 
 func (x *PauseSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[6]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +761,7 @@ func (x *PauseSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseSandboxRequest.ProtoReflect.Descriptor instead.
 func (*PauseSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{6}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PauseSandboxRequest) GetSandboxId() string {
@@ -719,7 +787,7 @@ type PauseSandboxResponse struct {
 
 func (x *PauseSandboxResponse) Reset() {
 	*x = PauseSandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[7]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -731,7 +799,7 @@ func (x *PauseSandboxResponse) String() string {
 func (*PauseSandboxResponse) ProtoMessage() {}
 
 func (x *PauseSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[7]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -744,7 +812,7 @@ func (x *PauseSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseSandboxResponse.ProtoReflect.Descriptor instead.
 func (*PauseSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{7}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PauseSandboxResponse) GetSandbox() *Sandbox {
@@ -766,7 +834,7 @@ type ResumeSandboxRequest struct {
 
 func (x *ResumeSandboxRequest) Reset() {
 	*x = ResumeSandboxRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[8]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +846,7 @@ func (x *ResumeSandboxRequest) String() string {
 func (*ResumeSandboxRequest) ProtoMessage() {}
 
 func (x *ResumeSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[8]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +859,7 @@ func (x *ResumeSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeSandboxRequest.ProtoReflect.Descriptor instead.
 func (*ResumeSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{8}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ResumeSandboxRequest) GetSandboxId() string {
@@ -817,7 +885,7 @@ type ResumeSandboxResponse struct {
 
 func (x *ResumeSandboxResponse) Reset() {
 	*x = ResumeSandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[9]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +897,7 @@ func (x *ResumeSandboxResponse) String() string {
 func (*ResumeSandboxResponse) ProtoMessage() {}
 
 func (x *ResumeSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[9]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -842,7 +910,7 @@ func (x *ResumeSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeSandboxResponse.ProtoReflect.Descriptor instead.
 func (*ResumeSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{9}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ResumeSandboxResponse) GetSandbox() *Sandbox {
@@ -862,7 +930,7 @@ type ListSandboxesRequest struct {
 
 func (x *ListSandboxesRequest) Reset() {
 	*x = ListSandboxesRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[10]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +942,7 @@ func (x *ListSandboxesRequest) String() string {
 func (*ListSandboxesRequest) ProtoMessage() {}
 
 func (x *ListSandboxesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[10]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +955,7 @@ func (x *ListSandboxesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSandboxesRequest.ProtoReflect.Descriptor instead.
 func (*ListSandboxesRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{10}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListSandboxesRequest) GetStates() []SandboxState {
@@ -906,7 +974,7 @@ type ListSandboxesResponse struct {
 
 func (x *ListSandboxesResponse) Reset() {
 	*x = ListSandboxesResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[11]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -918,7 +986,7 @@ func (x *ListSandboxesResponse) String() string {
 func (*ListSandboxesResponse) ProtoMessage() {}
 
 func (x *ListSandboxesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[11]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -931,7 +999,7 @@ func (x *ListSandboxesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSandboxesResponse.ProtoReflect.Descriptor instead.
 func (*ListSandboxesResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{11}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListSandboxesResponse) GetSandboxes() []*Sandbox {
@@ -950,7 +1018,7 @@ type GetSandboxRequest struct {
 
 func (x *GetSandboxRequest) Reset() {
 	*x = GetSandboxRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[12]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -962,7 +1030,7 @@ func (x *GetSandboxRequest) String() string {
 func (*GetSandboxRequest) ProtoMessage() {}
 
 func (x *GetSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[12]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -975,7 +1043,7 @@ func (x *GetSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxRequest.ProtoReflect.Descriptor instead.
 func (*GetSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{12}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetSandboxRequest) GetSandboxId() string {
@@ -994,7 +1062,7 @@ type GetSandboxResponse struct {
 
 func (x *GetSandboxResponse) Reset() {
 	*x = GetSandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[13]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1006,7 +1074,7 @@ func (x *GetSandboxResponse) String() string {
 func (*GetSandboxResponse) ProtoMessage() {}
 
 func (x *GetSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[13]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1019,7 +1087,7 @@ func (x *GetSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxResponse.ProtoReflect.Descriptor instead.
 func (*GetSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{13}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetSandboxResponse) GetSandbox() *Sandbox {
@@ -1040,7 +1108,7 @@ type SetTimeoutRequest struct {
 
 func (x *SetTimeoutRequest) Reset() {
 	*x = SetTimeoutRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[14]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1120,7 @@ func (x *SetTimeoutRequest) String() string {
 func (*SetTimeoutRequest) ProtoMessage() {}
 
 func (x *SetTimeoutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[14]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1133,7 @@ func (x *SetTimeoutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTimeoutRequest.ProtoReflect.Descriptor instead.
 func (*SetTimeoutRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{14}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetTimeoutRequest) GetSandboxId() string {
@@ -1091,7 +1159,7 @@ type SetTimeoutResponse struct {
 
 func (x *SetTimeoutResponse) Reset() {
 	*x = SetTimeoutResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[15]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1171,7 @@ func (x *SetTimeoutResponse) String() string {
 func (*SetTimeoutResponse) ProtoMessage() {}
 
 func (x *SetTimeoutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[15]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1184,7 @@ func (x *SetTimeoutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTimeoutResponse.ProtoReflect.Descriptor instead.
 func (*SetTimeoutResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{15}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SetTimeoutResponse) GetSandbox() *Sandbox {
@@ -1134,7 +1202,7 @@ type GetHostInfoRequest struct {
 
 func (x *GetHostInfoRequest) Reset() {
 	*x = GetHostInfoRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[16]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1146,7 +1214,7 @@ func (x *GetHostInfoRequest) String() string {
 func (*GetHostInfoRequest) ProtoMessage() {}
 
 func (x *GetHostInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[16]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1159,7 +1227,7 @@ func (x *GetHostInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetHostInfoRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{16}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{17}
 }
 
 type GetHostInfoResponse struct {
@@ -1171,7 +1239,7 @@ type GetHostInfoResponse struct {
 
 func (x *GetHostInfoResponse) Reset() {
 	*x = GetHostInfoResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[17]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1183,7 +1251,7 @@ func (x *GetHostInfoResponse) String() string {
 func (*GetHostInfoResponse) ProtoMessage() {}
 
 func (x *GetHostInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[17]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1196,7 +1264,7 @@ func (x *GetHostInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetHostInfoResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{17}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetHostInfoResponse) GetHost() *HostInfo {
@@ -1223,7 +1291,7 @@ type HostInfo struct {
 
 func (x *HostInfo) Reset() {
 	*x = HostInfo{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[18]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1303,7 @@ func (x *HostInfo) String() string {
 func (*HostInfo) ProtoMessage() {}
 
 func (x *HostInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[18]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1316,7 @@ func (x *HostInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostInfo.ProtoReflect.Descriptor instead.
 func (*HostInfo) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{18}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *HostInfo) GetHostname() string {
@@ -1319,7 +1387,7 @@ type Capabilities struct {
 
 func (x *Capabilities) Reset() {
 	*x = Capabilities{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[19]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1399,7 @@ func (x *Capabilities) String() string {
 func (*Capabilities) ProtoMessage() {}
 
 func (x *Capabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[19]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1412,7 @@ func (x *Capabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
 func (*Capabilities) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{19}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Capabilities) GetPause() bool {
@@ -1378,7 +1446,7 @@ type Probe struct {
 
 func (x *Probe) Reset() {
 	*x = Probe{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[20]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1458,7 @@ func (x *Probe) String() string {
 func (*Probe) ProtoMessage() {}
 
 func (x *Probe) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[20]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1471,7 @@ func (x *Probe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Probe.ProtoReflect.Descriptor instead.
 func (*Probe) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{20}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Probe) GetAvailable() bool {
@@ -1432,7 +1500,7 @@ type Capacity struct {
 
 func (x *Capacity) Reset() {
 	*x = Capacity{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[21]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1444,7 +1512,7 @@ func (x *Capacity) String() string {
 func (*Capacity) ProtoMessage() {}
 
 func (x *Capacity) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[21]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1457,7 +1525,7 @@ func (x *Capacity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capacity.ProtoReflect.Descriptor instead.
 func (*Capacity) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{21}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Capacity) GetCpus() int32 {
@@ -1496,7 +1564,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[22]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1508,7 +1576,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[22]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1521,7 +1589,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{22}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Usage) GetSandboxes() int32 {
@@ -1577,7 +1645,7 @@ type Versions struct {
 
 func (x *Versions) Reset() {
 	*x = Versions{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[23]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1589,7 +1657,7 @@ func (x *Versions) String() string {
 func (*Versions) ProtoMessage() {}
 
 func (x *Versions) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[23]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1602,7 +1670,7 @@ func (x *Versions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Versions.ProtoReflect.Descriptor instead.
 func (*Versions) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{23}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Versions) GetRoost() string {
@@ -1634,7 +1702,7 @@ type ListTemplatesRequest struct {
 
 func (x *ListTemplatesRequest) Reset() {
 	*x = ListTemplatesRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[24]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +1714,7 @@ func (x *ListTemplatesRequest) String() string {
 func (*ListTemplatesRequest) ProtoMessage() {}
 
 func (x *ListTemplatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[24]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,7 +1727,7 @@ func (x *ListTemplatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTemplatesRequest.ProtoReflect.Descriptor instead.
 func (*ListTemplatesRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{24}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{25}
 }
 
 type ListTemplatesResponse struct {
@@ -1671,7 +1739,7 @@ type ListTemplatesResponse struct {
 
 func (x *ListTemplatesResponse) Reset() {
 	*x = ListTemplatesResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[25]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1683,7 +1751,7 @@ func (x *ListTemplatesResponse) String() string {
 func (*ListTemplatesResponse) ProtoMessage() {}
 
 func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[25]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1696,7 +1764,7 @@ func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTemplatesResponse.ProtoReflect.Descriptor instead.
 func (*ListTemplatesResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{25}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListTemplatesResponse) GetTemplates() []*Template {
@@ -1718,14 +1786,17 @@ type Template struct {
 	// What a sandbox of it gets when its create names no limits.
 	DefaultLimits *Limits `protobuf:"bytes,7,opt,name=default_limits,json=defaultLimits,proto3" json:"default_limits,omitempty"`
 	// The envd the host puts in its sandboxes.
-	EnvdVersion   string `protobuf:"bytes,8,opt,name=envd_version,json=envdVersion,proto3" json:"envd_version,omitempty"`
+	EnvdVersion string `protobuf:"bytes,8,opt,name=envd_version,json=envdVersion,proto3" json:"envd_version,omitempty"`
+	// For a tree made from the control plane's content: its manifest's
+	// digest (the name is then "m-" and the digest's first 40 hex).
+	Digest        string `protobuf:"bytes,9,opt,name=digest,proto3" json:"digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Template) Reset() {
 	*x = Template{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[26]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1737,7 +1808,7 @@ func (x *Template) String() string {
 func (*Template) ProtoMessage() {}
 
 func (x *Template) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[26]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1750,7 +1821,7 @@ func (x *Template) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Template.ProtoReflect.Descriptor instead.
 func (*Template) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{26}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Template) GetName() string {
@@ -1809,6 +1880,13 @@ func (x *Template) GetEnvdVersion() string {
 	return ""
 }
 
+func (x *Template) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
 type GetSandboxLogsRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
@@ -1829,7 +1907,7 @@ type GetSandboxLogsRequest struct {
 
 func (x *GetSandboxLogsRequest) Reset() {
 	*x = GetSandboxLogsRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +1919,7 @@ func (x *GetSandboxLogsRequest) String() string {
 func (*GetSandboxLogsRequest) ProtoMessage() {}
 
 func (x *GetSandboxLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +1932,7 @@ func (x *GetSandboxLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxLogsRequest.ProtoReflect.Descriptor instead.
 func (*GetSandboxLogsRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetSandboxLogsRequest) GetSandboxId() string {
@@ -1909,7 +1987,7 @@ type GetSandboxLogsResponse struct {
 
 func (x *GetSandboxLogsResponse) Reset() {
 	*x = GetSandboxLogsResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1921,7 +1999,7 @@ func (x *GetSandboxLogsResponse) String() string {
 func (*GetSandboxLogsResponse) ProtoMessage() {}
 
 func (x *GetSandboxLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1934,7 +2012,7 @@ func (x *GetSandboxLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxLogsResponse.ProtoReflect.Descriptor instead.
 func (*GetSandboxLogsResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{28}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetSandboxLogsResponse) GetEntries() []*LogEntry {
@@ -1961,7 +2039,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1973,7 +2051,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1986,7 +2064,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{29}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *LogEntry) GetTime() *timestamppb.Timestamp {
@@ -2015,6 +2093,294 @@ func (x *LogEntry) GetFields() map[string]string {
 		return x.Fields
 	}
 	return nil
+}
+
+type BuildTemplateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The build's ID, for logs.
+	BuildId string `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	// The build.Spec as JSON (package template/build): stages of steps,
+	// start and ready commands. Template bases and COPY files are named by
+	// content digests the control plane's store holds.
+	SpecJson      string `protobuf:"bytes,2,opt,name=spec_json,json=specJson,proto3" json:"spec_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildTemplateRequest) Reset() {
+	*x = BuildTemplateRequest{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildTemplateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildTemplateRequest) ProtoMessage() {}
+
+func (x *BuildTemplateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildTemplateRequest.ProtoReflect.Descriptor instead.
+func (*BuildTemplateRequest) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *BuildTemplateRequest) GetBuildId() string {
+	if x != nil {
+		return x.BuildId
+	}
+	return ""
+}
+
+func (x *BuildTemplateRequest) GetSpecJson() string {
+	if x != nil {
+		return x.SpecJson
+	}
+	return ""
+}
+
+type BuildTemplateEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*BuildTemplateEvent_Log
+	//	*BuildTemplateEvent_Result
+	Event         isBuildTemplateEvent_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildTemplateEvent) Reset() {
+	*x = BuildTemplateEvent{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildTemplateEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildTemplateEvent) ProtoMessage() {}
+
+func (x *BuildTemplateEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildTemplateEvent.ProtoReflect.Descriptor instead.
+func (*BuildTemplateEvent) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *BuildTemplateEvent) GetEvent() isBuildTemplateEvent_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *BuildTemplateEvent) GetLog() *BuildLogEntry {
+	if x != nil {
+		if x, ok := x.Event.(*BuildTemplateEvent_Log); ok {
+			return x.Log
+		}
+	}
+	return nil
+}
+
+func (x *BuildTemplateEvent) GetResult() *BuildResult {
+	if x != nil {
+		if x, ok := x.Event.(*BuildTemplateEvent_Result); ok {
+			return x.Result
+		}
+	}
+	return nil
+}
+
+type isBuildTemplateEvent_Event interface {
+	isBuildTemplateEvent_Event()
+}
+
+type BuildTemplateEvent_Log struct {
+	Log *BuildLogEntry `protobuf:"bytes,1,opt,name=log,proto3,oneof"`
+}
+
+type BuildTemplateEvent_Result struct {
+	Result *BuildResult `protobuf:"bytes,2,opt,name=result,proto3,oneof"`
+}
+
+func (*BuildTemplateEvent_Log) isBuildTemplateEvent_Event() {}
+
+func (*BuildTemplateEvent_Result) isBuildTemplateEvent_Event() {}
+
+type BuildLogEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Time  *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	Level LogLevel               `protobuf:"varint,2,opt,name=level,proto3,enum=roost.hostagent.v1.LogLevel" json:"level,omitempty"`
+	// The step the entry belongs to, as E2B names steps: "base", the
+	// 1-based index of a step, or "finalize".
+	Step          string `protobuf:"bytes,3,opt,name=step,proto3" json:"step,omitempty"`
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildLogEntry) Reset() {
+	*x = BuildLogEntry{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildLogEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildLogEntry) ProtoMessage() {}
+
+func (x *BuildLogEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildLogEntry.ProtoReflect.Descriptor instead.
+func (*BuildLogEntry) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *BuildLogEntry) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *BuildLogEntry) GetLevel() LogLevel {
+	if x != nil {
+		return x.Level
+	}
+	return LogLevel_LOG_LEVEL_UNSPECIFIED
+}
+
+func (x *BuildLogEntry) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *BuildLogEntry) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type BuildResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set when the build succeeded: the manifest of the built template.
+	Template *TemplateRef `protobuf:"bytes,1,opt,name=template,proto3" json:"template,omitempty"`
+	// Set when it failed: why, the step (as in BuildLogEntry), its
+	// Dockerfile line (0 when not from a Dockerfile) and the exit code of
+	// a failed RUN (0 otherwise).
+	Error         string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	FailedStep    string `protobuf:"bytes,3,opt,name=failed_step,json=failedStep,proto3" json:"failed_step,omitempty"`
+	Line          int32  `protobuf:"varint,4,opt,name=line,proto3" json:"line,omitempty"`
+	ExitCode      int32  `protobuf:"varint,5,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildResult) Reset() {
+	*x = BuildResult{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildResult) ProtoMessage() {}
+
+func (x *BuildResult) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildResult.ProtoReflect.Descriptor instead.
+func (*BuildResult) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *BuildResult) GetTemplate() *TemplateRef {
+	if x != nil {
+		return x.Template
+	}
+	return nil
+}
+
+func (x *BuildResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *BuildResult) GetFailedStep() string {
+	if x != nil {
+		return x.FailedStep
+	}
+	return ""
+}
+
+func (x *BuildResult) GetLine() int32 {
+	if x != nil {
+		return x.Line
+	}
+	return 0
+}
+
+func (x *BuildResult) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
 }
 
 var File_roost_hostagent_v1_hostagent_proto protoreflect.FileDescriptor
@@ -2047,7 +2413,7 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"hibernated\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xef\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb3\x05\n" +
 	"\x14CreateSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
@@ -2062,14 +2428,18 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x11envd_access_token\x18\n" +
 	" \x01(\tR\x0fenvdAccessToken\x12\x1d\n" +
 	"\n" +
-	"auto_pause\x18\v \x01(\bR\tautoPause\x1a:\n" +
+	"auto_pause\x18\v \x01(\bR\tautoPause\x12B\n" +
+	"\ftemplate_ref\x18\f \x01(\v2\x1f.roost.hostagent.v1.TemplateRefR\vtemplateRef\x1a:\n" +
 	"\fEnvVarsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x11\n" +
-	"\x0f_allow_internet\"N\n" +
+	"\x0f_allow_internet\"A\n" +
+	"\vTemplateRef\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x1a\n" +
+	"\bmanifest\x18\x02 \x01(\fR\bmanifest\"N\n" +
 	"\x15CreateSandboxResponse\x125\n" +
 	"\asandbox\x18\x01 \x01(\v2\x1b.roost.hostagent.v1.SandboxR\asandbox\"6\n" +
 	"\x15DestroySandboxRequest\x12\x1d\n" +
@@ -2141,7 +2511,7 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x06kernel\x18\x03 \x01(\tR\x06kernel\"\x16\n" +
 	"\x14ListTemplatesRequest\"S\n" +
 	"\x15ListTemplatesResponse\x12:\n" +
-	"\ttemplates\x18\x01 \x03(\v2\x1c.roost.hostagent.v1.TemplateR\ttemplates\"\xae\x02\n" +
+	"\ttemplates\x18\x01 \x03(\v2\x1c.roost.hostagent.v1.TemplateR\ttemplates\"\xc6\x02\n" +
 	"\bTemplate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x1d\n" +
@@ -2151,7 +2521,8 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\fdefault_user\x18\x05 \x01(\tR\vdefaultUser\x12\x18\n" +
 	"\aworkdir\x18\x06 \x01(\tR\aworkdir\x12A\n" +
 	"\x0edefault_limits\x18\a \x01(\v2\x1a.roost.hostagent.v1.LimitsR\rdefaultLimits\x12!\n" +
-	"\fenvd_version\x18\b \x01(\tR\venvdVersion\"\xa2\x02\n" +
+	"\fenvd_version\x18\b \x01(\tR\venvdVersion\x12\x16\n" +
+	"\x06digest\x18\t \x01(\tR\x06digest\"\xa2\x02\n" +
 	"\x15GetSandboxLogsRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x122\n" +
@@ -2170,7 +2541,26 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x06fields\x18\x04 \x03(\v2(.roost.hostagent.v1.LogEntry.FieldsEntryR\x06fields\x1a9\n" +
 	"\vFieldsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xb2\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"N\n" +
+	"\x14BuildTemplateRequest\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x1b\n" +
+	"\tspec_json\x18\x02 \x01(\tR\bspecJson\"\x8f\x01\n" +
+	"\x12BuildTemplateEvent\x125\n" +
+	"\x03log\x18\x01 \x01(\v2!.roost.hostagent.v1.BuildLogEntryH\x00R\x03log\x129\n" +
+	"\x06result\x18\x02 \x01(\v2\x1f.roost.hostagent.v1.BuildResultH\x00R\x06resultB\a\n" +
+	"\x05event\"\xa1\x01\n" +
+	"\rBuildLogEntry\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x122\n" +
+	"\x05level\x18\x02 \x01(\x0e2\x1c.roost.hostagent.v1.LogLevelR\x05level\x12\x12\n" +
+	"\x04step\x18\x03 \x01(\tR\x04step\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\xb2\x01\n" +
+	"\vBuildResult\x12;\n" +
+	"\btemplate\x18\x01 \x01(\v2\x1f.roost.hostagent.v1.TemplateRefR\btemplate\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1f\n" +
+	"\vfailed_step\x18\x03 \x01(\tR\n" +
+	"failedStep\x12\x12\n" +
+	"\x04line\x18\x04 \x01(\x05R\x04line\x12\x1b\n" +
+	"\texit_code\x18\x05 \x01(\x05R\bexitCode*\xb2\x01\n" +
 	"\fSandboxState\x12\x1d\n" +
 	"\x19SANDBOX_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16SANDBOX_STATE_STARTING\x10\x01\x12\x19\n" +
@@ -2187,7 +2577,7 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\fLogDirection\x12\x1d\n" +
 	"\x19LOG_DIRECTION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15LOG_DIRECTION_FORWARD\x10\x01\x12\x1a\n" +
-	"\x16LOG_DIRECTION_BACKWARD\x10\x022\xf9\a\n" +
+	"\x16LOG_DIRECTION_BACKWARD\x10\x022\xde\b\n" +
 	"\x10HostAgentService\x12d\n" +
 	"\rCreateSandbox\x12(.roost.hostagent.v1.CreateSandboxRequest\x1a).roost.hostagent.v1.CreateSandboxResponse\x12g\n" +
 	"\x0eDestroySandbox\x12).roost.hostagent.v1.DestroySandboxRequest\x1a*.roost.hostagent.v1.DestroySandboxResponse\x12a\n" +
@@ -2200,7 +2590,8 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"SetTimeout\x12%.roost.hostagent.v1.SetTimeoutRequest\x1a&.roost.hostagent.v1.SetTimeoutResponse\x12^\n" +
 	"\vGetHostInfo\x12&.roost.hostagent.v1.GetHostInfoRequest\x1a'.roost.hostagent.v1.GetHostInfoResponse\x12d\n" +
 	"\rListTemplates\x12(.roost.hostagent.v1.ListTemplatesRequest\x1a).roost.hostagent.v1.ListTemplatesResponse\x12g\n" +
-	"\x0eGetSandboxLogs\x12).roost.hostagent.v1.GetSandboxLogsRequest\x1a*.roost.hostagent.v1.GetSandboxLogsResponseB4Z2roost.dev/roost/gen/roost/hostagent/v1;hostagentv1b\x06proto3"
+	"\x0eGetSandboxLogs\x12).roost.hostagent.v1.GetSandboxLogsRequest\x1a*.roost.hostagent.v1.GetSandboxLogsResponse\x12c\n" +
+	"\rBuildTemplate\x12(.roost.hostagent.v1.BuildTemplateRequest\x1a&.roost.hostagent.v1.BuildTemplateEvent0\x01B4Z2roost.dev/roost/gen/roost/hostagent/v1;hostagentv1b\x06proto3"
 
 var (
 	file_roost_hostagent_v1_hostagent_proto_rawDescOnce sync.Once
@@ -2215,7 +2606,7 @@ func file_roost_hostagent_v1_hostagent_proto_rawDescGZIP() []byte {
 }
 
 var file_roost_hostagent_v1_hostagent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_roost_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_roost_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_roost_hostagent_v1_hostagent_proto_goTypes = []any{
 	(SandboxState)(0),              // 0: roost.hostagent.v1.SandboxState
 	(LogLevel)(0),                  // 1: roost.hostagent.v1.LogLevel
@@ -2223,96 +2614,109 @@ var file_roost_hostagent_v1_hostagent_proto_goTypes = []any{
 	(*Limits)(nil),                 // 3: roost.hostagent.v1.Limits
 	(*Sandbox)(nil),                // 4: roost.hostagent.v1.Sandbox
 	(*CreateSandboxRequest)(nil),   // 5: roost.hostagent.v1.CreateSandboxRequest
-	(*CreateSandboxResponse)(nil),  // 6: roost.hostagent.v1.CreateSandboxResponse
-	(*DestroySandboxRequest)(nil),  // 7: roost.hostagent.v1.DestroySandboxRequest
-	(*DestroySandboxResponse)(nil), // 8: roost.hostagent.v1.DestroySandboxResponse
-	(*PauseSandboxRequest)(nil),    // 9: roost.hostagent.v1.PauseSandboxRequest
-	(*PauseSandboxResponse)(nil),   // 10: roost.hostagent.v1.PauseSandboxResponse
-	(*ResumeSandboxRequest)(nil),   // 11: roost.hostagent.v1.ResumeSandboxRequest
-	(*ResumeSandboxResponse)(nil),  // 12: roost.hostagent.v1.ResumeSandboxResponse
-	(*ListSandboxesRequest)(nil),   // 13: roost.hostagent.v1.ListSandboxesRequest
-	(*ListSandboxesResponse)(nil),  // 14: roost.hostagent.v1.ListSandboxesResponse
-	(*GetSandboxRequest)(nil),      // 15: roost.hostagent.v1.GetSandboxRequest
-	(*GetSandboxResponse)(nil),     // 16: roost.hostagent.v1.GetSandboxResponse
-	(*SetTimeoutRequest)(nil),      // 17: roost.hostagent.v1.SetTimeoutRequest
-	(*SetTimeoutResponse)(nil),     // 18: roost.hostagent.v1.SetTimeoutResponse
-	(*GetHostInfoRequest)(nil),     // 19: roost.hostagent.v1.GetHostInfoRequest
-	(*GetHostInfoResponse)(nil),    // 20: roost.hostagent.v1.GetHostInfoResponse
-	(*HostInfo)(nil),               // 21: roost.hostagent.v1.HostInfo
-	(*Capabilities)(nil),           // 22: roost.hostagent.v1.Capabilities
-	(*Probe)(nil),                  // 23: roost.hostagent.v1.Probe
-	(*Capacity)(nil),               // 24: roost.hostagent.v1.Capacity
-	(*Usage)(nil),                  // 25: roost.hostagent.v1.Usage
-	(*Versions)(nil),               // 26: roost.hostagent.v1.Versions
-	(*ListTemplatesRequest)(nil),   // 27: roost.hostagent.v1.ListTemplatesRequest
-	(*ListTemplatesResponse)(nil),  // 28: roost.hostagent.v1.ListTemplatesResponse
-	(*Template)(nil),               // 29: roost.hostagent.v1.Template
-	(*GetSandboxLogsRequest)(nil),  // 30: roost.hostagent.v1.GetSandboxLogsRequest
-	(*GetSandboxLogsResponse)(nil), // 31: roost.hostagent.v1.GetSandboxLogsResponse
-	(*LogEntry)(nil),               // 32: roost.hostagent.v1.LogEntry
-	nil,                            // 33: roost.hostagent.v1.Sandbox.MetadataEntry
-	nil,                            // 34: roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
-	nil,                            // 35: roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
-	nil,                            // 36: roost.hostagent.v1.LogEntry.FieldsEntry
-	(*timestamppb.Timestamp)(nil),  // 37: google.protobuf.Timestamp
+	(*TemplateRef)(nil),            // 6: roost.hostagent.v1.TemplateRef
+	(*CreateSandboxResponse)(nil),  // 7: roost.hostagent.v1.CreateSandboxResponse
+	(*DestroySandboxRequest)(nil),  // 8: roost.hostagent.v1.DestroySandboxRequest
+	(*DestroySandboxResponse)(nil), // 9: roost.hostagent.v1.DestroySandboxResponse
+	(*PauseSandboxRequest)(nil),    // 10: roost.hostagent.v1.PauseSandboxRequest
+	(*PauseSandboxResponse)(nil),   // 11: roost.hostagent.v1.PauseSandboxResponse
+	(*ResumeSandboxRequest)(nil),   // 12: roost.hostagent.v1.ResumeSandboxRequest
+	(*ResumeSandboxResponse)(nil),  // 13: roost.hostagent.v1.ResumeSandboxResponse
+	(*ListSandboxesRequest)(nil),   // 14: roost.hostagent.v1.ListSandboxesRequest
+	(*ListSandboxesResponse)(nil),  // 15: roost.hostagent.v1.ListSandboxesResponse
+	(*GetSandboxRequest)(nil),      // 16: roost.hostagent.v1.GetSandboxRequest
+	(*GetSandboxResponse)(nil),     // 17: roost.hostagent.v1.GetSandboxResponse
+	(*SetTimeoutRequest)(nil),      // 18: roost.hostagent.v1.SetTimeoutRequest
+	(*SetTimeoutResponse)(nil),     // 19: roost.hostagent.v1.SetTimeoutResponse
+	(*GetHostInfoRequest)(nil),     // 20: roost.hostagent.v1.GetHostInfoRequest
+	(*GetHostInfoResponse)(nil),    // 21: roost.hostagent.v1.GetHostInfoResponse
+	(*HostInfo)(nil),               // 22: roost.hostagent.v1.HostInfo
+	(*Capabilities)(nil),           // 23: roost.hostagent.v1.Capabilities
+	(*Probe)(nil),                  // 24: roost.hostagent.v1.Probe
+	(*Capacity)(nil),               // 25: roost.hostagent.v1.Capacity
+	(*Usage)(nil),                  // 26: roost.hostagent.v1.Usage
+	(*Versions)(nil),               // 27: roost.hostagent.v1.Versions
+	(*ListTemplatesRequest)(nil),   // 28: roost.hostagent.v1.ListTemplatesRequest
+	(*ListTemplatesResponse)(nil),  // 29: roost.hostagent.v1.ListTemplatesResponse
+	(*Template)(nil),               // 30: roost.hostagent.v1.Template
+	(*GetSandboxLogsRequest)(nil),  // 31: roost.hostagent.v1.GetSandboxLogsRequest
+	(*GetSandboxLogsResponse)(nil), // 32: roost.hostagent.v1.GetSandboxLogsResponse
+	(*LogEntry)(nil),               // 33: roost.hostagent.v1.LogEntry
+	(*BuildTemplateRequest)(nil),   // 34: roost.hostagent.v1.BuildTemplateRequest
+	(*BuildTemplateEvent)(nil),     // 35: roost.hostagent.v1.BuildTemplateEvent
+	(*BuildLogEntry)(nil),          // 36: roost.hostagent.v1.BuildLogEntry
+	(*BuildResult)(nil),            // 37: roost.hostagent.v1.BuildResult
+	nil,                            // 38: roost.hostagent.v1.Sandbox.MetadataEntry
+	nil,                            // 39: roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
+	nil,                            // 40: roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
+	nil,                            // 41: roost.hostagent.v1.LogEntry.FieldsEntry
+	(*timestamppb.Timestamp)(nil),  // 42: google.protobuf.Timestamp
 }
 var file_roost_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	0,  // 0: roost.hostagent.v1.Sandbox.state:type_name -> roost.hostagent.v1.SandboxState
 	3,  // 1: roost.hostagent.v1.Sandbox.limits:type_name -> roost.hostagent.v1.Limits
-	33, // 2: roost.hostagent.v1.Sandbox.metadata:type_name -> roost.hostagent.v1.Sandbox.MetadataEntry
-	37, // 3: roost.hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
-	37, // 4: roost.hostagent.v1.Sandbox.end_at:type_name -> google.protobuf.Timestamp
-	34, // 5: roost.hostagent.v1.CreateSandboxRequest.env_vars:type_name -> roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
-	35, // 6: roost.hostagent.v1.CreateSandboxRequest.metadata:type_name -> roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
-	4,  // 7: roost.hostagent.v1.CreateSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	4,  // 8: roost.hostagent.v1.PauseSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	4,  // 9: roost.hostagent.v1.ResumeSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	0,  // 10: roost.hostagent.v1.ListSandboxesRequest.states:type_name -> roost.hostagent.v1.SandboxState
-	4,  // 11: roost.hostagent.v1.ListSandboxesResponse.sandboxes:type_name -> roost.hostagent.v1.Sandbox
-	4,  // 12: roost.hostagent.v1.GetSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	4,  // 13: roost.hostagent.v1.SetTimeoutResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	21, // 14: roost.hostagent.v1.GetHostInfoResponse.host:type_name -> roost.hostagent.v1.HostInfo
-	22, // 15: roost.hostagent.v1.HostInfo.capabilities:type_name -> roost.hostagent.v1.Capabilities
-	23, // 16: roost.hostagent.v1.HostInfo.probe:type_name -> roost.hostagent.v1.Probe
-	24, // 17: roost.hostagent.v1.HostInfo.capacity:type_name -> roost.hostagent.v1.Capacity
-	25, // 18: roost.hostagent.v1.HostInfo.usage:type_name -> roost.hostagent.v1.Usage
-	26, // 19: roost.hostagent.v1.HostInfo.versions:type_name -> roost.hostagent.v1.Versions
-	37, // 20: roost.hostagent.v1.HostInfo.started_at:type_name -> google.protobuf.Timestamp
-	29, // 21: roost.hostagent.v1.ListTemplatesResponse.templates:type_name -> roost.hostagent.v1.Template
-	37, // 22: roost.hostagent.v1.Template.created:type_name -> google.protobuf.Timestamp
-	3,  // 23: roost.hostagent.v1.Template.default_limits:type_name -> roost.hostagent.v1.Limits
-	37, // 24: roost.hostagent.v1.GetSandboxLogsRequest.cursor:type_name -> google.protobuf.Timestamp
-	2,  // 25: roost.hostagent.v1.GetSandboxLogsRequest.direction:type_name -> roost.hostagent.v1.LogDirection
-	1,  // 26: roost.hostagent.v1.GetSandboxLogsRequest.min_level:type_name -> roost.hostagent.v1.LogLevel
-	32, // 27: roost.hostagent.v1.GetSandboxLogsResponse.entries:type_name -> roost.hostagent.v1.LogEntry
-	37, // 28: roost.hostagent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
-	1,  // 29: roost.hostagent.v1.LogEntry.level:type_name -> roost.hostagent.v1.LogLevel
-	36, // 30: roost.hostagent.v1.LogEntry.fields:type_name -> roost.hostagent.v1.LogEntry.FieldsEntry
-	5,  // 31: roost.hostagent.v1.HostAgentService.CreateSandbox:input_type -> roost.hostagent.v1.CreateSandboxRequest
-	7,  // 32: roost.hostagent.v1.HostAgentService.DestroySandbox:input_type -> roost.hostagent.v1.DestroySandboxRequest
-	9,  // 33: roost.hostagent.v1.HostAgentService.PauseSandbox:input_type -> roost.hostagent.v1.PauseSandboxRequest
-	11, // 34: roost.hostagent.v1.HostAgentService.ResumeSandbox:input_type -> roost.hostagent.v1.ResumeSandboxRequest
-	13, // 35: roost.hostagent.v1.HostAgentService.ListSandboxes:input_type -> roost.hostagent.v1.ListSandboxesRequest
-	15, // 36: roost.hostagent.v1.HostAgentService.GetSandbox:input_type -> roost.hostagent.v1.GetSandboxRequest
-	17, // 37: roost.hostagent.v1.HostAgentService.SetTimeout:input_type -> roost.hostagent.v1.SetTimeoutRequest
-	19, // 38: roost.hostagent.v1.HostAgentService.GetHostInfo:input_type -> roost.hostagent.v1.GetHostInfoRequest
-	27, // 39: roost.hostagent.v1.HostAgentService.ListTemplates:input_type -> roost.hostagent.v1.ListTemplatesRequest
-	30, // 40: roost.hostagent.v1.HostAgentService.GetSandboxLogs:input_type -> roost.hostagent.v1.GetSandboxLogsRequest
-	6,  // 41: roost.hostagent.v1.HostAgentService.CreateSandbox:output_type -> roost.hostagent.v1.CreateSandboxResponse
-	8,  // 42: roost.hostagent.v1.HostAgentService.DestroySandbox:output_type -> roost.hostagent.v1.DestroySandboxResponse
-	10, // 43: roost.hostagent.v1.HostAgentService.PauseSandbox:output_type -> roost.hostagent.v1.PauseSandboxResponse
-	12, // 44: roost.hostagent.v1.HostAgentService.ResumeSandbox:output_type -> roost.hostagent.v1.ResumeSandboxResponse
-	14, // 45: roost.hostagent.v1.HostAgentService.ListSandboxes:output_type -> roost.hostagent.v1.ListSandboxesResponse
-	16, // 46: roost.hostagent.v1.HostAgentService.GetSandbox:output_type -> roost.hostagent.v1.GetSandboxResponse
-	18, // 47: roost.hostagent.v1.HostAgentService.SetTimeout:output_type -> roost.hostagent.v1.SetTimeoutResponse
-	20, // 48: roost.hostagent.v1.HostAgentService.GetHostInfo:output_type -> roost.hostagent.v1.GetHostInfoResponse
-	28, // 49: roost.hostagent.v1.HostAgentService.ListTemplates:output_type -> roost.hostagent.v1.ListTemplatesResponse
-	31, // 50: roost.hostagent.v1.HostAgentService.GetSandboxLogs:output_type -> roost.hostagent.v1.GetSandboxLogsResponse
-	41, // [41:51] is the sub-list for method output_type
-	31, // [31:41] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	38, // 2: roost.hostagent.v1.Sandbox.metadata:type_name -> roost.hostagent.v1.Sandbox.MetadataEntry
+	42, // 3: roost.hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
+	42, // 4: roost.hostagent.v1.Sandbox.end_at:type_name -> google.protobuf.Timestamp
+	39, // 5: roost.hostagent.v1.CreateSandboxRequest.env_vars:type_name -> roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
+	40, // 6: roost.hostagent.v1.CreateSandboxRequest.metadata:type_name -> roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
+	6,  // 7: roost.hostagent.v1.CreateSandboxRequest.template_ref:type_name -> roost.hostagent.v1.TemplateRef
+	4,  // 8: roost.hostagent.v1.CreateSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
+	4,  // 9: roost.hostagent.v1.PauseSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
+	4,  // 10: roost.hostagent.v1.ResumeSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
+	0,  // 11: roost.hostagent.v1.ListSandboxesRequest.states:type_name -> roost.hostagent.v1.SandboxState
+	4,  // 12: roost.hostagent.v1.ListSandboxesResponse.sandboxes:type_name -> roost.hostagent.v1.Sandbox
+	4,  // 13: roost.hostagent.v1.GetSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
+	4,  // 14: roost.hostagent.v1.SetTimeoutResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
+	22, // 15: roost.hostagent.v1.GetHostInfoResponse.host:type_name -> roost.hostagent.v1.HostInfo
+	23, // 16: roost.hostagent.v1.HostInfo.capabilities:type_name -> roost.hostagent.v1.Capabilities
+	24, // 17: roost.hostagent.v1.HostInfo.probe:type_name -> roost.hostagent.v1.Probe
+	25, // 18: roost.hostagent.v1.HostInfo.capacity:type_name -> roost.hostagent.v1.Capacity
+	26, // 19: roost.hostagent.v1.HostInfo.usage:type_name -> roost.hostagent.v1.Usage
+	27, // 20: roost.hostagent.v1.HostInfo.versions:type_name -> roost.hostagent.v1.Versions
+	42, // 21: roost.hostagent.v1.HostInfo.started_at:type_name -> google.protobuf.Timestamp
+	30, // 22: roost.hostagent.v1.ListTemplatesResponse.templates:type_name -> roost.hostagent.v1.Template
+	42, // 23: roost.hostagent.v1.Template.created:type_name -> google.protobuf.Timestamp
+	3,  // 24: roost.hostagent.v1.Template.default_limits:type_name -> roost.hostagent.v1.Limits
+	42, // 25: roost.hostagent.v1.GetSandboxLogsRequest.cursor:type_name -> google.protobuf.Timestamp
+	2,  // 26: roost.hostagent.v1.GetSandboxLogsRequest.direction:type_name -> roost.hostagent.v1.LogDirection
+	1,  // 27: roost.hostagent.v1.GetSandboxLogsRequest.min_level:type_name -> roost.hostagent.v1.LogLevel
+	33, // 28: roost.hostagent.v1.GetSandboxLogsResponse.entries:type_name -> roost.hostagent.v1.LogEntry
+	42, // 29: roost.hostagent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	1,  // 30: roost.hostagent.v1.LogEntry.level:type_name -> roost.hostagent.v1.LogLevel
+	41, // 31: roost.hostagent.v1.LogEntry.fields:type_name -> roost.hostagent.v1.LogEntry.FieldsEntry
+	36, // 32: roost.hostagent.v1.BuildTemplateEvent.log:type_name -> roost.hostagent.v1.BuildLogEntry
+	37, // 33: roost.hostagent.v1.BuildTemplateEvent.result:type_name -> roost.hostagent.v1.BuildResult
+	42, // 34: roost.hostagent.v1.BuildLogEntry.time:type_name -> google.protobuf.Timestamp
+	1,  // 35: roost.hostagent.v1.BuildLogEntry.level:type_name -> roost.hostagent.v1.LogLevel
+	6,  // 36: roost.hostagent.v1.BuildResult.template:type_name -> roost.hostagent.v1.TemplateRef
+	5,  // 37: roost.hostagent.v1.HostAgentService.CreateSandbox:input_type -> roost.hostagent.v1.CreateSandboxRequest
+	8,  // 38: roost.hostagent.v1.HostAgentService.DestroySandbox:input_type -> roost.hostagent.v1.DestroySandboxRequest
+	10, // 39: roost.hostagent.v1.HostAgentService.PauseSandbox:input_type -> roost.hostagent.v1.PauseSandboxRequest
+	12, // 40: roost.hostagent.v1.HostAgentService.ResumeSandbox:input_type -> roost.hostagent.v1.ResumeSandboxRequest
+	14, // 41: roost.hostagent.v1.HostAgentService.ListSandboxes:input_type -> roost.hostagent.v1.ListSandboxesRequest
+	16, // 42: roost.hostagent.v1.HostAgentService.GetSandbox:input_type -> roost.hostagent.v1.GetSandboxRequest
+	18, // 43: roost.hostagent.v1.HostAgentService.SetTimeout:input_type -> roost.hostagent.v1.SetTimeoutRequest
+	20, // 44: roost.hostagent.v1.HostAgentService.GetHostInfo:input_type -> roost.hostagent.v1.GetHostInfoRequest
+	28, // 45: roost.hostagent.v1.HostAgentService.ListTemplates:input_type -> roost.hostagent.v1.ListTemplatesRequest
+	31, // 46: roost.hostagent.v1.HostAgentService.GetSandboxLogs:input_type -> roost.hostagent.v1.GetSandboxLogsRequest
+	34, // 47: roost.hostagent.v1.HostAgentService.BuildTemplate:input_type -> roost.hostagent.v1.BuildTemplateRequest
+	7,  // 48: roost.hostagent.v1.HostAgentService.CreateSandbox:output_type -> roost.hostagent.v1.CreateSandboxResponse
+	9,  // 49: roost.hostagent.v1.HostAgentService.DestroySandbox:output_type -> roost.hostagent.v1.DestroySandboxResponse
+	11, // 50: roost.hostagent.v1.HostAgentService.PauseSandbox:output_type -> roost.hostagent.v1.PauseSandboxResponse
+	13, // 51: roost.hostagent.v1.HostAgentService.ResumeSandbox:output_type -> roost.hostagent.v1.ResumeSandboxResponse
+	15, // 52: roost.hostagent.v1.HostAgentService.ListSandboxes:output_type -> roost.hostagent.v1.ListSandboxesResponse
+	17, // 53: roost.hostagent.v1.HostAgentService.GetSandbox:output_type -> roost.hostagent.v1.GetSandboxResponse
+	19, // 54: roost.hostagent.v1.HostAgentService.SetTimeout:output_type -> roost.hostagent.v1.SetTimeoutResponse
+	21, // 55: roost.hostagent.v1.HostAgentService.GetHostInfo:output_type -> roost.hostagent.v1.GetHostInfoResponse
+	29, // 56: roost.hostagent.v1.HostAgentService.ListTemplates:output_type -> roost.hostagent.v1.ListTemplatesResponse
+	32, // 57: roost.hostagent.v1.HostAgentService.GetSandboxLogs:output_type -> roost.hostagent.v1.GetSandboxLogsResponse
+	35, // 58: roost.hostagent.v1.HostAgentService.BuildTemplate:output_type -> roost.hostagent.v1.BuildTemplateEvent
+	48, // [48:59] is the sub-list for method output_type
+	37, // [37:48] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_roost_hostagent_v1_hostagent_proto_init() }
@@ -2321,15 +2725,19 @@ func file_roost_hostagent_v1_hostagent_proto_init() {
 		return
 	}
 	file_roost_hostagent_v1_hostagent_proto_msgTypes[2].OneofWrappers = []any{}
-	file_roost_hostagent_v1_hostagent_proto_msgTypes[8].OneofWrappers = []any{}
-	file_roost_hostagent_v1_hostagent_proto_msgTypes[27].OneofWrappers = []any{}
+	file_roost_hostagent_v1_hostagent_proto_msgTypes[9].OneofWrappers = []any{}
+	file_roost_hostagent_v1_hostagent_proto_msgTypes[28].OneofWrappers = []any{}
+	file_roost_hostagent_v1_hostagent_proto_msgTypes[32].OneofWrappers = []any{
+		(*BuildTemplateEvent_Log)(nil),
+		(*BuildTemplateEvent_Result)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roost_hostagent_v1_hostagent_proto_rawDesc), len(file_roost_hostagent_v1_hostagent_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   34,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

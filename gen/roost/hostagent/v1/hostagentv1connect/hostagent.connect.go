@@ -67,6 +67,9 @@ const (
 	// HostAgentServiceGetSandboxLogsProcedure is the fully-qualified name of the HostAgentService's
 	// GetSandboxLogs RPC.
 	HostAgentServiceGetSandboxLogsProcedure = "/roost.hostagent.v1.HostAgentService/GetSandboxLogs"
+	// HostAgentServiceBuildTemplateProcedure is the fully-qualified name of the HostAgentService's
+	// BuildTemplate RPC.
+	HostAgentServiceBuildTemplateProcedure = "/roost.hostagent.v1.HostAgentService/BuildTemplate"
 )
 
 // HostAgentServiceClient is a client for the roost.hostagent.v1.HostAgentService service.
@@ -107,6 +110,15 @@ type HostAgentServiceClient interface {
 	// 8 MiB are read, and a line is cut at 16 KiB.
 	// Errors: not_found, invalid_argument (limit, search).
 	GetSandboxLogs(context.Context, *connect.Request[v1.GetSandboxLogsRequest]) (*connect.Response[v1.GetSandboxLogsResponse], error)
+	// BuildTemplate runs a template build (docs/templates.md) on this host:
+	// every RUN step in a build sandbox of the namespace runtime. It streams
+	// the build's log and ends with one result; the layers and manifest the
+	// result names are in the control plane's content store when it is sent
+	// (the agent pushes them, or shares the store in `roost up`). A build that
+	// fails on a step ends with a result that says which; errors of the RPC
+	// itself: invalid_argument (a bad spec), unavailable (no namespace
+	// runtime on this host).
+	BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest]) (*connect.ServerStreamForClient[v1.BuildTemplateEvent], error)
 }
 
 // NewHostAgentServiceClient constructs a client for the roost.hostagent.v1.HostAgentService
@@ -180,6 +192,12 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("GetSandboxLogs")),
 			connect.WithClientOptions(opts...),
 		),
+		buildTemplate: connect.NewClient[v1.BuildTemplateRequest, v1.BuildTemplateEvent](
+			httpClient,
+			baseURL+HostAgentServiceBuildTemplateProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("BuildTemplate")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -195,6 +213,7 @@ type hostAgentServiceClient struct {
 	getHostInfo    *connect.Client[v1.GetHostInfoRequest, v1.GetHostInfoResponse]
 	listTemplates  *connect.Client[v1.ListTemplatesRequest, v1.ListTemplatesResponse]
 	getSandboxLogs *connect.Client[v1.GetSandboxLogsRequest, v1.GetSandboxLogsResponse]
+	buildTemplate  *connect.Client[v1.BuildTemplateRequest, v1.BuildTemplateEvent]
 }
 
 // CreateSandbox calls roost.hostagent.v1.HostAgentService.CreateSandbox.
@@ -247,6 +266,11 @@ func (c *hostAgentServiceClient) GetSandboxLogs(ctx context.Context, req *connec
 	return c.getSandboxLogs.CallUnary(ctx, req)
 }
 
+// BuildTemplate calls roost.hostagent.v1.HostAgentService.BuildTemplate.
+func (c *hostAgentServiceClient) BuildTemplate(ctx context.Context, req *connect.Request[v1.BuildTemplateRequest]) (*connect.ServerStreamForClient[v1.BuildTemplateEvent], error) {
+	return c.buildTemplate.CallServerStream(ctx, req)
+}
+
 // HostAgentServiceHandler is an implementation of the roost.hostagent.v1.HostAgentService service.
 type HostAgentServiceHandler interface {
 	// CreateSandbox starts a sandbox and returns once its envd is healthy and
@@ -285,6 +309,15 @@ type HostAgentServiceHandler interface {
 	// 8 MiB are read, and a line is cut at 16 KiB.
 	// Errors: not_found, invalid_argument (limit, search).
 	GetSandboxLogs(context.Context, *connect.Request[v1.GetSandboxLogsRequest]) (*connect.Response[v1.GetSandboxLogsResponse], error)
+	// BuildTemplate runs a template build (docs/templates.md) on this host:
+	// every RUN step in a build sandbox of the namespace runtime. It streams
+	// the build's log and ends with one result; the layers and manifest the
+	// result names are in the control plane's content store when it is sent
+	// (the agent pushes them, or shares the store in `roost up`). A build that
+	// fails on a step ends with a result that says which; errors of the RPC
+	// itself: invalid_argument (a bad spec), unavailable (no namespace
+	// runtime on this host).
+	BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest], *connect.ServerStream[v1.BuildTemplateEvent]) error
 }
 
 // NewHostAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -354,6 +387,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		connect.WithSchema(hostAgentServiceMethods.ByName("GetSandboxLogs")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hostAgentServiceBuildTemplateHandler := connect.NewServerStreamHandler(
+		HostAgentServiceBuildTemplateProcedure,
+		svc.BuildTemplate,
+		connect.WithSchema(hostAgentServiceMethods.ByName("BuildTemplate")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/roost.hostagent.v1.HostAgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HostAgentServiceCreateSandboxProcedure:
@@ -376,6 +415,8 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceListTemplatesHandler.ServeHTTP(w, r)
 		case HostAgentServiceGetSandboxLogsProcedure:
 			hostAgentServiceGetSandboxLogsHandler.ServeHTTP(w, r)
+		case HostAgentServiceBuildTemplateProcedure:
+			hostAgentServiceBuildTemplateHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -423,4 +464,8 @@ func (UnimplementedHostAgentServiceHandler) ListTemplates(context.Context, *conn
 
 func (UnimplementedHostAgentServiceHandler) GetSandboxLogs(context.Context, *connect.Request[v1.GetSandboxLogsRequest]) (*connect.Response[v1.GetSandboxLogsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("roost.hostagent.v1.HostAgentService.GetSandboxLogs is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest], *connect.ServerStream[v1.BuildTemplateEvent]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("roost.hostagent.v1.HostAgentService.BuildTemplate is not implemented"))
 }
