@@ -70,6 +70,9 @@ var allowed = map[string][]string{
 	module + "/store/...":    {module + "/store/...", module + "/errdefs"},
 	// The control plane's TLS certificates: the standard library's crypto.
 	module + "/tlscert": {module + "/errdefs", module + "/atomicfile"},
+	// Template content (blobs, manifests) is shared by the agent, the
+	// control plane and the builder: a leaf beside errdefs.
+	module + "/template/content": {module + "/errdefs"},
 
 	module + "/agent/...": {module + "/agent/...", module + "/runtime", module + "/errdefs", module + "/wire", module + "/proxy", module + "/bufpool", module + "/atomicfile", module + "/network/...",
 		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/...", module + "/tlscert"},
@@ -114,6 +117,9 @@ var external = map[string][]string{
 	module + "/errdefs":       {"connectrpc.com/connect/...", "google.golang.org/protobuf/..."},
 	module + "/wire":          {},
 	module + "/bench/samples": {},
+	// Content is imported by the control plane too: the standard library
+	// and errdefs' own dependencies only.
+	module + "/template/content": {"connectrpc.com/connect/...", "google.golang.org/protobuf/..."},
 }
 
 var envdExternal = []string{
