@@ -27,6 +27,13 @@
 // under the team's row lock. It keeps PausedAt on every pause, for the
 // control plane's retention.
 //
+// Templates (templates.go): a team's content templates, their builds
+// with each build's log (bounded at MaxBuildLogEntries), the tags that
+// point at builds and the files uploaded for COPY steps. Blobs are named
+// by digest only; the content itself lives in the control plane's content
+// store. A building build holds a lease its control plane renews: one
+// whose lease ran out was abandoned (FailAbandonedBuilds).
+//
 // The store does not schedule, reconcile, enforce timeouts or authenticate
 // requests; it records what the control plane decides.
 package store

@@ -110,6 +110,9 @@ type Store interface {
 	// now and whose state is one of states (any state when none are
 	// given), soonest-expired first.
 	ExpiredSandboxes(ctx context.Context, now time.Time, states ...SandboxState) ([]Sandbox, error)
+
+	// Templates: content templates, their builds, tags and files.
+	Templates
 }
 
 // HashKey is how API keys and registration tokens are stored: SHA-256 of
