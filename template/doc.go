@@ -13,13 +13,20 @@
 // agent and the tests of several packages can share one store. A build dir
 // left over from a crash is removed by the next build of that name.
 //
-// Templates come from two places:
+// Templates come from three places:
 //   - "base", Debian stable (bookworm) built by debootstrap on first use
 //     (EnsureBase) from the Debian mirror the host's apt is configured with,
 //     with a non-root user "user" (uid 1000, passwordless sudo);
 //   - Import, which unpacks a rootfs tarball (such as `docker export`
 //     output, plain or gzip) without ever following a symlink in the tree,
-//     so no entry can write outside it.
+//     so no entry can write outside it;
+//   - Materialize, which applies the OCI layers of a content manifest
+//     (template/content) in order, whiteouts included, with the same
+//     refusals and a size budget, into the tree "m-<digest prefix>"
+//     (TreeName); Adopt takes such a tree built elsewhere on the same
+//     filesystem, and LayerOfTree turns a host-built tree into one layer.
+//     Trees of manifests are evicted least recently used (Evict); base
+//     and hand imports never are.
 //
 // Runtimes treat RootFS as read-only: the namespace runtime uses it as an
 // overlay lower layer (through an idmapped mount, which is why files keep

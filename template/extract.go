@@ -42,6 +42,16 @@ type extractor struct {
 
 	entries, devices, xattrErrs int
 	buf, zero                   []byte // for copySparse
+
+	// layer is set when applying an OCI layer (see layer.go): whiteouts
+	// delete, and entries replace what lower layers put there.
+	layer bool
+	// written holds every path this layer made, with their parents, so
+	// whiteouts spare them (they hide lower layers only).
+	written map[string]struct{}
+	rootDev uint64
+	// budget bounds the bytes the entries claim; nil is no bound.
+	budget *sizeBudget
 }
 
 type dirMeta struct {
@@ -68,12 +78,22 @@ func (e *errReader) Read(p []byte) (int, error) {
 // tells the error of the reader under r (a failed upload, a cancelled
 // ctx), which is not the archive's fault.
 func extract(ctx context.Context, rootfs string, r io.Reader, srcErr func() error, log *slog.Logger) error {
+	return extractTar(ctx, rootfs, r, srcErr, log, nil)
+}
+
+// extractTar is extract, or applyLayer's work when layer is set.
+func extractTar(ctx context.Context, rootfs string, r io.Reader, srcErr func() error, log *slog.Logger, layer *layerOpts) error {
 	root, err := unix.Open(rootfs, dirFlags, 0)
 	if err != nil {
 		return fmt.Errorf("open rootfs: %w", err)
 	}
 	defer unix.Close(root)
 	x := &extractor{root: root, owner: os.Geteuid() == 0, log: log, srcErr: srcErr, dirs: map[string]dirMeta{}, parentFD: -1}
+	if layer != nil {
+		if err := x.startLayer(layer); err != nil {
+			return err
+		}
+	}
 	defer x.dropParent()
 	tr := tar.NewReader(r)
 	x.src.r = tr
@@ -93,7 +113,7 @@ func extract(ctx context.Context, rootfs string, r io.Reader, srcErr func() erro
 			return err
 		}
 	}
-	if x.entries == 0 {
+	if x.entries == 0 && !x.layer { // a layer may change nothing
 		return fmt.Errorf("tarball has no entries: %w", errdefs.ErrInvalid)
 	}
 	if err := x.finishDirs(); err != nil {
@@ -147,6 +167,11 @@ func (x *extractor) entry(hdr *tar.Header) error {
 	}
 	if hdr.Uid < 0 || hdr.Gid < 0 || int64(hdr.Uid) >= 1<<32-1 || int64(hdr.Gid) >= 1<<32-1 {
 		return fmt.Errorf("tar entry %q: uid/gid %d/%d out of range: %w", hdr.Name, hdr.Uid, hdr.Gid, errdefs.ErrInvalid)
+	}
+	if x.layer {
+		if done, err := x.layerEntry(rel, hdr); done || err != nil {
+			return err
+		}
 	}
 	switch hdr.Typeflag {
 	case tar.TypeDir:
@@ -221,6 +246,14 @@ func (x *extractor) clear(dir int, base, rel string, keepDir bool) (kept bool, e
 	if keepDir {
 		return true, nil
 	}
+	if x.layer {
+		// A lower layer's directory, replaced by this layer's entry.
+		if err := removeAt(dir, base, x.rootDev); err != nil {
+			return false, fmt.Errorf("tar entry %q: replace: %w", rel, err)
+		}
+		x.forget(rel)
+		return false, nil
+	}
 	if err := unix.Unlinkat(dir, base, unix.AT_REMOVEDIR); err != nil {
 		if errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
 			return false, fmt.Errorf("tar entry %q: replaces a non-empty directory: %w", rel, errdefs.ErrInvalid)
@@ -285,6 +318,10 @@ func (x *extractor) deferDir(rel string, hdr *tar.Header) {
 }
 
 func (x *extractor) file(rel string, hdr *tar.Header) error {
+	// Before anything is written: a few bytes of tar can claim terabytes.
+	if err := x.budget.claim(rel, hdr.Size); err != nil {
+		return err
+	}
 	pfd, base, err := x.parent(rel)
 	if err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"roost.dev/roost/errdefs"
+	"roost.dev/roost/template/content"
 )
 
 // BaseName is the name of the template EnsureBase builds.
@@ -57,11 +58,23 @@ type Template struct {
 	// SizeBytes is the disk space the tree uses, as du counts it
 	// (allocated blocks, hard links once).
 	SizeBytes int64 `json:"sizeBytes"`
+	// StartCmd runs in the background in every sandbox of the template,
+	// as DefaultUser in Workdir, and ReadyCmd until it exits 0, before a
+	// create returns (docs/templates.md). Empty: none.
+	StartCmd string `json:"startCmd,omitempty"`
+	ReadyCmd string `json:"readyCmd,omitempty"`
+	// Manifest is the digest of the manifest a tree was made from
+	// (Materialize, Adopt); empty for base and hand imports.
+	Manifest content.Digest `json:"manifest,omitempty"`
 }
 
 // Store keeps templates in one directory. Its methods are safe for
 // concurrent use, also by several processes sharing the directory.
 type Store struct {
+	// SizeBudget bounds the bytes the layers of one tree may claim
+	// (Materialize); 0 is DefaultSizeBudget (8 GiB). Set it before use.
+	SizeBudget int64
+
 	dir string
 	log *slog.Logger
 	// buildBase fills a build dir with the base tree; a field so tests can
