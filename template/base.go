@@ -31,11 +31,27 @@ const (
 
 // basePackages go on top of minbase. passwd and login are required in
 // bookworm already; they are named so useradd is there whatever minbase
-// becomes.
+// becomes. git is in E2B's base, and its SDKs' git helpers need it.
 var basePackages = []string{
 	"bash", "coreutils", "python3", "curl", "ca-certificates", "procps", "iproute2", "sudo",
-	"passwd", "login",
+	"passwd", "login", "git",
 }
+
+// baseRecipeVersion counts changes to how base is made other than its
+// suite, variant and packages (configureBase, cleanBase): bump it with
+// them, and every host rebuilds its base.
+const baseRecipeVersion = 1
+
+// baseRecipe is what a base is recorded as made from. A base recorded
+// with another recipe (built by an older roost) is stale: EnsureBase
+// builds a new one, which replaces it when complete.
+func baseRecipe() string {
+	return fmt.Sprintf("debootstrap %s %s v%d +%s", baseSuite, baseVariant, baseRecipeVersion, strings.Join(basePackages, ","))
+}
+
+// IsCurrentBase reports whether t is a base of the recipe this roost
+// builds; EnsureBase replaces one that is not.
+func IsCurrentBase(t Template) bool { return t.Recipe == baseRecipe() }
 
 // baseEnv is the environment sandboxes of base start with.
 var baseEnv = map[string]string{
@@ -60,11 +76,12 @@ type sharedBuild struct {
 }
 
 // EnsureBase returns the "base" template, building it first if the store
-// does not have it yet (about a minute with a nearby mirror; see doc.go
-// for what it holds). progress, if not nil, gets a line per build stage,
-// e.g. "[base 3/7] retrieving packages"; debootstrap's full output goes
-// to build.log beside the tree, and its tail is in the error when the
-// build fails.
+// does not have it yet, or has one of an older recipe (about a minute
+// with a nearby mirror; see doc.go for what it holds). A stale base stays
+// usable until its successor is complete, and stays if the build fails.
+// progress, if not nil, gets a line per build stage, e.g. "[base 3/7]
+// retrieving packages"; debootstrap's full output goes to build.log
+// beside the tree, and its tail is in the error when the build fails.
 //
 // Concurrent callers share one build, in this process and across
 // processes sharing the store: a second caller waits, with the first
@@ -74,7 +91,7 @@ type sharedBuild struct {
 // errdefs.ErrUnavailable and a reason.
 func (s *Store) EnsureBase(ctx context.Context, progress io.Writer) (Template, error) {
 	for {
-		if t, err := s.read(BaseName); err == nil || !errors.Is(err, errdefs.ErrNotFound) {
+		if t, done, err := s.currentBase(); done {
 			return t, err
 		}
 		s.mu.Lock()
@@ -112,6 +129,20 @@ func (s *Store) EnsureBase(ctx context.Context, progress io.Writer) (Template, e
 	}
 }
 
+// currentBase reads base; done says there is nothing to build: base is
+// current, or reading it failed with an error other than not found.
+func (s *Store) currentBase() (t Template, done bool, err error) {
+	t, err = s.read(BaseName)
+	switch {
+	case err == nil:
+		return t, IsCurrentBase(t), nil
+	case errors.Is(err, errdefs.ErrNotFound):
+		return Template{}, false, nil
+	default:
+		return Template{}, true, err
+	}
+}
+
 func isContextErr(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
@@ -126,13 +157,21 @@ func (s *Store) leadBase(ctx context.Context, p *progress) (Template, error) {
 		return Template{}, err
 	}
 	defer unlock()
-	if t, err := s.read(BaseName); err == nil || !errors.Is(err, errdefs.ErrNotFound) {
-		return t, err
+	old, done, err := s.currentBase()
+	if done {
+		return old, err
 	}
 	start := time.Now()
-	s.log.Info("building base template")
-	t, err := s.create(ctx, BaseName, func(ctx context.Context, build string) (Template, error) {
-		return s.buildBase(ctx, build, p)
+	if old.Name != "" {
+		p.printf("[%s] the cached base was made by an older roost: building the current one (%s)", BaseName, baseRecipe())
+		s.log.Info("rebuilding stale base template", "recipe", old.Recipe, "want", baseRecipe())
+	} else {
+		s.log.Info("building base template")
+	}
+	t, err := s.replace(ctx, BaseName, func(ctx context.Context, build string) (Template, error) {
+		t, err := s.buildBase(ctx, build, p)
+		t.Recipe = baseRecipe()
+		return t, err
 	})
 	if err != nil {
 		return Template{}, err

@@ -25,7 +25,10 @@ func TestEnsureBase(t *testing.T) {
 		t.Errorf("template = %+v", b)
 	}
 	root := b.RootFS
-	for _, bin := range []string{"bash", "python3", "curl", "sudo", "ps", "ip", "id"} {
+	if !template.IsCurrentBase(b) {
+		t.Errorf("base recipe %q is not this roost's", b.Recipe)
+	}
+	for _, bin := range []string{"bash", "python3", "curl", "sudo", "ps", "ip", "id", "git"} {
 		if _, err := os.Stat(filepath.Join(root, "usr/bin", bin)); err != nil {
 			if _, err2 := os.Stat(filepath.Join(root, "usr/sbin", bin)); err2 != nil {
 				t.Errorf("%s missing: %v", bin, err)
@@ -81,6 +84,10 @@ func TestEnsureBase(t *testing.T) {
 	out, err := exec.Command("chroot", root, "/usr/bin/python3", "-c", "import ssl, json; print('ok')").CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "ok" {
 		t.Errorf("python3 in the tree: %q, %v", out, err)
+	}
+	out, err = exec.Command("chroot", root, "/usr/bin/git", "--version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "git version ") {
+		t.Errorf("git in the tree: %q, %v", out, err)
 	}
 	out, err = exec.Command("chroot", root, "/usr/bin/id", "user").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "uid=1000(user) gid=1000(user)") {

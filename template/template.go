@@ -63,6 +63,9 @@ type Template struct {
 	// create returns (docs/templates.md). Empty: none.
 	StartCmd string `json:"startCmd,omitempty"`
 	ReadyCmd string `json:"readyCmd,omitempty"`
+	// Recipe says what a built template was made from (base: the suite
+	// and packages); EnsureBase rebuilds a base of another recipe.
+	Recipe string `json:"recipe,omitempty"`
 	// Manifest is the digest of the manifest a tree was made from
 	// (Materialize, Adopt); empty for base and hand imports.
 	Manifest content.Digest `json:"manifest,omitempty"`
@@ -239,6 +242,18 @@ func (s *Store) lock(ctx context.Context, name string, note func()) (unlock func
 // is renamed into place; on failure the tree is removed (a build log, if
 // fill wrote one, stays until the next build of name).
 func (s *Store) create(ctx context.Context, name string, fill func(ctx context.Context, buildDir string) (Template, error)) (Template, error) {
+	return s.make(ctx, name, false, fill)
+}
+
+// replace is create for a name that may have a template already: it
+// stays in place, usable, until the new one is complete, and then goes
+// to the trash, which the next build or Remove of name empties. Until
+// then sandboxes started from the old tree keep their files.
+func (s *Store) replace(ctx context.Context, name string, fill func(ctx context.Context, buildDir string) (Template, error)) (Template, error) {
+	return s.make(ctx, name, true, fill)
+}
+
+func (s *Store) make(ctx context.Context, name string, replace bool, fill func(ctx context.Context, buildDir string) (Template, error)) (Template, error) {
 	build := filepath.Join(s.dir, buildPref+name)
 	if err := s.removeLeftover(build); err != nil {
 		return Template{}, err
@@ -247,17 +262,23 @@ func (s *Store) create(ctx context.Context, name string, fill func(ctx context.C
 	// A final dir without a record is never a template (the record is
 	// written before the rename): a stray, in the way of the rename.
 	final := filepath.Join(s.dir, name)
-	if _, err := os.Lstat(filepath.Join(final, metaFile)); err == nil {
+	_, err := os.Lstat(filepath.Join(final, metaFile))
+	exists := err == nil
+	if exists && !replace {
 		return Template{}, fmt.Errorf("template %q: %w", name, errdefs.ErrConflict)
 	}
-	if err := s.removeLeftover(final); err != nil {
-		return Template{}, err
+	if !exists {
+		if err := s.removeLeftover(final); err != nil {
+			return Template{}, err
+		}
 	}
 	if err := os.Mkdir(build, storePerm); err != nil {
 		return Template{}, fmt.Errorf("create build dir: %w", err)
 	}
 	t, err := fill(ctx, build)
-	if err == nil {
+	if err == nil && exists {
+		err = s.retire(name, func() error { return s.finish(name, build, &t) })
+	} else if err == nil {
 		err = s.finish(name, build, &t)
 	}
 	if err != nil {
@@ -269,6 +290,29 @@ func (s *Store) create(ctx context.Context, name string, fill func(ctx context.C
 		return Template{}, err
 	}
 	return s.read(name)
+}
+
+// retire moves template name into a trash dir, whose name sweepTrash
+// knows, for finish to put its successor in place; if finish fails, the
+// old one comes back. The caller holds the lock of name.
+func (s *Store) retire(name string, finish func() error) error {
+	trash, err := os.MkdirTemp(s.dir, trashPrefix(name)+"*")
+	if err != nil {
+		return fmt.Errorf("retire template %q: %w", name, err)
+	}
+	final, aside := filepath.Join(s.dir, name), filepath.Join(trash, name)
+	if err := os.Rename(final, aside); err != nil {
+		_ = os.Remove(trash)
+		return fmt.Errorf("retire template %q: %w", name, err)
+	}
+	if err := finish(); err != nil {
+		if rerr := os.Rename(aside, final); rerr == nil {
+			_ = os.Remove(trash)
+		}
+		return err
+	}
+	s.log.Info("template replaced; its old tree waits in the trash", "template", name, "path", trash)
+	return nil
 }
 
 // finish records t in build and moves it into place.
