@@ -50,6 +50,11 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Sandbox, error
 			Started: now, StateChanged: now,
 		},
 	}
+	if req.TemplateRef != nil {
+		// Known before the tree is pulled, so that no eviction takes it
+		// from under this create.
+		sb.rec.Tree = template.TreeName(req.TemplateRef.Digest)
+	}
 	sb.op.Lock()
 	defer sb.op.Unlock()
 	if err := m.register(sb); err != nil {
@@ -131,13 +136,14 @@ func (m *Manager) unregister(sb *sandbox) {
 
 // createPhases is how long each step of a create took, for the log.
 type createPhases struct {
-	Template, Network, Runtime, Envd, Init time.Duration
+	Template, Network, Runtime, Envd, Init, Start time.Duration
 }
 
 func (p createPhases) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.Duration("template", p.Template), slog.Duration("network", p.Network),
-		slog.Duration("runtime", p.Runtime), slog.Duration("envd", p.Envd), slog.Duration("init", p.Init))
+		slog.Duration("runtime", p.Runtime), slog.Duration("envd", p.Envd), slog.Duration("init", p.Init),
+		slog.Duration("start", p.Start))
 }
 
 // start acquires, in order, a network slot, the state directory, the
@@ -167,7 +173,7 @@ func (m *Manager) start(ctx context.Context, sb *sandbox, req CreateRequest) (ph
 		now := time.Now()
 		*d, lap = now.Sub(lap), now
 	}
-	tpl, err := m.resolveTemplate(ctx, req.Template)
+	tpl, err := m.templateOf(ctx, req)
 	if err != nil {
 		return phases, err
 	}
@@ -208,13 +214,14 @@ func (m *Manager) start(ctx context.Context, sb *sandbox, req CreateRequest) (ph
 	})
 	spec.Network = netw
 
-	inst, err := m.rt.Create(ctx, spec)
+	rt := m.runtimeOf(sb)
+	inst, err := rt.Create(ctx, spec)
 	if err != nil {
-		return phases, fmt.Errorf("%s runtime: %w", m.rt.Name(), err)
+		return phases, fmt.Errorf("%s runtime: %w", rt.Name(), err)
 	}
 	since(&phases.Runtime)
 	undo = append(undo, func(ctx context.Context) {
-		if err := m.rt.Destroy(ctx, id); err != nil && !errGone(err) {
+		if err := rt.Destroy(ctx, id); err != nil && !errGone(err) {
 			log.Error("sandbox runtime destroy failed", "err", err)
 		}
 	})
@@ -239,13 +246,34 @@ func (m *Manager) start(ctx context.Context, sb *sandbox, req CreateRequest) (ph
 	if err := m.envd.init(ctx, inst.Envd, "", init); err != nil {
 		return phases, err
 	}
+	since(&phases.Init)
+	if tpl.StartCmd != "" {
+		sc := startCommand{
+			Start: tpl.StartCmd, Ready: tpl.ReadyCmd, User: tpl.DefaultUser, Workdir: tpl.Workdir,
+			Env: commandEnv(tpl.Env, req.EnvVars),
+		}
+		if err := m.commandRunner(inst.Envd, req.EnvdToken).startAndWait(ctx, sc); err != nil {
+			return phases, err
+		}
+		since(&phases.Start)
+	}
 	now := m.cfg.Now()
 	sb.mu.Lock()
 	sb.rec.EndAt = now.Add(req.Timeout)
 	sb.mu.Unlock()
-	err = sb.setStateLocked(StateRunning, now, "")
-	since(&phases.Init)
-	return phases, err
+	return phases, sb.setStateLocked(StateRunning, now, "")
+}
+
+// templateOf finds the tree a create starts from: the control plane's
+// template (pulled when missing), or the host's own.
+func (m *Manager) templateOf(ctx context.Context, req CreateRequest) (template.Template, error) {
+	if req.buildRoot != "" {
+		return template.Template{Name: req.Template, RootFS: req.buildRoot, DefaultUser: "root", Workdir: "/"}, nil
+	}
+	if req.TemplateRef != nil {
+		return m.templateTree(ctx, *req.TemplateRef)
+	}
+	return m.resolveTemplate(ctx, req.Template)
 }
 
 // resolveTemplate finds a template; `base` is built when missing.

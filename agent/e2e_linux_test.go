@@ -94,10 +94,23 @@ func (h *host) log() *slog.Logger {
 // start starts an agent on the host's data dir, as `roost agent` does
 // after a restart.
 func (h *host) start() *agentProc {
+	h.t.Helper()
+	return h.startWith(templatetest.Store(h.t))
+}
+
+// startWith is start with a template store of the test's.
+func (h *host) startWith(templates *template.Store) *agentProc {
+	h.t.Helper()
+	return h.startWithConfig(templates, nil)
+}
+
+// startWithConfig is startWith with the test's changes to the agent's
+// Config (nil: none).
+func (h *host) startWithConfig(templates *template.Store, configure func(*agent.Config)) *agentProc {
 	t := h.t
 	t.Helper()
 	log := h.log()
-	m, rt, err := newAgent(h.dataDir, h.envd, h.slotLo, h.slotHi, templatetest.Store(t), log)
+	m, rt, err := newAgent(h.dataDir, h.envd, h.slotLo, h.slotHi, templates, log, configure)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +123,7 @@ func (h *host) start() *agentProc {
 
 // newAgent wires a Manager the way cmd/roost does, with the network slots
 // outside [slotLo, slotHi) reserved.
-func newAgent(dataDir, envd string, slotLo, slotHi int, templates *template.Store, log *slog.Logger) (*agent.Manager, runtime.Runtime, error) {
+func newAgent(dataDir, envd string, slotLo, slotHi int, templates *template.Store, log *slog.Logger, configure ...func(*agent.Config)) (*agent.Manager, runtime.Runtime, error) {
 	rt, err := namespace.New(namespace.Config{DataDir: filepath.Join(dataDir, "runtime", "namespace")}, log)
 	if err != nil {
 		return nil, nil, err
@@ -128,12 +141,18 @@ func newAgent(dataDir, envd string, slotLo, slotHi int, templates *template.Stor
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	m, err := agent.New(ctx, agent.Config{
+	cfg := agent.Config{
 		DataDir: dataDir, Envd: envd, Version: "e2e",
 		// The prune is host-wide, and other packages' tests run sandboxes
 		// on this host right now.
 		SkipPrune: true,
-	}, rt, nw, templates, log)
+	}
+	for _, c := range configure {
+		if c != nil {
+			c(&cfg)
+		}
+	}
+	m, err := agent.New(ctx, cfg, rt, nw, templates, log)
 	return m, rt, err
 }
 

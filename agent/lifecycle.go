@@ -55,8 +55,9 @@ func (m *Manager) destroyLocked(ctx context.Context, sb *sandbox, reason string)
 		}
 		return err
 	}
-	if err := m.rt.Destroy(ctx, rec.ID); err != nil && !errGone(err) {
-		return fail(m.rt.Name()+" runtime", err)
+	rt := m.runtimeOf(sb)
+	if err := rt.Destroy(ctx, rec.ID); err != nil && !errGone(err) {
+		return fail(rt.Name()+" runtime", err)
 	}
 	if err := m.net.Teardown(ctx, rec.ID, rec.Slot); err != nil {
 		return fail("network", err)

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"roost.dev/roost/errdefs"
@@ -23,6 +24,7 @@ import (
 	"roost.dev/roost/network"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/template"
+	"roost.dev/roost/template/content"
 )
 
 // Config configures a Manager.
@@ -48,6 +50,32 @@ type Config struct {
 	// when something else on the host makes such objects too: another
 	// agent with its own data dir, or tests running in parallel.
 	SkipPrune bool
+
+	// Blobs is the host's content store of templates (<data>/blobs):
+	// the layers of the control plane's templates it pulled, and those its
+	// builds made. Nil: creates with a TemplateRef and builds fail
+	// unavailable.
+	Blobs *content.Blobs
+	// SharedBlobs says Blobs is the control plane's own store (roost up):
+	// nothing is fetched or pushed, and no blob is evicted.
+	SharedBlobs bool
+	// BlobSource is where missing blobs are fetched from: the control
+	// plane's GET /v1/hosts/{id}/blobs. Nil: only blobs already in Blobs
+	// are used.
+	BlobSource content.Source
+	// BlobPush is where a build's blobs go: the control plane's blob
+	// route of this host (PUT {BlobPush.URL}/{digest}, HEAD first), with
+	// BlobPush.Header on every request. Zero: nothing is pushed.
+	BlobPush BlobPush
+	// BuildRuntime is the runtime of build sandboxes when the host's is
+	// not the namespace runtime (whose writable layer builds read): a
+	// namespace driver, if this host can run one. Nil: the host's
+	// runtime, if it can; else builds fail unavailable.
+	BuildRuntime runtime.Runtime
+	// TemplateCache is the disk budget, in bytes, of the trees and blobs
+	// of control-plane templates this host keeps; default
+	// DefaultTemplateCache. Blobs take at most half of it.
+	TemplateCache int64
 }
 
 // Timeouts for operations that must finish once begun, whatever happens to
@@ -77,11 +105,19 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the reaper and template builds
 
-	mu        sync.Mutex // guards sandboxes
+	mu        sync.Mutex // guards sandboxes and builds
 	sandboxes map[string]*sandbox
+	builds    map[string]*sandbox // the build sandboxes running now
 
 	baseMu sync.Mutex // guards base
 	base   *baseBuild // the base template build in flight, if any
+
+	treeLayerMu sync.Mutex // serialises making layers of host trees for builds
+
+	remote atomic.Pointer[blobRemote] // set by UseControlPlane; nil: Config's
+
+	pullMu sync.Mutex               // guards pulls
+	pulls  map[content.Digest]*pull // template pulls in flight, by manifest digest
 }
 
 // sandbox is one sandbox the manager knows.
@@ -95,6 +131,16 @@ type sandbox struct {
 	mu     sync.Mutex // guards rec and cancel
 	rec    record
 	cancel context.CancelFunc // cancels an in-flight create; nil otherwise
+	// rt is the runtime a build sandbox runs on; nil: the manager's.
+	rt runtime.Runtime
+}
+
+// runtimeOf is the runtime sandbox sb runs on.
+func (m *Manager) runtimeOf(sb *sandbox) runtime.Runtime {
+	if sb.rt != nil {
+		return sb.rt
+	}
+	return m.rt
 }
 
 func (sb *sandbox) snapshot() record {
@@ -154,7 +200,7 @@ func New(ctx context.Context, cfg Config, rt runtime.Runtime, nw *network.Manage
 	m := &Manager{
 		cfg: cfg, rt: rt, net: nw, templates: templates, log: log, host: host,
 		started: cfg.Now(), envd: newEnvdClient(), ctx: mctx, cancel: cancel,
-		sandboxes: map[string]*sandbox{},
+		sandboxes: map[string]*sandbox{}, builds: map[string]*sandbox{}, pulls: map[content.Digest]*pull{},
 	}
 	m.envdVer = envdVersion(ctx, cfg.Envd)
 	if err := m.recover(ctx); err != nil {

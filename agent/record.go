@@ -21,9 +21,10 @@ import (
 // recordVersion, and leaves records of other versions alone rather than
 // misread them. Version 1 has no driver state: the runtime drivers kept
 // their own then, in files in the sandbox's state directory, and read
-// them still when given none.
+// them still when given none. Version 2 has no tree and no build marker:
+// its sandboxes run on the tree their template names, for users.
 const (
-	recordVersion = 2
+	recordVersion = 3
 	oldestRecord  = 1
 )
 
@@ -36,11 +37,18 @@ var errRecordVersion = errors.New("unsupported sandbox record version")
 // record is everything the agent knows about one sandbox, persisted so a
 // restarted agent can re-adopt it.
 type record struct {
-	Version  int    `json:"version"`
-	ID       string `json:"id"`
+	Version int    `json:"version"`
+	ID      string `json:"id"`
+	// Template names the template as the create did (for a template of
+	// the control plane, its name there).
 	Template string `json:"template"`
-	State    State  `json:"state"`
-	Error    string `json:"error,omitempty"`
+	// Tree is the template store's tree the sandbox runs on, when its
+	// name is not Template (a control-plane template's "m-…" tree).
+	Tree string `json:"tree,omitempty"`
+	// Build marks a build sandbox (kept in <data>/builds/sandboxes).
+	Build bool   `json:"build,omitempty"`
+	State State  `json:"state"`
+	Error string `json:"error,omitempty"`
 	// Slot is the network slot the sandbox holds.
 	Slot int `json:"slot"`
 	// Spec is what the runtime was given; Recover needs it again.
@@ -135,7 +143,7 @@ func SandboxesUsing(dataDir, name string) ([]string, error) {
 	var ids []string
 	for _, e := range ents {
 		rec, _, err := readRecord(filepath.Join(dataDir, "sandboxes", e.Name()))
-		if err == nil && rec.Template == name {
+		if err == nil && (rec.Template == name || rec.Tree == name) {
 			ids = append(ids, rec.ID)
 		}
 	}

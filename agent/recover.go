@@ -69,6 +69,7 @@ func (m *Manager) recover(ctx context.Context) error {
 			orphans = append(orphans, dir)
 		}
 	}
+	keepIDs = append(keepIDs, m.recoverBuilds(ctx)...)
 	if m.cfg.SkipPrune {
 		m.log.Info("recovery: host-wide prune skipped", "kept", len(keepIDs))
 	} else {
@@ -77,6 +78,11 @@ func (m *Manager) recover(ctx context.Context) error {
 		}
 		if err := m.rt.Prune(ctx, keepIDs); err != nil {
 			m.log.Error("recovery: runtime prune failed", "err", err)
+		}
+		if rt := m.cfg.BuildRuntime; rt != nil && rt != m.rt {
+			if err := rt.Prune(ctx, keepIDs); err != nil {
+				m.log.Error("recovery: build runtime prune failed", "err", err)
+			}
 		}
 	}
 	// After the runtime's prune, which unmounts what its sandboxes left.

@@ -37,8 +37,13 @@ const (
 // above.
 type CreateRequest struct {
 	// ID is the sandbox's ID; empty means a generated one.
-	ID       string
+	ID string
+	// Template names the host's template to start from; with
+	// TemplateRef, it is the template's name for the record only.
 	Template string
+	// TemplateRef, when set, is the control plane's template: the sandbox
+	// runs on its tree, which is pulled first when the host lacks it.
+	TemplateRef *TemplateRef
 	// Limits: VCPUs, MemoryMB and DiskMB are honoured; Pids is left to the
 	// driver's default.
 	Limits  runtime.Limits
@@ -54,6 +59,9 @@ type CreateRequest struct {
 	// EnvdToken is the access token envd will require; empty leaves envd
 	// open to whoever reaches the sandbox's address (the host only).
 	EnvdToken string
+
+	// buildRoot is the root tree of a build sandbox, for builds only.
+	buildRoot string
 }
 
 // hostLimits bound what one sandbox may ask for.
@@ -92,7 +100,7 @@ func (req CreateRequest) normalize(host hostLimits) (CreateRequest, error) {
 	if req.Template == "" {
 		req.Template = DefaultTemplate
 	}
-	if err := template.ValidName(req.Template); err != nil {
+	if err := checkTemplateName(req.Template, req.TemplateRef != nil); err != nil {
 		return CreateRequest{}, err
 	}
 	l := &req.Limits
@@ -134,6 +142,23 @@ func (req CreateRequest) normalize(host hostLimits) (CreateRequest, error) {
 		return invalid("envd access token: at most %d bytes, no control characters", maxTokenLength)
 	}
 	return req, nil
+}
+
+// maxDisplayName bounds the name a control-plane template is recorded
+// under.
+const maxDisplayName = 255
+
+// checkTemplateName checks the template a create names: a template of the
+// host's store, or, for a control-plane template (ref), a name to record
+// (its name and tag there, or its ID).
+func checkTemplateName(name string, ref bool) error {
+	if !ref {
+		return template.ValidName(name)
+	}
+	if len(name) > maxDisplayName || strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return fmt.Errorf("template name %q: at most %d bytes, no control characters: %w", name, maxDisplayName, errdefs.ErrInvalid)
+	}
+	return nil
 }
 
 // checkTimeout validates a timeout given to SetTimeout or Resume.

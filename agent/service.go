@@ -24,7 +24,16 @@ var _ hostagentv1connect.HostAgentServiceHandler = (*service)(nil)
 
 func (s *service) CreateSandbox(ctx context.Context, req *connect.Request[hostagentv1.CreateSandboxRequest]) (*connect.Response[hostagentv1.CreateSandboxResponse], error) {
 	r := req.Msg
+	var ref *TemplateRef
+	if tr := r.GetTemplateRef(); tr != nil {
+		d, err := DecodeTemplateRef(tr.GetDigest(), tr.GetManifest())
+		if err != nil {
+			return nil, errdefs.ToConnect(err)
+		}
+		ref = &d
+	}
 	sb, err := s.m.Create(ctx, CreateRequest{
+		TemplateRef:  ref,
 		ID:           r.GetSandboxId(),
 		Template:     r.GetTemplate(),
 		Limits:       runtime.Limits{VCPUs: int(r.GetVcpus()), MemoryMB: int(r.GetMemoryMb()), DiskMB: int(r.GetDiskMb())},
@@ -140,6 +149,7 @@ func (s *service) ListTemplates(ctx context.Context, req *connect.Request[hostag
 		out.Templates = append(out.Templates, &hostagentv1.Template{
 			Name: t.Name, Source: t.Source, SizeBytes: t.SizeBytes, Created: timestamppb.New(t.Created),
 			DefaultUser: t.DefaultUser, Workdir: t.Workdir, DefaultLimits: limits, EnvdVersion: s.m.EnvdVersion(),
+			Digest: string(t.Manifest),
 		})
 	}
 	return connect.NewResponse(out), nil

@@ -326,6 +326,20 @@ func paths(stateDir string) (image, disk, rootfs string) {
 	return filepath.Join(stateDir, "disk.img"), filepath.Join(stateDir, "disk"), filepath.Join(stateDir, "rootfs")
 }
 
+// WritableLayer returns the directory that holds what sandbox id wrote
+// over its template (its overlay's upper directory, on its disk, valid
+// while the sandbox exists) and the shift of its IDs there: a file of
+// uid u in the sandbox is owned by host uid u+shift (gids alike).
+// Template builds read a step's layer from it.
+func (d *Driver) WritableLayer(id string) (dir string, shift int, err error) {
+	h, err := d.handles.Get(id)
+	if err != nil {
+		return "", 0, err
+	}
+	_, disk, _ := paths(h.rec.StateDir)
+	return filepath.Join(disk, "upper"), hostID(h.rec.IDs), nil
+}
+
 // lowerPath is where the template's idmapped mount is while the overlay
 // is made.
 func lowerPath(stateDir string) string { return filepath.Join(stateDir, "lower") }
