@@ -25,6 +25,9 @@
 //     image reference; FROM scratch and --platform are refused.
 //   - RUN's shell form runs under SHELL (default /bin/sh -c), its exec form
 //     as given; the stage's ARGs are its environment, not the template's.
+//     Until the stage's first USER, RUN runs as root (as over the images
+//     Dockerfiles are written for), whatever user the base template has;
+//     the template keeps the base's user unless USER changes it.
 //   - COPY and ADD copy as root unless --chown says otherwise; --from names
 //     an earlier stage (an image is refused); --link is accepted (it only
 //     changes BuildKit's caching); --parents and --exclude are refused.

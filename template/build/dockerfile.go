@@ -46,7 +46,7 @@ func ParseDockerfile(src []byte, buildArgs map[string]string, context content.Di
 	if err := p.metaArgs(metaArgs); err != nil {
 		return Spec{}, err
 	}
-	var spec Spec
+	spec := Spec{Source: "dockerfile"}
 	for i, st := range stages {
 		s, err := p.stage(i, st, stages[:i])
 		if err != nil {
@@ -76,6 +76,7 @@ type dfParser struct {
 	entry    []string // ENTRYPOINT, exec form (nil: none)
 	cmd      []string // CMD, exec form
 	shellEP  bool     // ENTRYPOINT is in shell form: CMD is ignored
+	userSet  bool     // the stage has had a USER
 }
 
 func (p *dfParser) metaArgs(args []instructions.ArgCommand) error {
@@ -98,7 +99,7 @@ func (p *dfParser) metaArgs(args []instructions.ArgCommand) error {
 
 func (p *dfParser) stage(i int, st instructions.Stage, earlier []instructions.Stage) (Stage, error) {
 	p.args, p.env, p.shell = map[string]string{}, map[string]string{}, defaultShell
-	p.entry, p.cmd, p.shellEP, p.startCmd = nil, nil, false, ""
+	p.entry, p.cmd, p.shellEP, p.startCmd, p.userSet = nil, nil, false, "", false
 	base, err := p.word(st.BaseName, p.global)
 	if err != nil {
 		return Stage{}, lineErr(st.Location, err)
@@ -186,6 +187,7 @@ func (p *dfParser) steps(c instructions.Command, earlier []instructions.Stage) (
 	case *instructions.WorkdirCommand:
 		return []Step{{Type: StepWorkdir, Args: []string{c.Path}}}, nil
 	case *instructions.UserCommand:
+		p.userSet = true
 		return []Step{{Type: StepUser, Args: []string{c.User}}}, nil
 	case *instructions.ShellCommand:
 		p.shell = c.Shell
@@ -228,6 +230,12 @@ func (p *dfParser) run(c *instructions.RunCommand) ([]Step, error) {
 		display = strings.Join(c.CmdLine, " ")
 	}
 	step := Step{Type: StepRun, Args: []string{display}, Exec: argv}
+	if !p.userSet {
+		// Until the Dockerfile says USER, RUN is root's, as in the images
+		// Dockerfiles are written for, also over a template whose user is
+		// not root (roost:base's is "user"); the template keeps its user.
+		step.Args = append(step.Args, "root")
+	}
 	if len(p.args) > 0 {
 		step.Env = maps.Clone(p.args)
 	}

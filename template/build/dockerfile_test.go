@@ -44,7 +44,7 @@ CMD ["http.server", "8000"]
 	want := Spec{
 		Stages: []Stage{
 			{Name: "deps", From: From{Image: "golang:1.23"}, Steps: []Step{
-				{Type: StepRun, Args: []string{"go build -o /out/app-${VERSION} ./..."}, Exec: []string{"/bin/sh", "-c", "go build -o /out/app-${VERSION} ./..."}, Env: map[string]string{"VERSION": "1.2"}, Line: 6},
+				{Type: StepRun, Args: []string{"go build -o /out/app-${VERSION} ./...", "root"}, Exec: []string{"/bin/sh", "-c", "go build -o /out/app-${VERSION} ./..."}, Env: map[string]string{"VERSION": "1.2"}, Line: 6},
 			}},
 			{Name: "1", From: From{Template: "base"}, Steps: []Step{
 				{Type: StepEnv, Args: []string{"APP_HOME", "/srv/app", "MODE", "prod"}, Line: 9},
@@ -52,12 +52,13 @@ CMD ["http.server", "8000"]
 				{Type: StepCopy, Args: []string{"app/", "./", "user:user", "0644"}, Files: ctxBlob, Line: 14},
 				{Type: StepCopy, Args: []string{"/out/app-1.2", "/usr/local/bin/", "0:0", ""}, FromStage: "deps", Line: 15},
 				{Type: StepAdd, Args: []string{"data.tar", "/data/", "0:0", ""}, Files: ctxBlob, Line: 16},
-				{Type: StepRun, Args: []string{"echo '${GREETING} world'"}, Exec: []string{"echo", "${GREETING} world"}, Env: args, Line: 17},
-				{Type: StepRun, Args: []string{"echo $GREETING > /greeting"}, Exec: []string{"/bin/bash", "-e", "-c", "echo $GREETING > /greeting"}, Env: args, Line: 19},
+				{Type: StepRun, Args: []string{"echo '${GREETING} world'", "root"}, Exec: []string{"echo", "${GREETING} world"}, Env: args, Line: 17},
+				{Type: StepRun, Args: []string{"echo $GREETING > /greeting", "root"}, Exec: []string{"/bin/bash", "-e", "-c", "echo $GREETING > /greeting"}, Env: args, Line: 19},
 				{Type: StepUser, Args: []string{"user"}, Line: 20},
 			}},
 		},
 		StartCmd: "python3 -m http.server 8000",
+		Source:   "dockerfile",
 	}
 	if !reflect.DeepEqual(spec, want) {
 		t.Errorf("spec:\n got %+v\nwant %+v", spec, want)

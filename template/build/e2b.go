@@ -69,6 +69,7 @@ func FromE2B(body []byte, files func(hash string) (content.Digest, error)) (Spec
 		StartCmd: in.StartCmd,
 		ReadyCmd: in.ReadyCmd,
 		Force:    in.Force,
+		Source:   "e2b",
 	}
 	if err := spec.Validate(); err != nil {
 		return Spec{}, err

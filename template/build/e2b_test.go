@@ -58,6 +58,7 @@ func TestFromE2BSDK(t *testing.T) {
 		}}},
 		StartCmd: "python3 -m http.server 8000",
 		ReadyCmd: "curl -fs localhost:8000",
+		Source:   "e2b",
 	}
 	if !reflect.DeepEqual(spec, want) {
 		t.Errorf("spec:\n got %+v\nwant %+v", spec, want)

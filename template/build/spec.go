@@ -35,6 +35,9 @@ type Spec struct {
 	ReadyCmd string `json:"readyCmd,omitempty"`
 	// Force runs every step again, cached or not.
 	Force bool `json:"force,omitempty"`
+	// Source describes where the build came from ("e2b", "dockerfile"),
+	// for the template's config; empty keeps the base's.
+	Source string `json:"source,omitempty"`
 }
 
 // Stage is a base and the steps applied to it.
