@@ -85,7 +85,7 @@ func newSandboxCmd() *cobra.Command {
 				off := false
 				o.AllowInternet = &off
 			}
-			stop := progress(cmd.ErrOrStderr(), "creating sandbox")
+			stop := createProgress(cmd.Context(), cmd.ErrOrStderr(), c, tpl)
 			sb, err := c.Create(cmd.Context(), o)
 			stop()
 			if err != nil {

@@ -1,10 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -12,101 +12,146 @@ import (
 	"github.com/spf13/cobra"
 
 	"roost.dev/roost/agent"
+	"roost.dev/roost/client"
 	"roost.dev/roost/template"
 )
 
+// localTemplates is the template store of this host, for what only a
+// host can hold: templates imported from a rootfs tarball.
+type localTemplates struct {
+	dataDir string
+	level   slog.LevelVar
+}
+
+func (l *localTemplates) store() *template.Store {
+	return template.NewStore(filepath.Join(l.dataDir, "templates"), newLogger(false, &l.level))
+}
+
 func newTemplateCmd() *cobra.Command {
-	var (
-		dataDir string
-		level   slog.LevelVar
-	)
-	level.Set(slog.LevelWarn)
-	store := func() *template.Store {
-		return template.NewStore(filepath.Join(dataDir, "templates"), newLogger(false, &level))
-	}
+	local := &localTemplates{}
+	local.level.Set(slog.LevelWarn)
 	cmd := &cobra.Command{
 		Use:   "template",
-		Short: "Manage the templates (root filesystems) of this host",
+		Short: "Build, import, list and remove templates through the API",
+		Long: `Templates are what sandboxes start from. They are built from a Dockerfile
+(roost template build) or imported from an image (roost template import), kept
+by the control plane and pulled by every host that creates a sandbox of them.
+The base template (Debian bookworm) is built on each host by roost itself.
+
+The CLI finds the API through $` + apiURLEnv + ` and $` + apiKeyEnv + `, as roost sandbox does.`,
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&dataDir, "data-dir", "/var/lib/roost", "data directory; templates live in its templates/")
-	pf.TextVar(&level, "log-level", &level, "log level: debug, info, warn, error")
-
-	cmd.AddCommand(&cobra.Command{
-		Use:   "list",
-		Short: "List templates",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ts, err := store().List()
-			if err != nil {
-				return err
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tSOURCE\tSIZE\tCREATED")
-			for _, t := range ts {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.Name, t.Source, humanBytes(t.SizeBytes), t.Created.Local().Format("2006-01-02 15:04"))
-			}
-			return w.Flush()
-		},
-	}, newTemplateRmCmd(&dataDir, store), &cobra.Command{
-		Use:   "import NAME FILE|-",
-		Short: "Import a template from a root filesystem tarball (e.g. docker export output); - reads stdin",
-		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var r io.Reader = cmd.InOrStdin()
-			if args[1] != "-" {
-				f, err := os.Open(args[1])
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				r = f
-			}
-			t, err := store().Import(cmd.Context(), args[0], r)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "imported %s (%s, default user %q)\n", t.Name, humanBytes(t.SizeBytes), t.DefaultUser)
-			return nil
-		},
-	}, &cobra.Command{
-		Use:   "build base",
-		Short: "Build the base template (Debian stable, with debootstrap) unless it is cached",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if args[0] != "base" {
-				return fmt.Errorf("only base can be built; import other templates from a rootfs tarball")
-			}
-			t, err := store().EnsureBase(cmd.Context(), cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "template %s ready (%s, %s)\n", t.Name, humanBytes(t.SizeBytes), t.RootFS)
-			return nil
-		},
-	})
+	pf.StringVar(&local.dataDir, "data-dir", "/var/lib/roost", "this host's data directory, for rootfs tarball imports (they stay on this host)")
+	pf.TextVar(&local.level, "log-level", &local.level, "log level of host-local work: debug, info, warn, error")
+	cmd.AddCommand(newTemplateBuildCmd(), newTemplateImportCmd(local), newTemplateListCmd(), newTemplateRmCmd(local))
 	return cmd
 }
 
-func newTemplateRmCmd(dataDir *string, store func() *template.Store) *cobra.Command {
-	var force bool
+func newTemplateListCmd() *cobra.Command {
+	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "rm NAME",
-		Short: "Remove a template (refused while sandboxes made from it exist, unless --force)",
-		Args:  cobra.ExactArgs(1),
+		Use:   "list",
+		Short: "List templates: the team's, public ones and the hosts' own (such as base)",
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			users, err := agent.SandboxesUsing(*dataDir, args[0])
+			c, err := apiClient()
 			if err != nil {
 				return err
 			}
-			if len(users) > 0 && !force {
-				return fmt.Errorf("template %s is used by %d sandbox(es) (%s): destroy them first, or pass --force", args[0], len(users), strings.Join(users, ", "))
+			ts, err := c.Templates(cmd.Context())
+			if err != nil {
+				return err
 			}
-			return store().Remove(args[0])
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), ts)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "NAME\tTAGS\tSIZE\tDIGEST\tHOSTS\tSTATUS")
+			for _, t := range ts {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", templateName(t), dash(strings.Join(t.Tags, ",")), templateSize(t.SizeBytes),
+					dash(shortDigest(t.Digest)), dash(strings.Join(t.Hosts, ",")), dash(t.Status))
+			}
+			return w.Flush()
 		},
 	}
-	cmd.Flags().BoolVar(&force, "force", false, "remove even while sandboxes use it (their files change under them)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+func newTemplateRmCmd(local *localTemplates) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "rm NAME",
+		Short: "Remove a template (one imported from a rootfs tarball: from this host)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := apiClient()
+			if err != nil {
+				return err
+			}
+			err = c.DeleteTemplate(cmd.Context(), args[0])
+			var apiErr *client.Error
+			if !errors.As(err, &apiErr) || apiErr.Status != http.StatusNotFound {
+				return err
+			}
+			// Not the control plane's: one of this host's own trees?
+			if _, lerr := local.store().Get(args[0]); lerr != nil {
+				return err
+			}
+			return removeLocal(local, args[0], force)
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "remove a host's own template even while sandboxes use it (their files change under them)")
+	return cmd
+}
+
+// removeLocal removes a template from this host's store, unless
+// sandboxes of this host use it.
+func removeLocal(local *localTemplates, name string, force bool) error {
+	users, err := agent.SandboxesUsing(local.dataDir, name)
+	if err != nil {
+		return err
+	}
+	if len(users) > 0 && !force {
+		return fmt.Errorf("template %s is used by %d sandbox(es) (%s): destroy them first, or pass --force", name, len(users), strings.Join(users, ", "))
+	}
+	return local.store().Remove(name)
+}
+
+// templateName is the name a template is listed under: name:tag names
+// come from its tags.
+func templateName(t client.TemplateInfo) string {
+	switch {
+	case t.Name != "":
+		return t.Name
+	case len(t.Names) > 0:
+		return t.Names[0]
+	default:
+		return t.TemplateID
+	}
+}
+
+// shortDigest is the first 12 hex digits of a digest.
+func shortDigest(d string) string {
+	d = strings.TrimPrefix(d, "sha256:")
+	if len(d) > 12 {
+		d = d[:12]
+	}
+	return d
+}
+
+func templateSize(n int64) string {
+	if n <= 0 {
+		return "-"
+	}
+	return humanBytes(n)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // humanBytes formats a size in binary units.

@@ -123,6 +123,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 
 	err = serveControlPlane(ctx, cp, o.listen, serve.tls, log, errs, func() {
 		printBanner(os.Stdout, serve, key)
+		wg.Go(func() { prepareBase(runCtx, os.Stdout, m) })
 	})
 	log.Info("roost stopped; sandboxes keep running", "sandboxes", len(m.List()))
 	return err
