@@ -80,9 +80,11 @@ var allowed = map[string][]string{
 	// no agent, driver or control-plane code, just the error categories.
 	module + "/proxy/...": {module + "/proxy/...", module + "/errdefs", module + "/wire", module + "/bufpool"},
 	// The control plane drives agents over their Connect API only: no agent
-	// or runtime driver code, just the error categories of runtime.
+	// or runtime driver code, just the error categories of runtime. Of
+	// templates it keeps the content (blobs, manifests) and turns build
+	// requests into specs; it never builds or unpacks a tree.
 	module + "/controlplane/...": {module + "/controlplane/...", module + "/store", module + "/proxy", module + "/runtime", module + "/errdefs", module + "/wire", module + "/bufpool",
-		module + "/gen/...", module + "/tlscert", module + "/atomicfile"},
+		module + "/gen/...", module + "/tlscert", module + "/atomicfile", module + "/template/content", module + "/template/build"},
 	// The runtime interfaces and their drivers (and the drivers' test
 	// helpers): never the agent or the control plane.
 	module + "/runtime/...": {module + "/runtime/...", module + "/errdefs", module + "/wire", module + "/atomicfile", module + "/cgroup/...", module + "/network/...",

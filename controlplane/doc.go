@@ -91,6 +91,20 @@
 // unimplemented when the host reported none. E2B's own endpoints never
 // show roost's additions.
 //
+// Templates (docs/templates.md): content templates live in the store
+// (templates, builds, tags, uploaded files) and Config.Blobs (layers,
+// manifests, tars), and hosts' own trees (base) are asked of the hosts.
+// E2B's template API builds them: POST /v3/templates makes a build, the
+// files route hands out signed upload URLs, a trigger turns the request
+// into a build.Spec and a goroutine of the Server (not the request) runs
+// it on a host's BuildTemplate stream, appending its log to the store and
+// marking it ready (its tags moved to it) or error with E2B's reason. A
+// build holds a lease the server renews, so one left by a stopped control
+// plane is failed. A create naming a content template (ID, name or
+// name:tag) sends the agent its manifest as a TemplateRef; agents fetch
+// blobs from /v1/hosts/{id}/blobs with their heartbeat token. The package
+// keeps content; it never builds or unpacks a tree.
+//
 // Errors: handlers wrap an errdefs category and answer through fail,
 // which asks errdefs for the status and writes E2B's error body; agent
 // calls' errors come back into categories through errdefs.FromConnect.

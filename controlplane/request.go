@@ -133,8 +133,8 @@ func parseCreate(body io.Reader) (createParams, error) {
 	if p.Template == "" {
 		p.Template = defaultTmpl
 	}
-	if !validTemplate(p.Template) {
-		return createParams{}, fmt.Errorf("templateID %q: 1-63 characters of [a-zA-Z0-9._-]: %w", p.Template, errdefs.ErrInvalid)
+	if _, _, err := splitTemplateRef(p.Template); err != nil {
+		return createParams{}, fmt.Errorf("templateID: %w", err)
 	}
 	var err error
 	if p.Timeout, err = parseTimeout(req.Timeout, defaultTimeout); err != nil {

@@ -108,6 +108,11 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store
 		s.fail(w, r, "create sandbox", err)
 		return
 	}
+	tmpl, err := s.createTemplateOf(ctx, key.TeamID, &p)
+	if err != nil {
+		s.fail(w, r, "create sandbox", err)
+		return
+	}
 	host, err := s.schedule(ctx)
 	if err != nil {
 		s.fail(w, r, "create sandbox", err)
@@ -115,7 +120,7 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store
 	}
 	now := time.Now().UTC()
 	sb := store.Sandbox{
-		ID: newSandboxID(), TeamID: key.TeamID, HostID: host.ID, TemplateID: p.Template, ClientID: host.ID,
+		ID: newSandboxID(), TeamID: key.TeamID, HostID: host.ID, TemplateID: tmpl.id, Alias: tmpl.alias, ClientID: host.ID,
 		State: store.SandboxStarting, Metadata: p.Metadata, EnvVars: p.EnvVars, EnvdVersion: envdVersion,
 		TrafficAccessToken: newToken(), AllowPublicTraffic: p.PublicTraffic, AllowInternet: p.AllowInternet,
 		AutoPause: p.AutoPause, AutoResume: p.AutoResume, TimeoutSecs: int64(p.Timeout / time.Second), EndAt: now.Add(p.Timeout),
@@ -137,7 +142,7 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store
 	resp, err := s.agents.For(host).CreateSandbox(octx, connect.NewRequest(&hostagentv1.CreateSandboxRequest{
 		SandboxId: sb.ID, Template: p.Template, Vcpus: p.VCPUs, MemoryMb: p.MemoryMB, DiskMb: p.DiskMB,
 		TimeoutSeconds: sb.TimeoutSecs, EnvVars: p.EnvVars, Metadata: p.Metadata, AllowInternet: &allowInternet,
-		EnvdAccessToken: sb.EnvdAccessToken, AutoPause: p.AutoPause,
+		EnvdAccessToken: sb.EnvdAccessToken, AutoPause: p.AutoPause, TemplateRef: tmpl.ref,
 	}))
 	if err != nil {
 		err = errdefs.FromConnect("agent create sandbox", err)
@@ -171,6 +176,35 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store
 	}
 	log.Info("sandbox created", "template", p.Template, "timeout", p.Timeout)
 	writeJSON(w, http.StatusCreated, s.sandboxView(sb))
+}
+
+// createTemplate is what a create starts from.
+type createTemplate struct {
+	id, alias string                   // the sandbox's TemplateID and Alias
+	ref       *hostagentv1.TemplateRef // nil: the hosts' own tree named id
+}
+
+// createTemplateOf resolves the template a create names: a content
+// template the team may use (its sizes filling in those p leaves zero),
+// else a host's own tree of that name.
+func (s *Server) createTemplateOf(ctx context.Context, teamID string, p *createParams) (createTemplate, error) {
+	c, err := s.resolveContent(ctx, teamID, p.Template)
+	if errors.Is(err, errNotContent) {
+		return createTemplate{id: p.Template}, nil
+	}
+	if err != nil {
+		return createTemplate{}, err
+	}
+	if p.VCPUs == 0 {
+		p.VCPUs = int32(min(c.Build.CPUs, maxVCPUs))
+	}
+	if p.MemoryMB == 0 {
+		p.MemoryMB = int32(min(c.Build.MemoryMB, maxMemoryMB))
+	}
+	return createTemplate{
+		id: c.Template.ID, alias: c.Template.Name,
+		ref: &hostagentv1.TemplateRef{Digest: string(c.Digest), Manifest: c.Manifest},
+	}, nil
 }
 
 // schedule picks a ready host with room: the one with the fewest active

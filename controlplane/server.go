@@ -20,6 +20,7 @@ import (
 	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
 	"roost.dev/roost/proxy"
 	"roost.dev/roost/store"
+	"roost.dev/roost/template/content"
 	"roost.dev/roost/tlscert"
 )
 
@@ -64,6 +65,10 @@ type Config struct {
 	// RetentionInterval is how often paused sandboxes are checked against
 	// their team's paused limits. Default 30 s.
 	RetentionInterval time.Duration
+	// Blobs is the templates' content store (layers, manifests, uploaded
+	// files), shared by the control plane's replicas and, in roost up,
+	// with the agent. Nil: the template build and blob routes answer 503.
+	Blobs *content.Blobs
 }
 
 // LocalAgent is a host agent in the control plane's process.
@@ -98,6 +103,12 @@ type Server struct {
 	mux   *http.ServeMux
 	// execClient calls envd's Process.Start on the agents' RPC transport.
 	execClient *http.Client
+	// builds runs template builds (buildrunner.go).
+	builds *buildRunner
+	// filesKey signs template file upload URLs (templatefiles.go).
+	filesKey []byte
+	// blobLimit bounds one uploaded blob: maxBlobBytes.
+	blobLimit int64
 
 	closeOnce sync.Once
 }
@@ -139,7 +150,12 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, store: st, log: log, agents: newAgents(agentTLS), ca: ca}
+	filesKey, err := loadFilesKey(st)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, store: st, log: log, agents: newAgents(agentTLS), ca: ca, builds: newBuildRunner(), filesKey: filesKey,
+		blobLimit: maxBlobBytes}
 	s.execClient = &http.Client{Transport: graceTransport{next: s.agents.transport}}
 	s.proxy = proxy.New(proxy.Config{Domain: cfg.Domain, AutoResume: s.autoResume, AgentTLS: http1Only(agentTLS)}, resolver{s}, log.With("component", "proxy"))
 	s.mux = s.routes()
@@ -163,10 +179,12 @@ func (s *Server) Handler() http.Handler {
 	})
 }
 
-// Close releases idle connections to agents. It does not close the store,
-// which the caller owns.
+// Close stops the template builds it runs (marking them failed) and
+// releases idle connections to agents. It does not close the store, which
+// the caller owns.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
+		s.builds.close()
 		s.proxy.Close()
 		s.agents.Close()
 	})
@@ -195,10 +213,7 @@ func (s *Server) routes() *http.ServeMux {
 	api("POST /sandboxes/{id}/resume", s.resumeSandbox)
 	api("POST /sandboxes/{id}/refreshes", s.refreshSandbox)
 	s.unsupportedRoutes(api)
-	api("GET /templates", s.listE2BTemplates)
-	api("GET /v2/templates", s.listE2BTemplates)
-	api("GET /templates/{id}", s.getE2BTemplate)
-	api("GET /templates/aliases/{alias}", s.templateByAlias)
+	s.templateRoutes(mux, api)
 	api("GET /sandboxes/{id}/metrics", s.sandboxMetrics)
 	api("GET /sandboxes/metrics", s.sandboxesMetrics)
 	api("GET /sandboxes/{id}/logs", s.sandboxLogs)
@@ -212,7 +227,6 @@ func (s *Server) routes() *http.ServeMux {
 	api("GET /v1/sandboxes/{id}/ports", s.sandboxPorts)
 	api("GET /v1/sandboxes/{id}", s.getSandboxV1)
 	api("POST /v1/sandboxes/{id}/snapshot", s.snapshotSandbox)
-	api("GET /v1/templates", s.listTemplates)
 	api("GET /v1/hosts", s.listHosts)
 	api("GET /teams", s.listTeams)
 	api("GET /api-keys", s.listAPIKeys)
@@ -224,6 +238,8 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /openapi.yaml", serveOpenAPI)
 	mux.HandleFunc("POST /v1/hosts/register", s.registerHost)
 	mux.HandleFunc("POST /v1/hosts/{id}/heartbeat", s.hostHeartbeat)
+	mux.HandleFunc("GET /v1/hosts/{id}/blobs/{digest}", s.serveHostBlob)
+	mux.HandleFunc("PUT /v1/hosts/{id}/blobs/{digest}", s.receiveHostBlob)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		errdefs.WriteHTTP(w, http.StatusNotFound, "no route for "+r.Method+" "+r.URL.Path)
 	})
@@ -361,7 +377,9 @@ func (s *Server) AddHost(ctx context.Context, h store.Host, token string) error 
 // carry on, so nothing makes Run fail today. Call it once.
 func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("control plane running", "public_url", s.cfg.PublicURL, "domain", s.cfg.Domain)
+	s.tendBuilds(ctx) // builds a stopped control plane left
 	var wg sync.WaitGroup
+	wg.Go(func() { s.loop(ctx, "builds", buildLeaseRenew, s.tendBuilds) })
 	wg.Go(func() { s.loop(ctx, "timeouts", s.cfg.TimeoutInterval, s.enforceTimeouts) })
 	wg.Go(func() { s.loop(ctx, "retention", s.cfg.RetentionInterval, s.enforceRetention) })
 	rec := newReconciler(s)

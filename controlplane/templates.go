@@ -4,9 +4,11 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,11 +17,21 @@ import (
 	"roost.dev/roost/errdefs"
 	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
 	"roost.dev/roost/store"
+	"roost.dev/roost/template/content"
 )
+
+// Templates come from two places. Content templates live in the store
+// (a team's, public or not, with builds whose manifests are blobs in
+// Config.Blobs); hosts' own trees (base, trees imported by hand) are
+// shared by every team and found by asking the hosts. A name resolves to
+// a content template the team may use first, then to a host's tree.
 
 // templatesTimeout bounds one host's answer to ListTemplates: a slow host
 // is left out of the listing rather than holding it up.
 const templatesTimeout = 10 * time.Second
+
+// defaultTag is the tag a build gets, and a name without a tag means.
+const defaultTag = "default"
 
 // hostTemplate is a template as the hosts that have it report it.
 type hostTemplate struct {
@@ -31,6 +43,13 @@ type hostTemplate struct {
 	Created time.Time
 	// Hosts are the IDs of the hosts that have it, sorted.
 	Hosts []string
+}
+
+// cacheTree reports whether a host's template is a tree made from the
+// control plane's content ("m-" and a manifest's digest): a cache, listed
+// under its content template, never by itself.
+func cacheTree(t *hostagentv1.Template) bool {
+	return t.GetDigest() != "" || strings.HasPrefix(t.GetName(), "m-")
 }
 
 // collectTemplates is the union of the templates of every host that is
@@ -88,8 +107,60 @@ func (s *Server) collectTemplates(ctx context.Context) ([]hostTemplate, error) {
 	return out, nil
 }
 
-// e2bTemplateJSON is E2B's Template. roost's templates are the hosts',
-// shared by every team: public, named by their name, with one build.
+// hostsHolding maps a manifest digest to the hosts whose tree of it
+// exists.
+func hostsHolding(ts []hostTemplate) map[string][]string {
+	out := map[string][]string{}
+	for _, t := range ts {
+		if d := t.GetDigest(); d != "" {
+			out[d] = append(out[d], t.Hosts...)
+		}
+	}
+	for d, hs := range out {
+		slices.Sort(hs)
+		out[d] = slices.Compact(hs)
+	}
+	return out
+}
+
+// splitTemplateRef splits "name[:tag]"; both parts must be names.
+func splitTemplateRef(ref string) (name, tag string, err error) {
+	name, tag, hasTag := strings.Cut(ref, ":")
+	if !validTemplate(name) || (hasTag && !validTemplate(tag)) {
+		return "", "", fmt.Errorf("template %q: want a name or name:tag, each 1-63 characters of [a-zA-Z0-9._-]: %w", ref, errdefs.ErrInvalid)
+	}
+	return name, tag, nil
+}
+
+// visibleTemplate is the content template of that ID or name the team may
+// use: its own or a public one. Another team's private template is not
+// found.
+func (s *Server) visibleTemplate(ctx context.Context, teamID, idOrName string) (store.Template, error) {
+	t, err := s.store.GetTemplate(ctx, idOrName)
+	if err == nil && (t.TeamID == teamID || t.Public) {
+		return t, nil
+	}
+	if err == nil || errors.Is(err, errdefs.ErrNotFound) {
+		return store.Template{}, fmt.Errorf("template %q not found: %w", idOrName, errdefs.ErrNotFound)
+	}
+	return store.Template{}, err
+}
+
+// ownTemplate is the team's own content template of that ID or name: a
+// public template of another team is errdefs.ErrPermissionDenied (403,
+// as E2B), a private one not found.
+func (s *Server) ownTemplate(ctx context.Context, teamID, idOrName string) (store.Template, error) {
+	t, err := s.visibleTemplate(ctx, teamID, idOrName)
+	if err != nil {
+		return store.Template{}, err
+	}
+	if t.TeamID != teamID {
+		return store.Template{}, fmt.Errorf("template %q belongs to another team: %w", idOrName, errdefs.ErrPermissionDenied)
+	}
+	return t, nil
+}
+
+// e2bTemplateJSON is E2B's Template.
 type e2bTemplateJSON struct {
 	TemplateID    string     `json:"templateID"`
 	BuildID       string     `json:"buildID"`
@@ -109,7 +180,9 @@ type e2bTemplateJSON struct {
 	BuildStatus   string     `json:"buildStatus"`
 }
 
-func e2bTemplateView(t hostTemplate) e2bTemplateJSON {
+// hostTemplateView shows a host's tree: public, named by its name, with
+// one build.
+func hostTemplateView(t hostTemplate) e2bTemplateJSON {
 	l := t.GetDefaultLimits()
 	return e2bTemplateJSON{
 		TemplateID: t.GetName(), BuildID: buildID(t), CPUCount: l.GetVcpus(), MemoryMB: l.GetMemoryMb(), DiskSizeMB: l.GetDiskMb(),
@@ -118,13 +191,104 @@ func e2bTemplateView(t hostTemplate) e2bTemplateJSON {
 	}
 }
 
-// buildID names a template's one build: a UUID derived from its name and
+// buildID names a host tree's one build: a UUID derived from its name and
 // creation time, the same on every host and every call.
 func buildID(t hostTemplate) string {
 	h := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d", t.GetName(), t.Created.UnixNano()))
 	h[6] = h[6]&0x0f | 0x50 // version 5 layout: name-based
 	h[8] = h[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+}
+
+// contentTemplate is a content template with its builds, newest first,
+// and the build its default tag points at (nil when none is ready).
+type contentTemplate struct {
+	store.Template
+	Builds  []store.TemplateBuild
+	Current *store.TemplateBuild
+	Tags    []store.TemplateTag
+}
+
+func (s *Server) loadContentTemplate(ctx context.Context, t store.Template) (contentTemplate, error) {
+	builds, err := s.store.ListBuilds(ctx, t.ID)
+	if err != nil {
+		return contentTemplate{}, err
+	}
+	tags, err := s.store.Tags(ctx, t.ID)
+	if err != nil {
+		return contentTemplate{}, err
+	}
+	ct := contentTemplate{Template: t, Builds: builds, Tags: tags}
+	for _, tag := range tags {
+		if tag.Tag != defaultTag {
+			continue
+		}
+		for i := range builds {
+			if builds[i].ID == tag.BuildID {
+				ct.Current = &builds[i]
+			}
+		}
+	}
+	return ct, nil
+}
+
+// shown is the build a listing shows: the current one, else the latest.
+func (ct contentTemplate) shown() store.TemplateBuild {
+	if ct.Current != nil {
+		return *ct.Current
+	}
+	if len(ct.Builds) > 0 {
+		return ct.Builds[0]
+	}
+	return store.TemplateBuild{}
+}
+
+func contentTemplateView(ct contentTemplate) e2bTemplateJSON {
+	b := ct.shown()
+	status := string(b.Status)
+	if len(ct.Builds) > 0 {
+		status = string(ct.Builds[0].Status) // the latest build's
+	}
+	return e2bTemplateJSON{
+		TemplateID: ct.ID, BuildID: b.ID, CPUCount: int32(b.CPUs), MemoryMB: int32(b.MemoryMB), Public: ct.Public,
+		Aliases: []string{ct.Name}, Names: []string{ct.Name}, CreatedAt: ct.CreatedAt, UpdatedAt: ct.UpdatedAt,
+		BuildCount: int32(len(ct.Builds)), EnvdVersion: envdVersion, BuildStatus: status,
+	}
+}
+
+// teamTemplates is what the team sees: its content templates and the
+// public ones, then the hosts' own trees that no content template's name
+// shadows, caches left out.
+func (s *Server) teamTemplates(ctx context.Context, teamID string) ([]contentTemplate, []hostTemplate, error) {
+	ts, err := s.store.ListTemplates(ctx, teamID)
+	if err != nil {
+		return nil, nil, err
+	}
+	cts := make([]contentTemplate, 0, len(ts))
+	for _, t := range ts {
+		ct, err := s.loadContentTemplate(ctx, t)
+		if err != nil {
+			return nil, nil, err
+		}
+		cts = append(cts, ct)
+	}
+	hts, err := s.collectTemplates(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cts, hts, nil
+}
+
+// ownTrees keeps the hosts' own trees that a listing shows.
+func ownTrees(hts []hostTemplate, cts []contentTemplate) []hostTemplate {
+	var out []hostTemplate
+	for _, t := range hts {
+		shadowed := slices.ContainsFunc(cts, func(ct contentTemplate) bool { return ct.Name == t.GetName() })
+		if !cacheTree(t.Template) && !shadowed {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // listE2BTemplates is GET /templates and GET /v2/templates. The teamID
@@ -134,26 +298,29 @@ func (s *Server) listE2BTemplates(w http.ResponseWriter, r *http.Request, key st
 		s.fail(w, r, "list templates", fmt.Errorf("teamID %q is not the caller's team: %w", team, errdefs.ErrPermissionDenied))
 		return
 	}
-	ts, err := s.collectTemplates(r.Context())
+	cts, hts, err := s.teamTemplates(r.Context(), key.TeamID)
 	if err != nil {
 		s.fail(w, r, "list templates", err)
 		return
 	}
-	out := make([]e2bTemplateJSON, 0, len(ts))
-	for _, t := range ts {
-		out = append(out, e2bTemplateView(t))
+	out := make([]e2bTemplateJSON, 0, len(cts)+len(hts))
+	for _, ct := range cts {
+		out = append(out, contentTemplateView(ct))
+	}
+	for _, t := range ownTrees(hts, cts) {
+		out = append(out, hostTemplateView(t))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-// findTemplate is the template named name, on any host that is up.
-func (s *Server) findTemplate(ctx context.Context, name string) (hostTemplate, error) {
+// findHostTemplate is the host tree named name, on any host that is up.
+func (s *Server) findHostTemplate(ctx context.Context, name string) (hostTemplate, error) {
 	ts, err := s.collectTemplates(ctx)
 	if err != nil {
 		return hostTemplate{}, err
 	}
 	for _, t := range ts {
-		if t.GetName() == name {
+		if t.GetName() == name && !cacheTree(t.Template) {
 			return t, nil
 		}
 	}
@@ -162,48 +329,234 @@ func (s *Server) findTemplate(ctx context.Context, name string) (hostTemplate, e
 
 // templateBuildJSON is E2B's TemplateBuild.
 type templateBuildJSON struct {
-	BuildID     string    `json:"buildID"`
-	Status      string    `json:"status"`
-	CreatedAt   time.Time `json:"createdAt"`
-	UpdatedAt   time.Time `json:"updatedAt"`
-	FinishedAt  time.Time `json:"finishedAt"`
-	CPUCount    int32     `json:"cpuCount"`
-	MemoryMB    int32     `json:"memoryMB"`
-	DiskSizeMB  int32     `json:"diskSizeMB"`
-	EnvdVersion string    `json:"envdVersion"`
+	BuildID     string     `json:"buildID"`
+	Status      string     `json:"status"`
+	CreatedAt   time.Time  `json:"createdAt"`
+	UpdatedAt   time.Time  `json:"updatedAt"`
+	FinishedAt  *time.Time `json:"finishedAt,omitempty"`
+	CPUCount    int32      `json:"cpuCount"`
+	MemoryMB    int32      `json:"memoryMB"`
+	DiskSizeMB  int32      `json:"diskSizeMB,omitempty"`
+	EnvdVersion string     `json:"envdVersion"`
 }
 
-// getE2BTemplate is GET /templates/{id}: E2B's TemplateWithBuilds, its
-// one build.
-func (s *Server) getE2BTemplate(w http.ResponseWriter, r *http.Request, _ store.APIKey) {
-	t, err := s.findTemplate(r.Context(), r.PathValue("id"))
+// templateWithBuildsJSON is E2B's TemplateWithBuilds.
+type templateWithBuildsJSON struct {
+	TemplateID    string              `json:"templateID"`
+	Public        bool                `json:"public"`
+	Aliases       []string            `json:"aliases"`
+	Names         []string            `json:"names"`
+	CreatedAt     time.Time           `json:"createdAt"`
+	UpdatedAt     time.Time           `json:"updatedAt"`
+	LastSpawnedAt *time.Time          `json:"lastSpawnedAt"`
+	SpawnCount    int64               `json:"spawnCount"`
+	Builds        []templateBuildJSON `json:"builds"`
+}
+
+func buildView(b store.TemplateBuild) templateBuildJSON {
+	v := templateBuildJSON{
+		BuildID: b.ID, Status: string(b.Status), CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt,
+		CPUCount: int32(b.CPUs), MemoryMB: int32(b.MemoryMB), EnvdVersion: envdVersion,
+	}
+	if !b.FinishedAt.IsZero() {
+		v.FinishedAt = &b.FinishedAt
+	}
+	return v
+}
+
+// getE2BTemplate is GET /templates/{id}: E2B's TemplateWithBuilds, of a
+// content template the team may use or else of a host's tree.
+func (s *Server) getE2BTemplate(w http.ResponseWriter, r *http.Request, key store.APIKey) {
+	ctx := r.Context()
+	t, err := s.visibleTemplate(ctx, key.TeamID, r.PathValue("id"))
+	if err == nil {
+		ct, err := s.loadContentTemplate(ctx, t)
+		if err != nil {
+			s.fail(w, r, "get template", err)
+			return
+		}
+		out := templateWithBuildsJSON{
+			TemplateID: t.ID, Public: t.Public, Aliases: []string{t.Name}, Names: []string{t.Name},
+			CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt, Builds: make([]templateBuildJSON, 0, len(ct.Builds)),
+		}
+		for _, b := range ct.Builds {
+			out.Builds = append(out.Builds, buildView(b))
+		}
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
+	if !errors.Is(err, errdefs.ErrNotFound) {
+		s.fail(w, r, "get template", err)
+		return
+	}
+	ht, err := s.findHostTemplate(ctx, r.PathValue("id"))
 	if err != nil {
 		s.fail(w, r, "get template", err)
 		return
 	}
-	v := e2bTemplateView(t)
-	writeJSON(w, http.StatusOK, map[string]any{
-		"templateID": v.TemplateID, "public": v.Public, "aliases": v.Aliases, "names": v.Names,
-		"createdAt": v.CreatedAt, "updatedAt": v.UpdatedAt, "lastSpawnedAt": nil, "spawnCount": 0,
-		"builds": []templateBuildJSON{{
-			BuildID: v.BuildID, Status: v.BuildStatus, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt, FinishedAt: v.CreatedAt,
+	v := hostTemplateView(ht)
+	writeJSON(w, http.StatusOK, templateWithBuildsJSON{
+		TemplateID: v.TemplateID, Public: v.Public, Aliases: v.Aliases, Names: v.Names, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt,
+		Builds: []templateBuildJSON{{
+			BuildID: v.BuildID, Status: v.BuildStatus, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt, FinishedAt: &v.CreatedAt,
 			CPUCount: v.CPUCount, MemoryMB: v.MemoryMB, DiskSizeMB: v.DiskSizeMB, EnvdVersion: v.EnvdVersion,
 		}},
 	})
 }
 
 // templateByAlias is GET /templates/aliases/{alias}: 200 with the
-// template's ID when a template has that name, else 404.
-func (s *Server) templateByAlias(w http.ResponseWriter, r *http.Request, _ store.APIKey) {
+// template's ID when the team may use a template of that name, 403 when
+// it is another team's (as E2B answers), else 404.
+func (s *Server) templateByAlias(w http.ResponseWriter, r *http.Request, key store.APIKey) {
 	alias := r.PathValue("alias")
 	if !validTemplate(alias) {
 		s.fail(w, r, "template by alias", fmt.Errorf("alias %q: 1-63 characters of [a-zA-Z0-9._-]: %w", alias, errdefs.ErrInvalid))
 		return
 	}
-	t, err := s.findTemplate(r.Context(), alias)
+	t, err := s.store.GetTemplate(r.Context(), alias)
+	switch {
+	case err == nil && t.Name == alias && (t.TeamID == key.TeamID || t.Public):
+		writeJSON(w, http.StatusOK, map[string]any{"templateID": t.ID, "public": t.Public})
+		return
+	case err == nil && t.Name == alias:
+		s.fail(w, r, "template by alias", fmt.Errorf("template %q belongs to another team: %w", alias, errdefs.ErrPermissionDenied))
+		return
+	case err != nil && !errors.Is(err, errdefs.ErrNotFound):
+		s.fail(w, r, "template by alias", err)
+		return
+	}
+	ht, err := s.findHostTemplate(r.Context(), alias)
 	if err != nil {
 		s.fail(w, r, "template by alias", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"templateID": t.GetName(), "public": true})
+	writeJSON(w, http.StatusOK, map[string]any{"templateID": ht.GetName(), "public": true})
+}
+
+// updateTemplateRequest is E2B's TemplateUpdateRequest.
+type updateTemplateRequest struct {
+	Public *bool `json:"public"`
+}
+
+// updateTemplate is PATCH /templates/{id} (200, no body) and PATCH
+// /v2/templates/{id} (E2B's TemplateUpdateResponse).
+func (s *Server) updateTemplate(w http.ResponseWriter, r *http.Request, key store.APIKey) {
+	var req updateTemplateRequest
+	if err := decodeJSON(r.Body, &req); err != nil {
+		s.fail(w, r, "update template", err)
+		return
+	}
+	t, err := s.ownTemplate(r.Context(), key.TeamID, r.PathValue("id"))
+	if err == nil && req.Public != nil {
+		t, err = s.store.SetTemplatePublic(r.Context(), t.ID, *req.Public)
+	}
+	if err != nil {
+		s.fail(w, r, "update template", err)
+		return
+	}
+	if strings.HasPrefix(r.URL.Path, "/v2/") {
+		writeJSON(w, http.StatusOK, map[string]any{"names": []string{t.Name}})
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// deleteTemplate is DELETE /templates/{id}: the template, its builds,
+// tags and files go; then the blobs that only they named. A template that
+// sandboxes still run keeps its blobs (their hosts keep the trees).
+func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request, key store.APIKey) {
+	ctx := r.Context()
+	t, err := s.ownTemplate(ctx, key.TeamID, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, "delete template", err)
+		return
+	}
+	blobs, err := s.contentStore()
+	if err != nil {
+		s.fail(w, r, "delete template", err)
+		return
+	}
+	builds, files, err := s.store.DeleteTemplate(ctx, t.ID)
+	if err != nil {
+		s.fail(w, r, "delete template", err)
+		return
+	}
+	s.log.Info("template deleted", "template", t.ID, "name", t.Name, "builds", len(builds))
+	gcCtx, cancel := opContext(ctx)
+	defer cancel()
+	running, err := s.store.CountSandboxes(gcCtx, store.SandboxFilter{Template: t.ID, States: activeStates})
+	switch {
+	case err != nil:
+		s.log.Warn("template blobs kept: sandboxes of the template not counted", "template", t.ID, "err", err)
+	case running > 0:
+		s.log.Info("template blobs kept: sandboxes of the template run", "template", t.ID, "sandboxes", running)
+	default:
+		s.collectGarbage(gcCtx, blobs, blobsOf(blobs, builds, files))
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// v1TemplateJSON is one template of GET /v1/templates: a content template
+// (its current build) or a host's own tree.
+type v1TemplateJSON struct {
+	TemplateID string    `json:"templateID"`
+	Name       string    `json:"name"`
+	Names      []string  `json:"names"`
+	Tags       []string  `json:"tags"`
+	Public     bool      `json:"public"`
+	BuildID    string    `json:"buildID"`
+	Status     string    `json:"status"`
+	Digest     string    `json:"digest,omitempty"`
+	SizeBytes  int64     `json:"sizeBytes"`
+	Hosts      []string  `json:"hosts"`
+	Source     string    `json:"source"`
+	CreatedAt  time.Time `json:"createdAt"`
+	UpdatedAt  time.Time `json:"updatedAt"`
+}
+
+// listTemplates is GET /v1/templates: the team's content templates and
+// the public ones, with the hosts that hold each one's current tree, and
+// the hosts' own trees.
+func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request, key store.APIKey) {
+	cts, hts, err := s.teamTemplates(r.Context(), key.TeamID)
+	if err != nil {
+		s.fail(w, r, "list templates", err)
+		return
+	}
+	holding := hostsHolding(hts)
+	out := make([]v1TemplateJSON, 0, len(cts)+len(hts))
+	for _, ct := range cts {
+		out = append(out, s.v1ContentView(ct, holding))
+	}
+	for _, t := range ownTrees(hts, cts) {
+		out = append(out, v1TemplateJSON{
+			TemplateID: t.GetName(), Name: t.GetName(), Names: []string{t.GetName()}, Tags: []string{}, Public: true,
+			BuildID: buildID(t), Status: string(store.BuildReady), SizeBytes: t.SizeBytes, Hosts: t.Hosts,
+			Source: t.GetSource(), CreatedAt: t.Created, UpdatedAt: t.Created,
+		})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) v1ContentView(ct contentTemplate, holding map[string][]string) v1TemplateJSON {
+	b := ct.shown()
+	v := v1TemplateJSON{
+		TemplateID: ct.ID, Name: ct.Name, Names: []string{ct.Name}, Tags: []string{}, Public: ct.Public, BuildID: b.ID,
+		Status: string(b.Status), Digest: b.Manifest, SizeBytes: b.SizeBytes, Hosts: holding[b.Manifest],
+		CreatedAt: ct.CreatedAt, UpdatedAt: ct.UpdatedAt,
+	}
+	if v.Hosts == nil {
+		v.Hosts = []string{}
+	}
+	for _, tag := range ct.Tags {
+		if tag.BuildID == b.ID {
+			v.Tags = append(v.Tags, tag.Tag)
+		}
+	}
+	if b.Manifest != "" && s.cfg.Blobs != nil {
+		if m, err := s.cfg.Blobs.Manifest(content.Digest(b.Manifest)); err == nil {
+			v.Source = m.Config.Source
+		}
+	}
+	return v
 }

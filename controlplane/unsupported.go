@@ -16,24 +16,13 @@ func (s *Server) unsupportedRoutes(api func(pattern string, h apiHandler)) {
 	api("POST /sandboxes/{id}/snapshots", s.unsupported("sandbox snapshots"))
 	api("GET /snapshots", s.unsupported("snapshots"))
 	api("PUT /sandboxes/{id}/network", s.unsupported("updating a sandbox's network"))
-	builds := s.unsupported("building templates through the API (use `roost template`)")
-	api("POST /templates", builds)
-	api("POST /v2/templates", builds)
-	api("POST /v3/templates", builds)
-	api("POST /templates/{id}", builds)
-	api("PATCH /templates/{id}", builds)
-	api("PATCH /v2/templates/{id}", builds)
-	api("DELETE /templates/{id}", builds)
-	api("GET /templates/{id}/files/{hash}", builds)
-	api("POST /templates/{id}/builds/{buildID}", builds)
-	api("POST /v2/templates/{id}/builds/{buildID}", builds)
-	api("GET /templates/{id}/builds/{buildID}/status", builds)
-	api("GET /templates/{id}/builds/{buildID}/logs", builds)
-	api("POST /templates/tags", builds)
-	api("DELETE /templates/tags", builds)
-	// GET /templates/{id}/tags would conflict with the alias lookup in
-	// the mux (both match /templates/aliases/tags).
-	api("GET /templates/{id}/{sub}", s.templateSubresource(builds))
+	// E2B's legacy template builds (its v1 Dockerfile builds): its SDKs
+	// build through /v3/templates and /v2/.../builds, which roost serves.
+	legacy := s.unsupported("E2B's legacy template builds (use POST /v3/templates, or `roost template build`)")
+	api("POST /templates", legacy)
+	api("POST /v2/templates", legacy)
+	api("POST /templates/{id}", legacy)
+	api("POST /templates/{id}/builds/{buildID}", legacy)
 	api("GET /teams/{teamID}/metrics", s.unsupported("team metrics history"))
 	api("GET /teams/{teamID}/metrics/max", s.unsupported("team metrics history"))
 	secrets := s.unsupported("secrets")
@@ -63,17 +52,5 @@ func (s *Server) unsupported(feature string) apiHandler {
 	err := fmt.Errorf("%s is not supported by roost yet: %w", feature, errdefs.ErrUnsupported)
 	return func(w http.ResponseWriter, r *http.Request, _ store.APIKey) {
 		s.fail(w, r, feature, err)
-	}
-}
-
-// templateSubresource serves GET /templates/{id}/{sub}: E2B has only
-// "tags" there, answered by tags; anything else is no route.
-func (s *Server) templateSubresource(tags apiHandler) apiHandler {
-	return func(w http.ResponseWriter, r *http.Request, key store.APIKey) {
-		if r.PathValue("sub") != "tags" {
-			errdefs.WriteHTTP(w, http.StatusNotFound, "no route for "+r.Method+" "+r.URL.Path)
-			return
-		}
-		tags(w, r, key)
 	}
 }

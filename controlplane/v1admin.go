@@ -8,28 +8,6 @@ import (
 	"roost.dev/roost/store"
 )
 
-// templateJSON is one template of GET /v1/templates.
-type templateJSON struct {
-	Name      string   `json:"name"`
-	SizeBytes int64    `json:"sizeBytes"`
-	Hosts     []string `json:"hosts"`
-}
-
-// listTemplates is GET /v1/templates: every host's templates, and which
-// hosts have each.
-func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request, _ store.APIKey) {
-	ts, err := s.collectTemplates(r.Context())
-	if err != nil {
-		s.fail(w, r, "list templates", err)
-		return
-	}
-	out := make([]templateJSON, 0, len(ts))
-	for _, t := range ts {
-		out = append(out, templateJSON{Name: t.GetName(), SizeBytes: t.SizeBytes, Hosts: t.Hosts})
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
 // hostJSON is one host of GET /v1/hosts. It never carries the host's
 // token, which is a credential to the agent.
 type hostJSON struct {

@@ -27,8 +27,9 @@ type Templates interface {
 	// SetTemplatePublic changes a template's visibility.
 	SetTemplatePublic(ctx context.Context, id string, public bool) (Template, error)
 	// DeleteTemplate deletes the template with its builds, logs, tags and
-	// the files rows uploaded for it, and returns the builds it had.
-	DeleteTemplate(ctx context.Context, id string) ([]TemplateBuild, error)
+	// the files rows uploaded for it, and returns the builds and files it
+	// had (whose blobs the caller may then collect).
+	DeleteTemplate(ctx context.Context, id string) ([]TemplateBuild, []TemplateFile, error)
 
 	// CreateBuild stores a new build of an existing template.
 	CreateBuild(ctx context.Context, b TemplateBuild) error

@@ -87,11 +87,15 @@ func (s *sqlStore) SetTemplatePublic(ctx context.Context, id string, public bool
 	return t, nil
 }
 
-func (s *sqlStore) DeleteTemplate(ctx context.Context, id string) ([]TemplateBuild, error) {
+func (s *sqlStore) DeleteTemplate(ctx context.Context, id string) ([]TemplateBuild, []TemplateFile, error) {
 	var builds []TemplateBuild
+	var files []TemplateFile
 	err := s.inTx(ctx, "delete template "+id, func(tx *sql.Tx) error {
 		var err error
 		if builds, err = listBuilds(ctx, tx, id); err != nil {
+			return err
+		}
+		if files, err = queryFiles(ctx, tx, `WHERE template_id = $1`, id); err != nil {
 			return err
 		}
 		// Children first: SQLite's foreign keys cascade, but only with
@@ -109,7 +113,10 @@ func (s *sqlStore) DeleteTemplate(ctx context.Context, id string) ([]TemplateBui
 		res, err := tx.ExecContext(ctx, `DELETE FROM templates WHERE id = $1`, id)
 		return one(res, err, "template")
 	})
-	return builds, err
+	if err != nil {
+		return nil, nil, err
+	}
+	return builds, files, nil
 }
 
 // Builds.
@@ -485,15 +492,34 @@ func (s *sqlStore) PutTemplateFile(ctx context.Context, f TemplateFile) error {
 }
 
 func (s *sqlStore) TemplateFile(ctx context.Context, teamID, hash string) (TemplateFile, error) {
-	var f TemplateFile
-	var created sql.NullInt64
-	err := s.r.QueryRowContext(ctx, `SELECT team_id, hash, template_id, digest, size_bytes, created_at FROM template_files
-		WHERE team_id = $1 AND hash = $2`, teamID, hash).Scan(&f.TeamID, &f.Hash, &f.TemplateID, &f.Digest, &f.SizeBytes, &created)
+	files, err := queryFiles(ctx, s.r, `WHERE team_id = $1 AND hash = $2`, teamID, hash)
+	if err == nil && len(files) == 0 {
+		err = sql.ErrNoRows
+	}
 	if err != nil {
 		return TemplateFile{}, notFound(err, fmt.Sprintf("template file %q", hash))
 	}
-	f.CreatedAt = fromNanos(created)
-	return f, nil
+	return files[0], nil
+}
+
+// queryFiles reads the template_files rows that where selects.
+func queryFiles(ctx context.Context, q querier, where string, args ...any) ([]TemplateFile, error) {
+	rows, err := q.QueryContext(ctx, `SELECT team_id, hash, template_id, digest, size_bytes, created_at FROM template_files `+where, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query template files: %w", err)
+	}
+	defer rows.Close()
+	var out []TemplateFile
+	for rows.Next() {
+		var f TemplateFile
+		var created sql.NullInt64
+		if err := rows.Scan(&f.TeamID, &f.Hash, &f.TemplateID, &f.Digest, &f.SizeBytes, &created); err != nil {
+			return nil, fmt.Errorf("query template files: %w", err)
+		}
+		f.CreatedAt = fromNanos(created)
+		out = append(out, f)
+	}
+	return out, rows.Err()
 }
 
 // Secrets.

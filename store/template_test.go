@@ -308,9 +308,9 @@ func TestTemplateFilesAndDelete(t *testing.T) {
 		if _, err := s.FinishBuild(ctx, "b1", digestOf('a'), 1); err != nil {
 			t.Fatal(err)
 		}
-		builds, err := s.DeleteTemplate(ctx, "t1")
-		if err != nil || len(builds) != 1 || builds[0].Manifest != digestOf('a') {
-			t.Fatalf("delete = %+v, %v", builds, err)
+		builds, files, err := s.DeleteTemplate(ctx, "t1")
+		if err != nil || len(builds) != 1 || builds[0].Manifest != digestOf('a') || len(files) != 1 || files[0].Digest != digestOf('1') {
+			t.Fatalf("delete = %+v, %+v, %v", builds, files, err)
 		}
 		if _, err := s.GetTemplate(ctx, "t1"); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Fatalf("deleted template: %v", err)
@@ -324,7 +324,7 @@ func TestTemplateFilesAndDelete(t *testing.T) {
 		if m, err := s.ReadyManifests(ctx); err != nil || len(m) != 0 {
 			t.Fatalf("ready manifests after delete = %q, %v", m, err)
 		}
-		if _, err := s.DeleteTemplate(ctx, "t1"); !errors.Is(err, errdefs.ErrNotFound) {
+		if _, _, err := s.DeleteTemplate(ctx, "t1"); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Fatalf("delete twice: %v", err)
 		}
 	})
