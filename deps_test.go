@@ -82,9 +82,10 @@ var allowed = map[string][]string{
 	// The control plane drives agents over their Connect API only: no agent
 	// or runtime driver code, just the error categories of runtime. Of
 	// templates it keeps the content (blobs, manifests) and turns build
-	// requests into specs; it never builds or unpacks a tree.
+	// requests into specs; it never builds or unpacks a tree (template
+	// and mountinfo come in with template/build's Builder, unused here).
 	module + "/controlplane/...": {module + "/controlplane/...", module + "/store", module + "/proxy", module + "/runtime", module + "/errdefs", module + "/wire", module + "/bufpool",
-		module + "/gen/...", module + "/tlscert", module + "/atomicfile", module + "/template/content", module + "/template/build"},
+		module + "/gen/...", module + "/tlscert", module + "/atomicfile", module + "/template/content", module + "/template/build", module + "/template", module + "/mountinfo"},
 	// The runtime interfaces and their drivers (and the drivers' test
 	// helpers): never the agent or the control plane.
 	module + "/runtime/...": {module + "/runtime/...", module + "/errdefs", module + "/wire", module + "/atomicfile", module + "/cgroup/...", module + "/network/...",
