@@ -18,6 +18,7 @@ import (
 
 	"roost.dev/roost/controlplane"
 	"roost.dev/roost/store"
+	"roost.dev/roost/template/content"
 )
 
 type serverOptions struct {
@@ -62,7 +63,7 @@ certificate with --tls-cert/--tls-key (or copy <data-dir>/tls/{domain}/).`,
 		RunE: func(cmd *cobra.Command, args []string) error { return runServer(cmd.Context(), &o) },
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&o.dataDir, "data-dir", "/var/lib/roost", "data directory (SQLite database, API key)")
+	pf.StringVar(&o.dataDir, "data-dir", "/var/lib/roost", "data directory (SQLite database, API key, template blobs: replicas share it)")
 	pf.StringVar(&o.databaseURL, "database-url", "", "database: sqlite:///path or postgres://... (default SQLite in <data-dir>/db/roost.db)")
 	pf.TextVar(&o.level, "log-level", &o.level, "log level: debug, info, warn, error")
 	pf.Var(&o.teamQuota, "team-quota", teamQuotaUsage)
@@ -114,7 +115,7 @@ func runServer(ctx context.Context, o *serverOptions) error {
 	defer st.Close()
 	cp, err := controlplane.New(controlplane.Config{
 		Domain: serve.domain, PublicURL: publicURL, ReconcileInterval: o.reconcile, DownAfter: o.downAfter,
-		CreateGrace: o.createGrace, TeamQuota: o.teamQuota.q,
+		CreateGrace: o.createGrace, TeamQuota: o.teamQuota.q, Blobs: content.NewBlobs(filepath.Join(dataDir, "blobs")),
 	}, st, log.With("component", "controlplane"))
 	if err != nil {
 		return err

@@ -19,6 +19,7 @@ import (
 	"roost.dev/roost/agent"
 	"roost.dev/roost/controlplane"
 	"roost.dev/roost/store"
+	"roost.dev/roost/template/content"
 )
 
 type upOptions struct {
@@ -108,7 +109,8 @@ func runUp(ctx context.Context, o *upOptions) error {
 	// The agent is in this process: the control plane reaches its
 	// sandboxes directly, a hop less for every request.
 	local := &controlplane.LocalAgent{HostID: localHostID, SandboxAddr: m.SandboxAddr}
-	cp, err := controlplane.New(controlplane.Config{Domain: serve.domain, PublicURL: serve.publicURL, Local: local, TeamQuota: o.quota.q}, st, log.With("component", "controlplane"))
+	cp, err := controlplane.New(controlplane.Config{Domain: serve.domain, PublicURL: serve.publicURL, Local: local, TeamQuota: o.quota.q,
+		Blobs: content.NewBlobs(filepath.Join(dataDir, "blobs"))}, st, log.With("component", "controlplane"))
 	if err != nil {
 		return err
 	}
