@@ -6,13 +6,13 @@ import (
 	"errors"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
-	"golang.org/x/sys/unix"
 
 	"roost.dev/roost/agent"
 	"roost.dev/roost/errdefs"
@@ -21,23 +21,19 @@ import (
 	"roost.dev/roost/template"
 )
 
-// storeWith returns a template store holding base's tree (bind-mounted,
-// read-only) under each name of tpls, with that template's record: the
-// tree stays shared, the defaults are the test's.
+// storeWith returns a template store holding base's tree, as hard links,
+// under each name of tpls, with that template's record: the files stay
+// shared (nothing writes to a template's tree), the defaults are the
+// test's.
 func storeWith(t *testing.T, base template.Template, tpls ...template.Template) *template.Store {
 	t.Helper()
 	dir := t.TempDir()
 	for _, tpl := range tpls {
-		root := filepath.Join(dir, tpl.Name, "rootfs")
-		if err := os.MkdirAll(root, 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Join(dir, tpl.Name), 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if err := unix.Mount(base.RootFS, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = unix.Unmount(root, unix.MNT_DETACH) })
-		if err := unix.Mount("", root, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-			t.Fatal(err)
+		if out, err := exec.Command("cp", "-al", base.RootFS, filepath.Join(dir, tpl.Name, "rootfs")).CombinedOutput(); err != nil {
+			t.Fatalf("copy base: %v: %s", err, out)
 		}
 		tpl.DefaultUser, tpl.Workdir, tpl.Env, tpl.Source = base.DefaultUser, base.Workdir, base.Env, template.SourceImport
 		b, err := json.Marshal(tpl)
