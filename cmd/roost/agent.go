@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -37,6 +38,7 @@ type agentOptions struct {
 	noPrune bool
 	level   slog.LevelVar
 	net     networkOptions
+	cache   templateCacheOptions
 
 	// Registration with a control plane (roost server).
 	server            string
@@ -73,6 +75,7 @@ and requires --token (or $` + tokenEnv + `) on every request.`,
 	f.BoolVar(&o.noPrune, "no-prune", false, "skip the start-up sweep of roost network namespaces, links, mounts and cgroups that no sandbox of this agent owns (set it when another agent shares this host)")
 	f.TextVar(&o.level, "log-level", &o.level, "log level: debug, info, warn, error")
 	o.net.addFlags(cmd)
+	o.cache.addFlags(cmd)
 	f.StringVar(&o.server, "server", "", "control plane (roost server) URL to register with and heartbeat to, e.g. https://10.0.0.1:3000")
 	f.StringVar(&o.registrationToken, "registration-token", "", "one-time registration token from 'roost server token' (default $"+registrationTokenEnv+"); needed on first start only, and to register again")
 	f.StringVar(&o.advertise, "advertise", "", "URL the control plane reaches this agent at, https (default https://<--listen>); its host goes into the agent's certificate")
@@ -100,7 +103,7 @@ func runAgent(ctx context.Context, o *agentOptions) error {
 	case o.server == "" && !isLoopback(o.listen):
 		return fmt.Errorf("--listen %s is not a loopback address: an agent without --server speaks plain HTTP, so it listens on loopback only; agents reached over a network register with --server and speak mutual TLS", o.listen)
 	}
-	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, &o.net, log)
+	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, &o.net, templateHost{budget: int64(o.cache.budget)}, log)
 	if err != nil {
 		return err
 	}
@@ -148,6 +151,9 @@ func serveRegistered(ctx context.Context, o *agentOptions, dataDir string, m *ag
 		}
 		return err
 	}
+	// Templates come from the control plane, and builds go to it. No
+	// timeout: it would bound a whole blob's transfer.
+	m.UseControlPlane(reg, &http.Client{})
 	tlsConfig, err := reg.TLS(time.Now())
 	if err != nil {
 		return fmt.Errorf("%w (remove %s and register again with a new token)", err, agent.RegistrationPath(dataDir))
@@ -170,10 +176,19 @@ func serveRegistered(ctx context.Context, o *agentOptions, dataDir string, m *ag
 	return errors.Join(regErr, serveErr)
 }
 
+// templateHost is how a host keeps the control plane's templates.
+type templateHost struct {
+	// budget is the cache's disk budget in bytes; 0 is the default.
+	budget int64
+	// shared: the blobs are the control plane's own (roost up).
+	shared bool
+}
+
 // openManager builds the host's sandbox manager: the runtime driver, the
-// network, the template store, and the sandboxes recovered from dataDir.
-// `roost agent` serves it over RPC; `roost up` also drives it in-process.
-func openManager(ctx context.Context, dataDir, runtimeName, envdFlag string, noPrune bool, netOpts *networkOptions, log *slog.Logger) (*agent.Manager, error) {
+// network, the template store and content, and the sandboxes recovered
+// from dataDir. `roost agent` serves it over RPC; `roost up` also drives
+// it in-process.
+func openManager(ctx context.Context, dataDir, runtimeName, envdFlag string, noPrune bool, netOpts *networkOptions, tpl templateHost, log *slog.Logger) (*agent.Manager, error) {
 	// A --runtime this build cannot run is the first thing to report.
 	if _, err := selectRuntime(runtimeName); err != nil {
 		return nil, err
@@ -204,7 +219,28 @@ func openManager(ctx context.Context, dataDir, runtimeName, envdFlag string, noP
 	templates := template.NewStore(filepath.Join(dataDir, "templates"), log)
 	return agent.New(ctx, agent.Config{
 		DataDir: dataDir, Envd: envd, Version: buildVersion(), SkipPrune: noPrune,
+		Blobs: newBlobs(dataDir), SharedBlobs: tpl.shared, TemplateCache: tpl.budget,
+		BuildRuntime: buildRuntime(ctx, rt, dataDir, log),
 	}, rt, nw, templates, log.With("component", "manager"))
+}
+
+// buildRuntime is the runtime of template builds on a host whose own
+// runtime is not namespace: builds run their steps in namespace
+// sandboxes, when this host can run them. Nil: the host's runtime.
+func buildRuntime(ctx context.Context, rt runtime.Runtime, dataDir string, log *slog.Logger) runtime.Runtime {
+	if rt.Name() == "namespace" {
+		return nil
+	}
+	d, err := namespace.New(namespace.Config{DataDir: filepath.Join(dataDir, "runtime", "namespace")}, log.With("component", "namespace"))
+	if err != nil {
+		log.Info("template builds unavailable on this host", "reason", err)
+		return nil
+	}
+	if a := d.Probe(ctx); !a.Available {
+		log.Info("template builds unavailable on this host", "reason", a.Reason)
+		return nil
+	}
+	return d
 }
 
 // runtimeFlagUsage documents --runtime for roost agent and roost up.

@@ -31,6 +31,7 @@ type upOptions struct {
 	noPrune bool
 	quota   quotaFlag
 	net     networkOptions
+	cache   templateCacheOptions
 	tls     tlsOptions
 	level   slog.LevelVar
 }
@@ -64,6 +65,7 @@ Plain HTTP on --listen is the default.`,
 	f.TextVar(&o.level, "log-level", &o.level, "log level: debug, info, warn, error")
 	f.Var(&o.quota, "team-quota", teamQuotaUsage)
 	o.net.addFlags(cmd)
+	o.cache.addFlags(cmd)
 	return cmd
 }
 
@@ -77,7 +79,8 @@ func runUp(ctx context.Context, o *upOptions) error {
 	if err != nil {
 		return err
 	}
-	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, &o.net, log)
+	// The agent shares the control plane's blobs: nothing to transfer.
+	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, &o.net, templateHost{budget: int64(o.cache.budget), shared: true}, log)
 	if err != nil {
 		return err
 	}
