@@ -41,7 +41,7 @@ type extractor struct {
 	parentFD  int
 
 	entries, devices, xattrErrs int
-	buf, zero                   []byte // for copySparse
+	buf, zero                   []byte // for copyTo and copySparse
 
 	// layer is set when applying an OCI layer (see layer.go): whiteouts
 	// delete, and entries replace what lower layers put there.
@@ -322,27 +322,29 @@ func (x *extractor) file(rel string, hdr *tar.Header) error {
 	if err := x.budget.claim(rel, hdr.Size); err != nil {
 		return err
 	}
+	if isSparse(hdr) && hdr.Size > maxSparseSize {
+		return fmt.Errorf("tar entry %q: sparse file of %d bytes, more than %d: %w", rel, hdr.Size, maxSparseSize, errdefs.ErrInvalid)
+	}
 	pfd, base, err := x.parent(rel)
 	if err != nil {
 		return err
 	}
-	if _, err := x.clear(pfd, base, rel, false); err != nil {
+	fd, err := x.create(pfd, base, rel)
+	if err != nil {
 		return err
 	}
-	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return fmt.Errorf("tar entry %q: create: %w", rel, err)
-	}
-	f := os.NewFile(uintptr(fd), rel)
-	defer f.Close()
+	// A raw descriptor, not an os.File: one file per entry, and os.File
+	// costs a syscall and a finalizer each.
+	defer func() {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}()
 	x.src.err = nil
 	if isSparse(hdr) {
-		if hdr.Size > maxSparseSize {
-			return fmt.Errorf("tar entry %q: sparse file of %d bytes, more than %d: %w", rel, hdr.Size, maxSparseSize, errdefs.ErrInvalid)
-		}
-		err = x.copySparse(f)
+		err = x.copySparse(fd)
 	} else {
-		_, err = io.Copy(f, &x.src)
+		err = x.copyTo(fd)
 	}
 	if err != nil {
 		if x.src.err != nil {
@@ -360,10 +362,72 @@ func (x *extractor) file(rel string, hdr *tar.Header) error {
 		return fmt.Errorf("tar entry %q: chmod: %w", rel, err)
 	}
 	x.setXattrs(fd, rel, hdr)
-	if err := f.Close(); err != nil {
+	err = unix.Close(fd)
+	fd = -1
+	if err != nil {
 		return fmt.Errorf("tar entry %q: close: %w", rel, err)
 	}
 	setTimes(pfd, base, hdr.AccessTime, hdr.ModTime)
+	return nil
+}
+
+// create makes the regular file base in pfd for writing, replacing what
+// had the name (mostly nothing: clear only runs when the name is taken).
+func (x *extractor) create(pfd int, base, rel string) (int, error) {
+	const flags = unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := unix.Openat(pfd, base, flags, 0o600)
+	if errors.Is(err, unix.EEXIST) {
+		if _, err := x.clear(pfd, base, rel, false); err != nil {
+			return -1, err
+		}
+		fd, err = unix.Openat(pfd, base, flags, 0o600)
+	}
+	if err != nil {
+		return -1, fmt.Errorf("tar entry %q: create: %w", rel, err)
+	}
+	return fd, nil
+}
+
+// copyBufSize is the buffer of copyTo and copySparse: large writes for
+// large files.
+const copyBufSize = 256 << 10
+
+// copyTo writes the current entry to fd.
+func (x *extractor) copyTo(fd int) error {
+	x.buffers()
+	for {
+		n, err := x.src.Read(x.buf)
+		if n > 0 {
+			if werr := writeAll(fd, x.buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (x *extractor) buffers() {
+	if x.buf == nil {
+		x.buf, x.zero = make([]byte, copyBufSize), make([]byte, copyBufSize)
+	}
+}
+
+func writeAll(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Write(fd, b)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
 	return nil
 }
 
@@ -489,23 +553,35 @@ func isSparse(hdr *tar.Header) bool {
 	return false
 }
 
-// copySparse writes the current entry to f leaving runs of zeros as holes
-// (archive/tar hands a sparse file's holes over as zeros).
-func (x *extractor) copySparse(f *os.File) error {
-	if x.buf == nil {
-		x.buf, x.zero = make([]byte, 64*1024), make([]byte, 64*1024)
+func pwriteAll(fd int, b []byte, off int64) error {
+	for len(b) > 0 {
+		n, err := unix.Pwrite(fd, b, off)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		b, off = b[n:], off+int64(n)
 	}
+	return nil
+}
+
+// copySparse writes the current entry to fd leaving runs of zeros as
+// holes (archive/tar hands a sparse file's holes over as zeros).
+func (x *extractor) copySparse(fd int) error {
+	x.buffers()
 	var off int64
 	for {
 		n, err := x.src.Read(x.buf)
 		if n > 0 && !bytes.Equal(x.buf[:n], x.zero[:n]) {
-			if _, werr := f.WriteAt(x.buf[:n], off); werr != nil {
+			if werr := pwriteAll(fd, x.buf[:n], off); werr != nil {
 				return werr
 			}
 		}
 		off += int64(n)
 		if err == io.EOF {
-			return f.Truncate(off)
+			return unix.Ftruncate(fd, off)
 		}
 		if err != nil {
 			return err
