@@ -254,7 +254,8 @@ func (b *Blobs) Usage() (int64, error) {
 
 // Evict deletes blobs, least recently used first, until their total size
 // is at most budget bytes; keep (may be nil) names blobs never to delete
-// (those in use). It also removes temp files crashed writers left. It
+// (those in use). It also removes temp files and partial downloads left
+// for a day. It
 // returns the bytes freed; staying over budget with only kept blobs left
 // is not an error.
 func (b *Blobs) Evict(budget int64, keep func(Digest) bool) (freed int64, err error) {
@@ -284,12 +285,17 @@ func (b *Blobs) Evict(budget int64, keep func(Digest) bool) (freed int64, err er
 	return freed, nil
 }
 
+// sweepTmp removes what crashed writers left: temp files, and partial
+// downloads nobody resumed for staleTmp (a download in progress writes,
+// which keeps its mtime recent).
 func (b *Blobs) sweepTmp() {
-	dir := filepath.Join(b.dir, tmpSub)
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > staleTmp {
-			_ = os.Remove(filepath.Join(dir, e.Name()))
+	for _, sub := range []string{tmpSub, partialSub} {
+		dir := filepath.Join(b.dir, sub)
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > staleTmp {
+				_ = os.Remove(filepath.Join(dir, e.Name()))
+			}
 		}
 	}
 }

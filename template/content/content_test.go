@@ -457,6 +457,22 @@ func TestEvictLRU(t *testing.T) {
 	if u, _ := b.Usage(); u != 2000 {
 		t.Fatalf("Usage = %d", u)
 	}
+	// A partial download and a temp file left for two days go.
+	old := time.Now().Add(-48 * time.Hour)
+	for _, p := range []string{filepath.Join(b.Dir(), "partial", ds[0].Hex()), filepath.Join(b.Dir(), "tmp", "put-1")} {
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_ = os.Chtimes(p, old, old)
+	}
+	if _, err := b.Evict(1<<40, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"partial", "tmp"} {
+		if left, _ := os.ReadDir(filepath.Join(b.Dir(), sub)); len(left) != 0 {
+			t.Errorf("%s holds %v", sub, left)
+		}
+	}
 	// Only kept blobs left over budget: not an error.
 	if freed, err := b.Evict(0, func(Digest) bool { return true }); err != nil || freed != 0 {
 		t.Fatalf("Evict of kept = %d, %v", freed, err)
