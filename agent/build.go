@@ -46,6 +46,8 @@ func (m *Manager) Build(ctx context.Context, spec build.Spec, log func(build.Log
 			return content.Manifest{}, "", fmt.Errorf("template build: send the result to the control plane: %w", err)
 		}
 	}
+	// The build's layers and tree are the cache's like a pull's.
+	m.evictTemplates()
 	return man, d, nil
 }
 
