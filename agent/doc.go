@@ -17,10 +17,23 @@
 // keeps the accepted host ID and token in <data>/registration.json (so a
 // restarted agent only heartbeats), and heartbeats its usage every 5 s.
 //
+// Templates (docs/templates.md): a template's start command runs in the
+// background and its ready command passes before a create returns. A
+// create with the control plane's TemplateRef runs on the tree of that
+// manifest, whose missing layers are pulled once per manifest into
+// <data>/blobs (a cache within a disk budget, least recently used trees
+// and blobs evicted, never one in use; the control plane's own store in
+// roost up). Build runs a template build: the agent is the builder's Env,
+// giving it bases (fetched, imported, or the host's own trees as a layer)
+// and build sandboxes (the create path over a build's tree on the
+// namespace runtime, never listed, removed when their step ends or at the
+// next start-up), and pushes the result's blobs to the control plane.
+//
 // The agent never stops sandboxes when it exits: they live as long as the
 // host, and the next agent adopts them. It does not pick or construct a
-// runtime driver (cmd/roost wires one in), does not build network plumbing
-// or templates itself, and knows nothing of the control plane's code: it
+// runtime driver (cmd/roost wires one in), does not build network plumbing,
+// template trees or layers itself (package template and its builder do),
+// and knows nothing of the control plane's code: it
 // speaks the control plane's HTTP JSON host endpoints, and is called back
 // over RPC.
 package agent
