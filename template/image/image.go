@@ -16,6 +16,11 @@ import (
 // progressEvery is how often a layer in progress is reported.
 const progressEvery = time.Second
 
+// maxLayerBytes bounds a layer uncompressed: a few kilobytes of gzip can
+// expand to terabytes. Twice the default size budget of a template,
+// which Materialize would refuse beyond anyway. A var for tests.
+var maxLayerBytes int64 = 16 << 30
+
 // importImage puts img's layers and a manifest of them into blobs.
 // source describes the image for people ("image docker.io/x:1").
 func importImage(ctx context.Context, img v1.Image, source string, blobs *content.Blobs, progress func(string)) (content.Manifest, content.Digest, error) {
@@ -65,7 +70,7 @@ func putLayer(ctx context.Context, l v1.Layer, blobs *content.Blobs, which strin
 		return content.Descriptor{}, err
 	}
 	defer rc.Close()
-	r := &countingReader{r: rc, every: progressEvery, last: time.Now(), report: func(n int64) {
+	r := &countingReader{r: rc, limit: maxLayerBytes, every: progressEvery, last: time.Now(), report: func(n int64) {
 		progress(fmt.Sprintf("pulling %s %s", short(want), mib(n)))
 	}}
 	progress(fmt.Sprintf("layer %s %s: pulling", which, short(want)))
@@ -135,10 +140,12 @@ func short(d content.Digest) string { return d.Short() + "…" }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
-// countingReader reports the bytes read so far, at most every every.
+// countingReader reports the bytes read so far, at most every every,
+// and fails past limit.
 type countingReader struct {
 	r      io.Reader
 	n      int64
+	limit  int64
 	every  time.Duration
 	last   time.Time
 	report func(n int64)
@@ -147,6 +154,9 @@ type countingReader struct {
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if c.n > c.limit {
+		return n, fmt.Errorf("layer expands to more than %d bytes: %w", c.limit, errdefs.ErrInvalid)
+	}
 	if now := time.Now(); now.Sub(c.last) >= c.every {
 		c.last = now
 		c.report(c.n)

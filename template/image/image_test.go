@@ -378,6 +378,40 @@ func TestFromLayoutAndArchive(t *testing.T) {
 	}
 }
 
+func TestLayerBombAndLinkedLayout(t *testing.T) {
+	old := maxLayerBytes
+	maxLayerBytes = 1 << 20
+	defer func() { maxLayerBytes = old }()
+	host := newRegistry(t, nil)
+	push(t, host+"/team/bomb:v1", mkImage(t, runtime.GOARCH, v1.Config{}, mkLayer(t, file("zeros", strings.Repeat("\x00", 2<<20)))))
+	blobs := content.NewBlobs(t.TempDir())
+	if _, _, err := Pull(t.Context(), host+"/team/bomb:v1", Registry{}, blobs, nil); !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "expands to more than") {
+		t.Fatalf("a layer over the bound: %v", err)
+	}
+	if list, _ := blobs.List(); len(list) != 0 {
+		t.Fatalf("blobs kept: %v", list)
+	}
+
+	// A layout whose blob is a symlink (to /dev/zero) is refused unread.
+	dir := filepath.Join(t.TempDir(), "layout")
+	app := appImage(t)
+	idx := mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: app, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}}})
+	if _, err := layout.Write(dir, idx); err != nil {
+		t.Fatal(err)
+	}
+	cf, _ := app.Manifest()
+	blob := filepath.Join(dir, "blobs", "sha256", cf.Layers[0].Digest.Hex)
+	if err := os.Remove(blob); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/dev/zero", blob); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := FromLayout(t.Context(), dir, blobs, nil); !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("layout with a symlinked blob: %v", err)
+	}
+}
+
 func TestMaliciousImage(t *testing.T) {
 	host := newRegistry(t, nil)
 	outside := t.TempDir()

@@ -39,6 +39,9 @@ func FromLayout(ctx context.Context, dir string, blobs *content.Blobs, progress 
 	if err := checkExists(dir, true); err != nil {
 		return content.Manifest{}, "", err
 	}
+	if err := checkPlainTree(dir); err != nil {
+		return content.Manifest{}, "", fmt.Errorf("OCI layout %s: %w", dir, err)
+	}
 	idx, err := layout.ImageIndexFromPath(dir)
 	if err != nil {
 		return content.Manifest{}, "", fmt.Errorf("OCI layout %s: %w", dir, invalid(err))
@@ -82,6 +85,21 @@ func pickImage(idx v1.ImageIndex, p v1.Platform) (v1.Image, error) {
 		return idx.Image(unnamed[0])
 	}
 	return nil, fmt.Errorf("no image for %s/%s: %w", p.OS, p.Architecture, errdefs.ErrNotFound)
+}
+
+// checkPlainTree refuses a layout holding anything but directories and
+// regular files: it may come from an upload, and a blob that is a
+// symlink would be read wherever it points (/dev/zero, a host file).
+func checkPlainTree(dir string) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && !d.Type().IsRegular() {
+			return fmt.Errorf("%s is not a regular file or directory: %w", p, errdefs.ErrInvalid)
+		}
+		return nil
+	})
 }
 
 func checkExists(path string, dir bool) error {
