@@ -93,13 +93,29 @@ func (a *agents) For(h store.Host) hostagentv1connect.HostAgentServiceClient {
 
 func (a *agents) Close() { a.transport.CloseIdleConnections() }
 
-func tokenInterceptor(token string) connect.UnaryInterceptorFunc {
-	return func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			if token != "" {
-				req.Header().Set(wire.HeaderAgentToken, token)
-			}
-			return next(ctx, req)
+// tokenInterceptor sends an in-process agent's token with every call,
+// unary and streaming (BuildTemplate) alike.
+type tokenInterceptor string
+
+func (t tokenInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if t != "" {
+			req.Header().Set(wire.HeaderAgentToken, string(t))
 		}
+		return next(ctx, req)
 	}
+}
+
+func (t tokenInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		if t != "" {
+			conn.RequestHeader().Set(wire.HeaderAgentToken, string(t))
+		}
+		return conn
+	}
+}
+
+func (t tokenInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
 }
