@@ -18,13 +18,20 @@ import (
 const (
 	createQuiet = 2 * time.Second // a create faster than this shows nothing
 	createPoll  = time.Second
+	// createPlain is how often a line is printed when nothing changes,
+	// off a terminal.
+	createPlain = 15 * time.Second
 )
+
+// baseTemplate is the template each host builds itself.
+const baseTemplate = "base"
 
 // createProgress shows, on w, what a sandbox create of template tpl waits
 // for while it is pending: after createQuiet, the template's build or
 // pull status from the template list (GET /v1/templates), with the time
 // waited. On a terminal one line is rewritten in place; otherwise a line
-// is printed when the status changes. stop ends it and clears the line.
+// is printed when the status changes, and every createPlain. stop ends it
+// and clears the line.
 func createProgress(ctx context.Context, w io.Writer, c *client.Client, tpl string) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -39,15 +46,16 @@ func createProgress(ctx context.Context, w io.Writer, c *client.Client, tpl stri
 		}
 		tick := time.NewTicker(createPoll)
 		defer tick.Stop()
-		last := ""
+		last, printed := "", time.Time{}
 		for {
 			status := templateStatus(ctx, c, tpl)
 			waited := time.Since(start).Round(time.Second)
 			switch {
 			case tty:
 				fmt.Fprintf(w, "\r\033[K%s (%s)", status, waited)
-			case status != last:
+			case status != last || time.Since(printed) >= createPlain:
 				fmt.Fprintf(w, "%s (%s)\n", status, waited)
+				printed = time.Now()
 			}
 			last = status
 			select {
@@ -71,13 +79,18 @@ func createProgress(ctx context.Context, w io.Writer, c *client.Client, tpl stri
 func templateStatus(ctx context.Context, c *client.Client, tpl string) string {
 	ctx, cancel := context.WithTimeout(ctx, createPoll)
 	defer cancel()
+	waiting := "creating sandbox: waiting for template " + tpl
+	if tpl == baseTemplate {
+		// A host's base is listed once built.
+		waiting = "creating sandbox: waiting for the host to build the base template (1-2 minutes, once)"
+	}
 	ts, err := c.Templates(ctx)
 	if err != nil {
-		return "creating sandbox: waiting for template " + tpl
+		return waiting
 	}
 	i := slices.IndexFunc(ts, func(t client.TemplateInfo) bool { return templateMatches(t, tpl) })
 	if i < 0 {
-		return "creating sandbox: waiting for template " + tpl
+		return waiting
 	}
 	t := ts[i]
 	msg := "creating sandbox: template " + tpl
