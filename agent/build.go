@@ -27,6 +27,9 @@ func (m *Manager) Build(ctx context.Context, spec build.Spec, log func(build.Log
 	if err := m.canBuild(spec); err != nil {
 		return content.Manifest{}, "", err
 	}
+	if err := m.fetchStepFiles(ctx, spec); err != nil {
+		return content.Manifest{}, "", err
+	}
 	var mu sync.Mutex // serialises log
 	logged := func(e build.LogEntry) {
 		mu.Lock()
@@ -49,6 +52,22 @@ func (m *Manager) Build(ctx context.Context, spec build.Spec, log func(build.Log
 	// The build's layers and tree are the cache's like a pull's.
 	m.evictTemplates()
 	return man, d, nil
+}
+
+// fetchStepFiles makes the files blobs of the spec's COPY and ADD steps
+// present (uploaded to the control plane, not to this host).
+func (m *Manager) fetchStepFiles(ctx context.Context, spec build.Spec) error {
+	for _, st := range spec.Stages {
+		for _, step := range st.Steps {
+			if step.Files == "" {
+				continue
+			}
+			if err := m.fetchBlob(ctx, content.Descriptor{Digest: step.Files}); err != nil {
+				return fmt.Errorf("template build: files of %s: %w", step, err)
+			}
+		}
+	}
+	return nil
 }
 
 // canBuild refuses a bad spec (errdefs.ErrInvalid) and a host that
