@@ -100,7 +100,7 @@ func templateStatus(ctx context.Context, c *client.Client, tpl string) string {
 	case t.Status != "" && t.Status != client.BuildReady:
 		msg += ": " + t.Status
 	default:
-		msg += " is ready, starting the sandbox"
+		msg += " is built; the host may be pulling it"
 	}
 	return msg
 }

@@ -67,7 +67,9 @@ host that needs it.`,
 
 func runImport(ctx context.Context, cmd *cobra.Command, local *localTemplates, tplName, src string, o importOptions) error {
 	out := cmd.OutOrStdout()
+	shown := src
 	if src == "-" {
+		shown = "stdin"
 		if o.passwordStdin {
 			return fmt.Errorf("stdin cannot carry both the password and the archive: %w", errdefs.ErrInvalid)
 		}
@@ -83,7 +85,7 @@ func runImport(ctx context.Context, cmd *cobra.Command, local *localTemplates, t
 		return err
 	}
 	if kind == sourceRootfs {
-		return importRootfs(ctx, out, local, tplName, src)
+		return importRootfs(ctx, out, local, tplName, src, shown)
 	}
 	c, err := apiClient()
 	if err != nil {
@@ -236,7 +238,7 @@ func spool(r io.Reader) (string, error) {
 
 // importRootfs imports a root filesystem tarball into this host's own
 // templates.
-func importRootfs(ctx context.Context, out io.Writer, local *localTemplates, tplName, file string) error {
+func importRootfs(ctx context.Context, out io.Writer, local *localTemplates, tplName, file, shown string) error {
 	if strings.Contains(tplName, ":") {
 		return fmt.Errorf("a rootfs tarball is imported into this host's templates, which have no tags: name it without :TAG: %w", errdefs.ErrInvalid)
 	}
@@ -245,7 +247,7 @@ func importRootfs(ctx context.Context, out io.Writer, local *localTemplates, tpl
 		return err
 	}
 	defer f.Close()
-	fmt.Fprintf(out, "%s is a root filesystem tarball: importing it into this host's templates (%s)\n", file, local.store().Dir())
+	fmt.Fprintf(out, "%s is a root filesystem tarball: importing it into this host's templates (%s)\n", shown, local.store().Dir())
 	t, err := local.store().Import(ctx, tplName, f)
 	if err != nil {
 		return err
