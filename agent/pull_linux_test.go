@@ -26,7 +26,7 @@ type blobServer struct {
 	gets  map[content.Digest]int
 }
 
-func newBlobServer(t *testing.T, blobs *content.Blobs) *blobServer {
+func newBlobServer(t testing.TB, blobs *content.Blobs) *blobServer {
 	s := &blobServer{blobs: blobs, gets: map[content.Digest]int{}}
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer heartbeat-token" {
@@ -61,7 +61,7 @@ func (s *blobServer) getsOf(d content.Digest) int {
 
 // baseManifest puts base's tree into blobs as one layer, with a manifest
 // whose config says so.
-func baseManifest(t *testing.T, base template.Template, blobs *content.Blobs, cfg content.Config) (content.Manifest, content.Digest) {
+func baseManifest(t testing.TB, base template.Template, blobs *content.Blobs, cfg content.Config) (content.Manifest, content.Digest) {
 	t.Helper()
 	layer, err := templatetest.Store(t).LayerOfTree(t.Context(), base.Name, blobs)
 	if err != nil {

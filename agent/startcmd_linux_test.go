@@ -25,7 +25,7 @@ import (
 // under each name of tpls, with that template's record: the files stay
 // shared (nothing writes to a template's tree), the defaults are the
 // test's.
-func storeWith(t *testing.T, base template.Template, tpls ...template.Template) *template.Store {
+func storeWith(t testing.TB, base template.Template, tpls ...template.Template) *template.Store {
 	t.Helper()
 	dir := t.TempDir()
 	for _, tpl := range tpls {
