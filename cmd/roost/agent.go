@@ -172,6 +172,8 @@ func serveRegistered(ctx context.Context, o *agentOptions, dataDir string, m *ag
 			cancel()
 		}
 	})
+	// A host without a current base builds it now, not at its first create.
+	wg.Go(func() { prepareBase(runCtx, os.Stderr, m) })
 	wg.Wait()
 	return errors.Join(regErr, serveErr)
 }

@@ -53,16 +53,7 @@ func (s *stage) copy(ctx context.Context, step Step, tree string, w io.Writer) e
 	}
 	dest := s.resolve(step.Args[1])
 	intoDir := strings.HasSuffix(step.Args[1], "/") || isDir(tree, dest)
-	if step.FromStage != "" {
-		src, err := s.r.stages[step.FromStage].workTree(ctx)
-		if err != nil {
-			return err
-		}
-		err = c.fromTree(ctx, src, step.Args[0], dest, intoDir)
-	} else {
-		err = c.fromFiles(ctx, s.r.b.Blobs.Path(step.Files), step.Args[0], dest, intoDir)
-	}
-	if err != nil {
+	if err := c.copySources(ctx, s, step, dest, intoDir); err != nil {
 		return err
 	}
 	return c.tw.Close()
@@ -91,6 +82,19 @@ func target(dest, matched string, isDirSrc, intoDir bool, rel string) string {
 
 // put writes hdr (its Name the absolute place in the tree) with body,
 // after the directories it needs.
+// copySources writes step's sources, from an earlier stage's tree or
+// from its files blob, at dest.
+func (c *copier) copySources(ctx context.Context, s *stage, step Step, dest string, intoDir bool) error {
+	if step.FromStage == "" {
+		return c.fromFiles(ctx, s.r.b.Blobs.Path(step.Files), step.Args[0], dest, intoDir)
+	}
+	src, err := s.r.stages[step.FromStage].workTree(ctx)
+	if err != nil {
+		return err
+	}
+	return c.fromTree(ctx, src, step.Args[0], dest, intoDir)
+}
+
 func (c *copier) put(hdr *tar.Header, body io.Reader, keepOwner bool) error {
 	name := strings.Trim(path.Clean(hdr.Name), "/")
 	if name == "" {
