@@ -64,6 +64,18 @@ var rows = []rowSpec{
 		base: ref{"BenchmarkConfinementSyscalls", "build-unconfined-p50-ms"}, baseNote: "unconfined, alternating", target: &target{text: "≤ 1.05× unconfined", value: 1.05, atMost: true, rel: true}},
 	{metric: "agent create (slot, network, runtime, envd, /init), p50", value: ref{"BenchmarkAgentCreate", "create-p50-ms"}, unit: "ms",
 		base: ref{"BenchmarkBareUnshare", "p50-ms"}, baseNote: "bare unshare"},
+	{metric: "unpack of a ~300 MB image (OCI layout, 3 gzip layers) into a template, synced", value: ref{"BenchmarkUnpackImage", "unpack-MB/s"}, unit: "MB/s",
+		base: ref{"BenchmarkUnpackImage", "tar-MB/s"}, baseNote: "tar -xzf of the same layers, alternating", target: &target{text: "≥ 0.5× tar -x", value: 0.5, rel: true}},
+	{metric: "cached rebuild of a 10-step Dockerfile (agent build path), p50", value: ref{"BenchmarkTemplateRebuild", "rebuild-ms"}, unit: "ms",
+		base: ref{"BenchmarkTemplateRebuild", "first-build-ms"}, baseNote: "first build", target: atMost(2000, "≤ 2 s")},
+	{metric: "first create of a template pulled over loopback (~300 MB, fresh host), p50", value: ref{"BenchmarkTemplatePullCreate", "pull-create-s"}, unit: "s",
+		target: atMost(10, "≤ 10 s")},
+	{metric: "later create of the pulled template, p50", value: ref{"BenchmarkTemplatePullCreate", "warm-create-ms"}, unit: "ms",
+		base: ref{"BenchmarkTemplatePullCreate", "plain-create-ms"}, baseNote: "the host's base, alternating", target: &target{text: "≤ 1.2× base (same within noise)", value: 1.2, atMost: true, rel: true}},
+	{metric: "create of a template with a start command and ready check (python3 http.server, curl), p50", value: ref{"BenchmarkStartCmdCreate", "start-create-p50-ms"}, unit: "ms",
+		base: ref{"BenchmarkStartCmdCreate", "plain-plus-ready-p50-ms"}, baseNote: "plain create, then the server started and its ready command run through envd until it passes, alternating"},
+	{metric: "start command's cost over the server's ready time (difference of those p50s)", value: ref{"BenchmarkStartCmdCreate", "start-overhead-ms"}, unit: "ms",
+		target: atMost(30, "≤ 30 ms")},
 	{metric: "POST /v2/sandboxes → 201 ready, p50", value: ref{"BenchmarkCreateREST", "p50-ms"}, unit: "ms",
 		base: ref{"BenchmarkBareUnshare", "p50-ms"}, baseNote: "bare unshare", target: atMost(80, "≤ 80 ms")},
 	{metric: "POST /v2/sandboxes → 201 ready, p99", value: ref{"BenchmarkCreateREST", "p99-ms"}, unit: "ms",
@@ -273,6 +285,14 @@ const methodNotes = `
 - PTY under load: the load generator (niced), the sandbox's servers, the proxy and the terminal share the machine's
   cores, so a keystroke's ~7 wake-ups (WebSocket → control plane → envd → bash → envd → control plane → WebSocket) more
   often wait behind load; the p99 is the 50th-worst of 5,000 keystrokes and still varies between runs.
+- Templates: the unpack imports an OCI layout of the base template (its tree cut into 3 gzip layers) into fresh blobs and
+  materializes it into a fresh store, then ` + "`tar -xzf`" + `s the same layer files into a fresh dir on the same disk, both
+  followed by a sync (MB = uncompressed layer bytes). The rebuild, pull and start-command rows run the agent over the
+  namespace runtime: a 10-step Dockerfile built once and rebuilt unchanged through Manager.Build; per iteration a fresh
+  data dir pulling base (one layer) from a blob server on loopback, then creates of it alternating with creates of the
+  host's base; a template whose start command is ` + "`python3 -m http.server 8000`" + ` with ` + "`curl -fs localhost:8000`" + ` as ready
+  check, alternating with a plain create followed by the same server started through envd and the same check run until it
+  passes, back to back (the server's own ready time). Destroys are not timed.
 - Density: idle sandboxes started one after another; memory per sandbox is the fall of MemAvailable divided by their
   number, after 5 s to settle.
 - The machine is shared and has no usable KVM; absolute numbers drift between runs, which is why every baseline is measured in
