@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"golang.org/x/sys/unix"
 
 	"roost.dev/roost/agent"
 	rpc "roost.dev/roost/gen/process"
@@ -106,7 +107,7 @@ func contextTar(b *testing.B, files map[string]string) []byte {
 
 // warmCreates is how many creates of each kind follow a pull in
 // BenchmarkTemplatePullCreate, alternating.
-const warmCreates = 3
+const warmCreates = 5
 
 // BenchmarkTemplatePullCreate times, per iteration on a fresh agent data
 // dir (no blobs, no trees), the first create of the base template as a
@@ -128,6 +129,7 @@ func BenchmarkTemplatePullCreate(b *testing.B) {
 		})
 		createAndDestroy(b, a, agent.CreateRequest{}) // the base's lower layer mounted, as on a host in use
 		pulls = append(pulls, createAndDestroy(b, a, agent.CreateRequest{Template: "bench", TemplateRef: &ref}))
+		unix.Sync() // later creates come after the pull's writes reached the disk
 		for range warmCreates {
 			warm = append(warm, createAndDestroy(b, a, agent.CreateRequest{Template: "bench", TemplateRef: &ref}))
 			plain = append(plain, createAndDestroy(b, a, agent.CreateRequest{}))
