@@ -37,9 +37,12 @@
 //   - The last stage's ENTRYPOINT and CMD become the start command (exec
 //     form joined shell-quoted); without them the base's start command
 //     stays.
+//   - RUN's build sandbox has internet; RUN --network=none runs one
+//     without (--network=host is refused: a build never gets the host's
+//     network).
 //   - LABEL, EXPOSE and MAINTAINER are accepted and ignored; VOLUME,
-//     HEALTHCHECK, ONBUILD, STOPSIGNAL, RUN --mount/--network and
-//     here-documents are refused with their line.
+//     HEALTHCHECK, ONBUILD, STOPSIGNAL, RUN --mount and here-documents
+//     are refused with their line.
 //
 // E2B's TemplateBuildStartV2 (FromE2B) becomes one stage. Its RUN runs in
 // /bin/bash -c (/bin/sh -c when the tree has no bash), as the step's user

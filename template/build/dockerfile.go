@@ -218,8 +218,10 @@ func (p *dfParser) argValue(kv instructions.KeyValuePairOptional) string {
 }
 
 func (p *dfParser) run(c *instructions.RunCommand) ([]Step, error) {
-	if len(c.FlagsUsed) > 0 {
-		return nil, fmt.Errorf("RUN --%s is not supported", c.FlagsUsed[0])
+	for _, f := range c.FlagsUsed {
+		if f != "network" {
+			return nil, fmt.Errorf("RUN --%s is not supported", f)
+		}
 	}
 	if len(c.Files) > 0 {
 		return nil, errors.New("RUN with a here-document is not supported")
@@ -229,7 +231,13 @@ func (p *dfParser) run(c *instructions.RunCommand) ([]Step, error) {
 	if c.PrependShell {
 		display = strings.Join(c.CmdLine, " ")
 	}
-	step := Step{Type: StepRun, Args: []string{display}, Exec: argv}
+	// --network=none runs the step without internet; "default" (and no
+	// flag) with it. A build sandbox never has the host's network.
+	network := instructions.GetNetwork(c)
+	if network != instructions.NetworkNone && network != instructions.NetworkDefault {
+		return nil, fmt.Errorf("RUN --network=%s is not supported (none or default)", network)
+	}
+	step := Step{Type: StepRun, Args: []string{display}, Exec: argv, NoInternet: network == instructions.NetworkNone}
 	if !p.userSet {
 		// Until the Dockerfile says USER, RUN is root's, as in the images
 		// Dockerfiles are written for, also over a template whose user is

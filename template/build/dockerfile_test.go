@@ -83,6 +83,18 @@ func TestParseDockerfileStartCmd(t *testing.T) {
 	}
 }
 
+// RUN --network=none runs without internet; default and no flag with it.
+func TestParseDockerfileRunNetwork(t *testing.T) {
+	spec, err := ParseDockerfile([]byte("FROM a\nRUN --network=none make\nRUN --network=default make\nRUN make\n"), nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := spec.Stages[0].Steps
+	if len(steps) != 3 || !steps[0].NoInternet || steps[1].NoInternet || steps[2].NoInternet {
+		t.Errorf("steps = %+v, want NoInternet on the first only", steps)
+	}
+}
+
 func TestParseDockerfileRejects(t *testing.T) {
 	for _, tc := range []struct{ name, src, want string }{
 		{"syntax", "FROM a\nRUN echo\nCOPY onlyone\n", "line 3"},
@@ -98,6 +110,7 @@ func TestParseDockerfileRejects(t *testing.T) {
 		{"copy no ctx", "FROM a\nCOPY x /x\n", "line 2: COPY from the build context, but the build has no context"},
 		{"multi src", "FROM a\nCOPY a b /dest\n", "line 2: COPY with more than one source"},
 		{"run mount", "FROM a\nRUN --mount=type=cache,target=/c make\n", "line 2: RUN --mount is not supported"},
+		{"run host network", "FROM a\nRUN --network=host make\n", "line 2"},
 		{"heredoc", "FROM a\nRUN <<EOF\necho hi\nEOF\n", "line 2: RUN with a here-document"},
 		{"platform", "FROM --platform=linux/arm64 a\n", "line 1: FROM --platform"},
 		{"roost empty", "FROM roost:\n", "line 1: FROM roost: without a template name"},

@@ -100,6 +100,9 @@ type Step struct {
 	// Env is, for RUN, environment for this step only (a Dockerfile's
 	// build arguments); it does not go into the template.
 	Env map[string]string `json:"env,omitempty"`
+	// NoInternet runs a RUN step's build sandbox without internet (a
+	// Dockerfile's RUN --network=none); build sandboxes have it otherwise.
+	NoInternet bool `json:"noInternet,omitempty"`
 	// Force runs this step and every later one again, cached or not.
 	Force bool `json:"force,omitempty"`
 	// Line is the step's line in its Dockerfile, for messages.

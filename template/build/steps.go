@@ -119,7 +119,7 @@ func (s *stage) resolve(p string) string {
 }
 
 func (s *stage) run(ctx context.Context, name string, step Step, tree string, rec record) (record, error) {
-	req := RunRequest{User: s.user(), Workdir: s.workdir(), Env: s.runEnv(step), Internet: true, Argv: step.Exec}
+	req := RunRequest{User: s.user(), Workdir: s.workdir(), Env: s.runEnv(step), Internet: !step.NoInternet, Argv: step.Exec}
 	if len(step.Args) == 2 {
 		req.User = step.Args[1]
 	}
