@@ -84,7 +84,7 @@ func (m *Manager) canBuild(spec build.Spec) error {
 }
 
 // BuildTemplate runs a build and streams its log, then its result.
-func (s *service) BuildTemplate(ctx context.Context, req *connect.Request[hostagentv1.BuildTemplateRequest], stream *connect.ServerStream[hostagentv1.BuildTemplateEvent]) error {
+func (s *service) BuildTemplate(ctx context.Context, req *connect.Request[hostagentv1.BuildTemplateRequest], stream *connect.ServerStream[hostagentv1.BuildTemplateResponse]) error {
 	var spec build.Spec
 	if err := json.Unmarshal([]byte(req.Msg.GetSpecJson()), &spec); err != nil {
 		return errdefs.ToConnect(fmt.Errorf("build spec: %v: %w", err, errdefs.ErrInvalid))
@@ -99,7 +99,7 @@ func (s *service) BuildTemplate(ctx context.Context, req *connect.Request[hostag
 		if sendErr != nil {
 			return
 		}
-		sendErr = stream.Send(&hostagentv1.BuildTemplateEvent{Event: &hostagentv1.BuildTemplateEvent_Log{Log: &hostagentv1.BuildLogEntry{
+		sendErr = stream.Send(&hostagentv1.BuildTemplateResponse{Event: &hostagentv1.BuildTemplateResponse_Log{Log: &hostagentv1.BuildLogEntry{
 			Time: timestamppb.New(e.Time), Level: buildLevel(e.Level), Step: e.Step, Message: e.Message,
 		}}})
 	}
@@ -113,7 +113,7 @@ func (s *service) BuildTemplate(ctx context.Context, req *connect.Request[hostag
 	if sendErr != nil {
 		return sendErr
 	}
-	return stream.Send(&hostagentv1.BuildTemplateEvent{Event: &hostagentv1.BuildTemplateEvent_Result{Result: result}})
+	return stream.Send(&hostagentv1.BuildTemplateResponse{Event: &hostagentv1.BuildTemplateResponse_Result{Result: result}})
 }
 
 // buildResult is the RPC's last event for a build that ended with man

@@ -81,12 +81,12 @@ func TestBuildTemplate(t *testing.T) {
 	var result *hostagentv1.BuildResult
 	for stream.Receive() {
 		switch ev := stream.Msg().GetEvent().(type) {
-		case *hostagentv1.BuildTemplateEvent_Log:
+		case *hostagentv1.BuildTemplateResponse_Log:
 			t.Logf("build log [%s] %s", ev.Log.GetStep(), ev.Log.GetMessage())
 			if !slices.Contains(steps, ev.Log.GetStep()) {
 				steps = append(steps, ev.Log.GetStep())
 			}
-		case *hostagentv1.BuildTemplateEvent_Result:
+		case *hostagentv1.BuildTemplateResponse_Result:
 			result = ev.Result
 		}
 	}

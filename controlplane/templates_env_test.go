@@ -82,17 +82,17 @@ func (a *buildAgent) lastSpec() build.Spec {
 	return a.specs[len(a.specs)-1]
 }
 
-func logEvent(level hostagentv1.LogLevel, step, msg string) *hostagentv1.BuildTemplateEvent {
-	return &hostagentv1.BuildTemplateEvent{Event: &hostagentv1.BuildTemplateEvent_Log{Log: &hostagentv1.BuildLogEntry{
+func logEvent(level hostagentv1.LogLevel, step, msg string) *hostagentv1.BuildTemplateResponse {
+	return &hostagentv1.BuildTemplateResponse{Event: &hostagentv1.BuildTemplateResponse_Log{Log: &hostagentv1.BuildLogEntry{
 		Time: timestamppb.Now(), Level: level, Step: step, Message: msg,
 	}}}
 }
 
-func resultEvent(r *hostagentv1.BuildResult) *hostagentv1.BuildTemplateEvent {
-	return &hostagentv1.BuildTemplateEvent{Event: &hostagentv1.BuildTemplateEvent_Result{Result: r}}
+func resultEvent(r *hostagentv1.BuildResult) *hostagentv1.BuildTemplateResponse {
+	return &hostagentv1.BuildTemplateResponse{Event: &hostagentv1.BuildTemplateResponse_Result{Result: r}}
 }
 
-func (a *buildAgent) BuildTemplate(ctx context.Context, req *connect.Request[hostagentv1.BuildTemplateRequest], out *connect.ServerStream[hostagentv1.BuildTemplateEvent]) error {
+func (a *buildAgent) BuildTemplate(ctx context.Context, req *connect.Request[hostagentv1.BuildTemplateRequest], out *connect.ServerStream[hostagentv1.BuildTemplateResponse]) error {
 	var spec build.Spec
 	if err := json.Unmarshal([]byte(req.Msg.GetSpecJson()), &spec); err != nil {
 		return connect.NewError(connect.CodeInvalidArgument, err)

@@ -2151,31 +2151,31 @@ func (x *BuildTemplateRequest) GetSpecJson() string {
 	return ""
 }
 
-type BuildTemplateEvent struct {
+type BuildTemplateResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Event:
 	//
-	//	*BuildTemplateEvent_Log
-	//	*BuildTemplateEvent_Result
-	Event         isBuildTemplateEvent_Event `protobuf_oneof:"event"`
+	//	*BuildTemplateResponse_Log
+	//	*BuildTemplateResponse_Result
+	Event         isBuildTemplateResponse_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *BuildTemplateEvent) Reset() {
-	*x = BuildTemplateEvent{}
+func (x *BuildTemplateResponse) Reset() {
+	*x = BuildTemplateResponse{}
 	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *BuildTemplateEvent) String() string {
+func (x *BuildTemplateResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*BuildTemplateEvent) ProtoMessage() {}
+func (*BuildTemplateResponse) ProtoMessage() {}
 
-func (x *BuildTemplateEvent) ProtoReflect() protoreflect.Message {
+func (x *BuildTemplateResponse) ProtoReflect() protoreflect.Message {
 	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2187,51 +2187,51 @@ func (x *BuildTemplateEvent) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use BuildTemplateEvent.ProtoReflect.Descriptor instead.
-func (*BuildTemplateEvent) Descriptor() ([]byte, []int) {
+// Deprecated: Use BuildTemplateResponse.ProtoReflect.Descriptor instead.
+func (*BuildTemplateResponse) Descriptor() ([]byte, []int) {
 	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{32}
 }
 
-func (x *BuildTemplateEvent) GetEvent() isBuildTemplateEvent_Event {
+func (x *BuildTemplateResponse) GetEvent() isBuildTemplateResponse_Event {
 	if x != nil {
 		return x.Event
 	}
 	return nil
 }
 
-func (x *BuildTemplateEvent) GetLog() *BuildLogEntry {
+func (x *BuildTemplateResponse) GetLog() *BuildLogEntry {
 	if x != nil {
-		if x, ok := x.Event.(*BuildTemplateEvent_Log); ok {
+		if x, ok := x.Event.(*BuildTemplateResponse_Log); ok {
 			return x.Log
 		}
 	}
 	return nil
 }
 
-func (x *BuildTemplateEvent) GetResult() *BuildResult {
+func (x *BuildTemplateResponse) GetResult() *BuildResult {
 	if x != nil {
-		if x, ok := x.Event.(*BuildTemplateEvent_Result); ok {
+		if x, ok := x.Event.(*BuildTemplateResponse_Result); ok {
 			return x.Result
 		}
 	}
 	return nil
 }
 
-type isBuildTemplateEvent_Event interface {
-	isBuildTemplateEvent_Event()
+type isBuildTemplateResponse_Event interface {
+	isBuildTemplateResponse_Event()
 }
 
-type BuildTemplateEvent_Log struct {
+type BuildTemplateResponse_Log struct {
 	Log *BuildLogEntry `protobuf:"bytes,1,opt,name=log,proto3,oneof"`
 }
 
-type BuildTemplateEvent_Result struct {
+type BuildTemplateResponse_Result struct {
 	Result *BuildResult `protobuf:"bytes,2,opt,name=result,proto3,oneof"`
 }
 
-func (*BuildTemplateEvent_Log) isBuildTemplateEvent_Event() {}
+func (*BuildTemplateResponse_Log) isBuildTemplateResponse_Event() {}
 
-func (*BuildTemplateEvent_Result) isBuildTemplateEvent_Event() {}
+func (*BuildTemplateResponse_Result) isBuildTemplateResponse_Event() {}
 
 type BuildLogEntry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2544,8 +2544,8 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"N\n" +
 	"\x14BuildTemplateRequest\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x1b\n" +
-	"\tspec_json\x18\x02 \x01(\tR\bspecJson\"\x8f\x01\n" +
-	"\x12BuildTemplateEvent\x125\n" +
+	"\tspec_json\x18\x02 \x01(\tR\bspecJson\"\x92\x01\n" +
+	"\x15BuildTemplateResponse\x125\n" +
 	"\x03log\x18\x01 \x01(\v2!.roost.hostagent.v1.BuildLogEntryH\x00R\x03log\x129\n" +
 	"\x06result\x18\x02 \x01(\v2\x1f.roost.hostagent.v1.BuildResultH\x00R\x06resultB\a\n" +
 	"\x05event\"\xa1\x01\n" +
@@ -2577,7 +2577,7 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\fLogDirection\x12\x1d\n" +
 	"\x19LOG_DIRECTION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15LOG_DIRECTION_FORWARD\x10\x01\x12\x1a\n" +
-	"\x16LOG_DIRECTION_BACKWARD\x10\x022\xde\b\n" +
+	"\x16LOG_DIRECTION_BACKWARD\x10\x022\xe1\b\n" +
 	"\x10HostAgentService\x12d\n" +
 	"\rCreateSandbox\x12(.roost.hostagent.v1.CreateSandboxRequest\x1a).roost.hostagent.v1.CreateSandboxResponse\x12g\n" +
 	"\x0eDestroySandbox\x12).roost.hostagent.v1.DestroySandboxRequest\x1a*.roost.hostagent.v1.DestroySandboxResponse\x12a\n" +
@@ -2590,8 +2590,8 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"SetTimeout\x12%.roost.hostagent.v1.SetTimeoutRequest\x1a&.roost.hostagent.v1.SetTimeoutResponse\x12^\n" +
 	"\vGetHostInfo\x12&.roost.hostagent.v1.GetHostInfoRequest\x1a'.roost.hostagent.v1.GetHostInfoResponse\x12d\n" +
 	"\rListTemplates\x12(.roost.hostagent.v1.ListTemplatesRequest\x1a).roost.hostagent.v1.ListTemplatesResponse\x12g\n" +
-	"\x0eGetSandboxLogs\x12).roost.hostagent.v1.GetSandboxLogsRequest\x1a*.roost.hostagent.v1.GetSandboxLogsResponse\x12c\n" +
-	"\rBuildTemplate\x12(.roost.hostagent.v1.BuildTemplateRequest\x1a&.roost.hostagent.v1.BuildTemplateEvent0\x01B4Z2roost.dev/roost/gen/roost/hostagent/v1;hostagentv1b\x06proto3"
+	"\x0eGetSandboxLogs\x12).roost.hostagent.v1.GetSandboxLogsRequest\x1a*.roost.hostagent.v1.GetSandboxLogsResponse\x12f\n" +
+	"\rBuildTemplate\x12(.roost.hostagent.v1.BuildTemplateRequest\x1a).roost.hostagent.v1.BuildTemplateResponse0\x01B4Z2roost.dev/roost/gen/roost/hostagent/v1;hostagentv1b\x06proto3"
 
 var (
 	file_roost_hostagent_v1_hostagent_proto_rawDescOnce sync.Once
@@ -2643,7 +2643,7 @@ var file_roost_hostagent_v1_hostagent_proto_goTypes = []any{
 	(*GetSandboxLogsResponse)(nil), // 32: roost.hostagent.v1.GetSandboxLogsResponse
 	(*LogEntry)(nil),               // 33: roost.hostagent.v1.LogEntry
 	(*BuildTemplateRequest)(nil),   // 34: roost.hostagent.v1.BuildTemplateRequest
-	(*BuildTemplateEvent)(nil),     // 35: roost.hostagent.v1.BuildTemplateEvent
+	(*BuildTemplateResponse)(nil),  // 35: roost.hostagent.v1.BuildTemplateResponse
 	(*BuildLogEntry)(nil),          // 36: roost.hostagent.v1.BuildLogEntry
 	(*BuildResult)(nil),            // 37: roost.hostagent.v1.BuildResult
 	nil,                            // 38: roost.hostagent.v1.Sandbox.MetadataEntry
@@ -2685,8 +2685,8 @@ var file_roost_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	42, // 29: roost.hostagent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
 	1,  // 30: roost.hostagent.v1.LogEntry.level:type_name -> roost.hostagent.v1.LogLevel
 	41, // 31: roost.hostagent.v1.LogEntry.fields:type_name -> roost.hostagent.v1.LogEntry.FieldsEntry
-	36, // 32: roost.hostagent.v1.BuildTemplateEvent.log:type_name -> roost.hostagent.v1.BuildLogEntry
-	37, // 33: roost.hostagent.v1.BuildTemplateEvent.result:type_name -> roost.hostagent.v1.BuildResult
+	36, // 32: roost.hostagent.v1.BuildTemplateResponse.log:type_name -> roost.hostagent.v1.BuildLogEntry
+	37, // 33: roost.hostagent.v1.BuildTemplateResponse.result:type_name -> roost.hostagent.v1.BuildResult
 	42, // 34: roost.hostagent.v1.BuildLogEntry.time:type_name -> google.protobuf.Timestamp
 	1,  // 35: roost.hostagent.v1.BuildLogEntry.level:type_name -> roost.hostagent.v1.LogLevel
 	6,  // 36: roost.hostagent.v1.BuildResult.template:type_name -> roost.hostagent.v1.TemplateRef
@@ -2711,7 +2711,7 @@ var file_roost_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	21, // 55: roost.hostagent.v1.HostAgentService.GetHostInfo:output_type -> roost.hostagent.v1.GetHostInfoResponse
 	29, // 56: roost.hostagent.v1.HostAgentService.ListTemplates:output_type -> roost.hostagent.v1.ListTemplatesResponse
 	32, // 57: roost.hostagent.v1.HostAgentService.GetSandboxLogs:output_type -> roost.hostagent.v1.GetSandboxLogsResponse
-	35, // 58: roost.hostagent.v1.HostAgentService.BuildTemplate:output_type -> roost.hostagent.v1.BuildTemplateEvent
+	35, // 58: roost.hostagent.v1.HostAgentService.BuildTemplate:output_type -> roost.hostagent.v1.BuildTemplateResponse
 	48, // [48:59] is the sub-list for method output_type
 	37, // [37:48] is the sub-list for method input_type
 	37, // [37:37] is the sub-list for extension type_name
@@ -2728,8 +2728,8 @@ func file_roost_hostagent_v1_hostagent_proto_init() {
 	file_roost_hostagent_v1_hostagent_proto_msgTypes[9].OneofWrappers = []any{}
 	file_roost_hostagent_v1_hostagent_proto_msgTypes[28].OneofWrappers = []any{}
 	file_roost_hostagent_v1_hostagent_proto_msgTypes[32].OneofWrappers = []any{
-		(*BuildTemplateEvent_Log)(nil),
-		(*BuildTemplateEvent_Result)(nil),
+		(*BuildTemplateResponse_Log)(nil),
+		(*BuildTemplateResponse_Result)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -118,7 +118,7 @@ type HostAgentServiceClient interface {
 	// fails on a step ends with a result that says which; errors of the RPC
 	// itself: invalid_argument (a bad spec), unavailable (no namespace
 	// runtime on this host).
-	BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest]) (*connect.ServerStreamForClient[v1.BuildTemplateEvent], error)
+	BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest]) (*connect.ServerStreamForClient[v1.BuildTemplateResponse], error)
 }
 
 // NewHostAgentServiceClient constructs a client for the roost.hostagent.v1.HostAgentService
@@ -192,7 +192,7 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("GetSandboxLogs")),
 			connect.WithClientOptions(opts...),
 		),
-		buildTemplate: connect.NewClient[v1.BuildTemplateRequest, v1.BuildTemplateEvent](
+		buildTemplate: connect.NewClient[v1.BuildTemplateRequest, v1.BuildTemplateResponse](
 			httpClient,
 			baseURL+HostAgentServiceBuildTemplateProcedure,
 			connect.WithSchema(hostAgentServiceMethods.ByName("BuildTemplate")),
@@ -213,7 +213,7 @@ type hostAgentServiceClient struct {
 	getHostInfo    *connect.Client[v1.GetHostInfoRequest, v1.GetHostInfoResponse]
 	listTemplates  *connect.Client[v1.ListTemplatesRequest, v1.ListTemplatesResponse]
 	getSandboxLogs *connect.Client[v1.GetSandboxLogsRequest, v1.GetSandboxLogsResponse]
-	buildTemplate  *connect.Client[v1.BuildTemplateRequest, v1.BuildTemplateEvent]
+	buildTemplate  *connect.Client[v1.BuildTemplateRequest, v1.BuildTemplateResponse]
 }
 
 // CreateSandbox calls roost.hostagent.v1.HostAgentService.CreateSandbox.
@@ -267,7 +267,7 @@ func (c *hostAgentServiceClient) GetSandboxLogs(ctx context.Context, req *connec
 }
 
 // BuildTemplate calls roost.hostagent.v1.HostAgentService.BuildTemplate.
-func (c *hostAgentServiceClient) BuildTemplate(ctx context.Context, req *connect.Request[v1.BuildTemplateRequest]) (*connect.ServerStreamForClient[v1.BuildTemplateEvent], error) {
+func (c *hostAgentServiceClient) BuildTemplate(ctx context.Context, req *connect.Request[v1.BuildTemplateRequest]) (*connect.ServerStreamForClient[v1.BuildTemplateResponse], error) {
 	return c.buildTemplate.CallServerStream(ctx, req)
 }
 
@@ -317,7 +317,7 @@ type HostAgentServiceHandler interface {
 	// fails on a step ends with a result that says which; errors of the RPC
 	// itself: invalid_argument (a bad spec), unavailable (no namespace
 	// runtime on this host).
-	BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest], *connect.ServerStream[v1.BuildTemplateEvent]) error
+	BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest], *connect.ServerStream[v1.BuildTemplateResponse]) error
 }
 
 // NewHostAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -466,6 +466,6 @@ func (UnimplementedHostAgentServiceHandler) GetSandboxLogs(context.Context, *con
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("roost.hostagent.v1.HostAgentService.GetSandboxLogs is not implemented"))
 }
 
-func (UnimplementedHostAgentServiceHandler) BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest], *connect.ServerStream[v1.BuildTemplateEvent]) error {
+func (UnimplementedHostAgentServiceHandler) BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest], *connect.ServerStream[v1.BuildTemplateResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("roost.hostagent.v1.HostAgentService.BuildTemplate is not implemented"))
 }
