@@ -79,7 +79,7 @@ func (m *Manager) fetchManifest(ctx context.Context, d content.Digest) (content.
 			return content.Manifest{}, "", fmt.Errorf("template %s: layer %s is not on this host and no control plane to fetch it from: %w",
 				d.Short(), missing[0].Digest, errdefs.ErrUnavailable)
 		}
-		if err := m.fetchLayers(ctx, d, missing, total); err != nil {
+		if err := m.fetchLayers(ctx, d, missing, total, nil); err != nil {
 			return content.Manifest{}, "", err
 		}
 	}

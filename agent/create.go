@@ -294,6 +294,9 @@ type baseBuild struct {
 	done chan struct{} // closed when tpl and err are set
 	tpl  template.Template
 	err  error
+	// progress is the build's last progress line; guarded by
+	// Manager.baseMu.
+	progress string
 }
 
 // ensureBase builds the base template once, however many creates ask for
@@ -309,7 +312,11 @@ func (m *Manager) ensureBase(ctx context.Context) (template.Template, error) {
 		m.wg.Go(func() {
 			defer close(b.done)
 			m.log.Info("base template build started")
-			w := &lineLogger{log: m.log}
+			w := &lineLogger{log: m.log, last: func(line string) {
+				m.baseMu.Lock()
+				b.progress = line
+				m.baseMu.Unlock()
+			}}
 			b.tpl, b.err = m.templates.EnsureBase(m.ctx, w)
 			w.flush()
 			if b.err != nil {
@@ -334,10 +341,12 @@ func (m *Manager) ensureBase(ctx context.Context) (template.Template, error) {
 	}
 }
 
-// lineLogger logs a build's progress output line by line.
+// lineLogger logs a build's progress output line by line, and hands
+// each line to last when set.
 type lineLogger struct {
-	log *slog.Logger
-	buf bytes.Buffer
+	log  *slog.Logger
+	last func(line string)
+	buf  bytes.Buffer
 }
 
 func (w *lineLogger) Write(p []byte) (int, error) {
@@ -365,5 +374,8 @@ func (w *lineLogger) flush() {
 func (w *lineLogger) emit(line []byte) {
 	if line = bytes.TrimSpace(line); len(line) > 0 {
 		w.log.Info("base template build progress", "line", string(line))
+		if w.last != nil {
+			w.last(string(line))
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"roost.dev/roost/errdefs"
@@ -50,6 +51,28 @@ type pull struct {
 	done chan struct{} // closed when tpl and err are set
 	tpl  template.Template
 	err  error
+	// meter counts the pull's bytes for TemplatesInProgress.
+	meter pullMeter
+}
+
+// pullMeter is how far a pull is: bytes fetched of total since begin,
+// then the unpacking.
+type pullMeter struct {
+	begin     time.Time
+	total     atomic.Int64
+	fetched   atomic.Int64
+	unpacking atomic.Bool
+}
+
+// String says what the pull is doing: "pulling 120.0 of 288.0 MiB
+// (41.2 MiB/s)", or "unpacking".
+func (pm *pullMeter) String() string {
+	if pm.unpacking.Load() {
+		return "unpacking"
+	}
+	got, total := pm.fetched.Load(), pm.total.Load()
+	rate := float64(got) / max(time.Since(pm.begin).Seconds(), 0.001)
+	return fmt.Sprintf("pulling %.1f of %.1f MiB (%.1f MiB/s)", float64(got)/(1<<20), float64(total)/(1<<20), rate/(1<<20))
 }
 
 // templateTree returns the tree of ref, pulling it first when the host
@@ -67,6 +90,7 @@ func (m *Manager) templateTree(ctx context.Context, ref TemplateRef) (template.T
 	p := m.pulls[ref.Digest]
 	if p == nil {
 		p = &pull{ref: ref, done: make(chan struct{})}
+		p.meter.begin = time.Now()
 		m.pulls[ref.Digest] = p
 		m.wg.Go(func() { m.runPull(p) })
 	}
@@ -83,7 +107,7 @@ func (m *Manager) runPull(p *pull) {
 	defer close(p.done)
 	log := m.log.With("manifest", p.ref.Digest)
 	begin := time.Now()
-	p.tpl, p.err = m.pullTree(m.ctx, p.ref)
+	p.tpl, p.err = m.pullTree(m.ctx, p.ref, &p.meter)
 	if p.err != nil {
 		log.Error("template pull failed", "err", p.err)
 	} else {
@@ -100,7 +124,7 @@ func (m *Manager) runPull(p *pull) {
 }
 
 // pullTree fetches the layers of ref the host lacks and makes its tree.
-func (m *Manager) pullTree(ctx context.Context, ref TemplateRef) (template.Template, error) {
+func (m *Manager) pullTree(ctx context.Context, ref TemplateRef, meter *pullMeter) (template.Template, error) {
 	blobs := m.cfg.Blobs
 	if blobs == nil {
 		return template.Template{}, fmt.Errorf("template %s: this agent keeps no template content: %w", ref.Digest.Short(), errdefs.ErrUnavailable)
@@ -118,10 +142,12 @@ func (m *Manager) pullTree(ctx context.Context, ref TemplateRef) (template.Templ
 			return template.Template{}, fmt.Errorf("template %s: layer %s is not on this host and no control plane to fetch it from: %w",
 				ref.Digest.Short(), missing[0].Digest, errdefs.ErrUnavailable)
 		}
-		if err := m.fetchLayers(ctx, ref.Digest, missing, total); err != nil {
+		meter.total.Store(total)
+		if err := m.fetchLayers(ctx, ref.Digest, missing, total, meter); err != nil {
 			return template.Template{}, err
 		}
 	}
+	meter.unpacking.Store(true)
 	if _, err := blobs.PutManifest(ctx, ref.Manifest); err != nil {
 		return template.Template{}, err
 	}
@@ -129,8 +155,8 @@ func (m *Manager) pullTree(ctx context.Context, ref TemplateRef) (template.Templ
 }
 
 // fetchLayers downloads layers, logging the progress every
-// pullProgressEvery.
-func (m *Manager) fetchLayers(ctx context.Context, d content.Digest, layers []content.Descriptor, total int64) error {
+// pullProgressEvery and counting it in meter (when not nil).
+func (m *Manager) fetchLayers(ctx context.Context, d content.Digest, layers []content.Descriptor, total int64, meter *pullMeter) error {
 	log := m.log.With("manifest", d)
 	log.Info("template pull started", "layers", len(layers), "bytes", total)
 	var mu sync.Mutex // guards done and current
@@ -158,6 +184,9 @@ func (m *Manager) fetchLayers(ctx context.Context, d content.Digest, layers []co
 		err := m.cfg.Blobs.Fetch(ctx, l, m.blobSource(), func(n, _ int64) {
 			mu.Lock()
 			current = n
+			if meter != nil {
+				meter.fetched.Store(done + current)
+			}
 			mu.Unlock()
 		})
 		if err != nil {

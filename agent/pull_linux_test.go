@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -89,6 +90,29 @@ func TestCreatePullsTemplate(t *testing.T) {
 	ref := &hostagentv1.TemplateRef{Digest: string(d), Manifest: manifestBytes}
 
 	t.Run("two creates, one pull", func(t *testing.T) {
+		// While the creates wait, ListTemplates says what the pull does.
+		seen := make(chan string, 1)
+		stop := make(chan struct{})
+		go func() {
+			defer close(seen)
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				ts, err := a.client.ListTemplates(ctxT(t), connect.NewRequest(&hostagentv1.ListTemplatesRequest{}))
+				if err != nil {
+					continue
+				}
+				for _, p := range ts.Msg.GetInProgress() {
+					if p.GetDigest() == string(d) && p.GetName() == template.TreeName(d) && strings.HasPrefix(p.GetProgress(), "pulling ") {
+						seen <- p.GetProgress()
+						return
+					}
+				}
+			}
+		}()
 		var wg sync.WaitGroup
 		ids := make([]string, 2)
 		errs := make([]error, 2)
@@ -104,6 +128,12 @@ func TestCreatePullsTemplate(t *testing.T) {
 			})
 		}
 		wg.Wait()
+		close(stop)
+		if progress, ok := <-seen; ok {
+			t.Logf("in progress while the creates waited: %s", progress)
+		} else {
+			t.Error("ListTemplates never showed the pull in progress")
+		}
 		for i, err := range errs {
 			if err != nil {
 				t.Fatalf("create %d: %v", i, err)

@@ -152,6 +152,9 @@ func (s *service) ListTemplates(ctx context.Context, req *connect.Request[hostag
 			Digest: string(t.Manifest),
 		})
 	}
+	for _, p := range s.m.TemplatesInProgress() {
+		out.InProgress = append(out.InProgress, &hostagentv1.TemplateInProgress{Name: p.Name, Digest: string(p.Digest), Progress: p.Progress})
+	}
 	return connect.NewResponse(out), nil
 }
 

@@ -43,7 +43,13 @@ type hostTemplate struct {
 	Created time.Time
 	// Hosts are the IDs of the hosts that have it, sorted.
 	Hosts []string
+	// Progress says, for each host still making the tree (a pull, the
+	// build of base), what it is doing: "HOST: pulling 1.0 of 2.0 MiB".
+	Progress []string
 }
+
+// building reports whether no host has the tree yet, only hosts making it.
+func (t hostTemplate) building() bool { return len(t.Hosts) == 0 && len(t.Progress) > 0 }
 
 // cacheTree reports whether a host's template is a tree made from the
 // control plane's content ("m-" and a manifest's digest): a cache, listed
@@ -61,7 +67,7 @@ func (s *Server) collectTemplates(ctx context.Context) ([]hostTemplate, error) {
 	if err != nil {
 		return nil, err
 	}
-	answers := make([][]*hostagentv1.Template, len(hosts))
+	answers := make([]*hostagentv1.ListTemplatesResponse, len(hosts))
 	var wg sync.WaitGroup
 	for i, h := range hosts {
 		if h.State == store.HostDown {
@@ -75,7 +81,7 @@ func (s *Server) collectTemplates(ctx context.Context) ([]hostTemplate, error) {
 				s.log.Warn("host left out of template listing", "host", h.ID, "err", errdefs.FromConnect("agent list templates", err))
 				return
 			}
-			answers[i] = resp.Msg.GetTemplates()
+			answers[i] = resp.Msg
 		})
 	}
 	wg.Wait()
@@ -83,12 +89,25 @@ func (s *Server) collectTemplates(ctx context.Context) ([]hostTemplate, error) {
 		return nil, err
 	}
 	byName := map[string]*hostTemplate{}
-	for i, ts := range answers {
-		for _, t := range ts {
-			ht := byName[t.GetName()]
-			if ht == nil {
-				ht = &hostTemplate{Template: t, Created: t.GetCreated().AsTime()}
-				byName[t.GetName()] = ht
+	entry := func(t *hostagentv1.Template) *hostTemplate {
+		ht := byName[t.GetName()]
+		if ht == nil {
+			ht = &hostTemplate{Template: t, Created: t.GetCreated().AsTime()}
+			byName[t.GetName()] = ht
+		}
+		return ht
+	}
+	for i, a := range answers {
+		for _, p := range a.GetInProgress() {
+			ht := entry(&hostagentv1.Template{Name: p.GetName(), Digest: p.GetDigest()})
+			ht.Progress = append(ht.Progress, hosts[i].ID+": "+p.GetProgress())
+		}
+		for _, t := range a.GetTemplates() {
+			ht := entry(t)
+			if len(ht.Hosts) == 0 {
+				// The first host that has it built: its record, not the
+				// placeholder of a host still making it.
+				ht.Template, ht.Created = t, t.GetCreated().AsTime()
 			}
 			ht.SizeBytes = max(ht.SizeBytes, t.GetSizeBytes())
 			if c := t.GetCreated().AsTime(); c.Before(ht.Created) {
@@ -119,6 +138,18 @@ func hostsHolding(ts []hostTemplate) map[string][]string {
 	for d, hs := range out {
 		slices.Sort(hs)
 		out[d] = slices.Compact(hs)
+	}
+	return out
+}
+
+// progressOf maps a manifest digest to what the hosts pulling it are
+// doing.
+func progressOf(ts []hostTemplate) map[string][]string {
+	out := map[string][]string{}
+	for _, t := range ts {
+		if d := t.GetDigest(); d != "" && len(t.Progress) > 0 {
+			out[d] = append(out[d], t.Progress...)
+		}
 	}
 	return out
 }
@@ -187,8 +218,17 @@ func hostTemplateView(t hostTemplate) e2bTemplateJSON {
 	return e2bTemplateJSON{
 		TemplateID: t.GetName(), BuildID: buildID(t), CPUCount: l.GetVcpus(), MemoryMB: l.GetMemoryMb(), DiskSizeMB: l.GetDiskMb(),
 		Public: true, Aliases: []string{t.GetName()}, Names: []string{t.GetName()}, CreatedAt: t.Created, UpdatedAt: t.Created,
-		BuildCount: 1, EnvdVersion: t.GetEnvdVersion(), BuildStatus: "ready",
+		BuildCount: 1, EnvdVersion: t.GetEnvdVersion(), BuildStatus: hostTreeStatus(t),
 	}
+}
+
+// hostTreeStatus is a host tree's build status: building while no host
+// has it yet but one is making it (base at a host's first start).
+func hostTreeStatus(t hostTemplate) string {
+	if t.building() {
+		return string(store.BuildBuilding)
+	}
+	return string(store.BuildReady)
 }
 
 // buildID names a host tree's one build: a UUID derived from its name and
@@ -320,7 +360,7 @@ func (s *Server) findHostTemplate(ctx context.Context, name string) (hostTemplat
 		return hostTemplate{}, err
 	}
 	for _, t := range ts {
-		if t.GetName() == name && !cacheTree(t.Template) {
+		if t.GetName() == name && !cacheTree(t.Template) && !t.building() {
 			return t, nil
 		}
 	}
@@ -512,6 +552,9 @@ type v1TemplateJSON struct {
 	Source     string    `json:"source"`
 	CreatedAt  time.Time `json:"createdAt"`
 	UpdatedAt  time.Time `json:"updatedAt"`
+	// Progress says what the hosts still making the template's tree are
+	// doing ("HOST: pulling 1.0 of 2.0 MiB (…)", a base build's stage).
+	Progress string `json:"progress,omitempty"`
 }
 
 // listTemplates is GET /v1/templates: the team's content templates and
@@ -523,16 +566,22 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request, key store
 		s.fail(w, r, "list templates", err)
 		return
 	}
-	holding := hostsHolding(hts)
+	holding, pulling := hostsHolding(hts), progressOf(hts)
 	out := make([]v1TemplateJSON, 0, len(cts)+len(hts))
 	for _, ct := range cts {
-		out = append(out, s.v1ContentView(ct, holding))
+		v := s.v1ContentView(ct, holding)
+		v.Progress = strings.Join(pulling[v.Digest], "; ")
+		out = append(out, v)
 	}
 	for _, t := range ownTrees(hts, cts) {
+		hosts := t.Hosts
+		if hosts == nil {
+			hosts = []string{}
+		}
 		out = append(out, v1TemplateJSON{
 			TemplateID: t.GetName(), Name: t.GetName(), Names: []string{t.GetName()}, Tags: []string{}, Public: true,
-			BuildID: buildID(t), Status: string(store.BuildReady), SizeBytes: t.SizeBytes, Hosts: t.Hosts,
-			Source: t.GetSource(), CreatedAt: t.Created, UpdatedAt: t.Created,
+			BuildID: buildID(t), Status: hostTreeStatus(t), SizeBytes: t.SizeBytes, Hosts: hosts,
+			Source: t.GetSource(), CreatedAt: t.Created, UpdatedAt: t.Created, Progress: strings.Join(t.Progress, "; "),
 		})
 	}
 	writeJSON(w, http.StatusOK, out)

@@ -40,6 +40,7 @@ type buildAgent struct {
 	specs   []build.Spec
 	creates []*hostagentv1.CreateSandboxRequest
 	trees   []*hostagentv1.Template
+	making  []*hostagentv1.TemplateInProgress
 	// hold, when set, keeps a build from ending until it is closed.
 	hold chan struct{}
 }
@@ -53,7 +54,7 @@ func (a *buildAgent) GetHostInfo(context.Context, *connect.Request[hostagentv1.G
 func (a *buildAgent) ListTemplates(context.Context, *connect.Request[hostagentv1.ListTemplatesRequest]) (*connect.Response[hostagentv1.ListTemplatesResponse], error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return connect.NewResponse(&hostagentv1.ListTemplatesResponse{Templates: a.trees}), nil
+	return connect.NewResponse(&hostagentv1.ListTemplatesResponse{Templates: a.trees, InProgress: a.making}), nil
 }
 
 func (a *buildAgent) ListSandboxes(context.Context, *connect.Request[hostagentv1.ListSandboxesRequest]) (*connect.Response[hostagentv1.ListSandboxesResponse], error) {

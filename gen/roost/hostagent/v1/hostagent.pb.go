@@ -1731,8 +1731,11 @@ func (*ListTemplatesRequest) Descriptor() ([]byte, []int) {
 }
 
 type ListTemplatesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Templates     []*Template            `protobuf:"bytes,1,rep,name=templates,proto3" json:"templates,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Templates []*Template            `protobuf:"bytes,1,rep,name=templates,proto3" json:"templates,omitempty"`
+	// The trees the host is making now (a pull of a control plane's
+	// template, the build of base), which creates of them wait for.
+	InProgress    []*TemplateInProgress `protobuf:"bytes,2,rep,name=in_progress,json=inProgress,proto3" json:"in_progress,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1774,6 +1777,76 @@ func (x *ListTemplatesResponse) GetTemplates() []*Template {
 	return nil
 }
 
+func (x *ListTemplatesResponse) GetInProgress() []*TemplateInProgress {
+	if x != nil {
+		return x.InProgress
+	}
+	return nil
+}
+
+type TemplateInProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tree's name: "base", or "m-" and the digest's first 40 hex.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The pulled manifest's digest; empty for base.
+	Digest string `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	// What it is doing now, e.g. "pulling 120.0 of 288.0 MiB (41.2 MiB/s)".
+	Progress      string `protobuf:"bytes,3,opt,name=progress,proto3" json:"progress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TemplateInProgress) Reset() {
+	*x = TemplateInProgress{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TemplateInProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TemplateInProgress) ProtoMessage() {}
+
+func (x *TemplateInProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TemplateInProgress.ProtoReflect.Descriptor instead.
+func (*TemplateInProgress) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *TemplateInProgress) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TemplateInProgress) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *TemplateInProgress) GetProgress() string {
+	if x != nil {
+		return x.Progress
+	}
+	return ""
+}
+
 type Template struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1796,7 +1869,7 @@ type Template struct {
 
 func (x *Template) Reset() {
 	*x = Template{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1808,7 +1881,7 @@ func (x *Template) String() string {
 func (*Template) ProtoMessage() {}
 
 func (x *Template) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1821,7 +1894,7 @@ func (x *Template) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Template.ProtoReflect.Descriptor instead.
 func (*Template) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Template) GetName() string {
@@ -1907,7 +1980,7 @@ type GetSandboxLogsRequest struct {
 
 func (x *GetSandboxLogsRequest) Reset() {
 	*x = GetSandboxLogsRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1919,7 +1992,7 @@ func (x *GetSandboxLogsRequest) String() string {
 func (*GetSandboxLogsRequest) ProtoMessage() {}
 
 func (x *GetSandboxLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1932,7 +2005,7 @@ func (x *GetSandboxLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxLogsRequest.ProtoReflect.Descriptor instead.
 func (*GetSandboxLogsRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{28}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetSandboxLogsRequest) GetSandboxId() string {
@@ -1987,7 +2060,7 @@ type GetSandboxLogsResponse struct {
 
 func (x *GetSandboxLogsResponse) Reset() {
 	*x = GetSandboxLogsResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1999,7 +2072,7 @@ func (x *GetSandboxLogsResponse) String() string {
 func (*GetSandboxLogsResponse) ProtoMessage() {}
 
 func (x *GetSandboxLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2012,7 +2085,7 @@ func (x *GetSandboxLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxLogsResponse.ProtoReflect.Descriptor instead.
 func (*GetSandboxLogsResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{29}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetSandboxLogsResponse) GetEntries() []*LogEntry {
@@ -2039,7 +2112,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[30]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2051,7 +2124,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[30]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2064,7 +2137,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{30}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *LogEntry) GetTime() *timestamppb.Timestamp {
@@ -2109,7 +2182,7 @@ type BuildTemplateRequest struct {
 
 func (x *BuildTemplateRequest) Reset() {
 	*x = BuildTemplateRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[31]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2121,7 +2194,7 @@ func (x *BuildTemplateRequest) String() string {
 func (*BuildTemplateRequest) ProtoMessage() {}
 
 func (x *BuildTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[31]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2134,7 +2207,7 @@ func (x *BuildTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildTemplateRequest.ProtoReflect.Descriptor instead.
 func (*BuildTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{31}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *BuildTemplateRequest) GetBuildId() string {
@@ -2164,7 +2237,7 @@ type BuildTemplateResponse struct {
 
 func (x *BuildTemplateResponse) Reset() {
 	*x = BuildTemplateResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[32]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2176,7 +2249,7 @@ func (x *BuildTemplateResponse) String() string {
 func (*BuildTemplateResponse) ProtoMessage() {}
 
 func (x *BuildTemplateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[32]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2189,7 +2262,7 @@ func (x *BuildTemplateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildTemplateResponse.ProtoReflect.Descriptor instead.
 func (*BuildTemplateResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{32}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *BuildTemplateResponse) GetEvent() isBuildTemplateResponse_Event {
@@ -2247,7 +2320,7 @@ type BuildLogEntry struct {
 
 func (x *BuildLogEntry) Reset() {
 	*x = BuildLogEntry{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[33]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2259,7 +2332,7 @@ func (x *BuildLogEntry) String() string {
 func (*BuildLogEntry) ProtoMessage() {}
 
 func (x *BuildLogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[33]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2272,7 +2345,7 @@ func (x *BuildLogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildLogEntry.ProtoReflect.Descriptor instead.
 func (*BuildLogEntry) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{33}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *BuildLogEntry) GetTime() *timestamppb.Timestamp {
@@ -2320,7 +2393,7 @@ type BuildResult struct {
 
 func (x *BuildResult) Reset() {
 	*x = BuildResult{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[34]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2332,7 +2405,7 @@ func (x *BuildResult) String() string {
 func (*BuildResult) ProtoMessage() {}
 
 func (x *BuildResult) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[34]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2345,7 +2418,7 @@ func (x *BuildResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResult.ProtoReflect.Descriptor instead.
 func (*BuildResult) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{34}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *BuildResult) GetTemplate() *TemplateRef {
@@ -2509,9 +2582,15 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x05roost\x18\x01 \x01(\tR\x05roost\x12\x12\n" +
 	"\x04envd\x18\x02 \x01(\tR\x04envd\x12\x16\n" +
 	"\x06kernel\x18\x03 \x01(\tR\x06kernel\"\x16\n" +
-	"\x14ListTemplatesRequest\"S\n" +
+	"\x14ListTemplatesRequest\"\x9c\x01\n" +
 	"\x15ListTemplatesResponse\x12:\n" +
-	"\ttemplates\x18\x01 \x03(\v2\x1c.roost.hostagent.v1.TemplateR\ttemplates\"\xc6\x02\n" +
+	"\ttemplates\x18\x01 \x03(\v2\x1c.roost.hostagent.v1.TemplateR\ttemplates\x12G\n" +
+	"\vin_progress\x18\x02 \x03(\v2&.roost.hostagent.v1.TemplateInProgressR\n" +
+	"inProgress\"\\\n" +
+	"\x12TemplateInProgress\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x1a\n" +
+	"\bprogress\x18\x03 \x01(\tR\bprogress\"\xc6\x02\n" +
 	"\bTemplate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x1d\n" +
@@ -2606,7 +2685,7 @@ func file_roost_hostagent_v1_hostagent_proto_rawDescGZIP() []byte {
 }
 
 var file_roost_hostagent_v1_hostagent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_roost_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_roost_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_roost_hostagent_v1_hostagent_proto_goTypes = []any{
 	(SandboxState)(0),              // 0: roost.hostagent.v1.SandboxState
 	(LogLevel)(0),                  // 1: roost.hostagent.v1.LogLevel
@@ -2638,28 +2717,29 @@ var file_roost_hostagent_v1_hostagent_proto_goTypes = []any{
 	(*Versions)(nil),               // 27: roost.hostagent.v1.Versions
 	(*ListTemplatesRequest)(nil),   // 28: roost.hostagent.v1.ListTemplatesRequest
 	(*ListTemplatesResponse)(nil),  // 29: roost.hostagent.v1.ListTemplatesResponse
-	(*Template)(nil),               // 30: roost.hostagent.v1.Template
-	(*GetSandboxLogsRequest)(nil),  // 31: roost.hostagent.v1.GetSandboxLogsRequest
-	(*GetSandboxLogsResponse)(nil), // 32: roost.hostagent.v1.GetSandboxLogsResponse
-	(*LogEntry)(nil),               // 33: roost.hostagent.v1.LogEntry
-	(*BuildTemplateRequest)(nil),   // 34: roost.hostagent.v1.BuildTemplateRequest
-	(*BuildTemplateResponse)(nil),  // 35: roost.hostagent.v1.BuildTemplateResponse
-	(*BuildLogEntry)(nil),          // 36: roost.hostagent.v1.BuildLogEntry
-	(*BuildResult)(nil),            // 37: roost.hostagent.v1.BuildResult
-	nil,                            // 38: roost.hostagent.v1.Sandbox.MetadataEntry
-	nil,                            // 39: roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
-	nil,                            // 40: roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
-	nil,                            // 41: roost.hostagent.v1.LogEntry.FieldsEntry
-	(*timestamppb.Timestamp)(nil),  // 42: google.protobuf.Timestamp
+	(*TemplateInProgress)(nil),     // 30: roost.hostagent.v1.TemplateInProgress
+	(*Template)(nil),               // 31: roost.hostagent.v1.Template
+	(*GetSandboxLogsRequest)(nil),  // 32: roost.hostagent.v1.GetSandboxLogsRequest
+	(*GetSandboxLogsResponse)(nil), // 33: roost.hostagent.v1.GetSandboxLogsResponse
+	(*LogEntry)(nil),               // 34: roost.hostagent.v1.LogEntry
+	(*BuildTemplateRequest)(nil),   // 35: roost.hostagent.v1.BuildTemplateRequest
+	(*BuildTemplateResponse)(nil),  // 36: roost.hostagent.v1.BuildTemplateResponse
+	(*BuildLogEntry)(nil),          // 37: roost.hostagent.v1.BuildLogEntry
+	(*BuildResult)(nil),            // 38: roost.hostagent.v1.BuildResult
+	nil,                            // 39: roost.hostagent.v1.Sandbox.MetadataEntry
+	nil,                            // 40: roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
+	nil,                            // 41: roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
+	nil,                            // 42: roost.hostagent.v1.LogEntry.FieldsEntry
+	(*timestamppb.Timestamp)(nil),  // 43: google.protobuf.Timestamp
 }
 var file_roost_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	0,  // 0: roost.hostagent.v1.Sandbox.state:type_name -> roost.hostagent.v1.SandboxState
 	3,  // 1: roost.hostagent.v1.Sandbox.limits:type_name -> roost.hostagent.v1.Limits
-	38, // 2: roost.hostagent.v1.Sandbox.metadata:type_name -> roost.hostagent.v1.Sandbox.MetadataEntry
-	42, // 3: roost.hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
-	42, // 4: roost.hostagent.v1.Sandbox.end_at:type_name -> google.protobuf.Timestamp
-	39, // 5: roost.hostagent.v1.CreateSandboxRequest.env_vars:type_name -> roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
-	40, // 6: roost.hostagent.v1.CreateSandboxRequest.metadata:type_name -> roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
+	39, // 2: roost.hostagent.v1.Sandbox.metadata:type_name -> roost.hostagent.v1.Sandbox.MetadataEntry
+	43, // 3: roost.hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
+	43, // 4: roost.hostagent.v1.Sandbox.end_at:type_name -> google.protobuf.Timestamp
+	40, // 5: roost.hostagent.v1.CreateSandboxRequest.env_vars:type_name -> roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
+	41, // 6: roost.hostagent.v1.CreateSandboxRequest.metadata:type_name -> roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
 	6,  // 7: roost.hostagent.v1.CreateSandboxRequest.template_ref:type_name -> roost.hostagent.v1.TemplateRef
 	4,  // 8: roost.hostagent.v1.CreateSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
 	4,  // 9: roost.hostagent.v1.PauseSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
@@ -2674,49 +2754,50 @@ var file_roost_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	25, // 18: roost.hostagent.v1.HostInfo.capacity:type_name -> roost.hostagent.v1.Capacity
 	26, // 19: roost.hostagent.v1.HostInfo.usage:type_name -> roost.hostagent.v1.Usage
 	27, // 20: roost.hostagent.v1.HostInfo.versions:type_name -> roost.hostagent.v1.Versions
-	42, // 21: roost.hostagent.v1.HostInfo.started_at:type_name -> google.protobuf.Timestamp
-	30, // 22: roost.hostagent.v1.ListTemplatesResponse.templates:type_name -> roost.hostagent.v1.Template
-	42, // 23: roost.hostagent.v1.Template.created:type_name -> google.protobuf.Timestamp
-	3,  // 24: roost.hostagent.v1.Template.default_limits:type_name -> roost.hostagent.v1.Limits
-	42, // 25: roost.hostagent.v1.GetSandboxLogsRequest.cursor:type_name -> google.protobuf.Timestamp
-	2,  // 26: roost.hostagent.v1.GetSandboxLogsRequest.direction:type_name -> roost.hostagent.v1.LogDirection
-	1,  // 27: roost.hostagent.v1.GetSandboxLogsRequest.min_level:type_name -> roost.hostagent.v1.LogLevel
-	33, // 28: roost.hostagent.v1.GetSandboxLogsResponse.entries:type_name -> roost.hostagent.v1.LogEntry
-	42, // 29: roost.hostagent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
-	1,  // 30: roost.hostagent.v1.LogEntry.level:type_name -> roost.hostagent.v1.LogLevel
-	41, // 31: roost.hostagent.v1.LogEntry.fields:type_name -> roost.hostagent.v1.LogEntry.FieldsEntry
-	36, // 32: roost.hostagent.v1.BuildTemplateResponse.log:type_name -> roost.hostagent.v1.BuildLogEntry
-	37, // 33: roost.hostagent.v1.BuildTemplateResponse.result:type_name -> roost.hostagent.v1.BuildResult
-	42, // 34: roost.hostagent.v1.BuildLogEntry.time:type_name -> google.protobuf.Timestamp
-	1,  // 35: roost.hostagent.v1.BuildLogEntry.level:type_name -> roost.hostagent.v1.LogLevel
-	6,  // 36: roost.hostagent.v1.BuildResult.template:type_name -> roost.hostagent.v1.TemplateRef
-	5,  // 37: roost.hostagent.v1.HostAgentService.CreateSandbox:input_type -> roost.hostagent.v1.CreateSandboxRequest
-	8,  // 38: roost.hostagent.v1.HostAgentService.DestroySandbox:input_type -> roost.hostagent.v1.DestroySandboxRequest
-	10, // 39: roost.hostagent.v1.HostAgentService.PauseSandbox:input_type -> roost.hostagent.v1.PauseSandboxRequest
-	12, // 40: roost.hostagent.v1.HostAgentService.ResumeSandbox:input_type -> roost.hostagent.v1.ResumeSandboxRequest
-	14, // 41: roost.hostagent.v1.HostAgentService.ListSandboxes:input_type -> roost.hostagent.v1.ListSandboxesRequest
-	16, // 42: roost.hostagent.v1.HostAgentService.GetSandbox:input_type -> roost.hostagent.v1.GetSandboxRequest
-	18, // 43: roost.hostagent.v1.HostAgentService.SetTimeout:input_type -> roost.hostagent.v1.SetTimeoutRequest
-	20, // 44: roost.hostagent.v1.HostAgentService.GetHostInfo:input_type -> roost.hostagent.v1.GetHostInfoRequest
-	28, // 45: roost.hostagent.v1.HostAgentService.ListTemplates:input_type -> roost.hostagent.v1.ListTemplatesRequest
-	31, // 46: roost.hostagent.v1.HostAgentService.GetSandboxLogs:input_type -> roost.hostagent.v1.GetSandboxLogsRequest
-	34, // 47: roost.hostagent.v1.HostAgentService.BuildTemplate:input_type -> roost.hostagent.v1.BuildTemplateRequest
-	7,  // 48: roost.hostagent.v1.HostAgentService.CreateSandbox:output_type -> roost.hostagent.v1.CreateSandboxResponse
-	9,  // 49: roost.hostagent.v1.HostAgentService.DestroySandbox:output_type -> roost.hostagent.v1.DestroySandboxResponse
-	11, // 50: roost.hostagent.v1.HostAgentService.PauseSandbox:output_type -> roost.hostagent.v1.PauseSandboxResponse
-	13, // 51: roost.hostagent.v1.HostAgentService.ResumeSandbox:output_type -> roost.hostagent.v1.ResumeSandboxResponse
-	15, // 52: roost.hostagent.v1.HostAgentService.ListSandboxes:output_type -> roost.hostagent.v1.ListSandboxesResponse
-	17, // 53: roost.hostagent.v1.HostAgentService.GetSandbox:output_type -> roost.hostagent.v1.GetSandboxResponse
-	19, // 54: roost.hostagent.v1.HostAgentService.SetTimeout:output_type -> roost.hostagent.v1.SetTimeoutResponse
-	21, // 55: roost.hostagent.v1.HostAgentService.GetHostInfo:output_type -> roost.hostagent.v1.GetHostInfoResponse
-	29, // 56: roost.hostagent.v1.HostAgentService.ListTemplates:output_type -> roost.hostagent.v1.ListTemplatesResponse
-	32, // 57: roost.hostagent.v1.HostAgentService.GetSandboxLogs:output_type -> roost.hostagent.v1.GetSandboxLogsResponse
-	35, // 58: roost.hostagent.v1.HostAgentService.BuildTemplate:output_type -> roost.hostagent.v1.BuildTemplateResponse
-	48, // [48:59] is the sub-list for method output_type
-	37, // [37:48] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	43, // 21: roost.hostagent.v1.HostInfo.started_at:type_name -> google.protobuf.Timestamp
+	31, // 22: roost.hostagent.v1.ListTemplatesResponse.templates:type_name -> roost.hostagent.v1.Template
+	30, // 23: roost.hostagent.v1.ListTemplatesResponse.in_progress:type_name -> roost.hostagent.v1.TemplateInProgress
+	43, // 24: roost.hostagent.v1.Template.created:type_name -> google.protobuf.Timestamp
+	3,  // 25: roost.hostagent.v1.Template.default_limits:type_name -> roost.hostagent.v1.Limits
+	43, // 26: roost.hostagent.v1.GetSandboxLogsRequest.cursor:type_name -> google.protobuf.Timestamp
+	2,  // 27: roost.hostagent.v1.GetSandboxLogsRequest.direction:type_name -> roost.hostagent.v1.LogDirection
+	1,  // 28: roost.hostagent.v1.GetSandboxLogsRequest.min_level:type_name -> roost.hostagent.v1.LogLevel
+	34, // 29: roost.hostagent.v1.GetSandboxLogsResponse.entries:type_name -> roost.hostagent.v1.LogEntry
+	43, // 30: roost.hostagent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	1,  // 31: roost.hostagent.v1.LogEntry.level:type_name -> roost.hostagent.v1.LogLevel
+	42, // 32: roost.hostagent.v1.LogEntry.fields:type_name -> roost.hostagent.v1.LogEntry.FieldsEntry
+	37, // 33: roost.hostagent.v1.BuildTemplateResponse.log:type_name -> roost.hostagent.v1.BuildLogEntry
+	38, // 34: roost.hostagent.v1.BuildTemplateResponse.result:type_name -> roost.hostagent.v1.BuildResult
+	43, // 35: roost.hostagent.v1.BuildLogEntry.time:type_name -> google.protobuf.Timestamp
+	1,  // 36: roost.hostagent.v1.BuildLogEntry.level:type_name -> roost.hostagent.v1.LogLevel
+	6,  // 37: roost.hostagent.v1.BuildResult.template:type_name -> roost.hostagent.v1.TemplateRef
+	5,  // 38: roost.hostagent.v1.HostAgentService.CreateSandbox:input_type -> roost.hostagent.v1.CreateSandboxRequest
+	8,  // 39: roost.hostagent.v1.HostAgentService.DestroySandbox:input_type -> roost.hostagent.v1.DestroySandboxRequest
+	10, // 40: roost.hostagent.v1.HostAgentService.PauseSandbox:input_type -> roost.hostagent.v1.PauseSandboxRequest
+	12, // 41: roost.hostagent.v1.HostAgentService.ResumeSandbox:input_type -> roost.hostagent.v1.ResumeSandboxRequest
+	14, // 42: roost.hostagent.v1.HostAgentService.ListSandboxes:input_type -> roost.hostagent.v1.ListSandboxesRequest
+	16, // 43: roost.hostagent.v1.HostAgentService.GetSandbox:input_type -> roost.hostagent.v1.GetSandboxRequest
+	18, // 44: roost.hostagent.v1.HostAgentService.SetTimeout:input_type -> roost.hostagent.v1.SetTimeoutRequest
+	20, // 45: roost.hostagent.v1.HostAgentService.GetHostInfo:input_type -> roost.hostagent.v1.GetHostInfoRequest
+	28, // 46: roost.hostagent.v1.HostAgentService.ListTemplates:input_type -> roost.hostagent.v1.ListTemplatesRequest
+	32, // 47: roost.hostagent.v1.HostAgentService.GetSandboxLogs:input_type -> roost.hostagent.v1.GetSandboxLogsRequest
+	35, // 48: roost.hostagent.v1.HostAgentService.BuildTemplate:input_type -> roost.hostagent.v1.BuildTemplateRequest
+	7,  // 49: roost.hostagent.v1.HostAgentService.CreateSandbox:output_type -> roost.hostagent.v1.CreateSandboxResponse
+	9,  // 50: roost.hostagent.v1.HostAgentService.DestroySandbox:output_type -> roost.hostagent.v1.DestroySandboxResponse
+	11, // 51: roost.hostagent.v1.HostAgentService.PauseSandbox:output_type -> roost.hostagent.v1.PauseSandboxResponse
+	13, // 52: roost.hostagent.v1.HostAgentService.ResumeSandbox:output_type -> roost.hostagent.v1.ResumeSandboxResponse
+	15, // 53: roost.hostagent.v1.HostAgentService.ListSandboxes:output_type -> roost.hostagent.v1.ListSandboxesResponse
+	17, // 54: roost.hostagent.v1.HostAgentService.GetSandbox:output_type -> roost.hostagent.v1.GetSandboxResponse
+	19, // 55: roost.hostagent.v1.HostAgentService.SetTimeout:output_type -> roost.hostagent.v1.SetTimeoutResponse
+	21, // 56: roost.hostagent.v1.HostAgentService.GetHostInfo:output_type -> roost.hostagent.v1.GetHostInfoResponse
+	29, // 57: roost.hostagent.v1.HostAgentService.ListTemplates:output_type -> roost.hostagent.v1.ListTemplatesResponse
+	33, // 58: roost.hostagent.v1.HostAgentService.GetSandboxLogs:output_type -> roost.hostagent.v1.GetSandboxLogsResponse
+	36, // 59: roost.hostagent.v1.HostAgentService.BuildTemplate:output_type -> roost.hostagent.v1.BuildTemplateResponse
+	49, // [49:60] is the sub-list for method output_type
+	38, // [38:49] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_roost_hostagent_v1_hostagent_proto_init() }
@@ -2726,8 +2807,8 @@ func file_roost_hostagent_v1_hostagent_proto_init() {
 	}
 	file_roost_hostagent_v1_hostagent_proto_msgTypes[2].OneofWrappers = []any{}
 	file_roost_hostagent_v1_hostagent_proto_msgTypes[9].OneofWrappers = []any{}
-	file_roost_hostagent_v1_hostagent_proto_msgTypes[28].OneofWrappers = []any{}
-	file_roost_hostagent_v1_hostagent_proto_msgTypes[32].OneofWrappers = []any{
+	file_roost_hostagent_v1_hostagent_proto_msgTypes[29].OneofWrappers = []any{}
+	file_roost_hostagent_v1_hostagent_proto_msgTypes[33].OneofWrappers = []any{
 		(*BuildTemplateResponse_Log)(nil),
 		(*BuildTemplateResponse_Result)(nil),
 	}
@@ -2737,7 +2818,7 @@ func file_roost_hostagent_v1_hostagent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roost_hostagent_v1_hostagent_proto_rawDesc), len(file_roost_hostagent_v1_hostagent_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   39,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
