@@ -27,7 +27,7 @@ func main() {
 	flag.StringVar(&cfg.DefaultUser, "user", "", "default user for requests that name none (default: the user envd runs as)")
 	flag.BoolVar(&cfg.ForwardPorts, "forward-ports", false, "forward servers listening only on loopback to the external addresses (inside a sandbox)")
 	flag.IntVar(&cfg.ReserveThreads, "reserve-threads", 0, "OS threads to create at start and keep (inside a sandbox with a pids limit)")
-	flag.BoolVar(&cfg.SetClock, "set-clock", false, "let /init set the system clock (inside a VM)")
+	flag.BoolVar(&cfg.Guest, "guest", false, "envd is a VM guest's: let /init set the clock, hostname and random state")
 	flag.TextVar(level, "log-level", level, "log level: debug, info, warn, error")
 	flag.Parse()
 	setProcessName()

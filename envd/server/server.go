@@ -56,9 +56,11 @@ type Config struct {
 	// ForwardPorts makes loopback-only servers reachable on the external
 	// addresses. Off by default: on a developer's host it would expose them.
 	ForwardPorts bool
-	// SetClock lets /init set the system clock from its timestamp, which a
-	// VM resumed from a snapshot needs. Off by default, for the same reason.
-	SetClock bool
+	// Guest says envd is the agent of a VM guest, as root: /init may set
+	// the machine's clock from its timestamp (a VM resumed from a snapshot
+	// needs it), and its hostname and random state (a VM forked from a
+	// capture has the captured one's). Off by default, for the same reason.
+	Guest bool
 	// Disk is the filesystem whose usage /metrics reports; default "/".
 	Disk string
 	// ReserveThreads is how many OS threads envd makes at start and keeps,
@@ -202,6 +204,7 @@ type initRequest struct {
 	// Timestamp is the control plane's clock; a VM restored from a snapshot
 	// has a stale one.
 	Timestamp *time.Time `json:"timestamp"`
+	machineIdentity
 }
 
 func (s *Server) init(w http.ResponseWriter, r *http.Request) {
@@ -217,14 +220,22 @@ func (s *Server) init(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if err := req.machineIdentity.check(s.cfg.Guest); err != nil {
+		auth.WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	s.defaults.Apply(req.Init)
-	if req.Timestamp != nil && s.cfg.SetClock {
+	if req.Timestamp != nil && s.cfg.Guest {
 		if skew := time.Since(*req.Timestamp); skew > time.Second || skew < -time.Second {
 			tv := unix.NsecToTimeval(req.Timestamp.UnixNano())
 			if err := unix.Settimeofday(&tv); err != nil {
 				s.log.Warn("set clock failed", "err", err)
 			}
 		}
+	}
+	if err := req.machineIdentity.apply(); err != nil {
+		auth.WriteError(w, http.StatusInternalServerError, err.Error())
+		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

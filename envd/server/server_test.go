@@ -110,7 +110,9 @@ func TestHealthInitEnvsMetrics(t *testing.T) {
 
 func TestBadInit(t *testing.T) {
 	base := start(t)
-	for _, body := range []string{`{`, `{"defaultUser":"no-such-user-roost"}`, `[]`} {
+	// The machine's identity is a guest's envd's to set, never a host's.
+	for _, body := range []string{`{`, `{"defaultUser":"no-such-user-roost"}`, `[]`,
+		`{"hostname":"sb-1"}`, `{"entropy":"AAAAAAAAAAAAAAAAAAAAAA=="}`} {
 		if code, resp := do(t, "POST", base+"/init", "", body); code != http.StatusBadRequest || !strings.Contains(resp, `"code":400`) {
 			t.Errorf("init %s: %d %s", body, code, resp)
 		}
