@@ -122,7 +122,7 @@ func (s *service) GetHostInfo(ctx context.Context, req *connect.Request[hostagen
 		Hostname: h.Hostname,
 		Runtime:  h.Runtime,
 		Capabilities: &hostagentv1.Capabilities{
-			Pause: h.Capabilities.Pause, Snapshot: h.Capabilities.Snapshot, Vm: h.Capabilities.VM,
+			Pause: h.Capabilities.Pause, Snapshot: h.Capabilities.Snapshot, Vm: h.Capabilities.VM, Fork: h.Capabilities.Fork,
 		},
 		Probe: &hostagentv1.Probe{Available: h.Probe.Available, Reason: h.Probe.Reason},
 		Capacity: &hostagentv1.Capacity{

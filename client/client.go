@@ -56,6 +56,7 @@ type Sandbox struct {
 type Capabilities struct {
 	Pause    bool `json:"pause"`
 	Snapshot bool `json:"snapshot"`
+	Fork     bool `json:"fork"`
 	VM       bool `json:"vm"`
 }
 

@@ -194,7 +194,7 @@ func TestSnapshotQEMU(t *testing.T) {
 		"autoPause": true, "autoResume": map[string]any{"enabled": true}}).SandboxID
 	t.Logf("create: %v", time.Since(began))
 	v := e.getV1(t, id)
-	if v.Runtime != "qemu" || v.Capabilities == nil || *v.Capabilities != (runtime.Capabilities{Pause: true, Snapshot: true, VM: true}) ||
+	if v.Runtime != "qemu" || v.Capabilities == nil || *v.Capabilities != (runtime.Capabilities{Pause: true, Snapshot: true, Fork: true, VM: true}) ||
 		v.Hibernated == nil || *v.Hibernated {
 		t.Fatalf("v1 detail on qemu: runtime %q, capabilities %v, hibernated %v", v.Runtime, v.Capabilities, v.Hibernated)
 	}

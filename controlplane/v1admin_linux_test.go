@@ -171,7 +171,7 @@ func TestV1Admin(t *testing.T) {
 		h := hs[second]
 		if h.Name != "second" || h.State != "ready" || h.Capacity.MaxSandboxes != 3 || h.LastHeartbeat == nil ||
 			h.Usage.Sandboxes != 1 || h.Usage.VCPUs != 2 || h.Usage.MemoryMB != 512 ||
-			!maps.Equal(h.Capabilities, map[string]bool{"pause": true, "snapshot": false, "vm": false}) {
+			!maps.Equal(h.Capabilities, map[string]bool{"pause": true, "snapshot": false, "fork": false, "vm": false}) {
 			t.Errorf("second host %+v", h)
 		}
 		if c := hs[gone].Capabilities; c != nil {

@@ -79,14 +79,36 @@ type Snapshotter interface {
 	Restore(ctx context.Context, spec Spec, state DriverState) (Instance, error)
 }
 
+// Forker is implemented by drivers that can copy a running sandbox:
+// capture its memory, device state and disk into a directory, from which
+// any number of new sandboxes start where it was, with its processes
+// running. A template keeps one taken once its start command is ready.
+type Forker interface {
+	// Capture pauses sandbox id, writes its capture into dir (a directory
+	// the call creates; it must not exist), and lets the sandbox run on as
+	// it did, on failure too. It takes as long as writing the sandbox's
+	// memory.
+	Capture(ctx context.Context, id, dir string) error
+	// Fork starts a new sandbox from the capture in dir, as Create does:
+	// it returns once the sandbox's init runs again, and the manager
+	// waits for envd. spec.Limits must ask for the captured sandbox's
+	// memory and vCPUs or leave them zero (else ErrInvalid); its disk is
+	// the capture's. dir is only read: it serves any number of forks at
+	// once, and no fork needs it once Fork returns. The new sandbox has
+	// the captured one's hostname, clock, random state and boot id until
+	// the manager gives it its own through envd's /init.
+	Fork(ctx context.Context, spec Spec, dir string) (Instance, error)
+}
+
 // CapabilitiesOf describes the driver rt by what it implements: Pause
-// when it is a Pauser, Snapshot when a Snapshotter. vm is the one fact
-// the type cannot tell. Drivers' Capabilities return it, so the flags and
-// the interfaces cannot disagree.
+// when it is a Pauser, Snapshot when a Snapshotter, Fork when a Forker.
+// vm is the one fact the type cannot tell. Drivers' Capabilities return
+// it, so the flags and the interfaces cannot disagree.
 func CapabilitiesOf(rt Runtime, vm bool) Capabilities {
 	_, pause := rt.(Pauser)
 	_, snapshot := rt.(Snapshotter)
-	return Capabilities{Pause: pause, Snapshot: snapshot, VM: vm}
+	_, fork := rt.(Forker)
+	return Capabilities{Pause: pause, Snapshot: snapshot, Fork: fork, VM: vm}
 }
 
 // Capabilities describe a driver.
@@ -95,6 +117,8 @@ type Capabilities struct {
 	Pause bool `json:"pause"`
 	// Snapshot is true when the driver implements Snapshotter.
 	Snapshot bool `json:"snapshot"`
+	// Fork is true when the driver implements Forker.
+	Fork bool `json:"fork"`
 	// VM is true when a sandbox has its own kernel.
 	VM bool `json:"vm"`
 }

@@ -5,7 +5,8 @@
 // config, boot source, the root drive, the network interface with its
 // egress rate limiter, MMDS, InstanceStart; PATCH /vm to pause and resume;
 // snapshot create (full, or diff when dirty-page tracking is on) and load
-// to hibernate and restore.
+// to hibernate and restore, and to capture a running sandbox and start
+// forks of it (each on its own reflinked copies of the capture's files).
 //
 // The guest is the one the qemu driver boots (package guest as PID 1, the
 // template's ext4 image from package vmimage), on a kernel the operator

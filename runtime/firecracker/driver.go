@@ -70,6 +70,7 @@ var (
 	_ runtime.Runtime     = (*Driver)(nil)
 	_ runtime.Pauser      = (*Driver)(nil)
 	_ runtime.Snapshotter = (*Driver)(nil)
+	_ runtime.Forker      = (*Driver)(nil)
 )
 
 // New returns a driver; it checks nothing (Probe does).

@@ -18,6 +18,7 @@ import (
 
 	"roost.dev/roost/errdefs"
 	"roost.dev/roost/guest"
+	"roost.dev/roost/network"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/microvm"
 	"roost.dev/roost/runtime/runtimetest"
@@ -271,6 +272,20 @@ func readRequests(t *testing.T, path string) []fakeRequest {
 // and state on XFS, and a sandbox spec with a real network slot.
 func testDriver(t *testing.T, cfg Config) (*Driver, runtime.Spec, string) {
 	t.Helper()
+	r := newTestRig(t, cfg)
+	return r.d, r.newSpec(t), r.logPath
+}
+
+// testRig is testDriver's setup, for tests that need several sandboxes.
+type testRig struct {
+	d            *Driver
+	dir, logPath string
+	tree, envd   string
+	nm           *network.Manager
+}
+
+func newTestRig(t *testing.T, cfg Config) *testRig {
+	t.Helper()
 	dir := reflinkDir(t)
 	logPath := fakeEnv(t)
 	self, err := os.Executable()
@@ -292,27 +307,32 @@ func testDriver(t *testing.T, cfg Config) (*Driver, runtime.Spec, string) {
 	tree := filepath.Join(dir, "tree")
 	os.MkdirAll(filepath.Join(tree, "etc"), 0o755)
 	os.WriteFile(filepath.Join(tree, "etc", "hostname"), []byte("template\n"), 0o644)
-	nm := runtimetest.Network(t)
-	slot, err := nm.Acquire()
+	return &testRig{d: d, dir: dir, logPath: logPath, tree: tree, envd: small("envd"), nm: runtimetest.Network(t)}
+}
+
+// newSpec is the spec of a new sandbox with a real network slot, given
+// back (and the sandbox destroyed) when the test ends.
+func (r *testRig) newSpec(t *testing.T) runtime.Spec {
+	t.Helper()
+	slot, err := r.nm.Acquire()
 	if err != nil {
 		t.Fatal(err)
 	}
 	id := "fc" + runtimetest.ID()[1:9]
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	nw, err := nm.Setup(ctx, id, slot, false)
+	nw, err := r.nm.Setup(ctx, id, slot, false)
 	if err != nil {
-		nm.Release(slot)
+		r.nm.Release(slot)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = d.Destroy(context.Background(), id)
-		_ = nm.Teardown(context.Background(), id, slot)
-		nm.Release(slot)
+		_ = r.d.Destroy(context.Background(), id)
+		_ = r.nm.Teardown(context.Background(), id, slot)
+		r.nm.Release(slot)
 	})
-	spec := runtime.Spec{ID: id, StateDir: filepath.Join(dir, "sandboxes", id), RootFS: tree, Envd: small("envd"),
+	return runtime.Spec{ID: id, StateDir: filepath.Join(r.dir, "sandboxes", id), RootFS: r.tree, Envd: r.envd,
 		Limits: runtime.Limits{DiskMB: 64}, Network: nw, Metadata: map[string]string{"team": "blue"}}
-	return d, spec, logPath
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -449,9 +469,16 @@ func TestDriverAgainstFake(t *testing.T) {
 			// The contract: every request passed the spec and the model,
 			// and the driver sent every kind of request it can.
 			seen := map[string]bool{}
+			loaded, mmds := map[int]bool{}, map[int]bool{}
 			for _, r := range readRequests(t, logPath) {
 				if r.Error != "" {
 					t.Errorf("%s %s %s: refused: %s", r.Method, r.Path, r.Body, r.Error)
+				}
+				switch {
+				case r.Path == "/snapshot/load":
+					loaded[r.Pid] = true
+				case r.Path == "/mmds" && strings.Contains(string(r.Body), `"sandboxID":"`+spec.ID+`"`):
+					mmds[r.Pid] = true
 				}
 				key := r.Path
 				if strings.HasPrefix(key, "/drives/") || strings.HasPrefix(key, "/network-interfaces/") {
@@ -464,6 +491,13 @@ func TestDriverAgainstFake(t *testing.T) {
 			for _, w := range want {
 				if !seen[w] {
 					t.Errorf("the driver never sent %s", w)
+				}
+			}
+			// A snapshot does not hold MMDS contents: each restore puts
+			// the sandbox's back.
+			for pid := range loaded {
+				if !mmds[pid] {
+					t.Errorf("restored firecracker %d was not given the sandbox's MMDS contents", pid)
 				}
 			}
 		})

@@ -40,6 +40,10 @@ type fakeRequest struct {
 	Path   string          `json:"path"`
 	Body   json.RawMessage `json:"body,omitempty"`
 	Error  string          `json:"error,omitempty"`
+	// Drive is, for a snapshot load, the disk the loaded VM opened: the
+	// path its snapshot recorded, resolved as Firecracker resolves it
+	// (from its working directory).
+	Drive string `json:"drive,omitempty"`
 }
 
 type fake struct {
@@ -52,6 +56,14 @@ type fake struct {
 	mu         sync.Mutex
 	state      string // Not started, Running, Paused
 	configured map[string]json.RawMessage
+	drive      string // the root drive's path_on_host, which a snapshot records
+}
+
+// fakeVMState is what the fake writes as a snapshot's VM state: like
+// Firecracker's, it records the path the root drive was opened by.
+type fakeVMState struct {
+	ID    string `json:"id"`
+	Drive string `json:"drive"`
 }
 
 func runFake(args []string) int {
@@ -108,6 +120,10 @@ func (f *fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		entry.Error = err.Error()
+	} else if r.URL.Path == "/snapshot/load" {
+		if abs, aerr := filepath.Abs(f.drive); aerr == nil {
+			entry.Drive, _ = filepath.EvalSymlinks(abs)
+		}
 	}
 	f.logMu.Lock()
 	b, _ := json.Marshal(entry)
@@ -161,6 +177,7 @@ func (f *fake) apply(method, path string, body []byte) (any, error) {
 		if _, err := os.Stat(str("path_on_host")); err != nil {
 			return nil, fmt.Errorf("drive: %v", err)
 		}
+		f.drive = str("path_on_host")
 	case "/network-interfaces/" + str("iface_id"):
 		if _, err := net.InterfaceByName(str("host_dev_name")); err != nil {
 			return nil, fmt.Errorf("open tap device %s: %v", str("host_dev_name"), err)
@@ -172,7 +189,8 @@ func (f *fake) apply(method, path string, body []byte) (any, error) {
 			}
 		}
 	case "/mmds":
-		if f.configured["/mmds/config"] == nil {
+		// A snapshot holds the MMDS configuration (not its contents).
+		if f.configured["/mmds/config"] == nil && f.configured["/snapshot/load"] == nil {
 			return nil, errors.New("MMDS is not configured")
 		}
 	case "/actions":
@@ -203,7 +221,8 @@ func (f *fake) apply(method, path string, body []byte) (any, error) {
 		if str("snapshot_type") == "Diff" && !mc.TrackDirtyPages && f.configured["/snapshot/load"] == nil {
 			return nil, errors.New("diff snapshots need dirty page tracking")
 		}
-		if err := os.WriteFile(str("snapshot_path"), []byte("vmstate of "+f.id), 0o600); err != nil {
+		vs, _ := json.Marshal(fakeVMState{ID: f.id, Drive: f.drive})
+		if err := os.WriteFile(str("snapshot_path"), vs, 0o600); err != nil {
 			return nil, err
 		}
 		if err := writeFakeMemory(str("mem_file_path"), str("snapshot_type") == "Diff"); err != nil {
@@ -219,6 +238,14 @@ func (f *fake) apply(method, path string, body []byte) (any, error) {
 				return nil, fmt.Errorf("load snapshot: %v", err)
 			}
 		}
+		var vs fakeVMState
+		if b, err := os.ReadFile(str("snapshot_path")); err != nil || json.Unmarshal(b, &vs) != nil {
+			return nil, fmt.Errorf("load snapshot: not a snapshot of the fake: %v", err)
+		}
+		if _, err := os.Stat(vs.Drive); err != nil {
+			return nil, fmt.Errorf("load snapshot: drive: %v", err)
+		}
+		f.drive = vs.Drive
 		f.state = "Paused"
 		if m["resume_vm"] == true {
 			f.state = "Running"

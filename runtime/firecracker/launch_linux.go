@@ -25,6 +25,8 @@ func (v *vmm) command(m *microvm.Machine) (*exec.Cmd, error) {
 	if v.noJail {
 		cmd := exec.Command(v.cfg.Firecracker, "--api-sock", paths(m.StateDir).api, "--id", microvm.NamePrefix+m.ID)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Unshareflags: syscall.CLONE_NEWNS}
+		// In the jail's directory, for the paths vmPath gives.
+		cmd.Dir = jailDir(m.StateDir)
 		return cmd, nil
 	}
 	fc, err := exec.LookPath(v.cfg.Firecracker)
@@ -46,9 +48,15 @@ func (v *vmm) command(m *microvm.Machine) (*exec.Cmd, error) {
 }
 
 // vmPath is the path Firecracker knows the jail's file hostPath by.
+// Unjailed, it is relative to the jail's directory, where Firecracker
+// runs: a snapshot records its disk's path, and a fork's Firecracker must
+// find its own disk there, not the captured sandbox's.
 func (v *vmm) vmPath(hostPath string) string {
-	if v.noJail || hostPath == "" {
-		return hostPath
+	switch {
+	case hostPath == "":
+		return ""
+	case v.noJail:
+		return filepath.Base(hostPath)
 	}
 	return inJail(hostPath)
 }

@@ -21,6 +21,12 @@ func inJail(hostPath string) string { return "/" + filepath.Base(hostPath) }
 // statePaths are the files of one sandbox under its state directory.
 type statePaths struct {
 	disk, api, console, log, vmstate, memory, memoryDiff string
+	// The state and memory a capture has Firecracker write, before they
+	// are copied out of the jail.
+	captureState, captureMemory string
+	// mmds is the guest's MMDS contents, for Restore to put back (a
+	// snapshot does not hold them): root's, outside the jail.
+	mmds string
 }
 
 // paths are the files of the sandbox whose state directory is stateDir:
@@ -36,13 +42,17 @@ func paths(stateDir string) statePaths {
 		vmstate:    j("vm.snap"),
 		memory:     j("memory.snap"),
 		memoryDiff: j("memory.diff"),
+
+		captureState:  j("capture.snap"),
+		captureMemory: j("capture.mem"),
+		mmds:          filepath.Join(stateDir, "mmds.json"),
 	}
 }
 
 // files are what Destroy removes (the manager removes the directory).
 func (p statePaths) files() []string {
 	jd := filepath.Dir(p.api)
-	return []string{p.disk, p.api, p.vmstate, p.memory, p.memoryDiff, p.log,
+	return []string{p.disk, p.api, p.vmstate, p.memory, p.memoryDiff, p.log, p.captureState, p.captureMemory, p.mmds,
 		filepath.Join(jd, "vmlinux"), filepath.Join(jd, "initrd"), filepath.Join(jd, "firecracker"),
 		filepath.Join(jd, "dev", "kvm"), filepath.Join(jd, "dev", "net", "tun"), filepath.Join(jd, "dev", "net"), filepath.Join(jd, "dev")}
 }

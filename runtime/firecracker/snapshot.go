@@ -20,18 +20,12 @@ import (
 // since, which are merged into the memory file kept from the restore.
 func (v *vmm) Snapshot(ctx context.Context, m *microvm.Machine) error {
 	a := newAPI(paths(m.StateDir).api)
-	var info instanceInfo
-	if err := a.call(ctx, http.MethodGet, "/", nil, &info); err != nil {
+	ran, err := pauseVM(ctx, a)
+	if err != nil {
 		return err
 	}
-	paused := info.State == "Paused"
-	if !paused {
-		if err := a.call(ctx, http.MethodPatch, "/vm", vmState{State: "Paused"}, nil); err != nil {
-			return err
-		}
-	}
-	err := v.writeSnapshot(ctx, m, a)
-	if err != nil && !paused {
+	err = v.writeSnapshot(ctx, m, a)
+	if err != nil && ran {
 		_ = a.call(context.WithoutCancel(ctx), http.MethodPatch, "/vm", vmState{State: "Resumed"}, nil)
 	}
 	return err
@@ -73,36 +67,60 @@ func (v *vmm) writeSnapshot(ctx context.Context, m *microvm.Machine, a *api) err
 	return nil
 }
 
-// Restore implements microvm.VMM: a new Firecracker loads the snapshot
+// Restore implements microvm.VMM: a new Firecracker loads the snapshot,
+// is given the guest's MMDS contents (which a snapshot does not hold),
 // and resumes the VM.
 func (v *vmm) Restore(ctx context.Context, m *microvm.Machine) error {
+	p := paths(m.StateDir)
+	mmds, err := loadMMDS(p)
+	if err != nil {
+		return err
+	}
 	if err := intoJail(m); err != nil {
 		return err
 	}
 	if err := v.launch(ctx, m); err != nil {
 		return err
 	}
-	a := newAPI(paths(m.StateDir).api)
+	a := newAPI(p.api)
 	if err := v.putLogger(ctx, a, m); err != nil {
 		return err
 	}
+	// With MMDS contents to put, the VM stays paused until they are
+	// there: the guest never finds its metadata missing.
 	load := snapshotLoad{
 		SnapshotPath: v.vmPath(m.Snapshot), MemBackend: &memoryBackend{Type: "File", Path: v.vmPath(m.Memory)},
-		TrackDirtyPages: v.cfg.DiffSnapshots, ResumeVM: true, ClockRealtime: true,
+		TrackDirtyPages: v.cfg.DiffSnapshots, ResumeVM: mmds == nil, ClockRealtime: true,
 	}
 	if err := a.put(ctx, "/snapshot/load", load); err != nil {
 		return fmt.Errorf("%w (firecracker log: %s)", err, logTail(m))
 	}
+	if mmds != nil {
+		if err := a.put(ctx, "/mmds", mmds); err != nil {
+			return err
+		}
+		if err := setState(ctx, m, "Resumed"); err != nil {
+			return err
+		}
+	}
 	// The VM state matches the disk only until the guest writes to it
 	// again. The memory file is mapped privately by the new process:
-	// kept, it is the base of the next diff snapshot; else it goes.
-	_ = os.Remove(m.Snapshot)
-	m.Snapshot = ""
+	// kept, it is the base of the next diff snapshot; else it goes. Only
+	// the sandbox's own files go, never a capture's.
+	removeOwn(m, &m.Snapshot)
 	if !v.cfg.DiffSnapshots {
-		_ = os.Remove(m.Memory)
-		m.Memory = ""
+		removeOwn(m, &m.Memory)
 	}
 	return nil
+}
+
+// removeOwn removes the snapshot file *f if it is m's own (in its state
+// directory), and forgets it.
+func removeOwn(m *microvm.Machine, f *string) {
+	if microvm.OwnFile(m.StateDir, *f) {
+		_ = os.Remove(*f)
+	}
+	*f = ""
 }
 
 // mergeDiff writes the data regions of the sparse diff snapshot diff
@@ -158,8 +176,9 @@ func exists(p string) bool {
 }
 
 // intoJail moves the snapshot files of a sandbox an older agent
-// hibernated, and its disk, from its state directory into the jail, where
-// Firecracker can open them, and gives them to the VMM's uid.
+// hibernated (copies those outside its state directory), and its disk,
+// from its state directory into the jail, where Firecracker can open
+// them, and gives them to the VMM's uid.
 func intoJail(m *microvm.Machine) error {
 	if err := makeJailRoot(m.StateDir, m.ID); err != nil {
 		return err
@@ -170,7 +189,15 @@ func intoJail(m *microvm.Machine) error {
 			continue
 		}
 		to := filepath.Join(jd, filepath.Base(*f))
-		if err := os.Rename(*f, to); err != nil {
+		move := os.Rename
+		if !microvm.OwnFile(m.StateDir, *f) {
+			// Another's file (a capture's): the jail gets a copy.
+			move = func(from, to string) error {
+				_ = os.Remove(to)
+				return microvm.CopyFile(from, to)
+			}
+		}
+		if err := move(*f, to); err != nil {
 			return fmt.Errorf("move snapshot into the jail: %w", err)
 		}
 		*f = to

@@ -45,8 +45,9 @@ func (v *vmm) Validate(spec runtime.Spec) error {
 	return nil
 }
 
-// Prepare implements microvm.VMM: the kernel is there, and the sandbox's
-// disk is a reflinked copy of the template's image.
+// Prepare implements microvm.VMM: the kernel is there, the sandbox's
+// disk is a reflinked copy of the template's image, and the guest's MMDS
+// contents are kept for restores.
 func (v *vmm) Prepare(ctx context.Context, m *microvm.Machine, spec runtime.Spec, lim runtime.Limits) error {
 	if err := checkKernel(v.cfg.Kernel); err != nil {
 		return fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
@@ -56,6 +57,9 @@ func (v *vmm) Prepare(ctx context.Context, m *microvm.Machine, spec runtime.Spec
 		return fmt.Errorf("template image: %w", err)
 	}
 	if err := makeJailRoot(m.StateDir, m.ID); err != nil {
+		return err
+	}
+	if err := saveMMDS(paths(m.StateDir), spec); err != nil {
 		return err
 	}
 	return cloneFile(image, paths(m.StateDir).disk)

@@ -1,10 +1,12 @@
 // Package microvm holds what the VM drivers (qemu, firecracker) share on
 // the host side. Its Shell is the driver around a VMM: the table of
 // sandboxes, create (with its unwinding on failure), destroy, stats,
-// pause and resume, snapshot and restore, re-adoption after an agent
-// restart, prune of stray VMM processes, and the VM's saved state (State,
-// the runtime.DriverState the agent keeps); each driver supplies a VMM,
-// which does those steps with its own API (QMP, Firecracker's HTTP API).
+// pause and resume, snapshot and restore, capture and fork (a running VM
+// copied into a directory that any number of new VMs start from),
+// re-adoption after an agent restart, prune of stray VMM processes, and
+// the VM's saved state (State, the runtime.DriverState the agent keeps);
+// each driver supplies a VMM, which does those steps with its own API
+// (QMP, Firecracker's HTTP API).
 // Around them it sets up the guest's fixed network inside the sandbox's
 // namespace (TAP device, NAT to the slot address, egress shaping) and
 // writes the roost.* kernel command-line words the guest init reads

@@ -108,19 +108,30 @@ func (s *Shell) Create(ctx context.Context, spec runtime.Spec) (runtime.Instance
 	if err := s.validate(spec); err != nil {
 		return runtime.Instance{}, err
 	}
+	lim := spec.Limits.Or(DefaultLimits)
+	return s.start(ctx, spec, lim, func(m *Machine) error {
+		return s.vmm.Prepare(ctx, m, spec, lim)
+	}, func(m *Machine) error {
+		return s.vmm.Boot(ctx, m, spec, lim)
+	})
+}
+
+// start brings up a new VM for spec with lim: prepare readies its disk
+// and the VMM's fields, then the guest network and the VMM's confinement
+// are set up, and run starts the VMM. A failure unwinds what was done.
+func (s *Shell) start(ctx context.Context, spec runtime.Spec, lim runtime.Limits, prepare, run func(*Machine) error) (runtime.Instance, error) {
 	r, err := s.handles.Reserve(spec.ID)
 	if err != nil {
 		return runtime.Instance{}, err
 	}
-	defer r.Release() // a failed create unwinds
-	lim := spec.Limits.Or(DefaultLimits)
+	defer r.Release() // a failed start unwinds
 	m := s.machine(spec, State{ID: spec.ID, StateDir: spec.StateDir, MemoryMB: lim.MemoryMB, VCPUs: lim.VCPUs})
 	began := time.Now()
 	if err := os.MkdirAll(spec.StateDir, 0o700); err != nil {
 		return runtime.Instance{}, fmt.Errorf("state dir: %w", err)
 	}
 	r.OnFail(func() { _ = RemoveFiles(s.vmm.Files(spec.StateDir)...) })
-	if err := s.vmm.Prepare(ctx, m, spec, lim); err != nil {
+	if err := prepare(m); err != nil {
 		return runtime.Instance{}, err
 	}
 	r.OnFail(func() { _ = TeardownGuestNet(spec.Network.Netns) })
@@ -137,7 +148,7 @@ func (s *Shell) Create(ctx context.Context, spec runtime.Spec) (runtime.Instance
 	})
 	prepared := time.Now()
 	r.OnFail(m.Kill)
-	if err := s.vmm.Boot(ctx, m, spec, lim); err != nil {
+	if err := run(m); err != nil {
 		return runtime.Instance{}, err
 	}
 	inst, err := m.instance()
@@ -145,7 +156,7 @@ func (s *Shell) Create(ctx context.Context, spec runtime.Spec) (runtime.Instance
 		return runtime.Instance{}, err
 	}
 	r.Publish(m)
-	m.Log.Info("sandbox started", "pid", m.Pid, "envd", m.EnvdAddr, "prepare", prepared.Sub(began), "boot", time.Since(prepared))
+	m.Log.Info("sandbox started", "pid", m.Pid, "envd", m.EnvdAddr, "prepare", prepared.Sub(began), "run", time.Since(prepared))
 	return inst, nil
 }
 

@@ -40,6 +40,16 @@ type VMM interface {
 	// needs and clears their fields. The Shell kills the VMM when Restore
 	// fails.
 	Restore(ctx context.Context, m *Machine) error
+	// Capture writes a running VM's memory and device state, and a copy
+	// of its disk, into dir (which exists, empty), and lets the VM run on
+	// as before, on failure too.
+	Capture(ctx context.Context, m *Machine, dir string) error
+	// PrepareFork readies a new VM, m, to start from the capture in dir
+	// of the VM src, as Prepare readies one to boot: the sandbox's disk
+	// from the capture's, the VMM's own fields of m, and m.Snapshot (and
+	// m.Memory) naming the capture's state for Restore. Restore removes
+	// only the snapshot files inside m.StateDir.
+	PrepareFork(ctx context.Context, m *Machine, spec runtime.Spec, src State, dir string) error
 	// Stop ends the VMM: gracefully where it can within ctx, else killed.
 	Stop(ctx context.Context, m *Machine)
 	// Files are the VM's files in stateDir that Destroy removes.

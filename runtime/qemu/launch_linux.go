@@ -104,8 +104,11 @@ func (v *vmm) args(spec runtime.Spec, lim runtime.Limits, k vmimage.Kernel, p st
 		"-append", v.cmdline(spec),
 		// The template image is named here, not only in the disk's
 		// header, which QEMU's uid can write: the agent opens it for
-		// QEMU (confinedArgs).
-		"-drive", "id=root,file=" + p.disk + ",format=qcow2,if=none,discard=unmap,backing.driver=raw,backing.file.filename=" + image,
+		// QEMU (confinedArgs). The disk is this QEMU's alone (the agent
+		// opens it for no other), so it needs no image lock; with one,
+		// a VM that continues after a capture's migration cannot take
+		// its disk back (QEMU fails to re-take its write lock).
+		"-drive", "id=root,file=" + p.disk + ",format=qcow2,if=none,discard=unmap,file.locking=off,backing.driver=raw,backing.file.filename=" + image,
 		"-device", "virtio-blk-device,drive=root",
 		"-netdev", "tap,id=net0,ifname=" + microvm.TapName + ",script=no,downscript=no",
 		"-device", "virtio-net-device,netdev=net0,mac=" + microvm.GuestMAC,

@@ -76,8 +76,11 @@ func (v *vmm) Restore(ctx context.Context, m *microvm.Machine) error {
 	if err := withQMP(ctx, m, func(q *qmp) error { return migrateIn(ctx, q, f) }); err != nil {
 		return err
 	}
-	// The snapshot matches the disk only until the guest writes to it again.
-	_ = os.Remove(m.Snapshot)
+	// The snapshot matches the disk only until the guest writes to it
+	// again. A capture's (a fork's) is not the sandbox's to remove.
+	if microvm.OwnFile(m.StateDir, m.Snapshot) {
+		_ = os.Remove(m.Snapshot)
+	}
 	m.Snapshot = ""
 	return nil
 }

@@ -31,8 +31,9 @@ func Run(t *testing.T, newRT NewRuntime, net *network.Manager) {
 		c := rt.Capabilities()
 		_, pauser := rt.(runtime.Pauser)
 		_, snapshotter := rt.(runtime.Snapshotter)
-		if c.Pause != pauser || c.Snapshot != snapshotter {
-			t.Errorf("capabilities %+v, but Pauser %v, Snapshotter %v", c, pauser, snapshotter)
+		_, forker := rt.(runtime.Forker)
+		if c.Pause != pauser || c.Snapshot != snapshotter || c.Fork != forker {
+			t.Errorf("capabilities %+v, but Pauser %v, Snapshotter %v, Forker %v", c, pauser, snapshotter, forker)
 		}
 	})
 	t.Run("Lifecycle", func(t *testing.T) { lifecycle(t, rt, net) })
@@ -69,6 +70,7 @@ func Run(t *testing.T, newRT NewRuntime, net *network.Manager) {
 	t.Run("RecoverTwice", func(t *testing.T) { recoverTwice(t, rt, newRT, net) })
 	t.Run("Prune", func(t *testing.T) { prune(t, rt, newRT, net) })
 	t.Run("SnapshotRestore", func(t *testing.T) { snapshotRestore(t, rt, newRT, net) })
+	t.Run("CaptureFork", func(t *testing.T) { captureFork(t, rt, net) })
 }
 
 // waitConsole waits for text in the sandbox's console log (a VM's serial

@@ -65,6 +65,8 @@ type Options struct {
 	Internet bool
 	// RootFS is the template tree; empty means the base template.
 	RootFS string
+	// Fork is a capture (runtime.Forker) to fork instead of booting.
+	Fork string
 }
 
 // Start creates a sandbox with rt and waits until its envd answers. The
@@ -117,7 +119,12 @@ func TryStart(t testing.TB, rt runtime.Runtime, net *network.Manager, opts Optio
 		Limits: opts.Limits, Network: nw,
 	}
 	sb := &Sandbox{Spec: spec, Slot: slot, rt: rt, net: net}
-	inst, err := rt.Create(ctx, spec)
+	var inst runtime.Instance
+	if opts.Fork != "" {
+		inst, err = rt.(runtime.Forker).Fork(ctx, spec, opts.Fork)
+	} else {
+		inst, err = rt.Create(ctx, spec)
+	}
 	if err != nil {
 		sb.Close(ctx)
 		return nil, fmt.Errorf("create: %w", err)

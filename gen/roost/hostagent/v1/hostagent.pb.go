@@ -1380,7 +1380,10 @@ type Capabilities struct {
 	Pause    bool                   `protobuf:"varint,1,opt,name=pause,proto3" json:"pause,omitempty"`
 	Snapshot bool                   `protobuf:"varint,2,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
 	// A sandbox has its own kernel.
-	Vm            bool `protobuf:"varint,3,opt,name=vm,proto3" json:"vm,omitempty"`
+	Vm bool `protobuf:"varint,3,opt,name=vm,proto3" json:"vm,omitempty"`
+	// The runtime forks running sandboxes: a template keeps a capture
+	// taken once ready, which creates fork instead of booting.
+	Fork          bool `protobuf:"varint,4,opt,name=fork,proto3" json:"fork,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1432,6 +1435,13 @@ func (x *Capabilities) GetSnapshot() bool {
 func (x *Capabilities) GetVm() bool {
 	if x != nil {
 		return x.Vm
+	}
+	return false
+}
+
+func (x *Capabilities) GetFork() bool {
+	if x != nil {
+		return x.Fork
 	}
 	return false
 }
@@ -2559,11 +2569,12 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x05usage\x18\x06 \x01(\v2\x19.roost.hostagent.v1.UsageR\x05usage\x128\n" +
 	"\bversions\x18\a \x01(\v2\x1c.roost.hostagent.v1.VersionsR\bversions\x129\n" +
 	"\n" +
-	"started_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"P\n" +
+	"started_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"d\n" +
 	"\fCapabilities\x12\x14\n" +
 	"\x05pause\x18\x01 \x01(\bR\x05pause\x12\x1a\n" +
 	"\bsnapshot\x18\x02 \x01(\bR\bsnapshot\x12\x0e\n" +
-	"\x02vm\x18\x03 \x01(\bR\x02vm\"=\n" +
+	"\x02vm\x18\x03 \x01(\bR\x02vm\x12\x12\n" +
+	"\x04fork\x18\x04 \x01(\bR\x04fork\"=\n" +
 	"\x05Probe\x12\x1c\n" +
 	"\tavailable\x18\x01 \x01(\bR\tavailable\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"`\n" +
