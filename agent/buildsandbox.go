@@ -55,10 +55,8 @@ func (m *Manager) buildSandboxDir(id string) string {
 	return filepath.Join(m.cfg.DataDir, "builds", "sandboxes", id)
 }
 
-// startBuildSandbox starts a sandbox over rootfs by the path of every
-// create (network slot, runtime, envd healthy and initialised), but for
-// no client: it is not listed, reaped or counted, and it goes when its
-// build step is done, or at the next start-up of the agent.
+// startBuildSandbox starts a sandbox over rootfs for a build step (see
+// startInternal).
 func (m *Manager) startBuildSandbox(ctx context.Context, rt layerRuntime, rootfs string, internet bool) (*sandbox, error) {
 	req, err := CreateRequest{Template: template.BaseName, DenyInternet: !internet}.normalize(m.host)
 	if err != nil {
@@ -67,16 +65,33 @@ func (m *Manager) startBuildSandbox(ctx context.Context, rt layerRuntime, rootfs
 	req.ID, req.Template, req.buildRoot = "build-"+newID(), buildTemplateName, rootfs
 	req.Limits.MemoryMB = int(min(buildMemoryMB, m.host.MemoryMB))
 	req.Limits.DiskMB = buildDiskMB
-	if err := os.MkdirAll(filepath.Dir(m.buildSandboxDir(req.ID)), 0o700); err != nil {
+	sb, err := m.startInternal(ctx, rt, req)
+	if err != nil {
 		return nil, fmt.Errorf("build sandbox: %w", err)
+	}
+	return sb, nil
+}
+
+// startInternal starts a sandbox for req, on rt (nil: the host's
+// runtime), by the path of every create (network slot, runtime, envd
+// healthy and initialised), but for no client: a build step's, or the
+// one a template's capture is made of. It is not listed, reaped or
+// counted, and it goes when its work is done (destroyBuildSandbox), or at
+// the next start-up of the agent.
+func (m *Manager) startInternal(ctx context.Context, rt runtime.Runtime, req CreateRequest) (*sandbox, error) {
+	if err := os.MkdirAll(filepath.Dir(m.buildSandboxDir(req.ID)), 0o700); err != nil {
+		return nil, err
 	}
 	now := m.cfg.Now()
 	sb := &sandbox{
 		dir: m.buildSandboxDir(req.ID), rt: rt,
 		rec: record{
-			ID: req.ID, Template: req.Template, State: StateStarting, Slot: -1, Internet: internet, Build: true,
+			ID: req.ID, Template: req.Template, State: StateStarting, Slot: -1, Internet: !req.DenyInternet, Build: true,
 			TimeoutSecs: int64(req.Timeout / time.Second), Started: now, StateChanged: now,
 		},
+	}
+	if req.TemplateRef != nil {
+		sb.rec.Tree = template.TreeName(req.TemplateRef.Digest)
 	}
 	sb.op.Lock()
 	defer sb.op.Unlock()
@@ -86,9 +101,9 @@ func (m *Manager) startBuildSandbox(ctx context.Context, rt layerRuntime, rootfs
 	phases, err := m.start(ctx, sb, req)
 	if err != nil {
 		m.forgetBuild(sb)
-		return nil, fmt.Errorf("build sandbox: %w", err)
+		return nil, err
 	}
-	m.log.Debug("build sandbox started", "sandbox", req.ID, "phases", phases)
+	m.log.Debug("internal sandbox started", "sandbox", req.ID, "template", req.Template, "phases", phases)
 	return sb, nil
 }
 
@@ -104,7 +119,7 @@ func (m *Manager) destroyBuildSandbox(sb *sandbox) {
 	defer sb.op.Unlock()
 	ctx, cancel := context.WithTimeout(m.ctx, cleanupTimeout)
 	defer cancel()
-	if err := m.destroyLocked(ctx, sb, "build step done"); err != nil {
+	if err := m.destroyLocked(ctx, sb, "its work is done"); err != nil {
 		m.log.Error("build sandbox not destroyed; the next start-up removes it", "sandbox", sb.rec.ID, "err", err)
 	}
 	m.forgetBuild(sb)
@@ -175,12 +190,19 @@ func (m *Manager) recoverBuilds(ctx context.Context) []string {
 		m.log.Error("recovery: read build sandboxes", "err", err)
 		return nil
 	}
-	rt, rtErr := m.buildRuntime()
+	buildRT, buildErr := m.buildRuntime()
 	var kept []string
 	for _, e := range entries {
 		dir := filepath.Join(root, e.Name())
 		log := m.log.With("sandbox", e.Name())
 		rec, _, err := readRecord(dir)
+		// A build step's sandbox runs on the build runtime, a capture's
+		// on the host's.
+		var rt runtime.Runtime = m.rt
+		rtErr := error(nil)
+		if rec.Template == buildTemplateName {
+			rt, rtErr = buildRT, buildErr
+		}
 		if err == nil && rec.Slot >= 0 {
 			if err := m.net.Reserve(rec.Slot); err != nil {
 				log.Error("recovery: leaving build sandbox alone", "reason", "its network slot is taken", "err", err)

@@ -137,13 +137,15 @@ func (m *Manager) unregister(sb *sandbox) {
 // createPhases is how long each step of a create took, for the log.
 type createPhases struct {
 	Template, Network, Runtime, Envd, Init, Start time.Duration
+	// Forked says the runtime forked the template's capture.
+	Forked bool
 }
 
 func (p createPhases) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.Duration("template", p.Template), slog.Duration("network", p.Network),
 		slog.Duration("runtime", p.Runtime), slog.Duration("envd", p.Envd), slog.Duration("init", p.Init),
-		slog.Duration("start", p.Start))
+		slog.Duration("start", p.Start), slog.Bool("forked", p.Forked))
 }
 
 // start acquires, in order, a network slot, the state directory, the
@@ -215,7 +217,7 @@ func (m *Manager) start(ctx context.Context, sb *sandbox, req CreateRequest) (ph
 	spec.Network = netw
 
 	rt := m.runtimeOf(sb)
-	inst, err := rt.Create(ctx, spec)
+	inst, forked, err := m.startRuntime(ctx, rt, spec, tpl, req)
 	if err != nil {
 		return phases, fmt.Errorf("%s runtime: %w", rt.Name(), err)
 	}
@@ -243,11 +245,17 @@ func (m *Manager) start(ctx context.Context, sb *sandbox, req CreateRequest) (ph
 	if req.EnvdToken != "" {
 		init.AccessToken = &req.EnvdToken
 	}
+	if forked {
+		if err := forkIdentity(&init, spec.Hostname); err != nil {
+			return phases, err
+		}
+	}
 	if err := m.envd.init(ctx, inst.Envd, "", init); err != nil {
 		return phases, err
 	}
 	since(&phases.Init)
-	if tpl.StartCmd != "" {
+	// A fork's start command runs since its capture was made.
+	if tpl.StartCmd != "" && !forked {
 		sc := startCommand{
 			Start: tpl.StartCmd, Ready: tpl.ReadyCmd, User: tpl.DefaultUser, Workdir: tpl.Workdir,
 			Env: commandEnv(tpl.Env, req.EnvVars),
@@ -261,7 +269,14 @@ func (m *Manager) start(ctx context.Context, sb *sandbox, req CreateRequest) (ph
 	sb.mu.Lock()
 	sb.rec.EndAt = now.Add(req.Timeout)
 	sb.mu.Unlock()
-	return phases, sb.setStateLocked(StateRunning, now, "")
+	if err := sb.setStateLocked(StateRunning, now, ""); err != nil {
+		return phases, err
+	}
+	phases.Forked = forked
+	if !forked {
+		m.captureLater(rt, tpl, req)
+	}
+	return phases, nil
 }
 
 // templateOf finds the tree a create starts from: the control plane's

@@ -62,6 +62,9 @@ type host struct {
 	// outside the window is reserved so the slots never collide.
 	slotLo, slotHi int
 	current        *agentProc
+	// newRuntime makes the runtime of each agent the host starts; nil:
+	// the namespace runtime.
+	newRuntime func(dataDir string, log *slog.Logger) runtime.Runtime
 }
 
 // agentProc is one "run" of the agent: what cmd/roost wires together,
@@ -110,7 +113,11 @@ func (h *host) startWithConfig(templates *template.Store, configure func(*agent.
 	t := h.t
 	t.Helper()
 	log := h.log()
-	m, rt, err := newAgent(h.dataDir, h.envd, h.slotLo, h.slotHi, templates, log, configure)
+	var rt runtime.Runtime
+	if h.newRuntime != nil {
+		rt = h.newRuntime(h.dataDir, log)
+	}
+	m, rt, err := newAgent(h.dataDir, h.envd, h.slotLo, h.slotHi, rt, templates, log, configure)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,12 +128,15 @@ func (h *host) startWithConfig(templates *template.Store, configure func(*agent.
 	return a
 }
 
-// newAgent wires a Manager the way cmd/roost does, with the network slots
-// outside [slotLo, slotHi) reserved.
-func newAgent(dataDir, envd string, slotLo, slotHi int, templates *template.Store, log *slog.Logger, configure ...func(*agent.Config)) (*agent.Manager, runtime.Runtime, error) {
-	rt, err := namespace.New(namespace.Config{DataDir: filepath.Join(dataDir, "runtime", "namespace")}, log)
-	if err != nil {
-		return nil, nil, err
+// newAgent wires a Manager the way cmd/roost does, on rt (nil: the
+// namespace runtime), with the network slots outside [slotLo, slotHi)
+// reserved.
+func newAgent(dataDir, envd string, slotLo, slotHi int, rt runtime.Runtime, templates *template.Store, log *slog.Logger, configure ...func(*agent.Config)) (*agent.Manager, runtime.Runtime, error) {
+	if rt == nil {
+		var err error
+		if rt, err = namespace.New(namespace.Config{DataDir: filepath.Join(dataDir, "runtime", "namespace")}, log); err != nil {
+			return nil, nil, err
+		}
 	}
 	nw, err := network.New(network.Config{}, log)
 	if err != nil {

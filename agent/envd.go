@@ -85,6 +85,10 @@ type envdInit struct {
 	DefaultUser    string            `json:"defaultUser,omitempty"`
 	DefaultWorkdir string            `json:"defaultWorkdir,omitempty"`
 	Timestamp      time.Time         `json:"timestamp"`
+	// Hostname and Entropy are roost's, for a VM forked from a capture
+	// (see forkIdentity); envd takes them only as a VM guest's.
+	Hostname string `json:"hostname,omitempty"`
+	Entropy  []byte `json:"entropy,omitempty"`
 }
 
 // init sends /init; envd answers 204. token is the access token envd

@@ -44,7 +44,7 @@ func runHelperAgent() {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	templates := template.NewStore(filepath.Join(templatetest.CacheDir(), "templates"), log)
-	m, _, err := newAgent(cfg.DataDir, cfg.Envd, cfg.SlotLo, cfg.SlotHi, templates, log)
+	m, _, err := newAgent(cfg.DataDir, cfg.Envd, cfg.SlotLo, cfg.SlotHi, nil, templates, log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "agent:", err)
 		os.Exit(1)

@@ -118,6 +118,11 @@ type Manager struct {
 
 	pullMu sync.Mutex               // guards pulls
 	pulls  map[content.Digest]*pull // template pulls in flight, by manifest digest
+
+	captureMu     sync.Mutex           // guards capturing, captureFailed and envdDigest
+	capturing     map[string]bool      // the keys of template captures being made
+	captureFailed map[string]time.Time // when captures last failed, by key
+	envdDigest    string               // the envd binary's sha256, once read
 }
 
 // sandbox is one sandbox the manager knows.
@@ -201,12 +206,14 @@ func New(ctx context.Context, cfg Config, rt runtime.Runtime, nw *network.Manage
 		cfg: cfg, rt: rt, net: nw, templates: templates, log: log, host: host,
 		started: cfg.Now(), envd: newEnvdClient(), ctx: mctx, cancel: cancel,
 		sandboxes: map[string]*sandbox{}, builds: map[string]*sandbox{}, pulls: map[content.Digest]*pull{},
+		capturing: map[string]bool{}, captureFailed: map[string]time.Time{},
 	}
 	m.envdVer = envdVersion(ctx, cfg.Envd)
 	if err := m.recover(ctx); err != nil {
 		cancel()
 		return nil, err
 	}
+	m.sweepCaptures()
 	m.wg.Go(m.reapLoop)
 	log.Info("agent manager started", "runtime", rt.Name(), "sandboxes", len(m.sandboxes), "data_dir", cfg.DataDir)
 	return m, nil

@@ -223,6 +223,7 @@ func (m *Manager) evictTemplates() {
 		m.log.Warn("template cache: evict trees", "err", err)
 	} else if freed > 0 {
 		m.log.Info("template cache: trees evicted", "bytes", freed)
+		m.sweepCaptures()
 	}
 }
 

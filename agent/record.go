@@ -45,7 +45,8 @@ type record struct {
 	// Tree is the template store's tree the sandbox runs on, when its
 	// name is not Template (a control-plane template's "m-…" tree).
 	Tree string `json:"tree,omitempty"`
-	// Build marks a build sandbox (kept in <data>/builds/sandboxes).
+	// Build marks an internal sandbox: a build step's, or the one a
+	// template's capture is made of (kept in <data>/builds/sandboxes).
 	Build bool   `json:"build,omitempty"`
 	State State  `json:"state"`
 	Error string `json:"error,omitempty"`

@@ -62,6 +62,9 @@ type CreateRequest struct {
 
 	// buildRoot is the root tree of a build sandbox, for builds only.
 	buildRoot string
+	// capture marks the sandbox a template's capture is made of: it
+	// boots (it forks no capture), and has no identity of a client's.
+	capture bool
 }
 
 // hostLimits bound what one sandbox may ask for.

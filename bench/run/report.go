@@ -112,6 +112,8 @@ var rows = []rowSpec{
 		base: ref{"BenchmarkBareUnshare", "p50-ms"}, baseNote: "bare unshare", target: atMost(3000, "≤ 3 s"), asked: "QEMU=1"},
 	{metric: "qemu restore from snapshot → envd healthy, p50", value: ref{"BenchmarkRestore", "p50-ms"}, unit: "ms",
 		target: atMost(1000, "≤ 1 s"), asked: "QEMU=1"},
+	{metric: "qemu create of a template with a start command (python3 http.server), forked from its capture, p50", value: ref{"BenchmarkStartCmdCreateQEMU", "fork-create-p50-ms"}, unit: "ms",
+		base: ref{"BenchmarkStartCmdCreateQEMU", "boot-create-ms"}, baseNote: "its first create: boot, start command, ready check", target: atMost(1000, "≤ 1 s"), asked: "QEMU=1"},
 	{metric: "qemu host memory per idle VM (QEMU's RSS, 512 MiB guest)", value: ref{"BenchmarkCreate", "idle-rss-MiB"}, unit: "MiB",
 		target: &target{text: "report"}, asked: "QEMU=1"},
 	{metric: "density: idle sandboxes started", value: ref{"BenchmarkDensity", "sandboxes"}, unit: "",

@@ -137,7 +137,8 @@ func run(cfg config) (*results, error) {
 			boots = 2
 		}
 		steps = append(steps, step{name: "qemu create and restore",
-			args: gotest("^(BenchmarkCreate|BenchmarkRestore)$", x(boots), "./runtime/qemu")})
+			args: gotest("^(BenchmarkCreate|BenchmarkRestore)$", x(boots), "./runtime/qemu")},
+			step{name: "qemu template capture", args: gotest("^BenchmarkStartCmdCreateQEMU$", x(2*boots), "./agent")})
 	}
 	for _, s := range steps {
 		t0 := time.Now()
