@@ -71,7 +71,7 @@ func (m *Manager) captureFor(rt runtime.Runtime, tpl template.Template, req Crea
 	if !ok || req.capture || req.buildRoot != "" {
 		return nil, ""
 	}
-	stamp, err := treeStamp(tpl.RootFS)
+	stamp, err := template.Stamp(tpl.RootFS)
 	if err != nil {
 		return nil, ""
 	}
@@ -88,21 +88,6 @@ func (m *Manager) captureFor(rt runtime.Runtime, tpl template.Template, req Crea
 	fmt.Fprintf(h, "v1\n%s\n%s\n%s\n%s\n%d %d %d\n%q\n%q\n%q %q\n", rt.Name(), tpl.RootFS, stamp, envd,
 		req.Limits.VCPUs, req.Limits.MemoryMB, req.Limits.DiskMB, tpl.StartCmd, tpl.ReadyCmd, tpl.DefaultUser, tpl.Workdir)
 	return f, hex.EncodeToString(h.Sum(nil)[:16])
-}
-
-// treeStamp identifies the state of a template tree: its modification
-// time and that of the template's metadata beside it, which the template
-// store rewrites when it rebuilds the template.
-func treeStamp(rootfs string) (string, error) {
-	st, err := os.Stat(rootfs)
-	if err != nil {
-		return "", err
-	}
-	stamp := fmt.Sprint(st.ModTime().UnixNano())
-	if meta, err := os.Stat(filepath.Join(filepath.Dir(rootfs), "template.json")); err == nil {
-		stamp += "-" + fmt.Sprint(meta.ModTime().UnixNano())
-	}
-	return stamp, nil
 }
 
 // envdSum is the digest of the envd binary sandboxes get: a capture
@@ -216,7 +201,7 @@ func (m *Manager) makeCapture(f runtime.Forker, key string, tpl template.Templat
 	if err := f.Capture(ctx, creq.ID, tmp); err != nil {
 		return err
 	}
-	stamp, err := treeStamp(tpl.RootFS)
+	stamp, err := template.Stamp(tpl.RootFS)
 	if err == nil {
 		err = writeJSON(dir+".json", captureSource{Template: req.Template, RootFS: tpl.RootFS, Stamp: stamp, Created: time.Now().UTC()})
 	}
@@ -277,7 +262,7 @@ func (m *Manager) sweepCaptures() {
 			}
 		default:
 			src, used, err := readCaptureSource(filepath.Join(m.capturesDir(), name+".json"))
-			if stamp, serr := treeStamp(src.RootFS); err != nil || serr != nil || stamp != src.Stamp {
+			if stamp, serr := template.Stamp(src.RootFS); err != nil || serr != nil || stamp != src.Stamp {
 				m.log.Info("template capture removed", "capture", name, "reason", "its template is gone or was rebuilt")
 				m.dropCapture(name)
 				continue

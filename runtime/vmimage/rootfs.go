@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"roost.dev/roost/template"
 )
 
 // Paths of roost's files inside the image; the guest init expects them
@@ -43,7 +45,8 @@ type ImageSpec struct {
 }
 
 // Get returns the path of the image for spec, building it if the cache
-// has none. The key covers the tree's path and modification time and the
+// has none. The key covers the tree's stamp (template.Stamp: a rebuilt
+// template gets a new image, a template used again the same one) and the
 // contents of envd and init, so a rebuilt envd or init gets a new image.
 // The returned file must be treated as read-only.
 func (im *Images) Get(ctx context.Context, spec ImageSpec) (string, error) {
@@ -85,18 +88,12 @@ func (im *Images) Get(ctx context.Context, spec ImageSpec) (string, error) {
 }
 
 func imageKey(spec ImageSpec) (string, error) {
-	st, err := os.Stat(spec.RootFS)
+	stamp, err := template.Stamp(spec.RootFS)
 	if err != nil {
-		return "", fmt.Errorf("template tree: %w", err)
+		return "", err
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "v1\x00%s\x00%d\x00%d\x00", filepath.Clean(spec.RootFS), st.ModTime().UnixNano(), spec.SizeMB)
-	// A template store rewrites the template's metadata beside its tree
-	// when it rebuilds it; that catches rebuilds the tree's own
-	// modification time (top directory only) would miss.
-	if meta, err := os.Stat(filepath.Join(filepath.Dir(spec.RootFS), "template.json")); err == nil {
-		fmt.Fprintf(h, "%d\x00", meta.ModTime().UnixNano())
-	}
+	fmt.Fprintf(h, "v2\x00%s\x00%d\x00", stamp, spec.SizeMB)
 	for _, p := range []string{spec.Envd, spec.Init} {
 		f, err := os.Open(p)
 		if err != nil {
