@@ -40,6 +40,7 @@ type sandboxProxy struct {
 
 // proxyTarget is what the handler resolved, handed to Rewrite.
 type proxyTarget struct {
+	id      string
 	addr    netip.AddrPort
 	rawPath string // escaped, starting with "/"
 }
@@ -121,16 +122,16 @@ func (p *sandboxProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		errdefs.WriteHTTP(w, notRunningStatus(err), err.Error())
 		return
 	}
-	t := proxyTarget{addr: netip.AddrPortFrom(addr, port), rawPath: rest}
+	t := proxyTarget{id: id, addr: netip.AddrPortFrom(addr, port), rawPath: rest}
 	defer proxy.FullDuplex(w, r)()
-	ctx := proxy.ToSandbox(context.WithValue(r.Context(), targetKey{}, t))
+	ctx := proxy.ToSandbox(context.WithValue(r.Context(), targetKey{}, t), id, t.addr)
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
 func (p *sandboxProxy) rewrite(pr *httputil.ProxyRequest) {
 	t := pr.In.Context().Value(targetKey{}).(proxyTarget)
 	u := pr.Out.URL
-	u.Scheme, u.Host, u.User = "http", t.addr.String(), nil
+	u.Scheme, u.Host, u.User = "http", proxy.SandboxHost(t.id, t.addr), nil
 	u.Path, _ = url.PathUnescape(t.rawPath) // validated in ServeHTTP
 	u.RawPath = t.rawPath
 	// The query stays as sent, byte for byte.

@@ -241,7 +241,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.resolveFailed(w, r, route, err)
 			return
 		}
-		ctx = ToSandbox(context.WithValue(ctx, directKey{}, netip.AddrPortFrom(addr, uint16(route.Port))))
+		direct := netip.AddrPortFrom(addr, uint16(route.Port))
+		ctx = ToSandbox(context.WithValue(ctx, directKey{}, direct), route.SandboxID, direct)
 		// A refused dial is retried while a server starts; a sandbox
 		// killed meanwhile must end the retries at once (not running,
 		// 502), and its address, soon another sandbox's, not be dialled.
@@ -390,7 +391,7 @@ func (t *target) rewrite(pr *httputil.ProxyRequest) {
 	direct, isDirect := pr.In.Context().Value(directKey{}).(netip.AddrPort)
 	if isDirect {
 		escaped = route.Path
-		u.Scheme, u.Host = "http", direct.String()
+		u.Scheme, u.Host = "http", SandboxHost(route.SandboxID, direct)
 	} else {
 		escaped = t.basePath + wire.ProxyPrefix + route.SandboxID + "/" + strconv.Itoa(route.Port) + route.Path
 		u.Scheme, u.Host = t.AgentURL.Scheme, t.AgentURL.Host

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"time"
 
 	"roost.dev/roost/errdefs"
@@ -78,19 +80,36 @@ func newTransport() *http.Transport {
 	}
 }
 
-// sandboxKey marks a request's context as going straight to a sandbox
-// (not through an agent).
+// sandboxKey carries, in a request's context, the sandbox the request
+// goes straight to (not through an agent) and its address.
 type sandboxKey struct{}
 
-// ToSandbox marks ctx's request as one sent straight to a sandbox's port,
-// so that its connection closes without TIME_WAIT (see dial).
-func ToSandbox(ctx context.Context) context.Context {
-	return context.WithValue(ctx, sandboxKey{}, true)
+type sandboxTarget struct {
+	id   string
+	addr netip.AddrPort
 }
 
-func toSandbox(ctx context.Context) bool {
-	v, _ := ctx.Value(sandboxKey{}).(bool)
-	return v
+// ToSandbox marks ctx's request as one sent straight to port addr of
+// sandbox id: its connection closes without TIME_WAIT (see dial), and is
+// made to addr whatever the request's URL names. The URL's host must be
+// SandboxHost(id, addr), which the pools key connections by: a sandbox
+// never gets a connection made to another that had its address before.
+// A VM's guest vanishes with its VMM without closing its connections, so
+// idle ones to a destroyed VM stay pooled until they time out, and the
+// next sandbox on its network slot would get them, to be reset.
+func ToSandbox(ctx context.Context, id string, addr netip.AddrPort) context.Context {
+	return context.WithValue(ctx, sandboxKey{}, sandboxTarget{id: id, addr: addr})
+}
+
+// SandboxHost is the URL host of a request to port addr of sandbox id
+// (see ToSandbox): not a name anything resolves.
+func SandboxHost(id string, addr netip.AddrPort) string {
+	return id + ".sandbox:" + strconv.Itoa(int(addr.Port()))
+}
+
+func sandboxOf(ctx context.Context) (sandboxTarget, bool) {
+	t, ok := ctx.Value(sandboxKey{}).(sandboxTarget)
+	return t, ok
 }
 
 // DialError is a connection to an upstream that could not be made: nothing
@@ -113,12 +132,16 @@ func (e *DialError) Unwrap() []error { return []error{e.Err, errdefs.ErrUnreacha
 // a minute and every connect searches for a free one. The link is local (a
 // veth) and a proxy closes only after a whole response, or to abort one.
 func dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	sb, toSandbox := sandboxOf(ctx)
+	if toSandbox {
+		addr = sb.addr.String()
+	}
 	d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	c, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, &DialError{Addr: addr, Err: err}
 	}
-	if toSandbox(ctx) {
+	if toSandbox {
 		if tc, ok := c.(*net.TCPConn); ok {
 			_ = tc.SetLinger(0)
 		}
@@ -223,7 +246,8 @@ func refused(req *http.Request, resp *http.Response, err error) bool {
 		return resp.StatusCode == http.StatusBadGateway && resp.Header.Get(wire.HeaderProxyError) == wire.ProxyErrorDial
 	}
 	var de *DialError
-	return toSandbox(req.Context()) && errors.As(err, &de)
+	_, direct := sandboxOf(req.Context())
+	return direct && errors.As(err, &de)
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -3,10 +3,13 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,5 +56,43 @@ func TestUpstreamTimeout(t *testing.T) {
 	}
 	if len(rec.Header().Values("Roost-Proxy-Error")) != 0 {
 		t.Error("a timeout is marked as a refused dial")
+	}
+}
+
+// Connections to a sandbox are pooled by sandbox, not by address: the
+// next sandbox on a destroyed one's address (a network slot is reused)
+// never gets the connections made to the one before, which a VM that
+// vanished never closed.
+func TestUpstreamPoolsBySandbox(t *testing.T) {
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	addr := netip.MustParseAddrPort(srv.Listener.Addr().String())
+	u := NewUpstream(49983, func(*http.Request) int { return 80 })
+	defer u.Close()
+	get := func(id string) {
+		t.Helper()
+		req := mustRequest(t, "GET", "http://"+SandboxHost(id, addr)+"/")
+		resp, err := u.RoundTrip(req.WithContext(ToSandbox(req.Context(), id, addr)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	get("sb-one")
+	get("sb-one")
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("two requests to one sandbox made %d connections, want 1 (kept alive)", n)
+	}
+	get("sb-two")
+	if n := conns.Load(); n != 2 {
+		t.Errorf("a request to another sandbox at the same address made %d connections in all, want 2 (none shared)", n)
 	}
 }
