@@ -68,7 +68,7 @@ func (m *Manager) capturesDir() string {
 // a build's.
 func (m *Manager) captureFor(rt runtime.Runtime, tpl template.Template, req CreateRequest) (runtime.Forker, string) {
 	f, ok := rt.(runtime.Forker)
-	if !ok || req.capture || req.buildRoot != "" {
+	if !ok || req.capture || req.buildRoot != "" || req.fork != nil {
 		return nil, ""
 	}
 	stamp, err := template.Stamp(tpl.RootFS)
@@ -111,11 +111,16 @@ func (m *Manager) envdSum() (string, error) {
 	return m.envdDigest, nil
 }
 
-// startRuntime starts the runtime's part of a sandbox: a fork of its
-// template's capture when there is one, else a boot. A capture that
-// cannot be forked (a template image gone, a VMM that changed) is
-// dropped, and the sandbox boots.
+// startRuntime starts the runtime's part of a sandbox: a fork of the
+// sandbox it forks (Fork), or of its template's capture when there is
+// one, else a boot. A template's capture that cannot be forked (a
+// template image gone, a VMM that changed) is dropped, and the sandbox
+// boots.
 func (m *Manager) startRuntime(ctx context.Context, rt runtime.Runtime, spec runtime.Spec, tpl template.Template, req CreateRequest) (inst runtime.Instance, forked bool, err error) {
+	if req.fork != nil {
+		inst, err := rt.(runtime.Forker).Fork(ctx, spec, req.fork.dir)
+		return inst, true, err
+	}
 	if f, key := m.captureFor(rt, tpl, req); key != "" {
 		dir := filepath.Join(m.capturesDir(), key)
 		if _, err := os.Stat(dir); err == nil {

@@ -50,10 +50,13 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Sandbox, error
 			Started: now, StateChanged: now,
 		},
 	}
-	if req.TemplateRef != nil {
+	switch {
+	case req.TemplateRef != nil:
 		// Known before the tree is pulled, so that no eviction takes it
 		// from under this create.
 		sb.rec.Tree = template.TreeName(req.TemplateRef.Digest)
+	case req.fork != nil:
+		sb.rec.Tree = req.fork.tree
 	}
 	sb.op.Lock()
 	defer sb.op.Unlock()
@@ -245,12 +248,16 @@ func (m *Manager) start(ctx context.Context, sb *sandbox, req CreateRequest) (ph
 	if req.EnvdToken != "" {
 		init.AccessToken = &req.EnvdToken
 	}
+	var envdToken string // the token envd requires already
 	if forked {
 		if err := forkIdentity(&init, spec.Hostname); err != nil {
 			return phases, err
 		}
+		if req.fork != nil {
+			envdToken = req.fork.token
+		}
 	}
-	if err := m.envd.init(ctx, inst.Envd, "", init); err != nil {
+	if err := m.envd.init(ctx, inst.Envd, envdToken, init); err != nil {
 		return phases, err
 	}
 	since(&phases.Init)
@@ -284,6 +291,9 @@ func (m *Manager) start(ctx context.Context, sb *sandbox, req CreateRequest) (ph
 func (m *Manager) templateOf(ctx context.Context, req CreateRequest) (template.Template, error) {
 	if req.buildRoot != "" {
 		return template.Template{Name: req.Template, RootFS: req.buildRoot, DefaultUser: "root", Workdir: "/"}, nil
+	}
+	if req.fork != nil {
+		return req.fork.tpl, nil
 	}
 	if req.TemplateRef != nil {
 		return m.templateTree(ctx, *req.TemplateRef)

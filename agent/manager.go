@@ -214,6 +214,10 @@ func New(ctx context.Context, cfg Config, rt runtime.Runtime, nw *network.Manage
 		return nil, err
 	}
 	m.sweepCaptures()
+	// Forks end with the agent that made them: their captures go.
+	if err := os.RemoveAll(m.forksDir()); err != nil {
+		log.Warn("captures of forks left behind", "dir", m.forksDir(), "err", err)
+	}
 	m.wg.Go(m.reapLoop)
 	log.Info("agent manager started", "runtime", rt.Name(), "sandboxes", len(m.sandboxes), "data_dir", cfg.DataDir)
 	return m, nil

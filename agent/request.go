@@ -65,6 +65,8 @@ type CreateRequest struct {
 	// capture marks the sandbox a template's capture is made of: it
 	// boots (it forks no capture), and has no identity of a client's.
 	capture bool
+	// fork is the capture of a sandbox this one is a fork of (Fork).
+	fork *forkSource
 }
 
 // hostLimits bound what one sandbox may ask for.

@@ -50,6 +50,29 @@ func (s *service) CreateSandbox(ctx context.Context, req *connect.Request[hostag
 	return connect.NewResponse(&hostagentv1.CreateSandboxResponse{Sandbox: toProto(sb)}), nil
 }
 
+func (s *service) ForkSandbox(ctx context.Context, req *connect.Request[hostagentv1.ForkSandboxRequest]) (*connect.Response[hostagentv1.ForkSandboxResponse], error) {
+	forks := make([]CreateRequest, len(req.Msg.GetForks()))
+	for i, f := range req.Msg.GetForks() {
+		forks[i] = CreateRequest{
+			ID: f.GetSandboxId(), Timeout: seconds(f.GetTimeoutSeconds()), Metadata: f.GetMetadata(),
+			EnvdToken: f.GetEnvdAccessToken(), AutoPause: f.GetAutoPause(),
+		}
+	}
+	outs, err := s.m.Fork(ctx, req.Msg.GetSandboxId(), forks)
+	if err != nil {
+		return nil, errdefs.ToConnect(err)
+	}
+	resp := &hostagentv1.ForkSandboxResponse{Results: make([]*hostagentv1.ForkResult, len(outs))}
+	for i, o := range outs {
+		if o.Err != nil {
+			resp.Results[i] = &hostagentv1.ForkResult{ErrorCode: connect.CodeOf(errdefs.ToConnect(o.Err)).String(), Error: o.Err.Error()}
+			continue
+		}
+		resp.Results[i] = &hostagentv1.ForkResult{Sandbox: toProto(o.Sandbox)}
+	}
+	return connect.NewResponse(resp), nil
+}
+
 func (s *service) DestroySandbox(ctx context.Context, req *connect.Request[hostagentv1.DestroySandboxRequest]) (*connect.Response[hostagentv1.DestroySandboxResponse], error) {
 	if err := s.m.Destroy(ctx, req.Msg.GetSandboxId()); err != nil {
 		return nil, errdefs.ToConnect(err)

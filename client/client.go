@@ -156,6 +156,26 @@ func (c *Client) Snapshot(ctx context.Context, id string) (Sandbox, error) {
 	return sb, err
 }
 
+// ForkResult is one fork's outcome: its sandbox, or why it did not start.
+type ForkResult struct {
+	Sandbox *Sandbox `json:"sandbox,omitempty"`
+	Error   *Error   `json:"error,omitempty"`
+}
+
+// Fork makes count new sandboxes from a running sandbox's current state,
+// each living timeout (0: the server's default, 15 s): its memory and
+// processes are carried (VM runtimes; another runtime is an *Error with
+// Status 501). Each fork succeeds or fails on its own.
+func (c *Client) Fork(ctx context.Context, id string, count int, timeout time.Duration) ([]ForkResult, error) {
+	body := map[string]int{"count": count}
+	if timeout > 0 {
+		body["timeout"] = int(timeout.Round(time.Second) / time.Second)
+	}
+	var out []ForkResult
+	_, err := c.do(ctx, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/fork", body, &out)
+	return out, err
+}
+
 // Kill destroys a sandbox.
 func (c *Client) Kill(ctx context.Context, id string) error {
 	_, err := c.do(ctx, http.MethodDelete, "/sandboxes/"+url.PathEscape(id), nil, nil)

@@ -204,6 +204,7 @@ func (s *Server) routes() *http.ServeMux {
 	api("DELETE /sandboxes/{id}", s.deleteSandbox)
 	api("POST /sandboxes/{id}/timeout", s.setTimeout)
 	api("POST /sandboxes/{id}/pause", s.pauseSandbox)
+	api("POST /sandboxes/{id}/fork", s.forkSandbox)
 	api("POST /v2/sandboxes/{id}/connect", s.connectSandbox)
 	// E2B's unversioned and deprecated sandbox routes, which its SDKs
 	// before JS 2.51.0 (and the Python SDK) call.
@@ -252,20 +253,28 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, op string, err err
 	if r.Context().Err() != nil {
 		return // the client is gone
 	}
+	b := s.errorBody(op, err, "method", r.Method, "path", r.URL.Path)
+	errdefs.WriteHTTP(w, b.Code, b.Message)
+}
+
+// errorBody is err as E2B's error body, logged by its status (attrs
+// added): a 500's message is "internal error" only.
+func (s *Server) errorBody(op string, err error, attrs ...any) *errdefs.Body {
 	status := errdefs.HTTPStatus(err)
 	msg := err.Error()
+	attrs = append([]any{"op", op}, attrs...)
 	switch {
 	case status == http.StatusInternalServerError:
-		s.log.Error("api request failed", "op", op, "method", r.Method, "path", r.URL.Path, "err", err)
+		s.log.Error("api request failed", append(attrs, "err", err)...)
 		msg = "internal error"
 	case status == http.StatusNotImplemented:
-		s.log.Debug("api request unsupported", "op", op, "err", err)
+		s.log.Debug("api request unsupported", append(attrs, "err", err)...)
 	case status >= 500:
-		s.log.Warn("api request unavailable", "op", op, "status", status, "err", err)
+		s.log.Warn("api request unavailable", append(attrs, "status", status, "err", err)...)
 	default:
-		s.log.Debug("api request refused", "op", op, "status", status, "err", err)
+		s.log.Debug("api request refused", append(attrs, "status", status, "err", err)...)
 	}
-	errdefs.WriteHTTP(w, status, msg)
+	return &errdefs.Body{Code: status, Message: msg}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -164,15 +164,13 @@ func testSnapshot(t *testing.T, e *testenv) {
 	})
 }
 
-// TestSnapshotQEMU: a sandbox on a qemu host, through the control plane:
-// snapshot hibernates it (running, and again when paused), a repeated
-// snapshot is success, and both connect and auto-resume (traffic) restore
-// it with its files. Needs root and qemu (TCG is enough); one boot and
-// two restores of a 256 MiB guest.
-func TestSnapshotQEMU(t *testing.T) {
+// newQEMUTestenv is the stack with a qemu host. Needs root and qemu
+// (TCG is enough); skipped under -short (it boots VMs).
+func newQEMUTestenv(t *testing.T) *testenv {
+	t.Helper()
 	runtimetest.RequireRoot(t)
 	if testing.Short() {
-		t.Skip("boots a VM")
+		t.Skip("boots VMs")
 	}
 	guestInit := runtimetest.GuestInit(t)
 	newDriver := func(_ string, log *slog.Logger) (runtime.Runtime, error) {
@@ -188,8 +186,17 @@ func TestSnapshotQEMU(t *testing.T) {
 	began := time.Now()
 	e := newTestenvRuntime(t, controlplane.Config{}, storetest.SQLiteURL(t), newDriver)
 	t.Logf("stack up: %v", time.Since(began))
+	return e
+}
 
-	began = time.Now()
+// TestSnapshotQEMU: a sandbox on a qemu host, through the control plane:
+// snapshot hibernates it (running, and again when paused), a repeated
+// snapshot is success, and both connect and auto-resume (traffic) restore
+// it with its files. Needs root and qemu (TCG is enough); one boot and
+// two restores of a 256 MiB guest.
+func TestSnapshotQEMU(t *testing.T) {
+	e := newQEMUTestenv(t)
+	began := time.Now()
 	id := e.create(t, map[string]any{"templateID": "base", "timeout": 300, "memoryMB": 256,
 		"autoPause": true, "autoResume": map[string]any{"enabled": true}}).SandboxID
 	t.Logf("create: %v", time.Since(began))

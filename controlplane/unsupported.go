@@ -12,7 +12,6 @@ import (
 // yet: they answer 501 naming the feature, never 404 "no route" and never
 // a silent no-op.
 func (s *Server) unsupportedRoutes(api func(pattern string, h apiHandler)) {
-	api("POST /sandboxes/{id}/fork", s.unsupported("sandbox fork"))
 	api("POST /sandboxes/{id}/snapshots", s.unsupported("sandbox snapshots"))
 	api("GET /snapshots", s.unsupported("snapshots"))
 	api("PUT /sandboxes/{id}/network", s.unsupported("updating a sandbox's network"))

@@ -203,7 +203,7 @@ func newSandboxCmd() *cobra.Command {
 			return c.SetTimeout(cmd.Context(), args[0], d)
 		},
 	}
-	cmd.AddCommand(create, list, get, kill, pause, resume, snapshot, setTimeout)
+	cmd.AddCommand(create, list, get, kill, pause, resume, snapshot, newForkCmd(&asJSON), setTimeout)
 	return cmd
 }
 

@@ -55,6 +55,10 @@ func TestSandboxSnapshotCLI(t *testing.T) {
 	if _, err := roost("snapshot", "sbnosuchsandbox"); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("snapshot of an unknown sandbox: %v", err)
 	}
+	// Fork needs a runtime that captures memory; the refusal says which.
+	if out, err := roost("fork", "-n", "2", id); err == nil || !strings.Contains(err.Error(), "501: sandbox "+id+" runs on the namespace runtime") || out != "" {
+		t.Fatalf("roost sandbox fork: %v, output %q", err, out)
+	}
 	out, err = roost("list", "--json")
 	if err != nil || !strings.Contains(out, `"state": "running"`) {
 		t.Fatalf("list after the refused snapshot: %v: %s", err, out)

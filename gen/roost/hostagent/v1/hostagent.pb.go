@@ -644,6 +644,244 @@ func (x *CreateSandboxResponse) GetSandbox() *Sandbox {
 	return nil
 }
 
+type ForkSandboxRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Forks         []*Fork                `protobuf:"bytes,2,rep,name=forks,proto3" json:"forks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForkSandboxRequest) Reset() {
+	*x = ForkSandboxRequest{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForkSandboxRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForkSandboxRequest) ProtoMessage() {}
+
+func (x *ForkSandboxRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForkSandboxRequest.ProtoReflect.Descriptor instead.
+func (*ForkSandboxRequest) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ForkSandboxRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *ForkSandboxRequest) GetForks() []*Fork {
+	if x != nil {
+		return x.Forks
+	}
+	return nil
+}
+
+// Fork is one new sandbox of a ForkSandbox. Its template, limits, env
+// vars and internet setting are the forked sandbox's.
+type Fork struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As CreateSandboxRequest's.
+	SandboxId       string            `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	TimeoutSeconds  int64             `protobuf:"varint,2,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	Metadata        map[string]string `protobuf:"bytes,3,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	EnvdAccessToken string            `protobuf:"bytes,4,opt,name=envd_access_token,json=envdAccessToken,proto3" json:"envd_access_token,omitempty"`
+	AutoPause       bool              `protobuf:"varint,5,opt,name=auto_pause,json=autoPause,proto3" json:"auto_pause,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Fork) Reset() {
+	*x = Fork{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Fork) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Fork) ProtoMessage() {}
+
+func (x *Fork) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Fork.ProtoReflect.Descriptor instead.
+func (*Fork) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Fork) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *Fork) GetTimeoutSeconds() int64 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *Fork) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *Fork) GetEnvdAccessToken() string {
+	if x != nil {
+		return x.EnvdAccessToken
+	}
+	return ""
+}
+
+func (x *Fork) GetAutoPause() bool {
+	if x != nil {
+		return x.AutoPause
+	}
+	return false
+}
+
+type ForkSandboxResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*ForkResult          `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForkSandboxResponse) Reset() {
+	*x = ForkSandboxResponse{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForkSandboxResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForkSandboxResponse) ProtoMessage() {}
+
+func (x *ForkSandboxResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForkSandboxResponse.ProtoReflect.Descriptor instead.
+func (*ForkSandboxResponse) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ForkSandboxResponse) GetResults() []*ForkResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// ForkResult is one fork's outcome: its sandbox, or why it failed.
+type ForkResult struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Sandbox *Sandbox               `protobuf:"bytes,1,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
+	// The Connect code of the failure (e.g. "resource_exhausted"), and its
+	// message; empty when the fork started.
+	ErrorCode     string `protobuf:"bytes,2,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForkResult) Reset() {
+	*x = ForkResult{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForkResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForkResult) ProtoMessage() {}
+
+func (x *ForkResult) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForkResult.ProtoReflect.Descriptor instead.
+func (*ForkResult) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ForkResult) GetSandbox() *Sandbox {
+	if x != nil {
+		return x.Sandbox
+	}
+	return nil
+}
+
+func (x *ForkResult) GetErrorCode() string {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return ""
+}
+
+func (x *ForkResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 type DestroySandboxRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
@@ -653,7 +891,7 @@ type DestroySandboxRequest struct {
 
 func (x *DestroySandboxRequest) Reset() {
 	*x = DestroySandboxRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[5]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -665,7 +903,7 @@ func (x *DestroySandboxRequest) String() string {
 func (*DestroySandboxRequest) ProtoMessage() {}
 
 func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[5]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -678,7 +916,7 @@ func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxRequest.ProtoReflect.Descriptor instead.
 func (*DestroySandboxRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{5}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DestroySandboxRequest) GetSandboxId() string {
@@ -696,7 +934,7 @@ type DestroySandboxResponse struct {
 
 func (x *DestroySandboxResponse) Reset() {
 	*x = DestroySandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[6]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +946,7 @@ func (x *DestroySandboxResponse) String() string {
 func (*DestroySandboxResponse) ProtoMessage() {}
 
 func (x *DestroySandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[6]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +959,7 @@ func (x *DestroySandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxResponse.ProtoReflect.Descriptor instead.
 func (*DestroySandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{6}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{10}
 }
 
 type PauseSandboxRequest struct {
@@ -736,7 +974,7 @@ type PauseSandboxRequest struct {
 
 func (x *PauseSandboxRequest) Reset() {
 	*x = PauseSandboxRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[7]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -748,7 +986,7 @@ func (x *PauseSandboxRequest) String() string {
 func (*PauseSandboxRequest) ProtoMessage() {}
 
 func (x *PauseSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[7]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -761,7 +999,7 @@ func (x *PauseSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseSandboxRequest.ProtoReflect.Descriptor instead.
 func (*PauseSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{7}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PauseSandboxRequest) GetSandboxId() string {
@@ -787,7 +1025,7 @@ type PauseSandboxResponse struct {
 
 func (x *PauseSandboxResponse) Reset() {
 	*x = PauseSandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[8]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -799,7 +1037,7 @@ func (x *PauseSandboxResponse) String() string {
 func (*PauseSandboxResponse) ProtoMessage() {}
 
 func (x *PauseSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[8]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -812,7 +1050,7 @@ func (x *PauseSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseSandboxResponse.ProtoReflect.Descriptor instead.
 func (*PauseSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{8}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PauseSandboxResponse) GetSandbox() *Sandbox {
@@ -834,7 +1072,7 @@ type ResumeSandboxRequest struct {
 
 func (x *ResumeSandboxRequest) Reset() {
 	*x = ResumeSandboxRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[9]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -846,7 +1084,7 @@ func (x *ResumeSandboxRequest) String() string {
 func (*ResumeSandboxRequest) ProtoMessage() {}
 
 func (x *ResumeSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[9]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -859,7 +1097,7 @@ func (x *ResumeSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeSandboxRequest.ProtoReflect.Descriptor instead.
 func (*ResumeSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{9}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ResumeSandboxRequest) GetSandboxId() string {
@@ -885,7 +1123,7 @@ type ResumeSandboxResponse struct {
 
 func (x *ResumeSandboxResponse) Reset() {
 	*x = ResumeSandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[10]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1135,7 @@ func (x *ResumeSandboxResponse) String() string {
 func (*ResumeSandboxResponse) ProtoMessage() {}
 
 func (x *ResumeSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[10]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1148,7 @@ func (x *ResumeSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeSandboxResponse.ProtoReflect.Descriptor instead.
 func (*ResumeSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{10}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ResumeSandboxResponse) GetSandbox() *Sandbox {
@@ -930,7 +1168,7 @@ type ListSandboxesRequest struct {
 
 func (x *ListSandboxesRequest) Reset() {
 	*x = ListSandboxesRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[11]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1180,7 @@ func (x *ListSandboxesRequest) String() string {
 func (*ListSandboxesRequest) ProtoMessage() {}
 
 func (x *ListSandboxesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[11]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1193,7 @@ func (x *ListSandboxesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSandboxesRequest.ProtoReflect.Descriptor instead.
 func (*ListSandboxesRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{11}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListSandboxesRequest) GetStates() []SandboxState {
@@ -974,7 +1212,7 @@ type ListSandboxesResponse struct {
 
 func (x *ListSandboxesResponse) Reset() {
 	*x = ListSandboxesResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[12]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -986,7 +1224,7 @@ func (x *ListSandboxesResponse) String() string {
 func (*ListSandboxesResponse) ProtoMessage() {}
 
 func (x *ListSandboxesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[12]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -999,7 +1237,7 @@ func (x *ListSandboxesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSandboxesResponse.ProtoReflect.Descriptor instead.
 func (*ListSandboxesResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{12}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListSandboxesResponse) GetSandboxes() []*Sandbox {
@@ -1018,7 +1256,7 @@ type GetSandboxRequest struct {
 
 func (x *GetSandboxRequest) Reset() {
 	*x = GetSandboxRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[13]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1030,7 +1268,7 @@ func (x *GetSandboxRequest) String() string {
 func (*GetSandboxRequest) ProtoMessage() {}
 
 func (x *GetSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[13]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1043,7 +1281,7 @@ func (x *GetSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxRequest.ProtoReflect.Descriptor instead.
 func (*GetSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{13}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetSandboxRequest) GetSandboxId() string {
@@ -1062,7 +1300,7 @@ type GetSandboxResponse struct {
 
 func (x *GetSandboxResponse) Reset() {
 	*x = GetSandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[14]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1074,7 +1312,7 @@ func (x *GetSandboxResponse) String() string {
 func (*GetSandboxResponse) ProtoMessage() {}
 
 func (x *GetSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[14]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1087,7 +1325,7 @@ func (x *GetSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxResponse.ProtoReflect.Descriptor instead.
 func (*GetSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{14}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetSandboxResponse) GetSandbox() *Sandbox {
@@ -1108,7 +1346,7 @@ type SetTimeoutRequest struct {
 
 func (x *SetTimeoutRequest) Reset() {
 	*x = SetTimeoutRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[15]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1120,7 +1358,7 @@ func (x *SetTimeoutRequest) String() string {
 func (*SetTimeoutRequest) ProtoMessage() {}
 
 func (x *SetTimeoutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[15]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1133,7 +1371,7 @@ func (x *SetTimeoutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTimeoutRequest.ProtoReflect.Descriptor instead.
 func (*SetTimeoutRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{15}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SetTimeoutRequest) GetSandboxId() string {
@@ -1159,7 +1397,7 @@ type SetTimeoutResponse struct {
 
 func (x *SetTimeoutResponse) Reset() {
 	*x = SetTimeoutResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[16]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1409,7 @@ func (x *SetTimeoutResponse) String() string {
 func (*SetTimeoutResponse) ProtoMessage() {}
 
 func (x *SetTimeoutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[16]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1422,7 @@ func (x *SetTimeoutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTimeoutResponse.ProtoReflect.Descriptor instead.
 func (*SetTimeoutResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{16}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SetTimeoutResponse) GetSandbox() *Sandbox {
@@ -1202,7 +1440,7 @@ type GetHostInfoRequest struct {
 
 func (x *GetHostInfoRequest) Reset() {
 	*x = GetHostInfoRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[17]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1214,7 +1452,7 @@ func (x *GetHostInfoRequest) String() string {
 func (*GetHostInfoRequest) ProtoMessage() {}
 
 func (x *GetHostInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[17]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1227,7 +1465,7 @@ func (x *GetHostInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetHostInfoRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{17}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{21}
 }
 
 type GetHostInfoResponse struct {
@@ -1239,7 +1477,7 @@ type GetHostInfoResponse struct {
 
 func (x *GetHostInfoResponse) Reset() {
 	*x = GetHostInfoResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[18]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1489,7 @@ func (x *GetHostInfoResponse) String() string {
 func (*GetHostInfoResponse) ProtoMessage() {}
 
 func (x *GetHostInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[18]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1502,7 @@ func (x *GetHostInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetHostInfoResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{18}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetHostInfoResponse) GetHost() *HostInfo {
@@ -1291,7 +1529,7 @@ type HostInfo struct {
 
 func (x *HostInfo) Reset() {
 	*x = HostInfo{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[19]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1303,7 +1541,7 @@ func (x *HostInfo) String() string {
 func (*HostInfo) ProtoMessage() {}
 
 func (x *HostInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[19]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1316,7 +1554,7 @@ func (x *HostInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostInfo.ProtoReflect.Descriptor instead.
 func (*HostInfo) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{19}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *HostInfo) GetHostname() string {
@@ -1390,7 +1628,7 @@ type Capabilities struct {
 
 func (x *Capabilities) Reset() {
 	*x = Capabilities{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[20]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1402,7 +1640,7 @@ func (x *Capabilities) String() string {
 func (*Capabilities) ProtoMessage() {}
 
 func (x *Capabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[20]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1415,7 +1653,7 @@ func (x *Capabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
 func (*Capabilities) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{20}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Capabilities) GetPause() bool {
@@ -1456,7 +1694,7 @@ type Probe struct {
 
 func (x *Probe) Reset() {
 	*x = Probe{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[21]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1468,7 +1706,7 @@ func (x *Probe) String() string {
 func (*Probe) ProtoMessage() {}
 
 func (x *Probe) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[21]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1481,7 +1719,7 @@ func (x *Probe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Probe.ProtoReflect.Descriptor instead.
 func (*Probe) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{21}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Probe) GetAvailable() bool {
@@ -1510,7 +1748,7 @@ type Capacity struct {
 
 func (x *Capacity) Reset() {
 	*x = Capacity{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[22]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1522,7 +1760,7 @@ func (x *Capacity) String() string {
 func (*Capacity) ProtoMessage() {}
 
 func (x *Capacity) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[22]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1535,7 +1773,7 @@ func (x *Capacity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capacity.ProtoReflect.Descriptor instead.
 func (*Capacity) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{22}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Capacity) GetCpus() int32 {
@@ -1574,7 +1812,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[23]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +1824,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[23]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +1837,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{23}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Usage) GetSandboxes() int32 {
@@ -1655,7 +1893,7 @@ type Versions struct {
 
 func (x *Versions) Reset() {
 	*x = Versions{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[24]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1667,7 +1905,7 @@ func (x *Versions) String() string {
 func (*Versions) ProtoMessage() {}
 
 func (x *Versions) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[24]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1680,7 +1918,7 @@ func (x *Versions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Versions.ProtoReflect.Descriptor instead.
 func (*Versions) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{24}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Versions) GetRoost() string {
@@ -1712,7 +1950,7 @@ type ListTemplatesRequest struct {
 
 func (x *ListTemplatesRequest) Reset() {
 	*x = ListTemplatesRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[25]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1724,7 +1962,7 @@ func (x *ListTemplatesRequest) String() string {
 func (*ListTemplatesRequest) ProtoMessage() {}
 
 func (x *ListTemplatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[25]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1737,7 +1975,7 @@ func (x *ListTemplatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTemplatesRequest.ProtoReflect.Descriptor instead.
 func (*ListTemplatesRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{25}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{29}
 }
 
 type ListTemplatesResponse struct {
@@ -1752,7 +1990,7 @@ type ListTemplatesResponse struct {
 
 func (x *ListTemplatesResponse) Reset() {
 	*x = ListTemplatesResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[26]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +2002,7 @@ func (x *ListTemplatesResponse) String() string {
 func (*ListTemplatesResponse) ProtoMessage() {}
 
 func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[26]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,7 +2015,7 @@ func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTemplatesResponse.ProtoReflect.Descriptor instead.
 func (*ListTemplatesResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{26}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListTemplatesResponse) GetTemplates() []*Template {
@@ -1808,7 +2046,7 @@ type TemplateInProgress struct {
 
 func (x *TemplateInProgress) Reset() {
 	*x = TemplateInProgress{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1820,7 +2058,7 @@ func (x *TemplateInProgress) String() string {
 func (*TemplateInProgress) ProtoMessage() {}
 
 func (x *TemplateInProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1833,7 +2071,7 @@ func (x *TemplateInProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TemplateInProgress.ProtoReflect.Descriptor instead.
 func (*TemplateInProgress) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TemplateInProgress) GetName() string {
@@ -1879,7 +2117,7 @@ type Template struct {
 
 func (x *Template) Reset() {
 	*x = Template{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1891,7 +2129,7 @@ func (x *Template) String() string {
 func (*Template) ProtoMessage() {}
 
 func (x *Template) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1904,7 +2142,7 @@ func (x *Template) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Template.ProtoReflect.Descriptor instead.
 func (*Template) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{28}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Template) GetName() string {
@@ -1990,7 +2228,7 @@ type GetSandboxLogsRequest struct {
 
 func (x *GetSandboxLogsRequest) Reset() {
 	*x = GetSandboxLogsRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2002,7 +2240,7 @@ func (x *GetSandboxLogsRequest) String() string {
 func (*GetSandboxLogsRequest) ProtoMessage() {}
 
 func (x *GetSandboxLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2015,7 +2253,7 @@ func (x *GetSandboxLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxLogsRequest.ProtoReflect.Descriptor instead.
 func (*GetSandboxLogsRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{29}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetSandboxLogsRequest) GetSandboxId() string {
@@ -2070,7 +2308,7 @@ type GetSandboxLogsResponse struct {
 
 func (x *GetSandboxLogsResponse) Reset() {
 	*x = GetSandboxLogsResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[30]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2082,7 +2320,7 @@ func (x *GetSandboxLogsResponse) String() string {
 func (*GetSandboxLogsResponse) ProtoMessage() {}
 
 func (x *GetSandboxLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[30]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2095,7 +2333,7 @@ func (x *GetSandboxLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxLogsResponse.ProtoReflect.Descriptor instead.
 func (*GetSandboxLogsResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{30}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetSandboxLogsResponse) GetEntries() []*LogEntry {
@@ -2122,7 +2360,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[31]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2134,7 +2372,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[31]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2147,7 +2385,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{31}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *LogEntry) GetTime() *timestamppb.Timestamp {
@@ -2192,7 +2430,7 @@ type BuildTemplateRequest struct {
 
 func (x *BuildTemplateRequest) Reset() {
 	*x = BuildTemplateRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[32]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2204,7 +2442,7 @@ func (x *BuildTemplateRequest) String() string {
 func (*BuildTemplateRequest) ProtoMessage() {}
 
 func (x *BuildTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[32]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2217,7 +2455,7 @@ func (x *BuildTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildTemplateRequest.ProtoReflect.Descriptor instead.
 func (*BuildTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{32}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *BuildTemplateRequest) GetBuildId() string {
@@ -2247,7 +2485,7 @@ type BuildTemplateResponse struct {
 
 func (x *BuildTemplateResponse) Reset() {
 	*x = BuildTemplateResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[33]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2259,7 +2497,7 @@ func (x *BuildTemplateResponse) String() string {
 func (*BuildTemplateResponse) ProtoMessage() {}
 
 func (x *BuildTemplateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[33]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2272,7 +2510,7 @@ func (x *BuildTemplateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildTemplateResponse.ProtoReflect.Descriptor instead.
 func (*BuildTemplateResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{33}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *BuildTemplateResponse) GetEvent() isBuildTemplateResponse_Event {
@@ -2330,7 +2568,7 @@ type BuildLogEntry struct {
 
 func (x *BuildLogEntry) Reset() {
 	*x = BuildLogEntry{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[34]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2342,7 +2580,7 @@ func (x *BuildLogEntry) String() string {
 func (*BuildLogEntry) ProtoMessage() {}
 
 func (x *BuildLogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[34]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2355,7 +2593,7 @@ func (x *BuildLogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildLogEntry.ProtoReflect.Descriptor instead.
 func (*BuildLogEntry) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{34}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *BuildLogEntry) GetTime() *timestamppb.Timestamp {
@@ -2403,7 +2641,7 @@ type BuildResult struct {
 
 func (x *BuildResult) Reset() {
 	*x = BuildResult{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[35]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2415,7 +2653,7 @@ func (x *BuildResult) String() string {
 func (*BuildResult) ProtoMessage() {}
 
 func (x *BuildResult) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[35]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2428,7 +2666,7 @@ func (x *BuildResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResult.ProtoReflect.Descriptor instead.
 func (*BuildResult) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{35}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *BuildResult) GetTemplate() *TemplateRef {
@@ -2524,7 +2762,30 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x1a\n" +
 	"\bmanifest\x18\x02 \x01(\fR\bmanifest\"N\n" +
 	"\x15CreateSandboxResponse\x125\n" +
-	"\asandbox\x18\x01 \x01(\v2\x1b.roost.hostagent.v1.SandboxR\asandbox\"6\n" +
+	"\asandbox\x18\x01 \x01(\v2\x1b.roost.hostagent.v1.SandboxR\asandbox\"c\n" +
+	"\x12ForkSandboxRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12.\n" +
+	"\x05forks\x18\x02 \x03(\v2\x18.roost.hostagent.v1.ForkR\x05forks\"\x9a\x02\n" +
+	"\x04Fork\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12'\n" +
+	"\x0ftimeout_seconds\x18\x02 \x01(\x03R\x0etimeoutSeconds\x12B\n" +
+	"\bmetadata\x18\x03 \x03(\v2&.roost.hostagent.v1.Fork.MetadataEntryR\bmetadata\x12*\n" +
+	"\x11envd_access_token\x18\x04 \x01(\tR\x0fenvdAccessToken\x12\x1d\n" +
+	"\n" +
+	"auto_pause\x18\x05 \x01(\bR\tautoPause\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"O\n" +
+	"\x13ForkSandboxResponse\x128\n" +
+	"\aresults\x18\x01 \x03(\v2\x1e.roost.hostagent.v1.ForkResultR\aresults\"x\n" +
+	"\n" +
+	"ForkResult\x125\n" +
+	"\asandbox\x18\x01 \x01(\v2\x1b.roost.hostagent.v1.SandboxR\asandbox\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x02 \x01(\tR\terrorCode\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"6\n" +
 	"\x15DestroySandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"\x18\n" +
@@ -2667,7 +2928,7 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\fLogDirection\x12\x1d\n" +
 	"\x19LOG_DIRECTION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15LOG_DIRECTION_FORWARD\x10\x01\x12\x1a\n" +
-	"\x16LOG_DIRECTION_BACKWARD\x10\x022\xe1\b\n" +
+	"\x16LOG_DIRECTION_BACKWARD\x10\x022\xc1\t\n" +
 	"\x10HostAgentService\x12d\n" +
 	"\rCreateSandbox\x12(.roost.hostagent.v1.CreateSandboxRequest\x1a).roost.hostagent.v1.CreateSandboxResponse\x12g\n" +
 	"\x0eDestroySandbox\x12).roost.hostagent.v1.DestroySandboxRequest\x1a*.roost.hostagent.v1.DestroySandboxResponse\x12a\n" +
@@ -2681,7 +2942,8 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\vGetHostInfo\x12&.roost.hostagent.v1.GetHostInfoRequest\x1a'.roost.hostagent.v1.GetHostInfoResponse\x12d\n" +
 	"\rListTemplates\x12(.roost.hostagent.v1.ListTemplatesRequest\x1a).roost.hostagent.v1.ListTemplatesResponse\x12g\n" +
 	"\x0eGetSandboxLogs\x12).roost.hostagent.v1.GetSandboxLogsRequest\x1a*.roost.hostagent.v1.GetSandboxLogsResponse\x12f\n" +
-	"\rBuildTemplate\x12(.roost.hostagent.v1.BuildTemplateRequest\x1a).roost.hostagent.v1.BuildTemplateResponse0\x01B4Z2roost.dev/roost/gen/roost/hostagent/v1;hostagentv1b\x06proto3"
+	"\rBuildTemplate\x12(.roost.hostagent.v1.BuildTemplateRequest\x1a).roost.hostagent.v1.BuildTemplateResponse0\x01\x12^\n" +
+	"\vForkSandbox\x12&.roost.hostagent.v1.ForkSandboxRequest\x1a'.roost.hostagent.v1.ForkSandboxResponseB4Z2roost.dev/roost/gen/roost/hostagent/v1;hostagentv1b\x06proto3"
 
 var (
 	file_roost_hostagent_v1_hostagent_proto_rawDescOnce sync.Once
@@ -2696,7 +2958,7 @@ func file_roost_hostagent_v1_hostagent_proto_rawDescGZIP() []byte {
 }
 
 var file_roost_hostagent_v1_hostagent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_roost_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_roost_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_roost_hostagent_v1_hostagent_proto_goTypes = []any{
 	(SandboxState)(0),              // 0: roost.hostagent.v1.SandboxState
 	(LogLevel)(0),                  // 1: roost.hostagent.v1.LogLevel
@@ -2706,109 +2968,120 @@ var file_roost_hostagent_v1_hostagent_proto_goTypes = []any{
 	(*CreateSandboxRequest)(nil),   // 5: roost.hostagent.v1.CreateSandboxRequest
 	(*TemplateRef)(nil),            // 6: roost.hostagent.v1.TemplateRef
 	(*CreateSandboxResponse)(nil),  // 7: roost.hostagent.v1.CreateSandboxResponse
-	(*DestroySandboxRequest)(nil),  // 8: roost.hostagent.v1.DestroySandboxRequest
-	(*DestroySandboxResponse)(nil), // 9: roost.hostagent.v1.DestroySandboxResponse
-	(*PauseSandboxRequest)(nil),    // 10: roost.hostagent.v1.PauseSandboxRequest
-	(*PauseSandboxResponse)(nil),   // 11: roost.hostagent.v1.PauseSandboxResponse
-	(*ResumeSandboxRequest)(nil),   // 12: roost.hostagent.v1.ResumeSandboxRequest
-	(*ResumeSandboxResponse)(nil),  // 13: roost.hostagent.v1.ResumeSandboxResponse
-	(*ListSandboxesRequest)(nil),   // 14: roost.hostagent.v1.ListSandboxesRequest
-	(*ListSandboxesResponse)(nil),  // 15: roost.hostagent.v1.ListSandboxesResponse
-	(*GetSandboxRequest)(nil),      // 16: roost.hostagent.v1.GetSandboxRequest
-	(*GetSandboxResponse)(nil),     // 17: roost.hostagent.v1.GetSandboxResponse
-	(*SetTimeoutRequest)(nil),      // 18: roost.hostagent.v1.SetTimeoutRequest
-	(*SetTimeoutResponse)(nil),     // 19: roost.hostagent.v1.SetTimeoutResponse
-	(*GetHostInfoRequest)(nil),     // 20: roost.hostagent.v1.GetHostInfoRequest
-	(*GetHostInfoResponse)(nil),    // 21: roost.hostagent.v1.GetHostInfoResponse
-	(*HostInfo)(nil),               // 22: roost.hostagent.v1.HostInfo
-	(*Capabilities)(nil),           // 23: roost.hostagent.v1.Capabilities
-	(*Probe)(nil),                  // 24: roost.hostagent.v1.Probe
-	(*Capacity)(nil),               // 25: roost.hostagent.v1.Capacity
-	(*Usage)(nil),                  // 26: roost.hostagent.v1.Usage
-	(*Versions)(nil),               // 27: roost.hostagent.v1.Versions
-	(*ListTemplatesRequest)(nil),   // 28: roost.hostagent.v1.ListTemplatesRequest
-	(*ListTemplatesResponse)(nil),  // 29: roost.hostagent.v1.ListTemplatesResponse
-	(*TemplateInProgress)(nil),     // 30: roost.hostagent.v1.TemplateInProgress
-	(*Template)(nil),               // 31: roost.hostagent.v1.Template
-	(*GetSandboxLogsRequest)(nil),  // 32: roost.hostagent.v1.GetSandboxLogsRequest
-	(*GetSandboxLogsResponse)(nil), // 33: roost.hostagent.v1.GetSandboxLogsResponse
-	(*LogEntry)(nil),               // 34: roost.hostagent.v1.LogEntry
-	(*BuildTemplateRequest)(nil),   // 35: roost.hostagent.v1.BuildTemplateRequest
-	(*BuildTemplateResponse)(nil),  // 36: roost.hostagent.v1.BuildTemplateResponse
-	(*BuildLogEntry)(nil),          // 37: roost.hostagent.v1.BuildLogEntry
-	(*BuildResult)(nil),            // 38: roost.hostagent.v1.BuildResult
-	nil,                            // 39: roost.hostagent.v1.Sandbox.MetadataEntry
-	nil,                            // 40: roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
-	nil,                            // 41: roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
-	nil,                            // 42: roost.hostagent.v1.LogEntry.FieldsEntry
-	(*timestamppb.Timestamp)(nil),  // 43: google.protobuf.Timestamp
+	(*ForkSandboxRequest)(nil),     // 8: roost.hostagent.v1.ForkSandboxRequest
+	(*Fork)(nil),                   // 9: roost.hostagent.v1.Fork
+	(*ForkSandboxResponse)(nil),    // 10: roost.hostagent.v1.ForkSandboxResponse
+	(*ForkResult)(nil),             // 11: roost.hostagent.v1.ForkResult
+	(*DestroySandboxRequest)(nil),  // 12: roost.hostagent.v1.DestroySandboxRequest
+	(*DestroySandboxResponse)(nil), // 13: roost.hostagent.v1.DestroySandboxResponse
+	(*PauseSandboxRequest)(nil),    // 14: roost.hostagent.v1.PauseSandboxRequest
+	(*PauseSandboxResponse)(nil),   // 15: roost.hostagent.v1.PauseSandboxResponse
+	(*ResumeSandboxRequest)(nil),   // 16: roost.hostagent.v1.ResumeSandboxRequest
+	(*ResumeSandboxResponse)(nil),  // 17: roost.hostagent.v1.ResumeSandboxResponse
+	(*ListSandboxesRequest)(nil),   // 18: roost.hostagent.v1.ListSandboxesRequest
+	(*ListSandboxesResponse)(nil),  // 19: roost.hostagent.v1.ListSandboxesResponse
+	(*GetSandboxRequest)(nil),      // 20: roost.hostagent.v1.GetSandboxRequest
+	(*GetSandboxResponse)(nil),     // 21: roost.hostagent.v1.GetSandboxResponse
+	(*SetTimeoutRequest)(nil),      // 22: roost.hostagent.v1.SetTimeoutRequest
+	(*SetTimeoutResponse)(nil),     // 23: roost.hostagent.v1.SetTimeoutResponse
+	(*GetHostInfoRequest)(nil),     // 24: roost.hostagent.v1.GetHostInfoRequest
+	(*GetHostInfoResponse)(nil),    // 25: roost.hostagent.v1.GetHostInfoResponse
+	(*HostInfo)(nil),               // 26: roost.hostagent.v1.HostInfo
+	(*Capabilities)(nil),           // 27: roost.hostagent.v1.Capabilities
+	(*Probe)(nil),                  // 28: roost.hostagent.v1.Probe
+	(*Capacity)(nil),               // 29: roost.hostagent.v1.Capacity
+	(*Usage)(nil),                  // 30: roost.hostagent.v1.Usage
+	(*Versions)(nil),               // 31: roost.hostagent.v1.Versions
+	(*ListTemplatesRequest)(nil),   // 32: roost.hostagent.v1.ListTemplatesRequest
+	(*ListTemplatesResponse)(nil),  // 33: roost.hostagent.v1.ListTemplatesResponse
+	(*TemplateInProgress)(nil),     // 34: roost.hostagent.v1.TemplateInProgress
+	(*Template)(nil),               // 35: roost.hostagent.v1.Template
+	(*GetSandboxLogsRequest)(nil),  // 36: roost.hostagent.v1.GetSandboxLogsRequest
+	(*GetSandboxLogsResponse)(nil), // 37: roost.hostagent.v1.GetSandboxLogsResponse
+	(*LogEntry)(nil),               // 38: roost.hostagent.v1.LogEntry
+	(*BuildTemplateRequest)(nil),   // 39: roost.hostagent.v1.BuildTemplateRequest
+	(*BuildTemplateResponse)(nil),  // 40: roost.hostagent.v1.BuildTemplateResponse
+	(*BuildLogEntry)(nil),          // 41: roost.hostagent.v1.BuildLogEntry
+	(*BuildResult)(nil),            // 42: roost.hostagent.v1.BuildResult
+	nil,                            // 43: roost.hostagent.v1.Sandbox.MetadataEntry
+	nil,                            // 44: roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
+	nil,                            // 45: roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
+	nil,                            // 46: roost.hostagent.v1.Fork.MetadataEntry
+	nil,                            // 47: roost.hostagent.v1.LogEntry.FieldsEntry
+	(*timestamppb.Timestamp)(nil),  // 48: google.protobuf.Timestamp
 }
 var file_roost_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	0,  // 0: roost.hostagent.v1.Sandbox.state:type_name -> roost.hostagent.v1.SandboxState
 	3,  // 1: roost.hostagent.v1.Sandbox.limits:type_name -> roost.hostagent.v1.Limits
-	39, // 2: roost.hostagent.v1.Sandbox.metadata:type_name -> roost.hostagent.v1.Sandbox.MetadataEntry
-	43, // 3: roost.hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
-	43, // 4: roost.hostagent.v1.Sandbox.end_at:type_name -> google.protobuf.Timestamp
-	40, // 5: roost.hostagent.v1.CreateSandboxRequest.env_vars:type_name -> roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
-	41, // 6: roost.hostagent.v1.CreateSandboxRequest.metadata:type_name -> roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
+	43, // 2: roost.hostagent.v1.Sandbox.metadata:type_name -> roost.hostagent.v1.Sandbox.MetadataEntry
+	48, // 3: roost.hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
+	48, // 4: roost.hostagent.v1.Sandbox.end_at:type_name -> google.protobuf.Timestamp
+	44, // 5: roost.hostagent.v1.CreateSandboxRequest.env_vars:type_name -> roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
+	45, // 6: roost.hostagent.v1.CreateSandboxRequest.metadata:type_name -> roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
 	6,  // 7: roost.hostagent.v1.CreateSandboxRequest.template_ref:type_name -> roost.hostagent.v1.TemplateRef
 	4,  // 8: roost.hostagent.v1.CreateSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	4,  // 9: roost.hostagent.v1.PauseSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	4,  // 10: roost.hostagent.v1.ResumeSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	0,  // 11: roost.hostagent.v1.ListSandboxesRequest.states:type_name -> roost.hostagent.v1.SandboxState
-	4,  // 12: roost.hostagent.v1.ListSandboxesResponse.sandboxes:type_name -> roost.hostagent.v1.Sandbox
-	4,  // 13: roost.hostagent.v1.GetSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	4,  // 14: roost.hostagent.v1.SetTimeoutResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	22, // 15: roost.hostagent.v1.GetHostInfoResponse.host:type_name -> roost.hostagent.v1.HostInfo
-	23, // 16: roost.hostagent.v1.HostInfo.capabilities:type_name -> roost.hostagent.v1.Capabilities
-	24, // 17: roost.hostagent.v1.HostInfo.probe:type_name -> roost.hostagent.v1.Probe
-	25, // 18: roost.hostagent.v1.HostInfo.capacity:type_name -> roost.hostagent.v1.Capacity
-	26, // 19: roost.hostagent.v1.HostInfo.usage:type_name -> roost.hostagent.v1.Usage
-	27, // 20: roost.hostagent.v1.HostInfo.versions:type_name -> roost.hostagent.v1.Versions
-	43, // 21: roost.hostagent.v1.HostInfo.started_at:type_name -> google.protobuf.Timestamp
-	31, // 22: roost.hostagent.v1.ListTemplatesResponse.templates:type_name -> roost.hostagent.v1.Template
-	30, // 23: roost.hostagent.v1.ListTemplatesResponse.in_progress:type_name -> roost.hostagent.v1.TemplateInProgress
-	43, // 24: roost.hostagent.v1.Template.created:type_name -> google.protobuf.Timestamp
-	3,  // 25: roost.hostagent.v1.Template.default_limits:type_name -> roost.hostagent.v1.Limits
-	43, // 26: roost.hostagent.v1.GetSandboxLogsRequest.cursor:type_name -> google.protobuf.Timestamp
-	2,  // 27: roost.hostagent.v1.GetSandboxLogsRequest.direction:type_name -> roost.hostagent.v1.LogDirection
-	1,  // 28: roost.hostagent.v1.GetSandboxLogsRequest.min_level:type_name -> roost.hostagent.v1.LogLevel
-	34, // 29: roost.hostagent.v1.GetSandboxLogsResponse.entries:type_name -> roost.hostagent.v1.LogEntry
-	43, // 30: roost.hostagent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
-	1,  // 31: roost.hostagent.v1.LogEntry.level:type_name -> roost.hostagent.v1.LogLevel
-	42, // 32: roost.hostagent.v1.LogEntry.fields:type_name -> roost.hostagent.v1.LogEntry.FieldsEntry
-	37, // 33: roost.hostagent.v1.BuildTemplateResponse.log:type_name -> roost.hostagent.v1.BuildLogEntry
-	38, // 34: roost.hostagent.v1.BuildTemplateResponse.result:type_name -> roost.hostagent.v1.BuildResult
-	43, // 35: roost.hostagent.v1.BuildLogEntry.time:type_name -> google.protobuf.Timestamp
-	1,  // 36: roost.hostagent.v1.BuildLogEntry.level:type_name -> roost.hostagent.v1.LogLevel
-	6,  // 37: roost.hostagent.v1.BuildResult.template:type_name -> roost.hostagent.v1.TemplateRef
-	5,  // 38: roost.hostagent.v1.HostAgentService.CreateSandbox:input_type -> roost.hostagent.v1.CreateSandboxRequest
-	8,  // 39: roost.hostagent.v1.HostAgentService.DestroySandbox:input_type -> roost.hostagent.v1.DestroySandboxRequest
-	10, // 40: roost.hostagent.v1.HostAgentService.PauseSandbox:input_type -> roost.hostagent.v1.PauseSandboxRequest
-	12, // 41: roost.hostagent.v1.HostAgentService.ResumeSandbox:input_type -> roost.hostagent.v1.ResumeSandboxRequest
-	14, // 42: roost.hostagent.v1.HostAgentService.ListSandboxes:input_type -> roost.hostagent.v1.ListSandboxesRequest
-	16, // 43: roost.hostagent.v1.HostAgentService.GetSandbox:input_type -> roost.hostagent.v1.GetSandboxRequest
-	18, // 44: roost.hostagent.v1.HostAgentService.SetTimeout:input_type -> roost.hostagent.v1.SetTimeoutRequest
-	20, // 45: roost.hostagent.v1.HostAgentService.GetHostInfo:input_type -> roost.hostagent.v1.GetHostInfoRequest
-	28, // 46: roost.hostagent.v1.HostAgentService.ListTemplates:input_type -> roost.hostagent.v1.ListTemplatesRequest
-	32, // 47: roost.hostagent.v1.HostAgentService.GetSandboxLogs:input_type -> roost.hostagent.v1.GetSandboxLogsRequest
-	35, // 48: roost.hostagent.v1.HostAgentService.BuildTemplate:input_type -> roost.hostagent.v1.BuildTemplateRequest
-	7,  // 49: roost.hostagent.v1.HostAgentService.CreateSandbox:output_type -> roost.hostagent.v1.CreateSandboxResponse
-	9,  // 50: roost.hostagent.v1.HostAgentService.DestroySandbox:output_type -> roost.hostagent.v1.DestroySandboxResponse
-	11, // 51: roost.hostagent.v1.HostAgentService.PauseSandbox:output_type -> roost.hostagent.v1.PauseSandboxResponse
-	13, // 52: roost.hostagent.v1.HostAgentService.ResumeSandbox:output_type -> roost.hostagent.v1.ResumeSandboxResponse
-	15, // 53: roost.hostagent.v1.HostAgentService.ListSandboxes:output_type -> roost.hostagent.v1.ListSandboxesResponse
-	17, // 54: roost.hostagent.v1.HostAgentService.GetSandbox:output_type -> roost.hostagent.v1.GetSandboxResponse
-	19, // 55: roost.hostagent.v1.HostAgentService.SetTimeout:output_type -> roost.hostagent.v1.SetTimeoutResponse
-	21, // 56: roost.hostagent.v1.HostAgentService.GetHostInfo:output_type -> roost.hostagent.v1.GetHostInfoResponse
-	29, // 57: roost.hostagent.v1.HostAgentService.ListTemplates:output_type -> roost.hostagent.v1.ListTemplatesResponse
-	33, // 58: roost.hostagent.v1.HostAgentService.GetSandboxLogs:output_type -> roost.hostagent.v1.GetSandboxLogsResponse
-	36, // 59: roost.hostagent.v1.HostAgentService.BuildTemplate:output_type -> roost.hostagent.v1.BuildTemplateResponse
-	49, // [49:60] is the sub-list for method output_type
-	38, // [38:49] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	9,  // 9: roost.hostagent.v1.ForkSandboxRequest.forks:type_name -> roost.hostagent.v1.Fork
+	46, // 10: roost.hostagent.v1.Fork.metadata:type_name -> roost.hostagent.v1.Fork.MetadataEntry
+	11, // 11: roost.hostagent.v1.ForkSandboxResponse.results:type_name -> roost.hostagent.v1.ForkResult
+	4,  // 12: roost.hostagent.v1.ForkResult.sandbox:type_name -> roost.hostagent.v1.Sandbox
+	4,  // 13: roost.hostagent.v1.PauseSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
+	4,  // 14: roost.hostagent.v1.ResumeSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
+	0,  // 15: roost.hostagent.v1.ListSandboxesRequest.states:type_name -> roost.hostagent.v1.SandboxState
+	4,  // 16: roost.hostagent.v1.ListSandboxesResponse.sandboxes:type_name -> roost.hostagent.v1.Sandbox
+	4,  // 17: roost.hostagent.v1.GetSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
+	4,  // 18: roost.hostagent.v1.SetTimeoutResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
+	26, // 19: roost.hostagent.v1.GetHostInfoResponse.host:type_name -> roost.hostagent.v1.HostInfo
+	27, // 20: roost.hostagent.v1.HostInfo.capabilities:type_name -> roost.hostagent.v1.Capabilities
+	28, // 21: roost.hostagent.v1.HostInfo.probe:type_name -> roost.hostagent.v1.Probe
+	29, // 22: roost.hostagent.v1.HostInfo.capacity:type_name -> roost.hostagent.v1.Capacity
+	30, // 23: roost.hostagent.v1.HostInfo.usage:type_name -> roost.hostagent.v1.Usage
+	31, // 24: roost.hostagent.v1.HostInfo.versions:type_name -> roost.hostagent.v1.Versions
+	48, // 25: roost.hostagent.v1.HostInfo.started_at:type_name -> google.protobuf.Timestamp
+	35, // 26: roost.hostagent.v1.ListTemplatesResponse.templates:type_name -> roost.hostagent.v1.Template
+	34, // 27: roost.hostagent.v1.ListTemplatesResponse.in_progress:type_name -> roost.hostagent.v1.TemplateInProgress
+	48, // 28: roost.hostagent.v1.Template.created:type_name -> google.protobuf.Timestamp
+	3,  // 29: roost.hostagent.v1.Template.default_limits:type_name -> roost.hostagent.v1.Limits
+	48, // 30: roost.hostagent.v1.GetSandboxLogsRequest.cursor:type_name -> google.protobuf.Timestamp
+	2,  // 31: roost.hostagent.v1.GetSandboxLogsRequest.direction:type_name -> roost.hostagent.v1.LogDirection
+	1,  // 32: roost.hostagent.v1.GetSandboxLogsRequest.min_level:type_name -> roost.hostagent.v1.LogLevel
+	38, // 33: roost.hostagent.v1.GetSandboxLogsResponse.entries:type_name -> roost.hostagent.v1.LogEntry
+	48, // 34: roost.hostagent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	1,  // 35: roost.hostagent.v1.LogEntry.level:type_name -> roost.hostagent.v1.LogLevel
+	47, // 36: roost.hostagent.v1.LogEntry.fields:type_name -> roost.hostagent.v1.LogEntry.FieldsEntry
+	41, // 37: roost.hostagent.v1.BuildTemplateResponse.log:type_name -> roost.hostagent.v1.BuildLogEntry
+	42, // 38: roost.hostagent.v1.BuildTemplateResponse.result:type_name -> roost.hostagent.v1.BuildResult
+	48, // 39: roost.hostagent.v1.BuildLogEntry.time:type_name -> google.protobuf.Timestamp
+	1,  // 40: roost.hostagent.v1.BuildLogEntry.level:type_name -> roost.hostagent.v1.LogLevel
+	6,  // 41: roost.hostagent.v1.BuildResult.template:type_name -> roost.hostagent.v1.TemplateRef
+	5,  // 42: roost.hostagent.v1.HostAgentService.CreateSandbox:input_type -> roost.hostagent.v1.CreateSandboxRequest
+	12, // 43: roost.hostagent.v1.HostAgentService.DestroySandbox:input_type -> roost.hostagent.v1.DestroySandboxRequest
+	14, // 44: roost.hostagent.v1.HostAgentService.PauseSandbox:input_type -> roost.hostagent.v1.PauseSandboxRequest
+	16, // 45: roost.hostagent.v1.HostAgentService.ResumeSandbox:input_type -> roost.hostagent.v1.ResumeSandboxRequest
+	18, // 46: roost.hostagent.v1.HostAgentService.ListSandboxes:input_type -> roost.hostagent.v1.ListSandboxesRequest
+	20, // 47: roost.hostagent.v1.HostAgentService.GetSandbox:input_type -> roost.hostagent.v1.GetSandboxRequest
+	22, // 48: roost.hostagent.v1.HostAgentService.SetTimeout:input_type -> roost.hostagent.v1.SetTimeoutRequest
+	24, // 49: roost.hostagent.v1.HostAgentService.GetHostInfo:input_type -> roost.hostagent.v1.GetHostInfoRequest
+	32, // 50: roost.hostagent.v1.HostAgentService.ListTemplates:input_type -> roost.hostagent.v1.ListTemplatesRequest
+	36, // 51: roost.hostagent.v1.HostAgentService.GetSandboxLogs:input_type -> roost.hostagent.v1.GetSandboxLogsRequest
+	39, // 52: roost.hostagent.v1.HostAgentService.BuildTemplate:input_type -> roost.hostagent.v1.BuildTemplateRequest
+	8,  // 53: roost.hostagent.v1.HostAgentService.ForkSandbox:input_type -> roost.hostagent.v1.ForkSandboxRequest
+	7,  // 54: roost.hostagent.v1.HostAgentService.CreateSandbox:output_type -> roost.hostagent.v1.CreateSandboxResponse
+	13, // 55: roost.hostagent.v1.HostAgentService.DestroySandbox:output_type -> roost.hostagent.v1.DestroySandboxResponse
+	15, // 56: roost.hostagent.v1.HostAgentService.PauseSandbox:output_type -> roost.hostagent.v1.PauseSandboxResponse
+	17, // 57: roost.hostagent.v1.HostAgentService.ResumeSandbox:output_type -> roost.hostagent.v1.ResumeSandboxResponse
+	19, // 58: roost.hostagent.v1.HostAgentService.ListSandboxes:output_type -> roost.hostagent.v1.ListSandboxesResponse
+	21, // 59: roost.hostagent.v1.HostAgentService.GetSandbox:output_type -> roost.hostagent.v1.GetSandboxResponse
+	23, // 60: roost.hostagent.v1.HostAgentService.SetTimeout:output_type -> roost.hostagent.v1.SetTimeoutResponse
+	25, // 61: roost.hostagent.v1.HostAgentService.GetHostInfo:output_type -> roost.hostagent.v1.GetHostInfoResponse
+	33, // 62: roost.hostagent.v1.HostAgentService.ListTemplates:output_type -> roost.hostagent.v1.ListTemplatesResponse
+	37, // 63: roost.hostagent.v1.HostAgentService.GetSandboxLogs:output_type -> roost.hostagent.v1.GetSandboxLogsResponse
+	40, // 64: roost.hostagent.v1.HostAgentService.BuildTemplate:output_type -> roost.hostagent.v1.BuildTemplateResponse
+	10, // 65: roost.hostagent.v1.HostAgentService.ForkSandbox:output_type -> roost.hostagent.v1.ForkSandboxResponse
+	54, // [54:66] is the sub-list for method output_type
+	42, // [42:54] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_roost_hostagent_v1_hostagent_proto_init() }
@@ -2817,9 +3090,9 @@ func file_roost_hostagent_v1_hostagent_proto_init() {
 		return
 	}
 	file_roost_hostagent_v1_hostagent_proto_msgTypes[2].OneofWrappers = []any{}
-	file_roost_hostagent_v1_hostagent_proto_msgTypes[9].OneofWrappers = []any{}
-	file_roost_hostagent_v1_hostagent_proto_msgTypes[29].OneofWrappers = []any{}
-	file_roost_hostagent_v1_hostagent_proto_msgTypes[33].OneofWrappers = []any{
+	file_roost_hostagent_v1_hostagent_proto_msgTypes[13].OneofWrappers = []any{}
+	file_roost_hostagent_v1_hostagent_proto_msgTypes[33].OneofWrappers = []any{}
+	file_roost_hostagent_v1_hostagent_proto_msgTypes[37].OneofWrappers = []any{
 		(*BuildTemplateResponse_Log)(nil),
 		(*BuildTemplateResponse_Result)(nil),
 	}
@@ -2829,7 +3102,7 @@ func file_roost_hostagent_v1_hostagent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roost_hostagent_v1_hostagent_proto_rawDesc), len(file_roost_hostagent_v1_hostagent_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   40,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

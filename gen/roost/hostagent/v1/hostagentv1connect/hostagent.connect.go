@@ -70,6 +70,9 @@ const (
 	// HostAgentServiceBuildTemplateProcedure is the fully-qualified name of the HostAgentService's
 	// BuildTemplate RPC.
 	HostAgentServiceBuildTemplateProcedure = "/roost.hostagent.v1.HostAgentService/BuildTemplate"
+	// HostAgentServiceForkSandboxProcedure is the fully-qualified name of the HostAgentService's
+	// ForkSandbox RPC.
+	HostAgentServiceForkSandboxProcedure = "/roost.hostagent.v1.HostAgentService/ForkSandbox"
 )
 
 // HostAgentServiceClient is a client for the roost.hostagent.v1.HostAgentService service.
@@ -119,6 +122,17 @@ type HostAgentServiceClient interface {
 	// itself: invalid_argument (a bad spec), unavailable (no namespace
 	// runtime on this host).
 	BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest]) (*connect.ServerStreamForClient[v1.BuildTemplateResponse], error)
+	// ForkSandbox makes new sandboxes from a running sandbox's current
+	// state: the sandbox is captured once (briefly paused, its memory,
+	// devices and disk copied; it runs on as before), and each fork starts
+	// from the capture with its processes running, and with its own
+	// identity (ID, hostname, envd token, network, timeout). Each fork
+	// succeeds or fails on its own; the response has one result per fork,
+	// in order.
+	// Errors of the RPC: not_found (the sandbox), failed_precondition (not
+	// running), unimplemented (the runtime cannot capture memory: the VM
+	// runtimes can), invalid_argument (a bad fork).
+	ForkSandbox(context.Context, *connect.Request[v1.ForkSandboxRequest]) (*connect.Response[v1.ForkSandboxResponse], error)
 }
 
 // NewHostAgentServiceClient constructs a client for the roost.hostagent.v1.HostAgentService
@@ -198,6 +212,12 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("BuildTemplate")),
 			connect.WithClientOptions(opts...),
 		),
+		forkSandbox: connect.NewClient[v1.ForkSandboxRequest, v1.ForkSandboxResponse](
+			httpClient,
+			baseURL+HostAgentServiceForkSandboxProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("ForkSandbox")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -214,6 +234,7 @@ type hostAgentServiceClient struct {
 	listTemplates  *connect.Client[v1.ListTemplatesRequest, v1.ListTemplatesResponse]
 	getSandboxLogs *connect.Client[v1.GetSandboxLogsRequest, v1.GetSandboxLogsResponse]
 	buildTemplate  *connect.Client[v1.BuildTemplateRequest, v1.BuildTemplateResponse]
+	forkSandbox    *connect.Client[v1.ForkSandboxRequest, v1.ForkSandboxResponse]
 }
 
 // CreateSandbox calls roost.hostagent.v1.HostAgentService.CreateSandbox.
@@ -271,6 +292,11 @@ func (c *hostAgentServiceClient) BuildTemplate(ctx context.Context, req *connect
 	return c.buildTemplate.CallServerStream(ctx, req)
 }
 
+// ForkSandbox calls roost.hostagent.v1.HostAgentService.ForkSandbox.
+func (c *hostAgentServiceClient) ForkSandbox(ctx context.Context, req *connect.Request[v1.ForkSandboxRequest]) (*connect.Response[v1.ForkSandboxResponse], error) {
+	return c.forkSandbox.CallUnary(ctx, req)
+}
+
 // HostAgentServiceHandler is an implementation of the roost.hostagent.v1.HostAgentService service.
 type HostAgentServiceHandler interface {
 	// CreateSandbox starts a sandbox and returns once its envd is healthy and
@@ -318,6 +344,17 @@ type HostAgentServiceHandler interface {
 	// itself: invalid_argument (a bad spec), unavailable (no namespace
 	// runtime on this host).
 	BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest], *connect.ServerStream[v1.BuildTemplateResponse]) error
+	// ForkSandbox makes new sandboxes from a running sandbox's current
+	// state: the sandbox is captured once (briefly paused, its memory,
+	// devices and disk copied; it runs on as before), and each fork starts
+	// from the capture with its processes running, and with its own
+	// identity (ID, hostname, envd token, network, timeout). Each fork
+	// succeeds or fails on its own; the response has one result per fork,
+	// in order.
+	// Errors of the RPC: not_found (the sandbox), failed_precondition (not
+	// running), unimplemented (the runtime cannot capture memory: the VM
+	// runtimes can), invalid_argument (a bad fork).
+	ForkSandbox(context.Context, *connect.Request[v1.ForkSandboxRequest]) (*connect.Response[v1.ForkSandboxResponse], error)
 }
 
 // NewHostAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -393,6 +430,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		connect.WithSchema(hostAgentServiceMethods.ByName("BuildTemplate")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hostAgentServiceForkSandboxHandler := connect.NewUnaryHandler(
+		HostAgentServiceForkSandboxProcedure,
+		svc.ForkSandbox,
+		connect.WithSchema(hostAgentServiceMethods.ByName("ForkSandbox")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/roost.hostagent.v1.HostAgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HostAgentServiceCreateSandboxProcedure:
@@ -417,6 +460,8 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceGetSandboxLogsHandler.ServeHTTP(w, r)
 		case HostAgentServiceBuildTemplateProcedure:
 			hostAgentServiceBuildTemplateHandler.ServeHTTP(w, r)
+		case HostAgentServiceForkSandboxProcedure:
+			hostAgentServiceForkSandboxHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -468,4 +513,8 @@ func (UnimplementedHostAgentServiceHandler) GetSandboxLogs(context.Context, *con
 
 func (UnimplementedHostAgentServiceHandler) BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest], *connect.ServerStream[v1.BuildTemplateResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("roost.hostagent.v1.HostAgentService.BuildTemplate is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) ForkSandbox(context.Context, *connect.Request[v1.ForkSandboxRequest]) (*connect.Response[v1.ForkSandboxResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("roost.hostagent.v1.HostAgentService.ForkSandbox is not implemented"))
 }
