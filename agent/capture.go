@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"roost.dev/roost/atomicfile"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/template"
 )
@@ -226,7 +227,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, b, 0o600)
+	return atomicfile.Write(path, b, 0o600)
 }
 
 // dropCapture removes the capture key; forks running from it are not

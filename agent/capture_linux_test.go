@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -186,22 +185,12 @@ func qemuHost(t testing.TB) *host {
 // waitCapture waits for a template's capture in dir and returns its key.
 func waitCapture(t testing.TB, dir string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	for {
-		if got := captureDirs(dir); len(got) > 0 {
-			return got[0]
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("no template capture in %s: %v", dir, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	waitFor(t, "template capture in "+dir, func() bool { return len(captureDirs(dir)) > 0 })
+	return captureDirs(dir)[0]
 }
 
 // waitFor polls cond for up to 3 minutes.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(3 * time.Minute); !cond(); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
