@@ -69,7 +69,8 @@ func (m *Manager) capturesDir() string {
 // a build's.
 func (m *Manager) captureFor(rt runtime.Runtime, tpl template.Template, req CreateRequest) (runtime.Forker, string) {
 	f, ok := rt.(runtime.Forker)
-	if !ok || req.capture || req.buildRoot != "" || req.fork != nil {
+	// A capture holds no volume: a create that mounts one boots.
+	if !ok || req.capture || req.buildRoot != "" || req.fork != nil || len(req.Volumes) > 0 {
 		return nil, ""
 	}
 	stamp, err := template.Stamp(tpl.RootFS)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"time"
 
@@ -45,7 +46,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Sandbox, error
 		cancel: cancel,
 		rec: record{
 			ID: req.ID, Template: req.Template, State: StateStarting, Slot: -1,
-			Metadata: req.Metadata, Internet: !req.DenyInternet, AutoPause: req.AutoPause,
+			Metadata: req.Metadata, EnvVars: maps.Clone(req.EnvVars), Internet: !req.DenyInternet, AutoPause: req.AutoPause, AutoPauseFilesystem: req.AutoPauseFilesystem,
 			EnvdToken: req.EnvdToken, TimeoutSecs: int64(req.Timeout / time.Second),
 			Started: now, StateChanged: now,
 		},
@@ -200,6 +201,9 @@ func (m *Manager) start(ctx context.Context, sb *sandbox, req CreateRequest) (ph
 	spec := runtime.Spec{
 		ID: id, StateDir: sb.dir, RootFS: tpl.RootFS, Envd: m.cfg.Envd,
 		Env: tpl.Env, Hostname: id, Metadata: req.Metadata, Limits: req.Limits,
+	}
+	if spec.Volumes, err = m.volumeMounts(ctx, m.runtimeOf(sb), id, req.Volumes); err != nil {
+		return phases, err
 	}
 	// Recorded before anything exists outside the agent, so a crash from
 	// here on is cleaned up by the next agent rather than leaked.

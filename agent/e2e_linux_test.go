@@ -375,10 +375,13 @@ func TestAgentLifecycle(t *testing.T) {
 		}
 		_, err = a.client.PauseSandbox(ctx, connect.NewRequest(&hostagentv1.PauseSandboxRequest{SandboxId: id}))
 		wantCode(t, "pause a paused sandbox", err, connect.CodeFailedPrecondition)
-		_, err = a.client.PauseSandbox(ctx, connect.NewRequest(&hostagentv1.PauseSandboxRequest{SandboxId: id, Hibernate: true}))
-		wantCode(t, "hibernate on the namespace runtime", err, connect.CodeUnimplemented)
-		if err != nil && !strings.Contains(err.Error(), "namespace runtime cannot snapshot") {
-			t.Errorf("hibernate on the namespace runtime: %v, want it to say why", err)
+		// A paused sandbox hibernates (CRIU): its processes come back.
+		h, err := a.client.PauseSandbox(ctx, connect.NewRequest(&hostagentv1.PauseSandboxRequest{SandboxId: id, Hibernate: true}))
+		if err != nil || !h.Msg.GetSandbox().GetHibernated() {
+			t.Fatalf("hibernate a paused sandbox: %v %v", h, err)
+		}
+		if g, err := a.client.GetSandbox(ctx, connect.NewRequest(&hostagentv1.GetSandboxRequest{SandboxId: id})); err != nil || g.Msg.GetSandbox().GetDiskBytes() == 0 {
+			t.Errorf("a hibernated sandbox's disk: %v %v, want its images counted", g, err)
 		}
 		list, err := a.client.ListSandboxes(ctx, connect.NewRequest(&hostagentv1.ListSandboxesRequest{
 			States: []hostagentv1.SandboxState{hostagentv1.SandboxState_SANDBOX_STATE_PAUSED}}))

@@ -93,6 +93,9 @@ func (m *Manager) captureForForks(ctx context.Context, f runtime.Forker, sb *san
 	if rec.State != StateRunning {
 		return forkSource{}, CreateRequest{}, fmt.Errorf("sandbox is %s, not running: %w", rec.State, errdefs.ErrConflict)
 	}
+	if err := checkForkable(rec); err != nil {
+		return forkSource{}, CreateRequest{}, err
+	}
 	name := rec.Template
 	if rec.Tree != "" {
 		name = rec.Tree

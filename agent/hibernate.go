@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -16,9 +17,10 @@ const hibernateTimeout = 3 * time.Minute
 // Hibernate pauses a sandbox (unless it is paused already), has the runtime
 // snapshot it to disk and end its process, and keeps it paused: it holds
 // no memory or CPU until Resume restores it, in this agent or the next.
-// It wraps errdefs.ErrUnsupported when the runtime cannot snapshot and
-// errdefs.ErrConflict when the sandbox is neither running nor paused, or
-// hibernated already.
+// It wraps errdefs.ErrUnsupported when the runtime cannot snapshot (it,
+// or this sandbox) and errdefs.ErrConflict when the sandbox is neither
+// running nor paused, or hibernated already. A sandbox that was running
+// and could not be snapshotted runs on.
 func (m *Manager) Hibernate(ctx context.Context, id string) (Sandbox, error) {
 	sb, err := m.lookup(id)
 	if err != nil {
@@ -26,10 +28,62 @@ func (m *Manager) Hibernate(ctx context.Context, id string) (Sandbox, error) {
 	}
 	sb.op.Lock()
 	defer sb.op.Unlock()
+	wasRunning := sb.snapshot().State == StateRunning
 	if err := m.hibernateLocked(ctx, sb); err != nil {
+		if wasRunning && errors.Is(err, errdefs.ErrUnsupported) && sb.snapshot().State == StatePaused {
+			m.thawLocked(ctx, sb)
+		}
 		return Sandbox{}, fmt.Errorf("hibernate sandbox %s: %w", id, err)
 	}
 	return sb.snapshot().view(), nil
+}
+
+// thawLocked resumes a sandbox that a refused hibernation left frozen.
+func (m *Manager) thawLocked(ctx context.Context, sb *sandbox) {
+	p, err := m.pauser()
+	if err == nil {
+		err = p.Resume(context.WithoutCancel(ctx), sb.snapshot().ID)
+	}
+	if err == nil {
+		err = sb.setStateLocked(StateRunning, m.cfg.Now(), "")
+	}
+	if err != nil {
+		m.log.Error("sandbox left paused after a refused hibernation", "sandbox", sb.snapshot().ID, "err", err)
+	}
+}
+
+// PauseToDisk is E2B's pause: the sandbox hibernates where the runtime
+// can snapshot it, its memory freed, and is frozen in place where it
+// cannot (a runtime without snapshots, or one that refuses this sandbox:
+// CRIU and a process it does not support). A frozen sandbox's record says
+// why it was not hibernated (Sandbox.PauseNote).
+func (m *Manager) PauseToDisk(ctx context.Context, id string) (Sandbox, error) {
+	sb, err := m.lookup(id)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	sb.op.Lock()
+	defer sb.op.Unlock()
+	if err := m.pauseToDiskLocked(ctx, sb); err != nil {
+		return Sandbox{}, fmt.Errorf("pause sandbox %s: %w", id, err)
+	}
+	return sb.snapshot().view(), nil
+}
+
+func (m *Manager) pauseToDiskLocked(ctx context.Context, sb *sandbox) error {
+	if _, err := m.snapshotter(); err != nil {
+		return m.pauseLocked(ctx, sb)
+	}
+	err := m.hibernateLocked(ctx, sb)
+	if errors.Is(err, errdefs.ErrUnsupported) && sb.snapshot().State == StatePaused {
+		note := err.Error()
+		if uerr := sb.update(func(r *record) { r.PauseNote = note }); uerr != nil {
+			return uerr
+		}
+		m.log.Warn("sandbox frozen instead of hibernated", "sandbox", sb.snapshot().ID, "why", note)
+		return nil
+	}
+	return err
 }
 
 func (m *Manager) hibernateLocked(ctx context.Context, sb *sandbox) error {
@@ -62,7 +116,9 @@ func (m *Manager) hibernateLocked(ctx context.Context, sb *sandbox) error {
 		}
 		return m.failLocked(sb, err)
 	}
-	if err := sb.update(func(r *record) { r.Hibernated, r.Pid, r.Driver, r.StateChanged = true, 0, state, m.cfg.Now() }); err != nil {
+	if err := sb.update(func(r *record) {
+		r.Hibernated, r.Pid, r.Driver, r.StateChanged, r.PauseNote = true, 0, state, m.cfg.Now(), ""
+	}); err != nil {
 		return err
 	}
 	m.log.Info("sandbox hibernated", "sandbox", rec.ID)

@@ -55,6 +55,7 @@ func (m *Manager) destroyLocked(ctx context.Context, sb *sandbox, reason string)
 		}
 		return err
 	}
+	m.syncVolumes(ctx, rec)
 	rt := m.runtimeOf(sb)
 	if err := rt.Destroy(ctx, rec.ID); err != nil && !errGone(err) {
 		return fail(rt.Name()+" runtime", err)
@@ -106,6 +107,7 @@ func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 	if err != nil {
 		return err
 	}
+	m.syncVolumes(ctx, rec)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 	defer cancel()
 	if err := p.Pause(ctx, rec.ID); err != nil {
@@ -118,10 +120,12 @@ func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 	return nil
 }
 
-// Resume thaws a paused sandbox (restores a hibernated one) and restarts
-// its timeout: timeout from now, or the sandbox's own timeout when zero. It wraps
-// errdefs.ErrConflict when the sandbox is not paused.
-func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration) (Sandbox, error) {
+// Resume thaws a paused sandbox (restores a hibernated one, boots a
+// halted one afresh) and restarts its timeout: timeout from now, or the
+// sandbox's own timeout when zero. It wraps errdefs.ErrConflict when the
+// sandbox is not paused, or when auto (traffic's
+// resume) finds it halted: only an explicit resume boots it afresh.
+func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration, auto bool) (Sandbox, error) {
 	if timeout != 0 {
 		if err := checkTimeout(timeout); err != nil {
 			return Sandbox{}, err
@@ -140,7 +144,15 @@ func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration) 
 		}
 		return Sandbox{}, fmt.Errorf("resume sandbox %s: %w", id, err)
 	}
-	if rec.Hibernated {
+	if rec.Halted && auto {
+		return Sandbox{}, fmt.Errorf("resume sandbox %s: it was paused without its memory (keepMemory: false): only connect or resume boots it afresh, not traffic: %w",
+			id, errdefs.ErrConflict)
+	}
+	if rec.Halted {
+		if err := m.bootLocked(ctx, sb); err != nil {
+			return Sandbox{}, fmt.Errorf("resume sandbox %s: %w", id, err)
+		}
+	} else if rec.Hibernated {
 		if err := m.restoreLocked(ctx, sb); err != nil {
 			return Sandbox{}, fmt.Errorf("resume sandbox %s: %w", id, err)
 		}
@@ -160,7 +172,7 @@ func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration) 
 	}
 	now := m.cfg.Now()
 	sb.mu.Lock()
-	sb.rec.EndAt = now.Add(timeout)
+	sb.rec.EndAt, sb.rec.PauseNote = now.Add(timeout), ""
 	sb.mu.Unlock()
 	if err := sb.setStateLocked(StateRunning, now, ""); err != nil {
 		return Sandbox{}, fmt.Errorf("resume sandbox %s: %w", id, err)
@@ -256,7 +268,11 @@ func (m *Manager) reap(sb *sandbox, now time.Time) {
 	}
 	if _, err := m.pauser(); rec.AutoPause && err == nil {
 		m.log.Info("sandbox timed out", "sandbox", rec.ID, "action", "pause", "end_at", rec.EndAt)
-		if err := m.pauseLocked(m.ctx, sb); err != nil {
+		pause := m.pauseToDiskLocked
+		if rec.AutoPauseFilesystem {
+			pause = m.haltLocked
+		}
+		if err := pause(m.ctx, sb); err != nil {
 			m.log.Error("sandbox pause on timeout failed", "sandbox", rec.ID, "err", err)
 		}
 		return

@@ -18,6 +18,7 @@ import (
 
 	"roost.dev/roost/errdefs"
 	"roost.dev/roost/mountinfo"
+	"roost.dev/roost/proxy"
 
 	"golang.org/x/sys/unix"
 
@@ -76,6 +77,9 @@ type Config struct {
 	// of control-plane templates this host keeps; default
 	// DefaultTemplateCache. Blobs take at most half of it.
 	TemplateCache int64
+	// VolumeDir holds the volumes' images (docs/persistence.md); default
+	// <DataDir>/volumes. It may be shared storage (NFS).
+	VolumeDir string
 }
 
 // Timeouts for operations that must finish once begun, whatever happens to
@@ -123,6 +127,8 @@ type Manager struct {
 	capturing     map[string]bool      // the keys of template captures being made
 	captureFailed map[string]time.Time // when captures last failed, by key
 	envdDigest    string               // the envd binary's sha256, once read
+
+	vols *volumes // the host's volumes (volume.go)
 }
 
 // sandbox is one sandbox the manager knows.
@@ -207,6 +213,7 @@ func New(ctx context.Context, cfg Config, rt runtime.Runtime, nw *network.Manage
 		started: cfg.Now(), envd: newEnvdClient(), ctx: mctx, cancel: cancel,
 		sandboxes: map[string]*sandbox{}, builds: map[string]*sandbox{}, pulls: map[content.Digest]*pull{},
 		capturing: map[string]bool{}, captureFailed: map[string]time.Time{},
+		vols: newVolumes(cfg.DataDir, cfg.VolumeDir, log),
 	}
 	m.envdVer = envdVersion(ctx, cfg.Envd)
 	if err := m.recover(ctx); err != nil {
@@ -257,9 +264,13 @@ type Sandbox struct {
 	AutoPause bool
 	// Hibernated: paused, with its memory on disk and no process.
 	Hibernated bool
-	Timeout    time.Duration
-	Started    time.Time
-	EndAt      time.Time
+	// Halted: paused without its memory; resume boots it afresh.
+	Halted bool
+	// PauseNote: why a paused sandbox was frozen, not hibernated.
+	PauseNote string
+	Timeout   time.Duration
+	Started   time.Time
+	EndAt     time.Time
 	// Envd is where the sandbox's envd listens, reachable from this host.
 	Envd netip.AddrPort
 }
@@ -268,7 +279,7 @@ func (r record) view() Sandbox {
 	return Sandbox{
 		ID: r.ID, Template: r.Template, State: r.State, Error: r.Error,
 		Limits: r.Spec.Limits, Metadata: maps.Clone(r.Metadata), Internet: r.Internet,
-		AutoPause: r.AutoPause, Hibernated: r.Hibernated, Timeout: r.timeout(), Started: r.Started, EndAt: r.EndAt, Envd: r.Envd,
+		AutoPause: r.AutoPause, Hibernated: r.Hibernated, Halted: r.Halted, PauseNote: r.PauseNote, Timeout: r.timeout(), Started: r.Started, EndAt: r.EndAt, Envd: r.Envd,
 	}
 }
 
@@ -309,23 +320,26 @@ func (m *Manager) List(states ...State) []Sandbox {
 // errdefs.ErrNotFound, one starting or stopping errdefs.ErrUnavailable.
 // It is a map lookup: a control plane in the same process asks it on
 // every request it sends to the sandbox directly.
-func (m *Manager) SandboxAddr(id string) (netip.Addr, error) { return m.proxyTarget(id) }
+func (m *Manager) SandboxAddr(id string) (proxy.Instance, error) { return m.proxyTarget(id) }
 
-func (m *Manager) proxyTarget(id string) (netip.Addr, error) {
+// proxyTarget is the current run of a running sandbox: its address, and
+// its ID with the pid of its init or VMM, which changes when it is booted
+// afresh or restored, so connections of an earlier run are never reused.
+func (m *Manager) proxyTarget(id string) (proxy.Instance, error) {
 	sb, err := m.lookup(id)
 	if err != nil {
-		return netip.Addr{}, err
+		return proxy.Instance{}, err
 	}
 	sb.mu.Lock()
-	state, addr := sb.rec.State, sb.rec.Envd.Addr()
+	state, addr, pid := sb.rec.State, sb.rec.Envd.Addr(), sb.rec.Pid
 	sb.mu.Unlock()
 	switch state {
 	case StateRunning:
-		return addr, nil
+		return proxy.Instance{Addr: addr, Key: proxy.InstanceKey(id, pid)}, nil
 	case StatePaused:
-		return netip.Addr{}, fmt.Errorf("sandbox %s: %w", id, ErrPaused)
+		return proxy.Instance{}, fmt.Errorf("sandbox %s: %w", id, ErrPaused)
 	default:
-		return netip.Addr{}, fmt.Errorf("sandbox %s is %s: %w", id, state, errdefs.ErrUnavailable)
+		return proxy.Instance{}, fmt.Errorf("sandbox %s is %s: %w", id, state, errdefs.ErrUnavailable)
 	}
 }
 

@@ -22,7 +22,7 @@ import (
 // errdefs.ErrNotFound (unknown sandbox), ErrPaused, or another category
 // for a sandbox that cannot take traffic now; the answer is its status.
 type resolver interface {
-	proxyTarget(id string) (netip.Addr, error)
+	proxyTarget(id string) (proxy.Instance, error)
 }
 
 // proxy forwards /proxy/{id}/{port}/{rest...} to http://{sandbox}:{port}/{rest}.
@@ -40,7 +40,7 @@ type sandboxProxy struct {
 
 // proxyTarget is what the handler resolved, handed to Rewrite.
 type proxyTarget struct {
-	id      string
+	key     string // the sandbox's run (proxy.Instance.Key)
 	addr    netip.AddrPort
 	rawPath string // escaped, starting with "/"
 }
@@ -117,21 +117,21 @@ func (p *sandboxProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		errdefs.WriteHTTP(w, errdefs.HTTPStatus(err), err.Error())
 		return
 	}
-	addr, err := p.resolve.proxyTarget(id)
+	inst, err := p.resolve.proxyTarget(id)
 	if err != nil {
 		errdefs.WriteHTTP(w, notRunningStatus(err), err.Error())
 		return
 	}
-	t := proxyTarget{id: id, addr: netip.AddrPortFrom(addr, port), rawPath: rest}
+	t := proxyTarget{key: inst.Key, addr: netip.AddrPortFrom(inst.Addr, port), rawPath: rest}
 	defer proxy.FullDuplex(w, r)()
-	ctx := proxy.ToSandbox(context.WithValue(r.Context(), targetKey{}, t), id, t.addr)
+	ctx := proxy.ToSandbox(context.WithValue(r.Context(), targetKey{}, t), t.key, t.addr)
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
 func (p *sandboxProxy) rewrite(pr *httputil.ProxyRequest) {
 	t := pr.In.Context().Value(targetKey{}).(proxyTarget)
 	u := pr.Out.URL
-	u.Scheme, u.Host, u.User = "http", proxy.SandboxHost(t.id, t.addr), nil
+	u.Scheme, u.Host, u.User = "http", proxy.SandboxHost(t.key, t.addr), nil
 	u.Path, _ = url.PathUnescape(t.rawPath) // validated in ServeHTTP
 	u.RawPath = t.rawPath
 	// The query stays as sent, byte for byte.

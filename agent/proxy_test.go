@@ -22,6 +22,7 @@ import (
 	"roost.dev/roost/errdefs"
 	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
 	"roost.dev/roost/gen/roost/hostagent/v1/hostagentv1connect"
+	"roost.dev/roost/proxy"
 	"roost.dev/roost/wire"
 )
 
@@ -91,12 +92,12 @@ func FuzzParseProxyPath(f *testing.F) {
 // mapResolver is the edge the proxy is tested at: sandboxes by ID.
 type mapResolver map[string]error
 
-func (r mapResolver) proxyTarget(id string) (netip.Addr, error) {
+func (r mapResolver) proxyTarget(id string) (proxy.Instance, error) {
 	err, ok := r[id]
 	if !ok {
-		return netip.Addr{}, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
+		return proxy.Instance{}, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
 	}
-	return netip.MustParseAddr("127.0.0.1"), err
+	return proxy.Instance{Addr: netip.MustParseAddr("127.0.0.1"), Key: id}, err
 }
 
 var testResolver = mapResolver{

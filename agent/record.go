@@ -60,16 +60,27 @@ type record struct {
 	Metadata  map[string]string   `json:"metadata,omitempty"`
 	Internet  bool                `json:"internet"`
 	AutoPause bool                `json:"autoPause,omitempty"`
+	// AutoPauseFilesystem: the pause on timeout halts (keeps only files).
+	AutoPauseFilesystem bool `json:"autoPauseFilesystem,omitempty"`
 	// Hibernated: paused with its state on disk and no process (the
 	// runtime's Snapshot); Resume restores it, Recover leaves it be.
-	Hibernated   bool           `json:"hibernated,omitempty"`
-	EnvdToken    string         `json:"envdToken,omitempty"`
-	Envd         netip.AddrPort `json:"envd"`
-	Pid          int            `json:"pid,omitempty"`
-	TimeoutSecs  int64          `json:"timeoutSeconds"`
-	Started      time.Time      `json:"started"`
-	EndAt        time.Time      `json:"endAt"`
-	StateChanged time.Time      `json:"stateChanged"`
+	Hibernated bool `json:"hibernated,omitempty"`
+	// Halted: paused without its memory, its processes ended and its disk
+	// kept (the runtime's Halt); Resume boots it afresh.
+	Halted bool `json:"halted,omitempty"`
+	// PauseNote says why a sandbox E2B's pause was to hibernate is frozen
+	// instead (PauseToDisk); cleared when it resumes.
+	PauseNote string `json:"pauseNote,omitempty"`
+	// EnvVars are the sandbox's own env vars as created, which a sandbox
+	// booted afresh gets again (and a snapshot of it keeps).
+	EnvVars      map[string]string `json:"envVars,omitempty"`
+	EnvdToken    string            `json:"envdToken,omitempty"`
+	Envd         netip.AddrPort    `json:"envd"`
+	Pid          int               `json:"pid,omitempty"`
+	TimeoutSecs  int64             `json:"timeoutSeconds"`
+	Started      time.Time         `json:"started"`
+	EndAt        time.Time         `json:"endAt"`
+	StateChanged time.Time         `json:"stateChanged"`
 }
 
 func (r record) timeout() time.Duration { return time.Duration(r.TimeoutSecs) * time.Second }
@@ -77,6 +88,7 @@ func (r record) timeout() time.Duration { return time.Duration(r.TimeoutSecs) * 
 // clone returns a copy that shares no maps or buffers with r.
 func (r record) clone() record {
 	r.Metadata = maps.Clone(r.Metadata)
+	r.EnvVars = maps.Clone(r.EnvVars)
 	r.Spec.Env = maps.Clone(r.Spec.Env)
 	r.Driver.Data = bytes.Clone(r.Driver.Data)
 	return r

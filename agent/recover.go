@@ -109,6 +109,13 @@ func (m *Manager) adopt(ctx context.Context, sb *sandbox) bool {
 		m.discard(ctx, sb)
 		return false
 	}
+	if rec.State == StatePaused && rec.Halted {
+		// Nothing runs: its disk waits for Resume to boot it.
+		if _, err := m.halter(); err == nil {
+			log.Info("recovery: re-adopted sandbox paused without its memory")
+			return true
+		}
+	}
 	if rec.State == StatePaused && rec.Hibernated {
 		// Nothing runs: the snapshot waits on disk for Resume. Recover
 		// would restore it, spending the memory hibernation saved.

@@ -54,11 +54,16 @@ type CreateRequest struct {
 	Metadata map[string]string
 	// DenyInternet blocks egress beyond the host; the zero value allows it.
 	DenyInternet bool
-	// AutoPause makes the reaper pause instead of destroy on timeout.
-	AutoPause bool
+	// AutoPause makes the reaper pause instead of destroy on timeout:
+	// hibernated where the runtime can, else frozen (PauseToDisk), or,
+	// with AutoPauseFilesystem, without its memory (Halt).
+	AutoPause           bool
+	AutoPauseFilesystem bool
 	// EnvdToken is the access token envd will require; empty leaves envd
 	// open to whoever reaches the sandbox's address (the host only).
 	EnvdToken string
+	// Volumes are the host's volumes the sandbox mounts.
+	Volumes []VolumeRequest
 
 	// buildRoot is the root tree of a build sandbox, for builds only.
 	buildRoot string

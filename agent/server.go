@@ -52,6 +52,9 @@ func newServer(svc hostagentv1connect.HostAgentServiceHandler, res resolver, cfg
 	mux := http.NewServeMux()
 	mux.Handle(hostagentv1connect.NewHostAgentServiceHandler(svc))
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	if v, ok := res.(volumeServer); ok {
+		mux.HandleFunc("/volumecontent/{id}/{op}", v.volumeContent)
+	}
 	s.handler = s.authorize(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Proxied paths bypass the mux, which would clean them ("//",
 		// "..") and so change what the sandbox's server receives.

@@ -33,16 +33,18 @@ func (s *service) CreateSandbox(ctx context.Context, req *connect.Request[hostag
 		ref = &d
 	}
 	sb, err := s.m.Create(ctx, CreateRequest{
-		TemplateRef:  ref,
-		ID:           r.GetSandboxId(),
-		Template:     r.GetTemplate(),
-		Limits:       runtime.Limits{VCPUs: int(r.GetVcpus()), MemoryMB: int(r.GetMemoryMb()), DiskMB: int(r.GetDiskMb())},
-		Timeout:      seconds(r.GetTimeoutSeconds()),
-		EnvVars:      r.GetEnvVars(),
-		Metadata:     r.GetMetadata(),
-		DenyInternet: r.AllowInternet != nil && !r.GetAllowInternet(),
-		AutoPause:    r.GetAutoPause(),
-		EnvdToken:    r.GetEnvdAccessToken(),
+		TemplateRef:         ref,
+		ID:                  r.GetSandboxId(),
+		Template:            r.GetTemplate(),
+		Limits:              runtime.Limits{VCPUs: int(r.GetVcpus()), MemoryMB: int(r.GetMemoryMb()), DiskMB: int(r.GetDiskMb())},
+		Timeout:             seconds(r.GetTimeoutSeconds()),
+		EnvVars:             r.GetEnvVars(),
+		Metadata:            r.GetMetadata(),
+		DenyInternet:        r.AllowInternet != nil && !r.GetAllowInternet(),
+		AutoPause:           r.GetAutoPause(),
+		AutoPauseFilesystem: r.GetAutoPauseFilesystemOnly(),
+		EnvdToken:           r.GetEnvdAccessToken(),
+		Volumes:             volumeRequests(r.GetVolumeMounts()),
 	})
 	if err != nil {
 		return nil, errdefs.ToConnect(err)
@@ -82,8 +84,15 @@ func (s *service) DestroySandbox(ctx context.Context, req *connect.Request[hosta
 
 func (s *service) PauseSandbox(ctx context.Context, req *connect.Request[hostagentv1.PauseSandboxRequest]) (*connect.Response[hostagentv1.PauseSandboxResponse], error) {
 	pause := s.m.Pause
-	if req.Msg.GetHibernate() {
+	switch {
+	case req.Msg.GetHibernate() && req.Msg.GetFilesystemOnly():
+		return nil, errdefs.ToConnect(fmt.Errorf("hibernate keeps a sandbox's memory, filesystem_only does not: ask for one: %w", errdefs.ErrInvalid))
+	case req.Msg.GetHibernate():
 		pause = s.m.Hibernate
+	case req.Msg.GetFilesystemOnly():
+		pause = s.m.Halt
+	case req.Msg.GetPreferHibernate():
+		pause = s.m.PauseToDisk
 	}
 	sb, err := pause(ctx, req.Msg.GetSandboxId())
 	if err != nil {
@@ -100,7 +109,7 @@ func (s *service) ResumeSandbox(ctx context.Context, req *connect.Request[hostag
 			return nil, errdefs.ToConnect(checkTimeout(0))
 		}
 	}
-	sb, err := s.m.Resume(ctx, req.Msg.GetSandboxId(), timeout)
+	sb, err := s.m.Resume(ctx, req.Msg.GetSandboxId(), timeout, req.Msg.GetAuto())
 	if err != nil {
 		return nil, errdefs.ToConnect(err)
 	}
@@ -118,7 +127,11 @@ func (s *service) ListSandboxes(ctx context.Context, req *connect.Request[hostag
 	}
 	out := &hostagentv1.ListSandboxesResponse{}
 	for _, sb := range s.m.List(states...) {
-		out.Sandboxes = append(out.Sandboxes, toProto(sb))
+		p := toProto(sb)
+		if req.Msg.GetWithDiskUsage() {
+			p.DiskBytes = s.m.DiskUsage(sb.ID)
+		}
+		out.Sandboxes = append(out.Sandboxes, p)
 	}
 	return connect.NewResponse(out), nil
 }
@@ -128,7 +141,9 @@ func (s *service) GetSandbox(ctx context.Context, req *connect.Request[hostagent
 	if err != nil {
 		return nil, errdefs.ToConnect(err)
 	}
-	return connect.NewResponse(&hostagentv1.GetSandboxResponse{Sandbox: toProto(sb)}), nil
+	p := toProto(sb)
+	p.DiskBytes = s.m.DiskUsage(sb.ID)
+	return connect.NewResponse(&hostagentv1.GetSandboxResponse{Sandbox: p}), nil
 }
 
 func (s *service) SetTimeout(ctx context.Context, req *connect.Request[hostagentv1.SetTimeoutRequest]) (*connect.Response[hostagentv1.SetTimeoutResponse], error) {
@@ -285,6 +300,8 @@ func toProto(sb Sandbox) *hostagentv1.Sandbox {
 		AllowInternet: sb.Internet,
 		AutoPause:     sb.AutoPause,
 		Hibernated:    sb.Hibernated,
+		Halted:        sb.Halted,
+		PauseNote:     sb.PauseNote,
 	}
 	if !sb.EndAt.IsZero() {
 		out.EndAt = timestamppb.New(sb.EndAt)
@@ -293,4 +310,13 @@ func toProto(sb Sandbox) *hostagentv1.Sandbox {
 		out.EnvdAddress = sb.Envd.String()
 	}
 	return out
+}
+
+func (s *service) SnapshotSandbox(ctx context.Context, req *connect.Request[hostagentv1.SnapshotSandboxRequest]) (*connect.Response[hostagentv1.SnapshotSandboxResponse], error) {
+	man, d, err := s.m.Snapshot(ctx, req.Msg.GetSandboxId(), req.Msg.GetEnvVars())
+	if err != nil {
+		return nil, errdefs.ToConnect(err)
+	}
+	b, _ := man.Encode()
+	return connect.NewResponse(&hostagentv1.SnapshotSandboxResponse{Template: &hostagentv1.TemplateRef{Digest: string(d), Manifest: b}}), nil
 }

@@ -34,6 +34,28 @@ func (g *Group) freezer() (dir string, v2 bool) {
 	return g.v2, g.v2 != ""
 }
 
+// FreezerDir is the directory of the group's freezer (see freezer), for
+// tools that freeze the group themselves (CRIU's --freeze-cgroup); "" when
+// the host has none.
+func (g *Group) FreezerDir() string {
+	dir, _ := g.freezer()
+	return dir
+}
+
+// Frozen reports whether the group's freezer holds its tasks.
+func (g *Group) Frozen() bool {
+	dir, v2 := g.freezer()
+	if dir == "" {
+		return false
+	}
+	if v2 {
+		b, err := os.ReadFile(filepath.Join(dir, "cgroup.freeze"))
+		return err == nil && strings.TrimSpace(string(b)) == "1"
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "freezer.state"))
+	return err == nil && strings.TrimSpace(string(b)) != "THAWED"
+}
+
 // Freeze stops every task in the group and returns once all of them are
 // frozen (v1 freezer.state FROZEN; v2 cgroup.events "frozen 1"). If ctx
 // ends first the group is thawed again, so it is never left half frozen.

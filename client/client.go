@@ -43,13 +43,19 @@ type Sandbox struct {
 	EnvdAccessToken string            `json:"envdAccessToken,omitempty"`
 	Domain          string            `json:"domain,omitempty"`
 	Metadata        map[string]string `json:"metadata,omitempty"`
-	// Runtime, Capabilities and Hibernated are roost's additions, filled
-	// by Describe and Snapshot (roost's /v1 API) only.
+	// Runtime, Capabilities, Hibernated, Paused and DiskBytes are roost's
+	// additions, filled by Describe and Hibernate (roost's /v1 API) only.
 	Runtime      string        `json:"runtime,omitempty"`
 	Capabilities *Capabilities `json:"capabilities,omitempty"`
 	// Hibernated: paused with its memory on disk (Snapshot); nil when
 	// unknown.
 	Hibernated *bool `json:"hibernated,omitempty"`
+	// Paused says how a paused sandbox is kept: "frozen", "hibernated"
+	// or "filesystem" (resume boots it afresh).
+	Paused string `json:"paused,omitempty"`
+	// DiskBytes is the disk the sandbox holds on its host; nil when
+	// unknown.
+	DiskBytes *int64 `json:"diskBytes,omitempty"`
 }
 
 // Capabilities are what the runtime behind a sandbox can do.
@@ -77,6 +83,8 @@ type CreateOptions struct {
 	Env           map[string]string
 	AllowInternet *bool
 	AutoPause     bool
+	// Volumes are the team's volumes the sandbox mounts.
+	Volumes []VolumeMount
 }
 
 // Create starts a sandbox and returns it once it is ready.
@@ -90,6 +98,9 @@ func (c *Client) Create(ctx context.Context, o CreateOptions) (Sandbox, error) {
 	}
 	if o.AllowInternet != nil {
 		body["allow_internet_access"] = *o.AllowInternet
+	}
+	if len(o.Volumes) > 0 {
+		body["volumeMounts"] = o.Volumes
 	}
 	var sb Sandbox
 	_, err := c.do(ctx, http.MethodPost, "/v2/sandboxes", body, &sb)
@@ -146,11 +157,11 @@ func (c *Client) Describe(ctx context.Context, id string) (Sandbox, error) {
 	return sb, err
 }
 
-// Snapshot hibernates a running or paused sandbox: its memory goes to
+// Hibernate hibernates a running or paused sandbox: its memory goes to
 // disk and its process ends; Resume restores it. A runtime that cannot
-// snapshot is an *Error with Status 409 that says so. It may take
+// hibernate is an *Error with Status 409 that says so. It may take
 // minutes under software emulation.
-func (c *Client) Snapshot(ctx context.Context, id string) (Sandbox, error) {
+func (c *Client) Hibernate(ctx context.Context, id string) (Sandbox, error) {
 	var sb Sandbox
 	_, err := c.do(ctx, http.MethodPost, "/v1/sandboxes/"+url.PathEscape(id)+"/snapshot", nil, &sb)
 	return sb, err
@@ -188,9 +199,16 @@ func (c *Client) SetTimeout(ctx context.Context, id string, d time.Duration) err
 	return err
 }
 
-// Pause freezes a sandbox; Resume brings it back.
-func (c *Client) Pause(ctx context.Context, id string) error {
-	_, err := c.do(ctx, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/pause", nil, nil)
+// Pause pauses a sandbox; Resume brings it back. With keepMemory its
+// processes are kept (frozen, or hibernated to disk where the runtime
+// can); without, they end and only its filesystem is kept: Resume boots
+// it afresh (E2B's keepMemory: false).
+func (c *Client) Pause(ctx context.Context, id string, keepMemory bool) error {
+	var body any
+	if !keepMemory {
+		body = map[string]bool{"memory": false}
+	}
+	_, err := c.do(ctx, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/pause", body, nil)
 	return err
 }
 

@@ -122,7 +122,7 @@ func TestEndToEnd(t *testing.T) {
 		if err != nil || time.Until(info.EndAt) < 9*time.Minute {
 			t.Fatalf("get after timeout: %+v %v", info, err)
 		}
-		if err := c.Pause(ctx, other.ID); err != nil {
+		if err := c.Pause(ctx, other.ID, true); err != nil {
 			t.Fatal(err)
 		}
 		if st, _ := c.Get(ctx, other.ID); st.State != "paused" {
@@ -142,14 +142,18 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("describe snapshot", func(t *testing.T) {
 		d, err := c.Describe(ctx, sb.ID)
 		if err != nil || d.ID != sb.ID || d.Runtime != "namespace" || d.Capabilities == nil || !d.Capabilities.Pause ||
-			d.Capabilities.Snapshot || d.Hibernated == nil || *d.Hibernated {
+			!d.Capabilities.Snapshot || d.Hibernated == nil || *d.Hibernated || d.DiskBytes == nil {
 			t.Fatalf("describe: %+v (capabilities %v) %v", d, d.Capabilities, err)
 		}
-		// The namespace runtime cannot snapshot: a 409 that says so.
-		var apiErr *client.Error
-		if _, err := c.Snapshot(ctx, sb.ID); !errors.As(err, &apiErr) || apiErr.Status != 409 ||
-			!strings.Contains(apiErr.Message, "namespace runtime, which cannot snapshot") {
-			t.Fatalf("snapshot on namespace: %v", err)
+		h, err := c.Hibernate(ctx, sb.ID)
+		if err != nil || h.Hibernated == nil || !*h.Hibernated || h.State != "paused" {
+			t.Fatalf("hibernate on namespace: %+v %v", h, err)
+		}
+		if d, err := c.Describe(ctx, sb.ID); err != nil || d.Paused != "hibernated" {
+			t.Fatalf("describe a hibernated sandbox: %+v %v", d, err)
+		}
+		if _, err := c.Resume(ctx, sb.ID, time.Minute); err != nil {
+			t.Fatalf("resume a hibernated sandbox: %v", err)
 		}
 	})
 	t.Run("bad key", func(t *testing.T) {

@@ -3,7 +3,6 @@ package controlplane
 import (
 	"context"
 	"crypto/tls"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"connectrpc.com/connect"
 
 	"roost.dev/roost/gen/roost/hostagent/v1/hostagentv1connect"
+	"roost.dev/roost/proxy"
 	"roost.dev/roost/store"
 	"roost.dev/roost/wire"
 )
@@ -50,8 +50,8 @@ type agentClient struct {
 
 func newAgents(tlsConfig *tls.Config) *agents {
 	tr := &http.Transport{
-		Proxy:                 nil, // agents are reached directly, never via HTTP_PROXY
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		Proxy:                 nil,        // agents are reached directly, never via HTTP_PROXY
+		DialContext:           proxy.Dial, // to sandboxes too, for the in-process agent's (localEnvd)
 		TLSClientConfig:       tlsConfig,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ForceAttemptHTTP2:     true,

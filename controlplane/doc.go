@@ -63,8 +63,8 @@
 // /sandboxes/{id}/connect connects); the deprecated list (GET /sandboxes:
 // running sandboxes only, unpaged), resume (409 when running) and
 // refreshes (extends, never shortens) are their own small handlers. E2B's
-// routes for features roost lacks (fork, snapshots, network update,
-// volumes) answer 501 naming the feature, never "no route".
+// routes for features roost lacks (fork, snapshots, network update) answer 501
+// naming the feature, never "no route". Volumes: see volumes.go.
 //
 // roost's own /v1 sandbox endpoints reach the sandbox's envd the way the
 // metrics endpoint does, through its agent's /proxy/{id}/{envd port}/ path

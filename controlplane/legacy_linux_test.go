@@ -80,7 +80,8 @@ func testLegacyRoutes(t *testing.T, e *testenv) {
 				{"POST", create, "", rawBody(`[1, 2]`), http.StatusBadRequest},
 				{"POST", create, "", map[string]any{"timeout": -1}, http.StatusBadRequest},
 				{"POST", create, "", map[string]any{"network": map[string]any{"denyOut": []string{"0.0.0.0/0"}}}, http.StatusBadRequest},
-				{"POST", create, "", map[string]any{"volumeMounts": []any{map[string]string{"name": "v", "path": "/data"}}}, http.StatusBadRequest},
+				{"POST", create, "", map[string]any{"volumeMounts": []any{map[string]string{"name": "v", "path": "/proc/v"}}}, http.StatusBadRequest},
+				{"POST", create, "", map[string]any{"volumeMounts": []any{map[string]string{"name": "nosuchvolume", "path": "/data"}}}, http.StatusNotFound},
 				{"POST", create, "", map[string]any{"templateID": "nosuchtemplate"}, http.StatusNotFound},
 				{"POST", create, "roost_notakey", map[string]any{}, http.StatusUnauthorized},
 				{"POST", create, "e2b_" + strings.Repeat("0", 40), map[string]any{}, http.StatusUnauthorized},
@@ -216,13 +217,7 @@ func testLegacyRoutes(t *testing.T, e *testenv) {
 		}{
 			// The namespace runtime cannot capture memory to fork.
 			{"POST", "/sandboxes/" + id + "/fork", "namespace runtime"},
-			{"POST", "/sandboxes/" + id + "/snapshots", "sandbox snapshots"},
-			{"GET", "/snapshots", "snapshots"},
 			{"PUT", "/sandboxes/" + id + "/network", "network"},
-			{"GET", "/volumes", "volumes"},
-			{"POST", "/volumes", "volumes"},
-			{"GET", "/volumes/vol1", "volumes"},
-			{"DELETE", "/volumes/vol1", "volumes"},
 			{"POST", "/templates", "legacy template builds"},
 			{"POST", "/v2/templates", "legacy template builds"},
 			{"POST", "/templates/base", "legacy template builds"},

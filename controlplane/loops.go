@@ -37,7 +37,7 @@ func (s *Server) expire(ctx context.Context, sb store.Sandbox, now time.Time) er
 	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	defer cancel()
 	if sb.AutoPause {
-		if err := s.pause(ctx, sb); err != nil {
+		if err := s.pause(ctx, sb, !sb.AutoPauseFilesystem); err != nil {
 			return err
 		}
 		s.log.Info("sandbox timed out", "sandbox", sb.ID, "action", "pause")

@@ -23,6 +23,7 @@ type envdReport struct {
 	CPUUsedPct float64 `json:"cpu_used_pct"`
 	MemTotal   uint64  `json:"mem_total"`
 	MemUsed    uint64  `json:"mem_used"`
+	MemCache   uint64  `json:"mem_cache"`
 	DiskUsed   uint64  `json:"disk_used"`
 	DiskTotal  uint64  `json:"disk_total"`
 }
@@ -35,6 +36,7 @@ type metricJSON struct {
 	CPUUsedPct    float64   `json:"cpuUsedPct"`
 	MemUsed       uint64    `json:"memUsed"`
 	MemTotal      uint64    `json:"memTotal"`
+	MemCache      uint64    `json:"memCache"`
 	DiskUsed      uint64    `json:"diskUsed"`
 	DiskTotal     uint64    `json:"diskTotal"`
 }
@@ -105,7 +107,7 @@ func (win metricsWindow) holds(ts int64) bool {
 func (rep envdReport) metric() metricJSON {
 	return metricJSON{
 		Timestamp: time.Unix(rep.Timestamp, 0).UTC(), TimestampUnix: rep.Timestamp, CPUCount: rep.CPUCount, CPUUsedPct: rep.CPUUsedPct,
-		MemUsed: rep.MemUsed, MemTotal: rep.MemTotal, DiskUsed: rep.DiskUsed, DiskTotal: rep.DiskTotal,
+		MemUsed: rep.MemUsed, MemTotal: rep.MemTotal, MemCache: rep.MemCache, DiskUsed: rep.DiskUsed, DiskTotal: rep.DiskTotal,
 	}
 }
 

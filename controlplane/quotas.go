@@ -165,6 +165,9 @@ func (s *Server) TeamQuota(ctx context.Context, teamID string) (TeamQuota, error
 type quotaJSON struct {
 	Limits map[store.QuotaLimit]int64 `json:"limits"`
 	Usage  map[store.QuotaLimit]int64 `json:"usage"`
+	// PausedDiskBytes is the disk the team's paused sandboxes hold on
+	// their hosts (see pausedDisk); null when a host could not be asked.
+	PausedDiskBytes *int64 `json:"pausedDiskBytes"`
 }
 
 func (s *Server) quotaView(ctx context.Context, teamID string) (*quotaJSON, error) {
@@ -172,7 +175,7 @@ func (s *Server) quotaView(ctx context.Context, teamID string) (*quotaJSON, erro
 	if err != nil {
 		return nil, err
 	}
-	out := &quotaJSON{Limits: maps.Clone(tq.Effective), Usage: map[store.QuotaLimit]int64{}}
+	out := &quotaJSON{Limits: maps.Clone(tq.Effective), Usage: map[store.QuotaLimit]int64{}, PausedDiskBytes: s.pausedDisk(ctx, teamID)}
 	for _, l := range store.Limits {
 		if v, ok := tq.Usage.Of(l); ok {
 			out.Usage[l] = v

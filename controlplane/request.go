@@ -42,10 +42,11 @@ type createRequest struct {
 	Network             *networkRequest   `json:"network"`
 	// E2B settings roost cannot honour yet: a create that sets one is
 	// refused (unsupportedSetting), never run without it.
-	AutoPauseMemory *bool             `json:"autoPauseMemory"`
-	MCP             json.RawMessage   `json:"mcp"`
-	IAM             json.RawMessage   `json:"iam"`
-	VolumeMounts    []json.RawMessage `json:"volumeMounts"`
+	AutoPauseMemory *bool           `json:"autoPauseMemory"`
+	MCP             json.RawMessage `json:"mcp"`
+	IAM             json.RawMessage `json:"iam"`
+	// VolumeMounts are E2B's, with roost's readOnly (volumes.go).
+	VolumeMounts []volumeMountRequest `json:"volumeMounts"`
 	// Roost extensions; zero means the agent's default.
 	CPUCount int64 `json:"cpuCount"`
 	MemoryMB int64 `json:"memoryMB"`
@@ -80,10 +81,8 @@ func unsupportedSetting(req createRequest) error {
 		{isSet(n.EgressProxy), "network.egressProxy", "egress proxies"},
 		{n.MaskRequestHost != "", "network.maskRequestHost", "masking the request host"},
 		{len(n.Rules) > 0, "network.rules", "egress request rules"},
-		{req.AutoPauseMemory != nil && !*req.AutoPauseMemory, "autoPauseMemory: false", "filesystem-only pause"},
 		{isSet(req.MCP), "mcp", "the MCP gateway"},
 		{isSet(req.IAM), "iam", "sandbox IAM"},
-		{len(req.VolumeMounts) > 0, "volumeMounts", "volumes"},
 	} {
 		if c.set {
 			return fmt.Errorf("%s: roost does not support %s yet, and does not start a sandbox without a setting it was asked for: %w", c.name, c.what, errdefs.ErrInvalid)
@@ -102,18 +101,22 @@ type autoResumeConfig struct {
 
 // createParams is a validated createRequest.
 type createParams struct {
-	Template      string
-	Timeout       time.Duration
-	Metadata      map[string]string
-	EnvVars       map[string]string
-	AutoPause     bool
-	AutoResume    bool // traffic resumes it while paused; needs AutoPause
-	Secure        bool // envd requires an access token
-	AllowInternet bool
-	PublicTraffic bool
-	VCPUs         int32
-	MemoryMB      int32
-	DiskMB        int32
+	Template   string
+	Timeout    time.Duration
+	Metadata   map[string]string
+	EnvVars    map[string]string
+	AutoPause  bool
+	AutoResume bool // traffic resumes it while paused; needs AutoPause
+	// AutoPauseFilesystem: the pause on timeout keeps only the files
+	// (autoPauseMemory: false); needs AutoPause.
+	AutoPauseFilesystem bool
+	Secure              bool // envd requires an access token
+	AllowInternet       bool
+	PublicTraffic       bool
+	VCPUs               int32
+	MemoryMB            int32
+	DiskMB              int32
+	Volumes             []volumeMountRequest
 }
 
 // parseCreate decodes and validates a create body. Errors wrap
@@ -129,6 +132,12 @@ func parseCreate(body io.Reader) (createParams, error) {
 	p := createParams{
 		Template: req.TemplateID, Metadata: req.Metadata, EnvVars: req.EnvVars, AutoPause: req.AutoPause,
 		Secure: true, AllowInternet: true, PublicTraffic: true,
+	}
+	if len(req.VolumeMounts) > 0 {
+		p.Volumes = req.VolumeMounts
+	}
+	if err := checkVolumeMounts(p.Volumes); err != nil {
+		return createParams{}, err
 	}
 	if p.Template == "" {
 		p.Template = defaultTmpl
@@ -146,6 +155,10 @@ func parseCreate(body io.Reader) (createParams, error) {
 	if p.AutoResume && !p.AutoPause {
 		// A sandbox killed on timeout has nothing to resume.
 		return createParams{}, fmt.Errorf("autoResume.enabled requires autoPause: true: %w", errdefs.ErrInvalid)
+	}
+	p.AutoPauseFilesystem = req.AutoPauseMemory != nil && !*req.AutoPauseMemory
+	if p.AutoPauseFilesystem && !p.AutoPause {
+		return createParams{}, fmt.Errorf("autoPauseMemory: false requires autoPause: true: %w", errdefs.ErrInvalid)
 	}
 	if req.Secure != nil {
 		p.Secure = *req.Secure

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -113,7 +114,10 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store
 		s.fail(w, r, "create sandbox", err)
 		return
 	}
-	host, err := s.schedule(ctx)
+	mounts, host, err := s.placeVolumes(ctx, key.TeamID, p.Volumes)
+	if err == nil && host.ID == "" {
+		host, err = s.schedule(ctx)
+	}
 	if err != nil {
 		s.fail(w, r, "create sandbox", err)
 		return
@@ -123,13 +127,18 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store
 		ID: newSandboxID(), TeamID: key.TeamID, HostID: host.ID, TemplateID: tmpl.id, Alias: tmpl.alias, ClientID: host.ID,
 		State: store.SandboxStarting, Metadata: p.Metadata, EnvVars: p.EnvVars, EnvdVersion: envdVersion,
 		TrafficAccessToken: newToken(), AllowPublicTraffic: p.PublicTraffic, AllowInternet: p.AllowInternet,
-		AutoPause: p.AutoPause, AutoResume: p.AutoResume, TimeoutSecs: int64(p.Timeout / time.Second), EndAt: now.Add(p.Timeout),
+		AutoPause: p.AutoPause, AutoResume: p.AutoResume, AutoPauseFilesystem: p.AutoPauseFilesystem,
+		TimeoutSecs: int64(p.Timeout / time.Second), EndAt: now.Add(p.Timeout),
 	}
 	if p.Secure {
 		sb.EnvdAccessToken = newToken()
 	}
 	reserve(&sb, p, host)
 	if err := s.store.CreateSandboxWithin(ctx, sb, s.cfg.TeamQuota); err != nil {
+		s.fail(w, r, "create sandbox", err)
+		return
+	}
+	if err := s.attachVolumes(ctx, sb.ID, mounts); err != nil {
 		s.fail(w, r, "create sandbox", err)
 		return
 	}
@@ -142,7 +151,8 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store
 	resp, err := s.agents.For(host).CreateSandbox(octx, connect.NewRequest(&hostagentv1.CreateSandboxRequest{
 		SandboxId: sb.ID, Template: p.Template, Vcpus: p.VCPUs, MemoryMb: p.MemoryMB, DiskMb: p.DiskMB,
 		TimeoutSeconds: sb.TimeoutSecs, EnvVars: p.EnvVars, Metadata: p.Metadata, AllowInternet: &allowInternet,
-		EnvdAccessToken: sb.EnvdAccessToken, AutoPause: p.AutoPause, TemplateRef: tmpl.ref,
+		EnvdAccessToken: sb.EnvdAccessToken, AutoPause: p.AutoPause, AutoPauseFilesystemOnly: p.AutoPauseFilesystem, TemplateRef: tmpl.ref,
+		VolumeMounts: agentMounts(mounts),
 	}))
 	if err != nil {
 		err = errdefs.FromConnect("agent create sandbox", err)
@@ -500,8 +510,15 @@ func (s *Server) extend(ctx context.Context, sb store.Sandbox, d time.Duration, 
 
 // pauseSandbox is POST /sandboxes/{id}/pause: 409 when already paused,
 // 429 when the team keeps as many paused sandboxes as its quota allows.
+// With {"memory": false} (E2B's keepMemory: false) the sandbox's
+// processes end and its filesystem stays: connect or resume boots it
+// afresh, traffic does not.
 func (s *Server) pauseSandbox(w http.ResponseWriter, r *http.Request, key store.APIKey) {
-	sb, err := s.teamSandbox(r, key)
+	keepMemory, err := parsePause(r.Body)
+	var sb store.Sandbox
+	if err == nil {
+		sb, err = s.teamSandbox(r, key)
+	}
 	if err == nil && sb.State == store.SandboxPaused {
 		err = fmt.Errorf("sandbox %s is already paused: %w", sb.ID, errdefs.ErrConflict)
 	}
@@ -517,22 +534,38 @@ func (s *Server) pauseSandbox(w http.ResponseWriter, r *http.Request, key store.
 	}
 	ctx, cancel := opContext(r.Context())
 	defer cancel()
-	if err := s.pause(ctx, sb); err != nil {
+	if err := s.pause(ctx, sb, keepMemory); err != nil {
 		s.fail(w, r, "pause sandbox", err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// pause pauses a running sandbox on its agent and records it paused.
+// parsePause decodes E2B's SandboxPauseRequest: memory (default true)
+// says whether the sandbox's memory is kept.
+func parsePause(body io.Reader) (keepMemory bool, err error) {
+	var req struct {
+		Memory *bool `json:"memory"`
+	}
+	if err := decodeJSON(body, &req); err != nil && !errors.Is(err, io.EOF) {
+		return false, err
+	}
+	return req.Memory == nil || *req.Memory, nil
+}
+
+// pause pauses a running sandbox on its agent and records it paused:
+// with its memory, hibernated where the runtime can (frozen in place
+// where it cannot), or without (its files kept, resume boots it afresh).
 // An agent that reports it already paused (its own reaper paused it) is
 // success.
-func (s *Server) pause(ctx context.Context, sb store.Sandbox) error {
+func (s *Server) pause(ctx context.Context, sb store.Sandbox, keepMemory bool) error {
 	h, err := s.hostOf(ctx, sb)
 	if err != nil {
 		return err
 	}
-	_, err = s.agents.For(h).PauseSandbox(ctx, connect.NewRequest(&hostagentv1.PauseSandboxRequest{SandboxId: sb.ID}))
+	_, err = s.agents.For(h).PauseSandbox(ctx, connect.NewRequest(&hostagentv1.PauseSandboxRequest{
+		SandboxId: sb.ID, FilesystemOnly: !keepMemory, PreferHibernate: keepMemory,
+	}))
 	if err = errdefs.FromConnect("agent pause sandbox", err); err != nil && !errors.Is(err, errdefs.ErrConflict) {
 		return err
 	}
@@ -590,7 +623,7 @@ func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request, key stor
 func (s *Server) resumeAnswer(w http.ResponseWriter, r *http.Request, op string, sb store.Sandbox, d time.Duration) {
 	ctx, cancel := opContext(r.Context())
 	defer cancel()
-	sb, err := s.resume(ctx, sb, d)
+	sb, err := s.resume(ctx, sb, d, false)
 	if err != nil {
 		s.fail(w, r, op, err)
 		return
@@ -603,7 +636,7 @@ func (s *Server) resumeAnswer(w http.ResponseWriter, r *http.Request, op string,
 // record turns running, within the team's quota, before the agent is
 // asked (resumes racing for the last slot cannot both get it), and back
 // to paused if the agent fails.
-func (s *Server) resume(ctx context.Context, sb store.Sandbox, d time.Duration) (store.Sandbox, error) {
+func (s *Server) resume(ctx context.Context, sb store.Sandbox, d time.Duration, auto bool) (store.Sandbox, error) {
 	if err := s.checkTimeout(ctx, sb.TeamID, d); err != nil {
 		return store.Sandbox{}, err
 	}
@@ -624,7 +657,7 @@ func (s *Server) resume(ctx context.Context, sb store.Sandbox, d time.Duration) 
 	}
 	secs := int64(d / time.Second)
 	if _, err := s.agents.For(h).ResumeSandbox(ctx, connect.NewRequest(&hostagentv1.ResumeSandboxRequest{
-		SandboxId: sb.ID, TimeoutSeconds: &secs})); err != nil {
+		SandboxId: sb.ID, TimeoutSeconds: &secs, Auto: auto})); err != nil {
 		s.unholdResume(ctx, held)
 		return store.Sandbox{}, errdefs.FromConnect("agent resume sandbox", err)
 	}
@@ -685,6 +718,6 @@ func (s *Server) autoResume(ctx context.Context, id string) error {
 			d = min(d, max)
 		}
 	}
-	_, err = s.resume(ctx, sb, d)
+	_, err = s.resume(ctx, sb, d, true)
 	return err
 }

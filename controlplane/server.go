@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"runtime/debug"
 	"strings"
@@ -75,10 +74,11 @@ type Config struct {
 type LocalAgent struct {
 	// HostID is the host the agent was added as.
 	HostID string
-	// SandboxAddr says where a running sandbox's ports answer; errors wrap
-	// errdefs.ErrNotFound, ErrConflict (paused) or ErrUnavailable. It is
-	// called on every request, and must be cheap.
-	SandboxAddr func(sandboxID string) (netip.Addr, error)
+	// SandboxAddr says where a running sandbox's ports answer, and which
+	// run of it answers there; errors wrap errdefs.ErrNotFound,
+	// ErrConflict (paused) or ErrUnavailable. It is called on every
+	// request, and must be cheap.
+	SandboxAddr func(sandboxID string) (proxy.Instance, error)
 }
 
 // local reports whether sb runs on the in-process agent.
@@ -156,7 +156,10 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, store: st, log: log, agents: newAgents(agentTLS), ca: ca, builds: newBuildRunner(), filesKey: filesKey,
 		blobLimit: maxBlobBytes}
-	s.execClient = &http.Client{Transport: graceTransport{next: s.agents.transport}}
+	if cfg.Local != nil && cfg.Local.SandboxAddr != nil {
+		s.agents.client.Transport = localEnvd{next: s.agents.transport, lookup: cfg.Local.SandboxAddr}
+	}
+	s.execClient = &http.Client{Transport: graceTransport{next: s.agents.client.Transport}}
 	s.proxy = proxy.New(proxy.Config{Domain: cfg.Domain, AutoResume: s.autoResume, AgentTLS: http1Only(agentTLS)}, resolver{s}, log.With("component", "proxy"))
 	s.mux = s.routes()
 	return s, nil
@@ -205,6 +208,7 @@ func (s *Server) routes() *http.ServeMux {
 	api("POST /sandboxes/{id}/timeout", s.setTimeout)
 	api("POST /sandboxes/{id}/pause", s.pauseSandbox)
 	api("POST /sandboxes/{id}/fork", s.forkSandbox)
+	s.snapshotRoutes(api)
 	api("POST /v2/sandboxes/{id}/connect", s.connectSandbox)
 	// E2B's unversioned and deprecated sandbox routes, which its SDKs
 	// before JS 2.51.0 (and the Python SDK) call.
@@ -214,6 +218,7 @@ func (s *Server) routes() *http.ServeMux {
 	api("POST /sandboxes/{id}/resume", s.resumeSandbox)
 	api("POST /sandboxes/{id}/refreshes", s.refreshSandbox)
 	s.unsupportedRoutes(api)
+	s.volumeRoutes(mux, api)
 	s.templateRoutes(mux, api)
 	api("GET /sandboxes/{id}/metrics", s.sandboxMetrics)
 	api("GET /sandboxes/metrics", s.sandboxesMetrics)

@@ -27,6 +27,9 @@ type v1Sandbox struct {
 	Runtime      string                `json:"runtime"`
 	Capabilities *runtime.Capabilities `json:"capabilities"`
 	Hibernated   *bool                 `json:"hibernated"`
+	Paused       string                `json:"paused"`
+	PauseNote    string                `json:"pauseNote"`
+	DiskBytes    *int64                `json:"diskBytes"`
 }
 
 func (e *testenv) getV1(t *testing.T, id string) v1Sandbox {
@@ -47,11 +50,12 @@ func (r response) wantMessage(t testing.TB, want string) {
 	}
 }
 
-// TestSnapshot: on the namespace runtime, which can pause but not
-// snapshot, the snapshot endpoint refuses with 409 and leaves the sandbox
-// as it was, whether the refusal comes from the host's reported
-// capabilities or from the agent; GET /v1/sandboxes/{id} shows what backs
-// a sandbox, and E2B's GET shows none of it.
+// TestSnapshot: on the namespace runtime, which hibernates with CRIU, the
+// snapshot endpoint hibernates a sandbox whose processes then come back on
+// connect; it refuses with 409 and leaves the sandbox as it was when the
+// host's capabilities say it cannot, or when CRIU cannot dump the sandbox
+// (E2B's pause then freezes it and says why); GET /v1/sandboxes/{id}
+// shows what backs a sandbox, and E2B's GET shows none of it.
 func TestSnapshot(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, dbURL string) {
 		testSnapshot(t, newTestenvDB(t, controlplane.Config{}, dbURL))
@@ -65,19 +69,18 @@ func testSnapshot(t *testing.T, e *testenv) {
 	}
 	id := e.create(t, map[string]any{"templateID": "base", "timeout": 300}).SandboxID
 	snapshot := "/v1/sandboxes/" + id + "/snapshot"
-	const refusal = "runs on the namespace runtime, which cannot snapshot"
 
 	t.Run("Detail", func(t *testing.T) {
 		v := e.getV1(t, id)
 		if v.SandboxID != id || v.State != "running" || v.Domain != "localhost" || v.EnvdAccessToken == "" ||
 			v.Runtime != "namespace" || v.Capabilities == nil ||
-			*v.Capabilities != (runtime.Capabilities{Pause: true}) || v.Hibernated == nil || *v.Hibernated {
+			*v.Capabilities != (runtime.Capabilities{Pause: true, Snapshot: true}) || v.Hibernated == nil || *v.Hibernated {
 			t.Fatalf("v1 detail %+v (capabilities %v, hibernated %v)", v, v.Capabilities, v.Hibernated)
 		}
 		// E2B's GET keeps E2B's shape.
 		var raw map[string]any
 		e.do("GET", "/sandboxes/"+id, e.key, nil).want(t, http.StatusOK).decode(t, &raw)
-		for _, k := range []string{"runtime", "capabilities", "hibernated"} {
+		for _, k := range []string{"runtime", "capabilities", "hibernated", "diskBytes"} {
 			if _, ok := raw[k]; ok {
 				t.Errorf("E2B's GET /sandboxes/{id} has %q: %v", k, slices.Sorted(maps.Keys(raw)))
 			}
@@ -87,25 +90,41 @@ func testSnapshot(t *testing.T, e *testenv) {
 		e.do("GET", "/v1/sandboxes/"+id, "", nil).want(t, http.StatusUnauthorized)
 	})
 
-	t.Run("RefusedByCapabilities", func(t *testing.T) {
-		e.do("POST", snapshot, e.key, nil).want(t, http.StatusConflict).wantMessage(t, "sandbox "+id+" "+refusal+" (it can pause)")
-		if v := e.getV1(t, id); v.State != "running" {
-			t.Fatalf("state %q after a refused snapshot", v.State)
+	t.Run("Hibernate", func(t *testing.T) {
+		e.exec(t, id, map[string]any{"cmd": "nohup sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done' >/dev/null 2>&1 &"})
+		var got v1Sandbox
+		e.do("POST", snapshot, e.key, nil).want(t, http.StatusOK).decode(t, &got)
+		if got.State != "paused" || got.Hibernated == nil || !*got.Hibernated {
+			t.Fatalf("snapshot answer: %+v (hibernated %v)", got, got.Hibernated)
 		}
-		if res := e.exec(t, id, map[string]any{"cmd": "echo alive"}); res.Stdout != "alive\n" || res.ExitCode != 0 {
-			t.Fatalf("exec after a refused snapshot: %+v", res)
+		if v := e.getV1(t, id); v.Paused != "hibernated" || v.DiskBytes == nil || *v.DiskBytes == 0 {
+			t.Fatalf("a hibernated sandbox: paused %q, disk %v", v.Paused, v.DiskBytes)
 		}
+		e.do("POST", "/v1/sandboxes/"+id+"/exec", e.key, map[string]any{"cmd": "true"}).want(t, http.StatusConflict)
+		e.do("POST", "/v2/sandboxes/"+id+"/connect", e.key, map[string]any{"timeout": 300}).want(t, http.StatusCreated)
+		count := func() string { return e.exec(t, id, map[string]any{"cmd": "cat /tmp/count"}).Stdout }
+		first := count()
+		time.Sleep(300 * time.Millisecond)
+		if again := count(); again == first || first == "" {
+			t.Fatalf("the counting process after the restore: %q then %q, want it counting on", first, again)
+		}
+		// E2B's pause hibernates too, a restored sandbox as well.
+		e.do("POST", "/sandboxes/"+id+"/pause", e.key, nil).want(t, http.StatusNoContent)
+		if v := e.getV1(t, id); v.Paused != "hibernated" {
+			t.Errorf("E2B's pause of a restored sandbox: paused %q (%s), want hibernated", v.Paused, v.PauseNote)
+		}
+		e.do("POST", "/v2/sandboxes/"+id+"/connect", e.key, map[string]any{"timeout": 300}).want(t, http.StatusCreated)
 	})
 
-	t.Run("RefusedByAgent", func(t *testing.T) {
-		// A host that did not report its capabilities: the agent is asked,
-		// and its unimplemented is the same refusal.
+	t.Run("RefusedByCapabilities", func(t *testing.T) {
+		// A host whose runtime cannot snapshot (as it reports): 409
+		// before the agent is asked.
 		h, err := e.store.GetHost(t.Context(), "host1")
 		if err != nil {
 			t.Fatal(err)
 		}
 		caps := h.Capabilities
-		h.Capabilities = nil
+		h.Capabilities = json.RawMessage(`{"pause":true,"snapshot":false}`)
 		if err := e.store.UpsertHost(t.Context(), h); err != nil {
 			t.Fatal(err)
 		}
@@ -115,23 +134,36 @@ func testSnapshot(t *testing.T, e *testenv) {
 				t.Error(err)
 			}
 		})
-		if v := e.getV1(t, id); v.Capabilities != nil || v.Runtime != "namespace" {
-			t.Fatalf("v1 detail without stored capabilities: runtime %q, capabilities %v", v.Runtime, v.Capabilities)
+		e.do("POST", snapshot, e.key, nil).want(t, http.StatusConflict).
+			wantMessage(t, "sandbox "+id+" runs on the namespace runtime, which cannot snapshot (it can pause)")
+		if v := e.getV1(t, id); v.State != "running" {
+			t.Fatalf("state %q after a refused snapshot", v.State)
 		}
-		e.do("POST", snapshot, e.key, nil).want(t, http.StatusConflict).wantMessage(t, "sandbox "+id+" "+refusal)
-		if res := e.exec(t, id, map[string]any{"cmd": "true"}); res.ExitCode != 0 {
+	})
+
+	t.Run("RefusedByAgent", func(t *testing.T) {
+		// CRIU cannot dump an MPTCP socket: the snapshot is refused with
+		// its reason and the sandbox runs on; E2B's pause freezes it
+		// instead, and says why.
+		e.exec(t, id, map[string]any{"cmd": "nohup python3 -c 'import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262); " +
+			"s.bind((\"127.0.0.1\", 9999)); s.listen(); time.sleep(1000)' >/dev/null 2>&1 & sleep 0.3"})
+		e.do("POST", snapshot, e.key, nil).want(t, http.StatusConflict).wantMessage(t, "cannot be hibernated")
+		if v := e.getV1(t, id); v.State != "running" {
+			t.Fatalf("state %q after a refused snapshot", v.State)
+		}
+		if res := e.exec(t, id, map[string]any{"cmd": "echo alive"}); res.Stdout != "alive\n" {
 			t.Fatalf("exec after a refused snapshot: %+v", res)
 		}
-
-		// A paused sandbox is refused alike, stays paused, and resumes.
 		e.do("POST", "/sandboxes/"+id+"/pause", e.key, nil).want(t, http.StatusNoContent)
-		e.do("POST", snapshot, e.key, nil).want(t, http.StatusConflict).wantMessage(t, refusal)
-		if v := e.getV1(t, id); v.State != "paused" || v.Hibernated == nil || *v.Hibernated {
-			t.Fatalf("after a refused snapshot of a paused sandbox: state %q, hibernated %v", v.State, v.Hibernated)
+		if v := e.getV1(t, id); v.State != "paused" || v.Paused != "frozen" || v.PauseNote == "" {
+			t.Fatalf("E2B's pause of a sandbox CRIU cannot dump: state %q, paused %q, note %q", v.State, v.Paused, v.PauseNote)
 		}
 		e.do("POST", "/v2/sandboxes/"+id+"/connect", e.key, map[string]any{"timeout": 300}).want(t, http.StatusCreated)
-		if res := e.exec(t, id, map[string]any{"cmd": "echo back"}); res.Stdout != "back\n" {
+		if res := e.exec(t, id, map[string]any{"cmd": "pkill -x python3; echo back"}); res.Stdout != "back\n" {
 			t.Fatalf("exec after resume: %+v", res)
+		}
+		if v := e.getV1(t, id); v.PauseNote != "" {
+			t.Errorf("pause note %q after the resume", v.PauseNote)
 		}
 	})
 
@@ -140,9 +172,6 @@ func testSnapshot(t *testing.T, e *testenv) {
 		e.do("POST", "/v1/sandboxes/sbnosuchsandbox/snapshot", e.key, nil).want(t, http.StatusNotFound)
 		e.do("POST", snapshot, "", nil).want(t, http.StatusUnauthorized)
 		e.do("GET", snapshot, e.key, nil).want(t, http.StatusNotFound) // POST only: the catch-all
-		if v := e.getV1(t, id); v.State != "running" {
-			t.Fatalf("state %q after refused snapshots", v.State)
-		}
 
 		// Neither running nor paused: 409 before any agent is asked.
 		lost := e.create(t, map[string]any{"templateID": "base", "timeout": 300}).SandboxID

@@ -191,6 +191,20 @@ func (s *Server) ownTemplate(ctx context.Context, teamID, idOrName string) (stor
 	return t, nil
 }
 
+// ownTaggedTemplate is ownTemplate of "id" or "id:tag"; with a tag the
+// template lacks, it is not found.
+func (s *Server) ownTaggedTemplate(ctx context.Context, teamID, ref string) (store.Template, error) {
+	idOrName, tag, hasTag := strings.Cut(ref, ":")
+	t, err := s.ownTemplate(ctx, teamID, idOrName)
+	if err != nil || !hasTag {
+		return t, err
+	}
+	if _, err := s.store.TaggedBuild(ctx, t.ID, tag); err != nil {
+		return store.Template{}, fmt.Errorf("template %q: %w", ref, err)
+	}
+	return t, nil
+}
+
 // e2bTemplateJSON is E2B's Template.
 type e2bTemplateJSON struct {
 	TemplateID    string     `json:"templateID"`
@@ -503,10 +517,12 @@ func (s *Server) updateTemplate(w http.ResponseWriter, r *http.Request, key stor
 
 // deleteTemplate is DELETE /templates/{id}: the template, its builds,
 // tags and files go; then the blobs that only they named. A template that
-// sandboxes still run keeps its blobs (their hosts keep the trees).
+// sandboxes still run keeps its blobs (their hosts keep the trees). The
+// ID may carry a tag the template has, as a snapshot's ID does
+// ("snap:default", E2B's Sandbox.deleteSnapshot): the whole template goes.
 func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request, key store.APIKey) {
 	ctx := r.Context()
-	t, err := s.ownTemplate(ctx, key.TeamID, r.PathValue("id"))
+	t, err := s.ownTaggedTemplate(ctx, key.TeamID, r.PathValue("id"))
 	if err != nil {
 		s.fail(w, r, "delete template", err)
 		return

@@ -28,6 +28,7 @@ import (
 	"roost.dev/roost/runtime/runtimetest"
 	"roost.dev/roost/store"
 	"roost.dev/roost/store/storetest"
+	"roost.dev/roost/template/content"
 	"roost.dev/roost/template/templatetest"
 )
 
@@ -96,8 +97,11 @@ func newTestenvRuntime(t testing.TB, cfg controlplane.Config, dbURL string, newR
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dataDir := t.TempDir()
+	if cfg.Blobs == nil { // roost up's wiring: one content store, shared
+		cfg.Blobs = content.NewBlobs(filepath.Join(dataDir, "blobs"))
+	}
 
-	m := startAgent(t, dataDir, runtimetest.Envd(t), newRT, log.With("component", "agent"))
+	m := startAgent(t, dataDir, runtimetest.Envd(t), cfg.Blobs, newRT, log.With("component", "agent"))
 	agentSrv := httptest.NewServer(agent.NewServer(m, agent.ServerConfig{Token: agentToken}, log).Handler())
 	t.Cleanup(func() {
 		// Last: whatever the test left runs on this agent.
@@ -155,7 +159,7 @@ func localAgent() *controlplane.LocalAgent { return &controlplane.LocalAgent{Hos
 // create sandboxes on this host at the same time with their own network
 // managers, so this one uses a random window of 32 slots and reserves the
 // rest.
-func startAgent(t testing.TB, dataDir, envd string, newRT newRuntime, log *slog.Logger) *agent.Manager {
+func startAgent(t testing.TB, dataDir, envd string, blobs *content.Blobs, newRT newRuntime, log *slog.Logger) *agent.Manager {
 	t.Helper()
 	rt, err := newRT(dataDir, log)
 	if err != nil {
@@ -176,7 +180,7 @@ func startAgent(t testing.TB, dataDir, envd string, newRT newRuntime, log *slog.
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	m, err := agent.New(ctx, agent.Config{DataDir: dataDir, Envd: envd, Version: "test", SkipPrune: true},
+	m, err := agent.New(ctx, agent.Config{DataDir: dataDir, Envd: envd, Version: "test", SkipPrune: true, Blobs: blobs, SharedBlobs: true},
 		rt, nw, templatetest.Store(t), log)
 	if err != nil {
 		t.Fatal(err)

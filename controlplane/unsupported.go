@@ -12,8 +12,6 @@ import (
 // yet: they answer 501 naming the feature, never 404 "no route" and never
 // a silent no-op.
 func (s *Server) unsupportedRoutes(api func(pattern string, h apiHandler)) {
-	api("POST /sandboxes/{id}/snapshots", s.unsupported("sandbox snapshots"))
-	api("GET /snapshots", s.unsupported("snapshots"))
 	api("PUT /sandboxes/{id}/network", s.unsupported("updating a sandbox's network"))
 	// E2B's legacy template builds (its v1 Dockerfile builds): its SDKs
 	// build through /v3/templates and /v2/.../builds, which roost serves.
@@ -40,10 +38,6 @@ func (s *Server) unsupportedRoutes(api func(pattern string, h apiHandler)) {
 	api("POST /admin/teams/{teamID}/builds/cancel", admin)
 	api("POST /admin/teams/{teamID}/api-keys", admin)
 	api("DELETE /admin/teams/{teamID}/api-keys/{id}", admin)
-	api("GET /volumes", s.unsupported("volumes"))
-	api("POST /volumes", s.unsupported("volumes"))
-	api("GET /volumes/{id}", s.unsupported("volumes"))
-	api("DELETE /volumes/{id}", s.unsupported("volumes"))
 }
 
 // unsupported answers 501 naming the feature.

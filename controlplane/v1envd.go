@@ -9,10 +9,13 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
+	"strings"
 
 	"connectrpc.com/connect"
 
 	"roost.dev/roost/errdefs"
+	"roost.dev/roost/proxy"
 	"roost.dev/roost/store"
 	"roost.dev/roost/wire"
 )
@@ -52,7 +55,7 @@ func (s *Server) envdOf(ctx context.Context, sb store.Sandbox) (envdTarget, erro
 	if s.local(sb) {
 		// The agent is in this process: envd is reached at the sandbox's
 		// own address, without the agent's proxy.
-		addr, err := s.cfg.Local.SandboxAddr(sb.ID)
+		inst, err := s.cfg.Local.SandboxAddr(sb.ID)
 		if errors.Is(err, errdefs.ErrNotFound) {
 			// The store has it and the agent does not: lost, not unknown.
 			err = fmt.Errorf("%v: %w", err, errdefs.ErrUnreachable)
@@ -64,7 +67,7 @@ func (s *Server) envdOf(ctx context.Context, sb store.Sandbox) (envdTarget, erro
 		if sb.EnvdAccessToken != "" {
 			hdr.Set(wire.HeaderAccessToken, sb.EnvdAccessToken)
 		}
-		base := "http://" + netip.AddrPortFrom(addr, wire.EnvdPort).String()
+		base := "http://" + proxy.SandboxHost(inst.Key, netip.AddrPortFrom(inst.Addr, wire.EnvdPort))
 		return envdTarget{sandboxID: sb.ID, base: base, header: hdr}, nil
 	}
 	h, err := s.hostOf(ctx, sb)
@@ -134,4 +137,36 @@ func (s *Server) runningSandbox(r *http.Request, key store.APIKey) (store.Sandbo
 	}
 	t, err := s.envdOf(r.Context(), sb)
 	return sb, t, err
+}
+
+// localEnvd sends requests for the in-process agent's sandboxes
+// (http://{run}.sandbox:{port}, see envdOf) straight to the sandbox, on
+// connections pooled by the sandbox's run (proxy.ToSandbox), and every
+// other request (to agents) on as it is. A request for a run that has
+// ended (the sandbox was booted afresh, restored or destroyed since its
+// URL was made) fails as unreachable rather than reach another.
+type localEnvd struct {
+	next   http.RoundTripper
+	lookup func(sandboxID string) (proxy.Instance, error)
+}
+
+func (l localEnvd) RoundTrip(r *http.Request) (*http.Response, error) {
+	key, ok := strings.CutSuffix(r.URL.Hostname(), ".sandbox")
+	if !ok {
+		return l.next.RoundTrip(r)
+	}
+	id := key[:max(strings.LastIndexByte(key, '.'), 0)]
+	port, _ := strconv.Atoi(r.URL.Port())
+	inst, err := l.lookup(id)
+	if err == nil && inst.Key != key {
+		err = fmt.Errorf("sandbox %s was restarted since: %w", id, errdefs.ErrUnreachable)
+	}
+	if err != nil {
+		if r.Body != nil {
+			r.Body.Close()
+		}
+		return nil, err
+	}
+	ctx := proxy.ToSandbox(r.Context(), key, netip.AddrPortFrom(inst.Addr, uint16(port)))
+	return l.next.RoundTrip(r.WithContext(ctx))
 }

@@ -38,6 +38,18 @@ type v1SandboxJSON struct {
 	// Hibernated is true when the sandbox is paused with its memory on
 	// disk and no process; null when its host could not be asked.
 	Hibernated *bool `json:"hibernated"`
+	// Paused says how a paused sandbox is kept: "frozen" (its processes
+	// stopped in memory), "hibernated" (its memory on disk) or
+	// "filesystem" (its processes ended, its files kept: resume boots it
+	// afresh); empty when not paused or its host could not be asked.
+	Paused string `json:"paused,omitempty"`
+	// PauseNote says why a paused sandbox is frozen rather than
+	// hibernated (its runtime could not snapshot it).
+	PauseNote string `json:"pauseNote,omitempty"`
+	// DiskBytes is what the sandbox holds on its host's disk (what it
+	// wrote over its template, its memory while hibernated); null when
+	// its host could not be asked.
+	DiskBytes *int64 `json:"diskBytes"`
 }
 
 // hostCapabilities decodes a host's stored capabilities; ok is false when
@@ -50,21 +62,40 @@ func hostCapabilities(h store.Host) (runtime.Capabilities, bool) {
 	return c, true
 }
 
-// v1View is sb's v1 detail on host h (zero when the host is unknown).
-func (s *Server) v1View(sb store.Sandbox, h store.Host, hibernated *bool) v1SandboxJSON {
+// v1View is sb's v1 detail on host h (zero when the host is unknown),
+// with what its agent says of it (nil when it was not asked).
+func (s *Server) v1View(sb store.Sandbox, h store.Host, got *hostagentv1.Sandbox) v1SandboxJSON {
 	v := v1SandboxJSON{
 		detailJSON: detailJSON{listedJSON: listedView(sb), Domain: s.cfg.Domain, EnvdAccessToken: optional(sb.EnvdAccessToken)},
-		Runtime:    h.Runtime, Hibernated: hibernated,
+		Runtime:    h.Runtime,
 	}
 	if c, ok := hostCapabilities(h); ok {
 		v.Capabilities = &c
 	}
+	if got != nil {
+		hibernated, disk := got.GetHibernated(), got.GetDiskBytes()
+		v.Hibernated, v.DiskBytes = &hibernated, &disk
+		if got.GetState() == hostagentv1.SandboxState_SANDBOX_STATE_PAUSED {
+			v.Paused, v.PauseNote = pauseKind(got), got.GetPauseNote()
+		}
+	}
 	return v
 }
 
+// pauseKind names how a paused sandbox is kept (v1SandboxJSON.Paused).
+func pauseKind(sb *hostagentv1.Sandbox) string {
+	switch {
+	case sb.GetHibernated():
+		return "hibernated"
+	case sb.GetHalted():
+		return "filesystem"
+	}
+	return "frozen"
+}
+
 // getSandboxV1 is GET /v1/sandboxes/{id}: E2B's detail, plus the runtime
-// that backs the sandbox, its capabilities, and whether it is hibernated
-// (asked of the agent for a paused sandbox only: a running one is not).
+// that backs the sandbox, its capabilities, and what its agent says:
+// whether and how it is paused, and the disk it holds.
 func (s *Server) getSandboxV1(w http.ResponseWriter, r *http.Request, key store.APIKey) {
 	sb, err := s.teamSandbox(r, key)
 	if err != nil {
@@ -77,24 +108,18 @@ func (s *Server) getSandboxV1(w http.ResponseWriter, r *http.Request, key store.
 		s.log.Warn("sandbox host unknown", "sandbox", sb.ID, "host", sb.HostID, "err", err)
 		h = store.Host{}
 	}
-	var hibernated *bool
-	switch sb.State {
-	case store.SandboxStarting, store.SandboxRunning:
-		hibernated = new(bool)
-	case store.SandboxPaused:
-		if h.ID != "" && h.State != store.HostDown {
-			ctx, cancel := context.WithTimeout(r.Context(), hibernatedTimeout)
-			resp, err := s.agents.For(h).GetSandbox(ctx, connect.NewRequest(&hostagentv1.GetSandboxRequest{SandboxId: sb.ID}))
-			cancel()
-			if err == nil {
-				v := resp.Msg.GetSandbox().GetHibernated()
-				hibernated = &v
-			} else if r.Context().Err() == nil {
-				s.log.Warn("ask agent whether sandbox is hibernated", "sandbox", sb.ID, "host", h.ID, "err", errdefs.FromConnect("agent get sandbox", err))
-			}
+	var got *hostagentv1.Sandbox
+	if h.ID != "" && h.State != store.HostDown && sb.State != store.SandboxStopped {
+		ctx, cancel := context.WithTimeout(r.Context(), hibernatedTimeout)
+		resp, err := s.agents.For(h).GetSandbox(ctx, connect.NewRequest(&hostagentv1.GetSandboxRequest{SandboxId: sb.ID}))
+		cancel()
+		if err == nil {
+			got = resp.Msg.GetSandbox()
+		} else if r.Context().Err() == nil {
+			s.log.Warn("ask agent about sandbox", "sandbox", sb.ID, "host", h.ID, "err", errdefs.FromConnect("agent get sandbox", err))
 		}
 	}
-	writeJSON(w, http.StatusOK, s.v1View(sb, h, hibernated))
+	writeJSON(w, http.StatusOK, s.v1View(sb, h, got))
 }
 
 // snapshotSandbox is POST /v1/sandboxes/{id}/snapshot: the sandbox, running
@@ -127,7 +152,7 @@ func (s *Server) snapshotSandbox(w http.ResponseWriter, r *http.Request, key sto
 		s.fail(w, r, "snapshot sandbox", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.v1View(sb, h, new(true)))
+	writeJSON(w, http.StatusOK, s.v1View(sb, h, &hostagentv1.Sandbox{State: hostagentv1.SandboxState_SANDBOX_STATE_PAUSED, Hibernated: true}))
 }
 
 // cannotSnapshot is the refusal for a sandbox whose runtime has no
@@ -162,6 +187,11 @@ func (s *Server) hibernate(ctx context.Context, sb store.Sandbox, h store.Host) 
 			caps = &c
 		}
 		s.log.Debug("agent cannot snapshot", "sandbox", sb.ID, "host", h.ID, "err", err)
+		if caps != nil && caps.Snapshot {
+			// The runtime can, this sandbox it cannot (CRIU refused a
+			// process of it): the agent's reason, as it was.
+			return store.Sandbox{}, fmt.Errorf("sandbox %s cannot be hibernated, and is as it was: %v: %w", sb.ID, err, errdefs.ErrConflict)
+		}
 		return store.Sandbox{}, cannotSnapshot(sb.ID, h.Runtime, caps)
 	case errors.Is(err, errdefs.ErrConflict):
 		// failed_precondition: hibernated already is what was asked for;

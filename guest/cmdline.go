@@ -29,6 +29,9 @@ type Config struct {
 	Env map[string]string
 	// Root is the root block device: roost.root=/dev/vda.
 	Root string
+	// Volumes are block devices to mount, found by their serial:
+	// roost.volumes=base64url(JSON array of Volume).
+	Volumes []Volume
 	// Modules holds parameters for modules, from module.param=value words
 	// (the kernel applies them only to built-in code, so the initramfs
 	// passes them on when it loads a module).
@@ -61,7 +64,21 @@ func (c Config) String() string {
 	if c.Root != "" {
 		w = append(w, "roost.root="+c.Root)
 	}
+	if len(c.Volumes) > 0 {
+		b, _ := json.Marshal(c.Volumes)
+		w = append(w, "roost.volumes="+base64.RawURLEncoding.EncodeToString(b))
+	}
 	return strings.Join(w, " ")
+}
+
+// Volume is a volume the init mounts (docs/persistence.md): the ext4
+// filesystem on the virtio block device whose serial is Serial (the
+// driver sets it; the guest has no udev, so the init reads
+// /sys/block/*/serial), at Path, read-only when ReadOnly.
+type Volume struct {
+	Serial   string `json:"serial"`
+	Path     string `json:"path"`
+	ReadOnly bool   `json:"ro,omitempty"`
 }
 
 // ParseCmdline reads the roost.* words (and module parameters) of a kernel
@@ -104,6 +121,11 @@ func ParseCmdline(line string) (Config, error) {
 			}
 		case "roost.root":
 			c.Root = val
+		case "roost.volumes":
+			var b []byte
+			if b, err = base64.RawURLEncoding.DecodeString(val); err == nil {
+				err = json.Unmarshal(b, &c.Volumes)
+			}
 		default:
 			if mod, param, ok := strings.Cut(key, "."); ok && !strings.HasPrefix(key, "roost.") && mod != "" && param != "" {
 				mod = strings.ReplaceAll(mod, "-", "_")

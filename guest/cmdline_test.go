@@ -16,6 +16,7 @@ func TestCmdlineRoundTrip(t *testing.T) {
 		Clock:    time.Unix(1700000000, 0),
 		Env:      map[string]string{"A": "b c", "X": "=y"},
 		Root:     "/dev/vda",
+		Volumes:  []Volume{{Serial: "roostvol0", Path: "/mnt/my data"}, {Serial: "roostvol1", Path: "/ro", ReadOnly: true}},
 		Modules:  map[string][]string{},
 	}
 	out, err := ParseCmdline("console=ttyS0 quiet " + in.String() + " panic=-1")
@@ -39,6 +40,10 @@ func TestParseCmdline(t *testing.T) {
 		{"roost.dns=1.1.1.1,bad", true, nil},
 		{"roost.clock=abc", true, nil},
 		{"roost.env=!!!", true, nil},
+		{"roost.volumes=e30", true, nil}, // {} is no list
+		{"roost.volumes=W3sic2VyaWFsIjoidiIsInBhdGgiOiIvZCJ9XQ", false, func(c Config) bool {
+			return reflect.DeepEqual(c.Volumes, []Volume{{Serial: "v", Path: "/d"}})
+		}},
 		{"virtio-mmio.device=4K@0xd0000000:5 virtio_mmio.x=1", false, func(c Config) bool {
 			return reflect.DeepEqual(c.Modules["virtio_mmio"], []string{"device=4K@0xd0000000:5", "x=1"})
 		}},

@@ -100,6 +100,9 @@ func boot() error {
 	if err := writeIdentity(); err != nil {
 		return err
 	}
+	if err := mountVolumes(); err != nil {
+		return err
+	}
 	return configureNetwork()
 }
 
@@ -360,6 +363,7 @@ func shutdown() {
 
 func powerOff() {
 	syscall.Sync()
+	unmountVolumes()
 	_ = syscall.Mount("", "/", "", syscall.MS_REMOUNT|syscall.MS_RDONLY, "")
 	_ = syscall.Reboot(syscall.LINUX_REBOOT_CMD_POWER_OFF)
 	// Not reached unless reboot(2) failed; PID 1 exiting panics the kernel,

@@ -39,7 +39,7 @@ type Target struct {
 	// never send traffic to an address that has since gone to another
 	// sandbox. Its errors are categorised as Resolve's; a sandbox paused
 	// on the host is errdefs.ErrConflict.
-	Direct func(sandboxID string) (netip.Addr, error)
+	Direct func(sandboxID string) (Instance, error)
 	// AgentToken is sent to the agent as Roost-Agent-Token; empty sends none.
 	AgentToken string
 	// TrafficToken must arrive in e2b-traffic-access-token for user ports
@@ -230,7 +230,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer FullDuplex(w, r)()
 	ctx = context.WithValue(ctx, routeKey{}, route)
 	if t.Direct != nil {
-		addr, err := t.Direct(route.SandboxID)
+		inst, err := t.Direct(route.SandboxID)
 		if err != nil {
 			p.evictTarget(t)
 			if errors.Is(err, errdefs.ErrConflict) {
@@ -241,14 +241,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.resolveFailed(w, r, route, err)
 			return
 		}
-		direct := netip.AddrPortFrom(addr, uint16(route.Port))
-		ctx = ToSandbox(context.WithValue(ctx, directKey{}, direct), route.SandboxID, direct)
+		direct := sandboxTarget{id: inst.Key, addr: netip.AddrPortFrom(inst.Addr, uint16(route.Port))}
+		ctx = ToSandbox(context.WithValue(ctx, directKey{}, direct), direct.id, direct.addr)
 		// A refused dial is retried while a server starts; a sandbox
 		// killed meanwhile must end the retries at once (not running,
 		// 502), and its address, soon another sandbox's, not be dialled.
 		ctx = withStillThere(ctx, func() bool {
 			now, err := t.Direct(route.SandboxID)
-			return err == nil && now == addr
+			return err == nil && now == inst
 		})
 	}
 	t.rp.ServeHTTP(w, r.WithContext(ctx))
@@ -388,10 +388,10 @@ func (t *target) rewrite(pr *httputil.ProxyRequest) {
 	u := pr.Out.URL
 	u.User, u.Fragment, u.RawFragment = nil, "", ""
 	var escaped string
-	direct, isDirect := pr.In.Context().Value(directKey{}).(netip.AddrPort)
+	direct, isDirect := pr.In.Context().Value(directKey{}).(sandboxTarget)
 	if isDirect {
 		escaped = route.Path
-		u.Scheme, u.Host = "http", SandboxHost(route.SandboxID, direct)
+		u.Scheme, u.Host = "http", SandboxHost(direct.id, direct.addr)
 	} else {
 		escaped = t.basePath + wire.ProxyPrefix + route.SandboxID + "/" + strconv.Itoa(route.Port) + route.Path
 		u.Scheme, u.Host = t.AgentURL.Scheme, t.AgentURL.Host
@@ -465,7 +465,8 @@ func (p *Proxy) proxyFailed(w http.ResponseWriter, r *http.Request, t *target, e
 		p.evictTarget(t)
 	}
 	timeout := errors.Is(err, errdefs.ErrTimeout)
-	if direct, ok := r.Context().Value(directKey{}).(netip.AddrPort); ok {
+	if d, ok := r.Context().Value(directKey{}).(sandboxTarget); ok {
+		direct := d.addr
 		// No agent in between: the sandbox's own server failed to answer.
 		msg := fmt.Sprintf("sandbox %s: nothing answers on port %d", t.SandboxID, direct.Port())
 		if timeout {

@@ -754,12 +754,12 @@ func TestDirect(t *testing.T) {
 	_, port := newBackend(t)
 	var asked atomic.Int64
 	var gone atomic.Bool
-	direct := func(id string) (netip.Addr, error) {
+	direct := func(id string) (Instance, error) {
 		asked.Add(1)
 		if gone.Load() {
-			return netip.Addr{}, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
+			return Instance{}, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
 		}
-		return netip.MustParseAddr("127.0.0.1"), nil
+		return Instance{Addr: netip.MustParseAddr("127.0.0.1"), Key: InstanceKey(id, 1)}, nil
 	}
 	s.res.set(Target{SandboxID: sbx, Direct: direct, PublicTraffic: true})
 	c := client()
@@ -819,11 +819,11 @@ func TestDirect(t *testing.T) {
 
 	// Killed while a refused GET is retried: the retries end at once.
 	var refusals atomic.Int64
-	goneOnRefusal := func(id string) (netip.Addr, error) {
+	goneOnRefusal := func(id string) (Instance, error) {
 		if refusals.Add(1) > 1 {
-			return netip.Addr{}, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
+			return Instance{}, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
 		}
-		return netip.MustParseAddr("127.0.0.1"), nil
+		return Instance{Addr: netip.MustParseAddr("127.0.0.1"), Key: InstanceKey(id, 1)}, nil
 	}
 	s.res.set(Target{SandboxID: sbx, Direct: goneOnRefusal, PublicTraffic: true})
 	resp, _ = do(t, c, newRequest(t, s, FormHeader, sbx, closed, "GET", "/health", ""))
@@ -840,8 +840,8 @@ func TestDirect(t *testing.T) {
 	}
 
 	// Paused on the host before the store says so: not running either.
-	pausedOnHost := func(id string) (netip.Addr, error) {
-		return netip.Addr{}, fmt.Errorf("sandbox %s: is paused: %w", id, errdefs.ErrConflict)
+	pausedOnHost := func(id string) (Instance, error) {
+		return Instance{}, fmt.Errorf("sandbox %s: is paused: %w", id, errdefs.ErrConflict)
 	}
 	s.res.set(Target{SandboxID: sbx, Direct: pausedOnHost, PublicTraffic: true})
 	resp, body = do(t, c, newRequest(t, s, FormHeader, sbx, port, "GET", "/health", ""))

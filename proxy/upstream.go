@@ -63,7 +63,7 @@ func newTransport() *http.Transport {
 	protocols.SetHTTP1(true)
 	return &http.Transport{
 		Proxy:             nil, // never through an environment HTTP proxy
-		DialContext:       dial,
+		DialContext:       Dial,
 		Protocols:         protocols,
 		ForceAttemptHTTP2: false,
 		TLSNextProto:      map[string]func(string, *tls.Conn) http.RoundTripper{},
@@ -89,22 +89,34 @@ type sandboxTarget struct {
 	addr netip.AddrPort
 }
 
-// ToSandbox marks ctx's request as one sent straight to port addr of
-// sandbox id: its connection closes without TIME_WAIT (see dial), and is
-// made to addr whatever the request's URL names. The URL's host must be
-// SandboxHost(id, addr), which the pools key connections by: a sandbox
-// never gets a connection made to another that had its address before.
-// A VM's guest vanishes with its VMM without closing its connections, so
-// idle ones to a destroyed VM stay pooled until they time out, and the
-// next sandbox on its network slot would get them, to be reset.
-func ToSandbox(ctx context.Context, id string, addr netip.AddrPort) context.Context {
-	return context.WithValue(ctx, sandboxKey{}, sandboxTarget{id: id, addr: addr})
+// Instance is one run of a sandbox: where its ports answer, and a key
+// that names the run (the sandbox's ID and its current init or VMM), by
+// which the pools keep its connections (see ToSandbox).
+type Instance struct {
+	Addr netip.Addr
+	Key  string
 }
 
-// SandboxHost is the URL host of a request to port addr of sandbox id
-// (see ToSandbox): not a name anything resolves.
-func SandboxHost(id string, addr netip.AddrPort) string {
-	return id + ".sandbox:" + strconv.Itoa(int(addr.Port()))
+// InstanceKey is the Key of sandbox id's run whose init or VMM is pid.
+func InstanceKey(id string, pid int) string { return id + "." + strconv.Itoa(pid) }
+
+// ToSandbox marks ctx's request as one sent straight to port addr of the
+// sandbox run key (Instance.Key): its connection closes without TIME_WAIT
+// (see Dial), and is made to addr whatever the request's URL names. The
+// URL's host must be SandboxHost(key, addr), which the pools key
+// connections by: a run never gets a connection made to another. A VM's
+// guest, or a sandbox's pid namespace, vanishes without closing its
+// connections (destroyed, halted, hibernated), so idle ones stay pooled
+// until they time out; the next sandbox on its network slot, or the same
+// sandbox booted afresh or restored, would get them, to be reset.
+func ToSandbox(ctx context.Context, key string, addr netip.AddrPort) context.Context {
+	return context.WithValue(ctx, sandboxKey{}, sandboxTarget{id: key, addr: addr})
+}
+
+// SandboxHost is the URL host of a request to port addr of the sandbox
+// run key (see ToSandbox): not a name anything resolves.
+func SandboxHost(key string, addr netip.AddrPort) string {
+	return key + ".sandbox:" + strconv.Itoa(int(addr.Port()))
 }
 
 func sandboxOf(ctx context.Context) (sandboxTarget, bool) {
@@ -124,14 +136,15 @@ type DialError struct {
 func (e *DialError) Error() string   { return fmt.Sprintf("connect to %s: %v", e.Addr, e.Err) }
 func (e *DialError) Unwrap() []error { return []error{e.Err, errdefs.ErrUnreachable} }
 
-// dial connects to an agent or a sandbox. A connection to a sandbox closes
+// Dial connects to an agent or a sandbox, as an http.Transport's
+// DialContext: to a sandbox when ctx says so (ToSandbox). A connection to a sandbox closes
 // with a reset instead of a FIN (SO_LINGER 0), leaving no TIME_WAIT on the
 // host: a sandbox server that closes every connection (HTTP/1.0, as
 // python's http.server does) would otherwise leave one per request, and at
 // a few hundred requests a second the ports to that server run out within
 // a minute and every connect searches for a free one. The link is local (a
 // veth) and a proxy closes only after a whole response, or to abort one.
-func dial(ctx context.Context, network, addr string) (net.Conn, error) {
+func Dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	sb, toSandbox := sandboxOf(ctx)
 	if toSandbox {
 		addr = sb.addr.String()

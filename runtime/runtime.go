@@ -100,6 +100,34 @@ type Forker interface {
 	Fork(ctx context.Context, spec Spec, dir string) (Instance, error)
 }
 
+// Halter is implemented by drivers that can end a sandbox's processes and
+// keep its disk, and boot it afresh from that disk later (E2B's
+// filesystem-only pause, keepMemory: false). Calls for one sandbox are
+// serialised by the manager.
+type Halter interface {
+	// Halt ends every process of sandbox id and frees its memory and CPU;
+	// what it wrote over its template stays. The sandbox stays known to
+	// the driver (Destroy removes it). It returns the driver's state of
+	// the halted sandbox, which the manager keeps for Boot and Recover.
+	Halt(ctx context.Context, id string) (DriverState, error)
+	// Boot starts a halted sandbox afresh from its disk, as Create starts
+	// one (a new boot), on spec.Network (which may differ from before),
+	// and returns once its init runs; the manager waits for envd.
+	// spec.StateDir must be the halted sandbox's, and state the one Halt
+	// returned.
+	Boot(ctx context.Context, spec Spec, state DriverState) (Instance, error)
+}
+
+// DiskExporter is implemented by drivers that keep a sandbox's files in a
+// disk image of its own (the VM runtimes), for the manager to read them:
+// a snapshot's layer is what changed from the template's tree.
+type DiskExporter interface {
+	// ExportDisk writes a copy of the sandbox's disk as a raw filesystem
+	// image to dst (sparse where it can). The sandbox must not be writing
+	// its disk meanwhile: it is paused, hibernated or halted.
+	ExportDisk(ctx context.Context, spec Spec, dst string) error
+}
+
 // CapabilitiesOf describes the driver rt by what it implements: Pause
 // when it is a Pauser, Snapshot when a Snapshotter, Fork when a Forker.
 // vm is the one fact the type cannot tell. Drivers' Capabilities return
@@ -163,6 +191,9 @@ type Spec struct {
 	Metadata map[string]string
 	Limits   Limits
 	Network  Network
+	// Volumes are mounted in the sandbox, at their paths; a driver that
+	// cannot mount them refuses the spec (errdefs.ErrUnsupported).
+	Volumes []VolumeMount `json:",omitempty"`
 }
 
 // Validate checks what every driver needs of a Spec: an ID usable as a

@@ -51,4 +51,5 @@ if ! have_go; then
   chmod a+x /usr/local/go/bin/* /usr/local/go/pkg/tool/*/*
   have_go || { echo "deps: Go $GO_VERSION still not usable" >&2; exit 1; }
 fi
+bash "$(dirname "$0")/criu.sh" || echo "deps: no working CRIU; namespace sandboxes pause with the freezer only" >&2
 echo "deps: ok ($(go version))"

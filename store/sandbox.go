@@ -17,7 +17,7 @@ import (
 
 const sandboxColumns = `id, team_id, host_id, template_id, alias, client_id, state, vcpus, memory_mb, disk_mb,
 	env_vars, envd_version, envd_access_token, traffic_access_token, allow_public_traffic, allow_internet,
-	auto_pause, timeout_secs, started_at, end_at, created_at, updated_at, error, auto_resume, paused_at`
+	auto_pause, timeout_secs, started_at, end_at, created_at, updated_at, error, auto_resume, paused_at, auto_pause_filesystem`
 
 // sandboxArgs are s's values in sandboxColumns order.
 func sandboxArgs(s *Sandbox) ([]any, error) {
@@ -32,7 +32,7 @@ func sandboxArgs(s *Sandbox) ([]any, error) {
 	return []any{s.ID, s.TeamID, s.HostID, s.TemplateID, s.Alias, s.ClientID, string(s.State), s.VCPUs,
 		s.MemoryMB, s.DiskMB, string(envJSON), s.EnvdVersion, s.EnvdAccessToken, s.TrafficAccessToken,
 		s.AllowPublicTraffic, s.AllowInternet, s.AutoPause, s.TimeoutSecs, nanos(s.StartedAt), nanos(s.EndAt),
-		s.CreatedAt.UnixNano(), s.UpdatedAt.UnixNano(), s.Error, s.AutoResume, nanos(s.PausedAt)}, nil
+		s.CreatedAt.UnixNano(), s.UpdatedAt.UnixNano(), s.Error, s.AutoResume, nanos(s.PausedAt), s.AutoPauseFilesystem}, nil
 }
 
 func scanSandbox(row interface{ Scan(...any) error }) (Sandbox, error) {
@@ -42,7 +42,7 @@ func scanSandbox(row interface{ Scan(...any) error }) (Sandbox, error) {
 	err := row.Scan(&s.ID, &s.TeamID, &s.HostID, &s.TemplateID, &s.Alias, &s.ClientID, &s.State, &s.VCPUs,
 		&s.MemoryMB, &s.DiskMB, &env, &s.EnvdVersion, &s.EnvdAccessToken, &s.TrafficAccessToken,
 		&s.AllowPublicTraffic, &s.AllowInternet, &s.AutoPause, &s.TimeoutSecs, &started, &end,
-		&created, &updated, &s.Error, &s.AutoResume, &paused)
+		&created, &updated, &s.Error, &s.AutoResume, &paused, &s.AutoPauseFilesystem)
 	if err != nil {
 		return Sandbox{}, err
 	}

@@ -113,6 +113,8 @@ type Store interface {
 
 	// Templates: content templates, their builds, tags and files.
 	Templates
+	// Volumes: teams' volumes and the mounts sandboxes hold of them.
+	Volumes
 }
 
 // HashKey is how API keys and registration tokens are stored: SHA-256 of
@@ -229,13 +231,17 @@ type Sandbox struct {
 	AutoPause          bool
 	// AutoResume: traffic to the sandbox while paused resumes it (only
 	// meaningful with AutoPause).
-	AutoResume  bool
-	TimeoutSecs int64
-	StartedAt   time.Time // zero until started
-	EndAt       time.Time // when the timeout fires; zero = never
-	CreatedAt   time.Time // zero → now
-	UpdatedAt   time.Time // set by the store
-	Error       string    // why State is SandboxError
+	AutoResume bool
+	// AutoPauseFilesystem: the pause on timeout keeps only the sandbox's
+	// files (E2B's autoPauseMemory: false; only meaningful with
+	// AutoPause).
+	AutoPauseFilesystem bool
+	TimeoutSecs         int64
+	StartedAt           time.Time // zero until started
+	EndAt               time.Time // when the timeout fires; zero = never
+	CreatedAt           time.Time // zero → now
+	UpdatedAt           time.Time // set by the store
+	Error               string    // why State is SandboxError
 	// PausedAt is when the sandbox was paused; zero unless paused. The
 	// store keeps it: an update that pauses the sandbox sets it, one that
 	// leaves paused clears it.

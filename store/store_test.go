@@ -379,7 +379,7 @@ func TestSandboxCRUD(t *testing.T) {
 		mustTeam(t, s, "b")
 		want := newSandbox("sbx1", "a", 0)
 		want.Metadata = map[string]string{"user": "ann", "env": "dev"}
-		want.AutoPause, want.AutoResume, want.AllowInternet = true, true, false
+		want.AutoPause, want.AutoResume, want.AutoPauseFilesystem, want.AllowInternet = true, true, true, false
 		if err := s.CreateSandbox(ctx, want); err != nil {
 			t.Fatalf("create: %v", err)
 		}

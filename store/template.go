@@ -84,6 +84,13 @@ type Templates interface {
 	// FileDigests returns the digest of every uploaded file, of every team.
 	FileDigests(ctx context.Context) ([]string, error)
 
+	// PutSnapshot records a snapshot of a sandbox: a ready build b (its
+	// Manifest, SizeBytes and Tags set) of the team's snapshot template
+	// t.Name, made with t's ID when the team has none of that name. A
+	// name taken by a template that is not a snapshot of the same team is
+	// errdefs.ErrConflict. It returns the template.
+	PutSnapshot(ctx context.Context, t Template, b TemplateBuild) (Template, error)
+
 	// EnsureSecret stores value as the secret name unless one is stored,
 	// and returns the stored one: replicas share the first.
 	EnsureSecret(ctx context.Context, name string, value []byte) ([]byte, error)
@@ -94,12 +101,15 @@ const MaxBuildLogEntries = 10000
 
 // Template is a content template of a team.
 type Template struct {
-	ID        string // 20 characters of [a-z0-9]
-	TeamID    string
-	Name      string // unique
-	Public    bool   // usable by every team
-	CreatedAt time.Time
-	UpdatedAt time.Time
+	ID     string // 20 characters of [a-z0-9]
+	TeamID string
+	Name   string // unique
+	Public bool   // usable by every team
+	// SnapshotOf is, for a snapshot (PutSnapshot), the sandbox its latest
+	// build was taken of; empty for other templates.
+	SnapshotOf string
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
 }
 
 // BuildStatus is a build's state, E2B's names.

@@ -17,12 +17,12 @@ import (
 // UPDATE, so of a finish and a fail racing (the build's stream ends as the
 // control plane gives it up) exactly one wins.
 
-const templateColumns = `id, team_id, name, public, created_at, updated_at`
+const templateColumns = `id, team_id, name, public, created_at, updated_at, snapshot_of`
 
 func scanTemplate(row interface{ Scan(...any) error }) (Template, error) {
 	var t Template
 	var created, updated sql.NullInt64
-	if err := row.Scan(&t.ID, &t.TeamID, &t.Name, &t.Public, &created, &updated); err != nil {
+	if err := row.Scan(&t.ID, &t.TeamID, &t.Name, &t.Public, &created, &updated, &t.SnapshotOf); err != nil {
 		return Template{}, err
 	}
 	t.CreatedAt, t.UpdatedAt = fromNanos(created), fromNanos(updated)
@@ -34,8 +34,8 @@ func (s *sqlStore) CreateTemplate(ctx context.Context, t Template) error {
 		return fmt.Errorf("create template: empty id, team or name: %w", errdefs.ErrInvalid)
 	}
 	now := time.Now()
-	_, err := s.w.ExecContext(ctx, `INSERT INTO templates (`+templateColumns+`) VALUES ($1, $2, $3, $4, $5, $6)`,
-		t.ID, t.TeamID, t.Name, t.Public, orNow(t.CreatedAt).UnixNano(), now.UnixNano())
+	_, err := s.w.ExecContext(ctx, `INSERT INTO templates (`+templateColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		t.ID, t.TeamID, t.Name, t.Public, orNow(t.CreatedAt).UnixNano(), now.UnixNano(), t.SnapshotOf)
 	if err != nil {
 		return s.classify(err, "create template "+t.Name)
 	}

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -46,21 +45,9 @@ func (s *Store) LayerOfTree(ctx context.Context, name string, blobs *content.Blo
 	if b, err := os.ReadFile(memo); err == nil && json.Unmarshal(b, &desc) == nil && blobs.Has(desc.Digest) {
 		return desc, nil
 	}
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		err := writeTreeTar(ctx, t.RootFS, pw)
-		pw.CloseWithError(err)
-		done <- err
-	}()
-	desc, err = blobs.Put(ctx, pr, "")
-	pr.CloseWithError(errors.New("layer of tree: reader gone")) // ends the writer if Put stopped early
-	werr := <-done
-	if err != nil { // holds werr when the writer failed first
+	desc, err = blobs.PutWritten(ctx, func(w io.Writer) error { return writeTreeTar(ctx, t.RootFS, w) })
+	if err != nil {
 		return content.Descriptor{}, fmt.Errorf("layer of template %q: %w", name, err)
-	}
-	if werr != nil {
-		return content.Descriptor{}, fmt.Errorf("layer of template %q: %w", name, werr)
 	}
 	if b, err := json.Marshal(desc); err == nil {
 		if err := writeFileSync(memo, b, 0o644); err != nil {

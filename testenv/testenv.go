@@ -27,6 +27,7 @@ import (
 	"roost.dev/roost/runtime/namespace/namespacetest"
 	"roost.dev/roost/runtime/runtimetest"
 	"roost.dev/roost/store"
+	"roost.dev/roost/template/content"
 	"roost.dev/roost/template/templatetest"
 )
 
@@ -73,7 +74,9 @@ func Start(t testing.TB) *Env {
 			}
 		}
 	}
-	m, err := agent.New(ctx, agent.Config{DataDir: dataDir, Envd: runtimetest.Envd(t), Version: "testenv", SkipPrune: true},
+	// One content store for both, as roost up has (snapshots, builds).
+	blobs := content.NewBlobs(filepath.Join(dataDir, "blobs"))
+	m, err := agent.New(ctx, agent.Config{DataDir: dataDir, Envd: runtimetest.Envd(t), Version: "testenv", SkipPrune: true, Blobs: blobs, SharedBlobs: true},
 		rt, nw, templatetest.Store(t), log)
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +88,7 @@ func Start(t testing.TB) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp, err := controlplane.New(controlplane.Config{}, st, log)
+	cp, err := controlplane.New(controlplane.Config{Blobs: blobs}, st, log)
 	if err != nil {
 		t.Fatal(err)
 	}

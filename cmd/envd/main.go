@@ -1,4 +1,13 @@
 // Command envd is roost's in-sandbox agent. See package envd.
+//
+// Its Go runtime does not size itself from its cgroup's CPU limit: that
+// keeps the cgroup's files open for good (to follow the limit), and a
+// namespace sandbox whose processes hold files of mounts CRIU restored
+// cannot be hibernated again. envd runs with the machine's CPUs, as Go
+// before 1.25 did.
+//
+//go:debug containermaxprocs=0
+//go:debug updatemaxprocs=0
 package main
 
 import (

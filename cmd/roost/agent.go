@@ -45,6 +45,9 @@ type agentOptions struct {
 	registrationToken string
 	advertise         string
 	name              string
+
+	// volumeDir is --volume-dir: where the host's volumes are.
+	volumeDir string
 }
 
 func newAgentCmd() *cobra.Command {
@@ -76,6 +79,7 @@ and requires --token (or $` + tokenEnv + `) on every request.`,
 	f.TextVar(&o.level, "log-level", &o.level, "log level: debug, info, warn, error")
 	o.net.addFlags(cmd)
 	o.cache.addFlags(cmd)
+	f.StringVar(&o.volumeDir, "volume-dir", "", "where volumes' images are kept (default DATA_DIR/volumes); may be shared storage such as NFS (docs/persistence.md)")
 	f.StringVar(&o.server, "server", "", "control plane (roost server) URL to register with and heartbeat to, e.g. https://10.0.0.1:3000")
 	f.StringVar(&o.registrationToken, "registration-token", "", "one-time registration token from 'roost server token' (default $"+registrationTokenEnv+"); needed on first start only, and to register again")
 	f.StringVar(&o.advertise, "advertise", "", "URL the control plane reaches this agent at, https (default https://<--listen>); its host goes into the agent's certificate")
@@ -103,7 +107,7 @@ func runAgent(ctx context.Context, o *agentOptions) error {
 	case o.server == "" && !isLoopback(o.listen):
 		return fmt.Errorf("--listen %s is not a loopback address: an agent without --server speaks plain HTTP, so it listens on loopback only; agents reached over a network register with --server and speak mutual TLS", o.listen)
 	}
-	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, &o.net, templateHost{budget: int64(o.cache.budget)}, log)
+	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, &o.net, templateHost{budget: int64(o.cache.budget), volumeDir: o.volumeDir}, log)
 	if err != nil {
 		return err
 	}
@@ -184,6 +188,9 @@ type templateHost struct {
 	budget int64
 	// shared: the blobs are the control plane's own (roost up).
 	shared bool
+	// volumeDir is where the host's volume images are; "" is
+	// <data>/volumes.
+	volumeDir string
 }
 
 // openManager builds the host's sandbox manager: the runtime driver, the
@@ -222,7 +229,7 @@ func openManager(ctx context.Context, dataDir, runtimeName, envdFlag string, noP
 	return agent.New(ctx, agent.Config{
 		DataDir: dataDir, Envd: envd, Version: buildVersion(), SkipPrune: noPrune,
 		Blobs: newBlobs(dataDir), SharedBlobs: tpl.shared, TemplateCache: tpl.budget,
-		BuildRuntime: buildRuntime(ctx, rt, dataDir, log),
+		BuildRuntime: buildRuntime(ctx, rt, dataDir, log), VolumeDir: tpl.volumeDir,
 	}, rt, nw, templates, log.With("component", "manager"))
 }
 

@@ -41,7 +41,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newAgentCmd(), newTemplateCmd(), newVersionCmd(),
-		newUpCmd(), newServerCmd(), newKernelCmd(), newSandboxCmd(), newExecCmd(), newShellCmd(), newCpCmd(), newPortsCmd())
+		newUpCmd(), newServerCmd(), newKernelCmd(), newSandboxCmd(), newSnapshotsCmd(), newExecCmd(), newShellCmd(), newCpCmd(), newPortsCmd(), newVolumeCmd())
 	return root
 }
 

@@ -61,6 +61,7 @@ func newSandboxCmd() *cobra.Command {
 		metadata     []string
 		envs         []string
 		noInternet   bool
+		volumes      []string
 	)
 	create := &cobra.Command{
 		Use:   "create",
@@ -85,6 +86,9 @@ func newSandboxCmd() *cobra.Command {
 				off := false
 				o.AllowInternet = &off
 			}
+			if o.Volumes, err = volumeMounts(volumes); err != nil {
+				return fmt.Errorf("--volume: %w", err)
+			}
 			stop := createProgress(cmd.Context(), cmd.ErrOrStderr(), c, tpl)
 			sb, err := c.Create(cmd.Context(), o)
 			stop()
@@ -103,6 +107,7 @@ func newSandboxCmd() *cobra.Command {
 	create.Flags().StringArrayVar(&metadata, "metadata", nil, "metadata KEY=VALUE (repeatable)")
 	create.Flags().StringArrayVarP(&envs, "env", "e", nil, "environment variable KEY=VALUE (repeatable)")
 	create.Flags().BoolVar(&noInternet, "no-internet", false, "no outbound internet access")
+	create.Flags().StringArrayVarP(&volumes, "volume", "v", nil, "mount a volume: NAME:/PATH, or NAME:/PATH:ro read-only (repeatable)")
 
 	var states, filter []string
 	list := &cobra.Command{
@@ -151,17 +156,17 @@ func newSandboxCmd() *cobra.Command {
 			return printJSON(cmd.OutOrStdout(), sb)
 		},
 	}
-	snapshot := &cobra.Command{
-		Use:   "snapshot ID",
-		Short: "Hibernate a sandbox: memory to disk, its process freed (resume restores it; VM runtimes only)",
+	hibernate := &cobra.Command{
+		Use:   "hibernate ID",
+		Short: "Hibernate a sandbox: memory to disk, its processes freed (resume restores it)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := apiClient()
 			if err != nil {
 				return err
 			}
-			stop := progress(cmd.ErrOrStderr(), "snapshotting sandbox")
-			sb, err := c.Snapshot(cmd.Context(), args[0])
+			stop := progress(cmd.ErrOrStderr(), "hibernating sandbox")
+			sb, err := c.Hibernate(cmd.Context(), args[0])
 			stop()
 			if err != nil {
 				return err
@@ -184,7 +189,11 @@ func newSandboxCmd() *cobra.Command {
 			}}
 	}
 	kill := simple("kill", "Destroy a sandbox", func(ctx context.Context, c *client.Client, id string) error { return c.Kill(ctx, id) })
-	pause := simple("pause", "Pause a sandbox (its processes freeze in place)", func(ctx context.Context, c *client.Client, id string) error { return c.Pause(ctx, id) })
+	keepMemory := true
+	pause := simple("pause", "Pause a sandbox (its processes kept; with --keep-memory=false only its files)", func(ctx context.Context, c *client.Client, id string) error {
+		return c.Pause(ctx, id, keepMemory)
+	})
+	pause.Flags().BoolVar(&keepMemory, "keep-memory", true, "keep the sandbox's processes and memory (false: they end, its files stay, resume boots it afresh)")
 	resume := simple("resume", "Resume a paused sandbox", func(ctx context.Context, c *client.Client, id string) error {
 		_, err := c.Resume(ctx, id, 0)
 		return err
@@ -203,7 +212,7 @@ func newSandboxCmd() *cobra.Command {
 			return c.SetTimeout(cmd.Context(), args[0], d)
 		},
 	}
-	cmd.AddCommand(create, list, get, kill, pause, resume, snapshot, newForkCmd(&asJSON), setTimeout)
+	cmd.AddCommand(create, list, get, kill, pause, resume, hibernate, newSnapshotCmd(&asJSON), newForkCmd(&asJSON), setTimeout)
 	return cmd
 }
 

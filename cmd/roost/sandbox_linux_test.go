@@ -11,8 +11,10 @@ import (
 )
 
 // TestSandboxSnapshotCLI runs `roost sandbox` against the real stack
-// (namespace runtime): get shows the runtime and its capabilities, and
-// snapshot fails with the API's reason, leaving the sandbox running.
+// (namespace runtime): get shows the runtime and its capabilities,
+// hibernate and resume bring the sandbox back, snapshot makes a snapshot
+// that `roost snapshot` lists and removes, and fork is refused with the
+// API's reason.
 func TestSandboxSnapshotCLI(t *testing.T) {
 	env := testenv.Start(t)
 	t.Setenv(apiURLEnv, env.URL)
@@ -42,18 +44,37 @@ func TestSandboxSnapshotCLI(t *testing.T) {
 		t.Fatalf("get: %v: %s", err, out)
 	}
 	if sb.ID != id || sb.State != "running" || sb.Runtime != "namespace" || sb.Capabilities == nil ||
-		*sb.Capabilities != (client.Capabilities{Pause: true}) || sb.Hibernated == nil || *sb.Hibernated {
+		*sb.Capabilities != (client.Capabilities{Pause: true, Snapshot: true}) || sb.Hibernated == nil || *sb.Hibernated {
 		t.Fatalf("get: %s", out)
 	}
 
-	for _, args := range [][]string{{"snapshot", id}, {"snapshot", "--json", id}} {
-		out, err = roost(args...)
-		if err == nil || !strings.Contains(err.Error(), "409: sandbox "+id+" runs on the namespace runtime, which cannot snapshot (it can pause)") || out != "" {
-			t.Fatalf("roost sandbox %v: %v, output %q", args, err, out)
-		}
+	// Hibernated (CRIU), then resumed.
+	if out, err = roost("hibernate", id); err != nil || out != id+" hibernated (namespace runtime); resume restores it\n" {
+		t.Fatalf("roost sandbox hibernate: %v, output %q", err, out)
+	}
+	if _, err := roost("resume", id); err != nil {
+		t.Fatalf("roost sandbox resume: %v", err)
+	}
+	if _, err := roost("hibernate", "sbnosuchsandbox"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("hibernate of an unknown sandbox: %v", err)
+	}
+	// A snapshot of its files: a template to create from.
+	if out, err := roost("snapshot", "--name", "cli-snap", id); err != nil || out != "cli-snap:default\n" {
+		t.Fatalf("roost sandbox snapshot: %v, output %q", err, out)
 	}
 	if _, err := roost("snapshot", "sbnosuchsandbox"); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("snapshot of an unknown sandbox: %v", err)
+	}
+	snaps := newSnapshotsCmd()
+	var listed bytes.Buffer
+	snaps.SetArgs([]string{"list", "--sandbox", id})
+	snaps.SetOut(&listed)
+	if err := snaps.ExecuteContext(t.Context()); err != nil || listed.String() != "cli-snap:default\n" {
+		t.Fatalf("roost snapshot list: %v, output %q", err, listed.String())
+	}
+	snaps.SetArgs([]string{"rm", "cli-snap:default"})
+	if err := snaps.ExecuteContext(t.Context()); err != nil {
+		t.Fatalf("roost snapshot rm: %v", err)
 	}
 	// Fork needs a runtime that captures memory; the refusal says which.
 	if out, err := roost("fork", "-n", "2", id); err == nil || !strings.Contains(err.Error(), "501: sandbox "+id+" runs on the namespace runtime") || out != "" {
@@ -61,6 +82,6 @@ func TestSandboxSnapshotCLI(t *testing.T) {
 	}
 	out, err = roost("list", "--json")
 	if err != nil || !strings.Contains(out, `"state": "running"`) {
-		t.Fatalf("list after the refused snapshot: %v: %s", err, out)
+		t.Fatalf("list after the snapshot: %v: %s", err, out)
 	}
 }

@@ -34,6 +34,9 @@ type upOptions struct {
 	cache   templateCacheOptions
 	tls     tlsOptions
 	level   slog.LevelVar
+
+	// volumeDir is --volume-dir: where the host's volumes are.
+	volumeDir string
 }
 
 func newUpCmd() *cobra.Command {
@@ -66,6 +69,7 @@ Plain HTTP on --listen is the default.`,
 	f.Var(&o.quota, "team-quota", teamQuotaUsage)
 	o.net.addFlags(cmd)
 	o.cache.addFlags(cmd)
+	f.StringVar(&o.volumeDir, "volume-dir", "", "where volumes' images are kept (default DATA_DIR/volumes); may be shared storage such as NFS (docs/persistence.md)")
 	return cmd
 }
 
@@ -80,7 +84,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 		return err
 	}
 	// The agent shares the control plane's blobs: nothing to transfer.
-	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, &o.net, templateHost{budget: int64(o.cache.budget), shared: true}, log)
+	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, &o.net, templateHost{budget: int64(o.cache.budget), shared: true, volumeDir: o.volumeDir}, log)
 	if err != nil {
 		return err
 	}

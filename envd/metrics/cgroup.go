@@ -74,6 +74,18 @@ func (cg cgroupView) memory() (limit, used uint64, ok bool) {
 	return 0, 0, false
 }
 
+// cache returns the group's page cache (file-backed memory); ok is false
+// when envd runs in no memory cgroup it can read.
+func (cg cgroupView) cache() (uint64, bool) {
+	if dir := cg.v1["memory"]; dir != "" {
+		return statField(filepath.Join(dir, "memory.stat"), "total_cache"), true
+	}
+	if cg.v2 != "" && exists(filepath.Join(cg.v2, "memory.stat")) {
+		return statField(filepath.Join(cg.v2, "memory.stat"), "file"), true
+	}
+	return 0, false
+}
+
 // cpus returns the CPUs the group's quota amounts to, rounded up; ok is
 // false without a quota.
 func (cg cgroupView) cpus() (float64, bool) {

@@ -23,8 +23,11 @@ type Report struct {
 	CPUUsedPct float64 `json:"cpu_used_pct"`
 	MemTotal   uint64  `json:"mem_total"`
 	MemUsed    uint64  `json:"mem_used"`
-	DiskUsed   uint64  `json:"disk_used"`
-	DiskTotal  uint64  `json:"disk_total"`
+	// MemCache is the page cache: the sandbox's cgroup's file memory, or
+	// the machine's Cached and Buffers.
+	MemCache  uint64 `json:"mem_cache"`
+	DiskUsed  uint64 `json:"disk_used"`
+	DiskTotal uint64 `json:"disk_total"`
 }
 
 // Sampler produces Reports. Safe for concurrent use.
@@ -64,8 +67,11 @@ func (s *Sampler) Sample() (Report, error) {
 		return Report{}, err
 	}
 	r.CPUUsedPct = math.Round(min(pct, 100)*100) / 100
-	if r.MemTotal, r.MemUsed, err = s.memory(); err != nil {
+	if r.MemTotal, r.MemUsed, r.MemCache, err = s.memory(); err != nil {
 		return Report{}, err
+	}
+	if c, ok := s.cg.cache(); ok {
+		r.MemCache = c
 	}
 	if limit, used, ok := s.cg.memory(); ok && limit < r.MemTotal {
 		r.MemTotal, r.MemUsed = limit, min(used, limit)
@@ -138,10 +144,10 @@ func (s *Sampler) readProcStat() (cpuTimes, error) {
 }
 
 // memory returns total and used bytes; used excludes reclaimable cache.
-func (s *Sampler) memory() (total, used uint64, err error) {
+func (s *Sampler) memory() (total, used, cache uint64, err error) {
 	f, err := os.Open(filepath.Join(s.proc, "meminfo"))
 	if err != nil {
-		return 0, 0, fmt.Errorf("read meminfo: %w", err)
+		return 0, 0, 0, fmt.Errorf("read meminfo: %w", err)
 	}
 	defer f.Close()
 	var avail uint64
@@ -160,10 +166,12 @@ func (s *Sampler) memory() (total, used uint64, err error) {
 			total = n << 10
 		case "MemAvailable":
 			avail = n << 10
+		case "Cached", "Buffers":
+			cache += n << 10
 		}
 	}
 	if total == 0 {
-		return 0, 0, errors.New("read meminfo: no MemTotal")
+		return 0, 0, 0, errors.New("read meminfo: no MemTotal")
 	}
-	return total, total - min(avail, total), nil
+	return total, total - min(avail, total), cache, nil
 }

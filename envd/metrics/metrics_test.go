@@ -27,7 +27,7 @@ func TestSampleFixture(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("meminfo", "MemTotal:       1000 kB\nMemFree:         100 kB\nMemAvailable:    250 kB\n")
+	write("meminfo", "MemTotal:       1000 kB\nMemFree:         100 kB\nMemAvailable:    250 kB\nBuffers:          10 kB\nCached:          90 kB\n")
 	write("stat", "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 1 2 3 4\n")
 	s := NewSampler(dir, filepath.Join(dir, "no-cgroupfs"), dir)
 	write("stat", "cpu  150 0 150 900 0 0 0 0 0 0\n")
@@ -35,8 +35,8 @@ func TestSampleFixture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.MemTotal != 1000<<10 || r.MemUsed != 750<<10 {
-		t.Errorf("memory %d/%d", r.MemUsed, r.MemTotal)
+	if r.MemTotal != 1000<<10 || r.MemUsed != 750<<10 || r.MemCache != 100<<10 {
+		t.Errorf("memory %d/%d, cache %d", r.MemUsed, r.MemTotal, r.MemCache)
 	}
 	if r.CPUUsedPct != 50 {
 		t.Errorf("cpu %v%%, want 50", r.CPUUsedPct)
@@ -57,7 +57,7 @@ func TestSampleCgroup(t *testing.T) {
 		{"v1", "4:memory:/sb\n2:cpu:/sb\n3:cpuacct:/sb\n1:name=systemd:/\n", map[string]string{
 			"memory/sb/memory.limit_in_bytes": "536870912\n",
 			"memory/sb/memory.usage_in_bytes": "104857600\n",
-			"memory/sb/memory.stat":           "cache 1\ntotal_inactive_file 4194304\n",
+			"memory/sb/memory.stat":           "cache 1\ntotal_cache 8388608\ntotal_inactive_file 4194304\n",
 			"cpu/sb/cpu.cfs_quota_us":         "100000\n",
 			"cpu/sb/cpu.cfs_period_us":        "100000\n",
 			"cpuacct/sb/cpuacct.usage":        "1000\n",
@@ -66,7 +66,7 @@ func TestSampleCgroup(t *testing.T) {
 			"cgroup.controllers": "cpu memory\n",
 			"sb/memory.max":      "536870912\n",
 			"sb/memory.current":  "104857600\n",
-			"sb/memory.stat":     "anon 1\ninactive_file 4194304\n",
+			"sb/memory.stat":     "anon 1\nfile 8388608\ninactive_file 4194304\n",
 			"sb/cpu.max":         "100000 100000\n",
 			"sb/cpu.stat":        "usage_usec 1\nuser_usec 1\n",
 		}},
@@ -101,8 +101,8 @@ func TestSampleCgroup(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if r.MemTotal != 512<<20 || r.MemUsed != 96<<20 || r.CPUCount != 1 {
-				t.Errorf("report %+v: want 512 MiB total, 96 MiB used (usage less inactive file cache), 1 CPU", r)
+			if r.MemTotal != 512<<20 || r.MemUsed != 96<<20 || r.MemCache != 8<<20 || r.CPUCount != 1 {
+				t.Errorf("report %+v: want 512 MiB total, 96 MiB used (usage less inactive file cache), 8 MiB cache, 1 CPU", r)
 			}
 			if r.CPUUsedPct < 30 || r.CPUUsedPct > 60 {
 				t.Errorf("cpu %v%%, want about 50", r.CPUUsedPct)

@@ -279,6 +279,9 @@ func (f *Forwarder) reconcile(ctx context.Context, targets map[uint16]netip.Addr
 		}
 	}
 	var lc net.ListenConfig
+	// Plain TCP, not Go's default MPTCP: CRIU cannot checkpoint an MPTCP
+	// socket, so one would stop the sandbox from hibernating.
+	lc.SetMultipathTCP(false)
 	for at, target := range want {
 		if _, ok := f.forwards[at]; ok || ctx.Err() != nil {
 			continue

@@ -30,6 +30,10 @@ var _ microvm.VMM = (*vmm)(nil)
 // Validate implements microvm.VMM.
 func (v *vmm) Validate(spec runtime.Spec) error {
 	switch {
+	case len(spec.Volumes) > 0:
+		// The drive would have to be reachable inside the jail, as the
+		// VMM's uid, and on every snapshot load: not built yet.
+		return fmt.Errorf("volumes: the firecracker runtime cannot mount them yet (the qemu and namespace runtimes can): %w", errdefs.ErrUnsupported)
 	case len(microvm.NamePrefix+spec.ID) > 64 || strings.IndexFunc(spec.ID, func(r rune) bool {
 		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-')
 	}) >= 0:

@@ -44,6 +44,9 @@ func (s *Shell) Recover(ctx context.Context, spec runtime.Spec, st runtime.Drive
 		log.Info("recover: restoring hibernated sandbox")
 		return s.Restore(ctx, spec, st)
 	}
+	if vm.Pid == 0 && vm.Halted {
+		return runtime.Instance{}, fmt.Errorf("sandbox %s is halted: Boot starts it: %w", spec.ID, errdefs.ErrConflict)
+	}
 	if !vm.Alive() {
 		log.Info("recover: vmm is gone; cleaning up", "vmm", s.cfg.Name, "pid", vm.Pid)
 		_ = RemoveFiles(s.files(spec.StateDir)...)

@@ -45,6 +45,9 @@ type State struct {
 	// Args is the VMM's command line, for VMMs that restore by starting
 	// again with it (qemu).
 	Args []string `json:"args,omitempty"`
+	// Halted: the VMM ended and the disk was kept (runtime.Halter); Boot
+	// starts the VM afresh from it.
+	Halted bool `json:"halted,omitempty"`
 }
 
 // Machine is one sandbox's VM as the Shell holds it: its saved State and,

@@ -20,7 +20,7 @@ const MaxCmdline = 2048 - 128
 // GuestParams are the roost.* kernel command-line words that configure
 // the guest init (package guest parses them): the guest's fixed address,
 // the host's resolvers, hostname, the host clock as a floor, envd's
-// starting environment, and the root device.
+// starting environment, the root device, and the volumes to mount.
 func GuestParams(spec runtime.Spec, root string) []string {
 	w := []string{"roost.ip=" + GuestAddr.String() + "," + GuestGW.String(), "roost.root=" + root}
 	dns := hostNameservers()
@@ -42,6 +42,9 @@ func GuestParams(spec runtime.Spec, root string) []string {
 	if len(spec.Env) > 0 {
 		b, _ := json.Marshal(spec.Env)
 		w = append(w, "roost.env="+base64.RawURLEncoding.EncodeToString(b))
+	}
+	if p := volumesParam(spec); p != "" {
+		w = append(w, p)
 	}
 	return w
 }

@@ -50,6 +50,9 @@ type VMM interface {
 	// m.Memory) naming the capture's state for Restore. Restore removes
 	// only the snapshot files inside m.StateDir.
 	PrepareFork(ctx context.Context, m *Machine, spec runtime.Spec, src State, dir string) error
+	// ExportDisk writes a copy of the VM's disk in stateDir, as a raw
+	// filesystem image, to dst; the VM is not writing it.
+	ExportDisk(ctx context.Context, stateDir, dst string) error
 	// Stop ends the VMM: gracefully where it can within ctx, else killed.
 	Stop(ctx context.Context, m *Machine)
 	// Files are the VM's files in stateDir that Destroy removes.

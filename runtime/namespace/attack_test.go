@@ -113,7 +113,11 @@ func TestAttackUnmountDevForTemplateDevices(t *testing.T) {
 }
 
 func unmountDevForTemplateDevices(t *testing.T, d *namespace.Driver) {
-	sb := runtimetest.Start(t, d, runtimetest.Network(t), runtimetest.Options{})
+	unmountDevIn(t, runtimetest.Start(t, d, runtimetest.Network(t), runtimetest.Options{}))
+}
+
+func unmountDevIn(t *testing.T, sb *runtimetest.Sandbox) {
+	t.Helper()
 	out := sb.MustExec(t, inPrivateMounts(`
 umount -l /dev 2>/dev/null && echo unmounted
 for f in /dev/console /dev/tty1 /dev/mem /dev/kmsg /dev/sda /dev/vda; do
@@ -141,7 +145,11 @@ func TestAttackUnmountMaskedPath(t *testing.T) {
 }
 
 func unmountMaskedPath(t *testing.T, d *namespace.Driver) {
-	sb := runtimetest.Start(t, d, runtimetest.Network(t), runtimetest.Options{})
+	unmountMaskedPathIn(t, runtimetest.Start(t, d, runtimetest.Network(t), runtimetest.Options{}))
+}
+
+func unmountMaskedPathIn(t *testing.T, sb *runtimetest.Sandbox) {
+	t.Helper()
 	out := sb.MustExec(t, inPrivateMounts(`
 for p in /proc/kcore /proc/keys /proc/timer_list /proc/sys /proc/sysrq-trigger /sys/firmware /sys/devices/virtual/block /sys; do
 	umount "$p" 2>/dev/null && echo "unmounted $p"

@@ -1,6 +1,8 @@
 package namespace
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -68,14 +70,15 @@ func mountSys(netns, rootfs string) error {
 }
 
 // attachProc mounts the procfs the sandbox's init offered (statusLine,
-// see sandboxinit.StatusProc) on rootfs/proc with its masks. The tree is
+// see sandboxinit.StatusProc) on rootfs/proc with its masks and bootID
+// (see bindBootID; none when empty). The tree is
 // put together in stateDir first and moved into place whole: a tree that
 // propagates into a namespace of another user namespace arrives with its
 // children locked, not its top, so the masks must be children of the
 // mount that propagates. (The sandbox may then detach /proc as a whole,
 // which shows the empty directory under it, and no more: it cannot mount
 // another procfs while none it sees is fully visible.)
-func attachProc(pid int, stateDir, rootfs, statusLine string) error {
+func attachProc(pid int, stateDir, rootfs, statusLine, bootID string) error {
 	n, err := strconv.Atoi(strings.TrimPrefix(statusLine, sandboxinit.StatusProc+" "))
 	if err != nil || !strings.HasPrefix(statusLine, sandboxinit.StatusProc+" ") {
 		return fmt.Errorf("sandbox init: unexpected %q", statusLine)
@@ -90,6 +93,12 @@ func attachProc(pid int, stateDir, rootfs, statusLine string) error {
 		return fmt.Errorf("take sandbox procfs: %w", err)
 	}
 	defer unix.Close(fs)
+	return attachProcTree(fs, stateDir, rootfs, bootID)
+}
+
+// attachProcTree mounts the detached procfs fs on rootfs/proc with its
+// masks and bootID, put together in stateDir (see attachProc).
+func attachProcTree(fs int, stateDir, rootfs, bootID string) error {
 	staging := procStaging(stateDir)
 	if err := os.Mkdir(staging, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("procfs: %w", err)
@@ -102,6 +111,9 @@ func attachProc(pid int, stateDir, rootfs, statusLine string) error {
 		return fmt.Errorf("attach sandbox procfs: %w", err)
 	}
 	if err := mask(stateDir, "proc/"); err != nil {
+		return err
+	}
+	if err := bindBootID(stateDir, bootID); err != nil {
 		return err
 	}
 	dir, err := ownDir(rootfs, "proc")
@@ -231,3 +243,100 @@ func ownDir(rootfs, name string) (*os.File, error) {
 // fdPath names an open file by its descriptor, for system calls that take
 // a path: the kernel resolves it to the very file.
 func fdPath(f *os.File) string { return "/proc/self/fd/" + strconv.Itoa(int(f.Fd())) }
+
+// The boot id. A sandbox shares the host's kernel, whose boot id
+// (/proc/sys/kernel/random/boot_id) changes only when the host boots: a
+// sandbox booted afresh (runtime.Halter) would read the same one, and two
+// sandboxes would read each other's. Each create and boot of a sandbox
+// has an id of its own instead, a file bound over the kernel's in its
+// procfs as the masks are, and so locked and read-only. The file is on a
+// tmpfs of its own, not in the state directory, whose host path the
+// sandbox's mountinfo would show. A CRIU restore goes on with the same
+// boot: it binds the record's id again (see Restore).
+
+// bootIDPath is the kernel's boot id in a procfs below a root.
+const bootIDPath = "proc/sys/kernel/random/boot_id"
+
+// newBootID returns a random boot id written as the kernel writes its
+// own: a version 4 UUID.
+func newBootID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("boot id: %w", err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
+}
+
+// bindBootID binds a read-only file holding bootID over the boot id of
+// the procfs being put together in stateDir; an empty bootID (a sandbox of
+// an older driver, restored) binds nothing.
+func bindBootID(stateDir, bootID string) error {
+	if bootID == "" {
+		return nil
+	}
+	target := filepath.Join(stateDir, bootIDPath)
+	if _, err := os.Stat(target); err != nil {
+		return fmt.Errorf("boot id: %w", err)
+	}
+	src, err := stageBootID(stateDir, bootID)
+	defer unstageBootID(stateDir)
+	if err != nil {
+		return err
+	}
+	if err := attach(func() (int, error) { return readOnlyTree(src, sysAttrs) }, target); err != nil {
+		return fmt.Errorf("bind boot id: %w", err)
+	}
+	return nil
+}
+
+// stageBootID mounts a small tmpfs in stateDir holding bootID in a file,
+// made read-only (the filesystem, so that no bind of it can be written),
+// and returns the file's path. unstageBootID detaches it; a bind of the
+// file keeps the tmpfs alive.
+func stageBootID(stateDir, bootID string) (string, error) {
+	dir := bootIDStaging(stateDir)
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", fmt.Errorf("boot id: %w", err)
+	}
+	const flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+	if err := unix.Mount("tmpfs", dir, "tmpfs", flags, "size=4k,mode=0755"); err != nil {
+		return "", fmt.Errorf("boot id: mount tmpfs: %w", err)
+	}
+	file := filepath.Join(dir, "boot_id")
+	if err := os.WriteFile(file, []byte(bootID+"\n"), 0o444); err != nil {
+		return "", fmt.Errorf("boot id: %w", err)
+	}
+	if err := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY|flags, ""); err != nil {
+		return "", fmt.Errorf("boot id: make tmpfs read-only: %w", err)
+	}
+	return file, nil
+}
+
+// unstageBootID detaches and removes what stageBootID made.
+func unstageBootID(stateDir string) {
+	_ = unmount(bootIDStaging(stateDir))
+	_ = os.Remove(bootIDStaging(stateDir))
+}
+
+func bootIDStaging(stateDir string) string { return filepath.Join(stateDir, "bootid") }
+
+// keyBootID is CRIU's key of the boot id's mount, an external one (see
+// mountExternals): a restore binds the same id again.
+const keyBootID = "bootid"
+
+// restoreBootID stages bootID for a CRIU restore and returns the
+// arguments that hand it to CRIU; none for a sandbox of an older driver,
+// which had none. The caller calls unstageBootID once CRIU is done.
+func restoreBootID(stateDir, bootID string) ([]string, error) {
+	if bootID == "" {
+		return nil, nil
+	}
+	src, err := stageBootID(stateDir, bootID)
+	if err != nil {
+		return nil, err
+	}
+	return []string{"--external", "mnt[" + keyBootID + "]:" + src}, nil
+}

@@ -27,6 +27,24 @@
 // profile and capability set), so envd and everything in the sandbox,
 // root and setuid programs included, run under both.
 //
+// Hibernation (Snapshot, Restore; hibernate_linux.go) writes a sandbox's
+// processes and memory to disk with CRIU (Config.CRIU; scripts/criu.sh
+// installs one that works on new kernels) and frees its memory, cgroup
+// and mounts; a restore mounts its root again and has CRIU bring the
+// processes back in the network namespace the manager gives. What CRIU
+// cannot dump (an MPTCP socket, a file from the host the driver did not
+// give the sandbox, a volume's bind mount) is refused with
+// errdefs.ErrUnsupported, the sandbox left as it was. After a restore the
+// masks over /proc and /sys are the sandbox's own mounts, no longer locked:
+// its root can unmount them.
+//
+// Halting (Halt, Boot; halt_linux.go: E2B's filesystem-only pause)
+// frees what hibernation frees without writing the processes down: only
+// the disk image stays, and Boot starts the sandbox from it as Create
+// does. Each create and boot gives the sandbox a boot id of its own,
+// bound read-only over /proc/sys/kernel/random/boot_id as the masks are
+// (a restore keeps it: the same boot goes on).
+//
 // The driver does not create network namespaces or choose addresses (the
 // network package does) and does not wait for envd (the manager does).
 package namespace

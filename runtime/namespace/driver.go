@@ -53,6 +53,12 @@ type Config struct {
 	// Only benchmarks and tests set it, to measure what confinement
 	// costs; no flag or API reaches it. Default false.
 	Unconfined bool
+	// CRIU is the criu command that hibernates sandboxes (Snapshot,
+	// Restore). Default: `criu` on PATH if `criu check` passes and it is
+	// recent enough for the kernel, else DefaultCRIU (scripts/criu.sh
+	// installs it). Without one, Snapshot returns errdefs.ErrUnsupported
+	// saying why; everything else works.
+	CRIU string
 }
 
 // Driver runs namespace sandboxes.
@@ -67,6 +73,12 @@ type Driver struct {
 	ids *idRanges
 
 	diskMu sync.Mutex // guards making blank disk images (see blankDisk)
+
+	criuOnce sync.Once // finds criuTool
+	criuTool criuTool
+
+	exeMu sync.Mutex       // guards exes
+	exes  map[exeID]string // executables kept for restores (see keepExe)
 }
 
 var (
@@ -164,12 +176,32 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (runtime.Instanc
 	if err != nil {
 		return runtime.Instance{}, err
 	}
-	rootfs, err := d.mountRoot(r, spec, ids, lim.DiskMB)
+	if err := d.newDisk(r, spec.StateDir, ids, lim.DiskMB); err != nil {
+		return runtime.Instance{}, err
+	}
+	h, inst, err := d.start(ctx, r, spec, ids, lim)
 	if err != nil {
 		return runtime.Instance{}, err
 	}
+	h.log.Info("sandbox started", "pid", inst.Pid, "envd", h.rec.EnvdAddr)
+	return inst, nil
+}
+
+// start boots a sandbox of host ID range ids from the disk image in its
+// state directory (a new one, or a halted sandbox's): its root, /sys,
+// volumes and cgroup, then its init, with a boot id of its own. It
+// publishes the handle through r; what it made is undone through r if a
+// later step fails.
+func (d *Driver) start(ctx context.Context, r *handles.Reservation[handle], spec runtime.Spec, ids int, lim runtime.Limits) (*handle, runtime.Instance, error) {
+	rootfs, err := d.mountRoot(r, spec, ids)
+	if err != nil {
+		return nil, runtime.Instance{}, err
+	}
 	if err := mountSys(spec.Network.Netns, rootfs); err != nil {
-		return runtime.Instance{}, err
+		return nil, runtime.Instance{}, err
+	}
+	if err := d.mountVolumes(spec, ids, rootfs); err != nil {
+		return nil, runtime.Instance{}, err
 	}
 	group, err := d.cgrp.Create(cgroupName(spec.ID), cgroup.Limits{
 		CPUs:        float64(lim.VCPUs),
@@ -177,32 +209,35 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (runtime.Instanc
 		Pids:        int64(lim.Pids + pidsHeadroom),
 	})
 	if err != nil {
-		return runtime.Instance{}, fmt.Errorf("cgroup: %w", err)
+		return nil, runtime.Instance{}, fmt.Errorf("cgroup: %w", err)
 	}
 	r.OnFail(func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		_ = group.Delete(cctx)
 	})
-	initProc, err := d.startInit(ctx, spec, ids, group, initConfig(spec, rootfs))
+	bootID, err := newBootID()
 	if err != nil {
-		return runtime.Instance{}, err
+		return nil, runtime.Instance{}, err
+	}
+	initProc, err := d.startInit(ctx, spec, ids, group, initConfig(spec, rootfs), bootID)
+	if err != nil {
+		return nil, runtime.Instance{}, err
 	}
 	h := &handle{
 		rec: record{
 			ID: spec.ID, Process: initProc, Cgroup: group.Name(),
 			EnvdAddr: netip.AddrPortFrom(spec.Network.Address.Addr(), wire.EnvdPort).String(),
-			Started:  time.Now().UTC(), StateDir: spec.StateDir, IDs: ids,
+			Started:  time.Now().UTC(), StateDir: spec.StateDir, IDs: ids, BootID: bootID,
 		},
 		group: group, log: d.log.With("sandbox", spec.ID),
 	}
 	inst, err := h.rec.instance()
 	if err != nil {
-		return runtime.Instance{}, err
+		return nil, runtime.Instance{}, err
 	}
 	r.Publish(h)
-	h.log.Info("sandbox started", "pid", initProc.Pid, "envd", h.rec.EnvdAddr)
-	return inst, nil
+	return h, inst, nil
 }
 
 // claimIDs claims a host ID range for the sandbox id, given back if the
@@ -224,22 +259,29 @@ func (d *Driver) releaseIDs(n int, id string) error {
 	return d.ids.releaseLocked(n, id)
 }
 
-// mountRoot makes the sandbox's root filesystem in its state directory:
-// its own disk of diskMB, mounted, and the overlay of the template over
-// it, idmapped to the host ID range ids. It returns where the root is.
-func (d *Driver) mountRoot(r *handles.Reservation[handle], spec runtime.Spec, ids, diskMB int) (string, error) {
-	if err := d.closeStateDir(spec.StateDir, hostID(ids)); err != nil {
-		return "", err
+// newDisk makes the sandbox's own disk of diskMB in its state directory,
+// which it makes, closed to host users: a copy of a blank image.
+func (d *Driver) newDisk(r *handles.Reservation[handle], stateDir string, ids, diskMB int) error {
+	if err := d.closeStateDir(stateDir, hostID(ids)); err != nil {
+		return err
 	}
-	image, disk, rootfs := paths(spec.StateDir)
+	image, _, _ := paths(stateDir)
 	blank, err := d.blankDisk(diskMB)
 	if err != nil {
-		return "", err
+		return err
 	}
 	if err := copySparse(image, blank); err != nil {
-		return "", fmt.Errorf("create disk image: %w", err)
+		return fmt.Errorf("create disk image: %w", err)
 	}
 	r.OnFail(func() { os.Remove(image) })
+	return nil
+}
+
+// mountRoot mounts the sandbox's root filesystem in its state directory:
+// its disk, and the overlay of the template over it, idmapped to the host
+// ID range ids. It returns where the root is.
+func (d *Driver) mountRoot(r *handles.Reservation[handle], spec runtime.Spec, ids int) (string, error) {
+	image, disk, rootfs := paths(spec.StateDir)
 	if err := mountDisk(image, disk); err != nil {
 		return "", err
 	}
@@ -332,7 +374,7 @@ func paths(stateDir string) (image, disk, rootfs string) {
 // uid u in the sandbox is owned by host uid u+shift (gids alike).
 // Template builds read a step's layer from it.
 func (d *Driver) WritableLayer(id string) (dir string, shift int, err error) {
-	h, err := d.handles.Get(id)
+	h, err := d.running(id)
 	if err != nil {
 		return "", 0, err
 	}

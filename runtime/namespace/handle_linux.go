@@ -27,9 +27,10 @@ import (
 
 // startInit launches the sandbox's init in new namespaces inside the
 // sandbox's network namespace, places it in its cgroup, hands it its
-// config, and waits for it to report that envd runs. The init is not tied
-// to the agent: it outlives a crash or restart of the agent.
-func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, ids int, group *cgroup.Group, cfg sandboxinit.Config) (proc.Process, error) {
+// config, and waits for it to report that envd runs. The sandbox reads
+// bootID as its boot id. The init is not tied to the agent: it outlives a
+// crash or restart of the agent.
+func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, ids int, group *cgroup.Group, cfg sandboxinit.Config, bootID string) (proc.Process, error) {
 	if err := d.confinement(&cfg); err != nil {
 		return proc.Process{}, err
 	}
@@ -72,7 +73,10 @@ func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, ids int, grou
 	cmd.Args = []string{"roost-init", spec.ID}
 	// One P is plenty for an init that mostly sleeps in wait4, and keeps
 	// its thread count (which counts against pids limits) low.
-	cmd.Env = []string{sandboxinit.ModeEnv + "=" + sandboxinit.ModeInit, "GOMAXPROCS=1"}
+	// The Go runtime of the init would otherwise keep the host's cgroup
+	// files open to follow CPU limits: files from outside the sandbox's
+	// mount namespace, which a hibernation could not restore.
+	cmd.Env = []string{sandboxinit.ModeEnv + "=" + sandboxinit.ModeInit, "GOMAXPROCS=1", "GODEBUG=containermaxprocs=0,updatemaxprocs=0"}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{cfgR, statusW, envd, self} // fds 3 to 6
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -121,7 +125,7 @@ func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, ids int, grou
 	}
 	line, err := next()
 	if err == nil {
-		err = attachProc(p.Pid, spec.StateDir, cfg.RootFS, line)
+		err = attachProc(p.Pid, spec.StateDir, cfg.RootFS, line, bootID)
 	}
 	if err != nil {
 		kill()
@@ -211,7 +215,7 @@ func (d *Driver) teardown(ctx context.Context, rec record, group *cgroup.Group) 
 	}
 	image, disk, rootfs := paths(rec.StateDir)
 	// Detaching the root takes what is mounted below it (/proc, /sys).
-	for _, m := range []string{rootfs, lowerPath(rec.StateDir), procStaging(rec.StateDir), disk} {
+	for _, m := range []string{rootfs, lowerPath(rec.StateDir), procStaging(rec.StateDir), bootIDStaging(rec.StateDir), disk} {
 		if err := unmount(m); err != nil {
 			errs = append(errs, err)
 		}
@@ -221,9 +225,13 @@ func (d *Driver) teardown(ctx context.Context, rec record, group *cgroup.Group) 
 			errs = append(errs, err)
 		}
 	}
+	if err := os.RemoveAll(imagesDir(rec.StateDir)); err != nil {
+		errs = append(errs, err)
+	}
 	_ = os.Remove(rootfs)
 	_ = os.Remove(lowerPath(rec.StateDir))
 	_ = os.Remove(procStaging(rec.StateDir))
+	_ = os.Remove(bootIDStaging(rec.StateDir))
 	_ = os.Remove(disk)
 	if err := d.releaseIDs(rec.IDs, rec.ID); err != nil {
 		errs = append(errs, err)
@@ -242,6 +250,13 @@ func (d *Driver) Recover(ctx context.Context, spec runtime.Spec, st runtime.Driv
 		log.Info("sandbox not recoverable, cleaning up", "reason", err.Error())
 		_ = d.teardown(ctx, record{ID: spec.ID, StateDir: spec.StateDir}, nil)
 		return runtime.Instance{}, fmt.Errorf("sandbox %s: %w", spec.ID, errdefs.ErrNotFound)
+	}
+	if rec.Hibernation != nil {
+		return d.recoverStopped(ctx, spec, rec, rec.Hibernation.Images)
+	}
+	if rec.Halted {
+		image, _, _ := paths(spec.StateDir)
+		return d.recoverStopped(ctx, spec, rec, image)
 	}
 	group, gerr := d.cgrp.Load(rec.Cgroup)
 	if !rec.Alive() || gerr != nil {
@@ -353,7 +368,7 @@ func (d *Driver) pruneLowers(ms []mountinfo.Mount) error {
 
 // Stats implements runtime.Runtime.
 func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
-	h, err := d.handles.Get(id)
+	h, err := d.running(id)
 	if err != nil {
 		return runtime.Stats{}, err
 	}
@@ -367,7 +382,7 @@ func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 // Pause implements runtime.Pauser: the cgroup freezer stops every process
 // in the sandbox where it is.
 func (d *Driver) Pause(ctx context.Context, id string) error {
-	h, err := d.handles.Get(id)
+	h, err := d.running(id)
 	if err != nil {
 		return err
 	}
@@ -376,7 +391,7 @@ func (d *Driver) Pause(ctx context.Context, id string) error {
 
 // Resume implements runtime.Pauser.
 func (d *Driver) Resume(ctx context.Context, id string) error {
-	h, err := d.handles.Get(id)
+	h, err := d.running(id)
 	if err != nil {
 		return err
 	}
@@ -405,4 +420,46 @@ func hostResolv(dns []netip.Addr) string {
 		out = append(out, "nameserver "+a.String())
 	}
 	return strings.Trim(strings.Join(out, "\n"), "\n") + "\n"
+}
+
+// running returns the handle of sandbox id, which must be running (not
+// hibernated or halted: it has no processes or cgroup then).
+func (d *Driver) running(id string) (*handle, error) {
+	h, err := d.handles.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	if h.rec.Hibernation != nil {
+		return nil, fmt.Errorf("sandbox %s is hibernated: %w", id, errdefs.ErrConflict)
+	}
+	if h.rec.Halted {
+		return nil, fmt.Errorf("sandbox %s is halted: %w", id, errdefs.ErrConflict)
+	}
+	return h, nil
+}
+
+// recoverStopped re-adopts a hibernated or halted sandbox after an agent
+// restart or a host reboot: kept, the files on disk it needs until
+// Restore or Boot (its images, its disk image), is all it has.
+func (d *Driver) recoverStopped(ctx context.Context, spec runtime.Spec, rec record, kept string) (runtime.Instance, error) {
+	log := d.log.With("sandbox", spec.ID, "halted", rec.Halted)
+	if _, err := os.Stat(kept); err != nil {
+		log.Info("stopped sandbox's files gone, cleaning up", "err", err)
+		_ = d.teardown(ctx, rec, nil)
+		return runtime.Instance{}, fmt.Errorf("sandbox %s: %w", spec.ID, errdefs.ErrNotFound)
+	}
+	r, err := d.handles.Reserve(spec.ID)
+	if err != nil {
+		if h, gerr := d.handles.Get(spec.ID); gerr == nil {
+			return h.rec.instance()
+		}
+		return runtime.Instance{}, err
+	}
+	defer r.Release()
+	d.mu.Lock()
+	d.ids.adoptLocked(rec.IDs, spec.ID)
+	d.mu.Unlock()
+	r.Publish(&handle{rec: rec, log: log})
+	log.Info("stopped sandbox re-adopted")
+	return rec.instance()
 }

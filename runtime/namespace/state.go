@@ -36,6 +36,17 @@ type record struct {
 	// IDs is the sandbox's host ID range (see hostID); 0, the range all
 	// sandboxes shared, in records of older drivers.
 	IDs int `json:"ids,omitempty"`
+	// Hibernation is set while the sandbox is hibernated: its processes
+	// are in CRIU's images, and Process is zero.
+	Hibernation *hibernation `json:"hibernation,omitempty"`
+	// BootID is the boot id the sandbox reads in
+	// /proc/sys/kernel/random/boot_id, new at each create and boot (not
+	// at a restore, which goes on with the same boot); empty in records
+	// of older drivers, whose sandboxes read the host's.
+	BootID string `json:"bootId,omitempty"`
+	// Halted is set while the sandbox is halted (runtime.Halter): its
+	// processes ended, its disk image kept unmounted, and Process is zero.
+	Halted bool `json:"halted,omitempty"`
 }
 
 // loadRecord reads the saved state of spec's sandbox: st, or for a

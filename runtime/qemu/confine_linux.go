@@ -154,7 +154,11 @@ func (v *vmm) confineDrive(lf *launchFiles, val string) ([]string, string, error
 			opts = append(opts, "backing.driver=raw", "backing.file.filename="+b)
 		}
 	}
-	add, diskSet, err := lf.fdSet(disk, os.O_RDWR, os.O_RDONLY)
+	modes := []int{os.O_RDWR, os.O_RDONLY}
+	if opts.has("read-only=on") {
+		modes = []int{os.O_RDONLY} // a volume mounted read-only
+	}
+	add, diskSet, err := lf.fdSet(disk, modes...)
 	if err != nil {
 		return nil, "", fmt.Errorf("disk: %w", err)
 	}

@@ -94,7 +94,7 @@ func (v *vmm) args(spec runtime.Spec, lim runtime.Limits, k vmimage.Kernel, p st
 	if *v.cfg.KVM {
 		accel, cpu = "kvm", "host"
 	}
-	return []string{
+	args := []string{
 		"-name", microvm.NamePrefix + spec.ID,
 		"-M", "microvm,x-option-roms=off,pit=off,pic=off,isa-serial=on,rtc=on",
 		"-accel", accel, "-cpu", cpu,
@@ -110,12 +110,15 @@ func (v *vmm) args(spec runtime.Spec, lim runtime.Limits, k vmimage.Kernel, p st
 		// its disk back (QEMU fails to re-take its write lock).
 		"-drive", "id=root,file=" + p.disk + ",format=qcow2,if=none,discard=unmap,file.locking=off,backing.driver=raw,backing.file.filename=" + image,
 		"-device", "virtio-blk-device,drive=root",
-		"-netdev", "tap,id=net0,ifname=" + microvm.TapName + ",script=no,downscript=no",
-		"-device", "virtio-net-device,netdev=net0,mac=" + microvm.GuestMAC,
+	}
+	args = append(args, volumeArgs(spec.Volumes)...)
+	return append(args,
+		"-netdev", "tap,id=net0,ifname="+microvm.TapName+",script=no,downscript=no",
+		"-device", "virtio-net-device,netdev=net0,mac="+microvm.GuestMAC,
 		"-chardev", consoleChardev,
 		"-serial", "chardev:console",
-		"-qmp", "unix:" + p.qmp + ",server=on,wait=off",
-	}
+		"-qmp", "unix:"+p.qmp+",server=on,wait=off",
+	)
 }
 
 // tbSizeMB caps QEMU's cache of translated code under emulation (the

@@ -55,6 +55,9 @@ func (v *vmm) Validate(spec runtime.Spec) error {
 		// QEMU's option syntax would split it.
 		return fmt.Errorf("sandbox id %q: %w", spec.ID, errdefs.ErrInvalid)
 	}
+	if err := microvm.CheckVolumes(spec); err != nil {
+		return err
+	}
 	if n := len(v.cmdline(spec)); n > microvm.MaxCmdline {
 		return fmt.Errorf("guest command line of %d bytes (the environment is passed on it) exceeds %d: %w", n, microvm.MaxCmdline, errdefs.ErrInvalid)
 	}

@@ -222,7 +222,7 @@ func newTestBuilder(t testing.TB) (*Builder, *testEnv) {
 func tarOfDir(t testing.TB, dir string) io.Reader {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := layerOfUpper(t.Context(), dir, 0, &buf); err != nil {
+	if err := LayerOfUpper(t.Context(), dir, 0, &buf); err != nil {
 		t.Fatal(err)
 	}
 	return &buf

@@ -136,7 +136,7 @@ func (s *stage) run(ctx context.Context, name string, step Step, tree string, re
 	if res.ExitCode != 0 {
 		return record{}, &StepError{Command: step.String(), ExitCode: res.ExitCode, Message: out.tail()}
 	}
-	d, err := s.r.putLayer(ctx, func(w io.Writer) error { return layerOfUpper(ctx, res.Upper, res.UIDShift, w) })
+	d, err := s.r.putLayer(ctx, func(w io.Writer) error { return LayerOfUpper(ctx, res.Upper, res.UIDShift, w) })
 	if err != nil {
 		return record{}, fmt.Errorf("layer of the step: %w", err)
 	}

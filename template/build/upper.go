@@ -26,12 +26,12 @@ var runtimeFiles = map[string]bool{"etc/hostname": true, "etc/hosts": true, "etc
 // overlay mounted in a user namespace, unprivileged ("user.").
 var overlayXattrPrefixes = []string{"trusted.overlay.", "user.overlay."}
 
-// layerOfUpper writes the overlay upper directory upper as an OCI layer
+// LayerOfUpper writes the overlay upper directory upper as an OCI layer
 // tar: a whiteout (a 0/0 character device, or a file overlay marks as
 // one) becomes ".wh.NAME", an opaque directory gets ".wh..wh..opq", IDs
 // lose shift, hard links within the upper stay links. Other devices and
 // sockets are left out, as are runtimeFiles and overlay's own xattrs.
-func layerOfUpper(ctx context.Context, upper string, shift int, w io.Writer) error {
+func LayerOfUpper(ctx context.Context, upper string, shift int, w io.Writer) error {
 	tw := tar.NewWriter(w)
 	links := map[uint64]string{} // inode → first name
 	err := filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {

@@ -152,6 +152,29 @@ func (b *Blobs) commit(f *os.File, d Digest) error {
 	return nil
 }
 
+// PutWritten stores as a blob what write writes, streamed (never held
+// whole), and returns its descriptor; write's error, when it fails, is
+// the call's.
+func (b *Blobs) PutWritten(ctx context.Context, write func(io.Writer) error) (Descriptor, error) {
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := write(pw)
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	desc, err := b.Put(ctx, pr, "")
+	pr.CloseWithError(errors.New("blob writer: reader gone")) // ends write if Put stopped early
+	werr := <-done
+	if err != nil { // holds werr when the writer failed first
+		return Descriptor{}, err
+	}
+	if werr != nil {
+		return Descriptor{}, werr
+	}
+	return desc, nil
+}
+
 // PutBytes stores data as a blob.
 func (b *Blobs) PutBytes(ctx context.Context, data []byte) (Descriptor, error) {
 	return b.Put(ctx, bytes.NewReader(data), FromBytes(data))

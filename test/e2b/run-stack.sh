@@ -38,7 +38,7 @@ trap 'set +e; stack_end "$rc" 80' EXIT
 stack_start "127.0.0.1:$port" "${mirror_flags[@]}" || fail "$STACK_ERROR"
 
 unset E2B_DEBUG E2B_DOMAIN
-export E2B_API_URL="$STACK_API" E2B_SANDBOX_URL="$STACK_API" E2B_API_KEY="$STACK_KEY"
+export E2B_API_URL="$STACK_API" E2B_SANDBOX_URL="$STACK_API" E2B_VOLUME_API_URL="$STACK_API" E2B_API_KEY="$STACK_KEY"
 set +e
 (cd "$here" && timeout 300 node --test --test-reporter=spec stack/*.test.mjs)
 rc=$?

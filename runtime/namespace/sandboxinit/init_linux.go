@@ -23,6 +23,8 @@ func Main() {
 		os.Exit(0)
 	case ModeInit:
 		runInit()
+	case ModeResume:
+		runResumed()
 	default:
 		fmt.Fprintf(os.Stderr, "roost-init: the namespace driver's sandbox init; not meant to be run by hand (%s=%q)\n", ModeEnv, mode)
 		os.Exit(2)
@@ -311,28 +313,55 @@ func superviseForever(cfg Config, envd, ln int) {
 		_ = syscall.Kill(-1, syscall.SIGKILL)
 		os.Exit(0)
 	}()
+	// Reaping runs on a thread of its own; restarting envd and executing
+	// the init again stay on this one, the thread runInit locked, whose
+	// bounding set and namespaces are the sandbox's.
+	reexec := make(chan os.Signal, 1)
+	signal.Notify(reexec, syscall.Signal(SignalReexec))
+	ended := make(chan endedChild)
+	go reapForever(ended)
 	backoff := 50 * time.Millisecond
+	for {
+		select {
+		case <-reexec:
+			err := execSelf(cfg, envd, ln)
+			fmt.Fprintf(os.Stderr, "roost init: re-exec: %v\n", err)
+		case c := <-ended:
+			if c.pid != envd {
+				continue
+			}
+			fmt.Fprintf(os.Stderr, "roost init: envd exited (%s); restarting\n", describe(c.ws))
+			time.Sleep(backoff)
+			backoff = min(backoff*2, 5*time.Second)
+			if next, err := startEnvd(cfg, ln); err == nil {
+				envd = next
+			} else {
+				fmt.Fprintf(os.Stderr, "roost init: %v\n", err)
+			}
+		}
+	}
+}
+
+// endedChild is a child the init reaped.
+type endedChild struct {
+	pid int
+	ws  syscall.WaitStatus
+}
+
+// reapForever reaps every process that ends in the sandbox and reports
+// each on ended.
+func reapForever(ended chan<- endedChild) {
 	for {
 		var ws syscall.WaitStatus
 		pid, err := syscall.Wait4(-1, &ws, 0, nil)
 		if errors.Is(err, syscall.EINTR) {
 			continue
 		}
-		if errors.Is(err, syscall.ECHILD) {
-			time.Sleep(100 * time.Millisecond)
+		if err != nil {
+			time.Sleep(100 * time.Millisecond) // ECHILD: none yet
 			continue
 		}
-		if pid != envd {
-			continue
-		}
-		fmt.Fprintf(os.Stderr, "roost init: envd exited (%s); restarting\n", describe(ws))
-		time.Sleep(backoff)
-		backoff = min(backoff*2, 5*time.Second)
-		if next, err := startEnvd(cfg, ln); err == nil {
-			envd = next
-		} else {
-			fmt.Fprintf(os.Stderr, "roost init: %v\n", err)
-		}
+		ended <- endedChild{pid, ws}
 	}
 }
 
@@ -341,4 +370,63 @@ func describe(ws syscall.WaitStatus) string {
 		return "signal " + ws.Signal().String()
 	}
 	return fmt.Sprintf("exit status %d", ws.ExitStatus())
+}
+
+// resumeState is what the init carries across executing itself again.
+type resumeState struct {
+	Config Config `json:"config"`
+	Envd   int    `json:"envd"`
+	Listen int    `json:"listen"`
+}
+
+// execSelf executes the init's own binary again (see SignalReexec) with
+// its state, keeping envd's binary and listening socket open. It returns
+// only on failure.
+func execSelf(cfg Config, envd, ln int) error {
+	cfg.Seccomp = nil // installed already; the filter stays across exec
+	b, err := json.Marshal(resumeState{Config: cfg, Envd: envd, Listen: ln})
+	if err != nil {
+		return err
+	}
+	for _, fd := range []int{FDEnvd, ln} {
+		if fd < 0 {
+			continue
+		}
+		if _, err := fcntl(fd, syscall.F_SETFD, 0); err != nil {
+			return err
+		}
+	}
+	env := []string{ModeEnv + "=" + ModeResume, ResumeEnv + "=" + string(b), "GOMAXPROCS=1", "GODEBUG=containermaxprocs=0,updatemaxprocs=0"}
+	args := append([]string{}, os.Args[:min(len(os.Args), 2)]...)
+	return syscall.Exec("/proc/self/exe", append(args, ResumedArg), env)
+}
+
+func fcntl(fd, cmd, arg int) (int, error) {
+	r, _, e := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), uintptr(cmd), uintptr(arg))
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+// runResumed is the init after execSelf: undumpable again first, then
+// supervising as before.
+func runResumed() {
+	runtime.LockOSThread()
+	if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_DUMPABLE, 0, 0); e != 0 {
+		fmt.Fprintf(os.Stderr, "roost init: make the init undumpable: %v\n", e)
+		os.Exit(1)
+	}
+	var st resumeState
+	if err := json.Unmarshal([]byte(os.Getenv(ResumeEnv)), &st); err != nil {
+		fmt.Fprintf(os.Stderr, "roost init: resume: %v\n", err)
+		os.Exit(1)
+	}
+	os.Unsetenv(ResumeEnv)
+	for _, fd := range []int{FDEnvd, st.Listen} {
+		if fd >= 0 {
+			syscall.CloseOnExec(fd)
+		}
+	}
+	superviseForever(st.Config, st.Envd, st.Listen)
 }

@@ -6,6 +6,22 @@ const (
 	ModeEnv  = "ROOST_NAMESPACE_INIT"
 	ModeInit = "init" // a sandbox's PID 1
 	ModeHold = "hold" // hold a user namespace open until stdin closes
+	// ModeResume is the init executing itself again after a CRIU restore
+	// (see SignalReexec), carrying its state in ResumeEnv.
+	ModeResume = "resume"
+	ResumeEnv  = "ROOST_NAMESPACE_INIT_STATE"
+)
+
+// SignalReexec asks a sandbox's init to execute itself again, keeping its
+// pid, children and state. The driver sends it after a CRIU restore: a
+// restored process's memory belongs to the host's user namespace, which
+// would keep host root's CRIU from checking the next hibernation's
+// namespaces from inside the sandbox's (the init is not dumpable); an
+// exec gives the init memory of the sandbox's user namespace again. Once
+// done, the init's command line ends with ResumedArg.
+const (
+	SignalReexec = 10 // SIGUSR1
+	ResumedArg   = "resumed"
 )
 
 // File descriptors the driver passes to a sandbox init.

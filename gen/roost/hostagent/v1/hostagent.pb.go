@@ -276,7 +276,17 @@ type Sandbox struct {
 	AutoPause     bool   `protobuf:"varint,11,opt,name=auto_pause,json=autoPause,proto3" json:"auto_pause,omitempty"`
 	// The sandbox is paused with its memory on disk and no process
 	// (PauseSandbox with hibernate).
-	Hibernated    bool `protobuf:"varint,12,opt,name=hibernated,proto3" json:"hibernated,omitempty"`
+	Hibernated bool `protobuf:"varint,12,opt,name=hibernated,proto3" json:"hibernated,omitempty"`
+	// The sandbox is paused without its memory: its processes ended, its
+	// disk kept (PauseSandbox with filesystem_only); resume boots it afresh.
+	Halted bool `protobuf:"varint,13,opt,name=halted,proto3" json:"halted,omitempty"`
+	// Bytes the sandbox holds on the host's disk: what it wrote over its
+	// template, and its memory while hibernated. Set by GetSandbox, and by
+	// ListSandboxes when asked (with_disk_usage).
+	DiskBytes int64 `protobuf:"varint,14,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"`
+	// Why a sandbox that was to hibernate (prefer_hibernate) is frozen
+	// instead; empty otherwise.
+	PauseNote     string `protobuf:"bytes,15,opt,name=pause_note,json=pauseNote,proto3" json:"pause_note,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -395,6 +405,27 @@ func (x *Sandbox) GetHibernated() bool {
 	return false
 }
 
+func (x *Sandbox) GetHalted() bool {
+	if x != nil {
+		return x.Halted
+	}
+	return false
+}
+
+func (x *Sandbox) GetDiskBytes() int64 {
+	if x != nil {
+		return x.DiskBytes
+	}
+	return 0
+}
+
+func (x *Sandbox) GetPauseNote() string {
+	if x != nil {
+		return x.PauseNote
+	}
+	return ""
+}
+
 type CreateSandboxRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Empty means the agent generates one (at least 64 random bits).
@@ -426,9 +457,16 @@ type CreateSandboxRequest struct {
 	// layers it lacks first (a create waits for the pull; it never fails
 	// with not_found for a template the control plane has). Unset: the
 	// host's own template named by template (an imported tree, or base).
-	TemplateRef   *TemplateRef `protobuf:"bytes,12,opt,name=template_ref,json=templateRef,proto3" json:"template_ref,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TemplateRef *TemplateRef `protobuf:"bytes,12,opt,name=template_ref,json=templateRef,proto3" json:"template_ref,omitempty"`
+	// Volumes of this host to mount (CreateVolume made them). The runtime
+	// must mount volumes (the namespace runtime does); otherwise
+	// unimplemented.
+	VolumeMounts []*VolumeMount `protobuf:"bytes,13,rep,name=volume_mounts,json=volumeMounts,proto3" json:"volume_mounts,omitempty"`
+	// With auto_pause: the pause on timeout keeps only the sandbox's files
+	// (E2B's autoPauseMemory: false), as PauseSandbox's filesystem_only.
+	AutoPauseFilesystemOnly bool `protobuf:"varint,14,opt,name=auto_pause_filesystem_only,json=autoPauseFilesystemOnly,proto3" json:"auto_pause_filesystem_only,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *CreateSandboxRequest) Reset() {
@@ -545,6 +583,260 @@ func (x *CreateSandboxRequest) GetTemplateRef() *TemplateRef {
 	return nil
 }
 
+func (x *CreateSandboxRequest) GetVolumeMounts() []*VolumeMount {
+	if x != nil {
+		return x.VolumeMounts
+	}
+	return nil
+}
+
+func (x *CreateSandboxRequest) GetAutoPauseFilesystemOnly() bool {
+	if x != nil {
+		return x.AutoPauseFilesystemOnly
+	}
+	return false
+}
+
+// VolumeMount mounts a volume in a sandbox.
+type VolumeMount struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	VolumeId string                 `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	// Absolute, clean, not "/" and not under /proc, /sys or /dev.
+	Path          string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	ReadOnly      bool   `protobuf:"varint,3,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeMount) Reset() {
+	*x = VolumeMount{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeMount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeMount) ProtoMessage() {}
+
+func (x *VolumeMount) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeMount.ProtoReflect.Descriptor instead.
+func (*VolumeMount) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *VolumeMount) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+func (x *VolumeMount) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *VolumeMount) GetReadOnly() bool {
+	if x != nil {
+		return x.ReadOnly
+	}
+	return false
+}
+
+type CreateVolumeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1-63 characters of [a-z0-9-], starting with a letter or digit.
+	VolumeId string `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	// Size in MiB; at least 16.
+	SizeMb        int64 `protobuf:"varint,2,opt,name=size_mb,json=sizeMb,proto3" json:"size_mb,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateVolumeRequest) Reset() {
+	*x = CreateVolumeRequest{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateVolumeRequest) ProtoMessage() {}
+
+func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateVolumeRequest.ProtoReflect.Descriptor instead.
+func (*CreateVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CreateVolumeRequest) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+func (x *CreateVolumeRequest) GetSizeMb() int64 {
+	if x != nil {
+		return x.SizeMb
+	}
+	return 0
+}
+
+type CreateVolumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SizeMb        int64                  `protobuf:"varint,1,opt,name=size_mb,json=sizeMb,proto3" json:"size_mb,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateVolumeResponse) Reset() {
+	*x = CreateVolumeResponse{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateVolumeResponse) ProtoMessage() {}
+
+func (x *CreateVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateVolumeResponse.ProtoReflect.Descriptor instead.
+func (*CreateVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CreateVolumeResponse) GetSizeMb() int64 {
+	if x != nil {
+		return x.SizeMb
+	}
+	return 0
+}
+
+type DeleteVolumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	VolumeId      string                 `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteVolumeRequest) Reset() {
+	*x = DeleteVolumeRequest{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteVolumeRequest) ProtoMessage() {}
+
+func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteVolumeRequest.ProtoReflect.Descriptor instead.
+func (*DeleteVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DeleteVolumeRequest) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+type DeleteVolumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteVolumeResponse) Reset() {
+	*x = DeleteVolumeResponse{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteVolumeResponse) ProtoMessage() {}
+
+func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteVolumeResponse.ProtoReflect.Descriptor instead.
+func (*DeleteVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{7}
+}
+
 // TemplateRef names one build of a template by its manifest.
 type TemplateRef struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -558,7 +850,7 @@ type TemplateRef struct {
 
 func (x *TemplateRef) Reset() {
 	*x = TemplateRef{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[3]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +862,7 @@ func (x *TemplateRef) String() string {
 func (*TemplateRef) ProtoMessage() {}
 
 func (x *TemplateRef) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[3]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +875,7 @@ func (x *TemplateRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TemplateRef.ProtoReflect.Descriptor instead.
 func (*TemplateRef) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{3}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TemplateRef) GetDigest() string {
@@ -609,7 +901,7 @@ type CreateSandboxResponse struct {
 
 func (x *CreateSandboxResponse) Reset() {
 	*x = CreateSandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[4]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +913,7 @@ func (x *CreateSandboxResponse) String() string {
 func (*CreateSandboxResponse) ProtoMessage() {}
 
 func (x *CreateSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[4]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +926,7 @@ func (x *CreateSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSandboxResponse.ProtoReflect.Descriptor instead.
 func (*CreateSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{4}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateSandboxResponse) GetSandbox() *Sandbox {
@@ -654,7 +946,7 @@ type ForkSandboxRequest struct {
 
 func (x *ForkSandboxRequest) Reset() {
 	*x = ForkSandboxRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[5]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -666,7 +958,7 @@ func (x *ForkSandboxRequest) String() string {
 func (*ForkSandboxRequest) ProtoMessage() {}
 
 func (x *ForkSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[5]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -679,7 +971,7 @@ func (x *ForkSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForkSandboxRequest.ProtoReflect.Descriptor instead.
 func (*ForkSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{5}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ForkSandboxRequest) GetSandboxId() string {
@@ -712,7 +1004,7 @@ type Fork struct {
 
 func (x *Fork) Reset() {
 	*x = Fork{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[6]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -724,7 +1016,7 @@ func (x *Fork) String() string {
 func (*Fork) ProtoMessage() {}
 
 func (x *Fork) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[6]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -737,7 +1029,7 @@ func (x *Fork) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fork.ProtoReflect.Descriptor instead.
 func (*Fork) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{6}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Fork) GetSandboxId() string {
@@ -784,7 +1076,7 @@ type ForkSandboxResponse struct {
 
 func (x *ForkSandboxResponse) Reset() {
 	*x = ForkSandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[7]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -796,7 +1088,7 @@ func (x *ForkSandboxResponse) String() string {
 func (*ForkSandboxResponse) ProtoMessage() {}
 
 func (x *ForkSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[7]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -809,12 +1101,111 @@ func (x *ForkSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForkSandboxResponse.ProtoReflect.Descriptor instead.
 func (*ForkSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{7}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ForkSandboxResponse) GetResults() []*ForkResult {
 	if x != nil {
 		return x.Results
+	}
+	return nil
+}
+
+type SnapshotSandboxRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	// Set in the snapshot's config over its template's env: the sandbox's
+	// own variables, which sandboxes made from the snapshot start with.
+	EnvVars       map[string]string `protobuf:"bytes,2,rep,name=env_vars,json=envVars,proto3" json:"env_vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotSandboxRequest) Reset() {
+	*x = SnapshotSandboxRequest{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotSandboxRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotSandboxRequest) ProtoMessage() {}
+
+func (x *SnapshotSandboxRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotSandboxRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotSandboxRequest) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SnapshotSandboxRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *SnapshotSandboxRequest) GetEnvVars() map[string]string {
+	if x != nil {
+		return x.EnvVars
+	}
+	return nil
+}
+
+type SnapshotSandboxResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The snapshot's manifest.
+	Template      *TemplateRef `protobuf:"bytes,1,opt,name=template,proto3" json:"template,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotSandboxResponse) Reset() {
+	*x = SnapshotSandboxResponse{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotSandboxResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotSandboxResponse) ProtoMessage() {}
+
+func (x *SnapshotSandboxResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotSandboxResponse.ProtoReflect.Descriptor instead.
+func (*SnapshotSandboxResponse) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SnapshotSandboxResponse) GetTemplate() *TemplateRef {
+	if x != nil {
+		return x.Template
 	}
 	return nil
 }
@@ -833,7 +1224,7 @@ type ForkResult struct {
 
 func (x *ForkResult) Reset() {
 	*x = ForkResult{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[8]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -845,7 +1236,7 @@ func (x *ForkResult) String() string {
 func (*ForkResult) ProtoMessage() {}
 
 func (x *ForkResult) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[8]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -858,7 +1249,7 @@ func (x *ForkResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForkResult.ProtoReflect.Descriptor instead.
 func (*ForkResult) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{8}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ForkResult) GetSandbox() *Sandbox {
@@ -891,7 +1282,7 @@ type DestroySandboxRequest struct {
 
 func (x *DestroySandboxRequest) Reset() {
 	*x = DestroySandboxRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[9]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -903,7 +1294,7 @@ func (x *DestroySandboxRequest) String() string {
 func (*DestroySandboxRequest) ProtoMessage() {}
 
 func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[9]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -916,7 +1307,7 @@ func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxRequest.ProtoReflect.Descriptor instead.
 func (*DestroySandboxRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{9}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DestroySandboxRequest) GetSandboxId() string {
@@ -934,7 +1325,7 @@ type DestroySandboxResponse struct {
 
 func (x *DestroySandboxResponse) Reset() {
 	*x = DestroySandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[10]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1337,7 @@ func (x *DestroySandboxResponse) String() string {
 func (*DestroySandboxResponse) ProtoMessage() {}
 
 func (x *DestroySandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[10]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1350,7 @@ func (x *DestroySandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxResponse.ProtoReflect.Descriptor instead.
 func (*DestroySandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{10}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{17}
 }
 
 type PauseSandboxRequest struct {
@@ -967,14 +1358,23 @@ type PauseSandboxRequest struct {
 	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
 	// Also snapshot the sandbox to disk and end its process (runtimes with
 	// the snapshot capability only).
-	Hibernate     bool `protobuf:"varint,2,opt,name=hibernate,proto3" json:"hibernate,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Hibernate bool `protobuf:"varint,2,opt,name=hibernate,proto3" json:"hibernate,omitempty"`
+	// End the sandbox's processes and keep only its disk (E2B's
+	// keepMemory: false); resume boots it afresh, with its env vars and
+	// envd token as created. Runtimes that can halt a sandbox only
+	// (unimplemented otherwise).
+	FilesystemOnly bool `protobuf:"varint,3,opt,name=filesystem_only,json=filesystemOnly,proto3" json:"filesystem_only,omitempty"`
+	// Hibernate when the runtime can, else freeze (E2B's pause): a sandbox
+	// the runtime cannot snapshot (CRIU refuses a process of it) is frozen,
+	// and Sandbox.pause_note says why.
+	PreferHibernate bool `protobuf:"varint,4,opt,name=prefer_hibernate,json=preferHibernate,proto3" json:"prefer_hibernate,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *PauseSandboxRequest) Reset() {
 	*x = PauseSandboxRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[11]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -986,7 +1386,7 @@ func (x *PauseSandboxRequest) String() string {
 func (*PauseSandboxRequest) ProtoMessage() {}
 
 func (x *PauseSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[11]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -999,7 +1399,7 @@ func (x *PauseSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseSandboxRequest.ProtoReflect.Descriptor instead.
 func (*PauseSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{11}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PauseSandboxRequest) GetSandboxId() string {
@@ -1016,6 +1416,20 @@ func (x *PauseSandboxRequest) GetHibernate() bool {
 	return false
 }
 
+func (x *PauseSandboxRequest) GetFilesystemOnly() bool {
+	if x != nil {
+		return x.FilesystemOnly
+	}
+	return false
+}
+
+func (x *PauseSandboxRequest) GetPreferHibernate() bool {
+	if x != nil {
+		return x.PreferHibernate
+	}
+	return false
+}
+
 type PauseSandboxResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Sandbox       *Sandbox               `protobuf:"bytes,1,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
@@ -1025,7 +1439,7 @@ type PauseSandboxResponse struct {
 
 func (x *PauseSandboxResponse) Reset() {
 	*x = PauseSandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[12]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1451,7 @@ func (x *PauseSandboxResponse) String() string {
 func (*PauseSandboxResponse) ProtoMessage() {}
 
 func (x *PauseSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[12]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1464,7 @@ func (x *PauseSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseSandboxResponse.ProtoReflect.Descriptor instead.
 func (*PauseSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{12}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PauseSandboxResponse) GetSandbox() *Sandbox {
@@ -1066,13 +1480,17 @@ type ResumeSandboxRequest struct {
 	// Seconds from now until the sandbox is reaped; unset means the
 	// sandbox's own timeout as created.
 	TimeoutSeconds *int64 `protobuf:"varint,2,opt,name=timeout_seconds,json=timeoutSeconds,proto3,oneof" json:"timeout_seconds,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The resume is traffic's (auto-resume): refused, failed_precondition,
+	// for a sandbox paused without its memory, which only an explicit
+	// resume may boot afresh (as E2B does).
+	Auto          bool `protobuf:"varint,3,opt,name=auto,proto3" json:"auto,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ResumeSandboxRequest) Reset() {
 	*x = ResumeSandboxRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[13]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1502,7 @@ func (x *ResumeSandboxRequest) String() string {
 func (*ResumeSandboxRequest) ProtoMessage() {}
 
 func (x *ResumeSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[13]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1515,7 @@ func (x *ResumeSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeSandboxRequest.ProtoReflect.Descriptor instead.
 func (*ResumeSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{13}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ResumeSandboxRequest) GetSandboxId() string {
@@ -1114,6 +1532,13 @@ func (x *ResumeSandboxRequest) GetTimeoutSeconds() int64 {
 	return 0
 }
 
+func (x *ResumeSandboxRequest) GetAuto() bool {
+	if x != nil {
+		return x.Auto
+	}
+	return false
+}
+
 type ResumeSandboxResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Sandbox       *Sandbox               `protobuf:"bytes,1,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
@@ -1123,7 +1548,7 @@ type ResumeSandboxResponse struct {
 
 func (x *ResumeSandboxResponse) Reset() {
 	*x = ResumeSandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[14]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1560,7 @@ func (x *ResumeSandboxResponse) String() string {
 func (*ResumeSandboxResponse) ProtoMessage() {}
 
 func (x *ResumeSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[14]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1573,7 @@ func (x *ResumeSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeSandboxResponse.ProtoReflect.Descriptor instead.
 func (*ResumeSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{14}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ResumeSandboxResponse) GetSandbox() *Sandbox {
@@ -1161,14 +1586,16 @@ func (x *ResumeSandboxResponse) GetSandbox() *Sandbox {
 type ListSandboxesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only sandboxes in one of these states; empty means all.
-	States        []SandboxState `protobuf:"varint,1,rep,packed,name=states,proto3,enum=roost.hostagent.v1.SandboxState" json:"states,omitempty"`
+	States []SandboxState `protobuf:"varint,1,rep,packed,name=states,proto3,enum=roost.hostagent.v1.SandboxState" json:"states,omitempty"`
+	// Set each sandbox's disk_bytes (a walk of its state directory).
+	WithDiskUsage bool `protobuf:"varint,2,opt,name=with_disk_usage,json=withDiskUsage,proto3" json:"with_disk_usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListSandboxesRequest) Reset() {
 	*x = ListSandboxesRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[15]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1607,7 @@ func (x *ListSandboxesRequest) String() string {
 func (*ListSandboxesRequest) ProtoMessage() {}
 
 func (x *ListSandboxesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[15]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1620,7 @@ func (x *ListSandboxesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSandboxesRequest.ProtoReflect.Descriptor instead.
 func (*ListSandboxesRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{15}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListSandboxesRequest) GetStates() []SandboxState {
@@ -1201,6 +1628,13 @@ func (x *ListSandboxesRequest) GetStates() []SandboxState {
 		return x.States
 	}
 	return nil
+}
+
+func (x *ListSandboxesRequest) GetWithDiskUsage() bool {
+	if x != nil {
+		return x.WithDiskUsage
+	}
+	return false
 }
 
 type ListSandboxesResponse struct {
@@ -1212,7 +1646,7 @@ type ListSandboxesResponse struct {
 
 func (x *ListSandboxesResponse) Reset() {
 	*x = ListSandboxesResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[16]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1658,7 @@ func (x *ListSandboxesResponse) String() string {
 func (*ListSandboxesResponse) ProtoMessage() {}
 
 func (x *ListSandboxesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[16]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1671,7 @@ func (x *ListSandboxesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSandboxesResponse.ProtoReflect.Descriptor instead.
 func (*ListSandboxesResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{16}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListSandboxesResponse) GetSandboxes() []*Sandbox {
@@ -1256,7 +1690,7 @@ type GetSandboxRequest struct {
 
 func (x *GetSandboxRequest) Reset() {
 	*x = GetSandboxRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[17]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1702,7 @@ func (x *GetSandboxRequest) String() string {
 func (*GetSandboxRequest) ProtoMessage() {}
 
 func (x *GetSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[17]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1715,7 @@ func (x *GetSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxRequest.ProtoReflect.Descriptor instead.
 func (*GetSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{17}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetSandboxRequest) GetSandboxId() string {
@@ -1300,7 +1734,7 @@ type GetSandboxResponse struct {
 
 func (x *GetSandboxResponse) Reset() {
 	*x = GetSandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[18]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1746,7 @@ func (x *GetSandboxResponse) String() string {
 func (*GetSandboxResponse) ProtoMessage() {}
 
 func (x *GetSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[18]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1759,7 @@ func (x *GetSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxResponse.ProtoReflect.Descriptor instead.
 func (*GetSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{18}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetSandboxResponse) GetSandbox() *Sandbox {
@@ -1346,7 +1780,7 @@ type SetTimeoutRequest struct {
 
 func (x *SetTimeoutRequest) Reset() {
 	*x = SetTimeoutRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[19]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1358,7 +1792,7 @@ func (x *SetTimeoutRequest) String() string {
 func (*SetTimeoutRequest) ProtoMessage() {}
 
 func (x *SetTimeoutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[19]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1371,7 +1805,7 @@ func (x *SetTimeoutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTimeoutRequest.ProtoReflect.Descriptor instead.
 func (*SetTimeoutRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{19}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SetTimeoutRequest) GetSandboxId() string {
@@ -1397,7 +1831,7 @@ type SetTimeoutResponse struct {
 
 func (x *SetTimeoutResponse) Reset() {
 	*x = SetTimeoutResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[20]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1409,7 +1843,7 @@ func (x *SetTimeoutResponse) String() string {
 func (*SetTimeoutResponse) ProtoMessage() {}
 
 func (x *SetTimeoutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[20]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1422,7 +1856,7 @@ func (x *SetTimeoutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTimeoutResponse.ProtoReflect.Descriptor instead.
 func (*SetTimeoutResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{20}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SetTimeoutResponse) GetSandbox() *Sandbox {
@@ -1440,7 +1874,7 @@ type GetHostInfoRequest struct {
 
 func (x *GetHostInfoRequest) Reset() {
 	*x = GetHostInfoRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[21]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1452,7 +1886,7 @@ func (x *GetHostInfoRequest) String() string {
 func (*GetHostInfoRequest) ProtoMessage() {}
 
 func (x *GetHostInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[21]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1465,7 +1899,7 @@ func (x *GetHostInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetHostInfoRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{21}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{28}
 }
 
 type GetHostInfoResponse struct {
@@ -1477,7 +1911,7 @@ type GetHostInfoResponse struct {
 
 func (x *GetHostInfoResponse) Reset() {
 	*x = GetHostInfoResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[22]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1489,7 +1923,7 @@ func (x *GetHostInfoResponse) String() string {
 func (*GetHostInfoResponse) ProtoMessage() {}
 
 func (x *GetHostInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[22]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1502,7 +1936,7 @@ func (x *GetHostInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetHostInfoResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{22}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetHostInfoResponse) GetHost() *HostInfo {
@@ -1529,7 +1963,7 @@ type HostInfo struct {
 
 func (x *HostInfo) Reset() {
 	*x = HostInfo{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[23]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1541,7 +1975,7 @@ func (x *HostInfo) String() string {
 func (*HostInfo) ProtoMessage() {}
 
 func (x *HostInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[23]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1554,7 +1988,7 @@ func (x *HostInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostInfo.ProtoReflect.Descriptor instead.
 func (*HostInfo) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{23}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *HostInfo) GetHostname() string {
@@ -1628,7 +2062,7 @@ type Capabilities struct {
 
 func (x *Capabilities) Reset() {
 	*x = Capabilities{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[24]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +2074,7 @@ func (x *Capabilities) String() string {
 func (*Capabilities) ProtoMessage() {}
 
 func (x *Capabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[24]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +2087,7 @@ func (x *Capabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
 func (*Capabilities) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{24}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Capabilities) GetPause() bool {
@@ -1694,7 +2128,7 @@ type Probe struct {
 
 func (x *Probe) Reset() {
 	*x = Probe{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[25]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1706,7 +2140,7 @@ func (x *Probe) String() string {
 func (*Probe) ProtoMessage() {}
 
 func (x *Probe) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[25]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1719,7 +2153,7 @@ func (x *Probe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Probe.ProtoReflect.Descriptor instead.
 func (*Probe) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{25}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Probe) GetAvailable() bool {
@@ -1748,7 +2182,7 @@ type Capacity struct {
 
 func (x *Capacity) Reset() {
 	*x = Capacity{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[26]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1760,7 +2194,7 @@ func (x *Capacity) String() string {
 func (*Capacity) ProtoMessage() {}
 
 func (x *Capacity) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[26]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1773,7 +2207,7 @@ func (x *Capacity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capacity.ProtoReflect.Descriptor instead.
 func (*Capacity) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{26}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Capacity) GetCpus() int32 {
@@ -1812,7 +2246,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1824,7 +2258,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1837,7 +2271,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Usage) GetSandboxes() int32 {
@@ -1893,7 +2327,7 @@ type Versions struct {
 
 func (x *Versions) Reset() {
 	*x = Versions{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1905,7 +2339,7 @@ func (x *Versions) String() string {
 func (*Versions) ProtoMessage() {}
 
 func (x *Versions) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1918,7 +2352,7 @@ func (x *Versions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Versions.ProtoReflect.Descriptor instead.
 func (*Versions) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{28}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Versions) GetRoost() string {
@@ -1950,7 +2384,7 @@ type ListTemplatesRequest struct {
 
 func (x *ListTemplatesRequest) Reset() {
 	*x = ListTemplatesRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1962,7 +2396,7 @@ func (x *ListTemplatesRequest) String() string {
 func (*ListTemplatesRequest) ProtoMessage() {}
 
 func (x *ListTemplatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1975,7 +2409,7 @@ func (x *ListTemplatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTemplatesRequest.ProtoReflect.Descriptor instead.
 func (*ListTemplatesRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{29}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{36}
 }
 
 type ListTemplatesResponse struct {
@@ -1990,7 +2424,7 @@ type ListTemplatesResponse struct {
 
 func (x *ListTemplatesResponse) Reset() {
 	*x = ListTemplatesResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[30]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2002,7 +2436,7 @@ func (x *ListTemplatesResponse) String() string {
 func (*ListTemplatesResponse) ProtoMessage() {}
 
 func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[30]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2015,7 +2449,7 @@ func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTemplatesResponse.ProtoReflect.Descriptor instead.
 func (*ListTemplatesResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{30}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListTemplatesResponse) GetTemplates() []*Template {
@@ -2046,7 +2480,7 @@ type TemplateInProgress struct {
 
 func (x *TemplateInProgress) Reset() {
 	*x = TemplateInProgress{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[31]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2058,7 +2492,7 @@ func (x *TemplateInProgress) String() string {
 func (*TemplateInProgress) ProtoMessage() {}
 
 func (x *TemplateInProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[31]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2071,7 +2505,7 @@ func (x *TemplateInProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TemplateInProgress.ProtoReflect.Descriptor instead.
 func (*TemplateInProgress) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{31}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TemplateInProgress) GetName() string {
@@ -2117,7 +2551,7 @@ type Template struct {
 
 func (x *Template) Reset() {
 	*x = Template{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[32]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2129,7 +2563,7 @@ func (x *Template) String() string {
 func (*Template) ProtoMessage() {}
 
 func (x *Template) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[32]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2142,7 +2576,7 @@ func (x *Template) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Template.ProtoReflect.Descriptor instead.
 func (*Template) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{32}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Template) GetName() string {
@@ -2228,7 +2662,7 @@ type GetSandboxLogsRequest struct {
 
 func (x *GetSandboxLogsRequest) Reset() {
 	*x = GetSandboxLogsRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[33]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2240,7 +2674,7 @@ func (x *GetSandboxLogsRequest) String() string {
 func (*GetSandboxLogsRequest) ProtoMessage() {}
 
 func (x *GetSandboxLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[33]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2253,7 +2687,7 @@ func (x *GetSandboxLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxLogsRequest.ProtoReflect.Descriptor instead.
 func (*GetSandboxLogsRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{33}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetSandboxLogsRequest) GetSandboxId() string {
@@ -2308,7 +2742,7 @@ type GetSandboxLogsResponse struct {
 
 func (x *GetSandboxLogsResponse) Reset() {
 	*x = GetSandboxLogsResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[34]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2320,7 +2754,7 @@ func (x *GetSandboxLogsResponse) String() string {
 func (*GetSandboxLogsResponse) ProtoMessage() {}
 
 func (x *GetSandboxLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[34]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2333,7 +2767,7 @@ func (x *GetSandboxLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxLogsResponse.ProtoReflect.Descriptor instead.
 func (*GetSandboxLogsResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{34}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetSandboxLogsResponse) GetEntries() []*LogEntry {
@@ -2360,7 +2794,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[35]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2372,7 +2806,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[35]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2385,7 +2819,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{35}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *LogEntry) GetTime() *timestamppb.Timestamp {
@@ -2430,7 +2864,7 @@ type BuildTemplateRequest struct {
 
 func (x *BuildTemplateRequest) Reset() {
 	*x = BuildTemplateRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[36]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2442,7 +2876,7 @@ func (x *BuildTemplateRequest) String() string {
 func (*BuildTemplateRequest) ProtoMessage() {}
 
 func (x *BuildTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[36]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2455,7 +2889,7 @@ func (x *BuildTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildTemplateRequest.ProtoReflect.Descriptor instead.
 func (*BuildTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{36}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *BuildTemplateRequest) GetBuildId() string {
@@ -2485,7 +2919,7 @@ type BuildTemplateResponse struct {
 
 func (x *BuildTemplateResponse) Reset() {
 	*x = BuildTemplateResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[37]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2497,7 +2931,7 @@ func (x *BuildTemplateResponse) String() string {
 func (*BuildTemplateResponse) ProtoMessage() {}
 
 func (x *BuildTemplateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[37]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2510,7 +2944,7 @@ func (x *BuildTemplateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildTemplateResponse.ProtoReflect.Descriptor instead.
 func (*BuildTemplateResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{37}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *BuildTemplateResponse) GetEvent() isBuildTemplateResponse_Event {
@@ -2568,7 +3002,7 @@ type BuildLogEntry struct {
 
 func (x *BuildLogEntry) Reset() {
 	*x = BuildLogEntry{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[38]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2580,7 +3014,7 @@ func (x *BuildLogEntry) String() string {
 func (*BuildLogEntry) ProtoMessage() {}
 
 func (x *BuildLogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[38]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2593,7 +3027,7 @@ func (x *BuildLogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildLogEntry.ProtoReflect.Descriptor instead.
 func (*BuildLogEntry) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{38}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *BuildLogEntry) GetTime() *timestamppb.Timestamp {
@@ -2641,7 +3075,7 @@ type BuildResult struct {
 
 func (x *BuildResult) Reset() {
 	*x = BuildResult{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[39]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2653,7 +3087,7 @@ func (x *BuildResult) String() string {
 func (*BuildResult) ProtoMessage() {}
 
 func (x *BuildResult) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[39]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2666,7 +3100,7 @@ func (x *BuildResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResult.ProtoReflect.Descriptor instead.
 func (*BuildResult) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{39}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *BuildResult) GetTemplate() *TemplateRef {
@@ -2712,7 +3146,7 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x06Limits\x12\x14\n" +
 	"\x05vcpus\x18\x01 \x01(\x05R\x05vcpus\x12\x1b\n" +
 	"\tmemory_mb\x18\x02 \x01(\x05R\bmemoryMb\x12\x17\n" +
-	"\adisk_mb\x18\x03 \x01(\x05R\x06diskMb\"\xc1\x04\n" +
+	"\adisk_mb\x18\x03 \x01(\x05R\x06diskMb\"\x97\x05\n" +
 	"\aSandbox\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
@@ -2731,10 +3165,15 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"auto_pause\x18\v \x01(\bR\tautoPause\x12\x1e\n" +
 	"\n" +
 	"hibernated\x18\f \x01(\bR\n" +
-	"hibernated\x1a;\n" +
+	"hibernated\x12\x16\n" +
+	"\x06halted\x18\r \x01(\bR\x06halted\x12\x1d\n" +
+	"\n" +
+	"disk_bytes\x18\x0e \x01(\x03R\tdiskBytes\x12\x1d\n" +
+	"\n" +
+	"pause_note\x18\x0f \x01(\tR\tpauseNote\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb3\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb6\x06\n" +
 	"\x14CreateSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
@@ -2750,14 +3189,28 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	" \x01(\tR\x0fenvdAccessToken\x12\x1d\n" +
 	"\n" +
 	"auto_pause\x18\v \x01(\bR\tautoPause\x12B\n" +
-	"\ftemplate_ref\x18\f \x01(\v2\x1f.roost.hostagent.v1.TemplateRefR\vtemplateRef\x1a:\n" +
+	"\ftemplate_ref\x18\f \x01(\v2\x1f.roost.hostagent.v1.TemplateRefR\vtemplateRef\x12D\n" +
+	"\rvolume_mounts\x18\r \x03(\v2\x1f.roost.hostagent.v1.VolumeMountR\fvolumeMounts\x12;\n" +
+	"\x1aauto_pause_filesystem_only\x18\x0e \x01(\bR\x17autoPauseFilesystemOnly\x1a:\n" +
 	"\fEnvVarsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x11\n" +
-	"\x0f_allow_internet\"A\n" +
+	"\x0f_allow_internet\"[\n" +
+	"\vVolumeMount\x12\x1b\n" +
+	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1b\n" +
+	"\tread_only\x18\x03 \x01(\bR\breadOnly\"K\n" +
+	"\x13CreateVolumeRequest\x12\x1b\n" +
+	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12\x17\n" +
+	"\asize_mb\x18\x02 \x01(\x03R\x06sizeMb\"/\n" +
+	"\x14CreateVolumeResponse\x12\x17\n" +
+	"\asize_mb\x18\x01 \x01(\x03R\x06sizeMb\"2\n" +
+	"\x13DeleteVolumeRequest\x12\x1b\n" +
+	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\"\x16\n" +
+	"\x14DeleteVolumeResponse\"A\n" +
 	"\vTemplateRef\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x1a\n" +
 	"\bmanifest\x18\x02 \x01(\fR\bmanifest\"N\n" +
@@ -2779,7 +3232,16 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"O\n" +
 	"\x13ForkSandboxResponse\x128\n" +
-	"\aresults\x18\x01 \x03(\v2\x1e.roost.hostagent.v1.ForkResultR\aresults\"x\n" +
+	"\aresults\x18\x01 \x03(\v2\x1e.roost.hostagent.v1.ForkResultR\aresults\"\xc7\x01\n" +
+	"\x16SnapshotSandboxRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12R\n" +
+	"\benv_vars\x18\x02 \x03(\v27.roost.hostagent.v1.SnapshotSandboxRequest.EnvVarsEntryR\aenvVars\x1a:\n" +
+	"\fEnvVarsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"V\n" +
+	"\x17SnapshotSandboxResponse\x12;\n" +
+	"\btemplate\x18\x01 \x01(\v2\x1f.roost.hostagent.v1.TemplateRefR\btemplate\"x\n" +
 	"\n" +
 	"ForkResult\x125\n" +
 	"\asandbox\x18\x01 \x01(\v2\x1b.roost.hostagent.v1.SandboxR\asandbox\x12\x1d\n" +
@@ -2789,22 +3251,26 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x15DestroySandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"\x18\n" +
-	"\x16DestroySandboxResponse\"R\n" +
+	"\x16DestroySandboxResponse\"\xa6\x01\n" +
 	"\x13PauseSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1c\n" +
-	"\thibernate\x18\x02 \x01(\bR\thibernate\"M\n" +
+	"\thibernate\x18\x02 \x01(\bR\thibernate\x12'\n" +
+	"\x0ffilesystem_only\x18\x03 \x01(\bR\x0efilesystemOnly\x12)\n" +
+	"\x10prefer_hibernate\x18\x04 \x01(\bR\x0fpreferHibernate\"M\n" +
 	"\x14PauseSandboxResponse\x125\n" +
-	"\asandbox\x18\x01 \x01(\v2\x1b.roost.hostagent.v1.SandboxR\asandbox\"w\n" +
+	"\asandbox\x18\x01 \x01(\v2\x1b.roost.hostagent.v1.SandboxR\asandbox\"\x8b\x01\n" +
 	"\x14ResumeSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12,\n" +
-	"\x0ftimeout_seconds\x18\x02 \x01(\x03H\x00R\x0etimeoutSeconds\x88\x01\x01B\x12\n" +
+	"\x0ftimeout_seconds\x18\x02 \x01(\x03H\x00R\x0etimeoutSeconds\x88\x01\x01\x12\x12\n" +
+	"\x04auto\x18\x03 \x01(\bR\x04autoB\x12\n" +
 	"\x10_timeout_seconds\"N\n" +
 	"\x15ResumeSandboxResponse\x125\n" +
-	"\asandbox\x18\x01 \x01(\v2\x1b.roost.hostagent.v1.SandboxR\asandbox\"P\n" +
+	"\asandbox\x18\x01 \x01(\v2\x1b.roost.hostagent.v1.SandboxR\asandbox\"x\n" +
 	"\x14ListSandboxesRequest\x128\n" +
-	"\x06states\x18\x01 \x03(\x0e2 .roost.hostagent.v1.SandboxStateR\x06states\"R\n" +
+	"\x06states\x18\x01 \x03(\x0e2 .roost.hostagent.v1.SandboxStateR\x06states\x12&\n" +
+	"\x0fwith_disk_usage\x18\x02 \x01(\bR\rwithDiskUsage\"R\n" +
 	"\x15ListSandboxesResponse\x129\n" +
 	"\tsandboxes\x18\x01 \x03(\v2\x1b.roost.hostagent.v1.SandboxR\tsandboxes\"2\n" +
 	"\x11GetSandboxRequest\x12\x1d\n" +
@@ -2928,7 +3394,7 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\fLogDirection\x12\x1d\n" +
 	"\x19LOG_DIRECTION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15LOG_DIRECTION_FORWARD\x10\x01\x12\x1a\n" +
-	"\x16LOG_DIRECTION_BACKWARD\x10\x022\xc1\t\n" +
+	"\x16LOG_DIRECTION_BACKWARD\x10\x022\xf3\v\n" +
 	"\x10HostAgentService\x12d\n" +
 	"\rCreateSandbox\x12(.roost.hostagent.v1.CreateSandboxRequest\x1a).roost.hostagent.v1.CreateSandboxResponse\x12g\n" +
 	"\x0eDestroySandbox\x12).roost.hostagent.v1.DestroySandboxRequest\x1a*.roost.hostagent.v1.DestroySandboxResponse\x12a\n" +
@@ -2943,7 +3409,10 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\rListTemplates\x12(.roost.hostagent.v1.ListTemplatesRequest\x1a).roost.hostagent.v1.ListTemplatesResponse\x12g\n" +
 	"\x0eGetSandboxLogs\x12).roost.hostagent.v1.GetSandboxLogsRequest\x1a*.roost.hostagent.v1.GetSandboxLogsResponse\x12f\n" +
 	"\rBuildTemplate\x12(.roost.hostagent.v1.BuildTemplateRequest\x1a).roost.hostagent.v1.BuildTemplateResponse0\x01\x12^\n" +
-	"\vForkSandbox\x12&.roost.hostagent.v1.ForkSandboxRequest\x1a'.roost.hostagent.v1.ForkSandboxResponseB4Z2roost.dev/roost/gen/roost/hostagent/v1;hostagentv1b\x06proto3"
+	"\vForkSandbox\x12&.roost.hostagent.v1.ForkSandboxRequest\x1a'.roost.hostagent.v1.ForkSandboxResponse\x12a\n" +
+	"\fCreateVolume\x12'.roost.hostagent.v1.CreateVolumeRequest\x1a(.roost.hostagent.v1.CreateVolumeResponse\x12a\n" +
+	"\fDeleteVolume\x12'.roost.hostagent.v1.DeleteVolumeRequest\x1a(.roost.hostagent.v1.DeleteVolumeResponse\x12j\n" +
+	"\x0fSnapshotSandbox\x12*.roost.hostagent.v1.SnapshotSandboxRequest\x1a+.roost.hostagent.v1.SnapshotSandboxResponseB4Z2roost.dev/roost/gen/roost/hostagent/v1;hostagentv1b\x06proto3"
 
 var (
 	file_roost_hostagent_v1_hostagent_proto_rawDescOnce sync.Once
@@ -2958,130 +3427,147 @@ func file_roost_hostagent_v1_hostagent_proto_rawDescGZIP() []byte {
 }
 
 var file_roost_hostagent_v1_hostagent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_roost_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_roost_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_roost_hostagent_v1_hostagent_proto_goTypes = []any{
-	(SandboxState)(0),              // 0: roost.hostagent.v1.SandboxState
-	(LogLevel)(0),                  // 1: roost.hostagent.v1.LogLevel
-	(LogDirection)(0),              // 2: roost.hostagent.v1.LogDirection
-	(*Limits)(nil),                 // 3: roost.hostagent.v1.Limits
-	(*Sandbox)(nil),                // 4: roost.hostagent.v1.Sandbox
-	(*CreateSandboxRequest)(nil),   // 5: roost.hostagent.v1.CreateSandboxRequest
-	(*TemplateRef)(nil),            // 6: roost.hostagent.v1.TemplateRef
-	(*CreateSandboxResponse)(nil),  // 7: roost.hostagent.v1.CreateSandboxResponse
-	(*ForkSandboxRequest)(nil),     // 8: roost.hostagent.v1.ForkSandboxRequest
-	(*Fork)(nil),                   // 9: roost.hostagent.v1.Fork
-	(*ForkSandboxResponse)(nil),    // 10: roost.hostagent.v1.ForkSandboxResponse
-	(*ForkResult)(nil),             // 11: roost.hostagent.v1.ForkResult
-	(*DestroySandboxRequest)(nil),  // 12: roost.hostagent.v1.DestroySandboxRequest
-	(*DestroySandboxResponse)(nil), // 13: roost.hostagent.v1.DestroySandboxResponse
-	(*PauseSandboxRequest)(nil),    // 14: roost.hostagent.v1.PauseSandboxRequest
-	(*PauseSandboxResponse)(nil),   // 15: roost.hostagent.v1.PauseSandboxResponse
-	(*ResumeSandboxRequest)(nil),   // 16: roost.hostagent.v1.ResumeSandboxRequest
-	(*ResumeSandboxResponse)(nil),  // 17: roost.hostagent.v1.ResumeSandboxResponse
-	(*ListSandboxesRequest)(nil),   // 18: roost.hostagent.v1.ListSandboxesRequest
-	(*ListSandboxesResponse)(nil),  // 19: roost.hostagent.v1.ListSandboxesResponse
-	(*GetSandboxRequest)(nil),      // 20: roost.hostagent.v1.GetSandboxRequest
-	(*GetSandboxResponse)(nil),     // 21: roost.hostagent.v1.GetSandboxResponse
-	(*SetTimeoutRequest)(nil),      // 22: roost.hostagent.v1.SetTimeoutRequest
-	(*SetTimeoutResponse)(nil),     // 23: roost.hostagent.v1.SetTimeoutResponse
-	(*GetHostInfoRequest)(nil),     // 24: roost.hostagent.v1.GetHostInfoRequest
-	(*GetHostInfoResponse)(nil),    // 25: roost.hostagent.v1.GetHostInfoResponse
-	(*HostInfo)(nil),               // 26: roost.hostagent.v1.HostInfo
-	(*Capabilities)(nil),           // 27: roost.hostagent.v1.Capabilities
-	(*Probe)(nil),                  // 28: roost.hostagent.v1.Probe
-	(*Capacity)(nil),               // 29: roost.hostagent.v1.Capacity
-	(*Usage)(nil),                  // 30: roost.hostagent.v1.Usage
-	(*Versions)(nil),               // 31: roost.hostagent.v1.Versions
-	(*ListTemplatesRequest)(nil),   // 32: roost.hostagent.v1.ListTemplatesRequest
-	(*ListTemplatesResponse)(nil),  // 33: roost.hostagent.v1.ListTemplatesResponse
-	(*TemplateInProgress)(nil),     // 34: roost.hostagent.v1.TemplateInProgress
-	(*Template)(nil),               // 35: roost.hostagent.v1.Template
-	(*GetSandboxLogsRequest)(nil),  // 36: roost.hostagent.v1.GetSandboxLogsRequest
-	(*GetSandboxLogsResponse)(nil), // 37: roost.hostagent.v1.GetSandboxLogsResponse
-	(*LogEntry)(nil),               // 38: roost.hostagent.v1.LogEntry
-	(*BuildTemplateRequest)(nil),   // 39: roost.hostagent.v1.BuildTemplateRequest
-	(*BuildTemplateResponse)(nil),  // 40: roost.hostagent.v1.BuildTemplateResponse
-	(*BuildLogEntry)(nil),          // 41: roost.hostagent.v1.BuildLogEntry
-	(*BuildResult)(nil),            // 42: roost.hostagent.v1.BuildResult
-	nil,                            // 43: roost.hostagent.v1.Sandbox.MetadataEntry
-	nil,                            // 44: roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
-	nil,                            // 45: roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
-	nil,                            // 46: roost.hostagent.v1.Fork.MetadataEntry
-	nil,                            // 47: roost.hostagent.v1.LogEntry.FieldsEntry
-	(*timestamppb.Timestamp)(nil),  // 48: google.protobuf.Timestamp
+	(SandboxState)(0),               // 0: roost.hostagent.v1.SandboxState
+	(LogLevel)(0),                   // 1: roost.hostagent.v1.LogLevel
+	(LogDirection)(0),               // 2: roost.hostagent.v1.LogDirection
+	(*Limits)(nil),                  // 3: roost.hostagent.v1.Limits
+	(*Sandbox)(nil),                 // 4: roost.hostagent.v1.Sandbox
+	(*CreateSandboxRequest)(nil),    // 5: roost.hostagent.v1.CreateSandboxRequest
+	(*VolumeMount)(nil),             // 6: roost.hostagent.v1.VolumeMount
+	(*CreateVolumeRequest)(nil),     // 7: roost.hostagent.v1.CreateVolumeRequest
+	(*CreateVolumeResponse)(nil),    // 8: roost.hostagent.v1.CreateVolumeResponse
+	(*DeleteVolumeRequest)(nil),     // 9: roost.hostagent.v1.DeleteVolumeRequest
+	(*DeleteVolumeResponse)(nil),    // 10: roost.hostagent.v1.DeleteVolumeResponse
+	(*TemplateRef)(nil),             // 11: roost.hostagent.v1.TemplateRef
+	(*CreateSandboxResponse)(nil),   // 12: roost.hostagent.v1.CreateSandboxResponse
+	(*ForkSandboxRequest)(nil),      // 13: roost.hostagent.v1.ForkSandboxRequest
+	(*Fork)(nil),                    // 14: roost.hostagent.v1.Fork
+	(*ForkSandboxResponse)(nil),     // 15: roost.hostagent.v1.ForkSandboxResponse
+	(*SnapshotSandboxRequest)(nil),  // 16: roost.hostagent.v1.SnapshotSandboxRequest
+	(*SnapshotSandboxResponse)(nil), // 17: roost.hostagent.v1.SnapshotSandboxResponse
+	(*ForkResult)(nil),              // 18: roost.hostagent.v1.ForkResult
+	(*DestroySandboxRequest)(nil),   // 19: roost.hostagent.v1.DestroySandboxRequest
+	(*DestroySandboxResponse)(nil),  // 20: roost.hostagent.v1.DestroySandboxResponse
+	(*PauseSandboxRequest)(nil),     // 21: roost.hostagent.v1.PauseSandboxRequest
+	(*PauseSandboxResponse)(nil),    // 22: roost.hostagent.v1.PauseSandboxResponse
+	(*ResumeSandboxRequest)(nil),    // 23: roost.hostagent.v1.ResumeSandboxRequest
+	(*ResumeSandboxResponse)(nil),   // 24: roost.hostagent.v1.ResumeSandboxResponse
+	(*ListSandboxesRequest)(nil),    // 25: roost.hostagent.v1.ListSandboxesRequest
+	(*ListSandboxesResponse)(nil),   // 26: roost.hostagent.v1.ListSandboxesResponse
+	(*GetSandboxRequest)(nil),       // 27: roost.hostagent.v1.GetSandboxRequest
+	(*GetSandboxResponse)(nil),      // 28: roost.hostagent.v1.GetSandboxResponse
+	(*SetTimeoutRequest)(nil),       // 29: roost.hostagent.v1.SetTimeoutRequest
+	(*SetTimeoutResponse)(nil),      // 30: roost.hostagent.v1.SetTimeoutResponse
+	(*GetHostInfoRequest)(nil),      // 31: roost.hostagent.v1.GetHostInfoRequest
+	(*GetHostInfoResponse)(nil),     // 32: roost.hostagent.v1.GetHostInfoResponse
+	(*HostInfo)(nil),                // 33: roost.hostagent.v1.HostInfo
+	(*Capabilities)(nil),            // 34: roost.hostagent.v1.Capabilities
+	(*Probe)(nil),                   // 35: roost.hostagent.v1.Probe
+	(*Capacity)(nil),                // 36: roost.hostagent.v1.Capacity
+	(*Usage)(nil),                   // 37: roost.hostagent.v1.Usage
+	(*Versions)(nil),                // 38: roost.hostagent.v1.Versions
+	(*ListTemplatesRequest)(nil),    // 39: roost.hostagent.v1.ListTemplatesRequest
+	(*ListTemplatesResponse)(nil),   // 40: roost.hostagent.v1.ListTemplatesResponse
+	(*TemplateInProgress)(nil),      // 41: roost.hostagent.v1.TemplateInProgress
+	(*Template)(nil),                // 42: roost.hostagent.v1.Template
+	(*GetSandboxLogsRequest)(nil),   // 43: roost.hostagent.v1.GetSandboxLogsRequest
+	(*GetSandboxLogsResponse)(nil),  // 44: roost.hostagent.v1.GetSandboxLogsResponse
+	(*LogEntry)(nil),                // 45: roost.hostagent.v1.LogEntry
+	(*BuildTemplateRequest)(nil),    // 46: roost.hostagent.v1.BuildTemplateRequest
+	(*BuildTemplateResponse)(nil),   // 47: roost.hostagent.v1.BuildTemplateResponse
+	(*BuildLogEntry)(nil),           // 48: roost.hostagent.v1.BuildLogEntry
+	(*BuildResult)(nil),             // 49: roost.hostagent.v1.BuildResult
+	nil,                             // 50: roost.hostagent.v1.Sandbox.MetadataEntry
+	nil,                             // 51: roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
+	nil,                             // 52: roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
+	nil,                             // 53: roost.hostagent.v1.Fork.MetadataEntry
+	nil,                             // 54: roost.hostagent.v1.SnapshotSandboxRequest.EnvVarsEntry
+	nil,                             // 55: roost.hostagent.v1.LogEntry.FieldsEntry
+	(*timestamppb.Timestamp)(nil),   // 56: google.protobuf.Timestamp
 }
 var file_roost_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	0,  // 0: roost.hostagent.v1.Sandbox.state:type_name -> roost.hostagent.v1.SandboxState
 	3,  // 1: roost.hostagent.v1.Sandbox.limits:type_name -> roost.hostagent.v1.Limits
-	43, // 2: roost.hostagent.v1.Sandbox.metadata:type_name -> roost.hostagent.v1.Sandbox.MetadataEntry
-	48, // 3: roost.hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
-	48, // 4: roost.hostagent.v1.Sandbox.end_at:type_name -> google.protobuf.Timestamp
-	44, // 5: roost.hostagent.v1.CreateSandboxRequest.env_vars:type_name -> roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
-	45, // 6: roost.hostagent.v1.CreateSandboxRequest.metadata:type_name -> roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
-	6,  // 7: roost.hostagent.v1.CreateSandboxRequest.template_ref:type_name -> roost.hostagent.v1.TemplateRef
-	4,  // 8: roost.hostagent.v1.CreateSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	9,  // 9: roost.hostagent.v1.ForkSandboxRequest.forks:type_name -> roost.hostagent.v1.Fork
-	46, // 10: roost.hostagent.v1.Fork.metadata:type_name -> roost.hostagent.v1.Fork.MetadataEntry
-	11, // 11: roost.hostagent.v1.ForkSandboxResponse.results:type_name -> roost.hostagent.v1.ForkResult
-	4,  // 12: roost.hostagent.v1.ForkResult.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	4,  // 13: roost.hostagent.v1.PauseSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	4,  // 14: roost.hostagent.v1.ResumeSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	0,  // 15: roost.hostagent.v1.ListSandboxesRequest.states:type_name -> roost.hostagent.v1.SandboxState
-	4,  // 16: roost.hostagent.v1.ListSandboxesResponse.sandboxes:type_name -> roost.hostagent.v1.Sandbox
-	4,  // 17: roost.hostagent.v1.GetSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	4,  // 18: roost.hostagent.v1.SetTimeoutResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	26, // 19: roost.hostagent.v1.GetHostInfoResponse.host:type_name -> roost.hostagent.v1.HostInfo
-	27, // 20: roost.hostagent.v1.HostInfo.capabilities:type_name -> roost.hostagent.v1.Capabilities
-	28, // 21: roost.hostagent.v1.HostInfo.probe:type_name -> roost.hostagent.v1.Probe
-	29, // 22: roost.hostagent.v1.HostInfo.capacity:type_name -> roost.hostagent.v1.Capacity
-	30, // 23: roost.hostagent.v1.HostInfo.usage:type_name -> roost.hostagent.v1.Usage
-	31, // 24: roost.hostagent.v1.HostInfo.versions:type_name -> roost.hostagent.v1.Versions
-	48, // 25: roost.hostagent.v1.HostInfo.started_at:type_name -> google.protobuf.Timestamp
-	35, // 26: roost.hostagent.v1.ListTemplatesResponse.templates:type_name -> roost.hostagent.v1.Template
-	34, // 27: roost.hostagent.v1.ListTemplatesResponse.in_progress:type_name -> roost.hostagent.v1.TemplateInProgress
-	48, // 28: roost.hostagent.v1.Template.created:type_name -> google.protobuf.Timestamp
-	3,  // 29: roost.hostagent.v1.Template.default_limits:type_name -> roost.hostagent.v1.Limits
-	48, // 30: roost.hostagent.v1.GetSandboxLogsRequest.cursor:type_name -> google.protobuf.Timestamp
-	2,  // 31: roost.hostagent.v1.GetSandboxLogsRequest.direction:type_name -> roost.hostagent.v1.LogDirection
-	1,  // 32: roost.hostagent.v1.GetSandboxLogsRequest.min_level:type_name -> roost.hostagent.v1.LogLevel
-	38, // 33: roost.hostagent.v1.GetSandboxLogsResponse.entries:type_name -> roost.hostagent.v1.LogEntry
-	48, // 34: roost.hostagent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
-	1,  // 35: roost.hostagent.v1.LogEntry.level:type_name -> roost.hostagent.v1.LogLevel
-	47, // 36: roost.hostagent.v1.LogEntry.fields:type_name -> roost.hostagent.v1.LogEntry.FieldsEntry
-	41, // 37: roost.hostagent.v1.BuildTemplateResponse.log:type_name -> roost.hostagent.v1.BuildLogEntry
-	42, // 38: roost.hostagent.v1.BuildTemplateResponse.result:type_name -> roost.hostagent.v1.BuildResult
-	48, // 39: roost.hostagent.v1.BuildLogEntry.time:type_name -> google.protobuf.Timestamp
-	1,  // 40: roost.hostagent.v1.BuildLogEntry.level:type_name -> roost.hostagent.v1.LogLevel
-	6,  // 41: roost.hostagent.v1.BuildResult.template:type_name -> roost.hostagent.v1.TemplateRef
-	5,  // 42: roost.hostagent.v1.HostAgentService.CreateSandbox:input_type -> roost.hostagent.v1.CreateSandboxRequest
-	12, // 43: roost.hostagent.v1.HostAgentService.DestroySandbox:input_type -> roost.hostagent.v1.DestroySandboxRequest
-	14, // 44: roost.hostagent.v1.HostAgentService.PauseSandbox:input_type -> roost.hostagent.v1.PauseSandboxRequest
-	16, // 45: roost.hostagent.v1.HostAgentService.ResumeSandbox:input_type -> roost.hostagent.v1.ResumeSandboxRequest
-	18, // 46: roost.hostagent.v1.HostAgentService.ListSandboxes:input_type -> roost.hostagent.v1.ListSandboxesRequest
-	20, // 47: roost.hostagent.v1.HostAgentService.GetSandbox:input_type -> roost.hostagent.v1.GetSandboxRequest
-	22, // 48: roost.hostagent.v1.HostAgentService.SetTimeout:input_type -> roost.hostagent.v1.SetTimeoutRequest
-	24, // 49: roost.hostagent.v1.HostAgentService.GetHostInfo:input_type -> roost.hostagent.v1.GetHostInfoRequest
-	32, // 50: roost.hostagent.v1.HostAgentService.ListTemplates:input_type -> roost.hostagent.v1.ListTemplatesRequest
-	36, // 51: roost.hostagent.v1.HostAgentService.GetSandboxLogs:input_type -> roost.hostagent.v1.GetSandboxLogsRequest
-	39, // 52: roost.hostagent.v1.HostAgentService.BuildTemplate:input_type -> roost.hostagent.v1.BuildTemplateRequest
-	8,  // 53: roost.hostagent.v1.HostAgentService.ForkSandbox:input_type -> roost.hostagent.v1.ForkSandboxRequest
-	7,  // 54: roost.hostagent.v1.HostAgentService.CreateSandbox:output_type -> roost.hostagent.v1.CreateSandboxResponse
-	13, // 55: roost.hostagent.v1.HostAgentService.DestroySandbox:output_type -> roost.hostagent.v1.DestroySandboxResponse
-	15, // 56: roost.hostagent.v1.HostAgentService.PauseSandbox:output_type -> roost.hostagent.v1.PauseSandboxResponse
-	17, // 57: roost.hostagent.v1.HostAgentService.ResumeSandbox:output_type -> roost.hostagent.v1.ResumeSandboxResponse
-	19, // 58: roost.hostagent.v1.HostAgentService.ListSandboxes:output_type -> roost.hostagent.v1.ListSandboxesResponse
-	21, // 59: roost.hostagent.v1.HostAgentService.GetSandbox:output_type -> roost.hostagent.v1.GetSandboxResponse
-	23, // 60: roost.hostagent.v1.HostAgentService.SetTimeout:output_type -> roost.hostagent.v1.SetTimeoutResponse
-	25, // 61: roost.hostagent.v1.HostAgentService.GetHostInfo:output_type -> roost.hostagent.v1.GetHostInfoResponse
-	33, // 62: roost.hostagent.v1.HostAgentService.ListTemplates:output_type -> roost.hostagent.v1.ListTemplatesResponse
-	37, // 63: roost.hostagent.v1.HostAgentService.GetSandboxLogs:output_type -> roost.hostagent.v1.GetSandboxLogsResponse
-	40, // 64: roost.hostagent.v1.HostAgentService.BuildTemplate:output_type -> roost.hostagent.v1.BuildTemplateResponse
-	10, // 65: roost.hostagent.v1.HostAgentService.ForkSandbox:output_type -> roost.hostagent.v1.ForkSandboxResponse
-	54, // [54:66] is the sub-list for method output_type
-	42, // [42:54] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	50, // 2: roost.hostagent.v1.Sandbox.metadata:type_name -> roost.hostagent.v1.Sandbox.MetadataEntry
+	56, // 3: roost.hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
+	56, // 4: roost.hostagent.v1.Sandbox.end_at:type_name -> google.protobuf.Timestamp
+	51, // 5: roost.hostagent.v1.CreateSandboxRequest.env_vars:type_name -> roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
+	52, // 6: roost.hostagent.v1.CreateSandboxRequest.metadata:type_name -> roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
+	11, // 7: roost.hostagent.v1.CreateSandboxRequest.template_ref:type_name -> roost.hostagent.v1.TemplateRef
+	6,  // 8: roost.hostagent.v1.CreateSandboxRequest.volume_mounts:type_name -> roost.hostagent.v1.VolumeMount
+	4,  // 9: roost.hostagent.v1.CreateSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
+	14, // 10: roost.hostagent.v1.ForkSandboxRequest.forks:type_name -> roost.hostagent.v1.Fork
+	53, // 11: roost.hostagent.v1.Fork.metadata:type_name -> roost.hostagent.v1.Fork.MetadataEntry
+	18, // 12: roost.hostagent.v1.ForkSandboxResponse.results:type_name -> roost.hostagent.v1.ForkResult
+	54, // 13: roost.hostagent.v1.SnapshotSandboxRequest.env_vars:type_name -> roost.hostagent.v1.SnapshotSandboxRequest.EnvVarsEntry
+	11, // 14: roost.hostagent.v1.SnapshotSandboxResponse.template:type_name -> roost.hostagent.v1.TemplateRef
+	4,  // 15: roost.hostagent.v1.ForkResult.sandbox:type_name -> roost.hostagent.v1.Sandbox
+	4,  // 16: roost.hostagent.v1.PauseSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
+	4,  // 17: roost.hostagent.v1.ResumeSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
+	0,  // 18: roost.hostagent.v1.ListSandboxesRequest.states:type_name -> roost.hostagent.v1.SandboxState
+	4,  // 19: roost.hostagent.v1.ListSandboxesResponse.sandboxes:type_name -> roost.hostagent.v1.Sandbox
+	4,  // 20: roost.hostagent.v1.GetSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
+	4,  // 21: roost.hostagent.v1.SetTimeoutResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
+	33, // 22: roost.hostagent.v1.GetHostInfoResponse.host:type_name -> roost.hostagent.v1.HostInfo
+	34, // 23: roost.hostagent.v1.HostInfo.capabilities:type_name -> roost.hostagent.v1.Capabilities
+	35, // 24: roost.hostagent.v1.HostInfo.probe:type_name -> roost.hostagent.v1.Probe
+	36, // 25: roost.hostagent.v1.HostInfo.capacity:type_name -> roost.hostagent.v1.Capacity
+	37, // 26: roost.hostagent.v1.HostInfo.usage:type_name -> roost.hostagent.v1.Usage
+	38, // 27: roost.hostagent.v1.HostInfo.versions:type_name -> roost.hostagent.v1.Versions
+	56, // 28: roost.hostagent.v1.HostInfo.started_at:type_name -> google.protobuf.Timestamp
+	42, // 29: roost.hostagent.v1.ListTemplatesResponse.templates:type_name -> roost.hostagent.v1.Template
+	41, // 30: roost.hostagent.v1.ListTemplatesResponse.in_progress:type_name -> roost.hostagent.v1.TemplateInProgress
+	56, // 31: roost.hostagent.v1.Template.created:type_name -> google.protobuf.Timestamp
+	3,  // 32: roost.hostagent.v1.Template.default_limits:type_name -> roost.hostagent.v1.Limits
+	56, // 33: roost.hostagent.v1.GetSandboxLogsRequest.cursor:type_name -> google.protobuf.Timestamp
+	2,  // 34: roost.hostagent.v1.GetSandboxLogsRequest.direction:type_name -> roost.hostagent.v1.LogDirection
+	1,  // 35: roost.hostagent.v1.GetSandboxLogsRequest.min_level:type_name -> roost.hostagent.v1.LogLevel
+	45, // 36: roost.hostagent.v1.GetSandboxLogsResponse.entries:type_name -> roost.hostagent.v1.LogEntry
+	56, // 37: roost.hostagent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	1,  // 38: roost.hostagent.v1.LogEntry.level:type_name -> roost.hostagent.v1.LogLevel
+	55, // 39: roost.hostagent.v1.LogEntry.fields:type_name -> roost.hostagent.v1.LogEntry.FieldsEntry
+	48, // 40: roost.hostagent.v1.BuildTemplateResponse.log:type_name -> roost.hostagent.v1.BuildLogEntry
+	49, // 41: roost.hostagent.v1.BuildTemplateResponse.result:type_name -> roost.hostagent.v1.BuildResult
+	56, // 42: roost.hostagent.v1.BuildLogEntry.time:type_name -> google.protobuf.Timestamp
+	1,  // 43: roost.hostagent.v1.BuildLogEntry.level:type_name -> roost.hostagent.v1.LogLevel
+	11, // 44: roost.hostagent.v1.BuildResult.template:type_name -> roost.hostagent.v1.TemplateRef
+	5,  // 45: roost.hostagent.v1.HostAgentService.CreateSandbox:input_type -> roost.hostagent.v1.CreateSandboxRequest
+	19, // 46: roost.hostagent.v1.HostAgentService.DestroySandbox:input_type -> roost.hostagent.v1.DestroySandboxRequest
+	21, // 47: roost.hostagent.v1.HostAgentService.PauseSandbox:input_type -> roost.hostagent.v1.PauseSandboxRequest
+	23, // 48: roost.hostagent.v1.HostAgentService.ResumeSandbox:input_type -> roost.hostagent.v1.ResumeSandboxRequest
+	25, // 49: roost.hostagent.v1.HostAgentService.ListSandboxes:input_type -> roost.hostagent.v1.ListSandboxesRequest
+	27, // 50: roost.hostagent.v1.HostAgentService.GetSandbox:input_type -> roost.hostagent.v1.GetSandboxRequest
+	29, // 51: roost.hostagent.v1.HostAgentService.SetTimeout:input_type -> roost.hostagent.v1.SetTimeoutRequest
+	31, // 52: roost.hostagent.v1.HostAgentService.GetHostInfo:input_type -> roost.hostagent.v1.GetHostInfoRequest
+	39, // 53: roost.hostagent.v1.HostAgentService.ListTemplates:input_type -> roost.hostagent.v1.ListTemplatesRequest
+	43, // 54: roost.hostagent.v1.HostAgentService.GetSandboxLogs:input_type -> roost.hostagent.v1.GetSandboxLogsRequest
+	46, // 55: roost.hostagent.v1.HostAgentService.BuildTemplate:input_type -> roost.hostagent.v1.BuildTemplateRequest
+	13, // 56: roost.hostagent.v1.HostAgentService.ForkSandbox:input_type -> roost.hostagent.v1.ForkSandboxRequest
+	7,  // 57: roost.hostagent.v1.HostAgentService.CreateVolume:input_type -> roost.hostagent.v1.CreateVolumeRequest
+	9,  // 58: roost.hostagent.v1.HostAgentService.DeleteVolume:input_type -> roost.hostagent.v1.DeleteVolumeRequest
+	16, // 59: roost.hostagent.v1.HostAgentService.SnapshotSandbox:input_type -> roost.hostagent.v1.SnapshotSandboxRequest
+	12, // 60: roost.hostagent.v1.HostAgentService.CreateSandbox:output_type -> roost.hostagent.v1.CreateSandboxResponse
+	20, // 61: roost.hostagent.v1.HostAgentService.DestroySandbox:output_type -> roost.hostagent.v1.DestroySandboxResponse
+	22, // 62: roost.hostagent.v1.HostAgentService.PauseSandbox:output_type -> roost.hostagent.v1.PauseSandboxResponse
+	24, // 63: roost.hostagent.v1.HostAgentService.ResumeSandbox:output_type -> roost.hostagent.v1.ResumeSandboxResponse
+	26, // 64: roost.hostagent.v1.HostAgentService.ListSandboxes:output_type -> roost.hostagent.v1.ListSandboxesResponse
+	28, // 65: roost.hostagent.v1.HostAgentService.GetSandbox:output_type -> roost.hostagent.v1.GetSandboxResponse
+	30, // 66: roost.hostagent.v1.HostAgentService.SetTimeout:output_type -> roost.hostagent.v1.SetTimeoutResponse
+	32, // 67: roost.hostagent.v1.HostAgentService.GetHostInfo:output_type -> roost.hostagent.v1.GetHostInfoResponse
+	40, // 68: roost.hostagent.v1.HostAgentService.ListTemplates:output_type -> roost.hostagent.v1.ListTemplatesResponse
+	44, // 69: roost.hostagent.v1.HostAgentService.GetSandboxLogs:output_type -> roost.hostagent.v1.GetSandboxLogsResponse
+	47, // 70: roost.hostagent.v1.HostAgentService.BuildTemplate:output_type -> roost.hostagent.v1.BuildTemplateResponse
+	15, // 71: roost.hostagent.v1.HostAgentService.ForkSandbox:output_type -> roost.hostagent.v1.ForkSandboxResponse
+	8,  // 72: roost.hostagent.v1.HostAgentService.CreateVolume:output_type -> roost.hostagent.v1.CreateVolumeResponse
+	10, // 73: roost.hostagent.v1.HostAgentService.DeleteVolume:output_type -> roost.hostagent.v1.DeleteVolumeResponse
+	17, // 74: roost.hostagent.v1.HostAgentService.SnapshotSandbox:output_type -> roost.hostagent.v1.SnapshotSandboxResponse
+	60, // [60:75] is the sub-list for method output_type
+	45, // [45:60] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_roost_hostagent_v1_hostagent_proto_init() }
@@ -3090,9 +3576,9 @@ func file_roost_hostagent_v1_hostagent_proto_init() {
 		return
 	}
 	file_roost_hostagent_v1_hostagent_proto_msgTypes[2].OneofWrappers = []any{}
-	file_roost_hostagent_v1_hostagent_proto_msgTypes[13].OneofWrappers = []any{}
-	file_roost_hostagent_v1_hostagent_proto_msgTypes[33].OneofWrappers = []any{}
-	file_roost_hostagent_v1_hostagent_proto_msgTypes[37].OneofWrappers = []any{
+	file_roost_hostagent_v1_hostagent_proto_msgTypes[20].OneofWrappers = []any{}
+	file_roost_hostagent_v1_hostagent_proto_msgTypes[40].OneofWrappers = []any{}
+	file_roost_hostagent_v1_hostagent_proto_msgTypes[44].OneofWrappers = []any{
 		(*BuildTemplateResponse_Log)(nil),
 		(*BuildTemplateResponse_Result)(nil),
 	}
@@ -3102,7 +3588,7 @@ func file_roost_hostagent_v1_hostagent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roost_hostagent_v1_hostagent_proto_rawDesc), len(file_roost_hostagent_v1_hostagent_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   45,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

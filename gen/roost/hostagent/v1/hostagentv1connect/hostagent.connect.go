@@ -73,6 +73,15 @@ const (
 	// HostAgentServiceForkSandboxProcedure is the fully-qualified name of the HostAgentService's
 	// ForkSandbox RPC.
 	HostAgentServiceForkSandboxProcedure = "/roost.hostagent.v1.HostAgentService/ForkSandbox"
+	// HostAgentServiceCreateVolumeProcedure is the fully-qualified name of the HostAgentService's
+	// CreateVolume RPC.
+	HostAgentServiceCreateVolumeProcedure = "/roost.hostagent.v1.HostAgentService/CreateVolume"
+	// HostAgentServiceDeleteVolumeProcedure is the fully-qualified name of the HostAgentService's
+	// DeleteVolume RPC.
+	HostAgentServiceDeleteVolumeProcedure = "/roost.hostagent.v1.HostAgentService/DeleteVolume"
+	// HostAgentServiceSnapshotSandboxProcedure is the fully-qualified name of the HostAgentService's
+	// SnapshotSandbox RPC.
+	HostAgentServiceSnapshotSandboxProcedure = "/roost.hostagent.v1.HostAgentService/SnapshotSandbox"
 )
 
 // HostAgentServiceClient is a client for the roost.hostagent.v1.HostAgentService service.
@@ -133,6 +142,27 @@ type HostAgentServiceClient interface {
 	// running), unimplemented (the runtime cannot capture memory: the VM
 	// runtimes can), invalid_argument (a bad fork).
 	ForkSandbox(context.Context, *connect.Request[v1.ForkSandboxRequest]) (*connect.Response[v1.ForkSandboxResponse], error)
+	// CreateVolume makes a volume (docs/persistence.md): an empty ext4
+	// image of size_mb in the agent's volume directory, whose root every
+	// sandbox user may write. Its content is served on the agent's HTTP
+	// surface at /volumecontent/{volume_id}/..., E2B's volume content API.
+	// Errors: invalid_argument (a bad ID or size; larger than the volume
+	// directory's filesystem), already_exists, resource_exhausted (too
+	// little free space now).
+	CreateVolume(context.Context, *connect.Request[v1.CreateVolumeRequest]) (*connect.Response[v1.CreateVolumeResponse], error)
+	// DeleteVolume removes a volume's image. Errors: not_found, aborted (a
+	// sandbox this host runs mounts it: the message names it).
+	DeleteVolume(context.Context, *connect.Request[v1.DeleteVolumeRequest]) (*connect.Response[v1.DeleteVolumeResponse], error)
+	// SnapshotSandbox makes a template of a sandbox's filesystem as it is
+	// now: the layers of the template it runs on and one layer of what the
+	// sandbox wrote over them, with its template's config. A running
+	// sandbox is frozen while its layer is read and runs on after. The
+	// blobs are pushed to the control plane before the call returns, as a
+	// build's are.
+	// Errors: not_found (the sandbox), failed_precondition (neither
+	// running nor paused), unimplemented (the runtime cannot read a
+	// sandbox's writes).
+	SnapshotSandbox(context.Context, *connect.Request[v1.SnapshotSandboxRequest]) (*connect.Response[v1.SnapshotSandboxResponse], error)
 }
 
 // NewHostAgentServiceClient constructs a client for the roost.hostagent.v1.HostAgentService
@@ -218,23 +248,44 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("ForkSandbox")),
 			connect.WithClientOptions(opts...),
 		),
+		createVolume: connect.NewClient[v1.CreateVolumeRequest, v1.CreateVolumeResponse](
+			httpClient,
+			baseURL+HostAgentServiceCreateVolumeProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("CreateVolume")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteVolume: connect.NewClient[v1.DeleteVolumeRequest, v1.DeleteVolumeResponse](
+			httpClient,
+			baseURL+HostAgentServiceDeleteVolumeProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("DeleteVolume")),
+			connect.WithClientOptions(opts...),
+		),
+		snapshotSandbox: connect.NewClient[v1.SnapshotSandboxRequest, v1.SnapshotSandboxResponse](
+			httpClient,
+			baseURL+HostAgentServiceSnapshotSandboxProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("SnapshotSandbox")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // hostAgentServiceClient implements HostAgentServiceClient.
 type hostAgentServiceClient struct {
-	createSandbox  *connect.Client[v1.CreateSandboxRequest, v1.CreateSandboxResponse]
-	destroySandbox *connect.Client[v1.DestroySandboxRequest, v1.DestroySandboxResponse]
-	pauseSandbox   *connect.Client[v1.PauseSandboxRequest, v1.PauseSandboxResponse]
-	resumeSandbox  *connect.Client[v1.ResumeSandboxRequest, v1.ResumeSandboxResponse]
-	listSandboxes  *connect.Client[v1.ListSandboxesRequest, v1.ListSandboxesResponse]
-	getSandbox     *connect.Client[v1.GetSandboxRequest, v1.GetSandboxResponse]
-	setTimeout     *connect.Client[v1.SetTimeoutRequest, v1.SetTimeoutResponse]
-	getHostInfo    *connect.Client[v1.GetHostInfoRequest, v1.GetHostInfoResponse]
-	listTemplates  *connect.Client[v1.ListTemplatesRequest, v1.ListTemplatesResponse]
-	getSandboxLogs *connect.Client[v1.GetSandboxLogsRequest, v1.GetSandboxLogsResponse]
-	buildTemplate  *connect.Client[v1.BuildTemplateRequest, v1.BuildTemplateResponse]
-	forkSandbox    *connect.Client[v1.ForkSandboxRequest, v1.ForkSandboxResponse]
+	createSandbox   *connect.Client[v1.CreateSandboxRequest, v1.CreateSandboxResponse]
+	destroySandbox  *connect.Client[v1.DestroySandboxRequest, v1.DestroySandboxResponse]
+	pauseSandbox    *connect.Client[v1.PauseSandboxRequest, v1.PauseSandboxResponse]
+	resumeSandbox   *connect.Client[v1.ResumeSandboxRequest, v1.ResumeSandboxResponse]
+	listSandboxes   *connect.Client[v1.ListSandboxesRequest, v1.ListSandboxesResponse]
+	getSandbox      *connect.Client[v1.GetSandboxRequest, v1.GetSandboxResponse]
+	setTimeout      *connect.Client[v1.SetTimeoutRequest, v1.SetTimeoutResponse]
+	getHostInfo     *connect.Client[v1.GetHostInfoRequest, v1.GetHostInfoResponse]
+	listTemplates   *connect.Client[v1.ListTemplatesRequest, v1.ListTemplatesResponse]
+	getSandboxLogs  *connect.Client[v1.GetSandboxLogsRequest, v1.GetSandboxLogsResponse]
+	buildTemplate   *connect.Client[v1.BuildTemplateRequest, v1.BuildTemplateResponse]
+	forkSandbox     *connect.Client[v1.ForkSandboxRequest, v1.ForkSandboxResponse]
+	createVolume    *connect.Client[v1.CreateVolumeRequest, v1.CreateVolumeResponse]
+	deleteVolume    *connect.Client[v1.DeleteVolumeRequest, v1.DeleteVolumeResponse]
+	snapshotSandbox *connect.Client[v1.SnapshotSandboxRequest, v1.SnapshotSandboxResponse]
 }
 
 // CreateSandbox calls roost.hostagent.v1.HostAgentService.CreateSandbox.
@@ -297,6 +348,21 @@ func (c *hostAgentServiceClient) ForkSandbox(ctx context.Context, req *connect.R
 	return c.forkSandbox.CallUnary(ctx, req)
 }
 
+// CreateVolume calls roost.hostagent.v1.HostAgentService.CreateVolume.
+func (c *hostAgentServiceClient) CreateVolume(ctx context.Context, req *connect.Request[v1.CreateVolumeRequest]) (*connect.Response[v1.CreateVolumeResponse], error) {
+	return c.createVolume.CallUnary(ctx, req)
+}
+
+// DeleteVolume calls roost.hostagent.v1.HostAgentService.DeleteVolume.
+func (c *hostAgentServiceClient) DeleteVolume(ctx context.Context, req *connect.Request[v1.DeleteVolumeRequest]) (*connect.Response[v1.DeleteVolumeResponse], error) {
+	return c.deleteVolume.CallUnary(ctx, req)
+}
+
+// SnapshotSandbox calls roost.hostagent.v1.HostAgentService.SnapshotSandbox.
+func (c *hostAgentServiceClient) SnapshotSandbox(ctx context.Context, req *connect.Request[v1.SnapshotSandboxRequest]) (*connect.Response[v1.SnapshotSandboxResponse], error) {
+	return c.snapshotSandbox.CallUnary(ctx, req)
+}
+
 // HostAgentServiceHandler is an implementation of the roost.hostagent.v1.HostAgentService service.
 type HostAgentServiceHandler interface {
 	// CreateSandbox starts a sandbox and returns once its envd is healthy and
@@ -355,6 +421,27 @@ type HostAgentServiceHandler interface {
 	// running), unimplemented (the runtime cannot capture memory: the VM
 	// runtimes can), invalid_argument (a bad fork).
 	ForkSandbox(context.Context, *connect.Request[v1.ForkSandboxRequest]) (*connect.Response[v1.ForkSandboxResponse], error)
+	// CreateVolume makes a volume (docs/persistence.md): an empty ext4
+	// image of size_mb in the agent's volume directory, whose root every
+	// sandbox user may write. Its content is served on the agent's HTTP
+	// surface at /volumecontent/{volume_id}/..., E2B's volume content API.
+	// Errors: invalid_argument (a bad ID or size; larger than the volume
+	// directory's filesystem), already_exists, resource_exhausted (too
+	// little free space now).
+	CreateVolume(context.Context, *connect.Request[v1.CreateVolumeRequest]) (*connect.Response[v1.CreateVolumeResponse], error)
+	// DeleteVolume removes a volume's image. Errors: not_found, aborted (a
+	// sandbox this host runs mounts it: the message names it).
+	DeleteVolume(context.Context, *connect.Request[v1.DeleteVolumeRequest]) (*connect.Response[v1.DeleteVolumeResponse], error)
+	// SnapshotSandbox makes a template of a sandbox's filesystem as it is
+	// now: the layers of the template it runs on and one layer of what the
+	// sandbox wrote over them, with its template's config. A running
+	// sandbox is frozen while its layer is read and runs on after. The
+	// blobs are pushed to the control plane before the call returns, as a
+	// build's are.
+	// Errors: not_found (the sandbox), failed_precondition (neither
+	// running nor paused), unimplemented (the runtime cannot read a
+	// sandbox's writes).
+	SnapshotSandbox(context.Context, *connect.Request[v1.SnapshotSandboxRequest]) (*connect.Response[v1.SnapshotSandboxResponse], error)
 }
 
 // NewHostAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -436,6 +523,24 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		connect.WithSchema(hostAgentServiceMethods.ByName("ForkSandbox")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hostAgentServiceCreateVolumeHandler := connect.NewUnaryHandler(
+		HostAgentServiceCreateVolumeProcedure,
+		svc.CreateVolume,
+		connect.WithSchema(hostAgentServiceMethods.ByName("CreateVolume")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hostAgentServiceDeleteVolumeHandler := connect.NewUnaryHandler(
+		HostAgentServiceDeleteVolumeProcedure,
+		svc.DeleteVolume,
+		connect.WithSchema(hostAgentServiceMethods.ByName("DeleteVolume")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hostAgentServiceSnapshotSandboxHandler := connect.NewUnaryHandler(
+		HostAgentServiceSnapshotSandboxProcedure,
+		svc.SnapshotSandbox,
+		connect.WithSchema(hostAgentServiceMethods.ByName("SnapshotSandbox")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/roost.hostagent.v1.HostAgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HostAgentServiceCreateSandboxProcedure:
@@ -462,6 +567,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceBuildTemplateHandler.ServeHTTP(w, r)
 		case HostAgentServiceForkSandboxProcedure:
 			hostAgentServiceForkSandboxHandler.ServeHTTP(w, r)
+		case HostAgentServiceCreateVolumeProcedure:
+			hostAgentServiceCreateVolumeHandler.ServeHTTP(w, r)
+		case HostAgentServiceDeleteVolumeProcedure:
+			hostAgentServiceDeleteVolumeHandler.ServeHTTP(w, r)
+		case HostAgentServiceSnapshotSandboxProcedure:
+			hostAgentServiceSnapshotSandboxHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -517,4 +628,16 @@ func (UnimplementedHostAgentServiceHandler) BuildTemplate(context.Context, *conn
 
 func (UnimplementedHostAgentServiceHandler) ForkSandbox(context.Context, *connect.Request[v1.ForkSandboxRequest]) (*connect.Response[v1.ForkSandboxResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("roost.hostagent.v1.HostAgentService.ForkSandbox is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) CreateVolume(context.Context, *connect.Request[v1.CreateVolumeRequest]) (*connect.Response[v1.CreateVolumeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("roost.hostagent.v1.HostAgentService.CreateVolume is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) DeleteVolume(context.Context, *connect.Request[v1.DeleteVolumeRequest]) (*connect.Response[v1.DeleteVolumeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("roost.hostagent.v1.HostAgentService.DeleteVolume is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) SnapshotSandbox(context.Context, *connect.Request[v1.SnapshotSandboxRequest]) (*connect.Response[v1.SnapshotSandboxResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("roost.hostagent.v1.HostAgentService.SnapshotSandbox is not implemented"))
 }
