@@ -95,8 +95,11 @@ func (m *Manager) bootLocked(ctx context.Context, sb *sandbox) error {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.EnvdTimeout+opTimeout)
 	defer cancel()
+	if err := m.ensureNetwork(ctx, sb); err != nil {
+		return err
+	}
 	rec := sb.snapshot()
-	if err := m.detachVolumes(ctx, rec.Spec.Volumes); err != nil {
+	if err := m.readyVolumes(ctx, rec.Spec.Volumes); err != nil {
 		return err
 	}
 	inst, err := h.Boot(ctx, rec.Spec, rec.Driver)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"roost.dev/roost/errdefs"
@@ -125,6 +126,22 @@ func (m *Manager) hibernateLocked(ctx context.Context, sb *sandbox) error {
 	return nil
 }
 
+// ensureNetwork sets up again the network of a sandbox whose processes
+// are gone (hibernated, halted) when its namespace is gone too, as after
+// a reboot of the host: on its slot, so with its address.
+func (m *Manager) ensureNetwork(ctx context.Context, sb *sandbox) error {
+	rec := sb.snapshot()
+	if _, err := os.Stat(rec.Spec.Network.Netns); err == nil || !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	nw, err := m.net.Setup(ctx, rec.ID, rec.Slot, rec.Internet)
+	if err != nil {
+		return fmt.Errorf("network of a sandbox whose namespace is gone: %w", err)
+	}
+	m.log.Info("sandbox network set up again", "sandbox", rec.ID, "slot", rec.Slot)
+	return sb.update(func(r *record) { r.Spec.Network = nw })
+}
+
 // restoreLocked brings a hibernated sandbox back: a new process from its
 // snapshot, envd healthy, and envd's clock set again (the guest's stood
 // still while it was on disk). On success the sandbox is no longer
@@ -137,6 +154,9 @@ func (m *Manager) restoreLocked(ctx context.Context, sb *sandbox) error {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hibernateTimeout)
 	defer cancel()
+	if err := m.ensureNetwork(ctx, sb); err != nil {
+		return err
+	}
 	rec := sb.snapshot()
 	inst, err := s.Restore(ctx, rec.Spec, rec.Driver)
 	if err != nil {

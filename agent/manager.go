@@ -358,6 +358,9 @@ type HostInfo struct {
 	EnvdVersion  string
 	Kernel       string
 	Started      time.Time
+	// VolumeDirID is the volume directory's ID, shared by the hosts that
+	// share the directory; "" when it could not be read (volumedir.go).
+	VolumeDirID string
 }
 
 // Usage sums the sandboxes of a host.
@@ -387,6 +390,7 @@ func (m *Manager) HostInfo(ctx context.Context) HostInfo {
 		Hostname: hostname, Runtime: m.rt.Name(), Capabilities: m.rt.Capabilities(), Probe: m.rt.Probe(ctx),
 		CPUs: m.host.CPUs, MemoryMB: m.host.MemoryMB, MaxSandboxes: m.net.Capacity(), Usage: u,
 		Version: m.cfg.Version, EnvdVersion: m.envdVer, Kernel: kernelRelease(), Started: m.started,
+		VolumeDirID: m.volumeDirID(),
 	}
 }
 

@@ -120,6 +120,8 @@ type Registrar struct {
 	cfg  RegistrarConfig
 	host host
 	log  *slog.Logger
+	// volumeDirID is the host's volume directory ID, read once by Run.
+	volumeDirID string
 }
 
 // NewRegistrar returns a Registrar reporting m.
@@ -226,6 +228,9 @@ func (r *Registrar) Register(ctx context.Context) (Registration, error) {
 // Run heartbeats reg until ctx ends, which returns nil. Failed heartbeats
 // are logged and retried.
 func (r *Registrar) Run(ctx context.Context, reg Registration) error {
+	// Sent in heartbeats too: a registration stored before the control
+	// plane kept it did not carry it.
+	r.volumeDirID = r.host.HostInfo(ctx).VolumeDirID
 	t := time.NewTicker(r.cfg.Interval)
 	defer t.Stop()
 	failing := false
@@ -266,7 +271,7 @@ func (r *Registrar) register(ctx context.Context, prev *Registration) (Registrat
 	body := map[string]any{
 		"registrationToken": r.cfg.RegistrationToken, "name": r.cfg.Name, "url": r.cfg.AdvertiseURL,
 		"csr": string(csrPEM), "runtime": info.Runtime, "cpus": info.CPUs, "memoryMB": info.MemoryMB,
-		"maxSandboxes": info.MaxSandboxes, "capabilities": info.Capabilities,
+		"maxSandboxes": info.MaxSandboxes, "capabilities": info.Capabilities, "volumeDirID": info.VolumeDirID,
 	}
 	if prev != nil {
 		body["hostID"], body["token"] = prev.HostID, prev.Token
@@ -301,7 +306,7 @@ func (r *Registrar) heartbeat(ctx context.Context, reg Registration) error {
 		vcpus += sb.Limits.VCPUs
 		mem += int64(sb.Limits.MemoryMB)
 	}
-	body := map[string]any{"sandboxes": n, "vcpus": vcpus, "memoryMB": mem}
+	body := map[string]any{"sandboxes": n, "vcpus": vcpus, "memoryMB": mem, "volumeDirID": r.volumeDirID}
 	if err := r.post(ctx, "/v1/hosts/"+reg.HostID+"/heartbeat", reg.Token, body, http.StatusNoContent, nil); err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}

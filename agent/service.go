@@ -170,8 +170,9 @@ func (s *service) GetHostInfo(ctx context.Context, req *connect.Request[hostagen
 			Sandboxes: int32(h.Usage.Sandboxes), Running: int32(h.Usage.Running), Paused: int32(h.Usage.Paused),
 			Vcpus: int32(h.Usage.VCPUs), MemoryMb: h.Usage.MemoryMB, DiskMb: h.Usage.DiskMB,
 		},
-		Versions:  &hostagentv1.Versions{Roost: h.Version, Envd: h.EnvdVersion, Kernel: h.Kernel},
-		StartedAt: timestamppb.New(h.Started),
+		Versions:    &hostagentv1.Versions{Roost: h.Version, Envd: h.EnvdVersion, Kernel: h.Kernel},
+		StartedAt:   timestamppb.New(h.Started),
+		VolumeDirId: h.VolumeDirID,
 	}}), nil
 }
 

@@ -373,7 +373,7 @@ func (m *Manager) volumeHolder(id, except string) (holder string, writable bool)
 // vmHolder names a sandbox of this host that has volume id's image as a
 // block device; "" when none. A hibernated VM holds it (its memory has
 // the filesystem mounted); a halted one does not (its guest ended, and
-// boots afresh: detachVolumes takes the image back from the host).
+// boots afresh: readyVolumes takes the image back from the host).
 func (m *Manager) vmHolder(id string) string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -466,15 +466,20 @@ func (m *Manager) syncVolumes(ctx context.Context, rec record) {
 	}
 }
 
-// detachVolumes takes the images of a VM's volumes back from the host
-// (which may have mounted them for the content API while the VM was
-// halted) before the VM boots with them again.
-func (m *Manager) detachVolumes(ctx context.Context, vs []runtime.VolumeMount) error {
+// readyVolumes readies a sandbox's volumes for it to boot with them again
+// (after a halt, or a reboot of the host): a VM's images are taken back
+// from the host (which may have mounted them for the content API while
+// the VM was halted), a namespace sandbox's are mounted on the host again
+// when they are not (a reboot took the mounts).
+func (m *Manager) readyVolumes(ctx context.Context, vs []runtime.VolumeMount) error {
 	for _, v := range vs {
-		if v.Image == "" {
-			continue
+		var err error
+		if v.Image != "" {
+			_, err = m.vols.unmounted(ctx, v.ID)
+		} else {
+			_, err = m.vols.mounted(ctx, v.ID)
 		}
-		if _, err := m.vols.unmounted(ctx, v.ID); err != nil {
+		if err != nil {
 			return err
 		}
 	}

@@ -8,10 +8,11 @@
 // freezer, each mounted under /sys/fs/cgroup). Detect chooses: v2 when
 // /sys/fs/cgroup is cgroup2 and offers the memory, cpu and pids
 // controllers, else v1 with whichever of those controllers are mounted. On
-// a hybrid host the limits and the freezer come from v1; when the hybrid
-// v2 tree (/sys/fs/cgroup/unified) is writable, each group is mirrored
-// there as well, only so that Kill can use cgroup.kill, which kills a
-// forking process tree atomically.
+// a hybrid host the limits come from v1; when the hybrid v2 tree
+// (/sys/fs/cgroup/unified) is writable, each group is mirrored there as
+// well, so that Kill can use cgroup.kill, which kills a forking process
+// tree atomically, and so that Freeze uses the v2 freezer (cgroup.freeze),
+// which, unlike the v1 one, was never seen stuck FREEZING.
 //
 // Group names are slash-separated paths relative to each hierarchy's root,
 // like "roost/<sandbox-id>"; the first element must start with "roost" so

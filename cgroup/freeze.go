@@ -25,13 +25,22 @@ const (
 )
 
 // freezer is the group's directory whose freezer Freeze and Thaw use and
-// whether it is a v2 one: the v1 freezer controller where the host has it
-// (hybrid hosts), else cgroup.freeze. dir is "" when there is neither.
+// whether it is a v2 one: cgroup.freeze on a v2 host, and on a hybrid one
+// when its v2 mirror has it, else the v1 freezer controller. dir is ""
+// when there is neither. The v2 freezer wins on hybrid hosts: the v1 one
+// was seen to stay FREEZING for good (a restored sandbox, an idle one
+// with envd's process starts behind it), where the v2 one never was.
 func (g *Group) freezer() (dir string, v2 bool) {
-	if d, ok := g.v1["freezer"]; ok {
-		return d, false
+	d, hasV1 := g.v1["freezer"]
+	if g.v2 != "" && !hasV1 {
+		return g.v2, true
 	}
-	return g.v2, g.v2 != ""
+	if g.v2 != "" {
+		if _, err := os.Stat(filepath.Join(g.v2, "cgroup.freeze")); err == nil {
+			return g.v2, true
+		}
+	}
+	return d, false
 }
 
 // FreezerDir is the directory of the group's freezer (see freezer), for

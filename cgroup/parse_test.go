@@ -4,6 +4,8 @@ import (
 	"errors"
 	"maps"
 	"math"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -178,7 +180,19 @@ func TestGroupLayout(t *testing.T) {
 		t.Errorf("dirs = %v, want %v", g.dirs, want)
 	}
 	if d, v2 := g.freezer(); d != "/c/freezer/roost/x" || v2 {
-		t.Errorf("freezer = %s %v, want the v1 freezer", d, v2)
+		t.Errorf("freezer = %s %v, want the v1 freezer (the v2 mirror has no cgroup.freeze)", d, v2)
+	}
+	// A hybrid host whose v2 mirror can freeze: that one.
+	mirror := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(mirror, "roost/x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mirror, "roost/x/cgroup.freeze"), []byte("0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hm := &Hierarchy{version: 1, v1: map[string]string{"freezer": "/c/freezer"}, v2: mirror}
+	if d, v2 := hm.group("roost/x").freezer(); d != filepath.Join(mirror, "roost/x") || !v2 {
+		t.Errorf("hybrid freezer = %s %v, want the v2 mirror's", d, v2)
 	}
 	h2 := &Hierarchy{version: 2, v2: "/c"}
 	g2 := h2.group("roost/x")

@@ -39,6 +39,9 @@ type registerRequest struct {
 	// Capabilities are the runtime's (pause, snapshot, vm). Optional: a
 	// host without them is asked to act and its refusal reported.
 	Capabilities *runtime.Capabilities `json:"capabilities"`
+	// VolumeDirID is the ID of the agent's volume directory, the same
+	// on every host sharing it. Optional: "" keeps its volumes its own.
+	VolumeDirID string `json:"volumeDirID"`
 }
 
 // registerResponse is what a registered agent gets: its host ID, the
@@ -75,7 +78,7 @@ func parseRegister(req registerRequest) (string, error) {
 	if (req.HostID == "") != (req.Token == "") || len(req.HostID) > 64 || len(req.Token) > maxKeyLen {
 		return "", fmt.Errorf("hostID and token go together: %w", errdefs.ErrInvalid)
 	}
-	if req.CPUs < 0 || req.MemoryMB < 0 || req.MaxSandboxes < 0 || len(req.Name) > 253 || len(req.Runtime) > 64 {
+	if req.CPUs < 0 || req.MemoryMB < 0 || req.MaxSandboxes < 0 || len(req.Name) > 253 || len(req.Runtime) > 64 || len(req.VolumeDirID) > 64 {
 		return "", fmt.Errorf("negative capacity or overlong name: %w", errdefs.ErrInvalid)
 	}
 	return u.Hostname(), nil
@@ -131,7 +134,7 @@ func (s *Server) registerHost(w http.ResponseWriter, r *http.Request) {
 	h := store.Host{
 		ID: id, Name: req.Name, URL: strings.TrimSuffix(req.URL, "/"), TokenHash: store.HashKey(token),
 		Runtime: req.Runtime, CPUs: req.CPUs, MemoryMB: req.MemoryMB, MaxSandboxes: req.MaxSandboxes,
-		State: store.HostReady, RegisteredAt: prev.RegisteredAt,
+		State: store.HostReady, RegisteredAt: prev.RegisteredAt, VolumeDirID: req.VolumeDirID,
 	}
 	if req.Capabilities != nil {
 		if h.Capabilities, err = json.Marshal(req.Capabilities); err != nil {
@@ -166,6 +169,9 @@ type heartbeatRequest struct {
 	Sandboxes int   `json:"sandboxes"`
 	VCPUs     int   `json:"vcpus"`
 	MemoryMB  int64 `json:"memoryMB"`
+	// VolumeDirID, when set, is the agent's volume directory's ID (one
+	// registered before the control plane kept it reports it here).
+	VolumeDirID string `json:"volumeDirID"`
 }
 
 // hostHeartbeat is POST /v1/hosts/{id}/heartbeat, authenticated by the
@@ -175,7 +181,8 @@ func (s *Server) hostHeartbeat(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id := r.PathValue("id")
 	got, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if _, err := s.authHost(ctx, id, got); err != nil {
+	h, err := s.authHost(ctx, id, got)
+	if err != nil {
 		s.fail(w, r, "host heartbeat", err)
 		return
 	}
@@ -184,9 +191,15 @@ func (s *Server) hostHeartbeat(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "heartbeat", err)
 		return
 	}
-	if req.Sandboxes < 0 || req.VCPUs < 0 || req.MemoryMB < 0 {
-		s.fail(w, r, "heartbeat", fmt.Errorf("negative usage: %w", errdefs.ErrInvalid))
+	if req.Sandboxes < 0 || req.VCPUs < 0 || req.MemoryMB < 0 || len(req.VolumeDirID) > 64 {
+		s.fail(w, r, "heartbeat", fmt.Errorf("negative usage or overlong volumeDirID: %w", errdefs.ErrInvalid))
 		return
+	}
+	if req.VolumeDirID != "" && req.VolumeDirID != h.VolumeDirID {
+		if err := s.store.SetHostVolumeDir(ctx, id, req.VolumeDirID); err != nil {
+			s.fail(w, r, "heartbeat", err)
+			return
+		}
 	}
 	usage := store.HostUsage{Sandboxes: req.Sandboxes, VCPUs: req.VCPUs, MemoryMB: req.MemoryMB}
 	if err := s.store.Heartbeat(ctx, id, time.Now().UTC(), usage); err != nil {

@@ -221,6 +221,11 @@ func (s *Server) createTemplateOf(ctx context.Context, teamID string, p *createP
 // sandboxes, then the most memory, then the lowest ID. No host is
 // ErrUnavailable (503).
 func (s *Server) schedule(ctx context.Context) (store.Host, error) {
+	return s.scheduleWhere(ctx, nil)
+}
+
+// scheduleWhere is schedule among the hosts keep accepts (nil: all).
+func (s *Server) scheduleWhere(ctx context.Context, keep func(store.Host) bool) (store.Host, error) {
 	hosts, err := s.store.ListHosts(ctx)
 	if err != nil {
 		return store.Host{}, fmt.Errorf("schedule: %w", err)
@@ -228,7 +233,7 @@ func (s *Server) schedule(ctx context.Context) (store.Host, error) {
 	var best store.Host
 	bestCount, found := 0, false
 	for _, h := range hosts { // ordered by ID: the tie-break
-		if h.State != store.HostReady {
+		if h.State != store.HostReady || keep != nil && !keep(h) {
 			continue
 		}
 		n, err := s.activeSandboxes(ctx, h.ID)

@@ -378,6 +378,9 @@ func (s *Server) AddHost(ctx context.Context, h store.Host, token string) error 
 			h.Capabilities = b
 		}
 	}
+	if h.VolumeDirID == "" {
+		h.VolumeDirID = info.GetVolumeDirId()
+	}
 	h.State = store.HostReady
 	if err := s.store.UpsertHost(ctx, h); err != nil {
 		return fmt.Errorf("add host %s: %w", h.ID, err)

@@ -161,7 +161,13 @@ func localAgent() *controlplane.LocalAgent { return &controlplane.LocalAgent{Hos
 // rest.
 func startAgent(t testing.TB, dataDir, envd string, blobs *content.Blobs, newRT newRuntime, log *slog.Logger) *agent.Manager {
 	t.Helper()
-	rt, err := newRT(dataDir, log)
+	return startAgentConfig(t, agent.Config{DataDir: dataDir, Envd: envd, Version: "test", SkipPrune: true, Blobs: blobs, SharedBlobs: true}, newRT, log)
+}
+
+// startAgentConfig is startAgent with the agent's whole configuration.
+func startAgentConfig(t testing.TB, cfg agent.Config, newRT newRuntime, log *slog.Logger) *agent.Manager {
+	t.Helper()
+	rt, err := newRT(cfg.DataDir, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,8 +186,7 @@ func startAgent(t testing.TB, dataDir, envd string, blobs *content.Blobs, newRT 
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	m, err := agent.New(ctx, agent.Config{DataDir: dataDir, Envd: envd, Version: "test", SkipPrune: true, Blobs: blobs, SharedBlobs: true},
-		rt, nw, templatetest.Store(t), log)
+	m, err := agent.New(ctx, cfg, rt, nw, templatetest.Store(t), log)
 	if err != nil {
 		t.Fatal(err)
 	}

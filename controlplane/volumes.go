@@ -27,7 +27,9 @@ import (
 // create, and the volume content API (/volumecontent/{id}/dir|file|path)
 // on the same listener. A volume lives on the host that made its image
 // (the one the scheduler picked at POST /volumes); sandboxes that mount
-// it are placed there. The store holds the mounts, one writer at a time.
+// it are placed there, or on another host sharing its volume directory,
+// to which it then moves. The store holds the mounts, one writer at a
+// time.
 //
 // A volume's token authenticates its content API, in place of an API
 // key: it is an HMAC of the volume's ID under the server's shared key
@@ -233,33 +235,122 @@ func checkVolumeMounts(ms []volumeMountRequest) error {
 }
 
 // placeVolumes resolves a create's mounts to the team's volumes and the
-// host they are on, which the sandbox must run on: volumes of two hosts
-// cannot be mounted together (409). No mounts: a zero host.
+// host the sandbox runs on: the volumes' host when it is ready and has
+// room, else a ready host with room that shares its volume directory
+// (docs/persistence.md), to which the volumes move. Volumes of two hosts
+// that share no volume directory cannot be mounted together (409). No
+// mounts: a zero host.
 func (s *Server) placeVolumes(ctx context.Context, teamID string, ms []volumeMountRequest) ([]store.VolumeMount, store.Host, error) {
 	if len(ms) == 0 {
 		return nil, store.Host{}, nil
 	}
 	var out []store.VolumeMount
-	hostID := ""
+	var vols []store.Volume
 	for _, m := range ms {
 		v, err := s.store.VolumeByName(ctx, teamID, m.Name)
 		if err != nil {
 			return nil, store.Host{}, fmt.Errorf("volumeMounts: %w", err)
 		}
-		if hostID != "" && v.HostID != hostID {
-			return nil, store.Host{}, fmt.Errorf("volumeMounts: volume %s is on host %s, another of the sandbox's on host %s: a sandbox mounts volumes of one host: %w", v.Name, v.HostID, hostID, errdefs.ErrConflict)
-		}
-		hostID = v.HostID
+		vols = append(vols, v)
 		out = append(out, store.VolumeMount{VolumeID: v.ID, Path: m.Path, ReadOnly: m.ReadOnly})
 	}
-	h, err := s.store.GetHost(ctx, hostID)
+	homes, err := s.volumeHomes(ctx, vols)
 	if err != nil {
-		return nil, store.Host{}, fmt.Errorf("host %s of the sandbox's volumes: %v: %w", hostID, err, errdefs.ErrUnavailable)
+		return nil, store.Host{}, err
 	}
-	if h.State != store.HostReady {
-		return nil, store.Host{}, fmt.Errorf("host %s of the sandbox's volumes is %s: %w", h.ID, h.State, errdefs.ErrUnavailable)
+	h, err := s.volumeTarget(ctx, homes)
+	if err != nil {
+		return nil, store.Host{}, err
+	}
+	for _, v := range vols {
+		if v.HostID != h.ID {
+			if err := s.moveVolume(ctx, v, homes[v.HostID], h); err != nil {
+				return nil, store.Host{}, err
+			}
+		}
 	}
 	return out, h, nil
+}
+
+// volumeHomes returns the hosts vols are on, by ID, the first volume's
+// under "". Hosts that share no volume directory are 409.
+func (s *Server) volumeHomes(ctx context.Context, vols []store.Volume) (map[string]store.Host, error) {
+	homes := map[string]store.Host{}
+	for _, v := range vols {
+		h, ok := homes[v.HostID]
+		if !ok {
+			var err error
+			if h, err = s.store.GetHost(ctx, v.HostID); err != nil {
+				return nil, fmt.Errorf("host %s of volume %s: %v: %w", v.HostID, v.Name, err, errdefs.ErrUnavailable)
+			}
+			homes[v.HostID] = h
+		}
+		first, ok := homes[""]
+		if !ok {
+			homes[""] = h
+			continue
+		}
+		if h.ID != first.ID && (h.VolumeDirID == "" || h.VolumeDirID != first.VolumeDirID) {
+			return nil, fmt.Errorf("volumeMounts: volume %s is on host %s, another of the sandbox's on host %s, and they share no volume directory: %w", v.Name, h.ID, first.ID, errdefs.ErrConflict)
+		}
+	}
+	return homes, nil
+}
+
+// volumeTarget picks the host of a sandbox whose volumes are on homes
+// (volumeHomes): the first volume's host when it holds them all, is
+// ready and has room; else the scheduler's pick among the hosts sharing
+// its volume directory; else that host if ready (its agent refuses
+// when it is full).
+func (s *Server) volumeTarget(ctx context.Context, homes map[string]store.Host) (store.Host, error) {
+	first := homes[""]
+	if len(homes) == 2 && first.State == store.HostReady {
+		n, err := s.activeSandboxes(ctx, first.ID)
+		if err != nil {
+			return store.Host{}, err
+		}
+		if first.MaxSandboxes == 0 || n < first.MaxSandboxes {
+			return first, nil
+		}
+	}
+	if dir := first.VolumeDirID; dir != "" {
+		h, err := s.scheduleWhere(ctx, func(h store.Host) bool { return h.VolumeDirID == dir })
+		if err == nil || !errors.Is(err, errdefs.ErrUnavailable) {
+			return h, err
+		}
+	}
+	if len(homes) == 2 && first.State == store.HostReady {
+		return first, nil
+	}
+	return store.Host{}, fmt.Errorf("host %s of the sandbox's volumes is %s, and no ready host with room shares its volume directory: %w", first.ID, first.State, errdefs.ErrUnavailable)
+}
+
+// moveVolume moves volume v from its host to host to, which shares its
+// volume directory: a live sandbox that mounts it is 409 naming it;
+// v's host releases it (unmounts it; it refuses while its content API
+// uses it), then the store moves it unless a sandbox mounted it
+// meanwhile (a compare-and-swap). A host that does not answer cannot
+// release it: the volume stays (503), since two hosts mounting one
+// image would corrupt it.
+func (s *Server) moveVolume(ctx context.Context, v store.Volume, from, to store.Host) error {
+	holders, err := s.store.VolumeHolders(ctx, v.ID)
+	if err != nil {
+		return err
+	}
+	if len(holders) > 0 {
+		return &store.VolumeBusyError{Volume: v.Name, Sandbox: holders[0].SandboxID}
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rpcTimeout)
+	defer cancel()
+	_, err = s.agents.For(from).ReleaseVolume(rctx, connect.NewRequest(&hostagentv1.ReleaseVolumeRequest{VolumeId: v.ID}))
+	if err != nil {
+		return fmt.Errorf("move volume %s from host %s to host %s: %w", v.Name, from.ID, to.ID, errdefs.FromConnect("agent release volume", err))
+	}
+	if err := s.store.MoveVolume(rctx, v.ID, from.ID, to.ID); err != nil {
+		return err
+	}
+	s.log.Info("volume moved", "volume", v.ID, "name", v.Name, "from", from.ID, "to", to.ID)
+	return nil
 }
 
 // attachVolumes records the sandbox's mounts (one writer per volume);

@@ -228,14 +228,14 @@ func (s *sqlStore) ConsumeRegistrationToken(ctx context.Context, hash []byte, no
 // Hosts.
 
 const hostColumns = `id, name, url, token_hash, runtime, capabilities, cpus, memory_mb, max_sandboxes,
-	state, registered_at, last_heartbeat, used_sandboxes, used_vcpus, used_memory_mb`
+	state, registered_at, last_heartbeat, used_sandboxes, used_vcpus, used_memory_mb, volume_dir_id`
 
 func scanHost(row interface{ Scan(...any) error }) (Host, error) {
 	var h Host
 	var caps sql.NullString
 	var registered, heartbeat sql.NullInt64
 	err := row.Scan(&h.ID, &h.Name, &h.URL, &h.TokenHash, &h.Runtime, &caps, &h.CPUs, &h.MemoryMB, &h.MaxSandboxes,
-		&h.State, &registered, &heartbeat, &h.Usage.Sandboxes, &h.Usage.VCPUs, &h.Usage.MemoryMB)
+		&h.State, &registered, &heartbeat, &h.Usage.Sandboxes, &h.Usage.VCPUs, &h.Usage.MemoryMB, &h.VolumeDirID)
 	if err != nil {
 		return Host{}, err
 	}
@@ -256,13 +256,14 @@ func (s *sqlStore) UpsertHost(ctx context.Context, h Host) error {
 		caps = string(h.Capabilities)
 	}
 	_, err := s.w.ExecContext(ctx, `INSERT INTO hosts (token, `+hostColumns+`)
-		VALUES ('', $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+		VALUES ('', $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 		ON CONFLICT (id) DO UPDATE SET name = excluded.name, url = excluded.url, token_hash = excluded.token_hash,
 			runtime = excluded.runtime, capabilities = excluded.capabilities, cpus = excluded.cpus,
-			memory_mb = excluded.memory_mb, max_sandboxes = excluded.max_sandboxes, state = excluded.state`,
+			memory_mb = excluded.memory_mb, max_sandboxes = excluded.max_sandboxes, state = excluded.state,
+			volume_dir_id = excluded.volume_dir_id`,
 		h.ID, h.Name, h.URL, h.TokenHash, h.Runtime, caps, h.CPUs, h.MemoryMB, h.MaxSandboxes,
 		string(h.State), orNow(h.RegisteredAt).UnixNano(), nanos(h.LastHeartbeat),
-		h.Usage.Sandboxes, h.Usage.VCPUs, h.Usage.MemoryMB)
+		h.Usage.Sandboxes, h.Usage.VCPUs, h.Usage.MemoryMB, h.VolumeDirID)
 	if err != nil {
 		return fmt.Errorf("upsert host %s: %w", h.ID, err)
 	}

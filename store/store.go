@@ -184,6 +184,10 @@ type Host struct {
 	// LastHeartbeat is zero until the first heartbeat.
 	LastHeartbeat time.Time
 	Usage         HostUsage
+	// VolumeDirID is the ID of the host's volume directory: hosts with
+	// the same one share it, and may mount each other's volumes; "" when
+	// the host reported none.
+	VolumeDirID string
 }
 
 // HostUsage is what a host reports in a heartbeat.

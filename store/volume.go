@@ -27,7 +27,8 @@ type Volumes interface {
 	// mounts it: then a *VolumeBusyError (errdefs.ErrConflict) naming it.
 	DeleteVolume(ctx context.Context, teamID, id string) error
 	// AttachVolumes records the mounts of a sandbox, all or none. A
-	// writable mount of a volume that a live sandbox mounts writable
+	// volume on another host than the sandbox's (it moved meanwhile) is
+	// errdefs.ErrConflict. A writable mount of a volume that a live sandbox mounts writable
 	// already is a *VolumeBusyError naming that sandbox; the check and
 	// the insert are one transaction, so of two creates racing for a
 	// volume, one gets it.
@@ -36,6 +37,13 @@ type Volumes interface {
 	VolumeHolders(ctx context.Context, volumeID string) ([]VolumeMount, error)
 	// SandboxVolumes returns a sandbox's mounts, ordered by path.
 	SandboxVolumes(ctx context.Context, sandboxID string) ([]VolumeMount, error)
+	// MoveVolume sets a volume's host to toHost if it is fromHost (a
+	// compare-and-swap: else errdefs.ErrConflict) and no live sandbox
+	// mounts it (else a *VolumeBusyError). The hosts share the volume
+	// directory; the caller has had fromHost release the volume.
+	MoveVolume(ctx context.Context, id, fromHost, toHost string) error
+	// SetHostVolumeDir records the ID of a host's volume directory.
+	SetHostVolumeDir(ctx context.Context, hostID, volumeDirID string) error
 }
 
 // Volume is one volume's record.

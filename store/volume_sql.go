@@ -124,6 +124,13 @@ func attachIn(ctx context.Context, tx *sql.Tx, d dialect, sandboxID string, m Vo
 	if err != nil {
 		return err
 	}
+	var hostID string
+	if err := tx.QueryRowContext(ctx, `SELECT host_id FROM sandboxes WHERE id = $1`, sandboxID).Scan(&hostID); err != nil {
+		return notFound(err, "sandbox "+sandboxID)
+	}
+	if hostID != v.HostID {
+		return fmt.Errorf("volume %s is on host %s, sandbox %s on host %s (the volume moved): try again: %w", v.Name, v.HostID, sandboxID, hostID, errdefs.ErrConflict)
+	}
 	if !m.ReadOnly {
 		holders, err := volumeHolders(ctx, tx, m.VolumeID)
 		if err != nil {
@@ -197,4 +204,33 @@ func queryMounts(ctx context.Context, q querier, query string, args ...any) ([]V
 		out = append(out, m)
 	}
 	return out, rows.Err()
+}
+
+func (s *sqlStore) MoveVolume(ctx context.Context, id, fromHost, toHost string) error {
+	if fromHost == "" || toHost == "" {
+		return fmt.Errorf("move volume %s: both hosts are required: %w", id, errdefs.ErrInvalid)
+	}
+	return s.inTx(ctx, "move volume "+id, func(tx *sql.Tx) error {
+		v, err := lockVolume(ctx, tx, s.d, id)
+		if err != nil {
+			return err
+		}
+		if v.HostID != fromHost {
+			return fmt.Errorf("volume %s is on host %s, not %s: %w", v.Name, v.HostID, fromHost, errdefs.ErrConflict)
+		}
+		holders, err := volumeHolders(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if len(holders) > 0 {
+			return &VolumeBusyError{Volume: v.Name, Sandbox: holders[0].SandboxID}
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE volumes SET host_id = $1 WHERE id = $2`, toHost, id)
+		return one(res, err, "volume "+id)
+	})
+}
+
+func (s *sqlStore) SetHostVolumeDir(ctx context.Context, hostID, volumeDirID string) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE hosts SET volume_dir_id = $1 WHERE id = $2`, volumeDirID, hostID)
+	return one(res, err, "host "+hostID)
 }

@@ -187,3 +187,72 @@ func TestVolumeWritersRace(t *testing.T) {
 }
 
 func sbID(i int) string { return "sbr" + string(rune('a'+i)) }
+
+// TestMoveVolume moves a volume between hosts of one volume directory:
+// only from the host it is on, only while no live sandbox mounts it; a
+// sandbox of the old host may not mount it after the move.
+func TestMoveVolume(t *testing.T) {
+	eachDB(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		mustTeam(t, s, "a")
+		for _, h := range []string{"h1", "h2"} {
+			if err := s.UpsertHost(ctx, Host{ID: h, State: HostReady, VolumeDirID: "vd-shared"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.SetHostVolumeDir(ctx, "h2", "vd-other"); err != nil {
+			t.Fatal(err)
+		}
+		if h, err := s.GetHost(ctx, "h2"); err != nil || h.VolumeDirID != "vd-other" {
+			t.Fatalf("host h2 = %+v, %v; want volume dir vd-other", h, err)
+		}
+		if err := s.SetHostVolumeDir(ctx, "nope", "x"); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Fatalf("volume dir of an unknown host: %v", err)
+		}
+		if err := s.CreateVolume(ctx, newVolume("vol1", "a", "data")); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateSandbox(ctx, newSandbox("sb1", "a", 0)); err != nil { // on h1
+			t.Fatal(err)
+		}
+		if err := s.AttachVolumes(ctx, "sb1", []VolumeMount{{SandboxID: "sb1", VolumeID: "vol1", Path: "/data", ReadOnly: true}}); err != nil {
+			t.Fatal(err)
+		}
+		var busy *VolumeBusyError
+		if err := s.MoveVolume(ctx, "vol1", "h1", "h2"); !errors.As(err, &busy) || busy.Sandbox != "sb1" {
+			t.Fatalf("move of a mounted volume: %v, want a VolumeBusyError naming sb1", err)
+		}
+		if _, err := s.UpdateSandbox(ctx, "sb1", func(sb *Sandbox) error { sb.State = SandboxStopped; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			from, to string
+			want     error
+		}{
+			{"h2", "h1", errdefs.ErrConflict}, // not where it is
+			{"", "h2", errdefs.ErrInvalid},
+			{"h1", "", errdefs.ErrInvalid},
+		} {
+			if err := s.MoveVolume(ctx, "vol1", c.from, c.to); !errors.Is(err, c.want) {
+				t.Errorf("move %q → %q: %v, want %v", c.from, c.to, err, c.want)
+			}
+		}
+		if err := s.MoveVolume(ctx, "nope", "h1", "h2"); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Errorf("move of an unknown volume: %v", err)
+		}
+		if err := s.MoveVolume(ctx, "vol1", "h1", "h2"); err != nil {
+			t.Fatalf("move of a free volume: %v", err)
+		}
+		if v, err := s.GetVolume(ctx, "a", "vol1"); err != nil || v.HostID != "h2" {
+			t.Fatalf("after the move: %+v, %v; want host h2", v, err)
+		}
+		// A sandbox placed on h1 before the move may not mount it now.
+		if err := s.CreateSandbox(ctx, newSandbox("sb2", "a", 1)); err != nil {
+			t.Fatal(err)
+		}
+		err := s.AttachVolumes(ctx, "sb2", []VolumeMount{{SandboxID: "sb2", VolumeID: "vol1", Path: "/data"}})
+		if !errors.Is(err, errdefs.ErrConflict) || errors.As(err, &busy) {
+			t.Fatalf("mount on the old host after the move: %v, want a conflict naming the hosts", err)
+		}
+	})
+}

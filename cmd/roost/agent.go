@@ -79,7 +79,7 @@ and requires --token (or $` + tokenEnv + `) on every request.`,
 	f.TextVar(&o.level, "log-level", &o.level, "log level: debug, info, warn, error")
 	o.net.addFlags(cmd)
 	o.cache.addFlags(cmd)
-	f.StringVar(&o.volumeDir, "volume-dir", "", "where volumes' images are kept (default DATA_DIR/volumes); may be shared storage such as NFS (docs/persistence.md)")
+	f.StringVar(&o.volumeDir, "volume-dir", "", "where volumes' images are kept (default DATA_DIR/volumes); agents of one control plane whose --volume-dir is one shared directory (NFS) may mount each other's volumes (docs/persistence.md)")
 	f.StringVar(&o.server, "server", "", "control plane (roost server) URL to register with and heartbeat to, e.g. https://10.0.0.1:3000")
 	f.StringVar(&o.registrationToken, "registration-token", "", "one-time registration token from 'roost server token' (default $"+registrationTokenEnv+"); needed on first start only, and to register again")
 	f.StringVar(&o.advertise, "advertise", "", "URL the control plane reaches this agent at, https (default https://<--listen>); its host goes into the agent's certificate")

@@ -34,9 +34,11 @@
 // processes back in the network namespace the manager gives. What CRIU
 // cannot dump (an MPTCP socket, a file from the host the driver did not
 // give the sandbox, a volume's bind mount) is refused with
-// errdefs.ErrUnsupported, the sandbox left as it was. After a restore the
-// masks over /proc and /sys are the sandbox's own mounts, no longer locked:
-// its root can unmount them.
+// errdefs.ErrUnsupported, the sandbox left as it was. CRIU rebuilds the
+// mount namespace inside the sandbox's user namespace, where nothing it
+// mounts is locked: after it, the driver replaces /proc and /sys with
+// trees it propagates from the host's namespace, locked as a created
+// sandbox's are (relock_linux.go).
 //
 // Halting (Halt, Boot; halt_linux.go: E2B's filesystem-only pause)
 // frees what hibernation frees without writing the processes down: only

@@ -50,8 +50,8 @@ import (
 //     held lock or an open unlinked file does not stop a dump.
 //
 // Mounts CRIU restores are made in a mount namespace of the sandbox's user
-// namespace, so the masks over /proc and /sys are no longer locked after a
-// restore (see the package doc).
+// namespace, where they are not locked: once CRIU is done, relock replaces
+// /proc and /sys and their masks with locked ones (relock_linux.go).
 
 // hibernation is what the driver keeps of a hibernated sandbox.
 type hibernation struct {

@@ -219,21 +219,36 @@ func readLog(stateDir string) string {
 }
 
 // BenchmarkHibernate measures hibernating an idle base sandbox and
-// restoring it until envd answers, and reports the p50 of each.
+// restoring it until envd answers, and reports the p50 of each, with the
+// host memory its cgroup holds running and hibernated. Beside them, in
+// the same run: pausing it with the freezer alone (which keeps its
+// memory), and resuming that.
 func BenchmarkHibernate(b *testing.B) {
 	d := newDriverB(b)
 	needCRIU(b, d)
 	net := runtimetest.Network(b)
 	sb := runtimetest.Start(b, d, net, runtimetest.Options{})
 	ctx := context.Background()
-	var hib, res []time.Duration
+	var hib, res, freeze, thaw []time.Duration
+	var running, hibernated uint64
 	for b.Loop() {
 		t0 := time.Now()
+		if err := d.Pause(ctx, sb.Spec.ID); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if err := d.Resume(ctx, sb.Spec.ID); err != nil {
+			b.Fatal(err)
+		}
+		freeze, thaw = append(freeze, t1.Sub(t0)), append(thaw, time.Since(t1))
+		running = max(running, sandboxMemory(b, sb.Spec.ID))
+		t0 = time.Now()
 		st, err := d.Snapshot(ctx, sb.Spec.ID)
 		if err != nil {
 			b.Fatal(err)
 		}
-		t1 := time.Now()
+		t1 = time.Now()
+		hibernated = max(hibernated, sandboxMemory(b, sb.Spec.ID))
 		inst, err := d.Restore(ctx, sb.Spec, st)
 		if err != nil {
 			b.Fatal(err)
@@ -243,7 +258,7 @@ func BenchmarkHibernate(b *testing.B) {
 		}
 		hib, res = append(hib, t1.Sub(t0)), append(res, time.Since(t1))
 	}
-	for name, times := range map[string][]time.Duration{"hibernate": hib, "restore-ready": res} {
+	for name, times := range map[string][]time.Duration{"hibernate": hib, "restore-ready": res, "freeze": freeze, "thaw": thaw} {
 		if err := samples.Durations(name, times); err != nil {
 			b.Error(err)
 		}
@@ -251,6 +266,8 @@ func BenchmarkHibernate(b *testing.B) {
 		b.ReportMetric(float64(times[len(times)/2].Microseconds())/1000, name+"-p50-ms")
 		b.ReportMetric(float64(times[min(len(times)-1, len(times)*99/100)].Microseconds())/1000, name+"-p99-ms")
 	}
+	b.ReportMetric(float64(running)/(1<<20), "running-MiB")
+	b.ReportMetric(float64(hibernated)/(1<<20), "hibernated-MiB")
 }
 
 // criuLog is the end of CRIU's log of a failed hibernation, for a test's

@@ -837,6 +837,86 @@ func (*DeleteVolumeResponse) Descriptor() ([]byte, []int) {
 	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{7}
 }
 
+type ReleaseVolumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	VolumeId      string                 `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseVolumeRequest) Reset() {
+	*x = ReleaseVolumeRequest{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseVolumeRequest) ProtoMessage() {}
+
+func (x *ReleaseVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseVolumeRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ReleaseVolumeRequest) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+type ReleaseVolumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseVolumeResponse) Reset() {
+	*x = ReleaseVolumeResponse{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseVolumeResponse) ProtoMessage() {}
+
+func (x *ReleaseVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseVolumeResponse.ProtoReflect.Descriptor instead.
+func (*ReleaseVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{9}
+}
+
 // TemplateRef names one build of a template by its manifest.
 type TemplateRef struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -850,7 +930,7 @@ type TemplateRef struct {
 
 func (x *TemplateRef) Reset() {
 	*x = TemplateRef{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[8]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -862,7 +942,7 @@ func (x *TemplateRef) String() string {
 func (*TemplateRef) ProtoMessage() {}
 
 func (x *TemplateRef) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[8]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -875,7 +955,7 @@ func (x *TemplateRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TemplateRef.ProtoReflect.Descriptor instead.
 func (*TemplateRef) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{8}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TemplateRef) GetDigest() string {
@@ -901,7 +981,7 @@ type CreateSandboxResponse struct {
 
 func (x *CreateSandboxResponse) Reset() {
 	*x = CreateSandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[9]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -913,7 +993,7 @@ func (x *CreateSandboxResponse) String() string {
 func (*CreateSandboxResponse) ProtoMessage() {}
 
 func (x *CreateSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[9]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -926,7 +1006,7 @@ func (x *CreateSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSandboxResponse.ProtoReflect.Descriptor instead.
 func (*CreateSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{9}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreateSandboxResponse) GetSandbox() *Sandbox {
@@ -946,7 +1026,7 @@ type ForkSandboxRequest struct {
 
 func (x *ForkSandboxRequest) Reset() {
 	*x = ForkSandboxRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[10]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1038,7 @@ func (x *ForkSandboxRequest) String() string {
 func (*ForkSandboxRequest) ProtoMessage() {}
 
 func (x *ForkSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[10]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1051,7 @@ func (x *ForkSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForkSandboxRequest.ProtoReflect.Descriptor instead.
 func (*ForkSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{10}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ForkSandboxRequest) GetSandboxId() string {
@@ -1004,7 +1084,7 @@ type Fork struct {
 
 func (x *Fork) Reset() {
 	*x = Fork{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[11]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +1096,7 @@ func (x *Fork) String() string {
 func (*Fork) ProtoMessage() {}
 
 func (x *Fork) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[11]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +1109,7 @@ func (x *Fork) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fork.ProtoReflect.Descriptor instead.
 func (*Fork) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{11}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Fork) GetSandboxId() string {
@@ -1076,7 +1156,7 @@ type ForkSandboxResponse struct {
 
 func (x *ForkSandboxResponse) Reset() {
 	*x = ForkSandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[12]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1168,7 @@ func (x *ForkSandboxResponse) String() string {
 func (*ForkSandboxResponse) ProtoMessage() {}
 
 func (x *ForkSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[12]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1181,7 @@ func (x *ForkSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForkSandboxResponse.ProtoReflect.Descriptor instead.
 func (*ForkSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{12}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ForkSandboxResponse) GetResults() []*ForkResult {
@@ -1123,7 +1203,7 @@ type SnapshotSandboxRequest struct {
 
 func (x *SnapshotSandboxRequest) Reset() {
 	*x = SnapshotSandboxRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[13]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1215,7 @@ func (x *SnapshotSandboxRequest) String() string {
 func (*SnapshotSandboxRequest) ProtoMessage() {}
 
 func (x *SnapshotSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[13]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1228,7 @@ func (x *SnapshotSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSandboxRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{13}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SnapshotSandboxRequest) GetSandboxId() string {
@@ -1175,7 +1255,7 @@ type SnapshotSandboxResponse struct {
 
 func (x *SnapshotSandboxResponse) Reset() {
 	*x = SnapshotSandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[14]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1267,7 @@ func (x *SnapshotSandboxResponse) String() string {
 func (*SnapshotSandboxResponse) ProtoMessage() {}
 
 func (x *SnapshotSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[14]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1280,7 @@ func (x *SnapshotSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSandboxResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{14}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SnapshotSandboxResponse) GetTemplate() *TemplateRef {
@@ -1224,7 +1304,7 @@ type ForkResult struct {
 
 func (x *ForkResult) Reset() {
 	*x = ForkResult{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[15]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1236,7 +1316,7 @@ func (x *ForkResult) String() string {
 func (*ForkResult) ProtoMessage() {}
 
 func (x *ForkResult) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[15]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1249,7 +1329,7 @@ func (x *ForkResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForkResult.ProtoReflect.Descriptor instead.
 func (*ForkResult) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{15}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ForkResult) GetSandbox() *Sandbox {
@@ -1282,7 +1362,7 @@ type DestroySandboxRequest struct {
 
 func (x *DestroySandboxRequest) Reset() {
 	*x = DestroySandboxRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[16]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1294,7 +1374,7 @@ func (x *DestroySandboxRequest) String() string {
 func (*DestroySandboxRequest) ProtoMessage() {}
 
 func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[16]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1307,7 +1387,7 @@ func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxRequest.ProtoReflect.Descriptor instead.
 func (*DestroySandboxRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{16}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DestroySandboxRequest) GetSandboxId() string {
@@ -1325,7 +1405,7 @@ type DestroySandboxResponse struct {
 
 func (x *DestroySandboxResponse) Reset() {
 	*x = DestroySandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[17]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1337,7 +1417,7 @@ func (x *DestroySandboxResponse) String() string {
 func (*DestroySandboxResponse) ProtoMessage() {}
 
 func (x *DestroySandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[17]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1350,7 +1430,7 @@ func (x *DestroySandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxResponse.ProtoReflect.Descriptor instead.
 func (*DestroySandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{17}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{19}
 }
 
 type PauseSandboxRequest struct {
@@ -1374,7 +1454,7 @@ type PauseSandboxRequest struct {
 
 func (x *PauseSandboxRequest) Reset() {
 	*x = PauseSandboxRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[18]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1386,7 +1466,7 @@ func (x *PauseSandboxRequest) String() string {
 func (*PauseSandboxRequest) ProtoMessage() {}
 
 func (x *PauseSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[18]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1399,7 +1479,7 @@ func (x *PauseSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseSandboxRequest.ProtoReflect.Descriptor instead.
 func (*PauseSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{18}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PauseSandboxRequest) GetSandboxId() string {
@@ -1439,7 +1519,7 @@ type PauseSandboxResponse struct {
 
 func (x *PauseSandboxResponse) Reset() {
 	*x = PauseSandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[19]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1451,7 +1531,7 @@ func (x *PauseSandboxResponse) String() string {
 func (*PauseSandboxResponse) ProtoMessage() {}
 
 func (x *PauseSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[19]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1464,7 +1544,7 @@ func (x *PauseSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseSandboxResponse.ProtoReflect.Descriptor instead.
 func (*PauseSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{19}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PauseSandboxResponse) GetSandbox() *Sandbox {
@@ -1490,7 +1570,7 @@ type ResumeSandboxRequest struct {
 
 func (x *ResumeSandboxRequest) Reset() {
 	*x = ResumeSandboxRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[20]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1502,7 +1582,7 @@ func (x *ResumeSandboxRequest) String() string {
 func (*ResumeSandboxRequest) ProtoMessage() {}
 
 func (x *ResumeSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[20]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1515,7 +1595,7 @@ func (x *ResumeSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeSandboxRequest.ProtoReflect.Descriptor instead.
 func (*ResumeSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{20}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ResumeSandboxRequest) GetSandboxId() string {
@@ -1548,7 +1628,7 @@ type ResumeSandboxResponse struct {
 
 func (x *ResumeSandboxResponse) Reset() {
 	*x = ResumeSandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[21]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1560,7 +1640,7 @@ func (x *ResumeSandboxResponse) String() string {
 func (*ResumeSandboxResponse) ProtoMessage() {}
 
 func (x *ResumeSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[21]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1573,7 +1653,7 @@ func (x *ResumeSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeSandboxResponse.ProtoReflect.Descriptor instead.
 func (*ResumeSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{21}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResumeSandboxResponse) GetSandbox() *Sandbox {
@@ -1595,7 +1675,7 @@ type ListSandboxesRequest struct {
 
 func (x *ListSandboxesRequest) Reset() {
 	*x = ListSandboxesRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[22]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1607,7 +1687,7 @@ func (x *ListSandboxesRequest) String() string {
 func (*ListSandboxesRequest) ProtoMessage() {}
 
 func (x *ListSandboxesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[22]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1620,7 +1700,7 @@ func (x *ListSandboxesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSandboxesRequest.ProtoReflect.Descriptor instead.
 func (*ListSandboxesRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{22}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListSandboxesRequest) GetStates() []SandboxState {
@@ -1646,7 +1726,7 @@ type ListSandboxesResponse struct {
 
 func (x *ListSandboxesResponse) Reset() {
 	*x = ListSandboxesResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[23]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +1738,7 @@ func (x *ListSandboxesResponse) String() string {
 func (*ListSandboxesResponse) ProtoMessage() {}
 
 func (x *ListSandboxesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[23]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +1751,7 @@ func (x *ListSandboxesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSandboxesResponse.ProtoReflect.Descriptor instead.
 func (*ListSandboxesResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{23}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListSandboxesResponse) GetSandboxes() []*Sandbox {
@@ -1690,7 +1770,7 @@ type GetSandboxRequest struct {
 
 func (x *GetSandboxRequest) Reset() {
 	*x = GetSandboxRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[24]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +1782,7 @@ func (x *GetSandboxRequest) String() string {
 func (*GetSandboxRequest) ProtoMessage() {}
 
 func (x *GetSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[24]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +1795,7 @@ func (x *GetSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxRequest.ProtoReflect.Descriptor instead.
 func (*GetSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{24}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetSandboxRequest) GetSandboxId() string {
@@ -1734,7 +1814,7 @@ type GetSandboxResponse struct {
 
 func (x *GetSandboxResponse) Reset() {
 	*x = GetSandboxResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[25]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +1826,7 @@ func (x *GetSandboxResponse) String() string {
 func (*GetSandboxResponse) ProtoMessage() {}
 
 func (x *GetSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[25]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,7 +1839,7 @@ func (x *GetSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxResponse.ProtoReflect.Descriptor instead.
 func (*GetSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{25}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetSandboxResponse) GetSandbox() *Sandbox {
@@ -1780,7 +1860,7 @@ type SetTimeoutRequest struct {
 
 func (x *SetTimeoutRequest) Reset() {
 	*x = SetTimeoutRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[26]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1792,7 +1872,7 @@ func (x *SetTimeoutRequest) String() string {
 func (*SetTimeoutRequest) ProtoMessage() {}
 
 func (x *SetTimeoutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[26]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1805,7 +1885,7 @@ func (x *SetTimeoutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTimeoutRequest.ProtoReflect.Descriptor instead.
 func (*SetTimeoutRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{26}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SetTimeoutRequest) GetSandboxId() string {
@@ -1831,7 +1911,7 @@ type SetTimeoutResponse struct {
 
 func (x *SetTimeoutResponse) Reset() {
 	*x = SetTimeoutResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1843,7 +1923,7 @@ func (x *SetTimeoutResponse) String() string {
 func (*SetTimeoutResponse) ProtoMessage() {}
 
 func (x *SetTimeoutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[27]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1856,7 +1936,7 @@ func (x *SetTimeoutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTimeoutResponse.ProtoReflect.Descriptor instead.
 func (*SetTimeoutResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SetTimeoutResponse) GetSandbox() *Sandbox {
@@ -1874,7 +1954,7 @@ type GetHostInfoRequest struct {
 
 func (x *GetHostInfoRequest) Reset() {
 	*x = GetHostInfoRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +1966,7 @@ func (x *GetHostInfoRequest) String() string {
 func (*GetHostInfoRequest) ProtoMessage() {}
 
 func (x *GetHostInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[28]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +1979,7 @@ func (x *GetHostInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetHostInfoRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{28}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{30}
 }
 
 type GetHostInfoResponse struct {
@@ -1911,7 +1991,7 @@ type GetHostInfoResponse struct {
 
 func (x *GetHostInfoResponse) Reset() {
 	*x = GetHostInfoResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2003,7 @@ func (x *GetHostInfoResponse) String() string {
 func (*GetHostInfoResponse) ProtoMessage() {}
 
 func (x *GetHostInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[29]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2016,7 @@ func (x *GetHostInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetHostInfoResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{29}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetHostInfoResponse) GetHost() *HostInfo {
@@ -1950,20 +2030,24 @@ type HostInfo struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Hostname string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	// The runtime driver's name: namespace, qemu or firecracker.
-	Runtime       string                 `protobuf:"bytes,2,opt,name=runtime,proto3" json:"runtime,omitempty"`
-	Capabilities  *Capabilities          `protobuf:"bytes,3,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
-	Probe         *Probe                 `protobuf:"bytes,4,opt,name=probe,proto3" json:"probe,omitempty"`
-	Capacity      *Capacity              `protobuf:"bytes,5,opt,name=capacity,proto3" json:"capacity,omitempty"`
-	Usage         *Usage                 `protobuf:"bytes,6,opt,name=usage,proto3" json:"usage,omitempty"`
-	Versions      *Versions              `protobuf:"bytes,7,opt,name=versions,proto3" json:"versions,omitempty"`
-	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	Runtime      string                 `protobuf:"bytes,2,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	Capabilities *Capabilities          `protobuf:"bytes,3,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
+	Probe        *Probe                 `protobuf:"bytes,4,opt,name=probe,proto3" json:"probe,omitempty"`
+	Capacity     *Capacity              `protobuf:"bytes,5,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	Usage        *Usage                 `protobuf:"bytes,6,opt,name=usage,proto3" json:"usage,omitempty"`
+	Versions     *Versions              `protobuf:"bytes,7,opt,name=versions,proto3" json:"versions,omitempty"`
+	StartedAt    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	// The ID of the host's volume directory, the same on every host that
+	// shares it (a file made once in it): such hosts may mount each
+	// other's volumes.
+	VolumeDirId   string `protobuf:"bytes,9,opt,name=volume_dir_id,json=volumeDirId,proto3" json:"volume_dir_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HostInfo) Reset() {
 	*x = HostInfo{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[30]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1975,7 +2059,7 @@ func (x *HostInfo) String() string {
 func (*HostInfo) ProtoMessage() {}
 
 func (x *HostInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[30]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1988,7 +2072,7 @@ func (x *HostInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostInfo.ProtoReflect.Descriptor instead.
 func (*HostInfo) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{30}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *HostInfo) GetHostname() string {
@@ -2047,6 +2131,13 @@ func (x *HostInfo) GetStartedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *HostInfo) GetVolumeDirId() string {
+	if x != nil {
+		return x.VolumeDirId
+	}
+	return ""
+}
+
 type Capabilities struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Pause    bool                   `protobuf:"varint,1,opt,name=pause,proto3" json:"pause,omitempty"`
@@ -2062,7 +2153,7 @@ type Capabilities struct {
 
 func (x *Capabilities) Reset() {
 	*x = Capabilities{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[31]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2074,7 +2165,7 @@ func (x *Capabilities) String() string {
 func (*Capabilities) ProtoMessage() {}
 
 func (x *Capabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[31]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2087,7 +2178,7 @@ func (x *Capabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
 func (*Capabilities) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{31}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Capabilities) GetPause() bool {
@@ -2128,7 +2219,7 @@ type Probe struct {
 
 func (x *Probe) Reset() {
 	*x = Probe{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[32]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2140,7 +2231,7 @@ func (x *Probe) String() string {
 func (*Probe) ProtoMessage() {}
 
 func (x *Probe) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[32]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2153,7 +2244,7 @@ func (x *Probe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Probe.ProtoReflect.Descriptor instead.
 func (*Probe) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{32}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Probe) GetAvailable() bool {
@@ -2182,7 +2273,7 @@ type Capacity struct {
 
 func (x *Capacity) Reset() {
 	*x = Capacity{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[33]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2194,7 +2285,7 @@ func (x *Capacity) String() string {
 func (*Capacity) ProtoMessage() {}
 
 func (x *Capacity) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[33]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2207,7 +2298,7 @@ func (x *Capacity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capacity.ProtoReflect.Descriptor instead.
 func (*Capacity) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{33}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Capacity) GetCpus() int32 {
@@ -2246,7 +2337,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[34]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2258,7 +2349,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[34]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2271,7 +2362,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{34}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Usage) GetSandboxes() int32 {
@@ -2327,7 +2418,7 @@ type Versions struct {
 
 func (x *Versions) Reset() {
 	*x = Versions{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[35]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2339,7 +2430,7 @@ func (x *Versions) String() string {
 func (*Versions) ProtoMessage() {}
 
 func (x *Versions) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[35]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2352,7 +2443,7 @@ func (x *Versions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Versions.ProtoReflect.Descriptor instead.
 func (*Versions) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{35}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Versions) GetRoost() string {
@@ -2384,7 +2475,7 @@ type ListTemplatesRequest struct {
 
 func (x *ListTemplatesRequest) Reset() {
 	*x = ListTemplatesRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[36]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2396,7 +2487,7 @@ func (x *ListTemplatesRequest) String() string {
 func (*ListTemplatesRequest) ProtoMessage() {}
 
 func (x *ListTemplatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[36]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2409,7 +2500,7 @@ func (x *ListTemplatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTemplatesRequest.ProtoReflect.Descriptor instead.
 func (*ListTemplatesRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{36}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{38}
 }
 
 type ListTemplatesResponse struct {
@@ -2424,7 +2515,7 @@ type ListTemplatesResponse struct {
 
 func (x *ListTemplatesResponse) Reset() {
 	*x = ListTemplatesResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[37]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2436,7 +2527,7 @@ func (x *ListTemplatesResponse) String() string {
 func (*ListTemplatesResponse) ProtoMessage() {}
 
 func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[37]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2449,7 +2540,7 @@ func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTemplatesResponse.ProtoReflect.Descriptor instead.
 func (*ListTemplatesResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{37}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListTemplatesResponse) GetTemplates() []*Template {
@@ -2480,7 +2571,7 @@ type TemplateInProgress struct {
 
 func (x *TemplateInProgress) Reset() {
 	*x = TemplateInProgress{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[38]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2492,7 +2583,7 @@ func (x *TemplateInProgress) String() string {
 func (*TemplateInProgress) ProtoMessage() {}
 
 func (x *TemplateInProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[38]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2505,7 +2596,7 @@ func (x *TemplateInProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TemplateInProgress.ProtoReflect.Descriptor instead.
 func (*TemplateInProgress) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{38}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *TemplateInProgress) GetName() string {
@@ -2551,7 +2642,7 @@ type Template struct {
 
 func (x *Template) Reset() {
 	*x = Template{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[39]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2563,7 +2654,7 @@ func (x *Template) String() string {
 func (*Template) ProtoMessage() {}
 
 func (x *Template) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[39]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2576,7 +2667,7 @@ func (x *Template) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Template.ProtoReflect.Descriptor instead.
 func (*Template) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{39}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Template) GetName() string {
@@ -2662,7 +2753,7 @@ type GetSandboxLogsRequest struct {
 
 func (x *GetSandboxLogsRequest) Reset() {
 	*x = GetSandboxLogsRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[40]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2674,7 +2765,7 @@ func (x *GetSandboxLogsRequest) String() string {
 func (*GetSandboxLogsRequest) ProtoMessage() {}
 
 func (x *GetSandboxLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[40]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2687,7 +2778,7 @@ func (x *GetSandboxLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxLogsRequest.ProtoReflect.Descriptor instead.
 func (*GetSandboxLogsRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{40}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetSandboxLogsRequest) GetSandboxId() string {
@@ -2742,7 +2833,7 @@ type GetSandboxLogsResponse struct {
 
 func (x *GetSandboxLogsResponse) Reset() {
 	*x = GetSandboxLogsResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[41]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2754,7 +2845,7 @@ func (x *GetSandboxLogsResponse) String() string {
 func (*GetSandboxLogsResponse) ProtoMessage() {}
 
 func (x *GetSandboxLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[41]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2767,7 +2858,7 @@ func (x *GetSandboxLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxLogsResponse.ProtoReflect.Descriptor instead.
 func (*GetSandboxLogsResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{41}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetSandboxLogsResponse) GetEntries() []*LogEntry {
@@ -2794,7 +2885,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[42]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2806,7 +2897,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[42]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2819,7 +2910,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{42}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *LogEntry) GetTime() *timestamppb.Timestamp {
@@ -2864,7 +2955,7 @@ type BuildTemplateRequest struct {
 
 func (x *BuildTemplateRequest) Reset() {
 	*x = BuildTemplateRequest{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[43]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2876,7 +2967,7 @@ func (x *BuildTemplateRequest) String() string {
 func (*BuildTemplateRequest) ProtoMessage() {}
 
 func (x *BuildTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[43]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2889,7 +2980,7 @@ func (x *BuildTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildTemplateRequest.ProtoReflect.Descriptor instead.
 func (*BuildTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{43}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *BuildTemplateRequest) GetBuildId() string {
@@ -2919,7 +3010,7 @@ type BuildTemplateResponse struct {
 
 func (x *BuildTemplateResponse) Reset() {
 	*x = BuildTemplateResponse{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[44]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2931,7 +3022,7 @@ func (x *BuildTemplateResponse) String() string {
 func (*BuildTemplateResponse) ProtoMessage() {}
 
 func (x *BuildTemplateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[44]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2944,7 +3035,7 @@ func (x *BuildTemplateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildTemplateResponse.ProtoReflect.Descriptor instead.
 func (*BuildTemplateResponse) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{44}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *BuildTemplateResponse) GetEvent() isBuildTemplateResponse_Event {
@@ -3002,7 +3093,7 @@ type BuildLogEntry struct {
 
 func (x *BuildLogEntry) Reset() {
 	*x = BuildLogEntry{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[45]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3014,7 +3105,7 @@ func (x *BuildLogEntry) String() string {
 func (*BuildLogEntry) ProtoMessage() {}
 
 func (x *BuildLogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[45]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3027,7 +3118,7 @@ func (x *BuildLogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildLogEntry.ProtoReflect.Descriptor instead.
 func (*BuildLogEntry) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{45}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *BuildLogEntry) GetTime() *timestamppb.Timestamp {
@@ -3075,7 +3166,7 @@ type BuildResult struct {
 
 func (x *BuildResult) Reset() {
 	*x = BuildResult{}
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[46]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3087,7 +3178,7 @@ func (x *BuildResult) String() string {
 func (*BuildResult) ProtoMessage() {}
 
 func (x *BuildResult) ProtoReflect() protoreflect.Message {
-	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[46]
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3100,7 +3191,7 @@ func (x *BuildResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResult.ProtoReflect.Descriptor instead.
 func (*BuildResult) Descriptor() ([]byte, []int) {
-	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{46}
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *BuildResult) GetTemplate() *TemplateRef {
@@ -3210,7 +3301,10 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\asize_mb\x18\x01 \x01(\x03R\x06sizeMb\"2\n" +
 	"\x13DeleteVolumeRequest\x12\x1b\n" +
 	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\"\x16\n" +
-	"\x14DeleteVolumeResponse\"A\n" +
+	"\x14DeleteVolumeResponse\"3\n" +
+	"\x14ReleaseVolumeRequest\x12\x1b\n" +
+	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\"\x17\n" +
+	"\x15ReleaseVolumeResponse\"A\n" +
 	"\vTemplateRef\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x1a\n" +
 	"\bmanifest\x18\x02 \x01(\fR\bmanifest\"N\n" +
@@ -3286,7 +3380,7 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\asandbox\x18\x01 \x01(\v2\x1b.roost.hostagent.v1.SandboxR\asandbox\"\x14\n" +
 	"\x12GetHostInfoRequest\"G\n" +
 	"\x13GetHostInfoResponse\x120\n" +
-	"\x04host\x18\x01 \x01(\v2\x1c.roost.hostagent.v1.HostInfoR\x04host\"\x97\x03\n" +
+	"\x04host\x18\x01 \x01(\v2\x1c.roost.hostagent.v1.HostInfoR\x04host\"\xbb\x03\n" +
 	"\bHostInfo\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x18\n" +
 	"\aruntime\x18\x02 \x01(\tR\aruntime\x12D\n" +
@@ -3296,7 +3390,8 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x05usage\x18\x06 \x01(\v2\x19.roost.hostagent.v1.UsageR\x05usage\x128\n" +
 	"\bversions\x18\a \x01(\v2\x1c.roost.hostagent.v1.VersionsR\bversions\x129\n" +
 	"\n" +
-	"started_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"d\n" +
+	"started_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\"\n" +
+	"\rvolume_dir_id\x18\t \x01(\tR\vvolumeDirId\"d\n" +
 	"\fCapabilities\x12\x14\n" +
 	"\x05pause\x18\x01 \x01(\bR\x05pause\x12\x1a\n" +
 	"\bsnapshot\x18\x02 \x01(\bR\bsnapshot\x12\x0e\n" +
@@ -3394,7 +3489,7 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\fLogDirection\x12\x1d\n" +
 	"\x19LOG_DIRECTION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15LOG_DIRECTION_FORWARD\x10\x01\x12\x1a\n" +
-	"\x16LOG_DIRECTION_BACKWARD\x10\x022\xf3\v\n" +
+	"\x16LOG_DIRECTION_BACKWARD\x10\x022\xd9\f\n" +
 	"\x10HostAgentService\x12d\n" +
 	"\rCreateSandbox\x12(.roost.hostagent.v1.CreateSandboxRequest\x1a).roost.hostagent.v1.CreateSandboxResponse\x12g\n" +
 	"\x0eDestroySandbox\x12).roost.hostagent.v1.DestroySandboxRequest\x1a*.roost.hostagent.v1.DestroySandboxResponse\x12a\n" +
@@ -3411,7 +3506,8 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\rBuildTemplate\x12(.roost.hostagent.v1.BuildTemplateRequest\x1a).roost.hostagent.v1.BuildTemplateResponse0\x01\x12^\n" +
 	"\vForkSandbox\x12&.roost.hostagent.v1.ForkSandboxRequest\x1a'.roost.hostagent.v1.ForkSandboxResponse\x12a\n" +
 	"\fCreateVolume\x12'.roost.hostagent.v1.CreateVolumeRequest\x1a(.roost.hostagent.v1.CreateVolumeResponse\x12a\n" +
-	"\fDeleteVolume\x12'.roost.hostagent.v1.DeleteVolumeRequest\x1a(.roost.hostagent.v1.DeleteVolumeResponse\x12j\n" +
+	"\fDeleteVolume\x12'.roost.hostagent.v1.DeleteVolumeRequest\x1a(.roost.hostagent.v1.DeleteVolumeResponse\x12d\n" +
+	"\rReleaseVolume\x12(.roost.hostagent.v1.ReleaseVolumeRequest\x1a).roost.hostagent.v1.ReleaseVolumeResponse\x12j\n" +
 	"\x0fSnapshotSandbox\x12*.roost.hostagent.v1.SnapshotSandboxRequest\x1a+.roost.hostagent.v1.SnapshotSandboxResponseB4Z2roost.dev/roost/gen/roost/hostagent/v1;hostagentv1b\x06proto3"
 
 var (
@@ -3427,7 +3523,7 @@ func file_roost_hostagent_v1_hostagent_proto_rawDescGZIP() []byte {
 }
 
 var file_roost_hostagent_v1_hostagent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_roost_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_roost_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_roost_hostagent_v1_hostagent_proto_goTypes = []any{
 	(SandboxState)(0),               // 0: roost.hostagent.v1.SandboxState
 	(LogLevel)(0),                   // 1: roost.hostagent.v1.LogLevel
@@ -3440,69 +3536,71 @@ var file_roost_hostagent_v1_hostagent_proto_goTypes = []any{
 	(*CreateVolumeResponse)(nil),    // 8: roost.hostagent.v1.CreateVolumeResponse
 	(*DeleteVolumeRequest)(nil),     // 9: roost.hostagent.v1.DeleteVolumeRequest
 	(*DeleteVolumeResponse)(nil),    // 10: roost.hostagent.v1.DeleteVolumeResponse
-	(*TemplateRef)(nil),             // 11: roost.hostagent.v1.TemplateRef
-	(*CreateSandboxResponse)(nil),   // 12: roost.hostagent.v1.CreateSandboxResponse
-	(*ForkSandboxRequest)(nil),      // 13: roost.hostagent.v1.ForkSandboxRequest
-	(*Fork)(nil),                    // 14: roost.hostagent.v1.Fork
-	(*ForkSandboxResponse)(nil),     // 15: roost.hostagent.v1.ForkSandboxResponse
-	(*SnapshotSandboxRequest)(nil),  // 16: roost.hostagent.v1.SnapshotSandboxRequest
-	(*SnapshotSandboxResponse)(nil), // 17: roost.hostagent.v1.SnapshotSandboxResponse
-	(*ForkResult)(nil),              // 18: roost.hostagent.v1.ForkResult
-	(*DestroySandboxRequest)(nil),   // 19: roost.hostagent.v1.DestroySandboxRequest
-	(*DestroySandboxResponse)(nil),  // 20: roost.hostagent.v1.DestroySandboxResponse
-	(*PauseSandboxRequest)(nil),     // 21: roost.hostagent.v1.PauseSandboxRequest
-	(*PauseSandboxResponse)(nil),    // 22: roost.hostagent.v1.PauseSandboxResponse
-	(*ResumeSandboxRequest)(nil),    // 23: roost.hostagent.v1.ResumeSandboxRequest
-	(*ResumeSandboxResponse)(nil),   // 24: roost.hostagent.v1.ResumeSandboxResponse
-	(*ListSandboxesRequest)(nil),    // 25: roost.hostagent.v1.ListSandboxesRequest
-	(*ListSandboxesResponse)(nil),   // 26: roost.hostagent.v1.ListSandboxesResponse
-	(*GetSandboxRequest)(nil),       // 27: roost.hostagent.v1.GetSandboxRequest
-	(*GetSandboxResponse)(nil),      // 28: roost.hostagent.v1.GetSandboxResponse
-	(*SetTimeoutRequest)(nil),       // 29: roost.hostagent.v1.SetTimeoutRequest
-	(*SetTimeoutResponse)(nil),      // 30: roost.hostagent.v1.SetTimeoutResponse
-	(*GetHostInfoRequest)(nil),      // 31: roost.hostagent.v1.GetHostInfoRequest
-	(*GetHostInfoResponse)(nil),     // 32: roost.hostagent.v1.GetHostInfoResponse
-	(*HostInfo)(nil),                // 33: roost.hostagent.v1.HostInfo
-	(*Capabilities)(nil),            // 34: roost.hostagent.v1.Capabilities
-	(*Probe)(nil),                   // 35: roost.hostagent.v1.Probe
-	(*Capacity)(nil),                // 36: roost.hostagent.v1.Capacity
-	(*Usage)(nil),                   // 37: roost.hostagent.v1.Usage
-	(*Versions)(nil),                // 38: roost.hostagent.v1.Versions
-	(*ListTemplatesRequest)(nil),    // 39: roost.hostagent.v1.ListTemplatesRequest
-	(*ListTemplatesResponse)(nil),   // 40: roost.hostagent.v1.ListTemplatesResponse
-	(*TemplateInProgress)(nil),      // 41: roost.hostagent.v1.TemplateInProgress
-	(*Template)(nil),                // 42: roost.hostagent.v1.Template
-	(*GetSandboxLogsRequest)(nil),   // 43: roost.hostagent.v1.GetSandboxLogsRequest
-	(*GetSandboxLogsResponse)(nil),  // 44: roost.hostagent.v1.GetSandboxLogsResponse
-	(*LogEntry)(nil),                // 45: roost.hostagent.v1.LogEntry
-	(*BuildTemplateRequest)(nil),    // 46: roost.hostagent.v1.BuildTemplateRequest
-	(*BuildTemplateResponse)(nil),   // 47: roost.hostagent.v1.BuildTemplateResponse
-	(*BuildLogEntry)(nil),           // 48: roost.hostagent.v1.BuildLogEntry
-	(*BuildResult)(nil),             // 49: roost.hostagent.v1.BuildResult
-	nil,                             // 50: roost.hostagent.v1.Sandbox.MetadataEntry
-	nil,                             // 51: roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
-	nil,                             // 52: roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
-	nil,                             // 53: roost.hostagent.v1.Fork.MetadataEntry
-	nil,                             // 54: roost.hostagent.v1.SnapshotSandboxRequest.EnvVarsEntry
-	nil,                             // 55: roost.hostagent.v1.LogEntry.FieldsEntry
-	(*timestamppb.Timestamp)(nil),   // 56: google.protobuf.Timestamp
+	(*ReleaseVolumeRequest)(nil),    // 11: roost.hostagent.v1.ReleaseVolumeRequest
+	(*ReleaseVolumeResponse)(nil),   // 12: roost.hostagent.v1.ReleaseVolumeResponse
+	(*TemplateRef)(nil),             // 13: roost.hostagent.v1.TemplateRef
+	(*CreateSandboxResponse)(nil),   // 14: roost.hostagent.v1.CreateSandboxResponse
+	(*ForkSandboxRequest)(nil),      // 15: roost.hostagent.v1.ForkSandboxRequest
+	(*Fork)(nil),                    // 16: roost.hostagent.v1.Fork
+	(*ForkSandboxResponse)(nil),     // 17: roost.hostagent.v1.ForkSandboxResponse
+	(*SnapshotSandboxRequest)(nil),  // 18: roost.hostagent.v1.SnapshotSandboxRequest
+	(*SnapshotSandboxResponse)(nil), // 19: roost.hostagent.v1.SnapshotSandboxResponse
+	(*ForkResult)(nil),              // 20: roost.hostagent.v1.ForkResult
+	(*DestroySandboxRequest)(nil),   // 21: roost.hostagent.v1.DestroySandboxRequest
+	(*DestroySandboxResponse)(nil),  // 22: roost.hostagent.v1.DestroySandboxResponse
+	(*PauseSandboxRequest)(nil),     // 23: roost.hostagent.v1.PauseSandboxRequest
+	(*PauseSandboxResponse)(nil),    // 24: roost.hostagent.v1.PauseSandboxResponse
+	(*ResumeSandboxRequest)(nil),    // 25: roost.hostagent.v1.ResumeSandboxRequest
+	(*ResumeSandboxResponse)(nil),   // 26: roost.hostagent.v1.ResumeSandboxResponse
+	(*ListSandboxesRequest)(nil),    // 27: roost.hostagent.v1.ListSandboxesRequest
+	(*ListSandboxesResponse)(nil),   // 28: roost.hostagent.v1.ListSandboxesResponse
+	(*GetSandboxRequest)(nil),       // 29: roost.hostagent.v1.GetSandboxRequest
+	(*GetSandboxResponse)(nil),      // 30: roost.hostagent.v1.GetSandboxResponse
+	(*SetTimeoutRequest)(nil),       // 31: roost.hostagent.v1.SetTimeoutRequest
+	(*SetTimeoutResponse)(nil),      // 32: roost.hostagent.v1.SetTimeoutResponse
+	(*GetHostInfoRequest)(nil),      // 33: roost.hostagent.v1.GetHostInfoRequest
+	(*GetHostInfoResponse)(nil),     // 34: roost.hostagent.v1.GetHostInfoResponse
+	(*HostInfo)(nil),                // 35: roost.hostagent.v1.HostInfo
+	(*Capabilities)(nil),            // 36: roost.hostagent.v1.Capabilities
+	(*Probe)(nil),                   // 37: roost.hostagent.v1.Probe
+	(*Capacity)(nil),                // 38: roost.hostagent.v1.Capacity
+	(*Usage)(nil),                   // 39: roost.hostagent.v1.Usage
+	(*Versions)(nil),                // 40: roost.hostagent.v1.Versions
+	(*ListTemplatesRequest)(nil),    // 41: roost.hostagent.v1.ListTemplatesRequest
+	(*ListTemplatesResponse)(nil),   // 42: roost.hostagent.v1.ListTemplatesResponse
+	(*TemplateInProgress)(nil),      // 43: roost.hostagent.v1.TemplateInProgress
+	(*Template)(nil),                // 44: roost.hostagent.v1.Template
+	(*GetSandboxLogsRequest)(nil),   // 45: roost.hostagent.v1.GetSandboxLogsRequest
+	(*GetSandboxLogsResponse)(nil),  // 46: roost.hostagent.v1.GetSandboxLogsResponse
+	(*LogEntry)(nil),                // 47: roost.hostagent.v1.LogEntry
+	(*BuildTemplateRequest)(nil),    // 48: roost.hostagent.v1.BuildTemplateRequest
+	(*BuildTemplateResponse)(nil),   // 49: roost.hostagent.v1.BuildTemplateResponse
+	(*BuildLogEntry)(nil),           // 50: roost.hostagent.v1.BuildLogEntry
+	(*BuildResult)(nil),             // 51: roost.hostagent.v1.BuildResult
+	nil,                             // 52: roost.hostagent.v1.Sandbox.MetadataEntry
+	nil,                             // 53: roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
+	nil,                             // 54: roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
+	nil,                             // 55: roost.hostagent.v1.Fork.MetadataEntry
+	nil,                             // 56: roost.hostagent.v1.SnapshotSandboxRequest.EnvVarsEntry
+	nil,                             // 57: roost.hostagent.v1.LogEntry.FieldsEntry
+	(*timestamppb.Timestamp)(nil),   // 58: google.protobuf.Timestamp
 }
 var file_roost_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	0,  // 0: roost.hostagent.v1.Sandbox.state:type_name -> roost.hostagent.v1.SandboxState
 	3,  // 1: roost.hostagent.v1.Sandbox.limits:type_name -> roost.hostagent.v1.Limits
-	50, // 2: roost.hostagent.v1.Sandbox.metadata:type_name -> roost.hostagent.v1.Sandbox.MetadataEntry
-	56, // 3: roost.hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
-	56, // 4: roost.hostagent.v1.Sandbox.end_at:type_name -> google.protobuf.Timestamp
-	51, // 5: roost.hostagent.v1.CreateSandboxRequest.env_vars:type_name -> roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
-	52, // 6: roost.hostagent.v1.CreateSandboxRequest.metadata:type_name -> roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
-	11, // 7: roost.hostagent.v1.CreateSandboxRequest.template_ref:type_name -> roost.hostagent.v1.TemplateRef
+	52, // 2: roost.hostagent.v1.Sandbox.metadata:type_name -> roost.hostagent.v1.Sandbox.MetadataEntry
+	58, // 3: roost.hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
+	58, // 4: roost.hostagent.v1.Sandbox.end_at:type_name -> google.protobuf.Timestamp
+	53, // 5: roost.hostagent.v1.CreateSandboxRequest.env_vars:type_name -> roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
+	54, // 6: roost.hostagent.v1.CreateSandboxRequest.metadata:type_name -> roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
+	13, // 7: roost.hostagent.v1.CreateSandboxRequest.template_ref:type_name -> roost.hostagent.v1.TemplateRef
 	6,  // 8: roost.hostagent.v1.CreateSandboxRequest.volume_mounts:type_name -> roost.hostagent.v1.VolumeMount
 	4,  // 9: roost.hostagent.v1.CreateSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	14, // 10: roost.hostagent.v1.ForkSandboxRequest.forks:type_name -> roost.hostagent.v1.Fork
-	53, // 11: roost.hostagent.v1.Fork.metadata:type_name -> roost.hostagent.v1.Fork.MetadataEntry
-	18, // 12: roost.hostagent.v1.ForkSandboxResponse.results:type_name -> roost.hostagent.v1.ForkResult
-	54, // 13: roost.hostagent.v1.SnapshotSandboxRequest.env_vars:type_name -> roost.hostagent.v1.SnapshotSandboxRequest.EnvVarsEntry
-	11, // 14: roost.hostagent.v1.SnapshotSandboxResponse.template:type_name -> roost.hostagent.v1.TemplateRef
+	16, // 10: roost.hostagent.v1.ForkSandboxRequest.forks:type_name -> roost.hostagent.v1.Fork
+	55, // 11: roost.hostagent.v1.Fork.metadata:type_name -> roost.hostagent.v1.Fork.MetadataEntry
+	20, // 12: roost.hostagent.v1.ForkSandboxResponse.results:type_name -> roost.hostagent.v1.ForkResult
+	56, // 13: roost.hostagent.v1.SnapshotSandboxRequest.env_vars:type_name -> roost.hostagent.v1.SnapshotSandboxRequest.EnvVarsEntry
+	13, // 14: roost.hostagent.v1.SnapshotSandboxResponse.template:type_name -> roost.hostagent.v1.TemplateRef
 	4,  // 15: roost.hostagent.v1.ForkResult.sandbox:type_name -> roost.hostagent.v1.Sandbox
 	4,  // 16: roost.hostagent.v1.PauseSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
 	4,  // 17: roost.hostagent.v1.ResumeSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
@@ -3510,61 +3608,63 @@ var file_roost_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	4,  // 19: roost.hostagent.v1.ListSandboxesResponse.sandboxes:type_name -> roost.hostagent.v1.Sandbox
 	4,  // 20: roost.hostagent.v1.GetSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
 	4,  // 21: roost.hostagent.v1.SetTimeoutResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
-	33, // 22: roost.hostagent.v1.GetHostInfoResponse.host:type_name -> roost.hostagent.v1.HostInfo
-	34, // 23: roost.hostagent.v1.HostInfo.capabilities:type_name -> roost.hostagent.v1.Capabilities
-	35, // 24: roost.hostagent.v1.HostInfo.probe:type_name -> roost.hostagent.v1.Probe
-	36, // 25: roost.hostagent.v1.HostInfo.capacity:type_name -> roost.hostagent.v1.Capacity
-	37, // 26: roost.hostagent.v1.HostInfo.usage:type_name -> roost.hostagent.v1.Usage
-	38, // 27: roost.hostagent.v1.HostInfo.versions:type_name -> roost.hostagent.v1.Versions
-	56, // 28: roost.hostagent.v1.HostInfo.started_at:type_name -> google.protobuf.Timestamp
-	42, // 29: roost.hostagent.v1.ListTemplatesResponse.templates:type_name -> roost.hostagent.v1.Template
-	41, // 30: roost.hostagent.v1.ListTemplatesResponse.in_progress:type_name -> roost.hostagent.v1.TemplateInProgress
-	56, // 31: roost.hostagent.v1.Template.created:type_name -> google.protobuf.Timestamp
+	35, // 22: roost.hostagent.v1.GetHostInfoResponse.host:type_name -> roost.hostagent.v1.HostInfo
+	36, // 23: roost.hostagent.v1.HostInfo.capabilities:type_name -> roost.hostagent.v1.Capabilities
+	37, // 24: roost.hostagent.v1.HostInfo.probe:type_name -> roost.hostagent.v1.Probe
+	38, // 25: roost.hostagent.v1.HostInfo.capacity:type_name -> roost.hostagent.v1.Capacity
+	39, // 26: roost.hostagent.v1.HostInfo.usage:type_name -> roost.hostagent.v1.Usage
+	40, // 27: roost.hostagent.v1.HostInfo.versions:type_name -> roost.hostagent.v1.Versions
+	58, // 28: roost.hostagent.v1.HostInfo.started_at:type_name -> google.protobuf.Timestamp
+	44, // 29: roost.hostagent.v1.ListTemplatesResponse.templates:type_name -> roost.hostagent.v1.Template
+	43, // 30: roost.hostagent.v1.ListTemplatesResponse.in_progress:type_name -> roost.hostagent.v1.TemplateInProgress
+	58, // 31: roost.hostagent.v1.Template.created:type_name -> google.protobuf.Timestamp
 	3,  // 32: roost.hostagent.v1.Template.default_limits:type_name -> roost.hostagent.v1.Limits
-	56, // 33: roost.hostagent.v1.GetSandboxLogsRequest.cursor:type_name -> google.protobuf.Timestamp
+	58, // 33: roost.hostagent.v1.GetSandboxLogsRequest.cursor:type_name -> google.protobuf.Timestamp
 	2,  // 34: roost.hostagent.v1.GetSandboxLogsRequest.direction:type_name -> roost.hostagent.v1.LogDirection
 	1,  // 35: roost.hostagent.v1.GetSandboxLogsRequest.min_level:type_name -> roost.hostagent.v1.LogLevel
-	45, // 36: roost.hostagent.v1.GetSandboxLogsResponse.entries:type_name -> roost.hostagent.v1.LogEntry
-	56, // 37: roost.hostagent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	47, // 36: roost.hostagent.v1.GetSandboxLogsResponse.entries:type_name -> roost.hostagent.v1.LogEntry
+	58, // 37: roost.hostagent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
 	1,  // 38: roost.hostagent.v1.LogEntry.level:type_name -> roost.hostagent.v1.LogLevel
-	55, // 39: roost.hostagent.v1.LogEntry.fields:type_name -> roost.hostagent.v1.LogEntry.FieldsEntry
-	48, // 40: roost.hostagent.v1.BuildTemplateResponse.log:type_name -> roost.hostagent.v1.BuildLogEntry
-	49, // 41: roost.hostagent.v1.BuildTemplateResponse.result:type_name -> roost.hostagent.v1.BuildResult
-	56, // 42: roost.hostagent.v1.BuildLogEntry.time:type_name -> google.protobuf.Timestamp
+	57, // 39: roost.hostagent.v1.LogEntry.fields:type_name -> roost.hostagent.v1.LogEntry.FieldsEntry
+	50, // 40: roost.hostagent.v1.BuildTemplateResponse.log:type_name -> roost.hostagent.v1.BuildLogEntry
+	51, // 41: roost.hostagent.v1.BuildTemplateResponse.result:type_name -> roost.hostagent.v1.BuildResult
+	58, // 42: roost.hostagent.v1.BuildLogEntry.time:type_name -> google.protobuf.Timestamp
 	1,  // 43: roost.hostagent.v1.BuildLogEntry.level:type_name -> roost.hostagent.v1.LogLevel
-	11, // 44: roost.hostagent.v1.BuildResult.template:type_name -> roost.hostagent.v1.TemplateRef
+	13, // 44: roost.hostagent.v1.BuildResult.template:type_name -> roost.hostagent.v1.TemplateRef
 	5,  // 45: roost.hostagent.v1.HostAgentService.CreateSandbox:input_type -> roost.hostagent.v1.CreateSandboxRequest
-	19, // 46: roost.hostagent.v1.HostAgentService.DestroySandbox:input_type -> roost.hostagent.v1.DestroySandboxRequest
-	21, // 47: roost.hostagent.v1.HostAgentService.PauseSandbox:input_type -> roost.hostagent.v1.PauseSandboxRequest
-	23, // 48: roost.hostagent.v1.HostAgentService.ResumeSandbox:input_type -> roost.hostagent.v1.ResumeSandboxRequest
-	25, // 49: roost.hostagent.v1.HostAgentService.ListSandboxes:input_type -> roost.hostagent.v1.ListSandboxesRequest
-	27, // 50: roost.hostagent.v1.HostAgentService.GetSandbox:input_type -> roost.hostagent.v1.GetSandboxRequest
-	29, // 51: roost.hostagent.v1.HostAgentService.SetTimeout:input_type -> roost.hostagent.v1.SetTimeoutRequest
-	31, // 52: roost.hostagent.v1.HostAgentService.GetHostInfo:input_type -> roost.hostagent.v1.GetHostInfoRequest
-	39, // 53: roost.hostagent.v1.HostAgentService.ListTemplates:input_type -> roost.hostagent.v1.ListTemplatesRequest
-	43, // 54: roost.hostagent.v1.HostAgentService.GetSandboxLogs:input_type -> roost.hostagent.v1.GetSandboxLogsRequest
-	46, // 55: roost.hostagent.v1.HostAgentService.BuildTemplate:input_type -> roost.hostagent.v1.BuildTemplateRequest
-	13, // 56: roost.hostagent.v1.HostAgentService.ForkSandbox:input_type -> roost.hostagent.v1.ForkSandboxRequest
+	21, // 46: roost.hostagent.v1.HostAgentService.DestroySandbox:input_type -> roost.hostagent.v1.DestroySandboxRequest
+	23, // 47: roost.hostagent.v1.HostAgentService.PauseSandbox:input_type -> roost.hostagent.v1.PauseSandboxRequest
+	25, // 48: roost.hostagent.v1.HostAgentService.ResumeSandbox:input_type -> roost.hostagent.v1.ResumeSandboxRequest
+	27, // 49: roost.hostagent.v1.HostAgentService.ListSandboxes:input_type -> roost.hostagent.v1.ListSandboxesRequest
+	29, // 50: roost.hostagent.v1.HostAgentService.GetSandbox:input_type -> roost.hostagent.v1.GetSandboxRequest
+	31, // 51: roost.hostagent.v1.HostAgentService.SetTimeout:input_type -> roost.hostagent.v1.SetTimeoutRequest
+	33, // 52: roost.hostagent.v1.HostAgentService.GetHostInfo:input_type -> roost.hostagent.v1.GetHostInfoRequest
+	41, // 53: roost.hostagent.v1.HostAgentService.ListTemplates:input_type -> roost.hostagent.v1.ListTemplatesRequest
+	45, // 54: roost.hostagent.v1.HostAgentService.GetSandboxLogs:input_type -> roost.hostagent.v1.GetSandboxLogsRequest
+	48, // 55: roost.hostagent.v1.HostAgentService.BuildTemplate:input_type -> roost.hostagent.v1.BuildTemplateRequest
+	15, // 56: roost.hostagent.v1.HostAgentService.ForkSandbox:input_type -> roost.hostagent.v1.ForkSandboxRequest
 	7,  // 57: roost.hostagent.v1.HostAgentService.CreateVolume:input_type -> roost.hostagent.v1.CreateVolumeRequest
 	9,  // 58: roost.hostagent.v1.HostAgentService.DeleteVolume:input_type -> roost.hostagent.v1.DeleteVolumeRequest
-	16, // 59: roost.hostagent.v1.HostAgentService.SnapshotSandbox:input_type -> roost.hostagent.v1.SnapshotSandboxRequest
-	12, // 60: roost.hostagent.v1.HostAgentService.CreateSandbox:output_type -> roost.hostagent.v1.CreateSandboxResponse
-	20, // 61: roost.hostagent.v1.HostAgentService.DestroySandbox:output_type -> roost.hostagent.v1.DestroySandboxResponse
-	22, // 62: roost.hostagent.v1.HostAgentService.PauseSandbox:output_type -> roost.hostagent.v1.PauseSandboxResponse
-	24, // 63: roost.hostagent.v1.HostAgentService.ResumeSandbox:output_type -> roost.hostagent.v1.ResumeSandboxResponse
-	26, // 64: roost.hostagent.v1.HostAgentService.ListSandboxes:output_type -> roost.hostagent.v1.ListSandboxesResponse
-	28, // 65: roost.hostagent.v1.HostAgentService.GetSandbox:output_type -> roost.hostagent.v1.GetSandboxResponse
-	30, // 66: roost.hostagent.v1.HostAgentService.SetTimeout:output_type -> roost.hostagent.v1.SetTimeoutResponse
-	32, // 67: roost.hostagent.v1.HostAgentService.GetHostInfo:output_type -> roost.hostagent.v1.GetHostInfoResponse
-	40, // 68: roost.hostagent.v1.HostAgentService.ListTemplates:output_type -> roost.hostagent.v1.ListTemplatesResponse
-	44, // 69: roost.hostagent.v1.HostAgentService.GetSandboxLogs:output_type -> roost.hostagent.v1.GetSandboxLogsResponse
-	47, // 70: roost.hostagent.v1.HostAgentService.BuildTemplate:output_type -> roost.hostagent.v1.BuildTemplateResponse
-	15, // 71: roost.hostagent.v1.HostAgentService.ForkSandbox:output_type -> roost.hostagent.v1.ForkSandboxResponse
-	8,  // 72: roost.hostagent.v1.HostAgentService.CreateVolume:output_type -> roost.hostagent.v1.CreateVolumeResponse
-	10, // 73: roost.hostagent.v1.HostAgentService.DeleteVolume:output_type -> roost.hostagent.v1.DeleteVolumeResponse
-	17, // 74: roost.hostagent.v1.HostAgentService.SnapshotSandbox:output_type -> roost.hostagent.v1.SnapshotSandboxResponse
-	60, // [60:75] is the sub-list for method output_type
-	45, // [45:60] is the sub-list for method input_type
+	11, // 59: roost.hostagent.v1.HostAgentService.ReleaseVolume:input_type -> roost.hostagent.v1.ReleaseVolumeRequest
+	18, // 60: roost.hostagent.v1.HostAgentService.SnapshotSandbox:input_type -> roost.hostagent.v1.SnapshotSandboxRequest
+	14, // 61: roost.hostagent.v1.HostAgentService.CreateSandbox:output_type -> roost.hostagent.v1.CreateSandboxResponse
+	22, // 62: roost.hostagent.v1.HostAgentService.DestroySandbox:output_type -> roost.hostagent.v1.DestroySandboxResponse
+	24, // 63: roost.hostagent.v1.HostAgentService.PauseSandbox:output_type -> roost.hostagent.v1.PauseSandboxResponse
+	26, // 64: roost.hostagent.v1.HostAgentService.ResumeSandbox:output_type -> roost.hostagent.v1.ResumeSandboxResponse
+	28, // 65: roost.hostagent.v1.HostAgentService.ListSandboxes:output_type -> roost.hostagent.v1.ListSandboxesResponse
+	30, // 66: roost.hostagent.v1.HostAgentService.GetSandbox:output_type -> roost.hostagent.v1.GetSandboxResponse
+	32, // 67: roost.hostagent.v1.HostAgentService.SetTimeout:output_type -> roost.hostagent.v1.SetTimeoutResponse
+	34, // 68: roost.hostagent.v1.HostAgentService.GetHostInfo:output_type -> roost.hostagent.v1.GetHostInfoResponse
+	42, // 69: roost.hostagent.v1.HostAgentService.ListTemplates:output_type -> roost.hostagent.v1.ListTemplatesResponse
+	46, // 70: roost.hostagent.v1.HostAgentService.GetSandboxLogs:output_type -> roost.hostagent.v1.GetSandboxLogsResponse
+	49, // 71: roost.hostagent.v1.HostAgentService.BuildTemplate:output_type -> roost.hostagent.v1.BuildTemplateResponse
+	17, // 72: roost.hostagent.v1.HostAgentService.ForkSandbox:output_type -> roost.hostagent.v1.ForkSandboxResponse
+	8,  // 73: roost.hostagent.v1.HostAgentService.CreateVolume:output_type -> roost.hostagent.v1.CreateVolumeResponse
+	10, // 74: roost.hostagent.v1.HostAgentService.DeleteVolume:output_type -> roost.hostagent.v1.DeleteVolumeResponse
+	12, // 75: roost.hostagent.v1.HostAgentService.ReleaseVolume:output_type -> roost.hostagent.v1.ReleaseVolumeResponse
+	19, // 76: roost.hostagent.v1.HostAgentService.SnapshotSandbox:output_type -> roost.hostagent.v1.SnapshotSandboxResponse
+	61, // [61:77] is the sub-list for method output_type
+	45, // [45:61] is the sub-list for method input_type
 	45, // [45:45] is the sub-list for extension type_name
 	45, // [45:45] is the sub-list for extension extendee
 	0,  // [0:45] is the sub-list for field type_name
@@ -3576,9 +3676,9 @@ func file_roost_hostagent_v1_hostagent_proto_init() {
 		return
 	}
 	file_roost_hostagent_v1_hostagent_proto_msgTypes[2].OneofWrappers = []any{}
-	file_roost_hostagent_v1_hostagent_proto_msgTypes[20].OneofWrappers = []any{}
-	file_roost_hostagent_v1_hostagent_proto_msgTypes[40].OneofWrappers = []any{}
-	file_roost_hostagent_v1_hostagent_proto_msgTypes[44].OneofWrappers = []any{
+	file_roost_hostagent_v1_hostagent_proto_msgTypes[22].OneofWrappers = []any{}
+	file_roost_hostagent_v1_hostagent_proto_msgTypes[42].OneofWrappers = []any{}
+	file_roost_hostagent_v1_hostagent_proto_msgTypes[46].OneofWrappers = []any{
 		(*BuildTemplateResponse_Log)(nil),
 		(*BuildTemplateResponse_Result)(nil),
 	}
@@ -3588,7 +3688,7 @@ func file_roost_hostagent_v1_hostagent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roost_hostagent_v1_hostagent_proto_rawDesc), len(file_roost_hostagent_v1_hostagent_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   53,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

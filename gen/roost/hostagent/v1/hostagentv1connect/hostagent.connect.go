@@ -79,6 +79,9 @@ const (
 	// HostAgentServiceDeleteVolumeProcedure is the fully-qualified name of the HostAgentService's
 	// DeleteVolume RPC.
 	HostAgentServiceDeleteVolumeProcedure = "/roost.hostagent.v1.HostAgentService/DeleteVolume"
+	// HostAgentServiceReleaseVolumeProcedure is the fully-qualified name of the HostAgentService's
+	// ReleaseVolume RPC.
+	HostAgentServiceReleaseVolumeProcedure = "/roost.hostagent.v1.HostAgentService/ReleaseVolume"
 	// HostAgentServiceSnapshotSandboxProcedure is the fully-qualified name of the HostAgentService's
 	// SnapshotSandbox RPC.
 	HostAgentServiceSnapshotSandboxProcedure = "/roost.hostagent.v1.HostAgentService/SnapshotSandbox"
@@ -153,6 +156,11 @@ type HostAgentServiceClient interface {
 	// DeleteVolume removes a volume's image. Errors: not_found, aborted (a
 	// sandbox this host runs mounts it: the message names it).
 	DeleteVolume(context.Context, *connect.Request[v1.DeleteVolumeRequest]) (*connect.Response[v1.DeleteVolumeResponse], error)
+	// ReleaseVolume unmounts a volume from this host and keeps its image,
+	// so that another host sharing the volume directory may mount it.
+	// Errors: not_found, aborted (a sandbox of this host mounts it, or the
+	// content API uses it: the message says which).
+	ReleaseVolume(context.Context, *connect.Request[v1.ReleaseVolumeRequest]) (*connect.Response[v1.ReleaseVolumeResponse], error)
 	// SnapshotSandbox makes a template of a sandbox's filesystem as it is
 	// now: the layers of the template it runs on and one layer of what the
 	// sandbox wrote over them, with its template's config. A running
@@ -260,6 +268,12 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("DeleteVolume")),
 			connect.WithClientOptions(opts...),
 		),
+		releaseVolume: connect.NewClient[v1.ReleaseVolumeRequest, v1.ReleaseVolumeResponse](
+			httpClient,
+			baseURL+HostAgentServiceReleaseVolumeProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("ReleaseVolume")),
+			connect.WithClientOptions(opts...),
+		),
 		snapshotSandbox: connect.NewClient[v1.SnapshotSandboxRequest, v1.SnapshotSandboxResponse](
 			httpClient,
 			baseURL+HostAgentServiceSnapshotSandboxProcedure,
@@ -285,6 +299,7 @@ type hostAgentServiceClient struct {
 	forkSandbox     *connect.Client[v1.ForkSandboxRequest, v1.ForkSandboxResponse]
 	createVolume    *connect.Client[v1.CreateVolumeRequest, v1.CreateVolumeResponse]
 	deleteVolume    *connect.Client[v1.DeleteVolumeRequest, v1.DeleteVolumeResponse]
+	releaseVolume   *connect.Client[v1.ReleaseVolumeRequest, v1.ReleaseVolumeResponse]
 	snapshotSandbox *connect.Client[v1.SnapshotSandboxRequest, v1.SnapshotSandboxResponse]
 }
 
@@ -356,6 +371,11 @@ func (c *hostAgentServiceClient) CreateVolume(ctx context.Context, req *connect.
 // DeleteVolume calls roost.hostagent.v1.HostAgentService.DeleteVolume.
 func (c *hostAgentServiceClient) DeleteVolume(ctx context.Context, req *connect.Request[v1.DeleteVolumeRequest]) (*connect.Response[v1.DeleteVolumeResponse], error) {
 	return c.deleteVolume.CallUnary(ctx, req)
+}
+
+// ReleaseVolume calls roost.hostagent.v1.HostAgentService.ReleaseVolume.
+func (c *hostAgentServiceClient) ReleaseVolume(ctx context.Context, req *connect.Request[v1.ReleaseVolumeRequest]) (*connect.Response[v1.ReleaseVolumeResponse], error) {
+	return c.releaseVolume.CallUnary(ctx, req)
 }
 
 // SnapshotSandbox calls roost.hostagent.v1.HostAgentService.SnapshotSandbox.
@@ -432,6 +452,11 @@ type HostAgentServiceHandler interface {
 	// DeleteVolume removes a volume's image. Errors: not_found, aborted (a
 	// sandbox this host runs mounts it: the message names it).
 	DeleteVolume(context.Context, *connect.Request[v1.DeleteVolumeRequest]) (*connect.Response[v1.DeleteVolumeResponse], error)
+	// ReleaseVolume unmounts a volume from this host and keeps its image,
+	// so that another host sharing the volume directory may mount it.
+	// Errors: not_found, aborted (a sandbox of this host mounts it, or the
+	// content API uses it: the message says which).
+	ReleaseVolume(context.Context, *connect.Request[v1.ReleaseVolumeRequest]) (*connect.Response[v1.ReleaseVolumeResponse], error)
 	// SnapshotSandbox makes a template of a sandbox's filesystem as it is
 	// now: the layers of the template it runs on and one layer of what the
 	// sandbox wrote over them, with its template's config. A running
@@ -535,6 +560,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		connect.WithSchema(hostAgentServiceMethods.ByName("DeleteVolume")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hostAgentServiceReleaseVolumeHandler := connect.NewUnaryHandler(
+		HostAgentServiceReleaseVolumeProcedure,
+		svc.ReleaseVolume,
+		connect.WithSchema(hostAgentServiceMethods.ByName("ReleaseVolume")),
+		connect.WithHandlerOptions(opts...),
+	)
 	hostAgentServiceSnapshotSandboxHandler := connect.NewUnaryHandler(
 		HostAgentServiceSnapshotSandboxProcedure,
 		svc.SnapshotSandbox,
@@ -571,6 +602,8 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceCreateVolumeHandler.ServeHTTP(w, r)
 		case HostAgentServiceDeleteVolumeProcedure:
 			hostAgentServiceDeleteVolumeHandler.ServeHTTP(w, r)
+		case HostAgentServiceReleaseVolumeProcedure:
+			hostAgentServiceReleaseVolumeHandler.ServeHTTP(w, r)
 		case HostAgentServiceSnapshotSandboxProcedure:
 			hostAgentServiceSnapshotSandboxHandler.ServeHTTP(w, r)
 		default:
@@ -636,6 +669,10 @@ func (UnimplementedHostAgentServiceHandler) CreateVolume(context.Context, *conne
 
 func (UnimplementedHostAgentServiceHandler) DeleteVolume(context.Context, *connect.Request[v1.DeleteVolumeRequest]) (*connect.Response[v1.DeleteVolumeResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("roost.hostagent.v1.HostAgentService.DeleteVolume is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) ReleaseVolume(context.Context, *connect.Request[v1.ReleaseVolumeRequest]) (*connect.Response[v1.ReleaseVolumeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("roost.hostagent.v1.HostAgentService.ReleaseVolume is not implemented"))
 }
 
 func (UnimplementedHostAgentServiceHandler) SnapshotSandbox(context.Context, *connect.Request[v1.SnapshotSandboxRequest]) (*connect.Response[v1.SnapshotSandboxResponse], error) {
