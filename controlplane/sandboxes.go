@@ -499,19 +499,35 @@ func (s *Server) extend(ctx context.Context, sb store.Sandbox, d time.Duration, 
 	if err != nil {
 		return err
 	}
-	if _, err := s.agents.For(h).SetTimeout(ctx, connect.NewRequest(&hostagentv1.SetTimeoutRequest{
-		SandboxId: sb.ID, TimeoutSeconds: int64(d / time.Second)})); err != nil {
+	resp, err := s.agents.For(h).SetTimeout(ctx, connect.NewRequest(&hostagentv1.SetTimeoutRequest{
+		SandboxId: sb.ID, TimeoutSeconds: int64(d / time.Second)}))
+	if err != nil {
 		return errdefs.FromConnect("agent set timeout", err)
 	}
+	pausedOnHost := sb.State == store.SandboxRunning && resp.Msg.GetSandbox().GetState() == hostagentv1.SandboxState_SANDBOX_STATE_PAUSED
 	_, err = s.store.UpdateSandbox(ctx, sb.ID, func(cur *store.Sandbox) error {
 		cur.EndAt = end
+		if pausedOnHost && cur.State == store.SandboxRunning {
+			// Its agent paused it on timeout before this server did.
+			cur.State = store.SandboxPaused
+		}
 		return nil
 	})
+	if err == nil && pausedOnHost {
+		s.proxy.Evict(sb.ID)
+		return fmt.Errorf("sandbox %s: %w", sb.ID, errPausedOnHost)
+	}
 	if err != nil {
 		return fmt.Errorf("set timeout of sandbox %s: %w", sb.ID, err)
 	}
 	return nil
 }
+
+// errPausedOnHost is extend's answer for a sandbox the store has running
+// and its agent has paused (on timeout, before this server's own timeout
+// pass): it is recorded paused, and is not running (404, E2B's answer to
+// a timeout or refresh of a paused sandbox; connect resumes it).
+var errPausedOnHost = fmt.Errorf("paused on its host, not running: %w", errdefs.ErrNotFound)
 
 // pauseSandbox is POST /sandboxes/{id}/pause: 409 when already paused,
 // 429 when the team keeps as many paused sandboxes as its quota allows.
@@ -613,12 +629,17 @@ func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request, key stor
 	if sb.State == store.SandboxRunning {
 		ctx, cancel := opContext(r.Context())
 		defer cancel()
-		if err := s.extend(ctx, sb, d, false); err != nil {
+		err := s.extend(ctx, sb, d, false)
+		if err == nil {
+			writeJSON(w, http.StatusOK, s.sandboxView(sb))
+			return
+		}
+		if !errors.Is(err, errPausedOnHost) {
 			s.fail(w, r, "connect sandbox", err)
 			return
 		}
-		writeJSON(w, http.StatusOK, s.sandboxView(sb))
-		return
+		// Paused by its agent's timeout a moment ago: connect resumes it.
+		sb.State = store.SandboxPaused
 	}
 	s.resumeAnswer(w, r, "connect sandbox", sb, d)
 }

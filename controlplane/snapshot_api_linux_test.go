@@ -139,3 +139,28 @@ func TestDiskUsage(t *testing.T) {
 		t.Errorf("GET /teams: %+v, want the paused sandbox's disk", teams)
 	}
 }
+
+// TestConnectPausedByAgent: a sandbox its agent paused on timeout before
+// the control plane's own timeout pass recorded it (the store still says
+// running) is resumed by connect, not just given a new timeout, and a
+// timeout set meanwhile answers as for a paused sandbox (404).
+func TestConnectPausedByAgent(t *testing.T) {
+	e := newTestenv(t, controlplane.Config{})
+	id := e.create(t, map[string]any{"templateID": "base", "timeout": 300, "autoPause": true}).SandboxID
+	e.exec(t, id, map[string]any{"cmd": "echo kept > /tmp/kept"})
+	if _, err := e.agent.PauseToDisk(t.Context(), id); err != nil {
+		t.Fatal(err)
+	}
+	// A later end than the sandbox's: connect asks the agent.
+	e.do("POST", "/sandboxes/"+id+"/connect", e.key, map[string]any{"timeout": 600}).want(t, http.StatusCreated)
+	if res := e.exec(t, id, map[string]any{"cmd": "cat /tmp/kept"}); res.Stdout != "kept\n" {
+		t.Fatalf("after connect: %+v", res)
+	}
+	if _, err := e.agent.PauseToDisk(t.Context(), id); err != nil {
+		t.Fatal(err)
+	}
+	e.do("POST", "/sandboxes/"+id+"/timeout", e.key, map[string]any{"timeout": 60}).want(t, http.StatusNotFound)
+	if l := e.get(t, id); l.State != "paused" {
+		t.Fatalf("after a timeout of a sandbox its agent paused: %+v", l)
+	}
+}
