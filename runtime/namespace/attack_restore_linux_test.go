@@ -11,11 +11,13 @@ import (
 	"roost.dev/roost/runtime/runtimetest"
 )
 
-// The attacks on the mount boundary, made on a sandbox that was
-// hibernated and restored: CRIU rebuilds the sandbox's mount namespace,
-// and the masks over /proc and /sys must come back as locked as a new
-// sandbox's are.
-
+// Unmount a masked path of /proc or /sys, mount a procfs or sysfs of its
+// own, read /proc/kcore, keys and timer_list, write sysrq, or unmount /dev
+// to reach device nodes, in a sandbox that was hibernated and restored
+// (CRIU rebuilds its mount namespace; the driver mounts /proc and /sys
+// again from the host's, so the masks are locked as a new sandbox's are),
+// with its capabilities bounded and with all of them in its user
+// namespace.
 func TestAttackUnmountMaskedPathAfterRestore(t *testing.T) {
 	bothConfinements(t, func(t *testing.T, d *namespace.Driver) {
 		sb := startRestored(t, d)
