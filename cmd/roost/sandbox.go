@@ -314,30 +314,22 @@ func newCpCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				w := io.Writer(cmd.OutOrStdout())
-				if args[1] != "-" {
-					f, err := os.Create(args[1])
-					if err != nil {
-						return err
-					}
-					defer f.Close()
-					w = f
+				w, done, err := localWriter(cmd, args[1])
+				if err != nil {
+					return err
 				}
+				defer done()
 				return c.Envd(sb).Download(cmd.Context(), srcPath, w)
 			case dstRemote && !srcRemote:
 				c, sb, err := sandboxFor(cmd.Context(), dstID)
 				if err != nil {
 					return err
 				}
-				r := io.Reader(cmd.InOrStdin())
-				if args[0] != "-" {
-					f, err := os.Open(args[0])
-					if err != nil {
-						return err
-					}
-					defer f.Close()
-					r = f
+				r, done, err := localReader(cmd, args[0])
+				if err != nil {
+					return err
 				}
+				defer done()
 				return c.Envd(sb).Upload(cmd.Context(), dstPath, r)
 			default:
 				return errors.New("exactly one of SRC and DST must name a sandbox (ID:/path)")
@@ -384,6 +376,32 @@ func sandboxFor(ctx context.Context, id string) (*client.Client, client.Sandbox,
 	}
 	sb, err := c.Get(ctx, id)
 	return c, sb, err
+}
+
+// localWriter is the local side of a copy out: the file at path, created,
+// or standard output for "-"; done closes what it opened.
+func localWriter(cmd *cobra.Command, path string) (w io.Writer, done func(), err error) {
+	if path == "-" {
+		return cmd.OutOrStdout(), func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() { f.Close() }, nil
+}
+
+// localReader is the local side of a copy in: the file at path, or
+// standard input for "-"; done closes what it opened.
+func localReader(cmd *cobra.Command, path string) (r io.Reader, done func(), err error) {
+	if path == "-" {
+		return cmd.InOrStdin(), func() {}, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() { f.Close() }, nil
 }
 
 // pairs parses KEY=VALUE arguments.

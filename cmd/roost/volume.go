@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 
@@ -148,30 +146,22 @@ func newVolumeCpCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				w := io.Writer(cmd.OutOrStdout())
-				if args[1] != "-" {
-					f, err := os.Create(args[1])
-					if err != nil {
-						return err
-					}
-					defer f.Close()
-					w = f
+				w, done, err := localWriter(cmd, args[1])
+				if err != nil {
+					return err
 				}
+				defer done()
 				return c.ReadVolumeFile(cmd.Context(), v, srcPath, w)
 			case dstRemote && !srcRemote:
 				c, v, err := volumeNamed(cmd, dstVol)
 				if err != nil {
 					return err
 				}
-				r := io.Reader(cmd.InOrStdin())
-				if args[0] != "-" {
-					f, err := os.Open(args[0])
-					if err != nil {
-						return err
-					}
-					defer f.Close()
-					r = f
+				r, done, err := localReader(cmd, args[0])
+				if err != nil {
+					return err
 				}
+				defer done()
 				_, err = c.WriteVolumeFile(cmd.Context(), v, dstPath, r, force)
 				return err
 			}
