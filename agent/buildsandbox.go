@@ -34,7 +34,7 @@ const (
 type layerRuntime interface {
 	runtime.Runtime
 	runtime.Pauser
-	WritableLayer(id string) (dir string, shift int, err error)
+	WritableLayers(id string) ([]runtime.WrittenLayer, error)
 }
 
 // buildRuntime is the runtime build sandboxes run on: Config.BuildRuntime,
@@ -170,10 +170,14 @@ func (m *Manager) runBuildStep(ctx context.Context, rootfs string, argv []string
 	if err := m.freezeBuild(ctx, rt, sb); err != nil {
 		return 0, "", 0, nil, err
 	}
-	layer, shift, err = rt.WritableLayer(rec.ID)
+	layers, err := rt.WritableLayers(rec.ID)
 	if err != nil {
 		return 0, "", 0, nil, fmt.Errorf("build sandbox layer: %w", err)
 	}
+	if len(layers) != 1 { // a build sandbox is created, never forked
+		return 0, "", 0, nil, fmt.Errorf("build sandbox has %d layers, want 1", len(layers))
+	}
+	layer, shift = layers[0].Dir, layers[0].Shift
 	return code, layer, shift, done, nil
 }
 

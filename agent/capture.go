@@ -65,12 +65,13 @@ func (m *Manager) capturesDir() string {
 }
 
 // captureFor is the capture a create on rt from tpl forks, by its key:
-// "" when rt cannot fork, or the create is one a capture is made of, or
-// a build's.
+// "" when rt cannot fork, or boots faster than it forks (a namespace
+// sandbox starts in milliseconds, a CRIU restore takes longer), or the
+// create is one a capture is made of, or a build's.
 func (m *Manager) captureFor(rt runtime.Runtime, tpl template.Template, req CreateRequest) (runtime.Forker, string) {
 	f, ok := rt.(runtime.Forker)
 	// A capture holds no volume: a create that mounts one boots.
-	if !ok || req.capture || req.buildRoot != "" || req.fork != nil || len(req.Volumes) > 0 {
+	if !ok || !rt.Capabilities().VM || req.capture || req.buildRoot != "" || req.fork != nil || len(req.Volumes) > 0 {
 		return nil, ""
 	}
 	stamp, err := template.Stamp(tpl.RootFS)
@@ -144,9 +145,14 @@ func (m *Manager) startRuntime(ctx context.Context, rt runtime.Runtime, spec run
 }
 
 // forkIdentity is what envd's /init gives a fork beyond a boot's: its
-// own hostname, and fresh random state for the kernel.
-func forkIdentity(init *envdInit, hostname string) error {
-	init.Hostname, init.Entropy = hostname, make([]byte, 64)
+// own hostname, and for a VM (a kernel of its own) fresh random state
+// for its kernel.
+func forkIdentity(init *envdInit, hostname string, vm bool) error {
+	init.Hostname = hostname
+	if !vm {
+		return nil
+	}
+	init.Entropy = make([]byte, 64)
 	_, err := rand.Read(init.Entropy)
 	return err
 }

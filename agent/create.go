@@ -254,7 +254,7 @@ func (m *Manager) start(ctx context.Context, sb *sandbox, req CreateRequest) (ph
 	}
 	var envdToken string // the token envd requires already
 	if forked {
-		if err := forkIdentity(&init, spec.Hostname); err != nil {
+		if err := forkIdentity(&init, spec.Hostname, rt.Capabilities().VM); err != nil {
 			return phases, err
 		}
 		if req.fork != nil {

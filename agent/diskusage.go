@@ -11,8 +11,10 @@ import (
 // of the files in its state directory (its writable layer or disk image,
 // its memory while hibernated, its console log), not counting what is
 // mounted below it (its root filesystem, which is those same blocks seen
-// through a mount). 0 for an unknown sandbox; a file that goes while it
-// is counted is skipped.
+// through a mount). A file linked from elsewhere too (a namespace fork's
+// layers, which it shares with the other forks of one capture) counts
+// its share: its blocks over its links. 0 for an unknown sandbox; a file
+// that goes while it is counted is skipped.
 func (m *Manager) DiskUsage(id string) int64 {
 	sb, err := m.lookup(id)
 	if err != nil {
@@ -43,7 +45,11 @@ func dirUsage(dir string) int64 {
 			}
 			return nil
 		}
-		total += st.Blocks * 512
+		n := int64(1)
+		if d.Type().IsRegular() && st.Nlink > 1 {
+			n = int64(st.Nlink)
+		}
+		total += st.Blocks * 512 / n
 		return nil
 	})
 	return total

@@ -46,7 +46,7 @@ type ForkOutcome struct {
 func (m *Manager) Fork(ctx context.Context, id string, forks []CreateRequest) ([]ForkOutcome, error) {
 	f, ok := m.rt.(runtime.Forker)
 	if !ok {
-		return nil, fmt.Errorf("fork sandbox %s: the %s runtime cannot capture a sandbox's memory and processes (the VM runtimes, qemu and firecracker, can): %w",
+		return nil, fmt.Errorf("fork sandbox %s: the %s runtime cannot capture a sandbox's memory and processes: %w",
 			id, m.rt.Name(), errdefs.ErrUnsupported)
 	}
 	if len(forks) < 1 || len(forks) > MaxForks {

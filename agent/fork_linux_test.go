@@ -1,7 +1,12 @@
 package agent_test
 
 import (
+	"archive/tar"
 	"errors"
+	"io"
+	"maps"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -10,18 +15,29 @@ import (
 	"roost.dev/roost/agent"
 	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
+	"roost.dev/roost/template/content"
+	"roost.dev/roost/template/templatetest"
 )
 
-// TestForkQEMU forks a running VM sandbox twice: each fork has the
-// sandbox's files and its processes running on from where they were, the
-// environment its /init gave, and its own hostname, token and disk; the
-// sandbox runs on. Forks that cannot start fail on their own, and what
-// cannot be forked is refused.
+// TestForkQEMU forks a running VM sandbox (see testFork).
 func TestForkQEMU(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots VMs")
 	}
-	h := qemuHost(t)
+	testFork(t, qemuHost(t))
+}
+
+// TestForkNamespace forks a running namespace sandbox (see testFork).
+func TestForkNamespace(t *testing.T) {
+	testFork(t, newHost(t))
+}
+
+// testFork forks a running sandbox twice: each fork has the sandbox's
+// files and its processes running on from where they were, the
+// environment its /init gave, and its own hostname, token and disk; the
+// sandbox runs on. Forks that cannot start fail on their own, and what
+// cannot be forked is refused.
+func testFork(t *testing.T, h *host) {
 	a := h.start()
 	src, err := a.m.Create(ctxT(t), agent.CreateRequest{EnvdToken: "source-token", Limits: runtime.Limits{MemoryMB: 256},
 		EnvVars: map[string]string{"GREETING": "from-the-source"}})
@@ -98,16 +114,62 @@ func TestForkQEMU(t *testing.T) {
 	}
 }
 
-// TestForkNamespaceRefused: the namespace runtime cannot capture memory,
-// and says so rather than forking half a sandbox.
-func TestForkNamespaceRefused(t *testing.T) {
+// TestSnapshotOfFork: a snapshot of a namespace fork has a layer of what
+// its source wrote before the fork and one of what the fork wrote since,
+// in that order, so that the fork's removal of a source's file hides it.
+func TestSnapshotOfFork(t *testing.T) {
 	h := newHost(t)
-	a := h.start()
-	sb, err := a.m.Create(ctxT(t), agent.CreateRequest{})
+	blobs := content.NewBlobs(filepath.Join(h.dataDir, "blobs"))
+	a := h.startWithConfig(templatetest.Store(t), func(c *agent.Config) { c.Blobs, c.SharedBlobs = blobs, true })
+	src, err := a.m.Create(ctxT(t), agent.CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.m.Fork(ctxT(t), sb.ID, []agent.CreateRequest{{}}); !errors.Is(err, errdefs.ErrUnsupported) || !strings.Contains(err.Error(), "namespace runtime") {
-		t.Errorf("fork on the namespace runtime: %v", err)
+	mustExec(t, src.Envd.String(), "", "echo from-source > /home/user/a")
+	outs, err := a.m.Fork(ctxT(t), src.ID, []agent.CreateRequest{{}})
+	if err != nil || outs[0].Err != nil {
+		t.Fatalf("fork: %v %+v", err, outs)
+	}
+	fk := outs[0].Sandbox
+	mustExec(t, fk.Envd.String(), "", "rm /home/user/a; echo from-fork > /home/user/b")
+	man, _, err := a.m.Snapshot(ctxT(t), fk.ID, nil)
+	if err != nil {
+		t.Fatalf("snapshot of the fork: %v", err)
+	}
+	if len(man.Layers) != 3 {
+		t.Fatalf("manifest of %d layers: want the base's, the source's and the fork's", len(man.Layers))
+	}
+	source, fork := layerEntries(t, blobs, man.Layers[1].Digest), layerEntries(t, blobs, man.Layers[2].Digest)
+	if source["home/user/a"] != "from-source\n" {
+		t.Errorf("the source's layer lacks its file: %v", keys(source))
+	}
+	if _, ok := fork["home/user/.wh.a"]; !ok || fork["home/user/b"] != "from-fork\n" {
+		t.Errorf("the fork's layer lacks its file or the whiteout of the source's: %v", keys(fork))
 	}
 }
+
+// layerEntries reads the layer blob d: names (without a trailing slash)
+// and contents.
+func layerEntries(t *testing.T, blobs *content.Blobs, d content.Digest) map[string]string {
+	t.Helper()
+	f, err := blobs.Open(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	entries := map[string]string{}
+	tr := tar.NewReader(f)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return entries
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(tr)
+		entries[strings.TrimSuffix(hdr.Name, "/")] = string(b)
+	}
+}
+
+func keys(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }

@@ -1,9 +1,7 @@
 package agent_test
 
 import (
-	"archive/tar"
 	"errors"
-	"io"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -115,24 +113,7 @@ func TestSnapshotQEMU(t *testing.T) {
 	if len(man.Layers) != 2 || man.Config.Env["SNAP"] != "1" {
 		t.Fatalf("manifest %+v: want the base's layer and one more, and the env var", man)
 	}
-	f, err := blobs.Open(man.Layers[1].Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	entries := map[string]string{}
-	tr := tar.NewReader(f)
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(tr)
-		entries[strings.TrimSuffix(hdr.Name, "/")] = string(b)
-	}
+	entries := layerEntries(t, blobs, man.Layers[1].Digest)
 	if entries["home/user/f"] != "snapshot-me\n" {
 		t.Errorf("layer lacks the written file: %d entries", len(entries))
 	}

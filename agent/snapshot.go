@@ -55,12 +55,14 @@ func (m *Manager) snapshotLocked(ctx context.Context, sb *sandbox, env map[strin
 	if err != nil {
 		return content.Manifest{}, "", err
 	}
-	var layer content.Descriptor
+	var layers []content.Descriptor
 	switch rt := m.rt.(type) {
 	case layerRuntime:
-		layer, err = m.upperLayer(ctx, sb, rt)
+		layers, err = m.upperLayers(ctx, sb, rt)
 	case runtime.DiskExporter:
+		var layer content.Descriptor
 		layer, err = m.diskLayer(ctx, sb, rt)
+		layers = []content.Descriptor{layer}
 	default:
 		err = fmt.Errorf("the %s runtime cannot read a sandbox's files: %w", m.rt.Name(), errdefs.ErrUnsupported)
 	}
@@ -68,7 +70,7 @@ func (m *Manager) snapshotLocked(ctx context.Context, sb *sandbox, env map[strin
 		return content.Manifest{}, "", fmt.Errorf("layer of its writes: %w", err)
 	}
 	man := base
-	man.Layers = append(append([]content.Descriptor(nil), base.Layers...), layer)
+	man.Layers = append(append([]content.Descriptor(nil), base.Layers...), layers...)
 	man.Config.Source = "snapshot of sandbox " + rec.ID
 	if len(env) > 0 {
 		man.Config.Env = maps.Clone(man.Config.Env)
@@ -86,21 +88,30 @@ func (m *Manager) snapshotLocked(ctx context.Context, sb *sandbox, env map[strin
 
 // sandboxTemplateManifest is the manifest of the template rec runs on: a
 // control plane's template's own, or one made of a host tree (base).
-// upperLayer is the layer of what a sandbox of a layer runtime wrote: its
-// overlay's upper directory, read while the sandbox is frozen.
-func (m *Manager) upperLayer(ctx context.Context, sb *sandbox, rt layerRuntime) (content.Descriptor, error) {
+// upperLayers are the layers of what a sandbox of a layer runtime wrote:
+// its overlay's upper directory, over those of the sandboxes it was
+// forked from, read while the sandbox is frozen.
+func (m *Manager) upperLayers(ctx context.Context, sb *sandbox, rt layerRuntime) ([]content.Descriptor, error) {
 	rec := sb.snapshot()
 	if rec.State == StateRunning {
 		if err := rt.Pause(ctx, rec.ID); err != nil {
-			return content.Descriptor{}, fmt.Errorf("freeze it while its layer is read: %w", err)
+			return nil, fmt.Errorf("freeze it while its layer is read: %w", err)
 		}
 		defer m.thawAfterSnapshot(ctx, sb, rt)
 	}
-	upper, shift, err := rt.WritableLayer(rec.ID)
+	written, err := rt.WritableLayers(rec.ID)
 	if err != nil {
-		return content.Descriptor{}, fmt.Errorf("%s runtime: %w", m.rt.Name(), err)
+		return nil, fmt.Errorf("%s runtime: %w", m.rt.Name(), err)
 	}
-	return m.cfg.Blobs.PutWritten(ctx, func(w io.Writer) error { return build.LayerOfUpper(ctx, upper, shift, w) })
+	var out []content.Descriptor
+	for _, l := range written {
+		d, err := m.cfg.Blobs.PutWritten(ctx, func(w io.Writer) error { return build.LayerOfUpper(ctx, l.Dir, l.Shift, w) })
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, nil
 }
 
 // thawAfterSnapshot resumes a sandbox a snapshot paused; one that will not

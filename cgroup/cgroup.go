@@ -57,6 +57,17 @@ type Group struct {
 // Name is the group's name as given to Create or Load.
 func (g *Group) Name() string { return g.name }
 
+// Hierarchies are the v1 controllers the group has a directory for, and
+// whether it has one in the cgroup2 hierarchy.
+func (g *Group) Hierarchies() (v1 []string, v2 bool) {
+	for _, c := range v1Controllers {
+		if _, ok := g.v1[c]; ok {
+			v1 = append(v1, c)
+		}
+	}
+	return v1, g.v2 != ""
+}
+
 // group returns the Group for a valid name without touching the host.
 func (h *Hierarchy) group(name string) *Group {
 	g := &Group{h: h, name: name}

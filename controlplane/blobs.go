@@ -72,12 +72,15 @@ func (s *Server) receiveHostBlob(w http.ResponseWriter, r *http.Request) {
 // template: its manifests, their layers, its uploaded files), the ones
 // nothing kept names: no ready build's manifest or its layers, no
 // uploaded file. It runs after the deletion committed, so a blob is never
-// gone while a row still names it; a blob a concurrent build just reused
-// may go, which that build then reports as missing. Errors are logged.
+// gone while a row still names it, and waits for snapshots being made
+// (unnamedBlobs); a blob a concurrent build just reused may go, which
+// that build then reports as missing. Errors are logged.
 func (s *Server) collectGarbage(ctx context.Context, blobs *content.Blobs, candidates []content.Digest) {
 	if len(candidates) == 0 {
 		return
 	}
+	s.unnamedBlobs.Lock()
+	defer s.unnamedBlobs.Unlock()
 	keep, err := s.keptBlobs(ctx, blobs)
 	if err != nil {
 		s.log.Warn("template blobs kept: garbage collection skipped", "err", err)

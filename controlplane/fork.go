@@ -76,7 +76,7 @@ func (s *Server) forkSandbox(w http.ResponseWriter, r *http.Request, key store.A
 		host, err = s.hostOf(ctx, src)
 	}
 	if c, ok := hostCapabilities(host); err == nil && ok && !c.Fork {
-		err = fmt.Errorf("sandbox %s runs on the %s runtime: fork is not supported there, as it cannot capture a sandbox's memory and processes (the VM runtimes, qemu and firecracker, can): %w",
+		err = fmt.Errorf("sandbox %s runs on the %s runtime: fork is not supported there, as it cannot capture a sandbox's memory and processes: %w",
 			src.ID, host.Runtime, errdefs.ErrUnsupported)
 	}
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"roost.dev/roost/controlplane"
 )
 
 // forkResult is E2B's SandboxForkResult.
@@ -15,11 +17,16 @@ type forkResult struct {
 	} `json:"error"`
 }
 
-// TestForkQEMU: POST /sandboxes/{id}/fork on a qemu host makes running
-// sandboxes with the source's files, metadata and their own tokens and
-// timeout, and refuses what it cannot do.
-func TestForkQEMU(t *testing.T) {
-	e := newQEMUTestenv(t)
+// TestForkQEMU: fork on a qemu host (see testForkAPI).
+func TestForkQEMU(t *testing.T) { testForkAPI(t, newQEMUTestenv(t)) }
+
+// TestForkNamespace: fork on a namespace host (see testForkAPI).
+func TestForkNamespace(t *testing.T) { testForkAPI(t, newTestenv(t, controlplane.Config{})) }
+
+// testForkAPI: POST /sandboxes/{id}/fork makes running sandboxes with the
+// source's files, metadata and their own tokens and timeout, and refuses
+// what it cannot do.
+func testForkAPI(t *testing.T, e *testenv) {
 	src := e.create(t, map[string]any{"templateID": "base", "timeout": 300, "memoryMB": 256, "metadata": map[string]string{"run": "r1"}})
 	if res := e.exec(t, src.SandboxID, map[string]any{"cmd": "echo kept > /tmp/state"}); res.ExitCode != 0 {
 		t.Fatalf("write a file: %+v", res)

@@ -215,8 +215,6 @@ func testLegacyRoutes(t *testing.T, e *testenv) {
 			method, path string
 			feature      string
 		}{
-			// The namespace runtime cannot capture memory to fork.
-			{"POST", "/sandboxes/" + id + "/fork", "namespace runtime"},
 			{"PUT", "/sandboxes/" + id + "/network", "network"},
 			{"POST", "/templates", "legacy template builds"},
 			{"POST", "/v2/templates", "legacy template builds"},

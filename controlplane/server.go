@@ -109,6 +109,11 @@ type Server struct {
 	filesKey []byte
 	// blobLimit bounds one uploaded blob: maxBlobBytes.
 	blobLimit int64
+	// unnamedBlobs is held for reading while a snapshot's blobs are made
+	// and not yet named by its row; garbage collection holds it for
+	// writing, so that it never deletes a blob a snapshot is about to
+	// name (the host's base layer every snapshot of base shares).
+	unnamedBlobs sync.RWMutex
 
 	closeOnce sync.Once
 }

@@ -74,7 +74,7 @@ func testSnapshot(t *testing.T, e *testenv) {
 		v := e.getV1(t, id)
 		if v.SandboxID != id || v.State != "running" || v.Domain != "localhost" || v.EnvdAccessToken == "" ||
 			v.Runtime != "namespace" || v.Capabilities == nil ||
-			*v.Capabilities != (runtime.Capabilities{Pause: true, Snapshot: true}) || v.Hibernated == nil || *v.Hibernated {
+			*v.Capabilities != (runtime.Capabilities{Pause: true, Snapshot: true, Fork: true}) || v.Hibernated == nil || *v.Hibernated {
 			t.Fatalf("v1 detail %+v (capabilities %v, hibernated %v)", v, v.Capabilities, v.Hibernated)
 		}
 		// E2B's GET keeps E2B's shape.

@@ -97,6 +97,8 @@ func (s *Server) snapshot(ctx context.Context, sb store.Sandbox, name string) (s
 	if err != nil {
 		return store.Template{}, err
 	}
+	s.unnamedBlobs.RLock()
+	defer s.unnamedBlobs.RUnlock()
 	resp, err := s.agents.For(h).SnapshotSandbox(ctx, connect.NewRequest(&hostagentv1.SnapshotSandboxRequest{
 		SandboxId: sb.ID, EnvVars: sb.EnvVars,
 	}))

@@ -128,6 +128,15 @@ type DiskExporter interface {
 	ExportDisk(ctx context.Context, spec Spec, dst string) error
 }
 
+// WrittenLayer is a directory of what a sandbox wrote over the layers
+// below it, as an overlay's upper directory holds it (whiteouts for what
+// it removed), with the shift of its owners: a file of uid u in the
+// sandbox is owned by host uid u+Shift (gids alike).
+type WrittenLayer struct {
+	Dir   string
+	Shift int
+}
+
 // CapabilitiesOf describes the driver rt by what it implements: Pause
 // when it is a Pauser, Snapshot when a Snapshotter, Fork when a Forker.
 // vm is the one fact the type cannot tell. Drivers' Capabilities return

@@ -48,19 +48,19 @@ type sizes struct {
 	// Persistence benchmarks (issue 14): hibernate/restore rounds of one
 	// sandbox (each also a freeze and thaw), and the sandboxes hibernated
 	// and restored at once.
-	hibernates, hibernateMany int
-	duration                  time.Duration // CreateThroughput; ProxySandbox loads run a sixth of it
+	hibernates, hibernateMany, forks int
+	duration                         time.Duration // CreateThroughput; ProxySandbox loads run a sixth of it
 }
 
 func sizesFor(quick bool) sizes {
 	if quick {
 		return sizes{creates: 20, agentCreates: 10, restCreates: 10, execs: 50, e2bExecs: 20, ptyKeys: 100, forkExecs: 200,
 			envdStarts: 200, envdMiB: 64, density: 20, confinement: 5,
-			unpacks: 1, rebuilds: 5, pullCreates: 1, startCreates: 10, hibernates: 5, hibernateMany: 10, duration: 10 * time.Second}
+			unpacks: 1, rebuilds: 5, pullCreates: 1, startCreates: 10, hibernates: 5, hibernateMany: 10, forks: 1, duration: 10 * time.Second}
 	}
 	return sizes{creates: 200, agentCreates: 100, restCreates: 100, execs: 500, e2bExecs: 200, ptyKeys: 5000, forkExecs: 1000,
 		envdStarts: 1000, envdMiB: 256, density: 1000, confinement: 30,
-		unpacks: 3, rebuilds: 20, pullCreates: 3, startCreates: 30, hibernates: 30, hibernateMany: 100, duration: time.Minute}
+		unpacks: 3, rebuilds: 20, pullCreates: 3, startCreates: 30, hibernates: 30, hibernateMany: 100, forks: 5, duration: time.Minute}
 }
 
 // benchModule is the directory of this harness's Go module, relative to
@@ -130,6 +130,7 @@ func run(cfg config) (*results, error) {
 		{name: "namespace hibernation", args: gotest("^BenchmarkHibernate$", x(sz.hibernates), "./runtime/namespace")},
 		{name: "hibernate many", args: gotest("^BenchmarkHibernateMany$", "1x", "./agent"),
 			env: []string{"ROOST_BENCH_HIBERNATE=" + strconv.Itoa(sz.hibernateMany)}},
+		{name: "namespace fork", args: gotest("^BenchmarkForkNamespace$", x(sz.forks), "./agent")},
 		{name: "REST create", args: gotest("^BenchmarkCreateREST$", x(sz.restCreates), "./controlplane")},
 		{name: "REST exec", args: gotest("^BenchmarkExecTrueREST$", x(sz.execs), "./controlplane")},
 		{name: "concurrent creates", args: gotest("^BenchmarkCreateThroughput$", "1x", "./controlplane"), env: []string{dur}},

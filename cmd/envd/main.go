@@ -37,6 +37,7 @@ func main() {
 	flag.BoolVar(&cfg.ForwardPorts, "forward-ports", false, "forward servers listening only on loopback to the external addresses (inside a sandbox)")
 	flag.IntVar(&cfg.ReserveThreads, "reserve-threads", 0, "OS threads to create at start and keep (inside a sandbox with a pids limit)")
 	flag.BoolVar(&cfg.Guest, "guest", false, "envd is a VM guest's: let /init set the clock, hostname and random state")
+	flag.BoolVar(&cfg.OwnHostname, "own-hostname", false, "envd's sandbox has a hostname of its own (a UTS namespace): let /init set it")
 	flag.TextVar(level, "log-level", level, "log level: debug, info, warn, error")
 	flag.Parse()
 	setProcessName()

@@ -15,7 +15,7 @@ func newForkCmd(asJSON *bool) *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "fork ID",
-		Short: "Make new sandboxes from a running sandbox's current state, its processes running (VM runtimes)",
+		Short: "Make new sandboxes from a running sandbox's current state, its processes running",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := apiClient()

@@ -13,8 +13,8 @@ import (
 // TestSandboxSnapshotCLI runs `roost sandbox` against the real stack
 // (namespace runtime): get shows the runtime and its capabilities,
 // hibernate and resume bring the sandbox back, snapshot makes a snapshot
-// that `roost snapshot` lists and removes, and fork is refused with the
-// API's reason.
+// that `roost snapshot` lists and removes, and fork makes sandboxes with
+// the sandbox's files, each its own.
 func TestSandboxSnapshotCLI(t *testing.T) {
 	env := testenv.Start(t)
 	t.Setenv(apiURLEnv, env.URL)
@@ -44,7 +44,7 @@ func TestSandboxSnapshotCLI(t *testing.T) {
 		t.Fatalf("get: %v: %s", err, out)
 	}
 	if sb.ID != id || sb.State != "running" || sb.Runtime != "namespace" || sb.Capabilities == nil ||
-		*sb.Capabilities != (client.Capabilities{Pause: true, Snapshot: true}) || sb.Hibernated == nil || *sb.Hibernated {
+		*sb.Capabilities != (client.Capabilities{Pause: true, Snapshot: true, Fork: true}) || sb.Hibernated == nil || *sb.Hibernated {
 		t.Fatalf("get: %s", out)
 	}
 
@@ -76,9 +76,21 @@ func TestSandboxSnapshotCLI(t *testing.T) {
 	if err := snaps.ExecuteContext(t.Context()); err != nil {
 		t.Fatalf("roost snapshot rm: %v", err)
 	}
-	// Fork needs a runtime that captures memory; the refusal says which.
-	if out, err := roost("fork", "-n", "2", id); err == nil || !strings.Contains(err.Error(), "501: sandbox "+id+" runs on the namespace runtime") || out != "" {
+	// Fork: two sandboxes, each with the sandbox's files and its own ID.
+	out, err = roost("fork", "-n", "2", "--timeout", "2m", id)
+	forks := strings.Fields(out)
+	if err != nil || len(forks) != 2 || forks[0] == forks[1] || forks[0] == id {
 		t.Fatalf("roost sandbox fork: %v, output %q", err, out)
+	}
+	for _, f := range forks {
+		t.Cleanup(func() { _, _ = roost("kill", f) })
+		exec := newExecCmd()
+		var got bytes.Buffer
+		exec.SetArgs([]string{f, "--", "hostname"})
+		exec.SetOut(&got)
+		if err := exec.ExecuteContext(t.Context()); err != nil || strings.TrimSpace(got.String()) != f {
+			t.Errorf("fork %s: hostname %q, %v", f, got.String(), err)
+		}
 	}
 	out, err = roost("list", "--json")
 	if err != nil || !strings.Contains(out, `"state": "running"`) {

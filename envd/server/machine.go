@@ -10,10 +10,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// machineIdentity is what /init may give a VM guest's machine besides
-// E2B's fields (roost's own, which E2B's envd ignores): a VM forked from
-// a capture starts with the captured VM's hostname and kernel random
-// state, so every fork would make the same "random" numbers until told.
+// machineIdentity is what /init may give a sandbox's machine besides
+// E2B's fields (roost's own, which E2B's envd ignores): a fork starts
+// with its source's hostname, and a VM fork with its kernel random state
+// too, so every fork would make the same "random" numbers until told.
 type machineIdentity struct {
 	// Hostname becomes the machine's hostname, in /etc/hostname and
 	// /etc/hosts too.
@@ -23,14 +23,15 @@ type machineIdentity struct {
 	Entropy []byte `json:"entropy,omitempty"`
 }
 
-// check refuses what envd would not do: a machine identity from an envd
-// that is not a guest's (it would change its host), or a malformed one.
-func (id machineIdentity) check(guest bool) error {
-	if id.Hostname == "" && id.Entropy == nil {
-		return nil
+// check refuses what envd would not do: a hostname from an envd whose
+// sandbox has none of its own, entropy from one that is not a VM guest's
+// (either would change its host), or a malformed identity.
+func (id machineIdentity) check(guest, ownHostname bool) error {
+	if id.Hostname != "" && !ownHostname {
+		return errors.New("hostname: this envd's sandbox has no hostname of its own (not started with -guest or -own-hostname)")
 	}
-	if !guest {
-		return errors.New("hostname, entropy: this envd does not own its machine (not started with -guest)")
+	if id.Entropy != nil && !guest {
+		return errors.New("entropy: this envd does not own its machine (not started with -guest)")
 	}
 	if id.Hostname != "" && !validHostname(id.Hostname) {
 		return fmt.Errorf("hostname %q: want 1 to 63 letters, digits and dashes, not starting or ending with a dash", id.Hostname)
@@ -90,9 +91,13 @@ func reseed(b []byte) error {
 
 // setHostname sets the machine's hostname and the files that name it as
 // the guest init wrote them (/etc/hostname, /etc/hosts' 127.0.1.1 line).
+// A namespace sandbox's driver has set the hostname already (its root
+// may not), and only the files are left.
 func setHostname(name string) error {
-	if err := unix.Sethostname([]byte(name)); err != nil {
-		return err
+	if cur, err := os.Hostname(); err != nil || cur != name {
+		if err := unix.Sethostname([]byte(name)); err != nil {
+			return err
+		}
 	}
 	if err := os.WriteFile("/etc/hostname", []byte(name+"\n"), 0o644); err != nil {
 		return err

@@ -61,6 +61,10 @@ type Config struct {
 	// needs it), and its hostname and random state (a VM forked from a
 	// capture has the captured one's). Off by default, for the same reason.
 	Guest bool
+	// OwnHostname says envd's sandbox has a hostname of its own (its own
+	// UTS namespace, as in a namespace sandbox): /init may set it (a
+	// forked sandbox has its source's). Guest implies it.
+	OwnHostname bool
 	// Disk is the filesystem whose usage /metrics reports; default "/".
 	Disk string
 	// ReserveThreads is how many OS threads envd makes at start and keeps,
@@ -220,7 +224,7 @@ func (s *Server) init(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := req.machineIdentity.check(s.cfg.Guest); err != nil {
+	if err := req.machineIdentity.check(s.cfg.Guest, s.cfg.Guest || s.cfg.OwnHostname); err != nil {
 		auth.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}

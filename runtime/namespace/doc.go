@@ -40,6 +40,15 @@
 // trees it propagates from the host's namespace, locked as a created
 // sandbox's are (relock_linux.go).
 //
+// Fork (Capture, Fork; fork_linux.go) is hibernation into new sandboxes:
+// the capture is CRIU's dump of a sandbox that runs on (--leave-running)
+// and one copy of its disk, both taken while it is frozen. A fork restores
+// the dump with its own host ID range (CRIU's user namespace image is
+// rewritten, criuimage.go), cgroup, network namespace and boot id, over an
+// empty disk of its own: the captured disk is a read-only layer between it
+// and the template, linked, not copied, and idmapped from the source's
+// range to the fork's (layers_linux.go).
+//
 // Halting (Halt, Boot; halt_linux.go: E2B's filesystem-only pause)
 // frees what hibernation frees without writing the processes down: only
 // the disk image stays, and Boot starts the sandbox from it as Create

@@ -179,7 +179,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (runtime.Instanc
 	if err := d.newDisk(r, spec.StateDir, ids, lim.DiskMB); err != nil {
 		return runtime.Instance{}, err
 	}
-	h, inst, err := d.start(ctx, r, spec, ids, lim)
+	h, inst, err := d.start(ctx, r, spec, ids, nil, lim)
 	if err != nil {
 		return runtime.Instance{}, err
 	}
@@ -188,12 +188,12 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (runtime.Instanc
 }
 
 // start boots a sandbox of host ID range ids from the disk image in its
-// state directory (a new one, or a halted sandbox's): its root, /sys,
+// state directory (a new one, or a halted sandbox's, over its layers): its root, /sys,
 // volumes and cgroup, then its init, with a boot id of its own. It
 // publishes the handle through r; what it made is undone through r if a
 // later step fails.
-func (d *Driver) start(ctx context.Context, r *handles.Reservation[handle], spec runtime.Spec, ids int, lim runtime.Limits) (*handle, runtime.Instance, error) {
-	rootfs, err := d.mountRoot(r, spec, ids)
+func (d *Driver) start(ctx context.Context, r *handles.Reservation[handle], spec runtime.Spec, ids int, layers []diskLayer, lim runtime.Limits) (*handle, runtime.Instance, error) {
+	rootfs, err := d.mountRoot(r, spec, ids, layers)
 	if err != nil {
 		return nil, runtime.Instance{}, err
 	}
@@ -228,7 +228,7 @@ func (d *Driver) start(ctx context.Context, r *handles.Reservation[handle], spec
 		rec: record{
 			ID: spec.ID, Process: initProc, Cgroup: group.Name(),
 			EnvdAddr: netip.AddrPortFrom(spec.Network.Address.Addr(), wire.EnvdPort).String(),
-			Started:  time.Now().UTC(), StateDir: spec.StateDir, IDs: ids, BootID: bootID,
+			Started:  time.Now().UTC(), StateDir: spec.StateDir, IDs: ids, BootID: bootID, Layers: layers,
 		},
 		group: group, log: d.log.With("sandbox", spec.ID),
 	}
@@ -278,25 +278,26 @@ func (d *Driver) newDisk(r *handles.Reservation[handle], stateDir string, ids, d
 }
 
 // mountRoot mounts the sandbox's root filesystem in its state directory:
-// its disk, and the overlay of the template over it, idmapped to the host
-// ID range ids. It returns where the root is.
-func (d *Driver) mountRoot(r *handles.Reservation[handle], spec runtime.Spec, ids int) (string, error) {
+// its disk, and the overlay of its layers and the template over it,
+// idmapped to the host ID range ids. It returns where the root is.
+func (d *Driver) mountRoot(r *handles.Reservation[handle], spec runtime.Spec, ids int, layers []diskLayer) (string, error) {
 	image, disk, rootfs := paths(spec.StateDir)
 	if err := mountDisk(image, disk); err != nil {
 		return "", err
 	}
 	r.OnFail(func() { _ = unmount(disk) })
-	if err := d.mountOverlay(spec, ids, disk, rootfs); err != nil {
+	if err := d.mountOverlay(spec, ids, layers, disk, rootfs); err != nil {
 		return "", err
 	}
 	r.OnFail(func() { _ = unmount(rootfs) })
 	return rootfs, shareRoot(rootfs)
 }
 
-// mountOverlay mounts the sandbox's root over the template, seen through
-// an idmapped mount of the sandbox's own, which is only needed while the
-// overlay is made: the overlay keeps a private copy of its layers' mounts.
-func (d *Driver) mountOverlay(spec runtime.Spec, ids int, disk, rootfs string) error {
+// mountOverlay mounts the sandbox's root over its layers and the
+// template, each seen through an idmapped mount of the sandbox's own,
+// which is only needed while the overlay is made: the overlay keeps a
+// private copy of its layers' mounts.
+func (d *Driver) mountOverlay(spec runtime.Spec, ids int, layers []diskLayer, disk, rootfs string) error {
 	d.mu.Lock()
 	userns, err := d.ids.usernsLocked(ids, d.cfg.Init)
 	d.mu.Unlock()
@@ -311,7 +312,12 @@ func (d *Driver) mountOverlay(spec runtime.Spec, ids int, disk, rootfs string) e
 		_ = unmount(lower)
 		_ = os.Remove(lower)
 	}()
-	return mountOverlay(spec.ID, lower, disk, rootfs, hostID(ids))
+	lowers, err := d.mountLayers(layers, disk, spec.StateDir, ids)
+	if err != nil {
+		return err
+	}
+	defer unmountLowers(lowers)
+	return mountOverlay(spec.ID, append(lowers, lower), disk, rootfs, hostID(ids))
 }
 
 // closeStateDir keeps host users out of the sandbox's state directory,
@@ -340,7 +346,7 @@ func initConfig(spec runtime.Spec, rootfs string) sandboxinit.Config {
 		Hostname: spec.Hostname,
 		Resolv:   hostResolv(spec.Network.DNS),
 		Env:      spec.Env,
-		EnvdArgs: []string{"-addr", fmt.Sprintf("0.0.0.0:%d", wire.EnvdPort), "-forward-ports", "-reserve-threads", fmt.Sprint(envdThreads)},
+		EnvdArgs: []string{"-addr", fmt.Sprintf("0.0.0.0:%d", wire.EnvdPort), "-forward-ports", "-own-hostname", "-reserve-threads", fmt.Sprint(envdThreads)},
 		EnvdPort: wire.EnvdPort,
 	}
 	if cfg.Hostname == "" {
@@ -368,18 +374,22 @@ func paths(stateDir string) (image, disk, rootfs string) {
 	return filepath.Join(stateDir, "disk.img"), filepath.Join(stateDir, "disk"), filepath.Join(stateDir, "rootfs")
 }
 
-// WritableLayer returns the directory that holds what sandbox id wrote
-// over its template (its overlay's upper directory, on its disk, valid
-// while the sandbox exists) and the shift of its IDs there: a file of
-// uid u in the sandbox is owned by host uid u+shift (gids alike).
-// Template builds read a step's layer from it.
-func (d *Driver) WritableLayer(id string) (dir string, shift int, err error) {
+// WritableLayers returns, bottom first, the layers sandbox id wrote over
+// its template: a fork's layers (what its source wrote), then its own
+// overlay's upper directory. They are valid while the sandbox's root is
+// mounted (it is running or paused). Template builds and snapshots read
+// them.
+func (d *Driver) WritableLayers(id string) ([]runtime.WrittenLayer, error) {
 	h, err := d.running(id)
 	if err != nil {
-		return "", 0, err
+		return nil, err
 	}
 	_, disk, _ := paths(h.rec.StateDir)
-	return filepath.Join(disk, "upper"), hostID(h.rec.IDs), nil
+	var out []runtime.WrittenLayer
+	for i := len(h.rec.Layers) - 1; i >= 0; i-- {
+		out = append(out, runtime.WrittenLayer{Dir: filepath.Join(layerMount(disk, i), "upper"), Shift: hostID(h.rec.Layers[i].IDs)})
+	}
+	return append(out, runtime.WrittenLayer{Dir: filepath.Join(disk, "upper"), Shift: hostID(h.rec.IDs)}), nil
 }
 
 // lowerPath is where the template's idmapped mount is while the overlay

@@ -74,7 +74,7 @@ func (d *Driver) Boot(ctx context.Context, spec runtime.Spec, st runtime.DriverS
 	if err := d.closeStateDir(spec.StateDir, hostID(rec.IDs)); err != nil {
 		return runtime.Instance{}, fmt.Errorf("boot sandbox %s: %w", spec.ID, err)
 	}
-	h, inst, err := d.start(ctx, r, spec, rec.IDs, withDefaults(spec.Limits))
+	h, inst, err := d.start(ctx, r, spec, rec.IDs, rec.Layers, withDefaults(spec.Limits))
 	if err != nil {
 		return runtime.Instance{}, fmt.Errorf("boot sandbox %s: %w", spec.ID, err)
 	}

@@ -3,9 +3,11 @@ package namespace
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -409,9 +411,22 @@ func (d *Driver) Restore(ctx context.Context, spec runtime.Spec, st runtime.Driv
 		}
 	}()
 	t0 := time.Now()
-	p, group, err := d.restoreProcs(ctx, r, criu, spec, rec)
+	inst, err := d.restoreInto(ctx, r, criu, spec, rec, log)
 	if err != nil {
 		return runtime.Instance{}, fmt.Errorf("restore sandbox %s: %w", spec.ID, err)
+	}
+	published = true
+	log.Info("sandbox restored", "pid", inst.Pid, "took", time.Since(t0))
+	return inst, nil
+}
+
+// restoreInto restores the processes of rec (whose Hibernation names the
+// images) as the sandbox spec, and publishes it through r running; it
+// removes the images once they are no longer needed.
+func (d *Driver) restoreInto(ctx context.Context, r *handles.Reservation[handle], criu string, spec runtime.Spec, rec record, log *slog.Logger) (runtime.Instance, error) {
+	p, group, err := d.restoreProcs(ctx, r, criu, spec, rec)
+	if err != nil {
+		return runtime.Instance{}, err
 	}
 	images := rec.Hibernation.Images
 	rec.Process, rec.Hibernation, rec.Cgroup = p, nil, group.Name()
@@ -422,11 +437,9 @@ func (d *Driver) Restore(ctx context.Context, spec runtime.Spec, st runtime.Driv
 		return runtime.Instance{}, err
 	}
 	r.Publish(&handle{rec: rec, group: group, log: log})
-	published = true
 	if err := os.RemoveAll(images); err != nil {
 		log.Warn("hibernation images not removed", "err", err)
 	}
-	log.Info("sandbox restored", "pid", p.Pid, "took", time.Since(t0))
 	return inst, nil
 }
 
@@ -462,16 +475,8 @@ func (d *Driver) restoreProcs(ctx context.Context, r *handles.Reservation[handle
 	if err := d.closeStateDir(spec.StateDir, hostID(rec.IDs)); err != nil {
 		return proc.Process{}, nil, err
 	}
-	image, disk, rootfs := paths(spec.StateDir)
-	if err := mountDisk(image, disk); err != nil {
-		return proc.Process{}, nil, err
-	}
-	r.OnFail(func() { _ = unmount(disk) })
-	if err := d.mountOverlay(spec, rec.IDs, disk, rootfs); err != nil {
-		return proc.Process{}, nil, err
-	}
-	r.OnFail(func() { _ = unmount(rootfs) })
-	if err := shareRoot(rootfs); err != nil {
+	rootfs, err := d.mountRoot(r, spec, rec.IDs, rec.Layers)
+	if err != nil {
 		return proc.Process{}, nil, err
 	}
 	sys, empty, err := restoreMounts(spec)
@@ -499,6 +504,11 @@ func (d *Driver) restoreProcs(ctx context.Context, r *handles.Reservation[handle
 	args := []string{"restore", "-D", hib.Images, "-o", "restore.log", "-d", "--root", rootfs,
 		"--tcp-close", "--file-locks", "--pidfile", filepath.Join(hib.Images, "init.pid"),
 		"--external", "mnt[" + keySys + "]:" + sys, "--external", "mnt[" + keyEmpty + "]:" + empty}
+	roots, err := cgroupRoots(group)
+	if err != nil {
+		return proc.Process{}, nil, err
+	}
+	args = append(args, roots...)
 	for _, dev := range hib.Devices {
 		if filepath.Clean(dev) != dev || strings.Contains(dev, "..") {
 			return proc.Process{}, nil, fmt.Errorf("device %q in hibernation state: %w", dev, errdefs.ErrInvalid)
@@ -543,6 +553,36 @@ func (d *Driver) restoreProcs(ctx context.Context, r *handles.Reservation[handle
 		return proc.Process{}, nil, err
 	}
 	return p, group, nil
+}
+
+// cgroupRoots tell CRIU to restore the sandbox into group wherever the
+// dumped sandbox's cgroup was (a fork's source's): in each hierarchy the
+// group is in, its directory; in the other v1 hierarchies, the agent's
+// own, which a created sandbox inherits. CRIU names the cgroup2
+// hierarchy with the empty name, which only the default root (no
+// controller) reaches.
+func cgroupRoots(group *cgroup.Group) ([]string, error) {
+	own := "/" + group.Name()
+	args := []string{"--cgroup-root", own}
+	v1, _ := group.Hierarchies()
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 || f[1] == "" {
+			continue // cgroup2
+		}
+		for _, c := range strings.Split(f[1], ",") {
+			root := f[2]
+			if slices.Contains(v1, c) {
+				root = own
+			}
+			args = append(args, "--cgroup-root", c+":"+root)
+		}
+	}
+	return args, nil
 }
 
 // reexecInit has the restored init execute itself again (see

@@ -173,14 +173,7 @@ func TestHibernateUnsupported(t *testing.T) {
 	net := runtimetest.Network(t)
 	sb := runtimetest.Start(t, d, net, runtimetest.Options{})
 	ctx := context.Background()
-	sb.MustExec(t, `nohup python3 -c '
-import socket, time
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)  # IPPROTO_MPTCP
-s.bind(("0.0.0.0", 8081))
-s.listen()
-open("/tmp/mptcp", "w").write("ready")
-time.sleep(1000)' >/dev/null 2>&1 &
-for i in $(seq 50); do test -s /tmp/mptcp && break; sleep 0.1; done; cat /tmp/mptcp`)
+	holdMPTCP(t, sb)
 	if err := d.Pause(ctx, sb.Spec.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -281,4 +274,18 @@ func criuLog(stateDir string) string {
 		}
 	}
 	return ""
+}
+
+// holdMPTCP starts a process in sb that listens on an MPTCP socket, which
+// CRIU cannot dump.
+func holdMPTCP(t *testing.T, sb *runtimetest.Sandbox) {
+	t.Helper()
+	sb.MustExec(t, `nohup python3 -c '
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)  # IPPROTO_MPTCP
+s.bind(("0.0.0.0", 8081))
+s.listen()
+open("/tmp/mptcp", "w").write("ready")
+time.sleep(1000)' >/dev/null 2>&1 &
+for i in $(seq 50); do test -s /tmp/mptcp && break; sleep 0.1; done; cat /tmp/mptcp`)
 }

@@ -4,13 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
-
-	"roost.dev/roost/runtime/namespace/sandboxinit"
 )
 
 // Each sandbox's root maps to a host ID range of its own, so that a
@@ -148,28 +145,7 @@ func idMap(base int) []syscall.SysProcIDMap {
 }
 
 // newUserns returns a handle on a user namespace mapping root to the
-// host ID base, for idmapped mounts. The process that made it is gone;
-// the open file keeps the namespace alive.
+// host ID base, for idmapped mounts.
 func newUserns(initPath string, base int) (*os.File, error) {
-	cmd := exec.Command(initPath)
-	cmd.Env = []string{sandboxinit.ModeEnv + "=" + sandboxinit.ModeHold}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWUSER,
-		UidMappings: idMap(base),
-		GidMappings: idMap(base),
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start user namespace holder: %w", err)
-	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/user", cmd.Process.Pid))
-	stdin.Close()
-	_ = cmd.Wait()
-	if err != nil {
-		return nil, fmt.Errorf("open user namespace: %w", err)
-	}
-	return f, nil
+	return holdUserns(initPath, idMap(base))
 }

@@ -47,6 +47,9 @@ type record struct {
 	// Halted is set while the sandbox is halted (runtime.Halter): its
 	// processes ended, its disk image kept unmounted, and Process is zero.
 	Halted bool `json:"halted,omitempty"`
+	// Layers are the read-only disks under the sandbox's own, top first,
+	// of a fork (see diskLayer); none for a sandbox that was created.
+	Layers []diskLayer `json:"layers,omitempty"`
 }
 
 // loadRecord reads the saved state of spec's sandbox: st, or for a

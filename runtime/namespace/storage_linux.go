@@ -160,11 +160,19 @@ func copyRange(out, in *os.File, from, to int64) error {
 
 // mountDisk attaches image to a free loop device and mounts it at target.
 // The loop device detaches by itself when the mount goes away.
-func mountDisk(image, target string) error {
+func mountDisk(image, target string) error { return mountImage(image, target, false) }
+
+// mountImage mounts the ext4 image at target through a loop device of its
+// own, read-only (device and mount) when readOnly.
+func mountImage(image, target string, readOnly bool) error {
 	if err := os.MkdirAll(target, 0o700); err != nil {
 		return err
 	}
-	img, err := os.OpenFile(image, os.O_RDWR|unix.O_CLOEXEC, 0)
+	mode, loopFlags, mountFlags := os.O_RDWR, uint32(unix.LO_FLAGS_AUTOCLEAR), uintptr(unix.MS_NOSUID|unix.MS_NODEV)
+	if readOnly {
+		mode, loopFlags, mountFlags = os.O_RDONLY, loopFlags|unix.LO_FLAGS_READ_ONLY, mountFlags|unix.MS_RDONLY
+	}
+	img, err := os.OpenFile(image, mode|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open disk image: %w", err)
 	}
@@ -185,7 +193,7 @@ func mountDisk(image, target string) error {
 			return fmt.Errorf("open %s: %w", dev, err)
 		}
 		cfg := &unix.LoopConfig{Fd: uint32(img.Fd())}
-		cfg.Info.Flags = unix.LO_FLAGS_AUTOCLEAR
+		cfg.Info.Flags = loopFlags
 		copy(cfg.Info.File_name[:], "roost:"+image)
 		err = unix.IoctlLoopConfigure(int(loop.Fd()), cfg)
 		if errors.Is(err, unix.EBUSY) && attempt < 20 {
@@ -196,7 +204,7 @@ func mountDisk(image, target string) error {
 			loop.Close()
 			return fmt.Errorf("configure %s: %w", dev, err)
 		}
-		err = unix.Mount(dev, target, "ext4", unix.MS_NOSUID|unix.MS_NODEV, "")
+		err = unix.Mount(dev, target, "ext4", mountFlags, "")
 		loop.Close() // the mount holds the device now; autoclear frees it on unmount
 		if err != nil {
 			return fmt.Errorf("mount %s: %w", dev, err)
@@ -205,14 +213,14 @@ func mountDisk(image, target string) error {
 	}
 }
 
-// mountOverlay mounts the sandbox's root: lower is the idmapped template,
-// upper and work live on the disk and belong to the sandbox's root (host
+// mountOverlay mounts the sandbox's root: lowers are its idmapped layers,
+// top first, the template last; upper and work live on the disk and belong to the sandbox's root (host
 // ID owner). The source name marks the mount as this sandbox's, so Prune
 // can find it after a crash. The layers are named by descriptor: the
 // options, which the sandbox reads in its mountinfo, then name no host
 // path. The root is nodev: device nodes of the template (its
 // /dev/console) or of the sandbox's making open nothing.
-func mountOverlay(id, lower, disk, target string, owner int) error {
+func mountOverlay(id string, lowers []string, disk, target string, owner int) error {
 	upper, work := filepath.Join(disk, "upper"), filepath.Join(disk, "work")
 	for _, dir := range []string{upper, work, target} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -225,7 +233,7 @@ func mountOverlay(id, lower, disk, target string, owner int) error {
 		}
 	}
 	var names []string
-	for _, dir := range []string{lower, upper, work} {
+	for _, dir := range append(lowers, upper, work) {
 		fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("open %s: %w", dir, err)
@@ -233,7 +241,8 @@ func mountOverlay(id, lower, disk, target string, owner int) error {
 		defer unix.Close(fd)
 		names = append(names, "/proc/self/fd/"+strconv.Itoa(fd))
 	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", names[0], names[1], names[2])
+	n := len(lowers)
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(names[:n], ":"), names[n], names[n+1])
 	if err := unix.Mount(overlaySource(id), target, "overlay", unix.MS_NODEV, opts); err != nil {
 		return fmt.Errorf("mount overlay: %w", err)
 	}
