@@ -5,7 +5,7 @@ GO        ?= go
 GOFLAGS   ?=
 TOOLS     := $(GO) build -modfile=tools/go.mod -o .bin/
 
-.PHONY: all build envd roost roost-init roost-guest generate check-generated lint test test-go test-short test-e2b test-e2b-stack test-e2b-matrix test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python test-attacks bench clean
+.PHONY: all build envd roost roost-init roost-guest generate check-generated lint test test-go test-short test-e2b test-e2b-stack test-e2b-matrix test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python test-attacks test-interpreter bench clean
 
 all: build
 
@@ -53,7 +53,7 @@ lint: .bin/buf .bin/staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); exit 1; }
 	.bin/buf lint
 
-test: check-generated lint test-go test-attacks test-e2b test-e2b-stack test-e2b-matrix test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python
+test: check-generated lint test-go test-attacks test-interpreter test-e2b test-e2b-stack test-e2b-matrix test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python
 
 # -p 1: packages that need root share host-wide state (the nftables table,
 # netns and cgroup names with the roost prefix, network slots), and their
@@ -80,6 +80,10 @@ test-short:
 
 test-e2b: envd
 	bash test/e2b/run.sh
+
+# E2B's @e2b/code-interpreter package, unmodified, against roost-interpreter.
+test-interpreter:
+	bash test/codeinterpreter/run.sh
 
 # The E2B SDK against `roost up` (the whole stack); skips unless root.
 test-e2b-stack: build

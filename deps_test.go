@@ -55,6 +55,9 @@ var allowed = map[string][]string{
 	// host-side.
 	module + "/guest":           {module + "/wire"},
 	module + "/cmd/roost-guest": {module + "/guest", module + "/wire"},
+	// The code interpreter runs inside sandboxes, like envd.
+	module + "/interpreter":           {module + "/wire"},
+	module + "/cmd/roost-interpreter": {module + "/interpreter", module + "/wire"},
 
 	// make test-attacks' table of results reads go test's output and
 	// the attack tests' source: nothing of roost.

@@ -22,6 +22,11 @@ for cmd in "${!want[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")
 done
 [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+# The code interpreter's kernels: Debian's Jupyter kernel for Python, with
+# the libraries E2B's code-interpreter template offers.
+for mod in ipykernel:python3-ipykernel matplotlib:python3-matplotlib pandas:python3-pandas numpy:python3-numpy scipy:python3-scipy; do
+  /usr/bin/python3 -c "import ${mod%%:*}" 2>/dev/null || missing+=("${mod#*:}")
+done
 # The qemu runtime boots Debian's kernel package (vmlinuz + modules).
 compgen -G '/boot/vmlinuz-*' >/dev/null || missing+=(linux-image-amd64)
 if [ ${#missing[@]} -gt 0 ]; then

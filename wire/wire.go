@@ -3,6 +3,10 @@ package wire
 // EnvdPort is where envd listens in every sandbox (E2B's contract).
 const EnvdPort = 49983
 
+// InterpreterPort is where a code-interpreter sandbox serves
+// @e2b/code-interpreter's routes (E2B's contract).
+const InterpreterPort = 49999
+
 // Headers of E2B's wire contract.
 const (
 	// HeaderAPIKey carries a team's API key to the REST API; an access

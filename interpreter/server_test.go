@@ -1,0 +1,280 @@
+package interpreter
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// newTestServer serves a Server whose Python kernels are Debian's
+// ipykernel (skipped where it is missing).
+func newTestServer(t *testing.T) string {
+	t.Helper()
+	if err := exec.Command("/usr/bin/python3", "-c", "import ipykernel, matplotlib, pandas").Run(); err != nil {
+		t.Skip("no /usr/bin/python3 with ipykernel, matplotlib and pandas (scripts/deps.sh installs them)")
+	}
+	s := New(Config{Cwd: t.TempDir()}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(func() { ts.Close(); s.Close() })
+	return ts.URL
+}
+
+// run posts body to /execute and returns the answer's lines.
+func run(t *testing.T, ctx context.Context, url string, body map[string]any) ([]event, int) {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/execute", bytes.NewReader(b))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, resp.StatusCode
+	}
+	var out []event
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		for _, c := range line {
+			if c >= 0x80 {
+				t.Fatalf("a non-ASCII byte in line %q", line)
+			}
+		}
+		var e event
+		if err := json.Unmarshal(line, &e); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		out = append(out, e)
+	}
+	return out, resp.StatusCode
+}
+
+// of picks the lines of type typ.
+func of(events []event, typ string) []event {
+	var out []event
+	for _, e := range events {
+		if e["type"] == typ {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func mainText(t *testing.T, events []event) string {
+	t.Helper()
+	for _, e := range of(events, "result") {
+		if e["is_main_result"] == true {
+			s, _ := e["text"].(string)
+			return s
+		}
+	}
+	t.Fatalf("no main result in %v", events)
+	return ""
+}
+
+func TestExecute(t *testing.T) {
+	url := newTestServer(t)
+	ctx := t.Context()
+	run(t, ctx, url, map[string]any{"code": "x = 1"})
+	ev, code := run(t, ctx, url, map[string]any{"code": "x + 1"})
+	if code != http.StatusOK || mainText(t, ev) != "2" {
+		t.Fatalf("x + 1: %d %v", code, ev)
+	}
+	if n := of(ev, "number_of_executions"); len(n) != 1 || n[0]["execution_count"] != float64(2) {
+		t.Errorf("execution count %v, want 2", n)
+	}
+	if ev[len(ev)-1]["type"] != "end_of_execution" {
+		t.Errorf("last line %v", ev[len(ev)-1])
+	}
+
+	ev, _ = run(t, ctx, url, map[string]any{"code": "import sys\nprint('out é🎉')\nprint('err', file=sys.stderr)\n'quoted'"})
+	if o := of(ev, "stdout"); len(o) != 1 || o[0]["text"] != "out é🎉\n" {
+		t.Errorf("stdout %v", o)
+	}
+	if e := of(ev, "stderr"); len(e) != 1 || e[0]["text"] != "err\n" {
+		t.Errorf("stderr %v", e)
+	}
+	if got := mainText(t, ev); got != "quoted" {
+		t.Errorf("a string's text %q, want it without quotes", got)
+	}
+
+	ev, _ = run(t, ctx, url, map[string]any{"code": "1/0"})
+	if e := of(ev, "error"); len(e) != 1 || e[0]["name"] != "ZeroDivisionError" || !strings.Contains(e[0]["traceback"].(string), "1/0") {
+		t.Errorf("error %v", e)
+	}
+
+	ev, _ = run(t, ctx, url, map[string]any{"code": "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"})
+	if r := of(ev, "result"); len(r) != 1 || r[0]["png"] == nil || r[0]["is_main_result"] != false {
+		t.Errorf("a plot: %v", r)
+	}
+	ev, _ = run(t, ctx, url, map[string]any{"code": "import pandas as pd\npd.DataFrame({'a': [1, 2]})"})
+	if r := of(ev, "result"); len(r) != 1 || !strings.Contains(r[0]["html"].(string), "<table") {
+		t.Errorf("a data frame: %v", r)
+	}
+
+	// Env vars for one run only.
+	ev, _ = run(t, ctx, url, map[string]any{"code": "import os\nos.environ.get('ROOST_ONE_RUN')", "env_vars": map[string]string{"ROOST_ONE_RUN": "yes"}})
+	if got := mainText(t, ev); got != "yes" {
+		t.Errorf("env var in its run: %q", got)
+	}
+	ev, _ = run(t, ctx, url, map[string]any{"code": "str(os.environ.get('ROOST_ONE_RUN'))"})
+	if got := mainText(t, ev); got != "None" {
+		t.Errorf("env var after its run: %q", got)
+	}
+}
+
+func TestContexts(t *testing.T) {
+	url := newTestServer(t)
+	ctx := t.Context()
+	dir := t.TempDir()
+	var c contextJSON
+	post(t, url+"/contexts", map[string]any{"cwd": dir}, http.StatusOK, &c)
+	if c.ID == "" || c.Language != "python" || c.Cwd != dir {
+		t.Fatalf("context %+v", c)
+	}
+	run(t, ctx, url, map[string]any{"code": "y = 'mine'", "context_id": c.ID})
+	ev, _ := run(t, ctx, url, map[string]any{"code": "import os\nos.getcwd() + ' ' + y", "context_id": c.ID})
+	if got := mainText(t, ev); got != dir+" mine" {
+		t.Errorf("in the context: %q", got)
+	}
+	ev, _ = run(t, ctx, url, map[string]any{"code": "'y' in dir()"})
+	if got := mainText(t, ev); got != "False" {
+		t.Errorf("the default context sees the other's variable: %q", got)
+	}
+	var list []contextJSON
+	get(t, url+"/contexts", &list)
+	if len(list) != 2 || list[1].ID != c.ID {
+		t.Errorf("contexts %+v, want the default one then the new one", list)
+	}
+
+	post(t, url+"/contexts/"+c.ID+"/restart", nil, http.StatusOK, nil)
+	ev, _ = run(t, ctx, url, map[string]any{"code": "'y' in dir()", "context_id": c.ID})
+	if got := mainText(t, ev); got != "False" {
+		t.Errorf("after a restart the variable is %q", got)
+	}
+
+	// A run that never ends, its client gone: interrupted, the context
+	// serves the next run with its state.
+	run(t, ctx, url, map[string]any{"code": "z = 7", "context_id": c.ID})
+	short, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	b, _ := json.Marshal(map[string]any{"code": "while True: pass", "context_id": c.ID})
+	req, _ := http.NewRequestWithContext(short, http.MethodPost, url+"/execute", bytes.NewReader(b))
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	ev, _ = run(t, ctx, url, map[string]any{"code": "z", "context_id": c.ID})
+	if got := mainText(t, ev); got != "7" {
+		t.Errorf("after an interrupted run: %q", got)
+	}
+
+	// A kernel that dies: the run says so, the next one gets a new kernel.
+	ev, _ = run(t, ctx, url, map[string]any{"code": "import os\nos._exit(3)", "context_id": c.ID})
+	if e := of(ev, "error"); len(e) != 1 || e[0]["name"] != "KernelDied" {
+		t.Errorf("a kernel that died: %v", ev)
+	}
+	ev, _ = run(t, ctx, url, map[string]any{"code": "1 + 1", "context_id": c.ID})
+	if got := mainText(t, ev); got != "2" {
+		t.Errorf("after the kernel died: %q", got)
+	}
+
+	req2, _ := http.NewRequest(http.MethodDelete, url+"/contexts/"+c.ID, nil)
+	if resp, err := http.DefaultClient.Do(req2); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("delete: %v %v", resp, err)
+	}
+	if _, code := run(t, ctx, url, map[string]any{"code": "1", "context_id": c.ID}); code != http.StatusNotFound {
+		t.Errorf("run in a deleted context: %d", code)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	url := newTestServer(t)
+	ctx := t.Context()
+	for _, tc := range []struct {
+		body map[string]any
+		code int
+	}{
+		{map[string]any{"code": "1", "language": "cobol"}, http.StatusBadRequest},
+		{map[string]any{"code": "1", "context_id": "nope"}, http.StatusNotFound},
+		{map[string]any{"code": "1", "context_id": "nope", "language": "python"}, http.StatusBadRequest},
+		{map[string]any{"language": "python"}, http.StatusBadRequest},
+	} {
+		if _, code := run(t, ctx, url, tc.body); code != tc.code {
+			t.Errorf("%v: %d, want %d", tc.body, code, tc.code)
+		}
+	}
+	post(t, url+"/contexts", map[string]any{"language": "cobol"}, http.StatusBadRequest, nil)
+	post(t, url+"/contexts", map[string]any{"cwd": "/no/such/dir"}, http.StatusBadRequest, nil)
+	post(t, url+"/contexts/nope/restart", nil, http.StatusNotFound, nil)
+
+	// 50 MB of output streams through, and the context serves on.
+	ev, _ := run(t, ctx, url, map[string]any{"code": "import sys\nfor _ in range(50):\n    sys.stdout.write('x' * (1 << 20))\n"})
+	n := 0
+	for _, e := range of(ev, "stdout") {
+		n += len(e["text"].(string))
+	}
+	if n != 50<<20 {
+		t.Errorf("%d bytes of stdout, want 50 MiB", n)
+	}
+	if ev, _ := run(t, ctx, url, map[string]any{"code": "2 * 21"}); mainText(t, ev) != "42" {
+		t.Error("after 50 MB of output the context does not answer")
+	}
+}
+
+// contextJSON is a context as the routes answer it.
+type contextJSON struct {
+	ID       string `json:"id"`
+	Language string `json:"language"`
+	Cwd      string `json:"cwd"`
+}
+
+func post(t *testing.T, url string, body any, want int, out any) {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	resp, err := http.Post(url, "application/json", r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Fatalf("POST %s: %d %s, want %d", url, resp.StatusCode, b, want)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("POST %s: %s: %v", url, b, err)
+		}
+	}
+}
+
+func get(t *testing.T, url string, out any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		t.Fatal(err)
+	}
+}
