@@ -5,11 +5,11 @@ GO        ?= go
 GOFLAGS   ?=
 TOOLS     := $(GO) build -modfile=tools/go.mod -o .bin/
 
-.PHONY: all build envd roost roost-init roost-guest generate check-generated lint test test-go test-short test-e2b test-e2b-stack test-e2b-matrix test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python test-attacks test-interpreter bench clean
+.PHONY: all build envd roost roost-init roost-guest roost-interpreter generate check-generated lint test test-go test-short test-e2b test-e2b-stack test-e2b-matrix test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python test-attacks test-interpreter bench clean
 
 all: build
 
-build: envd roost roost-init roost-guest
+build: envd roost roost-init roost-guest roost-interpreter
 
 envd:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/envd ./cmd/envd
@@ -24,6 +24,11 @@ roost-init:
 # The init of VM sandboxes (qemu runtime); the driver looks for it next to bin/roost.
 roost-guest:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/roost-guest ./cmd/roost-guest
+
+# The code interpreter the template code-interpreter-v1 runs; the control
+# plane looks for it next to bin/roost.
+roost-interpreter:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/roost-interpreter ./cmd/roost-interpreter
 
 .bin/buf .bin/protoc-gen-go .bin/protoc-gen-connect-go: tools/go.mod tools/go.sum
 	$(TOOLS) github.com/bufbuild/buf/cmd/buf \
@@ -81,9 +86,11 @@ test-short:
 test-e2b: envd
 	bash test/e2b/run.sh
 
-# E2B's @e2b/code-interpreter package, unmodified, against roost-interpreter.
-test-interpreter:
+# E2B's @e2b/code-interpreter package, unmodified: against roost-interpreter
+# alone, then against roost up (its first create builds code-interpreter-v1).
+test-interpreter: build
 	bash test/codeinterpreter/run.sh
+	bash test/codeinterpreter/run-stack.sh
 
 # The E2B SDK against `roost up` (the whole stack); skips unless root.
 test-e2b-stack: build

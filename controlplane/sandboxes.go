@@ -199,6 +199,9 @@ type createTemplate struct {
 // else a host's own tree of that name.
 func (s *Server) createTemplateOf(ctx context.Context, teamID string, p *createParams) (createTemplate, error) {
 	c, err := s.resolveContent(ctx, teamID, p.Template)
+	if s.builtin(p.Template) && (errors.Is(err, errNotContent) || errors.Is(err, errdefs.ErrInvalid) || errors.Is(err, errdefs.ErrNotFound)) {
+		c, err = s.awaitBuiltin(ctx, teamID, p.Template)
+	}
 	if errors.Is(err, errNotContent) {
 		return createTemplate{id: p.Template}, nil
 	}

@@ -68,6 +68,10 @@ type Config struct {
 	// files), shared by the control plane's replicas and, in roost up,
 	// with the agent. Nil: the template build and blob routes answer 503.
 	Blobs *content.Blobs
+	// Interpreter is the code interpreter's binary (cmd/roost-interpreter)
+	// for the template InterpreterTemplate, which the control plane builds
+	// at its first create; "" offers no such template.
+	Interpreter string
 }
 
 // LocalAgent is a host agent in the control plane's process.
@@ -109,6 +113,8 @@ type Server struct {
 	filesKey []byte
 	// blobLimit bounds one uploaded blob: maxBlobBytes.
 	blobLimit int64
+	// builtinMu makes creates of a built-in template wait for one build.
+	builtinMu sync.Mutex
 	// unnamedBlobs is held for reading while a snapshot's blobs are made
 	// and not yet named by its row; garbage collection holds it for
 	// writing, so that it never deletes a blob a snapshot is about to

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -34,9 +35,14 @@ type Server struct {
 	mu       sync.Mutex
 	contexts []*codeContext          // in the order they were made
 	defaults map[string]*codeContext // by language
+	// started is Start's outcome: nil before it ends, then a pointer to
+	// its error (a pointer to nil once the default kernel answers).
+	started atomic.Pointer[error]
 }
 
 // New returns a Server; Start starts its default context's kernel.
+// Serve its Handler before Start returns: clients then wait for the
+// kernel rather than being refused.
 func New(cfg Config, log *slog.Logger) *Server {
 	if cfg.Python == "" {
 		cfg.Python = "/usr/bin/python3"
@@ -51,14 +57,27 @@ func New(cfg Config, log *slog.Logger) *Server {
 }
 
 // Start makes the default Python context and starts its kernel, so that
-// the first run finds it warm.
+// the first run finds it warm; /health answers 200 once it has.
 func (s *Server) Start(ctx context.Context) error {
 	c, err := s.defaultContext("python")
-	if err != nil {
-		return err
+	if err == nil {
+		_, err = c.kernel(ctx)
 	}
-	_, err = c.kernel(ctx)
+	s.started.Store(&err)
 	return err
+}
+
+// health is GET /health: 200 once Start has started the default kernel
+// (a template's ready check waits for it), 503 before, 500 if it failed.
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	switch err := s.started.Load(); {
+	case err == nil:
+		http.Error(w, "starting the default python kernel", http.StatusServiceUnavailable)
+	case *err != nil:
+		http.Error(w, (*err).Error(), http.StatusInternalServerError)
+	default:
+		writeJSON(w, http.StatusOK, "OK")
+	}
 }
 
 // Close ends every kernel.
@@ -73,7 +92,7 @@ func (s *Server) Close() {
 // Handler serves the routes.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, "OK") })
+	mux.HandleFunc("GET /health", s.health)
 	mux.HandleFunc("POST /execute", s.execute)
 	mux.HandleFunc("POST /contexts", s.createContext)
 	mux.HandleFunc("GET /contexts", s.listContexts)

@@ -24,11 +24,19 @@ func newTestServer(t *testing.T) string {
 		t.Skip("no /usr/bin/python3 with ipykernel, matplotlib and pandas (scripts/deps.sh installs them)")
 	}
 	s := New(Config{Cwd: t.TempDir()}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(func() { ts.Close(); s.Close() })
+	// Not ready until its default kernel answers: a template's ready
+	// check waits for that.
+	if resp, err := http.Get(ts.URL + "/health"); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("health before the kernel started: %v %v", resp, err)
+	}
 	if err := s.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(s.Handler())
-	t.Cleanup(func() { ts.Close(); s.Close() })
+	if resp, err := http.Get(ts.URL + "/health"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("health once started: %v %v", resp, err)
+	}
 	return ts.URL
 }
 

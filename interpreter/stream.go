@@ -35,7 +35,10 @@ var errStuck = errors.New("the kernel did not stop when interrupted")
 func (k *kernel) run(ctx context.Context, code string, silent bool, emit func(event)) error {
 	ch, done, err := k.send("execute_request", map[string]any{
 		"code": code, "silent": silent, "store_history": !silent,
-		"user_expressions": map[string]any{}, "allow_stdin": false, "stop_on_error": true,
+		// Runs of a context are serialised: none is queued behind this one
+		// for an error to abort (ipykernel aborts the requests that arrive
+		// just after an error with stop_on_error, the next run included).
+		"user_expressions": map[string]any{}, "allow_stdin": false, "stop_on_error": false,
 	})
 	if err != nil {
 		return err

@@ -116,6 +116,7 @@ func runServer(ctx context.Context, o *serverOptions) error {
 	cp, err := controlplane.New(controlplane.Config{
 		Domain: serve.domain, PublicURL: publicURL, ReconcileInterval: o.reconcile, DownAfter: o.downAfter,
 		CreateGrace: o.createGrace, TeamQuota: o.teamQuota.q, Blobs: content.NewBlobs(filepath.Join(dataDir, "blobs")),
+		Interpreter: findInterpreter(log),
 	}, st, log.With("component", "controlplane"))
 	if err != nil {
 		return err

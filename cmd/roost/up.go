@@ -117,7 +117,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 	// sandboxes directly, a hop less for every request.
 	local := &controlplane.LocalAgent{HostID: localHostID, SandboxAddr: m.SandboxAddr}
 	cp, err := controlplane.New(controlplane.Config{Domain: serve.domain, PublicURL: serve.publicURL, Local: local, TeamQuota: o.quota.q,
-		Blobs: content.NewBlobs(filepath.Join(dataDir, "blobs"))}, st, log.With("component", "controlplane"))
+		Blobs: content.NewBlobs(filepath.Join(dataDir, "blobs")), Interpreter: findInterpreter(log)}, st, log.With("component", "controlplane"))
 	if err != nil {
 		return err
 	}
@@ -216,4 +216,17 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// findInterpreter is roost-interpreter beside this executable, for the
+// template code-interpreter-v1; "" (logged) when there is none.
+func findInterpreter(log *slog.Logger) string {
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "roost-interpreter")
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p
+		}
+	}
+	log.Info("no roost-interpreter beside roost (make build makes it): the template " + controlplane.InterpreterTemplate + " is not offered")
+	return ""
 }
