@@ -27,6 +27,7 @@ func main() {
 	flag.BoolVar(&cfg.QEMU, "qemu", false, "also measure the qemu runtime (VM boots under KVM or TCG; needs qemu and a kernel)")
 	flag.IntVar(&cfg.Density, "density", 0, "idle sandboxes the density run starts (default 1000, quick 20)")
 	flag.StringVar(&cfg.E2BModules, "e2b-modules", "test/e2b", "directory whose node_modules holds the E2B JS SDK")
+	flag.StringVar(&cfg.InterpreterModules, "interpreter-modules", "test/codeinterpreter", "directory whose node_modules holds @e2b/code-interpreter")
 	flag.Parse()
 	start := time.Now()
 	res, err := run(cfg)

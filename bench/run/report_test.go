@@ -28,6 +28,10 @@ func recorded(t *testing.T) *results {
 	res.set("E2B", "p99-ms", 15)
 	res.set("E2B", "lifecycle-legacy-p50-ms", 61)
 	res.set("E2B", "lifecycle-v2-p50-ms", 60)
+	res.set("Interpreter", "build-s", 69)
+	res.set("Interpreter", "interpreter-run-proxy-p50-ms", 3.1)
+	res.set("Interpreter", "interpreter-run-kernel-p50-ms", 1.2)
+	res.set("Interpreter", "interpreter-create-run-p50-ms", 530)
 	for _, c := range charts {
 		for i, name := range c.sets {
 			s := samples.Set{Name: name, Unit: "ms"}

@@ -32,6 +32,9 @@ type config struct {
 	Envd       string
 	Density    int
 	E2BModules string
+	// InterpreterModules is the directory whose node_modules holds
+	// @e2b/code-interpreter.
+	InterpreterModules string
 }
 
 // sizes are the sample counts and durations of one kind of run.
@@ -221,7 +224,7 @@ func e2bExec(cfg config, n int, sampleDir string, res *results) error {
 	rand.Read(key)
 	apiKey := "roost_bench_" + hex.EncodeToString(key)
 	var log bytes.Buffer
-	up := exec.Command(cfg.Roost, "up", "--no-prune", "--data-dir", data, "--listen", addr, "--log-level", "warn")
+	up := exec.Command(cfg.Roost, append([]string{"up", "--no-prune", "--data-dir", data, "--listen", addr, "--log-level", "warn"}, mirrorFlags()...)...)
 	up.Env = append(os.Environ(), "ROOST_API_KEY="+apiKey)
 	up.Stdout, up.Stderr = &log, &log
 	if err := up.Start(); err != nil {
@@ -275,7 +278,63 @@ func e2bExec(cfg config, n int, sampleDir string, res *results) error {
 		res.Samples[s.Name] = s
 		res.set("E2B", s.Name+"-p50-ms", samples.Percentile(s.Samples, 50))
 	}
+	return interpreterBench(ctx, cfg, n, addr, apiKey, &log, res)
+}
+
+// interpreterBench times @e2b/code-interpreter against the same roost up
+// (e2b_interpreter.mjs): its template's first create (a build), creates
+// until the first runCode answers, and runCode through the proxy beside
+// the kernel's own round trip.
+func interpreterBench(ctx context.Context, cfg config, n int, addr, apiKey string, log *bytes.Buffer, res *results) error {
+	mods, err := filepath.Abs(cfg.InterpreterModules)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(mods, "node_modules", "@e2b", "code-interpreter")); err != nil {
+		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund", "--loglevel=error")
+		cmd.Dir = mods
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("install @e2b/code-interpreter in %s: npm ci: %v: %s", mods, err, out)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
+	defer cancel()
+	node := exec.CommandContext(ctx, "node", filepath.Join("bench", "run", "e2b_interpreter.mjs"), strconv.Itoa(lifecycles(n)), strconv.Itoa(n))
+	node.Env = append(os.Environ(), "ROOST_INTERPRETER_MODULES="+mods, "E2B_API_URL=http://"+addr,
+		"E2B_SANDBOX_URL=http://"+addr, "E2B_API_KEY="+apiKey)
+	node.Stderr = os.Stderr
+	out, err := node.Output()
+	if err != nil {
+		return fmt.Errorf("node interpreter: %v; roost up log: %s", err, lastLines(log.String(), 20))
+	}
+	var got struct {
+		BuildSeconds float64
+		Sets         []samples.Set
+	}
+	if err := json.Unmarshal(bytes.TrimSpace(lastLine(out)), &got); err != nil {
+		return fmt.Errorf("node interpreter output %q: %w", out, err)
+	}
+	res.set("Interpreter", "build-s", got.BuildSeconds)
+	for _, s := range got.Sets {
+		res.Samples[s.Name] = s
+		res.set("Interpreter", s.Name+"-p50-ms", samples.Percentile(s.Samples, 50))
+	}
 	return nil
+}
+
+// mirrorFlags let build sandboxes reach the Debian mirror the base
+// template's sources name (code-interpreter-v1's build runs apt-get),
+// wherever it resolves: a local mirror on a private or documentation
+// address is one sandboxes may not reach by default.
+func mirrorFlags() []string {
+	ips, _ := net.LookupIP("deb.debian.org")
+	var flags []string
+	for _, ip := range ips {
+		if ip4 := ip.To4(); ip4 != nil {
+			flags = append(flags, "--allow-sandbox-cidr", ip4.String()+"/32")
+		}
+	}
+	return flags
 }
 
 // lifecycles is how many create → command → kill rounds each create
