@@ -2,30 +2,55 @@ package interpreter
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 )
 
-// language is how the kernels of one language start, and how code of it
-// sets environment variables for one run and puts them back after.
+// language is how the kernels of one language start (files is the
+// server's directory of start-up files), and how code of it sets
+// environment variables for one run and puts them back after.
 type language struct {
-	argv   func(cfg Config) []string
+	argv   func(cfg Config, files string) []string
 	envSet func(vars map[string]string) (set, reset string)
 }
 
 // languages are the languages with a kernel in the sandbox.
 var languages = map[string]language{
 	"python": {
-		argv: func(cfg Config) []string {
-			return []string{cfg.Python, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--InteractiveShell.colors=NoColor"}
+		argv: func(cfg Config, files string) []string {
+			return []string{cfg.Python, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--InteractiveShell.colors=NoColor",
+				"--IPKernelApp.exec_files=" + filepath.Join(files, pythonStartup)}
 		},
 		envSet: pythonEnv,
 	},
+}
+
+// pythonStartup is the file every Python kernel runs at its start: the
+// display formats E2B adds (startup.py).
+const pythonStartup = "startup.py"
+
+//go:embed startup.py
+var pythonStartupCode []byte
+
+// writeStartupFiles writes the kernels' start-up files into a new
+// directory, and returns it.
+func writeStartupFiles() (string, error) {
+	dir, err := os.MkdirTemp("", "roost-interpreter-")
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, pythonStartup), pythonStartupCode, 0o644); err != nil {
+		os.RemoveAll(dir)
+		return "", err
+	}
+	return dir, nil
 }
 
 // pythonEnv sets vars in os.environ, remembering what they were. JSON's
@@ -64,8 +89,9 @@ type codeContext struct {
 	Language string `json:"language"`
 	Cwd      string `json:"cwd"`
 
-	lang language
-	cfg  Config
+	lang  language
+	cfg   Config
+	files string // the server's start-up files
 	// running is held for the whole of a run: runs of one context are
 	// serialised, as in E2B.
 	running sync.Mutex
@@ -76,7 +102,7 @@ type codeContext struct {
 // newContext makes a context of language lang in cwd; its kernel starts
 // at its first use. Its errors are the client's (an unknown language, a
 // cwd that is no directory).
-func newContext(cfg Config, lang, cwd string) (*codeContext, error) {
+func newContext(cfg Config, files, lang, cwd string) (*codeContext, error) {
 	l, ok := languages[lang]
 	if !ok {
 		return nil, fmt.Errorf("language %q has no kernel in this sandbox (available: %s)", lang, available())
@@ -87,7 +113,7 @@ func newContext(cfg Config, lang, cwd string) (*codeContext, error) {
 	if st, err := os.Stat(cwd); err != nil || !st.IsDir() {
 		return nil, fmt.Errorf("cwd %q is not a directory in the sandbox", cwd)
 	}
-	return &codeContext{ID: newID(), Language: lang, Cwd: cwd, lang: l, cfg: cfg}, nil
+	return &codeContext{ID: newID(), Language: lang, Cwd: cwd, lang: l, cfg: cfg, files: files}, nil
 }
 
 // kernel returns the context's kernel, starting it if it has none.
@@ -103,7 +129,7 @@ func (c *codeContext) kernel(ctx context.Context) (*kernel, error) {
 			return c.k, nil
 		}
 	}
-	k, err := startKernel(ctx, c.lang.argv(c.cfg), c.Cwd, c.cfg.Env)
+	k, err := startKernel(ctx, c.lang.argv(c.cfg, c.files), c.Cwd, c.cfg.Env)
 	if err != nil {
 		return nil, fmt.Errorf("%s kernel: %w", c.Language, err)
 	}

@@ -29,8 +29,9 @@ type Config struct {
 
 // Server serves @e2b/code-interpreter's routes.
 type Server struct {
-	cfg Config
-	log *slog.Logger
+	cfg   Config
+	log   *slog.Logger
+	files string // the kernels' start-up files
 
 	mu       sync.Mutex
 	contexts []*codeContext          // in the order they were made
@@ -43,7 +44,7 @@ type Server struct {
 // New returns a Server; Start starts its default context's kernel.
 // Serve its Handler before Start returns: clients then wait for the
 // kernel rather than being refused.
-func New(cfg Config, log *slog.Logger) *Server {
+func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.Python == "" {
 		cfg.Python = "/usr/bin/python3"
 	}
@@ -53,7 +54,11 @@ func New(cfg Config, log *slog.Logger) *Server {
 	if cfg.Env == nil {
 		cfg.Env = os.Environ()
 	}
-	return &Server{cfg: cfg, log: log, defaults: map[string]*codeContext{}}
+	files, err := writeStartupFiles()
+	if err != nil {
+		return nil, fmt.Errorf("kernels' start-up files: %w", err)
+	}
+	return &Server{cfg: cfg, log: log, files: files, defaults: map[string]*codeContext{}}, nil
 }
 
 // Start makes the default Python context and starts its kernel, so that
@@ -87,6 +92,7 @@ func (s *Server) Close() {
 	for _, c := range s.contexts {
 		c.stop()
 	}
+	os.RemoveAll(s.files)
 }
 
 // Handler serves the routes.
@@ -108,7 +114,7 @@ func (s *Server) defaultContext(lang string) (*codeContext, error) {
 	if c := s.defaults[lang]; c != nil {
 		return c, nil
 	}
-	c, err := newContext(s.cfg, lang, "")
+	c, err := newContext(s.cfg, s.files, lang, "")
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +274,7 @@ func (s *Server) createContext(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "a JSON body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	c, err := newContext(s.cfg, normalLanguage(req.Language), req.Cwd)
+	c, err := newContext(s.cfg, s.files, normalLanguage(req.Language), req.Cwd)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -23,7 +24,10 @@ func newTestServer(t *testing.T) string {
 	if err := exec.Command("/usr/bin/python3", "-c", "import ipykernel, matplotlib, pandas").Run(); err != nil {
 		t.Skip("no /usr/bin/python3 with ipykernel, matplotlib and pandas (scripts/deps.sh installs them)")
 	}
-	s := New(Config{Cwd: t.TempDir()}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	s, err := New(Config{Cwd: t.TempDir()}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		t.Fatal(err)
+	}
 	ts := httptest.NewServer(s.Handler())
 	t.Cleanup(func() { ts.Close(); s.Close() })
 	// Not ready until its default kernel answers: a template's ready
@@ -130,8 +134,9 @@ func TestExecute(t *testing.T) {
 	if r := of(ev, "result"); len(r) != 1 || r[0]["png"] == nil || r[0]["is_main_result"] != false {
 		t.Errorf("a plot: %v", r)
 	}
-	ev, _ = run(t, ctx, url, map[string]any{"code": "import pandas as pd\npd.DataFrame({'a': [1, 2]})"})
-	if r := of(ev, "result"); len(r) != 1 || !strings.Contains(r[0]["html"].(string), "<table") {
+	ev, _ = run(t, ctx, url, map[string]any{"code": "import pandas as pd\npd.DataFrame({'a': [1, 2], 'b': [0.5, float('nan')]})"})
+	if r := of(ev, "result"); len(r) != 1 || !strings.Contains(r[0]["html"].(string), "<table") ||
+		fmt.Sprint(r[0]["data"]) != "map[a:[1 2] b:[0.5 <nil>]]" {
 		t.Errorf("a data frame: %v", r)
 	}
 

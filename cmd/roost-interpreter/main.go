@@ -28,7 +28,11 @@ func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv := interpreter.New(cfg, log)
+	srv, err := interpreter.New(cfg, log)
+	if err != nil {
+		log.Error("start", "err", err)
+		os.Exit(1)
+	}
 	defer srv.Close()
 	// Listen first: a client that comes while the first kernel starts
 	// waits for it instead of being refused.

@@ -38,11 +38,12 @@ export function defineTests(sbx) {
     assert.ok(ex.results[0].formats().includes('png'))
   })
 
-  test('a pandas frame is an HTML result, the main one', async () => {
+  test('a pandas frame is an HTML result with its data, the main one', async () => {
     const ex = await sbx.runCode('import pandas as pd\npd.DataFrame({"a": [1, 2], "b": [3, 4]})')
     assert.equal(ex.results.length, 1)
     assert.ok(ex.results[0].isMainResult)
     assert.match(ex.results[0].html, /<table/)
+    assert.deepEqual(ex.results[0].data, { a: [1, 2], b: [3, 4] })
   })
 
   test('a context of its own: its cwd, its state, restart clears it, remove ends it', async () => {
