@@ -17,7 +17,7 @@ import (
 // server's directory of start-up files), and how code of it sets
 // environment variables for one run and puts them back after.
 type language struct {
-	argv   func(cfg Config, files string) []string
+	argv   func(cfg Config, files string) []string // argv[0] is its program
 	envSet func(vars map[string]string) (set, reset string)
 }
 
@@ -30,6 +30,34 @@ var languages = map[string]language{
 		},
 		envSet: pythonEnv,
 	},
+	"r": {
+		argv: func(cfg Config, files string) []string {
+			return []string{cfg.R, "--slave", "-e", "IRkernel::main()", "--args", "{connection_file}"}
+		},
+		envSet: rEnv,
+	},
+}
+
+// rEnv sets vars with Sys.setenv, remembering what they were (NA: unset).
+func rEnv(vars map[string]string) (set, reset string) {
+	keys := slices.Sorted(maps.Keys(vars))
+	var names, values []string
+	for _, k := range keys {
+		names = append(names, rString(k))
+		values = append(values, rString(vars[k]))
+	}
+	set = fmt.Sprintf(".roost_env_saved <- Sys.getenv(c(%s), unset = NA, names = TRUE)\ndo.call(Sys.setenv, setNames(as.list(c(%s)), c(%s)))\n",
+		strings.Join(names, ", "), strings.Join(values, ", "), strings.Join(names, ", "))
+	reset = "for (.roost_k in names(.roost_env_saved)) if (is.na(.roost_env_saved[[.roost_k]])) Sys.unsetenv(.roost_k) else do.call(Sys.setenv, setNames(list(.roost_env_saved[[.roost_k]]), .roost_k))\n" +
+		"rm(.roost_env_saved, .roost_k)\n"
+	return set, reset
+}
+
+// rString is s as an R string literal. JSON's escapes are R's, but for
+// \u2028 and \u2029, which R reads alike.
+func rString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }
 
 // pythonStartup is the file every Python kernel runs at its start: the
@@ -79,8 +107,24 @@ func normalLanguage(s string) string {
 	return s
 }
 
-// available lists the languages with a kernel, for error messages.
-func available() string { return strings.Join(slices.Sorted(maps.Keys(languages)), ", ") }
+// installed reports whether the program that runs l's kernels is there.
+func (l language) installed(cfg Config) bool {
+	st, err := os.Stat(l.argv(cfg, "")[0])
+	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
+}
+
+// available lists the languages whose kernels are installed, for error
+// messages.
+func available(cfg Config) string {
+	var names []string
+	for name, l := range languages {
+		if l.installed(cfg) {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
+}
 
 // codeContext is one context: a kernel of its language, started in its
 // working directory, started again when it dies or is restarted.
@@ -104,8 +148,8 @@ type codeContext struct {
 // cwd that is no directory).
 func newContext(cfg Config, files, lang, cwd string) (*codeContext, error) {
 	l, ok := languages[lang]
-	if !ok {
-		return nil, fmt.Errorf("language %q has no kernel in this sandbox (available: %s)", lang, available())
+	if !ok || !l.installed(cfg) {
+		return nil, fmt.Errorf("language %q has no kernel in this sandbox (available: %s)", lang, available(cfg))
 	}
 	if cwd == "" {
 		cwd = cfg.Cwd

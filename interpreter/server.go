@@ -20,6 +20,9 @@ import (
 type Config struct {
 	// Python runs Python kernels (ipykernel); default /usr/bin/python3.
 	Python string
+	// R runs R kernels (IRkernel); default /usr/bin/R. Without it, R
+	// contexts are refused.
+	R string
 	// Cwd is a context's working directory when it names none; default
 	// /home/user.
 	Cwd string
@@ -47,6 +50,9 @@ type Server struct {
 func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.Python == "" {
 		cfg.Python = "/usr/bin/python3"
+	}
+	if cfg.R == "" {
+		cfg.R = "/usr/bin/R"
 	}
 	if cfg.Cwd == "" {
 		cfg.Cwd = "/home/user"

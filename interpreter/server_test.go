@@ -291,3 +291,52 @@ func get(t *testing.T, url string, out any) {
 		t.Fatal(err)
 	}
 }
+
+// TestR runs R contexts (IRkernel), where R is installed. IRkernel shows
+// a value as display data, not as an execution's result: its results are
+// not main ones (as with E2B's server).
+func TestR(t *testing.T) {
+	if err := exec.Command("/usr/bin/R", "--slave", "-e", "library(IRkernel)").Run(); err != nil {
+		t.Skip("no R with IRkernel (Debian's r-cran-irkernel)")
+	}
+	url := newTestServer(t)
+	ctx := t.Context()
+	var c contextJSON
+	post(t, url+"/contexts", map[string]any{"language": "R"}, http.StatusOK, &c)
+	if c.Language != "r" {
+		t.Fatalf("context %+v", c)
+	}
+	run(t, ctx, url, map[string]any{"code": "x <- 20", "context_id": c.ID})
+	ev, _ := run(t, ctx, url, map[string]any{"code": "x + 22", "context_id": c.ID})
+	if got := lastText(t, ev); got != "[1] 42" {
+		t.Errorf("x + 22: %q", got)
+	}
+	ev, _ = run(t, ctx, url, map[string]any{"code": "cat('hi\\n'); Sys.getenv('ROOST_R')", "context_id": c.ID, "env_vars": map[string]string{"ROOST_R": "set \"quoted\""}})
+	if o := of(ev, "stdout"); len(o) != 1 || o[0]["text"] != "hi\n" || lastText(t, ev) != `[1] "set \"quoted\""` {
+		t.Errorf("stdout and env var: %v", ev)
+	}
+	ev, _ = run(t, ctx, url, map[string]any{"code": "Sys.getenv('ROOST_R', unset = 'none')", "context_id": c.ID})
+	if got := lastText(t, ev); got != `[1] "none"` {
+		t.Errorf("env var after its run: %q", got)
+	}
+	ev, _ = run(t, ctx, url, map[string]any{"code": "stop('boom')", "context_id": c.ID})
+	if e := of(ev, "error"); len(e) != 1 || !strings.Contains(fmt.Sprint(e[0]), "boom") {
+		t.Errorf("an R error: %v", ev)
+	}
+	// By its language, the default R context.
+	ev, _ = run(t, ctx, url, map[string]any{"code": "1:3", "language": "r"})
+	if got := lastText(t, ev); got != "[1] 1 2 3" {
+		t.Errorf("1:3 in the default R context: %q", got)
+	}
+}
+
+// lastText is the text of the last result.
+func lastText(t *testing.T, events []event) string {
+	t.Helper()
+	r := of(events, "result")
+	if len(r) == 0 {
+		t.Fatalf("no result in %v", events)
+	}
+	s, _ := r[len(r)-1]["text"].(string)
+	return s
+}

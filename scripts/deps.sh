@@ -27,6 +27,7 @@ done
 for mod in ipykernel:python3-ipykernel matplotlib:python3-matplotlib pandas:python3-pandas numpy:python3-numpy scipy:python3-scipy; do
   /usr/bin/python3 -c "import ${mod%%:*}" 2>/dev/null || missing+=("${mod#*:}")
 done
+/usr/bin/R --slave -e 'library(IRkernel)' >/dev/null 2>&1 || missing+=(r-cran-irkernel)
 # The qemu runtime boots Debian's kernel package (vmlinuz + modules).
 compgen -G '/boot/vmlinuz-*' >/dev/null || missing+=(linux-image-amd64)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -23,6 +23,7 @@ func main() {
 	var cfg interpreter.Config
 	addr := flag.String("addr", ":"+strconv.Itoa(wire.InterpreterPort), "listen address")
 	flag.StringVar(&cfg.Python, "python", "/usr/bin/python3", "the Python that runs Python kernels (with ipykernel)")
+	flag.StringVar(&cfg.R, "r", "/usr/bin/R", "the R that runs R kernels (with IRkernel)")
 	flag.StringVar(&cfg.Cwd, "cwd", "/home/user", "a context's working directory when it names none")
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))

@@ -84,6 +84,15 @@ export function defineTests(sbx) {
     assert.equal((await sbx.runCode('str(os.environ.get("ROOST_CI"))')).text, 'None')
   })
 
+  test('an R context (IRkernel)', async () => {
+    const ctx = await sbx.createCodeContext({ language: 'r' })
+    assert.equal(ctx.language, 'r')
+    await sbx.runCode('x <- 40', { context: ctx })
+    const ex = await sbx.runCode('x + 2', { context: ctx })
+    assert.equal(ex.results[0].text, '[1] 42')
+    assert.equal((await sbx.runCode('1:3', { language: 'r' })).results[0].text, '[1] 1 2 3')
+  })
+
   test('an unknown language is refused', async () => {
     await assert.rejects(sbx.runCode('1', { language: 'cobol' }), /400/)
   })
