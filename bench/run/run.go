@@ -193,15 +193,8 @@ func e2bExec(cfg config, n int, sampleDir string, res *results) error {
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(filepath.Join(mods, "node_modules", "e2b")); err != nil {
-		// The SDK is pinned by the directory's package-lock.json, as the
-		// E2B tests install it.
-		fmt.Fprintf(os.Stderr, "bench: installing the E2B SDK in %s (npm ci)\n", mods)
-		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund", "--loglevel=error")
-		cmd.Dir, cmd.Stdin = mods, nil
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("install the E2B SDK in %s: npm ci: %v: %s", mods, err, out)
-		}
+	if err := npmInstalled(mods, "e2b"); err != nil {
+		return err
 	}
 	cache := os.Getenv("ROOST_TEST_CACHE")
 	if cache == "" {
@@ -247,72 +240,85 @@ func e2bExec(cfg config, n int, sampleDir string, res *results) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	node := exec.CommandContext(ctx, "node", filepath.Join("bench", "run", "e2b_exec.mjs"), strconv.Itoa(n))
-	node.Env = append(os.Environ(), "ROOST_E2B_MODULES="+mods, "E2B_API_URL=http://"+addr,
-		"E2B_SANDBOX_URL=http://"+addr, "E2B_API_KEY="+apiKey)
-	node.Stderr = os.Stderr
-	out, err := node.Output()
-	if err != nil {
-		return fmt.Errorf("node: %v; roost up log: %s", err, lastLines(log.String(), 20))
-	}
+	stack := nodeStack{addr: addr, apiKey: apiKey, log: &log}
+	e2bEnv := "ROOST_E2B_MODULES=" + mods
 	var s samples.Set
-	if err := json.Unmarshal(bytes.TrimSpace(lastLine(out)), &s); err != nil {
-		return fmt.Errorf("node output %q: %w", out, err)
+	if err := stack.run(ctx, "e2b_exec.mjs", e2bEnv, &s, strconv.Itoa(n)); err != nil {
+		return err
 	}
 	res.Samples[s.Name] = s
 	res.set("E2B", "p50-ms", samples.Percentile(s.Samples, 50))
 	res.set("E2B", "p99-ms", samples.Percentile(s.Samples, 99))
 
-	node = exec.CommandContext(ctx, "node", filepath.Join("bench", "run", "e2b_lifecycle.mjs"), strconv.Itoa(lifecycles(n)))
-	node.Env = append(os.Environ(), "ROOST_E2B_MODULES="+mods, "E2B_API_URL=http://"+addr,
-		"E2B_SANDBOX_URL=http://"+addr, "E2B_API_KEY="+apiKey)
-	node.Stderr = os.Stderr
-	if out, err = node.Output(); err != nil {
-		return fmt.Errorf("node lifecycle: %v; roost up log: %s", err, lastLines(log.String(), 20))
-	}
 	var both struct{ Sets []samples.Set }
-	if err := json.Unmarshal(bytes.TrimSpace(lastLine(out)), &both); err != nil {
-		return fmt.Errorf("node lifecycle output %q: %w", out, err)
+	if err := stack.run(ctx, "e2b_lifecycle.mjs", e2bEnv, &both, strconv.Itoa(lifecycles(n))); err != nil {
+		return err
 	}
 	for _, s := range both.Sets {
 		res.Samples[s.Name] = s
 		res.set("E2B", s.Name+"-p50-ms", samples.Percentile(s.Samples, 50))
 	}
-	return interpreterBench(ctx, cfg, n, addr, apiKey, &log, res)
+	return interpreterBench(ctx, cfg, n, stack, res)
+}
+
+// nodeStack runs the bench's node scripts against a roost up.
+type nodeStack struct {
+	addr, apiKey string
+	log          *bytes.Buffer // roost up's, whose end a failure shows
+}
+
+// run runs bench/run/<script> with args and env besides the E2B SDK's
+// (API and sandbox URL, key), and decodes the last line it prints into
+// out.
+func (st nodeStack) run(ctx context.Context, script, env string, out any, args ...string) error {
+	node := exec.CommandContext(ctx, "node", append([]string{filepath.Join("bench", "run", script)}, args...)...)
+	node.Env = append(os.Environ(), env, "E2B_API_URL=http://"+st.addr, "E2B_SANDBOX_URL=http://"+st.addr, "E2B_API_KEY="+st.apiKey)
+	node.Stderr = os.Stderr
+	b, err := node.Output()
+	if err != nil {
+		return fmt.Errorf("node %s: %v; roost up log: %s", script, err, lastLines(st.log.String(), 20))
+	}
+	if err := json.Unmarshal(bytes.TrimSpace(lastLine(b)), out); err != nil {
+		return fmt.Errorf("node %s output %q: %w", script, b, err)
+	}
+	return nil
+}
+
+// npmInstalled installs the packages of dir's package-lock.json (npm
+// ci) unless pkg is there already.
+func npmInstalled(dir, pkg string) error {
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", pkg)); err == nil {
+		return nil
+	}
+	fmt.Fprintf(os.Stderr, "bench: installing %s in %s (npm ci)\n", pkg, dir)
+	cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund", "--loglevel=error")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("install %s in %s: npm ci: %v: %s", pkg, dir, err, out)
+	}
+	return nil
 }
 
 // interpreterBench times @e2b/code-interpreter against the same roost up
 // (e2b_interpreter.mjs): its template's first create (a build), creates
 // until the first runCode answers, and runCode through the proxy beside
 // the kernel's own round trip.
-func interpreterBench(ctx context.Context, cfg config, n int, addr, apiKey string, log *bytes.Buffer, res *results) error {
+func interpreterBench(ctx context.Context, cfg config, n int, stack nodeStack, res *results) error {
 	mods, err := filepath.Abs(cfg.InterpreterModules)
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(filepath.Join(mods, "node_modules", "@e2b", "code-interpreter")); err != nil {
-		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund", "--loglevel=error")
-		cmd.Dir = mods
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("install @e2b/code-interpreter in %s: npm ci: %v: %s", mods, err, out)
-		}
+	if err := npmInstalled(mods, filepath.Join("@e2b", "code-interpreter")); err != nil {
+		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Minute)
 	defer cancel()
-	node := exec.CommandContext(ctx, "node", filepath.Join("bench", "run", "e2b_interpreter.mjs"), strconv.Itoa(lifecycles(n)), strconv.Itoa(n))
-	node.Env = append(os.Environ(), "ROOST_INTERPRETER_MODULES="+mods, "E2B_API_URL=http://"+addr,
-		"E2B_SANDBOX_URL=http://"+addr, "E2B_API_KEY="+apiKey)
-	node.Stderr = os.Stderr
-	out, err := node.Output()
-	if err != nil {
-		return fmt.Errorf("node interpreter: %v; roost up log: %s", err, lastLines(log.String(), 20))
-	}
 	var got struct {
 		BuildSeconds float64
 		Sets         []samples.Set
 	}
-	if err := json.Unmarshal(bytes.TrimSpace(lastLine(out)), &got); err != nil {
-		return fmt.Errorf("node interpreter output %q: %w", out, err)
+	if err := stack.run(ctx, "e2b_interpreter.mjs", "ROOST_INTERPRETER_MODULES="+mods, &got, strconv.Itoa(lifecycles(n)), strconv.Itoa(n)); err != nil {
+		return err
 	}
 	res.set("Interpreter", "build-s", got.BuildSeconds)
 	for _, s := range got.Sets {

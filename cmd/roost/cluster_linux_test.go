@@ -22,6 +22,7 @@ import (
 
 	"roost.dev/roost/agent"
 	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
+	"roost.dev/roost/template"
 	"roost.dev/roost/template/templatetest"
 	"roost.dev/roost/tlscert"
 )
@@ -34,19 +35,7 @@ import (
 // mutual TLS: the agents refuse plain HTTP, a forged bearer token without
 // a client certificate, and a certificate of another CA.
 func TestCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a server, two agents and their sandboxes")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("cluster: sandboxes need root")
-	}
-	templatetest.Base(t) // cached, or built once into the cache
-	bin := buildBinaries(t)
-	work, err := os.MkdirTemp("", "roost-cluster.")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { removeAll(t, work) })
+	_, bin, work := processTest(t, "a server, two agents and their sandboxes", "roost-cluster.")
 
 	const key = "roost_test_cluster_0123456789abcdef"
 	serverDir := filepath.Join(work, "server")
@@ -219,6 +208,28 @@ func removeAll(t *testing.T, dir string) {
 // buildBinaries builds roost, envd and roost-init into a temporary
 // directory (beside roost, where the agent and the namespace driver look
 // for them) and returns roost's path.
+// processTest skips t under -short (why says what it runs) and when not
+// root, and returns the base template, the binaries
+// (buildBinaries) and a scratch directory named from prefix, removed
+// after t.
+func processTest(t *testing.T, why, prefix string) (base template.Template, bin, work string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip(why)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("sandboxes need root")
+	}
+	base = templatetest.Base(t) // cached, or built once into the cache
+	bin = buildBinaries(t)
+	work, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeAll(t, work) })
+	return base, bin, work
+}
+
 func buildBinaries(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()

@@ -21,8 +21,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
-
-	"roost.dev/roost/template/templatetest"
 )
 
 // TestClusterTemplates runs `roost server` with two `roost agent`s, each
@@ -31,19 +29,7 @@ import (
 // imported from a registry on loopback are created on both hosts (the
 // other pulls the layers from the control plane), and run there.
 func TestClusterTemplates(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a server, two agents, builds and pulls")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("cluster templates: sandboxes need root")
-	}
-	base := templatetest.Base(t)
-	bin := buildBinaries(t)
-	work, err := os.MkdirTemp("", "roost-cluster-tpl.")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { removeAll(t, work) })
+	base, bin, work := processTest(t, "a server, two agents, builds and pulls", "roost-cluster-tpl.")
 
 	const key = "roost_test_cluster_templates_0123456789"
 	serverDir := filepath.Join(work, "server")

@@ -21,19 +21,7 @@ import (
 // again on the same data directory resumes each sandbox on connect with
 // its files and its processes, counting on where they stopped.
 func TestHibernatedSurviveReboot(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a stack and its sandboxes, twice")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("sandboxes need root")
-	}
-	templatetest.Base(t)
-	bin := buildBinaries(t)
-	work, err := os.MkdirTemp("", "roost-reboot.")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { removeAll(t, work) })
+	_, bin, work := processTest(t, "a stack and its sandboxes, twice", "roost-reboot.")
 	dataDir := filepath.Join(work, "data")
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		t.Fatal(err)

@@ -22,19 +22,7 @@ import (
 // and resumable) and has the host destroy the deleted one once the
 // create grace has passed.
 func TestReconcileAgentRestart(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a server, an agent and its sandboxes")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("sandboxes need root")
-	}
-	templatetest.Base(t)
-	bin := buildBinaries(t)
-	work, err := os.MkdirTemp("", "roost-reconcile.")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { removeAll(t, work) })
+	_, bin, work := processTest(t, "a server, an agent and its sandboxes", "roost-reconcile.")
 
 	const key = "roost_test_reconcile_0123456789abcdef"
 	serverDir := filepath.Join(work, "server")

@@ -15,8 +15,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
-
-	"roost.dev/roost/template/templatetest"
 )
 
 // TestTemplateCLIImport runs `roost up` and the roost CLI as a user does:
@@ -26,19 +24,7 @@ import (
 // a syntax error fails before anything is sent, naming its line; rm
 // removes a template of each kind.
 func TestTemplateCLIImport(t *testing.T) {
-	if testing.Short() {
-		t.Skip("roost up, imports of a 300 MB image")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("template CLI: sandboxes need root")
-	}
-	base := templatetest.Base(t)
-	bin := buildBinaries(t)
-	work, err := os.MkdirTemp("", "roost-template-cli.")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { removeAll(t, work) })
+	base, bin, work := processTest(t, "roost up, imports of a 300 MB image", "roost-template-cli.")
 	dataDir := filepath.Join(work, "data")
 	if err := os.MkdirAll(filepath.Join(dataDir, "templates"), 0o700); err != nil {
 		t.Fatal(err)

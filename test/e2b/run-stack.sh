@@ -24,18 +24,12 @@ if stack_addr_taken "127.0.0.1:$port"; then fail "port $port is taken"; fi
 
 (cd "$here" && { [[ -d node_modules/e2b ]] || npm ci --no-audit --no-fund --loglevel=error; })
 
-# Template builds run apt-get in build sandboxes, against the mirror the
-# base template's sources name (deb.debian.org): where it resolves to an
-# address sandboxes may not reach (a local mirror on a private or
-# documentation address), open that address alone.
-mirror_flags=()
-while read -r addr _; do
-	mirror_flags+=(--allow-sandbox-cidr "$addr/32")
-done < <(getent ahostsv4 deb.debian.org 2>/dev/null | awk '$2 == "STREAM"')
+# Template builds run apt-get in build sandboxes (test/lib/stack.sh).
+stack_mirror_flags
 
 rc=1
 trap 'set +e; stack_end "$rc" 80' EXIT
-stack_start "127.0.0.1:$port" "${mirror_flags[@]}" || fail "$STACK_ERROR"
+stack_start "127.0.0.1:$port" "${STACK_MIRROR_FLAGS[@]}" || fail "$STACK_ERROR"
 
 unset E2B_DEBUG E2B_DOMAIN
 export E2B_API_URL="$STACK_API" E2B_SANDBOX_URL="$STACK_API" E2B_VOLUME_API_URL="$STACK_API" E2B_API_KEY="$STACK_KEY"

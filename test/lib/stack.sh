@@ -59,6 +59,19 @@ stack_roost_key() { echo "roost_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d 
 stack_e2b_key() { echo "e2b_$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')"; }
 
 # stack_addr_taken says whether something listens on HOST:PORT.
+# stack_mirror_flags fills the array STACK_MIRROR_FLAGS with what lets
+# template builds reach the Debian mirror base's sources name
+# (deb.debian.org) where it resolves to an address sandboxes may not reach
+# (a local mirror on a private or documentation address): that address
+# alone is opened.
+stack_mirror_flags() {
+	STACK_MIRROR_FLAGS=()
+	local addr _
+	while read -r addr _; do
+		STACK_MIRROR_FLAGS+=(--allow-sandbox-cidr "$addr/32")
+	done < <(getent ahostsv4 deb.debian.org 2>/dev/null | awk '$2 == "STREAM"')
+}
+
 stack_addr_taken() {
 	(exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null
 }
