@@ -20,13 +20,15 @@ import (
 // sandboxes from. The control plane builds it itself, at its first
 // create, when it has the code interpreter's binary (Config.Interpreter):
 // Debian's Jupyter kernels for Python, with the libraries E2B's template
-// offers, and R, over base, and roost-interpreter started and ready on port
+// offers, and R; Node.js (with acorn and typescript) for JavaScript and
+// TypeScript; a JDK for Java (JShell); over base, and roost-interpreter started and ready on port
 // 49999 before the create returns. The template is public, its owner the
 // team whose create built it.
 const InterpreterTemplate = "code-interpreter-v1"
 
 // interpreterPackages are the Debian packages the template installs.
-const interpreterPackages = "python3-ipykernel python3-numpy python3-pandas python3-matplotlib python3-scipy r-cran-irkernel"
+const interpreterPackages = "python3-ipykernel python3-numpy python3-pandas python3-matplotlib python3-scipy r-cran-irkernel " +
+	"nodejs node-acorn node-typescript default-jdk-headless"
 
 // builtinPoll is how often a create waiting for a built-in template's
 // build looks at it.

@@ -2,44 +2,108 @@ package interpreter
 
 import (
 	"context"
-	_ "embed"
+	"embed"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
 )
 
 // language is how the kernels of one language start (files is the
-// server's directory of start-up files), and how code of it sets
-// environment variables for one run and puts them back after.
+// server's directory of kernels/), and how code of it sets environment
+// variables for one run and puts them back after.
 type language struct {
-	argv   func(cfg Config, files string) []string // argv[0] is its program
-	envSet func(vars map[string]string) (set, reset string)
+	// program is what runs its kernels; needs, files they need beside it.
+	program func(cfg Config) string
+	needs   func(cfg Config) []string
+	start   func(ctx context.Context, cfg Config, files, cwd string) (kernel, error)
+	envSet  func(vars map[string]string) (set, reset string, err error)
 }
 
-// languages are the languages with a kernel in the sandbox.
+// languages are the languages a sandbox may have a kernel for.
 var languages = map[string]language{
 	"python": {
-		argv: func(cfg Config, files string) []string {
+		program: func(cfg Config) string { return cfg.Python },
+		start: jupyter(func(cfg Config, files string) []string {
 			return []string{cfg.Python, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--InteractiveShell.colors=NoColor",
 				"--IPKernelApp.exec_files=" + filepath.Join(files, pythonStartup)}
-		},
+		}),
 		envSet: pythonEnv,
 	},
 	"r": {
-		argv: func(cfg Config, files string) []string {
+		program: func(cfg Config) string { return cfg.R },
+		start: jupyter(func(cfg Config, files string) []string {
 			return []string{cfg.R, "--slave", "-e", "IRkernel::main()", "--args", "{connection_file}"}
-		},
+		}),
 		envSet: rEnv,
+	},
+	"javascript": {
+		program: func(cfg Config) string { return cfg.Node },
+		needs:   debianNodeModules("acorn"),
+		start: repl(func(cfg Config, files string) []string {
+			return []string{cfg.Node, filepath.Join(files, "javascript.js")}
+		}),
+		envSet: javascriptEnv,
+	},
+	"typescript": {
+		program: func(cfg Config) string { return cfg.Node },
+		needs:   debianNodeModules("acorn", "typescript"),
+		start: repl(func(cfg Config, files string) []string {
+			return []string{cfg.Node, filepath.Join(files, "javascript.js"), "typescript"}
+		}),
+		envSet: javascriptEnv,
+	},
+	"bash": {
+		program: func(cfg Config) string { return cfg.Bash },
+		start: repl(func(cfg Config, files string) []string {
+			return []string{cfg.Bash, "--norc", "--noprofile", filepath.Join(files, "bash.sh")}
+		}),
+		envSet: bashEnv,
+	},
+	"java": {
+		program: func(cfg Config) string { return cfg.Java },
+		needs:   func(cfg Config) []string { return []string{filepath.Join(filepath.Dir(cfg.Java), "jshell")} },
+		start: repl(func(cfg Config, files string) []string {
+			return []string{cfg.Java, filepath.Join(files, "JavaKernel.java")}
+		}),
+		envSet: javaEnv,
 	},
 }
 
+// jupyter starts the Jupyter kernels argv gives.
+func jupyter(argv func(cfg Config, files string) []string) func(context.Context, Config, string, string) (kernel, error) {
+	return func(ctx context.Context, cfg Config, files, cwd string) (kernel, error) {
+		return startJupyter(ctx, argv(cfg, files), cwd, cfg.Env)
+	}
+}
+
+// repl starts the drivers argv gives.
+func repl(argv func(cfg Config, files string) []string) func(context.Context, Config, string, string) (kernel, error) {
+	return func(ctx context.Context, cfg Config, files, cwd string) (kernel, error) {
+		return startREPL(ctx, argv(cfg, files), cwd, cfg.Env)
+	}
+}
+
+// debianNodeModules are Node.js modules as Debian installs them.
+func debianNodeModules(names ...string) func(Config) []string {
+	return func(Config) []string {
+		var paths []string
+		for _, n := range names {
+			paths = append(paths, filepath.Join("/usr/share/nodejs", n))
+		}
+		return paths
+	}
+}
+
 // rEnv sets vars with Sys.setenv, remembering what they were (NA: unset).
-func rEnv(vars map[string]string) (set, reset string) {
+func rEnv(vars map[string]string) (set, reset string, err error) {
 	keys := slices.Sorted(maps.Keys(vars))
 	var names, values []string
 	for _, k := range keys {
@@ -50,7 +114,7 @@ func rEnv(vars map[string]string) (set, reset string) {
 		strings.Join(names, ", "), strings.Join(values, ", "), strings.Join(names, ", "))
 	reset = "for (.roost_k in names(.roost_env_saved)) if (is.na(.roost_env_saved[[.roost_k]])) Sys.unsetenv(.roost_k) else do.call(Sys.setenv, setNames(list(.roost_env_saved[[.roost_k]]), .roost_k))\n" +
 		"rm(.roost_env_saved, .roost_k)\n"
-	return set, reset
+	return set, reset, nil
 }
 
 // rString is s as an R string literal. JSON's escapes are R's, but for
@@ -61,20 +125,26 @@ func rString(s string) string {
 }
 
 // pythonStartup is the file every Python kernel runs at its start: the
-// display formats E2B adds (startup.py).
+// display formats E2B adds.
 const pythonStartup = "startup.py"
 
-//go:embed startup.py
-var pythonStartupCode []byte
+// kernelFiles are the drivers and start-up files of the kernels.
+//
+//go:embed kernels
+var kernelFiles embed.FS
 
-// writeStartupFiles writes the kernels' start-up files into a new
-// directory, and returns it.
+// writeStartupFiles writes kernelFiles into a new directory, and returns
+// it.
 func writeStartupFiles() (string, error) {
 	dir, err := os.MkdirTemp("", "roost-interpreter-")
 	if err != nil {
 		return "", err
 	}
-	if err := os.WriteFile(filepath.Join(dir, pythonStartup), pythonStartupCode, 0o644); err != nil {
+	sub, err := fs.Sub(kernelFiles, "kernels")
+	if err == nil {
+		err = os.CopyFS(dir, sub)
+	}
+	if err != nil {
 		os.RemoveAll(dir)
 		return "", err
 	}
@@ -83,7 +153,7 @@ func writeStartupFiles() (string, error) {
 
 // pythonEnv sets vars in os.environ, remembering what they were. JSON's
 // strings and objects of strings are Python literals.
-func pythonEnv(vars map[string]string) (set, reset string) {
+func pythonEnv(vars map[string]string) (set, reset string, err error) {
 	vb, _ := json.Marshal(vars)
 	kb, _ := json.Marshal(slices.Sorted(maps.Keys(vars)))
 	set = fmt.Sprintf("import os as _roost_os\n_roost_env_saved = {k: _roost_os.environ.get(k) for k in %s}\n_roost_os.environ.update(%s)\n", kb, vb)
@@ -91,7 +161,45 @@ func pythonEnv(vars map[string]string) (set, reset string) {
 		"    if _roost_v is None: _roost_os.environ.pop(_roost_k, None)\n" +
 		"    else: _roost_os.environ[_roost_k] = _roost_v\n" +
 		"del _roost_env_saved\n"
-	return set, reset
+	return set, reset, nil
+}
+
+// javascriptEnv sets vars in process.env, remembering what they were.
+// JSON's strings and objects are JavaScript's.
+func javascriptEnv(vars map[string]string) (set, reset string, err error) {
+	vb, _ := json.Marshal(vars)
+	kb, _ := json.Marshal(slices.Sorted(maps.Keys(vars)))
+	set = fmt.Sprintf("globalThis.__roost_env_saved = Object.fromEntries(%s.map((k) => [k, process.env[k]]));\nObject.assign(process.env, %s);\n", kb, vb)
+	reset = "for (const [k, v] of Object.entries(globalThis.__roost_env_saved)) { if (v === undefined) delete process.env[k]; else process.env[k] = v; }\n" +
+		"delete globalThis.__roost_env_saved;\n"
+	return set, reset, nil
+}
+
+// bashName is what bash takes as a variable's name.
+var bashName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// bashEnv exports vars, remembering what they were; a name bash cannot
+// take is refused.
+func bashEnv(vars map[string]string) (set, reset string, err error) {
+	var s, r strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(vars)) {
+		if !bashName.MatchString(k) {
+			return "", "", fmt.Errorf("env var %q cannot be set in bash: a name is letters, digits and _, not starting with a digit", k)
+		}
+		fmt.Fprintf(&s, "if [ \"${%[1]s+x}\" ]; then __roost_env_%[1]s=$%[1]s; __roost_envset_%[1]s=1; fi; export %[1]s=%[2]s\n", k, bashString(vars[k]))
+		fmt.Fprintf(&r, "if [ \"${__roost_envset_%[1]s-}\" ]; then export %[1]s=\"$__roost_env_%[1]s\"; else unset %[1]s; fi; unset __roost_env_%[1]s __roost_envset_%[1]s\n", k)
+	}
+	return s.String(), r.String(), nil
+}
+
+// bashString is s as a bash word in single quotes.
+func bashString(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// javaEnv refuses: a JVM's environment is fixed when it starts.
+func javaEnv(map[string]string) (set, reset string, err error) {
+	return "", "", errors.New("a java context cannot take env vars for one run (a JVM's environment is fixed when it starts): give them to the sandbox at its create")
 }
 
 // normalLanguage is E2B's name for a language as a client gives it.
@@ -107,10 +215,21 @@ func normalLanguage(s string) string {
 	return s
 }
 
-// installed reports whether the program that runs l's kernels is there.
+// installed reports whether the program that runs l's kernels is there,
+// and what it needs.
 func (l language) installed(cfg Config) bool {
-	st, err := os.Stat(l.argv(cfg, "")[0])
-	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
+	st, err := os.Stat(l.program(cfg))
+	if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+		return false
+	}
+	if l.needs != nil {
+		for _, p := range l.needs(cfg) {
+			if _, err := os.Stat(p); err != nil {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // available lists the languages whose kernels are installed, for error
@@ -140,7 +259,7 @@ type codeContext struct {
 	// serialised, as in E2B.
 	running sync.Mutex
 	mu      sync.Mutex // guards k
-	k       *kernel
+	k       kernel
 }
 
 // newContext makes a context of language lang in cwd; its kernel starts
@@ -161,19 +280,19 @@ func newContext(cfg Config, files, lang, cwd string) (*codeContext, error) {
 }
 
 // kernel returns the context's kernel, starting it if it has none.
-func (c *codeContext) kernel(ctx context.Context) (*kernel, error) {
+func (c *codeContext) kernel(ctx context.Context) (kernel, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.k != nil {
 		select {
-		case <-c.k.exited:
+		case <-c.k.exited():
 			c.k.close()
 			c.k = nil
 		default:
 			return c.k, nil
 		}
 	}
-	k, err := startKernel(ctx, c.lang.argv(c.cfg, c.files), c.Cwd, c.cfg.Env)
+	k, err := c.lang.start(ctx, c.cfg, c.files, c.Cwd)
 	if err != nil {
 		return nil, fmt.Errorf("%s kernel: %w", c.Language, err)
 	}

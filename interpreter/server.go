@@ -23,6 +23,14 @@ type Config struct {
 	// R runs R kernels (IRkernel); default /usr/bin/R. Without it, R
 	// contexts are refused.
 	R string
+	// Node runs JavaScript and TypeScript kernels, with Debian's acorn
+	// (and typescript) modules; default /usr/bin/node.
+	Node string
+	// Bash runs bash kernels; default /bin/bash.
+	Bash string
+	// Java runs Java kernels (JShell; a JDK's jshell beside it); default
+	// /usr/bin/java.
+	Java string
 	// Cwd is a context's working directory when it names none; default
 	// /home/user.
 	Cwd string
@@ -53,6 +61,15 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	if cfg.R == "" {
 		cfg.R = "/usr/bin/R"
+	}
+	if cfg.Node == "" {
+		cfg.Node = "/usr/bin/node"
+	}
+	if cfg.Bash == "" {
+		cfg.Bash = "/bin/bash"
+	}
+	if cfg.Java == "" {
+		cfg.Java = "/usr/bin/java"
 	}
 	if cfg.Cwd == "" {
 		cfg.Cwd = "/home/user"
@@ -179,6 +196,14 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	var env *runEnv
+	if len(req.EnvVars) > 0 {
+		env = &runEnv{}
+		if env.set, env.reset, err = c.lang.envSet(req.EnvVars); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+	}
 	c.running.Lock()
 	defer c.running.Unlock()
 	k, err := c.kernel(r.Context())
@@ -190,23 +215,25 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	emit := lineWriter(w)
 	emit(nil)
-	s.runIn(r.Context(), c, k, *req.Code, req.EnvVars, emit)
+	s.runIn(r.Context(), c, k, *req.Code, env, emit)
 	emit(event{"type": "end_of_execution"})
 }
 
-// runIn runs code in c's kernel k with vars set for this run, emitting
-// its output, and a kernel that died or would not stop as an error line
-// (the context starts a new kernel at its next run).
-func (s *Server) runIn(ctx context.Context, c *codeContext, k *kernel, code string, vars map[string]string, emit func(event)) {
+// runEnv is the code that sets a run's env vars, and puts them back.
+type runEnv struct{ set, reset string }
+
+// runIn runs code in c's kernel k with env set for this run (when not
+// nil), emitting its output, and a kernel that died or would not stop as
+// an error line (the context starts a new kernel at its next run).
+func (s *Server) runIn(ctx context.Context, c *codeContext, k kernel, code string, env *runEnv, emit func(event)) {
 	var err error
-	if len(vars) > 0 {
-		set, reset := c.lang.envSet(vars)
-		if err = k.run(ctx, set, true, nil); err == nil {
-			defer func() { _ = k.run(context.WithoutCancel(ctx), reset, true, nil) }()
+	if env != nil {
+		if err = run(ctx, k, env.set, true, nil); err == nil {
+			defer func() { _ = run(context.WithoutCancel(ctx), k, env.reset, true, nil) }()
 		}
 	}
 	if err == nil {
-		err = k.run(ctx, code, false, emit)
+		err = run(ctx, k, code, false, emit)
 	}
 	switch {
 	case errors.Is(err, errKernelDied):

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -44,8 +45,8 @@ func newTestServer(t *testing.T) string {
 	return ts.URL
 }
 
-// run posts body to /execute and returns the answer's lines.
-func run(t *testing.T, ctx context.Context, url string, body map[string]any) ([]event, int) {
+// execute posts body to /execute and returns the answer's lines.
+func execute(t *testing.T, ctx context.Context, url string, body map[string]any) ([]event, int) {
 	t.Helper()
 	b, _ := json.Marshal(body)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/execute", bytes.NewReader(b))
@@ -72,6 +73,9 @@ func run(t *testing.T, ctx context.Context, url string, body map[string]any) ([]
 			t.Fatalf("line %q: %v", line, err)
 		}
 		out = append(out, e)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("reading the answer: %v", err)
 	}
 	return out, resp.StatusCode
 }
@@ -102,8 +106,8 @@ func mainText(t *testing.T, events []event) string {
 func TestExecute(t *testing.T) {
 	url := newTestServer(t)
 	ctx := t.Context()
-	run(t, ctx, url, map[string]any{"code": "x = 1"})
-	ev, code := run(t, ctx, url, map[string]any{"code": "x + 1"})
+	execute(t, ctx, url, map[string]any{"code": "x = 1"})
+	ev, code := execute(t, ctx, url, map[string]any{"code": "x + 1"})
 	if code != http.StatusOK || mainText(t, ev) != "2" {
 		t.Fatalf("x + 1: %d %v", code, ev)
 	}
@@ -114,7 +118,7 @@ func TestExecute(t *testing.T) {
 		t.Errorf("last line %v", ev[len(ev)-1])
 	}
 
-	ev, _ = run(t, ctx, url, map[string]any{"code": "import sys\nprint('out é🎉')\nprint('err', file=sys.stderr)\n'quoted'"})
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "import sys\nprint('out é🎉')\nprint('err', file=sys.stderr)\n'quoted'"})
 	if o := of(ev, "stdout"); len(o) != 1 || o[0]["text"] != "out é🎉\n" {
 		t.Errorf("stdout %v", o)
 	}
@@ -125,27 +129,60 @@ func TestExecute(t *testing.T) {
 		t.Errorf("a string's text %q, want it without quotes", got)
 	}
 
-	ev, _ = run(t, ctx, url, map[string]any{"code": "1/0"})
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "1/0"})
 	if e := of(ev, "error"); len(e) != 1 || e[0]["name"] != "ZeroDivisionError" || !strings.Contains(e[0]["traceback"].(string), "1/0") {
 		t.Errorf("error %v", e)
 	}
 
-	ev, _ = run(t, ctx, url, map[string]any{"code": "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"})
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], label='up')\nplt.title('t')\nplt.show()"})
 	if r := of(ev, "result"); len(r) != 1 || r[0]["png"] == nil || r[0]["is_main_result"] != false {
 		t.Errorf("a plot: %v", r)
+	} else if c, _ := r[0]["chart"].(map[string]any); c["type"] != "line" || c["title"] != "t" ||
+		fmt.Sprint(c["elements"]) != "[map[label:up points:[[0 1] [1 2] [2 3]]]]" {
+		t.Errorf("a plot's chart: %v", r[0]["chart"])
 	}
-	ev, _ = run(t, ctx, url, map[string]any{"code": "import pandas as pd\npd.DataFrame({'a': [1, 2], 'b': [0.5, float('nan')]})"})
+	// Each kind of chart E2B gives, and several axes as a superchart.
+	for code, want := range map[string]string{
+		"plt.bar(['a', 'b'], [3, 5])":                                "bar [map[group: label:a value:3] map[group: label:b value:5]]",
+		"plt.pie([1, 3], labels=['x', 'y'])":                         "pie [map[angle:90 label:x radius:1] map[angle:270 label:y radius:1]]",
+		"plt.scatter([1], [2])":                                      "scatter [map[label: points:[[1 2]]]]",
+		"plt.boxplot([[1, 2, 3, 4, 5, 20]], labels=['A'])":           "box_and_whisker [map[first_quartile:2.25 label:A max:5 median:3.5 min:1 outliers:[20] third_quartile:4.75]]",
+		"fig, (a, b) = plt.subplots(1, 2)\na.plot([1]); b.plot([2])": "superchart [line line]",
+	} {
+		ev, _ = execute(t, ctx, url, map[string]any{"code": code + "\nplt.show()"})
+		r := of(ev, "result")
+		if len(r) != 1 {
+			t.Errorf("%s: %v", code, ev)
+			continue
+		}
+		c, _ := r[0]["chart"].(map[string]any)
+		elements, _ := c["elements"].([]any)
+		if c["type"] == "superchart" {
+			for i, e := range elements {
+				elements[i] = e.(map[string]any)["type"]
+			}
+		}
+		if pie, _ := c["type"].(string); pie == "pie" {
+			for _, e := range elements {
+				e.(map[string]any)["angle"] = math.Round(e.(map[string]any)["angle"].(float64))
+			}
+		}
+		if got := fmt.Sprint(c["type"], " ", elements); got != want {
+			t.Errorf("%s: chart %s, want %s", code, got, want)
+		}
+	}
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "import pandas as pd\npd.DataFrame({'a': [1, 2], 'b': [0.5, float('nan')]})"})
 	if r := of(ev, "result"); len(r) != 1 || !strings.Contains(r[0]["html"].(string), "<table") ||
 		fmt.Sprint(r[0]["data"]) != "map[a:[1 2] b:[0.5 <nil>]]" {
 		t.Errorf("a data frame: %v", r)
 	}
 
 	// Env vars for one run only.
-	ev, _ = run(t, ctx, url, map[string]any{"code": "import os\nos.environ.get('ROOST_ONE_RUN')", "env_vars": map[string]string{"ROOST_ONE_RUN": "yes"}})
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "import os\nos.environ.get('ROOST_ONE_RUN')", "env_vars": map[string]string{"ROOST_ONE_RUN": "yes"}})
 	if got := mainText(t, ev); got != "yes" {
 		t.Errorf("env var in its run: %q", got)
 	}
-	ev, _ = run(t, ctx, url, map[string]any{"code": "str(os.environ.get('ROOST_ONE_RUN'))"})
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "str(os.environ.get('ROOST_ONE_RUN'))"})
 	if got := mainText(t, ev); got != "None" {
 		t.Errorf("env var after its run: %q", got)
 	}
@@ -160,12 +197,12 @@ func TestContexts(t *testing.T) {
 	if c.ID == "" || c.Language != "python" || c.Cwd != dir {
 		t.Fatalf("context %+v", c)
 	}
-	run(t, ctx, url, map[string]any{"code": "y = 'mine'", "context_id": c.ID})
-	ev, _ := run(t, ctx, url, map[string]any{"code": "import os\nos.getcwd() + ' ' + y", "context_id": c.ID})
+	execute(t, ctx, url, map[string]any{"code": "y = 'mine'", "context_id": c.ID})
+	ev, _ := execute(t, ctx, url, map[string]any{"code": "import os\nos.getcwd() + ' ' + y", "context_id": c.ID})
 	if got := mainText(t, ev); got != dir+" mine" {
 		t.Errorf("in the context: %q", got)
 	}
-	ev, _ = run(t, ctx, url, map[string]any{"code": "'y' in dir()"})
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "'y' in dir()"})
 	if got := mainText(t, ev); got != "False" {
 		t.Errorf("the default context sees the other's variable: %q", got)
 	}
@@ -176,14 +213,14 @@ func TestContexts(t *testing.T) {
 	}
 
 	post(t, url+"/contexts/"+c.ID+"/restart", nil, http.StatusOK, nil)
-	ev, _ = run(t, ctx, url, map[string]any{"code": "'y' in dir()", "context_id": c.ID})
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "'y' in dir()", "context_id": c.ID})
 	if got := mainText(t, ev); got != "False" {
 		t.Errorf("after a restart the variable is %q", got)
 	}
 
 	// A run that never ends, its client gone: interrupted, the context
 	// serves the next run with its state.
-	run(t, ctx, url, map[string]any{"code": "z = 7", "context_id": c.ID})
+	execute(t, ctx, url, map[string]any{"code": "z = 7", "context_id": c.ID})
 	short, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	b, _ := json.Marshal(map[string]any{"code": "while True: pass", "context_id": c.ID})
@@ -192,17 +229,17 @@ func TestContexts(t *testing.T) {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
-	ev, _ = run(t, ctx, url, map[string]any{"code": "z", "context_id": c.ID})
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "z", "context_id": c.ID})
 	if got := mainText(t, ev); got != "7" {
 		t.Errorf("after an interrupted run: %q", got)
 	}
 
 	// A kernel that dies: the run says so, the next one gets a new kernel.
-	ev, _ = run(t, ctx, url, map[string]any{"code": "import os\nos._exit(3)", "context_id": c.ID})
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "import os\nos._exit(3)", "context_id": c.ID})
 	if e := of(ev, "error"); len(e) != 1 || e[0]["name"] != "KernelDied" {
 		t.Errorf("a kernel that died: %v", ev)
 	}
-	ev, _ = run(t, ctx, url, map[string]any{"code": "1 + 1", "context_id": c.ID})
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "1 + 1", "context_id": c.ID})
 	if got := mainText(t, ev); got != "2" {
 		t.Errorf("after the kernel died: %q", got)
 	}
@@ -211,7 +248,7 @@ func TestContexts(t *testing.T) {
 	if resp, err := http.DefaultClient.Do(req2); err != nil || resp.StatusCode != http.StatusOK {
 		t.Errorf("delete: %v %v", resp, err)
 	}
-	if _, code := run(t, ctx, url, map[string]any{"code": "1", "context_id": c.ID}); code != http.StatusNotFound {
+	if _, code := execute(t, ctx, url, map[string]any{"code": "1", "context_id": c.ID}); code != http.StatusNotFound {
 		t.Errorf("run in a deleted context: %d", code)
 	}
 }
@@ -228,7 +265,7 @@ func TestBadInput(t *testing.T) {
 		{map[string]any{"code": "1", "context_id": "nope", "language": "python"}, http.StatusBadRequest},
 		{map[string]any{"language": "python"}, http.StatusBadRequest},
 	} {
-		if _, code := run(t, ctx, url, tc.body); code != tc.code {
+		if _, code := execute(t, ctx, url, tc.body); code != tc.code {
 			t.Errorf("%v: %d, want %d", tc.body, code, tc.code)
 		}
 	}
@@ -236,17 +273,17 @@ func TestBadInput(t *testing.T) {
 	post(t, url+"/contexts", map[string]any{"cwd": "/no/such/dir"}, http.StatusBadRequest, nil)
 	post(t, url+"/contexts/nope/restart", nil, http.StatusNotFound, nil)
 
-	// 50 MB of output streams through, and the context serves on.
-	ev, _ := run(t, ctx, url, map[string]any{"code": "import sys\nfor _ in range(50):\n    sys.stdout.write('x' * (1 << 20))\n"})
+	// 100 MB of output streams through, and the context serves on.
+	ev, _ := execute(t, ctx, url, map[string]any{"code": "import sys\nfor _ in range(100):\n    sys.stdout.write('x' * (1 << 20))\n"})
 	n := 0
 	for _, e := range of(ev, "stdout") {
 		n += len(e["text"].(string))
 	}
-	if n != 50<<20 {
-		t.Errorf("%d bytes of stdout, want 50 MiB", n)
+	if n != 100<<20 {
+		t.Errorf("%d bytes of stdout, want 100 MiB", n)
 	}
-	if ev, _ := run(t, ctx, url, map[string]any{"code": "2 * 21"}); mainText(t, ev) != "42" {
-		t.Error("after 50 MB of output the context does not answer")
+	if ev, _ := execute(t, ctx, url, map[string]any{"code": "2 * 21"}); mainText(t, ev) != "42" {
+		t.Error("after 100 MB of output the context does not answer")
 	}
 }
 
@@ -306,25 +343,25 @@ func TestR(t *testing.T) {
 	if c.Language != "r" {
 		t.Fatalf("context %+v", c)
 	}
-	run(t, ctx, url, map[string]any{"code": "x <- 20", "context_id": c.ID})
-	ev, _ := run(t, ctx, url, map[string]any{"code": "x + 22", "context_id": c.ID})
+	execute(t, ctx, url, map[string]any{"code": "x <- 20", "context_id": c.ID})
+	ev, _ := execute(t, ctx, url, map[string]any{"code": "x + 22", "context_id": c.ID})
 	if got := lastText(t, ev); got != "[1] 42" {
 		t.Errorf("x + 22: %q", got)
 	}
-	ev, _ = run(t, ctx, url, map[string]any{"code": "cat('hi\\n'); Sys.getenv('ROOST_R')", "context_id": c.ID, "env_vars": map[string]string{"ROOST_R": "set \"quoted\""}})
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "cat('hi\\n'); Sys.getenv('ROOST_R')", "context_id": c.ID, "env_vars": map[string]string{"ROOST_R": "set \"quoted\""}})
 	if o := of(ev, "stdout"); len(o) != 1 || o[0]["text"] != "hi\n" || lastText(t, ev) != `[1] "set \"quoted\""` {
 		t.Errorf("stdout and env var: %v", ev)
 	}
-	ev, _ = run(t, ctx, url, map[string]any{"code": "Sys.getenv('ROOST_R', unset = 'none')", "context_id": c.ID})
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "Sys.getenv('ROOST_R', unset = 'none')", "context_id": c.ID})
 	if got := lastText(t, ev); got != `[1] "none"` {
 		t.Errorf("env var after its run: %q", got)
 	}
-	ev, _ = run(t, ctx, url, map[string]any{"code": "stop('boom')", "context_id": c.ID})
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "stop('boom')", "context_id": c.ID})
 	if e := of(ev, "error"); len(e) != 1 || !strings.Contains(fmt.Sprint(e[0]), "boom") {
 		t.Errorf("an R error: %v", ev)
 	}
 	// By its language, the default R context.
-	ev, _ = run(t, ctx, url, map[string]any{"code": "1:3", "language": "r"})
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "1:3", "language": "r"})
 	if got := lastText(t, ev); got != "[1] 1 2 3" {
 		t.Errorf("1:3 in the default R context: %q", got)
 	}

@@ -28,6 +28,12 @@ for mod in ipykernel:python3-ipykernel matplotlib:python3-matplotlib pandas:pyth
   /usr/bin/python3 -c "import ${mod%%:*}" 2>/dev/null || missing+=("${mod#*:}")
 done
 /usr/bin/R --slave -e 'library(IRkernel)' >/dev/null 2>&1 || missing+=(r-cran-irkernel)
+# JavaScript and TypeScript kernels: Node.js with Debian's acorn and
+# typescript modules; Java kernels: a JDK's JShell.
+for mod in acorn:node-acorn typescript:node-typescript; do
+  [ -e "/usr/share/nodejs/${mod%%:*}" ] || missing+=("${mod#*:}")
+done
+command -v jshell >/dev/null 2>&1 || missing+=(default-jdk-headless)
 # The qemu runtime boots Debian's kernel package (vmlinuz + modules).
 compgen -G '/boot/vmlinuz-*' >/dev/null || missing+=(linux-image-amd64)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -38,6 +38,14 @@ export function defineTests(sbx) {
     assert.ok(ex.results[0].formats().includes('png'))
   })
 
+  test('a matplotlib bar chart gives its chart data', async () => {
+    const ex = await sbx.runCode('import matplotlib.pyplot as plt\nplt.bar(["a", "b"], [3, 5], label="n")\nplt.title("counts")\nplt.show()')
+    const chart = ex.results[0].chart
+    assert.equal(chart.type, 'bar')
+    assert.equal(chart.title, 'counts')
+    assert.deepEqual(chart.elements, [{ label: 'a', value: '3', group: 'n' }, { label: 'b', value: '5', group: 'n' }])
+  })
+
   test('a pandas frame is an HTML result with its data, the main one', async () => {
     const ex = await sbx.runCode('import pandas as pd\npd.DataFrame({"a": [1, 2], "b": [3, 4]})')
     assert.equal(ex.results.length, 1)
@@ -91,6 +99,35 @@ export function defineTests(sbx) {
     const ex = await sbx.runCode('x + 2', { context: ctx })
     assert.equal(ex.results[0].text, '[1] 42')
     assert.equal((await sbx.runCode('1:3', { language: 'r' })).results[0].text, '[1] 1 2 3')
+  })
+
+  test('a bash context: its variables and working directory last', async () => {
+    const ctx = await sbx.createCodeContext({ language: 'bash' })
+    assert.equal(ctx.language, 'bash')
+    await sbx.runCode('n=41; cd /tmp', { context: ctx })
+    const ex = await sbx.runCode('echo $((n + 1)) $PWD', { context: ctx })
+    assert.deepEqual(ex.logs.stdout, ['42 /tmp\n'])
+    assert.equal((await sbx.runCode('false', { context: ctx })).error.name, 'ExitStatus')
+    assert.deepEqual((await sbx.runCode('echo "$V"', { language: 'bash', envs: { V: 'one run' } })).logs.stdout, ['one run\n'])
+  })
+
+  test('JavaScript and TypeScript contexts: top-level await, imports, the last value', async () => {
+    const js = await sbx.createCodeContext({ language: 'js' })
+    await sbx.runCode('const os = await import("os"); const n = await Promise.resolve(41)', { context: js })
+    assert.equal((await sbx.runCode('n + 1', { context: js })).text, '42')
+    assert.equal((await sbx.runCode('import { join } from "path"; join("a", "b")', { context: js })).text, 'a/b')
+    assert.equal((await sbx.runCode('null.x', { context: js })).error.name, 'TypeError')
+    const ts = await sbx.createCodeContext({ language: 'ts' })
+    const ex = await sbx.runCode('const v: number = 40\ninterface P { v: number }\n({ v: v + 2 } as P).v', { context: ts })
+    assert.equal(ex.text, '42')
+  })
+
+  test('a Java context (JShell)', async () => {
+    const ctx = await sbx.createCodeContext({ language: 'java' })
+    await sbx.runCode('int n = 41;', { context: ctx })
+    const ex = await sbx.runCode('System.out.println("hi");\nn + 1', { context: ctx })
+    assert.equal(ex.text, '42')
+    assert.deepEqual(ex.logs.stdout, ['hi\n'])
   })
 
   test('an unknown language is refused', async () => {
