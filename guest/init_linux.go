@@ -31,7 +31,7 @@ const (
 // -guest, since after a snapshot restore only the /init timestamp tells
 // the guest how much time went by, and a fork learns its hostname and
 // gets its own random state only from /init.
-var envdArgs = []string{"-addr", fmt.Sprintf("0.0.0.0:%d", wire.EnvdPort), "-forward-ports", "-reserve-threads", "12", "-guest"}
+var envdArgs = []string{"-addr", fmt.Sprintf("0.0.0.0:%d", wire.EnvdPort), "-forward-ports", "-local-envs", "-reserve-threads", "12", "-guest"}
 
 // Main is PID 1. It never returns: on a fatal error it logs to the
 // console and powers the machine off, so the host sees the VM exit

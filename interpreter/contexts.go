@@ -258,8 +258,9 @@ type codeContext struct {
 	// running is held for the whole of a run: runs of one context are
 	// serialised, as in E2B.
 	running sync.Mutex
-	mu      sync.Mutex // guards k
+	mu      sync.Mutex // guards k and env
 	k       kernel
+	env     map[string]string // the sandbox's env vars k has
 }
 
 // newContext makes a context of language lang in cwd; its kernel starts
@@ -292,11 +293,14 @@ func (c *codeContext) kernel(ctx context.Context) (kernel, error) {
 			return c.k, nil
 		}
 	}
-	k, err := c.lang.start(ctx, c.cfg, c.files, c.Cwd)
+	env := sandboxEnv(ctx, c.cfg.SandboxEnv)
+	cfg := c.cfg
+	cfg.Env = withEnv(cfg.Env, env)
+	k, err := c.lang.start(ctx, cfg, c.files, c.Cwd)
 	if err != nil {
 		return nil, fmt.Errorf("%s kernel: %w", c.Language, err)
 	}
-	c.k = k
+	c.k, c.env = k, env
 	return k, nil
 }
 

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -68,11 +70,7 @@ func testDriver(t *testing.T, url string, tc driverCase) {
 	var c contextJSON
 	post(t, url+"/contexts", map[string]any{"language": tc.lang}, http.StatusOK, &c)
 	in := func(code string) []event {
-		ev, status := execute(t, ctx, url, map[string]any{"code": code, "context_id": c.ID})
-		if status != http.StatusOK {
-			t.Fatalf("%q: %d", code, status)
-		}
-		return ev
+		return executeOK(t, ctx, url, map[string]any{"code": code, "context_id": c.ID})
 	}
 	in(tc.set)
 	if got := value(in(tc.get)); got != "42" {
@@ -199,4 +197,48 @@ func TestSplitStream(t *testing.T) {
 	if r := splitStream(event{"type": "result", "text": text}); len(r) != 1 {
 		t.Errorf("a result split in %d", len(r))
 	}
+}
+
+// TestSandboxEnv: the sandbox's env vars, as envd serves them, are in a
+// kernel's environment when it starts, and set in a running one when
+// they change (a sandbox forked from a capture taken before its create).
+func TestSandboxEnv(t *testing.T) {
+	var mu sync.Mutex
+	env := map[string]string{"ROOST_SB": "captured"}
+	envd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		_ = json.NewEncoder(w).Encode(env)
+	}))
+	defer envd.Close()
+	url := newTestServerWith(t, Config{SandboxEnv: envd.URL + "/envs"})
+	ctx := t.Context()
+	get := `import os; os.environ.get("ROOST_SB", "-") + " " + os.environ.get("ROOST_NEW", "-")`
+	if got := value(executeOK(t, ctx, url, map[string]any{"code": get})); got != "captured -" {
+		t.Errorf("at start: %q", got)
+	}
+	mu.Lock()
+	env = map[string]string{"ROOST_SB": "created", "ROOST_NEW": "x y"}
+	mu.Unlock()
+	if got := value(executeOK(t, ctx, url, map[string]any{"code": get})); got != "created x y" {
+		t.Errorf("after the sandbox's env changed: %q", got)
+	}
+	// A run's own env vars go back to the sandbox's after it.
+	executeOK(t, ctx, url, map[string]any{"code": "1", "env_vars": map[string]string{"ROOST_NEW": "mine"}})
+	if got := value(executeOK(t, ctx, url, map[string]any{"code": get})); got != "created x y" {
+		t.Errorf("after a run with its own: %q", got)
+	}
+	if got := value(executeOK(t, ctx, url, map[string]any{"code": `echo "$ROOST_SB $ROOST_NEW"`, "language": "bash"})); got != "created x y" {
+		t.Errorf("a kernel started after: %q", got)
+	}
+}
+
+// executeOK is execute, failing on a status but 200.
+func executeOK(t *testing.T, ctx context.Context, url string, body map[string]any) []event {
+	t.Helper()
+	ev, status := execute(t, ctx, url, body)
+	if status != http.StatusOK {
+		t.Fatalf("%v: %d", body, status)
+	}
+	return ev
 }

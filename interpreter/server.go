@@ -31,6 +31,9 @@ type Config struct {
 	// Java runs Java kernels (JShell; a JDK's jshell beside it); default
 	// /usr/bin/java.
 	Java string
+	// SandboxEnv is where the sandbox's env vars are read (envd's GET
+	// /envs, served without a token to the sandbox itself); "" for none.
+	SandboxEnv string
 	// Cwd is a context's working directory when it names none; default
 	// /home/user.
 	Cwd string
@@ -222,12 +225,12 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 // runEnv is the code that sets a run's env vars, and puts them back.
 type runEnv struct{ set, reset string }
 
-// runIn runs code in c's kernel k with env set for this run (when not
-// nil), emitting its output, and a kernel that died or would not stop as
+// runIn runs code in c's kernel k, with the sandbox's env vars as envd
+// has them and env set for this run (when not nil), emitting its output, and a kernel that died or would not stop as
 // an error line (the context starts a new kernel at its next run).
 func (s *Server) runIn(ctx context.Context, c *codeContext, k kernel, code string, env *runEnv, emit func(event)) {
-	var err error
-	if env != nil {
+	err := c.syncEnv(ctx, k)
+	if err == nil && env != nil {
 		if err = run(ctx, k, env.set, true, nil); err == nil {
 			defer func() { _ = run(context.WithoutCancel(ctx), k, env.reset, true, nil) }()
 		}

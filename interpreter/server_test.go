@@ -22,10 +22,17 @@ import (
 // ipykernel (skipped where it is missing).
 func newTestServer(t *testing.T) string {
 	t.Helper()
+	return newTestServerWith(t, Config{})
+}
+
+// newTestServerWith is newTestServer with cfg (its Cwd a test directory).
+func newTestServerWith(t *testing.T, cfg Config) string {
+	t.Helper()
 	if err := exec.Command("/usr/bin/python3", "-c", "import ipykernel, matplotlib, pandas").Run(); err != nil {
 		t.Skip("no /usr/bin/python3 with ipykernel, matplotlib and pandas (scripts/deps.sh installs them)")
 	}
-	s, err := New(Config{Cwd: t.TempDir()}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	cfg.Cwd = t.TempDir()
+	s, err := New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,6 +38,7 @@ func main() {
 	flag.IntVar(&cfg.ReserveThreads, "reserve-threads", 0, "OS threads to create at start and keep (inside a sandbox with a pids limit)")
 	flag.BoolVar(&cfg.Guest, "guest", false, "envd is a VM guest's: let /init set the clock, hostname and random state")
 	flag.BoolVar(&cfg.OwnHostname, "own-hostname", false, "envd's sandbox has a hostname of its own (a UTS namespace): let /init set it")
+	flag.BoolVar(&cfg.LocalEnvs, "local-envs", false, "serve GET /envs without the access token to processes in the sandbox (loopback)")
 	flag.TextVar(level, "log-level", level, "log level: debug, info, warn, error")
 	flag.Parse()
 	setProcessName()

@@ -27,6 +27,7 @@ func main() {
 	flag.StringVar(&cfg.Node, "node", "/usr/bin/node", "the Node.js that runs JavaScript and TypeScript kernels (with Debian's node-acorn and node-typescript)")
 	flag.StringVar(&cfg.Bash, "bash", "/bin/bash", "the bash that runs bash kernels")
 	flag.StringVar(&cfg.Java, "java", "/usr/bin/java", "the java that runs Java kernels (JShell: a JDK)")
+	flag.StringVar(&cfg.SandboxEnv, "sandbox-env", "http://127.0.0.1:"+strconv.Itoa(wire.EnvdPort)+"/envs", "where the sandbox's env vars are read (envd); empty for nowhere")
 	flag.StringVar(&cfg.Cwd, "cwd", "/home/user", "a context's working directory when it names none")
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/http"
 	"os"
 	"os/signal"
@@ -65,6 +66,12 @@ type Config struct {
 	// UTS namespace, as in a namespace sandbox): /init may set it (a
 	// forked sandbox has its source's). Guest implies it.
 	OwnHostname bool
+	// LocalEnvs serves GET /envs without the access token to processes in
+	// the sandbox (loopback): they are given those variables anyway, and a
+	// server the template started before the sandbox had them (the code
+	// interpreter's kernels, started when a template is captured) reads
+	// them there.
+	LocalEnvs bool
 	// Disk is the filesystem whose usage /metrics reports; default "/".
 	Disk string
 	// ReserveThreads is how many OS threads envd makes at start and keeps,
@@ -137,13 +144,26 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	mux.HandleFunc("GET /envs", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.defaults.Envs()) })
 	mux.HandleFunc("GET /metrics", s.metrics)
 	mux.HandleFunc("GET /ports", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.ports.Ports()) })
-	s.handler = s.guard.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	guarded := s.guard.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/health" {
 			s.ports.Kick() // a request may start a server: look for it promptly
 		}
 		mux.ServeHTTP(w, r)
 	}))
+	s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if cfg.LocalEnvs && r.Method == http.MethodGet && r.URL.Path == "/envs" && r.Header.Get(auth.TokenHeader) == "" && fromLoopback(r) {
+			writeJSON(w, s.defaults.Envs())
+			return
+		}
+		guarded.ServeHTTP(w, r)
+	})
 	return s, nil
+}
+
+// fromLoopback reports whether r came from the sandbox itself.
+func fromLoopback(r *http.Request) bool {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	return err == nil && ap.Addr().Unmap().IsLoopback()
 }
 
 // Handler is envd's whole HTTP surface, access check included.

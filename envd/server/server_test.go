@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os/user"
 	"strconv"
@@ -186,5 +187,43 @@ func TestH2C(t *testing.T) {
 	c := processconnect.NewProcessClient(client, base)
 	if _, err := c.List(context.Background(), connect.NewRequest(&rpc.ListRequest{})); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLocalEnvs: with LocalEnvs, processes in the sandbox (loopback) read
+// GET /envs without the token; other callers, and other routes, still
+// need it.
+func TestLocalEnvs(t *testing.T) {
+	srv, err := server.New(server.Config{LocalEnvs: true}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func(method, path, from, token, body string) int {
+		r := httptest.NewRequest(method, path, strings.NewReader(body))
+		r.RemoteAddr = from
+		if token != "" {
+			r.Header.Set("X-Access-Token", token)
+		}
+		w := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(w, r)
+		return w.Code
+	}
+	if code := serve("POST", "/init", "127.0.0.1:1", "", `{"accessToken":"s3cret","envVars":{"A":"1"}}`); code != http.StatusNoContent {
+		t.Fatalf("init: %d", code)
+	}
+	for _, tc := range []struct {
+		method, path, from, token string
+		want                      int
+	}{
+		{"GET", "/envs", "127.0.0.1:40000", "", http.StatusOK},
+		{"GET", "/envs", "[::1]:40000", "", http.StatusOK},
+		{"GET", "/envs", "10.11.0.1:40000", "", http.StatusUnauthorized},
+		{"GET", "/envs", "127.0.0.1:40000", "wrong", http.StatusUnauthorized},
+		{"GET", "/metrics", "127.0.0.1:40000", "", http.StatusUnauthorized},
+		{"POST", "/init", "127.0.0.1:40000", "", http.StatusUnauthorized},
+	} {
+		if code := serve(tc.method, tc.path, tc.from, tc.token, "{}"); code != tc.want {
+			t.Errorf("%s %s from %s (token %q): %d, want %d", tc.method, tc.path, tc.from, tc.token, code, tc.want)
+		}
 	}
 }

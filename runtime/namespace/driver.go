@@ -346,7 +346,7 @@ func initConfig(spec runtime.Spec, rootfs string) sandboxinit.Config {
 		Hostname: spec.Hostname,
 		Resolv:   hostResolv(spec.Network.DNS),
 		Env:      spec.Env,
-		EnvdArgs: []string{"-addr", fmt.Sprintf("0.0.0.0:%d", wire.EnvdPort), "-forward-ports", "-own-hostname", "-reserve-threads", fmt.Sprint(envdThreads)},
+		EnvdArgs: []string{"-addr", fmt.Sprintf("0.0.0.0:%d", wire.EnvdPort), "-forward-ports", "-local-envs", "-own-hostname", "-reserve-threads", fmt.Sprint(envdThreads)},
 		EnvdPort: wire.EnvdPort,
 	}
 	if cfg.Hostname == "" {
