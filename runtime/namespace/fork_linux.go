@@ -5,17 +5,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
 	"strings"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/handles"
+	"roost.dev/roost/runtime/proc"
 )
 
 // A capture (runtime.Forker) is CRIU's dump of a running sandbox, taken
@@ -50,6 +54,9 @@ type captureInfo struct {
 	// BootID says whether the sandbox had a boot id of its own, as the
 	// images' mounts do.
 	BootID bool `json:"bootId"`
+	// Address is the captured sandbox's address, which the connections it
+	// had then (envd's clients) are bound to.
+	Address string `json:"address,omitempty"`
 }
 
 var _ runtime.Forker = (*Driver)(nil)
@@ -107,6 +114,9 @@ func (d *Driver) capture(ctx context.Context, criu string, h *handle, dir string
 		return err
 	}
 	info := captureInfo{IDs: h.rec.IDs, BootID: h.rec.BootID != ""}
+	if ap, err := netip.ParseAddrPort(h.rec.EnvdAddr); err == nil {
+		info.Address = ap.Addr().String()
+	}
 	top := layerImage(dir, 0)
 	if err := copySparse(top, image); err != nil {
 		return fmt.Errorf("copy disk: %w", err)
@@ -179,6 +189,13 @@ func (d *Driver) Fork(ctx context.Context, spec runtime.Spec, dir string) (runti
 	if err != nil {
 		return runtime.Instance{}, fmt.Errorf("fork into sandbox %s: %w", spec.ID, err)
 	}
+	if a, err := netip.ParseAddr(info.Address); err == nil && a != spec.Network.Address.Addr() {
+		giveBack, err := lendAddress(spec.Network.Netns, a)
+		if err != nil {
+			return runtime.Instance{}, fmt.Errorf("fork into sandbox %s: %w", spec.ID, err)
+		}
+		defer giveBack()
+	}
 	log := d.log.With("sandbox", spec.ID)
 	inst, err := d.restoreInto(ctx, r, criu, spec, rec, log)
 	if err != nil {
@@ -190,6 +207,31 @@ func (d *Driver) Fork(ctx context.Context, spec runtime.Spec, dir string) (runti
 	}
 	log.Info("sandbox forked", "pid", inst.Pid, "took", time.Since(t0), "capture", dir)
 	return inst, nil
+}
+
+// lendAddress puts addr, the captured sandbox's address, on the loopback
+// of the fork's network namespace netns while CRIU restores: the
+// connections the sandbox had come back closed (--tcp-close), but bound
+// to their address, which must be there. The returned func takes it back.
+func lendAddress(netns string, addr netip.Addr) (func(), error) {
+	onLoopback := func(change func(netlink.Link, *netlink.Addr) error) error {
+		return proc.InNetns(netns, func() error {
+			lo, err := netlink.LinkByName("lo")
+			if err != nil {
+				return err
+			}
+			return change(lo, &netlink.Addr{IPNet: hostNet(addr)})
+		})
+	}
+	if err := onLoopback(netlink.AddrAdd); err != nil {
+		return nil, fmt.Errorf("lend the captured sandbox's address %s: %w", addr, err)
+	}
+	return func() { _ = onLoopback(netlink.AddrDel) }, nil
+}
+
+// hostNet is addr as a one-address network.
+func hostNet(addr netip.Addr) *net.IPNet {
+	return &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(addr.BitLen(), addr.BitLen())}
 }
 
 // setHostname gives the UTS namespace of process pid the hostname name,

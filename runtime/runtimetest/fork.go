@@ -3,6 +3,7 @@ package runtimetest
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,16 +20,26 @@ import (
 // while it runs on, starts two sandboxes that each have its files and its
 // processes, carrying on from where they were, and are independent of
 // each other, of the source and of the capture.
-func captureFork(t *testing.T, rt runtime.Runtime, net *network.Manager) {
+func captureFork(t *testing.T, rt runtime.Runtime, nets *network.Manager) {
 	f, ok := rt.(runtime.Forker)
 	if !ok {
 		t.Skipf("%s cannot fork", rt.Name())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	src := Start(t, rt, net, Options{Limits: runtime.Limits{MemoryMB: 256}})
+	src := Start(t, rt, nets, Options{Limits: runtime.Limits{MemoryMB: 256}})
 	src.MustExec(t, "echo kept > /root/state; nohup bash -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done' >/dev/null 2>&1 &")
 	time.Sleep(300 * time.Millisecond)
+	// A socket bound to the sandbox's own address as it is captured (as
+	// envd's connections from its clients are): the forks have it, bound
+	// to an address that is not theirs. A UDP socket connected to the
+	// sandbox itself sends nothing.
+	addr, _, err := net.SplitHostPort(strings.TrimPrefix(src.Envd, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.MustExec(t, "nohup bash -c 'exec 5<>/dev/udp/"+addr+"/9; exec sleep 1000' >/dev/null 2>&1 &")
+	time.Sleep(100 * time.Millisecond)
 	dir := filepath.Join(t.TempDir(), "capture")
 	if err := f.Capture(ctx, src.Spec.ID, dir); err != nil {
 		t.Fatalf("capture: %v", err)
@@ -40,8 +51,8 @@ func captureFork(t *testing.T, rt runtime.Runtime, net *network.Manager) {
 	files := listing(t, dir)
 
 	forks := []*Sandbox{
-		Start(t, rt, net, Options{Fork: dir}),
-		Start(t, rt, net, Options{Fork: dir, Limits: runtime.Limits{MemoryMB: 256}}),
+		Start(t, rt, nets, Options{Fork: dir}),
+		Start(t, rt, nets, Options{Fork: dir, Limits: runtime.Limits{MemoryMB: 256}}),
 	}
 	for i, sb := range forks {
 		if got := strings.TrimSpace(sb.MustExec(t, "cat /root/state")); got != "kept" {
@@ -73,10 +84,10 @@ func captureFork(t *testing.T, rt runtime.Runtime, net *network.Manager) {
 	}
 
 	// A fork has the captured sandbox's shape, or is refused.
-	if _, err := TryStart(t, rt, net, Options{Fork: dir, Limits: runtime.Limits{MemoryMB: 512}}); !errors.Is(err, errdefs.ErrInvalid) {
+	if _, err := TryStart(t, rt, nets, Options{Fork: dir, Limits: runtime.Limits{MemoryMB: 512}}); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Errorf("fork with another memory size: %v, want ErrInvalid", err)
 	}
-	if _, err := TryStart(t, rt, net, Options{Fork: filepath.Join(t.TempDir(), "none")}); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := TryStart(t, rt, nets, Options{Fork: filepath.Join(t.TempDir(), "none")}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("fork of no capture: %v, want ErrNotFound", err)
 	}
 }
