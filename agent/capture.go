@@ -23,10 +23,12 @@ import (
 )
 
 // Captures of templates. On a runtime that can fork a running sandbox
-// (runtime.Forker: the VM runtimes), a template keeps, for each sandbox
-// shape, a capture of a sandbox of it taken once it was ready: booted,
-// envd healthy, and the template's start command running and its ready
-// command passed. Creates fork the capture instead of booting and running
+// (runtime.Forker), a template keeps, for each sandbox shape, a capture
+// of a sandbox of it taken once it was ready: booted, envd healthy, and
+// the template's start command running and its ready command passed. On
+// the namespace runtime only templates with a start command get one: a
+// namespace sandbox starts in milliseconds, faster than a CRIU restore,
+// but a start command (the code interpreter's kernel) may take longer. Creates fork the capture instead of booting and running
 // the start command again; the first create of a template and shape
 // boots, and has the capture made in the background for the next ones.
 // A capture is made of a sandbox of its own, which no client ever sees:
@@ -66,12 +68,13 @@ func (m *Manager) capturesDir() string {
 
 // captureFor is the capture a create on rt from tpl forks, by its key:
 // "" when rt cannot fork, or boots faster than it forks (a namespace
-// sandbox starts in milliseconds, a CRIU restore takes longer), or the
-// create is one a capture is made of, or a build's.
+// sandbox of a template with no start command), or the create is one a
+// capture is made of, or a build's.
 func (m *Manager) captureFor(rt runtime.Runtime, tpl template.Template, req CreateRequest) (runtime.Forker, string) {
 	f, ok := rt.(runtime.Forker)
+	bootsFaster := !rt.Capabilities().VM && tpl.StartCmd == ""
 	// A capture holds no volume: a create that mounts one boots.
-	if !ok || !rt.Capabilities().VM || req.capture || req.buildRoot != "" || req.fork != nil || len(req.Volumes) > 0 {
+	if !ok || bootsFaster || req.capture || req.buildRoot != "" || req.fork != nil || len(req.Volumes) > 0 {
 		return nil, ""
 	}
 	stamp, err := template.Stamp(tpl.RootFS)

@@ -17,18 +17,43 @@ import (
 	"roost.dev/roost/template/templatetest"
 )
 
-// TestTemplateCaptureQEMU runs a template with a start command on the
-// qemu runtime: the first create boots and runs the start command, a
-// capture of the template is made once ready, and the next creates fork
-// it: the start command runs on from the capture (it ran once, before any
-// sandbox had an identity), while each fork has its own hostname, env
-// vars, token, clock and random state. An agent restart keeps the
-// capture; a rebuilt template drops it.
+// TestTemplateCaptureQEMU captures a template on the qemu runtime (see
+// testTemplateCapture).
 func TestTemplateCaptureQEMU(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots VMs")
 	}
-	h := qemuHost(t)
+	testTemplateCapture(t, qemuHost(t))
+}
+
+// TestTemplateCaptureNamespace captures a template with a start command on
+// the namespace runtime (see testTemplateCapture), where a template with
+// none gets no capture: its creates start faster than a restore.
+func TestTemplateCaptureNamespace(t *testing.T) {
+	h := newHost(t)
+	a := h.start()
+	sb, err := a.m.Create(ctxT(t), agent.CreateRequest{Limits: runtime.Limits{MemoryMB: 256}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // time for a capture to start, were there one
+	if e, _ := os.ReadDir(filepath.Join(h.dataDir, "builds", "sandboxes")); len(e) > 0 {
+		t.Errorf("a namespace create of a template with no start command has it captured: %s", e[0].Name())
+	}
+	if err := a.m.Destroy(ctxT(t), sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	a.stop()
+	testTemplateCapture(t, h)
+}
+
+// testTemplateCapture runs a template with a start command: the first
+// create boots and runs the start command, a capture of the template is
+// made once ready, and the next creates fork it: the start command runs on
+// from the capture (it ran once, before any sandbox had an identity),
+// while each fork has its own hostname, env vars, token, clock and random
+// state. An agent restart keeps the capture; a rebuilt template drops it.
+func testTemplateCapture(t *testing.T, h *host) {
 	store := storeWith(t, h.base, template.Template{Name: "web",
 		StartCmd: "date +%s%N > /tmp/started-at; exec python3 -m http.server 8000",
 		ReadyCmd: "curl -fs localhost:8000 >/dev/null"},

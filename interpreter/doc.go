@@ -1,9 +1,13 @@
 // Package interpreter is the code interpreter a sandbox serves on port
 // 49999 (wire.InterpreterPort) for E2B's @e2b/code-interpreter package:
-// stateful code contexts, each a Jupyter kernel the server starts and
-// speaks to over the Jupyter messaging protocol (ZeroMQ, HMAC-signed
-// messages; wire.go, kernel.go), with the kernels' output streamed back
-// as the package reads it, one JSON object a line (stream.go).
+// stateful code contexts, each a kernel of its language (kernel.go): for
+// Python and R a Jupyter kernel the server speaks to over the Jupyter
+// messaging protocol (ZeroMQ, HMAC-signed messages; wire.go, jupyter.go),
+// for JavaScript, TypeScript, bash and Java a driver of the server's own
+// (kernels/) spoken to over pipes (repl.go). The kernels' output is
+// streamed back as the package reads it, one JSON object a line
+// (stream.go). The sandbox's env vars reach the kernels through envd
+// (sandboxenv.go); the languages and how each starts are in contexts.go.
 //
 // The routes (server.go): GET /health; POST /execute (code, and a
 // context_id or a language, and env_vars for this run only); POST, GET

@@ -100,7 +100,10 @@ func freePort() (int, error) {
 // starts) and starts reading them.
 func (k *jupyterKernel) connect(ctx context.Context, c connection) error {
 	addr := func(port int) string { return fmt.Sprintf("tcp://%s:%d", c.IP, port) }
-	retry := []zmq4.Option{zmq4.WithDialerRetry(50 * time.Millisecond), zmq4.WithDialerMaxRetries(int(kernelStartTimeout / (50 * time.Millisecond)))}
+	// A sandbox restored from a capture has its connections closed (CRIU's
+	// --tcp-close) and the kernel listening still: the sockets dial again.
+	retry := []zmq4.Option{zmq4.WithDialerRetry(50 * time.Millisecond), zmq4.WithDialerMaxRetries(int(kernelStartTimeout / (50 * time.Millisecond))),
+		zmq4.WithAutomaticReconnect(true)}
 	k.shell = zmq4.NewDealer(ctx, append(retry, zmq4.WithID(zmq4.SocketIdentity(k.session)))...)
 	k.iopub = zmq4.NewSub(ctx, retry...)
 	if err := k.shell.Dial(addr(c.ShellPort)); err != nil {
@@ -112,18 +115,28 @@ func (k *jupyterKernel) connect(ctx context.Context, c connection) error {
 	if err := k.iopub.SetOption(zmq4.OptionSubscribe, ""); err != nil {
 		return fmt.Errorf("kernel iopub: %w", err)
 	}
-	go k.read(k.shell)
-	go k.read(k.iopub)
+	go k.read(ctx, k.shell)
+	go k.read(ctx, k.iopub)
 	return nil
 }
 
 // read routes the messages of sock to the requests they answer, until
 // the socket closes.
-func (k *jupyterKernel) read(sock zmq4.Socket) {
+func (k *jupyterKernel) read(ctx context.Context, sock zmq4.Socket) {
 	for {
 		raw, err := sock.Recv()
 		if err != nil {
-			return
+			// A connection that broke (a sandbox restored from a capture
+			// has its connections closed) is dialled again: read on until
+			// the socket is closed.
+			select {
+			case <-ctx.Done():
+				return
+			case <-k.done:
+				return
+			case <-time.After(10 * time.Millisecond):
+				continue
+			}
 		}
 		m, err := k.sign.decode(raw.Frames)
 		if err != nil {

@@ -220,6 +220,7 @@ func TestSandboxEnv(t *testing.T) {
 	mu.Lock()
 	env = map[string]string{"ROOST_SB": "created", "ROOST_NEW": "x y"}
 	mu.Unlock()
+	time.Sleep(envFresh) // the server asks envd again
 	if got := value(executeOK(t, ctx, url, map[string]any{"code": get})); got != "created x y" {
 		t.Errorf("after the sandbox's env changed: %q", got)
 	}

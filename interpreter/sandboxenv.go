@@ -6,6 +6,8 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"os"
+	"sync"
 	"time"
 )
 
@@ -19,12 +21,43 @@ import (
 // loopback, at once or not at all.
 var sandboxEnvClient = &http.Client{Timeout: 2 * time.Second}
 
-// sandboxEnv is the sandbox's env vars as envd has them now, or nil when
-// there is no envd to ask (url "") or it did not answer.
+// envFresh is how long an answer of envd's is used before it is asked
+// again: its env vars change only as a sandbox is created or resumed. A
+// sandbox restored from a capture is another one: its hostname (its ID)
+// is not the captured sandbox's, and that alone has envd asked again.
+const envFresh = time.Second
+
+// envCache is envd's last answer, by URL and hostname.
+type envCache struct {
+	mu       sync.Mutex
+	url      string
+	hostname string
+	at       time.Time
+	env      map[string]string
+}
+
+var lastEnv envCache
+
+// sandboxEnv is the sandbox's env vars as envd has them (as of at most
+// envFresh ago), or nil when there is no envd to ask (url "") or it did
+// not answer.
 func sandboxEnv(ctx context.Context, url string) map[string]string {
 	if url == "" {
 		return nil
 	}
+	hostname, _ := os.Hostname()
+	lastEnv.mu.Lock()
+	defer lastEnv.mu.Unlock()
+	if lastEnv.url == url && lastEnv.hostname == hostname && lastEnv.env != nil && time.Since(lastEnv.at) < envFresh {
+		return lastEnv.env
+	}
+	env := askEnvd(ctx, url)
+	lastEnv.url, lastEnv.hostname, lastEnv.at, lastEnv.env = url, hostname, time.Now(), env
+	return env
+}
+
+// askEnvd is envd's answer at url, or nil.
+func askEnvd(ctx context.Context, url string) map[string]string {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil

@@ -41,7 +41,11 @@ func main() {
 	defer srv.Close()
 	// Listen first: a client that comes while the first kernel starts
 	// waits for it instead of being refused.
-	l, err := net.Listen("tcp", *addr)
+	// Plain TCP: Go listens with MPTCP by default, which CRIU cannot dump,
+	// and a sandbox of this template is captured, hibernated and forked.
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	l, err := lc.Listen(ctx, "tcp", *addr)
 	if err != nil {
 		log.Error("listen", "err", err)
 		os.Exit(1)
