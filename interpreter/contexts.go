@@ -77,17 +77,20 @@ var languages = map[string]language{
 	},
 }
 
-// jupyter starts the Jupyter kernels argv gives.
+// jupyter starts the Jupyter kernels argv gives; repl, the drivers.
 func jupyter(argv func(cfg Config, files string) []string) func(context.Context, Config, string, string) (kernel, error) {
-	return func(ctx context.Context, cfg Config, files, cwd string) (kernel, error) {
-		return startJupyter(ctx, argv(cfg, files), cwd, cfg.Env)
-	}
+	return starting(startJupyter, argv)
 }
 
-// repl starts the drivers argv gives.
 func repl(argv func(cfg Config, files string) []string) func(context.Context, Config, string, string) (kernel, error) {
+	return starting(startREPL, argv)
+}
+
+// starting is a language's start: start with the argv its config gives.
+func starting(start func(ctx context.Context, argv []string, cwd string, env []string) (kernel, error),
+	argv func(cfg Config, files string) []string) func(context.Context, Config, string, string) (kernel, error) {
 	return func(ctx context.Context, cfg Config, files, cwd string) (kernel, error) {
-		return startREPL(ctx, argv(cfg, files), cwd, cfg.Env)
+		return start(ctx, argv(cfg, files), cwd, cfg.Env)
 	}
 }
 

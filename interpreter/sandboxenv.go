@@ -27,12 +27,13 @@ var sandboxEnvClient = &http.Client{Timeout: 2 * time.Second}
 // is not the captured sandbox's, and that alone has envd asked again.
 const envFresh = time.Second
 
-// envCache is envd's last answer, by URL and hostname.
+// envCache is envd's last answer (nil when it gave none), by URL and
+// hostname.
 type envCache struct {
 	mu       sync.Mutex
 	url      string
 	hostname string
-	at       time.Time
+	at       time.Time // zero before the first answer
 	env      map[string]string
 }
 
@@ -48,7 +49,7 @@ func sandboxEnv(ctx context.Context, url string) map[string]string {
 	hostname, _ := os.Hostname()
 	lastEnv.mu.Lock()
 	defer lastEnv.mu.Unlock()
-	if lastEnv.url == url && lastEnv.hostname == hostname && lastEnv.env != nil && time.Since(lastEnv.at) < envFresh {
+	if lastEnv.url == url && lastEnv.hostname == hostname && !lastEnv.at.IsZero() && time.Since(lastEnv.at) < envFresh {
 		return lastEnv.env
 	}
 	env := askEnvd(ctx, url)
