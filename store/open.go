@@ -86,24 +86,36 @@ var (
 //     mode with a busy timeout and foreign keys on. Writes go through one
 //     connection, so SQLite never sees two writers from this process;
 //     reads use a separate read-only pool and do not wait for writes.
-func Open(ctx context.Context, dbURL string, log *slog.Logger) (Store, error) {
+//
+// Every statement the store sends is timed (see WithRegisterer).
+func Open(ctx context.Context, dbURL string, log *slog.Logger, opts ...Option) (Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	m, err := newQueryMetrics(opts)
+	if err != nil {
+		return nil, err
+	}
+	var st Store
 	switch {
 	case strings.HasPrefix(dbURL, "postgres://"), strings.HasPrefix(dbURL, "postgresql://"):
-		return openPostgres(ctx, dbURL, log)
+		st, err = openPostgres(ctx, dbURL, log, m)
 	case strings.HasPrefix(dbURL, "sqlite://"):
-		return openSQLite(ctx, strings.TrimPrefix(dbURL, "sqlite://"), log)
+		st, err = openSQLite(ctx, strings.TrimPrefix(dbURL, "sqlite://"), log, m)
 	case strings.Contains(dbURL, "://"):
-		return nil, fmt.Errorf("open store: unknown database URL scheme in %q: %w", redact(dbURL), errdefs.ErrInvalid)
+		err = fmt.Errorf("open store: unknown database URL scheme in %q: %w", redact(dbURL), errdefs.ErrInvalid)
 	default:
-		return openSQLite(ctx, dbURL, log)
+		st, err = openSQLite(ctx, dbURL, log, m)
 	}
+	if err != nil {
+		m.unregister() // a later Open may register them
+		return nil, err
+	}
+	return st, nil
 }
 
-func openPostgres(ctx context.Context, dbURL string, log *slog.Logger) (Store, error) {
-	db, err := sql.Open("pgx", dbURL)
+func openPostgres(ctx context.Context, dbURL string, log *slog.Logger, m *queryMetrics) (Store, error) {
+	db, err := openDB("pgx", dbURL, m)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres %s: %w", redact(dbURL), err)
 	}
@@ -139,7 +151,7 @@ func openPostgres(ctx context.Context, dbURL string, log *slog.Logger) (Store, e
 	return &sqlStore{w: db, r: db, d: postgresDialect, log: log}, nil
 }
 
-func openSQLite(ctx context.Context, path string, log *slog.Logger) (Store, error) {
+func openSQLite(ctx context.Context, path string, log *slog.Logger, m *queryMetrics) (Store, error) {
 	if path == "" || path == ":memory:" || strings.ContainsAny(path, "?#") {
 		// In-memory databases are per connection, and the store uses two
 		// pools; '?' and '#' would be read as URI syntax.
@@ -155,7 +167,7 @@ func openSQLite(ctx context.Context, path string, log *slog.Logger) (Store, erro
 	// and creates the file. Its transactions begin IMMEDIATE so a
 	// read-then-write transaction takes the write lock up front and can
 	// never fail to upgrade.
-	w, err := sql.Open("sqlite", "file:"+path+"?"+common+"&_pragma=journal_mode(WAL)&_txlock=immediate")
+	w, err := openDB("sqlite", "file:"+path+"?"+common+"&_pragma=journal_mode(WAL)&_txlock=immediate", m)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
@@ -171,7 +183,7 @@ func openSQLite(ctx context.Context, path string, log *slog.Logger) (Store, erro
 		w.Close()
 		return nil, err
 	}
-	r, err := sql.Open("sqlite", "file:"+path+"?"+common+"&_pragma=query_only(1)")
+	r, err := openDB("sqlite", "file:"+path+"?"+common+"&_pragma=query_only(1)", m)
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open sqlite %s for reading: %w", path, err)

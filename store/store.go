@@ -115,6 +115,8 @@ type Store interface {
 	Templates
 	// Volumes: teams' volumes and the mounts sandboxes hold of them.
 	Volumes
+	// Stats: counts for the control plane's metrics.
+	Stats
 }
 
 // HashKey is how API keys and registration tokens are stored: SHA-256 of
