@@ -83,6 +83,8 @@ type Config struct {
 	// AgentTLS is the TLS configuration for agents reached over https
 	// (mutual TLS: it holds the control plane's client certificate).
 	AgentTLS *tls.Config
+	// Metrics counts the proxy's traffic (NewMetrics); nil counts nothing.
+	Metrics *Metrics
 }
 
 // Proxy forwards sandbox traffic to host agents. It is an http.Handler and
@@ -97,6 +99,7 @@ type Proxy struct {
 	upstream      *Upstream
 	rt            http.RoundTripper // upstream, with retries
 	buffers       *bufpool.Pool
+	metrics       *Metrics // nil: none
 
 	mu sync.Mutex // guards targets, epoch and resuming
 	// targets caches resolved, running sandboxes and their ReverseProxy.
@@ -156,6 +159,7 @@ func New(cfg Config, r Resolver, log *slog.Logger) *Proxy {
 		upstream:      upstream,
 		rt:            &retryTransport{base: upstream, window: cfg.DialRetry},
 		buffers:       bufpool.New(),
+		metrics:       cfg.Metrics,
 		targets:       make(map[string]*target),
 		resuming:      make(map[string]*resumeCall),
 	}
@@ -196,6 +200,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		errdefs.WriteHTTP(w, http.StatusNotFound, "no sandbox in request")
 		return
 	}
+	w, r, counted := p.metrics.track(w, r, route.Port == p.envdPort)
+	defer counted()
 	if route.Form == FormPath && r.URL.EscapedPath() == route.Prefix &&
 		(r.Method == http.MethodGet || r.Method == http.MethodHead) {
 		// "/proxy/{id}/{port}" → ".../": relative links in the page then
