@@ -34,6 +34,15 @@
 // store. A building build holds a lease its control plane renews: one
 // whose lease ran out was abandoned (FailAbandonedBuilds).
 //
+// Operations (operations.go): the teams themselves, operator tokens
+// (hashed like API keys), the audit log and sandbox lifecycle events
+// (append-only, read in (at, id) order, pruned by age), and webhooks with
+// their deliveries. A delivery row is the queue entry and the log at
+// once: AppendEvents queues one per subscribed webhook in the event's
+// own transaction, and ClaimDeliveries hands out only each webhook's
+// oldest pending one, under a lease, so an endpoint gets its events in
+// order and two control planes never send one delivery at once.
+//
 // The store does not schedule, reconcile, enforce timeouts or authenticate
 // requests; it records what the control plane decides.
 package store

@@ -236,20 +236,20 @@ func parsePageToken(s string, order Order) (pageToken, error) {
 	return pageToken{order: order, created: n, id: id}, nil
 }
 
-// sandboxQuery collects a WHERE clause and its arguments.
-type sandboxQuery struct {
+// conditions collects a WHERE clause and its arguments.
+type conditions struct {
 	where []string
 	args  []any
 }
 
 // arg adds v and returns its placeholder.
-func (q *sandboxQuery) arg(v any) string {
+func (q *conditions) arg(v any) string {
 	q.args = append(q.args, v)
 	return "$" + strconv.Itoa(len(q.args))
 }
 
 // filter adds f's conditions but its page (Order, Limit, NextToken).
-func (q *sandboxQuery) filter(f SandboxFilter) {
+func (q *conditions) filter(f SandboxFilter) {
 	if f.TeamID != "" {
 		q.where = append(q.where, "team_id = "+q.arg(f.TeamID))
 	}
@@ -276,7 +276,7 @@ func (q *sandboxQuery) filter(f SandboxFilter) {
 	}
 }
 
-func (q *sandboxQuery) whereClause() string {
+func (q *conditions) whereClause() string {
 	if len(q.where) == 0 {
 		return ""
 	}
@@ -284,7 +284,7 @@ func (q *sandboxQuery) whereClause() string {
 }
 
 func (s *sqlStore) CountSandboxes(ctx context.Context, f SandboxFilter) (int, error) {
-	var q sandboxQuery
+	var q conditions
 	q.filter(f)
 	var n int
 	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM sandboxes`+q.whereClause(), q.args...).Scan(&n); err != nil {
@@ -304,7 +304,7 @@ func (s *sqlStore) ListSandboxes(ctx context.Context, f SandboxFilter) ([]Sandbo
 	if _, ok := orderMark[f.Order]; !ok {
 		return nil, "", fmt.Errorf("list sandboxes: order %d: %w", f.Order, errdefs.ErrInvalid)
 	}
-	var q sandboxQuery
+	var q conditions
 	q.filter(f)
 	cmp, dir := ">", "ASC"
 	if f.Order == NewestFirst {

@@ -117,6 +117,8 @@ type Store interface {
 	Volumes
 	// Stats: counts for the control plane's metrics.
 	Stats
+	// Operations: teams, operator tokens, audit log, events, webhooks.
+	Operations
 }
 
 // HashKey is how API keys and registration tokens are stored: SHA-256 of
@@ -157,6 +159,9 @@ type KeyKind string
 const (
 	KindAPIKey      KeyKind = "api_key"      // X-API-Key
 	KindAccessToken KeyKind = "access_token" // Authorization: Bearer
+	// KindAdmin marks an operator token acting for a team (X-Admin-Token
+	// and X-Team-ID); the store keeps no API key of this kind.
+	KindAdmin KeyKind = "admin"
 )
 
 // HostState is a host's scheduling state.
