@@ -78,7 +78,8 @@ func TestStoreMetrics(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := []SandboxCount{{Runtime: "", State: SandboxPaused, N: 1}, {Runtime: "namespace", State: SandboxRunning, N: 2}}
+			want := []SandboxCount{{HostID: "gone", State: SandboxPaused, N: 1, VCPUs: 2, MemoryMB: 512},
+				{HostID: "h1", State: SandboxRunning, N: 2, VCPUs: 4, MemoryMB: 1024}}
 			if !slices.Equal(counts, want) {
 				t.Errorf("sandbox counts %+v, want %+v", counts, want)
 			}
