@@ -76,9 +76,11 @@ var allowed = map[string][]string{
 	// Template content (blobs, manifests) is shared by the agent, the
 	// control plane and the builder: a leaf beside errdefs.
 	module + "/template/content": {module + "/errdefs"},
+	// The agent's in-memory metrics history: a data structure, a leaf.
+	module + "/metrichistory": {module + "/errdefs"},
 
 	module + "/agent/...": {module + "/agent/...", module + "/runtime", module + "/errdefs", module + "/wire", module + "/proxy", module + "/bufpool", module + "/atomicfile", module + "/network/...",
-		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/...", module + "/tlscert"},
+		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/...", module + "/tlscert", module + "/metrichistory"},
 	// The control plane's sandbox proxy talks to agents over HTTP only:
 	// no agent, driver or control-plane code, just the error categories.
 	module + "/proxy/...": {module + "/proxy/...", module + "/errdefs", module + "/wire", module + "/bufpool"},
@@ -98,12 +100,12 @@ var allowed = map[string][]string{
 	module + "/cmd/roost": {module + "/agent/...", module + "/runtime/...", module + "/network/...",
 		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/...",
 		module + "/client", module + "/controlplane", module + "/store", module + "/proxy", module + "/bufpool", module + "/atomicfile",
-		module + "/tlscert", module + "/errdefs", module + "/wire"},
+		module + "/tlscert", module + "/errdefs", module + "/wire", module + "/metrichistory"},
 	// The whole host-side stack, in process, for end-to-end tests; the
 	// in-sandbox programs only as binaries.
 	module + "/testenv": {module + "/agent/...", module + "/controlplane", module + "/proxy", module + "/store/...", module + "/runtime/...",
 		module + "/network/...", module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/bufpool", module + "/atomicfile",
-		module + "/errdefs", module + "/wire", module + "/gen/...", module + "/tlscert"},
+		module + "/errdefs", module + "/wire", module + "/gen/...", module + "/tlscert", module + "/metrichistory"},
 }
 
 // external lists, for the packages that must stay small or run inside
