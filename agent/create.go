@@ -66,6 +66,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Sandbox, error
 	}
 	begin := time.Now()
 	phases, err := m.start(ctx, sb, req)
+	m.metrics.created(m.runtimeOf(sb).Name(), begin, err)
 	sb.mu.Lock()
 	sb.cancel = nil
 	sb.mu.Unlock()

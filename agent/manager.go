@@ -20,6 +20,7 @@ import (
 	"roost.dev/roost/mountinfo"
 	"roost.dev/roost/proxy"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"roost.dev/roost/network"
@@ -80,6 +81,9 @@ type Config struct {
 	// VolumeDir holds the volumes' images (docs/persistence.md); default
 	// <DataDir>/volumes. It may be shared storage (NFS).
 	VolumeDir string
+	// Registerer receives the agent's metrics (docs/prometheus.md); nil
+	// registers them nowhere. New fails when it has them already.
+	Registerer prometheus.Registerer
 }
 
 // Timeouts for operations that must finish once begun, whatever happens to
@@ -129,6 +133,8 @@ type Manager struct {
 	envdDigest    string               // the envd binary's sha256, once read
 
 	vols *volumes // the host's volumes (volume.go)
+
+	metrics *metrics // prometheus.go
 }
 
 // sandbox is one sandbox the manager knows.
@@ -213,7 +219,13 @@ func New(ctx context.Context, cfg Config, rt runtime.Runtime, nw *network.Manage
 		started: cfg.Now(), envd: newEnvdClient(), ctx: mctx, cancel: cancel,
 		sandboxes: map[string]*sandbox{}, builds: map[string]*sandbox{}, pulls: map[content.Digest]*pull{},
 		capturing: map[string]bool{}, captureFailed: map[string]time.Time{},
-		vols: newVolumes(cfg.DataDir, cfg.VolumeDir, log),
+		vols: newVolumes(cfg.DataDir, cfg.VolumeDir, log), metrics: newMetrics(),
+	}
+	if cfg.Registerer != nil {
+		if err := m.metrics.register(cfg.Registerer, m); err != nil {
+			cancel()
+			return nil, err
+		}
 	}
 	m.envdVer = envdVersion(ctx, cfg.Envd)
 	if err := m.recover(ctx); err != nil {

@@ -108,6 +108,7 @@ func (m *Manager) runPull(p *pull) {
 	log := m.log.With("manifest", p.ref.Digest)
 	begin := time.Now()
 	p.tpl, p.err = m.pullTree(m.ctx, p.ref, &p.meter)
+	m.metrics.pulled(begin, p.meter.fetched.Load(), p.err)
 	if p.err != nil {
 		log.Error("template pull failed", "err", p.err)
 	} else {
