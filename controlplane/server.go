@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"roost.dev/roost/errdefs"
 	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
@@ -72,6 +73,17 @@ type Config struct {
 	// for the template InterpreterTemplate, which the control plane builds
 	// at its first create; "" offers no such template.
 	Interpreter string
+	// Registerer receives the control plane's metrics and its proxy's
+	// (docs/prometheus.md); nil registers them nowhere. New fails when it
+	// has them already.
+	Registerer prometheus.Registerer
+	// Metrics is what GET /metrics serves on the API listener (the
+	// process's registry, gathered), to a bearer of MetricsToken only:
+	// the listener is public, and the metrics tell the fleet's size and
+	// use. Nil: /metrics is 404 there. One without the other is an
+	// error of New.
+	Metrics      http.Handler
+	MetricsToken string
 }
 
 // LocalAgent is a host agent in the control plane's process.
@@ -105,6 +117,8 @@ type Server struct {
 	ca    *tlscert.ClusterCA
 	proxy *proxy.Proxy
 	mux   *http.ServeMux
+	// metrics is what the server measures, and serves (prometheus.go).
+	metrics *serverMetrics
 	// execClient calls envd's Process.Start on the agents' RPC transport.
 	execClient *http.Client
 	// builds runs template builds (buildrunner.go).
@@ -171,7 +185,11 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 		s.agents.client.Transport = localEnvd{next: s.agents.transport, lookup: cfg.Local.SandboxAddr}
 	}
 	s.execClient = &http.Client{Transport: graceTransport{next: s.agents.client.Transport}}
-	s.proxy = proxy.New(proxy.Config{Domain: cfg.Domain, AutoResume: s.autoResume, AgentTLS: http1Only(agentTLS)}, resolver{s}, log.With("component", "proxy"))
+	if s.metrics, err = newServerMetrics(cfg, s); err != nil {
+		return nil, err
+	}
+	s.proxy = proxy.New(proxy.Config{Domain: cfg.Domain, AutoResume: s.metrics.timeAutoResume(s.autoResume), AgentTLS: http1Only(agentTLS),
+		Metrics: s.metrics.proxy}, resolver{s}, log.With("component", "proxy"))
 	s.mux = s.routes()
 	return s, nil
 }
@@ -181,7 +199,7 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 // a signed /files URL without any of them goes to the sandbox whose envd
 // access token signed it (see serveSignedFile).
 func (s *Server) Handler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return s.timeOps(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := s.proxy.Match(r); ok {
 			s.proxy.ServeHTTP(w, r)
 			return
@@ -190,7 +208,7 @@ func (s *Server) Handler() http.Handler {
 			return
 		}
 		s.mux.ServeHTTP(w, r)
-	})
+	}))
 }
 
 // Close stops the template builds it runs (marking them failed) and
@@ -253,6 +271,7 @@ func (s *Server) routes() *http.ServeMux {
 	api("POST /access-tokens", s.createAccessToken)
 	api("DELETE /access-tokens/{id}", s.deleteAccessToken)
 	mux.HandleFunc("GET /openapi.yaml", serveOpenAPI)
+	s.metricsRoutes(mux)
 	mux.HandleFunc("POST /v1/hosts/register", s.registerHost)
 	mux.HandleFunc("POST /v1/hosts/{id}/heartbeat", s.hostHeartbeat)
 	mux.HandleFunc("GET /v1/hosts/{id}/blobs/{digest}", s.serveHostBlob)
