@@ -46,12 +46,12 @@ type buildRunner struct {
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex // guards running
-	running map[string]bool
+	running map[string]context.CancelFunc
 }
 
 func newBuildRunner() *buildRunner {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &buildRunner{ctx: ctx, cancel: cancel, running: map[string]bool{}}
+	return &buildRunner{ctx: ctx, cancel: cancel, running: map[string]context.CancelFunc{}}
 }
 
 // start runs fn for build id in a goroutine; ErrUnavailable once closed.
@@ -61,16 +61,27 @@ func (br *buildRunner) start(id string, fn func(ctx context.Context)) error {
 	if br.ctx.Err() != nil {
 		return fmt.Errorf("the control plane is stopping: %w", errdefs.ErrUnavailable)
 	}
-	br.running[id] = true
+	ctx, cancel := context.WithCancel(br.ctx)
+	br.running[id] = cancel
 	br.wg.Go(func() {
 		defer func() {
 			br.mu.Lock()
 			delete(br.running, id)
 			br.mu.Unlock()
+			cancel()
 		}()
-		fn(br.ctx)
+		fn(ctx)
 	})
 	return nil
+}
+
+// stop stops build id if this server runs it.
+func (br *buildRunner) stop(id string) {
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if stop, ok := br.running[id]; ok {
+		stop()
+	}
 }
 
 // ids lists the builds running.

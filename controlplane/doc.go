@@ -63,8 +63,20 @@
 // /sandboxes/{id}/connect connects); the deprecated list (GET /sandboxes:
 // running sandboxes only, unpaged), resume (409 when running) and
 // refreshes (extends, never shortens) are their own small handlers. E2B's
-// routes for features roost lacks (fork, snapshots, network update) answer 501
+// routes for features roost lacks (network update, secrets, nodes) answer 501
 // naming the feature, never "no route". Volumes: see volumes.go.
+//
+// Many teams (docs/operations.md): an operator token (X-Admin-Token,
+// admin.go) serves the operator's routes (teams, their keys and quotas,
+// E2B's /admin routes) and, with X-Team-ID, acts as that team on every
+// team route. Every create, kill, pause, resume, key, team and webhook
+// change is an audit entry (audit.go: who, when, from where, the status),
+// and every state change of a sandbox a lifecycle event (events.go:
+// E2B's events API, an SSE stream, webhooks). Both are written off the
+// request's path by a queue of their own, in order; the webhook
+// deliverer (webhookdelivery.go, Run's) sends each webhook its events in
+// order, signed, retried with backoff, and never holds up a sandbox
+// operation. Team metrics replay the events back from the running count.
 //
 // roost's own /v1 sandbox endpoints reach the sandbox's envd the way the
 // metrics endpoint does, through its agent's /proxy/{id}/{envd port}/ path

@@ -180,6 +180,7 @@ func (s *Server) forkStarted(ctx context.Context, id string, got *hostagentv1.Sa
 		return nil
 	})
 	if err == nil {
+		s.emit(sb, store.EventCreated, reasonFork)
 		s.log.Info("sandbox forked", "sandbox", id, "host", sb.HostID)
 	}
 	return sb, err

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -144,15 +145,24 @@ func (s *Server) newTeamCredential(r *http.Request, cred store.APIKey, kind stor
 	if err != nil {
 		return store.APIKey{}, "", err
 	}
+	k, plain, err := s.storeCredential(r.Context(), cred.TeamID, kind, name)
+	if err == nil {
+		noteTarget(r, cred.TeamID, k.ID)
+	}
+	return k, plain, err
+}
+
+// storeCredential makes and stores a credential of kind for the team.
+func (s *Server) storeCredential(ctx context.Context, teamID string, kind store.KeyKind, name string) (store.APIKey, string, error) {
 	plain, prefix, suffix := newCredential(kind)
 	k := store.APIKey{
-		ID: credentialID(kind), TeamID: cred.TeamID, Kind: kind, Name: name, Hash: store.HashKey(plain),
+		ID: credentialID(kind), TeamID: teamID, Kind: kind, Name: name, Hash: store.HashKey(plain),
 		Prefix: prefix, MaskSuffix: suffix, CreatedAt: time.Now().UTC(),
 	}
-	if err := s.store.CreateAPIKey(r.Context(), k); err != nil {
+	if err := s.store.CreateAPIKey(ctx, k); err != nil {
 		return store.APIKey{}, "", err
 	}
-	s.log.Info("credential created", "kind", kind, "team", cred.TeamID, "id", k.ID, "by", cred.ID)
+	s.log.Info("credential created", "kind", kind, "team", teamID, "id", k.ID)
 	return k, plain, nil
 }
 
@@ -221,10 +231,11 @@ func parseKeyName(body io.Reader) (string, error) {
 	if req.Name == "" || len(req.Name) > maxKeyNameLen {
 		return "", fmt.Errorf("name is required, at most %d bytes: %w", maxKeyNameLen, errdefs.ErrInvalid)
 	}
-	for _, c := range req.Name {
-		if unicode.IsControl(c) || c == unicode.ReplacementChar {
-			return "", fmt.Errorf("name %q: no control characters or invalid UTF-8: %w", req.Name, errdefs.ErrInvalid)
-		}
+	if strings.ContainsFunc(req.Name, isControl) {
+		return "", fmt.Errorf("name %q: no control characters or invalid UTF-8: %w", req.Name, errdefs.ErrInvalid)
 	}
 	return req.Name, nil
 }
+
+// isControl refuses a control character or invalid UTF-8 in a name.
+func isControl(c rune) bool { return unicode.IsControl(c) || c == unicode.ReplacementChar }

@@ -220,10 +220,8 @@ func testLegacyRoutes(t *testing.T, e *testenv) {
 			{"POST", "/v2/templates", "legacy template builds"},
 			{"POST", "/templates/base", "legacy template builds"},
 			{"POST", "/templates/base/builds/b1", "legacy template builds"},
-			{"GET", "/teams/team1/metrics", "team metrics"},
 			{"GET", "/secrets", "secrets"},
 			{"GET", "/nodes", "node API"},
-			{"GET", "/admin/sandboxes/running-counts", "admin API"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.method+" "+tt.path, func(t *testing.T) {

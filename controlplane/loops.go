@@ -37,13 +37,13 @@ func (s *Server) expire(ctx context.Context, sb store.Sandbox, now time.Time) er
 	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	defer cancel()
 	if sb.AutoPause {
-		if err := s.pause(ctx, sb, !sb.AutoPauseFilesystem); err != nil {
+		if err := s.pause(ctx, sb, !sb.AutoPauseFilesystem, reasonTimeout); err != nil {
 			return err
 		}
 		s.log.Info("sandbox timed out", "sandbox", sb.ID, "action", "pause")
 		return nil
 	}
-	claimed, err := s.store.UpdateSandbox(ctx, sb.ID, func(cur *store.Sandbox) error {
+	_, err := s.store.UpdateSandbox(ctx, sb.ID, func(cur *store.Sandbox) error {
 		if cur.State != store.SandboxRunning || cur.EndAt.IsZero() || cur.EndAt.After(now) {
 			return errSkip
 		}
@@ -53,7 +53,8 @@ func (s *Server) expire(ctx context.Context, sb store.Sandbox, now time.Time) er
 	if err != nil {
 		return fmt.Errorf("claim expired sandbox: %w", err)
 	}
-	if err := s.destroy(ctx, claimed); err != nil {
+	// The record before the claim: it was running.
+	if err := s.destroy(ctx, sb, reasonTimeout); err != nil {
 		return err
 	}
 	s.log.Info("sandbox timed out", "sandbox", sb.ID, "action", "destroy")

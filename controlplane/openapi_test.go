@@ -59,7 +59,7 @@ func openapiOps(t *testing.T, doc []byte) map[string]bool {
 // not reflection: http.ServeMux cannot list its patterns.
 func registeredRoutes(t *testing.T) []string {
 	t.Helper()
-	re := regexp.MustCompile(`(?:\bapi|\bmux\.Handle|\bmux\.HandleFunc)\(\s*"([^"]+)"`)
+	re := regexp.MustCompile(`(?:\bapi|\badmin|\bmux\.Handle|\bmux\.HandleFunc)\(\s*"([^"]+)"`)
 	files, err := filepath.Glob("*.go")
 	if err != nil {
 		t.Fatal(err)

@@ -140,6 +140,40 @@ func (s *Server) SetTeamQuota(ctx context.Context, teamID string, q store.Quota)
 	return s.store.SetTeamQuota(ctx, teamID, q)
 }
 
+// parseQuotaBody reads limits given as JSON ({"sandboxes": 5, ...}).
+func parseQuotaBody(m map[string]int64) (store.Quota, error) {
+	q := store.Quota{}
+	for k, v := range m {
+		q[store.QuotaLimit(k)] = v
+	}
+	return q, q.Validate()
+}
+
+// changeTeamQuota sets the team's own limits that changes gives a value
+// and drops those it gives null, leaving the others.
+func (s *Server) changeTeamQuota(ctx context.Context, teamID string, changes map[string]*int64) error {
+	own, err := s.store.TeamQuota(ctx, teamID)
+	if err != nil {
+		return err
+	}
+	own = store.MergeQuota(own, nil)
+	for k, v := range changes {
+		l := store.QuotaLimit(k)
+		switch {
+		case !l.Valid():
+			return store.Quota{l: 0}.Validate()
+		case v == nil:
+			delete(own, l)
+		default:
+			own[l] = *v
+		}
+	}
+	if err := own.Validate(); err != nil {
+		return err
+	}
+	return s.SetTeamQuota(ctx, teamID, own)
+}
+
 // TeamQuota is a team's quota as an operator sees it.
 type TeamQuota struct {
 	Effective store.Quota // what is enforced
@@ -165,6 +199,9 @@ func (s *Server) TeamQuota(ctx context.Context, teamID string) (TeamQuota, error
 type quotaJSON struct {
 	Limits map[store.QuotaLimit]int64 `json:"limits"`
 	Usage  map[store.QuotaLimit]int64 `json:"usage"`
+	// Own are the limits set for the team itself; the others are the
+	// server's defaults.
+	Own map[store.QuotaLimit]int64 `json:"own"`
 	// PausedDiskBytes is the disk the team's paused sandboxes hold on
 	// their hosts (see pausedDisk); null when a host could not be asked.
 	PausedDiskBytes *int64 `json:"pausedDiskBytes"`
@@ -175,7 +212,8 @@ func (s *Server) quotaView(ctx context.Context, teamID string) (*quotaJSON, erro
 	if err != nil {
 		return nil, err
 	}
-	out := &quotaJSON{Limits: maps.Clone(tq.Effective), Usage: map[store.QuotaLimit]int64{}, PausedDiskBytes: s.pausedDisk(ctx, teamID)}
+	out := &quotaJSON{Limits: maps.Clone(tq.Effective), Usage: map[store.QuotaLimit]int64{}, Own: store.MergeQuota(tq.Own, nil),
+		PausedDiskBytes: s.pausedDisk(ctx, teamID)}
 	for _, l := range store.Limits {
 		if v, ok := tq.Usage.Of(l); ok {
 			out.Usage[l] = v
@@ -254,7 +292,7 @@ func overRetention(paused []store.Sandbox, q store.Quota, now time.Time) []retir
 func (s *Server) retire(ctx context.Context, sb store.Sandbox, reason string) error {
 	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	defer cancel()
-	claimed, err := s.store.UpdateSandbox(ctx, sb.ID, func(cur *store.Sandbox) error {
+	_, err := s.store.UpdateSandbox(ctx, sb.ID, func(cur *store.Sandbox) error {
 		if cur.State != store.SandboxPaused || !cur.PausedAt.Equal(sb.PausedAt) {
 			return errSkip
 		}
@@ -264,7 +302,7 @@ func (s *Server) retire(ctx context.Context, sb store.Sandbox, reason string) er
 	if err != nil {
 		return fmt.Errorf("claim paused sandbox: %w", err)
 	}
-	if err := s.destroy(ctx, claimed); err != nil {
+	if err := s.destroy(ctx, sb, reasonRetention); err != nil { // sb: as it was, paused
 		return err
 	}
 	s.log.Info("paused sandbox deleted", "sandbox", sb.ID, "team", sb.TeamID, "reason", reason)

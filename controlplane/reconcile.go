@@ -215,6 +215,7 @@ func (rc *reconciler) active(ctx context.Context, sb store.Sandbox, l listing, h
 			log.Warn("reconcile: delete expired sandbox failed", "err", err)
 			return
 		}
+		s.emit(sb, store.EventKilled, reasonTimeout)
 		log.Info("reconcile: sandbox record removed", "reason", "its host reaped it at its timeout")
 	case !has:
 		rc.set(ctx, sb, l, store.SandboxLost, "its host no longer runs it", nil)
@@ -241,6 +242,7 @@ func (rc *reconciler) lost(ctx context.Context, sb store.Sandbox, l listing, has
 			s.log.Warn("reconcile: delete lost sandbox failed", "sandbox", sb.ID, "err", err)
 			return
 		}
+		s.emit(sb, store.EventKilled, reasonLostExpiry)
 		s.log.Info("reconcile: sandbox record removed", "sandbox", sb.ID, "host", sb.HostID,
 			"reason", "lost, its host does not have it, and its timeout has passed")
 	}
@@ -254,7 +256,7 @@ func expired(sb store.Sandbox, t time.Time) bool { return !sb.EndAt.IsZero() && 
 // enforces it). A lost record keeps why in Error.
 func (rc *reconciler) set(ctx context.Context, sb store.Sandbox, l listing, to store.SandboxState, why string, from *hostagentv1.Sandbox) {
 	s := rc.s
-	_, err := s.store.UpdateSandbox(ctx, sb.ID, func(cur *store.Sandbox) error {
+	rec, err := s.store.UpdateSandbox(ctx, sb.ID, func(cur *store.Sandbox) error {
 		if cur.UpdatedAt.After(l.at) || cur.State != sb.State {
 			return errSkip
 		}
@@ -276,8 +278,25 @@ func (rc *reconciler) set(ctx context.Context, sb store.Sandbox, l listing, to s
 		}
 		s.log.Log(ctx, level, "reconcile: sandbox state corrected", "sandbox", sb.ID, "host", sb.HostID,
 			"from", sb.State, "state", to, "reason", why)
+		rc.emitCorrected(sb, rec)
 	case !errors.Is(err, errSkip) && !errors.Is(err, errdefs.ErrNotFound):
 		s.log.Warn("reconcile: update sandbox failed", "sandbox", sb.ID, "err", err)
+	}
+}
+
+// emitCorrected emits the event of a state the reconciler corrected
+// from before to after.
+func (rc *reconciler) emitCorrected(before, after store.Sandbox) {
+	s := rc.s
+	switch {
+	case after.State == store.SandboxLost:
+		s.emit(before, store.EventLost, reasonHostLost)
+	case before.State == store.SandboxLost:
+		s.emit(after, store.EventRecovered, reasonHostBack)
+	case after.State == store.SandboxPaused:
+		s.emit(after, store.EventPaused, reasonTimeout) // its agent paused it at its timeout
+	case after.State == store.SandboxRunning:
+		s.emit(after, store.EventResumed, reasonAutoResume) // its agent resumed it on traffic
 	}
 }
 

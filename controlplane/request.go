@@ -426,3 +426,8 @@ func nonNegativeParam(q url.Values, name, unit string) (n int64, ok bool, err er
 	}
 	return n, true, nil
 }
+
+// invalidf is a client's mistake, worded by format (errdefs.ErrInvalid).
+func invalidf(format string, a ...any) error {
+	return fmt.Errorf(format+": %w", append(a, errdefs.ErrInvalid)...)
+}

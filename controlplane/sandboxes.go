@@ -134,6 +134,7 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store
 		sb.EnvdAccessToken = newToken()
 	}
 	reserve(&sb, p, host)
+	noteTarget(r, sb.TeamID, sb.ID)
 	if err := s.store.CreateSandboxWithin(ctx, sb, s.cfg.TeamQuota); err != nil {
 		s.fail(w, r, "create sandbox", err)
 		return
@@ -184,6 +185,7 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store
 		s.fail(w, r, "create sandbox", err)
 		return
 	}
+	s.emit(sb, store.EventCreated, reasonAPI)
 	log.Info("sandbox created", "template", p.Template, "timeout", p.Timeout)
 	writeJSON(w, http.StatusCreated, s.sandboxView(sb))
 }
@@ -378,7 +380,7 @@ func (s *Server) deleteSandbox(w http.ResponseWriter, r *http.Request, key store
 	}
 	ctx, cancel := opContext(r.Context())
 	defer cancel()
-	if err := s.destroy(ctx, sb); err != nil {
+	if err := s.destroy(ctx, sb, reasonAPI); err != nil {
 		s.fail(w, r, "delete sandbox", err)
 		return
 	}
@@ -386,9 +388,10 @@ func (s *Server) deleteSandbox(w http.ResponseWriter, r *http.Request, key store
 }
 
 // destroy destroys a sandbox on its agent (one the agent no longer has is
-// fine) and deletes its record. A lost sandbox's record goes whatever its
-// host answers: see destroyLost.
-func (s *Server) destroy(ctx context.Context, sb store.Sandbox) error {
+// fine), deletes its record and emits its killed event for reason; sb is
+// the record as it was before the kill was decided. A lost sandbox's
+// record goes whatever its host answers: see destroyLost.
+func (s *Server) destroy(ctx context.Context, sb store.Sandbox, reason string) error {
 	s.proxy.Evict(sb.ID)
 	if sb.State == store.SandboxLost {
 		s.destroyLost(ctx, sb)
@@ -406,7 +409,8 @@ func (s *Server) destroy(ctx context.Context, sb store.Sandbox) error {
 		return fmt.Errorf("delete sandbox %s: %w", sb.ID, err)
 	}
 	s.proxy.Evict(sb.ID)
-	s.log.Info("sandbox destroyed", "sandbox", sb.ID, "host", sb.HostID)
+	s.emit(sb, store.EventKilled, reason)
+	s.log.Info("sandbox destroyed", "sandbox", sb.ID, "host", sb.HostID, "reason", reason)
 	return nil
 }
 
@@ -508,7 +512,7 @@ func (s *Server) extend(ctx context.Context, sb store.Sandbox, d time.Duration, 
 		return errdefs.FromConnect("agent set timeout", err)
 	}
 	pausedOnHost := sb.State == store.SandboxRunning && resp.Msg.GetSandbox().GetState() == hostagentv1.SandboxState_SANDBOX_STATE_PAUSED
-	_, err = s.store.UpdateSandbox(ctx, sb.ID, func(cur *store.Sandbox) error {
+	rec, err := s.store.UpdateSandbox(ctx, sb.ID, func(cur *store.Sandbox) error {
 		cur.EndAt = end
 		if pausedOnHost && cur.State == store.SandboxRunning {
 			// Its agent paused it on timeout before this server did.
@@ -518,11 +522,13 @@ func (s *Server) extend(ctx context.Context, sb store.Sandbox, d time.Duration, 
 	})
 	if err == nil && pausedOnHost {
 		s.proxy.Evict(sb.ID)
+		s.emit(rec, store.EventPaused, reasonTimeout)
 		return fmt.Errorf("sandbox %s: %w", sb.ID, errPausedOnHost)
 	}
 	if err != nil {
 		return fmt.Errorf("set timeout of sandbox %s: %w", sb.ID, err)
 	}
+	s.emit(rec, store.EventUpdated, reasonAPI)
 	return nil
 }
 
@@ -558,7 +564,7 @@ func (s *Server) pauseSandbox(w http.ResponseWriter, r *http.Request, key store.
 	}
 	ctx, cancel := opContext(r.Context())
 	defer cancel()
-	if err := s.pause(ctx, sb, keepMemory); err != nil {
+	if err := s.pause(ctx, sb, keepMemory, reasonAPI); err != nil {
 		s.fail(w, r, "pause sandbox", err)
 		return
 	}
@@ -581,8 +587,8 @@ func parsePause(body io.Reader) (keepMemory bool, err error) {
 // with its memory, hibernated where the runtime can (frozen in place
 // where it cannot), or without (its files kept, resume boots it afresh).
 // An agent that reports it already paused (its own reaper paused it) is
-// success.
-func (s *Server) pause(ctx context.Context, sb store.Sandbox, keepMemory bool) error {
+// success. The paused event says reason.
+func (s *Server) pause(ctx context.Context, sb store.Sandbox, keepMemory bool, reason string) error {
 	h, err := s.hostOf(ctx, sb)
 	if err != nil {
 		return err
@@ -603,7 +609,7 @@ func (s *Server) pause(ctx context.Context, sb store.Sandbox, keepMemory bool) e
 		}
 	}
 	s.proxy.Evict(sb.ID)
-	_, err = s.store.UpdateSandbox(ctx, sb.ID, func(cur *store.Sandbox) error {
+	rec, err := s.store.UpdateSandbox(ctx, sb.ID, func(cur *store.Sandbox) error {
 		cur.State = store.SandboxPaused
 		return nil
 	})
@@ -611,6 +617,7 @@ func (s *Server) pause(ctx context.Context, sb store.Sandbox, keepMemory bool) e
 	if err != nil {
 		return fmt.Errorf("record sandbox %s paused: %w", sb.ID, err)
 	}
+	s.emit(rec, store.EventPaused, reason)
 	s.log.Info("sandbox paused", "sandbox", sb.ID)
 	return nil
 }
@@ -700,6 +707,11 @@ func (s *Server) resume(ctx context.Context, sb store.Sandbox, d time.Duration, 
 	if err != nil {
 		return store.Sandbox{}, fmt.Errorf("record sandbox %s resumed: %w", id, err)
 	}
+	reason := reasonAPI
+	if auto {
+		reason = reasonAutoResume
+	}
+	s.emit(sb, store.EventResumed, reason)
 	s.log.Info("sandbox resumed", "sandbox", id)
 	return sb, nil
 }

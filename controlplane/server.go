@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"runtime/debug"
 	"strings"
@@ -69,6 +70,20 @@ type Config struct {
 	// files), shared by the control plane's replicas and, in roost up,
 	// with the agent. Nil: the template build and blob routes answer 503.
 	Blobs *content.Blobs
+	// AuditRetention is how long audit entries are kept. Default 90 days.
+	AuditRetention time.Duration
+	// EventRetention is how long lifecycle events (and their webhook
+	// deliveries) are kept. Default 7 days, as E2B keeps them.
+	EventRetention time.Duration
+	// WebhookAllowCIDRs are the ranges webhooks may reach although they
+	// are private, loopback or this host's (see webhookAddrAllowed).
+	// Default none.
+	WebhookAllowCIDRs []netip.Prefix
+	// WebhookRetryFor is how long after its event a failing delivery is
+	// retried before it is given up. Default 1 h.
+	WebhookRetryFor time.Duration
+	// WebhookTimeout bounds one delivery attempt. Default 10 s.
+	WebhookTimeout time.Duration
 	// Interpreter is the code interpreter's binary (cmd/roost-interpreter)
 	// for the template InterpreterTemplate, which the control plane builds
 	// at its first create; "" offers no such template.
@@ -134,6 +149,10 @@ type Server struct {
 	// writing, so that it never deletes a blob a snapshot is about to
 	// name (the host's base layer every snapshot of base shares).
 	unnamedBlobs sync.RWMutex
+	// audit and events write the audit log and lifecycle events off the
+	// requests' path (audit.go, events.go).
+	audit  *auditWriter
+	events *eventLog
 
 	closeOnce sync.Once
 }
@@ -171,6 +190,7 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	if cfg.ExecOutputLimit <= 0 {
 		cfg.ExecOutputLimit = defaultExecOutput
 	}
+	operationDefaults(&cfg)
 	ca, agentTLS, err := loadClusterCA(st)
 	if err != nil {
 		return nil, err
@@ -190,6 +210,8 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	}
 	s.proxy = proxy.New(proxy.Config{Domain: cfg.Domain, AutoResume: s.metrics.timeAutoResume(s.autoResume), AgentTLS: http1Only(agentTLS),
 		Metrics: s.metrics.proxy}, resolver{s}, log.With("component", "proxy"))
+	s.audit = newAuditWriter(st, log.With("component", "audit"))
+	s.events = newEventLog(st, log.With("component", "events"))
 	s.mux = s.routes()
 	return s, nil
 }
@@ -219,6 +241,8 @@ func (s *Server) Close() {
 		s.builds.close()
 		s.proxy.Close()
 		s.agents.Close()
+		s.audit.close()
+		s.events.close()
 	})
 }
 
@@ -228,7 +252,7 @@ func (s *Server) routes() *http.ServeMux {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	api := func(pattern string, h apiHandler) {
-		mux.Handle(pattern, s.authenticate(h))
+		mux.Handle(pattern, s.audited(auditActions[pattern], s.authenticate(h)))
 	}
 	api("POST /v2/sandboxes", s.createSandbox)
 	api("GET /v2/sandboxes", s.listSandboxes)
@@ -247,6 +271,8 @@ func (s *Server) routes() *http.ServeMux {
 	api("POST /sandboxes/{id}/resume", s.resumeSandbox)
 	api("POST /sandboxes/{id}/refreshes", s.refreshSandbox)
 	s.unsupportedRoutes(api)
+	s.adminRoutes(mux)
+	s.operationRoutes(mux, api)
 	s.volumeRoutes(mux, api)
 	s.templateRoutes(mux, api)
 	api("GET /sandboxes/{id}/metrics", s.sandboxMetrics)
@@ -289,6 +315,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, op string, err err
 		return // the client is gone
 	}
 	b := s.errorBody(op, err, "method", r.Method, "path", r.URL.Path)
+	noteError(r, b.Message)
 	errdefs.WriteHTTP(w, b.Code, b.Message)
 }
 
@@ -429,6 +456,8 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Go(func() { s.loop(ctx, "builds", buildLeaseRenew, s.tendBuilds) })
 	wg.Go(func() { s.loop(ctx, "timeouts", s.cfg.TimeoutInterval, s.enforceTimeouts) })
 	wg.Go(func() { s.loop(ctx, "retention", s.cfg.RetentionInterval, s.enforceRetention) })
+	wg.Go(func() { s.loop(ctx, "prune", pruneInterval, s.prune) })
+	wg.Go(func() { newDeliverer(s).run(ctx) })
 	rec := newReconciler(s)
 	wg.Go(func() { s.loop(ctx, "reconcile", s.cfg.ReconcileInterval, rec.round) })
 	wg.Wait()

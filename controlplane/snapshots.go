@@ -118,6 +118,7 @@ func (s *Server) snapshot(ctx context.Context, sb store.Sandbox, name string) (s
 	if t, err = s.store.PutSnapshot(ctx, t, b); err != nil {
 		return store.Template{}, err
 	}
+	s.emit(sb, store.EventCheckpointed, reasonAPI)
 	s.log.Info("sandbox snapshot made", "sandbox", sb.ID, "template", t.ID, "name", t.Name, "manifest", d, "size_bytes", size)
 	return t, nil
 }

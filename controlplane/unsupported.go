@@ -20,8 +20,6 @@ func (s *Server) unsupportedRoutes(api func(pattern string, h apiHandler)) {
 	api("POST /v2/templates", legacy)
 	api("POST /templates/{id}", legacy)
 	api("POST /templates/{id}/builds/{buildID}", legacy)
-	api("GET /teams/{teamID}/metrics", s.unsupported("team metrics history"))
-	api("GET /teams/{teamID}/metrics/max", s.unsupported("team metrics history"))
 	secrets := s.unsupported("secrets")
 	api("GET /secrets", secrets)
 	api("POST /secrets", secrets)
@@ -32,12 +30,6 @@ func (s *Server) unsupportedRoutes(api func(pattern string, h apiHandler)) {
 	api("GET /nodes", nodes)
 	api("GET /nodes/{id}", nodes)
 	api("POST /nodes/{id}", nodes)
-	admin := s.unsupported("E2B's admin API")
-	api("POST /admin/teams/{teamID}/sandboxes/kill", admin)
-	api("GET /admin/sandboxes/running-counts", admin)
-	api("POST /admin/teams/{teamID}/builds/cancel", admin)
-	api("POST /admin/teams/{teamID}/api-keys", admin)
-	api("DELETE /admin/teams/{teamID}/api-keys/{id}", admin)
 }
 
 // unsupported answers 501 naming the feature.

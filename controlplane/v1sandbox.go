@@ -216,6 +216,7 @@ func (s *Server) hibernate(ctx context.Context, sb store.Sandbox, h store.Host) 
 	if err != nil {
 		return store.Sandbox{}, fmt.Errorf("record sandbox %s hibernated: %w", id, err)
 	}
+	s.emit(sb, store.EventPaused, "hibernate")
 	s.log.Info("sandbox hibernated", "sandbox", id, "host", h.ID)
 	return sb, nil
 }

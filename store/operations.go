@@ -46,6 +46,9 @@ type Operations interface {
 	AppendEvents(ctx context.Context, events ...Event) error
 	// ListEvents returns events in (At, ID) order in f's direction.
 	ListEvents(ctx context.Context, f EventFilter) ([]Event, error)
+	// TeamEventCounts returns the team's events at or after since that
+	// created a sandbox or changed how many run, oldest first.
+	TeamEventCounts(ctx context.Context, teamID string, since time.Time) ([]EventCount, error)
 	// PruneEvents deletes the events from before `before` (and their
 	// deliveries) and says how many went.
 	PruneEvents(ctx context.Context, before time.Time) (int64, error)
@@ -133,6 +136,16 @@ type Event struct {
 	// Data is the event's eventData as JSON: the sandbox's metadata,
 	// the reason, the run's execution summary.
 	Data json.RawMessage
+	// RunningDelta is how the event changed its team's count of running
+	// sandboxes: -1, 0 or 1.
+	RunningDelta int
+}
+
+// EventCount is one event as team metrics count it.
+type EventCount struct {
+	At           time.Time
+	Created      bool
+	RunningDelta int
 }
 
 // Lifecycle event types: E2B's, and roost's own for a sandbox its host

@@ -187,9 +187,12 @@ func (s *sqlStore) AppendEvents(ctx context.Context, events ...Event) error {
 			if data == "" {
 				data = "{}"
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO events (id, at, team_id, sandbox_id, type, template_id, build_id, execution_id, data)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-				e.ID, at.UnixNano(), e.TeamID, e.SandboxID, e.Type, e.TemplateID, e.BuildID, e.ExecutionID, data); err != nil {
+			if e.RunningDelta < -1 || e.RunningDelta > 1 {
+				return fmt.Errorf("event %s: running delta %d: %w", e.ID, e.RunningDelta, errdefs.ErrInvalid)
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO events (`+eventColumns+`)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+				e.ID, at.UnixNano(), e.TeamID, e.SandboxID, e.Type, e.TemplateID, e.BuildID, e.ExecutionID, data, e.RunningDelta); err != nil {
 				return s.classify(err, "event "+e.ID)
 			}
 			whs, ok := hooks[e.TeamID]
@@ -215,13 +218,13 @@ func (s *sqlStore) AppendEvents(ctx context.Context, events ...Event) error {
 	})
 }
 
-const eventColumns = `id, at, team_id, sandbox_id, type, template_id, build_id, execution_id, data`
+const eventColumns = `id, at, team_id, sandbox_id, type, template_id, build_id, execution_id, data, running_delta`
 
 func scanEvent(r interface{ Scan(...any) error }) (Event, error) {
 	var e Event
 	var at int64
 	var data string
-	err := r.Scan(&e.ID, &at, &e.TeamID, &e.SandboxID, &e.Type, &e.TemplateID, &e.BuildID, &e.ExecutionID, &data)
+	err := r.Scan(&e.ID, &at, &e.TeamID, &e.SandboxID, &e.Type, &e.TemplateID, &e.BuildID, &e.ExecutionID, &data, &e.RunningDelta)
 	e.At = time.Unix(0, at).UTC()
 	e.Data = json.RawMessage(data)
 	return e, err
@@ -259,6 +262,23 @@ func (s *sqlStore) ListEvents(ctx context.Context, f EventFilter) ([]Event, erro
 		return nil, fmt.Errorf("list events: %w", err)
 	}
 	return collect(rows, "list events", func(r *sql.Rows) (Event, error) { return scanEvent(r) })
+}
+
+func (s *sqlStore) TeamEventCounts(ctx context.Context, teamID string, since time.Time) ([]EventCount, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT at, type, running_delta FROM events
+		WHERE team_id = $1 AND at >= $2 AND (running_delta <> 0 OR type = $3) ORDER BY at, id`,
+		teamID, since.UnixNano(), EventCreated)
+	if err != nil {
+		return nil, fmt.Errorf("team event counts: %w", err)
+	}
+	return collect(rows, "team event counts", func(r *sql.Rows) (EventCount, error) {
+		var c EventCount
+		var at int64
+		var typ string
+		err := r.Scan(&at, &typ, &c.RunningDelta)
+		c.At, c.Created = time.Unix(0, at).UTC(), typ == EventCreated
+		return c, err
+	})
 }
 
 func (s *sqlStore) PruneEvents(ctx context.Context, before time.Time) (int64, error) {

@@ -122,7 +122,8 @@ func TestEventsAndDeliveries(t *testing.T) {
 		var evs []Event
 		for i, typ := range []string{EventCreated, EventPaused, EventKilled} {
 			at := base.Add(time.Duration(i) * time.Second)
-			evs = append(evs, Event{ID: NewEventID(at), At: at, TeamID: "t1", SandboxID: "sb1", Type: typ, Data: []byte(`{"reason":"api"}`)})
+			evs = append(evs, Event{ID: NewEventID(at), At: at, TeamID: "t1", SandboxID: "sb1", Type: typ, Data: []byte(`{"reason":"api"}`),
+				RunningDelta: []int{1, -1, 0}[i]})
 		}
 		other := Event{ID: NewEventID(base), At: base, TeamID: "t2", SandboxID: "sb2", Type: EventCreated}
 		if err := s.AppendEvents(ctx, append(evs, other)...); err != nil {
@@ -131,6 +132,13 @@ func TestEventsAndDeliveries(t *testing.T) {
 		got, err := s.ListEvents(ctx, EventFilter{TeamID: "t1", Asc: true})
 		if err != nil || len(got) != 3 || got[0].Type != EventCreated || got[2].Type != EventKilled || string(got[0].Data) != `{"reason":"api"}` {
 			t.Fatalf("t1's events: %+v, %v", got, err)
+		}
+		counts, err := s.TeamEventCounts(ctx, "t1", base)
+		if err != nil || len(counts) != 2 || !counts[0].Created || counts[0].RunningDelta != 1 || counts[1].RunningDelta != -1 {
+			t.Fatalf("team event counts: %+v, %v", counts, err)
+		}
+		if err := s.AppendEvents(ctx, Event{ID: "x", TeamID: "t1", Type: EventKilled, RunningDelta: 2}); !errors.Is(err, errdefs.ErrInvalid) {
+			t.Fatalf("a delta of 2: %v", err)
 		}
 		got, _ = s.ListEvents(ctx, EventFilter{TeamID: "t1", Types: []string{EventPaused}})
 		if len(got) != 1 || got[0].Type != EventPaused {

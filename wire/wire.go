@@ -15,6 +15,10 @@ const (
 	// HeaderTeamID names the team a request with an access token acts
 	// for; it must be the token's team.
 	HeaderTeamID = "X-Team-ID"
+	// HeaderAdminToken carries an operator's token (E2B's
+	// AdminApiKeyAuth): it acts for every team, for the team named in
+	// X-Team-ID on the team routes.
+	HeaderAdminToken = "X-Admin-Token"
 	// HeaderAccessToken carries a sandbox's envd access token.
 	HeaderAccessToken = "X-Access-Token"
 	// HeaderSandboxID and HeaderSandboxPort route a request to a sandbox's

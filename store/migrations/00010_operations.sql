@@ -9,7 +9,9 @@
 -- control plane signs every delivery with it. webhook_deliveries is the
 -- queue and the log at once: one row per event per webhook, delivered in
 -- (event_at, event_id) order per webhook; lease_until keeps two control
--- planes from sending one delivery at once.
+-- planes from sending one delivery at once. An event's running_delta is
+-- how it changed its team's count of running sandboxes (-1, 0 or 1):
+-- team metrics replay them back from the count now.
 
 -- +goose Up
 CREATE TABLE admin_tokens (
@@ -45,7 +47,8 @@ CREATE TABLE events (
     template_id  TEXT NOT NULL,
     build_id     TEXT NOT NULL,
     execution_id TEXT NOT NULL,
-    data         TEXT NOT NULL
+    data         TEXT NOT NULL,
+    running_delta INTEGER NOT NULL
 );
 CREATE INDEX events_team ON events (team_id, at, id);
 CREATE INDEX events_sandbox ON events (sandbox_id, at, id);
