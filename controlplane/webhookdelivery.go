@@ -35,8 +35,7 @@ const (
 	// deliveryPoll is how often the queue is read when nothing woke the
 	// deliverer (other control planes' events, retries coming due).
 	deliveryPoll = time.Second
-	// deliveryBatch bounds the deliveries claimed, and sent at once, per
-	// round.
+	// deliveryBatch bounds the deliveries claimed per round.
 	deliveryBatch = 32
 	// maxReceiverBody is how much of an endpoint's answer is read.
 	maxReceiverBody = 4 << 10
@@ -72,11 +71,19 @@ func roostSignature(secret string, t time.Time, body []byte) string {
 	return "t=" + ts + ",v1=" + hex.EncodeToString(m.Sum(nil))
 }
 
-// deliverer sends queued deliveries. Its goroutine is Run's.
+// deliverer sends queued deliveries. Its goroutine is Run's; each
+// delivery is sent by a goroutine of its own, at most maxInFlight at
+// once, so a slow endpoint holds up only its own webhook's later events.
 type deliverer struct {
 	s      *Server
 	client *http.Client
+	slots  chan struct{} // one per delivery in flight
+	freed  chan struct{} // a delivery ended: its webhook's next may be due
+	wg     sync.WaitGroup
 }
+
+// maxInFlight bounds the deliveries sent at once.
+const maxInFlight = 64
 
 func newDeliverer(s *Server) *deliverer {
 	dialer := &net.Dialer{Timeout: 5 * time.Second, Control: func(_, address string, _ syscall.RawConn) error {
@@ -88,7 +95,7 @@ func newDeliverer(s *Server) *deliverer {
 	}}
 	tr := &http.Transport{DialContext: dialer.DialContext, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 4,
 		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 5 * time.Second, ResponseHeaderTimeout: s.cfg.WebhookTimeout}
-	return &deliverer{s: s, client: &http.Client{
+	return &deliverer{s: s, slots: make(chan struct{}, maxInFlight), freed: make(chan struct{}, 1), client: &http.Client{
 		Transport: tr,
 		Timeout:   s.cfg.WebhookTimeout,
 		// A redirect is an answer: the endpoint moved, which the team
@@ -97,51 +104,63 @@ func newDeliverer(s *Server) *deliverer {
 	}}
 }
 
-// run sends what is due until ctx ends; a round that panics is logged
-// and the next one goes on.
+// run sends what is due until ctx ends, then waits for the deliveries
+// in flight; a round that panics is logged and the next one goes on.
 func (d *deliverer) run(ctx context.Context) {
-	defer d.client.CloseIdleConnections()
+	defer func() {
+		d.wg.Wait()
+		d.client.CloseIdleConnections()
+	}()
 	for {
 		wake := d.s.events.changed()
-		n := d.safeRound(ctx)
-		if n == deliveryBatch {
-			continue
-		}
+		d.safeRound(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-wake:
+		case <-d.freed:
 		case <-time.After(deliveryPoll):
 		}
 	}
 }
 
-func (d *deliverer) safeRound(ctx context.Context) (n int) {
+func (d *deliverer) safeRound(ctx context.Context) {
 	defer func() {
 		if p := recover(); p != nil {
 			d.s.log.Error("webhook delivery round panicked", "panic", p, "stack", string(debug.Stack()))
 		}
 	}()
-	return d.round(ctx)
+	d.round(ctx)
 }
 
-// round claims what is due and sends it, each webhook's one at a time
-// and webhooks side by side; it returns how many it claimed.
-func (d *deliverer) round(ctx context.Context) int {
+// round claims what is due, as many as there are free slots, and sends
+// each in a goroutine of its own.
+func (d *deliverer) round(ctx context.Context) {
+	free := min(cap(d.slots)-len(d.slots), deliveryBatch)
+	if free <= 0 {
+		return
+	}
 	now := time.Now()
-	due, err := d.s.store.ClaimDeliveries(ctx, now, now.Add(deliveryLease), deliveryBatch)
+	due, err := d.s.store.ClaimDeliveries(ctx, now, now.Add(deliveryLease), free)
 	if err != nil {
 		if ctx.Err() == nil {
 			d.s.log.Warn("webhook deliveries not read", "err", err)
 		}
-		return 0
+		return
 	}
-	var wg sync.WaitGroup
 	for _, dd := range due {
-		wg.Go(func() { d.deliver(ctx, dd) })
+		d.slots <- struct{}{}
+		d.wg.Go(func() {
+			defer func() {
+				<-d.slots
+				select {
+				case d.freed <- struct{}{}:
+				default:
+				}
+			}()
+			d.deliver(ctx, dd)
+		})
 	}
-	wg.Wait()
-	return len(due)
 }
 
 // deliver makes one attempt and records it.
