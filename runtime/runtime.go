@@ -284,10 +284,31 @@ type DriverState struct {
 // IsZero reports whether s holds no state (see Runtime.Recover).
 func (s DriverState) IsZero() bool { return s.Version == 0 && len(s.Data) == 0 }
 
-// Stats is a sandbox's resource use.
+// Stats is a sandbox's resource use, as the host sees it: drivers read
+// it from cgroup files, /proc and statfs, never by asking the sandbox, so
+// that the agent can read it every few seconds (docs/metrics.md).
 type Stats struct {
-	CPUUsage    time.Duration // cumulative CPU time
-	MemoryBytes uint64
+	CPUUsage time.Duration // cumulative CPU time
+	// VCPUs is how many CPUs the sandbox may use (its CPU quota, rounded
+	// up); 0 when it has no quota.
+	VCPUs       int
+	MemoryBytes uint64 // in use, page cache included
 	MemoryLimit uint64
+	// MemoryWorkingSet is MemoryBytes less the page cache the kernel
+	// reclaims first (inactive file pages): what E2B reports as memory
+	// used. A VM's is MemoryBytes, its guest's cache being inside it.
+	MemoryWorkingSet uint64
+	// MemoryCache is the page cache among MemoryBytes (file-backed and
+	// shared memory); 0 where the host cannot tell (a VM's guest).
+	MemoryCache uint64
 	Pids        int
+	// DiskUsed and DiskTotal are the bytes in use on the sandbox's own
+	// disk and the disk's size. A namespace sandbox's are its
+	// filesystem's count; a VM's used bytes are those its disk image
+	// takes on the host (what its guest wrote, not what it freed since).
+	DiskUsed, DiskTotal uint64
+	// NetRxBytes and NetTxBytes are the bytes the sandbox's network
+	// interface received and sent, counted from when the interface was
+	// made (counters that may start again after a restore).
+	NetRxBytes, NetTxBytes uint64
 }

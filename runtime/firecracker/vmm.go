@@ -198,3 +198,7 @@ func (v *vmm) Stop(ctx context.Context, m *microvm.Machine) { m.Kill() }
 
 // Files implements microvm.VMM.
 func (v *vmm) Files(stateDir string) []string { return paths(stateDir).files() }
+
+// Disk implements microvm.VMM: the sandbox's ext4 image, a copy of its
+// template's.
+func (v *vmm) Disk(stateDir string) string { return paths(stateDir).disk }

@@ -40,6 +40,9 @@ func (s *Shell) Recover(ctx context.Context, spec runtime.Spec, st runtime.Drive
 		return runtime.Instance{}, fmt.Errorf("sandbox %s: no usable state (%v): %w", spec.ID, err, errdefs.ErrNotFound)
 	}
 	log := s.log.With("sandbox", spec.ID)
+	if vm.Interface == "" { // an older agent's state
+		vm.Interface = spec.Network.Interface
+	}
 	if vm.Pid == 0 && exists(vm.Snapshot) {
 		log.Info("recover: restoring hibernated sandbox")
 		return s.Restore(ctx, spec, st)

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"os/exec"
 	"sync"
+	"syscall"
 	"time"
 
 	"roost.dev/roost/cgroup"
@@ -33,6 +35,12 @@ type State struct {
 	Netns    string    `json:"netns"` // the network namespace the VMM runs in
 	MemoryMB int       `json:"memoryMB"`
 	VCPUs    int       `json:"vcpus,omitempty"` // 0 in the state of an older agent
+	// DiskMB is the size of the sandbox's disk; 0 in the state of an
+	// older agent (Stats then reports the image file's size).
+	DiskMB int `json:"diskMB,omitempty"`
+	// Interface is the sandbox's interface in Netns, whose counters Stats
+	// reads; empty in the state of an older agent until Recover.
+	Interface string `json:"interface,omitempty"`
 	// UID is the host uid (and gid) the VMM runs as; 0 for a VMM an
 	// older agent started as root, and while hibernated.
 	UID int `json:"uid,omitempty"`
@@ -114,9 +122,23 @@ func (m *Machine) instance() (runtime.Instance, error) {
 }
 
 // stats is the VMM's resource use as the sandbox's: the guest's memory
-// is its limit. A hibernated VM uses nothing.
-func (m *Machine) stats() (runtime.Stats, error) {
-	st := runtime.Stats{MemoryLimit: uint64(m.MemoryMB) << 20}
+// is its limit, the VMM's resident memory what it uses (its working set:
+// the guest's page cache is inside it), the bytes disk (the sandbox's
+// disk image) takes on the host what its disk uses, and the counters of
+// the sandbox's interface in its namespace its network's. A hibernated
+// VM uses no CPU or memory.
+func (m *Machine) stats(disk string) (runtime.Stats, error) {
+	st := runtime.Stats{MemoryLimit: uint64(m.MemoryMB) << 20, VCPUs: m.VCPUs, DiskTotal: uint64(m.DiskMB) << 20}
+	fi, err := os.Stat(disk)
+	if err != nil {
+		return st, fmt.Errorf("sandbox %s disk: %w", m.ID, err)
+	}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.DiskUsed = uint64(sys.Blocks) * 512
+	}
+	if st.DiskTotal == 0 {
+		st.DiskTotal = uint64(fi.Size())
+	}
 	if m.Pid == 0 {
 		return st, nil
 	}
@@ -124,6 +146,11 @@ func (m *Machine) stats() (runtime.Stats, error) {
 	if err != nil {
 		return st, fmt.Errorf("sandbox %s: %w", m.ID, err)
 	}
-	st.CPUUsage, st.MemoryBytes, st.Pids = u.CPU, u.RSS, u.Threads
+	st.CPUUsage, st.MemoryBytes, st.MemoryWorkingSet, st.Pids = u.CPU, u.RSS, u.RSS, u.Threads
+	if m.Interface != "" {
+		if st.NetRxBytes, st.NetTxBytes, err = proc.NetCounters(m.Pid, m.Interface); err != nil {
+			return st, fmt.Errorf("sandbox %s: %w", m.ID, err)
+		}
+	}
 	return st, nil
 }

@@ -125,7 +125,7 @@ func (s *Shell) start(ctx context.Context, spec runtime.Spec, lim runtime.Limits
 		return runtime.Instance{}, err
 	}
 	defer r.Release() // a failed start unwinds
-	m := s.machine(spec, State{ID: spec.ID, StateDir: spec.StateDir, MemoryMB: lim.MemoryMB, VCPUs: lim.VCPUs})
+	m := s.machine(spec, State{ID: spec.ID, StateDir: spec.StateDir, MemoryMB: lim.MemoryMB, VCPUs: lim.VCPUs, DiskMB: lim.DiskMB})
 	began := time.Now()
 	if err := os.MkdirAll(spec.StateDir, 0o700); err != nil {
 		return runtime.Instance{}, fmt.Errorf("state dir: %w", err)
@@ -169,7 +169,7 @@ func (s *Shell) machine(spec runtime.Spec, st State) *Machine {
 // place puts the VM on nw: its VMM runs in nw's namespace, its envd
 // answers on nw's address.
 func (st *State) place(nw runtime.Network) {
-	st.Netns = nw.Netns
+	st.Netns, st.Interface = nw.Netns, nw.Interface
 	st.EnvdAddr = netip.AddrPortFrom(nw.Address.Addr(), wire.EnvdPort).String()
 }
 
@@ -214,7 +214,7 @@ func (s *Shell) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 	if err != nil {
 		return runtime.Stats{}, err
 	}
-	return m.stats()
+	return m.stats(s.vmm.Disk(m.StateDir))
 }
 
 // Pause implements runtime.Pauser: the vCPUs stop, memory stays.

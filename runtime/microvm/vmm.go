@@ -57,4 +57,7 @@ type VMM interface {
 	Stop(ctx context.Context, m *Machine)
 	// Files are the VM's files in stateDir that Destroy removes.
 	Files(stateDir string) []string
+	// Disk is the VM's disk image in stateDir, whose blocks on the host
+	// Stats reports as the disk's use.
+	Disk(stateDir string) string
 }

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -42,12 +43,22 @@ func TestProcessLivenessAndPrune(t *testing.T) {
 	if err != nil || !p.Alive() {
 		t.Fatalf("proc.Of(stray): %+v %v", p, err)
 	}
-	m := &Machine{State: State{ID: "stray", Process: p, MemoryMB: 256}}
-	if st, err := m.stats(); err != nil || st.MemoryLimit != 256<<20 || st.MemoryBytes == 0 || st.Pids < 1 {
+	// A disk image of 8 MiB with 64 KiB written, and the sleeper's
+	// network namespace (this one) as the VM's.
+	disk := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(disk, make([]byte, 64<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(disk, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	m := &Machine{State: State{ID: "stray", Process: p, MemoryMB: 256, VCPUs: 2, Interface: "lo"}}
+	if st, err := m.stats(disk); err != nil || st.MemoryLimit != 256<<20 || st.MemoryBytes == 0 || st.MemoryWorkingSet != st.MemoryBytes ||
+		st.Pids < 1 || st.VCPUs != 2 || st.DiskTotal != 8<<20 || st.DiskUsed < 64<<10 || st.DiskUsed >= 8<<20 {
 		t.Errorf("stats %+v %v", st, err)
 	}
-	m.Process = proc.Process{}
-	if st, err := m.stats(); err != nil || st.MemoryLimit != 256<<20 || st.MemoryBytes != 0 {
+	m.Process, m.DiskMB = proc.Process{}, 16
+	if st, err := m.stats(disk); err != nil || st.MemoryLimit != 256<<20 || st.MemoryBytes != 0 || st.DiskTotal != 16<<20 {
 		t.Errorf("stats of a hibernated vm %+v %v", st, err)
 	}
 	vmms, err := StrayVMMs("microvm", "--id", "roost-")

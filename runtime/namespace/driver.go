@@ -159,6 +159,11 @@ type handle struct {
 	rec   record
 	group *cgroup.Group
 	log   *slog.Logger
+
+	meterMu sync.Mutex // guards meter
+	// meter is opened by the first Stats of a running sandbox and closed
+	// (closeMeter) before its cgroup goes.
+	meter *meter
 }
 
 // Create implements runtime.Runtime.

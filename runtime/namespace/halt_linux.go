@@ -35,6 +35,7 @@ func (d *Driver) Halt(ctx context.Context, id string) (runtime.DriverState, erro
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), haltTimeout)
 	defer cancel()
+	h.closeMeter()
 	if err := h.group.Delete(ctx); err != nil {
 		return runtime.DriverState{}, fmt.Errorf("halt sandbox %s: %w", id, err)
 	}

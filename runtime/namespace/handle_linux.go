@@ -187,6 +187,7 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	h.closeMeter()
 	if err := d.teardown(ctx, h.rec, h.group); err != nil {
 		return err
 	}
@@ -372,11 +373,7 @@ func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 	if err != nil {
 		return runtime.Stats{}, err
 	}
-	st, err := h.group.Stats()
-	if err != nil {
-		return runtime.Stats{}, err
-	}
-	return runtime.Stats{CPUUsage: st.CPUUsage, MemoryBytes: st.MemoryBytes, MemoryLimit: st.MemoryLimit, Pids: st.Pids}, nil
+	return h.stats()
 }
 
 // Pause implements runtime.Pauser: the cgroup freezer stops every process

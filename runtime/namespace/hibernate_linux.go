@@ -168,6 +168,7 @@ func (d *Driver) dump(ctx context.Context, criu string, h *handle, hib *hibernat
 func (d *Driver) release(ctx context.Context, h *handle) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	h.closeMeter()
 	if err := h.group.Delete(ctx); err != nil {
 		h.log.Warn("hibernated sandbox's cgroup not removed", "err", err)
 	}

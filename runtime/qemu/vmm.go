@@ -131,6 +131,10 @@ func (v *vmm) Stop(ctx context.Context, m *microvm.Machine) {
 }
 
 // Files implements microvm.VMM.
+// Disk implements microvm.VMM: the sandbox's qcow2 layer, what it wrote
+// over its template.
+func (v *vmm) Disk(stateDir string) string { return paths(stateDir).disk }
+
 func (v *vmm) Files(stateDir string) []string {
 	p := paths(stateDir)
 	return []string{p.disk, p.qmp, p.snapshot}
