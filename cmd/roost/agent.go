@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"roost.dev/roost/agent"
@@ -39,6 +40,7 @@ type agentOptions struct {
 	level   slog.LevelVar
 	net     networkOptions
 	cache   templateCacheOptions
+	metrics metricsOptions
 
 	// Registration with a control plane (roost server).
 	server            string
@@ -79,6 +81,7 @@ and requires --token (or $` + tokenEnv + `) on every request.`,
 	f.TextVar(&o.level, "log-level", &o.level, "log level: debug, info, warn, error")
 	o.net.addFlags(cmd)
 	o.cache.addFlags(cmd)
+	o.metrics.addFlags(cmd, false)
 	f.StringVar(&o.volumeDir, "volume-dir", "", "where volumes' images are kept (default DATA_DIR/volumes); agents of one control plane whose --volume-dir is one shared directory (NFS) may mount each other's volumes (docs/persistence.md)")
 	f.StringVar(&o.server, "server", "", "control plane (roost server) URL to register with and heartbeat to, e.g. https://10.0.0.1:3000")
 	f.StringVar(&o.registrationToken, "registration-token", "", "one-time registration token from 'roost server token' (default $"+registrationTokenEnv+"); needed on first start only, and to register again")
@@ -107,11 +110,20 @@ func runAgent(ctx context.Context, o *agentOptions) error {
 	case o.server == "" && !isLoopback(o.listen):
 		return fmt.Errorf("--listen %s is not a loopback address: an agent without --server speaks plain HTTP, so it listens on loopback only; agents reached over a network register with --server and speak mutual TLS", o.listen)
 	}
-	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, &o.net, templateHost{budget: int64(o.cache.budget), volumeDir: o.volumeDir}, log)
+	metrics, err := o.metrics.setup(log)
+	if err != nil {
+		return err
+	}
+	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, &o.net, templateHost{budget: int64(o.cache.budget), volumeDir: o.volumeDir}, metrics.reg, log)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	stopMetrics, err := metrics.serve(log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -197,7 +209,8 @@ type templateHost struct {
 // network, the template store and content, and the sandboxes recovered
 // from dataDir. `roost agent` serves it over RPC; `roost up` also drives
 // it in-process.
-func openManager(ctx context.Context, dataDir, runtimeName, envdFlag string, noPrune bool, netOpts *networkOptions, tpl templateHost, log *slog.Logger) (*agent.Manager, error) {
+func openManager(ctx context.Context, dataDir, runtimeName, envdFlag string, noPrune bool, netOpts *networkOptions, tpl templateHost,
+	reg prometheus.Registerer, log *slog.Logger) (*agent.Manager, error) {
 	// A --runtime this build cannot run is the first thing to report.
 	if _, err := selectRuntime(runtimeName); err != nil {
 		return nil, err
@@ -229,7 +242,7 @@ func openManager(ctx context.Context, dataDir, runtimeName, envdFlag string, noP
 	return agent.New(ctx, agent.Config{
 		DataDir: dataDir, Envd: envd, Version: buildVersion(), SkipPrune: noPrune,
 		Blobs: newBlobs(dataDir), SharedBlobs: tpl.shared, TemplateCache: tpl.budget,
-		BuildRuntime: buildRuntime(ctx, rt, dataDir, log), VolumeDir: tpl.volumeDir,
+		BuildRuntime: buildRuntime(ctx, rt, dataDir, log), VolumeDir: tpl.volumeDir, Registerer: reg,
 	}, rt, nw, templates, log.With("component", "manager"))
 }
 

@@ -33,6 +33,7 @@ type serverOptions struct {
 	tokenTTL    time.Duration
 	teamQuota   quotaFlag
 	tls         tlsOptions
+	metrics     metricsOptions
 	level       slog.LevelVar
 }
 
@@ -72,6 +73,7 @@ certificate with --tls-cert/--tls-key (or copy <data-dir>/tls/{domain}/).`,
 	f.StringVar(&o.publicURL, "public-url", "", "URL clients reach the API at (default http://<--listen>, or with TLS https://api.{domain}[:port])")
 	f.StringVar(&o.domain, "domain", "localhost", domainFlagUsage)
 	o.tls.addFlags(cmd)
+	o.metrics.addFlags(cmd, true)
 	f.DurationVar(&o.reconcile, "reconcile-interval", 10*time.Second, "how often every host's sandboxes are checked against the database")
 	f.IntVar(&o.downAfter, "down-after", 3, "unanswered reconcile rounds after which a host is down and its sandboxes lost")
 	f.DurationVar(&o.createGrace, "create-grace", 11*time.Minute,
@@ -108,7 +110,11 @@ func runServer(ctx context.Context, o *serverOptions) error {
 		serve.publicURL = o.publicURL
 	}
 	publicURL := serve.publicURL
-	st, err := openStore(ctx, o.databaseURL, dataDir, log)
+	metrics, err := o.metrics.setup(log)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, o.databaseURL, dataDir, log, store.WithRegisterer(metrics.reg))
 	if err != nil {
 		return err
 	}
@@ -117,6 +123,7 @@ func runServer(ctx context.Context, o *serverOptions) error {
 		Domain: serve.domain, PublicURL: publicURL, ReconcileInterval: o.reconcile, DownAfter: o.downAfter,
 		CreateGrace: o.createGrace, TeamQuota: o.teamQuota.q, Blobs: content.NewBlobs(filepath.Join(dataDir, "blobs")),
 		Interpreter: findInterpreter(log),
+		Registerer:  metrics.reg, Metrics: metrics.apiHandler(), MetricsToken: metrics.opts.token,
 	}, st, log.With("component", "controlplane"))
 	if err != nil {
 		return err
@@ -126,8 +133,14 @@ func runServer(ctx context.Context, o *serverOptions) error {
 	if err != nil {
 		return err
 	}
+	stopMetrics, err := metrics.serve(log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	err = serveControlPlane(ctx, cp, o.listen, serve.tls, log, nil, func() {
 		printBanner(os.Stdout, serve, key)
+		metrics.printScrape(os.Stdout, publicURL)
 		fmt.Fprintf(os.Stdout, "Add a host: make a registration token with\n\n  roost server token --data-dir %s\n\n"+
 			"and start its agent with\n\n  roost agent --server %s --registration-token TOKEN --advertise https://AGENT-ADDRESS:7070\n\n",
 			dataDir, publicURL)
@@ -172,7 +185,7 @@ func openControlPlane(ctx context.Context, o *serverOptions, cfg controlplane.Co
 
 // openStore opens databaseURL, or, when it is empty, SQLite in
 // <dataDir>/db/roost.db.
-func openStore(ctx context.Context, databaseURL, dataDir string, log *slog.Logger) (store.Store, error) {
+func openStore(ctx context.Context, databaseURL, dataDir string, log *slog.Logger, opts ...store.Option) (store.Store, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -182,7 +195,7 @@ func openStore(ctx context.Context, databaseURL, dataDir string, log *slog.Logge
 		}
 		databaseURL = "sqlite://" + filepath.Join(dataDir, "db", "roost.db")
 	}
-	return store.Open(ctx, databaseURL, log.With("component", "store"))
+	return store.Open(ctx, databaseURL, log.With("component", "store"), opts...)
 }
 
 // serveControlPlane serves cp's API and proxy on listen, with TLS when

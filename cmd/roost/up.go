@@ -33,6 +33,7 @@ type upOptions struct {
 	net     networkOptions
 	cache   templateCacheOptions
 	tls     tlsOptions
+	metrics metricsOptions
 	level   slog.LevelVar
 
 	// volumeDir is --volume-dir: where the host's volumes are.
@@ -64,6 +65,7 @@ Plain HTTP on --listen is the default.`,
 	f.StringVar(&o.envd, "envd", "", "envd binary injected into sandboxes (default: envd beside the roost executable)")
 	f.StringVar(&o.domain, "domain", "localhost", domainFlagUsage)
 	o.tls.addFlags(cmd)
+	o.metrics.addFlags(cmd, true)
 	f.BoolVar(&o.noPrune, "no-prune", false, "skip the start-up sweep of roost leftovers that no sandbox of this host owns (set it when another agent shares this host)")
 	f.TextVar(&o.level, "log-level", &o.level, "log level: debug, info, warn, error")
 	f.Var(&o.quota, "team-quota", teamQuotaUsage)
@@ -83,8 +85,13 @@ func runUp(ctx context.Context, o *upOptions) error {
 	if err != nil {
 		return err
 	}
+	// One registry for the agent and the control plane, served once.
+	metrics, err := o.metrics.setup(log)
+	if err != nil {
+		return err
+	}
 	// The agent shares the control plane's blobs: nothing to transfer.
-	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, &o.net, templateHost{budget: int64(o.cache.budget), shared: true, volumeDir: o.volumeDir}, log)
+	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, &o.net, templateHost{budget: int64(o.cache.budget), shared: true, volumeDir: o.volumeDir}, metrics.reg, log)
 	if err != nil {
 		return err
 	}
@@ -108,7 +115,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 	errs := make(chan error, 1)
 	wg.Go(func() { errs <- agentSrv.Serve(runCtx, agentLn) })
 
-	st, err := openStore(ctx, "", dataDir, log)
+	st, err := openStore(ctx, "", dataDir, log, store.WithRegisterer(metrics.reg))
 	if err != nil {
 		return err
 	}
@@ -117,7 +124,8 @@ func runUp(ctx context.Context, o *upOptions) error {
 	// sandboxes directly, a hop less for every request.
 	local := &controlplane.LocalAgent{HostID: localHostID, SandboxAddr: m.SandboxAddr}
 	cp, err := controlplane.New(controlplane.Config{Domain: serve.domain, PublicURL: serve.publicURL, Local: local, TeamQuota: o.quota.q,
-		Blobs: content.NewBlobs(filepath.Join(dataDir, "blobs")), Interpreter: findInterpreter(log)}, st, log.With("component", "controlplane"))
+		Blobs: content.NewBlobs(filepath.Join(dataDir, "blobs")), Interpreter: findInterpreter(log),
+		Registerer: metrics.reg, Metrics: metrics.apiHandler(), MetricsToken: metrics.opts.token}, st, log.With("component", "controlplane"))
 	if err != nil {
 		return err
 	}
@@ -129,9 +137,15 @@ func runUp(ctx context.Context, o *upOptions) error {
 	if err != nil {
 		return err
 	}
+	stopMetrics, err := metrics.serve(log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 
 	err = serveControlPlane(ctx, cp, o.listen, serve.tls, log, errs, func() {
 		printBanner(os.Stdout, serve, key)
+		metrics.printScrape(os.Stdout, serve.publicURL)
 		wg.Go(func() { prepareBase(runCtx, os.Stdout, m) })
 	})
 	log.Info("roost stopped; sandboxes keep running", "sandboxes", len(m.List()))
