@@ -18,13 +18,31 @@ import (
 type Client struct {
 	baseURL string
 	apiKey  string
-	http    *http.Client
+	// adminToken, when set, authenticates instead of apiKey, acting for
+	// team when that is set too.
+	adminToken, team string
+	http             *http.Client
 }
 
 // New returns a client for the control plane at baseURL (e.g.
 // http://127.0.0.1:3000) authenticating with apiKey.
 func New(baseURL, apiKey string) *Client {
 	return &Client{baseURL: strings.TrimRight(baseURL, "/"), apiKey: apiKey, http: &http.Client{}}
+}
+
+// NewOperator returns a client that authenticates with the operator's
+// token: it may call the operator's methods (teams, their keys, the whole
+// audit log), and, through ForTeam, act as any team.
+func NewOperator(baseURL, adminToken string) *Client {
+	return &Client{baseURL: strings.TrimRight(baseURL, "/"), adminToken: adminToken, http: &http.Client{}}
+}
+
+// ForTeam returns a copy of an operator's client that acts as the team
+// on the team methods (X-Team-ID).
+func (c *Client) ForTeam(teamID string) *Client {
+	cc := *c
+	cc.team = teamID
+	return &cc
 }
 
 // Sandbox is a sandbox as the API describes it.
@@ -238,7 +256,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) (http
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set(wire.HeaderAPIKey, c.apiKey)
+	c.authenticate(req)
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -256,6 +274,18 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) (http
 		}
 	}
 	return resp.Header, nil
+}
+
+// authenticate sets the request's credential headers.
+func (c *Client) authenticate(req *http.Request) {
+	if c.adminToken == "" {
+		req.Header.Set(wire.HeaderAPIKey, c.apiKey)
+		return
+	}
+	req.Header.Set(wire.HeaderAdminToken, c.adminToken)
+	if c.team != "" {
+		req.Header.Set(wire.HeaderTeamID, c.team)
+	}
 }
 
 func readError(resp *http.Response) error {

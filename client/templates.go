@@ -8,8 +8,6 @@ import (
 	"net/url"
 	"strconv"
 	"time"
-
-	"roost.dev/roost/wire"
 )
 
 // TemplateBuild names a build the API made for a template.
@@ -61,7 +59,7 @@ func (c *Client) UploadTemplateFile(ctx context.Context, uploadURL string, r io.
 		return err
 	}
 	req.ContentLength = size
-	req.Header.Set(wire.HeaderAPIKey, c.apiKey)
+	c.authenticate(req)
 	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -41,7 +41,8 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newAgentCmd(), newTemplateCmd(), newVersionCmd(),
-		newUpCmd(), newServerCmd(), newKernelCmd(), newSandboxCmd(), newSnapshotsCmd(), newExecCmd(), newShellCmd(), newCpCmd(), newPortsCmd(), newVolumeCmd())
+		newUpCmd(), newServerCmd(), newKernelCmd(), newSandboxCmd(), newSnapshotsCmd(), newExecCmd(), newShellCmd(), newCpCmd(), newPortsCmd(), newVolumeCmd(),
+		newTeamCmd(), newKeyCmd(), newAuditCmd(), newEventsCmd(), newWebhookCmd())
 	return root
 }
 

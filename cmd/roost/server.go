@@ -34,6 +34,7 @@ type serverOptions struct {
 	teamQuota   quotaFlag
 	tls         tlsOptions
 	metrics     metricsOptions
+	ops         operationOptions
 	level       slog.LevelVar
 }
 
@@ -54,8 +55,10 @@ control plane keeps in its database; the token pins that CA.
 
 On first start it creates an API key, prints it once and stores it in
 <data-dir>/api-key (mode 0600); $` + apiKeyEnv + ` sets the key instead.
---team-quota sets every team's default limits; 'roost server quota'
-shows or sets one team's. Ctrl-C stops it; the
+It also makes an operator token, printed once and kept in
+<data-dir>/admin-token ($` + adminTokenEnv + ` sets it instead): 'roost team' makes teams
+and sets their quotas with it. --team-quota sets every team's default
+limits. Ctrl-C stops it; the
 sandboxes run on the hosts and keep running.
 
 ` + domainModeHelp + ` Several replicas share one
@@ -74,6 +77,7 @@ certificate with --tls-cert/--tls-key (or copy <data-dir>/tls/{domain}/).`,
 	f.StringVar(&o.domain, "domain", "localhost", domainFlagUsage)
 	o.tls.addFlags(cmd)
 	o.metrics.addFlags(cmd, true)
+	o.ops.addFlags(cmd)
 	f.DurationVar(&o.reconcile, "reconcile-interval", 10*time.Second, "how often every host's sandboxes are checked against the database")
 	f.IntVar(&o.downAfter, "down-after", 3, "unanswered reconcile rounds after which a host is down and its sandboxes lost")
 	f.DurationVar(&o.createGrace, "create-grace", 11*time.Minute,
@@ -92,7 +96,6 @@ roost agent --server URL --registration-token TOKEN.`,
 	}
 	token.Flags().DurationVar(&o.tokenTTL, "ttl", time.Hour, "how long the token can be used")
 	cmd.AddCommand(token)
-	cmd.AddCommand(newServerQuotaCmd(&o))
 	return cmd
 }
 
@@ -119,17 +122,25 @@ func runServer(ctx context.Context, o *serverOptions) error {
 		return err
 	}
 	defer st.Close()
-	cp, err := controlplane.New(controlplane.Config{
+	cfg := controlplane.Config{
 		Domain: serve.domain, PublicURL: publicURL, ReconcileInterval: o.reconcile, DownAfter: o.downAfter,
 		CreateGrace: o.createGrace, TeamQuota: o.teamQuota.q, Blobs: content.NewBlobs(filepath.Join(dataDir, "blobs")),
 		Interpreter: findInterpreter(log),
 		Registerer:  metrics.reg, Metrics: metrics.apiHandler(), MetricsToken: metrics.opts.token,
-	}, st, log.With("component", "controlplane"))
+	}
+	if err := o.ops.apply(&cfg); err != nil {
+		return err
+	}
+	cp, err := controlplane.New(cfg, st, log.With("component", "controlplane"))
 	if err != nil {
 		return err
 	}
 	defer cp.Close()
 	key, err := ensureAPIKey(ctx, cp, dataDir)
+	if err != nil {
+		return err
+	}
+	adminTok, err := ensureAdminToken(ctx, cp, dataDir)
 	if err != nil {
 		return err
 	}
@@ -140,6 +151,7 @@ func runServer(ctx context.Context, o *serverOptions) error {
 	defer stopMetrics()
 	err = serveControlPlane(ctx, cp, o.listen, serve.tls, log, nil, func() {
 		printBanner(os.Stdout, serve, key)
+		printOperator(os.Stdout, adminTok)
 		metrics.printScrape(os.Stdout, publicURL)
 		fmt.Fprintf(os.Stdout, "Add a host: make a registration token with\n\n  roost server token --data-dir %s\n\n"+
 			"and start its agent with\n\n  roost agent --server %s --registration-token TOKEN --advertise https://AGENT-ADDRESS:7070\n\n",

@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +33,7 @@ type upOptions struct {
 	cache   templateCacheOptions
 	tls     tlsOptions
 	metrics metricsOptions
+	ops     operationOptions
 	level   slog.LevelVar
 
 	// volumeDir is --volume-dir: where the host's volumes are.
@@ -66,6 +66,7 @@ Plain HTTP on --listen is the default.`,
 	f.StringVar(&o.domain, "domain", "localhost", domainFlagUsage)
 	o.tls.addFlags(cmd)
 	o.metrics.addFlags(cmd, true)
+	o.ops.addFlags(cmd)
 	f.BoolVar(&o.noPrune, "no-prune", false, "skip the start-up sweep of roost leftovers that no sandbox of this host owns (set it when another agent shares this host)")
 	f.TextVar(&o.level, "log-level", &o.level, "log level: debug, info, warn, error")
 	f.Var(&o.quota, "team-quota", teamQuotaUsage)
@@ -123,9 +124,13 @@ func runUp(ctx context.Context, o *upOptions) error {
 	// The agent is in this process: the control plane reaches its
 	// sandboxes directly, a hop less for every request.
 	local := &controlplane.LocalAgent{HostID: localHostID, SandboxAddr: m.SandboxAddr}
-	cp, err := controlplane.New(controlplane.Config{Domain: serve.domain, PublicURL: serve.publicURL, Local: local, TeamQuota: o.quota.q,
+	cfg := controlplane.Config{Domain: serve.domain, PublicURL: serve.publicURL, Local: local, TeamQuota: o.quota.q,
 		Blobs: content.NewBlobs(filepath.Join(dataDir, "blobs")), Interpreter: findInterpreter(log),
-		Registerer: metrics.reg, Metrics: metrics.apiHandler(), MetricsToken: metrics.opts.token}, st, log.With("component", "controlplane"))
+		Registerer: metrics.reg, Metrics: metrics.apiHandler(), MetricsToken: metrics.opts.token}
+	if err := o.ops.apply(&cfg); err != nil {
+		return err
+	}
+	cp, err := controlplane.New(cfg, st, log.With("component", "controlplane"))
 	if err != nil {
 		return err
 	}
@@ -137,6 +142,10 @@ func runUp(ctx context.Context, o *upOptions) error {
 	if err != nil {
 		return err
 	}
+	adminTok, err := ensureAdminToken(ctx, cp, dataDir)
+	if err != nil {
+		return err
+	}
 	stopMetrics, err := metrics.serve(log)
 	if err != nil {
 		return err
@@ -145,6 +154,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 
 	err = serveControlPlane(ctx, cp, o.listen, serve.tls, log, errs, func() {
 		printBanner(os.Stdout, serve, key)
+		printOperator(os.Stdout, adminTok)
 		metrics.printScrape(os.Stdout, serve.publicURL)
 		wg.Go(func() { prepareBase(runCtx, os.Stdout, m) })
 	})
@@ -165,33 +175,12 @@ type apiKey struct {
 	file string
 }
 
-// ensureAPIKey returns the key clients use: $ROOST_API_KEY, else the one
-// stored in the data directory, else a new one (created). A key from the
-// environment or the file that the database does not know (a new
-// database) is added to the local team.
+// ensureAPIKey returns the key clients use: see ensureCredential. A new
+// one belongs to a new team, "local".
 func ensureAPIKey(ctx context.Context, cp *controlplane.Server, dataDir string) (apiKey, error) {
-	path := filepath.Join(dataDir, apiKeyFile)
-	k := apiKey{value: os.Getenv(apiKeyEnv)}
-	if k.value == "" {
-		k.file = path
-		if b, err := os.ReadFile(path); err == nil {
-			k.value = strings.TrimSpace(string(b))
-		}
-	}
-	if k.value == "" {
-		key, err := cp.CreateTeamWithKey(ctx, "local")
-		if err != nil {
-			return apiKey{}, err
-		}
-		if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
-			return apiKey{}, fmt.Errorf("store api key: %w", err)
-		}
-		return apiKey{value: key, created: true, file: path}, nil
-	}
-	if err := cp.AddLocalKey(ctx, k.value); err != nil {
-		return apiKey{}, fmt.Errorf("API key from $%s or %s: %w", apiKeyEnv, path, err)
-	}
-	return k, nil
+	return ensureCredential(ctx, dataDir, apiKeyFile, apiKeyEnv, "API key",
+		func(ctx context.Context) (string, error) { return cp.CreateTeamWithKey(ctx, "local") },
+		cp.AddLocalKey)
 }
 
 // printBanner says where roost is and how to use it. The key itself is

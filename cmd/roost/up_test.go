@@ -84,46 +84,6 @@ func TestBannerPrintsKeyOnlyWhenCreated(t *testing.T) {
 	}
 }
 
-// roost server quota sets a team's own limits and shows them beside the
-// defaults.
-func TestServerQuotaCommand(t *testing.T) {
-	t.Setenv(apiKeyEnv, "")
-	dir := t.TempDir()
-	k, _ := startBanner(t, dir)
-	st, err := store.Open(context.Background(), "sqlite://"+filepath.Join(dir, "db", "roost.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := st.APIKeyByHash(context.Background(), store.HashKey(k.value))
-	st.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := &serverOptions{dataDir: dir}
-	if err := o.teamQuota.Set("vcpus=9"); err != nil {
-		t.Fatal(err)
-	}
-	var b bytes.Buffer
-	if err := runServerQuota(context.Background(), o, key.TeamID, []string{"sandboxes=3", "timeout=1h"}, &b); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"sandboxes         3        team", "vcpus             9        default", "timeout           3600     team"} {
-		if !strings.Contains(b.String(), want) {
-			t.Errorf("quota table lacks %q:\n%s", want, b.String())
-		}
-	}
-	b.Reset()
-	if err := runServerQuota(context.Background(), o, key.TeamID, []string{"sandboxes=default"}, &b); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(b.String(), "sandboxes         100      default") {
-		t.Errorf("sandboxes=default did not drop the team's value:\n%s", b.String())
-	}
-	if err := runServerQuota(context.Background(), o, "team_nope", nil, &b); err == nil {
-		t.Error("an unknown team was shown")
-	}
-}
-
 func TestQuotaFlagAndChanges(t *testing.T) {
 	var f quotaFlag
 	if err := f.Set("sandboxes=5,timeout=1h"); err != nil {
@@ -138,11 +98,14 @@ func TestQuotaFlagAndChanges(t *testing.T) {
 	if err := f.Set("gpus=1"); err == nil {
 		t.Fatal("--team-quota took an unknown limit")
 	}
-	own, err := applyQuotaChanges(store.Quota{store.LimitVCPUs: 4, store.LimitPaused: 2}, []string{"vcpus=default", "memory-mb=2048"})
-	if err != nil || own.String() != "memory-mb=2048,paused=2" {
-		t.Fatalf("changes = %v, %v", own, err)
+	changes, err := parseQuotaArgs([]string{"vcpus=default", "timeout=1h"}, true)
+	if err != nil || len(changes) != 2 || changes["vcpus"] != nil || *changes["timeout"] != 3600 {
+		t.Fatalf("changes = %v, %v", changes, err)
 	}
-	if _, err := applyQuotaChanges(nil, []string{"gpus=default"}); err == nil {
+	if _, err := parseQuotaArgs([]string{"gpus=default"}, true); err == nil {
 		t.Fatal("an unknown limit=default was taken")
+	}
+	if _, err := parseQuotaArgs([]string{"vcpus=default"}, false); err == nil {
+		t.Fatal("limit=default was taken where there is no default to go back to")
 	}
 }
