@@ -29,6 +29,10 @@
 // namespace runtime, never listed, removed when their step ends or at the
 // next start-up), and pushes the result's blobs to the control plane.
 //
+// Its metrics (prometheus.go: create latency, template pulls, and read at
+// each scrape the host's capacity and sandboxes) go in Config.Registerer;
+// it does not serve them (cmd/roost does, on --metrics-listen).
+//
 // The agent never stops sandboxes when it exits: they live as long as the
 // host, and the next agent adopts them. It does not pick or construct a
 // runtime driver (cmd/roost wires one in), does not build network plumbing,

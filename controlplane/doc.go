@@ -122,6 +122,13 @@
 // calls' errors come back into categories through errdefs.FromConnect.
 // The package writes no status of its own for an error.
 //
+// Metrics (prometheus.go, docs/prometheus.md) go in Config.Registerer:
+// create, resume and exec latencies by route, the proxy's traffic, and
+// sandboxes and hosts as the store holds them, asked at scrape time. GET
+// /metrics serves Config.Metrics to the bearer of Config.MetricsToken
+// only, and is no route without one: the API listener is public. No
+// series is labelled by sandbox or team.
+//
 // Hosts are marked down by the reconciler when their agent stops
 // answering its ListSandboxes, not by missed heartbeats (which record
 // usage): the same failure, seen from the side that must act on it.

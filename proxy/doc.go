@@ -51,6 +51,10 @@
 // plane uses to drive agents, so a flood of proxied bytes cannot queue
 // behind (or in front of) PTY and exec streams.
 //
+// Metrics (NewMetrics, Config.Metrics) count requests by kind (envd's port
+// or another) and status class, and their bytes as they flow, an upgraded
+// connection's too; never by sandbox.
+//
 // The package does not authenticate envd requests (envd checks its own
 // X-Access-Token), does not know how sandboxes are placed or stored (the
 // Resolver does), does not serve non-proxy traffic (the caller routes with

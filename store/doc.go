@@ -43,6 +43,13 @@
 // oldest pending one, under a lease, so an endpoint gets its events in
 // order and two control planes never send one delivery at once.
 //
+// Metrics (prometheus.go): every statement the store sends is timed, in
+// transactions and migrations too, on connections that are the driver's
+// own, wrapped; Open's WithRegisterer registers the histogram, labelled by
+// the statement's kind and first table as its text reads (bounded by the
+// schema, never a value). Stats (stats.go) counts sandboxes by host and
+// state for the control plane's metrics.
+//
 // The store does not schedule, reconcile, enforce timeouts or authenticate
 // requests; it records what the control plane decides.
 package store
