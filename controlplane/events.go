@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"roost.dev/roost/store"
@@ -132,6 +133,8 @@ type eventLog struct {
 
 	wakeMu sync.Mutex    // guards wake
 	wake   chan struct{} // closed and replaced when events are stored
+	// off drops every event: what benchmarks compare with (tests only).
+	off atomic.Bool
 }
 
 func newEventLog(st store.Store, log *slog.Logger) *eventLog {
@@ -143,6 +146,9 @@ func newEventLog(st store.Store, log *slog.Logger) *eventLog {
 // add stamps e with the time and a time-ordered ID, under one lock with
 // its send, so the queue's order is the order of (At, ID).
 func (l *eventLog) add(e store.Event) {
+	if l.off.Load() {
+		return
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	defer func() { _ = recover() }() // closed: the server is stopping

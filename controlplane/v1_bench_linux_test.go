@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
@@ -69,6 +71,61 @@ func BenchmarkCreateREST(b *testing.B) {
 	}
 	b.StopTimer()
 	reportLatency(b, "create-rest", lat)
+}
+
+// BenchmarkCreateRESTLogged measures what the audit log and lifecycle
+// events (and a webhook registered for every event) cost a create: POST
+// /v2/sandboxes → 201 as BenchmarkCreateREST, alternating creates with
+// them on and off on one server. Between creates, untimed, each create's
+// sandbox is destroyed and the background writes are given time to end,
+// so neither side's writes land in the other's timing.
+func BenchmarkCreateRESTLogged(b *testing.B) {
+	e := newTestenv(b, controlplane.Config{Local: localAgent(), WebhookAllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) }))
+	defer hook.Close()
+	e.do("POST", "/events/webhooks", e.key, map[string]any{"url": hook.URL, "signatureSecret": "bench-secret",
+		"events": []string{"sandbox.lifecycle.created", "sandbox.lifecycle.killed"}}).want(b, http.StatusCreated)
+	body := map[string]any{"templateID": "base", "timeout": 300}
+	create := func() (time.Duration, string) {
+		start := time.Now()
+		r := e.do("POST", "/v2/sandboxes", e.key, body)
+		d := time.Since(start)
+		var c created
+		r.want(b, http.StatusCreated).decode(b, &c)
+		return d, c.SandboxID
+	}
+	settle := func(id string) {
+		e.do("DELETE", "/sandboxes/"+id, e.key, nil).want(b, http.StatusNoContent)
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, id := create() // warm caches and pools
+	settle(id)
+	var on, off []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		logged := i%2 == 0
+		controlplane.SetOperationsLog(e.cp, logged)
+		d, id := create()
+		b.StopTimer()
+		if logged {
+			on = append(on, d)
+		} else {
+			off = append(off, d)
+		}
+		settle(id)
+		b.StartTimer()
+	}
+	b.StopTimer()
+	controlplane.SetOperationsLog(e.cp, true)
+	p50 := func(lat []time.Duration) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		slices.Sort(lat)
+		return float64(lat[len(lat)/2]) / float64(time.Millisecond)
+	}
+	b.ReportMetric(p50(on), "logged-p50-ms")
+	b.ReportMetric(p50(off), "unlogged-p50-ms")
 }
 
 // BenchmarkExecTrueREST measures POST /v1/sandboxes/{id}/exec running

@@ -135,6 +135,7 @@ func run(cfg config) (*results, error) {
 			env: []string{"ROOST_BENCH_HIBERNATE=" + strconv.Itoa(sz.hibernateMany)}},
 		{name: "namespace fork", args: gotest("^BenchmarkForkNamespace$", x(sz.forks), "./agent")},
 		{name: "REST create", args: gotest("^BenchmarkCreateREST$", x(sz.restCreates), "./controlplane")},
+		{name: "REST create with audit and events", args: gotest("^BenchmarkCreateRESTLogged$", x(2*sz.restCreates), "./controlplane")},
 		{name: "REST exec", args: gotest("^BenchmarkExecTrueREST$", x(sz.execs), "./controlplane")},
 		{name: "concurrent creates", args: gotest("^BenchmarkCreateThroughput$", "1x", "./controlplane"), env: []string{dur}},
 		{name: "proxy load", args: gotest("^BenchmarkProxySandbox$", "1x", "./controlplane"), env: []string{dur}},
