@@ -121,9 +121,13 @@ func (w *meteredWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (w *meteredWriter) Flush() {
-	_ = http.NewResponseController(w.ResponseWriter).Flush()
+// FlushError flushes, saying why it could not (the client gone), which
+// http.ResponseController hands to ReverseProxy.
+func (w *meteredWriter) FlushError() error {
+	return http.NewResponseController(w.ResponseWriter).Flush()
 }
+
+func (w *meteredWriter) Flush() { _ = w.FlushError() }
 
 // Hijack hands over the connection of a protocol upgrade (ReverseProxy
 // then writes the 101 itself and copies both ways), counted.
