@@ -54,6 +54,16 @@ func ensureCredential(ctx context.Context, dataDir, file, env, what string,
 	return k, nil
 }
 
+// ensureCredentials returns what a start of roost up or roost server
+// hands out: the API key and the operator's token.
+func ensureCredentials(ctx context.Context, cp *controlplane.Server, dataDir string) (key, admin apiKey, err error) {
+	if key, err = ensureAPIKey(ctx, cp, dataDir); err != nil {
+		return key, admin, err
+	}
+	admin, err = ensureAdminToken(ctx, cp, dataDir)
+	return key, admin, err
+}
+
 // ensureAdminToken returns the operator's token: see ensureCredential.
 func ensureAdminToken(ctx context.Context, cp *controlplane.Server, dataDir string) (apiKey, error) {
 	return ensureCredential(ctx, dataDir, adminTokenFile, adminTokenEnv, "admin token",

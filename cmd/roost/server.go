@@ -136,11 +136,7 @@ func runServer(ctx context.Context, o *serverOptions) error {
 		return err
 	}
 	defer cp.Close()
-	key, err := ensureAPIKey(ctx, cp, dataDir)
-	if err != nil {
-		return err
-	}
-	adminTok, err := ensureAdminToken(ctx, cp, dataDir)
+	key, adminTok, err := ensureCredentials(ctx, cp, dataDir)
 	if err != nil {
 		return err
 	}

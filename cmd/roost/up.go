@@ -138,11 +138,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 	if err := cp.AddHost(ctx, store.Host{ID: localHostID, URL: "http://" + agentLn.Addr().String()}, agentToken); err != nil {
 		return err
 	}
-	key, err := ensureAPIKey(ctx, cp, dataDir)
-	if err != nil {
-		return err
-	}
-	adminTok, err := ensureAdminToken(ctx, cp, dataDir)
+	key, adminTok, err := ensureCredentials(ctx, cp, dataDir)
 	if err != nil {
 		return err
 	}
