@@ -47,7 +47,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Sandbox, error
 		rec: record{
 			ID: req.ID, Template: req.Template, State: StateStarting, Slot: -1,
 			Metadata: req.Metadata, EnvVars: maps.Clone(req.EnvVars), Internet: !req.DenyInternet, AutoPause: req.AutoPause, AutoPauseFilesystem: req.AutoPauseFilesystem,
-			EnvdToken: req.EnvdToken, TimeoutSecs: int64(req.Timeout / time.Second),
+			EnvdToken: req.EnvdToken, TimeoutSecs: int64(req.Timeout / time.Second), Owner: req.Owner,
 			Started: now, StateChanged: now,
 		},
 	}

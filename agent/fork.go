@@ -39,8 +39,8 @@ type ForkOutcome struct {
 // id's current state: the sandbox is captured once (it runs on), and each
 // fork starts from the capture with its processes running and its own
 // identity. A fork's request gives its ID, timeout, metadata, envd token
-// and auto-pause; its template, limits and internet setting are the
-// forked sandbox's. Each fork succeeds or fails on its own. Errors of the
+// and auto-pause; its template, limits, internet setting and owner are
+// the forked sandbox's. Each fork succeeds or fails on its own. Errors of the
 // whole: ErrUnsupported when the runtime cannot capture a sandbox's
 // memory, ErrNotFound, ErrConflict when the sandbox is not running.
 func (m *Manager) Fork(ctx context.Context, id string, forks []CreateRequest) ([]ForkOutcome, error) {
@@ -71,7 +71,7 @@ func (m *Manager) Fork(ctx context.Context, id string, forks []CreateRequest) ([
 			continue
 		}
 		req.Template, req.TemplateRef, req.Limits, req.DenyInternet = base.Template, nil, base.Limits, base.DenyInternet
-		req.EnvVars, req.fork = nil, &src
+		req.EnvVars, req.fork, req.Owner = nil, &src, base.Owner
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
@@ -115,7 +115,7 @@ func (m *Manager) captureForForks(ctx context.Context, f runtime.Forker, sb *san
 	if err := f.Capture(cctx, rec.ID, dir); err != nil {
 		return forkSource{}, CreateRequest{}, fmt.Errorf("%s runtime: %w", m.rt.Name(), err)
 	}
-	base := CreateRequest{Template: rec.Template, Limits: rec.Spec.Limits, DenyInternet: !rec.Internet, EnvdToken: rec.EnvdToken}
+	base := CreateRequest{Template: rec.Template, Limits: rec.Spec.Limits, DenyInternet: !rec.Internet, EnvdToken: rec.EnvdToken, Owner: rec.Owner}
 	return forkSource{dir: dir, tpl: tpl, tree: rec.Tree, token: rec.EnvdToken}, base, nil
 }
 

@@ -44,6 +44,9 @@ type Config struct {
 	// ReapInterval is how often the reaper looks for sandboxes past their
 	// end; default 1 s.
 	ReapInterval time.Duration
+	// MetricsInterval is how often every running sandbox's use is sampled
+	// into its metrics history (history.go); default 5 s.
+	MetricsInterval time.Duration
 	// Now is the clock; default time.Now. Tests at the edge replace it.
 	Now func() time.Time
 	// SkipPrune skips the start-up sweep of roost objects (network
@@ -108,6 +111,7 @@ type Manager struct {
 	started   time.Time
 	envdVer   string
 	envd      *envdClient
+	sampler   *sampler // the metrics history (history.go)
 
 	ctx    context.Context // the manager's lifetime; cancelled by Close
 	cancel context.CancelFunc
@@ -238,6 +242,10 @@ func New(ctx context.Context, cfg Config, rt runtime.Runtime, nw *network.Manage
 		log.Warn("captures of forks left behind", "dir", m.forksDir(), "err", err)
 	}
 	m.wg.Go(m.reapLoop)
+	if err := m.startSampler(); err != nil {
+		m.Close()
+		return nil, err
+	}
 	log.Info("agent manager started", "runtime", rt.Name(), "sandboxes", len(m.sandboxes), "data_dir", cfg.DataDir)
 	return m, nil
 }

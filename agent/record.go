@@ -81,6 +81,8 @@ type record struct {
 	Started      time.Time         `json:"started"`
 	EndAt        time.Time         `json:"endAt"`
 	StateChanged time.Time         `json:"stateChanged"`
+	// Owner is the create's opaque label (CreateRequest.Owner).
+	Owner string `json:"owner,omitempty"`
 }
 
 func (r record) timeout() time.Duration { return time.Duration(r.TimeoutSecs) * time.Second }

@@ -64,6 +64,9 @@ type CreateRequest struct {
 	EnvdToken string
 	// Volumes are the host's volumes the sandbox mounts.
 	Volumes []VolumeRequest
+	// Owner is opaque: a label kept with the sandbox and its metrics
+	// history (the control plane's team); forks inherit it.
+	Owner string
 
 	// buildRoot is the root tree of a build sandbox, for builds only.
 	buildRoot string

@@ -45,6 +45,7 @@ func (s *service) CreateSandbox(ctx context.Context, req *connect.Request[hostag
 		AutoPauseFilesystem: r.GetAutoPauseFilesystemOnly(),
 		EnvdToken:           r.GetEnvdAccessToken(),
 		Volumes:             volumeRequests(r.GetVolumeMounts()),
+		Owner:               r.GetOwner(),
 	})
 	if err != nil {
 		return nil, errdefs.ToConnect(err)

@@ -465,8 +465,13 @@ type CreateSandboxRequest struct {
 	// With auto_pause: the pause on timeout keeps only the sandbox's files
 	// (E2B's autoPauseMemory: false), as PauseSandbox's filesystem_only.
 	AutoPauseFilesystemOnly bool `protobuf:"varint,14,opt,name=auto_pause_filesystem_only,json=autoPauseFilesystemOnly,proto3" json:"auto_pause_filesystem_only,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// Opaque to the agent: a label it keeps with the sandbox (its forks
+	// inherit it) and its metrics history, for GetSandboxMetrics's owner
+	// to match after the sandbox is destroyed. The control plane sets its
+	// team's ID.
+	Owner         string `protobuf:"bytes,15,opt,name=owner,proto3" json:"owner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateSandboxRequest) Reset() {
@@ -595,6 +600,13 @@ func (x *CreateSandboxRequest) GetAutoPauseFilesystemOnly() bool {
 		return x.AutoPauseFilesystemOnly
 	}
 	return false
+}
+
+func (x *CreateSandboxRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
 }
 
 // VolumeMount mounts a volume in a sandbox.
@@ -3229,6 +3241,359 @@ func (x *BuildResult) GetExitCode() int32 {
 	return 0
 }
 
+type GetSandboxMetricsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 to 1000 sandboxes, each once.
+	SandboxIds []string `protobuf:"bytes,1,rep,name=sandbox_ids,json=sandboxIds,proto3" json:"sandbox_ids,omitempty"`
+	// The points whose interval overlaps [start, end], both included.
+	// Unset start: the oldest kept; unset end: now.
+	Start *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
+	End   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end,proto3" json:"end,omitempty"`
+	// Points finer than this are merged into intervals of step_ms,
+	// aligned to its multiples since the Unix epoch; 0 keeps the points as
+	// held. Each sandbox's answer is at most 2000 points: the step grows
+	// until it fits.
+	StepMs int64 `protobuf:"varint,4,opt,name=step_ms,json=stepMs,proto3" json:"step_ms,omitempty"`
+	// Only each sandbox's newest point, at the finest resolution (start,
+	// end and step are not looked at).
+	LatestOnly bool `protobuf:"varint,5,opt,name=latest_only,json=latestOnly,proto3" json:"latest_only,omitempty"`
+	// When set, only sandboxes created with this owner
+	// (CreateSandboxRequest.owner) answer.
+	Owner         string `protobuf:"bytes,6,opt,name=owner,proto3" json:"owner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSandboxMetricsRequest) Reset() {
+	*x = GetSandboxMetricsRequest{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSandboxMetricsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSandboxMetricsRequest) ProtoMessage() {}
+
+func (x *GetSandboxMetricsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSandboxMetricsRequest.ProtoReflect.Descriptor instead.
+func (*GetSandboxMetricsRequest) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *GetSandboxMetricsRequest) GetSandboxIds() []string {
+	if x != nil {
+		return x.SandboxIds
+	}
+	return nil
+}
+
+func (x *GetSandboxMetricsRequest) GetStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *GetSandboxMetricsRequest) GetEnd() *timestamppb.Timestamp {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+func (x *GetSandboxMetricsRequest) GetStepMs() int64 {
+	if x != nil {
+		return x.StepMs
+	}
+	return 0
+}
+
+func (x *GetSandboxMetricsRequest) GetLatestOnly() bool {
+	if x != nil {
+		return x.LatestOnly
+	}
+	return false
+}
+
+func (x *GetSandboxMetricsRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+type GetSandboxMetricsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// In the request's order, without the sandboxes left out.
+	Sandboxes     []*SandboxMetrics `protobuf:"bytes,1,rep,name=sandboxes,proto3" json:"sandboxes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSandboxMetricsResponse) Reset() {
+	*x = GetSandboxMetricsResponse{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSandboxMetricsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSandboxMetricsResponse) ProtoMessage() {}
+
+func (x *GetSandboxMetricsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSandboxMetricsResponse.ProtoReflect.Descriptor instead.
+func (*GetSandboxMetricsResponse) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *GetSandboxMetricsResponse) GetSandboxes() []*SandboxMetrics {
+	if x != nil {
+		return x.Sandboxes
+	}
+	return nil
+}
+
+// SandboxMetrics is one sandbox's history.
+type SandboxMetrics struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	// Oldest first; none when the range holds no sample.
+	Points []*MetricPoint `protobuf:"bytes,2,rep,name=points,proto3" json:"points,omitempty"`
+	// When the sandbox was destroyed; unset while it lives.
+	EndedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
+	// Where the oldest point kept starts.
+	Oldest        *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=oldest,proto3" json:"oldest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SandboxMetrics) Reset() {
+	*x = SandboxMetrics{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SandboxMetrics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SandboxMetrics) ProtoMessage() {}
+
+func (x *SandboxMetrics) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SandboxMetrics.ProtoReflect.Descriptor instead.
+func (*SandboxMetrics) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *SandboxMetrics) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *SandboxMetrics) GetPoints() []*MetricPoint {
+	if x != nil {
+		return x.Points
+	}
+	return nil
+}
+
+func (x *SandboxMetrics) GetEndedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndedAt
+	}
+	return nil
+}
+
+func (x *SandboxMetrics) GetOldest() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Oldest
+	}
+	return nil
+}
+
+// MetricPoint is the sandbox's use over [time, time + resolution_ms).
+type MetricPoint struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Time         *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	ResolutionMs int64                  `protobuf:"varint,2,opt,name=resolution_ms,json=resolutionMs,proto3" json:"resolution_ms,omitempty"`
+	// The samples merged into the point.
+	Samples int32 `protobuf:"varint,3,opt,name=samples,proto3" json:"samples,omitempty"`
+	// The CPUs the sandbox may use, and the share of them it used (the
+	// samples' mean, in percent: 100 is all of them all the time).
+	CpuCount   int32   `protobuf:"varint,4,opt,name=cpu_count,json=cpuCount,proto3" json:"cpu_count,omitempty"`
+	CpuUsedPct float64 `protobuf:"fixed64,5,opt,name=cpu_used_pct,json=cpuUsedPct,proto3" json:"cpu_used_pct,omitempty"`
+	// Bytes: the largest sample's. Memory used is the working set
+	// (without the page cache the kernel reclaims first); memory cache is
+	// the page cache (0 for a VM). Disk used, for a VM, is what its disk
+	// image takes on the host.
+	MemUsed   uint64 `protobuf:"varint,6,opt,name=mem_used,json=memUsed,proto3" json:"mem_used,omitempty"`
+	MemTotal  uint64 `protobuf:"varint,7,opt,name=mem_total,json=memTotal,proto3" json:"mem_total,omitempty"`
+	MemCache  uint64 `protobuf:"varint,8,opt,name=mem_cache,json=memCache,proto3" json:"mem_cache,omitempty"`
+	DiskUsed  uint64 `protobuf:"varint,9,opt,name=disk_used,json=diskUsed,proto3" json:"disk_used,omitempty"`
+	DiskTotal uint64 `protobuf:"varint,10,opt,name=disk_total,json=diskTotal,proto3" json:"disk_total,omitempty"`
+	// Bytes the sandbox received and sent during the point's samples.
+	NetRxBytes    uint64 `protobuf:"varint,11,opt,name=net_rx_bytes,json=netRxBytes,proto3" json:"net_rx_bytes,omitempty"`
+	NetTxBytes    uint64 `protobuf:"varint,12,opt,name=net_tx_bytes,json=netTxBytes,proto3" json:"net_tx_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricPoint) Reset() {
+	*x = MetricPoint{}
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricPoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricPoint) ProtoMessage() {}
+
+func (x *MetricPoint) ProtoReflect() protoreflect.Message {
+	mi := &file_roost_hostagent_v1_hostagent_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricPoint.ProtoReflect.Descriptor instead.
+func (*MetricPoint) Descriptor() ([]byte, []int) {
+	return file_roost_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *MetricPoint) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *MetricPoint) GetResolutionMs() int64 {
+	if x != nil {
+		return x.ResolutionMs
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetSamples() int32 {
+	if x != nil {
+		return x.Samples
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetCpuCount() int32 {
+	if x != nil {
+		return x.CpuCount
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetCpuUsedPct() float64 {
+	if x != nil {
+		return x.CpuUsedPct
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetMemUsed() uint64 {
+	if x != nil {
+		return x.MemUsed
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetMemTotal() uint64 {
+	if x != nil {
+		return x.MemTotal
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetMemCache() uint64 {
+	if x != nil {
+		return x.MemCache
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetDiskUsed() uint64 {
+	if x != nil {
+		return x.DiskUsed
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetDiskTotal() uint64 {
+	if x != nil {
+		return x.DiskTotal
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetNetRxBytes() uint64 {
+	if x != nil {
+		return x.NetRxBytes
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetNetTxBytes() uint64 {
+	if x != nil {
+		return x.NetTxBytes
+	}
+	return 0
+}
+
 var File_roost_hostagent_v1_hostagent_proto protoreflect.FileDescriptor
 
 const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
@@ -3264,7 +3629,7 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"pause_note\x18\x0f \x01(\tR\tpauseNote\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb6\x06\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcc\x06\n" +
 	"\x14CreateSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
@@ -3282,7 +3647,8 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"auto_pause\x18\v \x01(\bR\tautoPause\x12B\n" +
 	"\ftemplate_ref\x18\f \x01(\v2\x1f.roost.hostagent.v1.TemplateRefR\vtemplateRef\x12D\n" +
 	"\rvolume_mounts\x18\r \x03(\v2\x1f.roost.hostagent.v1.VolumeMountR\fvolumeMounts\x12;\n" +
-	"\x1aauto_pause_filesystem_only\x18\x0e \x01(\bR\x17autoPauseFilesystemOnly\x1a:\n" +
+	"\x1aauto_pause_filesystem_only\x18\x0e \x01(\bR\x17autoPauseFilesystemOnly\x12\x14\n" +
+	"\x05owner\x18\x0f \x01(\tR\x05owner\x1a:\n" +
 	"\fEnvVarsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
@@ -3472,7 +3838,42 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\vfailed_step\x18\x03 \x01(\tR\n" +
 	"failedStep\x12\x12\n" +
 	"\x04line\x18\x04 \x01(\x05R\x04line\x12\x1b\n" +
-	"\texit_code\x18\x05 \x01(\x05R\bexitCode*\xb2\x01\n" +
+	"\texit_code\x18\x05 \x01(\x05R\bexitCode\"\xeb\x01\n" +
+	"\x18GetSandboxMetricsRequest\x12\x1f\n" +
+	"\vsandbox_ids\x18\x01 \x03(\tR\n" +
+	"sandboxIds\x120\n" +
+	"\x05start\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12,\n" +
+	"\x03end\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03end\x12\x17\n" +
+	"\astep_ms\x18\x04 \x01(\x03R\x06stepMs\x12\x1f\n" +
+	"\vlatest_only\x18\x05 \x01(\bR\n" +
+	"latestOnly\x12\x14\n" +
+	"\x05owner\x18\x06 \x01(\tR\x05owner\"]\n" +
+	"\x19GetSandboxMetricsResponse\x12@\n" +
+	"\tsandboxes\x18\x01 \x03(\v2\".roost.hostagent.v1.SandboxMetricsR\tsandboxes\"\xd3\x01\n" +
+	"\x0eSandboxMetrics\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x127\n" +
+	"\x06points\x18\x02 \x03(\v2\x1f.roost.hostagent.v1.MetricPointR\x06points\x125\n" +
+	"\bended_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x122\n" +
+	"\x06oldest\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06oldest\"\x90\x03\n" +
+	"\vMetricPoint\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12#\n" +
+	"\rresolution_ms\x18\x02 \x01(\x03R\fresolutionMs\x12\x18\n" +
+	"\asamples\x18\x03 \x01(\x05R\asamples\x12\x1b\n" +
+	"\tcpu_count\x18\x04 \x01(\x05R\bcpuCount\x12 \n" +
+	"\fcpu_used_pct\x18\x05 \x01(\x01R\n" +
+	"cpuUsedPct\x12\x19\n" +
+	"\bmem_used\x18\x06 \x01(\x04R\amemUsed\x12\x1b\n" +
+	"\tmem_total\x18\a \x01(\x04R\bmemTotal\x12\x1b\n" +
+	"\tmem_cache\x18\b \x01(\x04R\bmemCache\x12\x1b\n" +
+	"\tdisk_used\x18\t \x01(\x04R\bdiskUsed\x12\x1d\n" +
+	"\n" +
+	"disk_total\x18\n" +
+	" \x01(\x04R\tdiskTotal\x12 \n" +
+	"\fnet_rx_bytes\x18\v \x01(\x04R\n" +
+	"netRxBytes\x12 \n" +
+	"\fnet_tx_bytes\x18\f \x01(\x04R\n" +
+	"netTxBytes*\xb2\x01\n" +
 	"\fSandboxState\x12\x1d\n" +
 	"\x19SANDBOX_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16SANDBOX_STATE_STARTING\x10\x01\x12\x19\n" +
@@ -3489,7 +3890,7 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\fLogDirection\x12\x1d\n" +
 	"\x19LOG_DIRECTION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15LOG_DIRECTION_FORWARD\x10\x01\x12\x1a\n" +
-	"\x16LOG_DIRECTION_BACKWARD\x10\x022\xd9\f\n" +
+	"\x16LOG_DIRECTION_BACKWARD\x10\x022\xcb\r\n" +
 	"\x10HostAgentService\x12d\n" +
 	"\rCreateSandbox\x12(.roost.hostagent.v1.CreateSandboxRequest\x1a).roost.hostagent.v1.CreateSandboxResponse\x12g\n" +
 	"\x0eDestroySandbox\x12).roost.hostagent.v1.DestroySandboxRequest\x1a*.roost.hostagent.v1.DestroySandboxResponse\x12a\n" +
@@ -3508,7 +3909,8 @@ const file_roost_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\fCreateVolume\x12'.roost.hostagent.v1.CreateVolumeRequest\x1a(.roost.hostagent.v1.CreateVolumeResponse\x12a\n" +
 	"\fDeleteVolume\x12'.roost.hostagent.v1.DeleteVolumeRequest\x1a(.roost.hostagent.v1.DeleteVolumeResponse\x12d\n" +
 	"\rReleaseVolume\x12(.roost.hostagent.v1.ReleaseVolumeRequest\x1a).roost.hostagent.v1.ReleaseVolumeResponse\x12j\n" +
-	"\x0fSnapshotSandbox\x12*.roost.hostagent.v1.SnapshotSandboxRequest\x1a+.roost.hostagent.v1.SnapshotSandboxResponseB4Z2roost.dev/roost/gen/roost/hostagent/v1;hostagentv1b\x06proto3"
+	"\x0fSnapshotSandbox\x12*.roost.hostagent.v1.SnapshotSandboxRequest\x1a+.roost.hostagent.v1.SnapshotSandboxResponse\x12p\n" +
+	"\x11GetSandboxMetrics\x12,.roost.hostagent.v1.GetSandboxMetricsRequest\x1a-.roost.hostagent.v1.GetSandboxMetricsResponseB4Z2roost.dev/roost/gen/roost/hostagent/v1;hostagentv1b\x06proto3"
 
 var (
 	file_roost_hostagent_v1_hostagent_proto_rawDescOnce sync.Once
@@ -3523,83 +3925,87 @@ func file_roost_hostagent_v1_hostagent_proto_rawDescGZIP() []byte {
 }
 
 var file_roost_hostagent_v1_hostagent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_roost_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_roost_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_roost_hostagent_v1_hostagent_proto_goTypes = []any{
-	(SandboxState)(0),               // 0: roost.hostagent.v1.SandboxState
-	(LogLevel)(0),                   // 1: roost.hostagent.v1.LogLevel
-	(LogDirection)(0),               // 2: roost.hostagent.v1.LogDirection
-	(*Limits)(nil),                  // 3: roost.hostagent.v1.Limits
-	(*Sandbox)(nil),                 // 4: roost.hostagent.v1.Sandbox
-	(*CreateSandboxRequest)(nil),    // 5: roost.hostagent.v1.CreateSandboxRequest
-	(*VolumeMount)(nil),             // 6: roost.hostagent.v1.VolumeMount
-	(*CreateVolumeRequest)(nil),     // 7: roost.hostagent.v1.CreateVolumeRequest
-	(*CreateVolumeResponse)(nil),    // 8: roost.hostagent.v1.CreateVolumeResponse
-	(*DeleteVolumeRequest)(nil),     // 9: roost.hostagent.v1.DeleteVolumeRequest
-	(*DeleteVolumeResponse)(nil),    // 10: roost.hostagent.v1.DeleteVolumeResponse
-	(*ReleaseVolumeRequest)(nil),    // 11: roost.hostagent.v1.ReleaseVolumeRequest
-	(*ReleaseVolumeResponse)(nil),   // 12: roost.hostagent.v1.ReleaseVolumeResponse
-	(*TemplateRef)(nil),             // 13: roost.hostagent.v1.TemplateRef
-	(*CreateSandboxResponse)(nil),   // 14: roost.hostagent.v1.CreateSandboxResponse
-	(*ForkSandboxRequest)(nil),      // 15: roost.hostagent.v1.ForkSandboxRequest
-	(*Fork)(nil),                    // 16: roost.hostagent.v1.Fork
-	(*ForkSandboxResponse)(nil),     // 17: roost.hostagent.v1.ForkSandboxResponse
-	(*SnapshotSandboxRequest)(nil),  // 18: roost.hostagent.v1.SnapshotSandboxRequest
-	(*SnapshotSandboxResponse)(nil), // 19: roost.hostagent.v1.SnapshotSandboxResponse
-	(*ForkResult)(nil),              // 20: roost.hostagent.v1.ForkResult
-	(*DestroySandboxRequest)(nil),   // 21: roost.hostagent.v1.DestroySandboxRequest
-	(*DestroySandboxResponse)(nil),  // 22: roost.hostagent.v1.DestroySandboxResponse
-	(*PauseSandboxRequest)(nil),     // 23: roost.hostagent.v1.PauseSandboxRequest
-	(*PauseSandboxResponse)(nil),    // 24: roost.hostagent.v1.PauseSandboxResponse
-	(*ResumeSandboxRequest)(nil),    // 25: roost.hostagent.v1.ResumeSandboxRequest
-	(*ResumeSandboxResponse)(nil),   // 26: roost.hostagent.v1.ResumeSandboxResponse
-	(*ListSandboxesRequest)(nil),    // 27: roost.hostagent.v1.ListSandboxesRequest
-	(*ListSandboxesResponse)(nil),   // 28: roost.hostagent.v1.ListSandboxesResponse
-	(*GetSandboxRequest)(nil),       // 29: roost.hostagent.v1.GetSandboxRequest
-	(*GetSandboxResponse)(nil),      // 30: roost.hostagent.v1.GetSandboxResponse
-	(*SetTimeoutRequest)(nil),       // 31: roost.hostagent.v1.SetTimeoutRequest
-	(*SetTimeoutResponse)(nil),      // 32: roost.hostagent.v1.SetTimeoutResponse
-	(*GetHostInfoRequest)(nil),      // 33: roost.hostagent.v1.GetHostInfoRequest
-	(*GetHostInfoResponse)(nil),     // 34: roost.hostagent.v1.GetHostInfoResponse
-	(*HostInfo)(nil),                // 35: roost.hostagent.v1.HostInfo
-	(*Capabilities)(nil),            // 36: roost.hostagent.v1.Capabilities
-	(*Probe)(nil),                   // 37: roost.hostagent.v1.Probe
-	(*Capacity)(nil),                // 38: roost.hostagent.v1.Capacity
-	(*Usage)(nil),                   // 39: roost.hostagent.v1.Usage
-	(*Versions)(nil),                // 40: roost.hostagent.v1.Versions
-	(*ListTemplatesRequest)(nil),    // 41: roost.hostagent.v1.ListTemplatesRequest
-	(*ListTemplatesResponse)(nil),   // 42: roost.hostagent.v1.ListTemplatesResponse
-	(*TemplateInProgress)(nil),      // 43: roost.hostagent.v1.TemplateInProgress
-	(*Template)(nil),                // 44: roost.hostagent.v1.Template
-	(*GetSandboxLogsRequest)(nil),   // 45: roost.hostagent.v1.GetSandboxLogsRequest
-	(*GetSandboxLogsResponse)(nil),  // 46: roost.hostagent.v1.GetSandboxLogsResponse
-	(*LogEntry)(nil),                // 47: roost.hostagent.v1.LogEntry
-	(*BuildTemplateRequest)(nil),    // 48: roost.hostagent.v1.BuildTemplateRequest
-	(*BuildTemplateResponse)(nil),   // 49: roost.hostagent.v1.BuildTemplateResponse
-	(*BuildLogEntry)(nil),           // 50: roost.hostagent.v1.BuildLogEntry
-	(*BuildResult)(nil),             // 51: roost.hostagent.v1.BuildResult
-	nil,                             // 52: roost.hostagent.v1.Sandbox.MetadataEntry
-	nil,                             // 53: roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
-	nil,                             // 54: roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
-	nil,                             // 55: roost.hostagent.v1.Fork.MetadataEntry
-	nil,                             // 56: roost.hostagent.v1.SnapshotSandboxRequest.EnvVarsEntry
-	nil,                             // 57: roost.hostagent.v1.LogEntry.FieldsEntry
-	(*timestamppb.Timestamp)(nil),   // 58: google.protobuf.Timestamp
+	(SandboxState)(0),                 // 0: roost.hostagent.v1.SandboxState
+	(LogLevel)(0),                     // 1: roost.hostagent.v1.LogLevel
+	(LogDirection)(0),                 // 2: roost.hostagent.v1.LogDirection
+	(*Limits)(nil),                    // 3: roost.hostagent.v1.Limits
+	(*Sandbox)(nil),                   // 4: roost.hostagent.v1.Sandbox
+	(*CreateSandboxRequest)(nil),      // 5: roost.hostagent.v1.CreateSandboxRequest
+	(*VolumeMount)(nil),               // 6: roost.hostagent.v1.VolumeMount
+	(*CreateVolumeRequest)(nil),       // 7: roost.hostagent.v1.CreateVolumeRequest
+	(*CreateVolumeResponse)(nil),      // 8: roost.hostagent.v1.CreateVolumeResponse
+	(*DeleteVolumeRequest)(nil),       // 9: roost.hostagent.v1.DeleteVolumeRequest
+	(*DeleteVolumeResponse)(nil),      // 10: roost.hostagent.v1.DeleteVolumeResponse
+	(*ReleaseVolumeRequest)(nil),      // 11: roost.hostagent.v1.ReleaseVolumeRequest
+	(*ReleaseVolumeResponse)(nil),     // 12: roost.hostagent.v1.ReleaseVolumeResponse
+	(*TemplateRef)(nil),               // 13: roost.hostagent.v1.TemplateRef
+	(*CreateSandboxResponse)(nil),     // 14: roost.hostagent.v1.CreateSandboxResponse
+	(*ForkSandboxRequest)(nil),        // 15: roost.hostagent.v1.ForkSandboxRequest
+	(*Fork)(nil),                      // 16: roost.hostagent.v1.Fork
+	(*ForkSandboxResponse)(nil),       // 17: roost.hostagent.v1.ForkSandboxResponse
+	(*SnapshotSandboxRequest)(nil),    // 18: roost.hostagent.v1.SnapshotSandboxRequest
+	(*SnapshotSandboxResponse)(nil),   // 19: roost.hostagent.v1.SnapshotSandboxResponse
+	(*ForkResult)(nil),                // 20: roost.hostagent.v1.ForkResult
+	(*DestroySandboxRequest)(nil),     // 21: roost.hostagent.v1.DestroySandboxRequest
+	(*DestroySandboxResponse)(nil),    // 22: roost.hostagent.v1.DestroySandboxResponse
+	(*PauseSandboxRequest)(nil),       // 23: roost.hostagent.v1.PauseSandboxRequest
+	(*PauseSandboxResponse)(nil),      // 24: roost.hostagent.v1.PauseSandboxResponse
+	(*ResumeSandboxRequest)(nil),      // 25: roost.hostagent.v1.ResumeSandboxRequest
+	(*ResumeSandboxResponse)(nil),     // 26: roost.hostagent.v1.ResumeSandboxResponse
+	(*ListSandboxesRequest)(nil),      // 27: roost.hostagent.v1.ListSandboxesRequest
+	(*ListSandboxesResponse)(nil),     // 28: roost.hostagent.v1.ListSandboxesResponse
+	(*GetSandboxRequest)(nil),         // 29: roost.hostagent.v1.GetSandboxRequest
+	(*GetSandboxResponse)(nil),        // 30: roost.hostagent.v1.GetSandboxResponse
+	(*SetTimeoutRequest)(nil),         // 31: roost.hostagent.v1.SetTimeoutRequest
+	(*SetTimeoutResponse)(nil),        // 32: roost.hostagent.v1.SetTimeoutResponse
+	(*GetHostInfoRequest)(nil),        // 33: roost.hostagent.v1.GetHostInfoRequest
+	(*GetHostInfoResponse)(nil),       // 34: roost.hostagent.v1.GetHostInfoResponse
+	(*HostInfo)(nil),                  // 35: roost.hostagent.v1.HostInfo
+	(*Capabilities)(nil),              // 36: roost.hostagent.v1.Capabilities
+	(*Probe)(nil),                     // 37: roost.hostagent.v1.Probe
+	(*Capacity)(nil),                  // 38: roost.hostagent.v1.Capacity
+	(*Usage)(nil),                     // 39: roost.hostagent.v1.Usage
+	(*Versions)(nil),                  // 40: roost.hostagent.v1.Versions
+	(*ListTemplatesRequest)(nil),      // 41: roost.hostagent.v1.ListTemplatesRequest
+	(*ListTemplatesResponse)(nil),     // 42: roost.hostagent.v1.ListTemplatesResponse
+	(*TemplateInProgress)(nil),        // 43: roost.hostagent.v1.TemplateInProgress
+	(*Template)(nil),                  // 44: roost.hostagent.v1.Template
+	(*GetSandboxLogsRequest)(nil),     // 45: roost.hostagent.v1.GetSandboxLogsRequest
+	(*GetSandboxLogsResponse)(nil),    // 46: roost.hostagent.v1.GetSandboxLogsResponse
+	(*LogEntry)(nil),                  // 47: roost.hostagent.v1.LogEntry
+	(*BuildTemplateRequest)(nil),      // 48: roost.hostagent.v1.BuildTemplateRequest
+	(*BuildTemplateResponse)(nil),     // 49: roost.hostagent.v1.BuildTemplateResponse
+	(*BuildLogEntry)(nil),             // 50: roost.hostagent.v1.BuildLogEntry
+	(*BuildResult)(nil),               // 51: roost.hostagent.v1.BuildResult
+	(*GetSandboxMetricsRequest)(nil),  // 52: roost.hostagent.v1.GetSandboxMetricsRequest
+	(*GetSandboxMetricsResponse)(nil), // 53: roost.hostagent.v1.GetSandboxMetricsResponse
+	(*SandboxMetrics)(nil),            // 54: roost.hostagent.v1.SandboxMetrics
+	(*MetricPoint)(nil),               // 55: roost.hostagent.v1.MetricPoint
+	nil,                               // 56: roost.hostagent.v1.Sandbox.MetadataEntry
+	nil,                               // 57: roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
+	nil,                               // 58: roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
+	nil,                               // 59: roost.hostagent.v1.Fork.MetadataEntry
+	nil,                               // 60: roost.hostagent.v1.SnapshotSandboxRequest.EnvVarsEntry
+	nil,                               // 61: roost.hostagent.v1.LogEntry.FieldsEntry
+	(*timestamppb.Timestamp)(nil),     // 62: google.protobuf.Timestamp
 }
 var file_roost_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	0,  // 0: roost.hostagent.v1.Sandbox.state:type_name -> roost.hostagent.v1.SandboxState
 	3,  // 1: roost.hostagent.v1.Sandbox.limits:type_name -> roost.hostagent.v1.Limits
-	52, // 2: roost.hostagent.v1.Sandbox.metadata:type_name -> roost.hostagent.v1.Sandbox.MetadataEntry
-	58, // 3: roost.hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
-	58, // 4: roost.hostagent.v1.Sandbox.end_at:type_name -> google.protobuf.Timestamp
-	53, // 5: roost.hostagent.v1.CreateSandboxRequest.env_vars:type_name -> roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
-	54, // 6: roost.hostagent.v1.CreateSandboxRequest.metadata:type_name -> roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
+	56, // 2: roost.hostagent.v1.Sandbox.metadata:type_name -> roost.hostagent.v1.Sandbox.MetadataEntry
+	62, // 3: roost.hostagent.v1.Sandbox.started_at:type_name -> google.protobuf.Timestamp
+	62, // 4: roost.hostagent.v1.Sandbox.end_at:type_name -> google.protobuf.Timestamp
+	57, // 5: roost.hostagent.v1.CreateSandboxRequest.env_vars:type_name -> roost.hostagent.v1.CreateSandboxRequest.EnvVarsEntry
+	58, // 6: roost.hostagent.v1.CreateSandboxRequest.metadata:type_name -> roost.hostagent.v1.CreateSandboxRequest.MetadataEntry
 	13, // 7: roost.hostagent.v1.CreateSandboxRequest.template_ref:type_name -> roost.hostagent.v1.TemplateRef
 	6,  // 8: roost.hostagent.v1.CreateSandboxRequest.volume_mounts:type_name -> roost.hostagent.v1.VolumeMount
 	4,  // 9: roost.hostagent.v1.CreateSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
 	16, // 10: roost.hostagent.v1.ForkSandboxRequest.forks:type_name -> roost.hostagent.v1.Fork
-	55, // 11: roost.hostagent.v1.Fork.metadata:type_name -> roost.hostagent.v1.Fork.MetadataEntry
+	59, // 11: roost.hostagent.v1.Fork.metadata:type_name -> roost.hostagent.v1.Fork.MetadataEntry
 	20, // 12: roost.hostagent.v1.ForkSandboxResponse.results:type_name -> roost.hostagent.v1.ForkResult
-	56, // 13: roost.hostagent.v1.SnapshotSandboxRequest.env_vars:type_name -> roost.hostagent.v1.SnapshotSandboxRequest.EnvVarsEntry
+	60, // 13: roost.hostagent.v1.SnapshotSandboxRequest.env_vars:type_name -> roost.hostagent.v1.SnapshotSandboxRequest.EnvVarsEntry
 	13, // 14: roost.hostagent.v1.SnapshotSandboxResponse.template:type_name -> roost.hostagent.v1.TemplateRef
 	4,  // 15: roost.hostagent.v1.ForkResult.sandbox:type_name -> roost.hostagent.v1.Sandbox
 	4,  // 16: roost.hostagent.v1.PauseSandboxResponse.sandbox:type_name -> roost.hostagent.v1.Sandbox
@@ -3614,60 +4020,69 @@ var file_roost_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	38, // 25: roost.hostagent.v1.HostInfo.capacity:type_name -> roost.hostagent.v1.Capacity
 	39, // 26: roost.hostagent.v1.HostInfo.usage:type_name -> roost.hostagent.v1.Usage
 	40, // 27: roost.hostagent.v1.HostInfo.versions:type_name -> roost.hostagent.v1.Versions
-	58, // 28: roost.hostagent.v1.HostInfo.started_at:type_name -> google.protobuf.Timestamp
+	62, // 28: roost.hostagent.v1.HostInfo.started_at:type_name -> google.protobuf.Timestamp
 	44, // 29: roost.hostagent.v1.ListTemplatesResponse.templates:type_name -> roost.hostagent.v1.Template
 	43, // 30: roost.hostagent.v1.ListTemplatesResponse.in_progress:type_name -> roost.hostagent.v1.TemplateInProgress
-	58, // 31: roost.hostagent.v1.Template.created:type_name -> google.protobuf.Timestamp
+	62, // 31: roost.hostagent.v1.Template.created:type_name -> google.protobuf.Timestamp
 	3,  // 32: roost.hostagent.v1.Template.default_limits:type_name -> roost.hostagent.v1.Limits
-	58, // 33: roost.hostagent.v1.GetSandboxLogsRequest.cursor:type_name -> google.protobuf.Timestamp
+	62, // 33: roost.hostagent.v1.GetSandboxLogsRequest.cursor:type_name -> google.protobuf.Timestamp
 	2,  // 34: roost.hostagent.v1.GetSandboxLogsRequest.direction:type_name -> roost.hostagent.v1.LogDirection
 	1,  // 35: roost.hostagent.v1.GetSandboxLogsRequest.min_level:type_name -> roost.hostagent.v1.LogLevel
 	47, // 36: roost.hostagent.v1.GetSandboxLogsResponse.entries:type_name -> roost.hostagent.v1.LogEntry
-	58, // 37: roost.hostagent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	62, // 37: roost.hostagent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
 	1,  // 38: roost.hostagent.v1.LogEntry.level:type_name -> roost.hostagent.v1.LogLevel
-	57, // 39: roost.hostagent.v1.LogEntry.fields:type_name -> roost.hostagent.v1.LogEntry.FieldsEntry
+	61, // 39: roost.hostagent.v1.LogEntry.fields:type_name -> roost.hostagent.v1.LogEntry.FieldsEntry
 	50, // 40: roost.hostagent.v1.BuildTemplateResponse.log:type_name -> roost.hostagent.v1.BuildLogEntry
 	51, // 41: roost.hostagent.v1.BuildTemplateResponse.result:type_name -> roost.hostagent.v1.BuildResult
-	58, // 42: roost.hostagent.v1.BuildLogEntry.time:type_name -> google.protobuf.Timestamp
+	62, // 42: roost.hostagent.v1.BuildLogEntry.time:type_name -> google.protobuf.Timestamp
 	1,  // 43: roost.hostagent.v1.BuildLogEntry.level:type_name -> roost.hostagent.v1.LogLevel
 	13, // 44: roost.hostagent.v1.BuildResult.template:type_name -> roost.hostagent.v1.TemplateRef
-	5,  // 45: roost.hostagent.v1.HostAgentService.CreateSandbox:input_type -> roost.hostagent.v1.CreateSandboxRequest
-	21, // 46: roost.hostagent.v1.HostAgentService.DestroySandbox:input_type -> roost.hostagent.v1.DestroySandboxRequest
-	23, // 47: roost.hostagent.v1.HostAgentService.PauseSandbox:input_type -> roost.hostagent.v1.PauseSandboxRequest
-	25, // 48: roost.hostagent.v1.HostAgentService.ResumeSandbox:input_type -> roost.hostagent.v1.ResumeSandboxRequest
-	27, // 49: roost.hostagent.v1.HostAgentService.ListSandboxes:input_type -> roost.hostagent.v1.ListSandboxesRequest
-	29, // 50: roost.hostagent.v1.HostAgentService.GetSandbox:input_type -> roost.hostagent.v1.GetSandboxRequest
-	31, // 51: roost.hostagent.v1.HostAgentService.SetTimeout:input_type -> roost.hostagent.v1.SetTimeoutRequest
-	33, // 52: roost.hostagent.v1.HostAgentService.GetHostInfo:input_type -> roost.hostagent.v1.GetHostInfoRequest
-	41, // 53: roost.hostagent.v1.HostAgentService.ListTemplates:input_type -> roost.hostagent.v1.ListTemplatesRequest
-	45, // 54: roost.hostagent.v1.HostAgentService.GetSandboxLogs:input_type -> roost.hostagent.v1.GetSandboxLogsRequest
-	48, // 55: roost.hostagent.v1.HostAgentService.BuildTemplate:input_type -> roost.hostagent.v1.BuildTemplateRequest
-	15, // 56: roost.hostagent.v1.HostAgentService.ForkSandbox:input_type -> roost.hostagent.v1.ForkSandboxRequest
-	7,  // 57: roost.hostagent.v1.HostAgentService.CreateVolume:input_type -> roost.hostagent.v1.CreateVolumeRequest
-	9,  // 58: roost.hostagent.v1.HostAgentService.DeleteVolume:input_type -> roost.hostagent.v1.DeleteVolumeRequest
-	11, // 59: roost.hostagent.v1.HostAgentService.ReleaseVolume:input_type -> roost.hostagent.v1.ReleaseVolumeRequest
-	18, // 60: roost.hostagent.v1.HostAgentService.SnapshotSandbox:input_type -> roost.hostagent.v1.SnapshotSandboxRequest
-	14, // 61: roost.hostagent.v1.HostAgentService.CreateSandbox:output_type -> roost.hostagent.v1.CreateSandboxResponse
-	22, // 62: roost.hostagent.v1.HostAgentService.DestroySandbox:output_type -> roost.hostagent.v1.DestroySandboxResponse
-	24, // 63: roost.hostagent.v1.HostAgentService.PauseSandbox:output_type -> roost.hostagent.v1.PauseSandboxResponse
-	26, // 64: roost.hostagent.v1.HostAgentService.ResumeSandbox:output_type -> roost.hostagent.v1.ResumeSandboxResponse
-	28, // 65: roost.hostagent.v1.HostAgentService.ListSandboxes:output_type -> roost.hostagent.v1.ListSandboxesResponse
-	30, // 66: roost.hostagent.v1.HostAgentService.GetSandbox:output_type -> roost.hostagent.v1.GetSandboxResponse
-	32, // 67: roost.hostagent.v1.HostAgentService.SetTimeout:output_type -> roost.hostagent.v1.SetTimeoutResponse
-	34, // 68: roost.hostagent.v1.HostAgentService.GetHostInfo:output_type -> roost.hostagent.v1.GetHostInfoResponse
-	42, // 69: roost.hostagent.v1.HostAgentService.ListTemplates:output_type -> roost.hostagent.v1.ListTemplatesResponse
-	46, // 70: roost.hostagent.v1.HostAgentService.GetSandboxLogs:output_type -> roost.hostagent.v1.GetSandboxLogsResponse
-	49, // 71: roost.hostagent.v1.HostAgentService.BuildTemplate:output_type -> roost.hostagent.v1.BuildTemplateResponse
-	17, // 72: roost.hostagent.v1.HostAgentService.ForkSandbox:output_type -> roost.hostagent.v1.ForkSandboxResponse
-	8,  // 73: roost.hostagent.v1.HostAgentService.CreateVolume:output_type -> roost.hostagent.v1.CreateVolumeResponse
-	10, // 74: roost.hostagent.v1.HostAgentService.DeleteVolume:output_type -> roost.hostagent.v1.DeleteVolumeResponse
-	12, // 75: roost.hostagent.v1.HostAgentService.ReleaseVolume:output_type -> roost.hostagent.v1.ReleaseVolumeResponse
-	19, // 76: roost.hostagent.v1.HostAgentService.SnapshotSandbox:output_type -> roost.hostagent.v1.SnapshotSandboxResponse
-	61, // [61:77] is the sub-list for method output_type
-	45, // [45:61] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	62, // 45: roost.hostagent.v1.GetSandboxMetricsRequest.start:type_name -> google.protobuf.Timestamp
+	62, // 46: roost.hostagent.v1.GetSandboxMetricsRequest.end:type_name -> google.protobuf.Timestamp
+	54, // 47: roost.hostagent.v1.GetSandboxMetricsResponse.sandboxes:type_name -> roost.hostagent.v1.SandboxMetrics
+	55, // 48: roost.hostagent.v1.SandboxMetrics.points:type_name -> roost.hostagent.v1.MetricPoint
+	62, // 49: roost.hostagent.v1.SandboxMetrics.ended_at:type_name -> google.protobuf.Timestamp
+	62, // 50: roost.hostagent.v1.SandboxMetrics.oldest:type_name -> google.protobuf.Timestamp
+	62, // 51: roost.hostagent.v1.MetricPoint.time:type_name -> google.protobuf.Timestamp
+	5,  // 52: roost.hostagent.v1.HostAgentService.CreateSandbox:input_type -> roost.hostagent.v1.CreateSandboxRequest
+	21, // 53: roost.hostagent.v1.HostAgentService.DestroySandbox:input_type -> roost.hostagent.v1.DestroySandboxRequest
+	23, // 54: roost.hostagent.v1.HostAgentService.PauseSandbox:input_type -> roost.hostagent.v1.PauseSandboxRequest
+	25, // 55: roost.hostagent.v1.HostAgentService.ResumeSandbox:input_type -> roost.hostagent.v1.ResumeSandboxRequest
+	27, // 56: roost.hostagent.v1.HostAgentService.ListSandboxes:input_type -> roost.hostagent.v1.ListSandboxesRequest
+	29, // 57: roost.hostagent.v1.HostAgentService.GetSandbox:input_type -> roost.hostagent.v1.GetSandboxRequest
+	31, // 58: roost.hostagent.v1.HostAgentService.SetTimeout:input_type -> roost.hostagent.v1.SetTimeoutRequest
+	33, // 59: roost.hostagent.v1.HostAgentService.GetHostInfo:input_type -> roost.hostagent.v1.GetHostInfoRequest
+	41, // 60: roost.hostagent.v1.HostAgentService.ListTemplates:input_type -> roost.hostagent.v1.ListTemplatesRequest
+	45, // 61: roost.hostagent.v1.HostAgentService.GetSandboxLogs:input_type -> roost.hostagent.v1.GetSandboxLogsRequest
+	48, // 62: roost.hostagent.v1.HostAgentService.BuildTemplate:input_type -> roost.hostagent.v1.BuildTemplateRequest
+	15, // 63: roost.hostagent.v1.HostAgentService.ForkSandbox:input_type -> roost.hostagent.v1.ForkSandboxRequest
+	7,  // 64: roost.hostagent.v1.HostAgentService.CreateVolume:input_type -> roost.hostagent.v1.CreateVolumeRequest
+	9,  // 65: roost.hostagent.v1.HostAgentService.DeleteVolume:input_type -> roost.hostagent.v1.DeleteVolumeRequest
+	11, // 66: roost.hostagent.v1.HostAgentService.ReleaseVolume:input_type -> roost.hostagent.v1.ReleaseVolumeRequest
+	18, // 67: roost.hostagent.v1.HostAgentService.SnapshotSandbox:input_type -> roost.hostagent.v1.SnapshotSandboxRequest
+	52, // 68: roost.hostagent.v1.HostAgentService.GetSandboxMetrics:input_type -> roost.hostagent.v1.GetSandboxMetricsRequest
+	14, // 69: roost.hostagent.v1.HostAgentService.CreateSandbox:output_type -> roost.hostagent.v1.CreateSandboxResponse
+	22, // 70: roost.hostagent.v1.HostAgentService.DestroySandbox:output_type -> roost.hostagent.v1.DestroySandboxResponse
+	24, // 71: roost.hostagent.v1.HostAgentService.PauseSandbox:output_type -> roost.hostagent.v1.PauseSandboxResponse
+	26, // 72: roost.hostagent.v1.HostAgentService.ResumeSandbox:output_type -> roost.hostagent.v1.ResumeSandboxResponse
+	28, // 73: roost.hostagent.v1.HostAgentService.ListSandboxes:output_type -> roost.hostagent.v1.ListSandboxesResponse
+	30, // 74: roost.hostagent.v1.HostAgentService.GetSandbox:output_type -> roost.hostagent.v1.GetSandboxResponse
+	32, // 75: roost.hostagent.v1.HostAgentService.SetTimeout:output_type -> roost.hostagent.v1.SetTimeoutResponse
+	34, // 76: roost.hostagent.v1.HostAgentService.GetHostInfo:output_type -> roost.hostagent.v1.GetHostInfoResponse
+	42, // 77: roost.hostagent.v1.HostAgentService.ListTemplates:output_type -> roost.hostagent.v1.ListTemplatesResponse
+	46, // 78: roost.hostagent.v1.HostAgentService.GetSandboxLogs:output_type -> roost.hostagent.v1.GetSandboxLogsResponse
+	49, // 79: roost.hostagent.v1.HostAgentService.BuildTemplate:output_type -> roost.hostagent.v1.BuildTemplateResponse
+	17, // 80: roost.hostagent.v1.HostAgentService.ForkSandbox:output_type -> roost.hostagent.v1.ForkSandboxResponse
+	8,  // 81: roost.hostagent.v1.HostAgentService.CreateVolume:output_type -> roost.hostagent.v1.CreateVolumeResponse
+	10, // 82: roost.hostagent.v1.HostAgentService.DeleteVolume:output_type -> roost.hostagent.v1.DeleteVolumeResponse
+	12, // 83: roost.hostagent.v1.HostAgentService.ReleaseVolume:output_type -> roost.hostagent.v1.ReleaseVolumeResponse
+	19, // 84: roost.hostagent.v1.HostAgentService.SnapshotSandbox:output_type -> roost.hostagent.v1.SnapshotSandboxResponse
+	53, // 85: roost.hostagent.v1.HostAgentService.GetSandboxMetrics:output_type -> roost.hostagent.v1.GetSandboxMetricsResponse
+	69, // [69:86] is the sub-list for method output_type
+	52, // [52:69] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_roost_hostagent_v1_hostagent_proto_init() }
@@ -3688,7 +4103,7 @@ func file_roost_hostagent_v1_hostagent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roost_hostagent_v1_hostagent_proto_rawDesc), len(file_roost_hostagent_v1_hostagent_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   55,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

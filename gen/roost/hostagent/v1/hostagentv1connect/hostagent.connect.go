@@ -85,6 +85,9 @@ const (
 	// HostAgentServiceSnapshotSandboxProcedure is the fully-qualified name of the HostAgentService's
 	// SnapshotSandbox RPC.
 	HostAgentServiceSnapshotSandboxProcedure = "/roost.hostagent.v1.HostAgentService/SnapshotSandbox"
+	// HostAgentServiceGetSandboxMetricsProcedure is the fully-qualified name of the HostAgentService's
+	// GetSandboxMetrics RPC.
+	HostAgentServiceGetSandboxMetricsProcedure = "/roost.hostagent.v1.HostAgentService/GetSandboxMetrics"
 )
 
 // HostAgentServiceClient is a client for the roost.hostagent.v1.HostAgentService service.
@@ -171,6 +174,17 @@ type HostAgentServiceClient interface {
 	// running nor paused), unimplemented (the runtime cannot read a
 	// sandbox's writes).
 	SnapshotSandbox(context.Context, *connect.Request[v1.SnapshotSandboxRequest]) (*connect.Response[v1.SnapshotSandboxResponse], error)
+	// GetSandboxMetrics reads sandboxes' metrics history (docs/metrics.md):
+	// the agent samples every running sandbox's CPU, memory, disk and
+	// network on the host every few seconds (5 s by default; a paused
+	// sandbox is not sampled) and keeps 24 h of it in memory, coarser as it
+	// ages (the interval for 1 h, 1 min for 6 h, 5 min for 24 h); a
+	// destroyed sandbox's history is kept for an hour (the latest 256).
+	// A running sandbox with no point yet is sampled at once. Sandboxes the
+	// agent has no history of (or of another owner) are left out.
+	// Errors: invalid_argument (no IDs or more than 1000, end before start,
+	// a negative step).
+	GetSandboxMetrics(context.Context, *connect.Request[v1.GetSandboxMetricsRequest]) (*connect.Response[v1.GetSandboxMetricsResponse], error)
 }
 
 // NewHostAgentServiceClient constructs a client for the roost.hostagent.v1.HostAgentService
@@ -280,27 +294,34 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("SnapshotSandbox")),
 			connect.WithClientOptions(opts...),
 		),
+		getSandboxMetrics: connect.NewClient[v1.GetSandboxMetricsRequest, v1.GetSandboxMetricsResponse](
+			httpClient,
+			baseURL+HostAgentServiceGetSandboxMetricsProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("GetSandboxMetrics")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // hostAgentServiceClient implements HostAgentServiceClient.
 type hostAgentServiceClient struct {
-	createSandbox   *connect.Client[v1.CreateSandboxRequest, v1.CreateSandboxResponse]
-	destroySandbox  *connect.Client[v1.DestroySandboxRequest, v1.DestroySandboxResponse]
-	pauseSandbox    *connect.Client[v1.PauseSandboxRequest, v1.PauseSandboxResponse]
-	resumeSandbox   *connect.Client[v1.ResumeSandboxRequest, v1.ResumeSandboxResponse]
-	listSandboxes   *connect.Client[v1.ListSandboxesRequest, v1.ListSandboxesResponse]
-	getSandbox      *connect.Client[v1.GetSandboxRequest, v1.GetSandboxResponse]
-	setTimeout      *connect.Client[v1.SetTimeoutRequest, v1.SetTimeoutResponse]
-	getHostInfo     *connect.Client[v1.GetHostInfoRequest, v1.GetHostInfoResponse]
-	listTemplates   *connect.Client[v1.ListTemplatesRequest, v1.ListTemplatesResponse]
-	getSandboxLogs  *connect.Client[v1.GetSandboxLogsRequest, v1.GetSandboxLogsResponse]
-	buildTemplate   *connect.Client[v1.BuildTemplateRequest, v1.BuildTemplateResponse]
-	forkSandbox     *connect.Client[v1.ForkSandboxRequest, v1.ForkSandboxResponse]
-	createVolume    *connect.Client[v1.CreateVolumeRequest, v1.CreateVolumeResponse]
-	deleteVolume    *connect.Client[v1.DeleteVolumeRequest, v1.DeleteVolumeResponse]
-	releaseVolume   *connect.Client[v1.ReleaseVolumeRequest, v1.ReleaseVolumeResponse]
-	snapshotSandbox *connect.Client[v1.SnapshotSandboxRequest, v1.SnapshotSandboxResponse]
+	createSandbox     *connect.Client[v1.CreateSandboxRequest, v1.CreateSandboxResponse]
+	destroySandbox    *connect.Client[v1.DestroySandboxRequest, v1.DestroySandboxResponse]
+	pauseSandbox      *connect.Client[v1.PauseSandboxRequest, v1.PauseSandboxResponse]
+	resumeSandbox     *connect.Client[v1.ResumeSandboxRequest, v1.ResumeSandboxResponse]
+	listSandboxes     *connect.Client[v1.ListSandboxesRequest, v1.ListSandboxesResponse]
+	getSandbox        *connect.Client[v1.GetSandboxRequest, v1.GetSandboxResponse]
+	setTimeout        *connect.Client[v1.SetTimeoutRequest, v1.SetTimeoutResponse]
+	getHostInfo       *connect.Client[v1.GetHostInfoRequest, v1.GetHostInfoResponse]
+	listTemplates     *connect.Client[v1.ListTemplatesRequest, v1.ListTemplatesResponse]
+	getSandboxLogs    *connect.Client[v1.GetSandboxLogsRequest, v1.GetSandboxLogsResponse]
+	buildTemplate     *connect.Client[v1.BuildTemplateRequest, v1.BuildTemplateResponse]
+	forkSandbox       *connect.Client[v1.ForkSandboxRequest, v1.ForkSandboxResponse]
+	createVolume      *connect.Client[v1.CreateVolumeRequest, v1.CreateVolumeResponse]
+	deleteVolume      *connect.Client[v1.DeleteVolumeRequest, v1.DeleteVolumeResponse]
+	releaseVolume     *connect.Client[v1.ReleaseVolumeRequest, v1.ReleaseVolumeResponse]
+	snapshotSandbox   *connect.Client[v1.SnapshotSandboxRequest, v1.SnapshotSandboxResponse]
+	getSandboxMetrics *connect.Client[v1.GetSandboxMetricsRequest, v1.GetSandboxMetricsResponse]
 }
 
 // CreateSandbox calls roost.hostagent.v1.HostAgentService.CreateSandbox.
@@ -381,6 +402,11 @@ func (c *hostAgentServiceClient) ReleaseVolume(ctx context.Context, req *connect
 // SnapshotSandbox calls roost.hostagent.v1.HostAgentService.SnapshotSandbox.
 func (c *hostAgentServiceClient) SnapshotSandbox(ctx context.Context, req *connect.Request[v1.SnapshotSandboxRequest]) (*connect.Response[v1.SnapshotSandboxResponse], error) {
 	return c.snapshotSandbox.CallUnary(ctx, req)
+}
+
+// GetSandboxMetrics calls roost.hostagent.v1.HostAgentService.GetSandboxMetrics.
+func (c *hostAgentServiceClient) GetSandboxMetrics(ctx context.Context, req *connect.Request[v1.GetSandboxMetricsRequest]) (*connect.Response[v1.GetSandboxMetricsResponse], error) {
+	return c.getSandboxMetrics.CallUnary(ctx, req)
 }
 
 // HostAgentServiceHandler is an implementation of the roost.hostagent.v1.HostAgentService service.
@@ -467,6 +493,17 @@ type HostAgentServiceHandler interface {
 	// running nor paused), unimplemented (the runtime cannot read a
 	// sandbox's writes).
 	SnapshotSandbox(context.Context, *connect.Request[v1.SnapshotSandboxRequest]) (*connect.Response[v1.SnapshotSandboxResponse], error)
+	// GetSandboxMetrics reads sandboxes' metrics history (docs/metrics.md):
+	// the agent samples every running sandbox's CPU, memory, disk and
+	// network on the host every few seconds (5 s by default; a paused
+	// sandbox is not sampled) and keeps 24 h of it in memory, coarser as it
+	// ages (the interval for 1 h, 1 min for 6 h, 5 min for 24 h); a
+	// destroyed sandbox's history is kept for an hour (the latest 256).
+	// A running sandbox with no point yet is sampled at once. Sandboxes the
+	// agent has no history of (or of another owner) are left out.
+	// Errors: invalid_argument (no IDs or more than 1000, end before start,
+	// a negative step).
+	GetSandboxMetrics(context.Context, *connect.Request[v1.GetSandboxMetricsRequest]) (*connect.Response[v1.GetSandboxMetricsResponse], error)
 }
 
 // NewHostAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -572,6 +609,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		connect.WithSchema(hostAgentServiceMethods.ByName("SnapshotSandbox")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hostAgentServiceGetSandboxMetricsHandler := connect.NewUnaryHandler(
+		HostAgentServiceGetSandboxMetricsProcedure,
+		svc.GetSandboxMetrics,
+		connect.WithSchema(hostAgentServiceMethods.ByName("GetSandboxMetrics")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/roost.hostagent.v1.HostAgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HostAgentServiceCreateSandboxProcedure:
@@ -606,6 +649,8 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceReleaseVolumeHandler.ServeHTTP(w, r)
 		case HostAgentServiceSnapshotSandboxProcedure:
 			hostAgentServiceSnapshotSandboxHandler.ServeHTTP(w, r)
+		case HostAgentServiceGetSandboxMetricsProcedure:
+			hostAgentServiceGetSandboxMetricsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -677,4 +722,8 @@ func (UnimplementedHostAgentServiceHandler) ReleaseVolume(context.Context, *conn
 
 func (UnimplementedHostAgentServiceHandler) SnapshotSandbox(context.Context, *connect.Request[v1.SnapshotSandboxRequest]) (*connect.Response[v1.SnapshotSandboxResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("roost.hostagent.v1.HostAgentService.SnapshotSandbox is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) GetSandboxMetrics(context.Context, *connect.Request[v1.GetSandboxMetricsRequest]) (*connect.Response[v1.GetSandboxMetricsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("roost.hostagent.v1.HostAgentService.GetSandboxMetrics is not implemented"))
 }
