@@ -17,7 +17,7 @@ import (
 )
 
 func (e *TeamBusyError) Error() string {
-	return fmt.Sprintf("team %s still has %d sandboxes and %d volumes: kill and delete them first", e.TeamID, e.Sandboxes, e.Volumes)
+	return fmt.Sprintf("team %s still has %d sandboxes and %d volumes: kill its sandboxes (force does) and delete its volumes first", e.TeamID, e.Sandboxes, e.Volumes)
 }
 
 func (e *TeamBusyError) Unwrap() error { return errdefs.ErrConflict }
