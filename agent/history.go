@@ -213,6 +213,19 @@ func (m *Manager) sampleNow(id string) {
 	m.sampleLocked(t)
 }
 
+// endIfGone ends sandbox id's history now if the manager no longer has
+// the sandbox and the sampler did not notice yet: a query right after a
+// destroy says it ended.
+func (m *Manager) endIfGone(id string) {
+	h := m.sampler.history
+	if sr, ok := h.Latest(id); !ok || !sr.Ended.IsZero() {
+		return
+	}
+	if _, err := m.lookup(id); errGone(err) {
+		h.End(id, m.cfg.Now())
+	}
+}
+
 // MetricsQuery selects what Metrics answers.
 type MetricsQuery struct {
 	metrichistory.Query
@@ -253,6 +266,7 @@ func (m *Manager) Metrics(ids []string, q MetricsQuery) ([]SandboxMetrics, error
 	h := m.sampler.history
 	var out []SandboxMetrics
 	for _, id := range ids {
+		m.endIfGone(id)
 		m.sampleNow(id)
 		var sr metrichistory.Series
 		var ok bool

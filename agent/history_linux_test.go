@@ -142,7 +142,6 @@ func TestMetricsHistory(t *testing.T) {
 	if _, err := a.client.DestroySandbox(ctx, connect.NewRequest(&hostagentv1.DestroySandboxRequest{SandboxId: id})); err != nil {
 		t.Fatal(err)
 	}
-	a.m.SampleMetrics()
 	got := query(&hostagentv1.GetSandboxMetricsRequest{SandboxIds: []string{id, "nosuchsandbox"}, Owner: "team-a"})
 	if len(got) != 1 || got[0].GetEndedAt() == nil || len(got[0].GetPoints()) < len(all) {
 		t.Errorf("a destroyed sandbox's metrics: %v", got)

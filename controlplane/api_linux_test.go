@@ -135,7 +135,8 @@ func testAPI(t *testing.T, e *testenv) {
 			t.Fatalf("envd envs %v: want GREETING=hello", envs)
 		}
 
-		// Metrics: one current sample from envd.
+		// Metrics: the host's history of the sandbox. Right after the
+		// create it has a point (a sandbox with none is sampled at once).
 		var ms []struct {
 			Timestamp     time.Time `json:"timestamp"`
 			TimestampUnix int64     `json:"timestampUnix"`
@@ -147,15 +148,16 @@ func testAPI(t *testing.T, e *testenv) {
 			DiskTotal     uint64    `json:"diskTotal"`
 		}
 		e.do("GET", "/sandboxes/"+id+"/metrics", e.key, nil).want(t, http.StatusOK).decode(t, &ms)
-		if len(ms) != 1 || ms[0].TimestampUnix == 0 || ms[0].Timestamp.Unix() != ms[0].TimestampUnix ||
-			ms[0].CPUCount < 1 || ms[0].MemTotal == 0 || ms[0].MemUsed == 0 || ms[0].DiskTotal == 0 {
+		if len(ms) < 1 || ms[0].TimestampUnix == 0 || ms[0].Timestamp.Unix() != ms[0].TimestampUnix ||
+			ms[0].CPUCount < 1 || ms[0].MemTotal != uint64(l.MemoryMB)<<20 || ms[0].MemUsed == 0 || ms[0].DiskTotal == 0 {
 			t.Fatalf("metrics %+v", ms)
 		}
 		e.do("GET", "/sandboxes/"+id+"/metrics", other, nil).want(t, http.StatusNotFound)
-		// An interval that holds now has the sample; one in the past has none.
+		// An interval that holds now has points; one in the past has none;
+		// one longer than the history is refused.
 		hourAgo := time.Now().Add(-time.Hour).Unix()
 		e.do("GET", fmt.Sprintf("/sandboxes/%s/metrics?start=%d", id, hourAgo), e.key, nil).want(t, http.StatusOK).decode(t, &ms)
-		if len(ms) != 1 {
+		if len(ms) < 1 {
 			t.Fatalf("metrics since an hour ago: %+v", ms)
 		}
 		e.do("GET", fmt.Sprintf("/sandboxes/%s/metrics?start=%d&end=%d", id, hourAgo, hourAgo+1800), e.key, nil).want(t, http.StatusOK).decode(t, &ms)
@@ -163,6 +165,7 @@ func testAPI(t *testing.T, e *testenv) {
 			t.Fatalf("metrics of an interval in the past: %+v", ms)
 		}
 		e.do("GET", "/sandboxes/"+id+"/metrics?end=soon", e.key, nil).want(t, http.StatusBadRequest)
+		e.do("GET", "/sandboxes/"+id+"/metrics?start=0", e.key, nil).want(t, http.StatusBadRequest).wantMessage(t, "longer than the 24h0m0s of metrics roost keeps")
 		// Many at once: the team's running sandboxes, others left out.
 		var many struct {
 			Sandboxes map[string]struct {
@@ -203,9 +206,16 @@ func testAPI(t *testing.T, e *testenv) {
 		// JS SDK before 2.6 resumes on it).
 		e.do("POST", "/sandboxes/"+id+"/timeout", e.key, map[string]any{"timeout": 60}).want(t, http.StatusNotFound)
 		e.do("GET", "/proxy/"+id+"/49983/health", "", nil).want(t, http.StatusBadGateway).wantMessage(t, "sandbox "+id+" is paused")
+		// A paused sandbox keeps its history; it is not among the running
+		// ones.
 		e.do("GET", "/sandboxes/"+id+"/metrics", e.key, nil).want(t, http.StatusOK).decode(t, &ms)
-		if len(ms) != 0 {
+		if len(ms) < 1 {
 			t.Fatalf("metrics of a paused sandbox %+v", ms)
+		}
+		many.Sandboxes = nil
+		e.do("GET", "/sandboxes/metrics?sandbox_ids="+id, e.key, nil).want(t, http.StatusOK).decode(t, &many)
+		if len(many.Sandboxes) != 0 {
+			t.Fatalf("latest metrics of a paused sandbox %+v", many)
 		}
 
 		// Connect resumes (201), then only extends (200).
@@ -231,6 +241,12 @@ func testAPI(t *testing.T, e *testenv) {
 		if _, err := e.agent.Get(id); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Fatalf("agent still has %s: %v", id, err)
 		}
+		// But its host keeps its metrics for a while, for its team.
+		e.do("GET", "/sandboxes/"+id+"/metrics", e.key, nil).want(t, http.StatusOK).decode(t, &ms)
+		if len(ms) < 1 {
+			t.Fatalf("metrics of a killed sandbox %+v", ms)
+		}
+		e.do("GET", "/sandboxes/"+id+"/metrics", other, nil).want(t, http.StatusNotFound)
 	})
 
 	t.Run("List", func(t *testing.T) {

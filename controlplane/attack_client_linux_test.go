@@ -39,6 +39,7 @@ func TestAttackHostileClient(t *testing.T) {
 			{"GET", "/sandboxes/" + id + "/logs"},
 			{"GET", "/v2/sandboxes/" + id + "/logs"},
 			{"GET", "/sandboxes/" + id + "/metrics"},
+			{"GET", "/v1/sandboxes/" + id + "/metrics"},
 			{"GET", "/v1/sandboxes/" + id},
 			{"POST", "/v1/sandboxes/" + id + "/exec"},
 			{"GET", "/v1/sandboxes/" + id + "/files?path=/etc/hostname"},

@@ -153,7 +153,7 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store
 		SandboxId: sb.ID, Template: p.Template, Vcpus: p.VCPUs, MemoryMb: p.MemoryMB, DiskMb: p.DiskMB,
 		TimeoutSeconds: sb.TimeoutSecs, EnvVars: p.EnvVars, Metadata: p.Metadata, AllowInternet: &allowInternet,
 		EnvdAccessToken: sb.EnvdAccessToken, AutoPause: p.AutoPause, AutoPauseFilesystemOnly: p.AutoPauseFilesystem, TemplateRef: tmpl.ref,
-		VolumeMounts: agentMounts(mounts),
+		VolumeMounts: agentMounts(mounts), Owner: sb.TeamID,
 	}))
 	if err != nil {
 		err = errdefs.FromConnect("agent create sandbox", err)

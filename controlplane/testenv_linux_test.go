@@ -161,7 +161,8 @@ func localAgent() *controlplane.LocalAgent { return &controlplane.LocalAgent{Hos
 // rest.
 func startAgent(t testing.TB, dataDir, envd string, blobs *content.Blobs, newRT newRuntime, log *slog.Logger) *agent.Manager {
 	t.Helper()
-	return startAgentConfig(t, agent.Config{DataDir: dataDir, Envd: envd, Version: "test", SkipPrune: true, Blobs: blobs, SharedBlobs: true}, newRT, log)
+	return startAgentConfig(t, agent.Config{DataDir: dataDir, Envd: envd, Version: "test", SkipPrune: true, Blobs: blobs, SharedBlobs: true,
+		MetricsInterval: testMetricsInterval}, newRT, log)
 }
 
 // startAgentConfig is startAgent with the agent's whole configuration.

@@ -76,7 +76,9 @@ func check(t *testing.T, step time.Duration, pts []Point, all []Sample) {
 		var want Point
 		var cpus []float64
 		var rx, tx float64
-		from := sort.Search(len(all), func(j int) bool { return !all[j].Time.Before(p.Time) })
+		// A merged step may start before the oldest sample held: it
+		// merges what is held.
+		from := sort.Search(len(all), func(j int) bool { return !all[j].Time.Before(maxTime(p.Time, held)) })
 		to := sort.Search(len(all), func(j int) bool { return !all[j].Time.Before(end) })
 		for j := from; j < to; j++ {
 			s := all[j]

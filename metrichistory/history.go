@@ -376,8 +376,8 @@ func (sr *series) point(r *ring, b int64, s slot) Point {
 
 // coarsen merges the points finer than step into buckets of step,
 // aligned to its multiples; points of step or coarser stay as they are.
-// A merged bucket starts no earlier than its first point, so it does not
-// overlap a coarser point before it.
+// A merged bucket starts no earlier than the point before it ends, so it
+// does not overlap a coarser one.
 func coarsen(pts []Point, step time.Duration) []Point {
 	if step <= 0 {
 		return pts
@@ -397,8 +397,10 @@ func coarsen(pts []Point, step time.Duration) []Point {
 		}
 		bucket := time.Unix(0, floorDiv(p.Time.UnixNano(), int64(step))*int64(step))
 		curEnd = bucket.Add(step)
-		p.Time = maxTime(bucket, p.Time)
-		p.Resolution = curEnd.Sub(p.Time)
+		if n := len(out); n > 0 {
+			bucket = maxTime(bucket, out[n-1].Time.Add(out[n-1].Resolution))
+		}
+		p.Time, p.Resolution = bucket, curEnd.Sub(bucket)
 		out = append(out, p)
 		cur = len(out) - 1
 	}
