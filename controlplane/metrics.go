@@ -67,7 +67,7 @@ type metricsV1JSON struct {
 	SandboxID string `json:"sandboxID"`
 	// KilledAt is when the sandbox was destroyed, for one whose host
 	// still keeps its history.
-	KilledAt *time.Time    `json:"killedAt,omitempty"`
+	KilledAt *time.Time     `json:"killedAt,omitempty"`
 	Points   []metricV1JSON `json:"points"`
 }
 

@@ -67,7 +67,7 @@ func TestSandboxMetricsHistory(t *testing.T) {
 				t.Errorf("CPU %.1f%% during the burn, at %s", p.CPUUsedPct, from)
 			}
 		case to.Before(burn.Add(-testMetricsInterval)) && from.After(burn.Add(-1500*time.Millisecond)),
-			from.After(burnt.Add(2*testMetricsInterval)):
+			from.After(burnt.Add(2 * testMetricsInterval)):
 			quiet++
 			if p.CPUUsedPct > 25 {
 				t.Errorf("CPU %.1f%% out of the burn (%s to %s), at %s", p.CPUUsedPct, burn, burnt, from)
