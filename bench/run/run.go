@@ -52,18 +52,23 @@ type sizes struct {
 	// sandbox (each also a freeze and thaw), and the sandboxes hibernated
 	// and restored at once.
 	hibernates, hibernateMany, forks int
-	duration                         time.Duration // CreateThroughput; ProxySandbox loads run a sixth of it
+	// Metrics history (issue 16): the idle sandboxes whose sampling is
+	// timed, and the rounds of 50 samples of each.
+	sampled, samplingRounds int
+	duration                time.Duration // CreateThroughput; ProxySandbox loads run a sixth of it
 }
 
 func sizesFor(quick bool) sizes {
 	if quick {
 		return sizes{creates: 20, agentCreates: 10, restCreates: 10, execs: 50, e2bExecs: 20, ptyKeys: 100, forkExecs: 200,
 			envdStarts: 200, envdMiB: 64, density: 20, confinement: 5,
-			unpacks: 1, rebuilds: 5, pullCreates: 1, startCreates: 10, hibernates: 5, hibernateMany: 10, forks: 1, duration: 10 * time.Second}
+			unpacks: 1, rebuilds: 5, pullCreates: 1, startCreates: 10, hibernates: 5, hibernateMany: 10, forks: 1,
+			sampled: 10, samplingRounds: 1, duration: 10 * time.Second}
 	}
 	return sizes{creates: 200, agentCreates: 100, restCreates: 100, execs: 500, e2bExecs: 200, ptyKeys: 5000, forkExecs: 1000,
 		envdStarts: 1000, envdMiB: 256, density: 1000, confinement: 30,
-		unpacks: 3, rebuilds: 20, pullCreates: 3, startCreates: 30, hibernates: 30, hibernateMany: 100, forks: 5, duration: time.Minute}
+		unpacks: 3, rebuilds: 20, pullCreates: 3, startCreates: 30, hibernates: 30, hibernateMany: 100, forks: 5,
+		sampled: 20, samplingRounds: 3, duration: time.Minute}
 }
 
 // benchModule is the directory of this harness's Go module, relative to
@@ -134,6 +139,11 @@ func run(cfg config) (*results, error) {
 		{name: "hibernate many", args: gotest("^BenchmarkHibernateMany$", "1x", "./agent"),
 			env: []string{"ROOST_BENCH_HIBERNATE=" + strconv.Itoa(sz.hibernateMany)}},
 		{name: "namespace fork", args: gotest("^BenchmarkForkNamespace$", x(sz.forks), "./agent")},
+		// The history's memory is virtual time: 24 h of 1000 sandboxes
+		// in seconds, whatever the run.
+		{name: "metrics history", args: gotest("^BenchmarkHistory24h$", "1x", "./metrichistory")},
+		{name: "metrics sampling", args: gotest("^BenchmarkMetricsSampling$", x(sz.samplingRounds), "./agent"),
+			env: []string{"ROOST_BENCH_SAMPLED=" + strconv.Itoa(sz.sampled)}},
 		{name: "REST create", args: gotest("^BenchmarkCreateREST$", x(sz.restCreates), "./controlplane")},
 		{name: "REST create with audit and events", args: gotest("^BenchmarkCreateRESTLogged$", x(2*sz.restCreates), "./controlplane")},
 		{name: "REST exec", args: gotest("^BenchmarkExecTrueREST$", x(sz.execs), "./controlplane")},
