@@ -31,7 +31,10 @@
 //
 // Its metrics (prometheus.go: create latency, template pulls, and read at
 // each scrape the host's capacity and sandboxes) go in Config.Registerer;
-// it does not serve them (cmd/roost does, on --metrics-listen).
+// it does not serve them (cmd/roost does, on --metrics-listen). Apart
+// from them, it samples every running sandbox's use (runtime.Stats) every
+// Config.MetricsInterval into an in-memory history (history.go,
+// docs/metrics.md), which GetSandboxMetrics serves.
 //
 // The agent never stops sandboxes when it exits: they live as long as the
 // host, and the next agent adopts them. It does not pick or construct a

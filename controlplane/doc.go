@@ -78,9 +78,8 @@
 // order, signed, retried with backoff, and never holds up a sandbox
 // operation. Team metrics replay the events back from the running count.
 //
-// roost's own /v1 sandbox endpoints reach the sandbox's envd the way the
-// metrics endpoint does, through its agent's /proxy/{id}/{envd port}/ path
-// on the RPC transport: POST /v1/sandboxes/{id}/exec runs a command to its
+// roost's own /v1 sandbox endpoints reach the sandbox's envd through its
+// agent's /proxy/{id}/{envd port}/ path on the RPC transport: POST /v1/sandboxes/{id}/exec runs a command to its
 // end (envd's Process.Start; the timeout is envd's Connect deadline, so
 // envd kills the command; output is capped per stream), GET and PUT
 // /v1/sandboxes/{id}/files stream a file from and to envd's /files, and
@@ -116,6 +115,12 @@
 // name:tag) sends the agent its manifest as a TemplateRef; agents fetch
 // blobs from /v1/hosts/{id}/blobs with their heartbeat token. The package
 // keeps content; it never builds or unpacks a tree.
+//
+// Sandbox metrics (metrics.go, docs/metrics.md) are the history each
+// host's agent keeps (GetSandboxMetrics): E2B's routes choose the range
+// and E2B's step and ask the sandbox's host; GET /v1/sandboxes/{id}/metrics
+// adds the network and each point's resolution. A killed sandbox, whose
+// record is gone, is asked of every host with the team as its owner.
 //
 // Errors: handlers wrap an errdefs category and answer through fail,
 // which asks errdefs for the status and writes E2B's error body; agent
