@@ -15,7 +15,7 @@ import (
 )
 
 // BenchmarkMetricsSampling measures what sampling the metrics history
-// costs: ROOST_BENCH_SAMPLED (default 20) idle namespace sandboxes are
+// costs: ROOST_BENCH_SAMPLED (default 20; make bench: 100) idle namespace sandboxes are
 // sampled round after round (Manager.SampleMetrics: runtime.Stats from
 // the sandbox's cgroup files, network counters and statfs, and the
 // history's Add), and the CPU time the process spent (getrusage) is

@@ -68,7 +68,7 @@ func sizesFor(quick bool) sizes {
 	return sizes{creates: 200, agentCreates: 100, restCreates: 100, execs: 500, e2bExecs: 200, ptyKeys: 5000, forkExecs: 1000,
 		envdStarts: 1000, envdMiB: 256, density: 1000, confinement: 30,
 		unpacks: 3, rebuilds: 20, pullCreates: 3, startCreates: 30, hibernates: 30, hibernateMany: 100, forks: 5,
-		sampled: 20, samplingRounds: 3, duration: time.Minute}
+		sampled: 100, samplingRounds: 3, duration: time.Minute}
 }
 
 // benchModule is the directory of this harness's Go module, relative to
