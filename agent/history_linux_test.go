@@ -118,8 +118,9 @@ func TestMetricsHistory(t *testing.T) {
 		t.Errorf("envd's requests and answers: %d bytes received, %d sent", rx, tx)
 	}
 
-	// Paused: no points.
-	if _, err := a.client.PauseSandbox(ctx, connect.NewRequest(&hostagentv1.PauseSandboxRequest{SandboxId: id})); err != nil {
+	// Paused as E2B pauses (hibernated, where CRIU can; its cgroup and
+	// the files the driver read go): no points; resumed, points again.
+	if _, err := a.client.PauseSandbox(ctx, connect.NewRequest(&hostagentv1.PauseSandboxRequest{SandboxId: id, PreferHibernate: true})); err != nil {
 		t.Fatal(err)
 	}
 	paused := time.Now()
@@ -130,6 +131,10 @@ func TestMetricsHistory(t *testing.T) {
 	resumed := time.Now()
 	if got := points(paused.Add(metricsInterval), resumed.Add(-metricsInterval)); len(got) != 0 {
 		t.Errorf("points of a paused sandbox: %v", got)
+	}
+	time.Sleep(4 * metricsInterval)
+	if got := points(resumed.Add(metricsInterval), time.Now()); len(got) == 0 {
+		t.Error("no points after the sandbox resumed")
 	}
 
 	// A coarser step merges the points.
