@@ -283,11 +283,6 @@ func (m *Manager) Metrics(ids []string, q MetricsQuery) ([]SandboxMetrics, error
 	return out, nil
 }
 
-// MetricsRetention is how far back the metrics history reaches, and
-// MetricsResolution its finest step.
-func (m *Manager) MetricsRetention() time.Duration  { return m.sampler.history.Retention() }
-func (m *Manager) MetricsResolution() time.Duration { return m.sampler.history.Resolution() }
-
 // GetSandboxMetrics implements the Connect service (the conversion only).
 func (s *service) GetSandboxMetrics(ctx context.Context, req *connect.Request[hostagentv1.GetSandboxMetricsRequest]) (*connect.Response[hostagentv1.GetSandboxMetricsResponse], error) {
 	r := req.Msg
