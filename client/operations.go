@@ -324,3 +324,40 @@ func (c *Client) Deliveries(ctx context.Context, webhookID string) ([]Delivery, 
 	_, err := c.do(ctx, http.MethodGet, "/events/webhooks/"+url.PathEscape(webhookID)+"/deliveries", nil, &out)
 	return out, err
 }
+
+// MetricPoint is one point of a sandbox's metrics history: E2B's fields,
+// the interval it stands for, and the network's bytes in it.
+type MetricPoint struct {
+	Timestamp    time.Time `json:"timestamp"`
+	CPUCount     int       `json:"cpuCount"`
+	CPUUsedPct   float64   `json:"cpuUsedPct"`
+	MemUsed      uint64    `json:"memUsed"`
+	MemTotal     uint64    `json:"memTotal"`
+	MemCache     uint64    `json:"memCache"`
+	DiskUsed     uint64    `json:"diskUsed"`
+	DiskTotal    uint64    `json:"diskTotal"`
+	ResolutionMs int64     `json:"resolutionMs"`
+	Samples      int       `json:"samples"`
+	NetRxBytes   uint64    `json:"netRxBytes"`
+	NetTxBytes   uint64    `json:"netTxBytes"`
+}
+
+// Metrics reads a sandbox's metrics history from start to end (zero: the
+// server's defaults), in steps of step (zero: as kept).
+func (c *Client) Metrics(ctx context.Context, id string, start, end time.Time, step time.Duration) ([]MetricPoint, error) {
+	v := url.Values{}
+	if !start.IsZero() {
+		v.Set("start", strconv.FormatInt(start.Unix(), 10))
+	}
+	if !end.IsZero() {
+		v.Set("end", strconv.FormatInt(end.Unix(), 10))
+	}
+	if step > 0 {
+		v.Set("step", strconv.FormatInt(int64(step/time.Second), 10))
+	}
+	var out struct {
+		Points []MetricPoint `json:"points"`
+	}
+	_, err := c.do(ctx, http.MethodGet, "/v1/sandboxes/"+url.PathEscape(id)+"/metrics?"+v.Encode(), nil, &out)
+	return out.Points, err
+}

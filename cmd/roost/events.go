@@ -198,3 +198,39 @@ func newWebhookCmd() *cobra.Command {
 	cmd.AddCommand(create, list, rm, deliveries)
 	return cmd
 }
+
+// newMetricsCmd is `roost sandbox metrics ID`: a sandbox's metrics
+// history, from its host's samples.
+func newMetricsCmd(asJSON *bool) *cobra.Command {
+	var since, step time.Duration
+	cmd := &cobra.Command{
+		Use:   "metrics ID",
+		Short: "Show a sandbox's CPU, memory, disk and network over time (also after it was killed, for a while)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := apiClient()
+			if err != nil {
+				return err
+			}
+			var start time.Time
+			if since > 0 {
+				start = time.Now().Add(-since)
+			}
+			points, err := c.Metrics(cmd.Context(), args[0], start, time.Time{}, step)
+			if err != nil || *asJSON {
+				return orJSON(cmd.OutOrStdout(), points, err)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tSTEP\tCPU%\tMEM MiB\tCACHE MiB\tDISK MiB\tNET RX KiB\tNET TX KiB")
+			for _, p := range points {
+				fmt.Fprintf(tw, "%s\t%s\t%.1f\t%d\t%d\t%d\t%d\t%d\n", p.Timestamp.Local().Format(time.TimeOnly),
+					time.Duration(p.ResolutionMs)*time.Millisecond, p.CPUUsedPct, p.MemUsed>>20, p.MemCache>>20, p.DiskUsed>>20,
+					p.NetRxBytes>>10, p.NetTxBytes>>10)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().DurationVar(&since, "since", 0, "from this long ago (default: the sandbox's start, at most 24 h back)")
+	cmd.Flags().DurationVar(&step, "step", 0, "one point per step, e.g. 1m (default: as kept: 5 s for the last hour, coarser before)")
+	return cmd
+}

@@ -212,7 +212,7 @@ func newSandboxCmd() *cobra.Command {
 			return c.SetTimeout(cmd.Context(), args[0], d)
 		},
 	}
-	cmd.AddCommand(create, list, get, kill, pause, resume, hibernate, newSnapshotCmd(&asJSON), newForkCmd(&asJSON), setTimeout)
+	cmd.AddCommand(create, list, get, kill, pause, resume, hibernate, newSnapshotCmd(&asJSON), newForkCmd(&asJSON), setTimeout, newMetricsCmd(&asJSON))
 	return cmd
 }
 
