@@ -51,6 +51,7 @@ type reading struct {
 
 // sampleTarget is a running sandbox to sample, as its record says.
 type sampleTarget struct {
+	sb      *sandbox
 	id      string
 	owner   string
 	rt      runtime.Runtime
@@ -145,7 +146,7 @@ func (m *Manager) sampleTargetOf(sb *sandbox) (sampleTarget, bool) {
 	if sb.rec.State != StateRunning {
 		return sampleTarget{}, false
 	}
-	return sampleTarget{id: sb.rec.ID, owner: sb.rec.Owner, rt: m.runtimeOf(sb), limits: sb.rec.Spec.Limits, started: sb.rec.Started}, true
+	return sampleTarget{sb: sb, id: sb.rec.ID, owner: sb.rec.Owner, rt: m.runtimeOf(sb), limits: sb.rec.Spec.Limits, started: sb.rec.Started}, true
 }
 
 // sampleLocked reads sandbox t and adds what it used since its last
@@ -153,9 +154,26 @@ func (m *Manager) sampleTargetOf(sb *sandbox) (sampleTarget, bool) {
 // reading, a sandbox that started within the last two intervals counts
 // from its start, its counters from zero; any other (resumed, or running
 // before this agent) gets its first point at the next reading.
+//
+// The runtime is asked under the sandbox's op, as every call about one
+// sandbox is: a sandbox an operation holds (a pause, a hibernation, a
+// destroy) is skipped this round rather than waited for.
 func (m *Manager) sampleLocked(t sampleTarget) {
 	s := m.sampler
-	st, err := t.rt.Stats(m.ctx, t.id)
+	if !t.sb.op.TryLock() {
+		return
+	}
+	running := t.sb.snapshot().State == StateRunning
+	var st runtime.Stats
+	var err error
+	if running {
+		st, err = t.rt.Stats(m.ctx, t.id)
+	}
+	t.sb.op.Unlock()
+	if !running {
+		delete(s.last, t.id)
+		return
+	}
 	at := m.cfg.Now()
 	if err != nil {
 		m.log.Debug("sandbox not sampled", "sandbox", t.id, "err", err)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -309,10 +310,25 @@ func stageBootID(stateDir, bootID string) (string, error) {
 	if err := os.WriteFile(file, []byte(bootID+"\n"), 0o444); err != nil {
 		return "", fmt.Errorf("boot id: %w", err)
 	}
-	if err := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY|flags, ""); err != nil {
+	if err := remountReadOnly(dir, flags); err != nil {
 		return "", fmt.Errorf("boot id: make tmpfs read-only: %w", err)
 	}
 	return file, nil
+}
+
+// remountReadOnly makes the filesystem at dir read-only. The kernel
+// refuses (EBUSY) while a file of it is open for writing, and a process
+// this one forks at that moment holds a copy of the file just written
+// until it execs: so EBUSY is tried again for a while.
+func remountReadOnly(dir string, flags uintptr) error {
+	deadline := time.Now().Add(time.Second)
+	for {
+		err := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY|flags, "")
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // unstageBootID detaches and removes what stageBootID made.
