@@ -86,7 +86,7 @@ func (s *Server) audited(action string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now().UTC()
 		n := &auditNote{actor: "unauthenticated", target: r.PathValue("id")}
-		rec := &statusRecorder{ResponseWriter: w}
+		rec := &opRecorder{ResponseWriter: w}
 		h.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), auditNoteKey{}, n)))
 		status := rec.status
 		if status == 0 {
@@ -105,29 +105,6 @@ func clientAddr(r *http.Request) string {
 	}
 	return r.RemoteAddr
 }
-
-// statusRecorder remembers the status a handler answered.
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusRecorder) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusRecorder) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach the connection.
-func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // auditQueueLen bounds the entries waiting for the store; a request
 // that finds the queue full waits for room, so none is dropped.

@@ -5,7 +5,6 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -140,7 +139,7 @@ func (s *Server) timeOps(next http.Handler) http.Handler {
 		if rec.took == 0 {
 			rec.took = time.Since(rec.start)
 		}
-		s.metrics.ops.WithLabelValues(op, route, statusClass(rec.status)).Observe(rec.took.Seconds())
+		s.metrics.ops.WithLabelValues(op, route, proxy.StatusClass(rec.status)).Observe(rec.took.Seconds())
 	})
 }
 
@@ -177,23 +176,15 @@ func (m *serverMetrics) timeAutoResume(resume func(context.Context, string) erro
 		err := resume(ctx, id)
 		code := "2xx"
 		if err != nil {
-			code = statusClass(errdefs.HTTPStatus(err))
+			code = proxy.StatusClass(errdefs.HTTPStatus(err))
 		}
 		m.ops.WithLabelValues("resume", routeAutoResume, code).Observe(time.Since(start).Seconds())
 		return err
 	}
 }
 
-// statusClass is "2xx" for 200 and so on; "none" when nothing was
-// answered (the client left).
-func statusClass(status int) string {
-	if status < 100 || status > 599 {
-		return "none"
-	}
-	return strconv.Itoa(status/100) + "xx"
-}
-
-// opRecorder remembers an answer's status and, when asked, when its
+// opRecorder remembers an answer's status (the audit log and the
+// operations' timings read it) and, when asked, when its
 // header went out.
 type opRecorder struct {
 	http.ResponseWriter

@@ -73,11 +73,12 @@ func (m *Metrics) track(w http.ResponseWriter, r *http.Request, envd bool) (http
 		r = r.WithContext(r.Context()) // a shallow copy
 		r.Body = body
 	}
-	return mw, r, func() { m.requests.WithLabelValues(kind, statusClass(mw.status)).Inc() }
+	return mw, r, func() { m.requests.WithLabelValues(kind, StatusClass(mw.status)).Inc() }
 }
 
-// statusClass is "2xx" for 200 and so on; "none" for no answer.
-func statusClass(status int) string {
+// StatusClass is a status as a metric's label: "2xx" for 200 and so on;
+// "none" for no answer (the client left).
+func StatusClass(status int) string {
 	if status < 100 || status > 599 {
 		return "none"
 	}
