@@ -204,6 +204,9 @@ func qemuHost(t testing.TB) *host {
 	if av := h.newRuntime("", slog.New(slog.DiscardHandler)).Probe(t.Context()); !av.Available {
 		t.Skipf("qemu runtime unavailable: %s", av.Reason)
 	}
+	// Under software emulation, with the race detector and the rest of
+	// the suite on two cores, a boot has taken more than the default 30 s.
+	h.envdTimeout = 2 * time.Minute
 	return h
 }
 

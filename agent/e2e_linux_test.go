@@ -65,6 +65,8 @@ type host struct {
 	// newRuntime makes the runtime of each agent the host starts; nil:
 	// the namespace runtime.
 	newRuntime func(dataDir string, log *slog.Logger) runtime.Runtime
+	// envdTimeout, when set, is each agent's Config.EnvdTimeout.
+	envdTimeout time.Duration
 }
 
 // agentProc is one "run" of the agent: what cmd/roost wires together,
@@ -117,7 +119,14 @@ func (h *host) startWithConfig(templates *template.Store, configure func(*agent.
 	if h.newRuntime != nil {
 		rt = h.newRuntime(h.dataDir, log)
 	}
-	m, rt, err := newAgent(h.dataDir, h.envd, h.slotLo, h.slotHi, rt, templates, log, configure)
+	m, rt, err := newAgent(h.dataDir, h.envd, h.slotLo, h.slotHi, rt, templates, log, func(c *agent.Config) {
+		if h.envdTimeout > 0 {
+			c.EnvdTimeout = h.envdTimeout
+		}
+		if configure != nil {
+			configure(c)
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
