@@ -2,7 +2,6 @@ package controlplane_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"io"
 	"log/slog"
@@ -10,7 +9,6 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,14 +18,12 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"roost.dev/roost/agent"
 	"roost.dev/roost/controlplane"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/namespace"
 	"roost.dev/roost/runtime/runtimetest"
 	"roost.dev/roost/store"
 	"roost.dev/roost/store/storetest"
-	"roost.dev/roost/template/content"
 	"roost.dev/roost/wire"
 )
 
@@ -190,62 +186,14 @@ func newMetricsTestenv(t *testing.T) (*testenv, string) {
 	if a := namespace.Probe(); !a.Available {
 		t.Skipf("namespace runtime unavailable: %s", a.Reason)
 	}
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	dataDir := t.TempDir()
-	blobs := content.NewBlobs(filepath.Join(dataDir, "blobs"))
-
-	agentReg := prometheus.NewPedanticRegistry()
-	m := startAgentConfig(t, agent.Config{DataDir: dataDir, Envd: runtimetest.Envd(t), Version: "test", SkipPrune: true,
-		Blobs: blobs, SharedBlobs: true, Registerer: agentReg}, func(dataDir string, log *slog.Logger) (runtime.Runtime, error) {
+	agentReg, reg := prometheus.NewPedanticRegistry(), prometheus.NewPedanticRegistry()
+	e := newTestenvMetered(t, controlplane.Config{Registerer: reg, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		MetricsToken: metricsToken}, storetest.SQLiteURL(t), func(dataDir string, log *slog.Logger) (runtime.Runtime, error) {
 		return namespace.New(namespace.Config{DataDir: filepath.Join(dataDir, "runtime", "namespace")}, log)
-	}, log.With("component", "agent"))
-	agentSrv := httptest.NewServer(agent.NewServer(m, agent.ServerConfig{Token: agentToken}, log).Handler())
+	}, agentReg)
 	agentMetrics := httptest.NewServer(promhttp.HandlerFor(agentReg, promhttp.HandlerOpts{}))
-	t.Cleanup(func() {
-		dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer dcancel()
-		for _, sb := range m.List() {
-			if err := m.Destroy(dctx, sb.ID); err != nil {
-				t.Errorf("cleanup: destroy %s: %v", sb.ID, err)
-			}
-		}
-		agentMetrics.Close()
-		agentSrv.Close()
-		m.Close()
-		unmountBelow(t, dataDir)
-	})
-
-	reg := prometheus.NewPedanticRegistry()
-	st, err := store.Open(ctx, storetest.SQLiteURL(t), log.With("component", "store"), store.WithRegisterer(reg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	cp, err := controlplane.New(controlplane.Config{Blobs: blobs, Registerer: reg,
-		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), MetricsToken: metricsToken}, st, log.With("component", "controlplane"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cp.AddHost(ctx, store.Host{ID: "host1", URL: agentSrv.URL}, agentToken); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(cp.Handler())
-	runCtx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = cp.Run(runCtx) })
-	t.Cleanup(func() {
-		stop()
-		wg.Wait()
-		srv.Close()
-		cp.Close()
-	})
-	key, err := cp.CreateTeamWithKey(ctx, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testenv{t: t, store: st, cp: cp, agent: m, agentSrv: agentSrv, url: srv.URL, key: key}, agentMetrics.URL
+	t.Cleanup(agentMetrics.Close)
+	return e, agentMetrics.URL
 }
 
 // The control plane refuses metrics it would serve to anyone, and a

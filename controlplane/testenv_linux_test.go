@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"roost.dev/roost/agent"
@@ -88,6 +89,14 @@ type newRuntime func(dataDir string, log *slog.Logger) (runtime.Runtime, error)
 // newRT makes (the caller has checked it is available).
 func newTestenvRuntime(t testing.TB, cfg controlplane.Config, dbURL string, newRT newRuntime) *testenv {
 	t.Helper()
+	return newTestenvMetered(t, cfg, dbURL, newRT, nil)
+}
+
+// newTestenvMetered is newTestenvRuntime with the agent's metrics in
+// agentReg (nil: none); the store's go to cfg.Registerer, as roost
+// server wires them.
+func newTestenvMetered(t testing.TB, cfg controlplane.Config, dbURL string, newRT newRuntime, agentReg prometheus.Registerer) *testenv {
+	t.Helper()
 	templatetest.Base(t) // builds the base template on first use; cached after
 	level := slog.LevelDebug
 	if _, bench := t.(*testing.B); bench {
@@ -101,7 +110,8 @@ func newTestenvRuntime(t testing.TB, cfg controlplane.Config, dbURL string, newR
 		cfg.Blobs = content.NewBlobs(filepath.Join(dataDir, "blobs"))
 	}
 
-	m := startAgent(t, dataDir, runtimetest.Envd(t), cfg.Blobs, newRT, log.With("component", "agent"))
+	m := startAgentConfig(t, agent.Config{DataDir: dataDir, Envd: runtimetest.Envd(t), Version: "test", SkipPrune: true,
+		Blobs: cfg.Blobs, SharedBlobs: true, MetricsInterval: testMetricsInterval, Registerer: agentReg}, newRT, log.With("component", "agent"))
 	agentSrv := httptest.NewServer(agent.NewServer(m, agent.ServerConfig{Token: agentToken}, log).Handler())
 	t.Cleanup(func() {
 		// Last: whatever the test left runs on this agent.
@@ -117,7 +127,11 @@ func newTestenvRuntime(t testing.TB, cfg controlplane.Config, dbURL string, newR
 		unmountBelow(t, dataDir)
 	})
 
-	st, err := store.Open(ctx, dbURL, log.With("component", "store"))
+	var storeOpts []store.Option
+	if cfg.Registerer != nil {
+		storeOpts = append(storeOpts, store.WithRegisterer(cfg.Registerer))
+	}
+	st, err := store.Open(ctx, dbURL, log.With("component", "store"), storeOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,17 +169,10 @@ func newTestenvRuntime(t testing.TB, cfg controlplane.Config, dbURL string, newR
 // than through the agent's HTTP proxy.
 func localAgent() *controlplane.LocalAgent { return &controlplane.LocalAgent{HostID: "host1"} }
 
-// startAgent wires a Manager the way cmd/roost does. Other packages' tests
-// create sandboxes on this host at the same time with their own network
-// managers, so this one uses a random window of 32 slots and reserves the
-// rest.
-func startAgent(t testing.TB, dataDir, envd string, blobs *content.Blobs, newRT newRuntime, log *slog.Logger) *agent.Manager {
-	t.Helper()
-	return startAgentConfig(t, agent.Config{DataDir: dataDir, Envd: envd, Version: "test", SkipPrune: true, Blobs: blobs, SharedBlobs: true,
-		MetricsInterval: testMetricsInterval}, newRT, log)
-}
-
-// startAgentConfig is startAgent with the agent's whole configuration.
+// startAgentConfig wires a Manager the way cmd/roost does, with cfg.
+// Other packages' tests create sandboxes on this host at the same time
+// with their own network managers, so this one uses a random window of
+// 32 slots and reserves the rest.
 func startAgentConfig(t testing.TB, cfg agent.Config, newRT newRuntime, log *slog.Logger) *agent.Manager {
 	t.Helper()
 	rt, err := newRT(cfg.DataDir, log)
