@@ -5,7 +5,7 @@ GO        ?= go
 GOFLAGS   ?=
 TOOLS     := $(GO) build -modfile=tools/go.mod -o .bin/
 
-.PHONY: all build envd roost roost-init roost-guest roost-interpreter generate check-generated lint test test-go test-short test-e2b test-e2b-stack test-e2b-matrix test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python test-attacks test-interpreter bench clean
+.PHONY: all build dashboard envd roost roost-init roost-guest roost-interpreter generate check-generated lint test test-go test-short test-e2b test-e2b-stack test-e2b-matrix test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python test-attacks test-interpreter bench clean
 
 all: build
 
@@ -14,8 +14,20 @@ build: envd roost roost-init roost-guest roost-interpreter
 envd:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/envd ./cmd/envd
 
-roost:
+roost: dashboard
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/roost ./cmd/roost
+
+# The web dashboard (dashboard/web, TypeScript): npm ci from its lockfile
+# when node_modules is older than the lockfile, then npm run build, which
+# type-checks, bundles into dashboard/web/dist (embedded by the roost
+# binary) and fails when the JavaScript is over its 250 KB gzipped budget.
+DASHBOARD := dashboard/web
+
+dashboard: $(DASHBOARD)/node_modules/.package-lock.json
+	cd $(DASHBOARD) && npm run build --silent
+
+$(DASHBOARD)/node_modules/.package-lock.json: $(DASHBOARD)/package-lock.json
+	cd $(DASHBOARD) && npm ci --no-audit --no-fund
 
 # The init of namespace sandboxes; the driver looks for it next to bin/roost.
 roost-init:
@@ -50,7 +62,7 @@ check-generated: generate
 # go.mod), which ./... does not reach: it is vetted and tested beside.
 BENCH_MOD := bench/run
 
-lint: .bin/buf .bin/staticcheck
+lint: .bin/buf .bin/staticcheck dashboard
 	$(GO) vet ./...
 	$(GO) -C $(BENCH_MOD) vet ./...
 	.bin/staticcheck ./...
@@ -63,7 +75,7 @@ test: check-generated lint test-go test-attacks test-interpreter test-e2b test-e
 # -p 1: packages that need root share host-wide state (the nftables table,
 # netns and cgroup names with the roost prefix, network slots), and their
 # start-up pruning must not race another package's sandboxes.
-test-go:
+test-go: dashboard
 	$(GO) test -race -count=1 -timeout 20m -p 1 -skip '^TestAttack' ./...
 	$(GO) -C $(BENCH_MOD) test -race -count=1 ./...
 
@@ -79,7 +91,7 @@ test-attacks:
 # The inner loop: the fast tests only (those that boot VMs, drive the E2B
 # SDK or start hundreds of sandboxes skip under -short), without the race
 # detector; under 3 minutes on 2 cores. make test runs everything.
-test-short:
+test-short: dashboard
 	$(GO) test -short -count=1 -timeout 10m -p 1 ./...
 	$(GO) -C $(BENCH_MOD) test -short -count=1 ./...
 

@@ -35,7 +35,10 @@ var allowed = map[string][]string{
 	module + "/bufpool":    {},
 	module + "/atomicfile": {},
 	module + "/mountinfo":  {},
-	module + "/gen/...":    {module + "/gen/..."},
+	// The web dashboard's files, embedded: it knows nothing of roost's
+	// Go code (it is a client of the public API, in TypeScript).
+	module + "/dashboard": {},
+	module + "/gen/...":   {module + "/gen/..."},
 	// What benchmarks write for make bench (bench/run, its own module):
 	// any package's tests use it, envd's included.
 	module + "/bench/samples": {},
@@ -89,7 +92,7 @@ var allowed = map[string][]string{
 	// templates it keeps the content (blobs, manifests) and turns build
 	// requests into specs; it never builds or unpacks a tree (template
 	// and mountinfo come in with template/build's Builder, unused here).
-	module + "/controlplane/...": {module + "/controlplane/...", module + "/store", module + "/proxy", module + "/runtime", module + "/errdefs", module + "/wire", module + "/bufpool",
+	module + "/controlplane/...": {module + "/dashboard", module + "/controlplane/...", module + "/store", module + "/proxy", module + "/runtime", module + "/errdefs", module + "/wire", module + "/bufpool",
 		module + "/gen/...", module + "/tlscert", module + "/atomicfile", module + "/template/content", module + "/template/build", module + "/template", module + "/mountinfo"},
 	// The runtime interfaces and their drivers (and the drivers' test
 	// helpers): never the agent or the control plane.
@@ -97,13 +100,13 @@ var allowed = map[string][]string{
 		module + "/template/...", module + "/mountinfo", module + "/gen/..."},
 	// Flags and wiring only: it may assemble everything host-side, but
 	// nothing that runs inside a sandbox.
-	module + "/cmd/roost": {module + "/agent/...", module + "/runtime/...", module + "/network/...",
+	module + "/cmd/roost": {module + "/dashboard", module + "/agent/...", module + "/runtime/...", module + "/network/...",
 		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/...",
 		module + "/client", module + "/controlplane", module + "/store", module + "/proxy", module + "/bufpool", module + "/atomicfile",
 		module + "/tlscert", module + "/errdefs", module + "/wire", module + "/metrichistory"},
 	// The whole host-side stack, in process, for end-to-end tests; the
 	// in-sandbox programs only as binaries.
-	module + "/testenv": {module + "/agent/...", module + "/controlplane", module + "/proxy", module + "/store/...", module + "/runtime/...",
+	module + "/testenv": {module + "/dashboard", module + "/agent/...", module + "/controlplane", module + "/proxy", module + "/store/...", module + "/runtime/...",
 		module + "/network/...", module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/bufpool", module + "/atomicfile",
 		module + "/errdefs", module + "/wire", module + "/gen/...", module + "/tlscert", module + "/metrichistory"},
 }

@@ -120,6 +120,7 @@ func (s *Server) authenticate(h apiHandler) http.Handler {
 }
 
 func (s *Server) credential(r *http.Request) (store.APIKey, error) {
+	webSocketCredential(r)
 	if adm := r.Header.Get(wire.HeaderAdminToken); adm != "" {
 		return s.adminFor(r, adm)
 	}
@@ -141,6 +142,29 @@ func (s *Server) credential(r *http.Request) (store.APIKey, error) {
 		return store.APIKey{}, fmt.Errorf("this credential does not act for team %q: %w", team, errdefs.ErrPermissionDenied)
 	}
 	return cred, nil
+}
+
+// webSocketCredential moves the credential a browser offers as
+// WebSocket subprotocols (wire.WebSocketKeyPrefix and the others) into
+// the headers every other client sends, for a WebSocket upgrade that
+// carries none of those headers.
+func webSocketCredential(r *http.Request) {
+	h := r.Header
+	if !strings.EqualFold(h.Get("Upgrade"), "websocket") || h.Get(wire.HeaderAPIKey) != "" || h.Get(wire.HeaderAdminToken) != "" || h.Get("Authorization") != "" {
+		return
+	}
+	for _, field := range h.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(field, ",") {
+			p = strings.TrimSpace(p)
+			if v, ok := strings.CutPrefix(p, wire.WebSocketKeyPrefix); ok {
+				h.Set(wire.HeaderAPIKey, v)
+			} else if v, ok := strings.CutPrefix(p, wire.WebSocketAdminPrefix); ok {
+				h.Set(wire.HeaderAdminToken, v)
+			} else if v, ok := strings.CutPrefix(p, wire.WebSocketTeamPrefix); ok {
+				h.Set(wire.HeaderTeamID, v)
+			}
+		}
+	}
 }
 
 // keyTouchEvery is how stale a key's LastUsedAt may get: a write per

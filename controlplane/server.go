@@ -17,6 +17,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"roost.dev/roost/dashboard"
 	"roost.dev/roost/errdefs"
 	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
 	"roost.dev/roost/proxy"
@@ -296,6 +297,11 @@ func (s *Server) routes() *http.ServeMux {
 	api("POST /access-tokens", s.createAccessToken)
 	api("DELETE /access-tokens/{id}", s.deleteAccessToken)
 	mux.HandleFunc("GET /openapi.yaml", serveOpenAPI)
+	// The web dashboard: its page at / and its assets; it calls the routes
+	// above like any client.
+	dash := dashboard.New()
+	mux.Handle("GET /{$}", dash)
+	mux.Handle("GET "+dashboard.AssetPrefix, dash)
 	s.metricsRoutes(mux)
 	mux.HandleFunc("POST /v1/hosts/register", s.registerHost)
 	mux.HandleFunc("POST /v1/hosts/{id}/heartbeat", s.hostHeartbeat)

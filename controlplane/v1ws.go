@@ -20,6 +20,7 @@ import (
 	rpc "roost.dev/roost/gen/process"
 	"roost.dev/roost/gen/process/processconnect"
 	"roost.dev/roost/store"
+	"roost.dev/roost/wire"
 )
 
 // The WebSocket endpoints (GET /v1/sandboxes/{id}/exec/stream and
@@ -74,9 +75,12 @@ var signals = map[string]rpc.Signal{
 }
 
 // accept upgrades r. Browsers must come from the API's own origin;
-// clients that send no Origin (SDKs, the CLI) are not browsers.
+// clients that send no Origin (SDKs, the CLI) are not browsers. A browser
+// that offered its credential as a subprotocol (webSocketCredential) gets
+// wire.WebSocketProtocol back, without which it would drop the socket.
 func accept(w http.ResponseWriter, r *http.Request) (*websocket.Conn, error) {
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled,
+		Subprotocols: []string{wire.WebSocketProtocol}})
 	if err != nil {
 		return nil, err
 	}

@@ -48,3 +48,16 @@ const (
 // ProxyPrefix starts every proxied path, on the control plane and on an
 // agent: /proxy/{sandboxID}/{port}/{rest...}.
 const ProxyPrefix = "/proxy/"
+
+// The WebSocket subprotocols of roost's API (the exec and PTY sockets).
+// A browser cannot set headers on a WebSocket, so it offers its
+// credential as a subprotocol beside WebSocketProtocol, the one the
+// server selects: WebSocketKeyPrefix+key for an API key, or
+// WebSocketAdminPrefix+token (and WebSocketTeamPrefix+team to act as a
+// team) for the operator. Clients that can set headers send them instead.
+const (
+	WebSocketProtocol    = "roost"
+	WebSocketKeyPrefix   = "roost.key."
+	WebSocketAdminPrefix = "roost.admin."
+	WebSocketTeamPrefix  = "roost.team."
+)

@@ -1,0 +1,5 @@
+import { Section } from './ui';
+
+export function HostsPage() {
+  return <Section title="hosts">{null}</Section>;
+}

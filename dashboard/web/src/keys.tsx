@@ -1,0 +1,5 @@
+import { Section } from './ui';
+
+export function KeysPage() {
+  return <Section title="keys">{null}</Section>;
+}

@@ -1,0 +1,5 @@
+import { Section } from './ui';
+
+export function TeamsPage() {
+  return <Section title="teams">{null}</Section>;
+}
