@@ -253,6 +253,38 @@ func testWebSocket(t *testing.T, e *testenv) {
 		}
 	})
 
+	// A browser cannot set headers on a WebSocket: the dashboard offers its
+	// key as a subprotocol, from the API's own origin.
+	t.Run("BrowserSubprotocol", func(t *testing.T) {
+		dial := func(origin string, protocols ...string) (*websocket.Conn, int) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang guard
+			t.Cleanup(cancel)
+			h := http.Header{"Origin": {origin}}
+			c, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(e.url, "http")+ptyPath+"?cmd=echo+from-browser", &websocket.DialOptions{HTTPHeader: h, Subprotocols: protocols})
+			if err != nil {
+				if resp == nil {
+					t.Fatalf("dial: %v", err)
+				}
+				return nil, resp.StatusCode
+			}
+			t.Cleanup(func() { c.CloseNow() })
+			return c, http.StatusSwitchingProtocols
+		}
+		c, status := dial(e.url, "roost", "roost.key."+e.key)
+		if status != http.StatusSwitchingProtocols || c.Subprotocol() != "roost" {
+			t.Fatalf("key as subprotocol: status %d, subprotocol %q", status, c.Subprotocol())
+		}
+		w := &wsConn{t: t, c: c, ctx: t.Context()}
+		w.want("start")
+		w.waitOutput("from-browser")
+		if _, status := dial(e.url, "roost", "roost.key.e2b_0000000000000000000000000000000000000000"); status != http.StatusUnauthorized {
+			t.Errorf("a wrong key as subprotocol: %d, want 401", status)
+		}
+		if _, status := dial("http://evil.example", "roost", "roost.key."+e.key); status != http.StatusForbidden {
+			t.Errorf("another origin: %d, want 403", status)
+		}
+	})
+
 	t.Run("PTY", func(t *testing.T) {
 		w, _ := e.dialWS(t, ptyPath+"?cols=100&rows=30", e.key)
 		pid := w.want("start").PID

@@ -45,8 +45,14 @@ func New() *Handler {
 	if err != nil {
 		panic(err) // the embed pattern guarantees the directory
 	}
-	_, statErr := fs.Stat(sub, "index.html")
-	return &Handler{files: sub, built: statErr == nil}
+	return newHandler(sub)
+}
+
+// newHandler serves the dashboard in files: index.html and the assets
+// beside it.
+func newHandler(files fs.FS) *Handler {
+	_, err := fs.Stat(files, "index.html")
+	return &Handler{files: files, built: err == nil}
 }
 
 // Built says whether the binary holds a built dashboard.

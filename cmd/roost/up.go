@@ -17,6 +17,7 @@ import (
 
 	"roost.dev/roost/agent"
 	"roost.dev/roost/controlplane"
+	"roost.dev/roost/dashboard"
 	"roost.dev/roost/store"
 	"roost.dev/roost/template/content"
 )
@@ -198,6 +199,11 @@ func printBanner(w io.Writer, s *serving, k apiKey) {
 		keyExpr = `"$` + apiKeyEnv + `"`
 	}
 	printTrust(w, s)
+	if dashboard.New().Built() {
+		fmt.Fprintf(w, "Open the dashboard at %s/ and sign in with the API key.\n\n", url)
+	} else {
+		fmt.Fprintf(w, "This binary has no dashboard: make build builds it (npm, in dashboard/web).\n\n")
+	}
 	if s.domainMode {
 		fmt.Fprintf(w, "Use it from the E2B SDKs, with E2B_API_URL and E2B_SANDBOX_URL unset (api.%[1]s and *.%[1]s must resolve to this machine):\n\n"+
 			"  export E2B_DOMAIN=%[1]s\n  export E2B_API_KEY=%[2]s\n\n", s.domain, keyExpr)
