@@ -21,12 +21,35 @@ var dist embed.FS
 // AssetPrefix is where the assets are served: /ui/{name}.
 const AssetPrefix = "/ui/"
 
-// policy is the page's Content-Security-Policy: scripts, styles and
-// connections of its own origin only (the API's; 'self' covers its
-// WebSockets), inline styles for the terminal's and charts' layout, no
-// frames either way.
-const policy = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self'; " +
-	"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+// policy is the page's Content-Security-Policy for a page served on
+// host: scripts and styles from the dashboard's own /ui/ only — not from
+// elsewhere on its origin, where /proxy/{id}/{port}/ serves what sandboxes
+// send — connections to its origin (the API; 'self' covers its
+// WebSockets), inline styles for the terminal's and the charts' layout,
+// no frames either way.
+func policy(host string) string {
+	assets := "'self'"
+	if validHost(host) {
+		assets = host + AssetPrefix
+	}
+	return "default-src 'none'; script-src " + assets + "; style-src " + assets + " 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self'; " +
+		"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+}
+
+// validHost says whether host (the request's Host) can stand in a policy
+// as it is: a name or address and a port, nothing that could end a
+// directive.
+func validHost(host string) bool {
+	if host == "" {
+		return false
+	}
+	for _, c := range host {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune(".-:[]", c)) {
+			return false
+		}
+	}
+	return true
+}
 
 // Handler serves the dashboard: GET / and HEAD / the page, GET /ui/{name}
 // an asset.
@@ -87,7 +110,7 @@ func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "dashboard page unreadable", http.StatusInternalServerError)
 		return
 	}
-	hd.Set("Content-Security-Policy", policy)
+	hd.Set("Content-Security-Policy", policy(r.Host))
 	hd.Set("X-Frame-Options", "DENY")
 	hd.Set("Cache-Control", "no-cache")
 	http.ServeContent(w, r, "index.html", time.Time{}, bytes.NewReader(page))

@@ -40,7 +40,8 @@ func TestPageAndAssets(t *testing.T) {
 		t.Fatalf("GET /: %d", page.StatusCode)
 	}
 	csp := page.Header.Get("Content-Security-Policy")
-	for _, want := range []string{"script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'", "default-src 'none'"} {
+	// httptest's requests are for example.com.
+	for _, want := range []string{"script-src example.com/ui/;", "connect-src 'self'", "frame-ancestors 'none'", "default-src 'none'"} {
 		if !strings.Contains(csp, want) {
 			t.Errorf("policy %q lacks %q", csp, want)
 		}
@@ -64,6 +65,21 @@ func TestPageAndAssets(t *testing.T) {
 	body, _ := io.ReadAll(zr)
 	if !bytes.Equal(body, built["app-1.js"].Data) {
 		t.Errorf("gzipped asset decodes to %d bytes, want %d", len(body), len(built["app-1.js"].Data))
+	}
+}
+
+// A Host that could end a directive is left out of the policy.
+func TestPolicyHost(t *testing.T) {
+	for host, want := range map[string]string{
+		"127.0.0.1:3000":  "script-src 127.0.0.1:3000/ui/;",
+		"[::1]:3000":      "script-src [::1]:3000/ui/;",
+		"api.roost.test":  "script-src api.roost.test/ui/;",
+		"a; script-src *": "script-src 'self';",
+		"":                "script-src 'self';",
+	} {
+		if got := policy(host); !strings.Contains(got, want) {
+			t.Errorf("policy(%q) = %q, want %q", host, got, want)
+		}
 	}
 }
 
