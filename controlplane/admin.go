@@ -93,6 +93,24 @@ func (s *Server) adminFor(r *http.Request, plain string) (store.APIKey, error) {
 	return store.APIKey{ID: adm.ID, TeamID: team, Kind: store.KindAdmin, Name: adm.Name}, nil
 }
 
+// authenticateOrAdmin serves h to a team's credential, as authenticate
+// does, and to the operator's token without a team (h gets the token as
+// a credential of KindAdmin with no TeamID): for routes that are not a
+// team's.
+func (s *Server) authenticateOrAdmin(h apiHandler) http.Handler {
+	team := s.authenticate(h)
+	admin := s.adminOnly(func(w http.ResponseWriter, r *http.Request, adm store.AdminToken) {
+		h(w, r, store.APIKey{ID: adm.ID, Kind: store.KindAdmin, Name: adm.Name})
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(wire.HeaderAdminToken) != "" && r.Header.Get(wire.HeaderTeamID) == "" {
+			admin.ServeHTTP(w, r)
+			return
+		}
+		team.ServeHTTP(w, r)
+	})
+}
+
 // adminOnly serves h to requests with a valid operator token.
 func (s *Server) adminOnly(h adminHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -288,7 +288,9 @@ func (s *Server) routes() *http.ServeMux {
 	api("GET /v1/sandboxes/{id}/ports", s.sandboxPorts)
 	api("GET /v1/sandboxes/{id}", s.getSandboxV1)
 	api("POST /v1/sandboxes/{id}/snapshot", s.snapshotSandbox)
-	api("GET /v1/hosts", s.listHosts)
+	// Hosts are the operator's as much as any team's: the admin token
+	// reads them without acting as a team.
+	mux.Handle("GET /v1/hosts", s.audited("", s.authenticateOrAdmin(s.listHosts)))
 	api("GET /teams", s.listTeams)
 	api("GET /api-keys", s.listAPIKeys)
 	api("POST /api-keys", s.createAPIKey)
@@ -301,7 +303,7 @@ func (s *Server) routes() *http.ServeMux {
 	// above like any client.
 	dash := dashboard.New()
 	mux.Handle("GET /{$}", dash)
-	mux.Handle("GET "+dashboard.AssetPrefix, dash)
+	mux.Handle("GET /ui/{asset}", dash)
 	s.metricsRoutes(mux)
 	mux.HandleFunc("POST /v1/hosts/register", s.registerHost)
 	mux.HandleFunc("POST /v1/hosts/{id}/heartbeat", s.hostHeartbeat)

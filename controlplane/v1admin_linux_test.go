@@ -140,6 +140,14 @@ func TestV1Admin(t *testing.T) {
 			t.Errorf("host1 has %d sandboxes after the delete, want 0", n)
 		}
 		e.do("GET", "/v1/hosts", "", nil).want(t, http.StatusUnauthorized)
+		// The operator reads them without acting as a team; a wrong token
+		// is refused either way.
+		var hosts []struct{ ID string }
+		e.admin(e.adminToken(t), "GET", "/v1/hosts", "", nil).want(t, http.StatusOK).decode(t, &hosts)
+		if len(hosts) != 1 || hosts[0].ID != "host1" {
+			t.Errorf("the operator's hosts: %+v", hosts)
+		}
+		e.admin("roost_admin_0000000000000000000000000000000000000000", "GET", "/v1/hosts", "", nil).want(t, http.StatusUnauthorized)
 	})
 
 	// Registered last: the hosts added here would take new sandboxes.

@@ -69,9 +69,9 @@ function Shell({ cred, teamName, onSignOut, onActAs }: { cred: Credential; teamN
         Skip to content
       </a>
       <header class="top">
-        <a class="brand" href={href('sandboxes')}>
-          roost
-        </a>
+        <h1 class="brand">
+          <a href={href('sandboxes')}>roost</a>
+        </h1>
         <nav aria-label="Pages">
           <ul>
             {pages
@@ -132,7 +132,7 @@ function Page({ cred, page, args }: { cred: Credential; page: string; args: stri
 
 // TeamPicker lets the operator act as one team (E2B's X-Team-ID).
 function TeamPicker({ secret, team, onChange }: { secret: string; team: string; onChange: (team: string) => void }) {
-  const teams = useLoad(() => new Client({ kind: 'admin', secret }).get<Team[]>('/v1/teams'), [secret]);
+  const teams = useLoad(() => new Client({ kind: 'admin', secret }).get<Team[]>('/v1/teams'), [secret], 30000);
   return (
     <label class="inline">
       <span>Act as team</span>

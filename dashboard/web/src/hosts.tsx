@@ -1,6 +1,5 @@
 // The hosts page: every host that runs sandboxes, its capacity and what
 // it last reported using, refreshed every 10 s.
-import { Client, type Team } from './api';
 import { ErrorNote, Section, span, time, useClient, useLoad, useNow } from './ui';
 import './pages.css';
 
@@ -23,21 +22,11 @@ interface HostInfo {
 // agents beat every few seconds.
 const staleAfterMs = 60_000;
 
-// loadHosts reads GET /v1/hosts. It is a team's route, but every team
-// sees the same hosts: the operator who acts as no team reads them as
-// the first team.
-async function loadHosts(c: Client): Promise<HostInfo[]> {
-  if (c.cred.kind === 'admin' && !c.cred.team) {
-    const teams = await c.get<Team[]>('/v1/teams');
-    if (!teams.length) throw new Error('The hosts are listed through a team, and there is none yet: create one on the Teams page.');
-    c = new Client({ ...c.cred, team: teams[0].id });
-  }
-  return c.get<HostInfo[]>('/v1/hosts');
-}
-
 export function HostsPage() {
   const client = useClient();
-  const hosts = useLoad(() => loadHosts(client), [client], 10000);
+  // GET /v1/hosts: any team's credential reads it, and so does the
+  // operator's token acting as no team.
+  const hosts = useLoad(() => client.get<HostInfo[]>('/v1/hosts'), [client], 10000);
   const now = useNow(5000);
   return (
     <Section
