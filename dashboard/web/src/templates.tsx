@@ -18,7 +18,6 @@ interface TemplateRow {
   aliases: string[] | null;
   names: string[] | null;
   createdAt: string;
-  spawnCount: number;
   buildCount: number;
 }
 
@@ -119,7 +118,6 @@ export function TemplatesPage() {
               <th scope="col">Disk</th>
               <th scope="col">Size</th>
               <th scope="col">Created</th>
-              <th scope="col">Spawns</th>
               <th scope="col">Actions</th>
             </tr>
           </thead>
@@ -172,7 +170,6 @@ function TemplateItem({ t, extra, onChanged, onFollow }: { t: TemplateRow; extra
         <td data-label="Disk">{t.diskSizeMB ? `${t.diskSizeMB} MiB` : '—'}</td>
         <td data-label="Size">{extra?.sizeBytes ? bytes(extra.sizeBytes) : '—'}</td>
         <td data-label="Created">{when(t.createdAt)}</td>
-        <td data-label="Spawns">{t.spawnCount || '—'}</td>
         <td>
           <div class="row-actions">
             {own && (
