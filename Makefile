@@ -5,7 +5,7 @@ GO        ?= go
 GOFLAGS   ?=
 TOOLS     := $(GO) build -modfile=tools/go.mod -o .bin/
 
-.PHONY: all build dashboard envd roost roost-init roost-guest roost-interpreter generate check-generated lint test test-go test-short test-e2b test-e2b-stack test-e2b-matrix test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python test-attacks test-interpreter bench clean
+.PHONY: all build dashboard envd roost roost-init roost-guest roost-interpreter generate check-generated lint test test-go test-short test-e2b test-e2b-stack test-e2b-matrix test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python test-attacks test-interpreter screenshots bench clean
 
 all: build
 
@@ -138,6 +138,12 @@ test-e2b-suite: build
 
 test-e2b-python: build
 	bash test/e2b-suite/run.sh python
+
+# The dashboard's screenshots in docs/dashboard (the README shows them):
+# its browser test (dashboard/browser_linux_test.go: headless Chromium
+# against the real stack; needs root) writes them there.
+screenshots: dashboard
+	ROOST_SCREENSHOTS=$(CURDIR)/docs/dashboard $(GO) test -count=1 -run '^TestDashboard$$' ./dashboard/
 
 # Benchmarks against real components, each beside a baseline measured in
 # the same run: writes bench/results.md and bench/charts/*.png (needs root).
