@@ -1,7 +1,7 @@
 // One terminal session over GET /v1/sandboxes/{id}/pty (the protocol is
 // described at the top of controlplane/v1ws.go): binary frames carry
 // bytes behind a channel byte, text frames JSON control messages.
-import { type Client, enc, q } from '../api';
+import { ApiError, type Client, enc, q, type SandboxDetail } from '../api';
 
 const chanStdin = 0;
 const chanStdout = 1;
@@ -34,6 +34,8 @@ export interface PtyOptions {
 
 const encoder = new TextEncoder();
 
+const ptyPath = (sandboxID: string, opts: Partial<PtyOptions>) => `/v1/sandboxes/${enc(sandboxID)}/pty${q({ pid: opts.pid, cols: opts.cols, rows: opts.rows })}`;
+
 // Pty is one WebSocket to one terminal. Closing it (detach) leaves the
 // process running; kill ends it.
 export class Pty {
@@ -43,7 +45,7 @@ export class Pty {
   private ended = false;
 
   constructor(client: Client, sandboxID: string, opts: PtyOptions, private readonly on: PtyHandlers) {
-    this.ws = client.webSocket(`/v1/sandboxes/${enc(sandboxID)}/pty${q({ pid: opts.pid, cols: opts.cols, rows: opts.rows })}`);
+    this.ws = client.webSocket(ptyPath(sandboxID, opts));
     this.ws.onmessage = (ev) => this.message(ev);
     this.ws.onclose = (ev) => {
       if (!this.detached && !this.ended) this.on.closed(ev.code, ev.reason, this.started);
@@ -102,4 +104,34 @@ export class Pty {
     this.detached = true;
     this.ws.close(1000);
   }
+}
+
+export interface Refusal {
+  // gone: the terminal pid names no longer exists.
+  gone: boolean;
+  text: string;
+}
+
+// refusal finds out why the server refused a socket before the upgrade,
+// which a browser reports as a bare 1006. A reattach asks the same route
+// over plain HTTP, which answers the REST API's status (it attaches and
+// detaches, harmlessly, when nothing is wrong); a new terminal is not
+// asked again, as that would start a shell, so the sandbox's state
+// stands for the reason.
+export async function refusal(client: Client, sandboxID: string, pid?: number): Promise<Refusal> {
+  try {
+    if (pid !== undefined) {
+      await client.raw('GET', ptyPath(sandboxID, { pid }));
+    } else {
+      const sb = await client.get<SandboxDetail>(`/v1/sandboxes/${enc(sandboxID)}`);
+      if (sb.state !== 'running') return { gone: false, text: `the sandbox is ${sb.state}` };
+    }
+  } catch (e) {
+    if (e instanceof ApiError) {
+      if (pid !== undefined && e.status === 404) return { gone: true, text: e.message };
+      // The route's own answer to a request that is not a WebSocket.
+      if (e.status !== 426 && e.status !== 400) return { gone: false, text: `${e.message} (${e.status})` };
+    }
+  }
+  return { gone: false, text: 'the server refused it, and the browser does not say why' };
 }

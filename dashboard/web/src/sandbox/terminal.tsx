@@ -1,11 +1,14 @@
 // The terminal tab: xterm.js over the sandbox's PTY WebSocket. The
 // terminal's pid is kept for the browser tab's session, so that coming
 // back to the page reattaches to the same shell with its scrollback.
-import { FitAddon } from '@xterm/addon-fit';
-import { Terminal } from '@xterm/xterm';
+import type { Terminal } from '@xterm/xterm';
+import type { RefObject } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { Pty } from './pty';
-import { copyText, useClient } from '../ui';
+import type { Client } from '../api';
+import { useClient } from '../ui';
+import { copySelection, pasteInto } from './clipboard';
+import { Pty, refusal } from './pty';
+import { useXterm, type Wiring } from './xterm';
 
 type Conn =
   | { kind: 'idle' }
@@ -22,138 +25,35 @@ function storedPid(id: string): number | undefined {
 }
 
 export function TerminalTab({ id, running }: { id: string; running: boolean }) {
-  const client = useClient();
   const box = useRef<HTMLDivElement>(null);
-  const term = useRef<Terminal | null>(null);
   const pty = useRef<Pty | null>(null);
   const newButton = useRef<HTMLButtonElement>(null);
-  const [conn, setConn] = useState<Conn>({ kind: 'idle' });
   const [note, setNote] = useState('');
   // generation restarts the connection: "New terminal" and "Reconnect".
   const [generation, setGeneration] = useState(0);
   const focusOnStart = useRef(false);
 
-  // The terminal itself lives as long as the tab; connections come and go.
-  useEffect(() => {
-    // The stylesheet's monospace fonts: xterm measures one cell and needs
-    // every glyph that wide.
-    const mono = getComputedStyle(document.documentElement).getPropertyValue('--mono').trim() || 'monospace';
-    const t = new Terminal({ cursorBlink: true, scrollback: 5000, fontFamily: mono });
-    const fit = new FitAddon();
-    t.loadAddon(fit);
-    t.open(box.current!);
-    fit.fit();
-    t.onData((d) => pty.current?.input(d));
-    t.onBinary((d) => pty.current?.binaryInput(d));
-    t.onResize(({ cols, rows }) => pty.current?.resize(cols, rows));
-    let down: KeyboardEvent | null = null;
-    t.attachCustomKeyEventHandler((ev) => {
-      // A keypress after a keydown that xterm handled (and cancelled)
-      // would type the key twice. Browsers send none, but synthetic
-      // input does (DevTools' Input.dispatchKeyEvent, which browser
-      // tests and remote-control tools use).
-      if (ev.type === 'keypress') return !(down?.defaultPrevented && down.key === ev.key);
-      if (ev.type === 'keydown') down = ev;
-      if (ev.type !== 'keydown' || !ev.ctrlKey || !ev.shiftKey) return true;
-      const act = keys.current[ev.key.toLowerCase()];
-      if (!act) return true;
-      ev.preventDefault();
-      act();
-      return false;
-    });
-    term.current = t;
-    // Fitting on every size change of the box (window, phone rotation,
-    // layout) resizes the terminal, whose onResize tells the PTY.
-    let frame = 0;
-    const ro = new ResizeObserver(() => {
-      cancelAnimationFrame(frame);
-      frame = requestAnimationFrame(() => fit.fit());
-    });
-    ro.observe(box.current!);
-    return () => {
-      cancelAnimationFrame(frame);
-      ro.disconnect();
-      t.dispose();
-      term.current = null;
-    };
-  }, []);
-
-  useEffect(() => {
-    const t = term.current!;
-    if (!running) {
-      setConn({ kind: 'idle' });
-      return;
-    }
-    let live = true;
-    const connect = (pid: number | undefined) => {
-      t.reset();
-      setConn({ kind: 'connecting', pid });
-      pty.current = new Pty(client, id, { pid, cols: t.cols, rows: t.rows }, {
-        start(p) {
-          sessionStorage.setItem(storageKey(id), String(p));
-          setConn({ kind: 'open', pid: p });
-          if (focusOnStart.current) t.focus();
-          focusOnStart.current = false;
-        },
-        output: (d) => t.write(d),
-        end(e) {
-          sessionStorage.removeItem(storageKey(id));
-          const text = `The shell ended${e.exitCode !== undefined ? ` (exit code ${e.exitCode})` : ''}${e.error ? `: ${e.error}` : ''}.`;
-          t.write(`\r\n[${text}]\r\n`);
-          setConn({ kind: 'ended', text });
-        },
-        closed(code, reason, started) {
-          if (!live) return;
-          if (!started && pid !== undefined) {
-            // The kept terminal is gone (its shell exited, or the sandbox
-            // was restarted): start another rather than show an error.
-            sessionStorage.removeItem(storageKey(id));
-            setNote(`Terminal ${pid} no longer exists; this is a new one.`);
-            connect(undefined);
-            return;
-          }
-          setConn({ kind: 'closed', text: closeText(code, reason, started) });
-        },
-      });
-    };
-    connect(storedPid(id));
-    return () => {
-      live = false;
-      pty.current?.detach();
-      pty.current = null;
-    };
-  }, [client, id, running, generation]);
-
-  const say = (s: string) => setNote(s);
-  const copy = async () => {
-    const t = term.current;
-    if (!t?.hasSelection()) return say('Select text in the terminal first.');
-    const ok = (await copyText(t.getSelection())) || copyByCommand(t.getSelection());
-    say(ok ? 'Copied the selection.' : 'The browser refused the clipboard: use its Copy menu instead.');
-  };
-  const paste = async () => {
-    const t = term.current;
-    if (!t) return;
-    let text: string;
-    try {
-      text = await navigator.clipboard.readText();
-    } catch {
-      t.focus();
-      return say('The browser refused to read the clipboard (it allows that only with your permission, on HTTPS or localhost): paste with its right-click menu or Shift+Insert.');
-    }
-    t.paste(text);
-    t.focus();
-    say('');
-  };
+  const copy = async () => term.current && setNote(await copySelection(term.current));
+  const paste = async () => term.current && setNote(await pasteInto(term.current));
   const shortcuts: Record<string, () => void> = {
     c: () => void copy(),
     v: () => void paste(),
     // Tab belongs to the shell, so the keyboard needs another way out.
     m: () => newButton.current?.focus(),
   };
-  // The terminal's key handler, attached once, reads the latest.
-  const keys = useRef(shortcuts);
-  keys.current = shortcuts;
+  const wiring = useRef<Wiring>(null);
+  wiring.current = {
+    data: (d) => pty.current?.input(d),
+    binary: (d) => pty.current?.binaryInput(d),
+    resize: (cols, rows) => pty.current?.resize(cols, rows),
+    shortcut: (key) => {
+      const act = shortcuts[key];
+      act?.();
+      return act !== undefined;
+    },
+  };
+  const term = useXterm(box, wiring);
+  const conn = usePtySession(useClient(), id, running, generation, { term, pty, focusOnStart, setNote });
 
   const restart = (fresh: boolean) => {
     if (fresh) sessionStorage.removeItem(storageKey(id));
@@ -196,6 +96,74 @@ export function TerminalTab({ id, running }: { id: string; running: boolean }) {
   );
 }
 
+interface SessionParts {
+  term: RefObject<Terminal | null>;
+  // pty is the connection the terminal's input goes to.
+  pty: RefObject<Pty | null>;
+  focusOnStart: RefObject<boolean>;
+  setNote: (s: string) => void;
+}
+
+// usePtySession connects the terminal to the sandbox's PTY while the
+// sandbox runs: to the kept pid, or a new shell when there is none or it
+// is gone. generation changing connects again.
+function usePtySession(client: Client, id: string, running: boolean, generation: number, parts: SessionParts): Conn {
+  const [conn, setConn] = useState<Conn>({ kind: 'idle' });
+  useEffect(() => {
+    const t = parts.term.current!;
+    if (!running) {
+      setConn({ kind: 'idle' });
+      return;
+    }
+    let live = true;
+    const connect = (pid: number | undefined) => {
+      t.reset(); // a reattach's scrollback draws the screen again
+      setConn({ kind: 'connecting', pid });
+      parts.pty.current = new Pty(client, id, { pid, cols: t.cols, rows: t.rows }, {
+        start(p) {
+          sessionStorage.setItem(storageKey(id), String(p));
+          setConn({ kind: 'open', pid: p });
+          if (parts.focusOnStart.current) t.focus();
+          parts.focusOnStart.current = false;
+        },
+        output: (d) => t.write(d),
+        end(e) {
+          sessionStorage.removeItem(storageKey(id));
+          const text = `The shell ended${e.exitCode !== undefined ? ` (exit code ${e.exitCode})` : ''}${e.error ? `: ${e.error}` : ''}.`;
+          t.write(`\r\n[${text}]\r\n`);
+          setConn({ kind: 'ended', text });
+        },
+        closed(code, reason, started) {
+          if (!live) return;
+          if (started || code !== 1006) {
+            setConn({ kind: 'closed', text: closeText(code, reason) });
+            return;
+          }
+          void refusal(client, id, pid).then((r) => {
+            if (!live) return;
+            if (!r.gone) {
+              setConn({ kind: 'closed', text: `Could not open the terminal: ${r.text}.` });
+              return;
+            }
+            // The kept terminal is gone (its shell exited, or the sandbox
+            // was restarted): start another, no error.
+            sessionStorage.removeItem(storageKey(id));
+            parts.setNote(`Terminal ${pid} no longer exists; this is a new one.`);
+            connect(undefined);
+          });
+        },
+      });
+    };
+    connect(storedPid(id));
+    return () => {
+      live = false;
+      parts.pty.current?.detach();
+      parts.pty.current = null;
+    };
+  }, [client, id, running, generation]);
+  return conn;
+}
+
 function connText(c: Conn, running: boolean): string {
   switch (c.kind) {
     case 'idle':
@@ -210,32 +178,10 @@ function connText(c: Conn, running: boolean): string {
   }
 }
 
-// closeText explains a socket that closed under the terminal. The
-// server closes with 4000 + the HTTP status it would have answered;
-// a refusal before the upgrade reaches the page as a bare 1006.
-function closeText(code: number, reason: string, started: boolean): string {
+// closeText explains a socket that closed under the terminal: the
+// server closes with 4000 + the HTTP status it would have answered.
+function closeText(code: number, reason: string): string {
   if (code >= 4000 && code < 5000) return `Disconnected: ${reason || 'error'} (${code - 4000})`;
-  if (!started) return 'Could not open a terminal: the sandbox may be pausing, gone or unreachable.';
   if (code === 1000) return 'Disconnected.';
   return 'The connection dropped; the shell keeps running: Reconnect to reattach.';
-}
-
-// copyByCommand is the clipboard's older way, which browsers still allow
-// on plain HTTP where navigator.clipboard is missing.
-function copyByCommand(s: string): boolean {
-  const ta = document.createElement('textarea');
-  ta.value = s;
-  ta.setAttribute('readonly', '');
-  ta.style.position = 'fixed';
-  ta.style.opacity = '0';
-  document.body.appendChild(ta);
-  ta.select();
-  let ok = false;
-  try {
-    ok = document.execCommand('copy');
-  } catch {
-    ok = false;
-  }
-  ta.remove();
-  return ok;
 }
