@@ -15,7 +15,7 @@ import { PortsTab } from './ports';
 import { TerminalTab } from './terminal';
 import './sandbox.css';
 
-export const tabs = ['terminal', 'files', 'ports', 'metrics', 'logs', 'events'] as const;
+const tabs = ['terminal', 'files', 'ports', 'metrics', 'logs', 'events'] as const;
 
 // extendBy is what "+5 min" adds to the time left, in seconds.
 const extendBy = 300;
