@@ -271,31 +271,37 @@ func (s *suite) lifecycle(t *testing.T) {
 	rowState := func(want string) string {
 		return fmt.Sprintf(`document.querySelector('tr[data-sandbox=%q] .state')?.textContent.trim() === %q`, id, want)
 	}
+	pageState := func(want string) string {
+		return fmt.Sprintf(`document.querySelector("main .state")?.textContent.trim() === %q`, want)
+	}
 	b.goTo(t, "#/sandboxes")
 	b.wait(t, "the sandbox's row", rowState("running"), 20*time.Second, nil)
-
-	before := s.endAt(t, id)
-	b.click(t, button(row, "+5 min"))
-	s.waitExtended(t, id, before)
-
 	b.click(t, button(row, "Pause"))
 	b.wait(t, "the row paused", rowState("paused"), 60*time.Second, nil)
 
-	// Resumed from the sandbox's own page, whose header has the same
-	// buttons and badge.
+	// The sandbox's own page has the same buttons and badge.
 	b.goTo(t, "#/sandbox/"+id+"/events")
-	b.wait(t, "the page's paused badge", `document.querySelector("main .state")?.textContent.trim() === "paused"`, 20*time.Second, nil)
+	b.wait(t, "the page's paused badge", pageState("paused"), 20*time.Second, nil)
 	b.click(t, button("//main", "Resume"))
-	b.wait(t, "the page's running badge", `document.querySelector("main .state")?.textContent.trim() === "running"`, 60*time.Second, nil)
+	b.wait(t, "the page's running badge", pageState("running"), 60*time.Second, nil)
+	before := s.endAt(t, id)
+	b.click(t, button("//main", "+5 min"))
+	s.waitExtended(t, "the page's", id, before)
 
 	b.goTo(t, "#/sandboxes")
 	b.wait(t, "the row running", rowState("running"), 20*time.Second, nil)
+	before = s.endAt(t, id)
+	b.click(t, button(row, "+5 min"))
+	s.waitExtended(t, "the table's", id, before)
+
 	b.click(t, button(row, "Kill"))
 	b.click(t, button(row, "Really kill?"))
 	b.wait(t, "the row gone", fmt.Sprintf(`!document.querySelector('tr[data-sandbox=%q]')`, id), 30*time.Second, nil)
 	if code := s.api(t, "GET", "/sandboxes/"+id, nil, nil); code != http.StatusNotFound {
 		t.Errorf("GET /sandboxes/%s after kill: %d, want 404", id, code)
 	}
+	b.goTo(t, "#/sandbox/"+id+"/terminal")
+	b.wait(t, "its page saying it is gone", `document.querySelector("[role=alert]")?.textContent.includes("no longer exists")`, 20*time.Second, nil)
 	s.id = ""
 }
 
@@ -312,8 +318,9 @@ func (s *suite) endAt(t *testing.T, id string) time.Time {
 }
 
 // waitExtended waits until the sandbox's end moved from before by about
-// five minutes, later: "+5 min" adds to the time left.
-func (s *suite) waitExtended(t *testing.T, id string, before time.Time) {
+// five minutes, later: "+5 min" (of the page or the table, which says)
+// adds to the time left.
+func (s *suite) waitExtended(t *testing.T, which, id string, before time.Time) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -323,7 +330,7 @@ func (s *suite) waitExtended(t *testing.T, id string, before time.Time) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("after +5 min the sandbox's end moved by %v (now %v from now); want about +5m", moved.Round(time.Second), time.Until(end).Round(time.Second))
+			t.Errorf("after %s +5 min the sandbox's end moved by %v (now %v from now); want about +5m\n%s", which, moved.Round(time.Second), time.Until(end).Round(time.Second), s.tab.dump())
 			return
 		}
 		time.Sleep(200 * time.Millisecond)

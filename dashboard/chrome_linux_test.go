@@ -233,8 +233,9 @@ func (b *tab) settle(t *testing.T) {
 	b.eval(t, `new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))`, &ok)
 }
 
-// click clicks, with the mouse, the element the selector names: an
-// XPath (from /, as button makes) or else CSS.
+// click clicks, with the mouse, the element the selector names (an
+// XPath, from /, as button makes, or else CSS) once it is enabled: a
+// button disabled while an action runs takes no click, as for a user.
 func (b *tab) click(t *testing.T, sel string) {
 	t.Helper()
 	b.do(t, "click "+sel, 15*time.Second, clickOn(sel))
@@ -242,9 +243,9 @@ func (b *tab) click(t *testing.T, sel string) {
 
 func clickOn(sel string) chromedp.Action[chromedp.Void] {
 	if strings.HasPrefix(sel, "/") {
-		return chromedp.Click(chromedp.Search(sel))
+		return chromedp.Steps(chromedp.WaitEnabled(chromedp.Search(sel)), chromedp.Click(chromedp.Search(sel)))
 	}
-	return chromedp.Click(chromedp.CSS(sel))
+	return chromedp.Steps(chromedp.WaitEnabled(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel)))
 }
 
 // typeInto replaces the text of an input with text, typed key by key.

@@ -21,8 +21,8 @@ type view struct {
 }
 
 // loaded is true when the page in main has finished loading: its heading
-// is there and nothing says it is still loading.
-const loaded = `document.querySelector("main h2, main h1") && !/Loading…/.test(document.querySelector("main").innerText)`
+// is there and nothing says it is still loading or reading.
+const loaded = `document.querySelector("main h2, main h1") && !/Loading…|Reading…/.test(document.querySelector("main").innerText)`
 
 // views are the dashboard's pages with the sandbox id on them; sign-in
 // comes last, since reaching it signs out (and s.signIn back in).
@@ -34,18 +34,18 @@ func (s *suite) views(id string) []view {
 			b.wait(t, "the page "+hash, loaded+" && ("+ready+")", 30*time.Second, nil)
 		}
 	}
-	sbTab := func(name, ready string) view {
-		return view{name: name, open: route("#/sandbox/"+id+"/"+name, fmt.Sprintf(
+	sbTab := func(name string, shot bool, ready string) view {
+		return view{name: name, shot: shot, open: route("#/sandbox/"+id+"/"+name, fmt.Sprintf(
 			`location.hash === "#/sandbox/%s/%s" && document.querySelector('.tabs a[aria-current="page"]') && (%s)`, id, name, ready))}
 	}
-	vs := []view{
+	return []view{
 		{name: "sandboxes", shot: true, open: route("#/sandboxes", sandboxesShown+fmt.Sprintf(` && document.querySelector('tr[data-sandbox=%q]')`, id))},
-		sbTab("terminal", terminalLines+`.some((l) => /[$#]$/.test(l))`),
-		sbTab("files", `document.querySelector("#files-list tr[data-name]")`),
-		sbTab("ports", `document.querySelector('#ports-list a[data-port="8000"]')`),
-		sbTab("metrics", `document.querySelector("main canvas, main svg")`),
-		sbTab("logs", `true`),
-		sbTab("events", `true`),
+		sbTab("terminal", true, terminalLines+`.some((l) => /[$#]$/.test(l))`),
+		sbTab("files", true, `document.querySelector("#files-list tr[data-name]")`),
+		sbTab("ports", true, `document.querySelector('#ports-list a[data-port="8000"]')`),
+		sbTab("metrics", true, `document.querySelector("#metrics-latest") && document.querySelector("main .chart canvas")`),
+		sbTab("logs", false, `document.querySelector("#logs-list")`),
+		sbTab("events", false, `document.querySelector("#events-list li")`),
 		{name: "templates", shot: true, open: route("#/templates", `document.querySelector("main table tbody tr")`)},
 		{name: "hosts", shot: true, open: route("#/hosts", `document.querySelector("main table tbody tr, main .host")`)},
 		{name: "keys", shot: true, open: route("#/keys", `document.querySelector("main table tbody tr")`)},
@@ -54,13 +54,6 @@ func (s *suite) views(id string) []view {
 			b.wait(t, "the sign-in form", `document.querySelector("#secret")`, 10*time.Second, nil)
 		}},
 	}
-	for i := range vs {
-		switch vs[i].name {
-		case "terminal", "files", "ports", "metrics":
-			vs[i].shot = true
-		}
-	}
-	return vs
 }
 
 // leave signs back in after the sign-in view.
