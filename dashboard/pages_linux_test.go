@@ -40,6 +40,11 @@ func (s *suite) views(id string) []view {
 	}
 	return []view{
 		{name: "sandboxes", shot: true, open: route("#/sandboxes", sandboxesShown+fmt.Sprintf(` && document.querySelector('tr[data-sandbox=%q]')`, id))},
+		{name: "create form", open: func(t *testing.T) {
+			route("#/sandboxes", sandboxesShown)(t)
+			b.click(t, button("", "New sandbox"))
+			b.wait(t, "the create form", `document.querySelector("main form textarea")`, 10*time.Second, nil)
+		}},
 		sbTab("terminal", true, terminalLines+`.some((l) => /[$#]$/.test(l))`),
 		sbTab("files", true, `document.querySelector("#files-list tr[data-name]")`),
 		sbTab("ports", true, `document.querySelector('#ports-list a[data-port="8000"]')`),
@@ -111,9 +116,11 @@ func (s *suite) screenshots(t *testing.T) {
 	t.Run("phone", func(t *testing.T) {
 		b.do(t, "a phone's screen", 10*time.Second, chromedp.EmulateViewport(phoneW, phoneH, chromedp.EmulateMobile))
 		defer b.do(t, "the desktop's screen", 10*time.Second, chromedp.EmulateViewport(desktopW, desktopH))
-		for _, v := range s.views(id)[:2] {
-			v.open(t)
-			take(t, v.name+"-phone")
+		for _, v := range s.views(id) {
+			if v.name == "sandboxes" || v.name == "terminal" {
+				v.open(t)
+				take(t, v.name+"-phone")
+			}
 		}
 	})
 	t.Logf("screenshots in %s", dir)
