@@ -10,8 +10,15 @@ export const resumeSandbox = (c: Client, id: string, timeoutS = 300) => c.call('
 
 export const killSandbox = (c: Client, id: string) => c.call('DELETE', `/sandboxes/${enc(id)}`);
 
-// extendSandbox sets the sandbox to end timeoutS seconds from now.
-export const extendSandbox = (c: Client, id: string, timeoutS: number) => c.call('POST', `/sandboxes/${enc(id)}/timeout`, { timeout: timeoutS });
+// extendSeconds is what "+5 min" adds to a sandbox's time left.
+export const extendSeconds = 300;
+
+// extendSandbox adds extendSeconds to the time the sandbox has left
+// (E2B's timeout route sets the time from now, so it is sent the sum).
+export function extendSandbox(c: Client, id: string, endAt: string): Promise<unknown> {
+  const left = Math.max(0, Math.round((new Date(endAt).getTime() - Date.now()) / 1000));
+  return c.call('POST', `/sandboxes/${enc(id)}/timeout`, { timeout: left + extendSeconds });
+}
 
 // parsePairs reads "k=v" lines (or comma-separated pairs) into a map;
 // a pair without "=" is an error naming it.

@@ -232,7 +232,7 @@ function Row({ sb, index, runtime, metric, now, onChanged }: { sb: Sandbox; inde
             <button type="button" disabled={busy} onClick={() => act(() => pauseSandbox(client, sb.sandboxID))}>
               Pause
             </button>
-            <button type="button" disabled={busy} onClick={() => act(() => extendSandbox(client, sb.sandboxID, 300))} title="Give it 5 more minutes from now">
+            <button type="button" disabled={busy} onClick={() => act(() => extendSandbox(client, sb.sandboxID, sb.endAt))} title="Add 5 minutes to its time left">
               +5 min
             </button>
           </>

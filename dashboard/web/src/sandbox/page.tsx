@@ -17,8 +17,6 @@ import './sandbox.css';
 
 const tabs = ['terminal', 'files', 'ports', 'metrics', 'logs', 'events'] as const;
 
-// extendBy is what "+5 min" adds to the time left, in seconds.
-const extendBy = 300;
 
 // pausedHow says how a paused sandbox is kept (roost's detail's paused).
 const pausedHow: Record<string, string> = {
@@ -104,8 +102,7 @@ function Header({ sb, error, onChanged }: { sb: SandboxDetail; error: string; on
     });
   const left = new Date(sb.endAt).getTime() - now;
   const running = sb.state === 'running';
-  // "+5 min" adds to what is left; E2B's timeout counts from now.
-  const extend = () => extendSandbox(client, sb.sandboxID, Math.max(0, Math.round(left / 1000)) + extendBy);
+  const extend = () => extendSandbox(client, sb.sandboxID, sb.endAt);
   return (
     <section class="panel sandbox-head" aria-label="Sandbox" id="sandbox-header">
       <header class="panel-head">
