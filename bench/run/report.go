@@ -131,6 +131,31 @@ var rows = []rowSpec{
 		base: ref{"BenchmarkPTYEcho", "idle-p50-ms"}, baseNote: "idle"},
 	{metric: "PTY keystroke echo under proxy load, p99", value: ref{"BenchmarkPTYEcho", "load-p99-ms"}, unit: "ms",
 		base: ref{"BenchmarkPTYEcho", "idle-p99-ms"}, baseNote: "idle", target: &target{text: "≤ 1.5× idle", value: 1.5, atMost: true, rel: true}},
+	{metric: "dashboard terminal keystroke echo in Chromium: keydown → glyph in xterm's buffer, p50", value: ref{"BenchmarkDashboardEcho", "browser-p50-ms"}, unit: "ms",
+		base: ref{"BenchmarkDashboardEcho", "go-p50-ms"}, baseNote: "Go WebSocket client, same sandbox, in turn"},
+	{metric: "dashboard terminal keystroke echo in Chromium: keydown → glyph in xterm's buffer, p99", value: ref{"BenchmarkDashboardEcho", "browser-p99-ms"}, unit: "ms",
+		base: ref{"BenchmarkDashboardEcho", "go-p99-ms"}, baseNote: "Go WebSocket client, same sandbox, in turn", target: &target{text: "≤ 2× Go client", value: 2, atMost: true, rel: true}},
+	{metric: "dashboard terminal keystroke echo in Chromium: keydown → glyph drawn in xterm's rows (60 Hz frames), p99", value: ref{"BenchmarkDashboardEcho", "browser-drawn-p99-ms"}, unit: "ms",
+		base: ref{"BenchmarkDashboardEcho", "go-p99-ms"}, baseNote: "Go WebSocket client"},
+	{metric: "dashboard terminal keystroke echo, glyph in xterm's buffer, in a Chromium that does not hold tasks after input until its next frame (--disable-features=DeferRendererTasksAfterInput), p99", value: ref{"BenchmarkDashboardEcho", "browser-undeferred-p99-ms"}, unit: "ms",
+		base: ref{"BenchmarkDashboardEcho", "go-p99-ms"}, baseNote: "Go WebSocket client"},
+	{metric: "dashboard sandboxes table: real running sandboxes listed", value: ref{"BenchmarkDashboardTable", "sandboxes"}, unit: "",
+		target: &target{text: "1000 (quick: 50)"}},
+	{metric: "dashboard sandboxes table, signed in: navigation → \"N of N sandboxes\" with rows drawn (cold cache), p50", value: ref{"BenchmarkDashboardTable", "table-p50-ms"}, unit: "ms",
+		base: ref{"BenchmarkDashboardTable", "list-p50-ms"}, baseNote: "the same pages of GET /v2/sandboxes from Go", target: atMost(500, "≤ 500 ms")},
+	{metric: "dashboard sandboxes table: the page's own listing (its first GET /v2/sandboxes sent → its last page in), p50", value: ref{"BenchmarkDashboardTable", "table-listing-p50-ms"}, unit: "ms",
+		base: ref{"BenchmarkDashboardTable", "list-p50-ms"}, baseNote: "the same pages from Go"},
+	{metric: "dashboard sandboxes table: the host's CPUs busy with the stack and its sandboxes idle, before the loads", value: ref{"BenchmarkDashboardTable", "idle-host-busy-pct"}, unit: "%",
+		target: &target{text: "report"}},
+	{metric: "dashboard sandboxes table, slowest load", value: ref{"BenchmarkDashboardTable", "table-max-ms"}, unit: "ms",
+		base: ref{"BenchmarkDashboardTable", "list-max-ms"}, baseNote: "slowest API listing from Go"},
+	{metric: "dashboard sandboxes table scrolled to its end → last row drawn, most animation frames", value: ref{"BenchmarkDashboardTable", "scroll-frames-max"}, unit: "frames",
+		target: atMost(2, "≤ 2 frames")},
+	{metric: "dashboard sandboxes table scrolled to its end → last row in the document, p50", value: ref{"BenchmarkDashboardTable", "scroll-p50-ms"}, unit: "ms"},
+	{metric: "dashboard first page: navigation → sign-in form interactive (cold cache), p50", value: ref{"BenchmarkDashboardTable", "signin-p50-ms"}, unit: "ms",
+		base: ref{"BenchmarkDashboardTable", "page-fetch-p50-ms"}, baseNote: "GET / and its assets from Go on a new connection", target: atMost(1000, "≤ 1 s")},
+	{metric: "dashboard JavaScript shipped (dist/*.js), gzipped", value: ref{"Dashboard", "js-gzip-KiB"}, unit: "KiB",
+		target: atMost(250, "≤ 250 KB (the build's budget: 250 KiB)")},
 	{metric: "proxy requests/s, envd /health (Go, keep-alive), 16 clients", value: ref{"BenchmarkProxySandbox", "envd-proxy-req/s"}, unit: "/s",
 		base: ref{"BenchmarkProxySandbox", "envd-direct-req/s"}, baseNote: "direct to sandbox IP", target: &target{text: "≥ 0.7× direct", value: 0.7, rel: true}},
 	{metric: "proxy p99, envd /health", value: ref{"BenchmarkProxySandbox", "envd-proxy-p99-ms"}, unit: "ms",
@@ -166,6 +191,7 @@ var charts = []chartSpec{
 	{"create.png", "Sandbox create latency", []string{"create-ready", "agent-create", "create-rest", "bare-unshare"}},
 	{"exec.png", "exec `true` latency", []string{"exec-rest", "exec-e2b", "envd-start-true", "local-fork-exec"}},
 	{"pty.png", "PTY keystroke echo latency", []string{"pty-echo-idle", "pty-echo-load"}},
+	{"dashboard-echo.png", "Terminal keystroke echo: the dashboard in Chromium and a Go client", []string{"dashboard-echo-browser", "dashboard-echo-browser-drawn", "dashboard-echo-browser-undeferred", "dashboard-echo-go"}},
 	{"proxy.png", "Proxy request latency (16 clients)", []string{"proxy-envd-proxy", "proxy-envd-direct", "proxy-python-proxy", "proxy-python-direct"}},
 }
 
@@ -320,6 +346,23 @@ const methodNotes = `
 - PTY under load: the load generator (niced), the sandbox's servers, the proxy and the terminal share the machine's
   cores, so a keystroke's ~7 wake-ups (WebSocket → control plane → envd → bash → envd → control plane → WebSocket) more
   often wait behind load; the p99 is the 50th-worst of 5,000 keystrokes and still varies between runs.
+- Dashboard: headless Chromium (Debian's package, as a user runs it: frames at 60 Hz) driven over the DevTools
+  protocol; the times are the page's own (performance.now() from the navigation's start, a capture keydown listener,
+  MutationObservers), never the protocol's round trips. Echo: trusted key events typed into ` + "`cat`" + ` on the sandbox page's
+  terminal; the glyph is in xterm's buffer once the page has handled the echo's WebSocket message (xterm parses the first
+  write after input at once) and drawn once xterm's rows read it; a Go WebSocket client types the same keys into a ` + "`cat`" + `
+  of its own in the same sandbox, in turn with the browser. After a key, Chromium holds the page's other tasks until its
+  next frame (DeferRendererTasksAfterInput), so the echo's message waits up to a frame (16.7 ms) in the browser whatever
+  the page does; a second Chromium with that feature off shows the rest; drawing then waits for xterm's next frame.
+- Dashboard table: ` + "`roost up`" + ` with its sandboxes running (created through POST /v2/sandboxes by 4 clients: 1000, 50 quick);
+  each load with the browser's cache off, from the navigation's start to the status line reading "N of N sandboxes" with
+  rows in the document, and a frame later (drawn, the main thread free); the baseline is the same pages of GET
+  /v2/sandboxes (100 a page) fetched and decoded by Go. Scroll: the table's scrollTop set to its end, animation frames
+  counted until its last row is in the document. Before the loads, how busy the host's CPUs are for 5 s with the
+  sandboxes idle: an idle sandbox still costs CPU (its envd scans its listening sockets every 250-750 ms, for port
+  forwarding), and the browser shares the cores with a thousand of them. First page: the sign-in form with its button enabled, a frame later;
+  its baseline GET / and the assets it names (gzip, in parallel) by Go on a new connection. JavaScript: every dist/*.js
+  gzipped at level 9, as the build checks its budget.
 - Templates: the unpack imports an OCI layout of the base template (its tree cut into 3 gzip layers) into fresh blobs and
   materializes it into a fresh store, then ` + "`tar -xzf`" + `s the same layer files into a fresh dir on the same disk, both
   followed by a sync (MB = uncompressed layer bytes). The rebuild, pull and start-command rows run the agent over the

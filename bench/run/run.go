@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -55,7 +56,11 @@ type sizes struct {
 	// Metrics history (issue 16): the idle sandboxes whose sampling is
 	// timed, and the rounds of 50 samples of each.
 	sampled, samplingRounds int
-	duration                time.Duration // CreateThroughput; ProxySandbox loads run a sixth of it
+	// Dashboard (issue 17): keys typed in the browser's terminal (and as
+	// many by the Go client), the sandboxes its table lists, and the
+	// page loads timed against them.
+	dashKeys, dashSandboxes, dashLoads int
+	duration                           time.Duration // CreateThroughput; ProxySandbox loads run a sixth of it
 }
 
 func sizesFor(quick bool) sizes {
@@ -63,12 +68,12 @@ func sizesFor(quick bool) sizes {
 		return sizes{creates: 20, agentCreates: 10, restCreates: 10, execs: 50, e2bExecs: 20, ptyKeys: 100, forkExecs: 200,
 			envdStarts: 200, envdMiB: 64, density: 20, confinement: 5,
 			unpacks: 1, rebuilds: 5, pullCreates: 1, startCreates: 10, hibernates: 5, hibernateMany: 10, forks: 1,
-			sampled: 10, samplingRounds: 1, duration: 10 * time.Second}
+			sampled: 10, samplingRounds: 1, dashKeys: 100, dashSandboxes: 50, dashLoads: 3, duration: 10 * time.Second}
 	}
 	return sizes{creates: 200, agentCreates: 100, restCreates: 100, execs: 500, e2bExecs: 200, ptyKeys: 5000, forkExecs: 1000,
 		envdStarts: 1000, envdMiB: 256, density: 1000, confinement: 30,
 		unpacks: 3, rebuilds: 20, pullCreates: 3, startCreates: 30, hibernates: 30, hibernateMany: 100, forks: 5,
-		sampled: 100, samplingRounds: 3, duration: time.Minute}
+		sampled: 100, samplingRounds: 3, dashKeys: 2000, dashSandboxes: 1000, dashLoads: 10, duration: time.Minute}
 }
 
 // benchModule is the directory of this harness's Go module, relative to
@@ -92,6 +97,10 @@ func run(cfg config) (*results, error) {
 		}
 	}
 	envd, err := filepath.Abs(cfg.Envd)
+	if err != nil {
+		return nil, err
+	}
+	roost, err := filepath.Abs(cfg.Roost)
 	if err != nil {
 		return nil, err
 	}
@@ -150,6 +159,12 @@ func run(cfg config) (*results, error) {
 		{name: "concurrent creates", args: gotest("^BenchmarkCreateThroughput$", "1x", "./controlplane"), env: []string{dur}},
 		{name: "proxy load", args: gotest("^BenchmarkProxySandbox$", "1x", "./controlplane"), env: []string{dur}},
 		{name: "PTY echo", args: gotest("^BenchmarkPTYEcho$", x(sz.ptyKeys), "./controlplane")},
+		// The dashboard in headless Chromium: its terminal's echo on
+		// testenv's stack; its table of real sandboxes, which outnumber
+		// testenv's network slots, and its first page on a roost up.
+		{name: "dashboard terminal echo", args: gotest("^BenchmarkDashboardEcho$", x(sz.dashKeys), "./dashboard")},
+		{name: "dashboard table and first page", args: gotest("^BenchmarkDashboardTable$", x(sz.dashLoads), "./dashboard"),
+			env: []string{"ROOST_BENCH_ROOST=" + roost, "ROOST_BENCH_DASH_SANDBOXES=" + strconv.Itoa(sz.dashSandboxes)}},
 		{name: "density", args: gotest("^BenchmarkDensity$", "1x", "./runtime/namespace"),
 			env: []string{"ROOST_DENSITY=" + strconv.Itoa(sz.density)}},
 	}
@@ -176,6 +191,12 @@ func run(cfg config) (*results, error) {
 			res.Failures = append(res.Failures, fmt.Sprintf("%s: %v (output above)", s.name, err))
 		}
 		fmt.Printf("bench: %s: %s\n", s.name, time.Since(t0).Round(time.Second))
+	}
+
+	if kib, err := dashboardJS(filepath.Join("dashboard", "web", "dist")); err != nil {
+		res.Failures = append(res.Failures, "dashboard JavaScript size: "+err.Error())
+	} else {
+		res.set("Dashboard", "js-gzip-KiB", kib)
 	}
 
 	t0 := time.Now()
@@ -270,6 +291,34 @@ func e2bExec(cfg config, n int, sampleDir string, res *results) error {
 		res.set("E2B", s.Name+"-p50-ms", samples.Percentile(s.Samples, 50))
 	}
 	return interpreterBench(ctx, cfg, n, stack, res)
+}
+
+// dashboardJS is the JavaScript the dashboard ships, gzipped as its
+// build measures it (each file at level 9), in KiB: what make build put
+// in dir and the roost binary embeds.
+func dashboardJS(dir string) (float64, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.js"))
+	if err != nil {
+		return 0, err
+	}
+	if len(files) == 0 {
+		return 0, fmt.Errorf("no %s/*.js: make build builds the dashboard", dir)
+	}
+	total := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return 0, err
+		}
+		var z bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&z, gzip.BestCompression)
+		zw.Write(b)
+		if err := zw.Close(); err != nil {
+			return 0, err
+		}
+		total += z.Len()
+	}
+	return float64(total) / 1024, nil
 }
 
 // nodeStack runs the bench's node scripts against a roost up.
