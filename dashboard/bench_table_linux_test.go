@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"roost.dev/roost/bench/samples"
+	"roost.dev/roost/mountinfo"
 	"roost.dev/roost/runtime/runtimetest"
 	"roost.dev/roost/template/templatetest"
 )
@@ -428,11 +429,15 @@ func benchRemoveDataDir(b *testing.B, dir string) {
 		b.Errorf("%s still holds %d sandboxes; left in place", dir, len(left))
 		return
 	}
-	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	all, err := mountinfo.Read()
+	if err != nil {
+		b.Errorf("%v; %s left in place", err, dir)
+		return
+	}
 	var mounts []string
-	for line := range strings.SplitSeq(string(mi), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			mounts = append(mounts, f[4])
+	for _, m := range all {
+		if strings.HasPrefix(m.Target, dir+"/") {
+			mounts = append(mounts, m.Target)
 		}
 	}
 	for i := len(mounts) - 1; i >= 0; i-- {

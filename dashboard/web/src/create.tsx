@@ -2,7 +2,7 @@
 import { useState } from 'preact/hooks';
 import { type Template } from './api';
 import { parsePairs } from './actions';
-import { ErrorNote, useAction, useClient, useLoad } from './ui';
+import { FormEnd, useAction, useClient, useLoad } from './ui';
 
 interface Created {
   sandboxID: string;
@@ -77,15 +77,7 @@ export function CreateSandbox({ onClose, onCreated }: { onClose: () => void; onC
           <span>Pause instead of kill at timeout</span>
         </label>
       </div>
-      <ErrorNote error={error} />
-      <div class="actions">
-        <button type="submit" class="primary" disabled={busy}>
-          {busy ? 'Creating…' : 'Create'}
-        </button>
-        <button type="button" onClick={onClose}>
-          Cancel
-        </button>
-      </div>
+      <FormEnd error={error} busy={busy} label="Create" busyLabel="Creating…" onCancel={onClose} />
     </form>
   );
 }

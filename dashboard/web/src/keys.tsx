@@ -3,7 +3,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { type Credential, enc } from './api';
 import { saveCredential } from './session';
-import { ConfirmButton, copyText, ErrorNote, Section, time, useAction, useClient, useLoad } from './ui';
+import { ConfirmButton, copyText, ErrorNote, RowError, Section, time, useAction, useClient, useLoad } from './ui';
 import './pages.css';
 
 // KeyRow is one key of GET /api-keys (E2B's TeamAPIKey).
@@ -133,15 +133,7 @@ function KeyItem({ k, only, onChanged }: { k: KeyRow; only: boolean; onChanged: 
           </div>
         </td>
       </tr>
-      {error && (
-        <tr class="row-note">
-          <td colSpan={5}>
-            <p class="error" role="alert">
-              {error}
-            </p>
-          </td>
-        </tr>
-      )}
+      <RowError error={error} columns={5} />
     </>
   );
 }

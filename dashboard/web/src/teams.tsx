@@ -5,7 +5,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError, enc } from './api';
 import { SecretOnce } from './keys';
 import { saveCredential } from './session';
-import { bytes, ConfirmButton, ErrorNote, Section, span, time, useAction, useClient, useLoad } from './ui';
+import { bytes, ConfirmButton, ErrorNote, FormEnd, RowError, Section, span, time, useAction, useClient, useLoad } from './ui';
 import './pages.css';
 
 type Limits = Record<string, number>;
@@ -195,15 +195,7 @@ function TeamRow({ t, editing, onEdit, onChanged }: { t: TeamInfo; editing: bool
           </div>
         </td>
       </tr>
-      {error && (
-        <tr class="row-note">
-          <td colSpan={8}>
-            <p class="error" role="alert">
-              {error}
-            </p>
-          </td>
-        </tr>
-      )}
+      <RowError error={error} columns={8} />
     </>
   );
 }
@@ -275,15 +267,7 @@ function CreateTeam({ onClose, onCreated }: { onClose: () => void; onCreated: (t
         <summary>Quota (optional: empty limits take the server’s defaults)</summary>
         <LimitInputs idPrefix="new" values={values} onChange={(id, v) => setValues({ ...values, [id]: v })} />
       </details>
-      <ErrorNote error={error} />
-      <div class="actions">
-        <button type="submit" class="primary" disabled={busy}>
-          {busy ? 'Creating…' : 'Create team'}
-        </button>
-        <button type="button" onClick={onClose}>
-          Cancel
-        </button>
-      </div>
+      <FormEnd error={error} busy={busy} label="Create team" busyLabel="Creating…" onCancel={onClose} />
     </form>
   );
 }

@@ -3,7 +3,7 @@
 // the build's log as it runs.
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { ApiError, type Client, enc, q, sleep } from './api';
-import { bytes, ConfirmButton, ErrorNote, messageOf, Section, time, useAction, useClient, useLoad } from './ui';
+import { bytes, ConfirmButton, ErrorNote, FormEnd, messageOf, RowError, Section, time, useAction, useClient, useLoad } from './ui';
 import './pages.css';
 
 // TemplateRow is one template of GET /templates (E2B's Template).
@@ -193,15 +193,7 @@ function TemplateItem({ t, extra, onChanged, onFollow }: { t: TemplateRow; extra
           </div>
         </td>
       </tr>
-      {error && (
-        <tr class="row-note">
-          <td colSpan={9}>
-            <p class="error" role="alert">
-              {error}
-            </p>
-          </td>
-        </tr>
-      )}
+      <RowError error={error} columns={9} />
     </>
   );
 }
@@ -446,15 +438,7 @@ function BuildForm({ names, onClose, onStarted }: { names: string[]; onClose: ()
           <span>Run every step again (ignore the cache)</span>
         </label>
       </div>
-      <ErrorNote error={error} />
-      <div class="actions">
-        <button type="submit" class="primary" disabled={busy}>
-          {busy ? 'Starting…' : 'Build'}
-        </button>
-        <button type="button" onClick={onClose}>
-          Cancel
-        </button>
-      </div>
+      <FormEnd error={error} busy={busy} label="Build" busyLabel="Starting…" onCancel={onClose} />
     </form>
   );
 }

@@ -191,3 +191,36 @@ export function ConfirmButton({ label, confirmLabel, disabled, onConfirm }: { la
     </button>
   );
 }
+
+// FormEnd ends a form: its error, the submit button (busyLabel while the
+// submit runs) and Cancel.
+export function FormEnd({ error, busy, label, busyLabel, onCancel }: { error: string; busy: boolean; label: string; busyLabel: string; onCancel: () => void }) {
+  return (
+    <>
+      <ErrorNote error={error} />
+      <div class="actions">
+        <button type="submit" class="primary" disabled={busy}>
+          {busy ? busyLabel : label}
+        </button>
+        <button type="button" onClick={onCancel}>
+          Cancel
+        </button>
+      </div>
+    </>
+  );
+}
+
+// RowError is a table row under another that says why the other's last
+// act failed; columns is how many the table has.
+export function RowError({ error, columns }: { error: string; columns: number }) {
+  if (!error) return null;
+  return (
+    <tr class="row-note">
+      <td colSpan={columns}>
+        <p class="error" role="alert">
+          {error}
+        </p>
+      </td>
+    </tr>
+  );
+}
