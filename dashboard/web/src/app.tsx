@@ -1,17 +1,16 @@
 // The dashboard's shell: sign-in, the navigation and the page the route
 // names.
-import { useMemo, useState } from 'preact/hooks';
+import { useEffect, useMemo, useState } from 'preact/hooks';
 import { Client, type Credential, type Team } from './api';
 import { HostsPage } from './hosts';
 import { KeysPage } from './keys';
 import { href, useRoute } from './router';
-import { SandboxPage } from './sandbox/page';
 import { SandboxesPage } from './sandboxes';
 import { loadCredential, saveCredential } from './session';
 import { SignIn } from './signin';
 import { TeamsPage } from './teams';
 import { TemplatesPage } from './templates';
-import { ClientContext, useLoad } from './ui';
+import { ClientContext, ErrorNote, messageOf, useLoad } from './ui';
 
 interface Signed {
   cred: Credential;
@@ -112,7 +111,7 @@ function Page({ cred, page, args }: { cred: Credential; page: string; args: stri
     case 'sandboxes':
       return <SandboxesPage />;
     case 'sandbox':
-      return <SandboxPage id={args[0] ?? ''} tab={args[1] ?? 'terminal'} />;
+      return <LazySandboxPage id={args[0] ?? ''} tab={args[1] ?? 'terminal'} />;
     case 'templates':
       return <TemplatesPage />;
     case 'hosts':
@@ -146,4 +145,26 @@ function TeamPicker({ secret, team, onChange }: { secret: string; team: string; 
       </select>
     </label>
   );
+}
+
+type SandboxPageModule = typeof import('./sandbox/page');
+
+// sandboxPage is the sandbox page's module, loaded at its first opening:
+// it brings xterm.js and uPlot, most of the dashboard's JavaScript, which
+// the first page need not wait for.
+let sandboxPage: Promise<SandboxPageModule> | null = null;
+
+function LazySandboxPage(props: { id: string; tab: string }) {
+  const [mod, setMod] = useState<SandboxPageModule | null>(null);
+  const [error, setError] = useState('');
+  useEffect(() => {
+    sandboxPage ??= import('./sandbox/page');
+    sandboxPage.then(setMod, (e) => {
+      sandboxPage = null; // let a later opening try again
+      setError(`The sandbox page did not load: ${messageOf(e)}`);
+    });
+  }, []);
+  if (error) return <ErrorNote error={error} />;
+  if (!mod) return <p class="muted">Loading…</p>;
+  return <mod.SandboxPage {...props} />;
 }

@@ -1,7 +1,6 @@
 // The hosts page: every host that runs sandboxes, its capacity and what
 // it last reported using, refreshed every 10 s.
 import { ErrorNote, Section, span, time, useClient, useLoad, useNow } from './ui';
-import './pages.css';
 
 // HostInfo is one host of GET /v1/hosts.
 interface HostInfo {

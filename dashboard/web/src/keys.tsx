@@ -4,7 +4,6 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { type Credential, enc } from './api';
 import { saveCredential } from './session';
 import { ConfirmButton, copyText, ErrorNote, RowError, Section, time, useAction, useClient, useLoad } from './ui';
-import './pages.css';
 
 // KeyRow is one key of GET /api-keys (E2B's TeamAPIKey).
 interface KeyRow {

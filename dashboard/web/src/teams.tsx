@@ -6,7 +6,6 @@ import { ApiError, enc } from './api';
 import { SecretOnce } from './keys';
 import { saveCredential } from './session';
 import { bytes, ConfirmButton, ErrorNote, FormEnd, RowError, Section, span, time, useAction, useClient, useLoad } from './ui';
-import './pages.css';
 
 type Limits = Record<string, number>;
 

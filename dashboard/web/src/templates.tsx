@@ -4,7 +4,6 @@
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { ApiError, type Client, enc, q, sleep } from './api';
 import { bytes, ConfirmButton, ErrorNote, FormEnd, messageOf, RowError, Section, time, useAction, useClient, useLoad } from './ui';
-import './pages.css';
 
 // TemplateRow is one template of GET /templates (E2B's Template).
 interface TemplateRow {

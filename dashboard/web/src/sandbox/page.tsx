@@ -13,7 +13,6 @@ import { LogsTab } from './logs';
 import { MetricsTab } from './metrics';
 import { PortsTab } from './ports';
 import { TerminalTab } from './terminal';
-import './sandbox.css';
 
 const tabs = ['terminal', 'files', 'ports', 'metrics', 'logs', 'events'] as const;
 
