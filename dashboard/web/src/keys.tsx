@@ -2,7 +2,7 @@
 // their hashes), a new key shown the one time it can be, and revoking.
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { type Credential, enc } from './api';
-import { saveCredential } from './session';
+import { switchCredential } from './session';
 import { ConfirmButton, copyText, ErrorNote, RowError, Section, time, useAction, useClient, useLoad } from './ui';
 
 // KeyRow is one key of GET /api-keys (E2B's TeamAPIKey).
@@ -110,8 +110,7 @@ function KeyItem({ k, only, onChanged }: { k: KeyRow; only: boolean; onChanged: 
       await client.call('DELETE', `/api-keys/${enc(k.id)}`);
       if (mine) {
         // This tab's key is gone: every later call would be refused.
-        saveCredential(null);
-        location.reload();
+        switchCredential(null);
         return;
       }
       onChanged();

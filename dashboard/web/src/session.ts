@@ -18,3 +18,11 @@ export function saveCredential(c: Credential | null): void {
   if (c) sessionStorage.setItem(storageKey, JSON.stringify(c));
   else sessionStorage.removeItem(storageKey);
 }
+
+// switchCredential keeps c (or signs out, for null) and reloads the page:
+// for when an act made the credential in use invalid, so that nothing
+// still holding it calls again.
+export function switchCredential(c: Credential | null): void {
+  saveCredential(c);
+  location.reload();
+}

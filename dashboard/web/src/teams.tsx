@@ -4,7 +4,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError, enc } from './api';
 import { SecretOnce } from './keys';
-import { saveCredential } from './session';
+import { switchCredential } from './session';
 import { bytes, ConfirmButton, ErrorNote, FormEnd, RowError, Section, span, time, useAction, useClient, useLoad } from './ui';
 
 type Limits = Record<string, number>;
@@ -154,8 +154,7 @@ function TeamRow({ t, editing, onEdit, onChanged }: { t: TeamInfo; editing: bool
       }
       if (client.cred.team === t.id) {
         // The dashboard acted as this team: it must act as none now.
-        saveCredential({ ...client.cred, team: undefined });
-        location.reload();
+        switchCredential({ ...client.cred, team: undefined });
         return;
       }
       onChanged();
