@@ -118,6 +118,15 @@ type Halter interface {
 	Boot(ctx context.Context, spec Spec, state DriverState) (Instance, error)
 }
 
+// Renamer is implemented by drivers whose sandboxes' root may not set the
+// hostname itself (a namespace sandbox's UTS namespace belongs to the
+// host's user namespace): the driver gives running sandbox id the
+// hostname. In a VM, envd's /init does it. A warm pool's sandbox gets its
+// name this way when a create claims it.
+type Renamer interface {
+	SetHostname(ctx context.Context, id, hostname string) error
+}
+
 // DiskExporter is implemented by drivers that keep a sandbox's files in a
 // disk image of its own (the VM runtimes), for the manager to read them:
 // a snapshot's layer is what changed from the template's tree.

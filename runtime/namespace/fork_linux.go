@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
 	"strings"
 	"time"
 
@@ -232,32 +231,6 @@ func lendAddress(netns string, addr netip.Addr) (func(), error) {
 // hostNet is addr as a one-address network.
 func hostNet(addr netip.Addr) *net.IPNet {
 	return &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(addr.BitLen(), addr.BitLen())}
-}
-
-// setHostname gives the UTS namespace of process pid the hostname name,
-// from a thread that enters it: the sandbox's root may not (it has no
-// CAP_SYS_ADMIN), and envd's /init then writes the files that name it.
-func setHostname(pid int, name string) error {
-	done := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread() // never unlocked: the thread ends with this goroutine
-		ns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/uts", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			done <- fmt.Errorf("hostname: %w", err)
-			return
-		}
-		defer unix.Close(ns)
-		if err := unix.Setns(ns, unix.CLONE_NEWUTS); err != nil {
-			done <- fmt.Errorf("hostname: enter UTS namespace of %d: %w", pid, err)
-			return
-		}
-		if err := unix.Sethostname([]byte(name)); err != nil {
-			done <- fmt.Errorf("hostname: %w", err)
-			return
-		}
-		done <- nil
-	}()
-	return <-done
 }
 
 // readCapture reads the description of the capture in dir.

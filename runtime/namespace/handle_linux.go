@@ -70,7 +70,9 @@ func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, ids int, grou
 	defer logf.Close()
 
 	cmd := exec.Command(fmt.Sprintf("/proc/self/fd/%d", sandboxinit.FDSelf))
-	cmd.Args = []string{"roost-init", spec.ID}
+	// No sandbox ID in its command line, which the sandbox's ps shows: a
+	// warm pool's sandbox gets its ID only when a create claims it.
+	cmd.Args = []string{"roost-init"}
 	// One P is plenty for an init that mostly sleeps in wait4, and keeps
 	// its thread count (which counts against pids limits) low.
 	// The Go runtime of the init would otherwise keep the host's cgroup
@@ -295,8 +297,8 @@ func (d *Driver) Prune(ctx context.Context, keep []string) error {
 	}
 	var errs []error
 	for _, m := range ms {
-		id, ok := strings.CutPrefix(m.Source, "roost-")
-		if m.FSType != "overlay" || !ok || known(id) {
+		id, ok := overlaySandbox(m)
+		if !ok || known(id) {
 			continue
 		}
 		stateDir := strings.TrimSuffix(m.Target, "/rootfs")

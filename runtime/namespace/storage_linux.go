@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+	"roost.dev/roost/mountinfo"
 )
 
 // mountLower makes the template tree at rootfs visible at target through
@@ -243,13 +244,31 @@ func mountOverlay(id string, lowers []string, disk, target string, owner int) er
 	}
 	n := len(lowers)
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(names[:n], ":"), names[n], names[n+1])
-	if err := unix.Mount(overlaySource(id), target, "overlay", unix.MS_NODEV, opts); err != nil {
+	if err := unix.Mount(overlaySource, target, "overlay", unix.MS_NODEV, opts); err != nil {
 		return fmt.Errorf("mount overlay: %w", err)
 	}
 	return nil
 }
 
-func overlaySource(id string) string { return "roost-" + id }
+// overlaySource is the source of every sandbox's root mount, which the
+// sandbox sees in its mountinfo: it names no sandbox, so a sandbox
+// started for a warm pool, and claimed later under another ID, shows
+// nothing of the ID it started with. Drivers before it used
+// "roost-<id>".
+const overlaySource = "roost"
+
+// overlaySandbox is the ID of the sandbox whose root mount m is, if m is
+// one: the name of the state directory it is mounted in, or, on mounts
+// of older drivers, the ID in its source.
+func overlaySandbox(m mountinfo.Mount) (string, bool) {
+	if m.FSType != "overlay" || filepath.Base(m.Target) != "rootfs" {
+		return "", false
+	}
+	if id, ok := strings.CutPrefix(m.Source, overlaySource+"-"); ok {
+		return id, true
+	}
+	return filepath.Base(filepath.Dir(m.Target)), m.Source == overlaySource
+}
 
 // unmount detaches target if it is mounted; a missing or unmounted target
 // is not an error.
