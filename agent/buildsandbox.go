@@ -170,7 +170,7 @@ func (m *Manager) runBuildStep(ctx context.Context, rootfs string, argv []string
 	if err := m.freezeBuild(ctx, rt, sb); err != nil {
 		return 0, "", 0, nil, err
 	}
-	layers, err := rt.WritableLayers(rec.ID)
+	layers, err := rt.WritableLayers(rec.key())
 	if err != nil {
 		return 0, "", 0, nil, fmt.Errorf("build sandbox layer: %w", err)
 	}
@@ -235,11 +235,11 @@ func (m *Manager) discardOn(ctx context.Context, rt runtime.Runtime, rec record)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	if rt != nil {
-		if err := rt.Destroy(ctx, rec.ID); err != nil && !errGone(err) {
+		if err := rt.Destroy(ctx, rec.key()); err != nil && !errGone(err) {
 			m.log.Warn("recovery: runtime destroy failed; its prune follows", "sandbox", rec.ID, "err", err)
 		}
 	}
-	if err := m.net.Teardown(ctx, rec.ID, rec.Slot); err != nil {
+	if err := m.net.Teardown(ctx, rec.key(), rec.Slot); err != nil {
 		m.log.Warn("recovery: network teardown failed; its prune follows", "sandbox", rec.ID, "err", err)
 	}
 	m.net.Release(rec.Slot)
@@ -248,7 +248,7 @@ func (m *Manager) discardOn(ctx context.Context, rt runtime.Runtime, rec record)
 func (m *Manager) freezeBuild(ctx context.Context, rt layerRuntime, sb *sandbox) error {
 	sb.op.Lock()
 	defer sb.op.Unlock()
-	if err := rt.Pause(ctx, sb.rec.ID); err != nil {
+	if err := rt.Pause(ctx, sb.rec.key()); err != nil {
 		return fmt.Errorf("freeze build sandbox: %w", err)
 	}
 	return sb.setStateLocked(StatePaused, m.cfg.Now(), "")

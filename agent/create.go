@@ -38,6 +38,11 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Sandbox, error
 	if req.ID == "" {
 		req.ID = newID()
 	}
+	if m.pools != nil && m.pools.poolable(req) {
+		if v, ok := m.claim(ctx, req); ok {
+			return v, nil
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	now := m.cfg.Now()
@@ -186,6 +191,10 @@ func (m *Manager) start(ctx context.Context, sb *sandbox, req CreateRequest) (ph
 	}
 	since(&phases.Template)
 	slot, err := m.net.Acquire()
+	// A host with no slot left takes those of warm sandboxes first.
+	for err != nil && !req.pooled && m.pools != nil && m.pools.evictOne() {
+		slot, err = m.net.Acquire()
+	}
 	if err != nil {
 		return phases, fmt.Errorf("acquire network slot: %w: %w", ErrCapacity, err)
 	}
@@ -262,10 +271,13 @@ func (m *Manager) start(ctx context.Context, sb *sandbox, req CreateRequest) (ph
 			envdToken = req.fork.token
 		}
 	}
-	if err := m.envd.init(ctx, inst.Envd, envdToken, init); err != nil {
-		return phases, err
+	// A warm pool's sandbox takes its /init when a create claims it.
+	if !req.pooled {
+		if err := m.envd.init(ctx, inst.Envd, envdToken, init); err != nil {
+			return phases, err
+		}
+		since(&phases.Init)
 	}
-	since(&phases.Init)
 	// A fork's start command runs since its capture was made.
 	if tpl.StartCmd != "" && !forked {
 		sc := startCommand{

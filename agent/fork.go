@@ -112,7 +112,7 @@ func (m *Manager) captureForForks(ctx context.Context, f runtime.Forker, sb *san
 	// its sandbox paused, then running again.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hibernateTimeout)
 	defer cancel()
-	if err := f.Capture(cctx, rec.ID, dir); err != nil {
+	if err := f.Capture(cctx, rec.key(), dir); err != nil {
 		return forkSource{}, CreateRequest{}, fmt.Errorf("%s runtime: %w", m.rt.Name(), err)
 	}
 	base := CreateRequest{Template: rec.Template, Limits: rec.Spec.Limits, DenyInternet: !rec.Internet, EnvdToken: rec.EnvdToken, Owner: rec.Owner}

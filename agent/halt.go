@@ -57,7 +57,7 @@ func (m *Manager) haltLocked(ctx context.Context, sb *sandbox) error {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 	defer cancel()
-	state, err := h.Halt(ctx, rec.ID)
+	state, err := h.Halt(ctx, rec.key())
 	if err != nil {
 		return m.failLocked(sb, fmt.Errorf("%s runtime: %w", m.rt.Name(), err))
 	}

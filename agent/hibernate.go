@@ -43,7 +43,7 @@ func (m *Manager) Hibernate(ctx context.Context, id string) (Sandbox, error) {
 func (m *Manager) thawLocked(ctx context.Context, sb *sandbox) {
 	p, err := m.pauser()
 	if err == nil {
-		err = p.Resume(context.WithoutCancel(ctx), sb.snapshot().ID)
+		err = p.Resume(context.WithoutCancel(ctx), sb.snapshot().key())
 	}
 	if err == nil {
 		err = sb.setStateLocked(StateRunning, m.cfg.Now(), "")
@@ -105,13 +105,13 @@ func (m *Manager) hibernateLocked(ctx context.Context, sb *sandbox) error {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hibernateTimeout)
 	defer cancel()
-	state, err := s.Snapshot(ctx, rec.ID)
+	state, err := s.Snapshot(ctx, rec.key())
 	if err != nil {
 		err = fmt.Errorf("%s runtime: %w", m.rt.Name(), err)
 		// A failed snapshot may leave the sandbox running (QEMU continues
 		// after a failed migration); it must stay as paused as it says.
 		if p, perr := m.pauser(); perr == nil {
-			if perr := p.Pause(ctx, rec.ID); perr == nil {
+			if perr := p.Pause(ctx, rec.key()); perr == nil {
 				return err
 			}
 		}
@@ -134,7 +134,7 @@ func (m *Manager) ensureNetwork(ctx context.Context, sb *sandbox) error {
 	if _, err := os.Stat(rec.Spec.Network.Netns); err == nil || !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	nw, err := m.net.Setup(ctx, rec.ID, rec.Slot, rec.Internet)
+	nw, err := m.net.Setup(ctx, rec.key(), rec.Slot, rec.Internet)
 	if err != nil {
 		return fmt.Errorf("network of a sandbox whose namespace is gone: %w", err)
 	}

@@ -53,6 +53,7 @@ type reading struct {
 type sampleTarget struct {
 	sb      *sandbox
 	id      string
+	key     string // the runtime's name for it (record.key)
 	owner   string
 	rt      runtime.Runtime
 	limits  runtime.Limits
@@ -146,7 +147,7 @@ func (m *Manager) sampleTargetOf(sb *sandbox) (sampleTarget, bool) {
 	if sb.rec.State != StateRunning {
 		return sampleTarget{}, false
 	}
-	return sampleTarget{sb: sb, id: sb.rec.ID, owner: sb.rec.Owner, rt: m.runtimeOf(sb), limits: sb.rec.Spec.Limits, started: sb.rec.Started}, true
+	return sampleTarget{sb: sb, id: sb.rec.ID, key: sb.rec.key(), owner: sb.rec.Owner, rt: m.runtimeOf(sb), limits: sb.rec.Spec.Limits, started: sb.rec.Started}, true
 }
 
 // sampleLocked reads sandbox t and adds what it used since its last
@@ -167,7 +168,7 @@ func (m *Manager) sampleLocked(t sampleTarget) {
 	var st runtime.Stats
 	var err error
 	if running {
-		st, err = t.rt.Stats(m.ctx, t.id)
+		st, err = t.rt.Stats(m.ctx, t.key)
 	}
 	t.sb.op.Unlock()
 	if !running {

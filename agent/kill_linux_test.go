@@ -32,6 +32,7 @@ const helperEnv = "ROOST_AGENT_TEST_HELPER"
 type helperConfig struct {
 	DataDir, Envd  string
 	SlotLo, SlotHi int
+	WarmPools      map[string]int
 }
 
 // runHelperAgent is a whole agent in its own process, like `roost agent`:
@@ -44,7 +45,8 @@ func runHelperAgent() {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	templates := template.NewStore(filepath.Join(templatetest.CacheDir(), "templates"), log)
-	m, _, err := newAgent(cfg.DataDir, cfg.Envd, cfg.SlotLo, cfg.SlotHi, nil, templates, log)
+	m, _, err := newAgent(cfg.DataDir, cfg.Envd, cfg.SlotLo, cfg.SlotHi, nil, templates, log,
+		func(c *agent.Config) { c.WarmPools = cfg.WarmPools })
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "agent:", err)
 		os.Exit(1)
@@ -72,30 +74,7 @@ func (w lineLog) Write(p []byte) (int, error) {
 // the next agent re-adopts it.
 func TestAgentKill9(t *testing.T) {
 	h := newHost(t)
-	cfg, _ := json.Marshal(helperConfig{DataDir: h.dataDir, Envd: h.envd, SlotLo: h.slotLo, SlotHi: h.slotHi})
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), helperEnv+"="+string(cfg))
-	cmd.Stderr = lineLog{t}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killed := false
-	defer func() {
-		if !killed {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	}()
-	addr, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatalf("agent process: %v", err)
-	}
-	client := hostagentv1connect.NewHostAgentServiceClient(http.DefaultClient, "http://"+strings.TrimSpace(addr),
-		connect.WithInterceptors(bearer(agentToken)))
+	client := startHelperAgent(t, h, nil)
 	ctx := ctxT(t)
 	id, token := testID("kill-"), "kill-token"
 	created, err := client.CreateSandbox(ctx, connect.NewRequest(&hostagentv1.CreateSandboxRequest{
@@ -107,12 +86,7 @@ func TestAgentKill9(t *testing.T) {
 	envd := created.Msg.GetSandbox().GetEnvdAddress()
 	mustExec(t, envd, token, "echo survived > ~/file; (nohup sleep 100000 >/dev/null 2>&1 &)")
 
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
-	killed = true
-
+	client.kill()
 	// No agent runs now; the sandbox does.
 	if out := mustExec(t, envd, token, "cat ~/file; pgrep -c -x sleep"); out != "survived\n1\n" {
 		t.Errorf("with the agent dead: %q, want the file and the process", out)
@@ -133,4 +107,47 @@ func TestAgentKill9(t *testing.T) {
 	if err := b.m.Destroy(dctx, id); err != nil {
 		t.Fatalf("destroy after re-adoption: %v", err)
 	}
+}
+
+// helperAgent is an agent process of runHelperAgent's, and its client.
+type helperAgent struct {
+	hostagentv1connect.HostAgentServiceClient
+	cmd    *exec.Cmd
+	killed bool
+}
+
+// kill kills the agent process with SIGKILL and waits for it.
+func (a *helperAgent) kill() {
+	if a.killed {
+		return
+	}
+	a.killed = true
+	_ = a.cmd.Process.Kill()
+	_ = a.cmd.Wait()
+}
+
+// startHelperAgent starts an agent process on h, with warm pools of the
+// given sizes (nil: none), killed when the test ends.
+func startHelperAgent(t *testing.T, h *host, warmPools map[string]int) *helperAgent {
+	t.Helper()
+	cfg, _ := json.Marshal(helperConfig{DataDir: h.dataDir, Envd: h.envd, SlotLo: h.slotLo, SlotHi: h.slotHi, WarmPools: warmPools})
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), helperEnv+"="+string(cfg))
+	cmd.Stderr = lineLog{t}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	a := &helperAgent{cmd: cmd}
+	t.Cleanup(a.kill)
+	addr, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("agent process: %v", err)
+	}
+	a.HostAgentServiceClient = hostagentv1connect.NewHostAgentServiceClient(http.DefaultClient, "http://"+strings.TrimSpace(addr),
+		connect.WithInterceptors(bearer(agentToken)))
+	return a
 }

@@ -57,10 +57,10 @@ func (m *Manager) destroyLocked(ctx context.Context, sb *sandbox, reason string)
 	}
 	m.syncVolumes(ctx, rec)
 	rt := m.runtimeOf(sb)
-	if err := rt.Destroy(ctx, rec.ID); err != nil && !errGone(err) {
+	if err := rt.Destroy(ctx, rec.key()); err != nil && !errGone(err) {
 		return fail(rt.Name()+" runtime", err)
 	}
-	if err := m.net.Teardown(ctx, rec.ID, rec.Slot); err != nil {
+	if err := m.net.Teardown(ctx, rec.key(), rec.Slot); err != nil {
 		return fail("network", err)
 	}
 	// Stopped before its slot is free: the slot's address may go to the
@@ -110,7 +110,7 @@ func (m *Manager) pauseLocked(ctx context.Context, sb *sandbox) error {
 	m.syncVolumes(ctx, rec)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 	defer cancel()
-	if err := p.Pause(ctx, rec.ID); err != nil {
+	if err := p.Pause(ctx, rec.key()); err != nil {
 		return m.failLocked(sb, fmt.Errorf("%s runtime: %w", m.rt.Name(), err))
 	}
 	if err := sb.setStateLocked(StatePaused, m.cfg.Now(), ""); err != nil {
@@ -163,7 +163,7 @@ func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration, 
 		}
 		octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 		defer cancel()
-		if err := p.Resume(octx, id); err != nil {
+		if err := p.Resume(octx, rec.key()); err != nil {
 			return Sandbox{}, fmt.Errorf("resume sandbox %s: %w", id, m.failLocked(sb, fmt.Errorf("%s runtime: %w", m.rt.Name(), err)))
 		}
 	}

@@ -87,6 +87,13 @@ type Config struct {
 	// Registerer receives the agent's metrics (docs/prometheus.md); nil
 	// registers them nowhere. New fails when it has them already.
 	Registerer prometheus.Registerer
+	// WarmPools names the templates whose sandboxes are kept started
+	// ahead of creates (pool.go), with how many each keeps at least for
+	// the default shape; demand grows a pool beyond it. Nil: no pools.
+	WarmPools map[string]int
+	// WarmPoolMemoryMB bounds the memory the warm sandboxes use
+	// together; default DefaultWarmPoolMemoryMB.
+	WarmPoolMemoryMB int64
 }
 
 // Timeouts for operations that must finish once begun, whatever happens to
@@ -137,6 +144,8 @@ type Manager struct {
 	envdDigest    string               // the envd binary's sha256, once read
 
 	vols *volumes // the host's volumes (volume.go)
+
+	pools *pools // the warm pools (pool.go); nil without any
 
 	metrics *metrics // prometheus.go
 }
@@ -242,6 +251,10 @@ func New(ctx context.Context, cfg Config, rt runtime.Runtime, nw *network.Manage
 		log.Warn("captures of forks left behind", "dir", m.forksDir(), "err", err)
 	}
 	m.wg.Go(m.reapLoop)
+	if len(cfg.WarmPools) > 0 {
+		m.pools = newPools(m, cfg.WarmPools, cfg.WarmPoolMemoryMB)
+		m.wg.Go(m.pools.fillLoop)
+	}
 	if err := m.startSampler(); err != nil {
 		m.Close()
 		return nil, err
@@ -251,7 +264,8 @@ func New(ctx context.Context, cfg Config, rt runtime.Runtime, nw *network.Manage
 }
 
 // Close stops the reaper and any template build and waits for them. It
-// leaves every sandbox running.
+// leaves every sandbox running, but for the warm pools', which it
+// destroys.
 func (m *Manager) Close() {
 	m.cancel()
 	m.wg.Wait()

@@ -95,10 +95,16 @@ var (
 		"vCPUs the host's sandboxes are given, summed.", nil, nil)
 	sandboxMemoryDesc = prometheus.NewDesc("roost_agent_sandbox_memory_bytes",
 		"Memory the host's sandboxes are given, summed.", nil, nil)
+	warmDesc = prometheus.NewDesc("roost_agent_warm_sandboxes",
+		"Warm pools' sandboxes started and unclaimed, by template.", []string{"template"}, nil)
+	warmMemoryDesc = prometheus.NewDesc("roost_agent_warm_memory_bytes",
+		"Memory the warm pools' sandboxes use (working set), by template.", []string{"template"}, nil)
+	warmClaimsDesc = prometheus.NewDesc("roost_agent_warm_pool_creates_total",
+		"Creates of pooled templates, by whether a warm sandbox served them (hit) or not (miss).", []string{"outcome"}, nil)
 )
 
 func (c hostCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{hostInfoDesc, hostCPUsDesc, hostMemoryDesc, hostMaxDesc, sandboxesDesc, sandboxVCPUsDesc, sandboxMemoryDesc} {
+	for _, d := range []*prometheus.Desc{hostInfoDesc, hostCPUsDesc, hostMemoryDesc, hostMaxDesc, sandboxesDesc, sandboxVCPUsDesc, sandboxMemoryDesc, warmDesc, warmMemoryDesc, warmClaimsDesc} {
 		ch <- d
 	}
 }
@@ -125,4 +131,19 @@ func (c hostCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(sandboxVCPUsDesc, float64(vcpus))
 	gauge(sandboxMemoryDesc, float64(memMB<<20))
+	if m.pools == nil {
+		return
+	}
+	pools, hits, misses := m.PoolStats()
+	ready, mem := map[string]int{}, map[string]int64{}
+	for _, p := range pools {
+		ready[p.Template] += p.Ready
+		mem[p.Template] += p.MemoryBytes
+	}
+	for t := range m.pools.sizes {
+		gauge(warmDesc, float64(ready[t]), t)
+		gauge(warmMemoryDesc, float64(mem[t]), t)
+	}
+	ch <- prometheus.MustNewConstMetric(warmClaimsDesc, prometheus.CounterValue, float64(hits), "hit")
+	ch <- prometheus.MustNewConstMetric(warmClaimsDesc, prometheus.CounterValue, float64(misses), "miss")
 }

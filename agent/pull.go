@@ -260,6 +260,9 @@ func (m *Manager) treeInUse(name string) bool {
 		}
 	}
 	m.mu.Unlock()
+	if m.pools != nil && m.pools.usesTree(name) {
+		return true
+	}
 	m.pullMu.Lock()
 	defer m.pullMu.Unlock()
 	for d := range m.pulls {

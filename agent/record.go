@@ -22,9 +22,12 @@ import (
 // misread them. Version 1 has no driver state: the runtime drivers kept
 // their own then, in files in the sandbox's state directory, and read
 // them still when given none. Version 2 has no tree and no build marker:
-// its sandboxes run on the tree their template names, for users.
+// its sandboxes run on the tree their template names, for users. Version
+// 3 has no pooled sandboxes: each is named by its ID where version 4's
+// may be named by its spec's (record.key), so that an agent of version 3
+// would remove a claimed pool sandbox as a stray.
 const (
-	recordVersion = 3
+	recordVersion = 4
 	oldestRecord  = 1
 )
 
@@ -47,9 +50,12 @@ type record struct {
 	Tree string `json:"tree,omitempty"`
 	// Build marks an internal sandbox: a build step's, or the one a
 	// template's capture is made of (kept in <data>/builds/sandboxes).
-	Build bool   `json:"build,omitempty"`
-	State State  `json:"state"`
-	Error string `json:"error,omitempty"`
+	Build bool `json:"build,omitempty"`
+	// Pooled marks a sandbox of a warm pool that no create has claimed
+	// yet (pool.go): it has no identity, and no one sees it.
+	Pooled bool   `json:"pooled,omitempty"`
+	State  State  `json:"state"`
+	Error  string `json:"error,omitempty"`
 	// Slot is the network slot the sandbox holds.
 	Slot int `json:"slot"`
 	// Spec is what the runtime was given; Recover needs it again.
@@ -85,6 +91,16 @@ type record struct {
 	Owner string `json:"owner,omitempty"`
 }
 
+// key is the name the runtime and the network know the sandbox by: its
+// ID, or, for a sandbox claimed from a warm pool (pool.go), the ID it
+// was started under before it had one of its own.
+func (r record) key() string {
+	if r.Spec.ID != "" {
+		return r.Spec.ID
+	}
+	return r.ID
+}
+
 func (r record) timeout() time.Duration { return time.Duration(r.TimeoutSecs) * time.Second }
 
 // clone returns a copy that shares no maps or buffers with r.
@@ -99,12 +115,23 @@ func (r record) clone() record {
 // writeRecord stores rec in dir atomically: a reader (or a crash) sees the
 // old record or the new one, never a mix.
 func writeRecord(dir string, rec record) error {
+	return storeRecord(dir, rec, atomicfile.Write)
+}
+
+// replaceRecord is writeRecord without the syncs, for the record of a
+// sandbox that runs, and ran before: a crash of the host ends its
+// processes, and the next agent removes it whichever record it finds.
+func replaceRecord(dir string, rec record) error {
+	return storeRecord(dir, rec, atomicfile.Replace)
+}
+
+func storeRecord(dir string, rec record, write func(string, []byte, os.FileMode) error) error {
 	rec.Version = recordVersion
 	b, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode sandbox record: %w", err)
 	}
-	if err := atomicfile.Write(filepath.Join(dir, recordFile), b, 0o600); err != nil {
+	if err := write(filepath.Join(dir, recordFile), b, 0o600); err != nil {
 		return fmt.Errorf("write sandbox record: %w", err)
 	}
 	return nil

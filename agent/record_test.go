@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -81,7 +82,7 @@ func TestRecordVersion(t *testing.T) {
 		name, body string
 		check      func(t *testing.T, hdr recordHeader, err error)
 	}{
-		{"newer version", `{"version": 4, "id": "abc", "slot": 9, "somethingNew": true}`, func(t *testing.T, hdr recordHeader, err error) {
+		{"newer version", `{"version": 5, "id": "abc", "slot": 9, "somethingNew": true}`, func(t *testing.T, hdr recordHeader, err error) {
 			if !errors.Is(err, errRecordVersion) {
 				t.Errorf("err = %v, want errRecordVersion", err)
 			}
@@ -171,7 +172,7 @@ func TestRecordVersion1(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(filepath.Join(dir, recordFile))
-	if !bytes.Contains(b, []byte(`"version": 3`)) || bytes.Contains(b, []byte(`"driver"`)) {
+	if !bytes.Contains(b, []byte(fmt.Sprintf(`"version": %d`, recordVersion))) || bytes.Contains(b, []byte(`"driver"`)) {
 		t.Errorf("rewritten record:\n%s", b)
 	}
 	again, _, err := readRecord(dir)

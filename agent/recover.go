@@ -51,7 +51,7 @@ func (m *Manager) recover(ctx context.Context) error {
 			log.Warn("recovery: removing sandbox", "reason", "no readable record (crashed while being created)", "err", err)
 			orphans = append(orphans, dir)
 			continue
-		case rec.ID != id:
+		case rec.key() != id:
 			log.Warn("recovery: removing sandbox", "reason", "record names another sandbox", "record_id", rec.ID)
 			orphans = append(orphans, dir)
 			continue
@@ -63,7 +63,7 @@ func (m *Manager) recover(ctx context.Context) error {
 		}
 		sb := &sandbox{dir: dir, rec: rec}
 		if m.adopt(ctx, sb) {
-			m.sandboxes[id] = sb
+			m.sandboxes[rec.ID] = sb
 			keep(id, rec.Slot)
 		} else {
 			orphans = append(orphans, dir)
@@ -100,8 +100,12 @@ func (m *Manager) recover(ctx context.Context) error {
 func (m *Manager) adopt(ctx context.Context, sb *sandbox) bool {
 	rec := sb.rec
 	log := m.log.With("sandbox", rec.ID, "state", rec.State.String(), "slot", rec.Slot)
-	if rec.State == StateStarting || rec.State == StateStopped {
-		log.Info("recovery: removing sandbox", "reason", "the previous agent stopped while it was "+rec.State.String())
+	if rec.State == StateStarting || rec.State == StateStopped || rec.Pooled {
+		reason := "the previous agent stopped while it was " + rec.State.String()
+		if rec.Pooled {
+			reason = "a warm pool's, unclaimed (pools start empty)"
+		}
+		log.Info("recovery: removing sandbox", "reason", reason)
 		// Adopted first so the runtime's Destroy knows what to remove.
 		if _, err := m.rt.Recover(ctx, rec.Spec, rec.Driver); err != nil && !errGone(err) {
 			log.Warn("recovery: runtime recover failed; its prune follows", "err", err)
@@ -164,10 +168,10 @@ func (m *Manager) discard(ctx context.Context, sb *sandbox) {
 	log := m.log.With("sandbox", rec.ID)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	if err := m.rt.Destroy(ctx, rec.ID); err != nil && !errGone(err) {
+	if err := m.rt.Destroy(ctx, rec.key()); err != nil && !errGone(err) {
 		log.Warn("recovery: runtime destroy failed; its prune follows", "err", err)
 	}
-	if err := m.net.Teardown(ctx, rec.ID, rec.Slot); err != nil {
+	if err := m.net.Teardown(ctx, rec.key(), rec.Slot); err != nil {
 		log.Warn("recovery: network teardown failed; its prune follows", "err", err)
 	}
 	m.net.Release(rec.Slot)

@@ -75,6 +75,9 @@ type CreateRequest struct {
 	capture bool
 	// fork is the capture of a sandbox this one is a fork of (Fork).
 	fork *forkSource
+	// pooled marks a warm pool's sandbox: it starts with no identity,
+	// and takes no /init until a create claims it (pool.go).
+	pooled bool
 }
 
 // hostLimits bound what one sandbox may ask for.

@@ -94,12 +94,12 @@ func (m *Manager) snapshotLocked(ctx context.Context, sb *sandbox, env map[strin
 func (m *Manager) upperLayers(ctx context.Context, sb *sandbox, rt layerRuntime) ([]content.Descriptor, error) {
 	rec := sb.snapshot()
 	if rec.State == StateRunning {
-		if err := rt.Pause(ctx, rec.ID); err != nil {
+		if err := rt.Pause(ctx, rec.key()); err != nil {
 			return nil, fmt.Errorf("freeze it while its layer is read: %w", err)
 		}
 		defer m.thawAfterSnapshot(ctx, sb, rt)
 	}
-	written, err := rt.WritableLayers(rec.ID)
+	written, err := rt.WritableLayers(rec.key())
 	if err != nil {
 		return nil, fmt.Errorf("%s runtime: %w", m.rt.Name(), err)
 	}
@@ -117,8 +117,9 @@ func (m *Manager) upperLayers(ctx context.Context, sb *sandbox, rt layerRuntime)
 // thawAfterSnapshot resumes a sandbox a snapshot paused; one that will not
 // resume is in error.
 func (m *Manager) thawAfterSnapshot(ctx context.Context, sb *sandbox, p runtime.Pauser) {
-	id := sb.snapshot().ID
-	if err := p.Resume(context.WithoutCancel(ctx), id); err != nil {
+	rec := sb.snapshot()
+	id := rec.ID
+	if err := p.Resume(context.WithoutCancel(ctx), rec.key()); err != nil {
 		m.log.Error("sandbox not resumed after its snapshot", "sandbox", id, "err", err)
 		_ = m.failLocked(sb, fmt.Errorf("resume after snapshot: %w", err))
 	}

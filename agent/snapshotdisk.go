@@ -71,12 +71,12 @@ func (m *Manager) exportQuiet(ctx context.Context, sb *sandbox, rt runtime.DiskE
 		return err
 	}
 	if rec.State == StatePaused {
-		if err := p.Resume(ctx, rec.ID); err != nil {
+		if err := p.Resume(ctx, rec.key()); err != nil {
 			return m.failLocked(sb, fmt.Errorf("resume it to sync its files: %w", err))
 		}
 	}
 	m.syncFiles(ctx, rec)
-	if err := p.Pause(ctx, rec.ID); err != nil {
+	if err := p.Pause(ctx, rec.key()); err != nil {
 		return m.failLocked(sb, fmt.Errorf("pause it while its disk is read: %w", err))
 	}
 	if rec.State == StateRunning {

@@ -45,7 +45,7 @@ func TestAgentRecoversVersion1Record(t *testing.T) {
 		Driver  runtime.DriverState `json:"driver"`
 	}
 	readJSON(t, filepath.Join(dir, "sandbox.json"), &rec)
-	if rec.Version != 3 || rec.Driver.IsZero() {
+	if rec.Version != 4 || rec.Driver.IsZero() {
 		t.Errorf("record after re-adoption: version %d, driver state %s", rec.Version, rec.Driver.Data)
 	}
 	if err := b.m.Destroy(ctx, sb.ID); err != nil {
