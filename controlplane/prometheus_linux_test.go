@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"roost.dev/roost/agent"
 	"roost.dev/roost/controlplane"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/namespace"
@@ -187,10 +188,10 @@ func newMetricsTestenv(t *testing.T) (*testenv, string) {
 		t.Skipf("namespace runtime unavailable: %s", a.Reason)
 	}
 	agentReg, reg := prometheus.NewPedanticRegistry(), prometheus.NewPedanticRegistry()
-	e := newTestenvMetered(t, controlplane.Config{Registerer: reg, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+	e := newTestenvAgent(t, controlplane.Config{Registerer: reg, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		MetricsToken: metricsToken}, storetest.SQLiteURL(t), func(dataDir string, log *slog.Logger) (runtime.Runtime, error) {
 		return namespace.New(namespace.Config{DataDir: filepath.Join(dataDir, "runtime", "namespace")}, log)
-	}, agentReg)
+	}, func(c *agent.Config) { c.Registerer = agentReg })
 	agentMetrics := httptest.NewServer(promhttp.HandlerFor(agentReg, promhttp.HandlerOpts{}))
 	t.Cleanup(agentMetrics.Close)
 	return e, agentMetrics.URL

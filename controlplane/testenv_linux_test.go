@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"roost.dev/roost/agent"
@@ -73,13 +72,22 @@ func newTestenv(t testing.TB, cfg controlplane.Config) *testenv {
 //	})
 func newTestenvDB(t testing.TB, cfg controlplane.Config, dbURL string) *testenv {
 	t.Helper()
+	requireNamespace(t)
+	return newTestenvRuntime(t, cfg, dbURL, namespaceRuntime)
+}
+
+// requireNamespace skips t where the namespace runtime cannot run.
+func requireNamespace(t testing.TB) {
+	t.Helper()
 	runtimetest.RequireRoot(t)
 	if a := namespace.Probe(); !a.Available {
 		t.Skipf("namespace runtime unavailable: %s", a.Reason)
 	}
-	return newTestenvRuntime(t, cfg, dbURL, func(dataDir string, log *slog.Logger) (runtime.Runtime, error) {
-		return namespace.New(namespace.Config{DataDir: filepath.Join(dataDir, "runtime", "namespace")}, log)
-	})
+}
+
+// namespaceRuntime is the namespace runtime, its state under dataDir.
+func namespaceRuntime(dataDir string, log *slog.Logger) (runtime.Runtime, error) {
+	return namespace.New(namespace.Config{DataDir: filepath.Join(dataDir, "runtime", "namespace")}, log)
 }
 
 // newRuntime makes the agent's runtime driver, its state under dataDir.
@@ -89,13 +97,13 @@ type newRuntime func(dataDir string, log *slog.Logger) (runtime.Runtime, error)
 // newRT makes (the caller has checked it is available).
 func newTestenvRuntime(t testing.TB, cfg controlplane.Config, dbURL string, newRT newRuntime) *testenv {
 	t.Helper()
-	return newTestenvMetered(t, cfg, dbURL, newRT, nil)
+	return newTestenvAgent(t, cfg, dbURL, newRT, nil)
 }
 
-// newTestenvMetered is newTestenvRuntime with the agent's metrics in
-// agentReg (nil: none); the store's go to cfg.Registerer, as roost
-// server wires them.
-func newTestenvMetered(t testing.TB, cfg controlplane.Config, dbURL string, newRT newRuntime, agentReg prometheus.Registerer) *testenv {
+// newTestenvAgent is newTestenvRuntime with the test's changes to the
+// agent's Config (nil: none), such as a Registerer for its metrics (the
+// store's go to cfg.Registerer, as roost server wires them) or warm pools.
+func newTestenvAgent(t testing.TB, cfg controlplane.Config, dbURL string, newRT newRuntime, configure func(*agent.Config)) *testenv {
 	t.Helper()
 	templatetest.Base(t) // builds the base template on first use; cached after
 	level := slog.LevelDebug
@@ -110,8 +118,12 @@ func newTestenvMetered(t testing.TB, cfg controlplane.Config, dbURL string, newR
 		cfg.Blobs = content.NewBlobs(filepath.Join(dataDir, "blobs"))
 	}
 
-	m := startAgentConfig(t, agent.Config{DataDir: dataDir, Envd: runtimetest.Envd(t), Version: "test", SkipPrune: true,
-		Blobs: cfg.Blobs, SharedBlobs: true, MetricsInterval: testMetricsInterval, Registerer: agentReg}, newRT, log.With("component", "agent"))
+	agentCfg := agent.Config{DataDir: dataDir, Envd: runtimetest.Envd(t), Version: "test", SkipPrune: true,
+		Blobs: cfg.Blobs, SharedBlobs: true, MetricsInterval: testMetricsInterval}
+	if configure != nil {
+		configure(&agentCfg)
+	}
+	m := startAgentConfig(t, agentCfg, newRT, log.With("component", "agent"))
 	agentSrv := httptest.NewServer(agent.NewServer(m, agent.ServerConfig{Token: agentToken}, log).Handler())
 	t.Cleanup(func() {
 		// Last: whatever the test left runs on this agent.

@@ -50,6 +50,7 @@ type agentOptions struct {
 
 	// volumeDir is --volume-dir: where the host's volumes are.
 	volumeDir string
+	warm      warmPoolOptions
 }
 
 func newAgentCmd() *cobra.Command {
@@ -82,6 +83,7 @@ and requires --token (or $` + tokenEnv + `) on every request.`,
 	o.net.addFlags(cmd)
 	o.cache.addFlags(cmd)
 	o.metrics.addFlags(cmd, false)
+	o.warm.addFlags(cmd, nil)
 	f.StringVar(&o.volumeDir, "volume-dir", "", "where volumes' images are kept (default DATA_DIR/volumes); agents of one control plane whose --volume-dir is one shared directory (NFS) may mount each other's volumes (docs/persistence.md)")
 	f.StringVar(&o.server, "server", "", "control plane (roost server) URL to register with and heartbeat to, e.g. https://10.0.0.1:3000")
 	f.StringVar(&o.registrationToken, "registration-token", "", "one-time registration token from 'roost server token' (default $"+registrationTokenEnv+"); needed on first start only, and to register again")
@@ -114,7 +116,7 @@ func runAgent(ctx context.Context, o *agentOptions) error {
 	if err != nil {
 		return err
 	}
-	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, &o.net, templateHost{budget: int64(o.cache.budget), volumeDir: o.volumeDir}, metrics.reg, log)
+	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, &o.net, hostSetup{budget: int64(o.cache.budget), volumeDir: o.volumeDir, warm: &o.warm}, metrics.reg, log)
 	if err != nil {
 		return err
 	}
@@ -194,8 +196,9 @@ func serveRegistered(ctx context.Context, o *agentOptions, dataDir string, m *ag
 	return errors.Join(regErr, serveErr)
 }
 
-// templateHost is how a host keeps the control plane's templates.
-type templateHost struct {
+// hostSetup is how a host keeps the control plane's templates, its
+// volumes and its warm pools.
+type hostSetup struct {
 	// budget is the cache's disk budget in bytes; 0 is the default.
 	budget int64
 	// shared: the blobs are the control plane's own (roost up).
@@ -203,19 +206,24 @@ type templateHost struct {
 	// volumeDir is where the host's volume images are; "" is
 	// <data>/volumes.
 	volumeDir string
+	warm      *warmPoolOptions
 }
 
 // openManager builds the host's sandbox manager: the runtime driver, the
 // network, the template store and content, and the sandboxes recovered
 // from dataDir. `roost agent` serves it over RPC; `roost up` also drives
 // it in-process.
-func openManager(ctx context.Context, dataDir, runtimeName, envdFlag string, noPrune bool, netOpts *networkOptions, tpl templateHost,
+func openManager(ctx context.Context, dataDir, runtimeName, envdFlag string, noPrune bool, netOpts *networkOptions, tpl hostSetup,
 	reg prometheus.Registerer, log *slog.Logger) (*agent.Manager, error) {
 	// A --runtime this build cannot run is the first thing to report.
 	if _, err := selectRuntime(runtimeName); err != nil {
 		return nil, err
 	}
 	if _, err := netOpts.config(false); err != nil {
+		return nil, err
+	}
+	warmPools, warmMemoryMB, err := tpl.warm.config()
+	if err != nil {
 		return nil, err
 	}
 	envd, err := findEnvd(envdFlag)
@@ -243,6 +251,7 @@ func openManager(ctx context.Context, dataDir, runtimeName, envdFlag string, noP
 		DataDir: dataDir, Envd: envd, Version: buildVersion(), SkipPrune: noPrune,
 		Blobs: newBlobs(dataDir), SharedBlobs: tpl.shared, TemplateCache: tpl.budget,
 		BuildRuntime: buildRuntime(ctx, rt, dataDir, log), VolumeDir: tpl.volumeDir, Registerer: reg,
+		WarmPools: warmPools, WarmPoolMemoryMB: warmMemoryMB,
 	}, rt, nw, templates, log.With("component", "manager"))
 }
 

@@ -22,6 +22,10 @@ import (
 	"roost.dev/roost/template/content"
 )
 
+// upWarmPools are roost up's warm pools unless --warm-pool says
+// otherwise: creates of base are claims of a running sandbox.
+var upWarmPools = map[string]int{"base": 2}
+
 type upOptions struct {
 	dataDir string
 	listen  string
@@ -39,6 +43,7 @@ type upOptions struct {
 
 	// volumeDir is --volume-dir: where the host's volumes are.
 	volumeDir string
+	warm      warmPoolOptions
 }
 
 func newUpCmd() *cobra.Command {
@@ -73,6 +78,7 @@ Plain HTTP on --listen is the default.`,
 	f.Var(&o.quota, "team-quota", teamQuotaUsage)
 	o.net.addFlags(cmd)
 	o.cache.addFlags(cmd)
+	o.warm.addFlags(cmd, upWarmPools)
 	f.StringVar(&o.volumeDir, "volume-dir", "", "where volumes' images are kept (default DATA_DIR/volumes); may be shared storage such as NFS (docs/persistence.md)")
 	return cmd
 }
@@ -93,7 +99,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 		return err
 	}
 	// The agent shares the control plane's blobs: nothing to transfer.
-	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, &o.net, templateHost{budget: int64(o.cache.budget), shared: true, volumeDir: o.volumeDir}, metrics.reg, log)
+	m, err := openManager(ctx, dataDir, o.runtime, o.envd, o.noPrune, &o.net, hostSetup{budget: int64(o.cache.budget), shared: true, volumeDir: o.volumeDir, warm: &o.warm}, metrics.reg, log)
 	if err != nil {
 		return err
 	}
