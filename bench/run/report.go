@@ -102,6 +102,16 @@ var rows = []rowSpec{
 		base: ref{"BenchmarkBareUnshare", "p50-ms"}, baseNote: "bare unshare", target: atMost(80, "≤ 80 ms")},
 	{metric: "POST /v2/sandboxes → 201 ready, p99", value: ref{"BenchmarkCreateREST", "p99-ms"}, unit: "ms",
 		base: ref{"BenchmarkBareUnshare", "p99-ms"}, baseNote: "bare unshare"},
+	{metric: "warm-pool create: POST /v2/sandboxes → 201 ready, claimed from the pool, p50", value: ref{"BenchmarkCreateWarm", "p50-ms"}, unit: "ms",
+		base: ref{"BenchmarkCreateREST", "p50-ms"}, baseNote: "a cold create (REST create above)", target: atMost(3, "≤ 3 ms")},
+	{metric: "warm-pool create, p99", value: ref{"BenchmarkCreateWarm", "p99-ms"}, unit: "ms",
+		base: ref{"BenchmarkCreateREST", "p99-ms"}, baseNote: "a cold create", target: atMost(10, "≤ 10 ms")},
+	{metric: "a burst of creates from 16 clients, pool of 32: all ready (1,000 creates; 100 quick)", value: ref{"BenchmarkCreateBurst", "all-ready-s"}, unit: "s",
+		target: atMost(10, "≤ 10 s")},
+	{metric: "the burst's creates served by the pool", value: ref{"BenchmarkCreateBurst", "pool-hits"}, unit: "",
+		target: &target{text: "report"}},
+	{metric: "memory of an idle warm sandbox (its cgroup's working set)", value: ref{"BenchmarkCreateWarm", "warm-idle-MiB"}, unit: "MiB",
+		target: &target{text: "report"}},
 	{metric: "POST /v2/sandboxes → 201 ready with the audit log, lifecycle events and a webhook, p50", value: ref{"BenchmarkCreateRESTLogged", "logged-p50-ms"}, unit: "ms",
 		base: ref{"BenchmarkCreateRESTLogged", "unlogged-p50-ms"}, baseNote: "the same server with them off, alternating",
 		target: &target{text: "≤ 1.05× without", value: 1.05, atMost: true, rel: true}},
@@ -188,7 +198,7 @@ type chartSpec struct {
 }
 
 var charts = []chartSpec{
-	{"create.png", "Sandbox create latency", []string{"create-ready", "agent-create", "create-rest", "bare-unshare"}},
+	{"create.png", "Sandbox create latency", []string{"create-ready", "agent-create", "create-rest", "create-warm", "bare-unshare"}},
 	{"exec.png", "exec `true` latency", []string{"exec-rest", "exec-e2b", "envd-start-true", "local-fork-exec"}},
 	{"pty.png", "PTY keystroke echo latency", []string{"pty-echo-idle", "pty-echo-load"}},
 	{"dashboard-echo.png", "Terminal keystroke echo: the dashboard in Chromium and a Go client", []string{"dashboard-echo-browser", "dashboard-echo-browser-drawn", "dashboard-echo-browser-undeferred", "dashboard-echo-go"}},

@@ -60,7 +60,9 @@ type sizes struct {
 	// many by the Go client), the sandboxes its table lists, and the
 	// page loads timed against them.
 	dashKeys, dashSandboxes, dashLoads int
-	duration                           time.Duration // CreateThroughput; ProxySandbox loads run a sixth of it
+	// Warm pools (issue 18): the creates of a burst from 16 clients.
+	burst    int
+	duration time.Duration // CreateThroughput; ProxySandbox loads run a sixth of it
 }
 
 func sizesFor(quick bool) sizes {
@@ -68,12 +70,12 @@ func sizesFor(quick bool) sizes {
 		return sizes{creates: 20, agentCreates: 10, restCreates: 10, execs: 50, e2bExecs: 20, ptyKeys: 100, forkExecs: 200,
 			envdStarts: 200, envdMiB: 64, density: 20, confinement: 5,
 			unpacks: 1, rebuilds: 5, pullCreates: 1, startCreates: 10, hibernates: 5, hibernateMany: 10, forks: 1,
-			sampled: 10, samplingRounds: 1, dashKeys: 100, dashSandboxes: 50, dashLoads: 3, duration: 10 * time.Second}
+			sampled: 10, samplingRounds: 1, dashKeys: 100, dashSandboxes: 50, dashLoads: 3, burst: 100, duration: 10 * time.Second}
 	}
 	return sizes{creates: 200, agentCreates: 100, restCreates: 100, execs: 500, e2bExecs: 200, ptyKeys: 5000, forkExecs: 1000,
 		envdStarts: 1000, envdMiB: 256, density: 1000, confinement: 30,
 		unpacks: 3, rebuilds: 20, pullCreates: 3, startCreates: 30, hibernates: 30, hibernateMany: 100, forks: 5,
-		sampled: 100, samplingRounds: 3, dashKeys: 2000, dashSandboxes: 1000, dashLoads: 10, duration: time.Minute}
+		sampled: 100, samplingRounds: 3, dashKeys: 2000, dashSandboxes: 1000, dashLoads: 10, burst: 1000, duration: time.Minute}
 }
 
 // benchModule is the directory of this harness's Go module, relative to
@@ -154,6 +156,9 @@ func run(cfg config) (*results, error) {
 		{name: "metrics sampling", args: gotest("^BenchmarkMetricsSampling$", x(sz.samplingRounds), "./agent"),
 			env: []string{"ROOST_BENCH_SAMPLED=" + strconv.Itoa(sz.sampled)}},
 		{name: "REST create", args: gotest("^BenchmarkCreateREST$", x(sz.restCreates), "./controlplane")},
+		{name: "warm-pool create", args: gotest("^BenchmarkCreateWarm$", x(sz.restCreates), "./controlplane")},
+		{name: "warm-pool burst", args: gotest("^BenchmarkCreateBurst$", "1x", "./controlplane"),
+			env: []string{"ROOST_BENCH_BURST=" + strconv.Itoa(sz.burst)}},
 		{name: "REST create with audit and events", args: gotest("^BenchmarkCreateRESTLogged$", x(2*sz.restCreates), "./controlplane")},
 		{name: "REST exec", args: gotest("^BenchmarkExecTrueREST$", x(sz.execs), "./controlplane")},
 		{name: "concurrent creates", args: gotest("^BenchmarkCreateThroughput$", "1x", "./controlplane"), env: []string{dur}},
