@@ -31,7 +31,12 @@ import (
 // another, and WebSocket upgrades need it.
 type Upstream struct {
 	envd, user *http.Transport
-	envdPort   int
+	// inline takes the requests to sandboxes that need neither a body
+	// streamed alongside the response nor an upgrade: most of them. Its
+	// connections are per sandbox run and port and held by one request
+	// at a time, so envd's and the user ports' stay apart there too.
+	inline   *inlineTransport
+	envdPort int
 	// port says which sandbox port a request is for.
 	port func(*http.Request) int
 }
@@ -40,12 +45,15 @@ type Upstream struct {
 // (wire.EnvdPort but in tests); port tells, for each request, the sandbox
 // port it is for (not the port it is sent to, which may be an agent's).
 func NewUpstream(envdPort int, port func(*http.Request) int) *Upstream {
-	return &Upstream{envd: newTransport(), user: newTransport(), envdPort: envdPort, port: port}
+	return &Upstream{envd: newTransport(), user: newTransport(), inline: newInlineTransport(), envdPort: envdPort, port: port}
 }
 
 // RoundTrip sends req on its port's pool. A connection that could not be
 // made fails with a *DialError.
 func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	if inlineable(req) {
+		return u.inline.RoundTrip(req)
+	}
 	if u.port(req) == u.envdPort {
 		return u.envd.RoundTrip(req)
 	}
@@ -56,6 +64,7 @@ func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 func (u *Upstream) Close() {
 	u.envd.CloseIdleConnections()
 	u.user.CloseIdleConnections()
+	u.inline.closeIdle()
 }
 
 func newTransport() *http.Transport {
