@@ -200,6 +200,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		errdefs.WriteHTTP(w, http.StatusNotFound, "no sandbox in request")
 		return
 	}
+	p.ServeRoute(w, r, route)
+}
+
+// ServeRoute proxies r along route, which Match returned for it: for a
+// caller that has matched r already.
+func (p *Proxy) ServeRoute(w http.ResponseWriter, r *http.Request, route Route) {
 	w, r, counted := p.metrics.track(w, r, route.Port == p.envdPort)
 	defer counted()
 	if route.Form == FormPath && r.URL.EscapedPath() == route.Prefix &&
@@ -233,7 +239,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	defer FullDuplex(w, r)()
+	if r.Body != nil && r.Body != http.NoBody {
+		defer FullDuplex(w, r)()
+	}
 	ctx = context.WithValue(ctx, routeKey{}, route)
 	if t.Direct != nil {
 		inst, err := t.Direct(route.SandboxID)
