@@ -220,6 +220,7 @@ func (c *inlineConn) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 	b := &inlineBody{c: c, ctx: ctx, body: resp.Body, stop: stop, reuse: !resp.Close && !req.Close}
 	if resp.Body == http.NoBody {
+		// The connection is free again before the response is used.
 		b.end(true)
 		return resp, nil
 	}
@@ -303,7 +304,9 @@ func (b *inlineBody) end(complete bool) {
 	}
 	// stop is false when the request's context ended first and its
 	// deadline may be on the connection.
-	if b.stop() && complete && b.reuse {
+	// Bytes after the response's end are no answer to anything the
+	// connection will send: it cannot be trusted with another request.
+	if b.stop() && complete && b.reuse && b.c.br.Buffered() == 0 {
 		b.c.t.put(b.c)
 		return
 	}

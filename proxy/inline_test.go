@@ -313,3 +313,55 @@ func TestInlineHeaderLimit(t *testing.T) {
 		t.Fatalf("round trip: %v", err)
 	}
 }
+
+// A connection whose server sent more than the response (a second,
+// unasked-for response) is not used again: that would be the answer to
+// the next request.
+func TestInlineUnsolicited(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n := conns.Add(1)
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					answer := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+					if n == 1 {
+						answer += "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"
+					}
+					if _, err := io.WriteString(c, answer); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	addr := netip.MustParseAddrPort(ln.Addr().String())
+	u := NewUpstream(49983, func(*http.Request) int { return int(addr.Port()) })
+	defer u.Close()
+	for i := range 2 {
+		resp, err := u.RoundTrip(sandboxRequest(t, context.Background(), "GET", "sb.1", addr, "/"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := readAll(t, resp); body != "ok" {
+			t.Fatalf("request %d got %q", i, body)
+		}
+	}
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2", n)
+	}
+}
