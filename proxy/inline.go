@@ -35,9 +35,11 @@ import (
 // had closed while idle sent again once on a new connection (the
 // requests are idempotent), the request's context ending the round trip
 // and the body's reading, idle connections closed after idleTimeout.
-// Unlike http.Transport, an idle connection that the server closes is
-// not noticed until it is used (or times out), and nothing is read from
-// it meanwhile.
+// Unlike http.Transport, nothing is read from an idle connection: one
+// that the server closes is noticed when it is next used (or times out),
+// and bytes its server sends while it is idle would be read as the next
+// request's answer. Such a connection only ever carries answers from
+// that one server of that one sandbox, which chooses its answers anyway.
 type inlineTransport struct {
 	idleTimeout    time.Duration
 	maxIdlePerHost int
