@@ -123,7 +123,9 @@ func (p *sandboxProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := proxyTarget{key: inst.Key, addr: netip.AddrPortFrom(inst.Addr, port), rawPath: rest}
-	defer proxy.FullDuplex(w, r)()
+	if r.Body != nil && r.Body != http.NoBody {
+		defer proxy.FullDuplex(w, r)()
+	}
 	ctx := proxy.ToSandbox(context.WithValue(r.Context(), targetKey{}, t), t.key, t.addr)
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
 }

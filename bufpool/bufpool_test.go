@@ -16,3 +16,12 @@ func TestPool(t *testing.T) {
 		}
 	}
 }
+
+// A buffer's round trip through the pool allocates nothing once warm.
+func TestPoolAllocs(t *testing.T) {
+	p := New()
+	p.Put(p.Get())
+	if n := testing.AllocsPerRun(100, func() { p.Put(p.Get()) }); n != 0 {
+		t.Fatalf("Get and Put allocate %v times", n)
+	}
+}

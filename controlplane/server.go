@@ -223,8 +223,8 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 // access token signed it (see serveSignedFile).
 func (s *Server) Handler() http.Handler {
 	return s.timeOps(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := s.proxy.Match(r); ok {
-			s.proxy.ServeHTTP(w, r)
+		if route, ok := s.proxy.Match(r); ok {
+			s.proxy.ServeRoute(w, r, route)
 			return
 		}
 		if s.serveSignedFile(w, r) {

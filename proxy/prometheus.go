@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -17,6 +18,40 @@ type Metrics struct {
 	requests      *prometheus.CounterVec
 	requestBytes  *prometheus.CounterVec
 	responseBytes *prometheus.CounterVec
+	// envd and user are each kind's series, found once: a lookup by
+	// label values hashes them and takes the vector's lock, on every
+	// request.
+	envd, user kindCounters
+}
+
+// kindCounters are one kind's series.
+type kindCounters struct {
+	kind    string
+	in, out prometheus.Counter
+	// requests by status class (see classIndex), made at their first
+	// use so that a class that never occurred has no series.
+	requests [6]atomic.Pointer[prometheus.Counter]
+}
+
+// classIndex is StatusClass's index in kindCounters.requests: 0 for
+// none, 1 to 5 for 1xx to 5xx.
+func classIndex(status int) int {
+	if status < 100 || status > 599 {
+		return 0
+	}
+	return status / 100
+}
+
+// counted counts one request of this kind that ended with status.
+func (k *kindCounters) counted(m *Metrics, status int) {
+	i := classIndex(status)
+	c := k.requests[i].Load()
+	if c == nil {
+		counter := m.requests.WithLabelValues(k.kind, StatusClass(status))
+		k.requests[i].Store(&counter)
+		c = &counter
+	}
+	(*c).Inc()
 }
 
 // Kinds of proxied traffic, the kind label's values.
@@ -47,10 +82,13 @@ func NewMetrics(r prometheus.Registerer) (*Metrics, error) {
 			return nil, err
 		}
 	}
-	// Every kind's series exist from the start, at zero.
-	for _, kind := range []string{kindEnvd, kindUser} {
-		m.requestBytes.WithLabelValues(kind)
-		m.responseBytes.WithLabelValues(kind)
+	// Every kind's byte series exist from the start, at zero.
+	for _, k := range []*kindCounters{&m.envd, &m.user} {
+		k.kind = kindUser
+		if k == &m.envd {
+			k.kind = kindEnvd
+		}
+		k.in, k.out = m.requestBytes.WithLabelValues(k.kind), m.responseBytes.WithLabelValues(k.kind)
 	}
 	return m, nil
 }
@@ -62,18 +100,17 @@ func (m *Metrics) track(w http.ResponseWriter, r *http.Request, envd bool) (http
 	if m == nil {
 		return w, r, func() {}
 	}
-	kind := kindUser
+	k := &m.user
 	if envd {
-		kind = kindEnvd
+		k = &m.envd
 	}
-	in, out := m.requestBytes.WithLabelValues(kind), m.responseBytes.WithLabelValues(kind)
-	mw := &meteredWriter{ResponseWriter: w, in: in, out: out}
+	mw := &meteredWriter{ResponseWriter: w, in: k.in, out: k.out}
 	if r.Body != nil && r.Body != http.NoBody {
-		body := &meteredBody{ReadCloser: r.Body, n: in}
+		body := &meteredBody{ReadCloser: r.Body, n: k.in}
 		r = r.WithContext(r.Context()) // a shallow copy
 		r.Body = body
 	}
-	return mw, r, func() { m.requests.WithLabelValues(kind, StatusClass(mw.status)).Inc() }
+	return mw, r, func() { k.counted(m, mw.status) }
 }
 
 // StatusClass is a status as a metric's label: "2xx" for 200 and so on;

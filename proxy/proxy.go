@@ -125,14 +125,6 @@ type target struct {
 	rp       *httputil.ReverseProxy
 }
 
-// routeKey carries a request's Route from ServeHTTP to Rewrite and
-// ModifyResponse.
-type routeKey struct{}
-
-// directKey carries a direct request's sandbox address and port from
-// ServeHTTP to Rewrite and proxyFailed.
-type directKey struct{}
-
 // New returns a Proxy. It starts nothing; Close releases idle connections.
 func New(cfg Config, r Resolver, log *slog.Logger) *Proxy {
 	if cfg.Domain == "" {
@@ -173,8 +165,10 @@ func (p *Proxy) Close() {
 
 // routePort is the sandbox port of a request on its way out.
 func routePort(req *http.Request) int {
-	route, _ := req.Context().Value(routeKey{}).(Route)
-	return route.Port
+	if h := hopOf(req.Context()); h != nil {
+		return h.route.Port
+	}
+	return 0
 }
 
 // Evict drops what the proxy remembers of a sandbox, so its next request
@@ -200,6 +194,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		errdefs.WriteHTTP(w, http.StatusNotFound, "no sandbox in request")
 		return
 	}
+	p.ServeRoute(w, r, route)
+}
+
+// ServeRoute proxies r along route, which Match returned for it: for a
+// caller that has matched r already.
+func (p *Proxy) ServeRoute(w http.ResponseWriter, r *http.Request, route Route) {
 	w, r, counted := p.metrics.track(w, r, route.Port == p.envdPort)
 	defer counted()
 	if route.Form == FormPath && r.URL.EscapedPath() == route.Prefix &&
@@ -233,8 +233,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	defer FullDuplex(w, r)()
-	ctx = context.WithValue(ctx, routeKey{}, route)
+	if r.Body != nil && r.Body != http.NoBody {
+		defer FullDuplex(w, r)()
+	}
+	h := &hop{route: route}
 	if t.Direct != nil {
 		inst, err := t.Direct(route.SandboxID)
 		if err != nil {
@@ -247,16 +249,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.resolveFailed(w, r, route, err)
 			return
 		}
-		direct := sandboxTarget{id: inst.Key, addr: netip.AddrPortFrom(inst.Addr, uint16(route.Port))}
-		ctx = ToSandbox(context.WithValue(ctx, directKey{}, direct), direct.id, direct.addr)
+		h.toSandbox = true
+		h.sandbox = sandboxTarget{id: inst.Key, addr: netip.AddrPortFrom(inst.Addr, uint16(route.Port))}
 		// A refused dial is retried while a server starts; a sandbox
 		// killed meanwhile must end the retries at once (not running,
-		// 502), and its address, soon another sandbox's, not be dialled.
-		ctx = withStillThere(ctx, func() bool {
-			now, err := t.Direct(route.SandboxID)
-			return err == nil && now == inst
-		})
+		// 502), and its address, soon another sandbox's, not be dialled
+		// (stillThere).
+		h.direct, h.inst = t.Direct, inst
 	}
+	ctx = context.WithValue(ctx, hopKey{}, h)
 	t.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
@@ -390,14 +391,14 @@ func (p *Proxy) newTarget(res Target) *target {
 
 // rewrite sends the request to {agent}/proxy/{id}/{port}{path}?{query}.
 func (t *target) rewrite(pr *httputil.ProxyRequest) {
-	route := pr.In.Context().Value(routeKey{}).(Route)
+	h := hopOf(pr.In.Context())
+	route, isDirect := h.route, h.toSandbox
 	u := pr.Out.URL
 	u.User, u.Fragment, u.RawFragment = nil, "", ""
 	var escaped string
-	direct, isDirect := pr.In.Context().Value(directKey{}).(sandboxTarget)
 	if isDirect {
 		escaped = route.Path
-		u.Scheme, u.Host = "http", SandboxHost(direct.id, direct.addr)
+		u.Scheme, u.Host = "http", SandboxHost(h.sandbox.id, h.sandbox.addr)
 	} else {
 		escaped = t.basePath + wire.ProxyPrefix + route.SandboxID + "/" + strconv.Itoa(route.Port) + route.Path
 		u.Scheme, u.Host = t.AgentURL.Scheme, t.AgentURL.Host
@@ -446,12 +447,12 @@ const pathFormCSP = "sandbox allow-scripts allow-forms allow-popups allow-popups
 // Browsers belong on the subdomain form, where each sandbox port is an
 // origin of its own.
 func modifyResponse(resp *http.Response) error {
-	route, _ := resp.Request.Context().Value(routeKey{}).(Route)
-	if route.Form != FormPath {
+	h := hopOf(resp.Request.Context())
+	if h == nil || h.route.Form != FormPath {
 		return nil
 	}
 	if loc := resp.Header.Get("Location"); loc != "" {
-		resp.Header.Set("Location", rewriteLocation(loc, route.Prefix, resp.Request.Host))
+		resp.Header.Set("Location", rewriteLocation(loc, h.route.Prefix, resp.Request.Host))
 	}
 	resp.Header.Del("Set-Cookie")
 	resp.Header.Add("Content-Security-Policy", pathFormCSP)
@@ -471,7 +472,7 @@ func (p *Proxy) proxyFailed(w http.ResponseWriter, r *http.Request, t *target, e
 		p.evictTarget(t)
 	}
 	timeout := errors.Is(err, errdefs.ErrTimeout)
-	if d, ok := r.Context().Value(directKey{}).(sandboxTarget); ok {
+	if d, ok := sandboxOf(r.Context()); ok {
 		direct := d.addr
 		// No agent in between: the sandbox's own server failed to answer.
 		msg := fmt.Sprintf("sandbox %s: nothing answers on port %d", t.SandboxID, direct.Port())

@@ -3,7 +3,6 @@ package proxy
 import (
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"roost.dev/roost/wire"
@@ -65,9 +64,8 @@ func (p *Proxy) Match(r *http.Request) (Route, bool) {
 	if r.URL == nil {
 		return Route{}, false
 	}
-	if id, port, rest, ok := parsePath(r.URL.EscapedPath()); ok {
-		return Route{SandboxID: id, Port: port, Path: rest, Form: FormPath,
-			Prefix: wire.ProxyPrefix + id + "/" + strconv.Itoa(port)}, true
+	if id, port, prefix, rest, ok := parsePath(r.URL.EscapedPath()); ok {
+		return Route{SandboxID: id, Port: port, Path: rest, Form: FormPath, Prefix: prefix}, true
 	}
 	return Route{}, false
 }
@@ -109,26 +107,28 @@ func parseHost(host, domain string) (id string, port int, ok bool) {
 	return id, port, true
 }
 
-// parsePath splits an escaped /proxy/{id}/{port}[/rest] path. rest keeps its
-// escaping and starts with "/" ("/" when the path ends at the port).
-func parsePath(escaped string) (id string, port int, rest string, ok bool) {
+// parsePath splits an escaped /proxy/{id}/{port}[/rest] path. prefix is
+// /proxy/{id}/{port}; rest keeps its escaping and starts with "/" ("/"
+// when the path ends at the port). Both are escaped's own bytes.
+func parsePath(escaped string) (id string, port int, prefix, rest string, ok bool) {
 	tail, ok := strings.CutPrefix(escaped, wire.ProxyPrefix)
 	if !ok {
-		return "", 0, "", false
+		return "", 0, "", "", false
 	}
 	id, tail, ok = strings.Cut(tail, "/")
 	if !ok || !validID(id) {
-		return "", 0, "", false
+		return "", 0, "", "", false
 	}
-	portStr, rest, hasRest := strings.Cut(tail, "/")
+	portStr, _, hasRest := strings.Cut(tail, "/")
 	port, ok = parsePort(portStr)
 	if !ok {
-		return "", 0, "", false
+		return "", 0, "", "", false
 	}
+	end := len(escaped) - len(tail) + len(portStr)
 	if !hasRest {
-		return id, port, "/", true
+		return id, port, escaped[:end], "/", true
 	}
-	return id, port, "/" + rest, true
+	return id, port, escaped[:end], escaped[end:], true
 }
 
 // parsePort accepts a decimal port 1-65535 without sign or leading zero.

@@ -31,7 +31,12 @@ import (
 // another, and WebSocket upgrades need it.
 type Upstream struct {
 	envd, user *http.Transport
-	envdPort   int
+	// inline takes the requests to sandboxes that need neither a body
+	// streamed alongside the response nor an upgrade: most of them. Its
+	// connections are per sandbox run and port and held by one request
+	// at a time, so envd's and the user ports' stay apart there too.
+	inline   *inlineTransport
+	envdPort int
 	// port says which sandbox port a request is for.
 	port func(*http.Request) int
 }
@@ -40,12 +45,15 @@ type Upstream struct {
 // (wire.EnvdPort but in tests); port tells, for each request, the sandbox
 // port it is for (not the port it is sent to, which may be an agent's).
 func NewUpstream(envdPort int, port func(*http.Request) int) *Upstream {
-	return &Upstream{envd: newTransport(), user: newTransport(), envdPort: envdPort, port: port}
+	return &Upstream{envd: newTransport(), user: newTransport(), inline: newInlineTransport(), envdPort: envdPort, port: port}
 }
 
 // RoundTrip sends req on its port's pool. A connection that could not be
 // made fails with a *DialError.
 func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	if inlineable(req) {
+		return u.inline.RoundTrip(req)
+	}
 	if u.port(req) == u.envdPort {
 		return u.envd.RoundTrip(req)
 	}
@@ -56,6 +64,7 @@ func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 func (u *Upstream) Close() {
 	u.envd.CloseIdleConnections()
 	u.user.CloseIdleConnections()
+	u.inline.closeIdle()
 }
 
 func newTransport() *http.Transport {
@@ -80,13 +89,31 @@ func newTransport() *http.Transport {
 	}
 }
 
-// sandboxKey carries, in a request's context, the sandbox the request
-// goes straight to (not through an agent) and its address.
-type sandboxKey struct{}
+// hopKey carries a request's *hop in its context: one value per request,
+// for all the proxy and the upstream need to know of it.
+type hopKey struct{}
+
+// hop is what the proxy knows of a request on its way out.
+type hop struct {
+	// route is the control plane's Proxy's Route; zero from ToSandbox.
+	route Route
+	// toSandbox: the request goes straight to sandbox, not to an agent.
+	toSandbox bool
+	sandbox   sandboxTarget
+	// direct and inst, when direct is set, tell whether the sandbox still
+	// runs as inst (see stillThere).
+	direct func(sandboxID string) (Instance, error)
+	inst   Instance
+}
 
 type sandboxTarget struct {
 	id   string
 	addr netip.AddrPort
+}
+
+func hopOf(ctx context.Context) *hop {
+	h, _ := ctx.Value(hopKey{}).(*hop)
+	return h
 }
 
 // Instance is one run of a sandbox: where its ports answer, and a key
@@ -110,7 +137,7 @@ func InstanceKey(id string, pid int) string { return id + "." + strconv.Itoa(pid
 // until they time out; the next sandbox on its network slot, or the same
 // sandbox booted afresh or restored, would get them, to be reset.
 func ToSandbox(ctx context.Context, key string, addr netip.AddrPort) context.Context {
-	return context.WithValue(ctx, sandboxKey{}, sandboxTarget{id: key, addr: addr})
+	return context.WithValue(ctx, hopKey{}, &hop{toSandbox: true, sandbox: sandboxTarget{id: key, addr: addr}})
 }
 
 // SandboxHost is the URL host of a request to port addr of the sandbox
@@ -120,8 +147,10 @@ func SandboxHost(key string, addr netip.AddrPort) string {
 }
 
 func sandboxOf(ctx context.Context) (sandboxTarget, bool) {
-	t, ok := ctx.Value(sandboxKey{}).(sandboxTarget)
-	return t, ok
+	if h := hopOf(ctx); h != nil && h.toSandbox {
+		return h.sandbox, true
+	}
+	return sandboxTarget{}, false
 }
 
 // DialError is a connection to an upstream that could not be made: nothing
@@ -191,20 +220,16 @@ func WriteUpstreamError(w http.ResponseWriter, err error, msg string) int {
 	return status
 }
 
-// stillThereKey carries a request's check that its sandbox still runs at
-// the address the request is sent to (see withStillThere).
-type stillThereKey struct{}
-
-// withStillThere gives ctx's request a check that its sandbox still runs
-// where the request goes; retryTransport asks it before every retry.
-func withStillThere(ctx context.Context, check func() bool) context.Context {
-	return context.WithValue(ctx, stillThereKey{}, check)
-}
-
-// stillThere runs ctx's check; without one the target is taken to stay.
+// stillThere says whether ctx's request's sandbox still runs where the
+// request goes, asking the in-process agent (hop.direct); without one the
+// target is taken to stay.
 func stillThere(ctx context.Context) bool {
-	check, ok := ctx.Value(stillThereKey{}).(func() bool)
-	return !ok || check()
+	h := hopOf(ctx)
+	if h == nil || h.direct == nil {
+		return true
+	}
+	now, err := h.direct(h.route.SandboxID)
+	return err == nil && now == h.inst
 }
 
 // retryTransport retries idempotent, bodiless requests while the sandbox's

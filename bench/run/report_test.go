@@ -128,3 +128,33 @@ func tableLine(md, metric string) string {
 	}
 	return ""
 }
+
+// TestDiffTarget: a target on roost − baseline is met or missed by that
+// difference, not by the ratio or roost's value, and the difference shows.
+func TestDiffTarget(t *testing.T) {
+	r := rowSpec{metric: "hop", value: ref{"B", "cpu"}, unit: "µs", base: ref{"B", "base-cpu"}, baseNote: "direct",
+		target: atMostAbove(40, "≤ 40 µs above direct")}
+	for _, tc := range []struct {
+		v, base    float64
+		ratio, met string
+	}{
+		{91, 25, "3.64×, +66.0 µs", "**no: missed**"},
+		{60, 25, "2.40×, +35.0 µs", "yes"},
+		{65, 25, "2.60×, +40.0 µs", "yes"},
+		{20, 25, "0.80×, −5.00 µs", "yes"},
+		{40, 0, "+40.0 µs", "yes"},
+	} {
+		res := newResults()
+		res.set("B", "cpu", tc.v)
+		res.set("B", "base-cpu", tc.base)
+		c := cells(res, r)
+		if c[3] != tc.ratio || c[5] != tc.met {
+			t.Errorf("%v above %v: ratio %q, met %q; want %q, %q", tc.v, tc.base, c[3], c[5], tc.ratio, tc.met)
+		}
+	}
+	res := newResults()
+	res.set("B", "cpu", 50)
+	if c := cells(res, r); c[2] != "not measured" || c[5] != "no baseline" {
+		t.Errorf("without a baseline: %q", c)
+	}
+}
