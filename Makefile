@@ -132,12 +132,13 @@ test-e2b-python-domain: build
 # the JS suite's core group with its own SDK and the newest published one
 # (at least 128 of 129 each; the extended group is reported), and the Python
 # SDK's core group (at least 240 of 246). Skip unless root and unless
-# ../shared/e2b-suite and ../shared/e2b-python are there.
+# ../shared/e2b-suite and ../shared/e2b-python are there. The JS suite runs
+# with roost up's warm pool (docs/pools.md), the Python suite without one.
 test-e2b-suite: build
 	bash test/e2b-suite/run.sh js
 
 test-e2b-python: build
-	bash test/e2b-suite/run.sh python
+	ROOST_SUITE_WARM_POOL=base=0 bash test/e2b-suite/run.sh python
 
 # The dashboard's screenshots in docs/dashboard (the README shows them):
 # its browser test (dashboard/browser_linux_test.go: headless Chromium

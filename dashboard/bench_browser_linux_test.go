@@ -184,6 +184,9 @@ func (tab *benchTab) insertText(s string) {
 //
 //   - signin: the sign-in form is in the document, its button enabled
 //     (Preact attaches the handlers as it inserts the elements);
+//   - rows: the first rows of the sandboxes table are in the document
+//     (the table draws the first page of the listing while the others
+//     load);
 //   - tableN: the sandboxes page's status line reads "N of N sandboxes"
 //     and rows of the table are in the document;
 //
@@ -207,6 +210,7 @@ const loadProbe = `(() => {
       const btn = s && s.form && s.form.querySelector('button[type=submit]');
       if (btn && !btn.disabled) { set('signinDOM', performance.now()); later('signin'); }
     }
+    if (marks.rowsDOM === undefined && document.querySelector('tr[data-sandbox]')) { set('rowsDOM', performance.now()); later('rows'); }
     const status = document.querySelector('p[aria-live]');
     const m = status && /^(\d+) of (\d+) sandboxes$/.exec(status.textContent.trim());
     if (m && m[1] === m[2] && document.querySelector('tr[data-sandbox]')) {

@@ -29,6 +29,9 @@
 #   ROOST_SUITE_EXTENDED  0 skips the JS extended group
 #   ROOST_SUITE_RESULTS   the suites' logs, kept after the run (default /var/tmp/roost-e2b-suite-results)
 #   ROOST_TEST_CACHE      the shared template cache (default /var/tmp/roost-test-cache)
+#   ROOST_SUITE_WARM_POOL roost up's --warm-pool (default: its own, base=2;
+#                         `make test-e2b-python` runs with base=0, so that
+#                         the suites run with warm pools and without)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -172,8 +175,10 @@ run_python() {
 
 # --no-prune: other roost processes on this host (developers' stacks,
 # other tests) own the roost-prefixed leftovers this one did not make.
-stack_start "127.0.0.1:$port" --no-prune || fail "$STACK_ERROR"
-say "roost up on $STACK_API, data in $STACK_DATA"
+up_args=(--no-prune)
+[[ -z "${ROOST_SUITE_WARM_POOL:-}" ]] || up_args+=(--warm-pool "$ROOST_SUITE_WARM_POOL")
+stack_start "127.0.0.1:$port" "${up_args[@]}" || fail "$STACK_ERROR"
+say "roost up on $STACK_API, data in $STACK_DATA, warm pool: ${ROOST_SUITE_WARM_POOL:-the default}"
 "run_$mode"
 rc=0
 say "ok"

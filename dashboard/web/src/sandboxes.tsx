@@ -5,25 +5,45 @@ import { type Client, type Host, type Metric, q, type Sandbox } from './api';
 import { extendSandbox, killSandbox, pauseSandbox, resumeSandbox } from './actions';
 import { CreateSandbox } from './create';
 import { href } from './router';
-import { bytes, ConfirmButton, ErrorNote, messageOf, Section, span, useAction, useClient, useLoad, useNow } from './ui';
+import { bytes, ConfirmButton, ErrorNote, type Loaded, messageOf, Section, span, useAction, useClient, useLoad, useNow } from './ui';
 
-// listAll reads every page of GET /v2/sandboxes (100 a page).
-async function listAll(c: Client, state: string, metadata: string): Promise<Sandbox[]> {
+// listAll reads every page of GET /v2/sandboxes (100 a page); onPage,
+// when given, gets the sandboxes read so far after each page but the
+// last.
+async function listAll(c: Client, state: string, metadata: string, onPage?: (sofar: Sandbox[]) => void): Promise<Sandbox[]> {
   const out: Sandbox[] = [];
   let next = '';
   do {
     const res = await c.raw('GET', `/v2/sandboxes${q({ state, metadata, limit: 100, nextToken: next })}`);
     out.push(...((await res.json()) as Sandbox[]));
     next = res.headers.get('X-Next-Token') ?? '';
+    if (next) onPage?.(out.slice());
   } while (next);
   return out;
 }
 
+// A live list: every sandbox once listed; until the first listing of a
+// filter ends, the pages read so far (more says there are more).
+type LiveList = Loaded<Sandbox[]> & { more: boolean };
+
 // useLiveSandboxes keeps the list fresh: it reloads when a lifecycle
-// event arrives (GET /v1/events) and every 15 s besides.
-function useLiveSandboxes(state: string, metadata: string) {
+// event arrives (GET /v1/events) and every 15 s besides. The table draws
+// the first page while the others load; later reloads replace the list
+// whole.
+function useLiveSandboxes(state: string, metadata: string): LiveList {
   const client = useClient();
-  const list = useLoad(() => listAll(client, state, metadata), [client, state, metadata], 15000);
+  const [partial, setPartial] = useState<{ key: string; rows: Sandbox[] } | null>(null);
+  const key = `${state}\n${metadata}`;
+  const listed = useRef('');
+  const list = useLoad(
+    () =>
+      listAll(client, state, metadata, listed.current === key ? undefined : (rows) => setPartial({ key, rows })).then((all) => {
+        listed.current = key;
+        return all;
+      }),
+    [client, state, metadata],
+    15000,
+  );
   const reload = list.reload;
   useEffect(() => {
     const stop = new AbortController();
@@ -39,7 +59,8 @@ function useLiveSandboxes(state: string, metadata: string) {
       stop.abort();
     };
   }, [client, reload]);
-  return list;
+  if (list.data === undefined && partial?.key === key) return { ...list, data: partial.rows, more: true };
+  return { ...list, more: false };
 }
 
 const rowHeight = 44;
@@ -103,7 +124,7 @@ export function SandboxesPage() {
       </form>
       <ErrorNote error={filterError || list.error} />
       <p class="muted small" aria-live="polite">
-        {list.data ? `${rows.length} of ${list.data.length} sandboxes` : 'Loading…'}
+        {list.data ? `${rows.length} of ${list.data.length} sandboxes${list.more ? ', loading more…' : ''}` : 'Loading…'}
       </p>
       <SandboxTable rows={rows} runtimeOf={runtimeOf} onChanged={list.reload} />
     </Section>
