@@ -216,12 +216,9 @@ func (p *pools) trim() bool {
 	now := time.Now()
 	p.mu.Lock()
 	var used int64
-	var fullest, idle *pool
+	var idle *pool
 	for _, pl := range p.byKey {
 		used += pl.memoryLocked()
-		if len(pl.ready) > 0 && (fullest == nil || len(pl.ready) > len(fullest.ready)) {
-			fullest = pl
-		}
 		switch {
 		case len(pl.ready) <= pl.target(now):
 			pl.aboveSince = time.Time{}
@@ -233,17 +230,9 @@ func (p *pools) trim() bool {
 	}
 	victim := idle
 	if used > p.budgetMB<<20 {
-		victim = fullest
+		victim = p.fullestLocked()
 	}
-	if victim == nil {
-		p.mu.Unlock()
-		return false
-	}
-	w := victim.ready[0]
-	victim.ready = victim.ready[1:]
-	p.mu.Unlock()
-	p.m.destroyPooled(w.sb, "the pool is larger than its demand or its memory budget")
-	return true
+	return p.letGo(victim, "the pool is larger than its demand or its memory budget")
 }
 
 // evictOne destroys one warm sandbox, of the fullest pool, to free its
@@ -251,20 +240,33 @@ func (p *pools) trim() bool {
 // there was one.
 func (p *pools) evictOne() bool {
 	p.mu.Lock()
-	var victim *pool
+	return p.letGo(p.fullestLocked(), "a create needs its network slot")
+}
+
+// fullestLocked is the pool with the most warm sandboxes, or nil when
+// none has any.
+func (p *pools) fullestLocked() *pool {
+	var fullest *pool
 	for _, pl := range p.byKey {
-		if len(pl.ready) > 0 && (victim == nil || len(pl.ready) > len(victim.ready)) {
-			victim = pl
+		if len(pl.ready) > 0 && (fullest == nil || len(pl.ready) > len(fullest.ready)) {
+			fullest = pl
 		}
 	}
-	if victim == nil {
+	return fullest
+}
+
+// letGo takes the oldest warm sandbox of pl (nil: none) out of it,
+// unlocks p.mu, which the caller holds, and destroys the sandbox. It
+// says whether there was one.
+func (p *pools) letGo(pl *pool, reason string) bool {
+	if pl == nil {
 		p.mu.Unlock()
 		return false
 	}
-	w := victim.ready[0]
-	victim.ready = victim.ready[1:]
+	w := pl.ready[0]
+	pl.ready = pl.ready[1:]
 	p.mu.Unlock()
-	p.m.destroyPooled(w.sb, "a create needs its network slot")
+	p.m.destroyPooled(w.sb, reason)
 	return true
 }
 
