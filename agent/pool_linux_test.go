@@ -16,6 +16,7 @@ import (
 	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/template"
+	"roost.dev/roost/template/content"
 	"roost.dev/roost/template/templatetest"
 )
 
@@ -28,11 +29,17 @@ func withPool(n int) func(*agent.Config) {
 // warm sandboxes.
 func waitPool(t *testing.T, m *agent.Manager, n int) agent.PoolStat {
 	t.Helper()
+	return waitPoolOf(t, m, template.BaseName, n)
+}
+
+// waitPoolOf is waitPool for the template creates name as name.
+func waitPoolOf(t *testing.T, m *agent.Manager, name string, n int) agent.PoolStat {
+	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
 		stats, _, _ := m.PoolStats()
 		for _, s := range stats {
-			if s.Ready >= n && s.Limits.MemoryMB == agent.DefaultMemoryMB {
+			if s.Template == name && s.Ready >= n && s.Limits.MemoryMB == agent.DefaultMemoryMB {
 				return s
 			}
 		}
@@ -275,5 +282,47 @@ func TestWarmPoolKill9(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(h.dataDir, "sandboxes", runtimeID)); !os.IsNotExist(err) {
 		t.Errorf("the claimed sandbox's state directory is left after its destroy: %v", err)
+	}
+}
+
+// TestWarmPoolNewVersion: a create of a new version of a pooled
+// template (a rebuild: another digest) drains the old version's pool and
+// fills one of the new.
+func TestWarmPoolNewVersion(t *testing.T) {
+	h := newHost(t)
+	cp := newBlobServer(t, content.NewBlobs(t.TempDir()))
+	version := func(v string) *agent.TemplateRef {
+		man, d := baseManifest(t, h.base, cp.blobs, content.Config{
+			User: h.base.DefaultUser, Workdir: h.base.Workdir, Env: map[string]string{"VERSION": v}, Source: "v" + v,
+		})
+		return &agent.TemplateRef{Digest: d, Manifest: man}
+	}
+	v1, v2 := version("1"), version("2")
+	a := h.startWithConfig(template.NewStore(t.TempDir(), nil), func(c *agent.Config) {
+		c.Blobs, c.BlobSource = content.NewBlobs(filepath.Join(h.dataDir, "blobs")), cp.source()
+		c.WarmPools = map[string]int{"my-app": 2}
+	})
+	ctx := ctxT(t)
+	create := func(ref *agent.TemplateRef) agent.Sandbox {
+		sb, err := a.m.Create(ctx, agent.CreateRequest{Template: "my-app", TemplateRef: ref, EnvdToken: "tok"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sb
+	}
+	create(v1)
+	waitPoolOf(t, a.m, "my-app", 2)
+	create(v2) // cold: the first of its version
+	stats, _, _ := a.m.PoolStats()
+	if len(stats) != 1 {
+		t.Fatalf("pools after the new version's first create: %+v, want only the new version's", stats)
+	}
+	waitPoolOf(t, a.m, "my-app", 2)
+	sb := create(v2)
+	if _, hits, _ := a.m.PoolStats(); hits != 1 {
+		t.Errorf("%d creates served by the pools, want 1 (the second of version 2)", hits)
+	}
+	if out := mustExec(t, sb.Envd.String(), "tok", "echo $VERSION"); out != "2\n" {
+		t.Errorf("a warm sandbox of version 2 says VERSION=%q", out)
 	}
 }
