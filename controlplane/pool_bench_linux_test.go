@@ -15,11 +15,11 @@ import (
 )
 
 // newPooledTestenv is the stack as roost up runs it, with a warm pool of
-// size n for base.
-func newPooledTestenv(t testing.TB, n int) *testenv {
+// size n for base, and slots network slots.
+func newPooledTestenv(t testing.TB, n, slots int) *testenv {
 	t.Helper()
 	requireNamespace(t)
-	return newTestenvAgent(t, controlplane.Config{Local: localAgent()}, storetest.SQLiteURL(t), namespaceRuntime,
+	return newTestenvAgent(t, controlplane.Config{Local: localAgent()}, storetest.SQLiteURL(t), namespaceRuntime, slots,
 		func(c *agent.Config) { c.WarmPools = map[string]int{"base": n} })
 }
 
@@ -48,7 +48,7 @@ func waitWarm(t testing.TB, m *agent.Manager, n int) agent.PoolStat {
 // BenchmarkCreateREST of the same bench run. It also reports the memory
 // of an idle warm sandbox. Destroys are outside the timed part.
 func BenchmarkCreateWarm(b *testing.B) {
-	e := newPooledTestenv(b, 2)
+	e := newPooledTestenv(b, 2, testSlots)
 	warm := map[string]any{"templateID": "base", "timeout": 300}
 	create := func(body map[string]any) (time.Duration, string) {
 		start := time.Now()
@@ -90,7 +90,9 @@ func BenchmarkCreateWarm(b *testing.B) {
 // load: the "1,000 creates from 16 clients with a pool of 32";
 // $ROOST_BENCH_BURST sets another count.
 const (
-	burstCreates = 1000
+	// maxPoolGrowth is the agent's bound on a pool's growth with demand.
+	maxPoolGrowth = 4
+	burstCreates  = 1000
 	burstClients = 16
 	burstPool    = 32
 )
@@ -105,7 +107,8 @@ func BenchmarkCreateBurst(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("ROOST_BENCH_BURST")); err == nil && v > 0 {
 		n = v
 	}
-	e := newPooledTestenv(b, burstPool)
+	// Slots for the burst, the pool grown by it, and the pool's fills.
+	e := newPooledTestenv(b, burstPool, n+maxPoolGrowth*burstPool+8)
 	body := map[string]any{"templateID": "base", "timeout": 900}
 	var c created
 	e.do("POST", "/v2/sandboxes", e.key, body).want(b, http.StatusCreated).decode(b, &c)

@@ -17,7 +17,7 @@ import (
 func TestWarmPoolREST(t *testing.T) {
 	requireNamespace(t)
 	e := newTestenvAgent(t, controlplane.Config{Local: localAgent(), TeamQuota: store.Quota{store.LimitSandboxes: 2}},
-		storetest.SQLiteURL(t), namespaceRuntime, func(c *agent.Config) { c.WarmPools = map[string]int{"base": 2} })
+		storetest.SQLiteURL(t), namespaceRuntime, testSlots, func(c *agent.Config) { c.WarmPools = map[string]int{"base": 2} })
 	create := func() (created, int) {
 		r := e.do("POST", "/v2/sandboxes", e.key, map[string]any{
 			"templateID": "base", "timeout": 120, "envVars": map[string]string{"GREETING": "hello"},

@@ -191,7 +191,7 @@ func newMetricsTestenv(t *testing.T) (*testenv, string) {
 	e := newTestenvAgent(t, controlplane.Config{Registerer: reg, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		MetricsToken: metricsToken}, storetest.SQLiteURL(t), func(dataDir string, log *slog.Logger) (runtime.Runtime, error) {
 		return namespace.New(namespace.Config{DataDir: filepath.Join(dataDir, "runtime", "namespace")}, log)
-	}, func(c *agent.Config) { c.Registerer = agentReg })
+	}, testSlots, func(c *agent.Config) { c.Registerer = agentReg })
 	agentMetrics := httptest.NewServer(promhttp.HandlerFor(agentReg, promhttp.HandlerOpts{}))
 	t.Cleanup(agentMetrics.Close)
 	return e, agentMetrics.URL

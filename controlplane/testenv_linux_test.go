@@ -97,13 +97,20 @@ type newRuntime func(dataDir string, log *slog.Logger) (runtime.Runtime, error)
 // newRT makes (the caller has checked it is available).
 func newTestenvRuntime(t testing.TB, cfg controlplane.Config, dbURL string, newRT newRuntime) *testenv {
 	t.Helper()
-	return newTestenvAgent(t, cfg, dbURL, newRT, nil)
+	return newTestenvAgent(t, cfg, dbURL, newRT, testSlots, nil)
 }
+
+// testSlots is how many network slots a test's agent has: other
+// packages' tests run sandboxes on this host at the same time, each in a
+// random window of slots of its own.
+const testSlots = 32
 
 // newTestenvAgent is newTestenvRuntime with the test's changes to the
 // agent's Config (nil: none), such as a Registerer for its metrics (the
-// store's go to cfg.Registerer, as roost server wires them) or warm pools.
-func newTestenvAgent(t testing.TB, cfg controlplane.Config, dbURL string, newRT newRuntime, configure func(*agent.Config)) *testenv {
+// store's go to cfg.Registerer, as roost server wires them) or warm pools,
+// and slots network slots (testSlots; more for a benchmark that runs
+// more sandboxes at once).
+func newTestenvAgent(t testing.TB, cfg controlplane.Config, dbURL string, newRT newRuntime, slots int, configure func(*agent.Config)) *testenv {
 	t.Helper()
 	templatetest.Base(t) // builds the base template on first use; cached after
 	level := slog.LevelDebug
@@ -123,7 +130,7 @@ func newTestenvAgent(t testing.TB, cfg controlplane.Config, dbURL string, newRT 
 	if configure != nil {
 		configure(&agentCfg)
 	}
-	m := startAgentConfig(t, agentCfg, newRT, log.With("component", "agent"))
+	m := startAgentConfig(t, agentCfg, newRT, log.With("component", "agent"), slots)
 	agentSrv := httptest.NewServer(agent.NewServer(m, agent.ServerConfig{Token: agentToken}, log).Handler())
 	t.Cleanup(func() {
 		// Last: whatever the test left runs on this agent.
@@ -184,8 +191,8 @@ func localAgent() *controlplane.LocalAgent { return &controlplane.LocalAgent{Hos
 // startAgentConfig wires a Manager the way cmd/roost does, with cfg.
 // Other packages' tests create sandboxes on this host at the same time
 // with their own network managers, so this one uses a random window of
-// 32 slots and reserves the rest.
-func startAgentConfig(t testing.TB, cfg agent.Config, newRT newRuntime, log *slog.Logger) *agent.Manager {
+// slots network slots and reserves the rest.
+func startAgentConfig(t testing.TB, cfg agent.Config, newRT newRuntime, log *slog.Logger, slots int) *agent.Manager {
 	t.Helper()
 	rt, err := newRT(cfg.DataDir, log)
 	if err != nil {
@@ -195,10 +202,10 @@ func startAgentConfig(t testing.TB, cfg agent.Config, newRT newRuntime, log *slo
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, _ := rand.Int(rand.Reader, big.NewInt(14000))
+	n, _ := rand.Int(rand.Reader, big.NewInt(int64(16000-slots-2000)))
 	lo := 2000 + int(n.Int64())
 	for s := 1; s <= nw.Capacity(); s++ {
-		if s < lo || s >= lo+32 {
+		if s < lo || s >= lo+slots {
 			if err := nw.Reserve(s); err != nil {
 				t.Fatal(err)
 			}

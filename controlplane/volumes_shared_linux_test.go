@@ -121,7 +121,7 @@ func (e *testenv) addSharedAgent(t *testing.T, id, volumeDir string) {
 		Blobs: content.NewBlobs(filepath.Join(dataDir, "blobs")), VolumeDir: volumeDir,
 	}, func(dataDir string, log *slog.Logger) (runtime.Runtime, error) {
 		return namespace.New(namespace.Config{DataDir: filepath.Join(dataDir, "runtime", "namespace")}, log)
-	}, log)
+	}, log, testSlots)
 	srv := httptest.NewServer(agent.NewServer(m, agent.ServerConfig{Token: agentToken}, log).Handler())
 	t.Cleanup(func() {
 		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
