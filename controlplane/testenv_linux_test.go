@@ -172,7 +172,8 @@ func localAgent() *controlplane.LocalAgent { return &controlplane.LocalAgent{Hos
 // startAgentConfig wires a Manager the way cmd/roost does, with cfg.
 // Other packages' tests create sandboxes on this host at the same time
 // with their own network managers, so this one uses a random window of
-// 32 slots and reserves the rest.
+// 64 slots (room for the 16 clients of BenchmarkCreateThroughput and the
+// teardowns their deletes leave running) and reserves the rest.
 func startAgentConfig(t testing.TB, cfg agent.Config, newRT newRuntime, log *slog.Logger) *agent.Manager {
 	t.Helper()
 	rt, err := newRT(cfg.DataDir, log)
@@ -186,7 +187,7 @@ func startAgentConfig(t testing.TB, cfg agent.Config, newRT newRuntime, log *slo
 	n, _ := rand.Int(rand.Reader, big.NewInt(14000))
 	lo := 2000 + int(n.Int64())
 	for s := 1; s <= nw.Capacity(); s++ {
-		if s < lo || s >= lo+32 {
+		if s < lo || s >= lo+64 {
 			if err := nw.Reserve(s); err != nil {
 				t.Fatal(err)
 			}
