@@ -131,6 +131,16 @@ func (m *Manager) register(sb *sandbox) error {
 	return nil
 }
 
+// reregister puts back a sandbox whose teardown failed, so that it can be
+// destroyed again; build sandboxes are not the manager's to list.
+func (m *Manager) reregister(sb *sandbox) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, taken := m.sandboxes[sb.rec.ID]; !sb.rec.Build && !taken {
+		m.sandboxes[sb.rec.ID] = sb
+	}
+}
+
 func (m *Manager) unregister(sb *sandbox) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
