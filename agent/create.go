@@ -121,19 +121,32 @@ func (m *Manager) checkDiskSpace(diskMB int) error {
 
 // register adds a new sandbox under its ID, or fails with ErrExists.
 func (m *Manager) register(sb *sandbox) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	id := sb.rec.ID
-	if _, ok := m.sandboxes[id]; ok {
-		return fmt.Errorf("sandbox %s: %w", id, ErrExists)
-	}
 	// A directory no sandbox claims belongs to a record this agent left
-	// alone (another version) or could not clean up; never reuse it.
+	// alone (another version), one whose teardown runs, or one it could
+	// not clean up; never reuse it. Looked at before the lock, which every
+	// create and lookup takes: only a create of this ID, which the map
+	// stops, makes the directory.
 	if _, err := os.Lstat(sb.dir); !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("sandbox %s: state directory exists: %w", id, ErrExists)
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.sandboxes[id]; ok {
+		return fmt.Errorf("sandbox %s: %w", id, ErrExists)
+	}
 	m.sandboxes[id] = sb
 	return nil
+}
+
+// reregister puts back a sandbox whose teardown failed, so that it can be
+// destroyed again; build and warm sandboxes are not the manager's to list.
+func (m *Manager) reregister(sb *sandbox) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, taken := m.sandboxes[sb.rec.ID]; !sb.rec.Build && !sb.rec.Pooled && !taken {
+		m.sandboxes[sb.rec.ID] = sb
+	}
 }
 
 func (m *Manager) unregister(sb *sandbox) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +26,7 @@ import (
 
 	"roost.dev/roost/agent"
 	"roost.dev/roost/bench/samples"
+	"roost.dev/roost/errdefs"
 	rpc "roost.dev/roost/gen/process"
 	"roost.dev/roost/gen/process/processconnect"
 	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
@@ -457,6 +459,13 @@ func TestAgentLifecycle(t *testing.T) {
 		wantCode(t, "get a destroyed sandbox", err, connect.CodeNotFound)
 		_, err = b.client.DestroySandbox(ctx, connect.NewRequest(&hostagentv1.DestroySandboxRequest{SandboxId: id}))
 		wantCode(t, "destroy twice", err, connect.CodeNotFound)
+		if code, _ := proxyGet(t, b, id, 8000, "/", nil); code != http.StatusBadGateway {
+			t.Errorf("proxy right after destroy: %d, want 502", code)
+		}
+		// The rest goes in the background.
+		if err := b.m.WaitTeardowns(ctx); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := os.Stat(filepath.Join(h.dataDir, "sandboxes", id)); !os.IsNotExist(err) {
 			t.Errorf("state dir after destroy: %v", err)
 		}
@@ -561,8 +570,17 @@ func TestAgentTimeoutReaps(t *testing.T) {
 	if _, err := a.m.Get(sb.ID); err == nil {
 		t.Fatal("sandbox not reaped 30 s after its timeout")
 	}
-	if _, err := os.Stat(filepath.Join(h.dataDir, "sandboxes", sb.ID)); !os.IsNotExist(err) {
-		t.Errorf("state dir after reaping: %v", err)
+	// Gone from the manager once cut off; its files go at the end of
+	// its teardown, right after.
+	dir := filepath.Join(h.dataDir, "sandboxes", sb.ID)
+	for range 100 {
+		if _, err := os.Stat(dir); os.IsNotExist(err) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("state dir 5 s after reaping: %v", err)
 	}
 }
 
@@ -578,14 +596,31 @@ func TestAgentRecoveryCleansUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	torn, err := a.m.Create(ctx, agent.CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	a.stop()
 	// While no agent runs: one sandbox dies behind the agent's back, a
 	// create is cut short after its record was written, another before,
-	// and a newer agent left a record this one cannot read.
+	// and a newer agent left a record this one cannot read. One was
+	// destroyed, and the agent stopped before its background teardown:
+	// its record says stopped, and it still runs.
 	if err := a.rt.Destroy(ctx, gone.ID); err != nil {
 		t.Fatal(err)
 	}
 	sbDir := func(id string) string { return filepath.Join(h.dataDir, "sandboxes", id) }
+	tornRec := filepath.Join(sbDir(torn.ID), "sandbox.json")
+	var rec map[string]any
+	readJSON(t, tornRec, &rec)
+	rec["state"] = "stopped"
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tornRec, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for id, rec := range map[string]string{
 		"halfmade": fmt.Sprintf(`{"version": 1, "id": "halfmade", "state": "starting", "slot": %d, "spec": {"ID": "halfmade", "StateDir": %q}}`,
 			h.slotLo+30, sbDir("halfmade")),
@@ -610,7 +645,7 @@ func TestAgentRecoveryCleansUp(t *testing.T) {
 	if len(ids) != 1 || ids[0] != kept.ID {
 		t.Errorf("after restart the agent has %v, want only %s", ids, kept.ID)
 	}
-	for id, want := range map[string]bool{gone.ID: false, "halfmade": false, "norecord": false, "fromfuture": true, kept.ID: true} {
+	for id, want := range map[string]bool{gone.ID: false, torn.ID: false, "halfmade": false, "norecord": false, "fromfuture": true, kept.ID: true} {
 		_, err := os.Stat(sbDir(id))
 		if exists := err == nil; exists != want {
 			t.Errorf("%s: directory exists = %v, want %v", id, exists, want)
@@ -618,6 +653,12 @@ func TestAgentRecoveryCleansUp(t *testing.T) {
 	}
 	if _, err := os.Stat(network.NetnsPath(gone.ID)); !os.IsNotExist(err) {
 		t.Errorf("netns of the dead sandbox: %v", err)
+	}
+	if _, err := os.Stat(network.NetnsPath(torn.ID)); !os.IsNotExist(err) {
+		t.Errorf("netns of the sandbox destroyed before the restart: %v", err)
+	}
+	if _, err := b.m.Get(torn.ID); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("the sandbox destroyed before the restart: %v, want not found", err)
 	}
 	// The record it left alone still holds its ID.
 	if _, err := b.m.Create(ctx, agent.CreateRequest{ID: "fromfuture"}); !errors.Is(err, agent.ErrExists) {

@@ -10,14 +10,54 @@ import (
 )
 
 // Destroy stops a sandbox and removes everything made for it: the
-// runtime's sandbox, its network and slot, its state directory. An unknown
+// runtime's sandbox, its network and slot, its state directory. It
+// returns once all of it is gone; StartDestroy returns sooner. An unknown
 // sandbox wraps errdefs.ErrNotFound. A sandbox still starting has its
 // create cancelled. If a step fails the sandbox stays, in the error state,
 // and Destroy may be called again.
 func (m *Manager) Destroy(ctx context.Context, id string) error {
+	t, err := m.beginDestroy(ctx, id)
+	if t == nil {
+		return err
+	}
+	<-t.done
+	return t.err
+}
+
+// StartDestroy is Destroy that returns as soon as the sandbox is
+// unreachable: gone from the manager (Get and SandboxAddr say not found),
+// its network cut, its record marked stopped. Its removal goes on in the
+// background, at most maxTeardowns at once; until it ends the sandbox
+// holds its network slot, so no new sandbox gets its address. A removal
+// that a crash interrupts is finished by the next agent's recovery; one
+// that fails puts the sandbox back, in the error state, to be destroyed
+// again. When maxPendingTeardowns are under way, it waits for one to end.
+func (m *Manager) StartDestroy(ctx context.Context, id string) error {
+	_, err := m.beginDestroy(ctx, id)
+	return err
+}
+
+// WaitTeardowns waits until no teardown StartDestroy began is under way,
+// or ctx ends.
+func (m *Manager) WaitTeardowns(ctx context.Context) error {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for len(m.pendingTeardowns) > 0 {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for sandbox teardowns: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+// beginDestroy cuts a sandbox off and starts its teardown, which it
+// returns; nil when there is none to wait for (err says why).
+func (m *Manager) beginDestroy(ctx context.Context, id string) (*teardown, error) {
 	sb, err := m.lookup(id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	sb.mu.Lock()
 	cancelled := sb.cancel != nil
@@ -25,34 +65,105 @@ func (m *Manager) Destroy(ctx context.Context, id string) error {
 		sb.cancel()
 	}
 	sb.mu.Unlock()
+	select {
+	case m.pendingTeardowns <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("destroy sandbox %s: wait for earlier teardowns: %w", id, ctx.Err())
+	}
 	sb.op.Lock()
 	defer sb.op.Unlock()
 	if state := sb.snapshot().State; state == StateStopped || state == StateStarting {
+		<-m.pendingTeardowns
 		// The create this call cancelled (or a concurrent destroy) got
 		// there first and removed the sandbox.
 		if cancelled {
-			return nil
+			return nil, nil
 		}
-		return fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
+		return nil, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
 	}
-	return m.destroyLocked(ctx, sb, "request")
+	rec, err := m.cutOffLocked(sb)
+	if err != nil {
+		<-m.pendingTeardowns
+		return nil, err
+	}
+	t := &teardown{done: make(chan struct{})}
+	m.wg.Go(func() {
+		defer func() { <-m.pendingTeardowns }()
+		m.runningTeardowns <- struct{}{}
+		defer func() { <-m.runningTeardowns }()
+		sb.op.Lock()
+		defer sb.op.Unlock()
+		t.err = m.teardownLocked(context.WithoutCancel(ctx), sb, rec, "request")
+		close(t.done)
+	})
+	return t, nil
 }
 
-// destroyLocked destroys a sandbox whose op lock the caller holds. It runs
-// to the end even if ctx is cancelled: a half-destroyed sandbox helps no one.
+// Bounds of the background teardowns: how many run at once, and how many
+// may be under way (running or waiting to) before StartDestroy waits.
+// A teardown is mostly waits: for the kernel (unmounts, a namespace and a
+// veth pair to free, cgroup removal) and for the network's batched walk
+// of the conntrack table (up to a quarter second), so more run at once
+// than there are cores.
+const (
+	maxTeardowns        = 16
+	maxPendingTeardowns = 64
+)
+
+// teardown is one background removal of a destroyed sandbox; err is set
+// when done is closed.
+type teardown struct {
+	done chan struct{}
+	err  error
+}
+
+// destroyLocked destroys a sandbox whose op lock the caller holds, all of
+// it before it returns. It runs to the end even if ctx is cancelled: a
+// half-destroyed sandbox helps no one.
 func (m *Manager) destroyLocked(ctx context.Context, sb *sandbox, reason string) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	rec := sb.snapshot()
-	if err := checkTransition(rec.State, StateStopped); err != nil {
+	rec, err := m.cutOffLocked(sb)
+	if err != nil {
 		return err
 	}
+	return m.teardownLocked(ctx, sb, rec, reason)
+}
+
+// cutOffLocked makes a sandbox whose op lock the caller holds
+// unreachable, at once: its record says stopped (on disk too, so that a
+// crash from here on has the next agent remove it), the manager forgets
+// it, and its link is down. It returns the record as it was.
+func (m *Manager) cutOffLocked(sb *sandbox) (record, error) {
+	rec := sb.snapshot()
+	if err := checkTransition(rec.State, StateStopped); err != nil {
+		return record{}, err
+	}
+	if err := sb.setStateLocked(StateStopped, m.cfg.Now(), ""); err != nil {
+		return record{}, fmt.Errorf("destroy sandbox %s: %w", rec.ID, err)
+	}
+	m.unregister(sb)
+	if err := m.net.Isolate(rec.Slot); err != nil {
+		// The teardown deletes the link all the same.
+		m.log.Warn("sandbox link not cut before its teardown", "sandbox", rec.ID, "err", err)
+	}
+	return rec, nil
+}
+
+// teardownLocked removes what is left of a sandbox cutOffLocked cut off
+// (rec is its record from before): the runtime's sandbox, its network,
+// its slot, its state directory. If a step fails the sandbox is back in
+// the manager, in the error state.
+func (m *Manager) teardownLocked(ctx context.Context, sb *sandbox, rec record, reason string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
 	log := m.log.With("sandbox", rec.ID)
 	fail := func(step string, err error) error {
 		err = fmt.Errorf("destroy sandbox %s: %s: %w", rec.ID, step, err)
-		if serr := sb.setStateLocked(StateError, m.cfg.Now(), err.Error()); serr != nil {
+		// Stopped is final; a sandbox in error may be destroyed again.
+		msg := err.Error()
+		if serr := sb.update(func(r *record) { r.State, r.StateChanged, r.Error = StateError, m.cfg.Now(), msg }); serr != nil {
 			log.Error("sandbox record not saved", "err", serr)
 		}
+		m.reregister(sb)
 		return err
 	}
 	m.syncVolumes(ctx, rec)
@@ -63,21 +174,13 @@ func (m *Manager) destroyLocked(ctx context.Context, sb *sandbox, reason string)
 	if err := m.net.Teardown(ctx, rec.key(), rec.Slot); err != nil {
 		return fail("network", err)
 	}
-	// Stopped before its slot is free: the slot's address may go to the
-	// next sandbox at once, and nothing may still send this one's traffic
-	// there (SandboxAddr answers only for running sandboxes).
-	sb.mu.Lock()
-	sb.rec.State, sb.rec.StateChanged = StateStopped, m.cfg.Now()
-	sb.mu.Unlock()
+	// The slot is free once nothing of the sandbox uses its address.
 	m.net.Release(rec.Slot)
-	// The files go before the record: once Get says a sandbox is gone,
-	// nothing of it is left.
 	if err := removeStateDir(sb.dir); err != nil {
 		// The sandbox is gone; only files remain, and the next start-up
 		// tries again.
 		log.Error("sandbox state directory left behind", "dir", sb.dir, "err", err)
 	}
-	m.unregister(sb)
 	log.Info("sandbox destroyed", "reason", reason, "template", rec.Template)
 	return nil
 }

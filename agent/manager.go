@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net/netip"
@@ -147,6 +148,11 @@ type Manager struct {
 
 	pools *pools // the warm pools (pool.go); nil without any
 
+	// The background teardowns of StartDestroy (lifecycle.go): a token in
+	// pendingTeardowns for each under way, in runningTeardowns for each
+	// running.
+	pendingTeardowns, runningTeardowns chan struct{}
+
 	metrics *metrics // prometheus.go
 }
 
@@ -233,6 +239,7 @@ func New(ctx context.Context, cfg Config, rt runtime.Runtime, nw *network.Manage
 		sandboxes: map[string]*sandbox{}, builds: map[string]*sandbox{}, pulls: map[content.Digest]*pull{},
 		capturing: map[string]bool{}, captureFailed: map[string]time.Time{},
 		vols: newVolumes(cfg.DataDir, cfg.VolumeDir, log), metrics: newMetrics(),
+		pendingTeardowns: make(chan struct{}, maxPendingTeardowns), runningTeardowns: make(chan struct{}, maxTeardowns),
 	}
 	if cfg.Registerer != nil {
 		if err := m.metrics.register(cfg.Registerer, m); err != nil {
@@ -263,9 +270,9 @@ func New(ctx context.Context, cfg Config, rt runtime.Runtime, nw *network.Manage
 	return m, nil
 }
 
-// Close stops the reaper and any template build and waits for them. It
-// leaves every sandbox running, but for the warm pools', which it
-// destroys.
+// Close stops the reaper and any template build and waits for them, and
+// for the teardowns of destroyed sandboxes. It leaves every other sandbox
+// running, but for the warm pools', which it destroys.
 func (m *Manager) Close() {
 	m.cancel()
 	m.wg.Wait()
@@ -469,12 +476,12 @@ func kernelRelease() string {
 // mounted below it: deleting through a live mount would destroy whatever
 // the mount shows, so that is left for a human (or the runtime's Prune).
 func removeStateDir(dir string) error {
-	mounted, err := mountedBelow(dir)
+	mounted, err := mountBelow(dir)
 	if err != nil {
 		return err
 	}
-	if len(mounted) > 0 {
-		return fmt.Errorf("remove %s: still mounted: %s", dir, strings.Join(mounted, ", "))
+	if mounted != "" {
+		return fmt.Errorf("remove %s: still mounted: %s", dir, mounted)
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("remove state dir: %w", err)
@@ -482,21 +489,58 @@ func removeStateDir(dir string) error {
 	return nil
 }
 
-// mountedBelow lists the mount points at or below dir in this mount
-// namespace.
-func mountedBelow(dir string) ([]string, error) {
+// mountBelow returns a mount point at or below dir in this mount
+// namespace, "" when there is none. It asks each directory below dir
+// whether it is the root of a mount (statx), so its cost is the size of
+// dir, not the number of the host's mounts (two or more per sandbox);
+// a kernel that cannot say (before 5.8) has the mount table read.
+func mountBelow(dir string) (string, error) {
+	var found string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		var st unix.Statx_t
+		if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC, 0, &st); err != nil {
+			return fmt.Errorf("statx %s: %w", path, err)
+		}
+		if st.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT == 0 {
+			return errNoMountRoot
+		}
+		if st.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0 {
+			found = path
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	if errors.Is(err, errNoMountRoot) {
+		return mountedBelowByTable(dir)
+	}
+	return found, err
+}
+
+// errNoMountRoot says the kernel's statx does not tell mount roots.
+var errNoMountRoot = errors.New("statx without STATX_ATTR_MOUNT_ROOT")
+
+// mountedBelowByTable is mountBelow from the mount table.
+func mountedBelowByTable(dir string) (string, error) {
 	mounts, err := mountinfo.Read()
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	dir = filepath.Clean(dir)
-	var out []string
 	for _, m := range mounts {
 		if m.Target == dir || strings.HasPrefix(m.Target, dir+"/") {
-			out = append(out, m.Target)
+			return m.Target, nil
 		}
 	}
-	return out, nil
+	return "", nil
 }
 
 // errGone reports whether err says the runtime no longer has the sandbox.

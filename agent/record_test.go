@@ -203,10 +203,18 @@ func TestRemoveStateDir(t *testing.T) {
 	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("dir still there: %v", err)
 	}
-	// A directory with a mount below it is refused. /proc is mounted
-	// everywhere, so refusing "/" shows the check without mounting.
-	if mounted, err := mountedBelow("/"); err != nil || len(mounted) == 0 {
-		t.Fatalf("mountedBelow(/) = %v, %v", mounted, err)
+	// A directory with a mount at or below it is refused. / is a mount
+	// everywhere, and so is /proc.
+	for _, d := range []string{"/", "/proc"} {
+		if mounted, err := mountBelow(d); err != nil || mounted != d {
+			t.Errorf("mountBelow(%s) = %q, %v", d, mounted, err)
+		}
+		if mounted, err := mountedBelowByTable(d); err != nil || mounted == "" {
+			t.Errorf("mountedBelowByTable(%s) = %q, %v", d, mounted, err)
+		}
+	}
+	if mounted, err := mountBelow(t.TempDir()); err != nil || mounted != "" {
+		t.Errorf("mountBelow(a fresh directory) = %q, %v", mounted, err)
 	}
 }
 

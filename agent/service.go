@@ -77,7 +77,7 @@ func (s *service) ForkSandbox(ctx context.Context, req *connect.Request[hostagen
 }
 
 func (s *service) DestroySandbox(ctx context.Context, req *connect.Request[hostagentv1.DestroySandboxRequest]) (*connect.Response[hostagentv1.DestroySandboxResponse], error) {
-	if err := s.m.Destroy(ctx, req.Msg.GetSandboxId()); err != nil {
+	if err := s.m.StartDestroy(ctx, req.Msg.GetSandboxId()); err != nil {
 		return nil, errdefs.ToConnect(err)
 	}
 	return connect.NewResponse(&hostagentv1.DestroySandboxResponse{}), nil

@@ -102,8 +102,10 @@ func newTestenvRuntime(t testing.TB, cfg controlplane.Config, dbURL string, newR
 
 // testSlots is how many network slots a test's agent has: other
 // packages' tests run sandboxes on this host at the same time, each in a
-// random window of slots of its own.
-const testSlots = 32
+// random window of slots of its own. 64 is room for the 16 clients of
+// BenchmarkCreateThroughput and the teardowns their deletes leave
+// running.
+const testSlots = 64
 
 // newTestenvAgent is newTestenvRuntime with the test's changes to the
 // agent's Config (nil: none), such as a Registerer for its metrics (the

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -44,18 +46,93 @@ func strictARP(link string) error {
 	return nil
 }
 
-// forgetConnections removes the host's conntrack entries of addr, a
-// sandbox's address, in either direction.
-func forgetConnections(addr netip.Addr) error {
-	var src, dst netlink.ConntrackFilter
-	if err := src.AddIP(netlink.ConntrackOrigSrcIP, addr.AsSlice()); err != nil {
-		return fmt.Errorf("conntrack filter: %w", err)
+// forgetConnections removes the host's conntrack entries of addrs,
+// sandboxes' addresses, in either direction. The kernel walks its whole
+// table (every hash bucket, nf_conntrack_buckets of them, 262144 on a
+// host with 16 GiB or more) for each call whatever it finds, so callers
+// batch their addresses: see connForgetter.
+func forgetConnections(addrs []netip.Addr) error {
+	filters := make([]netlink.CustomConntrackFilter, 0, 2*len(addrs))
+	for _, addr := range addrs {
+		var src, dst netlink.ConntrackFilter
+		if err := src.AddIP(netlink.ConntrackOrigSrcIP, addr.AsSlice()); err != nil {
+			return fmt.Errorf("conntrack filter: %w", err)
+		}
+		if err := dst.AddIP(netlink.ConntrackOrigDstIP, addr.AsSlice()); err != nil {
+			return fmt.Errorf("conntrack filter: %w", err)
+		}
+		filters = append(filters, &src, &dst)
 	}
-	if err := dst.AddIP(netlink.ConntrackOrigDstIP, addr.AsSlice()); err != nil {
-		return fmt.Errorf("conntrack filter: %w", err)
-	}
-	if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, &src, &dst); err != nil {
-		return fmt.Errorf("forget conntrack entries of %s: %w", addr, err)
+	if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, filters...); err != nil {
+		return fmt.Errorf("forget conntrack entries of %v: %w", addrs, err)
 	}
 	return nil
+}
+
+// connForgetter batches forgetConnections as a database batches commits:
+// a walk of the table takes every address asked for until it starts, and
+// walks start at most one per connWalkInterval. A teardown after a quiet
+// spell walks at once; teardowns at a high rate share walks, so their
+// cost per teardown falls as the rate rises instead of taking a core.
+type connForgetter struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	busy bool       // a caller is waiting to walk, or walking
+	next *connBatch // the addresses of the next walk
+	last time.Time  // when the last walk ended
+	// walks counts the walks made.
+	walks int
+}
+
+// connWalkInterval is the least time from the end of a walk of the
+// conntrack table to the start of the next. A walk takes 5 to 15 ms on a
+// host with the default 262144 buckets.
+const connWalkInterval = 250 * time.Millisecond
+
+// connBatch is the addresses of one walk of the conntrack table and, once
+// it ran, its outcome.
+type connBatch struct {
+	addrs []netip.Addr
+	done  bool
+	err   error
+}
+
+func newConnForgetter() *connForgetter {
+	f := &connForgetter{next: &connBatch{}}
+	f.cond = sync.NewCond(&f.mu)
+	return f
+}
+
+// forget removes addr's conntrack entries, in a walk of the table that
+// starts after this call did.
+func (f *connForgetter) forget(addr netip.Addr) error {
+	f.mu.Lock()
+	b := f.next
+	b.addrs = append(b.addrs, addr)
+	for f.busy && !b.done {
+		f.cond.Wait()
+	}
+	if b.done { // another caller walked for b
+		err := b.err
+		f.mu.Unlock()
+		return err
+	}
+	// No walk runs or waits to, and b's has not run: this caller walks
+	// for b, once the interval since the last walk has passed. Addresses
+	// asked for meanwhile join b.
+	f.busy = true
+	if wait := time.Until(f.last.Add(connWalkInterval)); wait > 0 {
+		f.mu.Unlock()
+		time.Sleep(wait)
+		f.mu.Lock()
+	}
+	f.next = &connBatch{}
+	f.mu.Unlock()
+	err := forgetConnections(b.addrs)
+	f.mu.Lock()
+	b.done, b.err, f.busy, f.last = true, err, false, time.Now()
+	f.walks++
+	f.cond.Broadcast()
+	f.mu.Unlock()
+	return err
 }

@@ -92,6 +92,8 @@ type Manager struct {
 	egress RateLimit // zero: none
 	dns    *resolverList
 
+	conns *connForgetter // batches the conntrack walks of teardowns
+
 	mu       sync.Mutex // guards slots and internet
 	slots    *slots
 	internet map[int]bool // slot → internet on, for slots whose state this Manager set
@@ -132,7 +134,7 @@ func New(cfg Config, log *slog.Logger) (*Manager, error) {
 		"egress_bytes_per_second", egress.Rate)
 	return &Manager{
 		log: log, plan: plan, nl: &netlink.Handle{}, egress: egress, dns: newResolverList(cfg.Resolvers, p.resolvers),
-		slots: newSlots(plan.capacity), internet: map[int]bool{},
+		slots: newSlots(plan.capacity), internet: map[int]bool{}, conns: newConnForgetter(),
 	}, nil
 }
 
@@ -331,7 +333,9 @@ func (m *Manager) Setup(ctx context.Context, id string, slot int, internet bool)
 // It takes tens of milliseconds, nearly all of it the kernel waiting for
 // RCU grace periods while it unregisters the veth pair and, for a sandbox
 // with internet off, commits the set element's removal; the two waits
-// overlap.
+// overlap. Removing the sandbox's conntrack entries may wait longer, up
+// to connWalkInterval, for a walk of the table it shares with other
+// teardowns.
 func (m *Manager) Teardown(ctx context.Context, id string, slot int) error {
 	if err := validID(id); err != nil {
 		return err
@@ -366,7 +370,7 @@ func (m *Manager) Teardown(ctx context.Context, id string, slot int) error {
 	// The sandbox's connections leave the host's table now, not when
 	// they time out (days, for an established TCP one): they would
 	// count against the next sandbox on this slot's MaxConns.
-	wg.Go(func() { ctErr = forgetConnections(addr) })
+	wg.Go(func() { ctErr = m.conns.forget(addr) })
 	nsErr := removeNetns(NetnsPath(id))
 	wg.Wait()
 	if err := errors.Join(linkErr, nsErr, elemErr, ctErr); err != nil {
@@ -374,6 +378,23 @@ func (m *Manager) Teardown(ctx context.Context, id string, slot int) error {
 	}
 	m.forgetInternet(slot)
 	m.log.Debug("sandbox network torn down", "sandbox", id, "slot", slot)
+	return nil
+}
+
+// Isolate cuts slot's sandbox off the host and everything beyond, at
+// once, by taking its host link down; Teardown removes the rest. A slot
+// with no link is not an error.
+func (m *Manager) Isolate(slot int) error {
+	if err := m.checkSlot(slot); err != nil {
+		return err
+	}
+	link, err := m.findLink(hostLink(slot))
+	if link == nil {
+		return err
+	}
+	if err := m.nl.LinkSetDown(link); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("set link %s down: %w", hostLink(slot), err)
+	}
 	return nil
 }
 

@@ -303,9 +303,7 @@ func (d *Driver) mountRoot(r *handles.Reservation[handle], spec runtime.Spec, id
 // which is only needed while the overlay is made: the overlay keeps a
 // private copy of its layers' mounts.
 func (d *Driver) mountOverlay(spec runtime.Spec, ids int, layers []diskLayer, disk, rootfs string) error {
-	d.mu.Lock()
-	userns, err := d.ids.usernsLocked(ids, d.cfg.Init)
-	d.mu.Unlock()
+	userns, err := d.userns(ids)
 	if err != nil {
 		return err
 	}

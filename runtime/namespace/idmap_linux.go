@@ -126,17 +126,29 @@ func (r *idRanges) pruneLocked(known func(id string) bool) error {
 
 func (r *idRanges) path(n int) string { return filepath.Join(r.dir, strconv.Itoa(n)) }
 
-// usernsLocked returns a user namespace with range n's mapping.
-func (r *idRanges) usernsLocked(n int, initPath string) (*os.File, error) {
-	if f, ok := r.userns[n]; ok {
+// userns returns a user namespace with range n's mapping. Making one
+// starts a process, so d.mu is not held meanwhile: creates of other
+// ranges go on. Two creates of range n may both make one; the first kept
+// wins and the other is closed.
+func (d *Driver) userns(n int) (*os.File, error) {
+	d.mu.Lock()
+	f, ok := d.ids.userns[n]
+	d.mu.Unlock()
+	if ok {
 		return f, nil
 	}
-	f, err := newUserns(initPath, hostID(n))
+	made, err := newUserns(d.cfg.Init, hostID(n))
 	if err != nil {
 		return nil, err
 	}
-	r.userns[n] = f
-	return f, nil
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if f, ok := d.ids.userns[n]; ok {
+		made.Close()
+		return f, nil
+	}
+	d.ids.userns[n] = made
+	return made, nil
 }
 
 // idMap maps IDs 0..IDRange-1 of a sandbox to its host range from base.

@@ -36,9 +36,7 @@ func (d *Driver) mountVolumes(spec runtime.Spec, ids int, rootfs string) error {
 	if len(spec.Volumes) == 0 {
 		return nil
 	}
-	d.mu.Lock()
-	userns, err := d.ids.usernsLocked(ids, d.cfg.Init)
-	d.mu.Unlock()
+	userns, err := d.userns(ids)
 	if err != nil {
 		return err
 	}
