@@ -238,6 +238,9 @@ func (d *Driver) start(ctx context.Context, r *handles.Reservation[handle], spec
 	if err != nil {
 		return nil, runtime.Instance{}, err
 	}
+	if err := detachHostCopies(rootfs); err != nil {
+		d.log.Warn("host copies of a sandbox's /proc and /sys left mounted", "sandbox", spec.ID, "err", err)
+	}
 	h := &handle{
 		rec: record{
 			ID: spec.ID, Process: initProc, Cgroup: group.Name(),
