@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"roost.dev/roost/bench/samples"
+	"roost.dev/roost/network"
 	"roost.dev/roost/runtime/namespace"
 	"roost.dev/roost/runtime/runtimetest"
 	"roost.dev/roost/template/templatetest"
@@ -18,12 +19,13 @@ import (
 
 // BenchmarkDensity starts ROOST_DENSITY idle sandboxes (default 100) one
 // after another and reports the host memory each one costs (the fall in
-// MemAvailable divided by their number, after they settle) and how create
-// latency (network, create, envd healthy) changes as the host fills: the
-// p50 of the first densityWindow creates, near an empty host, and of the
-// last, with all but a few of the others running. b.N is ignored; run with
-// -benchtime 1x. ROOST_DENSITY_SETTLE (a duration, default 5s) is how long
-// the sandboxes rest before their memory and idle CPU are measured.
+// MemAvailable divided by their number, after they settle), the CPU they
+// use idle, and create latency (network, create, envd healthy) with them
+// all running beside that on the empty host: the p50 of densityProbes
+// creates, each destroyed before the next, before the fill and after the
+// idle measurement. b.N is ignored; run with -benchtime 1x.
+// ROOST_DENSITY_SETTLE (a duration, default 5s) is how long the sandboxes
+// rest before their memory and idle CPU are measured.
 func BenchmarkDensity(b *testing.B) {
 	n := 100
 	if v, err := strconv.Atoi(os.Getenv("ROOST_DENSITY")); err == nil && v > 0 {
@@ -38,6 +40,7 @@ func BenchmarkDensity(b *testing.B) {
 	templatetest.Base(b)
 	runtimetest.Envd(b)
 	for b.Loop() {
+		empty := probeCreates(b, d, nw)
 		before := memAvailable(b)
 		sbs := make([]*runtimetest.Sandbox, 0, n)
 		times := make([]time.Duration, 0, n)
@@ -51,16 +54,40 @@ func BenchmarkDensity(b *testing.B) {
 		time.Sleep(settle) // let start-up garbage be collected
 		after := memAvailable(b)
 		reportIdleCPU(b, d, sbs)
+		full := probeCreates(b, d, nw)
 		b.ReportMetric(float64(before-after)/float64(n)/(1<<20), "MiB/sandbox")
 		b.ReportMetric(float64(n), "sandboxes")
 		b.ReportMetric(float64(n)/elapsed.Seconds(), "creates/s")
-		reportFill(b, times)
+		b.ReportMetric(ms(p50(empty)), "create-empty-p50-ms")
+		b.ReportMetric(ms(p50(full)), "create-full-p50-ms")
+		b.ReportMetric(float64(p50(full))/float64(p50(empty)), "full/empty")
+		if err := samples.Durations("density-fill", times); err != nil {
+			b.Error(err)
+		}
 		b.StopTimer()
 		for _, sb := range sbs {
 			sb.Close(context.Background())
 		}
 		b.StartTimer()
 	}
+}
+
+// densityProbes is how many creates measure create latency at each end.
+const densityProbes = 20
+
+// probeCreates times densityProbes creates, each destroyed before the
+// next, so the host's count of running sandboxes stays as it is.
+func probeCreates(b *testing.B, d *namespace.Driver, nw *network.Manager) []time.Duration {
+	times := make([]time.Duration, 0, densityProbes)
+	for range densityProbes {
+		t := time.Now()
+		sb := runtimetest.StartBare(b, d, nw, runtimetest.Options{})
+		times = append(times, time.Since(t))
+		if err := sb.Close(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return times
 }
 
 // idleWindow is how long the CPU of the idle sandboxes is measured.
@@ -91,27 +118,6 @@ func reportIdleCPU(b *testing.B, d *namespace.Driver, sbs []*runtimetest.Sandbox
 	perSandbox := used.Seconds() / elapsed.Seconds() / float64(len(sbs))
 	b.ReportMetric(perSandbox*1e6, "idle-cpu-us/s/sandbox")
 	b.ReportMetric(perSandbox*1000*100, "idle-core-pct-1000")
-}
-
-// densityWindow is how many creates at each end of a fill give its
-// empty-host and full-host latency.
-const densityWindow = 50
-
-// reportFill reports the p50 create latency of the first and the last
-// densityWindow creates of a fill (times, in order), and writes all of
-// them as the sample set "density-create".
-func reportFill(b *testing.B, times []time.Duration) {
-	if err := samples.Durations("density-create", times); err != nil {
-		b.Error(err)
-	}
-	w := min(densityWindow, len(times)/2)
-	if w == 0 {
-		return
-	}
-	empty, full := p50(times[:w]), p50(times[len(times)-w:])
-	b.ReportMetric(ms(empty), "create-empty-p50-ms")
-	b.ReportMetric(ms(full), "create-full-p50-ms")
-	b.ReportMetric(float64(full)/float64(empty), "full/empty")
 }
 
 func p50(ds []time.Duration) time.Duration {
