@@ -203,6 +203,11 @@ var rows = []rowSpec{
 	{metric: "density: host memory per idle sandbox", value: ref{"BenchmarkDensity", "MiB/sandbox"}, unit: "MiB",
 		target: &target{text: "report"}},
 	{metric: "density: sequential creates/s while filling", value: ref{"BenchmarkDensity", "creates/s"}, unit: "/s"},
+	{metric: "density: create → envd healthy with 1000 idle sandboxes running, p50", value: ref{"BenchmarkDensity", "create-full-p50-ms"}, unit: "ms",
+		base: ref{"BenchmarkDensity", "create-empty-p50-ms"}, baseNote: "the same on the empty host, before the fill",
+		target: &target{text: "≤ 1.5× empty", value: 1.5, atMost: true, rel: true}},
+	{metric: "density: CPU of 1000 idle sandboxes (their cgroups' use over 20 s, per sandbox × 1000)", value: ref{"BenchmarkDensity", "idle-core-pct-1000"}, unit: "% of a core",
+		target: &target{text: "report"}},
 }
 
 // chartSpec is one chart: the CDFs of some sample sets.
@@ -411,7 +416,10 @@ const methodNotes = `
   check, alternating with a plain create followed by the same server started through envd and the same check run until it
   passes, back to back (the server's own ready time). Destroys are not timed.
 - Density: idle sandboxes started one after another; memory per sandbox is the fall of MemAvailable divided by their
-  number, after 5 s to settle.
+  number, after 5 s to settle. Idle CPU is what the sandboxes' cgroups use in the 20 s after that (those started in the
+  fill's last 15 s or so still look for new servers more often than idle ones). Create latency (network, create, envd
+  healthy) is the p50 of 20 creates, each destroyed before the next, with the sandboxes running after that, beside 20 on
+  the empty host before the fill.
 - The machine is shared and has no usable KVM; absolute numbers drift between runs, which is why every baseline is measured in
   the same run. The ratio is roost / baseline.
 `

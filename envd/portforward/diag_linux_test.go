@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // sock_diag and /proc must agree on the listening sockets of this host.
@@ -40,6 +42,35 @@ func TestDiagMatchesProc(t *testing.T) {
 	}
 	if !slices.Equal(d, p) {
 		t.Errorf("sock_diag %v\n/proc %v", d, p)
+	}
+}
+
+// The one-walk request for both families must find both, on the kernels
+// roost runs on (older ones fall back to a request per family).
+func TestDiagBothFamiliesInOneDump(t *testing.T) {
+	ln4, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln4.Close()
+	ln6, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skip("no IPv6 loopback")
+	}
+	defer ln6.Close()
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	socks, err := diagDump(fd, tcpDiagGetSock, compatRequest())
+	if err != nil {
+		t.Fatalf("TCPDIAG_GETSOCK dump: %v", err)
+	}
+	for _, want := range []string{ln4.Addr().String(), ln6.Addr().String()} {
+		if !slices.Contains(socks, netip.MustParseAddrPort(want)) {
+			t.Errorf("dump misses %s: %v", want, socks)
+		}
 	}
 }
 

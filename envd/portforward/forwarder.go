@@ -17,10 +17,15 @@ import (
 
 const (
 	defaultInterval     = 250 * time.Millisecond
-	defaultIdleInterval = 750 * time.Millisecond
+	defaultIdleInterval = 2 * time.Second
 	// activeWindow is how long after the last sign of activity (a Kick, or
-	// a change in the listening sockets) scans stay at Interval.
-	activeWindow = time.Minute
+	// a change in the listening sockets) scans stay at Interval: most
+	// servers started through envd listen within it. After it the period
+	// grows with the quiet time (an eighth of it) up to IdleInterval, so
+	// a sandbox that just started, of hundreds started one after another,
+	// costs a few dozen scans in its first minute rather than 240.
+	activeWindow = 10 * time.Second
+	rampDivisor  = 8
 )
 
 // Config configures a Forwarder.
@@ -29,10 +34,16 @@ type Config struct {
 	// addresses at most about one Interval after it starts listening.
 	// Default 250ms.
 	Interval time.Duration
-	// IdleInterval is the scan period once nothing happened for a minute:
-	// no Kick and no change in the listening sockets. Hundreds of idle
-	// sandboxes each scanning four times a second keep a host busy; this
-	// still finds a server within a second. Default 750ms.
+	// IdleInterval is the longest scan period, reached once nothing
+	// happened (no Kick, no change in the listening sockets) for 8 ×
+	// IdleInterval; from 10 s of quiet on, the period is an eighth of the
+	// quiet time, at least Interval. A Kick ends a longer wait at once:
+	// the next scan runs no later than Interval after the last.
+	// A thousand idle sandboxes each scanning four times a second keep a
+	// host's cores busy (every scan walks all the host's listening
+	// sockets, and wakes a process); this still finds a server that
+	// starts listening with nobody asking within the time the proxy
+	// retries a refused request (3s). Default 2s.
 	IdleInterval time.Duration
 	// Exclude lists ports never forwarded (envd's own, 49983). They are still
 	// reported by Ports.
@@ -61,6 +72,8 @@ type Forwarder struct {
 	interval     time.Duration
 	idleInterval time.Duration
 	lastActive   atomic.Int64 // unix nanoseconds of the last Kick or port change
+	idle         atomic.Bool  // Run sleeps for IdleInterval: a Kick must wake it
+	kicked       chan struct{}
 	procRoot     string
 	sockDiag     bool // ask the kernel over netlink instead of reading procRoot
 	exclude      map[uint16]bool
@@ -106,15 +119,16 @@ func New(cfg Config, log *slog.Logger) *Forwarder {
 		sockDiag:     sockDiag,
 		exclude:      exclude,
 		log:          log,
+		kicked:       make(chan struct{}, 1),
 		forwards:     map[netip.AddrPort]*forward{},
 		listenFailed: map[netip.AddrPort]struct{}{},
 	}
 }
 
-// Run scans every Interval and forwards until ctx is done, then closes every
-// forwarding listener and connection, waits for their goroutines, and returns
-// nil. Scan and listen failures are logged and retried, never returned. Run
-// may be called once.
+// Run scans every Interval (IdleInterval when idle) and forwards until ctx
+// is done, then closes every forwarding listener and connection, waits for
+// their goroutines, and returns nil. Scan and listen failures are logged
+// and retried, never returned. Run may be called once.
 func (f *Forwarder) Run(ctx context.Context) error {
 	if !f.started.CompareAndSwap(false, true) {
 		return errors.New("portforward: Run called twice")
@@ -125,24 +139,66 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		f.scanSafe(ctx)
-		t.Reset(f.nextInterval(time.Now()))
+		if !f.sleep(ctx, t, time.Now()) {
+			return nil
+		}
+	}
+}
+
+// sleep waits until the next scan is due after one at last: nextInterval
+// later, or Interval later once a Kick ends an idle wait. It returns false
+// when ctx is done.
+func (f *Forwarder) sleep(ctx context.Context, t *time.Timer, last time.Time) bool {
+	select {
+	case <-f.kicked: // sent after the last wait had ended: stale
+	default:
+	}
+	// Set before lastActive is read: a Kick in between either is seen
+	// here or sees the flag and wakes the wait.
+	f.idle.Store(true)
+	defer f.idle.Store(false)
+	d := f.nextInterval(last)
+	if d <= f.interval {
+		f.idle.Store(false)
+	}
+	t.Reset(d)
+	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return false
 		case <-t.C:
+			return true
+		case <-f.kicked:
+			f.idle.Store(false)
+			if d := f.interval - time.Since(last); d > 0 {
+				t.Reset(d)
+				continue
+			}
+			return true
 		}
 	}
 }
 
 // Kick marks the sandbox as active: scans run at Interval for the next
-// minute. envd kicks on every request, since servers are started through it.
-func (f *Forwarder) Kick() { f.lastActive.Store(time.Now().UnixNano()) }
+// 10 s, starting no later than Interval after the last one, then less
+// often. envd kicks on every request, since servers are started through
+// it.
+func (f *Forwarder) Kick() {
+	f.lastActive.Store(time.Now().UnixNano())
+	if f.idle.Load() {
+		select {
+		case f.kicked <- struct{}{}:
+		default:
+		}
+	}
+}
 
 func (f *Forwarder) nextInterval(now time.Time) time.Duration {
-	if now.Sub(time.Unix(0, f.lastActive.Load())) < activeWindow {
+	quiet := now.Sub(time.Unix(0, f.lastActive.Load()))
+	if quiet < activeWindow {
 		return f.interval
 	}
-	return f.idleInterval
+	return min(f.idleInterval, max(f.interval, quiet/rampDivisor))
 }
 
 // Ports returns the listening TCP sockets found by the last scan, sorted by
@@ -187,10 +243,14 @@ func (f *Forwarder) listeners() ([]netip.AddrPort, error) {
 func (f *Forwarder) scan(ctx context.Context) {
 	socks, err := f.listeners()
 	if err == nil {
+		p := makePlan(socks, f.forwards, f.exclude)
+		// With nothing to forward (an idle sandbox's usual state) the
+		// addresses do not matter, and reading them is half a scan's cost.
 		var ext []netip.Addr
-		ext, err = externalAddrs()
+		if len(p.targets) > 0 {
+			ext, err = externalAddrs()
+		}
 		if err == nil {
-			p := makePlan(socks, f.forwards, f.exclude)
 			active := f.reconcile(ctx, p.targets, ext)
 			f.publish(p, active)
 		}

@@ -288,7 +288,53 @@ func TestScanIntervalFollowsActivity(t *testing.T) {
 	if got := f.nextInterval(time.Now()); got != 100*time.Millisecond {
 		t.Errorf("after a kick: %v, want the active interval", got)
 	}
+	f = New(Config{Interval: 100 * time.Millisecond, IdleInterval: 5 * time.Second}, nil)
+	for _, tt := range []struct{ quiet, want time.Duration }{
+		{0, 100 * time.Millisecond},
+		{activeWindow - time.Millisecond, 100 * time.Millisecond},
+		{16 * time.Second, 2 * time.Second}, // an eighth of the quiet time
+		{time.Hour, 5 * time.Second},
+	} {
+		f.lastActive.Store(now.Add(-tt.quiet).UnixNano())
+		if got := f.nextInterval(now); got != tt.want {
+			t.Errorf("after %v of quiet: %v, want %v", tt.quiet, got, tt.want)
+		}
+	}
 	if got := New(Config{}, nil); got.interval != defaultInterval || got.idleInterval != defaultIdleInterval {
 		t.Errorf("defaults: %v %v", got.interval, got.idleInterval)
+	}
+}
+
+// TestKickEndsIdleWait checks that a Kick during an idle wait (an hour
+// here) brings the next scan forward to about Interval after the last.
+func TestKickEndsIdleWait(t *testing.T) {
+	root := t.TempDir()
+	writeProc(t, root, "tcp", tcpHeader)
+	f := New(Config{ProcRoot: root, Interval: 10 * time.Millisecond, IdleInterval: time.Hour}, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	waitScans(t, f, 1)
+	f.lastActive.Store(time.Now().Add(-2 * activeWindow).UnixNano())
+	// The wait after the next scan at the latest is idle.
+	deadline := time.Now().Add(30 * time.Second)
+	for !f.idle.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("forwarder never waited idle")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	before := f.scans.Load()
+	f.Kick()
+	waitScans(t, f, 1)
+	if got := f.nextInterval(time.Now()); got != 10*time.Millisecond {
+		t.Errorf("after the kick: %v, want the active interval", got)
+	}
+	if f.scans.Load() <= before {
+		t.Error("no scan after the kick")
 	}
 }

@@ -128,6 +128,27 @@ func attachProcTree(fs int, stateDir, rootfs, bootID string) error {
 	return nil
 }
 
+// detachHostCopies removes the host namespace's copies of the sandbox's
+// /proc and /sys trees once the sandbox holds its own: they are a dozen
+// mounts (the masks) that only had to exist for their propagation into
+// the sandbox's namespace, whose mounts are private since. Left in place
+// they would cost every later create on the host: a new mount namespace
+// copies all the host's mounts, and the init's setup walks them twice.
+// Unmounting does not reach the sandbox (nothing propagates into a
+// private mount) and does not follow a symlink at rootfs/proc or
+// rootfs/sys.
+func detachHostCopies(rootfs string) error {
+	var errs []error
+	for _, dir := range []string{"proc", "sys"} {
+		target := filepath.Join(rootfs, dir)
+		err := unix.Unmount(target, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
+		if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("detach the host's copy of %s: %w", target, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // procStaging is where the sandbox's /proc is put together.
 func procStaging(stateDir string) string { return filepath.Join(stateDir, "proc") }
 

@@ -14,7 +14,10 @@
 // sysfs of the sandbox's network namespace and the procfs of its pid
 // namespace below the root from the host's mount namespace, with Docker's
 // masked and read-only paths, so that they reach the sandbox locked (see
-// boundary_linux.go). The init mounts a minimal /dev, the sandbox's own
+// boundary_linux.go), and unmounts the host's copies once the sandbox
+// holds its own: a running sandbox leaves two mounts in the host's
+// namespace (its disk and root; the network package adds its netns), since
+// every create copies and walks all of them. The init mounts a minimal /dev, the sandbox's own
 // cgroups, pivots into the overlay,
 // starts envd from a file descriptor (envd is never copied into the tree)
 // on a listening socket it opened first (so that a health check made while

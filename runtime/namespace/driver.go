@@ -66,6 +66,9 @@ type Driver struct {
 	cfg  Config
 	log  *slog.Logger
 	cgrp *cgroup.Hierarchy
+	// cgroupMounts are the host's cgroupfs mounts, read once: every
+	// init is given them (see sandboxinit.Config.CgroupMounts).
+	cgroupMounts []sandboxinit.CgroupMount
 
 	handles handles.Table[handle]
 
@@ -100,8 +103,12 @@ func New(cfg Config, log *slog.Logger) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("namespace runtime: %w", err)
 	}
+	mounts, err := sandboxinit.HostCgroupMounts()
+	if err != nil {
+		return nil, fmt.Errorf("namespace runtime: %w", err)
+	}
 	raiseHostLimits(log)
-	return &Driver{cfg: cfg, log: log, cgrp: h, ids: newIDRanges(filepath.Join(cfg.DataDir, "ids"))}, nil
+	return &Driver{cfg: cfg, log: log, cgrp: h, cgroupMounts: mounts, ids: newIDRanges(filepath.Join(cfg.DataDir, "ids"))}, nil
 }
 
 // Name implements runtime.Runtime.
@@ -225,9 +232,14 @@ func (d *Driver) start(ctx context.Context, r *handles.Reservation[handle], spec
 	if err != nil {
 		return nil, runtime.Instance{}, err
 	}
-	initProc, err := d.startInit(ctx, spec, ids, group, initConfig(spec, rootfs), bootID)
+	cfg := initConfig(spec, rootfs)
+	cfg.CgroupMounts = d.cgroupMounts
+	initProc, err := d.startInit(ctx, spec, ids, group, cfg, bootID)
 	if err != nil {
 		return nil, runtime.Instance{}, err
+	}
+	if err := detachHostCopies(rootfs); err != nil {
+		d.log.Warn("host copies of a sandbox's /proc and /sys left mounted", "sandbox", spec.ID, "err", err)
 	}
 	h := &handle{
 		rec: record{

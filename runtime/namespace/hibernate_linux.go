@@ -550,6 +550,9 @@ func (d *Driver) restoreProcs(ctx context.Context, r *handles.Reservation[handle
 	if err := relock(p.Pid, spec.Network.Netns, spec.StateDir, rootfs, rec.BootID); err != nil {
 		return proc.Process{}, nil, err
 	}
+	if err := detachHostCopies(rootfs); err != nil {
+		d.log.Warn("host copies of a sandbox's /proc and /sys left mounted", "sandbox", spec.ID, "err", err)
+	}
 	if err := reexecInit(ctx, p); err != nil {
 		return proc.Process{}, nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"roost.dev/roost/cgroup"
 	"roost.dev/roost/errdefs"
+	"roost.dev/roost/mountinfo"
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/namespace"
 	"roost.dev/roost/runtime/namespace/namespacetest"
@@ -255,5 +257,32 @@ func TestEnvdRestart(t *testing.T) {
 	}
 	if after := strings.TrimSpace(sb.MustExec(t, "pgrep -x envd")); after == before || after == "" {
 		t.Errorf("envd pid %q after restart, %q before", after, before)
+	}
+}
+
+// A running sandbox keeps only its disk and root mounted in the host's
+// namespace: the host's copies of its /proc and /sys (a dozen mounts with
+// the masks) go once the sandbox holds its own, since every later create
+// copies and walks all the host's mounts.
+func TestHostMountsPerSandbox(t *testing.T) {
+	d := newDriver(t)
+	sb := runtimetest.Start(t, d, runtimetest.Network(t), runtimetest.Options{})
+	ms, err := mountinfo.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range ms {
+		if rel, ok := strings.CutPrefix(m.Target, sb.Spec.StateDir+"/"); ok {
+			got = append(got, rel)
+		}
+	}
+	slices.Sort(got)
+	if want := []string{"disk", "rootfs"}; !slices.Equal(got, want) {
+		t.Errorf("host mounts in the sandbox's state dir: %v, want %v", got, want)
+	}
+	// The sandbox's own copies stay, masks included.
+	if out := sb.MustExec(t, "awk '$5 == \"/proc/keys\" || $5 == \"/sys/firmware\"' /proc/self/mountinfo | wc -l"); strings.TrimSpace(out) != "2" {
+		t.Errorf("masks in the sandbox: %q mounts, want 2", out)
 	}
 }

@@ -45,21 +45,18 @@ func ownHierarchies() (map[string]string, error) {
 	return own, nil
 }
 
-// cgroupMount is a cgroupfs mount of the host's.
-type cgroupMount struct {
-	target string // below hostCgroupRoot, or hostCgroupRoot itself
-	v2     bool
-	opts   []string // the superblock's options; for v1 they name the controllers
-}
-
-// hostCgroupMounts lists the host's cgroupfs mounts from mountinfo.
-func hostCgroupMounts() ([]cgroupMount, error) {
+// HostCgroupMounts lists the host's cgroupfs mounts below /sys/fs/cgroup
+// from this process's mountinfo, for Config.CgroupMounts. Reading
+// mountinfo costs time in proportion to the host's mounts (a dozen for
+// every running sandbox), so the driver reads it once rather than every
+// init at every start.
+func HostCgroupMounts() ([]CgroupMount, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, fmt.Errorf("read mountinfo: %w", err)
 	}
 	defer f.Close()
-	var out []cgroupMount
+	out := []CgroupMount{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		pre, post, ok := strings.Cut(sc.Text(), " - ")
@@ -71,34 +68,40 @@ func hostCgroupMounts() ([]cgroupMount, error) {
 		if (after[0] != "cgroup" && after[0] != "cgroup2") || !strings.HasPrefix(target, hostCgroupRoot) {
 			continue
 		}
-		out = append(out, cgroupMount{target: target, v2: after[0] == "cgroup2", opts: strings.Split(after[2], ",")})
+		out = append(out, CgroupMount{Target: target, V2: after[0] == "cgroup2", Options: strings.Split(after[2], ",")})
 	}
-	return out, sc.Err()
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read mountinfo: %w", err)
+	}
+	return out, nil
 }
 
 // group is the process's group in m's hierarchy, if it is a roost group:
 // own's entry whose controller list m's options hold.
-func (m cgroupMount) group(own map[string]string) (string, bool) {
-	if m.v2 {
+func (m CgroupMount) group(own map[string]string) (string, bool) {
+	if m.V2 {
 		g, ok := own[""]
 		return g, ok
 	}
 	for key, g := range own {
-		if key != "" && !slices.ContainsFunc(strings.Split(key, ","), func(c string) bool { return !slices.Contains(m.opts, c) }) {
+		if key != "" && !slices.ContainsFunc(strings.Split(key, ","), func(c string) bool { return !slices.Contains(m.Options, c) }) {
 			return g, true
 		}
 	}
 	return "", false
 }
 
-// mountCgroups covers root's /sys/fs/cgroup with the sandbox's own view.
-func mountCgroups(root string, own map[string]string) error {
-	mounts, err := hostCgroupMounts()
-	if err != nil {
-		return err
+// mountCgroups covers root's /sys/fs/cgroup with the sandbox's own view
+// of the host's cgroupfs mounts; nil mounts are read from mountinfo.
+func mountCgroups(root string, own map[string]string, mounts []CgroupMount) error {
+	if mounts == nil {
+		var err error
+		if mounts, err = HostCgroupMounts(); err != nil {
+			return err
+		}
 	}
 	dir := filepath.Join(root, hostCgroupRoot)
-	if len(mounts) == 1 && mounts[0].target == hostCgroupRoot && mounts[0].v2 {
+	if len(mounts) == 1 && mounts[0].Target == hostCgroupRoot && mounts[0].V2 {
 		g, ok := mounts[0].group(own)
 		if !ok {
 			return mountEmpty(dir)
@@ -110,14 +113,14 @@ func mountCgroups(root string, own map[string]string) error {
 	}
 	for _, m := range mounts {
 		g, ok := m.group(own)
-		if !ok || m.target == hostCgroupRoot {
+		if !ok || m.Target == hostCgroupRoot {
 			continue
 		}
-		target := filepath.Join(dir, strings.TrimPrefix(m.target, hostCgroupRoot))
+		target := filepath.Join(dir, strings.TrimPrefix(m.Target, hostCgroupRoot))
 		if err := os.MkdirAll(target, 0o555); err != nil {
 			return err
 		}
-		if err := bindReadOnly(filepath.Join(m.target, g), target); err != nil {
+		if err := bindReadOnly(filepath.Join(m.Target, g), target); err != nil {
 			return err
 		}
 	}

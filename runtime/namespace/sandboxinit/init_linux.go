@@ -106,7 +106,7 @@ func setupSandbox() (Config, error) {
 	if err := mountSpecial(root); err != nil {
 		return cfg, err
 	}
-	if err := mountCgroups(root, own); err != nil {
+	if err := mountCgroups(root, own, cfg.CgroupMounts); err != nil {
 		return cfg, err
 	}
 	if err := writeIdentityFiles(root, cfg); err != nil {

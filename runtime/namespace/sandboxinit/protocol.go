@@ -57,4 +57,18 @@ type Config struct {
 	// of the sandbox's user namespace. Only benchmarks and tests set it,
 	// through the driver's Config, to measure what confinement costs.
 	Unconfined bool `json:"unconfined,omitempty"`
+	// CgroupMounts are the host's cgroupfs mounts (HostCgroupMounts),
+	// from which the init builds the sandbox's /sys/fs/cgroup. Nil: the
+	// init reads them from its mountinfo, which takes longer the more
+	// sandboxes the host runs.
+	CgroupMounts []CgroupMount `json:"cgroupMounts,omitempty"`
+}
+
+// CgroupMount is one of the host's cgroupfs mounts below /sys/fs/cgroup.
+type CgroupMount struct {
+	Target string `json:"target"` // where it is mounted
+	V2     bool   `json:"v2,omitempty"`
+	// Options are the superblock's options; a v1 hierarchy's name its
+	// controllers.
+	Options []string `json:"options,omitempty"`
 }
