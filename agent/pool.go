@@ -133,9 +133,9 @@ func (p *pools) take(req CreateRequest) (pooled, bool) {
 		p.byKey[key] = pl
 	}
 	pl.asked = append(pl.asked, now)
-	p.kick()
 	if len(pl.ready) == 0 {
 		p.claims[false]++
+		p.kick()
 		return pooled{}, false
 	}
 	w := pl.ready[0]
@@ -217,6 +217,9 @@ func (m *Manager) claim(ctx context.Context, req CreateRequest) (Sandbox, bool) 
 	if !ok {
 		return Sandbox{}, false
 	}
+	// The refill starts once the claim is done: it would take the cores
+	// the claim needs.
+	defer m.pools.kick()
 	begin := time.Now()
 	v, err := m.giveIdentity(ctx, w, req)
 	if err != nil {

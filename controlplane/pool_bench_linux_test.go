@@ -62,13 +62,16 @@ func BenchmarkCreateWarm(b *testing.B) {
 	_, id := create(warm) // the pool learns what to start
 	destroy(id)
 	var lat []time.Duration
-	var idle agent.PoolStat
 	_, hits0, _ := e.agent.PoolStats()
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
-		idle = waitWarm(b, e.agent, 2)
-		time.Sleep(20 * time.Millisecond) // let the last fill's work settle
+		waitWarm(b, e.agent, 2)
+		// The last destroy's teardown and the last fill's work settle.
+		if err := e.agent.WaitTeardowns(b.Context()); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
 		b.StartTimer()
 		d, id := create(warm)
 		lat = append(lat, d)
@@ -81,9 +84,13 @@ func BenchmarkCreateWarm(b *testing.B) {
 		b.Errorf("%d of %d creates were served by the pool", hits-hits0, b.N)
 	}
 	reportLatency(b, "create-warm", lat)
-	if idle.Ready > 0 {
-		b.ReportMetric(float64(idle.MemoryBytes)/float64(idle.Ready)/(1<<20), "warm-idle-MiB")
+	// The pool's memory is read every second.
+	idle := waitWarm(b, e.agent, 2)
+	for deadline := time.Now().Add(10 * time.Second); idle.MemoryBytes == 0 && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		idle = waitWarm(b, e.agent, 2)
 	}
+	b.ReportMetric(float64(idle.MemoryBytes)/float64(idle.Ready)/(1<<20), "warm-idle-MiB")
 }
 
 // burstCreates, burstClients and burstPool are BenchmarkCreateBurst's
