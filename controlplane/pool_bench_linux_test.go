@@ -11,15 +11,22 @@ import (
 
 	"roost.dev/roost/agent"
 	"roost.dev/roost/controlplane"
+	"roost.dev/roost/store"
 	"roost.dev/roost/store/storetest"
 )
 
 // newPooledTestenv is the stack as roost up runs it, with a warm pool of
-// size n for base, and slots network slots.
+// size n for base, and slots network slots, all of which the team may
+// use.
 func newPooledTestenv(t testing.TB, n, slots int) *testenv {
 	t.Helper()
 	requireNamespace(t)
-	return newTestenvAgent(t, controlplane.Config{Local: localAgent()}, storetest.SQLiteURL(t), namespaceRuntime, slots,
+	s := int64(slots)
+	cfg := controlplane.Config{Local: localAgent(), TeamQuota: store.Quota{
+		store.LimitSandboxes: s, store.LimitVCPUs: s * agent.DefaultVCPUs,
+		store.LimitMemoryMB: s * agent.DefaultMemoryMB, store.LimitDiskMB: s * agent.DefaultDiskMB,
+	}}
+	return newTestenvAgent(t, cfg, storetest.SQLiteURL(t), namespaceRuntime, slots,
 		func(c *agent.Config) { c.WarmPools = map[string]int{"base": n} })
 }
 
@@ -100,8 +107,8 @@ const (
 	// maxPoolGrowth is the agent's bound on a pool's growth with demand.
 	maxPoolGrowth = 4
 	burstCreates  = 1000
-	burstClients = 16
-	burstPool    = 32
+	burstClients  = 16
+	burstPool     = 32
 )
 
 // BenchmarkCreateBurst measures a burst of creates from many clients at
