@@ -181,14 +181,6 @@ func (p *pools) kick() {
 	}
 }
 
-// drain takes out every warm sandbox of the pools of template name (a
-// rebuild of it) and destroys them in the background.
-func (p *pools) drain(name string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.drainLocked(func(k poolKey) bool { return k.template == name })
-}
-
 // drainLocked removes the pools whose key match accepts, and destroys
 // their sandboxes in the background.
 func (p *pools) drainLocked(match func(poolKey) bool) {
