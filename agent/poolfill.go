@@ -183,12 +183,7 @@ func (m *Manager) destroyPooled(sb *sandbox, reason string) {
 // memory the kernel cannot take back without it).
 func (p *pools) readMemory() {
 	p.mu.Lock()
-	var all []*sandbox
-	for _, pl := range p.byKey {
-		for _, w := range pl.ready {
-			all = append(all, w.sb)
-		}
-	}
+	all := p.warmLocked()
 	p.mu.Unlock()
 	read := map[*sandbox]int64{}
 	for _, sb := range all {
@@ -273,15 +268,21 @@ func (p *pools) letGo(pl *pool, reason string) bool {
 // closeAll destroys every warm sandbox, when the manager closes.
 func (p *pools) closeAll() {
 	p.mu.Lock()
-	var all []*sandbox
-	for k, pl := range p.byKey {
-		for _, w := range pl.ready {
-			all = append(all, w.sb)
-		}
-		delete(p.byKey, k)
-	}
+	all := p.warmLocked()
+	clear(p.byKey)
 	p.mu.Unlock()
 	for _, sb := range all {
 		p.m.destroyPooled(sb, "the agent stops")
 	}
+}
+
+// warmLocked is every warm sandbox of every pool.
+func (p *pools) warmLocked() []*sandbox {
+	var all []*sandbox
+	for _, pl := range p.byKey {
+		for _, w := range pl.ready {
+			all = append(all, w.sb)
+		}
+	}
+	return all
 }

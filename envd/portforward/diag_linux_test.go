@@ -11,16 +11,7 @@ import (
 
 // sock_diag and /proc must agree on the listening sockets of this host.
 func TestDiagMatchesProc(t *testing.T) {
-	ln4, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln4.Close()
-	ln6, err := net.Listen("tcp6", "[::1]:0")
-	if err != nil {
-		t.Skip("no IPv6 loopback")
-	}
-	defer ln6.Close()
+	ln4, ln6 := listenBoth(t)
 	diag, err := diagListeners()
 	if err != nil {
 		t.Fatal(err)
@@ -48,16 +39,7 @@ func TestDiagMatchesProc(t *testing.T) {
 // The one-walk request for both families must find both, on the kernels
 // roost runs on (older ones fall back to a request per family).
 func TestDiagBothFamiliesInOneDump(t *testing.T) {
-	ln4, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln4.Close()
-	ln6, err := net.Listen("tcp6", "[::1]:0")
-	if err != nil {
-		t.Skip("no IPv6 loopback")
-	}
-	defer ln6.Close()
+	ln4, ln6 := listenBoth(t)
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		t.Fatal(err)
@@ -88,4 +70,21 @@ func BenchmarkListenersProc(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// listenBoth listens on a port of the IPv4 and of the IPv6 loopback,
+// until t ends; it skips t where there is no IPv6 loopback.
+func listenBoth(t *testing.T) (net.Listener, net.Listener) {
+	t.Helper()
+	ln4, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln4.Close() })
+	ln6, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skip("no IPv6 loopback")
+	}
+	t.Cleanup(func() { ln6.Close() })
+	return ln4, ln6
 }
