@@ -32,9 +32,15 @@ func (m *Manager) Destroy(ctx context.Context, id string) error {
 // that a crash interrupts is finished by the next agent's recovery; one
 // that fails puts the sandbox back, in the error state, to be destroyed
 // again. When maxPendingTeardowns are under way, it waits for one to end.
+// A sandbox with volumes is destroyed whole before it returns: its
+// volumes are free for the next sandbox, and the content API, at once.
 func (m *Manager) StartDestroy(ctx context.Context, id string) error {
-	_, err := m.beginDestroy(ctx, id)
-	return err
+	t, err := m.beginDestroy(ctx, id)
+	if t == nil || !t.volumes {
+		return err
+	}
+	<-t.done
+	return t.err
 }
 
 // WaitTeardowns waits until no teardown StartDestroy began is under way,
@@ -81,12 +87,12 @@ func (m *Manager) beginDestroy(ctx context.Context, id string) (*teardown, error
 		}
 		return nil, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
 	}
-	rec, err := m.cutOffLocked(sb)
+	rec, err := m.cutOffLocked(ctx, sb)
 	if err != nil {
 		<-m.pendingTeardowns
 		return nil, err
 	}
-	t := &teardown{done: make(chan struct{})}
+	t := &teardown{done: make(chan struct{}), volumes: len(rec.Spec.Volumes) > 0}
 	m.wg.Go(func() {
 		defer func() { <-m.pendingTeardowns }()
 		m.runningTeardowns <- struct{}{}
@@ -111,17 +117,18 @@ const (
 )
 
 // teardown is one background removal of a destroyed sandbox; err is set
-// when done is closed.
+// when done is closed. volumes says the sandbox had volumes.
 type teardown struct {
-	done chan struct{}
-	err  error
+	done    chan struct{}
+	err     error
+	volumes bool
 }
 
 // destroyLocked destroys a sandbox whose op lock the caller holds, all of
 // it before it returns. It runs to the end even if ctx is cancelled: a
 // half-destroyed sandbox helps no one.
 func (m *Manager) destroyLocked(ctx context.Context, sb *sandbox, reason string) error {
-	rec, err := m.cutOffLocked(sb)
+	rec, err := m.cutOffLocked(ctx, sb)
 	if err != nil {
 		return err
 	}
@@ -131,12 +138,14 @@ func (m *Manager) destroyLocked(ctx context.Context, sb *sandbox, reason string)
 // cutOffLocked makes a sandbox whose op lock the caller holds
 // unreachable, at once: its record says stopped (on disk too, so that a
 // crash from here on has the next agent remove it), the manager forgets
-// it, and its link is down. It returns the record as it was.
-func (m *Manager) cutOffLocked(sb *sandbox) (record, error) {
+// it, and its link is down. A VM's volumes are synced first, through its
+// envd, which the cut makes unreachable. It returns the record as it was.
+func (m *Manager) cutOffLocked(ctx context.Context, sb *sandbox) (record, error) {
 	rec := sb.snapshot()
 	if err := checkTransition(rec.State, StateStopped); err != nil {
 		return record{}, err
 	}
+	m.syncVolumes(context.WithoutCancel(ctx), rec)
 	if err := sb.setStateLocked(StateStopped, m.cfg.Now(), ""); err != nil {
 		return record{}, fmt.Errorf("destroy sandbox %s: %w", rec.ID, err)
 	}
@@ -166,7 +175,6 @@ func (m *Manager) teardownLocked(ctx context.Context, sb *sandbox, rec record, r
 		m.reregister(sb)
 		return err
 	}
-	m.syncVolumes(ctx, rec)
 	rt := m.runtimeOf(sb)
 	if err := rt.Destroy(ctx, rec.key()); err != nil && !errGone(err) {
 		return fail(rt.Name()+" runtime", err)
