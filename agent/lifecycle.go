@@ -26,8 +26,9 @@ func (m *Manager) Destroy(ctx context.Context, id string) error {
 
 // StartDestroy is Destroy that returns as soon as the sandbox is
 // unreachable: gone from the manager (Get and SandboxAddr say not found),
-// its network cut, its record marked stopped. Its removal goes on in the
-// background, at most maxTeardowns at once; until it ends the sandbox
+// no new request reaching it, its record marked stopped; its processes end
+// as soon as its teardown runs, and their connections with them. Its
+// removal goes on in the background, at most maxTeardowns at once; until it ends the sandbox
 // holds its network slot, so no new sandbox gets its address. A removal
 // that a crash interrupts is finished by the next agent's recovery; one
 // that fails puts the sandbox back, in the error state, to be destroyed
@@ -137,9 +138,13 @@ func (m *Manager) destroyLocked(ctx context.Context, sb *sandbox, reason string)
 
 // cutOffLocked makes a sandbox whose op lock the caller holds
 // unreachable, at once: its record says stopped (on disk too, so that a
-// crash from here on has the next agent remove it), the manager forgets
-// it, and its link is down. A VM's volumes are synced first, through its
-// envd, which the cut makes unreachable. It returns the record as it was.
+// crash from here on has the next agent remove it), and the manager
+// forgets it, so that no new request reaches it. Its link stays up until
+// the teardown has ended its processes: their connections then close
+// with a reset the other side sees (a command's stream ends with an
+// error, as E2B's SDKs expect), where a link taken down first would leave
+// them hanging. A VM's volumes are synced first. It returns the record as
+// it was.
 func (m *Manager) cutOffLocked(ctx context.Context, sb *sandbox) (record, error) {
 	rec := sb.snapshot()
 	if err := checkTransition(rec.State, StateStopped); err != nil {
@@ -150,10 +155,6 @@ func (m *Manager) cutOffLocked(ctx context.Context, sb *sandbox) (record, error)
 		return record{}, fmt.Errorf("destroy sandbox %s: %w", rec.ID, err)
 	}
 	m.unregister(sb)
-	if err := m.net.Isolate(rec.Slot); err != nil {
-		// The teardown deletes the link all the same.
-		m.log.Warn("sandbox link not cut before its teardown", "sandbox", rec.ID, "err", err)
-	}
 	return rec, nil
 }
 

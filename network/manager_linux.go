@@ -381,23 +381,6 @@ func (m *Manager) Teardown(ctx context.Context, id string, slot int) error {
 	return nil
 }
 
-// Isolate cuts slot's sandbox off the host and everything beyond, at
-// once, by taking its host link down; Teardown removes the rest. A slot
-// with no link is not an error.
-func (m *Manager) Isolate(slot int) error {
-	if err := m.checkSlot(slot); err != nil {
-		return err
-	}
-	link, err := m.findLink(hostLink(slot))
-	if link == nil {
-		return err
-	}
-	if err := m.nl.LinkSetDown(link); err != nil && !errors.Is(err, unix.ENODEV) {
-		return fmt.Errorf("set link %s down: %w", hostLink(slot), err)
-	}
-	return nil
-}
-
 // SetInternet switches slot's access to anything beyond the host on or off.
 // Turning it off also cuts the sandbox's established connections. Turning
 // it on takes ~10 ms (see Teardown), turning it off well under one.
