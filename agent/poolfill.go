@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"runtime/debug"
 	"time"
@@ -84,7 +85,7 @@ func (p *pools) fill() {
 func (pl *pool) memoryLocked() int64 {
 	var n int64
 	for _, w := range pl.ready {
-		n += cmpOr(w.memory, unreadMemory)
+		n += cmp.Or(w.memory, unreadMemory)
 	}
 	return n + int64(pl.starting)*pl.estimateLocked()
 }
@@ -102,13 +103,6 @@ func (pl *pool) estimateLocked() int64 {
 		return unreadMemory
 	}
 	return sum / n
-}
-
-func cmpOr(v, def int64) int64 {
-	if v > 0 {
-		return v
-	}
-	return def
 }
 
 // start starts one warm sandbox of pl and adds it, unless pl was drained
