@@ -261,12 +261,10 @@ func (s *Server) scheduleWhere(ctx context.Context, keep func(store.Host) bool) 
 // activeStates are the states that hold a slot on a host.
 var activeStates = []store.SandboxState{store.SandboxStarting, store.SandboxRunning, store.SandboxPaused}
 
-// activeSandboxes counts the host's sandboxes that hold a slot.
+// activeSandboxes counts the host's sandboxes that hold a slot, in the
+// store (an indexed count: no record is read).
 func (s *Server) activeSandboxes(ctx context.Context, hostID string) (int, error) {
-	n := 0
-	err := s.eachPage(ctx, store.SandboxFilter{HostID: hostID, States: activeStates}, func(page []store.Sandbox) {
-		n += len(page)
-	})
+	n, err := s.store.CountSandboxes(ctx, store.SandboxFilter{HostID: hostID, States: activeStates})
 	if err != nil {
 		return 0, fmt.Errorf("count sandboxes of host %s: %w", hostID, err)
 	}
