@@ -44,7 +44,13 @@ type Server struct {
 
 // NewServer builds the HTTP surface over m.
 func NewServer(m *Manager, cfg ServerConfig, log *slog.Logger) *Server {
-	return newServer(&service{m: m}, m, cfg, log)
+	return newServer(NewService(m), m, cfg, log)
+}
+
+// NewService is m's RPC service: what NewServer serves, for a control
+// plane in the same process to call without HTTP.
+func NewService(m *Manager) hostagentv1connect.HostAgentServiceHandler {
+	return &service{m: m}
 }
 
 func newServer(svc hostagentv1connect.HostAgentServiceHandler, res resolver, cfg ServerConfig, log *slog.Logger) *Server {

@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"crypto/tls"
+	"log/slog"
 	"net/http"
 	"sync"
 	"time"
@@ -40,6 +41,11 @@ type agents struct {
 	clients map[string]agentClient
 	// tokens are the bearer tokens of in-process agents, by host ID.
 	tokens map[string]string
+	// local is the service of the agent in this process, called directly
+	// for host localID (nil: none).
+	local   hostagentv1connect.HostAgentServiceHandler
+	localID string
+	log     *slog.Logger
 }
 
 // agentClient is a cached client and what it was made for.
@@ -61,6 +67,15 @@ func newAgents(tlsConfig *tls.Config) *agents {
 		ResponseHeaderTimeout: 0, // creates can take minutes; contexts bound calls
 	}
 	return &agents{transport: tr, client: &http.Client{Transport: tr}, clients: map[string]agentClient{}, tokens: map[string]string{}}
+}
+
+// direct has the client of host hostID call svc, the service of the
+// agent in this process, directly (directAgent).
+func (a *agents) direct(hostID string, svc hostagentv1connect.HostAgentServiceHandler, log *slog.Logger) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.local, a.localID, a.log = svc, hostID, log
+	clear(a.clients)
 }
 
 // setToken keeps the bearer token of an in-process agent.
@@ -86,7 +101,10 @@ func (a *agents) For(h store.Host) hostagentv1connect.HostAgentServiceClient {
 	if c, ok := a.clients[h.ID]; ok && c.url == h.URL && c.token == token {
 		return c.c
 	}
-	c := hostagentv1connect.NewHostAgentServiceClient(a.client, h.URL, connect.WithInterceptors(tokenInterceptor(token)))
+	var c hostagentv1connect.HostAgentServiceClient = hostagentv1connect.NewHostAgentServiceClient(a.client, h.URL, connect.WithInterceptors(tokenInterceptor(token)))
+	if a.local != nil && h.ID == a.localID {
+		c = directAgent{HostAgentServiceClient: c, svc: a.local, log: a.log}
+	}
 	a.clients[h.ID] = agentClient{url: h.URL, token: token, c: c}
 	return c
 }

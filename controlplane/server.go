@@ -20,6 +20,7 @@ import (
 	"roost.dev/roost/dashboard"
 	"roost.dev/roost/errdefs"
 	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
+	"roost.dev/roost/gen/roost/hostagent/v1/hostagentv1connect"
 	"roost.dev/roost/proxy"
 	"roost.dev/roost/store"
 	"roost.dev/roost/template/content"
@@ -111,6 +112,10 @@ type LocalAgent struct {
 	// ErrConflict (paused) or ErrUnavailable. It is called on every
 	// request, and must be cheap.
 	SandboxAddr func(sandboxID string) (proxy.Instance, error)
+	// Service is the agent's RPC service, if set: the control plane then
+	// calls it directly for every unary RPC, not over HTTP (see
+	// directAgent). The agent must still be added with AddHost.
+	Service hostagentv1connect.HostAgentServiceHandler
 }
 
 // local reports whether sb runs on the in-process agent.
@@ -200,8 +205,11 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, store: st, log: log, agents: newAgents(agentTLS), ca: ca, builds: newBuildRunner(), filesKey: filesKey,
+	s := &Server{cfg: cfg, store: newKeyCache(st), log: log, agents: newAgents(agentTLS), ca: ca, builds: newBuildRunner(), filesKey: filesKey,
 		blobLimit: maxBlobBytes}
+	if cfg.Local != nil && cfg.Local.Service != nil {
+		s.agents.direct(cfg.Local.HostID, cfg.Local.Service, log)
+	}
 	if cfg.Local != nil && cfg.Local.SandboxAddr != nil {
 		s.agents.client.Transport = localEnvd{next: s.agents.transport, lookup: cfg.Local.SandboxAddr}
 	}

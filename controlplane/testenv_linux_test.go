@@ -159,7 +159,7 @@ func newTestenvAgent(t testing.TB, cfg controlplane.Config, dbURL string, newRT 
 	t.Cleanup(func() { st.Close() })
 	if cfg.Local != nil && cfg.Local.SandboxAddr == nil {
 		// localAgent's marker: wire the in-process agent as roost up does.
-		cfg.Local = &controlplane.LocalAgent{HostID: cfg.Local.HostID, SandboxAddr: m.SandboxAddr}
+		cfg.Local = &controlplane.LocalAgent{HostID: cfg.Local.HostID, SandboxAddr: m.SandboxAddr, Service: agent.NewService(m)}
 	}
 	cp, err := controlplane.New(cfg, st, log.With("component", "controlplane"))
 	if err != nil {

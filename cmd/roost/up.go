@@ -128,9 +128,9 @@ func runUp(ctx context.Context, o *upOptions) error {
 		return err
 	}
 	defer st.Close()
-	// The agent is in this process: the control plane reaches its
-	// sandboxes directly, a hop less for every request.
-	local := &controlplane.LocalAgent{HostID: localHostID, SandboxAddr: m.SandboxAddr}
+	// The agent is in this process: the control plane calls it and
+	// reaches its sandboxes directly, a hop less for every request.
+	local := &controlplane.LocalAgent{HostID: localHostID, SandboxAddr: m.SandboxAddr, Service: agent.NewService(m)}
 	cfg := controlplane.Config{Domain: serve.domain, PublicURL: serve.publicURL, Local: local, TeamQuota: o.quota.q,
 		Blobs: content.NewBlobs(filepath.Join(dataDir, "blobs")), Interpreter: findInterpreter(log),
 		Registerer: metrics.reg, Metrics: metrics.apiHandler(), MetricsToken: metrics.opts.token}
