@@ -205,7 +205,7 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, store: newKeyCache(st), log: log, agents: newAgents(agentTLS), ca: ca, builds: newBuildRunner(), filesKey: filesKey,
+	s := &Server{cfg: cfg, store: newCachedStore(st), log: log, agents: newAgents(agentTLS), ca: ca, builds: newBuildRunner(), filesKey: filesKey,
 		blobLimit: maxBlobBytes}
 	if cfg.Local != nil && cfg.Local.Service != nil {
 		s.agents.direct(cfg.Local.HostID, cfg.Local.Service, log)
