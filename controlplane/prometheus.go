@@ -93,7 +93,16 @@ func newServerMetrics(cfg Config, s *Server) (*serverMetrics, error) {
 	if m.proxy, err = proxy.NewMetrics(cfg.Registerer); err != nil {
 		return nil, fmt.Errorf("new control plane: register proxy metrics: %w", err)
 	}
-	for _, c := range []prometheus.Collector{m.ops, &storeCollector{s: s}} {
+	leader := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "roost_controlplane_leader",
+		Help: "1 while this replica leads (runs the timeouts, retention, pruning, webhook delivery and reconciling), 0 otherwise.",
+	}, func() float64 {
+		if s.Leading() {
+			return 1
+		}
+		return 0
+	})
+	for _, c := range []prometheus.Collector{m.ops, &storeCollector{s: s}, leader} {
 		if err := cfg.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("new control plane: register metrics: %w", err)
 		}

@@ -41,6 +41,13 @@ type Config struct {
 	// ReconcileInterval is how often every host's sandboxes are compared
 	// with the store. Default 10 s.
 	ReconcileInterval time.Duration
+	// LeaderLease is how long the leader's lease lasts unrenewed, and
+	// so how soon another replica leads when the leader dies (within it
+	// and a third of it). Default 3 s.
+	LeaderLease time.Duration
+	// ReplicaID names this replica among those sharing the store.
+	// Default: the host's name and a random suffix.
+	ReplicaID string
 	// DownAfter is how many consecutive unanswered reconcile rounds mark a
 	// host down and its sandboxes lost. Default 3.
 	DownAfter int
@@ -131,6 +138,7 @@ const envdVersion = "0.6.4"
 // concurrent use; Run owns the background loops.
 type Server struct {
 	cfg    Config
+	leader *leadership
 	store  store.Store
 	log    *slog.Logger
 	agents *agents
@@ -190,6 +198,12 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	if cfg.DownAfter <= 0 {
 		cfg.DownAfter = 3
 	}
+	if cfg.LeaderLease <= 0 {
+		cfg.LeaderLease = defaultLeaderLease
+	}
+	if cfg.ReplicaID == "" {
+		cfg.ReplicaID = newReplicaID()
+	}
 	if cfg.CreateGrace <= 0 {
 		cfg.CreateGrace = createTimeout + time.Minute
 	}
@@ -219,6 +233,7 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	}
 	s.proxy = proxy.New(proxy.Config{Domain: cfg.Domain, AutoResume: s.metrics.timeAutoResume(s.autoResume), AgentTLS: http1Only(agentTLS),
 		Metrics: s.metrics.proxy}, resolver{s}, log.With("component", "proxy"))
+	s.leader = &leadership{st: st, id: cfg.ReplicaID, ttl: cfg.LeaderLease, log: log}
 	s.audit = newAuditWriter(st, log.With("component", "audit"))
 	s.events = newEventLog(st, log.With("component", "events"))
 	s.mux = s.routes()
@@ -465,10 +480,19 @@ func (s *Server) AddHost(ctx context.Context, h store.Host, token string) error 
 // once ctx ends and they have stopped: the loops log their failures and
 // carry on, so nothing makes Run fail today. Call it once.
 func (s *Server) Run(ctx context.Context) error {
-	s.log.Info("control plane running", "public_url", s.cfg.PublicURL, "domain", s.cfg.Domain)
+	s.log.Info("control plane running", "public_url", s.cfg.PublicURL, "domain", s.cfg.Domain, "replica", s.leader.id)
 	s.tendBuilds(ctx) // builds a stopped control plane left
 	var wg sync.WaitGroup
 	wg.Go(func() { s.loop(ctx, "builds", buildLeaseRenew, s.tendBuilds) })
+	wg.Go(func() { s.leader.run(ctx, s.lead) })
+	wg.Wait()
+	return nil
+}
+
+// lead runs the work that must run on one replica (the leader) until
+// ctx ends: the leadership is lost or the server stops.
+func (s *Server) lead(ctx context.Context) {
+	var wg sync.WaitGroup
 	wg.Go(func() { s.loop(ctx, "timeouts", s.cfg.TimeoutInterval, s.enforceTimeouts) })
 	wg.Go(func() { s.loop(ctx, "retention", s.cfg.RetentionInterval, s.enforceRetention) })
 	wg.Go(func() { s.loop(ctx, "prune", pruneInterval, s.prune) })
@@ -476,8 +500,11 @@ func (s *Server) Run(ctx context.Context) error {
 	rec := newReconciler(s)
 	wg.Go(func() { s.loop(ctx, "reconcile", s.cfg.ReconcileInterval, rec.round) })
 	wg.Wait()
-	return nil
 }
+
+// Leading says whether this replica leads now (runs the work that must
+// run once).
+func (s *Server) Leading() bool { return s.leader.leading.Load() }
 
 // loop calls fn every interval until ctx ends; a panic in fn is logged
 // and the loop goes on.

@@ -38,12 +38,17 @@ type dialect struct {
 	// constraint classifies a constraint violation: "unique",
 	// "foreign_key" or "" for anything else.
 	constraint func(error) string
+	// now is the database's clock as SQL: UTC nanoseconds since the
+	// epoch, as times are stored. SQLite's is its process's (the only
+	// one using the file).
+	now string
 }
 
 var (
 	sqliteDialect = dialect{
 		name:      "sqlite",
 		forUpdate: "",
+		now:       "CAST((julianday('now') - 2440587.5) * 86400000000000 AS INTEGER)",
 		constraint: func(err error) string {
 			var e *sqlite.Error
 			if !errors.As(err, &e) {
@@ -61,6 +66,7 @@ var (
 	postgresDialect = dialect{
 		name:      "postgres",
 		forUpdate: " FOR UPDATE",
+		now:       "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000000 AS BIGINT)",
 		constraint: func(err error) string {
 			var e *pgconn.PgError
 			if !errors.As(err, &e) {

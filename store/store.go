@@ -119,6 +119,8 @@ type Store interface {
 	Stats
 	// Operations: teams, operator tokens, audit log, events, webhooks.
 	Operations
+	// Leases: which control plane runs the work that must run once.
+	Leases
 }
 
 // HashKey is how API keys and registration tokens are stored: SHA-256 of
