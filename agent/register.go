@@ -12,7 +12,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"roost.dev/roost/atomicfile"
@@ -85,7 +87,10 @@ func (reg Registration) TLS(now time.Time) (*tls.Config, error) {
 
 // RegistrarConfig configures a Registrar.
 type RegistrarConfig struct {
-	// ServerURL is the control plane, e.g. "https://10.0.0.1:3000".
+	// ServerURL is the control plane, e.g. "https://10.0.0.1:3000", or
+	// its replicas' URLs separated by commas. Calls go to the replica
+	// that last answered, and on to the next when one cannot be reached
+	// or fails (5xx); a refusal (4xx) is final.
 	ServerURL string
 	// RegistrationToken is the control plane's one-time token
 	// ("roostreg_SECRET.sha256:HEX", from roost server token), which pins
@@ -122,6 +127,10 @@ type Registrar struct {
 	log  *slog.Logger
 	// volumeDirID is the host's volume directory ID, read once by Run.
 	volumeDirID string
+	// servers are ServerURL's replicas; current indexes the one that
+	// last answered.
+	servers []string
+	current atomic.Int64
 }
 
 // NewRegistrar returns a Registrar reporting m.
@@ -130,11 +139,13 @@ func NewRegistrar(cfg RegistrarConfig, m *Manager, log *slog.Logger) (*Registrar
 }
 
 func newRegistrar(cfg RegistrarConfig, h host, log *slog.Logger) (*Registrar, error) {
-	cfg.ServerURL = strings.TrimSuffix(cfg.ServerURL, "/")
+	servers, err := serverURLs(cfg.ServerURL)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ServerURL = strings.Join(servers, ",")
 	cfg.AdvertiseURL = strings.TrimSuffix(cfg.AdvertiseURL, "/")
 	switch {
-	case !strings.HasPrefix(cfg.ServerURL, "http://") && !strings.HasPrefix(cfg.ServerURL, "https://"):
-		return nil, fmt.Errorf("server url %q: want http(s)://host[:port]: %w", cfg.ServerURL, errdefs.ErrInvalid)
 	case !strings.HasPrefix(cfg.AdvertiseURL, "https://"):
 		return nil, fmt.Errorf("advertise url %q: want https://host[:port] (the control plane calls agents over mutual TLS): %w",
 			cfg.AdvertiseURL, errdefs.ErrInvalid)
@@ -155,7 +166,30 @@ func newRegistrar(cfg RegistrarConfig, h host, log *slog.Logger) (*Registrar, er
 	if cfg.Name == "" {
 		cfg.Name, _ = os.Hostname()
 	}
-	return &Registrar{cfg: cfg, host: h, log: log}, nil
+	return &Registrar{cfg: cfg, host: h, log: log, servers: servers}, nil
+}
+
+// serverURLs parses a control plane's URLs, separated by commas.
+func serverURLs(list string) ([]string, error) {
+	var urls []string
+	for u := range strings.SplitSeq(list, ",") {
+		u = strings.TrimSuffix(strings.TrimSpace(u), "/")
+		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			return nil, fmt.Errorf("server url %q: want http(s)://host[:port], or several separated by commas: %w", u, errdefs.ErrInvalid)
+		}
+		if !slices.Contains(urls, u) {
+			urls = append(urls, u)
+		}
+	}
+	return urls, nil
+}
+
+// sameCluster says whether a registration stored with the control plane
+// URLs stored is one with r's: they share a replica. The replicas may
+// have changed since (one added, one retired) without a new registration.
+func (r *Registrar) sameCluster(stored string) bool {
+	old, err := serverURLs(stored)
+	return err == nil && slices.ContainsFunc(old, func(u string) bool { return slices.Contains(r.servers, u) })
 }
 
 // tokenPin is the cluster CA fingerprint a registration token carries.
@@ -182,7 +216,14 @@ func (r *Registrar) Register(ctx context.Context) (Registration, error) {
 		return Registration{}, err
 	}
 	found := err == nil
-	if found && stored.Server == r.cfg.ServerURL && stored.URL == r.cfg.AdvertiseURL && stored.Certificate != "" {
+	if found && r.sameCluster(stored.Server) && stored.URL == r.cfg.AdvertiseURL && stored.Certificate != "" {
+		if stored.Server != r.cfg.ServerURL {
+			r.log.Info("control plane replicas changed", "was", stored.Server, "now", r.cfg.ServerURL)
+			stored.Server = r.cfg.ServerURL
+			if err := writeRegistration(r.cfg.StateFile, stored); err != nil {
+				return Registration{}, err
+			}
+		}
 		r.log.Info("registration reused", "server", stored.Server, "host", stored.HostID)
 		return stored, nil
 	}
@@ -199,7 +240,7 @@ func (r *Registrar) Register(ctx context.Context) (Registration, error) {
 		return Registration{}, fmt.Errorf("not registered with %s: a registration token is needed: %w", r.cfg.ServerURL, errdefs.ErrInvalid)
 	}
 	var prev *Registration
-	if found && stored.Server == r.cfg.ServerURL {
+	if found && r.sameCluster(stored.Server) {
 		prev = &stored
 	}
 	backoff := 250 * time.Millisecond
@@ -313,12 +354,33 @@ func (r *Registrar) heartbeat(ctx context.Context, reg Registration) error {
 	return nil
 }
 
+// post makes a call on the replica that last answered, and on the
+// others in turn while they cannot be reached or fail.
 func (r *Registrar) post(ctx context.Context, path, bearer string, body any, want int, out any) error {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.cfg.ServerURL+path, bytes.NewReader(b))
+	first := int(r.current.Load())
+	var errs []error
+	for i := range r.servers {
+		k := (first + i) % len(r.servers)
+		err := r.postTo(ctx, r.servers[k], path, bearer, b, want, out)
+		if err == nil {
+			r.current.Store(int64(k))
+			return nil
+		}
+		if len(r.servers) == 1 || errors.Is(err, errdefs.ErrInvalid) || ctx.Err() != nil {
+			return err
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", r.servers[k], err))
+	}
+	return errors.Join(errs...)
+}
+
+// postTo makes a call on one replica.
+func (r *Registrar) postTo(ctx context.Context, server, path, bearer string, b []byte, want int, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, server+path, bytes.NewReader(b))
 	if err != nil {
 		return err
 	}

@@ -272,3 +272,72 @@ func TestWriteRegistration(t *testing.T) {
 		t.Error("write into a missing directory succeeded")
 	}
 }
+
+// TestRegistrarReplicas: an agent given several control-plane replicas
+// registers and heartbeats through whichever answers, moving on from one
+// that is down or failing (5xx) but not from a refusal (4xx); a restart
+// with the replica list changed reuses the registration.
+func TestRegistrarReplicas(t *testing.T) {
+	cp := &fakeControlPlane{ca: newCA(t), other: newCA(t), beats: make(chan map[string]int, 1)}
+	up := httptest.NewServer(cp)
+	defer up.Close()
+	down := httptest.NewServer(cp)
+	down.Close() // a replica that died
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, `{"code":503,"message":"store unreachable"}`, http.StatusServiceUnavailable)
+	}))
+	defer failing.Close()
+	state := filepath.Join(t.TempDir(), RegistrationFile)
+	cfg := RegistrarConfig{ServerURL: down.URL + ", " + failing.URL + "/," + up.URL, RegistrationToken: cp.token(),
+		AdvertiseURL: "https://agent:7070", StateFile: state, Interval: 10 * time.Millisecond}
+	r, err := newRegistrar(cfg, fakeHost{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := r.Register(t.Context())
+	if err != nil {
+		t.Fatalf("register through the live replica: %v", err)
+	}
+	if want := down.URL + "," + failing.URL + "," + up.URL; reg.Server != want {
+		t.Errorf("registration's servers %q, want %q", reg.Server, want)
+	}
+	if err := r.heartbeat(t.Context(), reg); err != nil {
+		t.Fatalf("heartbeat: %v", err)
+	}
+	<-cp.beats
+	if got := r.servers[r.current.Load()]; got != up.URL {
+		t.Errorf("calls go to %s, want the live replica %s", got, up.URL)
+	}
+	// A refusal is final: no other replica is asked.
+	bad := reg
+	bad.Token = "wrong"
+	if err := r.heartbeat(t.Context(), bad); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Errorf("refused heartbeat: %v, want ErrInvalid", err)
+	}
+	// All replicas down: the error names each.
+	r2, err := newRegistrar(RegistrarConfig{ServerURL: down.URL + "," + failing.URL, AdvertiseURL: "https://agent:7070",
+		StateFile: state}, fakeHost{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.heartbeat(t.Context(), reg); err == nil || !strings.Contains(err.Error(), down.URL) || !strings.Contains(err.Error(), "503") {
+		t.Errorf("heartbeat with every replica down: %v", err)
+	}
+	// A replica added, one retired: the registration is kept, no token.
+	cfg = RegistrarConfig{ServerURL: up.URL + ",https://new-replica:3000", AdvertiseURL: "https://agent:7070", StateFile: state}
+	r3, err := newRegistrar(cfg, fakeHost{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := r3.Register(t.Context())
+	if err != nil || again.HostID != reg.HostID {
+		t.Fatalf("restart with the replicas changed: %+v, %v", again, err)
+	}
+	if stored, _ := ReadRegistration(state); stored.Server != up.URL+",https://new-replica:3000" {
+		t.Errorf("stored servers %q", stored.Server)
+	}
+	if _, err := newRegistrar(RegistrarConfig{ServerURL: up.URL + ",ftp://x", AdvertiseURL: "https://a", StateFile: state},
+		fakeHost{}, slog.New(slog.DiscardHandler)); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Errorf("a bad URL in the list: %v, want ErrInvalid", err)
+	}
+}

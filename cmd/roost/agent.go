@@ -85,7 +85,7 @@ and requires --token (or $` + tokenEnv + `) on every request.`,
 	o.metrics.addFlags(cmd, false)
 	o.warm.addFlags(cmd, nil)
 	f.StringVar(&o.volumeDir, "volume-dir", "", "where volumes' images are kept (default DATA_DIR/volumes); agents of one control plane whose --volume-dir is one shared directory (NFS) may mount each other's volumes (docs/persistence.md)")
-	f.StringVar(&o.server, "server", "", "control plane (roost server) URL to register with and heartbeat to, e.g. https://10.0.0.1:3000")
+	f.StringVar(&o.server, "server", "", "control plane (roost server) URL to register with and heartbeat to, e.g. https://10.0.0.1:3000; for replicas, their URLs separated by commas (calls move on from one that is down)")
 	f.StringVar(&o.registrationToken, "registration-token", "", "one-time registration token from 'roost server token' (default $"+registrationTokenEnv+"); needed on first start only, and to register again")
 	f.StringVar(&o.advertise, "advertise", "", "URL the control plane reaches this agent at, https (default https://<--listen>); its host goes into the agent's certificate")
 	f.StringVar(&o.name, "name", "", "host name shown by the control plane (default: the hostname)")
