@@ -154,7 +154,7 @@ func openPostgres(ctx context.Context, dbURL string, log *slog.Logger, m *queryM
 		db.Close()
 		return nil, err
 	}
-	return &sqlStore{w: db, r: db, d: postgresDialect, log: log}, nil
+	return &sqlStore{w: db, r: db, d: postgresDialect, log: log, bus: &pgBus{url: dbURL, channel: noticeChannel(schema), db: db}}, nil
 }
 
 func openSQLite(ctx context.Context, path string, log *slog.Logger, m *queryMetrics) (Store, error) {
@@ -196,7 +196,7 @@ func openSQLite(ctx context.Context, path string, log *slog.Logger, m *queryMetr
 	}
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
-	return &sqlStore{w: w, r: r, d: sqliteDialect, log: log}, nil
+	return &sqlStore{w: w, r: r, d: sqliteDialect, log: log, bus: &localBus{}}, nil
 }
 
 // migrate applies the embedded migrations that db lacks.

@@ -18,6 +18,7 @@ type sqlStore struct {
 	r   *sql.DB // plain reads; the same pool as w on PostgreSQL
 	d   dialect
 	log *slog.Logger
+	bus noticeBus
 }
 
 var _ Store = (*sqlStore)(nil)

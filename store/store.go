@@ -121,6 +121,8 @@ type Store interface {
 	Operations
 	// Leases: which control plane runs the work that must run once.
 	Leases
+	// Notices: what changed, told to every control plane on the store.
+	Notices
 }
 
 // HashKey is how API keys and registration tokens are stored: SHA-256 of
