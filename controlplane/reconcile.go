@@ -210,7 +210,7 @@ func (rc *reconciler) active(ctx context.Context, sb store.Sandbox, l listing, h
 	case !l.answered():
 		rc.set(ctx, sb, l, store.SandboxLost, "its host stopped answering", nil)
 	case !has && sb.State == store.SandboxRunning && expired(sb, l.at):
-		s.proxy.Evict(sb.ID)
+		s.evict(sb.ID)
 		if err := s.store.DeleteSandbox(ctx, sb.ID); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			log.Warn("reconcile: delete expired sandbox failed", "err", err)
 			return
@@ -269,7 +269,7 @@ func (rc *reconciler) set(ctx context.Context, sb store.Sandbox, l listing, to s
 		}
 		return nil
 	})
-	s.proxy.Evict(sb.ID)
+	s.evict(sb.ID)
 	switch {
 	case err == nil:
 		level := slog.LevelInfo // recovered, or caught up with its host
@@ -321,7 +321,7 @@ func (rc *reconciler) settle(ctx context.Context, h store.Host, sb store.Sandbox
 		log.Warn("reconcile: claim sandbox record failed", "err", err)
 		return
 	}
-	s.proxy.Evict(sb.ID)
+	s.evict(sb.ID)
 	action := "record removed"
 	if has {
 		action = "destroyed on its host, record removed"
@@ -336,7 +336,7 @@ func (rc *reconciler) settle(ctx context.Context, h store.Host, sb store.Sandbox
 		log.Warn("reconcile: delete sandbox record failed", "err", err)
 		return
 	}
-	s.proxy.Evict(sb.ID)
+	s.evict(sb.ID)
 	log.Warn("reconcile: sandbox settled", "action", action)
 }
 

@@ -390,7 +390,7 @@ func (s *Server) deleteSandbox(w http.ResponseWriter, r *http.Request, key store
 // the record as it was before the kill was decided. A lost sandbox's
 // record goes whatever its host answers: see destroyLost.
 func (s *Server) destroy(ctx context.Context, sb store.Sandbox, reason string) error {
-	s.proxy.Evict(sb.ID)
+	s.evict(sb.ID)
 	if sb.State == store.SandboxLost {
 		s.destroyLost(ctx, sb)
 	} else {
@@ -406,7 +406,7 @@ func (s *Server) destroy(ctx context.Context, sb store.Sandbox, reason string) e
 	if err := s.store.DeleteSandbox(ctx, sb.ID); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return fmt.Errorf("delete sandbox %s: %w", sb.ID, err)
 	}
-	s.proxy.Evict(sb.ID)
+	s.evict(sb.ID)
 	s.emit(sb, store.EventKilled, reason)
 	s.log.Info("sandbox destroyed", "sandbox", sb.ID, "host", sb.HostID, "reason", reason)
 	return nil
@@ -519,7 +519,7 @@ func (s *Server) extend(ctx context.Context, sb store.Sandbox, d time.Duration, 
 		return nil
 	})
 	if err == nil && pausedOnHost {
-		s.proxy.Evict(sb.ID)
+		s.evict(sb.ID)
 		s.emit(rec, store.EventPaused, reasonTimeout)
 		return fmt.Errorf("sandbox %s: %w", sb.ID, errPausedOnHost)
 	}
@@ -606,12 +606,12 @@ func (s *Server) pause(ctx context.Context, sb store.Sandbox, keepMemory bool, r
 			return err
 		}
 	}
-	s.proxy.Evict(sb.ID)
+	s.evict(sb.ID)
 	rec, err := s.store.UpdateSandbox(ctx, sb.ID, func(cur *store.Sandbox) error {
 		cur.State = store.SandboxPaused
 		return nil
 	})
-	s.proxy.Evict(sb.ID)
+	s.evict(sb.ID)
 	if err != nil {
 		return fmt.Errorf("record sandbox %s paused: %w", sb.ID, err)
 	}
@@ -701,7 +701,7 @@ func (s *Server) resume(ctx context.Context, sb store.Sandbox, d time.Duration, 
 		cur.EndAt = time.Now().UTC().Add(d)
 		return nil
 	})
-	s.proxy.Evict(id)
+	s.evict(id)
 	if err != nil {
 		return store.Sandbox{}, fmt.Errorf("record sandbox %s resumed: %w", id, err)
 	}

@@ -139,6 +139,8 @@ const envdVersion = "0.6.4"
 type Server struct {
 	cfg    Config
 	leader *leadership
+	// cache is store's cache, which notices from other replicas empty.
+	cache  *cachedStore
 	store  store.Store
 	log    *slog.Logger
 	agents *agents
@@ -219,7 +221,8 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, store: newCachedStore(st), log: log, agents: newAgents(agentTLS), ca: ca, builds: newBuildRunner(), filesKey: filesKey,
+	cache := newCachedStore(st, log)
+	s := &Server{cfg: cfg, store: cache, cache: cache, log: log, agents: newAgents(agentTLS), ca: ca, builds: newBuildRunner(), filesKey: filesKey,
 		blobLimit: maxBlobBytes}
 	if cfg.Local != nil && cfg.Local.Service != nil {
 		s.agents.direct(cfg.Local.HostID, cfg.Local.Service, log)
@@ -485,8 +488,33 @@ func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.loop(ctx, "builds", buildLeaseRenew, s.tendBuilds) })
 	wg.Go(func() { s.leader.run(ctx, s.lead) })
+	wg.Go(func() { s.store.Listen(ctx, s.noticed) })
 	wg.Wait()
 	return nil
+}
+
+// noticed drops what a store notice says changed, on any replica.
+func (s *Server) noticed(n store.Notice) {
+	switch n.Topic {
+	case topicSandbox:
+		s.proxy.Evict(n.Key)
+	case store.TopicAll:
+		s.proxy.EvictAll()
+	}
+	s.cache.noticed(n)
+}
+
+// evict drops the proxy's route to sandbox id, here and on the other
+// replicas: call it when the sandbox is destroyed, paused or moved. A
+// replica that misses the notice finds the sandbox gone from its agent
+// on its next request.
+func (s *Server) evict(id string) {
+	s.proxy.Evict(id)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.store.Announce(ctx, store.Notice{Topic: topicSandbox, Key: id}); err != nil {
+		s.log.Warn("tell replicas of a sandbox's change", "sandbox", id, "err", err)
+	}
 }
 
 // lead runs the work that must run on one replica (the leader) until

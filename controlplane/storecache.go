@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"log/slog"
 	"maps"
 	"sync"
 	"time"
@@ -27,18 +28,19 @@ const (
 // cachedStore is a store with the credentials it finds by hash and the
 // teams' own quotas cached (readCacheTTL). Whatever deletes credentials
 // (a key's deletion, a team's) or sets a quota empties the cache it
-// touches; a key's touch is kept in the cached copy too, so touches stay
+// touches, here and, by a store notice, on the other replicas; a key's touch is kept in the cached copy too, so touches stay
 // one per keyTouchEvery. Errors (an unknown key) are not cached: each
 // asks the store. A quota counted against (a create's limits) is read in
 // the store's transaction, never from here.
 type cachedStore struct {
 	store.Store
+	log    *slog.Logger
 	keys   readCache[store.APIKey]
 	quotas readCache[store.Quota]
 }
 
-func newCachedStore(st store.Store) *cachedStore {
-	return &cachedStore{Store: st}
+func newCachedStore(st store.Store, log *slog.Logger) *cachedStore {
+	return &cachedStore{Store: st, log: log}
 }
 
 func (c *cachedStore) APIKeyByHash(ctx context.Context, hash []byte) (store.APIKey, error) {
@@ -60,13 +62,13 @@ func (c *cachedStore) TouchAPIKey(ctx context.Context, id string, at time.Time) 
 }
 
 func (c *cachedStore) DeleteAPIKey(ctx context.Context, teamID string, kind store.KeyKind, id string) error {
-	defer c.keys.forget()
+	defer c.changed(ctx, topicKeys)
 	return c.Store.DeleteAPIKey(ctx, teamID, kind, id)
 }
 
 func (c *cachedStore) DeleteTeam(ctx context.Context, id string) error {
-	defer c.quotas.forget()
-	defer c.keys.forget()
+	defer c.changed(ctx, topicQuotas)
+	defer c.changed(ctx, topicKeys)
 	return c.Store.DeleteTeam(ctx, id)
 }
 
@@ -76,8 +78,37 @@ func (c *cachedStore) TeamQuota(ctx context.Context, teamID string) (store.Quota
 }
 
 func (c *cachedStore) SetTeamQuota(ctx context.Context, teamID string, q store.Quota) error {
-	defer c.quotas.forget()
+	defer c.changed(ctx, topicQuotas)
 	return c.Store.SetTeamQuota(ctx, teamID, q)
+}
+
+// Notice topics of what replicas cache.
+const (
+	topicKeys    = "keys"    // credentials
+	topicQuotas  = "quotas"  // teams' own limits
+	topicSandbox = "sandbox" // a sandbox's route (Key: its ID)
+)
+
+// changed forgets what topic caches here, and tells the other replicas
+// to (a replica that misses the notice forgets within readCacheTTL).
+func (c *cachedStore) changed(ctx context.Context, topic string) {
+	c.noticed(store.Notice{Topic: topic})
+	if err := c.Store.Announce(context.WithoutCancel(ctx), store.Notice{Topic: topic}); err != nil {
+		c.log.Warn("tell replicas of a change", "topic", topic, "err", err)
+	}
+}
+
+// noticed forgets what a notice says changed.
+func (c *cachedStore) noticed(n store.Notice) {
+	switch n.Topic {
+	case topicKeys:
+		c.keys.forget()
+	case topicQuotas:
+		c.quotas.forget()
+	case store.TopicAll:
+		c.keys.forget()
+		c.quotas.forget()
+	}
 }
 
 // readCache holds answers by key for readCacheTTL. Its zero value is

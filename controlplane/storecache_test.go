@@ -25,7 +25,7 @@ func TestCachedStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	c := newCachedStore(st)
+	c := newCachedStore(st, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	add := func(team, id, plain string) []byte {
 		t.Helper()
 		if _, err := st.GetTeam(ctx, team); errors.Is(err, errdefs.ErrNotFound) {

@@ -203,7 +203,7 @@ func (s *Server) hibernate(ctx context.Context, sb store.Sandbox, h store.Host) 
 	case err != nil:
 		return store.Sandbox{}, err
 	}
-	s.proxy.Evict(sb.ID)
+	s.evict(sb.ID)
 	id := sb.ID
 	sb, err = s.store.UpdateSandbox(ctx, id, func(cur *store.Sandbox) error {
 		if cur.State != store.SandboxRunning && cur.State != store.SandboxPaused {
@@ -212,7 +212,7 @@ func (s *Server) hibernate(ctx context.Context, sb store.Sandbox, h store.Host) 
 		cur.State = store.SandboxPaused
 		return nil
 	})
-	s.proxy.Evict(id)
+	s.evict(id)
 	if err != nil {
 		return store.Sandbox{}, fmt.Errorf("record sandbox %s hibernated: %w", id, err)
 	}

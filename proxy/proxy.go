@@ -180,6 +180,15 @@ func (p *Proxy) Evict(sandboxID string) {
 	p.mu.Unlock()
 }
 
+// EvictAll drops what the proxy remembers of every sandbox (when it may
+// have missed news of some).
+func (p *Proxy) EvictAll() {
+	p.mu.Lock()
+	clear(p.targets)
+	p.epoch++
+	p.mu.Unlock()
+}
+
 // cached reports whether a sandbox's target is cached (for tests).
 func (p *Proxy) cached(sandboxID string) bool {
 	p.mu.Lock()
