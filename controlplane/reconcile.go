@@ -104,6 +104,7 @@ func (rc *reconciler) host(ctx context.Context, h store.Host) error {
 		return err
 	}
 	delete(rc.misses, h.ID)
+	s.avoid.forget(h.ID)
 	if h.State == store.HostDown {
 		if err := s.store.SetHostState(ctx, h.ID, store.HostReady); err != nil {
 			return fmt.Errorf("mark host ready: %w", err)

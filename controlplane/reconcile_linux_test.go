@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -306,4 +307,35 @@ func (e *testenv) teamID(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return k.TeamID
+}
+
+// TestCreateAvoidsUnreachableHost: a host whose agent cannot be reached
+// (dead, not yet marked down) is where the scheduler would put the next
+// sandbox; the create moves to a host that answers and succeeds, and the
+// next creates avoid the dead host.
+func TestCreateAvoidsUnreachableHost(t *testing.T) {
+	e := newTestenv(t, controlplane.Config{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close() // nothing listens there any more
+	if err := e.store.UpsertHost(t.Context(), store.Host{ID: "a-dead-host", URL: dead, Runtime: "namespace", CPUs: 64,
+		MemoryMB: 1 << 20, MaxSandboxes: 100, State: store.HostReady}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		var c created
+		e.do("POST", "/v2/sandboxes", e.key, map[string]any{"templateID": "base"}).want(t, http.StatusCreated).decode(t, &c)
+		if c.ClientID != "host1" {
+			t.Errorf("sandbox %s on %s, want host1", c.SandboxID, c.ClientID)
+		}
+		var got struct{ ClientID string }
+		e.do("GET", "/sandboxes/"+c.SandboxID, e.key, nil).want(t, http.StatusOK).decode(t, &got)
+		if got.ClientID != "host1" {
+			t.Errorf("stored sandbox %s on %s, want host1", c.SandboxID, got.ClientID)
+		}
+		e.do("DELETE", "/sandboxes/"+c.SandboxID, e.key, nil).want(t, http.StatusNoContent)
+	}
 }

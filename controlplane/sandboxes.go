@@ -14,6 +14,7 @@ import (
 
 	"roost.dev/roost/errdefs"
 	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
+	"roost.dev/roost/proxy"
 	"roost.dev/roost/store"
 )
 
@@ -149,12 +150,13 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store
 	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), createTimeout)
 	defer cancel()
 	allowInternet := p.AllowInternet
-	resp, err := s.agents.For(host).CreateSandbox(octx, connect.NewRequest(&hostagentv1.CreateSandboxRequest{
+	req := &hostagentv1.CreateSandboxRequest{
 		SandboxId: sb.ID, Template: p.Template, Vcpus: p.VCPUs, MemoryMb: p.MemoryMB, DiskMb: p.DiskMB,
 		TimeoutSeconds: sb.TimeoutSecs, EnvVars: p.EnvVars, Metadata: p.Metadata, AllowInternet: &allowInternet,
 		EnvdAccessToken: sb.EnvdAccessToken, AutoPause: p.AutoPause, AutoPauseFilesystemOnly: p.AutoPauseFilesystem, TemplateRef: tmpl.ref,
 		VolumeMounts: agentMounts(mounts), Owner: sb.TeamID,
-	}))
+	}
+	resp, err := s.createOn(octx, &sb, host, req, len(mounts) == 0)
 	if err != nil {
 		err = errdefs.FromConnect("agent create sandbox", err)
 		if errors.Is(err, errdefs.ErrNotFound) {
@@ -188,6 +190,46 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store
 	s.emit(sb, store.EventCreated, reasonAPI)
 	log.Info("sandbox created", "template", p.Template, "timeout", p.Timeout)
 	writeJSON(w, http.StatusCreated, s.sandboxView(sb))
+}
+
+// createAttempts is how many hosts a create tries when hosts cannot be
+// reached at all.
+const createAttempts = 3
+
+// createOn has host's agent create sb. When the agent cannot be reached
+// at all (the request never left: a dead or cut-off host the reconciler
+// has not marked down yet), the host is avoided for a while and, if sb
+// may move (no volumes tie it to the host), its starting record moves to
+// another host, which is asked instead, up to createAttempts hosts. sb
+// is updated to the host that answered.
+func (s *Server) createOn(ctx context.Context, sb *store.Sandbox, host store.Host, req *hostagentv1.CreateSandboxRequest, mayMove bool) (*connect.Response[hostagentv1.CreateSandboxResponse], error) {
+	for attempt := 1; ; attempt++ {
+		resp, err := s.agents.For(host).CreateSandbox(ctx, connect.NewRequest(req))
+		var dial *proxy.DialError
+		if err == nil || !errors.As(err, &dial) {
+			return resp, err
+		}
+		s.avoid.mark(host.ID)
+		if !mayMove || attempt == createAttempts {
+			return nil, err
+		}
+		next, serr := s.schedule(ctx)
+		if serr != nil || next.ID == host.ID {
+			return nil, err
+		}
+		moved, uerr := s.store.UpdateSandbox(ctx, sb.ID, func(cur *store.Sandbox) error {
+			if cur.State != store.SandboxStarting {
+				return fmt.Errorf("sandbox %s became %s while starting: %w", cur.ID, cur.State, errdefs.ErrConflict)
+			}
+			cur.HostID, cur.ClientID = next.ID, next.ID
+			return nil
+		})
+		if uerr != nil {
+			return nil, errors.Join(err, uerr)
+		}
+		s.log.Warn("host unreachable; creating the sandbox on another", "sandbox", sb.ID, "host", host.ID, "next", next.ID, "err", err)
+		*sb, host = moved, next
+	}
 }
 
 // createTemplate is what a create starts from.
@@ -237,6 +279,15 @@ func (s *Server) scheduleWhere(ctx context.Context, keep func(store.Host) bool) 
 	}
 	var best store.Host
 	bestCount, found := 0, false
+	// Hosts a create could not reach are left out while others can
+	// take the sandbox.
+	avoided := s.avoid.hosts()
+	if len(avoided) > 0 && slices.ContainsFunc(hosts, func(h store.Host) bool {
+		return !avoided[h.ID] && h.State == store.HostReady && (keep == nil || keep(h))
+	}) {
+		also := keep
+		keep = func(h store.Host) bool { return !avoided[h.ID] && (also == nil || also(h)) }
+	}
 	for _, h := range hosts { // ordered by ID: the tie-break
 		if h.State != store.HostReady || keep != nil && !keep(h) {
 			continue

@@ -140,7 +140,9 @@ type Server struct {
 	cfg    Config
 	leader *leadership
 	// cache is store's cache, which notices from other replicas empty.
-	cache  *cachedStore
+	cache *cachedStore
+	// avoid is the hosts creates could not reach lately.
+	avoid  hostAvoidance
 	store  store.Store
 	log    *slog.Logger
 	agents *agents
