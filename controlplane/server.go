@@ -277,8 +277,10 @@ func (s *Server) Close() {
 
 func (s *Server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
+	// Unauthenticated: a load balancer's check. It names the replica and
+	// says whether it leads.
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "replica": s.leader.id, "leader": s.Leading()})
 	})
 	api := func(pattern string, h apiHandler) {
 		mux.Handle(pattern, s.audited(auditActions[pattern], s.authenticate(h)))
