@@ -514,7 +514,7 @@ func (s *Server) noticed(n store.Notice) {
 // on its next request.
 func (s *Server) evict(id string) {
 	s.proxy.Evict(id)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), announceTimeout)
 	defer cancel()
 	if err := s.store.Announce(ctx, store.Notice{Topic: topicSandbox, Key: id}); err != nil {
 		s.log.Warn("tell replicas of a sandbox's change", "sandbox", id, "err", err)

@@ -93,10 +93,15 @@ const (
 // to (a replica that misses the notice forgets within readCacheTTL).
 func (c *cachedStore) changed(ctx context.Context, topic string) {
 	c.noticed(store.Notice{Topic: topic})
-	if err := c.Store.Announce(context.WithoutCancel(ctx), store.Notice{Topic: topic}); err != nil {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), announceTimeout)
+	defer cancel()
+	if err := c.Store.Announce(ctx, store.Notice{Topic: topic}); err != nil {
 		c.log.Warn("tell replicas of a change", "topic", topic, "err", err)
 	}
 }
+
+// announceTimeout bounds telling the other replicas of a change.
+const announceTimeout = 5 * time.Second
 
 // noticed forgets what a notice says changed.
 func (c *cachedStore) noticed(n store.Notice) {
