@@ -5,7 +5,7 @@ GO        ?= go
 GOFLAGS   ?=
 TOOLS     := $(GO) build -modfile=tools/go.mod -o .bin/
 
-.PHONY: all build dashboard envd roost roost-init roost-guest roost-interpreter generate check-generated lint test test-go test-short test-e2b test-e2b-stack test-e2b-matrix test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python test-attacks test-interpreter screenshots bench clean
+.PHONY: all build dashboard envd roost roost-init roost-guest roost-interpreter generate check-generated lint test test-go test-short test-chaos test-e2b test-e2b-stack test-e2b-matrix test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python test-attacks test-interpreter screenshots bench clean
 
 all: build
 
@@ -61,23 +61,29 @@ check-generated: generate
 # bench/run is a module of its own (the plotting libraries stay out of
 # go.mod), which ./... does not reach: it is vetted and tested beside.
 BENCH_MOD := bench/run
+# deploy/check is one too: the Kubernetes API types it checks the
+# manifests with stay out of it as well.
+DEPLOY_MOD := deploy/check
 
 lint: .bin/buf .bin/staticcheck dashboard
 	$(GO) vet ./...
 	$(GO) -C $(BENCH_MOD) vet ./...
+	$(GO) -C $(DEPLOY_MOD) vet ./...
 	.bin/staticcheck ./...
 	cd $(BENCH_MOD) && $(CURDIR)/.bin/staticcheck ./...
+	cd $(DEPLOY_MOD) && $(CURDIR)/.bin/staticcheck ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); exit 1; }
 	.bin/buf lint
 
-test: check-generated lint test-go test-attacks test-interpreter test-e2b test-e2b-stack test-e2b-matrix test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python
+test: check-generated lint test-go test-attacks test-chaos test-interpreter test-e2b test-e2b-stack test-e2b-matrix test-e2b-domain test-e2b-python-domain test-e2b-suite test-e2b-python
 
 # -p 1: packages that need root share host-wide state (the nftables table,
 # netns and cgroup names with the roost prefix, network slots), and their
 # start-up pruning must not race another package's sandboxes.
 test-go: dashboard
-	$(GO) test -race -count=1 -timeout 20m -p 1 -skip '^TestAttack' ./...
+	$(GO) test -race -count=1 -timeout 20m -p 1 -skip '^TestAttack|^TestChaos' ./...
 	$(GO) -C $(BENCH_MOD) test -race -count=1 ./...
+	$(GO) -C $(DEPLOY_MOD) test -count=1 ./...
 
 # The attack suite (docs/security.md): every test named TestAttack*, each an
 # attack on the sandbox boundary from inside a real sandbox of every
@@ -88,12 +94,22 @@ test-go: dashboard
 test-attacks:
 	$(GO) test -json -count=1 -timeout 30m -p 1 -run '^TestAttack' ./... | $(GO) run ./test/attacktable
 
+# The chaos test (docs/cluster.md): three control-plane replicas on
+# PostgreSQL ($$ROOST_TEST_POSTGRES, which .ci/run sets) and three agents in
+# network namespaces of their own, under load, through kill -9 of the
+# leader and of another replica, an agent cut off for a minute, a
+# PostgreSQL restart, an agent killed and restarted, and a replica stopped
+# under terminal sessions. Prints the table of faults; about 3 minutes.
+test-chaos:
+	ROOST_CHAOS=1 $(GO) test -count=1 -timeout 20m -run '^TestChaos$$' -v ./cmd/roost/
+
 # The inner loop: the fast tests only (those that boot VMs, drive the E2B
 # SDK or start hundreds of sandboxes skip under -short), without the race
 # detector; under 3 minutes on 2 cores. make test runs everything.
 test-short: dashboard
 	$(GO) test -short -count=1 -timeout 10m -p 1 ./...
 	$(GO) -C $(BENCH_MOD) test -short -count=1 ./...
+	$(GO) -C $(DEPLOY_MOD) test -short -count=1 ./...
 
 test-e2b: envd
 	bash test/e2b/run.sh
