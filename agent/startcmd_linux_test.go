@@ -123,7 +123,14 @@ func TestStartAndReadyCommands(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if out := mustExec(t, sb.Envd.String(), "", "pgrep -c -x sleep"); out != "1\n" {
+		// The start command runs (its bash) when create returns; bash -l
+		// reads the profile before it runs sleep.
+		deadline := time.Now().Add(5 * time.Second)
+		out := mustExec(t, sb.Envd.String(), "", "pgrep -c -x sleep || true")
+		for ; out != "1\n" && time.Now().Before(deadline); out = mustExec(t, sb.Envd.String(), "", "pgrep -c -x sleep || true") {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if out != "1\n" {
 			t.Errorf("start command not running: %q", out)
 		}
 	})
