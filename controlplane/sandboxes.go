@@ -264,51 +264,6 @@ func (s *Server) createTemplateOf(ctx context.Context, teamID string, p *createP
 	}, nil
 }
 
-// schedule picks a ready host with room: the one with the fewest active
-// sandboxes, then the most memory, then the lowest ID. No host is
-// ErrUnavailable (503).
-func (s *Server) schedule(ctx context.Context) (store.Host, error) {
-	return s.scheduleWhere(ctx, nil)
-}
-
-// scheduleWhere is schedule among the hosts keep accepts (nil: all).
-func (s *Server) scheduleWhere(ctx context.Context, keep func(store.Host) bool) (store.Host, error) {
-	hosts, err := s.store.ListHosts(ctx)
-	if err != nil {
-		return store.Host{}, fmt.Errorf("schedule: %w", err)
-	}
-	var best store.Host
-	bestCount, found := 0, false
-	// Hosts a create could not reach are left out while others can
-	// take the sandbox.
-	avoided := s.avoid.hosts()
-	if len(avoided) > 0 && slices.ContainsFunc(hosts, func(h store.Host) bool {
-		return !avoided[h.ID] && h.State == store.HostReady && (keep == nil || keep(h))
-	}) {
-		also := keep
-		keep = func(h store.Host) bool { return !avoided[h.ID] && (also == nil || also(h)) }
-	}
-	for _, h := range hosts { // ordered by ID: the tie-break
-		if h.State != store.HostReady || keep != nil && !keep(h) {
-			continue
-		}
-		n, err := s.activeSandboxes(ctx, h.ID)
-		if err != nil {
-			return store.Host{}, fmt.Errorf("schedule: %w", err)
-		}
-		if h.MaxSandboxes > 0 && n >= h.MaxSandboxes {
-			continue
-		}
-		if !found || n < bestCount || (n == bestCount && h.MemoryMB > best.MemoryMB) {
-			best, bestCount, found = h, n, true
-		}
-	}
-	if !found {
-		return store.Host{}, fmt.Errorf("no host has room for a sandbox: %w", errdefs.ErrUnavailable)
-	}
-	return best, nil
-}
-
 // activeStates are the states that hold a slot on a host.
 var activeStates = []store.SandboxState{store.SandboxStarting, store.SandboxRunning, store.SandboxPaused}
 

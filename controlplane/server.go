@@ -142,7 +142,9 @@ type Server struct {
 	// cache is store's cache, which notices from other replicas empty.
 	cache *cachedStore
 	// avoid is the hosts creates could not reach lately.
-	avoid  hostAvoidance
+	avoid hostAvoidance
+	// hosts is what scheduling ranks hosts by.
+	hosts  hostsView
 	store  store.Store
 	log    *slog.Logger
 	agents *agents

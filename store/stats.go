@@ -10,6 +10,10 @@ type Stats interface {
 	// SandboxCounts counts the sandboxes by host and state, with the
 	// vCPUs and memory they were given, in one query.
 	SandboxCounts(ctx context.Context) ([]SandboxCount, error)
+	// ActiveSandboxesByHost counts each host's sandboxes that hold a slot
+	// (starting, running, paused), in one query; hosts with none are
+	// absent.
+	ActiveSandboxesByHost(ctx context.Context) (map[string]int, error)
 }
 
 // SandboxCount is how many sandboxes of a host are in a state, and what
@@ -39,6 +43,28 @@ func (s *sqlStore) SandboxCounts(ctx context.Context) ([]SandboxCount, error) {
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("count sandboxes by host and state: %w", err)
+	}
+	return counts, nil
+}
+
+func (s *sqlStore) ActiveSandboxesByHost(ctx context.Context) (map[string]int, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT host_id, COUNT(*) FROM sandboxes WHERE state IN ($1, $2, $3) GROUP BY host_id`,
+		SandboxStarting, SandboxRunning, SandboxPaused)
+	if err != nil {
+		return nil, fmt.Errorf("count active sandboxes by host: %w", err)
+	}
+	defer rows.Close()
+	counts := map[string]int{}
+	for rows.Next() {
+		var host string
+		var n int
+		if err := rows.Scan(&host, &n); err != nil {
+			return nil, fmt.Errorf("count active sandboxes by host: %w", err)
+		}
+		counts[host] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count active sandboxes by host: %w", err)
 	}
 	return counts, nil
 }

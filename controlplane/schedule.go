@@ -1,0 +1,107 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"roost.dev/roost/errdefs"
+	"roost.dev/roost/store"
+)
+
+// hostsViewTTL is how old the hosts and their sandbox counts that
+// scheduling ranks by may get: one store read a second, whatever the
+// create rate and the number of hosts.
+const hostsViewTTL = time.Second
+
+// hostsView is the hosts and how many active sandboxes each holds, read
+// from the store at most every hostsViewTTL, with the sandboxes this
+// replica placed since counted in.
+type hostsView struct {
+	mu     sync.Mutex
+	at     time.Time
+	hosts  []store.Host
+	active map[string]int
+}
+
+// read returns the view, read again from st when older than
+// hostsViewTTL or when fresh.
+func (v *hostsView) read(ctx context.Context, st store.Store, fresh bool) ([]store.Host, map[string]int, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if fresh || time.Since(v.at) >= hostsViewTTL {
+		hosts, err := st.ListHosts(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		active, err := st.ActiveSandboxesByHost(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		v.hosts, v.active, v.at = hosts, active, time.Now()
+	}
+	return slices.Clone(v.hosts), maps.Clone(v.active), nil
+}
+
+// placed counts a sandbox placed on host until the next read.
+func (v *hostsView) placed(host string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.active != nil {
+		v.active[host]++
+	}
+}
+
+// schedule picks a ready host with room: the one with the fewest active
+// sandboxes, then the most memory, then the lowest ID. No host is
+// ErrUnavailable (503).
+func (s *Server) schedule(ctx context.Context) (store.Host, error) {
+	return s.scheduleWhere(ctx, nil)
+}
+
+// scheduleWhere is schedule among the hosts keep accepts (nil: all). It
+// ranks by a view at most hostsViewTTL old; a refusal (no host with
+// room) is decided on a fresh one.
+func (s *Server) scheduleWhere(ctx context.Context, keep func(store.Host) bool) (store.Host, error) {
+	for _, fresh := range []bool{false, true} {
+		hosts, active, err := s.hosts.read(ctx, s.store, fresh)
+		if err != nil {
+			return store.Host{}, fmt.Errorf("schedule: %w", err)
+		}
+		if h, ok := s.pick(hosts, active, keep); ok {
+			s.hosts.placed(h.ID)
+			return h, nil
+		}
+	}
+	return store.Host{}, fmt.Errorf("no host has room for a sandbox: %w", errdefs.ErrUnavailable)
+}
+
+// pick ranks hosts as schedule says. Hosts a create could not reach are
+// left out while others can take the sandbox.
+func (s *Server) pick(hosts []store.Host, active map[string]int, keep func(store.Host) bool) (store.Host, bool) {
+	avoided := s.avoid.hosts()
+	if len(avoided) > 0 && slices.ContainsFunc(hosts, func(h store.Host) bool {
+		return !avoided[h.ID] && h.State == store.HostReady && (keep == nil || keep(h))
+	}) {
+		also := keep
+		keep = func(h store.Host) bool { return !avoided[h.ID] && (also == nil || also(h)) }
+	}
+	var best store.Host
+	bestCount, found := 0, false
+	for _, h := range hosts { // ordered by ID: the tie-break
+		if h.State != store.HostReady || keep != nil && !keep(h) {
+			continue
+		}
+		n := active[h.ID]
+		if h.MaxSandboxes > 0 && n >= h.MaxSandboxes {
+			continue
+		}
+		if !found || n < bestCount || (n == bestCount && h.MemoryMB > best.MemoryMB) {
+			best, bestCount, found = h, n, true
+		}
+	}
+	return best, found
+}
