@@ -89,7 +89,13 @@ func (l *link) token(t *testing.T) string {
 // from the cluster CA in its database, as a replica would.
 func controlPlaneTLS(t *testing.T, serverDir string) *tls.Config {
 	t.Helper()
-	st, err := store.Open(t.Context(), "sqlite://"+filepath.Join(serverDir, "db", "roost.db"), nil)
+	return controlPlaneTLSOf(t, "sqlite://"+filepath.Join(serverDir, "db", "roost.db"))
+}
+
+// controlPlaneTLSOf is controlPlaneTLS for the database at dbURL.
+func controlPlaneTLSOf(t *testing.T, dbURL string) *tls.Config {
+	t.Helper()
+	st, err := store.Open(t.Context(), dbURL, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// chaosClient calls the API of whichever replica it picks, as clients
+// behind a load balancer would; a failed call is retried on another
+// replica a second later, then after 2 and 4 s more (a PostgreSQL
+// restart fails every replica for a moment).
+type chaosClient struct {
+	key  string
+	http *http.Client
+
+	mu   sync.Mutex // guards the fields below
+	apis []string   // the replicas' base URLs
+	// calls are the calls made since the last take.
+	calls []chaosCall
+}
+
+// chaosCall is one API call of the load, with its retry.
+type chaosCall struct {
+	op      string
+	took    time.Duration // first try
+	failed  bool          // the first try failed
+	retried error         // the retry's error, if it failed too
+}
+
+func newChaosClient(key string, apis []string) *chaosClient {
+	return &chaosClient{key: key, apis: apis, http: &http.Client{Timeout: 30 * time.Second}}
+}
+
+func (c *chaosClient) pick() string { return c.pickOther("") }
+
+// pickOther picks a replica other than not.
+func (c *chaosClient) pickOther(not string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		if api := c.apis[rand.IntN(len(c.apis))]; api != not || len(c.apis) == 1 {
+			return api
+		}
+	}
+}
+
+// take returns the calls made since the last take.
+func (c *chaosClient) take() []chaosCall {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	calls := c.calls
+	c.calls = nil
+	return calls
+}
+
+// call makes one call on a replica and, if it fails, once more on
+// another; it returns the last error.
+func (c *chaosClient) call(ctx context.Context, op, method, path, body string, want int, out any) error {
+	rec := chaosCall{op: op}
+	begin := time.Now()
+	api := c.pick()
+	err := c.once(ctx, api, method, path, body, want, out)
+	rec.took = time.Since(begin)
+	rec.failed = err != nil
+	for wait := time.Second; err != nil && ctx.Err() == nil && wait <= 4*time.Second; wait *= 2 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		api = c.pickOther(api)
+		err = c.once(ctx, api, method, path, body, want, out)
+	}
+	if err != nil && ctx.Err() == nil {
+		rec.retried = fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if ctx.Err() == nil {
+		c.mu.Lock()
+		c.calls = append(c.calls, rec)
+		c.mu.Unlock()
+	}
+	return err
+}
+
+func (c *chaosClient) once(ctx context.Context, api, method, path, body string, want int, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, api+path, strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-API-Key", c.key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != want {
+		return fmt.Errorf("%s: %s", resp.Status, b)
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// chaosSandbox is a created sandbox as the API describes it.
+type chaosSandbox struct {
+	ID       string `json:"sandboxID"`
+	ClientID string `json:"clientID"`
+	State    string `json:"state"`
+}
+
+// exec runs the shell command cmd in sandbox id and returns its stdout.
+func (c *chaosClient) exec(ctx context.Context, id, cmd string) (string, error) {
+	var out struct {
+		Stdout   string `json:"stdout"`
+		ExitCode int    `json:"exitCode"`
+	}
+	body, _ := json.Marshal(map[string]any{"cmd": cmd})
+	if err := c.call(ctx, "exec", "POST", "/v1/sandboxes/"+id+"/exec", string(body), http.StatusOK, &out); err != nil {
+		return "", err
+	}
+	if out.ExitCode != 0 {
+		return out.Stdout, fmt.Errorf("exec %q in %s: exit %d", cmd, id, out.ExitCode)
+	}
+	return out.Stdout, nil
+}
+
+// load runs one worker's loop until ctx ends: create a sandbox, exec in
+// it, write and read back a file, reach envd through the proxy, kill it.
+func (c *chaosClient) load(ctx context.Context) {
+	for ctx.Err() == nil {
+		var sb chaosSandbox
+		if err := c.call(ctx, "create", "POST", "/v2/sandboxes", `{"templateID":"base","timeout":120}`, http.StatusCreated, &sb); err != nil {
+			continue
+		}
+		_, _ = c.exec(ctx, sb.ID, "echo load")
+		_ = c.call(ctx, "write", "PUT", "/v1/sandboxes/"+sb.ID+"/files?path=/tmp/load.txt", "load", http.StatusOK, nil)
+		_ = c.call(ctx, "read", "GET", "/v1/sandboxes/"+sb.ID+"/files?path=/tmp/load.txt", "", http.StatusOK, nil)
+		_ = c.call(ctx, "proxy", "GET", "/proxy/"+sb.ID+"/49983/health", "", http.StatusNoContent, nil)
+		_ = c.call(context.WithoutCancel(ctx), "kill", "DELETE", "/sandboxes/"+sb.ID, "", http.StatusNoContent, nil)
+	}
+}
+
+// summary is what calls tell of a fault: calls whose first try failed,
+// calls that failed on retry too, and the first tries' p99.
+func summary(calls []chaosCall) (failed int, retryFailed []error, p99 time.Duration) {
+	var took []time.Duration
+	for _, c := range calls {
+		took = append(took, c.took)
+		if c.failed {
+			failed++
+		}
+		if c.retried != nil {
+			retryFailed = append(retryFailed, fmt.Errorf("%s: %w", c.op, c.retried))
+		}
+	}
+	if len(took) > 0 {
+		slices.Sort(took)
+		p99 = took[len(took)*99/100]
+	}
+	return failed, retryFailed, p99
+}
+
+// errNotLeader says no replica leads.
+var errNotLeader = errors.New("no replica leads")
