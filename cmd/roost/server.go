@@ -61,6 +61,13 @@ and sets their quotas with it. --team-quota sets every team's default
 limits. Ctrl-C stops it; the
 sandboxes run on the hosts and keep running.
 
+Replicas: any number of 'roost server' processes may share one PostgreSQL
+database (and --data-dir, on shared storage, for template blobs). Each
+serves the whole API and proxy; one of them, elected through the database,
+runs timeouts, reconciling and webhook delivery, and another takes over
+within seconds when it dies. Agents take all their URLs in --server
+(docs/cluster.md).
+
 ` + domainModeHelp + ` Several replicas share one
 certificate with --tls-cert/--tls-key (or copy <data-dir>/tls/{domain}/).`,
 		Args: cobra.NoArgs,
