@@ -61,8 +61,11 @@ type sizes struct {
 	// page loads timed against them.
 	dashKeys, dashSandboxes, dashLoads int
 	// Warm pools (issue 18): the creates of a burst from 16 clients.
-	burst    int
-	duration time.Duration // CreateThroughput; ProxySandbox loads run a sixth of it
+	burst int
+	// The control plane at scale (issue 19): simulated hosts, sandboxes
+	// on each, seconds measured.
+	scaleHosts, scaleSandboxes, scaleSeconds int
+	duration                                 time.Duration // CreateThroughput; ProxySandbox loads run a sixth of it
 }
 
 func sizesFor(quick bool) sizes {
@@ -70,12 +73,14 @@ func sizesFor(quick bool) sizes {
 		return sizes{creates: 20, agentCreates: 10, restCreates: 10, execs: 50, e2bExecs: 20, ptyKeys: 100, forkExecs: 200,
 			envdStarts: 200, envdMiB: 64, density: 20, confinement: 5,
 			unpacks: 1, rebuilds: 5, pullCreates: 1, startCreates: 10, hibernates: 5, hibernateMany: 10, forks: 1,
-			sampled: 10, samplingRounds: 1, dashKeys: 100, dashSandboxes: 50, dashLoads: 3, burst: 100, duration: 10 * time.Second}
+			sampled: 10, samplingRounds: 1, dashKeys: 100, dashSandboxes: 50, dashLoads: 3, burst: 100, duration: 10 * time.Second,
+			scaleHosts: 10, scaleSandboxes: 100, scaleSeconds: 20}
 	}
 	return sizes{creates: 200, agentCreates: 100, restCreates: 100, execs: 500, e2bExecs: 200, ptyKeys: 5000, forkExecs: 1000,
 		envdStarts: 1000, envdMiB: 256, density: 1000, confinement: 30,
 		unpacks: 3, rebuilds: 20, pullCreates: 3, startCreates: 30, hibernates: 30, hibernateMany: 100, forks: 5,
-		sampled: 100, samplingRounds: 3, dashKeys: 2000, dashSandboxes: 1000, dashLoads: 10, burst: 1000, duration: time.Minute}
+		sampled: 100, samplingRounds: 3, dashKeys: 2000, dashSandboxes: 1000, dashLoads: 10, burst: 1000, duration: time.Minute,
+		scaleHosts: 100, scaleSandboxes: 1000, scaleSeconds: 60}
 }
 
 // benchModule is the directory of this harness's Go module, relative to
@@ -164,6 +169,10 @@ func run(cfg config) (*results, error) {
 		{name: "concurrent creates", args: gotest("^BenchmarkCreateThroughput$", "1x", "./controlplane"), env: []string{dur}},
 		{name: "proxy load", args: gotest("^BenchmarkProxySandbox$", "1x", "./controlplane"), env: []string{dur}},
 		{name: "PTY echo", args: gotest("^BenchmarkPTYEcho$", x(sz.ptyKeys), "./controlplane")},
+		// On PostgreSQL ($ROOST_TEST_POSTGRES; skipped without).
+		{name: "control plane at scale", args: gotest("^BenchmarkControlPlaneScale$", "1x", "./controlplane"),
+			env: []string{"ROOST_BENCH_HOSTS=" + strconv.Itoa(sz.scaleHosts), "ROOST_BENCH_HOST_SANDBOXES=" + strconv.Itoa(sz.scaleSandboxes),
+				"ROOST_BENCH_SCALE_SECONDS=" + strconv.Itoa(sz.scaleSeconds)}},
 		// The dashboard in headless Chromium: its terminal's echo on
 		// testenv's stack; its table of real sandboxes, which outnumber
 		// testenv's network slots, and its first page on a roost up.
