@@ -58,16 +58,16 @@ func TestChaos(t *testing.T) {
 
 // chaos is the test's cluster and its record of the faults.
 type chaos struct {
-	t               *testing.T
-	bin, work, db   string
-	key, shared     string
-	net             *chaosNet
-	replicas        []*chaosReplica
-	agents          []*chaosAgent
-	client          *chaosClient
-	kept            []keptSandbox
-	rows            []chaosRow
-	stopLoadAndWait func()
+	t             *testing.T
+	bin, work, db string
+	key, shared   string
+	net           *chaosNet
+	replicas      []*chaosReplica
+	agents        []*chaosAgent
+	client        *chaosClient
+	kept          []keptSandbox
+	rows          []chaosRow
+	endLoad       func() // stops the load and waits for its calls
 }
 
 type chaosReplica struct {
@@ -215,10 +215,10 @@ func (c *chaos) startLoad() {
 	for range 2 {
 		wg.Go(func() { c.client.load(ctx) })
 	}
-	c.stopLoadAndWait = func() { cancel(); wg.Wait() }
+	c.endLoad = func() { cancel(); wg.Wait() }
 }
 
-func (c *chaos) stopLoad() { c.stopLoadAndWait() }
+func (c *chaos) stopLoad() { c.endLoad() }
 
 // leader is the replica that leads, waiting up to 10 s for one, and how
 // long that took.
@@ -233,7 +233,7 @@ func (c *chaos) leader(among []*chaosReplica) (*chaosReplica, time.Duration) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	c.t.Fatal(errNotLeader)
+	c.t.Fatal("no replica leads")
 	return nil, 0
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -170,6 +169,3 @@ func summary(calls []chaosCall) (failed int, retryFailed []error, p99 time.Durat
 	}
 	return failed, retryFailed, p99
 }
-
-// errNotLeader says no replica leads.
-var errNotLeader = errors.New("no replica leads")
