@@ -146,6 +146,7 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	admin("POST /admin/teams/{teamID}/sandboxes/kill", "team.kill_sandboxes", s.adminKillSandboxes)
 	admin("GET /admin/sandboxes/running-counts", "", s.runningCounts)
 	admin("POST /admin/teams/{teamID}/builds/cancel", "team.cancel_builds", s.adminCancelBuilds)
+	s.hostRoutes(admin)
 }
 
 // teamInfoJSON is one team as the operator sees it.

@@ -46,6 +46,13 @@ func (v *hostsView) read(ctx context.Context, st store.Store, fresh bool) ([]sto
 	return slices.Clone(v.hosts), maps.Clone(v.active), nil
 }
 
+// expire has the next read go to the store (a host changed).
+func (v *hostsView) expire() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.at = time.Time{}
+}
+
 // placed counts a sandbox placed on host until the next read.
 func (v *hostsView) placed(host string) {
 	v.mu.Lock()
@@ -55,7 +62,7 @@ func (v *hostsView) placed(host string) {
 	}
 }
 
-// schedule picks a ready host with room: the one with the fewest active
+// schedule picks a ready, uncordoned host with room: the one with the fewest active
 // sandboxes, then the most memory, then the lowest ID. No host is
 // ErrUnavailable (503).
 func (s *Server) schedule(ctx context.Context) (store.Host, error) {
@@ -84,7 +91,7 @@ func (s *Server) scheduleWhere(ctx context.Context, keep func(store.Host) bool) 
 func (s *Server) pick(hosts []store.Host, active map[string]int, keep func(store.Host) bool) (store.Host, bool) {
 	avoided := s.avoid.hosts()
 	if len(avoided) > 0 && slices.ContainsFunc(hosts, func(h store.Host) bool {
-		return !avoided[h.ID] && h.State == store.HostReady && (keep == nil || keep(h))
+		return !avoided[h.ID] && h.State == store.HostReady && !h.Cordoned && (keep == nil || keep(h))
 	}) {
 		also := keep
 		keep = func(h store.Host) bool { return !avoided[h.ID] && (also == nil || also(h)) }
@@ -92,7 +99,7 @@ func (s *Server) pick(hosts []store.Host, active map[string]int, keep func(store
 	var best store.Host
 	bestCount, found := 0, false
 	for _, h := range hosts { // ordered by ID: the tie-break
-		if h.State != store.HostReady || keep != nil && !keep(h) {
+		if h.State != store.HostReady || h.Cordoned || keep != nil && !keep(h) {
 			continue
 		}
 		n := active[h.ID]

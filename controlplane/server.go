@@ -504,8 +504,11 @@ func (s *Server) noticed(n store.Notice) {
 	switch n.Topic {
 	case topicSandbox:
 		s.proxy.Evict(n.Key)
+	case topicHosts:
+		s.hosts.expire()
 	case store.TopicAll:
 		s.proxy.EvictAll()
+		s.hosts.expire()
 	}
 	s.cache.noticed(n)
 }

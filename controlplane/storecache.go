@@ -87,6 +87,7 @@ const (
 	topicKeys    = "keys"    // credentials
 	topicQuotas  = "quotas"  // teams' own limits
 	topicSandbox = "sandbox" // a sandbox's route (Key: its ID)
+	topicHosts   = "hosts"   // hosts as scheduling sees them
 )
 
 // changed forgets what topic caches here, and tells the other replicas

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"time"
@@ -26,6 +27,8 @@ type hostJSON struct {
 	// Sandboxes is how many sandboxes the store places on the host in a
 	// state that holds a slot (starting, running, paused), of every team.
 	Sandboxes int `json:"sandboxes"`
+	// Cordoned hosts take no new sandboxes (the operator's mark).
+	Cordoned bool `json:"cordoned"`
 }
 
 type hostCapacity struct {
@@ -51,22 +54,31 @@ func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, _ store.APIKe
 	}
 	out := make([]hostJSON, 0, len(hosts))
 	for _, h := range hosts {
-		n, err := s.activeSandboxes(ctx, h.ID)
+		hj, err := s.hostView(ctx, h)
 		if err != nil {
 			s.fail(w, r, "list hosts", err)
 			return
 		}
-		hj := hostJSON{
-			ID: h.ID, Name: h.Name, URL: h.URL, State: string(h.State), Runtime: h.Runtime,
-			Capacity:     hostCapacity{CPUs: h.CPUs, MemoryMB: h.MemoryMB, MaxSandboxes: h.MaxSandboxes},
-			Usage:        hostUsage{Sandboxes: h.Usage.Sandboxes, VCPUs: h.Usage.VCPUs, MemoryMB: h.Usage.MemoryMB},
-			Capabilities: h.Capabilities, RegisteredAt: h.RegisteredAt, Sandboxes: n,
-		}
-		if !h.LastHeartbeat.IsZero() {
-			hb := h.LastHeartbeat
-			hj.LastHeartbeat = &hb
-		}
 		out = append(out, hj)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// hostView is h as the API shows it.
+func (s *Server) hostView(ctx context.Context, h store.Host) (hostJSON, error) {
+	n, err := s.activeSandboxes(ctx, h.ID)
+	if err != nil {
+		return hostJSON{}, err
+	}
+	hj := hostJSON{
+		ID: h.ID, Name: h.Name, URL: h.URL, State: string(h.State), Runtime: h.Runtime,
+		Capacity:     hostCapacity{CPUs: h.CPUs, MemoryMB: h.MemoryMB, MaxSandboxes: h.MaxSandboxes},
+		Usage:        hostUsage{Sandboxes: h.Usage.Sandboxes, VCPUs: h.Usage.VCPUs, MemoryMB: h.Usage.MemoryMB},
+		Capabilities: h.Capabilities, RegisteredAt: h.RegisteredAt, Sandboxes: n, Cordoned: h.Cordoned,
+	}
+	if !h.LastHeartbeat.IsZero() {
+		hb := h.LastHeartbeat
+		hj.LastHeartbeat = &hb
+	}
+	return hj, nil
 }

@@ -231,12 +231,15 @@ func (s *sqlStore) ConsumeRegistrationToken(ctx context.Context, hash []byte, no
 const hostColumns = `id, name, url, token_hash, runtime, capabilities, cpus, memory_mb, max_sandboxes,
 	state, registered_at, last_heartbeat, used_sandboxes, used_vcpus, used_memory_mb, volume_dir_id`
 
+// hostSelect is what scanHost reads: hostColumns and the operator's mark.
+const hostSelect = hostColumns + `, cordoned`
+
 func scanHost(row interface{ Scan(...any) error }) (Host, error) {
 	var h Host
 	var caps sql.NullString
 	var registered, heartbeat sql.NullInt64
 	err := row.Scan(&h.ID, &h.Name, &h.URL, &h.TokenHash, &h.Runtime, &caps, &h.CPUs, &h.MemoryMB, &h.MaxSandboxes,
-		&h.State, &registered, &heartbeat, &h.Usage.Sandboxes, &h.Usage.VCPUs, &h.Usage.MemoryMB, &h.VolumeDirID)
+		&h.State, &registered, &heartbeat, &h.Usage.Sandboxes, &h.Usage.VCPUs, &h.Usage.MemoryMB, &h.VolumeDirID, &h.Cordoned)
 	if err != nil {
 		return Host{}, err
 	}
@@ -272,7 +275,7 @@ func (s *sqlStore) UpsertHost(ctx context.Context, h Host) error {
 }
 
 func (s *sqlStore) GetHost(ctx context.Context, id string) (Host, error) {
-	h, err := scanHost(s.r.QueryRowContext(ctx, `SELECT `+hostColumns+` FROM hosts WHERE id = $1`, id))
+	h, err := scanHost(s.r.QueryRowContext(ctx, `SELECT `+hostSelect+` FROM hosts WHERE id = $1`, id))
 	if err != nil {
 		return Host{}, notFound(err, "get host "+id)
 	}
@@ -280,7 +283,7 @@ func (s *sqlStore) GetHost(ctx context.Context, id string) (Host, error) {
 }
 
 func (s *sqlStore) ListHosts(ctx context.Context) ([]Host, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+hostColumns+` FROM hosts ORDER BY id`)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+hostSelect+` FROM hosts ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list hosts: %w", err)
 	}
@@ -303,6 +306,26 @@ func (s *sqlStore) Heartbeat(ctx context.Context, id string, at time.Time, u Hos
 	res, err := s.w.ExecContext(ctx, `UPDATE hosts SET last_heartbeat = $1, used_sandboxes = $2, used_vcpus = $3,
 		used_memory_mb = $4 WHERE id = $5`, orNow(at).UnixNano(), u.Sandboxes, u.VCPUs, u.MemoryMB, id)
 	return one(res, err, "heartbeat host "+id)
+}
+
+func (s *sqlStore) SetHostCordoned(ctx context.Context, id string, cordoned bool) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE hosts SET cordoned = $1 WHERE id = $2`, cordoned, id)
+	return one(res, err, "cordon host "+id)
+}
+
+func (s *sqlStore) DeleteHost(ctx context.Context, id string) error {
+	return s.inTx(ctx, "delete host "+id, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM sandboxes WHERE host_id = $1 AND state IN ($2, $3, $4, $5)`,
+			id, SandboxStarting, SandboxRunning, SandboxPaused, SandboxLost).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("it still holds %d sandboxes (starting, running, paused or lost): drain it and end them first: %w", n, errdefs.ErrConflict)
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM hosts WHERE id = $1`, id)
+		return one(res, err, "host")
+	})
 }
 
 func (s *sqlStore) SetHostState(ctx context.Context, id string, state HostState) error {

@@ -67,6 +67,12 @@ type Store interface {
 	// Heartbeat records that the host was alive at `at` with this usage.
 	Heartbeat(ctx context.Context, id string, at time.Time, usage HostUsage) error
 	SetHostState(ctx context.Context, id string, state HostState) error
+	// SetHostCordoned marks a host cordoned (no new sandboxes) or not.
+	SetHostCordoned(ctx context.Context, id string, cordoned bool) error
+	// DeleteHost removes a host; errdefs.ErrConflict while the store
+	// holds sandboxes of it that are starting, running, paused or lost,
+	// errdefs.ErrNotFound for an unknown host.
+	DeleteHost(ctx context.Context, id string) error
 
 	// CreateSandbox stores a new sandbox with its metadata. errdefs.ErrConflict on
 	// a duplicate ID, errdefs.ErrNotFound when the team does not exist. A zero
@@ -194,7 +200,10 @@ type Host struct {
 	RegisteredAt time.Time // zero → now; kept on later upserts
 	// LastHeartbeat is zero until the first heartbeat.
 	LastHeartbeat time.Time
-	Usage         HostUsage
+	// Cordoned hosts take no new sandboxes (SetHostCordoned); read-only
+	// here: UpsertHost leaves it as it is.
+	Cordoned bool
+	Usage    HostUsage
 	// VolumeDirID is the ID of the host's volume directory: hosts with
 	// the same one share it, and may mount each other's volumes; "" when
 	// the host reported none.

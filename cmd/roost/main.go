@@ -42,7 +42,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.AddCommand(newAgentCmd(), newTemplateCmd(), newVersionCmd(),
 		newUpCmd(), newServerCmd(), newKernelCmd(), newSandboxCmd(), newSnapshotsCmd(), newExecCmd(), newShellCmd(), newCpCmd(), newPortsCmd(), newVolumeCmd(),
-		newTeamCmd(), newKeyCmd(), newAuditCmd(), newEventsCmd(), newWebhookCmd())
+		newTeamCmd(), newKeyCmd(), newHostCmd(), newAuditCmd(), newEventsCmd(), newWebhookCmd())
 	return root
 }
 

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"fmt"
+	"sort"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newHostCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "host",
+		Short: "List, cordon, drain and remove hosts (the operator's token)",
+		Long: `The operator's host commands, through the API with the operator's token
+($` + adminTokenEnv + `, else /var/lib/roost/` + adminTokenFile + `). The API is at $` + apiURLEnv + `.
+
+A cordoned host takes no new sandboxes and keeps those it has. drain cordons
+a host and pauses every running sandbox on it, memory kept where its runtime
+can; paused sandboxes stay on the host, whose disks they use. rm removes a
+cordoned host that holds no sandbox; its agent is refused from then on.`,
+	}
+	cmd.PersistentFlags().BoolVar(&asJSON, "json", false, "print JSON for scripts instead of tables")
+	list := &cobra.Command{
+		Use: "list", Short: "List the hosts with their state and sandboxes", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := operatorClient()
+			if err != nil {
+				return err
+			}
+			hosts, err := c.Hosts(cmd.Context())
+			if err != nil || asJSON {
+				return orJSON(cmd.OutOrStdout(), hosts, err)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tSTATE\tCORDONED\tSANDBOXES\tRUNTIME\tCPUS\tMEMORY-MB\tLAST-HEARTBEAT")
+			for _, h := range hosts {
+				beat := "-"
+				if h.LastHeartbeat != nil {
+					beat = time.Since(*h.LastHeartbeat).Round(time.Second).String() + " ago"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%d\t%s\t%d\t%d\t%s\n", h.ID, h.Name, h.State, h.Cordoned, h.Sandboxes,
+					h.Runtime, h.Capacity.CPUs, h.Capacity.MemoryMB, beat)
+			}
+			return tw.Flush()
+		},
+	}
+	cordon := func(use, short string, cordoned bool) *cobra.Command {
+		return &cobra.Command{
+			Use: use + " ID", Short: short, Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, err := operatorClient()
+				if err != nil {
+					return err
+				}
+				h, err := c.CordonHost(cmd.Context(), args[0], cordoned)
+				if err != nil || asJSON {
+					return orJSON(cmd.OutOrStdout(), h, err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "host %s: cordoned %t, %d sandboxes\n", h.ID, h.Cordoned, h.Sandboxes)
+				return nil
+			},
+		}
+	}
+	drain := &cobra.Command{
+		Use: "drain ID", Short: "Cordon a host and pause its running sandboxes", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := operatorClient()
+			if err != nil {
+				return err
+			}
+			d, err := c.DrainHost(cmd.Context(), args[0])
+			if err != nil || asJSON {
+				return orJSON(cmd.OutOrStdout(), d, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "host %s cordoned: %d sandboxes paused, %d failed\n", d.Host.ID, len(d.Paused), len(d.Failed))
+			ids := make([]string, 0, len(d.Failed))
+			for id := range d.Failed {
+				ids = append(ids, id)
+			}
+			sort.Strings(ids)
+			for _, id := range ids {
+				fmt.Fprintf(cmd.OutOrStdout(), "  %s: %s\n", id, d.Failed[id])
+			}
+			if len(d.Failed) > 0 {
+				return fmt.Errorf("%d sandboxes of host %s could not be paused", len(d.Failed), d.Host.ID)
+			}
+			return nil
+		},
+	}
+	rm := &cobra.Command{
+		Use: "rm ID", Short: "Remove a cordoned host that holds no sandbox", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := operatorClient()
+			if err != nil {
+				return err
+			}
+			return c.RemoveHost(cmd.Context(), args[0])
+		},
+	}
+	cmd.AddCommand(list, cordon("cordon", "Take no new sandboxes on a host", true),
+		cordon("uncordon", "Take new sandboxes on a host again", false), drain, rm)
+	return cmd
+}

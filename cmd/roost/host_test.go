@@ -1,0 +1,87 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"roost.dev/roost/controlplane"
+	"roost.dev/roost/store"
+)
+
+// TestHostCommands: roost host list, cordon, uncordon, drain and rm
+// against a real control plane with a host that runs no sandbox.
+func TestHostCommands(t *testing.T) {
+	dir := t.TempDir()
+	log := slog.New(slog.DiscardHandler)
+	st, err := openStore(context.Background(), "", dir, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.UpsertHost(context.Background(), store.Host{ID: "h1", Name: "rack1", URL: "https://10.0.0.1:7070",
+		Runtime: "namespace", CPUs: 8, MemoryMB: 16384, State: store.HostReady}); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := controlplane.New(controlplane.Config{}, st, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cp.Close)
+	t.Setenv(adminTokenEnv, "")
+	tok, err := ensureAdminToken(context.Background(), cp, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(cp.Handler())
+	t.Cleanup(srv.Close)
+	t.Setenv(apiURLEnv, srv.URL)
+	t.Setenv(adminTokenEnv, tok.value)
+	run := func(args ...string) (string, error) {
+		t.Helper()
+		cmd := newRootCmd()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		cmd.SetArgs(args)
+		err := cmd.ExecuteContext(context.Background())
+		return out.String(), err
+	}
+	want := func(out string, err error, parts ...string) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%q: %v", out, err)
+		}
+		for _, p := range parts {
+			if !strings.Contains(out, p) {
+				t.Fatalf("output %q lacks %q", out, p)
+			}
+		}
+	}
+	out, err := run("host", "list")
+	want(out, err, "CORDONED", "h1", "rack1", "ready", "false")
+	out, err = run("host", "rm", "h1")
+	if err == nil || !strings.Contains(err.Error(), "not cordoned") {
+		t.Fatalf("rm of an uncordoned host: %q, %v", out, err)
+	}
+	out, err = run("host", "cordon", "h1")
+	want(out, err, "host h1: cordoned true")
+	out, err = run("host", "uncordon", "h1")
+	want(out, err, "host h1: cordoned false")
+	out, err = run("host", "drain", "h1")
+	want(out, err, "host h1 cordoned: 0 sandboxes paused, 0 failed")
+	out, err = run("host", "list", "--json")
+	want(out, err, `"cordoned": true`)
+	out, err = run("host", "rm", "h1")
+	want(out, err)
+	out, err = run("host", "list")
+	if err != nil || strings.Contains(out, "h1") {
+		t.Fatalf("list after rm: %q, %v", out, err)
+	}
+	if _, err := run("host", "cordon", "nosuchhost"); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("cordon of an unknown host: %v", err)
+	}
+}
