@@ -45,7 +45,7 @@ func testFork(t *testing.T, h *host) {
 		t.Fatal(err)
 	}
 	mustExec(t, src.Envd.String(), "source-token", "echo kept > /tmp/state; "+
-		"nohup bash -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done' >/dev/null 2>&1 &")
+		"nohup bash -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.05; done' >/dev/null 2>&1 &")
 	time.Sleep(300 * time.Millisecond)
 
 	taken := testID("taken-")

@@ -98,6 +98,7 @@ func (rc *reconciler) host(ctx context.Context, h store.Host) error {
 			if err := s.store.SetHostState(ctx, h.ID, store.HostDown); err != nil {
 				return fmt.Errorf("mark host down: %w", err)
 			}
+			s.hostsChanged(ctx)
 			s.log.Warn("host down", "host", h.ID)
 		}
 		_, err := rc.records(ctx, h, l)
@@ -109,6 +110,7 @@ func (rc *reconciler) host(ctx context.Context, h store.Host) error {
 		if err := s.store.SetHostState(ctx, h.ID, store.HostReady); err != nil {
 			return fmt.Errorf("mark host ready: %w", err)
 		}
+		s.hostsChanged(ctx)
 		s.log.Info("host back up", "host", h.ID)
 	}
 	l.has = map[string]*hostagentv1.Sandbox{}

@@ -91,7 +91,7 @@ func testSnapshot(t *testing.T, e *testenv) {
 	})
 
 	t.Run("Hibernate", func(t *testing.T) {
-		e.exec(t, id, map[string]any{"cmd": "nohup sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done' >/dev/null 2>&1 &"})
+		e.exec(t, id, map[string]any{"cmd": "nohup sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done' >/dev/null 2>&1 &"})
 		var got v1Sandbox
 		e.do("POST", snapshot, e.key, nil).want(t, http.StatusOK).decode(t, &got)
 		if got.State != "paused" || got.Hibernated == nil || !*got.Hibernated {

@@ -45,7 +45,7 @@ func TestHibernatedSurviveReboot(t *testing.T) {
 	for i := range sbs {
 		apiCall(t, "POST", api+"/v2/sandboxes", key, `{"templateID":"base","timeout":600}`, 201, &sbs[i])
 		exec1(t, api, key, sbs[i].ID, "echo "+sbs[i].ID+" > /home/user/me; "+
-			"nohup sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done' >/dev/null 2>&1 &")
+			"nohup sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done' >/dev/null 2>&1 &")
 	}
 	for _, sb := range sbs {
 		apiCall(t, "POST", api+"/sandboxes/"+sb.ID+"/pause", key, "", 204, nil)

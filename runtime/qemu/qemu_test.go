@@ -68,7 +68,7 @@ func TestSnapshotRestore(t *testing.T) {
 	host, _ := exec.Command("uname", "-r").Output()
 	t.Logf("guest kernel %s, host kernel %s", hk.Version, strings.TrimSpace(string(host)))
 
-	sb.MustExec(t, "echo kept > /root/state; nohup bash -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done' >/dev/null 2>&1 &")
+	sb.MustExec(t, "echo kept > /root/state; nohup bash -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.05; done' >/dev/null 2>&1 &")
 	time.Sleep(500 * time.Millisecond)
 	before, _ := strconv.Atoi(strings.TrimSpace(sb.MustExec(t, "cat /tmp/counter")))
 
