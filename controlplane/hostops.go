@@ -142,9 +142,5 @@ func (s *Server) deleteHost(w http.ResponseWriter, r *http.Request, _ store.Admi
 // other replicas.
 func (s *Server) hostsChanged(ctx context.Context) {
 	s.hosts.expire()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), announceTimeout)
-	defer cancel()
-	if err := s.store.Announce(ctx, store.Notice{Topic: topicHosts}); err != nil {
-		s.log.Warn("tell replicas of a host's change", "err", err)
-	}
+	announce(ctx, s.store, s.log, store.Notice{Topic: topicHosts})
 }

@@ -396,7 +396,7 @@ func (s *Server) deleteSandbox(w http.ResponseWriter, r *http.Request, key store
 // the record as it was before the kill was decided. A lost sandbox's
 // record goes whatever its host answers: see destroyLost.
 func (s *Server) destroy(ctx context.Context, sb store.Sandbox, reason string) error {
-	s.evict(sb.ID)
+	s.proxy.Evict(sb.ID) // here at once; the other replicas once the record is gone
 	if sb.State == store.SandboxLost {
 		s.destroyLost(ctx, sb)
 	} else {
@@ -612,7 +612,7 @@ func (s *Server) pause(ctx context.Context, sb store.Sandbox, keepMemory bool, r
 			return err
 		}
 	}
-	s.evict(sb.ID)
+	s.proxy.Evict(sb.ID) // here at once; the other replicas once the record says paused
 	rec, err := s.store.UpdateSandbox(ctx, sb.ID, func(cur *store.Sandbox) error {
 		cur.State = store.SandboxPaused
 		return nil

@@ -514,16 +514,14 @@ func (s *Server) noticed(n store.Notice) {
 }
 
 // evict drops the proxy's route to sandbox id, here and on the other
-// replicas: call it when the sandbox is destroyed, paused or moved. A
+// replicas: call it once the store records that the sandbox is
+// destroyed, paused or moved (a store notice is a database round trip:
+// an eviction before the write stays local, s.proxy.Evict). A
 // replica that misses the notice finds the sandbox gone from its agent
 // on its next request.
 func (s *Server) evict(id string) {
 	s.proxy.Evict(id)
-	ctx, cancel := context.WithTimeout(context.Background(), announceTimeout)
-	defer cancel()
-	if err := s.store.Announce(ctx, store.Notice{Topic: topicSandbox, Key: id}); err != nil {
-		s.log.Warn("tell replicas of a sandbox's change", "sandbox", id, "err", err)
-	}
+	announce(context.Background(), s.store, s.log, store.Notice{Topic: topicSandbox, Key: id})
 }
 
 // lead runs the work that must run on one replica (the leader) until

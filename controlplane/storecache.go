@@ -94,15 +94,23 @@ const (
 // to (a replica that misses the notice forgets within readCacheTTL).
 func (c *cachedStore) changed(ctx context.Context, topic string) {
 	c.noticed(store.Notice{Topic: topic})
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), announceTimeout)
-	defer cancel()
-	if err := c.Store.Announce(ctx, store.Notice{Topic: topic}); err != nil {
-		c.log.Warn("tell replicas of a change", "topic", topic, "err", err)
-	}
+	announce(ctx, c.Store, c.log, store.Notice{Topic: topic})
 }
 
 // announceTimeout bounds telling the other replicas of a change.
 const announceTimeout = 5 * time.Second
+
+// announce tells the replicas sharing st of n, within announceTimeout
+// and whether or not ctx has ended. A failure is logged: a replica that
+// misses a notice finds out when its cache expires or its next request
+// fails.
+func announce(ctx context.Context, st store.Notices, log *slog.Logger, n store.Notice) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), announceTimeout)
+	defer cancel()
+	if err := st.Announce(ctx, n); err != nil {
+		log.Warn("tell replicas of a change", "topic", n.Topic, "key", n.Key, "err", err)
+	}
+}
 
 // noticed forgets what a notice says changed.
 func (c *cachedStore) noticed(n store.Notice) {

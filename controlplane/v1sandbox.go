@@ -203,7 +203,7 @@ func (s *Server) hibernate(ctx context.Context, sb store.Sandbox, h store.Host) 
 	case err != nil:
 		return store.Sandbox{}, err
 	}
-	s.evict(sb.ID)
+	s.proxy.Evict(sb.ID) // here at once; the other replicas once the record says paused
 	id := sb.ID
 	sb, err = s.store.UpdateSandbox(ctx, id, func(cur *store.Sandbox) error {
 		if cur.State != store.SandboxRunning && cur.State != store.SandboxPaused {

@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
-	"roost.dev/roost/controlplane"
 	"roost.dev/roost/store"
 )
 
@@ -26,30 +23,8 @@ func TestHostCommands(t *testing.T) {
 		Runtime: "namespace", CPUs: 8, MemoryMB: 16384, State: store.HostReady}); err != nil {
 		t.Fatal(err)
 	}
-	cp, err := controlplane.New(controlplane.Config{}, st, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cp.Close)
-	t.Setenv(adminTokenEnv, "")
-	tok, err := ensureAdminToken(context.Background(), cp, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(cp.Handler())
-	t.Cleanup(srv.Close)
-	t.Setenv(apiURLEnv, srv.URL)
-	t.Setenv(adminTokenEnv, tok.value)
-	run := func(args ...string) (string, error) {
-		t.Helper()
-		cmd := newRootCmd()
-		var out bytes.Buffer
-		cmd.SetOut(&out)
-		cmd.SetErr(&out)
-		cmd.SetArgs(args)
-		err := cmd.ExecuteContext(context.Background())
-		return out.String(), err
-	}
+	serveOperator(t, st, dir)
+	run := func(args ...string) (string, error) { return runRoost(t, args...) }
 	want := func(out string, err error, parts ...string) {
 		t.Helper()
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"roost.dev/roost/controlplane"
+	"roost.dev/roost/store"
 )
 
 // The operator's commands against a real control plane (no host: teams,
@@ -22,35 +23,15 @@ func TestOperatorCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	cp, err := controlplane.New(controlplane.Config{}, st, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cp.Close)
-	t.Setenv(adminTokenEnv, "")
-	tok, err := ensureAdminToken(context.Background(), cp, dir)
-	if err != nil || !tok.created || tok.file != filepath.Join(dir, adminTokenFile) {
-		t.Fatalf("first admin token: %+v, %v", tok, err)
+	cp, tok := serveOperator(t, st, dir)
+	if !tok.created || tok.file != filepath.Join(dir, adminTokenFile) {
+		t.Fatalf("first admin token: %+v", tok)
 	}
 	again, err := ensureAdminToken(context.Background(), cp, dir)
 	if err != nil || again.created || again.value != tok.value {
 		t.Fatalf("second start: %+v, %v", again, err)
 	}
-	srv := httptest.NewServer(cp.Handler())
-	t.Cleanup(srv.Close)
-	t.Setenv(apiURLEnv, srv.URL)
-	t.Setenv(adminTokenEnv, tok.value)
-
-	run := func(args ...string) (string, error) {
-		t.Helper()
-		cmd := newRootCmd()
-		var out bytes.Buffer
-		cmd.SetOut(&out)
-		cmd.SetErr(&out)
-		cmd.SetArgs(args)
-		err := cmd.ExecuteContext(context.Background())
-		return out.String(), err
-	}
+	run := func(args ...string) (string, error) { return runRoost(t, args...) }
 	out, err := run("team", "create", "alpha", "--quota", "sandboxes=3,timeout=1h")
 	if err != nil || !strings.Contains(out, "API key, shown this once: e2b_") {
 		t.Fatalf("team create: %q, %v", out, err)
@@ -97,4 +78,39 @@ func TestOperatorCommands(t *testing.T) {
 	if _, err := run("key", "list"); err == nil {
 		t.Fatal("the removed team's key still works")
 	}
+}
+
+// serveOperator serves a control plane on st over HTTP, with the
+// operator's token made in dir, for the CLI ($ROOST_API_URL and
+// $ROOST_ADMIN_TOKEN point at them for t).
+func serveOperator(t *testing.T, st store.Store, dir string) (*controlplane.Server, apiKey) {
+	t.Helper()
+	cp, err := controlplane.New(controlplane.Config{}, st, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cp.Close)
+	t.Setenv(adminTokenEnv, "")
+	tok, err := ensureAdminToken(context.Background(), cp, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(cp.Handler())
+	t.Cleanup(srv.Close)
+	t.Setenv(apiURLEnv, srv.URL)
+	t.Setenv(adminTokenEnv, tok.value)
+	return cp, tok
+}
+
+// runRoost runs the command line with args in this process and returns
+// what it printed.
+func runRoost(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := newRootCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(context.Background())
+	return out.String(), err
 }
