@@ -54,6 +54,7 @@ func TestChaos(t *testing.T) {
 
 	c.stopLoad()
 	c.report()
+	c.deleteKept()
 }
 
 // chaos is the test's cluster and its record of the faults.
@@ -207,6 +208,16 @@ func (c *chaos) keepSandboxes(n int) {
 		c.kept = append(c.kept, keptSandbox{id: sb.ID, host: sb.ClientID, pid: strings.TrimSpace(pid)})
 	}
 	c.client.take()
+}
+
+// deleteKept deletes the kept sandboxes while the cluster runs: an agent
+// that stops leaves its sandboxes running.
+func (c *chaos) deleteKept() {
+	for _, k := range c.kept {
+		if err := c.client.call(c.t.Context(), "kill", "DELETE", "/sandboxes/"+k.id, "", http.StatusNoContent, nil); err != nil {
+			c.t.Errorf("delete kept sandbox %s: %v", k.id, err)
+		}
+	}
 }
 
 func (c *chaos) startLoad() {
