@@ -182,7 +182,7 @@ func (s *Server) createTeam(w http.ResponseWriter, r *http.Request, _ store.Admi
 		return
 	}
 	ctx := r.Context()
-	team := store.Team{ID: "team_" + randomString(10), Name: req.Name, CreatedAt: time.Now().UTC()}
+	team := store.Team{ID: "team_" + randomString(10), Name: req.Name, CreatedAt: s.store.Now()}
 	noteTarget(r, team.ID, team.ID)
 	if err := s.store.CreateTeam(ctx, team); err != nil {
 		s.fail(w, r, "create team", err)

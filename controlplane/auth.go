@@ -173,7 +173,7 @@ const keyTouchEvery = time.Minute
 
 // touch records that k was used, at most once per keyTouchEvery.
 func (s *Server) touch(ctx context.Context, k store.APIKey) {
-	now := time.Now()
+	now := s.store.Now()
 	if k.Kind == store.KindAdmin || k.LastUsedAt != nil && now.Sub(*k.LastUsedAt) < keyTouchEvery {
 		return
 	}

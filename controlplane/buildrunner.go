@@ -107,7 +107,7 @@ func (br *buildRunner) close() {
 // those whose lease ran out. Run calls it at start and every
 // buildLeaseRenew.
 func (s *Server) tendBuilds(ctx context.Context) {
-	now := time.Now()
+	now := s.store.Now()
 	if err := s.store.RenewBuildLeases(ctx, s.builds.ids(), now.Add(buildLease)); err != nil {
 		s.log.Warn("renew build leases", "err", err)
 	}
@@ -143,7 +143,7 @@ func (s *Server) launchBuild(ctx context.Context, t store.Template, b store.Temp
 	if err != nil {
 		return fmt.Errorf("encode spec: %w", err)
 	}
-	if b, err = s.store.StartBuild(ctx, t.ID, b.ID, kept, host.ID, time.Now().Add(buildLease)); err != nil {
+	if b, err = s.store.StartBuild(ctx, t.ID, b.ID, kept, host.ID, s.store.Now().Add(buildLease)); err != nil {
 		return err
 	}
 	log := s.log.With("template", t.ID, "build", b.ID, "host", host.ID)

@@ -152,7 +152,7 @@ func (l *eventLog) add(e store.Event) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	defer func() { _ = recover() }() // closed: the server is stopping
-	now := time.Now().UTC()
+	now := l.st.Now()
 	if !now.After(l.last) {
 		now = l.last.Add(time.Nanosecond)
 	}

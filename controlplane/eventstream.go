@@ -36,7 +36,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, cred store
 		return
 	}
 	f := store.EventFilter{TeamID: cred.TeamID, SandboxID: r.URL.Query().Get("sandbox"), Types: types, Asc: true, Limit: store.MaxPageSize}
-	from := time.Now().UTC()
+	from := s.store.Now()
 	if last := r.Header.Get("Last-Event-ID"); last != "" {
 		at, id, err := parseStreamID(last)
 		if err != nil {

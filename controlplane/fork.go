@@ -87,7 +87,7 @@ func (s *Server) forkSandbox(w http.ResponseWriter, r *http.Request, key store.A
 	var forks []store.Sandbox
 	var at []int // the result each of forks fills
 	for i := range count {
-		sb := forkRecord(src, timeout)
+		sb := forkRecord(src, s.store.Now().Add(timeout), timeout)
 		if err := s.store.CreateSandboxWithin(ctx, sb, s.cfg.TeamQuota); err != nil {
 			results[i].Error = s.errorBody("fork sandbox", err)
 			continue
@@ -103,13 +103,13 @@ func (s *Server) forkSandbox(w http.ResponseWriter, r *http.Request, key store.A
 	writeJSON(w, http.StatusCreated, results)
 }
 
-// forkRecord is the starting record of a fork of src.
-func forkRecord(src store.Sandbox, timeout time.Duration) store.Sandbox {
+// forkRecord is the starting record of a fork of src, ending at end.
+func forkRecord(src store.Sandbox, end time.Time, timeout time.Duration) store.Sandbox {
 	sb := store.Sandbox{
 		ID: newSandboxID(), TeamID: src.TeamID, HostID: src.HostID, TemplateID: src.TemplateID, Alias: src.Alias, ClientID: src.HostID,
 		State: store.SandboxStarting, Metadata: src.Metadata, EnvVars: src.EnvVars, EnvdVersion: envdVersion,
 		TrafficAccessToken: newToken(), AllowPublicTraffic: src.AllowPublicTraffic, AllowInternet: src.AllowInternet,
-		AutoPause: src.AutoPause, AutoResume: src.AutoResume, TimeoutSecs: int64(timeout / time.Second), EndAt: time.Now().UTC().Add(timeout),
+		AutoPause: src.AutoPause, AutoResume: src.AutoResume, TimeoutSecs: int64(timeout / time.Second), EndAt: end,
 		VCPUs: src.VCPUs, MemoryMB: src.MemoryMB, DiskMB: src.DiskMB,
 	}
 	if src.EnvdAccessToken != "" {
@@ -173,7 +173,7 @@ func (s *Server) forkStarted(ctx context.Context, id string, got *hostagentv1.Sa
 		if cur.State != store.SandboxStarting {
 			return fmt.Errorf("sandbox %s became %s while starting: %w", cur.ID, cur.State, errdefs.ErrConflict)
 		}
-		cur.State, cur.StartedAt = store.SandboxRunning, time.Now().UTC()
+		cur.State, cur.StartedAt = store.SandboxRunning, s.store.Now()
 		if ts := got.GetStartedAt(); ts != nil {
 			cur.StartedAt = ts.AsTime().UTC()
 		}

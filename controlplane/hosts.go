@@ -116,7 +116,7 @@ func (s *Server) registerHost(w http.ResponseWriter, r *http.Request) {
 		}
 		id = prev.ID
 	}
-	err = s.store.ConsumeRegistrationToken(ctx, store.HashKey(req.RegistrationToken), time.Now().UTC())
+	err = s.store.ConsumeRegistrationToken(ctx, store.HashKey(req.RegistrationToken), s.store.Now())
 	if errors.Is(err, errdefs.ErrNotFound) {
 		s.fail(w, r, "register host", fmt.Errorf("invalid, expired or used registration token: %w", errdefs.ErrUnauthenticated))
 		return
@@ -202,7 +202,7 @@ func (s *Server) hostHeartbeat(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	usage := store.HostUsage{Sandboxes: req.Sandboxes, VCPUs: req.VCPUs, MemoryMB: req.MemoryMB}
-	if err := s.store.Heartbeat(ctx, id, time.Now().UTC(), usage); err != nil {
+	if err := s.store.Heartbeat(ctx, id, s.store.Now(), usage); err != nil {
 		s.fail(w, r, "heartbeat", err)
 		return
 	}
@@ -221,7 +221,7 @@ func (s *Server) CreateRegistrationToken(ctx context.Context, ttl time.Duration)
 	// agent accepts the CA the registration answer carries only when it is
 	// this one, so a man in the middle cannot slip in its own.
 	tok := "roostreg_" + newToken() + "." + s.ca.Fingerprint()
-	if err := s.store.CreateRegistrationToken(ctx, store.HashKey(tok), time.Now().UTC().Add(ttl)); err != nil {
+	if err := s.store.CreateRegistrationToken(ctx, store.HashKey(tok), s.store.Now().Add(ttl)); err != nil {
 		return "", fmt.Errorf("create registration token: %w", err)
 	}
 	return tok, nil

@@ -157,7 +157,7 @@ func (s *Server) storeCredential(ctx context.Context, teamID string, kind store.
 	plain, prefix, suffix := newCredential(kind)
 	k := store.APIKey{
 		ID: credentialID(kind), TeamID: teamID, Kind: kind, Name: name, Hash: store.HashKey(plain),
-		Prefix: prefix, MaskSuffix: suffix, CreatedAt: time.Now().UTC(),
+		Prefix: prefix, MaskSuffix: suffix, CreatedAt: s.store.Now(),
 	}
 	if err := s.store.CreateAPIKey(ctx, k); err != nil {
 		return store.APIKey{}, "", err

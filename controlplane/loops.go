@@ -17,7 +17,7 @@ var errSkip = errors.New("sandbox changed; skipped")
 // first claimed in the store (still running, still expired), so a timeout
 // extended a moment ago wins.
 func (s *Server) enforceTimeouts(ctx context.Context) {
-	now := time.Now().UTC()
+	now := s.store.Now()
 	expired, err := s.store.ExpiredSandboxes(ctx, now, store.SandboxRunning)
 	if err != nil {
 		s.log.Warn("list expired sandboxes failed", "err", err)

@@ -36,7 +36,7 @@ func operationDefaults(cfg *Config) {
 
 // prune deletes the audit entries and events past their retention.
 func (s *Server) prune(ctx context.Context) {
-	now := time.Now()
+	now := s.store.Now()
 	if n, err := s.store.PruneAudit(ctx, now.Add(-s.cfg.AuditRetention)); err != nil {
 		s.log.Warn("audit log not pruned", "err", err)
 	} else if n > 0 {

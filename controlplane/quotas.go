@@ -237,7 +237,7 @@ func (s *Server) enforceRetention(ctx context.Context) {
 		s.log.Warn("retention: list paused sandboxes failed", "err", err)
 		return
 	}
-	now := time.Now()
+	now := s.store.Now()
 	for _, team := range slices.Sorted(maps.Keys(byTeam)) {
 		if ctx.Err() != nil {
 			return

@@ -81,7 +81,7 @@ func (rc *reconciler) round(ctx context.Context) {
 // host reconciles one host.
 func (rc *reconciler) host(ctx context.Context, h store.Host) error {
 	s := rc.s
-	l := listing{at: time.Now().UTC()}
+	l := listing{at: s.store.Now()}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	resp, err := s.agents.For(h).ListSandboxes(cctx, connect.NewRequest(&hostagentv1.ListSandboxesRequest{}))
 	cancel()

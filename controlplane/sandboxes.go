@@ -123,7 +123,7 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store
 		s.fail(w, r, "create sandbox", err)
 		return
 	}
-	now := time.Now().UTC()
+	now := s.store.Now()
 	sb := store.Sandbox{
 		ID: newSandboxID(), TeamID: key.TeamID, HostID: host.ID, TemplateID: tmpl.id, Alias: tmpl.alias, ClientID: host.ID,
 		State: store.SandboxStarting, Metadata: p.Metadata, EnvVars: p.EnvVars, EnvdVersion: envdVersion,
@@ -177,7 +177,7 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store
 		cur.VCPUs = int(got.GetLimits().GetVcpus())
 		cur.MemoryMB = int64(got.GetLimits().GetMemoryMb())
 		cur.DiskMB = int64(got.GetLimits().GetDiskMb())
-		cur.StartedAt = time.Now().UTC()
+		cur.StartedAt = s.store.Now()
 		if ts := got.GetStartedAt(); ts != nil {
 			cur.StartedAt = ts.AsTime().UTC()
 		}
@@ -502,7 +502,7 @@ func (s *Server) extend(ctx context.Context, sb store.Sandbox, d time.Duration, 
 	if err := s.checkTimeout(ctx, sb.TeamID, d); err != nil {
 		return err
 	}
-	end := time.Now().UTC().Add(d)
+	end := s.store.Now().Add(d)
 	if !exact && sb.EndAt.After(end) {
 		return nil
 	}
@@ -689,7 +689,7 @@ func (s *Server) resume(ctx context.Context, sb store.Sandbox, d time.Duration, 
 			return fmt.Errorf("sandbox %s is %s, not paused: %w", cur.ID, cur.State, errdefs.ErrConflict)
 		}
 		cur.State = store.SandboxRunning
-		cur.EndAt = time.Now().UTC().Add(d)
+		cur.EndAt = s.store.Now().Add(d)
 		return nil
 	})
 	if err != nil {
@@ -704,7 +704,7 @@ func (s *Server) resume(ctx context.Context, sb store.Sandbox, d time.Duration, 
 	id := sb.ID
 	sb, err = s.store.UpdateSandbox(ctx, id, func(cur *store.Sandbox) error {
 		cur.State = store.SandboxRunning
-		cur.EndAt = time.Now().UTC().Add(d)
+		cur.EndAt = s.store.Now().Add(d)
 		return nil
 	})
 	s.evict(id)

@@ -140,7 +140,7 @@ func (d *deliverer) round(ctx context.Context) {
 	if free <= 0 {
 		return
 	}
-	now := time.Now()
+	now := d.s.store.Now()
 	due, err := d.s.store.ClaimDeliveries(ctx, now, now.Add(deliveryLease), free)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -166,7 +166,7 @@ func (d *deliverer) round(ctx context.Context) {
 // deliver makes one attempt and records it.
 func (d *deliverer) deliver(ctx context.Context, dd store.DueDelivery) {
 	status, err := d.send(ctx, dd)
-	now := time.Now()
+	now := d.s.store.Now()
 	a := store.Attempt{At: now, Status: status, State: store.DeliveryDelivered, NextAt: now}
 	if err != nil {
 		a.Error = err.Error()

@@ -116,7 +116,7 @@ func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request, cred stor
 	if err == nil && (req.URL == nil || req.Events == nil || req.SignatureSecret == nil) {
 		err = invalidf("url, events and signatureSecret are required")
 	}
-	hook := store.Webhook{ID: "wh_" + randomString(10), TeamID: cred.TeamID, Enabled: true, CreatedAt: time.Now().UTC()}
+	hook := store.Webhook{ID: "wh_" + randomString(10), TeamID: cred.TeamID, Enabled: true, CreatedAt: s.store.Now()}
 	if err == nil {
 		err = s.check(r.Context(), req)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"roost.dev/roost/errdefs"
 )
@@ -50,7 +49,7 @@ func (s *sqlStore) EnsureClusterCA(ctx context.Context, certPEM, keyPEM []byte) 
 	}
 	// One statement: of replicas racing, the database keeps the first.
 	if _, err := s.w.ExecContext(ctx, `INSERT INTO cluster_ca (id, cert_pem, key_pem, created_at)
-		VALUES (1, $1, $2, $3) ON CONFLICT (id) DO NOTHING`, string(certPEM), string(keyPEM), time.Now().UnixNano()); err != nil {
+		VALUES (1, $1, $2, $3) ON CONFLICT (id) DO NOTHING`, string(certPEM), string(keyPEM), s.clock.Now().UnixNano()); err != nil {
 		return nil, nil, fmt.Errorf("ensure cluster CA: %w", err)
 	}
 	// Read back on the writer: the read pool may not see the insert yet.

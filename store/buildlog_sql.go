@@ -38,20 +38,20 @@ func (s *sqlStore) AppendBuildLog(ctx context.Context, buildID string, entries [
 			if count >= MaxBuildLogEntries-1 {
 				// The last place is the summary of what was dropped.
 				dropped += int64(len(entries) - i)
-				if err := putDropped(ctx, tx, buildID, e.Time, dropped); err != nil {
+				if err := putDropped(ctx, tx, buildID, s.orNow(e.Time), dropped); err != nil {
 					return err
 				}
 				count = MaxBuildLogEntries
 				break
 			}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO template_build_logs (build_id, seq, time, level, step, message)
-				VALUES ($1, $2, $3, $4, $5, $6)`, buildID, count, orNow(e.Time).UnixNano(), levels[i], e.Step, e.Message); err != nil {
+				VALUES ($1, $2, $3, $4, $5, $6)`, buildID, count, s.orNow(e.Time).UnixNano(), levels[i], e.Step, e.Message); err != nil {
 				return fmt.Errorf("insert entry: %w", err)
 			}
 			count++
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE template_builds SET log_count = $1, log_dropped = $2, updated_at = $3 WHERE id = $4`,
-			count, dropped, time.Now().UnixNano(), buildID)
+			count, dropped, s.clock.Now().UnixNano(), buildID)
 		return err
 	})
 }
@@ -62,7 +62,7 @@ func putDropped(ctx context.Context, tx *sql.Tx, buildID string, at time.Time, d
 		strconv.Itoa(MaxBuildLogEntries) + " at most"
 	_, err := tx.ExecContext(ctx, `INSERT INTO template_build_logs (build_id, seq, time, level, step, message)
 		VALUES ($1, $2, $3, $4, '', $5) ON CONFLICT (build_id, seq) DO UPDATE SET time = excluded.time, message = excluded.message`,
-		buildID, MaxBuildLogEntries-1, orNow(at).UnixNano(), logLevels["warn"], msg)
+		buildID, MaxBuildLogEntries-1, at.UnixNano(), logLevels["warn"], msg)
 	if err != nil {
 		return fmt.Errorf("summarise dropped entries: %w", err)
 	}

@@ -154,7 +154,12 @@ func openPostgres(ctx context.Context, dbURL string, log *slog.Logger, m *queryM
 		db.Close()
 		return nil, err
 	}
-	return &sqlStore{w: db, r: db, d: postgresDialect, log: log, bus: &pgBus{url: dbURL, channel: noticeChannel(schema), db: db}}, nil
+	st := &sqlStore{w: db, r: db, d: postgresDialect, log: log, bus: &pgBus{url: dbURL, channel: noticeChannel(schema), db: db}}
+	if err := st.startClock(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return st, nil
 }
 
 func openSQLite(ctx context.Context, path string, log *slog.Logger, m *queryMetrics) (Store, error) {
@@ -196,7 +201,11 @@ func openSQLite(ctx context.Context, path string, log *slog.Logger, m *queryMetr
 	}
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
-	return &sqlStore{w: w, r: r, d: sqliteDialect, log: log, bus: &localBus{}}, nil
+	st := &sqlStore{w: w, r: r, d: sqliteDialect, log: log, bus: &localBus{}}
+	if err := st.startClock(ctx); err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 // migrate applies the embedded migrations that db lacks.

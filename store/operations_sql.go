@@ -72,7 +72,7 @@ func (s *sqlStore) CreateAdminToken(ctx context.Context, t AdminToken) error {
 		return fmt.Errorf("create admin token: empty id or hash: %w", errdefs.ErrInvalid)
 	}
 	_, err := s.w.ExecContext(ctx, `INSERT INTO admin_tokens (id, name, hash, prefix, mask_suffix, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6)`, t.ID, t.Name, t.Hash, t.Prefix, t.MaskSuffix, orNow(t.CreatedAt).UnixNano())
+		VALUES ($1, $2, $3, $4, $5, $6)`, t.ID, t.Name, t.Hash, t.Prefix, t.MaskSuffix, s.orNow(t.CreatedAt).UnixNano())
 	if err != nil {
 		return s.classify(err, "create admin token "+t.ID)
 	}
@@ -107,7 +107,7 @@ func (s *sqlStore) AppendAudit(ctx context.Context, entries ...AuditEntry) error
 	}
 	return s.inTx(ctx, "append audit", func(tx *sql.Tx) error {
 		for _, e := range entries {
-			at := orNow(e.At)
+			at := s.orNow(e.At)
 			if e.ID == "" {
 				e.ID = NewEventID(at)
 			}
@@ -182,7 +182,7 @@ func (s *sqlStore) AppendEvents(ctx context.Context, events ...Event) error {
 			if e.ID == "" || e.TeamID == "" || e.Type == "" {
 				return fmt.Errorf("event without id, team or type: %w", errdefs.ErrInvalid)
 			}
-			at := orNow(e.At)
+			at := s.orNow(e.At)
 			data := string(e.Data)
 			if data == "" {
 				data = "{}"
@@ -209,7 +209,7 @@ func (s *sqlStore) AppendEvents(ctx context.Context, events ...Event) error {
 				}
 				if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_at, state, attempts,
 					next_at, last_status, last_error, created_at) VALUES ($1, $2, $3, $4, $5, 0, $6, 0, '', $7)`,
-					NewEventID(at), w.ID, e.ID, at.UnixNano(), DeliveryPending, at.UnixNano(), time.Now().UnixNano()); err != nil {
+					NewEventID(at), w.ID, e.ID, at.UnixNano(), DeliveryPending, at.UnixNano(), s.clock.Now().UnixNano()); err != nil {
 					return err
 				}
 			}
@@ -341,7 +341,7 @@ func (s *sqlStore) CreateWebhook(ctx context.Context, w Webhook) error {
 		return fmt.Errorf("create webhook: empty id or team: %w", errdefs.ErrInvalid)
 	}
 	_, err = s.w.ExecContext(ctx, `INSERT INTO webhooks (`+webhookColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		w.ID, w.TeamID, w.Name, w.URL, w.Secret, string(events), w.Enabled, orNow(w.CreatedAt).UnixNano())
+		w.ID, w.TeamID, w.Name, w.URL, w.Secret, string(events), w.Enabled, s.orNow(w.CreatedAt).UnixNano())
 	if err != nil {
 		return s.classify(err, "create webhook "+w.ID)
 	}
@@ -454,7 +454,7 @@ func (s *sqlStore) ClaimDeliveries(ctx context.Context, now, leaseUntil time.Tim
 func (s *sqlStore) RecordAttempt(ctx context.Context, id string, a Attempt) error {
 	var done any
 	if a.State != DeliveryPending {
-		done = orNow(a.At).UnixNano()
+		done = s.orNow(a.At).UnixNano()
 	}
 	res, err := s.w.ExecContext(ctx, `UPDATE webhook_deliveries SET attempts = attempts + 1, state = $1, next_at = $2,
 		lease_until = NULL, last_status = $3, last_error = $4, done_at = $5 WHERE id = $6`,

@@ -77,7 +77,7 @@ func (s *sqlStore) createSandbox(ctx context.Context, sb Sandbox, check func(*sq
 	if sb.ID == "" || sb.TeamID == "" || !validState(sb.State) {
 		return fmt.Errorf("create sandbox %q: missing id or team, or state %q: %w", sb.ID, sb.State, errdefs.ErrInvalid)
 	}
-	now := time.Now()
+	now := s.clock.Now()
 	if sb.CreatedAt.IsZero() {
 		sb.CreatedAt = now
 	}
@@ -382,7 +382,7 @@ func (s *sqlStore) updateSandbox(ctx context.Context, id string, fn func(*Sandbo
 				return err
 			}
 		}
-		sb.UpdatedAt = time.Now()
+		sb.UpdatedAt = s.clock.Now()
 		setPausedAt(&sb, prev.State, sb.UpdatedAt)
 		args, err := sandboxArgs(&sb)
 		if err != nil {

@@ -26,7 +26,7 @@ func (s *sqlStore) PutSnapshot(ctx context.Context, t Template, b TemplateBuild)
 		return Template{}, fmt.Errorf("put snapshot %s: %w", t.Name, err)
 	}
 	err = s.inTx(ctx, "put snapshot "+t.Name, func(tx *sql.Tx) error {
-		now := time.Now().UnixNano()
+		now := s.clock.Now().UnixNano()
 		if err := putSnapshotTemplate(ctx, tx, &t, now); err != nil {
 			return err
 		}

@@ -14,11 +14,12 @@ import (
 // sqlStore implements Store on SQLite or PostgreSQL. Query texts are
 // shared; d holds the differences.
 type sqlStore struct {
-	w   *sql.DB // writes and read-modify-write transactions
-	r   *sql.DB // plain reads; the same pool as w on PostgreSQL
-	d   dialect
-	log *slog.Logger
-	bus noticeBus
+	w     *sql.DB // writes and read-modify-write transactions
+	r     *sql.DB // plain reads; the same pool as w on PostgreSQL
+	d     dialect
+	log   *slog.Logger
+	bus   noticeBus
+	clock *dbClock
 }
 
 var _ Store = (*sqlStore)(nil)
@@ -57,9 +58,9 @@ func fromNanos(n sql.NullInt64) time.Time {
 }
 
 // orNow returns t, or the current time when t is zero.
-func orNow(t time.Time) time.Time {
+func (s *sqlStore) orNow(t time.Time) time.Time {
 	if t.IsZero() {
-		return time.Now()
+		return s.clock.Now()
 	}
 	return t
 }
@@ -103,7 +104,7 @@ func notFound(err error, what string) error {
 
 func (s *sqlStore) CreateTeam(ctx context.Context, t Team) error {
 	_, err := s.w.ExecContext(ctx, `INSERT INTO teams (id, name, created_at) VALUES ($1, $2, $3)`,
-		t.ID, t.Name, orNow(t.CreatedAt).UnixNano())
+		t.ID, t.Name, s.orNow(t.CreatedAt).UnixNano())
 	if err != nil {
 		return s.classify(err, "create team "+t.ID)
 	}
@@ -154,7 +155,7 @@ func (s *sqlStore) CreateAPIKey(ctx context.Context, k APIKey) error {
 		used = nanos(*k.LastUsedAt)
 	}
 	_, err := s.w.ExecContext(ctx, `INSERT INTO api_keys (`+apiKeyColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-		k.ID, k.TeamID, k.Kind, k.Name, k.Hash, k.Prefix, k.MaskSuffix, orNow(k.CreatedAt).UnixNano(), used)
+		k.ID, k.TeamID, k.Kind, k.Name, k.Hash, k.Prefix, k.MaskSuffix, s.orNow(k.CreatedAt).UnixNano(), used)
 	if err != nil {
 		return s.classify(err, "create api key "+k.ID)
 	}
@@ -200,7 +201,7 @@ func (s *sqlStore) DeleteAPIKey(ctx context.Context, teamID string, kind KeyKind
 }
 
 func (s *sqlStore) TouchAPIKey(ctx context.Context, id string, at time.Time) error {
-	res, err := s.w.ExecContext(ctx, `UPDATE api_keys SET last_used_at = $1 WHERE id = $2`, orNow(at).UnixNano(), id)
+	res, err := s.w.ExecContext(ctx, `UPDATE api_keys SET last_used_at = $1 WHERE id = $2`, s.orNow(at).UnixNano(), id)
 	return one(res, err, "touch api key "+id)
 }
 
@@ -220,7 +221,7 @@ func (s *sqlStore) CreateRegistrationToken(ctx context.Context, hash []byte, exp
 
 func (s *sqlStore) ConsumeRegistrationToken(ctx context.Context, hash []byte, now time.Time) error {
 	// One conditional UPDATE: the database decides which racer wins.
-	n := orNow(now).UnixNano()
+	n := s.orNow(now).UnixNano()
 	res, err := s.w.ExecContext(ctx, `UPDATE registration_tokens SET used_at = $1
 		WHERE hash = $2 AND used_at IS NULL AND expires_at > $3`, n, hash, n)
 	return one(res, err, "consume registration token")
@@ -266,7 +267,7 @@ func (s *sqlStore) UpsertHost(ctx context.Context, h Host) error {
 			memory_mb = excluded.memory_mb, max_sandboxes = excluded.max_sandboxes, state = excluded.state,
 			volume_dir_id = excluded.volume_dir_id`,
 		h.ID, h.Name, h.URL, h.TokenHash, h.Runtime, caps, h.CPUs, h.MemoryMB, h.MaxSandboxes,
-		string(h.State), orNow(h.RegisteredAt).UnixNano(), nanos(h.LastHeartbeat),
+		string(h.State), s.orNow(h.RegisteredAt).UnixNano(), nanos(h.LastHeartbeat),
 		h.Usage.Sandboxes, h.Usage.VCPUs, h.Usage.MemoryMB, h.VolumeDirID)
 	if err != nil {
 		return fmt.Errorf("upsert host %s: %w", h.ID, err)
@@ -304,7 +305,7 @@ func (s *sqlStore) ListHosts(ctx context.Context) ([]Host, error) {
 
 func (s *sqlStore) Heartbeat(ctx context.Context, id string, at time.Time, u HostUsage) error {
 	res, err := s.w.ExecContext(ctx, `UPDATE hosts SET last_heartbeat = $1, used_sandboxes = $2, used_vcpus = $3,
-		used_memory_mb = $4 WHERE id = $5`, orNow(at).UnixNano(), u.Sandboxes, u.VCPUs, u.MemoryMB, id)
+		used_memory_mb = $4 WHERE id = $5`, s.orNow(at).UnixNano(), u.Sandboxes, u.VCPUs, u.MemoryMB, id)
 	return one(res, err, "heartbeat host "+id)
 }
 

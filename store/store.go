@@ -129,6 +129,8 @@ type Store interface {
 	Leases
 	// Notices: what changed, told to every control plane on the store.
 	Notices
+	// Clock: the database's time, for every time that decides state.
+	Clock
 }
 
 // HashKey is how API keys and registration tokens are stored: SHA-256 of

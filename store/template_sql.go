@@ -33,9 +33,9 @@ func (s *sqlStore) CreateTemplate(ctx context.Context, t Template) error {
 	if t.ID == "" || t.TeamID == "" || t.Name == "" {
 		return fmt.Errorf("create template: empty id, team or name: %w", errdefs.ErrInvalid)
 	}
-	now := time.Now()
+	now := s.clock.Now()
 	_, err := s.w.ExecContext(ctx, `INSERT INTO templates (`+templateColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		t.ID, t.TeamID, t.Name, t.Public, orNow(t.CreatedAt).UnixNano(), now.UnixNano(), t.SnapshotOf)
+		t.ID, t.TeamID, t.Name, t.Public, s.orNow(t.CreatedAt).UnixNano(), now.UnixNano(), t.SnapshotOf)
 	if err != nil {
 		return s.classify(err, "create template "+t.Name)
 	}
@@ -76,7 +76,7 @@ func (s *sqlStore) ListTemplates(ctx context.Context, teamID string) ([]Template
 }
 
 func (s *sqlStore) SetTemplatePublic(ctx context.Context, id string, public bool) (Template, error) {
-	res, err := s.w.ExecContext(ctx, `UPDATE templates SET public = $1, updated_at = $2 WHERE id = $3`, public, time.Now().UnixNano(), id)
+	res, err := s.w.ExecContext(ctx, `UPDATE templates SET public = $1, updated_at = $2 WHERE id = $3`, public, s.clock.Now().UnixNano(), id)
 	if err := one(res, err, "set template public "+id); err != nil {
 		return Template{}, err
 	}
@@ -161,10 +161,10 @@ func (s *sqlStore) CreateBuild(ctx context.Context, b TemplateBuild) error {
 	if err != nil {
 		return fmt.Errorf("create build %s: %w", b.ID, err)
 	}
-	now := time.Now().UnixNano()
+	now := s.clock.Now().UnixNano()
 	_, err = s.w.ExecContext(ctx, `INSERT INTO template_builds (`+buildColumns+`)
 		VALUES ($1, $2, $3, '', $4, '', 0, '', $5, $6, '', $7, $8, NULL)`,
-		b.ID, b.TemplateID, string(b.Status), string(tagsJSON), b.CPUs, b.MemoryMB, orNow(b.CreatedAt).UnixNano(), now)
+		b.ID, b.TemplateID, string(b.Status), string(tagsJSON), b.CPUs, b.MemoryMB, s.orNow(b.CreatedAt).UnixNano(), now)
 	if err != nil {
 		if s.d.constraint(err) == "foreign_key" {
 			return fmt.Errorf("create build %s: template %s: %w", b.ID, b.TemplateID, errdefs.ErrNotFound)
@@ -224,7 +224,7 @@ func (s *sqlStore) StartBuild(ctx context.Context, templateID, buildID string, s
 	err := s.inTx(ctx, "start build "+buildID, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE template_builds SET status = 'building', spec = $1, host_id = $2,
 			lease_until = $3, updated_at = $4 WHERE id = $5 AND template_id = $6 AND status = 'waiting'`,
-			string(spec), hostID, leaseUntil.UnixNano(), time.Now().UnixNano(), buildID, templateID)
+			string(spec), hostID, leaseUntil.UnixNano(), s.clock.Now().UnixNano(), buildID, templateID)
 		if err := one(res, err, "update"); err != nil {
 			return s.whyNot(ctx, tx, templateID, buildID, err)
 		}
@@ -274,7 +274,7 @@ func (s *sqlStore) FinishBuild(ctx context.Context, buildID, manifest string, si
 		if err != nil {
 			return err
 		}
-		now := time.Now().UnixNano()
+		now := s.clock.Now().UnixNano()
 		res, err := tx.ExecContext(ctx, `UPDATE template_builds SET status = 'ready', manifest = $1, size_bytes = $2,
 			lease_until = NULL, updated_at = $3, finished_at = $3 WHERE id = $4 AND status = 'building'`,
 			manifest, size, now, buildID)
@@ -314,7 +314,7 @@ func (s *sqlStore) FailBuild(ctx context.Context, buildID string, reason BuildRe
 		if err != nil {
 			return err
 		}
-		now := time.Now().UnixNano()
+		now := s.clock.Now().UnixNano()
 		res, err := tx.ExecContext(ctx, `UPDATE template_builds SET status = 'error', reason = $1, lease_until = NULL,
 			updated_at = $2, finished_at = $2 WHERE id = $3 AND status IN ('waiting', 'building')`, reasonJSON, now, buildID)
 		if err := one(res, err, "update"); err != nil {
@@ -341,7 +341,7 @@ func (s *sqlStore) FailAbandonedBuilds(ctx context.Context, now time.Time, reaso
 	}
 	var failed []TemplateBuild
 	err = s.inTx(ctx, "fail abandoned builds", func(tx *sql.Tx) error {
-		n := orNow(now).UnixNano()
+		n := s.orNow(now).UnixNano()
 		var err error
 		failed, err = queryBuilds(ctx, tx, `SELECT `+buildColumns+` FROM template_builds
 			WHERE status = 'building' AND (lease_until IS NULL OR lease_until < $1)`+s.d.forUpdate, n)
@@ -426,7 +426,7 @@ func (s *sqlStore) SetTags(ctx context.Context, templateID, buildID string, tags
 		if b.Status != BuildReady {
 			return fmt.Errorf("build %s is %s, not ready: %w", buildID, b.Status, errdefs.ErrInvalid)
 		}
-		return setTags(ctx, tx, templateID, buildID, tags, time.Now().UnixNano())
+		return setTags(ctx, tx, templateID, buildID, tags, s.clock.Now().UnixNano())
 	})
 }
 
@@ -484,7 +484,7 @@ func (s *sqlStore) PutTemplateFile(ctx context.Context, f TemplateFile) error {
 	_, err := s.w.ExecContext(ctx, `INSERT INTO template_files (team_id, hash, template_id, digest, size_bytes, created_at)
 		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (team_id, hash) DO UPDATE SET template_id = excluded.template_id,
 		digest = excluded.digest, size_bytes = excluded.size_bytes, created_at = excluded.created_at`,
-		f.TeamID, f.Hash, f.TemplateID, f.Digest, f.SizeBytes, orNow(f.CreatedAt).UnixNano())
+		f.TeamID, f.Hash, f.TemplateID, f.Digest, f.SizeBytes, s.orNow(f.CreatedAt).UnixNano())
 	if err != nil {
 		return s.classify(err, "put template file "+f.Hash)
 	}
@@ -529,7 +529,7 @@ func (s *sqlStore) EnsureSecret(ctx context.Context, name string, value []byte) 
 		return nil, fmt.Errorf("ensure secret: empty name or value: %w", errdefs.ErrInvalid)
 	}
 	if _, err := s.w.ExecContext(ctx, `INSERT INTO server_secrets (name, value, created_at) VALUES ($1, $2, $3)
-		ON CONFLICT (name) DO NOTHING`, name, value, time.Now().UnixNano()); err != nil {
+		ON CONFLICT (name) DO NOTHING`, name, value, s.clock.Now().UnixNano()); err != nil {
 		return nil, fmt.Errorf("ensure secret %s: %w", name, err)
 	}
 	var v []byte

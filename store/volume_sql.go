@@ -34,7 +34,7 @@ func (s *sqlStore) CreateVolume(ctx context.Context, v Volume) error {
 		return fmt.Errorf("create volume %s: id, size, host and token hash are required: %w", v.Name, errdefs.ErrInvalid)
 	}
 	_, err := s.w.ExecContext(ctx, `INSERT INTO volumes (`+volumeColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		v.ID, v.TeamID, v.Name, v.SizeMB, v.HostID, v.TokenHash, orNow(v.CreatedAt).UnixNano())
+		v.ID, v.TeamID, v.Name, v.SizeMB, v.HostID, v.TokenHash, s.orNow(v.CreatedAt).UnixNano())
 	if err != nil {
 		return s.classify(err, "create volume "+v.Name)
 	}
