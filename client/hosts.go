@@ -22,8 +22,10 @@ type Host struct {
 	RegisteredAt  time.Time  `json:"registeredAt"`
 	LastHeartbeat *time.Time `json:"lastHeartbeat"`
 	// Sandboxes holds a slot on the host: starting, running or paused.
-	Sandboxes int  `json:"sandboxes"`
-	Cordoned  bool `json:"cordoned"`
+	Sandboxes int `json:"sandboxes"`
+	// Running are those starting or running: what a drain waits for.
+	Running  int  `json:"running"`
+	Cordoned bool `json:"cordoned"`
 }
 
 // Drain is what a drain did: the host, cordoned, and its sandboxes

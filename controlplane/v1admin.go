@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -27,6 +28,9 @@ type hostJSON struct {
 	// Sandboxes is how many sandboxes the store places on the host in a
 	// state that holds a slot (starting, running, paused), of every team.
 	Sandboxes int `json:"sandboxes"`
+	// Running is how many of those are starting or running: what a drain
+	// could not pause and waits for.
+	Running int `json:"running"`
 	// Cordoned hosts take no new sandboxes (the operator's mark).
 	Cordoned bool `json:"cordoned"`
 }
@@ -70,11 +74,15 @@ func (s *Server) hostView(ctx context.Context, h store.Host) (hostJSON, error) {
 	if err != nil {
 		return hostJSON{}, err
 	}
+	running, err := s.store.CountSandboxes(ctx, store.SandboxFilter{HostID: h.ID, States: []store.SandboxState{store.SandboxStarting, store.SandboxRunning}})
+	if err != nil {
+		return hostJSON{}, fmt.Errorf("count running sandboxes of host %s: %w", h.ID, err)
+	}
 	hj := hostJSON{
 		ID: h.ID, Name: h.Name, URL: h.URL, State: string(h.State), Runtime: h.Runtime,
 		Capacity:     hostCapacity{CPUs: h.CPUs, MemoryMB: h.MemoryMB, MaxSandboxes: h.MaxSandboxes},
 		Usage:        hostUsage{Sandboxes: h.Usage.Sandboxes, VCPUs: h.Usage.VCPUs, MemoryMB: h.Usage.MemoryMB},
-		Capabilities: h.Capabilities, RegisteredAt: h.RegisteredAt, Sandboxes: n, Cordoned: h.Cordoned,
+		Capabilities: h.Capabilities, RegisteredAt: h.RegisteredAt, Sandboxes: n, Running: running, Cordoned: h.Cordoned,
 	}
 	if !h.LastHeartbeat.IsZero() {
 		hb := h.LastHeartbeat

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"roost.dev/roost/client"
 )
 
 func newHostCmd() *cobra.Command {
@@ -64,8 +68,12 @@ cordoned host that holds no sandbox; its agent is refused from then on.`,
 			},
 		}
 	}
+	var wait time.Duration
 	drain := &cobra.Command{
 		Use: "drain ID", Short: "Cordon a host and pause its running sandboxes", Args: cobra.ExactArgs(1),
+		Long: `Cordon a host and pause its running sandboxes, memory kept where its runtime
+can. With --wait, then wait until nothing runs on the host: the sandboxes
+that could not be paused end (killed, or by their timeout) or are paused.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := operatorClient()
 			if err != nil {
@@ -84,12 +92,16 @@ cordoned host that holds no sandbox; its agent is refused from then on.`,
 			for _, id := range ids {
 				fmt.Fprintf(cmd.OutOrStdout(), "  %s: %s\n", id, d.Failed[id])
 			}
+			if wait > 0 {
+				return waitDrained(cmd, c, d.Host, wait)
+			}
 			if len(d.Failed) > 0 {
 				return fmt.Errorf("%d sandboxes of host %s could not be paused", len(d.Failed), d.Host.ID)
 			}
 			return nil
 		},
 	}
+	drain.Flags().DurationVar(&wait, "wait", 0, "wait this long for the sandboxes that still run to end (0: do not wait)")
 	rm := &cobra.Command{
 		Use: "rm ID", Short: "Remove a cordoned host that holds no sandbox", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -103,4 +115,42 @@ cordoned host that holds no sandbox; its agent is refused from then on.`,
 	cmd.AddCommand(list, cordon("cordon", "Take no new sandboxes on a host", true),
 		cordon("uncordon", "Take new sandboxes on a host again", false), drain, rm)
 	return cmd
+}
+
+// drainPoll is how often drain --wait looks at the host again.
+const drainPoll = 2 * time.Second
+
+// waitDrained waits up to wait until host h runs no sandbox, saying how
+// many still run whenever that changes.
+func waitDrained(cmd *cobra.Command, c *client.Client, h client.Host, wait time.Duration) error {
+	ctx, cancel := context.WithTimeout(cmd.Context(), wait)
+	defer cancel()
+	last := -1
+	for {
+		if h.Running == 0 {
+			fmt.Fprintf(cmd.OutOrStdout(), "host %s drained: nothing runs on it\n", h.ID)
+			return nil
+		}
+		if h.Running != last {
+			fmt.Fprintf(cmd.OutOrStdout(), "waiting for %d sandboxes still running on host %s\n", h.Running, h.ID)
+			last = h.Running
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("host %s still runs %d sandboxes after %v", h.ID, h.Running, wait)
+		case <-time.After(drainPoll):
+		}
+		hosts, err := c.Hosts(ctx)
+		if err != nil && ctx.Err() != nil {
+			return fmt.Errorf("host %s still runs %d sandboxes after %v", h.ID, h.Running, wait)
+		}
+		if err != nil {
+			return fmt.Errorf("wait for host %s to drain: %w", h.ID, err)
+		}
+		i := slices.IndexFunc(hosts, func(x client.Host) bool { return x.ID == h.ID })
+		if i < 0 {
+			return fmt.Errorf("host %s was removed while draining", h.ID)
+		}
+		h = hosts[i]
+	}
 }
