@@ -55,6 +55,12 @@
 // (inlineTransport): http.Transport's two goroutines per connection cost
 // more than the rest of a small request's proxying.
 //
+// The connections protocol upgrades hand over (WebSockets) are the
+// http.Server's no longer, so Shutdown ends them: a WebSocket gets a
+// close frame with 1001 (going away) between two of the sandbox's
+// frames, then its connection closes; new upgrades are refused (503).
+// upgrade.go says why that is as far as a byte relay goes.
+//
 // Metrics (NewMetrics, Config.Metrics) count requests by kind (envd's port
 // or another) and status class, and their bytes as they flow, an upgraded
 // connection's too; never by sandbox.

@@ -110,6 +110,10 @@ type Proxy struct {
 	// resuming holds the resume in flight of each sandbox: requests that
 	// find it paused meanwhile wait for it instead of starting another.
 	resuming map[string]*resumeCall
+
+	// upgrades is the connections protocol upgrades handed over, which
+	// Shutdown ends (upgrade.go).
+	upgrades upgrades
 }
 
 // resumeCall is one AutoResume call that several requests may wait for.
@@ -158,7 +162,8 @@ func New(cfg Config, r Resolver, log *slog.Logger) *Proxy {
 }
 
 // Close closes the proxy's idle connections to agents. Requests in flight
-// continue; the caller's http.Server owns them.
+// continue; the caller's http.Server owns them, but for upgraded
+// connections, which Shutdown ends.
 func (p *Proxy) Close() {
 	p.upstream.Close()
 }
@@ -222,6 +227,16 @@ func (p *Proxy) ServeRoute(w http.ResponseWriter, r *http.Request, route Route) 
 		w.Header().Set("Location", loc)
 		w.WriteHeader(http.StatusPermanentRedirect)
 		return
+	}
+	if upgradeRequested(r.Header) {
+		u, ctx, release, ok := p.upgrades.begin(r)
+		if !ok {
+			w.Header().Set("Connection", "close")
+			errdefs.WriteHTTP(w, http.StatusServiceUnavailable, errShuttingDown.Error())
+			return
+		}
+		defer release()
+		w, r = &upgradeWriter{ResponseWriter: w, u: u}, r.WithContext(ctx)
 	}
 	ctx := r.Context()
 	t, err := p.target(ctx, route.SandboxID)
@@ -472,6 +487,12 @@ func modifyResponse(resp *http.Response) error {
 // be reached, 504 on a timeout, nothing when the client has gone.
 func (p *Proxy) proxyFailed(w http.ResponseWriter, r *http.Request, t *target, err error) {
 	if r.Context().Err() != nil {
+		if errors.Is(context.Cause(r.Context()), errShuttingDown) {
+			// An upgrade Shutdown ended before the sandbox answered it.
+			w.Header().Set("Connection", "close")
+			errdefs.WriteHTTP(w, http.StatusServiceUnavailable, errShuttingDown.Error())
+			return
+		}
 		p.log.Debug("proxy client gone", "sandbox", t.SandboxID, "err", err)
 		return
 	}
