@@ -87,7 +87,9 @@
 // GET /v1/sandboxes/{id}/ports lists envd's /ports. GET
 // /v1/sandboxes/{id}/exec/stream and /pty are WebSockets over envd's
 // streaming Process calls: a command's output as it comes, stdin and
-// signals; a terminal with resize and reattach. On these, a paused
+// signals; a terminal with resize and reattach. Server.Shutdown closes
+// them with 1001 (going away), and has the proxy end its upgraded
+// connections: http.Server.Shutdown does neither. On these, a paused
 // sandbox is 409 and a lost one 502 (the proxy answers 502 to both, as
 // E2B's SDKs expect of the sandbox route: see package proxy). /v1/templates,
 // /v1/hosts and /v1/api-keys list templates and hosts and manage keys.

@@ -152,6 +152,8 @@ type Server struct {
 	ca    *tlscert.ClusterCA
 	proxy *proxy.Proxy
 	mux   *http.ServeMux
+	// sockets is the open WebSockets, which Shutdown closes (sockets.go).
+	sockets sockets
 	// metrics is what the server measures, and serves (prometheus.go).
 	metrics *serverMetrics
 	// execClient calls envd's Process.Start on the agents' RPC transport.
@@ -262,6 +264,22 @@ func (s *Server) Handler() http.Handler {
 		}
 		s.mux.ServeHTTP(w, r)
 	}))
+}
+
+// Shutdown ends the connections the HTTP server hands over to the
+// control plane, which http.Server.Shutdown neither waits for nor
+// closes: every WebSocket is closed with 1001 Going Away, and every
+// upgraded connection the proxy carries is ended (proxy.Shutdown). New
+// ones are refused. It returns once their handlers have returned, or
+// when ctx ends. Call it beside http.Server.Shutdown, which drains the
+// plain requests.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var wg sync.WaitGroup
+	var wsErr, proxyErr error
+	wg.Go(func() { wsErr = s.sockets.shutdown(ctx) })
+	wg.Go(func() { proxyErr = s.proxy.Shutdown(ctx) })
+	wg.Wait()
+	return errors.Join(wsErr, proxyErr)
 }
 
 // Close stops the template builds it runs (marking them failed) and

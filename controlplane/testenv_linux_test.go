@@ -51,8 +51,9 @@ type testenv struct {
 	agent *agent.Manager
 	// agentSrv serves the agent; closing it makes the host unreachable.
 	agentSrv *httptest.Server
-	url      string // the control plane's base URL
-	key      string // an API key of team "test"
+	srv      *httptest.Server // serves the control plane
+	url      string           // the control plane's base URL
+	key      string           // an API key of team "test"
 }
 
 // newTestenv starts the stack on a fresh SQLite store.
@@ -182,7 +183,7 @@ func newTestenvAgent(t testing.TB, cfg controlplane.Config, dbURL string, newRT 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testenv{t: t, store: st, cp: cp, agent: m, agentSrv: agentSrv, url: srv.URL, key: key}
+	return &testenv{t: t, store: st, cp: cp, agent: m, agentSrv: agentSrv, srv: srv, url: srv.URL, key: key}
 }
 
 // localAgent in a Config asks newTestenv for roost up's wiring: the

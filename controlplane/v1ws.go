@@ -35,7 +35,10 @@ import (
 //
 // An error after the upgrade closes the socket with code 4000 + the HTTP
 // status the REST API would have answered (4400, 4404, 4409, 4502) and the
-// message as the reason.
+// message as the reason. A replica that shuts down closes every socket
+// with 1001 (going away, sockets.go): a terminal runs on, for the client
+// to reattach to through another replica; an exec stream's command is
+// killed, as when its client leaves, there being no way back to it.
 const (
 	chanStdin  = 0
 	chanStdout = 1
@@ -74,11 +77,11 @@ var signals = map[string]rpc.Signal{
 	"SIGKILL": rpc.Signal_SIGNAL_SIGKILL,
 }
 
-// accept upgrades r. Browsers must come from the API's own origin;
+// acceptConn upgrades r. Browsers must come from the API's own origin;
 // clients that send no Origin (SDKs, the CLI) are not browsers. A browser
 // that offered its credential as a subprotocol (webSocketCredential) gets
 // wire.WebSocketProtocol back, without which it would drop the socket.
-func accept(w http.ResponseWriter, r *http.Request) (*websocket.Conn, error) {
+func acceptConn(w http.ResponseWriter, r *http.Request) (*websocket.Conn, error) {
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled,
 		Subprotocols: []string{wire.WebSocketProtocol}})
 	if err != nil {
@@ -343,8 +346,8 @@ func (ss *session) run(ctx context.Context, stop context.CancelFunc, stream even
 		// Reading with ctx, which outlives the relay: cancelling a read
 		// would drop the connection before the close handshake.
 		inputErr = ss.input(ctx)
-		if websocket.CloseStatus(inputErr) != -1 || ctx.Err() != nil {
-			inputErr = nil // the client closed, or we did
+		if websocket.CloseStatus(inputErr) != -1 || ctx.Err() != nil || ss.s.sockets.goingAway() {
+			inputErr = nil // the client closed, or we did (going away too)
 		}
 		stop() // the client has gone or broke the protocol
 	})
@@ -382,10 +385,11 @@ func (s *Server) execStream(w http.ResponseWriter, r *http.Request, key store.AP
 		s.fail(w, r, "exec stream", err)
 		return
 	}
-	c, err := accept(w, r)
+	c, release, err := s.sockets.accept(w, r)
 	if err != nil {
-		return // Accept has answered
+		return // Accept has answered, or the socket closed going away
 	}
+	defer release()
 	ctx := r.Context()
 	first, cancel := context.WithTimeout(ctx, wsFirstMessage)
 	typ, body, err := c.Read(first)
@@ -548,11 +552,12 @@ func (s *Server) ptySession(w http.ResponseWriter, r *http.Request, key store.AP
 		stream, next, pid = st, func() *rpc.ProcessEvent { return st.Msg().GetEvent() }, st.Msg().GetEvent().GetStart().GetPid()
 	}
 	ss.sel = &rpc.ProcessSelector{Selector: &rpc.ProcessSelector_Pid{Pid: pid}}
-	c, err := accept(w, r)
+	c, release, err := s.sockets.accept(w, r)
 	if err != nil {
 		stream.Close()
 		return
 	}
+	defer release()
 	ss.c = c
 	if q.reattach && q.sizeGiven {
 		if err := ss.resize(ctx, q.size); err != nil {

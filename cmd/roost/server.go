@@ -243,11 +243,28 @@ func serveControlPlane(ctx context.Context, cp *controlplane.Server, listen stri
 	case err = <-errs:
 	case err = <-fail:
 	}
-	shutdownCtx, done := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	shutdownCtx, done := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer done()
-	_ = srv.Shutdown(shutdownCtx)
+	// The server stops accepting and drains the plain requests; the
+	// control plane closes the connections handed over to it (WebSockets
+	// with 1001, the proxy's upgraded ones), which the server does not,
+	// so that clients reattach elsewhere instead of seeing them drop.
+	var stopping sync.WaitGroup
+	stopping.Go(func() {
+		if err := cp.Shutdown(shutdownCtx); err != nil {
+			log.Warn("control plane connections not closed in time", "err", err)
+		}
+	})
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Warn("requests not drained in time", "err", err)
+	}
+	stopping.Wait()
 	return err
 }
+
+// shutdownTimeout bounds a graceful stop: requests in flight have it to
+// finish, WebSockets to close.
+const shutdownTimeout = 5 * time.Second
 
 // serve serves srv on ln: HTTPS when srv has a TLS configuration (its
 // certificate is in it, not in files), else plain HTTP.
