@@ -116,6 +116,9 @@ function usePtySession(client: Client, id: string, running: boolean, generation:
       return;
     }
     let live = true;
+    // When a going-away close last reattached on its own: one more
+    // within reattachEvery waits for Reconnect instead of looping.
+    let reattached = -Infinity;
     const connect = (pid: number | undefined) => {
       t.reset(); // a reattach's scrollback draws the screen again
       setConn({ kind: 'connecting', pid });
@@ -135,6 +138,15 @@ function usePtySession(client: Client, id: string, running: boolean, generation:
         },
         closed(code, reason, started) {
           if (!live) return;
+          const kept = storedPid(id);
+          if (started && code === goingAway && kept !== undefined && Date.now() - reattached > reattachEvery) {
+            // The server (a replica of the control plane) is shutting
+            // down; the shell runs on, and the reattach reaches another.
+            reattached = Date.now();
+            parts.setNote(`The server went away${reason ? ` (${reason})` : ''}; reattached to terminal ${kept}.`);
+            connect(kept);
+            return;
+          }
           if (started || code !== 1006) {
             setConn({ kind: 'closed', text: closeText(code, reason) });
             return;
@@ -178,10 +190,16 @@ function connText(c: Conn, running: boolean): string {
   }
 }
 
+// goingAway is the close code of a server that shuts down (a replica of
+// the control plane stopping): the terminal reattaches on its own.
+const goingAway = 1001;
+const reattachEvery = 10_000; // ms
+
 // closeText explains a socket that closed under the terminal: the
 // server closes with 4000 + the HTTP status it would have answered.
 function closeText(code: number, reason: string): string {
   if (code >= 4000 && code < 5000) return `Disconnected: ${reason || 'error'} (${code - 4000})`;
   if (code === 1000) return 'Disconnected.';
+  if (code === goingAway) return 'The server went away again; the shell keeps running: Reconnect to reattach.';
   return 'The connection dropped; the shell keeps running: Reconnect to reattach.';
 }
