@@ -20,7 +20,8 @@ import (
 // The restarted agent re-adopts both; the control plane recovers the one
 // it still knows (running and answering again, the paused one paused
 // and resumable) and has the host destroy the deleted one once the
-// create grace has passed.
+// create grace has passed. Nothing of the three stays on the host: no
+// network namespace, cgroup or state directory.
 func TestReconcileAgentRestart(t *testing.T) {
 	_, bin, work := processTest(t, "a server, an agent and its sandboxes", "roost-reconcile.")
 
@@ -105,6 +106,9 @@ func TestReconcileAgentRestart(t *testing.T) {
 	for _, sb := range []sandbox{running, paused} {
 		apiCall(t, "DELETE", api+"/sandboxes/"+sb.ID, key, "", http.StatusNoContent, nil)
 	}
+	// The restarted agent removed all of each: the one deleted while it
+	// was down, and the two it re-adopted.
+	wantNoLeftovers(t, []string{running.ID, paused.ID, deleted.ID}, agentDir)
 }
 
 // waitAPIState waits until GET shows the sandbox in state.
