@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/coder/websocket"
 
 	"roost.dev/roost/agent"
 	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
@@ -28,7 +29,8 @@ import (
 // Faults come one after another: kill -9 of the leader, kill -9 of
 // another replica, an agent cut off from everything for a minute, a
 // PostgreSQL restart, kill -9 and restart of an agent, and a replica
-// stopped gracefully under terminal sessions. After each, every sandbox
+// stopped gracefully under terminal sessions (which it must close with
+// 1001, going away, for their clients to reattach). After each, every sandbox
 // kept from the start on a healthy agent still answers with its file and
 // process, the agents run nothing the store does not know, and every
 // call that failed succeeded on retry. It prints a table of the faults.
@@ -338,8 +340,15 @@ func (c *chaos) stopReplicaUnderTerminals() {
 	begin := time.Now()
 	stopped := make(chan struct{})
 	go func() { victim.p.stop(); close(stopped) }()
+	var statuses []string
 	for _, term := range terms {
-		term.waitClosed(t, 15*time.Second)
+		// The replica says it goes away (1001), so that clients
+		// reattach elsewhere, rather than dropping the connection.
+		status := term.waitClosed(t, 15*time.Second)
+		if status != websocket.StatusGoingAway {
+			t.Errorf("terminal of %s closed with %s, want 1001 (going away)", term.sandbox, closeName(status))
+		}
+		statuses = append(statuses, closeName(status))
 	}
 	closedIn := time.Since(begin)
 	<-stopped
@@ -347,7 +356,20 @@ func (c *chaos) stopReplicaUnderTerminals() {
 		term.reattach(t, c.replicas[1].api(), c.key)
 	}
 	c.startReplica(victim)
-	c.check("graceful stop of a replica under terminals", "terminals closed in "+closedIn.Round(10*time.Millisecond).String())
+	slices.Sort(statuses)
+	c.check("graceful stop of a replica under terminals", fmt.Sprintf("terminals closed in %v: %s",
+		closedIn.Round(time.Millisecond), strings.Join(slices.Compact(statuses), ", ")))
+}
+
+// closeName names a WebSocket close status as the report shows it.
+func closeName(s websocket.StatusCode) string {
+	switch s {
+	case -1:
+		return "no close frame (1006)"
+	case websocket.StatusGoingAway:
+		return "1001 going away"
+	}
+	return fmt.Sprintf("%d", int(s))
 }
 
 // check stops the load and records the fault's row: the calls since the

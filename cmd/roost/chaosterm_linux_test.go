@@ -82,8 +82,10 @@ func readUntil(t *testing.T, ws *websocket.Conn, want string) {
 	}
 }
 
-// waitClosed waits until the server ends the session.
-func (c *chaosTerminal) waitClosed(t *testing.T, within time.Duration) {
+// waitClosed waits until the server ends the session, and returns the
+// status of its close frame: -1 when the connection ended without one
+// (an abnormal closure, 1006 to a browser).
+func (c *chaosTerminal) waitClosed(t *testing.T, within time.Duration) websocket.StatusCode {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), within)
 	defer cancel()
@@ -92,7 +94,7 @@ func (c *chaosTerminal) waitClosed(t *testing.T, within time.Duration) {
 			if ctx.Err() != nil {
 				t.Fatalf("terminal of %s still open %v after its replica began to stop", c.sandbox, within)
 			}
-			return
+			return websocket.CloseStatus(err)
 		}
 	}
 }

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"roost.dev/roost/template/templatetest"
+)
+
+// TestServerGracefulStop runs `roost server` and `roost agent` as real
+// processes and stops the server with SIGTERM under a terminal session
+// and an exec request in flight. The terminal's WebSocket is closed with
+// 1001 (going away), not dropped; the exec finishes and is answered; the
+// server exits by itself. A server started again on the same data
+// reattaches to the terminal, which ran on.
+func TestServerGracefulStop(t *testing.T) {
+	_, bin, work := processTest(t, "a server, an agent and a sandbox", "roost-stop.")
+
+	const key = "roost_test_stop_0123456789abcdef"
+	serverDir := filepath.Join(work, "server")
+	serverAddr := freeAddr(t)
+	api := "http://" + serverAddr
+	serverArgs := []string{"server", "--data-dir", serverDir, "--listen", serverAddr}
+	server := start(t, work, "server", []string{"ROOST_API_KEY=" + key}, bin, serverArgs...)
+	waitHTTP(t, server, api+"/health")
+
+	agentDir, agentAddr := filepath.Join(work, "agent"), freeAddr(t)
+	if err := os.MkdirAll(agentDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(templatetest.CacheDir(), "templates"), filepath.Join(agentDir, "templates")); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "server", "token", "--data-dir", serverDir, "--ttl", "5m").Output()
+	if err != nil {
+		t.Fatalf("roost server token: %v", err)
+	}
+	agentProc := start(t, work, "agent", nil, bin, "agent", "--data-dir", agentDir, "--listen", agentAddr, "--no-prune",
+		"--server", api, "--registration-token", strings.TrimSpace(string(out)))
+	waitRegistered(t, agentProc, agentDir)
+
+	var sb struct {
+		ID string `json:"sandboxID"`
+	}
+	apiCall(t, "POST", api+"/v2/sandboxes", key, `{"templateID":"base","timeout":600}`, http.StatusCreated, &sb)
+	term := openTerminal(t, api, key, sb.ID)
+	defer term.ws.CloseNow()
+
+	type answer struct {
+		status int
+		stdout string
+		err    error
+	}
+	inFlight := make(chan answer, 1)
+	go func() {
+		body := `{"cmd":"touch /tmp/begun; sleep 2; echo drained"}`
+		req, _ := http.NewRequestWithContext(t.Context(), "POST", api+"/v1/sandboxes/"+sb.ID+"/exec", strings.NewReader(body))
+		req.Header.Set("X-API-Key", key)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			inFlight <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		var res struct{ Stdout string }
+		err = json.NewDecoder(resp.Body).Decode(&res)
+		inFlight <- answer{resp.StatusCode, res.Stdout, err}
+	}()
+	for {
+		var res struct{ ExitCode int }
+		apiCall(t, "POST", api+"/v1/sandboxes/"+sb.ID+"/exec", key, `{"cmd":"test -f /tmp/begun"}`, http.StatusOK, &res)
+		if res.ExitCode == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	stopped := make(chan struct{})
+	go func() { server.stop(); close(stopped) }()
+	if status := term.waitClosed(t, 15*time.Second); status != websocket.StatusGoingAway {
+		t.Errorf("the terminal closed with %s, want 1001 (going away)", closeName(status))
+	}
+	if a := <-inFlight; a.err != nil || a.status != http.StatusOK || a.stdout != "drained\n" {
+		t.Errorf("the exec in flight when the server stopped: %d %q, %v; want 200 and its output", a.status, a.stdout, a.err)
+	}
+	<-stopped
+	if st := server.cmd.ProcessState; !st.Success() {
+		t.Errorf("the server ended %v, want a clean exit on SIGTERM", st)
+	}
+
+	server = start(t, work, "server-again", []string{"ROOST_API_KEY=" + key}, bin, serverArgs...)
+	waitHTTP(t, server, api+"/health")
+	term.reattach(t, api, key)
+	apiCall(t, "DELETE", api+"/sandboxes/"+sb.ID, key, "", http.StatusNoContent, nil)
+	wantNoLeftovers(t, []string{sb.ID}, agentDir)
+}
