@@ -33,7 +33,9 @@ import (
 // 1001, going away, for their clients to reattach). After each, every sandbox
 // kept from the start on a healthy agent still answers with its file and
 // process, the agents run nothing the store does not know, and every
-// call that failed succeeded on retry. It prints a table of the faults.
+// call that failed succeeded on retry. At the end every sandbox is
+// deleted and nothing of any is left on the host. It prints a table of
+// the faults.
 func TestChaos(t *testing.T) {
 	if os.Getenv("ROOST_CHAOS") == "" {
 		t.Skip("the chaos test runs alone, for minutes: make test-chaos")
@@ -55,8 +57,8 @@ func TestChaos(t *testing.T) {
 	c.stopReplicaUnderTerminals()
 
 	c.stopLoad()
+	c.cleanUp()
 	c.report()
-	c.deleteKept()
 }
 
 // chaos is the test's cluster and its record of the faults.
@@ -208,18 +210,50 @@ func (c *chaos) keepSandboxes(n int) {
 			t.Fatal(err)
 		}
 		c.kept = append(c.kept, keptSandbox{id: sb.ID, host: sb.ClientID, pid: strings.TrimSpace(pid)})
+		c.client.saw(sb.ID)
 	}
 	c.client.take()
 }
 
-// deleteKept deletes the kept sandboxes while the cluster runs: an agent
-// that stops leaves its sandboxes running.
-func (c *chaos) deleteKept() {
-	for _, k := range c.kept {
-		if err := c.client.call(c.t.Context(), "kill", "DELETE", "/sandboxes/"+k.id, "", http.StatusNoContent, nil); err != nil {
-			c.t.Errorf("delete kept sandbox %s: %v", k.id, err)
+// cleanUp deletes every sandbox the store holds while the cluster runs
+// (an agent that stops leaves its sandboxes running): the kept ones, and
+// any of the load's, such as one a create retried on another replica
+// made twice. Then no agent may run a sandbox, and nothing of any
+// sandbox the test made or saw may be left on the host: no state
+// directory, network namespace or cgroup. It is the report's last row.
+func (c *chaos) cleanUp() {
+	t := c.t
+	var sbs []chaosSandbox
+	if err := c.client.once(t.Context(), c.client.pick(), "GET", "/v2/sandboxes?state=running,paused&limit=100", "", http.StatusOK, &sbs); err != nil {
+		t.Fatalf("list sandboxes: %v", err)
+	}
+	others := 0
+	for _, sb := range sbs {
+		c.client.saw(sb.ID)
+		if !slices.ContainsFunc(c.kept, func(k keptSandbox) bool { return k.id == sb.ID }) {
+			others++
+		}
+		if err := c.client.call(t.Context(), "kill", "DELETE", "/sandboxes/"+sb.ID, "", http.StatusNoContent, nil); err != nil {
+			t.Errorf("delete sandbox %s: %v", sb.ID, err)
 		}
 	}
+	calls := c.client.take()
+	const fault = "end: every sandbox deleted"
+	row := chaosRow{fault: fault, failover: fmt.Sprintf("%d kept and %d others deleted", len(sbs)-others, others), calls: len(calls)}
+	row.failed, _, row.p99 = summary(calls)
+	// The agents run what the store holds, which is nothing now.
+	row.leaked = c.leaked(fault)
+	var dirs []string
+	for _, a := range c.agents {
+		dirs = append(dirs, a.dir)
+	}
+	left := waitNoLeftovers(c.client.seenIDs(), dirs...)
+	for _, l := range left {
+		t.Errorf("%s: left on the host: %s", fault, l)
+	}
+	row.leaked += len(left)
+	c.rows = append(c.rows, row)
+	t.Logf("fault %q: %+v", fault, row)
 }
 
 func (c *chaos) startLoad() {
@@ -452,6 +486,7 @@ func (c *chaos) leaked(fault string) int {
 			runs := map[string]bool{}
 			for _, sb := range resp.Msg.GetSandboxes() {
 				runs[sb.GetSandboxId()] = true
+				c.client.saw(sb.GetSandboxId())
 			}
 			held := c.storeHolds(a.reg.HostID)
 			for id := range runs {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -25,6 +26,9 @@ type chaosClient struct {
 	apis []string   // the replicas' base URLs
 	// calls are the calls made since the last take.
 	calls []chaosCall
+	// seen is every sandbox the test made or saw an agent run, whose
+	// leftovers it looks for at the end.
+	seen map[string]bool
 }
 
 // chaosCall is one API call of the load, with its retry.
@@ -50,6 +54,25 @@ func (c *chaosClient) pickOther(not string) string {
 			return api
 		}
 	}
+}
+
+// saw records sandboxes the test made or saw run.
+func (c *chaosClient) saw(ids ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.seen == nil {
+		c.seen = make(map[string]bool)
+	}
+	for _, id := range ids {
+		c.seen[id] = true
+	}
+}
+
+// seenIDs is every sandbox saw recorded.
+func (c *chaosClient) seenIDs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Sorted(maps.Keys(c.seen))
 }
 
 // take returns the calls made since the last take.
@@ -136,12 +159,16 @@ func (c *chaosClient) exec(ctx context.Context, id, cmd string) (string, error) 
 
 // load runs one worker's loop until ctx ends: create a sandbox, exec in
 // it, write and read back a file, reach envd through the proxy, kill it.
+// The create and the kill outlive ctx: a create given up on halfway
+// would still make its sandbox (the control plane finishes it), which
+// no one would then kill.
 func (c *chaosClient) load(ctx context.Context) {
 	for ctx.Err() == nil {
 		var sb chaosSandbox
-		if err := c.call(ctx, "create", "POST", "/v2/sandboxes", `{"templateID":"base","timeout":120}`, http.StatusCreated, &sb); err != nil {
+		if err := c.call(context.WithoutCancel(ctx), "create", "POST", "/v2/sandboxes", `{"templateID":"base","timeout":120}`, http.StatusCreated, &sb); err != nil {
 			continue
 		}
+		c.saw(sb.ID)
 		_, _ = c.exec(ctx, sb.ID, "echo load")
 		_ = c.call(ctx, "write", "PUT", "/v1/sandboxes/"+sb.ID+"/files?path=/tmp/load.txt", "load", http.StatusOK, nil)
 		_ = c.call(ctx, "read", "GET", "/v1/sandboxes/"+sb.ID+"/files?path=/tmp/load.txt", "", http.StatusOK, nil)
