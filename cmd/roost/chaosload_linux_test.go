@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // chaosClient calls the API of whichever replica it picks, as clients
@@ -87,10 +89,16 @@ func (c *chaosClient) take() []chaosCall {
 // call makes one call on a replica and, if it fails, once more on
 // another; it returns the last error.
 func (c *chaosClient) call(ctx context.Context, op, method, path, body string, want int, out any) error {
+	return c.retry(ctx, op, method+" "+path, func(api string) error { return c.once(ctx, api, method, path, body, want, out) })
+}
+
+// retry runs try on a replica and, while it fails, on another after 1,
+// 2 and 4 s; it records the call and returns the last error.
+func (c *chaosClient) retry(ctx context.Context, op, what string, try func(api string) error) error {
 	rec := chaosCall{op: op}
 	begin := time.Now()
 	api := c.pick()
-	err := c.once(ctx, api, method, path, body, want, out)
+	err := try(api)
 	rec.took = time.Since(begin)
 	rec.failed = err != nil
 	for wait := time.Second; err != nil && ctx.Err() == nil && wait <= 4*time.Second; wait *= 2 {
@@ -99,10 +107,10 @@ func (c *chaosClient) call(ctx context.Context, op, method, path, body string, w
 		case <-time.After(wait):
 		}
 		api = c.pickOther(api)
-		err = c.once(ctx, api, method, path, body, want, out)
+		err = try(api)
 	}
 	if err != nil && ctx.Err() == nil {
-		rec.retried = fmt.Errorf("%s %s: %w", method, path, err)
+		rec.retried = fmt.Errorf("%s: %w", what, err)
 	}
 	if ctx.Err() == nil {
 		c.mu.Lock()
@@ -110,6 +118,34 @@ func (c *chaosClient) call(ctx context.Context, op, method, path, body string, w
 		c.mu.Unlock()
 	}
 	return err
+}
+
+// terminal opens a terminal in sandbox id through api, has it echo a
+// line and reads the line back, then closes it normally.
+func (c *chaosClient) terminal(ctx context.Context, api, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	h := http.Header{}
+	h.Set("X-API-Key", c.key)
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(api, "http")+"/v1/sandboxes/"+id+"/pty", &websocket.DialOptions{HTTPHeader: h})
+	if err != nil {
+		return err
+	}
+	defer ws.CloseNow()
+	if err := ws.Write(ctx, websocket.MessageBinary, append([]byte{0}, "echo pty-$((6*7))\n"...)); err != nil {
+		return err
+	}
+	var out strings.Builder
+	for !strings.Contains(out.String(), "pty-42") {
+		typ, b, err := ws.Read(ctx)
+		if err != nil {
+			return fmt.Errorf("terminal output %q: %w", out.String(), err)
+		}
+		if typ == websocket.MessageBinary && len(b) > 0 {
+			out.Write(b[1:])
+		}
+	}
+	return ws.Close(websocket.StatusNormalClosure, "")
 }
 
 func (c *chaosClient) once(ctx context.Context, api, method, path, body string, want int, out any) error {
@@ -158,7 +194,8 @@ func (c *chaosClient) exec(ctx context.Context, id, cmd string) (string, error) 
 }
 
 // load runs one worker's loop until ctx ends: create a sandbox, exec in
-// it, write and read back a file, reach envd through the proxy, kill it.
+// it, write and read back a file, reach envd through the proxy, stream a
+// terminal, kill it.
 // The create and the kill outlive ctx: a create given up on halfway
 // would still make its sandbox (the control plane finishes it), which
 // no one would then kill.
@@ -173,6 +210,7 @@ func (c *chaosClient) load(ctx context.Context) {
 		_ = c.call(ctx, "write", "PUT", "/v1/sandboxes/"+sb.ID+"/files?path=/tmp/load.txt", "load", http.StatusOK, nil)
 		_ = c.call(ctx, "read", "GET", "/v1/sandboxes/"+sb.ID+"/files?path=/tmp/load.txt", "", http.StatusOK, nil)
 		_ = c.call(ctx, "proxy", "GET", "/proxy/"+sb.ID+"/49983/health", "", http.StatusNoContent, nil)
+		_ = c.retry(ctx, "pty", "terminal of "+sb.ID, func(api string) error { return c.terminal(ctx, api, sb.ID) })
 		_ = c.call(context.WithoutCancel(ctx), "kill", "DELETE", "/sandboxes/"+sb.ID, "", http.StatusNoContent, nil)
 	}
 }
