@@ -408,3 +408,36 @@ func wantHealth(t *testing.T, api, id, token string) {
 		t.Errorf("envd health of %s through the proxy: %s, want 204", id, resp.Status)
 	}
 }
+
+// testAgent is a `roost agent` process a test started and registered.
+type testAgent struct {
+	dir  string   // its --data-dir, with the tests' template cache
+	args []string // what starts it again on the same data, registered
+	p    *proc
+}
+
+// startAgent starts `roost agent` in work/name on a free address with the
+// tests' templates, registered through a fresh token with the server at
+// api whose data directory is serverDir, and waits for its registration.
+func startAgent(t *testing.T, work, bin, name, serverDir, api string) *testAgent {
+	t.Helper()
+	a := &testAgent{dir: filepath.Join(work, name)}
+	if err := os.MkdirAll(a.dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(templatetest.CacheDir(), "templates"), filepath.Join(a.dir, "templates")); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "server", "token", "--data-dir", serverDir, "--ttl", "5m").Output()
+	if err != nil {
+		t.Fatalf("roost server token: %v", err)
+	}
+	tok := strings.TrimSpace(string(out))
+	if !strings.HasPrefix(tok, "roostreg_") {
+		t.Fatalf("roost server token printed %q", tok)
+	}
+	a.args = []string{"agent", "--data-dir", a.dir, "--listen", freeAddr(t), "--no-prune", "--server", api}
+	a.p = start(t, work, name, nil, bin, append(a.args, "--registration-token", tok)...)
+	waitRegistered(t, a.p, a.dir)
+	return a
+}

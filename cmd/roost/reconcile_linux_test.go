@@ -5,13 +5,9 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
-
-	"roost.dev/roost/template/templatetest"
 )
 
 // TestReconcileAgentRestart runs `roost server` and one `roost agent` as
@@ -34,20 +30,8 @@ func TestReconcileAgentRestart(t *testing.T) {
 		"--create-grace", "3s")
 	waitHTTP(t, server, api+"/health")
 
-	agentDir, agentAddr := filepath.Join(work, "agent"), freeAddr(t)
-	if err := os.MkdirAll(agentDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(filepath.Join(templatetest.CacheDir(), "templates"), filepath.Join(agentDir, "templates")); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(bin, "server", "token", "--data-dir", serverDir, "--ttl", "5m").Output()
-	if err != nil {
-		t.Fatalf("roost server token: %v", err)
-	}
-	args := []string{"agent", "--data-dir", agentDir, "--listen", agentAddr, "--no-prune", "--server", api}
-	agentProc := start(t, work, "agent", nil, bin, append(args, "--registration-token", strings.TrimSpace(string(out)))...)
-	waitRegistered(t, agentProc, agentDir)
+	ag := startAgent(t, work, bin, "agent", serverDir, api)
+	agentProc, agentDir, args := ag.p, ag.dir, ag.args
 
 	type sandbox struct {
 		ID              string `json:"sandboxID"`

@@ -3,16 +3,12 @@ package main
 import (
 	"encoding/json"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
-
-	"roost.dev/roost/template/templatetest"
 )
 
 // TestServerGracefulStop runs `roost server` and `roost agent` as real
@@ -32,20 +28,7 @@ func TestServerGracefulStop(t *testing.T) {
 	server := start(t, work, "server", []string{"ROOST_API_KEY=" + key}, bin, serverArgs...)
 	waitHTTP(t, server, api+"/health")
 
-	agentDir, agentAddr := filepath.Join(work, "agent"), freeAddr(t)
-	if err := os.MkdirAll(agentDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(filepath.Join(templatetest.CacheDir(), "templates"), filepath.Join(agentDir, "templates")); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(bin, "server", "token", "--data-dir", serverDir, "--ttl", "5m").Output()
-	if err != nil {
-		t.Fatalf("roost server token: %v", err)
-	}
-	agentProc := start(t, work, "agent", nil, bin, "agent", "--data-dir", agentDir, "--listen", agentAddr, "--no-prune",
-		"--server", api, "--registration-token", strings.TrimSpace(string(out)))
-	waitRegistered(t, agentProc, agentDir)
+	agentDir := startAgent(t, work, bin, "agent", serverDir, api).dir
 
 	var sb struct {
 		ID string `json:"sandboxID"`
