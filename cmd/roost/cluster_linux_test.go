@@ -45,36 +45,11 @@ func TestCluster(t *testing.T) {
 		"--data-dir", serverDir, "--listen", serverAddr, "--reconcile-interval", "1s", "--down-after", "3")
 	waitHTTP(t, server, api+"/health")
 
-	type host struct {
-		dir, addr string
-		p         *proc
-	}
-	hosts := make([]*host, 2)
-	agentArgs := func(h *host, extra ...string) []string {
-		return append([]string{"agent", "--data-dir", h.dir, "--listen", h.addr, "--no-prune", "--server", api}, extra...)
-	}
-	for i := range hosts {
-		h := &host{dir: filepath.Join(work, fmt.Sprintf("agent%d", i)), addr: freeAddr(t)}
-		if err := os.MkdirAll(h.dir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(filepath.Join(templatetest.CacheDir(), "templates"), filepath.Join(h.dir, "templates")); err != nil {
-			t.Fatal(err)
-		}
-		out, err := exec.Command(bin, "server", "token", "--data-dir", serverDir, "--ttl", "5m").Output()
-		if err != nil {
-			t.Fatalf("roost server token: %v", err)
-		}
-		tok := strings.TrimSpace(string(out))
-		if !strings.HasPrefix(tok, "roostreg_") {
-			t.Fatalf("roost server token printed %q", tok)
-		}
-		h.p = start(t, work, fmt.Sprintf("agent%d", i), nil, bin, agentArgs(h, "--registration-token", tok)...)
-		hosts[i] = h
-	}
+	hosts := make([]*testAgent, 2)
 	regs := make([]agent.Registration, 2)
-	for i, h := range hosts {
-		regs[i] = waitRegistered(t, h.p, h.dir)
+	for i := range hosts {
+		hosts[i] = startAgent(t, work, bin, fmt.Sprintf("agent%d", i), serverDir, api)
+		regs[i] = hosts[i].reg
 	}
 	if regs[0].HostID == regs[1].HostID {
 		t.Fatalf("both agents registered as %s", regs[0].HostID)
@@ -141,7 +116,7 @@ func TestCluster(t *testing.T) {
 
 	// Restarted without a registration token, the agent reuses its stored
 	// registration; it still has its sandboxes, which are destroyed here.
-	killed.p = start(t, work, "agent0-restarted", nil, bin, agentArgs(killed)...)
+	killed.p = start(t, work, "agent0-restarted", nil, bin, killed.args...)
 	waitListening(t, killed.p, killed.addr)
 	if reg := waitRegistered(t, killed.p, killed.dir); reg != regs[0] {
 		t.Errorf("registration after restart: %+v, want %+v", reg, regs[0])
@@ -411,9 +386,10 @@ func wantHealth(t *testing.T, api, id, token string) {
 
 // testAgent is a `roost agent` process a test started and registered.
 type testAgent struct {
-	dir  string   // its --data-dir, with the tests' template cache
-	args []string // what starts it again on the same data, registered
-	p    *proc
+	dir, addr string   // its --data-dir, with the tests' template cache, and --listen
+	args      []string // what starts it again on the same data, registered
+	p         *proc
+	reg       agent.Registration
 }
 
 // startAgent starts `roost agent` in work/name on a free address with the
@@ -421,7 +397,7 @@ type testAgent struct {
 // api whose data directory is serverDir, and waits for its registration.
 func startAgent(t *testing.T, work, bin, name, serverDir, api string) *testAgent {
 	t.Helper()
-	a := &testAgent{dir: filepath.Join(work, name)}
+	a := &testAgent{dir: filepath.Join(work, name), addr: freeAddr(t)}
 	if err := os.MkdirAll(a.dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -436,8 +412,8 @@ func startAgent(t *testing.T, work, bin, name, serverDir, api string) *testAgent
 	if !strings.HasPrefix(tok, "roostreg_") {
 		t.Fatalf("roost server token printed %q", tok)
 	}
-	a.args = []string{"agent", "--data-dir", a.dir, "--listen", freeAddr(t), "--no-prune", "--server", api}
+	a.args = []string{"agent", "--data-dir", a.dir, "--listen", a.addr, "--no-prune", "--server", api}
 	a.p = start(t, work, name, nil, bin, append(a.args, "--registration-token", tok)...)
-	waitRegistered(t, a.p, a.dir)
+	a.reg = waitRegistered(t, a.p, a.dir)
 	return a
 }
