@@ -138,11 +138,12 @@ func (rc *reconciler) host(ctx context.Context, h store.Host) error {
 
 // records brings every record of the host in line with its listing and
 // returns the IDs it decided on: live, and stopped ones (which it settles
-// itself, past the grace).
+// itself, past the grace). It reads the records' statuses only: a round
+// compares every sandbox of every host, and acts on few; what acts reads
+// the whole record it needs.
 func (rc *reconciler) records(ctx context.Context, h store.Host, l listing) (map[string]bool, error) {
-	var recs []store.Sandbox
-	f := store.SandboxFilter{HostID: h.ID, States: append([]store.SandboxState{store.SandboxStopped}, liveStates...)}
-	if err := rc.s.eachPage(ctx, f, func(page []store.Sandbox) { recs = append(recs, page...) }); err != nil {
+	recs, err := rc.s.store.SandboxStatuses(ctx, h.ID, append([]store.SandboxState{store.SandboxStopped}, liveStates...)...)
+	if err != nil {
 		return nil, fmt.Errorf("list sandboxes of host: %w", err)
 	}
 	recorded := make(map[string]bool, len(recs))
@@ -158,7 +159,7 @@ func (rc *reconciler) records(ctx context.Context, h store.Host, l listing) (map
 
 // record decides one record's fate. Records changed after the listing
 // are left for the next round: the listing may predate what changed them.
-func (rc *reconciler) record(ctx context.Context, h store.Host, sb store.Sandbox, l listing) {
+func (rc *reconciler) record(ctx context.Context, h store.Host, sb store.SandboxStatus, l listing) {
 	if sb.UpdatedAt.After(l.at) {
 		return
 	}
@@ -171,9 +172,9 @@ func (rc *reconciler) record(ctx context.Context, h store.Host, sb store.Sandbox
 	case store.SandboxStarting:
 		rc.starting(ctx, h, sb, l, has, state)
 	case store.SandboxRunning, store.SandboxPaused:
-		rc.active(ctx, sb, l, has, got)
+		rc.active(ctx, h, sb, l, has, got)
 	case store.SandboxLost:
-		rc.lost(ctx, sb, l, has, got)
+		rc.lost(ctx, h, sb, l, has, got)
 	case store.SandboxStopped:
 		if l.at.Sub(sb.UpdatedAt) >= rc.s.cfg.CreateGrace {
 			// The claim of a timeout or a settle whose process died
@@ -189,7 +190,7 @@ func (rc *reconciler) record(ctx context.Context, h store.Host, sb store.Sandbox
 // use it. Whatever its host runs of it is destroyed and the record
 // deleted; a host still creating it is left to finish (its create
 // request is gone, so the agent unwinds it, or it ends as unknown).
-func (rc *reconciler) starting(ctx context.Context, h store.Host, sb store.Sandbox, l listing, has bool, state hostagentv1.SandboxState) {
+func (rc *reconciler) starting(ctx context.Context, h store.Host, sb store.SandboxStatus, l listing, has bool, state hostagentv1.SandboxState) {
 	if l.at.Sub(sb.CreatedAt) < rc.s.cfg.CreateGrace {
 		return
 	}
@@ -206,26 +207,29 @@ func (rc *reconciler) starting(ctx context.Context, h store.Host, sb store.Sandb
 // active follows a running or paused record to its host: lost when the
 // host no longer has it (deleted when its timeout had passed: the agent
 // reaped it), or did not answer; otherwise the state the host reports.
-func (rc *reconciler) active(ctx context.Context, sb store.Sandbox, l listing, has bool, got *hostagentv1.Sandbox) {
+func (rc *reconciler) active(ctx context.Context, h store.Host, sb store.SandboxStatus, l listing, has bool, got *hostagentv1.Sandbox) {
 	s := rc.s
-	log := s.log.With("sandbox", sb.ID, "host", sb.HostID)
 	switch {
 	case !l.answered():
-		rc.set(ctx, sb, l, store.SandboxLost, "its host stopped answering", nil)
+		rc.set(ctx, h, sb, l, store.SandboxLost, "its host stopped answering", nil)
 	case !has && sb.State == store.SandboxRunning && expired(sb, l.at):
-		s.evict(sb.ID)
-		if err := s.store.DeleteSandbox(ctx, sb.ID); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
-			log.Warn("reconcile: delete expired sandbox failed", "err", err)
+		rec, ok := rc.whole(ctx, h, sb)
+		if !ok {
 			return
 		}
-		s.emit(sb, store.EventKilled, reasonTimeout)
-		log.Info("reconcile: sandbox record removed", "reason", "its host reaped it at its timeout")
+		s.evict(sb.ID)
+		if err := s.store.DeleteSandbox(ctx, sb.ID); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+			s.log.Warn("reconcile: delete expired sandbox failed", "sandbox", sb.ID, "host", h.ID, "err", err)
+			return
+		}
+		s.emit(rec, store.EventKilled, reasonTimeout)
+		s.log.Info("reconcile: sandbox record removed", "sandbox", sb.ID, "host", h.ID, "reason", "its host reaped it at its timeout")
 	case !has:
-		rc.set(ctx, sb, l, store.SandboxLost, "its host no longer runs it", nil)
+		rc.set(ctx, h, sb, l, store.SandboxLost, "its host no longer runs it", nil)
 	case got.GetState() == hostagentv1.SandboxState_SANDBOX_STATE_PAUSED && sb.State == store.SandboxRunning:
-		rc.set(ctx, sb, l, store.SandboxPaused, "its host paused it", nil)
+		rc.set(ctx, h, sb, l, store.SandboxPaused, "its host paused it", nil)
 	case got.GetState() == hostagentv1.SandboxState_SANDBOX_STATE_RUNNING && sb.State == store.SandboxPaused:
-		rc.set(ctx, sb, l, store.SandboxRunning, "its host resumed it", got)
+		rc.set(ctx, h, sb, l, store.SandboxRunning, "its host resumed it", got)
 	}
 }
 
@@ -233,36 +237,59 @@ func (rc *reconciler) active(ctx context.Context, sb store.Sandbox, l listing, h
 // agent restart), in the state the host reports. One the host does not
 // have stays lost, visible to GET, until it is deleted or its timeout
 // passes: then nothing of it can come back and the record goes.
-func (rc *reconciler) lost(ctx context.Context, sb store.Sandbox, l listing, has bool, got *hostagentv1.Sandbox) {
+func (rc *reconciler) lost(ctx context.Context, h store.Host, sb store.SandboxStatus, l listing, has bool, got *hostagentv1.Sandbox) {
 	s := rc.s
 	switch {
 	case has && got.GetState() == hostagentv1.SandboxState_SANDBOX_STATE_RUNNING:
-		rc.set(ctx, sb, l, store.SandboxRunning, "recovered: its host runs it", got)
+		rc.set(ctx, h, sb, l, store.SandboxRunning, "recovered: its host runs it", got)
 	case has && got.GetState() == hostagentv1.SandboxState_SANDBOX_STATE_PAUSED:
-		rc.set(ctx, sb, l, store.SandboxPaused, "recovered: its host has it paused", nil)
+		rc.set(ctx, h, sb, l, store.SandboxPaused, "recovered: its host has it paused", nil)
 	case l.answered() && !has && expired(sb, l.at):
+		rec, ok := rc.whole(ctx, h, sb)
+		if !ok {
+			return
+		}
 		if err := s.store.DeleteSandbox(ctx, sb.ID); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			s.log.Warn("reconcile: delete lost sandbox failed", "sandbox", sb.ID, "err", err)
 			return
 		}
-		s.emit(sb, store.EventKilled, reasonLostExpiry)
-		s.log.Info("reconcile: sandbox record removed", "sandbox", sb.ID, "host", sb.HostID,
+		s.emit(rec, store.EventKilled, reasonLostExpiry)
+		s.log.Info("reconcile: sandbox record removed", "sandbox", sb.ID, "host", h.ID,
 			"reason", "lost, its host does not have it, and its timeout has passed")
 	}
 }
 
+// whole reads the whole record of sb, which an event needs; ok is false
+// when it is gone or has changed since its status was read (the next
+// round decides on it again).
+func (rc *reconciler) whole(ctx context.Context, h store.Host, sb store.SandboxStatus) (rec store.Sandbox, ok bool) {
+	rec, err := rc.s.store.LookupSandbox(ctx, sb.ID)
+	switch {
+	case errors.Is(err, errdefs.ErrNotFound):
+		return rec, false
+	case err != nil:
+		rc.s.log.Warn("reconcile: read sandbox failed", "sandbox", sb.ID, "host", h.ID, "err", err)
+		return rec, false
+	}
+	return rec, rec.State == sb.State && rec.UpdatedAt.Equal(sb.UpdatedAt)
+}
+
 // expired reports whether the sandbox's timeout had passed at t.
-func expired(sb store.Sandbox, t time.Time) bool { return !sb.EndAt.IsZero() && !sb.EndAt.After(t) }
+func expired(sb store.SandboxStatus, t time.Time) bool {
+	return !sb.EndAt.IsZero() && !sb.EndAt.After(t)
+}
 
 // set moves a record to state to, unless it changed after the listing;
 // from, when its host reported it, takes the host's end (the agent
 // enforces it). A lost record keeps why in Error.
-func (rc *reconciler) set(ctx context.Context, sb store.Sandbox, l listing, to store.SandboxState, why string, from *hostagentv1.Sandbox) {
+func (rc *reconciler) set(ctx context.Context, h store.Host, sb store.SandboxStatus, l listing, to store.SandboxState, why string, from *hostagentv1.Sandbox) {
 	s := rc.s
+	var before store.Sandbox
 	rec, err := s.store.UpdateSandbox(ctx, sb.ID, func(cur *store.Sandbox) error {
 		if cur.UpdatedAt.After(l.at) || cur.State != sb.State {
 			return errSkip
 		}
+		before = *cur
 		cur.State, cur.Error = to, ""
 		if to == store.SandboxLost {
 			cur.Error = why
@@ -279,9 +306,9 @@ func (rc *reconciler) set(ctx context.Context, sb store.Sandbox, l listing, to s
 		if to == store.SandboxLost {
 			level = slog.LevelWarn
 		}
-		s.log.Log(ctx, level, "reconcile: sandbox state corrected", "sandbox", sb.ID, "host", sb.HostID,
+		s.log.Log(ctx, level, "reconcile: sandbox state corrected", "sandbox", sb.ID, "host", h.ID,
 			"from", sb.State, "state", to, "reason", why)
-		rc.emitCorrected(sb, rec)
+		rc.emitCorrected(before, rec)
 	case !errors.Is(err, errSkip) && !errors.Is(err, errdefs.ErrNotFound):
 		s.log.Warn("reconcile: update sandbox failed", "sandbox", sb.ID, "err", err)
 	}
@@ -307,7 +334,7 @@ func (rc *reconciler) emitCorrected(before, after store.Sandbox) {
 // (stopped) unless it changed since it was read, then destroyed on its
 // host when the host has it, and deleted. A host that fails the destroy
 // runs a sandbox with no record, which reapUnknown ends later.
-func (rc *reconciler) settle(ctx context.Context, h store.Host, sb store.Sandbox, l listing, has bool, reason string) {
+func (rc *reconciler) settle(ctx context.Context, h store.Host, sb store.SandboxStatus, l listing, has bool, reason string) {
 	s := rc.s
 	log := s.log.With("sandbox", sb.ID, "host", h.ID, "state", sb.State, "reason", reason)
 	_, err := s.store.UpdateSandbox(ctx, sb.ID, func(cur *store.Sandbox) error {

@@ -336,6 +336,33 @@ func (s *sqlStore) ListSandboxes(ctx context.Context, f SandboxFilter) ([]Sandbo
 	return sbs, next, nil
 }
 
+func (s *sqlStore) SandboxStatuses(ctx context.Context, hostID string, states ...SandboxState) ([]SandboxStatus, error) {
+	if hostID == "" || len(states) == 0 {
+		return nil, fmt.Errorf("sandbox statuses: no host or no states: %w", errdefs.ErrInvalid)
+	}
+	var q conditions
+	q.filter(SandboxFilter{HostID: hostID, States: states})
+	rows, err := s.r.QueryContext(ctx, `SELECT id, state, end_at, created_at, updated_at FROM sandboxes`+q.whereClause(), q.args...)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox statuses of host %s: %w", hostID, err)
+	}
+	defer rows.Close()
+	var out []SandboxStatus
+	for rows.Next() {
+		var st SandboxStatus
+		var end, created, updated sql.NullInt64
+		if err := rows.Scan(&st.ID, &st.State, &end, &created, &updated); err != nil {
+			return nil, fmt.Errorf("sandbox statuses of host %s: %w", hostID, err)
+		}
+		st.EndAt, st.CreatedAt, st.UpdatedAt = fromNanos(end), fromNanos(created), fromNanos(updated)
+		out = append(out, st)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sandbox statuses of host %s: %w", hostID, err)
+	}
+	return out, nil
+}
+
 // querySandboxes runs a SELECT of sandboxColumns, without metadata.
 func (s *sqlStore) querySandboxes(ctx context.Context, q string, args ...any) ([]Sandbox, error) {
 	rows, err := s.r.QueryContext(ctx, q, args...)

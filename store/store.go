@@ -99,6 +99,11 @@ type Store interface {
 	// CountSandboxes counts the sandboxes f selects on every page (its
 	// Order, Limit and NextToken are ignored).
 	CountSandboxes(ctx context.Context, f SandboxFilter) (int, error)
+	// SandboxStatuses returns the statuses of all of host hostID's
+	// sandboxes in one of states, in no order: what comparing the store
+	// with the host's own listing needs, read in one statement and none
+	// of the rest of the records.
+	SandboxStatuses(ctx context.Context, hostID string, states ...SandboxState) ([]SandboxStatus, error)
 	// UpdateSandbox reads the sandbox, calls fn on it and writes the result,
 	// all in one transaction, so concurrent updates never lose a write. An
 	// error from fn aborts and is returned as is. fn may run while a write
@@ -272,6 +277,16 @@ type Sandbox struct {
 	// store keeps it: an update that pauses the sandbox sets it, one that
 	// leaves paused clears it.
 	PausedAt time.Time
+}
+
+// SandboxStatus is where a sandbox is in its life: its record's state
+// and times, without the rest.
+type SandboxStatus struct {
+	ID        string
+	State     SandboxState
+	EndAt     time.Time // zero = never
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // SandboxFilter selects sandboxes for ListSandboxes. Zero fields match

@@ -625,6 +625,53 @@ func TestListSandboxes(t *testing.T) {
 	})
 }
 
+// TestSandboxStatuses: a host's sandboxes in the states asked, each with
+// its record's state and times; other hosts' and other states' are left
+// out.
+func TestSandboxStatuses(t *testing.T) {
+	eachDB(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		mustTeam(t, s, "a")
+		want := map[string]Sandbox{}
+		for i, st := range []SandboxState{SandboxRunning, SandboxPaused, SandboxStopped, SandboxStarting, SandboxRunning} {
+			sb := newSandbox(fmt.Sprintf("s%d", i), "a", i)
+			sb.State = st
+			if i == 3 {
+				sb.EndAt = time.Time{} // never
+			}
+			if i == 4 {
+				sb.HostID = "h2"
+			}
+			if err := s.CreateSandbox(ctx, sb); err != nil {
+				t.Fatal(err)
+			}
+			if sb.HostID == "h1" && st != SandboxStopped {
+				got, err := s.LookupSandbox(ctx, sb.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want[sb.ID] = got
+			}
+		}
+		got, err := s.SandboxStatuses(ctx, "h1", SandboxStarting, SandboxRunning, SandboxPaused)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("got %v, want %d statuses", got, len(want))
+		}
+		for _, st := range got {
+			w, ok := want[st.ID]
+			if !ok || st.State != w.State || !st.EndAt.Equal(w.EndAt) || !st.CreatedAt.Equal(w.CreatedAt) || !st.UpdatedAt.Equal(w.UpdatedAt) {
+				t.Errorf("status %+v, want of %+v", st, w)
+			}
+		}
+		if _, err := s.SandboxStatuses(ctx, "h1"); !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("no states: %v, want invalid", err)
+		}
+	})
+}
+
 func TestUpdateSandbox(t *testing.T) {
 	eachDB(t, func(t *testing.T, s Store) {
 		ctx := context.Background()
