@@ -138,21 +138,10 @@ func (a *auditWriter) add(e store.AuditEntry) {
 
 func (a *auditWriter) run() {
 	defer close(a.done)
+	var began time.Time // when the last batch began to be written
 	for e := range a.q {
-		batch := []store.AuditEntry{e}
-		for len(batch) < 256 {
-			select {
-			case more, ok := <-a.q:
-				if !ok {
-					a.write(batch)
-					return
-				}
-				batch = append(batch, more)
-				continue
-			default:
-			}
-			break
-		}
+		batch := gather(a.q, e, batchLinger-time.Since(began))
+		began = time.Now()
 		a.write(batch)
 	}
 }

@@ -131,14 +131,14 @@ type eventLog struct {
 	q    chan store.Event
 	done chan struct{}
 
-	wakeMu sync.Mutex    // guards wake
-	wake   chan struct{} // closed and replaced when events are stored
+	stored broadcast // events were stored
+	queued broadcast // webhook deliveries were queued
 	// off drops every event: what benchmarks compare with (tests only).
 	off atomic.Bool
 }
 
 func newEventLog(st store.Store, log *slog.Logger) *eventLog {
-	l := &eventLog{st: st, log: log, q: make(chan store.Event, eventQueueLen), done: make(chan struct{}), wake: make(chan struct{})}
+	l := &eventLog{st: st, log: log, q: make(chan store.Event, eventQueueLen), done: make(chan struct{})}
 	go l.run()
 	return l
 }
@@ -163,42 +163,52 @@ func (l *eventLog) add(e store.Event) {
 
 func (l *eventLog) run() {
 	defer close(l.done)
+	var began time.Time // when the last batch began to be stored
 	for e := range l.q {
-		batch := []store.Event{e}
-	more:
-		for len(batch) < 256 {
-			select {
-			case next, ok := <-l.q:
-				if !ok {
-					break more
-				}
-				batch = append(batch, next)
-			default:
-				break more
-			}
-		}
+		batch := gather(l.q, e, batchLinger-time.Since(began))
+		began = time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
-		if err := l.st.AppendEvents(ctx, batch...); err != nil {
+		queued, err := l.st.AppendEvents(ctx, batch...)
+		if err != nil {
 			l.log.Error("lifecycle events not stored", "events", len(batch), "err", err)
 		}
 		cancel()
-		l.notify()
+		l.stored.notify()
+		if queued > 0 {
+			l.queued.notify()
+		}
 	}
 }
 
-// notify wakes everyone waiting in changed.
-func (l *eventLog) notify() {
-	l.wakeMu.Lock()
-	close(l.wake)
-	l.wake = make(chan struct{})
-	l.wakeMu.Unlock()
+// changed is closed when events are next stored.
+func (l *eventLog) changed() <-chan struct{} { return l.stored.wait() }
+
+// deliveries is closed when webhook deliveries are next queued here.
+func (l *eventLog) deliveries() <-chan struct{} { return l.queued.wait() }
+
+// broadcast wakes all its waiters at once. Its zero value is ready.
+type broadcast struct {
+	mu sync.Mutex    // guards ch
+	ch chan struct{} // nil while nobody waits
 }
 
-// changed is closed when events are next stored.
-func (l *eventLog) changed() <-chan struct{} {
-	l.wakeMu.Lock()
-	defer l.wakeMu.Unlock()
-	return l.wake
+// wait returns a channel closed at the next notify.
+func (b *broadcast) wait() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch == nil {
+		b.ch = make(chan struct{})
+	}
+	return b.ch
+}
+
+func (b *broadcast) notify() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch != nil {
+		close(b.ch)
+		b.ch = nil
+	}
 }
 
 // close stores what is queued and stops.

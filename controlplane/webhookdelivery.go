@@ -112,7 +112,7 @@ func (d *deliverer) run(ctx context.Context) {
 		d.client.CloseIdleConnections()
 	}()
 	for {
-		wake := d.s.events.changed()
+		wake := d.s.events.deliveries()
 		d.safeRound(ctx)
 		select {
 		case <-ctx.Done():

@@ -40,10 +40,11 @@ type Operations interface {
 
 	// AppendEvents stores events and, in the same transaction, queues a
 	// delivery of each to every enabled webhook of its team that
-	// subscribes to its type. Events keep the order of the slice when
-	// their At are equal only if their IDs sort so: give each a
-	// time-ordered ID (NewEventID).
-	AppendEvents(ctx context.Context, events ...Event) error
+	// subscribes to its type; it returns how many deliveries it queued.
+	// Events keep the order of the slice when their At are equal only if
+	// their IDs sort so: give each a time-ordered ID (NewEventID). Its
+	// statements are as many for a batch of events as for one.
+	AppendEvents(ctx context.Context, events ...Event) (queued int, err error)
 	// ListEvents returns events in (At, ID) order in f's direction.
 	ListEvents(ctx context.Context, f EventFilter) ([]Event, error)
 	// TeamEventCounts returns the team's events at or after since that

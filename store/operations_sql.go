@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -105,20 +106,23 @@ func (s *sqlStore) AppendAudit(ctx context.Context, entries ...AuditEntry) error
 	if len(entries) == 0 {
 		return nil
 	}
-	return s.inTx(ctx, "append audit", func(tx *sql.Tx) error {
-		for _, e := range entries {
-			at := s.orNow(e.At)
-			if e.ID == "" {
-				e.ID = NewEventID(at)
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO audit_log (id, at, team_id, actor, action, target, source, status, error)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-				e.ID, at.UnixNano(), e.TeamID, e.Actor, e.Action, e.Target, e.Source, e.Status, e.Error); err != nil {
-				return err
-			}
+	// One statement, all or nothing, however many entries.
+	const entryArgs = 9
+	rows := make([]string, len(entries))
+	args := make([]any, 0, len(entries)*entryArgs)
+	for i, e := range entries {
+		at := s.orNow(e.At)
+		if e.ID == "" {
+			e.ID = NewEventID(at)
 		}
-		return nil
-	})
+		rows[i] = "(" + placeholders(len(args)+1, entryArgs) + ")"
+		args = append(args, e.ID, at.UnixNano(), e.TeamID, e.Actor, e.Action, e.Target, e.Source, e.Status, e.Error)
+	}
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO audit_log (id, at, team_id, actor, action, target, source, status, error) VALUES `+
+		strings.Join(rows, ", "), args...); err != nil {
+		return fmt.Errorf("append audit: %w", err)
+	}
+	return nil
 }
 
 func (s *sqlStore) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, string, error) {
@@ -172,50 +176,90 @@ func (s *sqlStore) PruneAudit(ctx context.Context, before time.Time) (int64, err
 
 // Events.
 
-func (s *sqlStore) AppendEvents(ctx context.Context, events ...Event) error {
+func (s *sqlStore) AppendEvents(ctx context.Context, events ...Event) (int, error) {
 	if len(events) == 0 {
-		return nil
+		return 0, nil
 	}
-	return s.inTx(ctx, "append events", func(tx *sql.Tx) error {
-		hooks := map[string][]Webhook{} // by team: its enabled webhooks
+	// One statement for the events, one for their teams' webhooks and
+	// one for the deliveries, however many events there are.
+	const eventArgs = 10
+	rows := make([]string, len(events))
+	args := make([]any, 0, len(events)*eventArgs)
+	teams := map[string]bool{}
+	for i, e := range events {
+		if e.ID == "" || e.TeamID == "" || e.Type == "" {
+			return 0, fmt.Errorf("event without id, team or type: %w", errdefs.ErrInvalid)
+		}
+		if e.RunningDelta < -1 || e.RunningDelta > 1 {
+			return 0, fmt.Errorf("event %s: running delta %d: %w", e.ID, e.RunningDelta, errdefs.ErrInvalid)
+		}
+		data := string(e.Data)
+		if data == "" {
+			data = "{}"
+		}
+		rows[i] = "(" + placeholders(len(args)+1, eventArgs) + ")"
+		args = append(args, e.ID, s.orNow(e.At).UnixNano(), e.TeamID, e.SandboxID, e.Type, e.TemplateID, e.BuildID, e.ExecutionID, data, e.RunningDelta)
+		teams[e.TeamID] = true
+	}
+	queued := 0
+	err := s.inTx(ctx, "append events", func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO events (`+eventColumns+`) VALUES `+strings.Join(rows, ", "), args...); err != nil {
+			return s.classify(err, "events")
+		}
+		hooks, err := enabledWebhooks(ctx, tx, slices.Collect(maps.Keys(teams)))
+		if err != nil || len(hooks) == 0 {
+			return err
+		}
+		var rows []string
+		var args []any
+		now := s.clock.Now().UnixNano()
 		for _, e := range events {
-			if e.ID == "" || e.TeamID == "" || e.Type == "" {
-				return fmt.Errorf("event without id, team or type: %w", errdefs.ErrInvalid)
-			}
 			at := s.orNow(e.At)
-			data := string(e.Data)
-			if data == "" {
-				data = "{}"
-			}
-			if e.RunningDelta < -1 || e.RunningDelta > 1 {
-				return fmt.Errorf("event %s: running delta %d: %w", e.ID, e.RunningDelta, errdefs.ErrInvalid)
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO events (`+eventColumns+`)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-				e.ID, at.UnixNano(), e.TeamID, e.SandboxID, e.Type, e.TemplateID, e.BuildID, e.ExecutionID, data, e.RunningDelta); err != nil {
-				return s.classify(err, "event "+e.ID)
-			}
-			whs, ok := hooks[e.TeamID]
-			if !ok {
-				var err error
-				if whs, err = teamWebhooks(ctx, tx, e.TeamID, true); err != nil {
-					return err
-				}
-				hooks[e.TeamID] = whs
-			}
-			for _, w := range whs {
+			for _, w := range hooks[e.TeamID] {
 				if !slices.Contains(w.Events, e.Type) {
 					continue
 				}
-				if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_at, state, attempts,
-					next_at, last_status, last_error, created_at) VALUES ($1, $2, $3, $4, $5, 0, $6, 0, '', $7)`,
-					NewEventID(at), w.ID, e.ID, at.UnixNano(), DeliveryPending, at.UnixNano(), s.clock.Now().UnixNano()); err != nil {
-					return err
-				}
+				rows = append(rows, "("+placeholders(len(args)+1, 5)+", 0, "+placeholders(len(args)+6, 2)+", 0, '')")
+				args = append(args, NewEventID(at), w.ID, e.ID, at.UnixNano(), DeliveryPending, at.UnixNano(), now)
 			}
 		}
+		if len(rows) == 0 {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_at, state, attempts,
+			next_at, created_at, last_status, last_error) VALUES `+strings.Join(rows, ", "), args...); err != nil {
+			return fmt.Errorf("queue deliveries: %w", err)
+		}
+		queued = len(rows)
 		return nil
 	})
+	if err != nil {
+		return 0, err
+	}
+	return queued, nil
+}
+
+// enabledWebhooks returns the enabled webhooks of teams, by team, each
+// team's in the order they were created.
+func enabledWebhooks(ctx context.Context, q querier, teams []string) (map[string][]Webhook, error) {
+	args := make([]any, len(teams))
+	for i, t := range teams {
+		args[i] = t
+	}
+	rows, err := q.QueryContext(ctx, `SELECT `+webhookColumns+` FROM webhooks WHERE team_id IN (`+placeholders(1, len(teams))+`) AND enabled
+		ORDER BY team_id, created_at, id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list webhooks: %w", err)
+	}
+	whs, err := collect(rows, "list webhooks", func(r *sql.Rows) (Webhook, error) { return scanWebhook(r) })
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]Webhook{}
+	for _, w := range whs {
+		out[w.TeamID] = append(out[w.TeamID], w)
+	}
+	return out, nil
 }
 
 const eventColumns = `id, at, team_id, sandbox_id, type, template_id, build_id, execution_id, data, running_delta`

@@ -126,8 +126,10 @@ func TestEventsAndDeliveries(t *testing.T) {
 				RunningDelta: []int{1, -1, 0}[i]})
 		}
 		other := Event{ID: NewEventID(base), At: base, TeamID: "t2", SandboxID: "sb2", Type: EventCreated}
-		if err := s.AppendEvents(ctx, append(evs, other)...); err != nil {
-			t.Fatal(err)
+		// One batch of two teams' events: wh1 gets t1's created and
+		// killed.
+		if queued, err := s.AppendEvents(ctx, append(evs, other)...); err != nil || queued != 2 {
+			t.Fatalf("append: %d deliveries queued, %v; want 2", queued, err)
 		}
 		got, err := s.ListEvents(ctx, EventFilter{TeamID: "t1", Asc: true})
 		if err != nil || len(got) != 3 || got[0].Type != EventCreated || got[2].Type != EventKilled || string(got[0].Data) != `{"reason":"api"}` {
@@ -137,7 +139,7 @@ func TestEventsAndDeliveries(t *testing.T) {
 		if err != nil || len(counts) != 2 || !counts[0].Created || counts[0].RunningDelta != 1 || counts[1].RunningDelta != -1 {
 			t.Fatalf("team event counts: %+v, %v", counts, err)
 		}
-		if err := s.AppendEvents(ctx, Event{ID: "x", TeamID: "t1", Type: EventKilled, RunningDelta: 2}); !errors.Is(err, errdefs.ErrInvalid) {
+		if _, err := s.AppendEvents(ctx, Event{ID: "x", TeamID: "t1", Type: EventKilled, RunningDelta: 2}); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Fatalf("a delta of 2: %v", err)
 		}
 		got, _ = s.ListEvents(ctx, EventFilter{TeamID: "t1", Types: []string{EventPaused}})
