@@ -44,11 +44,10 @@ func (s *sqlStore) CreateTemplate(ctx context.Context, t Template) error {
 
 func (s *sqlStore) GetTemplate(ctx context.Context, idOrName string) (Template, error) {
 	// An ID first: a name may look like another template's ID, and the ID
-	// is what E2B's API hands out.
-	t, err := scanTemplate(s.r.QueryRowContext(ctx, `SELECT `+templateColumns+` FROM templates WHERE id = $1`, idOrName))
-	if errors.Is(err, sql.ErrNoRows) {
-		t, err = scanTemplate(s.r.QueryRowContext(ctx, `SELECT `+templateColumns+` FROM templates WHERE name = $1`, idOrName))
-	}
+	// is what E2B's API hands out. One statement, as a create asks for
+	// a template by a name that is often none (a host's own tree).
+	t, err := scanTemplate(s.r.QueryRowContext(ctx, `SELECT `+templateColumns+` FROM templates WHERE id = $1 OR name = $1
+		ORDER BY CASE WHEN id = $1 THEN 0 ELSE 1 END LIMIT 1`, idOrName))
 	if err != nil {
 		return Template{}, notFound(err, fmt.Sprintf("template %q", idOrName))
 	}

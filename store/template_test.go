@@ -53,6 +53,14 @@ func TestTemplates(t *testing.T) {
 		if _, err := s.GetTemplate(ctx, "nothing"); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Fatalf("get unknown: %v", err)
 		}
+		// A name that is another template's ID names that one.
+		mustTemplate(t, s, "t5", "a", "t1", false)
+		if got, err := s.GetTemplate(ctx, "t1"); err != nil || got.ID != "t1" {
+			t.Fatalf("get t1 with a template named t1: %+v, %v", got, err)
+		}
+		if _, _, err := s.DeleteTemplate(ctx, "t5"); err != nil {
+			t.Fatal(err)
+		}
 		list, err := s.ListTemplates(ctx, "a")
 		if err != nil {
 			t.Fatal(err)
