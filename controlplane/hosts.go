@@ -146,6 +146,7 @@ func (s *Server) registerHost(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "register host", err)
 		return
 	}
+	s.hostsChanged(ctx)
 	s.log.Info("host registered", "host", h.ID, "again", prev.ID != "", "name", h.Name, "url", h.URL, "runtime", h.Runtime,
 		"capabilities", req.Capabilities, "max_sandboxes", h.MaxSandboxes)
 	writeJSON(w, http.StatusCreated, registerResponse{HostID: h.ID, Token: token, Certificate: string(cert), CA: string(s.ca.CertPEM())})

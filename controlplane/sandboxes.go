@@ -369,6 +369,21 @@ func (s *Server) hostOf(ctx context.Context, sb store.Sandbox) (store.Host, erro
 	return h, nil
 }
 
+// agentHost is hostOf for a call that needs only the host's address,
+// from scheduling's view of the hosts: at most hostsViewTTL old, and
+// read again when a host registers or changes state. A destroy (one for
+// every timeout) then needs no store read of its own.
+func (s *Server) agentHost(ctx context.Context, sb store.Sandbox) (store.Host, error) {
+	h, ok, err := s.hosts.host(ctx, s.store, sb.HostID)
+	if err == nil && !ok {
+		h, err = s.store.GetHost(ctx, sb.HostID)
+	}
+	if err != nil {
+		return store.Host{}, fmt.Errorf("host %s of sandbox %s: %v: %w", sb.HostID, sb.ID, err, errdefs.ErrUnavailable)
+	}
+	return h, nil
+}
+
 // opContext detaches an agent operation from its request, bounded: once
 // the agent is asked to act, the store must learn the outcome.
 func opContext(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -400,7 +415,7 @@ func (s *Server) destroy(ctx context.Context, sb store.Sandbox, reason string) e
 	if sb.State == store.SandboxLost {
 		s.destroyLost(ctx, sb)
 	} else {
-		h, err := s.hostOf(ctx, sb)
+		h, err := s.agentHost(ctx, sb)
 		if err != nil {
 			return err
 		}

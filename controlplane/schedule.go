@@ -32,18 +32,43 @@ type hostsView struct {
 func (v *hostsView) read(ctx context.Context, st store.Store, fresh bool) ([]store.Host, map[string]int, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if fresh || time.Since(v.at) >= hostsViewTTL {
-		hosts, err := st.ListHosts(ctx)
-		if err != nil {
-			return nil, nil, err
-		}
-		active, err := st.ActiveSandboxesByHost(ctx)
-		if err != nil {
-			return nil, nil, err
-		}
-		v.hosts, v.active, v.at = hosts, active, time.Now()
+	if err := v.refreshLocked(ctx, st, fresh); err != nil {
+		return nil, nil, err
 	}
 	return slices.Clone(v.hosts), maps.Clone(v.active), nil
+}
+
+// host returns host id as the view has it (read again as read does);
+// ok is false when the view has no such host.
+func (v *hostsView) host(ctx context.Context, st store.Store, id string) (h store.Host, ok bool, err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err := v.refreshLocked(ctx, st, false); err != nil {
+		return store.Host{}, false, err
+	}
+	i := slices.IndexFunc(v.hosts, func(h store.Host) bool { return h.ID == id })
+	if i < 0 {
+		return store.Host{}, false, nil
+	}
+	return v.hosts[i], true, nil
+}
+
+// refreshLocked reads the view from st when older than hostsViewTTL or
+// when fresh.
+func (v *hostsView) refreshLocked(ctx context.Context, st store.Store, fresh bool) error {
+	if !fresh && time.Since(v.at) < hostsViewTTL {
+		return nil
+	}
+	hosts, err := st.ListHosts(ctx)
+	if err != nil {
+		return err
+	}
+	active, err := st.ActiveSandboxesByHost(ctx)
+	if err != nil {
+		return err
+	}
+	v.hosts, v.active, v.at = hosts, active, time.Now()
+	return nil
 }
 
 // expire has the next read go to the store (a host changed).

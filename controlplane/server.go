@@ -499,6 +499,7 @@ func (s *Server) AddHost(ctx context.Context, h store.Host, token string) error 
 	if err := s.store.UpsertHost(ctx, h); err != nil {
 		return fmt.Errorf("add host %s: %w", h.ID, err)
 	}
+	s.hostsChanged(ctx)
 	s.log.Info("host added", "host", h.ID, "url", h.URL, "runtime", h.Runtime, "max_sandboxes", h.MaxSandboxes)
 	return nil
 }
