@@ -42,6 +42,10 @@ type dialect struct {
 	// epoch, as times are stored. SQLite's is its process's (the only
 	// one using the file).
 	now string
+	// metadata is, in a SELECT of the sandboxes table, the row's
+	// metadata as a JSON object: read with the row, not by a statement
+	// of its own.
+	metadata string
 }
 
 var (
@@ -49,6 +53,7 @@ var (
 		name:      "sqlite",
 		forUpdate: "",
 		now:       "CAST((julianday('now') - 2440587.5) * 86400000000000 AS INTEGER)",
+		metadata:  "COALESCE((SELECT json_group_object(key, value) FROM sandbox_metadata WHERE sandbox_id = sandboxes.id), '{}')",
 		constraint: func(err error) string {
 			var e *sqlite.Error
 			if !errors.As(err, &e) {
@@ -67,6 +72,7 @@ var (
 		name:      "postgres",
 		forUpdate: " FOR UPDATE",
 		now:       "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000000 AS BIGINT)",
+		metadata:  "COALESCE((SELECT json_object_agg(key, value) FROM sandbox_metadata WHERE sandbox_id = sandboxes.id)::text, '{}')",
 		constraint: func(err error) string {
 			var e *pgconn.PgError
 			if !errors.As(err, &e) {

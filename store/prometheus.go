@@ -41,7 +41,7 @@ func newQueryMetrics(opts []Option) (*queryMetrics, error) {
 	}
 	m := &queryMetrics{duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "roost_store_query_duration_seconds",
-		Help: "Time from sending a statement to the database to its answer (a query's first row), by kind (select, insert, update, delete, begin, commit, rollback, other) and the table it names first.",
+		Help: "Time from sending a statement to the database to its answer (a query's first row), by kind (select, insert, update, delete, begin, commit, rollback, other) and the table it names first (not a subquery's).",
 		// 250 µs to 16 s.
 		Buckets: prometheus.ExponentialBuckets(0.00025, 4, 9),
 	}, []string{"op", "table"}), registerer: o.registerer}
@@ -248,8 +248,8 @@ func (t timedTx) Rollback() error {
 
 // statementLabels names a statement for its metric: its kind (select,
 // insert, update, delete, or other) and the table it names first (after
-// FROM, INTO or UPDATE; "" when none, or when the name is not a plain
-// identifier). Both come from the store's own query texts and a
+// FROM, INTO or UPDATE, outside parentheses: not a subquery's; "" when
+// none, or when the name is not a plain identifier). Both come from the store's own query texts and a
 // migration's, so there are few; never from a value, which is always a
 // placeholder.
 func statementLabels(query string) (op, table string) {
@@ -269,7 +269,7 @@ func statementLabels(query string) (op, table string) {
 		return "other", ""
 	}
 	for word := w.next(); word != ""; word = w.next() {
-		if word == after {
+		if word == after && w.depth == 0 {
 			return op, identifier(w.next())
 		}
 	}
@@ -290,6 +290,8 @@ func identifier(name string) string {
 type words struct {
 	s string
 	i int
+	// depth is how many parentheses are open before the last word.
+	depth int
 }
 
 func (w *words) next() string {
@@ -302,6 +304,12 @@ func (w *words) next() string {
 			for w.i < len(w.s) && w.s[w.i] != c {
 				w.i++
 			}
+			w.i++
+		case c == '(':
+			w.depth++
+			w.i++
+		case c == ')':
+			w.depth--
 			w.i++
 		case isWordByte(c):
 			start := w.i

@@ -15,6 +15,8 @@ func TestStatementLabels(t *testing.T) {
 		{"\n\t  select count(*)\n FROM Sandboxes s LEFT JOIN hosts h ON h.id = s.host_id", "select", "sandboxes"},
 		{`SELECT 'a from b', "from" FROM api_keys`, "select", "api_keys"},
 		{`SELECT current_schema()`, "select", ""},
+		{`SELECT id, COALESCE((SELECT json_group_object(key, value) FROM sandbox_metadata WHERE sandbox_id = sandboxes.id), '{}') FROM sandboxes WHERE id = $1`,
+			"select", "sandboxes"},
 		{`INSERT INTO hosts (token, id) VALUES ('', $1) ON CONFLICT (id) DO UPDATE SET name = excluded.name`, "insert", "hosts"},
 		{`UPDATE api_keys SET name = $1 WHERE id = $2`, "update", "api_keys"},
 		{`DELETE FROM sandbox_metadata WHERE sandbox_id = $1`, "delete", "sandbox_metadata"},

@@ -35,15 +35,16 @@ func sandboxArgs(s *Sandbox) ([]any, error) {
 		s.CreatedAt.UnixNano(), s.UpdatedAt.UnixNano(), s.Error, s.AutoResume, nanos(s.PausedAt), s.AutoPauseFilesystem}, nil
 }
 
-func scanSandbox(row interface{ Scan(...any) error }) (Sandbox, error) {
+// scanSandbox scans a row of sandboxColumns, then extra.
+func scanSandbox(row interface{ Scan(...any) error }, extra ...any) (Sandbox, error) {
 	var s Sandbox
 	var env string
 	var started, end, created, updated, paused sql.NullInt64
-	err := row.Scan(&s.ID, &s.TeamID, &s.HostID, &s.TemplateID, &s.Alias, &s.ClientID, &s.State, &s.VCPUs,
+	dest := append([]any{&s.ID, &s.TeamID, &s.HostID, &s.TemplateID, &s.Alias, &s.ClientID, &s.State, &s.VCPUs,
 		&s.MemoryMB, &s.DiskMB, &env, &s.EnvdVersion, &s.EnvdAccessToken, &s.TrafficAccessToken,
 		&s.AllowPublicTraffic, &s.AllowInternet, &s.AutoPause, &s.TimeoutSecs, &started, &end,
-		&created, &updated, &s.Error, &s.AutoResume, &paused, &s.AutoPauseFilesystem)
-	if err != nil {
+		&created, &updated, &s.Error, &s.AutoResume, &paused, &s.AutoPauseFilesystem}, extra...)
+	if err := row.Scan(dest...); err != nil {
 		return Sandbox{}, err
 	}
 	if err := json.Unmarshal([]byte(env), &s.EnvVars); err != nil {
@@ -183,26 +184,27 @@ func loadMetadata(ctx context.Context, q querier, sbs []Sandbox) error {
 	return nil
 }
 
-// getSandbox reads one sandbox with its metadata; where is a condition on
-// columns with placeholders from $1; suffix may lock the row.
-func getSandbox(ctx context.Context, q querier, what, where, suffix string, args ...any) (Sandbox, error) {
-	sb, err := scanSandbox(q.QueryRowContext(ctx, `SELECT `+sandboxColumns+` FROM sandboxes WHERE `+where+suffix, args...))
+// getSandbox reads one sandbox with its metadata, in one statement;
+// where is a condition on columns with placeholders from $1; suffix may
+// lock the row.
+func (s *sqlStore) getSandbox(ctx context.Context, q querier, what, where, suffix string, args ...any) (Sandbox, error) {
+	var meta string
+	sb, err := scanSandbox(q.QueryRowContext(ctx, `SELECT `+sandboxColumns+`, `+s.d.metadata+` FROM sandboxes WHERE `+where+suffix, args...), &meta)
 	if err != nil {
 		return Sandbox{}, notFound(err, what)
 	}
-	one := []Sandbox{sb}
-	if err := loadMetadata(ctx, q, one); err != nil {
-		return Sandbox{}, fmt.Errorf("%s: %w", what, err)
+	if err := json.Unmarshal([]byte(meta), &sb.Metadata); err != nil {
+		return Sandbox{}, fmt.Errorf("%s: decode metadata: %w", what, err)
 	}
-	return one[0], nil
+	return sb, nil
 }
 
 func (s *sqlStore) GetSandbox(ctx context.Context, teamID, id string) (Sandbox, error) {
-	return getSandbox(ctx, s.r, "get sandbox "+id, "team_id = $1 AND id = $2", "", teamID, id)
+	return s.getSandbox(ctx, s.r, "get sandbox "+id, "team_id = $1 AND id = $2", "", teamID, id)
 }
 
 func (s *sqlStore) LookupSandbox(ctx context.Context, id string) (Sandbox, error) {
-	return getSandbox(ctx, s.r, "lookup sandbox "+id, "id = $1", "", id)
+	return s.getSandbox(ctx, s.r, "lookup sandbox "+id, "id = $1", "", id)
 }
 
 // pageToken is a position in the (created_at, id) order of one
@@ -391,7 +393,7 @@ func (s *sqlStore) UpdateSandbox(ctx context.Context, id string, fn func(*Sandbo
 func (s *sqlStore) updateSandbox(ctx context.Context, id string, fn func(*Sandbox) error, check func(tx *sql.Tx, before, after Sandbox) error) (Sandbox, error) {
 	var out Sandbox
 	err := s.inTx(ctx, "update sandbox "+id, func(tx *sql.Tx) error {
-		sb, err := getSandbox(ctx, tx, "read", "id = $1", s.d.forUpdate, id)
+		sb, err := s.getSandbox(ctx, tx, "read", "id = $1", s.d.forUpdate, id)
 		if err != nil {
 			return err
 		}

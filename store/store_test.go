@@ -378,7 +378,7 @@ func TestSandboxCRUD(t *testing.T) {
 		mustTeam(t, s, "a")
 		mustTeam(t, s, "b")
 		want := newSandbox("sbx1", "a", 0)
-		want.Metadata = map[string]string{"user": "ann", "env": "dev"}
+		want.Metadata = map[string]string{"user": "ann", "env": "dev", "odd \"key\"": "a \"b\" \\c ü\n"}
 		want.AutoPause, want.AutoResume, want.AutoPauseFilesystem, want.AllowInternet = true, true, true, false
 		if err := s.CreateSandbox(ctx, want); err != nil {
 			t.Fatalf("create: %v", err)
