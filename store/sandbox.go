@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -391,41 +392,46 @@ func (s *sqlStore) UpdateSandbox(ctx context.Context, id string, fn func(*Sandbo
 // before and after fn, in the same transaction, and aborts the write
 // with its error.
 func (s *sqlStore) updateSandbox(ctx context.Context, id string, fn func(*Sandbox) error, check func(tx *sql.Tx, before, after Sandbox) error) (Sandbox, error) {
+	what := "update sandbox " + id
+	if check == nil {
+	optimistic:
+		for range casAttempts {
+			out, err := s.updateSandboxIfSame(ctx, id, fn)
+			switch {
+			case errors.Is(err, errChangedMeanwhile):
+				continue
+			case errors.Is(err, errMetadataChanged):
+				break optimistic
+			case err != nil:
+				return Sandbox{}, fmt.Errorf("%s: %w", what, err)
+			}
+			return out, nil
+		}
+	}
 	var out Sandbox
-	err := s.inTx(ctx, "update sandbox "+id, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, what, func(tx *sql.Tx) error {
 		sb, err := s.getSandbox(ctx, tx, "read", "id = $1", s.d.forUpdate, id)
 		if err != nil {
 			return err
 		}
-		prev := sb
-		prev.Metadata = maps.Clone(sb.Metadata)
-		before := prev.Metadata
-		if err := fn(&sb); err != nil {
+		prev, err := change(&sb, fn)
+		if err != nil {
 			return err
-		}
-		if sb.ID != id || !validState(sb.State) || sb.TeamID != prev.TeamID {
-			return fmt.Errorf("changed id or team, or state %q: %w", sb.State, errdefs.ErrInvalid)
 		}
 		if check != nil {
 			if err := check(tx, prev, sb); err != nil {
 				return err
 			}
 		}
-		sb.UpdatedAt = s.clock.Now()
-		setPausedAt(&sb, prev.State, sb.UpdatedAt)
+		stamp(&sb, prev)
 		args, err := sandboxArgs(&sb)
 		if err != nil {
 			return err
 		}
-		cols := strings.Split(sandboxColumns, ",")
-		set := make([]string, 0, len(cols)-1)
-		for i, c := range cols[1:] { // every column but id, which is $1
-			set = append(set, strings.TrimSpace(c)+" = $"+strconv.Itoa(i+2))
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE sandboxes SET `+strings.Join(set, ", ")+` WHERE id = $1`, args...); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE sandboxes SET `+sandboxSet+` WHERE id = $1`, args...); err != nil {
 			return s.classify(err, "write")
 		}
-		if !maps.Equal(before, sb.Metadata) {
+		if !maps.Equal(prev.Metadata, sb.Metadata) {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM sandbox_metadata WHERE sandbox_id = $1`, id); err != nil {
 				return fmt.Errorf("replace metadata: %w", err)
 			}
@@ -433,20 +439,109 @@ func (s *sqlStore) updateSandbox(ctx context.Context, id string, fn func(*Sandbo
 				return err
 			}
 		}
-		if sb.Metadata == nil {
-			sb.Metadata = map[string]string{}
-		}
-		if sb.EnvVars == nil {
-			sb.EnvVars = map[string]string{}
-		}
-		out = sb
+		out = written(sb)
 		return nil
 	})
 	if err != nil {
 		return Sandbox{}, err
 	}
-	out.UpdatedAt = out.UpdatedAt.UTC()
 	return out, nil
+}
+
+// casAttempts is how many times an update with no check is tried
+// without a transaction (updateSandboxIfSame) before it locks the row.
+const casAttempts = 3
+
+var (
+	errChangedMeanwhile = errors.New("sandbox changed since it was read")
+	errMetadataChanged  = errors.New("metadata changed: a transaction's work")
+)
+
+// updateSandboxIfSame is an update without a transaction: it reads the
+// sandbox, calls fn and writes the result only if the sandbox's
+// updated_at is still what it read, which every write moves forward
+// (stamp): two statements, not a transaction's four, and no lock held
+// while fn runs. It fails with errChangedMeanwhile when another write
+// came in between, and with errMetadataChanged, writing nothing, when
+// fn changed the metadata (rows of their own, which only a transaction
+// replaces with the sandbox's).
+func (s *sqlStore) updateSandboxIfSame(ctx context.Context, id string, fn func(*Sandbox) error) (Sandbox, error) {
+	sb, err := s.getSandbox(ctx, s.w, "read", "id = $1", "", id)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	prev, err := change(&sb, fn)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	if !maps.Equal(prev.Metadata, sb.Metadata) {
+		return Sandbox{}, errMetadataChanged
+	}
+	stamp(&sb, prev)
+	args, err := sandboxArgs(&sb)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	args = append(args, prev.UpdatedAt.UnixNano())
+	res, err := s.w.ExecContext(ctx, `UPDATE sandboxes SET `+sandboxSet+` WHERE id = $1 AND updated_at = $`+strconv.Itoa(len(args)), args...)
+	if err != nil {
+		return Sandbox{}, s.classify(err, "write")
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return Sandbox{}, fmt.Errorf("write: %w", err)
+	} else if n == 0 {
+		return Sandbox{}, errChangedMeanwhile // or deleted: the next read says so
+	}
+	return written(sb), nil
+}
+
+// sandboxSet is the SET list of an UPDATE of every column of
+// sandboxColumns but id, which is $1, from $2 on.
+var sandboxSet = func() string {
+	cols := strings.Split(sandboxColumns, ",")
+	set := make([]string, 0, len(cols)-1)
+	for i, c := range cols[1:] {
+		set = append(set, strings.TrimSpace(c)+" = $"+strconv.Itoa(i+2))
+	}
+	return strings.Join(set, ", ")
+}()
+
+// change calls fn on sb, which is as read, and refuses what it may not
+// change; prev is sb before, with a copy of its metadata.
+func change(sb *Sandbox, fn func(*Sandbox) error) (prev Sandbox, err error) {
+	prev = *sb
+	prev.Metadata = maps.Clone(sb.Metadata)
+	if err := fn(sb); err != nil {
+		return prev, err
+	}
+	if sb.ID != prev.ID || !validState(sb.State) || sb.TeamID != prev.TeamID {
+		return prev, fmt.Errorf("changed id or team, or state %q: %w", sb.State, errdefs.ErrInvalid)
+	}
+	return prev, nil
+}
+
+// stamp sets what every write of a sandbox sets: UpdatedAt, later than
+// prev's even when the clock says otherwise (updateSandboxIfSame
+// compares it), and PausedAt.
+func stamp(sb *Sandbox, prev Sandbox) {
+	now := s.clock.Now()
+	if now.UnixNano() <= prev.UpdatedAt.UnixNano() {
+		now = time.Unix(0, prev.UpdatedAt.UnixNano()+1)
+	}
+	sb.UpdatedAt = now
+	setPausedAt(sb, prev.State, now)
+}
+
+// written is sb as the store returns it once written.
+func written(sb Sandbox) Sandbox {
+	if sb.Metadata == nil {
+		sb.Metadata = map[string]string{}
+	}
+	if sb.EnvVars == nil {
+		sb.EnvVars = map[string]string{}
+	}
+	sb.UpdatedAt = sb.UpdatedAt.UTC()
+	return sb
 }
 
 func (s *sqlStore) DeleteSandbox(ctx context.Context, id string) error {

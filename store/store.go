@@ -104,11 +104,15 @@ type Store interface {
 	// with the host's own listing needs, read in one statement and none
 	// of the rest of the records.
 	SandboxStatuses(ctx context.Context, hostID string, states ...SandboxState) ([]SandboxStatus, error)
-	// UpdateSandbox reads the sandbox, calls fn on it and writes the result,
-	// all in one transaction, so concurrent updates never lose a write. An
-	// error from fn aborts and is returned as is. fn may run while a write
-	// lock is held: it must be quick and must not call the Store. fn must
-	// not change the ID or the team. UpdatedAt is set to now.
+	// UpdateSandbox reads the sandbox, calls fn on it and writes the
+	// result, as one atomic change: concurrent updates never lose a
+	// write (the write is made only if the sandbox is unchanged since the
+	// read, or under the row's lock). An error from fn aborts and is
+	// returned as is. fn may be called more than once, on the sandbox as
+	// read again each time, and may run while a write lock is held: it
+	// must change nothing but its argument, be quick and not call the
+	// Store. fn must not change the ID or the team. UpdatedAt is set to
+	// now, or just after its last value when the clock is behind it.
 	UpdateSandbox(ctx context.Context, id string, fn func(*Sandbox) error) (Sandbox, error)
 	// UpdateSandboxWithin is UpdateSandbox that also refuses, with a
 	// *QuotaError, a change that raises the team's use of a limit past

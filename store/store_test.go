@@ -736,6 +736,20 @@ func TestUpdateSandbox(t *testing.T) {
 			t.Fatalf("old metadata still matches: %v", ids(found))
 		}
 
+		// A write moves UpdatedAt forward even when the clock is behind
+		// it (another replica's clock ran ahead).
+		ahead := newSandbox("ahead", "a", 1)
+		ahead.UpdatedAt = time.Now().Add(time.Hour).Truncate(time.Microsecond)
+		if err := s.CreateSandbox(ctx, ahead); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 2 {
+			upd, err := s.UpdateSandbox(ctx, "ahead", func(sb *Sandbox) error { sb.TimeoutSecs++; return nil })
+			if want := ahead.UpdatedAt.Add(time.Duration(i + 1)); err != nil || !upd.UpdatedAt.Equal(want) {
+				t.Fatalf("update %d with the clock behind: %v, %v; want %v", i, upd.UpdatedAt, err, want)
+			}
+		}
+
 		errCases := []struct {
 			name string
 			id   string
