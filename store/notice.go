@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"hash/fnv"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,9 +19,10 @@ import (
 // LISTEN/NOTIFY on a channel of the store's schema; on SQLite, whose file
 // one control plane uses, they go to this store's listeners.
 type Notices interface {
-	// Announce sends n to every control plane listening on the store,
-	// this one included, once the statements before it have committed.
-	Announce(ctx context.Context, n Notice) error
+	// Announce sends notices to every control plane listening on the
+	// store, this one included, once the statements before it have
+	// committed; several in one statement.
+	Announce(ctx context.Context, notices ...Notice) error
 	// Listen calls fn with each notice until ctx ends. Notices that may
 	// have been missed (the connection to PostgreSQL was lost; it is
 	// made again) are told as one notice of TopicAll, also sent when
@@ -39,18 +41,25 @@ const TopicAll = "all"
 
 // noticeBus is how a store's notices travel.
 type noticeBus interface {
-	announce(ctx context.Context, payload string) error
+	announce(ctx context.Context, payloads ...string) error
 	// listen calls ready once notices are being heard, then fn with each
 	// until ctx ends or the bus fails.
 	listen(ctx context.Context, ready func(), fn func(payload string)) error
 }
 
-func (s *sqlStore) Announce(ctx context.Context, n Notice) error {
-	if n.Topic == "" || strings.Contains(n.Topic, ":") {
-		return fmt.Errorf("announce: bad topic %q", n.Topic)
+func (s *sqlStore) Announce(ctx context.Context, notices ...Notice) error {
+	if len(notices) == 0 {
+		return nil
 	}
-	if err := s.bus.announce(ctx, n.Topic+":"+n.Key); err != nil {
-		return fmt.Errorf("announce %s %s: %w", n.Topic, n.Key, err)
+	payloads := make([]string, len(notices))
+	for i, n := range notices {
+		if n.Topic == "" || strings.Contains(n.Topic, ":") {
+			return fmt.Errorf("announce: bad topic %q", n.Topic)
+		}
+		payloads[i] = n.Topic + ":" + n.Key
+	}
+	if err := s.bus.announce(ctx, payloads...); err != nil {
+		return fmt.Errorf("announce %s %s (of %d): %w", notices[0].Topic, notices[0].Key, len(notices), err)
 	}
 	return nil
 }
@@ -81,15 +90,17 @@ type localBus struct {
 	listeners map[*func(string)]struct{}
 }
 
-func (b *localBus) announce(_ context.Context, payload string) error {
+func (b *localBus) announce(_ context.Context, payloads ...string) error {
 	b.mu.Lock()
 	fns := make([]func(string), 0, len(b.listeners))
 	for fn := range b.listeners {
 		fns = append(fns, *fn)
 	}
 	b.mu.Unlock()
-	for _, fn := range fns {
-		fn(payload)
+	for _, p := range payloads {
+		for _, fn := range fns {
+			fn(p)
+		}
 	}
 	return nil
 }
@@ -123,8 +134,15 @@ func noticeChannel(schema string) string {
 	return fmt.Sprintf("roost_notices_%x", h.Sum64())
 }
 
-func (b *pgBus) announce(ctx context.Context, payload string) error {
-	_, err := b.db.ExecContext(ctx, `SELECT pg_notify($1, $2)`, b.channel, payload)
+func (b *pgBus) announce(ctx context.Context, payloads ...string) error {
+	calls := make([]string, len(payloads))
+	args := make([]any, 0, 1+len(payloads))
+	args = append(args, b.channel)
+	for i, p := range payloads {
+		calls[i] = "pg_notify($1, $" + strconv.Itoa(i+2) + ")"
+		args = append(args, p)
+	}
+	_, err := b.db.ExecContext(ctx, `SELECT `+strings.Join(calls, ", "), args...)
 	return err
 }
 

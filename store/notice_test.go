@@ -47,6 +47,12 @@ func TestNotices(t *testing.T) {
 				t.Fatal(err)
 			}
 			want(Notice{Topic: "keys"})
+			// Several in one statement, each heard.
+			if err := a.Announce(context.Background(), Notice{Topic: "sandbox", Key: "sb-2"}, Notice{Topic: "sandbox", Key: "sb-3"}); err != nil {
+				t.Fatal(err)
+			}
+			want(Notice{Topic: "sandbox", Key: "sb-2"})
+			want(Notice{Topic: "sandbox", Key: "sb-3"})
 			if err := a.Announce(context.Background(), Notice{Topic: "a:b"}); err == nil {
 				t.Error("a topic with ':' was announced")
 			}

@@ -550,6 +550,59 @@ func (s *sqlStore) DeleteSandbox(ctx context.Context, id string) error {
 	return one(res, err, "delete sandbox "+id)
 }
 
+func (s *sqlStore) DeleteSandboxes(ctx context.Context, ids ...string) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	// Metadata goes with them (ON DELETE CASCADE).
+	res, err := s.w.ExecContext(ctx, `DELETE FROM sandboxes WHERE id IN (`+placeholders(1, len(ids))+`)`, args...)
+	if err != nil {
+		return 0, fmt.Errorf("delete sandboxes: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("delete sandboxes: %w", err)
+	}
+	return int(n), nil
+}
+
+func (s *sqlStore) StopExpired(ctx context.Context, now time.Time, limit int) ([]Sandbox, error) {
+	// The conditions twice: the subquery picks the rows, and the update
+	// checks each again as it writes it (PostgreSQL reads a row another
+	// transaction changed meanwhile again, but not the subquery). As
+	// every write, this one moves updated_at forward (stamp).
+	const expired = `state = 'running' AND end_at IS NOT NULL AND end_at <= $1 AND NOT auto_pause`
+	rows, err := s.w.QueryContext(ctx, `UPDATE sandboxes SET state = 'stopped', paused_at = NULL,
+		updated_at = CASE WHEN updated_at < $2 THEN $2 ELSE updated_at + 1 END
+		WHERE id IN (SELECT id FROM sandboxes WHERE `+expired+` ORDER BY end_at, id LIMIT `+strconv.Itoa(max(limit, 1))+s.d.forUpdate+`)
+		AND `+expired+`
+		RETURNING `+sandboxColumns+`, `+s.d.metadata, now.UnixNano(), time.Now().UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("stop expired sandboxes: %w", err)
+	}
+	defer rows.Close()
+	var out []Sandbox
+	for rows.Next() {
+		var meta string
+		sb, err := scanSandbox(rows, &meta)
+		if err != nil {
+			return nil, fmt.Errorf("stop expired sandboxes: %w", err)
+		}
+		if err := json.Unmarshal([]byte(meta), &sb.Metadata); err != nil {
+			return nil, fmt.Errorf("stop expired sandboxes: decode metadata of %s: %w", sb.ID, err)
+		}
+		out = append(out, sb)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("stop expired sandboxes: %w", err)
+	}
+	return out, nil
+}
+
 func (s *sqlStore) ExpiredSandboxes(ctx context.Context, now time.Time, states ...SandboxState) ([]Sandbox, error) {
 	args := []any{now.UnixNano()}
 	q := `SELECT ` + sandboxColumns + ` FROM sandboxes WHERE end_at IS NOT NULL AND end_at <= $1`

@@ -121,10 +121,20 @@ type Store interface {
 	// lowered limit can still stop or pause what it has.
 	UpdateSandboxWithin(ctx context.Context, id string, defaults Quota, fn func(*Sandbox) error) (Sandbox, error)
 	DeleteSandbox(ctx context.Context, id string) error
+	// DeleteSandboxes deletes those of ids that exist, in one statement,
+	// and says how many went.
+	DeleteSandboxes(ctx context.Context, ids ...string) (int, error)
 	// ExpiredSandboxes returns the sandboxes whose EndAt is at or before
 	// now and whose state is one of states (any state when none are
 	// given), soonest-expired first.
 	ExpiredSandboxes(ctx context.Context, now time.Time, states ...SandboxState) ([]Sandbox, error)
+	// StopExpired claims sandboxes to be destroyed at their timeout: at
+	// most limit running ones whose EndAt is at or before now and that
+	// do not pause then (AutoPause), soonest-expired first, become
+	// stopped in one statement, each only if it is so still when it is
+	// written (a timeout moved meanwhile wins). It returns the claimed
+	// records, stopped.
+	StopExpired(ctx context.Context, now time.Time, limit int) ([]Sandbox, error)
 
 	// Templates: content templates, their builds, tags and files.
 	Templates

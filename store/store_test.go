@@ -813,3 +813,66 @@ func TestExpiredSandboxes(t *testing.T) {
 		}
 	})
 }
+
+// TestStopExpired: the running sandboxes past their timeout that do not
+// pause then are claimed, soonest first, at most the limit; the others
+// are left as they are.
+func TestStopExpired(t *testing.T) {
+	eachDB(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		mustTeam(t, s, "a")
+		for i, c := range []struct {
+			id        string
+			state     SandboxState
+			end       time.Duration // after base; 0 = never
+			autoPause bool
+		}{
+			{"s1", SandboxRunning, 2 * time.Minute, false},
+			{"s2", SandboxRunning, time.Minute, false},
+			{"s3", SandboxRunning, time.Minute, true},
+			{"s4", SandboxPaused, time.Minute, false},
+			{"s5", SandboxRunning, time.Hour, false},
+			{"s6", SandboxRunning, 0, false},
+		} {
+			sb := newSandbox(c.id, "a", i)
+			sb.State, sb.EndAt, sb.AutoPause = c.state, time.Time{}, c.autoPause
+			if c.end != 0 {
+				sb.EndAt = base.Add(c.end)
+			}
+			if err := s.CreateSandbox(ctx, sb); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before, _ := s.LookupSandbox(ctx, "s2")
+		now := base.Add(10 * time.Minute)
+		got, err := s.StopExpired(ctx, now, 1)
+		if err != nil || len(got) != 1 || got[0].ID != "s2" || got[0].State != SandboxStopped || got[0].Metadata["n"] != "1" ||
+			!got[0].UpdatedAt.After(before.UpdatedAt) {
+			t.Fatalf("first claim: %+v, %v; want s2, stopped, with its metadata", got, err)
+		}
+		if stored, _ := s.LookupSandbox(ctx, "s2"); !sameSandbox(stored, got[0]) {
+			t.Fatalf("stored\n%+v\nreturned\n%+v", stored, got[0])
+		}
+		got, err = s.StopExpired(ctx, now, 10)
+		if err != nil || !slices.Equal(ids(got), []string{"s1"}) {
+			t.Fatalf("second claim: %v, %v; want s1", ids(got), err)
+		}
+		if got, err := s.StopExpired(ctx, now, 10); err != nil || len(got) != 0 {
+			t.Fatalf("third claim: %v, %v; want none", ids(got), err)
+		}
+		for id, want := range map[string]SandboxState{"s3": SandboxRunning, "s4": SandboxPaused, "s5": SandboxRunning, "s6": SandboxRunning} {
+			if sb, _ := s.LookupSandbox(ctx, id); sb.State != want {
+				t.Errorf("%s: %s, want %s", id, sb.State, want)
+			}
+		}
+		if n, err := s.DeleteSandboxes(ctx, "s1", "s2", "nope"); err != nil || n != 2 {
+			t.Fatalf("delete: %d, %v; want 2", n, err)
+		}
+		if _, err := s.LookupSandbox(ctx, "s1"); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Fatalf("s1 after its delete: %v", err)
+		}
+		if n, err := s.DeleteSandboxes(ctx); err != nil || n != 0 {
+			t.Fatalf("delete of none: %d, %v", n, err)
+		}
+	})
+}
