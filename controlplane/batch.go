@@ -3,8 +3,8 @@ package controlplane
 import "time"
 
 const (
-	// maxBatch bounds what one write of a batch stores: events, audit
-	// entries.
+	// maxBatch bounds a batch: the events or audit entries one write
+	// stores, the timed-out sandboxes one claim takes.
 	maxBatch = 256
 	// batchLinger is how long after one batch began to be written the
 	// next may begin. Under load, what queues for the store waits up to

@@ -411,26 +411,48 @@ func (s *Server) deleteSandbox(w http.ResponseWriter, r *http.Request, key store
 // the record as it was before the kill was decided. A lost sandbox's
 // record goes whatever its host answers: see destroyLost.
 func (s *Server) destroy(ctx context.Context, sb store.Sandbox, reason string) error {
-	s.proxy.Evict(sb.ID) // here at once; the other replicas once the record is gone
-	if sb.State == store.SandboxLost {
-		s.destroyLost(ctx, sb)
-	} else {
-		h, err := s.agentHost(ctx, sb)
-		if err != nil {
-			return err
-		}
-		_, err = s.agents.For(h).DestroySandbox(ctx, connect.NewRequest(&hostagentv1.DestroySandboxRequest{SandboxId: sb.ID}))
-		if err = errdefs.FromConnect("agent destroy sandbox", err); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
-			return err
-		}
+	if err := s.destroyOnHost(ctx, sb); err != nil {
+		return err
 	}
 	if err := s.store.DeleteSandbox(ctx, sb.ID); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return fmt.Errorf("delete sandbox %s: %w", sb.ID, err)
 	}
-	s.evict(sb.ID)
-	s.emit(sb, store.EventKilled, reason)
-	s.log.Info("sandbox destroyed", "sandbox", sb.ID, "host", sb.HostID, "reason", reason)
+	s.destroyed(reason, sb)
 	return nil
+}
+
+// destroyOnHost is destroy's first half: the sandbox destroyed on its
+// agent (see destroy).
+func (s *Server) destroyOnHost(ctx context.Context, sb store.Sandbox) error {
+	s.proxy.Evict(sb.ID) // here at once; the other replicas once the record is gone
+	if sb.State == store.SandboxLost {
+		s.destroyLost(ctx, sb)
+		return nil
+	}
+	h, err := s.agentHost(ctx, sb)
+	if err != nil {
+		return err
+	}
+	_, err = s.agents.For(h).DestroySandbox(ctx, connect.NewRequest(&hostagentv1.DestroySandboxRequest{SandboxId: sb.ID}))
+	if err = errdefs.FromConnect("agent destroy sandbox", err); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// destroyed is destroy's last step, once the records of sbs are
+// deleted: the other replicas told (one notice), and each sandbox's
+// killed event emitted.
+func (s *Server) destroyed(reason string, sbs ...store.Sandbox) {
+	ids := make([]string, len(sbs))
+	for i, sb := range sbs {
+		ids[i] = sb.ID
+	}
+	s.evict(ids...)
+	for _, sb := range sbs {
+		s.emit(sb, store.EventKilled, reason)
+		s.log.Info("sandbox destroyed", "sandbox", sb.ID, "host", sb.HostID, "reason", reason)
+	}
 }
 
 // lostDestroyTimeout bounds the try to reach a lost sandbox's host: it is

@@ -532,15 +532,19 @@ func (s *Server) noticed(n store.Notice) {
 	s.cache.noticed(n)
 }
 
-// evict drops the proxy's route to sandbox id, here and on the other
-// replicas: call it once the store records that the sandbox is
-// destroyed, paused or moved (a store notice is a database round trip:
-// an eviction before the write stays local, s.proxy.Evict). A
-// replica that misses the notice finds the sandbox gone from its agent
-// on its next request.
-func (s *Server) evict(id string) {
-	s.proxy.Evict(id)
-	announce(context.Background(), s.store, s.log, store.Notice{Topic: topicSandbox, Key: id})
+// evict drops the proxy's routes to sandboxes ids, here and on the
+// other replicas (in one store notice): call it once the store records
+// that the sandboxes are destroyed, paused or moved (a store notice is
+// a database round trip: an eviction before the write stays local,
+// s.proxy.Evict). A replica that misses the notice finds the sandbox
+// gone from its agent on its next request.
+func (s *Server) evict(ids ...string) {
+	notices := make([]store.Notice, len(ids))
+	for i, id := range ids {
+		s.proxy.Evict(id)
+		notices[i] = store.Notice{Topic: topicSandbox, Key: id}
+	}
+	announce(context.Background(), s.store, s.log, notices...)
 }
 
 // lead runs the work that must run on one replica (the leader) until

@@ -100,15 +100,18 @@ func (c *cachedStore) changed(ctx context.Context, topic string) {
 // announceTimeout bounds telling the other replicas of a change.
 const announceTimeout = 5 * time.Second
 
-// announce tells the replicas sharing st of n, within announceTimeout
-// and whether or not ctx has ended. A failure is logged: a replica that
-// misses a notice finds out when its cache expires or its next request
-// fails.
-func announce(ctx context.Context, st store.Notices, log *slog.Logger, n store.Notice) {
+// announce tells the replicas sharing st of notices, within
+// announceTimeout and whether or not ctx has ended. A failure is logged:
+// a replica that misses a notice finds out when its cache expires or its
+// next request fails.
+func announce(ctx context.Context, st store.Notices, log *slog.Logger, notices ...store.Notice) {
+	if len(notices) == 0 {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), announceTimeout)
 	defer cancel()
-	if err := st.Announce(ctx, n); err != nil {
-		log.Warn("tell replicas of a change", "topic", n.Topic, "key", n.Key, "err", err)
+	if err := st.Announce(ctx, notices...); err != nil {
+		log.Warn("tell replicas of a change", "topic", notices[0].Topic, "key", notices[0].Key, "notices", len(notices), "err", err)
 	}
 }
 
