@@ -17,7 +17,7 @@ var errSkip = errors.New("sandbox changed; skipped")
 // first claimed in the store (still running, still expired), so a timeout
 // extended a moment ago wins.
 func (s *Server) enforceTimeouts(ctx context.Context) {
-	now := time.Now().UTC()
+	now := s.store.Now()
 	s.destroyExpired(ctx, now)
 	// What is left: those that pause, and any past destroyExpired's
 	// batch, one by one.

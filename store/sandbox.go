@@ -423,7 +423,7 @@ func (s *sqlStore) updateSandbox(ctx context.Context, id string, fn func(*Sandbo
 				return err
 			}
 		}
-		stamp(&sb, prev)
+		s.stamp(&sb, prev)
 		args, err := sandboxArgs(&sb)
 		if err != nil {
 			return err
@@ -477,7 +477,7 @@ func (s *sqlStore) updateSandboxIfSame(ctx context.Context, id string, fn func(*
 	if !maps.Equal(prev.Metadata, sb.Metadata) {
 		return Sandbox{}, errMetadataChanged
 	}
-	stamp(&sb, prev)
+	s.stamp(&sb, prev)
 	args, err := sandboxArgs(&sb)
 	if err != nil {
 		return Sandbox{}, err
@@ -523,7 +523,7 @@ func change(sb *Sandbox, fn func(*Sandbox) error) (prev Sandbox, err error) {
 // stamp sets what every write of a sandbox sets: UpdatedAt, later than
 // prev's even when the clock says otherwise (updateSandboxIfSame
 // compares it), and PausedAt.
-func stamp(sb *Sandbox, prev Sandbox) {
+func (s *sqlStore) stamp(sb *Sandbox, prev Sandbox) {
 	now := s.clock.Now()
 	if now.UnixNano() <= prev.UpdatedAt.UnixNano() {
 		now = time.Unix(0, prev.UpdatedAt.UnixNano()+1)
@@ -580,7 +580,7 @@ func (s *sqlStore) StopExpired(ctx context.Context, now time.Time, limit int) ([
 		updated_at = CASE WHEN updated_at < $2 THEN $2 ELSE updated_at + 1 END
 		WHERE id IN (SELECT id FROM sandboxes WHERE `+expired+` ORDER BY end_at, id LIMIT `+strconv.Itoa(max(limit, 1))+s.d.forUpdate+`)
 		AND `+expired+`
-		RETURNING `+sandboxColumns+`, `+s.d.metadata, now.UnixNano(), time.Now().UnixNano())
+		RETURNING `+sandboxColumns+`, `+s.d.metadata, now.UnixNano(), s.clock.Now().UnixNano())
 	if err != nil {
 		return nil, fmt.Errorf("stop expired sandboxes: %w", err)
 	}
