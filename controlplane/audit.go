@@ -138,11 +138,10 @@ func (a *auditWriter) add(e store.AuditEntry) {
 
 func (a *auditWriter) run() {
 	defer close(a.done)
-	var began time.Time // when the last batch began to be written
+	// No lingering: an operator who acts and then reads the audit log
+	// must find the act there. What queued meanwhile shares the write.
 	for e := range a.q {
-		batch := gather(a.q, e, batchLinger-time.Since(began))
-		began = time.Now()
-		a.write(batch)
+		a.write(gather(a.q, e, 0))
 	}
 }
 

@@ -10,8 +10,8 @@ const (
 	// next may begin. Under load, what queues for the store waits up to
 	// that long to share a write, whose statements are as many for a
 	// batch as for one; the first after a quiet spell is written at
-	// once. Readers (SSE streams, webhooks, the audit log) see it up to
-	// that much later.
+	// once. Readers (SSE streams, webhooks) see it up to that much
+	// later. The audit log does not linger (audit.go).
 	batchLinger = 50 * time.Millisecond
 )
 
