@@ -100,6 +100,26 @@ type Forker interface {
 	Fork(ctx context.Context, spec Spec, dir string) (Instance, error)
 }
 
+// Mover is implemented by drivers whose hibernated sandboxes can move
+// to another host: the sandbox is written out as a directory that the
+// driver on the other host takes in as a hibernated sandbox of its own,
+// which its Restore then resumes on that host's network (the sandbox's
+// address changes; its processes, files and boot go on). The directory
+// is self-contained: the template's tree is all the importing host must
+// have as well.
+type Mover interface {
+	// Export writes hibernated sandbox id into dir (a directory the call
+	// creates; it must not exist). The sandbox stays hibernated here and
+	// unchanged; dir shares its files by hard links where it can, so it
+	// costs no copy of the disk. It wraps errdefs.ErrConflict when the
+	// sandbox is not hibernated.
+	Export(ctx context.Context, id, dir string) error
+	// Import makes spec's sandbox, hibernated, from the export in dir,
+	// and returns its driver state for Restore. spec gives its ID, state
+	// directory, template tree and network; dir is only read.
+	Import(ctx context.Context, spec Spec, dir string) (DriverState, error)
+}
+
 // Halter is implemented by drivers that can end a sandbox's processes and
 // keep its disk, and boot it afresh from that disk later (E2B's
 // filesystem-only pause, keepMemory: false). Calls for one sandbox are

@@ -19,6 +19,7 @@ import (
 	"roost.dev/roost/runtime"
 	"roost.dev/roost/runtime/handles"
 	"roost.dev/roost/runtime/proc"
+	"roost.dev/roost/wire"
 )
 
 // A capture (runtime.Forker) is CRIU's dump of a running sandbox, taken
@@ -53,6 +54,10 @@ type captureInfo struct {
 	// BootID says whether the sandbox had a boot id of its own, as the
 	// images' mounts do.
 	BootID bool `json:"bootId"`
+	// Boot is that boot id itself in an export (a moved sandbox goes on
+	// with its boot); a capture for forks leaves it empty, as each fork
+	// gets its own.
+	Boot string `json:"boot,omitempty"`
 	// Address is the captured sandbox's address, which the connections it
 	// had then (envd's clients) are bound to.
 	Address string `json:"address,omitempty"`
@@ -188,13 +193,6 @@ func (d *Driver) Fork(ctx context.Context, spec runtime.Spec, dir string) (runti
 	if err != nil {
 		return runtime.Instance{}, fmt.Errorf("fork into sandbox %s: %w", spec.ID, err)
 	}
-	if a, err := netip.ParseAddr(info.Address); err == nil && a != spec.Network.Address.Addr() {
-		giveBack, err := lendAddress(spec.Network.Netns, a)
-		if err != nil {
-			return runtime.Instance{}, fmt.Errorf("fork into sandbox %s: %w", spec.ID, err)
-		}
-		defer giveBack()
-	}
 	log := d.log.With("sandbox", spec.ID)
 	inst, err := d.restoreInto(ctx, r, criu, spec, rec, log)
 	if err != nil {
@@ -208,10 +206,22 @@ func (d *Driver) Fork(ctx context.Context, spec runtime.Spec, dir string) (runti
 	return inst, nil
 }
 
-// lendAddress puts addr, the captured sandbox's address, on the loopback
-// of the fork's network namespace netns while CRIU restores: the
-// connections the sandbox had come back closed (--tcp-close), but bound
-// to their address, which must be there. The returned func takes it back.
+// lendFormerAddress puts rec's former address (its EnvdAddr's: a
+// captured or moved sandbox's) on the loopback of spec's network
+// namespace while CRIU restores rec there, when spec's address is
+// another: the connections the sandbox had come back closed
+// (--tcp-close), but bound to their address, which must be there. The
+// returned func takes it back.
+func lendFormerAddress(spec runtime.Spec, rec record) (func(), error) {
+	ap, err := netip.ParseAddrPort(rec.EnvdAddr)
+	if err != nil || ap.Addr() == spec.Network.Address.Addr() {
+		return func() {}, nil
+	}
+	return lendAddress(spec.Network.Netns, ap.Addr())
+}
+
+// lendAddress puts addr on the loopback of network namespace netns; the
+// returned func takes it back.
 func lendAddress(netns string, addr netip.Addr) (func(), error) {
 	onLoopback := func(change func(netlink.Link, *netlink.Addr) error) error {
 		return proc.InNetns(netns, func() error {
@@ -287,6 +297,9 @@ func (d *Driver) forkRecord(r *handles.Reservation[handle], spec runtime.Spec, d
 	}
 	r.OnFail(func() { os.RemoveAll(hib.Images) })
 	rec := record{ID: spec.ID, StateDir: spec.StateDir, IDs: ids, Layers: layers, Hibernation: &hib, Started: time.Now().UTC()}
+	if a, err := netip.ParseAddr(info.Address); err == nil {
+		rec.EnvdAddr = netip.AddrPortFrom(a, wire.EnvdPort).String()
+	}
 	if info.BootID {
 		if rec.BootID, err = newBootID(); err != nil {
 			return record{}, err

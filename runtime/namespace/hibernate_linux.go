@@ -422,10 +422,16 @@ func (d *Driver) Restore(ctx context.Context, spec runtime.Spec, st runtime.Driv
 }
 
 // restoreInto restores the processes of rec (whose Hibernation names the
-// images) as the sandbox spec, and publishes it through r running; it
-// removes the images once they are no longer needed.
+// images) as the sandbox spec, on spec's network even where rec had
+// another address, and publishes it through r running; it removes the
+// images once they are no longer needed.
 func (d *Driver) restoreInto(ctx context.Context, r *handles.Reservation[handle], criu string, spec runtime.Spec, rec record, log *slog.Logger) (runtime.Instance, error) {
+	giveBack, err := lendFormerAddress(spec, rec)
+	if err != nil {
+		return runtime.Instance{}, err
+	}
 	p, group, err := d.restoreProcs(ctx, r, criu, spec, rec)
+	giveBack()
 	if err != nil {
 		return runtime.Instance{}, err
 	}

@@ -71,6 +71,7 @@ func Run(t *testing.T, newRT NewRuntime, net *network.Manager) {
 	t.Run("Prune", func(t *testing.T) { prune(t, rt, newRT, net) })
 	t.Run("SnapshotRestore", func(t *testing.T) { snapshotRestore(t, rt, newRT, net) })
 	t.Run("CaptureFork", func(t *testing.T) { captureFork(t, rt, net) })
+	t.Run("Move", func(t *testing.T) { move(t, rt, newRT, net) })
 }
 
 // waitConsole waits for text in the sandbox's console log (a VM's serial
