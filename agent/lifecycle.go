@@ -180,8 +180,13 @@ func (m *Manager) teardownLocked(ctx context.Context, sb *sandbox, rec record, r
 	if err := rt.Destroy(ctx, rec.key()); err != nil && !errGone(err) {
 		return fail(rt.Name()+" runtime", err)
 	}
-	if err := m.net.Teardown(ctx, rec.key(), rec.Slot); err != nil {
-		return fail("network", err)
+	// A hibernated sandbox without a network namespace gave it up when it
+	// was exported (move.go): one of that name may be the importing
+	// host's, where several agents share a machine.
+	if !rec.Hibernated || rec.Spec.Network.Netns != "" {
+		if err := m.net.Teardown(ctx, rec.key(), rec.Slot); err != nil {
+			return fail("network", err)
+		}
 	}
 	// The slot is free once nothing of the sandbox uses its address.
 	m.net.Release(rec.Slot)
@@ -254,6 +259,9 @@ func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration, 
 		if err == nil {
 			err = fmt.Errorf("sandbox is %s, not paused: %w", rec.State, errdefs.ErrConflict)
 		}
+		return Sandbox{}, fmt.Errorf("resume sandbox %s: %w", id, err)
+	}
+	if err := m.checkNotMoving(rec); err != nil {
 		return Sandbox{}, fmt.Errorf("resume sandbox %s: %w", id, err)
 	}
 	if rec.Halted && auto {

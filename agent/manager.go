@@ -257,6 +257,9 @@ func New(ctx context.Context, cfg Config, rt runtime.Runtime, nw *network.Manage
 	if err := os.RemoveAll(m.forksDir()); err != nil {
 		log.Warn("captures of forks left behind", "dir", m.forksDir(), "err", err)
 	}
+	if err := os.RemoveAll(m.movesDir()); err != nil {
+		log.Warn("moves' exports left behind", "dir", m.movesDir(), "err", err)
+	}
 	m.wg.Go(m.reapLoop)
 	if len(cfg.WarmPools) > 0 {
 		m.pools = newPools(m, cfg.WarmPools, cfg.WarmPoolMemoryMB)

@@ -77,6 +77,10 @@ type record struct {
 	// PauseNote says why a sandbox E2B's pause was to hibernate is frozen
 	// instead (PauseToDisk); cleared when it resumes.
 	PauseNote string `json:"pauseNote,omitempty"`
+	// MovedOut is when the sandbox's export to another host was sent
+	// (move.go): until the move is cancelled, or moveHold has passed, it
+	// does not resume here.
+	MovedOut time.Time `json:"movedOut,omitzero"`
 	// EnvVars are the sandbox's own env vars as created, which a sandbox
 	// booted afresh gets again (and a snapshot of it keeps).
 	EnvVars      map[string]string `json:"envVars,omitempty"`

@@ -61,6 +61,11 @@ func newServer(svc hostagentv1connect.HostAgentServiceHandler, res resolver, cfg
 	if v, ok := res.(volumeServer); ok {
 		mux.HandleFunc("/volumecontent/{id}/{op}", v.volumeContent)
 	}
+	if m, ok := res.(moveServer); ok {
+		mux.HandleFunc("GET "+wire.MovePath+"{id}", m.serveExport)
+		mux.HandleFunc("PUT "+wire.MovePath+"{id}", m.serveImport)
+		mux.HandleFunc("DELETE "+wire.MovePath+"{id}", m.serveCancelMove)
+	}
 	s.handler = s.authorize(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Proxied paths bypass the mux, which would clean them ("//",
 		// "..") and so change what the sandbox's server receives.

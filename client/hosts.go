@@ -29,11 +29,14 @@ type Host struct {
 }
 
 // Drain is what a drain did: the host, cordoned, and its sandboxes
-// paused, or not and why.
+// paused, or not and why; then its paused sandboxes moved to another
+// host, or kept and why.
 type Drain struct {
 	Host   Host              `json:"host"`
 	Paused []string          `json:"paused"`
 	Failed map[string]string `json:"failed"`
+	Moved  map[string]string `json:"moved"` // sandbox → its new host
+	Kept   map[string]string `json:"kept"`  // sandbox → why it stays
 }
 
 // Hosts lists the hosts.
@@ -55,7 +58,8 @@ func (c *Client) CordonHost(ctx context.Context, id string, cordoned bool) (Host
 	return h, err
 }
 
-// DrainHost cordons a host and pauses its running sandboxes (the
+// DrainHost cordons a host, pauses its running sandboxes and moves the
+// hibernated ones to other hosts (the
 // operator's).
 func (c *Client) DrainHost(ctx context.Context, id string) (Drain, error) {
 	var d Drain

@@ -12,11 +12,11 @@ import (
 
 // The operator's host operations: cordon (no new sandboxes), drain
 // (cordon, then pause every running sandbox of the host, memory kept
-// where its runtime can), and removal of a cordoned host that holds no
-// sandbox. Hibernated sandboxes stay on their host: their disks are
-// host-local.
+// where its runtime can, and move those it hibernated to other hosts,
+// move.go), and removal of a cordoned host that holds no sandbox.
 
-// drainParallel is how many of a host's sandboxes a drain pauses at once.
+// drainParallel is how many of a host's sandboxes a drain pauses, or
+// moves, at once.
 const drainParallel = 4
 
 // drainJSON is the answer of POST /v1/hosts/{id}/drain.
@@ -24,6 +24,11 @@ type drainJSON struct {
 	Host   hostJSON          `json:"host"`
 	Paused []string          `json:"paused"`
 	Failed map[string]string `json:"failed,omitempty"` // sandbox → why
+	// Moved are the paused sandboxes now on another host (sandbox → host).
+	Moved map[string]string `json:"moved,omitempty"`
+	// Kept are the paused sandboxes that stay (sandbox → why: frozen in
+	// memory, volumes, no other host with room).
+	Kept map[string]string `json:"kept,omitempty"`
 }
 
 func (s *Server) hostRoutes(admin func(pattern, action string, h adminHandler)) {
@@ -82,34 +87,76 @@ func (s *Server) drainHost(w http.ResponseWriter, r *http.Request, _ store.Admin
 	}
 	out := drainJSON{Paused: []string{}}
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	slots := make(chan struct{}, drainParallel)
-	for _, sb := range running {
-		slots <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			pctx, cancel := opContext(context.WithoutCancel(ctx))
-			defer cancel()
-			err := s.pause(pctx, sb, true, reasonAdmin)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if out.Failed == nil {
-					out.Failed = map[string]string{}
-				}
-				out.Failed[sb.ID] = err.Error()
-				return
-			}
-			out.Paused = append(out.Paused, sb.ID)
-		})
+	inParallel(running, func(sb store.Sandbox) {
+		pctx, cancel := opContext(context.WithoutCancel(ctx))
+		defer cancel()
+		err := s.pause(pctx, sb, true, reasonAdmin)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			out.Failed = setWhy(out.Failed, sb.ID, err.Error())
+			return
+		}
+		out.Paused = append(out.Paused, sb.ID)
+	})
+	if err := s.moveAway(ctx, h, &out); err != nil {
+		s.fail(w, r, "drain host", err)
+		return
 	}
-	wg.Wait()
 	if out.Host, err = s.hostView(ctx, h); err != nil {
 		s.fail(w, r, "drain host", err)
 		return
 	}
-	s.log.Info("host drained", "host", id, "paused", len(out.Paused), "failed", len(out.Failed))
+	s.log.Info("host drained", "host", id, "paused", len(out.Paused), "failed", len(out.Failed), "moved", len(out.Moved), "kept", len(out.Kept))
 	writeJSON(w, http.StatusOK, out)
+}
+
+// moveAway moves the paused sandboxes of host h to other hosts, noting
+// each in out: moved, or kept and why.
+func (s *Server) moveAway(ctx context.Context, h store.Host, out *drainJSON) error {
+	var paused []store.Sandbox
+	err := s.eachPage(ctx, store.SandboxFilter{HostID: h.ID, States: []store.SandboxState{store.SandboxPaused}}, func(page []store.Sandbox) {
+		paused = append(paused, page...)
+	})
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	inParallel(paused, func(sb store.Sandbox) {
+		to, err := s.move(ctx, sb, h)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			out.Kept = setWhy(out.Kept, sb.ID, err.Error())
+			return
+		}
+		out.Moved = setWhy(out.Moved, sb.ID, to.ID)
+	})
+	return nil
+}
+
+// inParallel calls fn with each of sbs, drainParallel at once, and
+// returns when all have returned.
+func inParallel(sbs []store.Sandbox, fn func(store.Sandbox)) {
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, drainParallel)
+	for _, sb := range sbs {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			fn(sb)
+		})
+	}
+	wg.Wait()
+}
+
+// setWhy sets m[id] = why, making m when it is nil.
+func setWhy(m map[string]string, id, why string) map[string]string {
+	if m == nil {
+		m = map[string]string{}
+	}
+	m[id] = why
+	return m
 }
 
 // deleteHost is DELETE /v1/hosts/{id}: a cordoned host that holds no

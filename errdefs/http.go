@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"strings"
 )
 
 // HTTPStatus is the HTTP status of err's category; an error of no category
@@ -51,4 +54,30 @@ func WriteHTTP(w http.ResponseWriter, status int, msg string) {
 type Body struct {
 	Code    int    `json:"code"`
 	Message string `json:"message"`
+}
+
+// FromHTTP is the error of an answer of status (not 2xx) whose message is
+// msg, in the category HTTPStatus maps to status: the other way round,
+// for a caller of roost's own HTTP routes.
+func FromHTTP(status int, msg string) error {
+	for _, e := range []error{ErrNotFound, ErrConflict, ErrInvalid, ErrUnauthenticated, ErrPermissionDenied,
+		ErrExhausted, ErrUnsupported, ErrUnreachable, ErrTimeout, ErrUnavailable} {
+		if HTTPStatus(e) == status {
+			return fmt.Errorf("%s: %w", msg, e)
+		}
+	}
+	return fmt.Errorf("%s (HTTP %d)", msg, status)
+}
+
+// ReadHTTPError is the error of resp, an answer that is not 2xx: its
+// body's message (E2B's error body, or the body's text) in its status's
+// category. It reads the body, not closing it.
+func ReadHTTPError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var body Body
+	msg := strings.TrimSpace(string(b))
+	if json.Unmarshal(b, &body) == nil && body.Message != "" {
+		msg = body.Message
+	}
+	return FromHTTP(resp.StatusCode, msg)
 }

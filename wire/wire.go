@@ -45,6 +45,11 @@ const (
 	ProxyErrorDial   = "dial"
 )
 
+// MovePath is an agent's route for moving a hibernated sandbox between
+// hosts, followed by the sandbox's ID: GET exports it (a tar stream), PUT
+// imports such a stream, DELETE cancels a move whose export was sent.
+const MovePath = "/moves/"
+
 // ProxyPrefix starts every proxied path, on the control plane and on an
 // agent: /proxy/{sandboxID}/{port}/{rest...}.
 const ProxyPrefix = "/proxy/"

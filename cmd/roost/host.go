@@ -3,8 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"maps"
 	"slices"
-	"sort"
 	"text/tabwriter"
 	"time"
 
@@ -22,9 +23,9 @@ func newHostCmd() *cobra.Command {
 ($` + adminTokenEnv + `, else /var/lib/roost/` + adminTokenFile + `). The API is at $` + apiURLEnv + `.
 
 A cordoned host takes no new sandboxes and keeps those it has. drain cordons
-a host and pauses every running sandbox on it, memory kept where its runtime
-can; paused sandboxes stay on the host, whose disks they use. rm removes a
-cordoned host that holds no sandbox; its agent is refused from then on.`,
+a host, pauses every running sandbox on it, memory kept where its runtime
+can, and moves the hibernated ones to other hosts of its runtime. rm removes
+a cordoned host that holds no sandbox; its agent is refused from then on.`,
 	}
 	cmd.PersistentFlags().BoolVar(&asJSON, "json", false, "print JSON for scripts instead of tables")
 	list := &cobra.Command{
@@ -70,10 +71,14 @@ cordoned host that holds no sandbox; its agent is refused from then on.`,
 	}
 	var wait time.Duration
 	drain := &cobra.Command{
-		Use: "drain ID", Short: "Cordon a host and pause its running sandboxes", Args: cobra.ExactArgs(1),
+		Use: "drain ID", Short: "Cordon a host, pause its sandboxes and move them to other hosts", Args: cobra.ExactArgs(1),
 		Long: `Cordon a host and pause its running sandboxes, memory kept where its runtime
-can. With --wait, then wait until nothing runs on the host: the sandboxes
-that could not be paused end (killed, or by their timeout) or are paused.`,
+can (hibernated). Then move every hibernated sandbox to another host of the
+same runtime with room: it keeps its ID, files, processes and tokens, and
+resumes there. Sandboxes frozen in memory, with volumes, or with nowhere to
+go stay, paused, and resume on this host. With --wait, then wait until
+nothing runs on the host: the sandboxes that could not be paused end
+(killed, or by their timeout) or are paused.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := operatorClient()
 			if err != nil {
@@ -83,15 +88,12 @@ that could not be paused end (killed, or by their timeout) or are paused.`,
 			if err != nil || asJSON {
 				return orJSON(cmd.OutOrStdout(), d, err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "host %s cordoned: %d sandboxes paused, %d failed\n", d.Host.ID, len(d.Paused), len(d.Failed))
-			ids := make([]string, 0, len(d.Failed))
-			for id := range d.Failed {
-				ids = append(ids, id)
-			}
-			sort.Strings(ids)
-			for _, id := range ids {
-				fmt.Fprintf(cmd.OutOrStdout(), "  %s: %s\n", id, d.Failed[id])
-			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "host %s cordoned: %d sandboxes paused, %d failed; %d moved to other hosts, %d kept\n",
+				d.Host.ID, len(d.Paused), len(d.Failed), len(d.Moved), len(d.Kept))
+			printEach(out, "  %s failed: %s\n", d.Failed)
+			printEach(out, "  %s moved to host %s\n", d.Moved)
+			printEach(out, "  %s kept: %s\n", d.Kept)
 			if wait > 0 {
 				return waitDrained(cmd, c, d.Host, wait)
 			}
@@ -152,5 +154,13 @@ func waitDrained(cmd *cobra.Command, c *client.Client, h client.Host, wait time.
 			return fmt.Errorf("host %s was removed while draining", h.ID)
 		}
 		h = hosts[i]
+	}
+}
+
+// printEach prints each sandbox of m, in order, with what m says of it,
+// by format (the sandbox, then its value).
+func printEach(w io.Writer, format string, m map[string]string) {
+	for _, id := range slices.Sorted(maps.Keys(m)) {
+		fmt.Fprintf(w, format, id, m[id])
 	}
 }
