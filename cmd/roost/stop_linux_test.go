@@ -16,7 +16,8 @@ import (
 // and an exec request in flight. The terminal's WebSocket is closed with
 // 1001 (going away), not dropped; the exec finishes and is answered; the
 // server exits by itself. A server started again on the same data
-// reattaches to the terminal, which ran on.
+// reattaches to the terminal, which ran on; `roost shell`'s terminal (a
+// stream, not a WebSocket) attaches again by itself and goes on.
 func TestServerGracefulStop(t *testing.T) {
 	_, bin, work := processTest(t, "a server, an agent and a sandbox", "roost-stop.")
 
@@ -36,6 +37,8 @@ func TestServerGracefulStop(t *testing.T) {
 	apiCall(t, "POST", api+"/v2/sandboxes", key, `{"templateID":"base","timeout":600}`, http.StatusCreated, &sb)
 	term := openTerminal(t, api, key, sb.ID)
 	defer term.ws.CloseNow()
+	shell := startShell(t, api, key, sb.ID)
+	shell.echo(t, "before", 30*time.Second)
 
 	type answer struct {
 		status int
@@ -83,6 +86,8 @@ func TestServerGracefulStop(t *testing.T) {
 	server = start(t, work, "server-again", []string{"ROOST_API_KEY=" + key}, bin, serverArgs...)
 	waitHTTP(t, server, api+"/health")
 	term.reattach(t, api, key)
+	shell.echo(t, "after", 30*time.Second) // its stream broke; it attached again
+	shell.end(t)
 	apiCall(t, "DELETE", api+"/sandboxes/"+sb.ID, key, "", http.StatusNoContent, nil)
 	wantNoLeftovers(t, []string{sb.ID}, agentDir)
 }
