@@ -35,6 +35,7 @@ var allowed = map[string][]string{
 	module + "/bufpool":    {},
 	module + "/atomicfile": {},
 	module + "/mountinfo":  {},
+	module + "/sparse":     {},
 	// The web dashboard's files, embedded: it knows nothing of roost's
 	// Go code (it is a client of the public API, in TypeScript).
 	module + "/dashboard": {},
@@ -83,7 +84,7 @@ var allowed = map[string][]string{
 	module + "/metrichistory": {module + "/errdefs"},
 
 	module + "/agent/...": {module + "/agent/...", module + "/runtime", module + "/errdefs", module + "/wire", module + "/proxy", module + "/bufpool", module + "/atomicfile", module + "/network/...",
-		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/...", module + "/tlscert", module + "/metrichistory"},
+		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/...", module + "/tlscert", module + "/metrichistory", module + "/sparse"},
 	// The control plane's sandbox proxy talks to agents over HTTP only:
 	// no agent, driver or control-plane code, just the error categories.
 	module + "/proxy/...": {module + "/proxy/...", module + "/errdefs", module + "/wire", module + "/bufpool"},
@@ -97,18 +98,18 @@ var allowed = map[string][]string{
 	// The runtime interfaces and their drivers (and the drivers' test
 	// helpers): never the agent or the control plane.
 	module + "/runtime/...": {module + "/runtime/...", module + "/errdefs", module + "/wire", module + "/atomicfile", module + "/cgroup/...", module + "/network/...",
-		module + "/template/...", module + "/mountinfo", module + "/gen/..."},
+		module + "/template/...", module + "/mountinfo", module + "/gen/...", module + "/sparse"},
 	// Flags and wiring only: it may assemble everything host-side, but
 	// nothing that runs inside a sandbox.
 	module + "/cmd/roost": {module + "/dashboard", module + "/agent/...", module + "/runtime/...", module + "/network/...",
 		module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/gen/...",
 		module + "/client", module + "/controlplane", module + "/store", module + "/proxy", module + "/bufpool", module + "/atomicfile",
-		module + "/tlscert", module + "/errdefs", module + "/wire", module + "/metrichistory"},
+		module + "/tlscert", module + "/errdefs", module + "/wire", module + "/metrichistory", module + "/sparse"},
 	// The whole host-side stack, in process, for end-to-end tests; the
 	// in-sandbox programs only as binaries.
 	module + "/testenv": {module + "/dashboard", module + "/agent/...", module + "/controlplane", module + "/proxy", module + "/store/...", module + "/runtime/...",
 		module + "/network/...", module + "/template/...", module + "/cgroup/...", module + "/mountinfo", module + "/bufpool", module + "/atomicfile",
-		module + "/errdefs", module + "/wire", module + "/gen/...", module + "/tlscert", module + "/metrichistory"},
+		module + "/errdefs", module + "/wire", module + "/gen/...", module + "/tlscert", module + "/metrichistory", module + "/sparse"},
 }
 
 // external lists, for the packages that must stay small or run inside

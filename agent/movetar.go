@@ -12,9 +12,8 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"roost.dev/roost/errdefs"
+	"roost.dev/roost/sparse"
 )
 
 // A move's stream is a tar (PAX): the sandbox's record (moveRecordName),
@@ -107,15 +106,15 @@ func writeSparse(tw *tar.Writer, name, p string) error {
 	if err != nil {
 		return err
 	}
-	exts, err := dataExtents(f, st.Size())
+	exts, err := sparse.Extents(f, st.Size())
 	if err != nil {
-		return fmt.Errorf("%s: %w", name, err)
+		return err
 	}
 	var list []string
 	var total int64
 	for _, e := range exts {
-		list = append(list, strconv.FormatInt(e[0], 10)+":"+strconv.FormatInt(e[1], 10))
-		total += e[1]
+		list = append(list, strconv.FormatInt(e.Off, 10)+":"+strconv.FormatInt(e.Len, 10))
+		total += e.Len
 	}
 	h := &tar.Header{
 		Name: name, Mode: int64(st.Mode().Perm()), Size: total, Typeflag: tar.TypeReg, Format: tar.FormatPAX,
@@ -125,34 +124,11 @@ func writeSparse(tw *tar.Writer, name, p string) error {
 		return err
 	}
 	for _, e := range exts {
-		if _, err := io.Copy(tw, io.NewSectionReader(f, e[0], e[1])); err != nil {
+		if _, err := io.Copy(tw, io.NewSectionReader(f, e.Off, e.Len)); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
 	return nil
-}
-
-// dataExtents lists f's data as (offset, length) pairs, holes left out;
-// a filesystem that cannot tell holes gives one extent of it all.
-func dataExtents(f *os.File, size int64) ([][2]int64, error) {
-	var out [][2]int64
-	fd := int(f.Fd())
-	for off := int64(0); off < size; {
-		start, err := unix.Seek(fd, off, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) { // no data past off
-			break
-		}
-		if err != nil {
-			return [][2]int64{{0, size}}, nil
-		}
-		end, err := unix.Seek(fd, start, unix.SEEK_HOLE)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, [2]int64{start, end - start})
-		off = end
-	}
-	return out, nil
 }
 
 // readMove reads a move's stream from r: the record, and the export into

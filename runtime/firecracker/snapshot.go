@@ -9,9 +9,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"golang.org/x/sys/unix"
-
 	"roost.dev/roost/runtime/microvm"
+	"roost.dev/roost/sparse"
 )
 
 // Snapshot implements microvm.VMM: it pauses the VM and has Firecracker
@@ -142,26 +141,16 @@ func mergeDiff(diff, base string) error {
 		out.Close()
 		return err
 	}
-	var off int64
-	for off < st.Size() {
-		data, err := unix.Seek(int(in.Fd()), off, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			break // no data after off
-		}
-		if err != nil {
-			out.Close()
-			return fmt.Errorf("seek data: %w", err)
-		}
-		hole, err := unix.Seek(int(in.Fd()), data, unix.SEEK_HOLE)
-		if err != nil {
-			out.Close()
-			return fmt.Errorf("seek hole: %w", err)
-		}
-		if _, err := io.Copy(io.NewOffsetWriter(out, data), io.NewSectionReader(in, data, hole-data)); err != nil {
+	exts, err := sparse.Extents(in, st.Size())
+	if err != nil {
+		out.Close()
+		return err
+	}
+	for _, e := range exts {
+		if _, err := io.Copy(io.NewOffsetWriter(out, e.Off), io.NewSectionReader(in, e.Off, e.Len)); err != nil {
 			out.Close()
 			return err
 		}
-		off = hole
 	}
 	if err := out.Sync(); err != nil {
 		out.Close()

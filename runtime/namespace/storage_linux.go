@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 	"roost.dev/roost/mountinfo"
+	"roost.dev/roost/sparse"
 )
 
 // mountLower makes the template tree at rootfs visible at target through
@@ -117,23 +118,14 @@ func copySparse(dst, src string) (err error) {
 	if err := out.Truncate(st.Size()); err != nil {
 		return err
 	}
-	rfd := int(in.Fd())
-	for off := int64(0); off < st.Size(); {
-		data, err := unix.Seek(rfd, off, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			return nil // only a hole is left
-		}
-		if err != nil {
+	exts, err := sparse.Extents(in, st.Size())
+	if err != nil {
+		return err
+	}
+	for _, e := range exts {
+		if err := copyRange(out, in, e.Off, e.Off+e.Len); err != nil {
 			return err
 		}
-		hole, err := unix.Seek(rfd, data, unix.SEEK_HOLE)
-		if err != nil {
-			return err
-		}
-		if err := copyRange(out, in, data, hole); err != nil {
-			return err
-		}
-		off = hole
 	}
 	return nil
 }
