@@ -29,6 +29,11 @@
 // namespace runtime, never listed, removed when their step ends or at the
 // next start-up), and pushes the result's blobs to the control plane.
 //
+// Moves (move.go): a hibernated sandbox is exported as a tar stream
+// (GET /moves/{id}: its record, its template, the runtime's export) and
+// imported by another host's agent (PUT), hibernated there on a slot of
+// its own; the control plane relays the stream and decides the order.
+//
 // Its metrics (prometheus.go: create latency, template pulls, and read at
 // each scrape the host's capacity and sandboxes) go in Config.Registerer;
 // it does not serve them (cmd/roost does, on --metrics-listen). Apart

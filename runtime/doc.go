@@ -1,7 +1,7 @@
 // Package runtime defines the contract between the host agent's sandbox
 // manager and the drivers that isolate sandboxes (namespace, qemu,
 // firecracker): the Runtime interface, the optional abilities a driver may
-// have (Pauser, Snapshotter, Forker), and the value types that cross the boundary,
+// have (Pauser, Snapshotter, Forker, Mover, Halter), and the value types that cross the boundary,
 // among them DriverState: a driver's saved state of a sandbox, which the
 // manager keeps in its own record and hands back when it recovers.
 //

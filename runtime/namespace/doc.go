@@ -52,6 +52,12 @@
 // and the template, linked, not copied, and idmapped from the source's
 // range to the fork's (layers_linux.go).
 //
+// A move (Export, Import; move_linux.go) is a fork of a hibernated
+// sandbox on another host: the export is a capture's layout of its
+// hibernation (links, no copy) with the executables its processes held,
+// and the import keeps its ID and boot id and stays hibernated; Restore
+// then lends its former address to its new network while CRIU runs.
+//
 // Halting (Halt, Boot; halt_linux.go: E2B's filesystem-only pause)
 // frees what hibernation frees without writing the processes down: only
 // the disk image stays, and Boot starts the sandbox from it as Create
