@@ -56,7 +56,11 @@ func NewService(m *Manager) hostagentv1connect.HostAgentServiceHandler {
 func newServer(svc hostagentv1connect.HostAgentServiceHandler, res resolver, cfg ServerConfig, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, log: log, proxy: newProxy(res, log.With("component", "proxy"))}
 	mux := http.NewServeMux()
-	mux.Handle(hostagentv1connect.NewHostAgentServiceHandler(svc))
+	// Answers go uncompressed even to a control plane that asks for
+	// gzip (older ones do): a listing of a thousand sandboxes costs the
+	// agent, and the control plane, more CPU to pack and unpack than its
+	// bytes cost a data centre's network.
+	mux.Handle(hostagentv1connect.NewHostAgentServiceHandler(svc, connect.WithCompression("gzip", nil, nil)))
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	if v, ok := res.(volumeServer); ok {
 		mux.HandleFunc("/volumecontent/{id}/{op}", v.volumeContent)

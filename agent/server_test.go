@@ -4,14 +4,21 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
 
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+
 	"roost.dev/roost/errdefs"
+	hostagentv1 "roost.dev/roost/gen/roost/hostagent/v1"
 	"roost.dev/roost/gen/roost/hostagent/v1/hostagentv1connect"
 )
 
@@ -82,5 +89,52 @@ func TestLineLogger(t *testing.T) {
 	want := []string{`"I: Retrieving Release"`, `"I: Validating"`, `"last line without newline"`}
 	if !slices.Equal(lines, want) {
 		t.Errorf("logged %q, want %q", lines, want)
+	}
+}
+
+// listingService lists many sandboxes: an answer large enough that
+// Connect would compress it for a client that asks.
+type listingService struct {
+	hostagentv1connect.UnimplementedHostAgentServiceHandler
+}
+
+func (listingService) ListSandboxes(context.Context, *connect.Request[hostagentv1.ListSandboxesRequest]) (*connect.Response[hostagentv1.ListSandboxesResponse], error) {
+	out := &hostagentv1.ListSandboxesResponse{}
+	for i := range 1000 {
+		out.Sandboxes = append(out.Sandboxes, &hostagentv1.Sandbox{SandboxId: fmt.Sprintf("sb%04d", i), Template: "base"})
+	}
+	return connect.NewResponse(out), nil
+}
+
+// TestServerUncompressed: the agent answers uncompressed even when the
+// control plane asks for gzip, as older control planes do (the agent
+// link's listings cost more CPU packed than their bytes cost the
+// network).
+func TestServerUncompressed(t *testing.T) {
+	s := newServer(listingService{}, testResolver, ServerConfig{Token: "secret"}, testLogger(t))
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	req, err := http.NewRequest("POST", srv.URL+hostagentv1connect.HostAgentServiceListSandboxesProcedure, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/proto")
+	req.Header.Set("Accept-Encoding", "gzip")
+	req.Header.Set("Authorization", "Bearer secret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: %s", resp.Status, body)
+	}
+	if enc := resp.Header.Get("Content-Encoding"); enc != "" {
+		t.Errorf("answer's Content-Encoding %q, want none", enc)
+	}
+	var got hostagentv1.ListSandboxesResponse
+	if err := proto.Unmarshal(body, &got); err != nil || len(got.GetSandboxes()) != 1000 {
+		t.Errorf("answer: %d sandboxes, %v; want 1000", len(got.GetSandboxes()), err)
 	}
 }

@@ -169,20 +169,12 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, key store
 		return
 	}
 	got := resp.Msg.GetSandbox()
-	sb, err = s.store.UpdateSandbox(octx, sb.ID, func(cur *store.Sandbox) error {
-		if cur.State != store.SandboxStarting {
-			return fmt.Errorf("sandbox %s became %s while starting: %w", cur.ID, cur.State, errdefs.ErrConflict)
-		}
-		cur.State = store.SandboxRunning
-		cur.VCPUs = int(got.GetLimits().GetVcpus())
-		cur.MemoryMB = int64(got.GetLimits().GetMemoryMb())
-		cur.DiskMB = int64(got.GetLimits().GetDiskMb())
-		cur.StartedAt = s.store.Now()
-		if ts := got.GetStartedAt(); ts != nil {
-			cur.StartedAt = ts.AsTime().UTC()
-		}
-		return nil
-	})
+	started := store.Started{VCPUs: int(got.GetLimits().GetVcpus()), MemoryMB: int64(got.GetLimits().GetMemoryMb()),
+		DiskMB: int64(got.GetLimits().GetDiskMb())}
+	if ts := got.GetStartedAt(); ts != nil {
+		started.At = ts.AsTime().UTC()
+	}
+	sb, err = s.store.SandboxStarted(octx, sb.ID, started)
 	if err != nil {
 		s.fail(w, r, "create sandbox", err)
 		return

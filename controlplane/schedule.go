@@ -3,7 +3,6 @@ package controlplane
 import (
 	"context"
 	"fmt"
-	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -19,23 +18,29 @@ const hostsViewTTL = time.Second
 
 // hostsView is the hosts and how many active sandboxes each holds, read
 // from the store at most every hostsViewTTL, with the sandboxes this
-// replica placed since counted in.
+// replica placed since counted in (choose).
 type hostsView struct {
-	mu     sync.Mutex
+	mu     sync.Mutex // guards the fields below
 	at     time.Time
 	hosts  []store.Host
 	active map[string]int
 }
 
-// read returns the view, read again from st when older than
-// hostsViewTTL or when fresh.
-func (v *hostsView) read(ctx context.Context, st store.Store, fresh bool) ([]store.Host, map[string]int, error) {
+// choose has pick rank the view (read again from st when older than
+// hostsViewTTL, or when fresh) under the view's lock, and counts the
+// host it picks as placed: every create ranks, and a copy of the view
+// for each cost more than the ranking.
+func (v *hostsView) choose(ctx context.Context, st store.Store, fresh bool, pick func([]store.Host, map[string]int) (store.Host, bool)) (store.Host, bool, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if err := v.refreshLocked(ctx, st, fresh); err != nil {
-		return nil, nil, err
+		return store.Host{}, false, err
 	}
-	return slices.Clone(v.hosts), maps.Clone(v.active), nil
+	h, ok := pick(v.hosts, v.active)
+	if ok && v.active != nil {
+		v.active[h.ID]++
+	}
+	return h, ok, nil
 }
 
 // host returns host id as the view has it (read again as read does);
@@ -78,15 +83,6 @@ func (v *hostsView) expire() {
 	v.at = time.Time{}
 }
 
-// placed counts a sandbox placed on host until the next read.
-func (v *hostsView) placed(host string) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.active != nil {
-		v.active[host]++
-	}
-}
-
 // schedule picks a ready, uncordoned host with room: the one with the fewest active
 // sandboxes, then the most memory, then the lowest ID. No host is
 // ErrUnavailable (503).
@@ -99,12 +95,13 @@ func (s *Server) schedule(ctx context.Context) (store.Host, error) {
 // room) is decided on a fresh one.
 func (s *Server) scheduleWhere(ctx context.Context, keep func(store.Host) bool) (store.Host, error) {
 	for _, fresh := range []bool{false, true} {
-		hosts, active, err := s.hosts.read(ctx, s.store, fresh)
+		h, ok, err := s.hosts.choose(ctx, s.store, fresh, func(hosts []store.Host, active map[string]int) (store.Host, bool) {
+			return s.pick(hosts, active, keep)
+		})
 		if err != nil {
 			return store.Host{}, fmt.Errorf("schedule: %w", err)
 		}
-		if h, ok := s.pick(hosts, active, keep); ok {
-			s.hosts.placed(h.ID)
+		if ok {
 			return h, nil
 		}
 	}
@@ -112,7 +109,8 @@ func (s *Server) scheduleWhere(ctx context.Context, keep func(store.Host) bool) 
 }
 
 // pick ranks hosts as schedule says. Hosts a create could not reach are
-// left out while others can take the sandbox.
+// left out while others can take the sandbox. It runs under the hosts
+// view's lock (hostsView.choose): it reads, and changes nothing.
 func (s *Server) pick(hosts []store.Host, active map[string]int, keep func(store.Host) bool) (store.Host, bool) {
 	avoided := s.avoid.hosts()
 	if len(avoided) > 0 && slices.ContainsFunc(hosts, func(h store.Host) bool {

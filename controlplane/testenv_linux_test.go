@@ -35,6 +35,7 @@ import (
 func TestMain(m *testing.M) {
 	maybeRunLoadServer()        // a copy of this binary serves the PTY load test's traffic
 	maybeRunLoadClient()        // and another one sends it
+	maybeRunScaleFakes()        // a copy is BenchmarkControlPlaneScale's fake agents and load
 	namespacetest.InstallInit() // the driver runs cmd/roost-init, found next to this binary
 	os.Exit(m.Run())
 }

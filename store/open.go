@@ -46,6 +46,10 @@ type dialect struct {
 	// metadata as a JSON object: read with the row, not by a statement
 	// of its own.
 	metadata string
+	// objectOf is, in a SELECT, the JSON object of key and value over the
+	// rows of from (a table and its WHERE clause), as text: '{}' when
+	// there are none.
+	objectOf func(key, value, from string) string
 }
 
 var (
@@ -54,6 +58,9 @@ var (
 		forUpdate: "",
 		now:       "CAST((julianday('now') - 2440587.5) * 86400000000000 AS INTEGER)",
 		metadata:  "COALESCE((SELECT json_group_object(key, value) FROM sandbox_metadata WHERE sandbox_id = sandboxes.id), '{}')",
+		objectOf: func(key, value, from string) string {
+			return "COALESCE((SELECT json_group_object(" + key + ", " + value + ") FROM " + from + "), '{}')"
+		},
 		constraint: func(err error) string {
 			var e *sqlite.Error
 			if !errors.As(err, &e) {
@@ -73,6 +80,9 @@ var (
 		forUpdate: " FOR UPDATE",
 		now:       "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000000 AS BIGINT)",
 		metadata:  "COALESCE((SELECT json_object_agg(key, value) FROM sandbox_metadata WHERE sandbox_id = sandboxes.id)::text, '{}')",
+		objectOf: func(key, value, from string) string {
+			return "COALESCE((SELECT json_object_agg(" + key + ", " + value + ") FROM " + from + ")::text, '{}')"
+		},
 		constraint: func(err error) string {
 			var e *pgconn.PgError
 			if !errors.As(err, &e) {

@@ -180,8 +180,9 @@ func (s *sqlStore) AppendEvents(ctx context.Context, events ...Event) (int, erro
 	if len(events) == 0 {
 		return 0, nil
 	}
-	// One statement for the events, one for their teams' webhooks and
-	// one for the deliveries, however many events there are.
+	// One statement for their teams' webhooks and one for the events,
+	// however many events there are; when a webhook subscribes, one more
+	// for the deliveries, in a transaction with the events.
 	const eventArgs = 10
 	rows := make([]string, len(events))
 	args := make([]any, 0, len(events)*eventArgs)
@@ -201,42 +202,56 @@ func (s *sqlStore) AppendEvents(ctx context.Context, events ...Event) (int, erro
 		args = append(args, e.ID, s.orNow(e.At).UnixNano(), e.TeamID, e.SandboxID, e.Type, e.TemplateID, e.BuildID, e.ExecutionID, data, e.RunningDelta)
 		teams[e.TeamID] = true
 	}
-	queued := 0
-	err := s.inTx(ctx, "append events", func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO events (`+eventColumns+`) VALUES `+strings.Join(rows, ", "), args...); err != nil {
+	hooks, err := enabledWebhooks(ctx, s.r, slices.Collect(maps.Keys(teams)))
+	if err != nil {
+		return 0, fmt.Errorf("append events: %w", err)
+	}
+	insertEvents := `INSERT INTO events (` + eventColumns + `) VALUES ` + strings.Join(rows, ", ")
+	deliveries, dargs := s.deliveries(events, hooks)
+	if len(deliveries) == 0 {
+		// Most teams have no webhooks: the events go in one statement,
+		// without a transaction's two more.
+		if _, err := s.w.ExecContext(ctx, insertEvents, args...); err != nil {
+			return 0, fmt.Errorf("append events: %w", s.classify(err, "events"))
+		}
+		return 0, nil
+	}
+	err = s.inTx(ctx, "append events", func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, insertEvents, args...); err != nil {
 			return s.classify(err, "events")
 		}
-		hooks, err := enabledWebhooks(ctx, tx, slices.Collect(maps.Keys(teams)))
-		if err != nil || len(hooks) == 0 {
-			return err
-		}
-		var rows []string
-		var args []any
-		now := s.clock.Now().UnixNano()
-		for _, e := range events {
-			at := s.orNow(e.At)
-			for _, w := range hooks[e.TeamID] {
-				if !slices.Contains(w.Events, e.Type) {
-					continue
-				}
-				rows = append(rows, "("+placeholders(len(args)+1, 5)+", 0, "+placeholders(len(args)+6, 2)+", 0, '')")
-				args = append(args, NewEventID(at), w.ID, e.ID, at.UnixNano(), DeliveryPending, at.UnixNano(), now)
-			}
-		}
-		if len(rows) == 0 {
-			return nil
-		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_at, state, attempts,
-			next_at, created_at, last_status, last_error) VALUES `+strings.Join(rows, ", "), args...); err != nil {
+			next_at, created_at, last_status, last_error) VALUES `+strings.Join(deliveries, ", "), dargs...); err != nil {
 			return fmt.Errorf("queue deliveries: %w", err)
 		}
-		queued = len(rows)
 		return nil
 	})
 	if err != nil {
 		return 0, err
 	}
-	return queued, nil
+	return len(deliveries), nil
+}
+
+// deliveries are the rows of webhook_deliveries, and their arguments,
+// of the events the teams' hooks subscribe to: one each, due at once.
+// The hooks are read before the transaction that queues them, as they
+// were read in it before: a hook enabled meanwhile misses these events
+// either way.
+func (s *sqlStore) deliveries(events []Event, hooks map[string][]Webhook) ([]string, []any) {
+	var rows []string
+	var args []any
+	now := s.clock.Now().UnixNano()
+	for _, e := range events {
+		at := s.orNow(e.At)
+		for _, w := range hooks[e.TeamID] {
+			if !slices.Contains(w.Events, e.Type) {
+				continue
+			}
+			rows = append(rows, "("+placeholders(len(args)+1, 5)+", 0, "+placeholders(len(args)+6, 2)+", 0, '')")
+			args = append(args, NewEventID(at), w.ID, e.ID, at.UnixNano(), DeliveryPending, at.UnixNano(), now)
+		}
+	}
+	return rows, args
 }
 
 // enabledWebhooks returns the enabled webhooks of teams, by team, each

@@ -139,6 +139,18 @@ func TestEventsAndDeliveries(t *testing.T) {
 		if err != nil || len(counts) != 2 || !counts[0].Created || counts[0].RunningDelta != 1 || counts[1].RunningDelta != -1 {
 			t.Fatalf("team event counts: %+v, %v", counts, err)
 		}
+		// t2 has no webhooks: its events go in without deliveries (and
+		// without a transaction).
+		killed := Event{ID: NewEventID(base.Add(time.Second)), At: base.Add(time.Second), TeamID: "t2", SandboxID: "sb2", Type: EventKilled}
+		if queued, err := s.AppendEvents(ctx, killed); err != nil || queued != 0 {
+			t.Fatalf("append t2's: %d deliveries queued, %v; want none", queued, err)
+		}
+		if got, err := s.ListEvents(ctx, EventFilter{TeamID: "t2", Asc: true}); err != nil || len(got) != 2 || got[1].ID != killed.ID {
+			t.Fatalf("t2's events: %+v, %v", got, err)
+		}
+		if _, err := s.AppendEvents(ctx, killed); !errors.Is(err, errdefs.ErrConflict) {
+			t.Fatalf("an event appended twice: %v, want a conflict", err)
+		}
 		if _, err := s.AppendEvents(ctx, Event{ID: "x", TeamID: "t1", Type: EventKilled, RunningDelta: 2}); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Fatalf("a delta of 2: %v", err)
 		}
@@ -204,7 +216,7 @@ func TestEventsAndDeliveries(t *testing.T) {
 		if err != nil || w.Enabled {
 			t.Fatalf("disable: %+v, %v", w, err)
 		}
-		if n, err := s.PruneEvents(ctx, base.Add(90*time.Minute)); err != nil || n != 4 {
+		if n, err := s.PruneEvents(ctx, base.Add(90*time.Minute)); err != nil || n != 5 { // t1's three, t2's two
 			t.Fatalf("prune: %d, %v", n, err)
 		}
 		if log, _ := s.ListDeliveries(ctx, "t1", "wh1", 10); len(log) != 0 {

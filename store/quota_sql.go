@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -75,17 +76,18 @@ func (s *sqlStore) TeamUsage(ctx context.Context, teamID string) (Usage, error) 
 // teamUsage sums what the team's sandboxes but except hold.
 func teamUsage(ctx context.Context, q querier, teamID, except string) (Usage, error) {
 	var u Usage
-	// CASTs: PostgreSQL sums BIGINT as NUMERIC.
-	err := q.QueryRowContext(ctx, `SELECT
-		CAST(COALESCE(SUM(CASE WHEN state IN ('starting', 'running') THEN 1 ELSE 0 END), 0) AS BIGINT),
-		CAST(COALESCE(SUM(CASE WHEN state = 'paused' THEN 1 ELSE 0 END), 0) AS BIGINT),
-		CAST(COALESCE(SUM(CASE WHEN state IN ('starting', 'running') THEN vcpus ELSE 0 END), 0) AS BIGINT),
-		CAST(COALESCE(SUM(CASE WHEN state IN ('starting', 'running') THEN memory_mb ELSE 0 END), 0) AS BIGINT),
-		CAST(COALESCE(SUM(CASE WHEN state IN ('starting', 'running', 'paused') THEN disk_mb ELSE 0 END), 0) AS BIGINT)
-		FROM sandboxes WHERE team_id = $1 AND id <> $2`, teamID, except).
+	err := q.QueryRowContext(ctx, `SELECT `+usageSums+` FROM sandboxes WHERE team_id = $1 AND id <> $2`, teamID, except).
 		Scan(&u.Sandboxes, &u.Paused, &u.VCPUs, &u.MemoryMB, &u.DiskMB)
 	return u, err
 }
+
+// usageSums are, in a SELECT of sandboxes, the sums of a Usage in the
+// order of its fields. The CASTs: PostgreSQL sums BIGINT as NUMERIC.
+const usageSums = `CAST(COALESCE(SUM(CASE WHEN state IN ('starting', 'running') THEN 1 ELSE 0 END), 0) AS BIGINT),
+		CAST(COALESCE(SUM(CASE WHEN state = 'paused' THEN 1 ELSE 0 END), 0) AS BIGINT),
+		CAST(COALESCE(SUM(CASE WHEN state IN ('starting', 'running') THEN vcpus ELSE 0 END), 0) AS BIGINT),
+		CAST(COALESCE(SUM(CASE WHEN state IN ('starting', 'running') THEN memory_mb ELSE 0 END), 0) AS BIGINT),
+		CAST(COALESCE(SUM(CASE WHEN state IN ('starting', 'running', 'paused') THEN disk_mb ELSE 0 END), 0) AS BIGINT)`
 
 // lockTeam takes the team's row lock for the rest of tx; an unknown team
 // is errdefs.ErrNotFound.
@@ -104,15 +106,33 @@ func admitIn(ctx context.Context, tx *sql.Tx, d dialect, defaults Quota, before,
 	if err := lockTeam(ctx, tx, d, after.TeamID); err != nil {
 		return err
 	}
-	own, err := readQuota(ctx, tx, after.TeamID)
+	own, others, err := quotaAndUsage(ctx, tx, d, after.TeamID, after.ID)
 	if err != nil {
-		return fmt.Errorf("read quota: %w", err)
-	}
-	others, err := teamUsage(ctx, tx, after.TeamID, after.ID)
-	if err != nil {
-		return fmt.Errorf("sum usage: %w", err)
+		return err
 	}
 	return admit(MergeQuota(defaults, own), others, usageOf(before), usageOf(after))
+}
+
+// quotaAndUsage reads the team's own limits and sums what its sandboxes
+// but except hold, in one statement: every create asks. It runs after
+// lockTeam, in a statement of its own, so that on PostgreSQL it sees
+// what a create that held the lock before it wrote (a statement sees
+// the rows committed when it began, and one that waited for the lock
+// began before).
+func quotaAndUsage(ctx context.Context, tx *sql.Tx, d dialect, teamID, except string) (Quota, Usage, error) {
+	var own string
+	var u Usage
+	err := tx.QueryRowContext(ctx, `SELECT `+d.objectOf("name", "value", "team_quotas WHERE team_id = $1")+`, `+usageSums+`
+		FROM sandboxes WHERE team_id = $1 AND id <> $2`, teamID, except).
+		Scan(&own, &u.Sandboxes, &u.Paused, &u.VCPUs, &u.MemoryMB, &u.DiskMB)
+	if err != nil {
+		return nil, Usage{}, fmt.Errorf("read quota and usage: %w", err)
+	}
+	q := Quota{}
+	if err := json.Unmarshal([]byte(own), &q); err != nil {
+		return nil, Usage{}, fmt.Errorf("decode quota: %w", err)
+	}
+	return q, u, nil
 }
 
 func (s *sqlStore) CreateSandboxWithin(ctx context.Context, sb Sandbox, defaults Quota) error {

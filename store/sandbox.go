@@ -570,6 +570,48 @@ func (s *sqlStore) DeleteSandboxes(ctx context.Context, ids ...string) (int, err
 	return int(n), nil
 }
 
+// Started is what a sandbox's agent says of it once it has started:
+// the sizes it gave it (the agent's defaults fill in what the create
+// left zero) and when it started (zero: now).
+type Started struct {
+	VCPUs    int
+	MemoryMB int64
+	DiskMB   int64
+	At       time.Time
+}
+
+func (s *sqlStore) SandboxStarted(ctx context.Context, id string, st Started) (Sandbox, error) {
+	what := "record sandbox " + id + " started"
+	// updated_at moves forward as stamp moves it; paused_at stays NULL
+	// (a starting sandbox was never paused).
+	var meta string
+	sb, err := scanSandbox(s.w.QueryRowContext(ctx, `UPDATE sandboxes SET state = 'running', vcpus = $2, memory_mb = $3, disk_mb = $4,
+		started_at = $5, updated_at = CASE WHEN updated_at < $6 THEN $6 ELSE updated_at + 1 END
+		WHERE id = $1 AND state = 'starting'
+		RETURNING `+sandboxColumns+`, `+s.d.metadata,
+		id, st.VCPUs, st.MemoryMB, st.DiskMB, s.orNow(st.At).UnixNano(), s.clock.Now().UnixNano()), &meta)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Sandbox{}, s.notStarting(ctx, id, what)
+	}
+	if err != nil {
+		return Sandbox{}, fmt.Errorf("%s: %w", what, err)
+	}
+	if err := json.Unmarshal([]byte(meta), &sb.Metadata); err != nil {
+		return Sandbox{}, fmt.Errorf("%s: decode metadata: %w", what, err)
+	}
+	return written(sb), nil
+}
+
+// notStarting is why SandboxStarted changed nothing: the sandbox is
+// gone, or no longer starting.
+func (s *sqlStore) notStarting(ctx context.Context, id, what string) error {
+	sb, err := s.getSandbox(ctx, s.w, "sandbox "+id, "id = $1", "", id)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return fmt.Errorf("%s: it became %s while starting: %w", what, sb.State, errdefs.ErrConflict)
+}
+
 func (s *sqlStore) StopExpired(ctx context.Context, now time.Time, limit int) ([]Sandbox, error) {
 	// The conditions twice: the subquery picks the rows, and the update
 	// checks each again as it writes it (PostgreSQL reads a row another

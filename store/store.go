@@ -114,6 +114,13 @@ type Store interface {
 	// Store. fn must not change the ID or the team. UpdatedAt is set to
 	// now, or just after its last value when the clock is behind it.
 	UpdateSandbox(ctx context.Context, id string, fn func(*Sandbox) error) (Sandbox, error)
+	// SandboxStarted records that the sandbox, starting, has started
+	// with the sizes and at the time its agent gave (Started): it is
+	// running from then on. It is one statement, where UpdateSandbox
+	// reads first, because every create ends with it. A sandbox no longer
+	// starting is errdefs.ErrConflict, a missing one errdefs.ErrNotFound;
+	// UpdatedAt moves as UpdateSandbox moves it.
+	SandboxStarted(ctx context.Context, id string, st Started) (Sandbox, error)
 	// UpdateSandboxWithin is UpdateSandbox that also refuses, with a
 	// *QuotaError, a change that raises the team's use of a limit past
 	// its quota (a resume: paused → running), as CreateSandboxWithin
