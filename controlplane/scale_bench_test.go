@@ -47,7 +47,9 @@ func envInt(name string, def int) int {
 // (ROOST_BENCH_SCALE_SECONDS) it reports the control plane's CPU as
 // getrusage counts it, the fakes' beside it, the store's statements per
 // second, the creates' p50 and p99, and the sequential scans PostgreSQL
-// made of the sandboxes table (0: every hot query used an index).
+// made of the sandboxes table (0: every hot query used an index). Every
+// distinct statement of the minute is then EXPLAINed (scaleexplain_test.go):
+// one that would scan a table growing with the cluster fails the benchmark.
 // ROOST_BENCH_CPUPROFILE names a file to keep the minute's CPU profile of
 // the control plane's process in (so it cannot run under go test
 // -cpuprofile, which would profile the warm-up too). ROOST_BENCH_LOG
@@ -57,7 +59,8 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 	hosts, perHost := envInt("ROOST_BENCH_HOSTS", 100), envInt("ROOST_BENCH_HOST_SANDBOXES", 1000)
 	window := time.Duration(envInt("ROOST_BENCH_SCALE_SECONDS", 60)) * time.Second
 	reg := prometheus.NewRegistry()
-	st, err := store.Open(b.Context(), dbURL, benchLog(b), store.WithRegisterer(reg))
+	sent := &statementLog{seen: map[string][]any{}}
+	st, err := store.Open(b.Context(), dbURL, benchLog(b), store.WithRegisterer(reg), store.WithStatements(sent.sent))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -93,24 +96,32 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 	defer db.Close()
 	stopProfile := startProfile(b)
 	scans0, queries0, cpu0 := seqScans(b, db), statements(b, reg), processCPU()
+	sent.on.Store(true)
 	b.ResetTimer()
 	time.Sleep(window)
 	b.StopTimer()
+	sent.on.Store(false)
 	scans, cpu := seqScans(b, db)-scans0, processCPU()-cpu0
 	kinds, queries := since(queries0, statements(b, reg))
 	stopProfile()
 	r := fakes.stop(b)
+	explained, scanning := explainAll(b, db, sent)
 	pct := func(d time.Duration) float64 { return 100 * d.Seconds() / window.Seconds() }
 	b.ReportMetric(pct(cpu), "cp-cpu-%-of-one-core")
 	b.ReportMetric(pct(r.CPU), "fakes-cpu-%-of-one-core")
 	b.ReportMetric(float64(queries)/window.Seconds(), "statements/s")
 	b.ReportMetric(float64(scans), "sandbox-seq-scans")
+	b.ReportMetric(float64(explained), "statements-explained")
+	b.ReportMetric(float64(len(scanning)), "statements-scanning-big-tables")
 	b.ReportMetric(float64(r.P50.Microseconds())/1000, "create-p50-ms")
 	b.ReportMetric(float64(r.P99.Microseconds())/1000, "create-p99-ms")
 	b.Logf("%d hosts x %d sandboxes, %v: control plane's process CPU %v (%.1f%% of a core), fakes' and load's %v (%.1f%%); "+
 		"%d statements (%.0f/s), %d sequential scans of sandboxes; %d creates, p50 %v p99 %v",
 		hosts, perHost, window, cpu, pct(cpu), r.CPU, pct(r.CPU), queries, float64(queries)/window.Seconds(), scans, r.Creates, r.P50, r.P99)
 	b.Logf("statements: %s", strings.Join(kinds, ", "))
+	for _, q := range scanning {
+		b.Errorf("a statement of the minute scans a big table, no index serving it:\n%s", q)
+	}
 	if r.Failed > 0 {
 		b.Errorf("%d creates failed; the first: %s", r.Failed, r.Err)
 	}

@@ -17,6 +17,7 @@ type Option func(*options)
 
 type options struct {
 	registerer prometheus.Registerer
+	sent       func(query string, args []any)
 }
 
 // WithRegisterer registers the store's metrics in r: how long each
@@ -28,10 +29,20 @@ func WithRegisterer(r prometheus.Registerer) Option {
 	return func(o *options) { o.registerer = r }
 }
 
+// WithStatements calls sent with the text and arguments of every
+// statement the store sends (through Exec or Query), before it goes: for
+// tests that look at what the store asks the database, such as the scale
+// benchmark, which EXPLAINs each. sent must be safe for concurrent use
+// and quick.
+func WithStatements(sent func(query string, args []any)) Option {
+	return func(o *options) { o.sent = sent }
+}
+
 // queryMetrics times the statements of one store's connections.
 type queryMetrics struct {
 	registerer prometheus.Registerer // nil: registered nowhere
 	duration   *prometheus.HistogramVec
+	sent       func(query string, args []any) // nil: none (WithStatements)
 }
 
 func newQueryMetrics(opts []Option) (*queryMetrics, error) {
@@ -44,7 +55,7 @@ func newQueryMetrics(opts []Option) (*queryMetrics, error) {
 		Help: "Time from sending a statement to the database to its answer (a query's first row), by kind (select, insert, update, delete, begin, commit, rollback, other) and the table it names first (not a subquery's).",
 		// 250 µs to 16 s.
 		Buckets: prometheus.ExponentialBuckets(0.00025, 4, 9),
-	}, []string{"op", "table"}), registerer: o.registerer}
+	}, []string{"op", "table"}), registerer: o.registerer, sent: o.sent}
 	if m.registerer != nil {
 		if err := m.registerer.Register(m.duration); err != nil {
 			return nil, fmt.Errorf("register store metrics: %w", err)
@@ -67,6 +78,18 @@ func (m *queryMetrics) observe(op, table string, start time.Time, err error) {
 		return
 	}
 	m.duration.WithLabelValues(op, table).Observe(time.Since(start).Seconds())
+}
+
+// send tells WithStatements' function of a statement about to go.
+func (m *queryMetrics) send(query string, args []driver.NamedValue) {
+	if m.sent == nil {
+		return
+	}
+	vals := make([]any, len(args))
+	for i, a := range args {
+		vals[i] = a.Value
+	}
+	m.sent(query, vals)
 }
 
 func (m *queryMetrics) observeQuery(query string, start time.Time, err error) {
@@ -150,6 +173,7 @@ func (c *timedConn) ExecContext(ctx context.Context, query string, args []driver
 	if !ok {
 		return nil, driver.ErrSkip // database/sql prepares the statement instead
 	}
+	c.m.send(query, args)
 	start := time.Now()
 	res, err := e.ExecContext(ctx, query, args)
 	c.m.observeQuery(query, start, err)
@@ -161,6 +185,7 @@ func (c *timedConn) QueryContext(ctx context.Context, query string, args []drive
 	if !ok {
 		return nil, driver.ErrSkip
 	}
+	c.m.send(query, args)
 	start := time.Now()
 	rows, err := q.QueryContext(ctx, query, args)
 	c.m.observeQuery(query, start, err)
