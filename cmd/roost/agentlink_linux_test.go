@@ -50,12 +50,8 @@ func startLink(t *testing.T) *link {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { removeAll(t, work) })
-	l.work, l.serverDir = work, filepath.Join(work, "server")
-	serverAddr := freeAddr(t)
-	l.api = "http://" + serverAddr
-	server := start(t, work, "server", []string{"ROOST_API_KEY=" + l.key}, l.bin, "server",
-		"--data-dir", l.serverDir, "--listen", serverAddr, "--reconcile-interval", "1s")
-	waitHTTP(t, server, l.api+"/health")
+	srv := startServer(t, work, l.bin, l.key, "--reconcile-interval", "1s")
+	l.work, l.serverDir, l.api = work, srv.dir, srv.api
 	l.agentDir, l.agentAddr = filepath.Join(work, "agent"), freeAddr(t)
 	if err := os.MkdirAll(l.agentDir, 0o700); err != nil {
 		t.Fatal(err)

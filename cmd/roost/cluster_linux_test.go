@@ -38,12 +38,8 @@ func TestCluster(t *testing.T) {
 	_, bin, work := processTest(t, "a server, two agents and their sandboxes", "roost-cluster.")
 
 	const key = "roost_test_cluster_0123456789abcdef"
-	serverDir := filepath.Join(work, "server")
-	serverAddr := freeAddr(t)
-	api := "http://" + serverAddr
-	server := start(t, work, "server", []string{"ROOST_API_KEY=" + key}, bin, "server",
-		"--data-dir", serverDir, "--listen", serverAddr, "--reconcile-interval", "1s", "--down-after", "3")
-	waitHTTP(t, server, api+"/health")
+	srv := startServer(t, work, bin, key, "--reconcile-interval", "1s", "--down-after", "3")
+	serverDir, api := srv.dir, srv.api
 
 	hosts := make([]*testAgent, 2)
 	regs := make([]agent.Registration, 2)
@@ -382,6 +378,34 @@ func wantHealth(t *testing.T, api, id, token string) {
 	if resp.StatusCode != http.StatusNoContent {
 		t.Errorf("envd health of %s through the proxy: %s, want 204", id, resp.Status)
 	}
+}
+
+// testServer is a `roost server` process a test started on a free
+// address, its data in work/server.
+type testServer struct {
+	dir, api string
+	env      []string // its environment: the API key
+	args     []string // what starts it again on the same data and address
+	p        *proc
+}
+
+// startServer starts `roost server` in work/server, with API key key and
+// flags besides its data directory and address, and waits for its health.
+func startServer(t *testing.T, work, bin, key string, flags ...string) *testServer {
+	t.Helper()
+	addr := freeAddr(t)
+	s := &testServer{dir: filepath.Join(work, "server"), api: "http://" + addr, env: []string{"ROOST_API_KEY=" + key}}
+	s.args = append([]string{"server", "--data-dir", s.dir, "--listen", addr}, flags...)
+	s.restart(t, work, bin, "server")
+	return s
+}
+
+// restart starts the server (again, once it has ended) as name, and waits
+// for its health.
+func (s *testServer) restart(t *testing.T, work, bin, name string) {
+	t.Helper()
+	s.p = start(t, work, name, s.env, bin, s.args...)
+	waitHTTP(t, s.p, s.api+"/health")
 }
 
 // testAgent is a `roost agent` process a test started and registered.

@@ -32,12 +32,8 @@ func TestClusterTemplates(t *testing.T) {
 	base, bin, work := processTest(t, "a server, two agents, builds and pulls", "roost-cluster-tpl.")
 
 	const key = "roost_test_cluster_templates_0123456789"
-	serverDir := filepath.Join(work, "server")
-	serverAddr := freeAddr(t)
-	api := "http://" + serverAddr
-	server := start(t, work, "server", []string{"ROOST_API_KEY=" + key}, bin, "server",
-		"--data-dir", serverDir, "--listen", serverAddr)
-	waitHTTP(t, server, api+"/health")
+	srv := startServer(t, work, bin, key)
+	serverDir, api := srv.dir, srv.api
 	for i := range 2 {
 		dir := filepath.Join(work, fmt.Sprintf("agent%d", i))
 		// base is shared with the tests' cache; every other tree is the

@@ -20,12 +20,8 @@ import (
 func TestDrainMoves(t *testing.T) {
 	_, bin, work := processTest(t, "a server, two agents and a sandbox moving between them", "roost-drain.")
 	const key = "roost_test_drain_0123456789abcdef"
-	serverDir := filepath.Join(work, "server")
-	serverAddr := freeAddr(t)
-	api := "http://" + serverAddr
-	server := start(t, work, "server", []string{"ROOST_API_KEY=" + key}, bin, "server",
-		"--data-dir", serverDir, "--listen", serverAddr, "--reconcile-interval", "1s")
-	waitHTTP(t, server, api+"/health")
+	srv := startServer(t, work, bin, key, "--reconcile-interval", "1s")
+	serverDir, api := srv.dir, srv.api
 	tok, err := os.ReadFile(filepath.Join(serverDir, adminTokenFile))
 	if err != nil {
 		t.Fatal(err)

@@ -22,13 +22,8 @@ func TestReconcileAgentRestart(t *testing.T) {
 	_, bin, work := processTest(t, "a server, an agent and its sandboxes", "roost-reconcile.")
 
 	const key = "roost_test_reconcile_0123456789abcdef"
-	serverDir := filepath.Join(work, "server")
-	serverAddr := freeAddr(t)
-	api := "http://" + serverAddr
-	server := start(t, work, "server", []string{"ROOST_API_KEY=" + key}, bin, "server",
-		"--data-dir", serverDir, "--listen", serverAddr, "--reconcile-interval", "500ms", "--down-after", "2",
-		"--create-grace", "3s")
-	waitHTTP(t, server, api+"/health")
+	srv := startServer(t, work, bin, key, "--reconcile-interval", "500ms", "--down-after", "2", "--create-grace", "3s")
+	serverDir, api := srv.dir, srv.api
 
 	ag := startAgent(t, work, bin, "agent", serverDir, api)
 	agentProc, agentDir, args := ag.p, ag.dir, ag.args

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,12 +21,8 @@ func TestServerGracefulStop(t *testing.T) {
 	_, bin, work := processTest(t, "a server, an agent and a sandbox", "roost-stop.")
 
 	const key = "roost_test_stop_0123456789abcdef"
-	serverDir := filepath.Join(work, "server")
-	serverAddr := freeAddr(t)
-	api := "http://" + serverAddr
-	serverArgs := []string{"server", "--data-dir", serverDir, "--listen", serverAddr}
-	server := start(t, work, "server", []string{"ROOST_API_KEY=" + key}, bin, serverArgs...)
-	waitHTTP(t, server, api+"/health")
+	srv := startServer(t, work, bin, key)
+	serverDir, api := srv.dir, srv.api
 
 	agentDir := startAgent(t, work, bin, "agent", serverDir, api).dir
 
@@ -71,7 +66,7 @@ func TestServerGracefulStop(t *testing.T) {
 	}
 
 	stopped := make(chan struct{})
-	go func() { server.stop(); close(stopped) }()
+	go func() { srv.p.stop(); close(stopped) }()
 	if status := term.waitClosed(t, 15*time.Second); status != websocket.StatusGoingAway {
 		t.Errorf("the terminal closed with %s, want 1001 (going away)", closeName(status))
 	}
@@ -79,12 +74,11 @@ func TestServerGracefulStop(t *testing.T) {
 		t.Errorf("the exec in flight when the server stopped: %d %q, %v; want 200 and its output", a.status, a.stdout, a.err)
 	}
 	<-stopped
-	if st := server.cmd.ProcessState; !st.Success() {
+	if st := srv.p.cmd.ProcessState; !st.Success() {
 		t.Errorf("the server ended %v, want a clean exit on SIGTERM", st)
 	}
 
-	server = start(t, work, "server-again", []string{"ROOST_API_KEY=" + key}, bin, serverArgs...)
-	waitHTTP(t, server, api+"/health")
+	srv.restart(t, work, bin, "server-again")
 	term.reattach(t, api, key)
 	shell.echo(t, "after", 30*time.Second) // its stream broke; it attached again
 	shell.end(t)
