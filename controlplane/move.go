@@ -27,10 +27,9 @@ const moveTimeout = 10 * time.Minute
 //  3. the record names the other host, if it still names from and the
 //     sandbox is still paused (no resume, delete or move came between);
 //  4. from destroys its copy. When it cannot (from is unreachable just
-//     then), the copy stays on from's disk, hibernated and refusing to
-//     resume, until the sandbox's record is gone: the reconciler leaves
-//     alone what a live record claims, even on another host, and reaps
-//     it after that.
+//     then), the reconciler does once the create grace has passed: from
+//     holds a sandbox whose live record names another agent's host
+//     (reconcile.go, unowned).
 //
 // The sandbox is never runnable on two hosts, and never on none.
 func (s *Server) move(ctx context.Context, sb store.Sandbox, from store.Host) (store.Host, error) {
@@ -72,7 +71,7 @@ func (s *Server) move(ctx context.Context, sb store.Sandbox, from store.Host) (s
 	s.evict(sb.ID)
 	s.hosts.expire()
 	if err := s.destroyOnHost(ctx, sb); err != nil {
-		s.log.Warn("moved sandbox's old copy left on its old host until the sandbox ends", "sandbox", sb.ID, "host", from.ID, "err", err)
+		s.log.Warn("moved sandbox's old copy left for the reconciler", "sandbox", sb.ID, "host", from.ID, "err", err)
 	}
 	s.log.Info("sandbox moved", "sandbox", sb.ID, "from", from.ID, "to", to.ID)
 	return to, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"connectrpc.com/connect"
@@ -408,10 +409,14 @@ func (rc *reconciler) reapUnknown(ctx context.Context, h store.Host, l listing, 
 	rc.unknown[h.ID] = next
 }
 
-// unowned reports whether no live record claims the sandbox, looked up
-// now, after the listing: one made meanwhile, or recorded on another
-// host entry served by the same agent, is left alone. A store error
-// leaves it alone too, until a round that can tell.
+// unowned reports whether no live record claims the sandbox on host h,
+// looked up now, after the listing. One made meanwhile, or recorded on
+// another host entry served by the same agent (its address), is left
+// alone. One whose live record names another agent's host is a stale
+// copy: a moved sandbox's old copy that its host could not destroy then,
+// an import whose move never finished, or a create that was retried on
+// another host and succeeded on both. A store error leaves it alone too,
+// until a round that can tell.
 func (rc *reconciler) unowned(ctx context.Context, h store.Host, id string) bool {
 	sb, err := rc.s.store.LookupSandbox(ctx, id)
 	switch {
@@ -420,13 +425,16 @@ func (rc *reconciler) unowned(ctx context.Context, h store.Host, id string) bool
 	case err != nil:
 		rc.s.log.Warn("reconcile: look up sandbox failed", "sandbox", id, "host", h.ID, "err", err)
 		return false
+	case !slices.Contains(liveStates, sb.State):
+		return true
+	case sb.HostID == h.ID:
+		return false
 	}
-	for _, st := range liveStates {
-		if sb.State == st {
-			return false
-		}
+	owner, err := rc.s.store.GetHost(ctx, sb.HostID)
+	if err != nil {
+		return errors.Is(err, errdefs.ErrNotFound) // its host entry is gone: no agent serves it
 	}
-	return true
+	return owner.URL != h.URL
 }
 
 // destroyOnHost asks the host to destroy a sandbox; one it no longer has

@@ -201,8 +201,10 @@ func testAttackLostSandboxOutlivesDelete(t *testing.T, e *testenv) {
 
 // TestAttackOrphanSandboxReaped: sandboxes run on a host with no live
 // record in the store (made on the agent directly, running or paused, or
-// with a stopped record), unbilled and unseen; the reconciler destroys
-// them after the grace, and a sandbox with a record keeps working.
+// with a stopped record), or with a live record on another agent's host
+// (a stale copy), unbilled and unseen; the reconciler destroys them after
+// the grace, and a sandbox with a record keeps working, on this host or
+// recorded on another entry of the same agent.
 func TestAttackOrphanSandboxReaped(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, dbURL string) {
 		testAttackOrphanSandboxReaped(t, newTestenvDB(t, controlplane.Config{
@@ -225,8 +227,32 @@ func testAttackOrphanSandboxReaped(t *testing.T, e *testenv) {
 		HostID: "host1", TemplateID: "base", State: store.SandboxStopped}); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"orphan-running", "orphan-paused", "orphan-stopped"} {
+	// Live records elsewhere: on another agent's host (a stale copy here,
+	// as a move's old copy), and on another entry of this same agent (its
+	// address), which keeps its sandbox.
+	ctx := t.Context()
+	self, err := e.store.GetHost(ctx, "host1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []store.Host{{ID: "host-elsewhere", URL: "https://127.0.0.1:1"}, {ID: "host1-again", URL: self.URL}} {
+		h.Name, h.Runtime, h.State, h.Cordoned = h.ID, self.Runtime, store.HostReady, true
+		if err := e.store.UpsertHost(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id, host := range map[string]string{"orphan-elsewhere": "host-elsewhere", "kept-same-agent": "host1-again"} {
+		e.agentCreate(t, id)
+		if err := e.store.CreateSandbox(ctx, store.Sandbox{ID: id, TeamID: e.teamID(t), HostID: host, TemplateID: "base",
+			State: store.SandboxRunning}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"orphan-running", "orphan-paused", "orphan-stopped", "orphan-elsewhere"} {
 		e.waitGone(t, id)
+	}
+	if _, err := e.agent.Get("kept-same-agent"); err != nil {
+		t.Errorf("the sandbox another entry of its own agent records was reaped: %v", err)
 	}
 	// The stopped record goes once the create grace has passed since it
 	// stopped; its sandbox may have gone before, as an orphan.
