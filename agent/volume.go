@@ -271,6 +271,13 @@ func mountVolume(ctx context.Context, image, dir string) error {
 	}
 	out, err := exec.CommandContext(ctx, "mount", "-t", "ext4", "-o", "loop,nosuid,nodev", image, dir).CombinedOutput()
 	if err != nil {
+		// mount(8) has been seen to mount the image and still fail with
+		// "already mounted" (EBUSY), leaving a mount nobody removed: the
+		// mount table, not its exit status, says whether dir is mounted.
+		// Callers hold the volumes' lock, so a mount there is this one.
+		if ok, merr := isMountPoint(dir); merr == nil && ok {
+			return nil
+		}
 		return fmt.Errorf("mount volume %s: %w: %s", filepath.Base(image), err, strings.TrimSpace(string(out)))
 	}
 	return nil
