@@ -39,12 +39,12 @@ func (s *Server) move(ctx context.Context, sb store.Sandbox, from store.Host) (s
 	if err != nil {
 		return store.Host{}, fmt.Errorf("no other %s host has room: %w", from.Runtime, err)
 	}
-	export, err := s.agentHTTP(ctx, from, http.MethodGet, sb.ID, nil)
+	export, err := s.moveRequest(ctx, from, http.MethodGet, sb.ID, nil)
 	if err != nil {
 		return store.Host{}, fmt.Errorf("export from host %s: %w", from.ID, err)
 	}
 	defer export.Body.Close()
-	imported, err := s.agentHTTP(ctx, to, http.MethodPut, sb.ID, export.Body)
+	imported, err := s.moveRequest(ctx, to, http.MethodPut, sb.ID, export.Body)
 	if err == nil {
 		imported.Body.Close()
 	}
@@ -79,7 +79,7 @@ func (s *Server) move(ctx context.Context, sb store.Sandbox, from store.Host) (s
 
 // cancelMove lets host h resume sandbox id again, after a move that failed.
 func (s *Server) cancelMove(ctx context.Context, h store.Host, id string) {
-	resp, err := s.agentHTTP(ctx, h, http.MethodDelete, id, nil)
+	resp, err := s.moveRequest(ctx, h, http.MethodDelete, id, nil)
 	if err != nil {
 		s.log.Error("move not cancelled: the sandbox resumes on its host once the hold ends", "sandbox", id, "host", h.ID, "err", err)
 		return
@@ -89,7 +89,7 @@ func (s *Server) cancelMove(ctx context.Context, h store.Host, id string) {
 
 // agentHTTP makes a request of host h's move route for sandbox id, and
 // returns its answer when it is a success; else the answer's error.
-func (s *Server) agentHTTP(ctx context.Context, h store.Host, method, id string, body io.Reader) (*http.Response, error) {
+func (s *Server) moveRequest(ctx context.Context, h store.Host, method, id string, body io.Reader) (*http.Response, error) {
 	base, err := url.Parse(h.URL)
 	if err != nil || h.URL == "" {
 		return nil, fmt.Errorf("host %s has no usable address %q: %w", h.ID, h.URL, errdefs.ErrUnavailable)
@@ -101,7 +101,7 @@ func (s *Server) agentHTTP(ctx context.Context, h store.Host, method, id string,
 	if tok := s.agents.token(h.ID); tok != "" {
 		req.Header.Set(wire.HeaderAgentToken, tok)
 	}
-	resp, err := (&http.Client{Transport: s.agents.transport}).Do(req)
+	resp, err := s.agents.client.Do(req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return nil, fmt.Errorf("host %s: %w", h.ID, errdefs.ErrTimeout)
