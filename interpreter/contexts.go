@@ -31,9 +31,8 @@ type language struct {
 var languages = map[string]language{
 	"python": {
 		program: func(cfg Config) string { return cfg.Python },
-		start: jupyter(func(cfg Config, files string) []string {
-			return []string{cfg.Python, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--InteractiveShell.colors=NoColor",
-				"--IPKernelApp.exec_files=" + filepath.Join(files, pythonStartup)}
+		start: repl(func(cfg Config, files string) []string {
+			return []string{cfg.Python, filepath.Join(files, pythonKernel), filepath.Join(files, pythonStartup)}
 		}),
 		envSet: pythonEnv,
 	},
@@ -127,9 +126,13 @@ func rString(s string) string {
 	return string(b)
 }
 
-// pythonStartup is the file every Python kernel runs at its start: the
-// display formats E2B adds.
-const pythonStartup = "startup.py"
+// pythonKernel is the Python kernels' driver (IPython's shell over
+// pipes); pythonStartup is the file every Python kernel runs at its
+// start: the display formats E2B adds.
+const (
+	pythonKernel  = "python.py"
+	pythonStartup = "startup.py"
+)
 
 // kernelFiles are the drivers and start-up files of the kernels.
 //

@@ -3,6 +3,7 @@ package interpreter
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -46,18 +47,40 @@ type connection struct {
 
 // startJupyter starts the Jupyter kernel argv (its "{connection_file}"
 // replaced) in dir cwd with env, and returns once it answers kernel_info
-// on shell and its iopub delivers.
+// on shell and its iopub delivers. A kernel that could not bind its ports
+// (another process took one between their choice and its bind) is
+// started again on new ones.
 func startJupyter(ctx context.Context, argv []string, cwd string, env []string) (kernel, error) {
+	ctx, cancel := context.WithTimeout(ctx, kernelStartTimeout)
+	defer cancel()
+	for attempt := 1; ; attempt++ {
+		k, err := startJupyterOnce(ctx, argv, cwd, env)
+		if !errors.Is(err, errPortTaken) || attempt == portAttempts {
+			return k, err
+		}
+	}
+}
+
+// portAttempts is how many times a kernel is started on new ports when
+// one it was given is taken.
+const portAttempts = 3
+
+// errPortTaken is a kernel's start that ended as it could not bind a port.
+var errPortTaken = errors.New("a port of the kernel was taken")
+
+// startJupyterOnce is one start of a kernel, on ports free as it began.
+// Its sockets close when the kernel's process ends, or when ctx does
+// before it is ready: a kernel that died as it started is reported as
+// such, never dialled until the deadline.
+func startJupyterOnce(ctx context.Context, argv []string, cwd string, env []string) (kernel, error) {
 	dir, err := os.MkdirTemp("", "roost-kernel-")
 	if err != nil {
 		return nil, err
 	}
 	conn := connection{IP: "127.0.0.1", Transport: "tcp", Key: newID(), SignatureScheme: "hmac-sha256"}
-	for _, p := range []*int{&conn.ShellPort, &conn.IOPubPort, &conn.StdinPort, &conn.ControlPort, &conn.HBPort} {
-		if *p, err = freePort(); err != nil {
-			os.RemoveAll(dir)
-			return nil, err
-		}
+	if err := freePorts(&conn.ShellPort, &conn.IOPubPort, &conn.StdinPort, &conn.ControlPort, &conn.HBPort); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
 	}
 	file := filepath.Join(dir, "connection.json")
 	b, _ := json.Marshal(conn)
@@ -76,24 +99,65 @@ func startJupyter(ctx context.Context, argv []string, cwd string, env []string) 
 	}
 	sctx, cancel := context.WithCancel(context.Background())
 	k := &jupyterKernel{process: p, sign: signer(conn.Key), session: newID(), dir: dir, cancel: cancel, to: map[string]chan message{}}
-	if err := k.connect(sctx, conn); err != nil {
+	go func() {
+		select {
+		case <-p.done:
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	// Until the kernel is ready, ctx's end closes the sockets too: a dial
+	// still retrying stops.
+	starting := context.AfterFunc(ctx, cancel)
+	if err := k.start(ctx, sctx, conn); err != nil {
 		k.close()
 		return nil, err
 	}
-	if err := k.waitReady(ctx); err != nil {
-		k.close()
-		return nil, err
-	}
+	starting()
 	return k, nil
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// start connects to the kernel and waits for it to answer, within ctx;
+// sctx is its sockets' context, which ends with the kernel's process.
+func (k *jupyterKernel) start(ctx, sctx context.Context, conn connection) error {
+	err := k.connect(sctx, conn)
+	if err != nil && sctx.Err() == nil {
+		// Not dialled until a deadline or the kernel's end: something
+		// else answered on one of its ports.
+		err = fmt.Errorf("%w: %w", errPortTaken, err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	if err == nil {
+		err = k.waitReady(ctx)
+	}
+	if err == nil {
+		return nil
+	}
+	select {
+	case <-k.done:
+		if strings.Contains(k.out.String(), "Address already in use") {
+			return fmt.Errorf("%w: %w", errPortTaken, k.endedEarly())
+		}
+		return k.endedEarly()
+	default:
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("kernel did not answer within %s: %s", kernelStartTimeout, k.out)
+	}
+	return err
+}
+
+// freePorts sets each of ports to a port free on the loopback now, no two
+// the same.
+func freePorts(ports ...*int) error {
+	for _, p := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		*p = l.Addr().(*net.TCPAddr).Port
+	}
+	return nil
 }
 
 // connect dials the kernel's shell and iopub sockets (retrying while it
@@ -181,10 +245,8 @@ func (k *jupyterKernel) send(msgType string, content any) (<-chan message, func(
 
 // waitReady asks for kernel_info until the kernel answers on shell and
 // its iopub delivers the status of that request: a SUB socket misses
-// what was published before it was connected.
+// what was published before it was connected. ctx bounds the wait.
 func (k *jupyterKernel) waitReady(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, kernelStartTimeout)
-	defer cancel()
 	for {
 		ch, done, err := k.send("kernel_info_request", struct{}{})
 		if err != nil {
@@ -198,10 +260,11 @@ func (k *jupyterKernel) waitReady(ctx context.Context) error {
 	}
 }
 
-// answered waits for a kernel_info request's reply and its iopub status;
-// false when the reply came but iopub said nothing within a moment.
+// answered waits for a kernel_info request's reply and a status of it on
+// iopub (which may come before the reply: they are two sockets); false
+// when the reply came but iopub said nothing within a moment.
 func (k *jupyterKernel) answered(ctx context.Context, ch <-chan message) (bool, error) {
-	replied := false
+	replied, published := false, false
 	var quiet <-chan time.Time
 	for {
 		select {
@@ -211,16 +274,17 @@ func (k *jupyterKernel) answered(ctx context.Context, ch <-chan message) (bool, 
 				replied = true
 				quiet = time.After(200 * time.Millisecond)
 			case "status":
-				if replied {
-					return true, nil
-				}
+				published = true
+			}
+			if replied && published {
+				return true, nil
 			}
 		case <-quiet:
 			return false, nil
 		case <-k.done:
-			return false, k.endedEarly()
+			return false, errKernelDied
 		case <-ctx.Done():
-			return false, fmt.Errorf("kernel did not answer within %s", kernelStartTimeout)
+			return false, ctx.Err()
 		}
 	}
 }

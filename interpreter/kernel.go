@@ -36,8 +36,10 @@ const (
 	// interruptGrace is how long an interrupted run may take to stop
 	// before its kernel is restarted.
 	interruptGrace = 10 * time.Second
-	// kernelStartTimeout bounds a kernel's start until it answers.
-	kernelStartTimeout = 60 * time.Second
+	// kernelStartTimeout bounds a kernel's start until it answers: below
+	// the minute E2B's packages wait for an answer, so that a kernel that
+	// does not start is reported as such.
+	kernelStartTimeout = 45 * time.Second
 )
 
 var (

@@ -1,7 +1,6 @@
 package interpreter
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -13,6 +12,8 @@ import (
 	"strconv"
 	"sync"
 	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 )
 
 // replKernel is a kernel that is a driver of the server's own
@@ -20,14 +21,17 @@ import (
 // spoken to over pipes.
 //
 // The driver reads requests from its fd 3, a line each: the file holding
-// the code to run, a space, and the run's sync mark. What the code
-// prints goes to the driver's stdout and stderr, which the server
-// streams as the run's output. When the code is done the driver writes
-// the mark to stdout and to stderr, then to its fd 4 what the run gave,
-// a JSON object a line: {"type":"result","data":{MIME type: value}},
-// {"type":"error","name","value","traceback"}, and last
-// {"type":"done"} with the code's exit "status" where it has one. A run
-// ends when done and both marks have come: after the last of its output.
+// the code to run, a space, the run's sync mark, and " silent" for a run
+// of the server's own (one a driver does not count as an execution). What
+// the code prints goes to the driver's stdout and stderr, which the
+// server streams as the run's output. What the run gives goes to the
+// driver's fd 4, a JSON object a line: {"type":"result","data":{MIME
+// type: value}} (the main result), {"type":"display","data":…} (one
+// displayed), {"type":"error","name","value","traceback"}. When the code
+// is done the driver writes the mark to stdout and to stderr, then
+// {"type":"done"} to fd 4, with the code's exit "status" where it has
+// one. A run ends when done and both marks have come: after the last of
+// its output.
 type replKernel struct {
 	*process
 	dir      string   // the file the code of a run is put in
@@ -74,9 +78,7 @@ func startREPL(ctx context.Context, argv []string, cwd string, env []string) (ke
 		return nil, err
 	}
 	k := &replKernel{process: p, dir: dir, requests: pipes[2][1], mark: []byte("roost-sync-" + newID())}
-	go k.stream("stdout", pipes[0][0])
-	go k.stream("stderr", pipes[1][0])
-	go k.results(pipes[3][0])
+	go k.pump(pipes[0][0], pipes[1][0], pipes[3][0])
 	if err := k.waitReady(ctx); err != nil {
 		k.close()
 		return nil, err
@@ -129,7 +131,11 @@ func (k *replKernel) execute(code string, silent bool) (<-chan event, func(), er
 		k.runs++
 		r.out <- event{"type": "number_of_executions", "execution_count": k.runs}
 	}
-	if _, err := fmt.Fprintf(k.requests, "%s %s\n", file, k.mark); err != nil {
+	request := file + " " + string(k.mark)
+	if silent {
+		request += " silent"
+	}
+	if _, err := io.WriteString(k.requests, request+"\n"); err != nil {
 		return nil, nil, errKernelDied
 	}
 	k.cur = r
@@ -188,34 +194,93 @@ func (k *replKernel) step(r *replRun) {
 	}
 }
 
-// stream passes what the driver prints on one of stdout or stderr (name)
-// to the run under way as text lines, up to the run's mark.
-func (k *replKernel) stream(name string, f *os.File) {
-	defer f.Close()
-	s := markSplitter{mark: k.mark}
+// pump reads what the driver prints on stdout and stderr and the lines
+// it writes to fd 4, until all three close, what it printed ahead of what
+// it gave: the driver writes its output before each line of fd 4, so
+// output that came before a result is read, and sent, before it.
+func (k *replKernel) pump(stdout, stderr, results *os.File) {
+	files := []*os.File{stdout, stderr, results}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	streams := []*replStream{{name: "stdout", s: markSplitter{mark: k.mark}}, {name: "stderr", s: markSplitter{mark: k.mark}}}
+	fds := make([]unix.PollFd, len(files))
+	for i, f := range files {
+		fds[i] = unix.PollFd{Fd: int32(f.Fd()), Events: unix.POLLIN} // Fd: reads block, after poll
+	}
 	buf := make([]byte, 64<<10)
-	for {
-		n, err := f.Read(buf)
-		chunk := buf[:n]
-		for {
-			text, marked := s.feed(chunk)
-			chunk = nil
-			r := k.run()
-			if len(text) > 0 {
-				_, _ = k.out.Write(text)
-				if r != nil {
-					r.send(event{"type": name, "text": string(text)})
+	var lines []byte // of fd 4, read and not yet whole
+	for fds[0].Fd >= 0 || fds[1].Fd >= 0 || fds[2].Fd >= 0 {
+		// Output first: after each line of fd 4 the streams are looked at
+		// again (at once), before the next line.
+		timeout := -1
+		if bytes.IndexByte(lines, '\n') >= 0 {
+			timeout = 0
+		}
+		if _, err := unix.Poll(fds, timeout); err == unix.EINTR {
+			continue
+		} else if err != nil {
+			return
+		}
+		printed := false
+		for i, st := range streams {
+			if fds[i].Revents != 0 {
+				printed = true
+				if !readSome(files[i], buf, func(b []byte) { k.printed(st, b) }) {
+					fds[i].Fd = -1
 				}
 			}
-			if !marked {
-				break
-			}
+		}
+		if printed {
+			continue
+		}
+		if fds[2].Revents != 0 && !readSome(files[2], buf, func(b []byte) { lines = append(lines, b...) }) {
+			fds[2].Fd = -1
+			lines = append(lines, '\n') // a last line without its newline
+		}
+		if i := bytes.IndexByte(lines, '\n'); i >= 0 {
+			k.result(lines[:i])
+			lines = lines[i+1:]
+		}
+	}
+}
+
+// readSome reads what f has into buf and gives it to got; false at its
+// end.
+func readSome(f *os.File, buf []byte, got func([]byte)) bool {
+	n, err := f.Read(buf)
+	if n > 0 {
+		got(buf[:n])
+	}
+	return err == nil || n > 0
+}
+
+// replStream is one of the driver's stdout and stderr.
+type replStream struct {
+	name string
+	s    markSplitter
+}
+
+// printed passes what the driver printed on st to the run under way as
+// text lines, up to the run's mark.
+func (k *replKernel) printed(st *replStream, chunk []byte) {
+	for {
+		text, marked := st.s.feed(chunk)
+		chunk = nil
+		r := k.run()
+		if len(text) > 0 {
+			_, _ = k.out.Write(text)
 			if r != nil {
-				k.step(r)
+				r.send(event{"type": st.name, "text": string(text)})
 			}
 		}
-		if err != nil {
+		if !marked {
 			return
+		}
+		if r != nil {
+			k.step(r)
 		}
 	}
 }
@@ -230,35 +295,25 @@ type resultLine struct {
 	Status    int            `json:"status"`
 }
 
-// results passes the driver's result lines to the run under way.
-func (k *replKernel) results(f *os.File) {
-	defer f.Close()
-	rd := bufio.NewReaderSize(f, 64<<10)
-	for {
-		line, err := rd.ReadBytes('\n')
-		if err != nil {
-			if err != io.EOF || len(line) == 0 {
-				return
-			}
+// result passes a line of the driver's fd 4 to the run under way.
+func (k *replKernel) result(line []byte) {
+	var l resultLine
+	r := k.run()
+	if json.Unmarshal(line, &l) != nil || r == nil {
+		return
+	}
+	switch l.Type {
+	case "result", "display":
+		e := resultOf(l.Data)
+		e["is_main_result"] = l.Type == "result"
+		r.send(e)
+	case "error":
+		r.send(event{"type": "error", "name": l.Name, "value": l.Value, "traceback": l.Traceback})
+	case "done":
+		if l.Status != 0 && !r.failed {
+			r.send(event{"type": "error", "name": "ExitStatus", "value": "exit status " + strconv.Itoa(l.Status), "traceback": ""})
 		}
-		var l resultLine
-		r := k.run()
-		if json.Unmarshal(line, &l) != nil || r == nil {
-			continue
-		}
-		switch l.Type {
-		case "result":
-			e := resultOf(l.Data)
-			e["is_main_result"] = true
-			r.send(e)
-		case "error":
-			r.send(event{"type": "error", "name": l.Name, "value": l.Value, "traceback": l.Traceback})
-		case "done":
-			if l.Status != 0 && !r.failed {
-				r.send(event{"type": "error", "name": "ExitStatus", "value": "exit status " + strconv.Itoa(l.Status), "traceback": ""})
-			}
-			k.step(r)
-		}
+		k.step(r)
 	}
 }
 

@@ -18,7 +18,8 @@ import (
 
 // Config configures a Server. Zero values take the defaults noted.
 type Config struct {
-	// Python runs Python kernels (ipykernel); default /usr/bin/python3.
+	// Python runs Python kernels (IPython's shell, from ipykernel); default
+	// /usr/bin/python3.
 	Python string
 	// R runs R kernels (IRkernel); default /usr/bin/R. Without it, R
 	// contexts are refused.

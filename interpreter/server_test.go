@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -192,6 +193,68 @@ func TestExecute(t *testing.T) {
 	ev, _ = execute(t, ctx, url, map[string]any{"code": "str(os.environ.get('ROOST_ONE_RUN'))"})
 	if got := mainText(t, ev); got != "None" {
 		t.Errorf("env var after its run: %q", got)
+	}
+}
+
+// TestPythonKernel: a Python kernel is IPython's shell over pipes
+// (python.py): started as `python3 -m` would (the context's cwd first on
+// sys.path, so its modules import), the shell a Jupyter kernel has, its
+// output ahead of its result, displays beside the main result, the
+// server's own runs not counted, and exit() restarting it.
+func TestPythonKernel(t *testing.T) {
+	url := newTestServer(t)
+	ctx := t.Context()
+	ev, _ := execute(t, ctx, url, map[string]any{"code": "import os, sys\nsys.path[0] == os.getcwd()"})
+	if got := mainText(t, ev); got != "True" {
+		t.Errorf("sys.path[0] is the cwd: %s (%v)", got, ev)
+	}
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "open('roost_mod.py', 'w').write('X = 42\\n')\nimport roost_mod\nroost_mod.X"})
+	if got := mainText(t, ev); got != "42" {
+		t.Errorf("a module in the cwd: %s (%v)", got, ev)
+	}
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "from ipykernel.zmqshell import ZMQInteractiveShell\nisinstance(get_ipython(), ZMQInteractiveShell)"})
+	if got := mainText(t, ev); got != "True" {
+		t.Errorf("the shell is a Jupyter kernel's: %s (%v)", got, ev)
+	}
+	// Output flushed by hand and not, a line an event, before the result.
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "print('x', end='')\nsys.stdout.flush()\nsys.stdout.flush()\nprint('y')\nprint('z', file=sys.stderr)\n40 + 2"})
+	var out strings.Builder
+	for i, e := range ev {
+		switch e["type"] {
+		case "stdout":
+			out.WriteString(e["text"].(string))
+		case "result":
+			if stderr := of(ev[:i], "stderr"); out.String() != "xy\n" || len(stderr) != 1 || stderr[0]["text"] != "z\n" {
+				t.Errorf("the result came before its output: %v", ev)
+			}
+		}
+	}
+	if got := mainText(t, ev); got != "42" || out.String() != "xy\n" {
+		t.Errorf("output and result: %q %q (%v)", out.String(), got, ev)
+	}
+	// IPython's history, in memory; the run with env vars counts once.
+	execute(t, ctx, url, map[string]any{"code": "1", "env_vars": map[string]string{"ROOST_X": "1"}})
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "(_, Out[max(Out)], In[-3].splitlines()[-1], len(In) - 1 == get_ipython().execution_count)"})
+	if got := mainText(t, ev); got != "(1, 1, '40 + 2', True)" {
+		t.Errorf("_, Out, In and the count: %s (%v)", got, ev)
+	}
+	if n := of(ev, "number_of_executions"); len(n) != 1 || n[0]["execution_count"] != float64(6) {
+		t.Errorf("execution count %v, want 6", n)
+	}
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "from IPython.display import display\ndisplay('shown')\n'last'"})
+	if rs := of(ev, "result"); len(rs) != 2 || rs[0]["text"] != "shown" || rs[0]["is_main_result"] != false || mainText(t, ev) != "last" {
+		t.Errorf("a display and the main result: %v", ev)
+	}
+	// Data as Jupyter sends it: an image's bytes in base64, NaN as null.
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "from PIL import Image\nfrom IPython.display import JSON\ndisplay(JSON({'n': float('nan')}))\nImage.new('RGB', (2, 2))"})
+	if rs := of(ev, "result"); len(rs) != 2 || !reflect.DeepEqual(rs[0]["json"], map[string]any{"n": nil}) || !strings.HasPrefix(fmt.Sprint(rs[1]["png"]), "iVBORw0KGgo") {
+		t.Errorf("JSON with NaN, and an image: %v", ev)
+	}
+	// exit() restarts the kernel once its run is done, in the context's cwd.
+	execute(t, ctx, url, map[string]any{"code": "kept = 1\nos.chdir('/')\nexit()"})
+	ev, _ = execute(t, ctx, url, map[string]any{"code": "import os, sys\n('kept' in dir(), os.getcwd() == sys.path[0] != '/')"})
+	if got := mainText(t, ev); got != "(False, True)" {
+		t.Errorf("after exit(): %s (%v)", got, ev)
 	}
 }
 

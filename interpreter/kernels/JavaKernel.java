@@ -1,6 +1,7 @@
 // The Java kernel's driver (see repl.go), run by the JDK's source
 // launcher: `java JavaKernel.java`. It reads requests from fd 3, a line
-// each: the file holding the code to run, then the run's sync mark. Code
+// each: the file holding the code to run, then the run's sync mark (and
+// "silent" for the server's own runs, which it runs alike). Code
 // runs in JShell (the JDK's jdk.jshell), in this JVM, so what it declares
 // lasts from run to run; the value of its last expression is the run's
 // main result. An interrupt (SIGINT) stops the code. After a run the
@@ -34,7 +35,7 @@ public class JavaKernel {
         sun.misc.Signal.handle(new sun.misc.Signal("INT"), signal -> shell.stop());
         String line;
         while ((line = requests.readLine()) != null) {
-            String[] request = line.split(" ", 2);
+            String[] request = line.split(" ", 3); // file, mark, and "silent" (run alike)
             run(shell, Files.readString(Path.of(request[0])));
             System.out.flush();
             System.out.print(request[1]);

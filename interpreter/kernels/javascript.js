@@ -1,8 +1,9 @@
 // The JavaScript and TypeScript kernels' driver (see repl.go), run by
 // Node.js: `node javascript.js [typescript]`. It reads requests from fd 3,
 // a line each: the file holding the code to run, then the run's sync
-// mark. Code runs in this process's global scope, so what it declares
-// lasts from run to run; the value of its last expression is the run's
+// mark (and "silent" for the server's own runs, which it runs alike).
+// Code runs in this process's global scope, so what it declares lasts
+// from run to run; the value of its last expression is the run's
 // main result. Code with a top-level await (or an import) is rewritten
 // into an async function whose declarations are hoisted to the global
 // scope, as Node's REPL does. TypeScript is transpiled first (Debian's

@@ -1,5 +1,5 @@
-# Run by every Python kernel of roost-interpreter at its start
-# (IPKernelApp.exec_files): the display formats E2B's code interpreter
+# Run by every Python kernel of roost-interpreter at its start (python.py
+# runs it in the shell): the display formats E2B's code interpreter
 # adds to IPython's. A pandas DataFrame shown also gives "e2b/data", its
 # columns as lists (the package's result.data); a matplotlib figure gives
 # "e2b/chart", what it plots (the package's result.chart: line, scatter,
