@@ -30,7 +30,7 @@ func recorded(t *testing.T) *results {
 	res.set("E2B", "lifecycle-v2-p50-ms", 60)
 	res.set("Interpreter", "build-s", 69)
 	res.set("Interpreter", "interpreter-run-proxy-p50-ms", 3.1)
-	res.set("Interpreter", "interpreter-run-kernel-p50-ms", 1.2)
+	res.set("Interpreter", "interpreter-run-inside-p50-ms", 1.2)
 	res.set("Interpreter", "interpreter-create-run-p50-ms", 280)
 	res.set("Interpreter", "interpreter-create-run-cold-p50-ms", 530)
 	res.set("Dashboard", "js-gzip-KiB", 137)
