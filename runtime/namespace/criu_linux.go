@@ -11,11 +11,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
+	"roost.dev/roost/atomicfile"
 	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime/proc"
 )
@@ -35,7 +38,21 @@ type criuTool struct {
 // PATH, else DefaultCRIU), checked once with `criu check` and its version
 // against the kernel, or why the host has none.
 func (d *Driver) criu() (string, error) {
-	d.criuOnce.Do(func() { d.criuTool = findCRIU(d.cfg.CRIU) })
+	d.criuOnce.Do(func() {
+		onDisk := kerndatOnDisk()
+		if onDisk {
+			// A cache from before this start may be another kernel's or
+			// another CRIU's: CRIU checks the one it is given only by size.
+			_ = os.Remove(kerndatCache)
+		}
+		d.criuTool = findCRIU(d.cfg.CRIU)
+		if d.criuTool.err != nil || !onDisk {
+			return
+		}
+		if err := primeKerndat(d.criuTool.path); err != nil {
+			d.log.Warn("CRIU's kernel-feature cache not made: every hibernation and restore detects the kernel's features again", "criu", d.criuTool.path, "err", err)
+		}
+	})
 	return d.criuTool.path, d.criuTool.err
 }
 
@@ -87,6 +104,46 @@ func checkCRIU(path string) error {
 	return nil
 }
 
+// kerndatCache is where CRIU, run as root, keeps what it detected of the
+// kernel's features (KDAT_RUNDIR in its build), and kerndatRun the
+// directory it must be on a tmpfs in.
+const (
+	kerndatRun   = "/run"
+	kerndatCache = kerndatRun + "/criu.kdat"
+)
+
+// kerndatOnDisk says whether /run is not a tmpfs, where CRIU cannot keep
+// its kernel-feature cache itself (a container, a host without systemd).
+func kerndatOnDisk() bool {
+	var st unix.Statfs_t
+	return unix.Statfs(kerndatRun, &st) == nil && st.Type != unix.TMPFS_MAGIC
+}
+
+// primeKerndat gives CRIU its kernel-feature cache where /run is not a
+// tmpfs. Without it every CRIU run detects the kernel's features again
+// (forking iptables, making namespaces, ptracing a child): about 85 ms of
+// each restore on a slow host. CRIU writes the cache only on a tmpfs (as
+// /run is under systemd, so it is gone at reboot), but reads it from any
+// filesystem. So criu checks the kernel in a mount namespace of its own
+// whose /run is a new tmpfs, and the cache it wrote there is copied into
+// the host's /run. The driver does so at its start, after it removed the
+// cache an earlier start left: one outlives neither a kernel nor a CRIU
+// upgrade by more than an agent restart.
+func primeKerndat(criu string) error {
+	cmd := exec.Command("/bin/sh", "-c", `mount -t tmpfs roost-kerndat "$1" && "$0" check >/dev/null && cat "$2"`, criu, kerndatRun, kerndatCache)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS} // Go makes / private in it
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	data, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("criu check in a mount namespace of its own: %v: %s", err, lastLine(stderr.String()))
+	}
+	if len(data) == 0 {
+		return errors.New("criu check wrote no cache")
+	}
+	return atomicfile.Write(kerndatCache, data, 0o600)
+}
+
 func parseVersion(s, pattern string) ([2]int, bool) {
 	m := regexp.MustCompile(pattern).FindStringSubmatch(s)
 	if m == nil {
@@ -119,7 +176,7 @@ func runCRIU(ctx context.Context, criu, netns, logFile string, files []*os.File,
 	if err == nil {
 		return nil
 	}
-	reason := firstError(logFile)
+	reason := criuErrors(logFile)
 	if reason == "" {
 		reason = lastLine(out)
 	}
@@ -140,24 +197,32 @@ func runIn(netns string, cmd *exec.Cmd) (string, error) {
 // keeps the message.
 var criuError = regexp.MustCompile(`Error \([^)]*\): (.*)$`)
 
-// firstError is the first error CRIU logged in path worth showing: the
-// rlimit complaint every run logs is not.
-func firstError(path string) string {
+// maxCRIUErrors bounds how many of CRIU's error lines a failure carries.
+const maxCRIUErrors = 4
+
+// criuErrors are the distinct errors CRIU logged in path, worth showing
+// (the rlimit complaint every run logs is not), joined in the order
+// logged: the first says where CRIU stopped ("Timeout reached" when a
+// step hung), the ones after it what it was doing.
+func criuErrors(path string) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return ""
 	}
 	defer f.Close()
+	var errs []string
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
+	for sc.Scan() && len(errs) < maxCRIUErrors {
 		m := criuError.FindStringSubmatch(sc.Text())
 		if m == nil || strings.HasPrefix(m[1], "rlimit:") {
 			continue
 		}
-		return strings.TrimSpace(m[1])
+		if msg := strings.TrimSpace(m[1]); !slices.Contains(errs, msg) {
+			errs = append(errs, msg)
+		}
 	}
-	return ""
+	return strings.Join(errs, "; ")
 }
 
 func lastLine(s string) string {

@@ -48,8 +48,10 @@ import (
 //     binaries since, and handed to CRIU with --inherit-fd.
 //   - The init's output pipe becomes a new console pipe (--inherit-fd).
 //   - --freeze-cgroup: CRIU stops the sandbox with its cgroup freezer,
-//     whether or not the sandbox was paused; --file-locks, --link-remap: a
-//     held lock or an open unlinked file does not stop a dump.
+//     whether or not the sandbox was paused, once the driver has frozen
+//     it at a moment no process of it is in a vfork (vfork_linux.go).
+//   - --file-locks, --link-remap: a held lock or an open unlinked file
+//     does not stop a dump.
 //
 // Mounts CRIU restores are made in a mount namespace of the sandbox's user
 // namespace, where they are not locked: once CRIU is done, relock replaces
@@ -140,13 +142,16 @@ func (d *Driver) dump(ctx context.Context, criu string, h *handle, hib *hibernat
 	}
 	base := []string{"dump", "-t", strconv.Itoa(h.rec.Pid), "-D", hib.Images, "-o", "dump.log",
 		"--tcp-close", "--network-lock", "skip", "--file-locks", "--link-remap"}
+	var err error
 	if dir := h.group.FreezerDir(); dir != "" {
 		base = append(base, "--freeze-cgroup", dir)
+		err = freezeOutsideVfork(ctx, h.group)
 	}
-	netns := fmt.Sprintf("/proc/%d/ns/net", h.rec.Pid)
-	err := runCRIU(ctx, criu, netns, filepath.Join(hib.Images, "dump.log"), nil, append(base, args...)...)
 	if err == nil {
-		return nil
+		netns := fmt.Sprintf("/proc/%d/ns/net", h.rec.Pid)
+		if err = runCRIU(ctx, criu, netns, filepath.Join(hib.Images, "dump.log"), nil, append(base, args...)...); err == nil {
+			return nil
+		}
 	}
 	// CRIU leaves the tasks as it found them, save the freezer it used.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

@@ -289,3 +289,39 @@ open("/tmp/mptcp", "w").write("ready")
 time.sleep(1000)' >/dev/null 2>&1 &
 for i in $(seq 50); do test -s /tmp/mptcp && break; sleep 0.1; done; cat /tmp/mptcp`)
 }
+
+// TestHibernateWhileSpawning hibernates and restores, round after round, a
+// sandbox whose shells start commands without pause (each with a vfork):
+// the hibernation must not catch one mid-vfork, where CRIU hangs for its
+// timeout and fails (vfork_linux.go).
+func TestHibernateWhileSpawning(t *testing.T) {
+	d := newDriver(t)
+	needCRIU(t, d)
+	net := runtimetest.Network(t)
+	sb := runtimetest.Start(t, d, net, runtimetest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	sb.MustExec(t, `for i in 1 2; do nohup dash -c 'while :; do /bin/true; done' >/dev/null 2>&1 & echo $! >> /tmp/spawners; done`)
+	for round := range 3 {
+		started := time.Now()
+		st, err := d.Snapshot(ctx, sb.Spec.ID)
+		if err != nil {
+			t.Fatalf("round %d: hibernate: %v\n%s", round, err, criuLog(sb.Spec.StateDir))
+		}
+		t.Logf("round %d: hibernated in %v", round, time.Since(started).Round(time.Millisecond))
+		if err := sb.WaitGone(ctx); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		inst, err := d.Restore(ctx, sb.Spec, st)
+		if err != nil {
+			t.Fatalf("round %d: restore: %v", round, err)
+		}
+		sb.Instance, sb.Envd = inst, "http://"+inst.Envd.String()
+		if err := runtimetest.WaitHealthy(ctx, sb.Envd); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if got := sb.MustExec(t, `for p in $(cat /tmp/spawners); do kill -0 $p 2>/dev/null || echo "$p gone"; done`); got != "" {
+			t.Fatalf("round %d: the spawning shells after the restore: %s", round, got)
+		}
+	}
+}
