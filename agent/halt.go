@@ -20,7 +20,7 @@ const syncTimeout = 10 * time.Second
 // Halt pauses a sandbox without its memory (E2B's keepMemory: false): its
 // processes end and its disk stays; Resume boots it afresh, with the env
 // vars and envd token it was created with and its template's start
-// command. A running sandbox is asked to sync its files first (a VM's
+// command. A running VM sandbox is asked to sync its files first (its
 // page cache is the guest's). It wraps errdefs.ErrUnsupported when the
 // runtime cannot halt, ErrConflict when the sandbox is neither running
 // nor paused, or is paused already with its memory on disk.
@@ -48,8 +48,12 @@ func (m *Manager) haltLocked(ctx context.Context, sb *sandbox) error {
 		return fmt.Errorf("sandbox is paused without its memory already: %w", errdefs.ErrConflict)
 	case rec.Hibernated:
 		return fmt.Errorf("sandbox is hibernated (paused with its memory): %w", errdefs.ErrConflict)
-	case rec.State == StateRunning:
+	case rec.State == StateRunning && m.rt.Capabilities().VM:
 		m.syncFiles(ctx, rec)
+	case rec.State == StateRunning:
+		// Without a kernel of its own, the sandbox's dirty files are the
+		// host's page cache, which its halt's unmount writes out; a sync
+		// in the sandbox would flush every filesystem of the host.
 	case rec.State == StatePaused:
 		// Frozen processes end as well as running ones.
 	default:
