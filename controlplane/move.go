@@ -87,7 +87,7 @@ func (s *Server) cancelMove(ctx context.Context, h store.Host, id string) {
 	resp.Body.Close()
 }
 
-// agentHTTP makes a request of host h's move route for sandbox id, and
+// moveRequest makes a request of host h's move route for sandbox id, and
 // returns its answer when it is a success; else the answer's error.
 func (s *Server) moveRequest(ctx context.Context, h store.Host, method, id string, body io.Reader) (*http.Response, error) {
 	base, err := url.Parse(h.URL)

@@ -235,7 +235,11 @@ type createTemplate struct {
 // else a host's own tree of that name.
 func (s *Server) createTemplateOf(ctx context.Context, teamID string, p *createParams) (createTemplate, error) {
 	c, err := s.resolveContent(ctx, teamID, p.Template)
-	if s.builtin(p.Template) && (errors.Is(err, errNotContent) || errors.Is(err, errdefs.ErrInvalid) || errors.Is(err, errdefs.ErrNotFound)) {
+	switch {
+	case !s.builtin(p.Template):
+	case err == nil:
+		s.refreshBuiltin(ctx, c)
+	case errors.Is(err, errNotContent) || errors.Is(err, errdefs.ErrInvalid) || errors.Is(err, errdefs.ErrNotFound):
 		c, err = s.awaitBuiltin(ctx, teamID, p.Template)
 	}
 	if errors.Is(err, errNotContent) {

@@ -166,6 +166,9 @@ type Server struct {
 	blobLimit int64
 	// builtinMu makes creates of a built-in template wait for one build.
 	builtinMu sync.Mutex
+	// interpreter is the tar of Config.Interpreter last made (builtin.go);
+	// guarded by builtinMu.
+	interpreter interpreterTar
 	// unnamedBlobs is held for reading while a snapshot's blobs are made
 	// and not yet named by its row; garbage collection holds it for
 	// writing, so that it never deletes a blob a snapshot is about to

@@ -43,6 +43,8 @@ type buildAgent struct {
 	making  []*hostagentv1.TemplateInProgress
 	// hold, when set, keeps a build from ending until it is closed.
 	hold chan struct{}
+	// failWith, when set, fails every build with it as the reason.
+	failWith string
 }
 
 func (a *buildAgent) GetHostInfo(context.Context, *connect.Request[hostagentv1.GetHostInfoRequest]) (*connect.Response[hostagentv1.GetHostInfoResponse], error) {
@@ -100,7 +102,7 @@ func (a *buildAgent) BuildTemplate(ctx context.Context, req *connect.Request[hos
 	}
 	a.mu.Lock()
 	a.specs = append(a.specs, spec)
-	hold := a.hold
+	hold, failWith := a.hold, a.failWith
 	a.mu.Unlock()
 	info := hostagentv1.LogLevel_LOG_LEVEL_INFO
 	if err := out.Send(logEvent(info, "base", "from "+spec.Stages[0].From.Template)); err != nil {
@@ -117,6 +119,9 @@ func (a *buildAgent) BuildTemplate(ctx context.Context, req *connect.Request[hos
 				Error: "step " + step + ": " + st.String() + ": exit code 2: boom", FailedStep: step, ExitCode: 2,
 			}))
 		}
+	}
+	if failWith != "" {
+		return out.Send(resultEvent(&hostagentv1.BuildResult{Error: failWith, FailedStep: "1", ExitCode: 1}))
 	}
 	if hold != nil {
 		select {
@@ -162,6 +167,13 @@ func newTmplEnv(t *testing.T) *tmplEnv {
 // newTmplEnvOn is newTmplEnv on the database dbURL names.
 func newTmplEnvOn(t *testing.T, dbURL string) *tmplEnv {
 	t.Helper()
+	return newTmplEnvWith(t, dbURL, Config{})
+}
+
+// newTmplEnvWith is newTmplEnvOn with the control plane's cfg (its
+// content store and local host are the env's).
+func newTmplEnvWith(t *testing.T, dbURL string, cfg Config) *tmplEnv {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx := context.Background()
 	st, err := store.Open(ctx, dbURL, log)
@@ -174,7 +186,8 @@ func newTmplEnvOn(t *testing.T, dbURL string) *tmplEnv {
 	}}
 	_, h := hostagentv1connect.NewHostAgentServiceHandler(agent)
 	agentSrv := httptest.NewServer(h)
-	srv, err := New(Config{Blobs: blobs, Local: &LocalAgent{HostID: "h1"}}, st, log)
+	cfg.Blobs, cfg.Local = blobs, &LocalAgent{HostID: "h1"}
+	srv, err := New(cfg, st, log)
 	if err != nil {
 		t.Fatal(err)
 	}
