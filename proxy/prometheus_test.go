@@ -80,12 +80,20 @@ func TestMetrics(t *testing.T) {
 	if _, echo, err := conn.Read(ctx); err != nil || string(echo) != msg {
 		t.Fatalf("echo: %d bytes, %v", len(echo), err)
 	}
-	// The upgraded connection's bytes count while it is open.
-	if in := testutil.ToFloat64(m.requestBytes.WithLabelValues(kindUser)); in < float64(len(body)+len(msg)) {
-		t.Errorf("user request bytes %v with the WebSocket open, want at least %d", in, len(body)+len(msg))
-	}
-	if out := testutil.ToFloat64(m.responseBytes.WithLabelValues(kindUser)); out < float64(len(body)+len(msg)) {
-		t.Errorf("user response bytes %v with the WebSocket open, want at least %d", out, len(body)+len(msg))
+	// The upgraded connection's bytes count while it is open: the echo's
+	// once its write to the client returned, which may be just after the
+	// client read it.
+	atLeast := float64(len(body) + len(msg))
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		in := testutil.ToFloat64(m.requestBytes.WithLabelValues(kindUser))
+		out := testutil.ToFloat64(m.responseBytes.WithLabelValues(kindUser))
+		if in >= atLeast && out >= atLeast {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("user request and response bytes %v and %v with the WebSocket open, want at least %v", in, out, atLeast)
+		}
+		time.Sleep(time.Millisecond)
 	}
 	conn.Close(websocket.StatusNormalClosure, "")
 
