@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
 
 	"golang.org/x/sys/unix"
+	"roost.dev/roost/runtime/proc"
 )
 
 // Locking a restored sandbox's boundary again. CRIU rebuilds the
@@ -129,12 +129,7 @@ func isMountRoot(path, parent string) (bool, error) {
 // thread that shares them) and ends with fn: it never serves another
 // goroutine.
 func inMountNS(pid int, fn func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread() // never unlocked: the thread ends with this goroutine
-		done <- enterMountNS(pid, fn)
-	}()
-	return <-done
+	return proc.OnThrowawayThread(func() error { return enterMountNS(pid, fn) })
 }
 
 func enterMountNS(pid int, fn func() error) error {

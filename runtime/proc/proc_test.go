@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestLiveness(t *testing.T) {
@@ -77,5 +79,26 @@ func TestUntilExit(t *testing.T) {
 	case <-ctx.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("the context did not end with the process")
+	}
+}
+
+// TestOnThrowawayThreadKeepsMainThread: what fn does to its thread never
+// stays with the main thread, whose namespaces are the process's view in
+// /proc/self.
+func TestOnThrowawayThreadKeepsMainThread(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to unshare a mount namespace")
+	}
+	before, err := os.Readlink("/proc/self/ns/mnt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 200 {
+		if err := OnThrowawayThread(func() error { return unix.Unshare(unix.CLONE_FS | unix.CLONE_NEWNS) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after, _ := os.Readlink("/proc/self/ns/mnt"); after != before {
+		t.Fatalf("the main thread's mount namespace is %s, was %s", after, before)
 	}
 }

@@ -13,26 +13,49 @@ import (
 )
 
 // InNetns runs fn on an OS thread that has entered the network namespace
-// at path. The thread is never returned to the Go scheduler (the
-// goroutine ends locked, so the runtime discards the thread): nothing
-// else can run in a sandbox's namespace by accident.
+// at path. The thread is never returned to the Go scheduler (see
+// OnThrowawayThread): nothing else can run in a sandbox's namespace by
+// accident.
 func InNetns(path string, fn func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread() // never unlocked: see above
+	return OnThrowawayThread(func() error {
 		f, err := os.Open(path)
 		if err != nil {
-			done <- fmt.Errorf("open netns: %w", err)
-			return
+			return fmt.Errorf("open netns: %w", err)
 		}
 		defer f.Close()
 		// A thread shares its filesystem attributes with the process
 		// unless it unshares them; setns(CLONE_NEWNET) does not need that.
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			done <- fmt.Errorf("enter netns %s: %w", path, err)
+			return fmt.Errorf("enter netns %s: %w", path, err)
+		}
+		return fn()
+	})
+}
+
+// OnThrowawayThread runs fn on an OS thread of its own that ends with it,
+// for fn to change what only a thread can (enter namespaces): the
+// goroutine ends locked to the thread, so the runtime discards it. Never
+// on the process's main thread, which the runtime keeps instead (wedged
+// in whatever namespace fn left it): /proc/self is that thread's view,
+// and the process's mount table, as /proc/self/mountinfo shows it, would
+// be the namespace's.
+func OnThrowawayThread(fn func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		goruntime.LockOSThread()
+		if unix.Gettid() != unix.Getpid() {
+			done <- fn() // never unlocked: the thread ends with this goroutine
 			return
 		}
-		done <- fn()
+		// The main thread: held by this goroutine, so the one started
+		// here runs on another.
+		defer goruntime.UnlockOSThread()
+		inner := make(chan error, 1)
+		go func() {
+			goruntime.LockOSThread() // never unlocked
+			inner <- fn()
+		}()
+		done <- <-inner
 	}()
 	return <-done
 }
@@ -43,7 +66,23 @@ func InNetns(path string, fn func() error) error {
 // has no such channel: the methods below take nil for it and ask /proc
 // instead.
 func Start(netns string, cmd *exec.Cmd) (Process, <-chan struct{}, error) {
-	if err := InNetns(netns, cmd.Start); err != nil {
+	return StartPrepared(netns, nil, cmd)
+}
+
+// StartPrepared is Start with prepare, when not nil, run first on the
+// thread that starts cmd: what it changes of the thread (a namespace it
+// enters) the child inherits, and the thread ends after the start.
+func StartPrepared(netns string, prepare func() error, cmd *exec.Cmd) (Process, <-chan struct{}, error) {
+	start := cmd.Start
+	if prepare != nil {
+		start = func() error {
+			if err := prepare(); err != nil {
+				return err
+			}
+			return cmd.Start()
+		}
+	}
+	if err := InNetns(netns, start); err != nil {
 		return Process{}, nil, err
 	}
 	exited := make(chan struct{})
