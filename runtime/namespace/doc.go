@@ -16,10 +16,13 @@
 // masked and read-only paths, so that they reach the sandbox locked (see
 // boundary_linux.go), and unmounts the host's copies once the sandbox
 // holds its own: a running sandbox leaves two mounts in the host's
-// namespace (its disk and root; the network package adds its netns), since
-// every create copies and walks all of them. The init mounts a minimal /dev, the sandbox's own
-// cgroups, pivots into the overlay,
-// starts envd from a file descriptor (envd is never copied into the tree)
+// namespace (its disk and root; the network package adds its netns). The
+// init starts from a small mount namespace of its own, holding the
+// sandbox's root tree and what the init needs before its pivot, not from
+// the host's: a new mount namespace copies all of its creator's mounts,
+// so a start would cost more with every sandbox running
+// (spawnns_linux.go). The init mounts a minimal /dev, the sandbox's own
+// cgroups, pivots into the overlay, starts envd from a file descriptor (envd is never copied into the tree)
 // on a listening socket it opened first (so that a health check made while
 // envd starts waits instead of failing), restarts envd if it dies, and
 // reaps orphans. CPU, memory and pids limits and pause/resume come from

@@ -77,6 +77,8 @@ type Driver struct {
 
 	diskMu sync.Mutex // guards making blank disk images (see blankDisk)
 
+	spawn spawnNS // the mount namespace inits start from (spawnns_linux.go)
+
 	criuOnce sync.Once // finds criuTool
 	criuTool criuTool
 

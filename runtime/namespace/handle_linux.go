@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"roost.dev/roost/errdefs"
 	"roost.dev/roost/mountinfo"
 
@@ -79,7 +80,15 @@ func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, ids int, grou
 	// files open to follow CPU limits: files from outside the sandbox's
 	// mount namespace, which a hibernation could not restore.
 	cmd.Env = []string{sandboxinit.ModeEnv + "=" + sandboxinit.ModeInit, "GOMAXPROCS=1", "GODEBUG=containermaxprocs=0,updatemaxprocs=0"}
-	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its stdin opened here, in the host's mount namespace: os/exec would
+	// open /dev/null on the starting thread, in the spawn namespace, whose
+	// mounts no sandbox holds (CRIU could not dump the descriptor).
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		return proc.Process{}, err
+	}
+	defer null.Close()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, logf, logf
 	cmd.ExtraFiles = []*os.File{cfgR, statusW, envd, self} // fds 3 to 6
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags:                 syscall.CLONE_NEWUSER | syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
@@ -92,8 +101,18 @@ func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, ids int, grou
 		Credential: &syscall.Credential{Uid: 0, Gid: 0},
 		Setsid:     true,
 	}
-	// Reaped if it ends while this agent runs.
-	p, exited, err := proc.Start(spec.Network.Netns, cmd)
+	// Started from a small mount namespace holding the sandbox's root
+	// tree (spawnns_linux.go); reaped if it ends while this agent runs.
+	ns, err := d.spawnNamespace()
+	if err != nil {
+		return proc.Process{}, err
+	}
+	tree, err := openRootTree(cfg.RootFS)
+	if err != nil {
+		return proc.Process{}, err
+	}
+	defer unix.Close(tree)
+	p, exited, err := proc.StartPrepared(spec.Network.Netns, func() error { return enterSpawnNS(ns, tree) }, cmd)
 	if err != nil {
 		return proc.Process{}, fmt.Errorf("start init: %w", err)
 	}
@@ -133,7 +152,9 @@ func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, ids int, grou
 		kill()
 		return proc.Process{}, err
 	}
-	if err := json.NewEncoder(cfgW).Encode(cfg); err != nil {
+	initCfg := cfg
+	initCfg.RootFS = spawnRoot // where the init has it
+	if err := json.NewEncoder(cfgW).Encode(initCfg); err != nil {
 		kill()
 		return proc.Process{}, fmt.Errorf("send init config: %w", err)
 	}

@@ -93,8 +93,10 @@ func setupSandbox() (Config, error) {
 		return cfg, fmt.Errorf("make mounts private: %w", err)
 	}
 	syscall.Close(FDSelf)
-	// The path, not a descriptor from the driver: a descriptor would point
-	// into the host's mount namespace, where this process may not mount.
+	// The path where the driver attached the sandbox's tree in the
+	// namespace this one is a copy of, not a descriptor from the driver: a
+	// descriptor would point into another mount namespace, where this
+	// process may not mount.
 	root := cfg.RootFS
 	// The overlay came from the host's namespace and is locked here;
 	// pivot_root needs a mount of our own, so bind the root onto itself.

@@ -34,7 +34,7 @@ const (
 
 // Config tells a sandbox init how to set the sandbox up.
 type Config struct {
-	RootFS   string            `json:"rootfs"` // host path of the merged overlay
+	RootFS   string            `json:"rootfs"` // where the init finds the sandbox's root tree in its mount namespace
 	Hostname string            `json:"hostname"`
 	Resolv   string            `json:"resolv"` // /etc/resolv.conf contents
 	Env      map[string]string `json:"env"`
