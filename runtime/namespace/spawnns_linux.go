@@ -37,24 +37,29 @@ const spawnRoot = "/sandbox"
 
 // spawnNS is the driver's spawn namespace, made at its first start.
 type spawnNS struct {
-	once sync.Once
-	fd   int // its nsfs file, open for the driver's life
-	err  error
+	mu sync.Mutex
+	fd int // its nsfs file, open for the driver's life; 0 until made
 }
 
-// spawnNamespace is the spawn namespace's file, made at the first call.
+// spawnNamespace is the spawn namespace's file, made at the first call
+// (and at the next one, if making it failed).
 func (d *Driver) spawnNamespace() (int, error) {
-	d.spawn.once.Do(func() {
-		err := proc.OnThrowawayThread(func() error {
-			var err error
-			d.spawn.fd, err = newSpawnNS()
-			return err
-		})
-		if err != nil {
-			d.spawn.err = fmt.Errorf("make the mount namespace sandboxes start from: %w", err)
+	d.spawn.mu.Lock()
+	defer d.spawn.mu.Unlock()
+	if d.spawn.fd > 0 {
+		return d.spawn.fd, nil
+	}
+	err := proc.OnThrowawayThread(func() error {
+		fd, err := newSpawnNS()
+		if err == nil {
+			d.spawn.fd = fd
 		}
+		return err
 	})
-	return d.spawn.fd, d.spawn.err
+	if err != nil {
+		return -1, fmt.Errorf("make the mount namespace sandboxes start from: %w", err)
+	}
+	return d.spawn.fd, nil
 }
 
 // newSpawnNS moves the calling thread into a new mount namespace whose
