@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	"os"
 	"testing"
 )
 
@@ -47,9 +48,15 @@ func TestMeter(t *testing.T) {
 			}
 			defer m.Close()
 			file := t.TempDir() + "/cached"
-			start(t, g, nil, "sh", "-c", "head -c 8388608 /dev/zero > "+file+"; sleep 1000 & i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; wait")
+			// The shell marks with a builtin when head has exited and sleep
+			// started: from then on its group holds exactly two tasks (the
+			// loop forks nothing), so the meter and Stats read the same.
+			start(t, g, nil, "sh", "-c", "head -c 8388608 /dev/zero > "+file+"; sleep 1000 & : > "+file+".ready; i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; wait")
 			var u Usage
 			eventually(t, "two tasks, some CPU and 8 MiB of cache", func() bool {
+				if _, err := os.Stat(file + ".ready"); err != nil {
+					return false
+				}
 				if u, err = m.Read(); err != nil {
 					t.Fatal(err)
 				}
