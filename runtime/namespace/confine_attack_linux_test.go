@@ -301,11 +301,23 @@ dpkg-deb --build --root-owner-group /tmp/tiny /tmp/tiny.deb`)
 
 // The control: with confinement off (the benchmarks' baseline), the same
 // sandbox lets root make a user namespace and holds every capability,
-// which is what the attack cases above would catch coming back.
+// which is what the attack cases above would catch coming back. The init
+// and root are root as an exec as root leaves it, although the init was
+// executed unmapped with ambient capabilities: root's IDs, no groups,
+// nothing inheritable or ambient.
 func TestUnconfinedControl(t *testing.T) {
 	sb := runtimetest.Start(t, newDriverWith(t, true), runtimetest.Network(t), runtimetest.Options{})
 	sb.MustExec(t, "unshare -Urn true")
 	if got := statusFields(t, sb, "self"); got["CapBnd"] == dockerCaps || got["Seccomp"] != "0" {
 		t.Errorf("unconfined sandbox: CapBnd %s, Seccomp %s", got["CapBnd"], got["Seccomp"])
+	}
+	for _, who := range []string{"self", "1", "$(pgrep -x envd)"} {
+		got := statusFields(t, sb, who)
+		if got["CapInh"] != "0000000000000000" || got["CapAmb"] != "0000000000000000" || got["CapEff"] != got["CapBnd"] {
+			t.Errorf("/proc/%s/status: CapInh %s, CapAmb %s, CapEff %s, CapBnd %s; want none inheritable or ambient, every bounded one effective", who, got["CapInh"], got["CapAmb"], got["CapEff"], got["CapBnd"])
+		}
+	}
+	if got := sb.MustExec(t, "grep -E '^(Uid|Gid|Groups):' /proc/1/status | tr -s '\t ' ' '"); got != "Uid: 0 0 0 0\nGid: 0 0 0 0\nGroups: \n" {
+		t.Errorf("the init's IDs: %q", got)
 	}
 }

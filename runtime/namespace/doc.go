@@ -21,7 +21,12 @@
 // sandbox's root tree and what the init needs before its pivot, not from
 // the host's: a new mount namespace copies all of its creator's mounts,
 // so a start would cost more with every sandbox running
-// (spawnns_linux.go). The init mounts a minimal /dev, the sandbox's own
+// (spawnns_linux.go). For the same reason the init is cloned sharing the
+// agent's memory until it executes (vfork), not with a copy of the
+// agent's page tables, which grow with the sandboxes it runs: it executes
+// unmapped in its new user namespace, its capabilities there carried as
+// ambient ones, and becomes the sandbox's root once the driver has
+// written its ID maps (sandboxinit.IDsMapped). The init mounts a minimal /dev, the sandbox's own
 // cgroups, pivots into the overlay, starts envd from a file descriptor (envd is never copied into the tree)
 // on a listening socket it opened first (so that a health check made while
 // envd starts waits instead of failing), restarts envd if it dies, and

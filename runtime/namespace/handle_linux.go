@@ -11,7 +11,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -90,16 +92,20 @@ func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, ids int, grou
 	defer null.Close()
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, logf, logf
 	cmd.ExtraFiles = []*os.File{cfgR, statusW, envd, self} // fds 3 to 6
+	caps, err := everyCapability()
+	if err != nil {
+		return proc.Process{}, err
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:                 syscall.CLONE_NEWUSER | syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
-		UidMappings:                idMap(hostID(ids)),
-		GidMappings:                idMap(hostID(ids)),
-		GidMappingsEnableSetgroups: true,
-		// Become the sandbox's root before exec: the agent's own uid is not
-		// mapped in the new namespace, and an unmapped process keeps no
-		// capabilities across exec.
-		Credential: &syscall.Credential{Uid: 0, Gid: 0},
-		Setsid:     true,
+		Cloneflags: vforkUserns | syscall.CLONE_NEWUSER | syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
+		// The agent's uid is not mapped in the new namespace until the
+		// driver writes the maps, after the exec: ambient, the
+		// capabilities the init has there as its creator survive the exec
+		// (an unmapped process keeps none otherwise). The init becomes
+		// the sandbox's root, and drops its ambient set, once the maps
+		// are written (sandboxinit.IDsMapped).
+		AmbientCaps: caps,
+		Setsid:      true,
 	}
 	// Started from a small mount namespace holding the sandbox's root
 	// tree (spawnns_linux.go); reaped if it ends while this agent runs.
@@ -119,6 +125,14 @@ func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, ids int, grou
 	kill := func() { p.Kill(exited) }
 	statusW.Close()
 	cfgR.Close()
+	if err := writeIDMaps(p.Pid, idMap(hostID(ids))); err != nil {
+		kill()
+		return proc.Process{}, fmt.Errorf("sandbox init: %w", err)
+	}
+	if _, err := cfgW.Write([]byte{sandboxinit.IDsMapped}); err != nil {
+		kill()
+		return proc.Process{}, fmt.Errorf("sandbox init: %w", err)
+	}
 	if err := group.AddProc(p.Pid); err != nil {
 		kill()
 		return proc.Process{}, fmt.Errorf("join cgroup: %w", err)
@@ -168,6 +182,34 @@ func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, ids int, grou
 	}
 	return p, nil
 }
+
+// vforkUserns are the clone flags that start a process in a new user
+// namespace as os/exec starts every other: sharing the agent's memory
+// until it executes (vfork). os/exec otherwise copies the agent's page
+// tables for a child that makes a user namespace, so that the child can
+// wait for its ID maps before it executes; a cost that grows with the
+// agent's memory, that is, with the sandboxes it runs, and that stalls
+// the agent's other threads while it lasts. Such a child executes
+// unmapped, and the driver writes its maps once it runs (writeIDMaps).
+const vforkUserns = syscall.CLONE_VM | syscall.CLONE_VFORK
+
+// everyCapability lists the capabilities this kernel knows: an init's
+// ambient set.
+var everyCapability = sync.OnceValues(func() ([]uintptr, error) {
+	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+	if err != nil {
+		return nil, err
+	}
+	last, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("cap_last_cap: %w", err)
+	}
+	caps := make([]uintptr, last+1)
+	for c := range caps {
+		caps[c] = uintptr(c)
+	}
+	return caps, nil
+})
 
 // statusAnswer is a line the init wrote on its status pipe, or the error
 // that ended the pipe.

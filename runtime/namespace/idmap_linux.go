@@ -156,6 +156,22 @@ func idMap(base int) []syscall.SysProcIDMap {
 	return []syscall.SysProcIDMap{{ContainerID: 0, HostID: base, Size: IDRange}}
 }
 
+// writeIDMaps gives the user namespace of pid, made without ID maps, the
+// map m for its gids and uids. Written by the agent, root of the parent
+// namespace, so setgroups stays allowed in it.
+func writeIDMaps(pid int, m []syscall.SysProcIDMap) error {
+	var b []byte
+	for _, e := range m {
+		b = fmt.Appendf(b, "%d %d %d\n", e.ContainerID, e.HostID, e.Size)
+	}
+	for _, kind := range []string{"gid_map", "uid_map"} {
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/%s", pid, kind), b, 0); err != nil {
+			return fmt.Errorf("write %s: %w", kind, err)
+		}
+	}
+	return nil
+}
+
 // newUserns returns a handle on a user namespace mapping root to the
 // host ID base, for idmapped mounts.
 func newUserns(initPath string, base int) (*os.File, error) {

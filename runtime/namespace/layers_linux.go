@@ -125,11 +125,16 @@ func holdUserns(initPath string, m []syscall.SysProcIDMap) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER, UidMappings: m, GidMappings: m}
+	// Cloned as the init is (vforkUserns): the map is written once it runs.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: vforkUserns | syscall.CLONE_NEWUSER}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start user namespace holder: %w", err)
 	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/user", cmd.Process.Pid))
+	err = writeIDMaps(cmd.Process.Pid, m)
+	var f *os.File
+	if err == nil {
+		f, err = os.Open(fmt.Sprintf("/proc/%d/ns/user", cmd.Process.Pid))
+	}
 	stdin.Close()
 	_ = cmd.Wait()
 	if err != nil {

@@ -98,6 +98,56 @@ func installFilter(b []byte) error {
 	return nil
 }
 
+// becomeRoot waits until the driver has mapped this user namespace's IDs
+// (IDsMapped on FDConfig), then takes root's IDs in it on every thread,
+// with no supplementary groups. The init was executed unmapped, its
+// capabilities carried across the exec as ambient ones; it keeps them as
+// root, and clears the ambient and inheritable sets, on every thread, as
+// an exec as root would have left them.
+func becomeRoot() error {
+	var b [1]byte
+	for {
+		n, err := syscall.Read(FDConfig, b[:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || n != 1 || b[0] != IDsMapped {
+			return fmt.Errorf("wait for the user namespace's ID maps: read %q, %v", b[:max(n, 0)], err)
+		}
+		break
+	}
+	if err := syscall.Setgroups(nil); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if err := syscall.Setresgid(0, 0, 0); err != nil {
+		return fmt.Errorf("setresgid: %w", err)
+	}
+	if err := syscall.Setresuid(0, 0, 0); err != nil {
+		return fmt.Errorf("setresuid: %w", err)
+	}
+	if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, prCapAmbient, prCapAmbientClearAll, 0); e != 0 {
+		return fmt.Errorf("clear the ambient set: %w", e)
+	}
+	hdr := capHeader{capabilityVersion3, 0}
+	var data [2]capData
+	if _, _, e := syscall.RawSyscall(syscall.SYS_CAPGET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
+		return fmt.Errorf("capget: %w", e)
+	}
+	data[0].inheritable, data[1].inheritable = 0, 0
+	if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
+		return fmt.Errorf("clear the inheritable set: %w", e)
+	}
+	return nil
+}
+
+// capHeader and capData are capget's and capset's structs.
+type capHeader struct {
+	version uint32
+	pid     int32
+}
+
+type capData struct{ effective, permitted, inheritable uint32 }
+
 // boundCapabilities keeps only the capabilities keep: it drops the others
 // from this thread's bounding set (what an exec can ever grant, root's and
 // setuid programs' included) and clears its ambient set, then, on every
@@ -127,11 +177,7 @@ func boundCapabilities(keep []int) error {
 	if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, prCapAmbient, prCapAmbientClearAll, 0); e != 0 && e != syscall.EINVAL {
 		return fmt.Errorf("ambient set: %w", e) // EINVAL: a kernel before ambient capabilities
 	}
-	hdr := struct {
-		version uint32
-		pid     int32
-	}{capabilityVersion3, 0}
-	type capData struct{ effective, permitted, inheritable uint32 }
+	hdr := capHeader{capabilityVersion3, 0}
 	data := [2]capData{
 		{effective: uint32(mask), permitted: uint32(mask)},
 		{effective: uint32(mask >> 32), permitted: uint32(mask >> 32)},

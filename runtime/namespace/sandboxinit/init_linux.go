@@ -39,6 +39,10 @@ func runInit() {
 	// namespace now and then.)
 	runtime.LockOSThread()
 	status := os.NewFile(FDStatus, "status")
+	if err := becomeRoot(); err != nil {
+		fmt.Fprintf(status, "error: %v\n", err)
+		os.Exit(1)
+	}
 	cfg, err := setupSandbox()
 	if err != nil {
 		fmt.Fprintf(status, "error: %v\n", err)

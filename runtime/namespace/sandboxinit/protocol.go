@@ -32,6 +32,13 @@ const (
 	FDSelf   = 6 // the init binary, which the init is exec'd from
 )
 
+// IDsMapped is the first byte the driver writes on FDConfig, once it has
+// written the ID maps of the init's user namespace. The init starts
+// unmapped, with every capability of its namespace as an ambient one (the
+// driver's clone cannot wait for the maps); it waits for this byte, then
+// becomes the sandbox's root. The Config follows.
+const IDsMapped = '\n' // JSON's whitespace: a decoder of the Config skips it
+
 // Config tells a sandbox init how to set the sandbox up.
 type Config struct {
 	RootFS   string            `json:"rootfs"` // where the init finds the sandbox's root tree in its mount namespace
