@@ -218,6 +218,9 @@ func (g *Group) signalAll(ctx context.Context, dirs []string) error {
 		return err
 	}
 	for _, pid := range pids {
+		if pid == os.Getpid() {
+			continue // a thread of ours starting a process in the group (JoinThread)
+		}
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 			return fmt.Errorf("signal pid %d: %w", pid, err)
 		}

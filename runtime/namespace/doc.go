@@ -26,7 +26,9 @@
 // agent's page tables, which grow with the sandboxes it runs: it executes
 // unmapped in its new user namespace, its capabilities there carried as
 // ambient ones, and becomes the sandbox's root once the driver has
-// written its ID maps (sandboxinit.IDsMapped). The init mounts a minimal /dev, the sandbox's own
+// written its ID maps (sandboxinit.IDsMapped). It is born in its cgroup
+// (cgroup.Group.JoinThread), not moved into it afterwards: a move holds
+// the host's cgroup lock through an RCU grace period. The init mounts a minimal /dev, the sandbox's own
 // cgroups, pivots into the overlay, starts envd from a file descriptor (envd is never copied into the tree)
 // on a listening socket it opened first (so that a health check made while
 // envd starts waits instead of failing), restarts envd if it dies, and

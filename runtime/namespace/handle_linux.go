@@ -118,7 +118,22 @@ func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, ids int, grou
 		return proc.Process{}, err
 	}
 	defer unix.Close(tree)
-	p, exited, err := proc.StartPrepared(spec.Network.Netns, func() error { return enterSpawnNS(ns, tree) }, cmd)
+	// Born in its cgroup from a thread that joined it (Group.JoinThread):
+	// not moved into it after the start, which took a host-wide lock.
+	prepare := func() (func() error, error) {
+		fd, leave, err := group.JoinThread()
+		if err != nil {
+			return nil, err
+		}
+		if err := enterSpawnNS(ns, tree); err != nil {
+			return nil, errors.Join(err, leave())
+		}
+		if fd >= 0 {
+			cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
+		}
+		return leave, nil
+	}
+	p, exited, err := proc.StartPrepared(spec.Network.Netns, prepare, cmd)
 	if err != nil {
 		return proc.Process{}, fmt.Errorf("start init: %w", err)
 	}
@@ -132,10 +147,6 @@ func (d *Driver) startInit(ctx context.Context, spec runtime.Spec, ids int, grou
 	if _, err := cfgW.Write([]byte{sandboxinit.IDsMapped}); err != nil {
 		kill()
 		return proc.Process{}, fmt.Errorf("sandbox init: %w", err)
-	}
-	if err := group.AddProc(p.Pid); err != nil {
-		kill()
-		return proc.Process{}, fmt.Errorf("join cgroup: %w", err)
 	}
 	status := readStatus(statusR)
 	timer := time.NewTimer(startTimeout)

@@ -2,8 +2,10 @@ package proc
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,5 +102,35 @@ func TestOnThrowawayThreadKeepsMainThread(t *testing.T) {
 	}
 	if after, _ := os.Readlink("/proc/self/ns/mnt"); after != before {
 		t.Fatalf("the main thread's mount namespace is %s, was %s", after, before)
+	}
+}
+
+// StartPrepared runs prepare and what it returns on the thread that
+// starts the child, the latter after the start; when that fails, the
+// child is killed and the start fails.
+func TestStartPrepared(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("entering a network namespace needs root")
+	}
+	var prepared, after int
+	prepare := func() (func() error, error) {
+		prepared = unix.Gettid()
+		return func() error { after = unix.Gettid(); return nil }, nil
+	}
+	p, exited, err := StartPrepared("/proc/self/ns/net", prepare, exec.Command("sleep", "60"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Kill(exited)
+	if prepared == 0 || after != prepared || prepared == unix.Getpid() {
+		t.Errorf("prepare on thread %d, after on %d (main thread %d): want one thread, not the main one", prepared, after, unix.Getpid())
+	}
+	cmd := exec.Command("sleep", "60")
+	failing := func() (func() error, error) { return func() error { return errors.New("left no way back") }, nil }
+	if _, _, err := StartPrepared("/proc/self/ns/net", failing, cmd); err == nil || !strings.Contains(err.Error(), "left no way back") {
+		t.Fatalf("a failing after: %v", err)
+	}
+	if cmd.ProcessState == nil || cmd.ProcessState.Success() {
+		t.Errorf("the child of a failed start was not killed and reaped: %v", cmd.ProcessState)
 	}
 }

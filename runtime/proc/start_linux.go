@@ -2,6 +2,7 @@ package proc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -71,15 +72,30 @@ func Start(netns string, cmd *exec.Cmd) (Process, <-chan struct{}, error) {
 
 // StartPrepared is Start with prepare, when not nil, run first on the
 // thread that starts cmd: what it changes of the thread (a namespace it
-// enters) the child inherits, and the thread ends after the start.
-func StartPrepared(netns string, prepare func() error, cmd *exec.Cmd) (Process, <-chan struct{}, error) {
+// enters, a cgroup it joins) the child inherits. The function prepare
+// returns, when not nil, runs on that thread right after the start, even
+// a failed one; when it fails, the started child is killed and the start
+// fails. The thread ends after.
+func StartPrepared(netns string, prepare func() (after func() error, err error), cmd *exec.Cmd) (Process, <-chan struct{}, error) {
 	start := cmd.Start
 	if prepare != nil {
 		start = func() error {
-			if err := prepare(); err != nil {
+			after, err := prepare()
+			if err != nil {
 				return err
 			}
-			return cmd.Start()
+			err = cmd.Start()
+			if after == nil {
+				return err
+			}
+			if aerr := after(); aerr != nil {
+				if err == nil {
+					_ = cmd.Process.Kill()
+					_ = cmd.Wait()
+				}
+				return errors.Join(err, aerr)
+			}
+			return err
 		}
 	}
 	if err := InNetns(netns, start); err != nil {

@@ -79,13 +79,13 @@ func setupSandbox() (Config, error) {
 	if err != nil {
 		return cfg, err
 	}
-	// Blocks until the driver has placed this process in its cgroup and
-	// attached the procfs below the sandbox's root.
+	// Blocks until the driver has attached the procfs below the
+	// sandbox's root. (The init was born in the sandbox's cgroup.)
 	if err := json.NewDecoder(os.NewFile(FDConfig, "config")).Decode(&cfg); err != nil {
 		return cfg, fmt.Errorf("read config: %w", err)
 	}
 	syscall.Close(procfd)
-	// Now in the sandbox's cgroup: make it the root of our cgroup view.
+	// In the sandbox's cgroup: make it the root of our cgroup view.
 	own, err := ownHierarchies()
 	if err != nil {
 		return cfg, err
