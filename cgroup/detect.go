@@ -153,3 +153,25 @@ func v1Mounts(mounts []mountinfo.Mount, root string) map[string]string {
 func under(path, root string) bool {
 	return path == root || strings.HasPrefix(path, strings.TrimSuffix(root, "/")+"/")
 }
+
+// V1Groups maps each v1 controller to a process's (or thread's) group in
+// its hierarchy, as file (/proc/<pid>/cgroup, /proc/thread-self/cgroup)
+// names it: relative to the hierarchy's root. cgroup2's line is left out.
+func V1Groups(file string) (map[string]string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		// hierarchy-ID:controller-list:cgroup-path
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 || f[1] == "" {
+			continue
+		}
+		for _, c := range strings.Split(f[1], ",") {
+			out[c] = f[2]
+		}
+	}
+	return out, nil
+}

@@ -203,3 +203,22 @@ func TestGroupLayout(t *testing.T) {
 		t.Errorf("v2 freezer = %s %v", d, v2)
 	}
 }
+
+func TestV1Groups(t *testing.T) {
+	file := t.TempDir() + "/cgroup"
+	const text = "12:pids:/roost/a\n4:cpu,cpuacct:/system.slice/x.service\n1:name=systemd:/init.scope\n0::/user.slice\n"
+	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := V1Groups(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"pids": "/roost/a", "cpu": "/system.slice/x.service", "cpuacct": "/system.slice/x.service", "name=systemd": "/init.scope"}
+	if !maps.Equal(got, want) {
+		t.Errorf("V1Groups = %v, want %v", got, want)
+	}
+	if _, err := V1Groups(t.TempDir() + "/missing"); err == nil {
+		t.Error("a missing file read without error")
+	}
+}

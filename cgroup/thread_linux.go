@@ -1,14 +1,10 @@
 package cgroup
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -46,7 +42,7 @@ func (g *Group) JoinThread() (cgroupFD int, leave func() error, err error) {
 		return errors.Join(errs...)
 	}
 	if len(g.v1) > 0 {
-		were, err := threadCgroups()
+		were, err := V1Groups("/proc/thread-self/cgroup")
 		if err != nil {
 			return -1, nil, err
 		}
@@ -72,27 +68,4 @@ func (g *Group) JoinThread() (cgroupFD int, leave func() error, err error) {
 		}
 	}
 	return fd, leave, nil
-}
-
-// threadCgroups maps each v1 controller to the calling thread's group in
-// its hierarchy, as /proc/thread-self/cgroup names it.
-func threadCgroups() (map[string]string, error) {
-	b, err := os.ReadFile("/proc/thread-self/cgroup")
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]string{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		// hierarchy-ID:controller-list:cgroup-path
-		_, rest, ok := strings.Cut(sc.Text(), ":")
-		ctrls, path, ok2 := strings.Cut(rest, ":")
-		if !ok || !ok2 || ctrls == "" {
-			continue // cgroup2's line, or not one at all
-		}
-		for _, c := range strings.Split(ctrls, ",") {
-			out[c] = path
-		}
-	}
-	return out, sc.Err()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -580,22 +581,16 @@ func cgroupRoots(group *cgroup.Group) ([]string, error) {
 	own := "/" + group.Name()
 	args := []string{"--cgroup-root", own}
 	v1, _ := group.Hierarchies()
-	b, err := os.ReadFile("/proc/self/cgroup")
+	agent, err := cgroup.V1Groups("/proc/self/cgroup")
 	if err != nil {
 		return nil, err
 	}
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		f := strings.SplitN(line, ":", 3)
-		if len(f) != 3 || f[1] == "" {
-			continue // cgroup2
+	for _, c := range slices.Sorted(maps.Keys(agent)) {
+		root := agent[c]
+		if slices.Contains(v1, c) {
+			root = own
 		}
-		for _, c := range strings.Split(f[1], ",") {
-			root := f[2]
-			if slices.Contains(v1, c) {
-				root = own
-			}
-			args = append(args, "--cgroup-root", c+":"+root)
-		}
+		args = append(args, "--cgroup-root", c+":"+root)
 	}
 	return args, nil
 }
