@@ -1,13 +1,16 @@
 package network
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,19 +35,48 @@ func limitEgress(nl *netlink.Handle, link netlink.Link, l RateLimit) error {
 	return nil
 }
 
-// strictARP turns on strict reverse-path filtering on a sandbox's host
-// link. Besides IPv4 (which the prerouting chain already filters) it
-// governs ARP: the host learns a neighbour from the link only for an
-// address routed through it, the sandbox's own. Otherwise ARP requests
-// with made-up sender addresses fill the host's neighbour table
-// (gc_thresh3, 1024 entries by default), and the host loses its LAN.
-func strictARP(link string) error {
-	p := "/proc/sys/net/ipv4/conf/" + link + "/rp_filter"
-	if err := os.WriteFile(p, []byte("1"), 0); err != nil {
-		return fmt.Errorf("strict reverse-path filter on %s: %w", link, err)
+// hostLinkSysctls sets up sandbox link, on the host side, before it
+// comes up.
+//
+// Strict reverse-path filtering: besides IPv4 (which the prerouting
+// chain already filters) it governs ARP: the host learns a neighbour
+// from the link only for an address routed through it, the sandbox's
+// own. Otherwise ARP requests with made-up sender addresses fill the
+// host's neighbour table (gc_thresh3, 1024 entries by default), and the
+// host loses its LAN. It is set over netlink, not through
+// /proc/sys/net/ipv4: every sandbox's network namespace has its own
+// entry of that name, and a path through it walks them all (1.4 ms a
+// write with 1,000 sandboxes).
+//
+// No IPv6: sandboxes have none, and the host's IPv6 on a link costs
+// every later link a little more. The host would give the link an
+// address and routes in its own IPv6 table, and each link coming up or
+// going walks that whole table: with 1,000 sandboxes, the network setup
+// of the next one took 9.8 ms against 2.9 ms on an empty host. A host
+// without IPv6 at all has nothing to turn off.
+func hostLinkSysctls(link netlink.Link) error {
+	name := link.Attrs().Name
+	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(link.Attrs().Index)
+	req.AddData(msg)
+	spec := nl.NewRtAttr(unix.IFLA_AF_SPEC, nil)
+	conf := spec.AddRtAttr(unix.AF_INET, nil).AddRtAttr(unix.IFLA_INET_CONF, nil)
+	conf.AddRtAttr(ipv4DevconfRPFilter, nl.Uint32Attr(1))
+	req.AddData(spec)
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+		return fmt.Errorf("strict reverse-path filter on %s: %w", name, err)
+	}
+	p := "/proc/sys/net/ipv6/conf/" + name + "/disable_ipv6"
+	if err := os.WriteFile(p, []byte("1"), 0); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("turn IPv6 off on %s: %w", name, err)
 	}
 	return nil
 }
+
+// ipv4DevconfRPFilter is IPV4_DEVCONF_RP_FILTER of linux/ip.h: the
+// attribute of rp_filter in a link's IFLA_INET_CONF.
+const ipv4DevconfRPFilter = 8
 
 // forgetConnections removes the host's conntrack entries of addrs,
 // sandboxes' addresses, in either direction. The kernel walks its whole

@@ -286,9 +286,9 @@ func (m *Manager) Setup(ctx context.Context, id string, slot int, internet bool)
 
 	// The peer is created inside the namespace under its final name, so a
 	// host-side name collision is impossible and there is no move step.
+	// The host side comes up once its sysctls are set (hostLinkSysctls).
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = link
-	attrs.Flags = net.FlagUp
 	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: sandboxIf, PeerNamespace: netlink.NsFd(ns.fd)}
 	if err := m.nl.LinkAdd(veth); err != nil {
 		if errors.Is(err, unix.EEXIST) {
@@ -300,8 +300,11 @@ func (m *Manager) Setup(ctx context.Context, id string, slot int, internet bool)
 	if err := m.nl.AddrAdd(veth, &netlink.Addr{IPNet: ipNet(host)}); err != nil {
 		return runtime.Network{}, fmt.Errorf("address %s on %s: %w", host, link, err)
 	}
-	if err := strictARP(link); err != nil {
+	if err := hostLinkSysctls(veth); err != nil { // AddrAdd found its index
 		return runtime.Network{}, err
+	}
+	if err := m.nl.LinkSetUp(veth); err != nil {
+		return runtime.Network{}, fmt.Errorf("bring %s up: %w", link, err)
 	}
 
 	peer, err := ns.nl.LinkByName(sandboxIf)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"roost.dev/roost/errdefs"
 	"roost.dev/roost/runtime"
@@ -40,6 +41,23 @@ func TestSetupShape(t *testing.T) {
 	}
 	if host.Type() != "veth" || host.Attrs().Flags&net.FlagUp == 0 {
 		t.Errorf("host link %s: type %s, flags %v; want an up veth", hostLink(sb.slot), host.Type(), host.Attrs().Flags)
+	}
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/conf/" + hostLink(sb.slot) + "/rp_filter"); err != nil || strings.TrimSpace(string(b)) != "1" {
+		t.Errorf("host link %s: rp_filter = %q (%v), want 1 (strict)", hostLink(sb.slot), b, err)
+	}
+	// No IPv6 on the host side: no address, no route in the host's table
+	// (which every link event would walk).
+	if b, err := os.ReadFile("/proc/sys/net/ipv6/conf/" + hostLink(sb.slot) + "/disable_ipv6"); err == nil {
+		if strings.TrimSpace(string(b)) != "1" {
+			t.Errorf("host link %s: disable_ipv6 = %q, want 1", hostLink(sb.slot), b)
+		}
+		if addrs, err := netlink.AddrList(host, netlink.FAMILY_V6); err != nil || len(addrs) != 0 {
+			t.Errorf("host link %s: IPv6 addresses %v (%v), want none", hostLink(sb.slot), addrs, err)
+		}
+		if routes, err := netlink.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{LinkIndex: host.Attrs().Index, Table: unix.RT_TABLE_UNSPEC},
+			netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE); err != nil || len(routes) != 0 {
+			t.Errorf("host link %s: IPv6 routes %v (%v), want none", hostLink(sb.slot), routes, err)
+		}
 	}
 
 	// Inside: sysctls, lo and eth0 up, the address and the default route.
