@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	goruntime "runtime"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -110,11 +111,8 @@ func enterNewNetns(path string) (n newNetns, mounted bool, err error) {
 	if err := unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, ""); err != nil {
 		return n, false, fmt.Errorf("bind network namespace to %s: %w", path, err)
 	}
-	// /proc/sys/net resolves to the namespace of the calling thread.
-	for _, s := range sandboxSysctls {
-		if err := os.WriteFile(s.path, []byte(s.value), 0); err != nil {
-			return n, true, fmt.Errorf("set %s in sandbox namespace: %w", s.path, err)
-		}
+	if err := setSandboxSysctls(); err != nil {
+		return n, true, err
 	}
 	n.fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -133,6 +131,50 @@ func enterNewNetns(path string) (n newNetns, mounted bool, err error) {
 		return n, true, fmt.Errorf("bring lo up in sandbox namespace: %w", err)
 	}
 	return n, true, nil
+}
+
+// setSandboxSysctls sets sandboxSysctls in the calling thread's network
+// namespace, through a procfs of its own: a new instance, never attached
+// to any mount namespace, that goes with its descriptor. Through the
+// host's /proc the path would walk the kernel's cached entries of
+// /proc/sys/net/ipv4 of every network namespace that has used it, one
+// per sandbox: with 1,000 sandboxes running the two writes took 1.0-1.2
+// ms against 0.17 ms on an empty host; through a new procfs, 0.21 ms and
+// 0.26 ms.
+func setSandboxSysctls() error {
+	fs, err := unix.Fsopen("proc", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("procfs for the sandbox's sysctls: %w", err)
+	}
+	defer unix.Close(fs)
+	if err := unix.FsconfigCreate(fs); err != nil {
+		return fmt.Errorf("procfs for the sandbox's sysctls: %w", err)
+	}
+	proc, err := unix.Fsmount(fs, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
+	if err != nil {
+		return fmt.Errorf("procfs for the sandbox's sysctls: %w", err)
+	}
+	defer unix.Close(proc)
+	for _, s := range sandboxSysctls {
+		// sys/net resolves to the namespace of the calling thread.
+		if err := writeAt(proc, strings.TrimPrefix(s.path, "/proc/"), s.value); err != nil {
+			return fmt.Errorf("set %s in sandbox namespace: %w", s.path, err)
+		}
+	}
+	return nil
+}
+
+// writeAt writes value to the file at path under the directory dir.
+func writeAt(dir int, path, value string) error {
+	fd, err := unix.Openat(dir, path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	_, err = unix.Write(fd, []byte(value))
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // removeNetns unmounts and removes a namespace bind mount; a missing one is
