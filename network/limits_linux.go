@@ -35,18 +35,17 @@ func limitEgress(nl *netlink.Handle, link netlink.Link, l RateLimit) error {
 	return nil
 }
 
-// hostLinkSysctls sets up sandbox link, on the host side, before it
-// comes up.
+// hostLinkSysctls sets a sandbox's link, on the host's side, as it must
+// be before it comes up.
 //
 // Strict reverse-path filtering: besides IPv4 (which the prerouting
 // chain already filters) it governs ARP: the host learns a neighbour
 // from the link only for an address routed through it, the sandbox's
 // own. Otherwise ARP requests with made-up sender addresses fill the
 // host's neighbour table (gc_thresh3, 1024 entries by default), and the
-// host loses its LAN. It is set over netlink, not through
-// /proc/sys/net/ipv4: every sandbox's network namespace has its own
-// entry of that name, and a path through it walks them all (1.4 ms a
-// write with 1,000 sandboxes).
+// host loses its LAN. It is set over netlink, not through the host's
+// /proc/sys/net/ipv4, whose lookup walks an entry for every network
+// namespace that has used that path (see setSandboxSysctls).
 //
 // No IPv6: sandboxes have none, and the host's IPv6 on a link costs
 // every later link a little more. The host would give the link an
