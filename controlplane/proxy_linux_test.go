@@ -157,6 +157,39 @@ func TestProxy(t *testing.T) {
 	t.Run("local", func(t *testing.T) { testProxy(t, newTestenv(t, controlplane.Config{Local: localAgent()})) })
 }
 
+// quietServerDelay is how long after its last request a sandbox starts
+// a loopback-only server in TestProxyFindsServerAfterQuiet. envd's idle
+// scans come at 10 s of quiet and then every eighth of the quiet time
+// (about 41.1, 46.2 and 52.0 s): starting just after one, and asked
+// 1.5 s later, the server would not be seen within the proxy's 3 s of
+// retries without the proxy's kick.
+const quietServerDelay = 47 * time.Second
+
+// A loopback-only server that starts listening long after anyone used
+// its sandbox is reached by its first proxied request, at once: the
+// proxy's refused dial asks envd to look for it before the retry,
+// through the agent's proxy and straight to the sandbox.
+func TestProxyFindsServerAfterQuiet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits 48 s for a sandbox to go quiet")
+	}
+	for name, cfg := range map[string]controlplane.Config{"agent": {}, "local": {Local: localAgent()}} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := newTestenv(t, cfg)
+			id := e.create(t, map[string]any{"timeout": 600}).SandboxID
+			delay := int(quietServerDelay / time.Second)
+			e.exec(t, id, map[string]any{"cmd": fmt.Sprintf("(sleep %d; exec python3 -m http.server 8123 --bind 127.0.0.1) </dev/null >/dev/null 2>&1 &", delay)})
+			time.Sleep(quietServerDelay + 1500*time.Millisecond)
+			begin := time.Now()
+			r := e.via(t, nil, "/proxy/"+id+"/8123/", "")
+			if took := time.Since(begin); r.status != http.StatusOK || took > time.Second {
+				t.Errorf("first request to a server started after %v of quiet: %d after %v, want 200 within 1s", quietServerDelay, r.status, took)
+			}
+		})
+	}
+}
+
 func testProxy(t *testing.T, e *testenv) {
 	c := e.create(t, map[string]any{"timeout": 600})
 	id := c.SandboxID

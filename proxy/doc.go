@@ -23,7 +23,9 @@
 // subdomain form, an origin per sandbox port. Responses stream unbuffered;
 // WebSocket upgrades pass through. While a sandbox server that has just
 // started refuses connections (the agent answers 502), idempotent requests
-// are retried with backoff for a short while, but not once the sandbox is
+// are retried with backoff for a short while (each refusal also asks the
+// sandbox's envd, which looks for new loopback servers only every 30 s
+// when idle, to look now: GET wire.EnvdScanPath), but not once the sandbox is
 // gone (killed mid-retry: E2B's SDKs probe /health right after a stream
 // breaks and expect a prompt 502).
 //

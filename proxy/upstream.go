@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"syscall"
 	"time"
 
 	"roost.dev/roost/errdefs"
@@ -49,15 +50,54 @@ func NewUpstream(envdPort int, port func(*http.Request) int) *Upstream {
 }
 
 // RoundTrip sends req on its port's pool. A connection that could not be
-// made fails with a *DialError.
+// made fails with a *DialError. When a sandbox's port other than envd's
+// refused the connection, envd is asked to look for new servers before
+// RoundTrip returns (kickEnvd), so that a retry finds a loopback server
+// forwarded.
 func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
-	if inlineable(req) {
-		return u.inline.RoundTrip(req)
-	}
-	if u.port(req) == u.envdPort {
+	envd := u.port(req) == u.envdPort
+	var resp *http.Response
+	var err error
+	switch {
+	case inlineable(req):
+		resp, err = u.inline.RoundTrip(req)
+	case envd:
 		return u.envd.RoundTrip(req)
+	default:
+		resp, err = u.user.RoundTrip(req)
 	}
-	return u.user.RoundTrip(req)
+	if err != nil && !envd && errors.Is(err, syscall.ECONNREFUSED) {
+		if sb, ok := sandboxOf(req.Context()); ok {
+			u.kickEnvd(req.Context(), sb)
+		}
+	}
+	return resp, err
+}
+
+// kickEnvdTimeout bounds a kick: envd answers it at once, or is not
+// there to.
+const kickEnvdTimeout = time.Second
+
+// kickEnvd asks the envd of sandbox run sb to look for new loopback
+// servers now (wire.EnvdScanPath): envd looks only every 30 s when idle,
+// and a server that started listening on loopback since is reachable
+// once envd forwards it. The answer (401 without a token) does not
+// matter, nor does a failure: the caller's retries are what follow.
+func (u *Upstream) kickEnvd(ctx context.Context, sb sandboxTarget) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), kickEnvdTimeout)
+	defer cancel()
+	envd := netip.AddrPortFrom(sb.addr.Addr(), uint16(u.envdPort))
+	req, err := http.NewRequestWithContext(ToSandbox(ctx, sb.id, envd), http.MethodGet,
+		"http://"+SandboxHost(sb.id, envd)+wire.EnvdScanPath, nil)
+	if err != nil {
+		return
+	}
+	resp, err := u.inline.RoundTrip(req)
+	if err != nil {
+		return
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
 }
 
 // Close closes idle connections; requests in flight go on.

@@ -9,11 +9,13 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"roost.dev/roost/errdefs"
+	"roost.dev/roost/wire"
 )
 
 // envd's port and the sandboxes' own ports are dialled from separate pools.
@@ -95,4 +97,68 @@ func TestUpstreamPoolsBySandbox(t *testing.T) {
 	if n := conns.Load(); n != 2 {
 		t.Errorf("a request to another sandbox at the same address made %d connections in all, want 2 (none shared)", n)
 	}
+}
+
+// A sandbox port that refuses a connection makes the upstream ask the
+// sandbox's envd to look for new servers (GET wire.EnvdScanPath, no
+// token) before the round trip returns, inline or pooled; a refusal on
+// envd's own port does not.
+func TestUpstreamKicksEnvdOnRefusal(t *testing.T) {
+	kicks := make(chan *http.Request, 8)
+	envd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		kicks <- r
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	defer envd.Close()
+	envdAddr := netip.MustParseAddrPort(envd.Listener.Addr().String())
+	closed := closedPort(t)
+	u := NewUpstream(int(envdAddr.Port()), func(req *http.Request) int { n, _ := strconv.Atoi(req.URL.Port()); return n })
+	defer u.Close()
+	send := func(method string, to netip.AddrPort, body io.Reader) error {
+		t.Helper()
+		req, err := http.NewRequest(method, "http://"+SandboxHost("sb-kick.1", to)+"/app", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = u.RoundTrip(req.WithContext(ToSandbox(req.Context(), "sb-kick.1", to)))
+		return err
+	}
+	user := netip.AddrPortFrom(envdAddr.Addr(), closed)
+	for _, c := range []struct {
+		method string
+		body   io.Reader
+	}{{"GET", nil}, {"POST", strings.NewReader("a body")}} {
+		if err := send(c.method, user, c.body); err == nil {
+			t.Fatalf("%s to a closed port: no error", c.method)
+		}
+		select {
+		case r := <-kicks:
+			if r.Method != http.MethodGet || r.URL.Path != wire.EnvdScanPath || r.Header.Get(wire.HeaderAccessToken) != "" {
+				t.Errorf("%s refused: envd got %s %s (token %q)", c.method, r.Method, r.URL.Path, r.Header.Get(wire.HeaderAccessToken))
+			}
+		default:
+			t.Errorf("%s refused: envd was not asked to look", c.method)
+		}
+	}
+
+	// envd's own port refusing: there is no envd to ask.
+	envd.Close()
+	if err := send("GET", envdAddr, nil); err == nil {
+		t.Fatal("GET to envd's closed port: no error")
+	}
+	if len(kicks) != 0 {
+		t.Error("a refusal on envd's port kicked envd")
+	}
+}
+
+// closedPort returns a loopback port nothing listens on.
+func closedPort(t *testing.T) uint16 {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	return uint16(port)
 }

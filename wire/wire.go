@@ -3,6 +3,12 @@ package wire
 // EnvdPort is where envd listens in every sandbox (E2B's contract).
 const EnvdPort = 49983
 
+// EnvdScanPath is what a proxy GETs from envd, without a token, when a
+// sandbox's port refuses a connection: like every envd request but
+// /health, authorised or not, it makes envd look for new loopback
+// servers to forward at once, which it does only every 30 s when idle.
+const EnvdScanPath = "/ports"
+
 // InterpreterPort is where a code-interpreter sandbox serves
 // @e2b/code-interpreter's routes (E2B's contract).
 const InterpreterPort = 49999

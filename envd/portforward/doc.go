@@ -5,9 +5,13 @@
 //
 // A Forwarder polls the kernel's listening TCP sockets (over sock_diag;
 // /proc/net/tcp and /proc/net/tcp6 where that is missing): four times a
-// second while the sandbox is in use (every request to envd counts), less
-// and less often, down to every 2 s, as it sits idle, since every poll
-// costs in proportion to the sandboxes on the host. For each port on which
+// second while the sandbox is in use (every request to envd but /health
+// counts), less and less often, down to every 30 s, as it sits idle, since
+// every poll costs in proportion to the sandboxes on the host. A proxy
+// that finds a sandbox's port refusing connections asks envd to look at
+// once (GET wire.EnvdScanPath), so a loopback server that starts long
+// after anyone used the sandbox is forwarded within the proxy's retries.
+// PortsNow answers from a scan made after it is asked. For each port on which
 // only loopback addresses (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104) listen,
 // it listens on the same port on every external IPv4 address and splices
 // each accepted connection to the loopback server, keeping TCP half-closes.

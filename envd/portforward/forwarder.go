@@ -17,13 +17,14 @@ import (
 
 const (
 	defaultInterval     = 250 * time.Millisecond
-	defaultIdleInterval = 2 * time.Second
+	defaultIdleInterval = 30 * time.Second
 	// activeWindow is how long after the last sign of activity (a Kick, or
 	// a change in the listening sockets) scans stay at Interval: most
 	// servers started through envd listen within it. After it the period
 	// grows with the quiet time (an eighth of it) up to IdleInterval, so
 	// a sandbox that just started, of hundreds started one after another,
-	// costs a few dozen scans in its first minute rather than 240.
+	// costs a few dozen scans in its first minute rather than 240, and an
+	// idle one two a minute.
 	activeWindow = 10 * time.Second
 	rampDivisor  = 8
 )
@@ -39,11 +40,12 @@ type Config struct {
 	// IdleInterval; from 10 s of quiet on, the period is an eighth of the
 	// quiet time, at least Interval. A Kick ends a longer wait at once:
 	// the next scan runs no later than Interval after the last.
-	// A thousand idle sandboxes each scanning four times a second keep a
-	// host's cores busy (every scan walks all the host's listening
-	// sockets, and wakes a process); this still finds a server that
-	// starts listening with nobody asking within the time the proxy
-	// retries a refused request (3s). Default 2s.
+	// Every scan walks the host's whole listening hash (all sandboxes'
+	// sockets) and wakes a process: a thousand idle sandboxes scanning
+	// every 2 s took a quarter of a 2-core host. A server that starts
+	// listening long after the last request is still found in time for
+	// its first proxied one: a refused connection makes the proxy kick
+	// envd before it retries (proxy.Upstream). Default 30s.
 	IdleInterval time.Duration
 	// Exclude lists ports never forwarded (envd's own, 49983). They are still
 	// reported by Ports.
@@ -82,8 +84,11 @@ type Forwarder struct {
 	started atomic.Bool
 	scans   atomic.Uint64 // completed scans, so tests can wait for one
 
-	mu    sync.Mutex // guards ports
+	mu    sync.Mutex // guards ports, next and stopped
 	ports []Port
+	// next is closed when the next scan to start ends (PortsNow).
+	next    chan struct{}
+	stopped bool // Run has returned: no scan will close next
 
 	// Owned by the goroutine in Run and never touched by any other.
 	forwards     map[netip.AddrPort]*forward // by the external address listened on
@@ -120,6 +125,7 @@ func New(cfg Config, log *slog.Logger) *Forwarder {
 		exclude:      exclude,
 		log:          log,
 		kicked:       make(chan struct{}, 1),
+		next:         make(chan struct{}),
 		forwards:     map[netip.AddrPort]*forward{},
 		listenFailed: map[netip.AddrPort]struct{}{},
 	}
@@ -181,8 +187,8 @@ func (f *Forwarder) sleep(ctx context.Context, t *time.Timer, last time.Time) bo
 
 // Kick marks the sandbox as active: scans run at Interval for the next
 // 10 s, starting no later than Interval after the last one, then less
-// often. envd kicks on every request, since servers are started through
-// it.
+// often. envd kicks on every request but /health, since servers are
+// started through it and the proxy asks it to look (see IdleInterval).
 func (f *Forwarder) Kick() {
 	f.lastActive.Store(time.Now().UnixNano())
 	if f.idle.Load() {
@@ -211,6 +217,25 @@ func (f *Forwarder) Ports() []Port {
 	return append(make([]Port, 0, len(f.ports)), f.ports...)
 }
 
+// PortsNow returns the listening TCP sockets as a scan that starts after
+// the call finds them: it kicks, and waits for that scan, which starts
+// within Interval, or for ctx. Before Run and after it, it returns Ports.
+func (f *Forwarder) PortsNow(ctx context.Context) ([]Port, error) {
+	f.mu.Lock()
+	next, stopped := f.next, f.stopped
+	f.mu.Unlock()
+	if !f.started.Load() || stopped {
+		return f.Ports(), nil
+	}
+	f.Kick()
+	select {
+	case <-next:
+		return f.Ports(), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
 func (f *Forwarder) stop() {
 	for at, fw := range f.forwards {
 		fw.close()
@@ -218,11 +243,18 @@ func (f *Forwarder) stop() {
 	}
 	f.mu.Lock()
 	f.ports = nil
+	f.stopped = true
+	close(f.next)
 	f.mu.Unlock()
 }
 
 // scanSafe runs one scan; a panic is logged and the next tick tries again.
 func (f *Forwarder) scanSafe(ctx context.Context) {
+	f.mu.Lock()
+	this := f.next
+	f.next = make(chan struct{})
+	f.mu.Unlock()
+	defer close(this)
 	defer f.scans.Add(1)
 	defer recoverLog(f.log, "port scan")
 	f.scan(ctx)

@@ -338,3 +338,33 @@ func TestKickEndsIdleWait(t *testing.T) {
 		t.Error("no scan after the kick")
 	}
 }
+
+// TestPortsNowScansAfterTheCall checks that PortsNow reports a server
+// that started listening after the last scan, while the forwarder waits
+// idle (an hour here), and that it answers before Run and after it.
+func TestPortsNowScansAfterTheCall(t *testing.T) {
+	root := t.TempDir()
+	writeProc(t, root, "tcp", tcpHeader)
+	f := New(Config{ProcRoot: root, Interval: 10 * time.Millisecond, IdleInterval: time.Hour}, nil)
+	if ports, err := f.PortsNow(t.Context()); err != nil || len(ports) != 0 {
+		t.Fatalf("before Run: %v, %v", ports, err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	waitScans(t, f, 1)
+	f.lastActive.Store(time.Now().Add(-2 * activeWindow).UnixNano())
+	for !f.idle.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	writeProc(t, root, "tcp", tcpHeader+tcpLine(0, "00000000:1F90", "00000000:0000", "0A")) // 0.0.0.0:8080
+	ports, err := f.PortsNow(t.Context())
+	if err != nil || len(ports) != 1 || ports[0].Port != 8080 {
+		t.Fatalf("PortsNow after a server started: %v, %v", ports, err)
+	}
+	cancel()
+	<-done
+	if ports, err := f.PortsNow(t.Context()); err != nil || len(ports) != 0 {
+		t.Fatalf("after Run: %v, %v", ports, err)
+	}
+}

@@ -88,6 +88,7 @@ type Server struct {
 	process  *process.Service
 	fs       *filesystem.Service
 	ports    *portforward.Forwarder
+	kick     func() // ports.Kick; a test's own to count kicks
 	sampler  *metrics.Sampler
 	handler  http.Handler
 }
@@ -134,6 +135,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 	}
 	s.ports = portforward.New(portforward.Config{Exclude: exclude}, log.With("service", "portforward"))
+	s.kick = s.ports.Kick
 
 	mux := http.NewServeMux()
 	mux.Handle(processconnect.NewProcessHandler(s.process))
@@ -143,14 +145,19 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	mux.HandleFunc("POST /init", s.init)
 	mux.HandleFunc("GET /envs", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.defaults.Envs()) })
 	mux.HandleFunc("GET /metrics", s.metrics)
-	mux.HandleFunc("GET /ports", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.ports.Ports()) })
-	guarded := s.guard.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/health" {
-			s.ports.Kick() // a request may start a server: look for it promptly
+	mux.HandleFunc("GET /ports", func(w http.ResponseWriter, r *http.Request) {
+		if ports, err := s.ports.PortsNow(r.Context()); err == nil {
+			writeJSON(w, ports)
 		}
-		mux.ServeHTTP(w, r)
-	}))
+	})
+	guarded := s.guard.Wrap(mux)
 	s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/health" {
+			// A request may start a server, or be a proxy's word that a
+			// port refused it (wire.EnvdScanPath, without a token): look
+			// for new servers promptly. /health is what clients poll.
+			s.kick()
+		}
 		if cfg.LocalEnvs && r.Method == http.MethodGet && r.URL.Path == "/envs" && r.Header.Get(auth.TokenHeader) == "" && fromLoopback(r) {
 			writeJSON(w, s.defaults.Envs())
 			return
