@@ -389,3 +389,68 @@ func TestAttackReachHostServices(t *testing.T) {
 	t.Logf("host service unreachable through %v", targets)
 	mustStillWork(t, sb, world)
 }
+
+// A sandbox reaches no host service over IPv6 either. Its root turns
+// IPv6 on in its own namespace (it may) and connects to a host service
+// listening on every IPv6 address, at the link-local address the host
+// side of its link would have (made from the link's MAC, as the kernel
+// makes it): the host side has no IPv6 at all, and the firewall's inet
+// table drops the rest.
+func TestAttackReachHostOverIPv6(t *testing.T) {
+	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
+		t.Skip("the host has no IPv6")
+	}
+	rt := namespaceDriver(t)
+	world := newInternet(t)
+	ln, err := net.Listen("tcp6", "[::]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	nw := newNetwork(t, network.Config{})
+	sb := runtimetest.Start(t, rt, nw, runtimetest.Options{Internet: true})
+	routes, err := netlink.RouteGet(sb.Spec.Network.Address.Addr().AsSlice())
+	if err != nil || len(routes) == 0 {
+		t.Fatalf("route to the sandbox: %v %v", routes, err)
+	}
+	hostLink, err := netlink.LinkByIndex(routes[0].LinkIndex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := eui64LinkLocal(hostLink.Attrs().HardwareAddr)
+	iface := sb.Spec.Network.Interface
+	script := fmt.Sprintf(`for f in all default %[1]s; do echo 0 > /proc/sys/net/ipv6/conf/$f/disable_ipv6; done
+sleep 2 # duplicate address detection
+grep -q ' %[1]s$' /proc/net/if_inet6 && echo ipv6-on
+python3 -c 'import socket; socket.create_connection(("%[2]s%%%[1]s", %[3]d), 2); print("reached")' 2>&1`, iface, target, port)
+	r := exec(t, sb, script)
+	if !strings.Contains(r.Stdout, "ipv6-on") {
+		t.Fatalf("the sandbox could not turn IPv6 on, so the attack tried nothing: %s %s", r.Stdout, r.Stderr)
+	}
+	if strings.Contains(r.Stdout, "reached") {
+		t.Errorf("the sandbox reached the host service at [%s%%%s]:%d", target, iface, port)
+	}
+	t.Logf("host service on [::]:%d unreachable at %s%%%s: %s", port, target, iface, strings.TrimSpace(r.Stdout))
+	mustStillWork(t, sb, world)
+}
+
+// eui64LinkLocal is the link-local IPv6 address the kernel gives a link
+// of MAC address mac (RFC 4291, appendix A).
+func eui64LinkLocal(mac net.HardwareAddr) netip.Addr {
+	var a [16]byte
+	a[0], a[1] = 0xfe, 0x80
+	a[8], a[9], a[10] = mac[0]^0x02, mac[1], mac[2]
+	a[11], a[12] = 0xff, 0xfe
+	a[13], a[14], a[15] = mac[3], mac[4], mac[5]
+	return netip.AddrFrom16(a)
+}
