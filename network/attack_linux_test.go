@@ -402,21 +402,7 @@ func TestAttackReachHostOverIPv6(t *testing.T) {
 	}
 	rt := namespaceDriver(t)
 	world := newInternet(t)
-	ln, err := net.Listen("tcp6", "[::]:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	port := runtimetest.HostListenerAt(t, "tcp6", "[::]:0")
 	nw := newNetwork(t, network.Config{})
 	sb := runtimetest.Start(t, rt, nw, runtimetest.Options{Internet: true})
 	routes, err := netlink.RouteGet(sb.Spec.Network.Address.Addr().AsSlice())

@@ -113,12 +113,16 @@ func (s *Sandbox) Reaches(ctx context.Context, host string, port int) bool {
 	return strings.Contains(r.Stdout, "reached")
 }
 
-// HostListener listens on every address of the host, on a free port, and
-// accepts and closes connections until the test ends; it returns the
-// port: a host service a sandbox must not reach.
-func HostListener(t testing.TB) int {
+// HostListener listens on every IPv4 address of the host, on a free
+// port, and accepts and closes connections until the test ends; it
+// returns the port: a host service a sandbox must not reach.
+func HostListener(t testing.TB) int { return HostListenerAt(t, "tcp", "0.0.0.0:0") }
+
+// HostListenerAt is HostListener on address of network (net.Listen's),
+// "[::]:0" of "tcp6" say.
+func HostListenerAt(t testing.TB, network, address string) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	ln, err := net.Listen(network, address)
 	if err != nil {
 		t.Fatal(err)
 	}
