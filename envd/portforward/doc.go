@@ -6,8 +6,9 @@
 // A Forwarder polls the kernel's listening TCP sockets (over sock_diag;
 // /proc/net/tcp and /proc/net/tcp6 where that is missing): four times a
 // second while the sandbox is in use (every request to envd but /health
-// counts), less and less often, down to every 30 s, as it sits idle, since
-// every poll costs in proportion to the sandboxes on the host. A proxy
+// counts), less and less often, down to every 30 s, as it sits idle (and
+// from its start until the first request), since every poll costs in
+// proportion to the sandboxes on the host. A proxy
 // that finds a sandbox's port refusing connections asks envd to look at
 // once (GET wire.EnvdScanPath), so a loopback server that starts long
 // after anyone used the sandbox is forwarded within the proxy's retries.

@@ -102,6 +102,7 @@ func TestInNamespace(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
+	f.Kick() // a forwarder starts idle; a sandbox's first request kicks
 
 	at := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(ext, port) }
 

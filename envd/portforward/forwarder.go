@@ -45,7 +45,10 @@ type Config struct {
 	// every 2 s took a quarter of a 2-core host. A server that starts
 	// listening long after the last request is still found in time for
 	// its first proxied one: a refused connection makes the proxy kick
-	// envd before it retries (proxy.Upstream). Default 30s.
+	// envd before it retries (proxy.Upstream). A forwarder starts idle:
+	// a sandbox that no one uses (a warm pool's) scans every IdleInterval
+	// from its start, and its first request (a create's /init) kicks.
+	// Default 30s.
 	IdleInterval time.Duration
 	// Exclude lists ports never forwarded (envd's own, 49983). They are still
 	// reported by Ports.
@@ -140,7 +143,6 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		return errors.New("portforward: Run called twice")
 	}
 	defer f.stop()
-	f.Kick()
 	t := time.NewTimer(f.interval)
 	defer t.Stop()
 	for {
@@ -408,7 +410,8 @@ func (f *Forwarder) publish(p plan, active map[uint16]bool) {
 		})
 	}
 	f.mu.Lock()
-	changed := !slices.Equal(f.ports, ports)
+	// What the first scan finds is where the sandbox starts, not a change.
+	changed := f.ports != nil && !slices.Equal(f.ports, ports)
 	f.ports = ports
 	f.mu.Unlock()
 	if changed {

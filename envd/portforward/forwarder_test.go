@@ -167,6 +167,7 @@ func TestRunReportsPorts(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
+	f.Kick() // a forwarder starts idle; a sandbox's first request kicks
 	waitScans(t, f, 1)
 
 	want := []Port{
@@ -207,6 +208,7 @@ func TestRunScanFailure(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
+	f.Kick() // a forwarder starts idle; a sandbox's first request kicks
 	waitScans(t, f, 5)
 	cancel()
 	if err := <-done; err != nil {
@@ -246,11 +248,17 @@ func TestExternalAddrs(t *testing.T) {
 // change made before the call to be seen: one may have been under way.
 func waitScans(t *testing.T, f *Forwarder, n uint64) {
 	t.Helper()
-	want := f.scans.Load() + n
+	waitScanned(t, f, f.scans.Load()+n)
+}
+
+// waitScanned waits until the forwarder completed want scans since it
+// started: a forwarder idle from its start may scan once in an hour.
+func waitScanned(t *testing.T, f *Forwarder, want uint64) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for f.scans.Load() < want {
 		if time.Now().After(deadline) {
-			t.Fatalf("forwarder did not complete %d scans", n)
+			t.Fatalf("forwarder did not complete %d scans", want)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -318,7 +326,7 @@ func TestKickEndsIdleWait(t *testing.T) {
 		cancel()
 		<-done
 	}()
-	waitScans(t, f, 1)
+	waitScanned(t, f, 1)
 	f.lastActive.Store(time.Now().Add(-2 * activeWindow).UnixNano())
 	// The wait after the next scan at the latest is idle.
 	deadline := time.Now().Add(30 * time.Second)
@@ -352,7 +360,7 @@ func TestPortsNowScansAfterTheCall(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
-	waitScans(t, f, 1)
+	waitScanned(t, f, 1)
 	f.lastActive.Store(time.Now().Add(-2 * activeWindow).UnixNano())
 	for !f.idle.Load() {
 		time.Sleep(time.Millisecond)
@@ -366,5 +374,32 @@ func TestPortsNowScansAfterTheCall(t *testing.T) {
 	<-done
 	if ports, err := f.PortsNow(t.Context()); err != nil || len(ports) != 0 {
 		t.Fatalf("after Run: %v, %v", ports, err)
+	}
+}
+
+// TestStartsIdle checks that what the first scan finds (envd's own port,
+// say) is no sign of activity: a sandbox no one uses, a warm pool's,
+// scans every IdleInterval from its start.
+func TestStartsIdle(t *testing.T) {
+	root := t.TempDir()
+	writeProc(t, root, "tcp", tcpHeader+tcpLine(0, "00000000:C34F", "00000000:0000", "0A")) // 0.0.0.0:49999
+	f := New(Config{ProcRoot: root, Interval: 10 * time.Millisecond, IdleInterval: time.Hour}, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	waitScanned(t, f, 1)
+	if ports := f.Ports(); len(ports) != 1 {
+		t.Fatalf("first scan: %v", ports)
+	}
+	if got := f.nextInterval(time.Now()); got != time.Hour {
+		t.Errorf("after the first scan: %v, want the idle interval", got)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := f.scans.Load(); n != 1 {
+		t.Errorf("%d scans in 100ms from the start, want 1", n)
 	}
 }
