@@ -251,6 +251,26 @@ func waitScans(t *testing.T, f *Forwarder, n uint64) {
 	waitScanned(t, f, f.scans.Load()+n)
 }
 
+// runIdle runs a forwarder over a proc table holding tcp, scanning
+// every 10 ms when active and every hour when idle, until the test ends
+// or stop; it returns once the first scan is done.
+func runIdle(t *testing.T, tcp string) (f *Forwarder, stop func()) {
+	t.Helper()
+	root := t.TempDir()
+	writeProc(t, root, "tcp", tcp)
+	f = New(Config{ProcRoot: root, Interval: 10 * time.Millisecond, IdleInterval: time.Hour}, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	stop = sync.OnceFunc(func() {
+		cancel()
+		<-done
+	})
+	t.Cleanup(stop)
+	waitScanned(t, f, 1)
+	return f, stop
+}
+
 // waitScanned waits until the forwarder completed want scans since it
 // started: a forwarder idle from its start may scan once in an hour.
 func waitScanned(t *testing.T, f *Forwarder, want uint64) {
@@ -316,17 +336,7 @@ func TestScanIntervalFollowsActivity(t *testing.T) {
 // TestKickEndsIdleWait checks that a Kick during an idle wait (an hour
 // here) brings the next scan forward to about Interval after the last.
 func TestKickEndsIdleWait(t *testing.T) {
-	root := t.TempDir()
-	writeProc(t, root, "tcp", tcpHeader)
-	f := New(Config{ProcRoot: root, Interval: 10 * time.Millisecond, IdleInterval: time.Hour}, nil)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	waitScanned(t, f, 1)
+	f, _ := runIdle(t, tcpHeader)
 	f.lastActive.Store(time.Now().Add(-2 * activeWindow).UnixNano())
 	// The wait after the next scan at the latest is idle.
 	deadline := time.Now().Add(30 * time.Second)
@@ -351,16 +361,12 @@ func TestKickEndsIdleWait(t *testing.T) {
 // that started listening after the last scan, while the forwarder waits
 // idle (an hour here), and that it answers before Run and after it.
 func TestPortsNowScansAfterTheCall(t *testing.T) {
-	root := t.TempDir()
-	writeProc(t, root, "tcp", tcpHeader)
-	f := New(Config{ProcRoot: root, Interval: 10 * time.Millisecond, IdleInterval: time.Hour}, nil)
-	if ports, err := f.PortsNow(t.Context()); err != nil || len(ports) != 0 {
+	before := New(Config{ProcRoot: t.TempDir()}, nil)
+	if ports, err := before.PortsNow(t.Context()); err != nil || len(ports) != 0 {
 		t.Fatalf("before Run: %v, %v", ports, err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx) }()
-	waitScanned(t, f, 1)
+	f, stop := runIdle(t, tcpHeader)
+	root := f.procRoot
 	f.lastActive.Store(time.Now().Add(-2 * activeWindow).UnixNano())
 	for !f.idle.Load() {
 		time.Sleep(time.Millisecond)
@@ -370,8 +376,7 @@ func TestPortsNowScansAfterTheCall(t *testing.T) {
 	if err != nil || len(ports) != 1 || ports[0].Port != 8080 {
 		t.Fatalf("PortsNow after a server started: %v, %v", ports, err)
 	}
-	cancel()
-	<-done
+	stop()
 	if ports, err := f.PortsNow(t.Context()); err != nil || len(ports) != 0 {
 		t.Fatalf("after Run: %v, %v", ports, err)
 	}
@@ -381,17 +386,7 @@ func TestPortsNowScansAfterTheCall(t *testing.T) {
 // say) is no sign of activity: a sandbox no one uses, a warm pool's,
 // scans every IdleInterval from its start.
 func TestStartsIdle(t *testing.T) {
-	root := t.TempDir()
-	writeProc(t, root, "tcp", tcpHeader+tcpLine(0, "00000000:C34F", "00000000:0000", "0A")) // 0.0.0.0:49999
-	f := New(Config{ProcRoot: root, Interval: 10 * time.Millisecond, IdleInterval: time.Hour}, nil)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	waitScanned(t, f, 1)
+	f, _ := runIdle(t, tcpHeader+tcpLine(0, "00000000:C34F", "00000000:0000", "0A")) // 0.0.0.0:49999
 	if ports := f.Ports(); len(ports) != 1 {
 		t.Fatalf("first scan: %v", ports)
 	}
